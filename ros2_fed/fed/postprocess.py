@@ -1,0 +1,279 @@
+"""Post-processing of per-pixel score maps: Gaussian smoothing and SML boundary suppression.
+
+The paper smooths FED's score map before evaluation, either with a plain 7x7 Gaussian
+(sigma 1) or with the boundary suppression + dilated smoothing of SML (Jung et al., ICCV
+2021, "Standardized Max Logits"). Both are written here as small ``nn.Module`` s built only
+from ops that export to ONNX (opset 18) and run identically in ONNX Runtime: convolutions
+with fixed buffer kernels, max-pooling, replication padding, ``where``. No Python control
+flow depends on tensor values, so the modules can sit inside the fused detector graph.
+
+All modules share the call signature ``forward(score, labels=None)`` so a detector can swap
+them (see :func:`make_postprocess`). They are *score-agnostic*: they only move values around
+spatially and never assume which direction means "wrong". SML itself applies them to the
+standardized max logit (higher = more confident); FED applies them to ``p_wrong``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "gaussian_kernel2d",
+    "GaussianSmoothing",
+    "BoundarySuppression",
+    "SMLPostprocess",
+    "NoPostprocess",
+    "POSTPROCESS_NAMES",
+    "make_postprocess",
+]
+
+_PAD_MODES = {"replicate": "replicate", "reflect": "reflect"}
+
+
+def gaussian_kernel2d(kernel_size: int = 7, sigma: float = 1.0) -> torch.Tensor:
+    """Normalised 2-D Gaussian, shape (k, k), centred at (k-1)/2, summing to 1.
+
+    Same kernel as SML's ``np.fromfunction`` Gaussian and as the outer product of
+    ``cv2.getGaussianKernel(k, sigma)`` with itself (computed in float64, then cast).
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    x = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2.0
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g).to(torch.float32)
+
+
+def _as_4d(score: torch.Tensor) -> torch.Tensor:
+    """Accept (B, H, W) score maps too (SML's code does); everything else must be 4-D."""
+    if score.dim() == 3:
+        return score.unsqueeze(1)
+    if score.dim() != 4:
+        raise ValueError(f"score map must be (B,C,H,W) or (B,H,W), got shape {tuple(score.shape)}")
+    return score
+
+
+class NoPostprocess(nn.Module):
+    """Identity with the common ``forward(score, labels=None)`` signature."""
+
+    def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return score
+
+
+class GaussianSmoothing(nn.Module):
+    """Depthwise Gaussian blur of a score map (B, C, H, W) that keeps its size.
+
+    Padding: ``"replicate"`` (default) repeats the edge pixel, which works for any map size
+    (also when the padding exceeds the map, as with dilation 6 on small maps) and keeps a
+    constant map exactly constant; ``"reflect"`` (what the FED research code's 7x7 filter
+    uses) needs ``(kernel_size // 2) * dilation < min(H, W)``.
+
+    With ``dilation > 1`` this is SML's "dilated smoothing" (7x7, sigma 1, dilation 6): the
+    same 49 taps spread over a 37x37 window, a cheap wide low-pass.
+
+    Each channel is blurred independently with the same kernel: channels are folded into the
+    batch so the module needs no channel count and exports with dynamic shapes.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int = 7,
+        sigma: float = 1.0,
+        dilation: int = 1,
+        padding: str = "replicate",
+    ) -> None:
+        super().__init__()
+        if padding not in _PAD_MODES:
+            raise ValueError(f"padding must be one of {sorted(_PAD_MODES)}, got {padding!r}")
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}")
+        self.kernel_size = int(kernel_size)
+        self.sigma = float(sigma)
+        self.dilation = int(dilation)
+        self.padding = padding
+        self.pad = (self.kernel_size // 2) * self.dilation
+        self.register_buffer("weight", gaussian_kernel2d(self.kernel_size, self.sigma).view(1, 1, kernel_size, kernel_size))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, sigma={self.sigma}, dilation={self.dilation}, padding={self.padding!r}"
+
+    def smooth(self, score: torch.Tensor) -> torch.Tensor:
+        """Blur a (B, C, H, W) or (B, H, W) map; output has the input's shape (4-D for 3-D in)."""
+        x = _as_4d(score)
+        shape = x.shape
+        y = x.reshape(-1, 1, shape[2], shape[3])
+        if self.pad > 0:
+            y = F.pad(y, (self.pad, self.pad, self.pad, self.pad), mode=_PAD_MODES[self.padding])
+        y = F.conv2d(y, self.weight.to(device=y.device, dtype=y.dtype), dilation=self.dilation)
+        return y.reshape(shape)
+
+    def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.smooth(score)
+
+
+def _max3x3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 square max filter; out-of-image pixels are ignored (ONNX MaxPool pads with -inf)."""
+    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
+def _max_cross(x: torch.Tensor) -> torch.Tensor:
+    """Max over the 4-connected cross (centre + N/S/E/W), out-of-image pixels ignored."""
+    v = F.max_pool2d(x, kernel_size=(3, 1), stride=1, padding=(1, 0))
+    h = F.max_pool2d(x, kernel_size=(1, 3), stride=1, padding=(0, 1))
+    return torch.maximum(v, h)
+
+
+class BoundarySuppression(nn.Module):
+    """SML boundary suppression: replace scores near predicted-class boundaries by the
+    average of their non-boundary neighbours, shrinking the band step by step.
+
+    Why: at boundaries between two predicted classes the max logit is low for every
+    network, so raw scores light up object outlines as false "anomalies"; SML propagates
+    the (reliable) interior values into the boundary band instead.
+
+    Algorithm (public SML code, ``BoundarySuppressionWithSmoothing``):
+
+    1. ``boundaries = dilate(labels) != erode(labels)``.
+    2. ``diff = width // iterations``; for ``i`` in ``range(iterations)``:
+       ``r = 0`` on the last iteration (or when ``width == 0``), else ``width - diff*i - 1``;
+       ``nb = 1 - dilate_r(boundaries)`` (non-boundary mask);
+       ``sum = box3x3(pad1(out * nb))``, ``count = box3x3(pad1(nb))`` (replication pad);
+       ``avg = where(count == 0, prev, sum / count)``; ``out = where(nb == 0, avg, prev)``.
+
+    ``footprint`` selects the structuring elements:
+
+    - ``"sml"`` (default, bit-for-bit the public SML code, which uses kornia): the label
+      dilation uses the 4-connected cross, the label erosion the full 3x3 square, and the
+      band expansion by ``r`` uses the L1 diamond of radius ``r`` (``r`` cross dilations).
+    - ``"square"``: 3x3 square for both and a ``(2r+1)`` square for the expansion (a
+      max-pool). Slightly wider band; offered because it is the common textual description.
+
+    Morphology ignores out-of-image pixels (kornia's "geodesic" border), implemented with
+    max-pooling on ``labels`` and ``-labels``. Labels are compared as float32, exact for
+    class ids below 2**24. Works for any number of score channels (mask is broadcast).
+    """
+
+    def __init__(self, boundary_width: int = 4, boundary_iteration: int = 4, footprint: str = "sml") -> None:
+        super().__init__()
+        if boundary_width < 0 or boundary_iteration < 0:
+            raise ValueError("boundary_width and boundary_iteration must be >= 0")
+        if boundary_iteration != 0 and boundary_width % boundary_iteration != 0:
+            raise ValueError(
+                f"boundary_width ({boundary_width}) must be a multiple of boundary_iteration ({boundary_iteration})"
+            )
+        if footprint not in ("sml", "square"):
+            raise ValueError(f"footprint must be 'sml' or 'square', got {footprint!r}")
+        self.boundary_width = int(boundary_width)
+        self.boundary_iteration = int(boundary_iteration)
+        self.footprint = footprint
+        # Radii are fixed at construction: the graph unrolls into a fixed op sequence.
+        diff = self.boundary_width // self.boundary_iteration if self.boundary_iteration else 0
+        self.radii: list[int] = [
+            0 if (self.boundary_width == 0 or i == self.boundary_iteration - 1) else self.boundary_width - diff * i - 1
+            for i in range(self.boundary_iteration)
+        ]
+        self.register_buffer("box", torch.ones(1, 1, 3, 3))
+
+    def extra_repr(self) -> str:
+        return (
+            f"boundary_width={self.boundary_width}, boundary_iteration={self.boundary_iteration}, "
+            f"footprint={self.footprint!r}"
+        )
+
+    def find_boundaries(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) or (B, 1, H, W) integer labels -> float {0, 1} boundary map (B, 1, H, W)."""
+        lab = labels.unsqueeze(1) if labels.dim() == 3 else labels
+        lab = lab.to(torch.float32)
+        dilated = _max_cross(lab) if self.footprint == "sml" else _max3x3(lab)
+        eroded = -_max3x3(-lab)
+        return (dilated != eroded).to(torch.float32)
+
+    def expand_boundaries(self, boundaries: torch.Tensor, r: int) -> torch.Tensor:
+        """Grow the band by radius ``r`` (diamond for "sml", square for "square")."""
+        if r == 0:
+            return boundaries
+        if self.footprint == "square":
+            return F.max_pool2d(boundaries, kernel_size=2 * r + 1, stride=1, padding=r)
+        out = boundaries
+        for _ in range(r):
+            out = _max_cross(out)
+        return out
+
+    def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("BoundarySuppression needs the predicted label map")
+        out = _as_4d(score)
+        if self.boundary_iteration == 0:
+            return out
+        boundaries = self.find_boundaries(labels)
+        box = self.box.to(device=out.device, dtype=out.dtype)
+        channels = out.shape[1]
+        for r in self.radii:
+            prev = out
+            non_boundary = (self.expand_boundaries(boundaries, r) == 0).to(out.dtype)
+            x_masked = F.pad(out * non_boundary, (1, 1, 1, 1), mode="replicate")
+            count = F.conv2d(F.pad(non_boundary, (1, 1, 1, 1), mode="replicate"), box)
+            # Box sum per channel: fold channels into the batch (count is shared).
+            shape = x_masked.shape
+            total = F.conv2d(x_masked.reshape(-1, 1, shape[2], shape[3]), box)
+            total = total.reshape(shape[0], channels, shape[2] - 2, shape[3] - 2)
+            # count == 0 -> keep prev; the safe denominator keeps the unused branch finite.
+            avg = torch.where(count == 0, prev, total / torch.clamp(count, min=1.0))
+            out = torch.where(non_boundary == 0, avg, prev)
+        return out
+
+
+class SMLPostprocess(nn.Module):
+    """SML post-processing: boundary suppression, then dilated Gaussian smoothing.
+
+    Defaults are SML's (boundary width 4, 4 iterations, 7x7 Gaussian with sigma 1 and
+    dilation 6, replication padding of ``dilation * 3``). Score-agnostic: SML feeds the
+    standardized max logit (higher = more confident) and negates afterwards; FED feeds
+    ``p_wrong`` directly. Needs the predicted labels the score map belongs to, at the same
+    resolution.
+    """
+
+    def __init__(
+        self,
+        boundary_width: int = 4,
+        boundary_iteration: int = 4,
+        kernel_size: int = 7,
+        sigma: float = 1.0,
+        dilation: int = 6,
+        footprint: str = "sml",
+    ) -> None:
+        super().__init__()
+        self.suppression = BoundarySuppression(boundary_width, boundary_iteration, footprint=footprint)
+        self.smoothing = GaussianSmoothing(kernel_size, sigma, dilation=dilation, padding="replicate")
+
+    def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("SMLPostprocess needs the predicted label map")
+        return self.smoothing(self.suppression(score, labels))
+
+
+POSTPROCESS_NAMES = ("none", "gaussian", "sml")
+
+
+def make_postprocess(name: str, **kwargs) -> nn.Module:
+    """Build a post-processor by name: ``"none"`` | ``"gaussian"`` | ``"sml"``.
+
+    All returned modules take ``forward(score, labels=None)`` (labels ignored where unused).
+    ``kwargs`` go to the constructor (e.g. ``kernel_size``, ``sigma`` for "gaussian").
+    ``"gaussian"`` defaults to the paper's 7x7, sigma 1, dilation 1, replication padding.
+    """
+    key = name.lower().strip()
+    if key == "none":
+        if kwargs:
+            raise TypeError(f"postprocess 'none' takes no arguments, got {sorted(kwargs)}")
+        return NoPostprocess()
+    if key == "gaussian":
+        return GaussianSmoothing(**kwargs)
+    if key == "sml":
+        return SMLPostprocess(**kwargs)
+    raise ValueError(f"unknown postprocess {name!r}; expected one of {POSTPROCESS_NAMES}")
