@@ -1,0 +1,119 @@
+"""`fed_stats`: per-class logit statistics of a frozen backbone over its training set.
+
+For every class c: mean and standard deviation of logit c over the training pixels whose
+ground truth is c (fed-method.md; the statistics SML and FED's optional standardisation use).
+Logits are bilinearly resized to label resolution first, as the backbone's predictions are.
+Sums run in float64 per class, so any dataset size streams in constant memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ros2_fed.checkpoint import load_fed, save_fed
+from training.data import sample_arrays, to_model_input
+from training.objective import IGNORE_INDEX, upsample_to
+
+
+class LogitStatistics:
+    """Streaming per-class count / sum / sum of squares of the logit of the true class."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.count = torch.zeros(num_classes, dtype=torch.float64)
+        self.total = torch.zeros(num_classes, dtype=torch.float64)
+        self.total_sq = torch.zeros(num_classes, dtype=torch.float64)
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """logits (B, C, H, W) at label resolution, labels (B, H, W) trainIds with 255 void."""
+        labels = labels.long()
+        valid = (labels != IGNORE_INDEX) & (labels < self.num_classes)
+        cls = labels[valid]
+        value = logits.permute(0, 2, 3, 1)[valid].gather(1, cls[:, None])[:, 0].double().cpu()
+        cls = cls.cpu()
+        self.count += torch.bincount(cls, minlength=self.num_classes).double()
+        self.total += torch.bincount(cls, weights=value, minlength=self.num_classes)
+        self.total_sq += torch.bincount(cls, weights=value * value, minlength=self.num_classes)
+
+    def result(self, min_std: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std); classes never seen get mean 0 / std 1 (identity standardisation)."""
+        seen = self.count > 0
+        mean = torch.where(seen, self.total / self.count.clamp(min=1), torch.zeros_like(self.total))
+        var = torch.where(seen, self.total_sq / self.count.clamp(min=1) - mean**2, torch.ones_like(self.total))
+        std = var.clamp(min=0).sqrt().clamp(min=min_std)
+        return mean.float(), std.float()
+
+    def to_json(self) -> dict:
+        mean, std = self.result()
+        return {"mean": mean.tolist(), "std": std.tolist(), "count": [int(c) for c in self.count.tolist()],
+                "definition": "logit c over pixels whose ground truth is c (logits resized to label resolution)"}
+
+
+@torch.no_grad()
+def compute_logit_statistics(backbone: torch.nn.Module, samples: Iterable, num_classes: int, device: torch.device,
+                             total: Optional[int] = None, progress: bool = True) -> LogitStatistics:
+    """One pass over (image, label) samples, one image at a time."""
+    stats = LogitStatistics(num_classes)
+    for sample in tqdm(samples, total=total, desc="fed_stats", disable=not progress, dynamic_ncols=True):
+        image, label = sample_arrays(sample)
+        images = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None], device)
+        labels = torch.from_numpy(np.ascontiguousarray(label))[None].to(device)
+        logits, _ = backbone(images)
+        stats.update(upsample_to(logits, tuple(labels.shape[-2:])), labels)
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fed_stats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", required=True, help="backbone checkpoint")
+    p.add_argument("--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True, type=Path, help="statistics JSON to write")
+    p.add_argument("--into", type=Path, action="append", default=[],
+                   help="also record the statistics in this FED checkpoint's metadata for SML (repeatable); "
+                        "FED's own standardisation is fixed at training time (fed_train --stats)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from ros2_fed.backbones import load_backbone
+    from training.datasets.cityscapes import CityscapesDataset
+
+    args = build_parser().parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    backbone = load_backbone(args.backbone).to(device).eval()
+    dataset = CityscapesDataset(args.data_root, split=args.split)
+    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    if count == 0:
+        print(f"fed_stats: no images in {args.data_root} split {args.split}", file=sys.stderr)
+        return 2
+    first_logits, _ = backbone(to_model_input(torch.from_numpy(sample_arrays(dataset[0])[0])[None], device))
+    stats = compute_logit_statistics(backbone, (dataset[i] for i in range(count)), first_logits.shape[1], device,
+                                     total=count, progress=not args.no_progress)
+    payload = {**stats.to_json(), "backbone": str(args.backbone), "data_root": str(args.data_root),
+               "split": args.split, "images": count}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    mean, std = stats.result()
+    for target in args.into:
+        fed, meta = load_fed(target)
+        meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
+        meta["logit_statistics"] = {"mean": mean.tolist(), "std": std.tolist(), "source": str(args.out), "images": count}
+        save_fed(target, fed, meta)
+    print(f"fed_stats: {count} images, statistics for {int((stats.count > 0).sum())}/{stats.num_classes} classes -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
