@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv test test-fast demo default-model clean
 
 # Re-run the install whenever a requirement file or the package definition changes.
-$(STAMP): requirements/runtime.txt requirements/test.txt setup.py setup.cfg
+$(STAMP): requirements/runtime.txt requirements/test.txt requirements/no-deps.txt setup.py setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -r requirements/test.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/no-deps.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -31,6 +32,10 @@ test-fast: venv
 
 demo: venv
 	$(PY) -m ros2_fed.demo
+
+# Reproduce the shipped default model (synthroad -> TinySeg -> FED-U/FED-C -> eval) into models/.
+default-model: venv
+	$(PY) -m training.default_model --work runs/default_model --models models
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,6 +12,8 @@ PACKAGE = "ros2_fed"
 
 # Every console script is `ros2 run ros2_fed NAME`; each one has --help.
 CONSOLE_SCRIPTS: list[str] = [
+    "fed_convert = ros2_fed.backbones.cli_convert:main",
+    "fed_export = ros2_fed.engine.cli_export:main",
 ]
 
 setup(

@@ -35,6 +35,9 @@ def test_wrong_pixel_target_and_void_option() -> None:
     labels = torch.tensor([[[0, 2], [255, 2]]], dtype=torch.uint8)
     torch.testing.assert_close(wrong_pixel_target(logits, labels), torch.tensor([[[0, 1], [1, 0]]]))
     torch.testing.assert_close(wrong_pixel_target(logits, labels, void_as_wrong=False), torch.tensor([[[0, 1], [255, 0]]]))
+    padded = labels.clone()
+    padded[0, 0, 1] = 254  # crop padding is ignored even when void counts as wrong
+    torch.testing.assert_close(wrong_pixel_target(logits, padded), torch.tensor([[[0, 255], [1, 0]]]))
     # logits at 1/4 resolution are resized to the labels before the argmax
     big_labels = torch.zeros(1, 8, 8, dtype=torch.uint8)
     assert wrong_pixel_target(logits, big_labels).shape == (1, 8, 8)

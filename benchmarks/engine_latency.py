@@ -1,0 +1,197 @@
+"""What FED costs on top of the backbone, per runtime, in the fused engine the node runs.
+
+For one backbone and image size, builds three fused detectors (uint8 HWC image in, labels +
+confidence at full resolution out; everything inside the graph):
+
+- backbone-only: segmentation labels, no confidence (``score="none"``),
+- + FED-U: FlowEneDet unconditional (8 blocks, 7x7, full covariance),
+- + FED-C: FlowEneDet conditioned on the decoder features (P = 32),
+
+and times ``engine.infer`` per available runtime (torch eager, ONNX Runtime CPU; the CUDA
+ones when present). Runs are interleaved round-robin over all engines so that load from
+other processes hits every row alike; the table reports the median and p99 of N runs after
+warm-up, the FED overhead relative to backbone-only, and the eager -> ONNX Runtime speed-up.
+FED weights are random (data-initialised ActNorm): latency does not depend on them.
+
+    python benchmarks/engine_latency.py --arch tiny --size 512x1024
+    python benchmarks/engine_latency.py --arch segformer-b2 --size 512x1024 --runs 5
+    python benchmarks/engine_latency.py --backbone path/to/ckpt --size 1024x2048 --runs 3
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ros2_fed.detector import FusedDetector, make_random_fed  # noqa: E402
+from ros2_fed.engine.base import Engine  # noqa: E402
+from ros2_fed.engine.export import export_onnx  # noqa: E402
+from ros2_fed.engine.onnx_engine import OnnxEngine  # noqa: E402
+from ros2_fed.engine.torch_engine import TorchEngine  # noqa: E402
+from ros2_fed.fed import FEDConfig  # noqa: E402
+
+ARCHS = ("tiny", "segformer-b2", "deeplabv3plus-r101")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def make_backbone(arch: Optional[str], checkpoint: Optional[str]) -> tuple[torch.nn.Module, str]:
+    """A backbone with random weights by architecture id, or loaded from a checkpoint."""
+    if checkpoint:
+        from ros2_fed.backbones import load_backbone
+
+        return load_backbone(checkpoint).eval(), Path(checkpoint).name
+    from ros2_fed.backbones import DeepLabV3Plus, SegFormer, mit_config
+    from ros2_fed.backbones.tinyseg import TinySeg
+
+    torch.manual_seed(0)
+    if arch == "tiny":
+        return TinySeg().eval(), "TinySeg (embedded default architecture)"
+    if arch == "segformer-b2":
+        return SegFormer(**mit_config("b2")).eval(), "SegFormer MiT-B2 (SF-B2)"
+    if arch == "deeplabv3plus-r101":
+        return DeepLabV3Plus().eval(), "DeepLabV3+ R101-D8 (DL-R101)"
+    raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+
+
+def build_detectors(backbone: torch.nn.Module, height: int, width: int, label_mode: str) -> dict[str, FusedDetector]:
+    sample = torch.randint(0, 256, (1, 3, min(height, 256), min(width, 512))).float()
+    with torch.no_grad():
+        logits, features = backbone(sample)
+    logits = logits.float() * (4.0 / max(float(logits.std()), 1e-6))  # trained-like spread for the ActNorm init
+    num_classes, feat = int(logits.shape[1]), int(features.shape[1])
+    fed_u = make_random_fed(FEDConfig(num_classes=num_classes), logits)
+    fed_c = make_random_fed(FEDConfig(num_classes=num_classes, cond_dim=32, feat_channels=feat), logits, features.float())
+    common = {"label_mode": label_mode}
+    return {
+        "backbone only": FusedDetector(backbone, None, score="none", **common),
+        "+ FED-U": FusedDetector(backbone, fed_u, score="fed", **common),
+        "+ FED-C": FusedDetector(backbone, fed_c, score="fed", **common),
+    }
+
+
+def build_engines(detectors: dict[str, FusedDetector], height: int, width: int, runtimes: Sequence[str],
+                  threads: int, folder: Path, say: Callable[[str], None]) -> dict[tuple[str, str], Engine]:
+    engines: dict[tuple[str, str], Engine] = {}
+    for name, det in detectors.items():
+        if "torch" in runtimes:
+            engines[(name, "torch")] = TorchEngine(det, input_shape=(height, width), threads=threads)
+        if "onnxruntime" in runtimes:
+            say(f"exporting {name} ...")
+            t0 = time.perf_counter()
+            path, _ = export_onnx(det, folder / f"{name.replace(' ', '_').replace('+', 'plus')}.onnx", height, width)
+            engines[(name, "onnxruntime")] = OnnxEngine(path, intra_op_threads=threads)
+            say(f"  exported + session in {time.perf_counter() - t0:.1f} s ({path.stat().st_size / 1e6:.1f} MB)")
+    return engines
+
+
+def measure(engines: dict[tuple[str, str], Engine], image: np.ndarray, runs: int, warmup: int,
+            say: Callable[[str], None]) -> dict[tuple[str, str], list[float]]:
+    """Round-robin timing: run r of every engine before run r+1 of any."""
+    for key, engine in engines.items():
+        say(f"warm-up {key[0]} / {key[1]} ...")
+        for _ in range(warmup):
+            engine.infer(image, copy=False)
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in engines}
+    for r in range(runs):
+        for key, engine in engines.items():
+            start = time.perf_counter()
+            engine.infer(image, copy=False)
+            times[key].append(time.perf_counter() - start)
+        say(f"run {r + 1}/{runs}: " + ", ".join(f"{k[0]}/{k[1]} {1000 * v[-1]:.0f} ms" for k, v in times.items()))
+    return times
+
+
+def table(times: dict[tuple[str, str], list[float]], runtimes: Sequence[str]) -> str:
+    def med(key: tuple[str, str]) -> Optional[float]:
+        return statistics.median(times[key]) * 1000 if key in times else None
+
+    def p99(key: tuple[str, str]) -> Optional[float]:
+        return float(np.percentile(times[key], 99)) * 1000 if key in times else None
+
+    def fmt(v: Optional[float], spec: str = ".1f", suffix: str = "") -> str:
+        return "—" if v is None else f"{v:{spec}}{suffix}"
+
+    variants = list(dict.fromkeys(k[0] for k in times))
+    header = ["variant"]
+    for rt in runtimes:
+        header += [f"{rt} median ms", f"{rt} p99 ms", f"{rt} overhead"]
+    if "torch" in runtimes and "onnxruntime" in runtimes:
+        header.append("eager -> ORT speed-up")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in variants:
+        row = [variant]
+        for rt in runtimes:
+            base, here = med(("backbone only", rt)), med((variant, rt))
+            overhead = None if base is None or here is None or variant == "backbone only" else 100.0 * (here / base - 1.0)
+            row += [fmt(here), fmt(p99((variant, rt))), "—" if overhead is None else f"{overhead:+.1f} %"]
+        if "torch" in runtimes and "onnxruntime" in runtimes:
+            eager, onnx_rt = med((variant, "torch")), med((variant, "onnxruntime"))
+            row.append(fmt(None if eager is None or onnx_rt is None else eager / onnx_rt, ".2f", "x"))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--arch", choices=ARCHS, default="tiny", help="random-weight backbone (default: tiny)")
+    src.add_argument("--backbone", help="a backbone checkpoint instead (MMSeg .pth, HF folder, ours)")
+    p.add_argument("--size", default="512x1024", help="HxW camera image size (default 512x1024)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per engine (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs per engine first (default 2)")
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"])
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="intra-op threads (default 2)")
+    p.add_argument("--label-mode", choices=("bilinear", "nearest"), default="bilinear")
+    p.add_argument("--keep", help="keep the exported ONNX files in this folder")
+    p.add_argument("--quiet", action="store_true", help="print only the table")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    torch.set_num_threads(args.threads)
+    backbone, name = make_backbone(None if args.backbone else args.arch, args.backbone)
+    detectors = build_detectors(backbone, height, width, args.label_mode)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        engines = build_engines(detectors, height, width, args.runtimes, args.threads, folder, say)
+        image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        times = measure(engines, image, args.runs, args.warmup, say)
+        providers = sorted({p for e in engines.values() if isinstance(e, OnnxEngine) for p in e.providers})
+    import onnxruntime
+
+    print(f"### Fused engine latency: {name}, {height}x{width}, labels {args.label_mode}")
+    print()
+    print(f"{cpu_name()}, {args.threads} threads; torch {torch.__version__}, onnxruntime {onnxruntime.__version__} "
+          f"({', '.join(providers) or 'no session'}); median / p99 of {args.runs} interleaved runs after "
+          f"{args.warmup} warm-up runs; overhead = median / backbone-only median - 1.")
+    print()
+    print(table(times, args.runtimes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Engine cache: export/build once per (model, input shape, precision, runtime version, GPU).
+
+Building a TensorRT engine takes minutes and an ONNX export seconds; a node restart must not
+pay that again. :func:`open_cached` hashes the checkpoints (file contents, not names) with the
+detector configuration into a model hash, derives the cache key from it and the rest, and
+reuses ``$ROS2_FED_CACHE/<runtime>/<key>/`` (default ``~/.cache/ros2_fed``) when it holds a
+valid engine for that key. A cached engine that fails validation (corrupt, truncated,
+different TensorRT) is rebuilt with a message, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .base import SUFFIX_BY_RUNTIME, Engine, EngineError, PathLike
+
+CACHE_ENV = "ROS2_FED_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$ROS2_FED_CACHE`` or ``~/.cache/ros2_fed``."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/ros2_fed").expanduser()
+
+
+def path_hash(path: PathLike) -> str:
+    """SHA-256 of a checkpoint's contents: our NAME.safetensors + NAME.json, a .pth, or a folder."""
+    from ros2_fed.checkpoint import checkpoint_paths, file_sha256
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    elif path.is_file() and path.suffix not in (".safetensors", ".json"):
+        files = [path]
+    else:
+        files = [p for p in checkpoint_paths(path) if p.is_file()]
+    if not files:
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file_sha256(file).encode())
+    return digest.hexdigest()
+
+
+def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_options: dict[str, Any]) -> str:
+    """Identity of "these checkpoints in this graph configuration" without loading them."""
+    from ros2_fed import __version__
+    from ros2_fed.detector import GRAPH_VERSION
+
+    payload = {
+        "backbone": path_hash(backbone),
+        "fed": path_hash(fed) if fed is not None else None,
+        "options": detector_options,
+        "graph_version": GRAPH_VERSION,
+        "ros2_fed": __version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
+              runtime_version: str, gpu: str, opset: int) -> str:
+    fields = {
+        "model_hash": model_hash, "input": [batch, height, width, 3], "precision": precision, "runtime": runtime,
+        "runtime_version": runtime_version, "gpu": gpu, "opset": opset,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in sorted(options.items()):
+        if isinstance(value, torch.dtype):
+            value = str(value)
+        elif isinstance(value, torch.Tensor):
+            value = value.tolist()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def open_cached(
+    backbone: PathLike,
+    fed: Optional[PathLike] = None,
+    *,
+    height: int,
+    width: int,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
+    batch: int = 1,
+    score: str = "fed",
+    postprocess: Optional[str] = None,
+    detector_options: Optional[dict[str, Any]] = None,
+    cache: Optional[PathLike] = None,
+    rebuild: bool = False,
+    opset: int = 18,
+    calibration_images: Optional[Union[np.ndarray, Sequence[np.ndarray]]] = None,
+    backbone_loader: Optional[Callable[[PathLike], torch.nn.Module]] = None,
+    warmup: int = 3,
+    progress: Optional[Callable[[str], None]] = print,
+    **engine_options: Any,
+) -> Engine:
+    """The engine for these checkpoints at (height, width): from the cache, or built and cached.
+
+    ``detector_options`` go to :class:`~ros2_fed.detector.FusedDetector` (input_size,
+    fed_rate, label_mode, confidence_dtype, ...). The returned engine's ``cache_hit`` says
+    whether it was reused (True) or built now (False). ``runtime="torch"`` builds the eager
+    detector directly (nothing to cache). ``engine_options`` go to the runtime.
+    """
+    from ros2_fed.detector import FusedDetector
+
+    from .export import export_engine, gpu_name, runtime_version
+    from .torch_engine import TorchEngine
+
+    options = dict(detector_options or {})
+    options.update(score=score, postprocess=postprocess)
+
+    def build_detector() -> FusedDetector:
+        return FusedDetector.from_checkpoints(backbone, fed, backbone_loader=backbone_loader, **options)
+
+    if runtime == "torch":
+        engine = TorchEngine(build_detector(), input_shape=(height, width), batch=batch, precision=precision, **engine_options)
+        engine.warmup(warmup)
+        return engine
+
+    model_hash = source_model_hash(backbone, fed, _jsonable(options))
+    version = runtime_version(runtime)
+    gpu = gpu_name() if runtime == "tensorrt" else "any"
+    key = cache_key(model_hash, height, width, batch, precision, runtime, version, gpu, opset)
+    folder = Path(cache) if cache is not None else cache_dir()
+    entry = folder / runtime / f"{height}x{width}-b{batch}-{precision}-{key}"
+    path = entry / f"model{SUFFIX_BY_RUNTIME[runtime]}"
+    expect = {"model_hash": model_hash, "input_tensor_shape": [batch, height, width, 3], "precision": precision}
+
+    if path.is_file() and not rebuild:
+        try:
+            engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
+        except EngineError as exc:
+            if progress:
+                progress(f"cached engine unusable, rebuilding: {exc}")
+        else:
+            engine.cache_hit = True
+            return engine
+
+    if progress:
+        what = "building TensorRT engine, this takes minutes" if runtime == "tensorrt" else "exporting ONNX"
+        progress(f"engine cache miss ({path}): {what}")
+    entry.mkdir(parents=True, exist_ok=True)
+    detector = build_detector()
+    export_engine(detector, path, height, width, runtime=runtime, precision=precision, batch=batch, opset=opset,
+                  model_hash=model_hash, calibration_images=calibration_images, progress=progress,
+                  extra_metadata={"cache_key": key, "sources": {"backbone": str(backbone), "fed": str(fed) if fed else None}})
+    engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
+    engine.cache_hit = False
+    return engine

@@ -1,0 +1,184 @@
+"""``fed_export``: build the fused engine (ONNX / TensorRT / torch bundle) for one camera size.
+
+Examples::
+
+    # ONNX Runtime engine into the cache (what fed_node opens by default)
+    fed_export --backbone models/tinyseg --fed models/fed_u --height 512 --width 1024
+    # TensorRT FP16 engine to an explicit file (minutes)
+    fed_export --backbone sf_b2.pth --fed fed_c --height 1024 --width 2048 \\
+               --runtime tensorrt --precision fp16 --out engines/sf_b2_fedc.engine
+    # MSP baseline, labels from nearest-upsampled argmax, FP16 confidence
+    fed_export --backbone dl_r101.pth --score msp --label-mode nearest \\
+               --confidence-dtype float16 --height 1080 --width 1920 --out msp.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ros2_fed.detector import LABEL_MODES, SCORES
+
+from .base import PRECISIONS, RUNTIMES, SUFFIX_BY_RUNTIME
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fed_export",
+        description="Export the fused segmentation + FED detector (camera pixels -> labels + confidence) "
+                    "as an ONNX Runtime, TensorRT or torch engine with a JSON metadata sidecar.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
+    )
+    src = parser.add_argument_group("model")
+    src.add_argument("--backbone", help="backbone checkpoint: MMSeg .pth, Hugging Face SegFormer folder, or ours (NAME[.safetensors])")
+    src.add_argument("--fed", help="FED checkpoint (NAME[.safetensors]); needed for --score fed")
+    src.add_argument("--bundle", help="a fused bundle (.safetensors) instead of --backbone/--fed; its detector settings are used")
+    det = parser.add_argument_group("detector graph")
+    det.add_argument("--score", choices=SCORES, default=None, help="confidence source (default: fed with --fed, else required)")
+    det.add_argument("--postprocess", choices=("none", "gaussian", "sml"), default=None,
+                     help="score-map post-processing (default: sml for --score sml, else none)")
+    det.add_argument("--height", type=int, required=True, help="camera image height the engine takes")
+    det.add_argument("--width", type=int, required=True, help="camera image width the engine takes")
+    det.add_argument("--model-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                     help="resize inside the graph to this backbone input size (default: the camera size)")
+    det.add_argument("--fed-rate", type=float, choices=(0.25, 0.5, 1.0), default=0.25,
+                     help="FED resolution relative to the model input (0.25 = native 1/4-res logits)")
+    det.add_argument("--label-mode", choices=LABEL_MODES, default="bilinear",
+                     help="argmax of bilinearly upsampled logits, or nearest-upsampled 1/4-res argmax (cheaper)")
+    det.add_argument("--confidence-dtype", choices=("float32", "float16"), default="float32")
+    det.add_argument("--confidence-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                     help="min-max map of the certainty for maxlogit/energy/sml (dataset statistics) instead of the default sigmoid")
+    det.add_argument("--slide", type=int, nargs=4, metavar=("CROP_H", "CROP_W", "STRIDE_H", "STRIDE_W"), default=None,
+                     help="sliding-window backbone inference inside the graph (SegFormer: 1024 1024 768 768)")
+    out = parser.add_argument_group("engine")
+    out.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    out.add_argument("--precision", choices=PRECISIONS, default=None, help="default: fp16 for tensorrt, else fp32")
+    out.add_argument("--batch", type=int, default=1)
+    out.add_argument("--opset", type=int, default=18)
+    out.add_argument("--calib-dir", help="folder of calibration images (png/jpg) for --precision int8")
+    out.add_argument("--calib-count", type=int, default=64, help="at most this many calibration images")
+    out.add_argument("--out", help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or ~/.cache/ros2_fed)")
+    out.add_argument("--rebuild", action="store_true", help="ignore a cached engine and rebuild it")
+    out.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs eager check after export")
+    out.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _calibration_images(folder: str, height: int, width: int, count: int) -> np.ndarray:
+    import cv2
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[:count]
+    if not files:
+        raise ValueError(f"{folder}: no png/jpg calibration images")
+    images = []
+    for file in files:
+        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{file}: cannot read image")
+        images.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (width, height), interpolation=cv2.INTER_LINEAR))
+    return np.stack(images)
+
+
+def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    options: dict[str, Any] = {
+        "input_size": tuple(args.model_size) if args.model_size else None,
+        "fed_rate": args.fed_rate,
+        "label_mode": args.label_mode,
+        "confidence_dtype": torch.float16 if args.confidence_dtype == "float16" else torch.float32,
+    }
+    if args.confidence_range:
+        options["confidence_range"] = tuple(args.confidence_range)
+    if args.slide:
+        options["inference"] = {"mode": "slide", "crop_size": args.slide[:2], "stride": args.slide[2:]}
+    return options
+
+
+def _output_path(out: str, runtime: str) -> Path:
+    path = Path(out)
+    suffix = SUFFIX_BY_RUNTIME[runtime]
+    if path.is_dir() or not path.suffix:
+        return path / f"model{suffix}"
+    if runtime == "tensorrt" and path.suffix in (".engine", ".plan"):
+        return path
+    if path.suffix != suffix:
+        raise ValueError(f"--out {out}: a {runtime} engine file ends in {suffix}")
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    precision = args.precision or ("fp16" if args.runtime == "tensorrt" else "fp32")
+    if bool(args.bundle) == bool(args.backbone):
+        parser.error("give either --backbone (with --fed for FED) or --bundle")
+    if args.bundle and not args.out:
+        parser.error("--bundle needs --out")
+    if args.height <= 0 or args.width <= 0 or args.batch <= 0:
+        parser.error("--height, --width and --batch must be positive")
+    score = args.score or ("fed" if args.fed else None)
+    if args.backbone and score is None:
+        parser.error("no --fed checkpoint: pass --score msp|maxlogit|energy|entropy|sml|none for a baseline")
+    if score == "fed" and args.backbone and not args.fed:
+        parser.error("--score fed needs --fed")
+
+    from ros2_fed.backbones import BackboneError
+    from ros2_fed.checkpoint import CheckpointError
+
+    from .base import EngineError
+
+    try:
+        calibration = None
+        if precision == "int8":
+            if not args.calib_dir:
+                parser.error("--precision int8 needs --calib-dir")
+            calibration = _calibration_images(args.calib_dir, args.height, args.width, args.calib_count)
+        if args.bundle:
+            from .export import export_engine
+            from .torch_engine import load_bundle
+
+            detector, _ = load_bundle(args.bundle)
+            path, meta = export_engine(detector, _output_path(args.out, args.runtime), args.height, args.width,
+                                       runtime=args.runtime, precision=precision, batch=args.batch, opset=args.opset,
+                                       calibration_images=calibration, verify=not args.no_verify, progress=say)
+        elif args.out:
+            from ros2_fed.detector import FusedDetector
+
+            from .cache import _jsonable, source_model_hash
+            from .export import export_engine
+
+            options = _detector_options(args)
+            options.update(score=score, postprocess=args.postprocess)
+            detector = FusedDetector.from_checkpoints(args.backbone, args.fed, **options)
+            path, meta = export_engine(detector, _output_path(args.out, args.runtime), args.height, args.width,
+                                       runtime=args.runtime, precision=precision, batch=args.batch, opset=args.opset,
+                                       model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
+                                       calibration_images=calibration, verify=not args.no_verify, progress=say)
+        else:
+            from .cache import open_cached
+
+            engine = open_cached(args.backbone, args.fed, height=args.height, width=args.width, runtime=args.runtime,
+                                 precision=precision, batch=args.batch, score=score, postprocess=args.postprocess,
+                                 detector_options=_detector_options(args), rebuild=args.rebuild, opset=args.opset,
+                                 calibration_images=calibration, warmup=0, progress=say)
+            path, meta = engine.path, engine.metadata
+            say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
+            engine.close()
+    except (EngineError, CheckpointError, BackboneError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"fed_export: error: {exc}", file=sys.stderr)
+        return 1
+    say(f"engine: {path}")
+    say(f"  runtime {meta['runtime']} {meta['runtime_version']}, precision {meta['precision']}, "
+        f"input {'x'.join(map(str, meta['input_tensor_shape']))} uint8 RGB, score {meta['score']}, "
+        f"model hash {str(meta['model_hash'])[:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

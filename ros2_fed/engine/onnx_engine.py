@@ -1,0 +1,161 @@
+"""ONNX Runtime engine: CPU execution provider here; CUDA / TensorRT providers when present.
+
+Opening validates before ONNX Runtime ever parses the file: sidecar present and consistent,
+file size + SHA-256, ``onnx.checker``, embedded model hash and input/output signature. The hot
+path uses IOBinding with buffers bound once: each frame is one ``memcpy`` into the bound
+input and ``run_with_iobinding`` writing into the bound outputs (no per-frame allocation).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .base import INPUT_NAME, OUTPUT_NAMES, Engine, EngineError, PathLike, check_file_integrity, read_sidecar
+from .export import ONNX_META_PREFIX
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_NP_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def default_providers(precision: str = "fp32", cache_dir: Optional[PathLike] = None) -> list[Any]:
+    """The accelerated providers this onnxruntime build has, best first, CPU last.
+
+    TensorRT EP gets an engine cache (its builds take minutes) and FP16 when asked for.
+    """
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    providers: list[Any] = []
+    for name in PROVIDER_PREFERENCE:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            from .cache import cache_dir as default_cache_dir
+
+            folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "ort-tensorrt"
+            folder.mkdir(parents=True, exist_ok=True)
+            providers.append((name, {
+                "trt_fp16_enable": precision == "fp16",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(folder),
+            }))
+        else:
+            providers.append(name)
+    return providers
+
+
+class OnnxEngine(Engine):
+    """A fused detector ``.onnx`` in an ONNX Runtime session with pre-bound buffers."""
+
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        path: PathLike,
+        metadata: Optional[dict[str, Any]] = None,
+        *,
+        providers: Optional[Sequence[Any]] = None,
+        intra_op_threads: Optional[int] = None,
+        inter_op_threads: Optional[int] = None,
+        optimization: str = "all",
+        device: Optional[str] = None,
+    ) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        path = Path(path)
+        metadata = metadata if metadata is not None else read_sidecar(path)
+        super().__init__(path, metadata)
+        check_file_integrity(path, metadata)
+
+        try:
+            proto = onnx.load(str(path))
+        except Exception as exc:  # DecodeError, OSError, ...: protobuf raises several types
+            raise EngineError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+        try:
+            onnx.checker.check_model(proto)
+        except Exception as exc:
+            raise EngineError(f"{path}: fails onnx.checker ({exc})") from exc
+        self._check_signature(path, proto, metadata)
+
+        options = ort.SessionOptions()
+        levels = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if optimization not in levels:
+            raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
+        options.graph_optimization_level = levels[optimization]
+        threads = intra_op_threads if intra_op_threads is not None else _env_int("ROS2_FED_THREADS")
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        if inter_op_threads:
+            options.inter_op_num_threads = int(inter_op_threads)
+        if providers is None:
+            providers = default_providers(str(metadata.get("precision", "fp32")))
+        try:
+            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+        except Exception as exc:
+            raise EngineError(f"{path}: ONNX Runtime cannot create a session ({exc})") from exc
+        del proto
+        self.providers = self._session.get_providers()
+
+        # Pre-bound buffers: ONNX Runtime reads/writes these numpy arrays in place on CPU;
+        # with CUDA/TensorRT providers it copies to/from the device itself.
+        b, h, w, _ = self._tensor_shape
+        conf_dtype = np.float16 if metadata.get("outputs", {}).get("confidence", {}).get("dtype") == "float16" else np.float32
+        self._input = np.zeros((b, h, w, 3), dtype=np.uint8)
+        self._labels = np.zeros((b, h, w), dtype=np.uint8)
+        self._confidence_raw = np.zeros((b, h, w), dtype=conf_dtype)
+        self._confidence = self._confidence_raw if conf_dtype == np.float32 else np.zeros((b, h, w), dtype=np.float32)
+        self._values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (self._input, self._labels, self._confidence_raw)]
+        self._binding = self._session.io_binding()
+        self._binding.bind_ortvalue_input(INPUT_NAME, self._values[0])
+        self._binding.bind_ortvalue_output(OUTPUT_NAMES[0], self._values[1])
+        self._binding.bind_ortvalue_output(OUTPUT_NAMES[1], self._values[2])
+
+    @staticmethod
+    def _check_signature(path: Path, proto: Any, metadata: dict[str, Any]) -> None:
+        """Embedded hash, input and output names/shapes must agree with the sidecar."""
+        embedded = {p.key: p.value for p in proto.metadata_props}
+        stored = embedded.get(ONNX_META_PREFIX + "model_hash")
+        if stored is not None and stored != metadata["model_hash"]:
+            raise EngineError(
+                f"{path}: model_hash mismatch: the ONNX file holds {stored[:12]}..., its sidecar says "
+                f"{str(metadata['model_hash'])[:12]}... (sidecar from another export?)"
+            )
+        inputs = [i for i in proto.graph.input if i.name not in {init.name for init in proto.graph.initializer}]
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+            raise EngineError(f"{path}: expected one input {INPUT_NAME!r}, found {[i.name for i in inputs]}")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
+        if dims != list(metadata["input_tensor_shape"]):
+            raise EngineError(
+                f"{path}: input shape mismatch: the ONNX graph takes {dims}, its sidecar says {metadata['input_tensor_shape']}"
+            )
+        outputs = [o.name for o in proto.graph.output]
+        if outputs != list(OUTPUT_NAMES):
+            raise EngineError(f"{path}: expected outputs {list(OUTPUT_NAMES)}, found {outputs}")
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        np.copyto(self._input, batch)
+        self._session.run_with_iobinding(self._binding)
+        if self._confidence is not self._confidence_raw:
+            np.copyto(self._confidence, self._confidence_raw)
+        return self._labels, self._confidence
+
+    def close(self) -> None:
+        self._binding = None  # type: ignore[assignment]
+        self._session = None  # type: ignore[assignment]
+
+
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
