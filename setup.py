@@ -14,6 +14,12 @@ PACKAGE = "ros2_fed"
 CONSOLE_SCRIPTS: list[str] = [
     "fed_convert = ros2_fed.backbones.cli_convert:main",
     "fed_export = ros2_fed.engine.cli_export:main",
+    "fed_synthroad = training.cli_synthroad:main",
+    "fed_train_backbone = training.train_backbone:main",
+    "fed_stats = training.stats:main",
+    "fed_train = training.train_fed:main",
+    "fed_eval = training.cli_eval:main",
+    "fed_default_model = training.default_model:main",
 ]
 
 setup(

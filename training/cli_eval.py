@@ -1,0 +1,115 @@
+"""`fed_eval`: Table-8-style evaluation of FED checkpoints and every baseline score.
+
+Example (the default model on the synthroad OOD split)::
+
+    fed_eval --backbone models/tinyseg_synthroad.json \
+        --fed FED-U=models/fed_u_synthroad --fed FED-C=models/fed_c_synthroad \
+        --dataset synthroad-ood --data-root runs/default_model/synthroad --out runs/eval
+
+Writes ``results.json`` (every number, incl. histogram error bounds when not exact),
+``results.md`` (the table) and ``figures.png`` (input, prediction, ground truth with blue =
+correct / red = IDM or OOD / black = void, and each method's confidence normalised with
+dataset-wide statistics: red = uncertain, blue = certain).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ros2_fed.checkpoint import load_fed
+from training.evaluation import EvalSettings, Evaluator
+from training.eval_sources import DATASETS, make_source
+from training.report import figure_row, write_figure, write_results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fed_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)")
+    p.add_argument("--fed", action="append", default=[], metavar="NAME=PATH",
+                   help="FED checkpoint to evaluate, e.g. FED-U=models/fed_u_synthroad (repeatable)")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument("--data-root", required=True, type=Path)
+    p.add_argument("--split", default=None, help="dataset split (default: the dataset's evaluation split)")
+    p.add_argument("--corruption", default="snow", help="Cityscapes-C corruption name")
+    p.add_argument("--severity", type=int, default=1, help="Cityscapes-C severity 1-4")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--stats", type=Path, default=None, help="logit statistics JSON (enables SML)")
+    p.add_argument("--tta", action="store_true", help="scales 1, 0.5, 0.25 with FED inputs upsampled 4x")
+    p.add_argument("--slide", default=None, metavar="CROP,STRIDE",
+                   help="sliding-window inference, e.g. 1024,768 (default: the checkpoint's setting)")
+    p.add_argument("--fed-postprocess", choices=("gaussian", "sml", "none"), default="gaussian")
+    p.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables)")
+    p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
+                   help="exact pooled OOD metrics (default: exact when small, histograms otherwise)")
+    p.add_argument("--no-open-miou", action="store_true", help="skip the second (open-mIoU) pass")
+    p.add_argument("--figures", type=int, default=4, help="images in figures.png")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _class_stats(args: argparse.Namespace, fed_meta: list[dict]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """SML statistics from --stats or from a FED checkpoint that recorded them."""
+    if args.stats is not None:
+        data = json.loads(args.stats.read_text())
+        return torch.tensor(data["mean"]), torch.tensor(data["std"])
+    for meta in fed_meta:
+        if "logit_statistics" in meta:
+            return torch.tensor(meta["logit_statistics"]["mean"]), torch.tensor(meta["logit_statistics"]["std"])
+    return None, None
+
+
+def _palette(backbone: torch.nn.Module) -> list:
+    """The checkpoint's palette (attribute or metadata), else the Cityscapes-style default."""
+    from ros2_fed.backbones.base import default_palette
+
+    palette = getattr(backbone, "palette", None) or (getattr(backbone, "meta", None) or {}).get("palette")
+    return palette if palette else default_palette(int(getattr(backbone, "num_classes", 19)))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from ros2_fed.backbones import load_backbone
+
+    args = build_parser().parse_args(argv)
+    backbone = load_backbone(args.backbone).eval()
+    if args.slide:
+        crop, stride = (int(v) for v in args.slide.split(","))
+        backbone.meta["inference"] = {"mode": "slide", "crop_size": [crop, crop], "stride": [stride, stride]}
+    feds, metas = {}, []
+    for spec in args.fed:
+        name, _, path = spec.partition("=")
+        if not path:
+            name, path = Path(spec).name, spec
+        feds[name], meta = load_fed(path)
+        metas.append(meta)
+    class_mean, class_std = _class_stats(args, metas)
+    settings = EvalSettings(tta_scales=(1.0, 0.5, 0.25) if args.tta else (), fed_postprocess=args.fed_postprocess,
+                            mcd_passes=args.mcd_passes, exact=args.exact, open_miou=not args.no_open_miou,
+                            figure_images=args.figures)
+    source = make_source(args.dataset, args.data_root, args.split, corruption=args.corruption,
+                         severity=args.severity, limit=args.limit)
+    evaluator = Evaluator(backbone, feds, int(getattr(backbone, "num_classes", None) or backbone.meta["num_classes"]), settings, class_mean, class_std)
+    rows: list[tuple] = []
+    results = evaluator.evaluate(source.samples, len(source), on_figure=lambda *row: rows.append(row),
+                                 progress=not args.no_progress)
+    results.update(dataset=args.dataset, data_root=str(args.data_root), backbone=str(args.backbone),
+                   fed={n: s for n, s in zip(feds, args.fed)}, tta=bool(args.tta), fed_postprocess=args.fed_postprocess)
+    title = f"{args.dataset} ({len(source)} images{', TTA' if args.tta else ''})"
+    json_path, md_path = write_results(args.out, results, title)
+    if rows:
+        palette = np.asarray(_palette(backbone), dtype=np.uint8)
+        strips = [figure_row(s.image, pred, s.label, s.ood, maps, results["visual_range"], palette) for s, pred, maps in rows]
+        write_figure(args.out / "figures.png", strips)
+    print(md_path.read_text())
+    print(f"fed_eval: wrote {json_path}, {md_path}" + (f", {args.out / 'figures.png'}" if rows else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1255 @@
+"""synthroad: procedural Cityscapes-like road scenes with exact labels and a held-out OOD split.
+
+Why: the project needs a dataset it can generate anywhere (tests, the shipped default model,
+drive-like rosbags) with the structure of Cityscapes -- road, sidewalk, facades, vegetation,
+terrain, sky, cars, trucks, persons, poles, signs, traffic lights, a void ego-vehicle hood --
+hard enough that a small CNN has to learn it, and an OOD split whose objects never occur in
+training, labelled the Fishyscapes way.
+
+Rendering is a pin-hole camera over a flat ground plane (horizon, vanishing point, focal
+length, camera height are drawn per scene): ground, facades and lane marks are computed per
+pixel with numpy from their world coordinates (so textures are anchored in the world and a
+moving camera sees a coherent scene), objects are 3D boxes / articulated shapes projected and
+painted far-to-near with OpenCV. A label map of Cityscapes **labelIds** is painted alongside;
+trainIds come from it through the official table, so the labelIds -> trainIds path of the
+Cityscapes loader is exercised by real data.
+
+OOD objects (split ``ood`` only): lost cargo boxes with checker/stripe/dot textures, animals,
+tyres, traffic cones, barrels, bags and irregular debris in saturated colours, lying on the
+road. None of these shapes, textures or colours is drawn in train/val. In the label maps they
+are void (labelId 0 -> trainId 255); their mask is written separately (0 in-distribution, 1 OOD,
+255 void = the ego hood and the unlabelled clutter).
+
+On-disk layout written by ``write_dataset`` / ``fed_synthroad`` (``{id}`` = ``synthroad_{SSSSSS}_{FFFFFF}``
+with S = 0 train, 1 val, 2 ood and F the frame index)::
+
+    {out}/leftImg8bit/{split}/synthroad/{id}_leftImg8bit.png
+    {out}/gtFine/{split}/synthroad/{id}_gtFine_labelIds.png        Cityscapes labelIds
+    {out}/gtFine/{split}/synthroad/{id}_gtFine_labelTrainIds.png   trainIds, 255 = void (incl. OOD)
+    {out}/gtFine/{split}/synthroad/{id}_gtFine_oodIds.png          0 / 1 / 255 (every split)
+    {out}/fishyscapes_ood/original/{id}.png                        ood split again, in the
+    {out}/fishyscapes_ood/labels/{id}.png                          Fishyscapes layout (0 / 1 / 255)
+    {out}/synthroad.json                                           generator settings and counts
+
+Each image is rendered from ``np.random.default_rng([seed, split code, index])``, so it depends
+only on (seed, split, index): more images never change the first ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import cv2
+import numpy as np
+
+from training.datasets.base import VOID, PathLike, Sample, Transform, read_label, write_png
+from training.datasets.cityscapes import (IMAGE_SUFFIX, LABEL_ID_EGO_VEHICLE, LABEL_ID_STATIC, LABEL_ID_UNLABELED,
+                                          LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX, CityscapesDataset,
+                                          label_ids_to_train_ids)
+
+VERSION = 1
+CITY = "synthroad"
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "ood": 2}
+OOD_SUFFIX = "_gtFine_oodIds.png"
+FISHYSCAPES_DIR = "fishyscapes_ood"
+
+# Cityscapes labelIds painted by the renderer.
+ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE = 7, 8, 11, 12, 13, 17
+LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR, TRUCK = 19, 20, 21, 22, 23, 24, 26, 27
+_OOD_MARK = 250  # internal label for OOD pixels; becomes labelId 0 (unlabeled) on output
+
+#: trainIds synthroad can produce (the rest of the 19 Cityscapes classes never appear).
+TRAIN_IDS_USED: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14)
+
+_CAR_COLOURS = np.array([(225, 225, 222), (30, 30, 34), (170, 172, 176), (105, 108, 112), (35, 45, 95),
+                         (140, 25, 25), (185, 170, 135), (35, 62, 45), (80, 20, 30), (60, 85, 125)], np.float32)
+_BUILDING_COLOURS = np.array([(200, 188, 160), (150, 150, 148), (150, 82, 62), (222, 220, 208), (118, 92, 72),
+                              (215, 198, 140), (150, 160, 176), (178, 150, 128), (110, 110, 115)], np.float32)
+_CLOTHES = np.array([(30, 30, 35), (40, 50, 90), (120, 30, 30), (200, 200, 200), (90, 80, 60), (60, 90, 60),
+                     (150, 120, 90), (70, 70, 80), (170, 60, 90)], np.float32)
+_SKIN = np.array([(224, 180, 150), (190, 140, 110), (140, 95, 70), (95, 65, 50)], np.float32)
+# Saturated colours and patterns reserved for OOD objects.
+_OOD_COLOURS = np.array([(235, 40, 205), (40, 225, 235), (150, 245, 30), (255, 135, 0), (145, 40, 225),
+                         (255, 80, 150), (250, 230, 40), (20, 200, 120), (255, 255, 255), (240, 20, 20)], np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scene description (world coordinates: X right, Z forward, heights up, metres)
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Camera:
+    """Pin-hole camera over flat ground; pixel units for horizon / vanishing point / focal."""
+
+    height: int
+    width: int
+    focal: float
+    cam_h: float
+    horizon: float
+    vp_x: float
+
+    def project(self, x: np.ndarray, up: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.vp_x + self.focal * x / z, self.horizon + self.focal * (self.cam_h - up) / z
+
+
+@dataclass
+class Obj:
+    kind: str
+    x: float
+    z: float
+    params: dict[str, Any] = field(default_factory=dict)
+    speed: float = 0.0  # m/s along Z (sequences only)
+    frames: Optional[tuple[int, int]] = None  # visible frame range in sequences (None = always)
+
+
+@dataclass
+class Scene:
+    sky_top: np.ndarray
+    sky_horizon: np.ndarray
+    clouds: float
+    x_left: float
+    x_right: float
+    lane_lines: list[tuple[float, str, np.ndarray]]
+    asphalt: np.ndarray
+    curb_w: float
+    sidewalk: tuple[float, float]
+    sidewalk_colour: tuple[np.ndarray, np.ndarray]
+    terrain: tuple[float, float]
+    terrain_colour: np.ndarray
+    facade_x: tuple[float, float]
+    facades: tuple[np.ndarray, np.ndarray]  # per side: rows of (z0, z1, kind, height, r, g, b, win_u, win_v, style)
+    far_mode: str
+    far_blocks: np.ndarray  # rows of (x0, x1, height, r, g, b, kind)
+    far_z: float
+    crosswalk: Optional[tuple[float, float]]
+    shadow: Optional[tuple[float, float, float]]  # (side, x edge, strength)
+    fences: list[tuple[float, float, float, float]]  # (x, z0, z1, height)
+    objects: list[Obj]
+    hood: tuple[float, float, np.ndarray]  # (height fraction, curvature, colour)
+    light: dict[str, Any]
+    tiles: dict[str, np.ndarray]
+
+
+def _choice(rng: np.random.Generator, table: np.ndarray, jitter: float = 12.0) -> np.ndarray:
+    colour = table[rng.integers(len(table))] + rng.normal(0, jitter, 3)
+    return np.clip(colour, 0, 255).astype(np.float32)
+
+
+def _noise_tile(rng: np.random.Generator, size: int, blur: float) -> np.ndarray:
+    """Seamless (wrap-around) Gaussian noise, unit variance: sampled at world coordinates."""
+    tile = rng.standard_normal((size, size)).astype(np.float32)
+    if blur > 0:
+        pad = int(math.ceil(3 * blur))
+        tile = cv2.GaussianBlur(np.pad(tile, pad, mode="wrap"), (0, 0), blur)[pad:-pad, pad:-pad]
+    tile -= tile.mean()
+    return np.ascontiguousarray(tile / (tile.std() + 1e-6))
+
+
+def _facade_row(rng: np.random.Generator, z0: float, z1: float, kind: int) -> list[float]:
+    """(z0, z1, kind, height, r, g, b, window spacing, floor height, style); kind 0 building,
+    1 vegetation mass, 2 wall, 3 open (nothing: sky and terrain show through)."""
+    if kind == 0:
+        colour = _choice(rng, _BUILDING_COLOURS, 14)
+        height = float(rng.uniform(7, 26))
+    elif kind == 1:
+        colour = np.array([rng.uniform(35, 80), rng.uniform(65, 120), rng.uniform(20, 55)], np.float32)
+        height = float(rng.uniform(3, 11))
+    elif kind == 2:
+        colour = np.clip(np.array([rng.uniform(120, 190)] * 3, np.float32) + rng.normal(0, 8, 3), 0, 255)
+        height = float(rng.uniform(1.9, 3.2))
+    else:
+        colour, height = np.zeros(3, np.float32), 0.0
+    return [z0, z1, kind, height, *colour.tolist(), float(rng.uniform(1.8, 3.6)), float(rng.uniform(2.9, 3.6)),
+            float(rng.integers(3))]
+
+
+def _sample_facades(rng: np.random.Generator, z_end: float) -> np.ndarray:
+    rows, z = [], -20.0
+    while z < z_end:
+        length = float(rng.uniform(6, 28))
+        kind = int(rng.choice(4, p=[0.62, 0.2, 0.1, 0.08]))
+        rows.append(_facade_row(rng, z, min(z + length, z_end), kind))
+        z += length
+    return np.array(rows, np.float32)
+
+
+def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = False,
+                 travel: float = 0.0) -> tuple[Scene, Camera]:
+    """Draw a random scene and camera. ``travel``: metres the camera will move (sequences),
+    so the street is long enough and objects are spread over it."""
+    focal = width * float(rng.uniform(0.75, 1.15))
+    cam = Camera(height, width, focal, float(rng.uniform(1.2, 1.5)), height * float(rng.uniform(0.36, 0.5)),
+                 width * (0.5 + float(rng.uniform(-0.12, 0.12))))
+    overcast = rng.random() < 0.3
+    if overcast:
+        g = rng.uniform(150, 205)
+        sky_top = np.array([g, g + rng.uniform(0, 8), g + rng.uniform(4, 16)], np.float32)
+        sky_horizon = np.clip(sky_top + rng.uniform(10, 30), 0, 255).astype(np.float32)
+    else:
+        sky_top = np.array([rng.uniform(40, 110), rng.uniform(100, 160), rng.uniform(170, 235)], np.float32)
+        sky_horizon = np.clip(sky_top + np.array([rng.uniform(60, 110), rng.uniform(50, 85), rng.uniform(10, 30)]),
+                              0, 250).astype(np.float32)
+
+    n_lanes = int(rng.choice([2, 3, 4], p=[0.5, 0.25, 0.25]))
+    lane_w = float(rng.uniform(2.8, 3.6))
+    ego_lane = int(rng.integers(n_lanes // 2, n_lanes)) if n_lanes > 1 else 0
+    x_left = -(ego_lane + 0.5) * lane_w + float(rng.uniform(-0.4, 0.4))
+    x_right = x_left + n_lanes * lane_w
+    white = np.array([235, 235, 230], np.float32)
+    yellow = np.array([230, 190, 50], np.float32)
+    lines: list[tuple[float, str, np.ndarray]] = []
+    for k in range(1, n_lanes):
+        centre = k == n_lanes // 2
+        kind = ("solid" if rng.random() < 0.4 else "dashed") if centre else "dashed"
+        colour = yellow if (centre and rng.random() < 0.25) else white
+        lines.append((x_left + k * lane_w, kind, colour * float(rng.uniform(0.8, 1.0))))
+    for edge, inward in ((x_left, 1), (x_right, -1)):
+        if rng.random() < 0.55:
+            lines.append((edge + inward * 0.35, "solid", white * float(rng.uniform(0.75, 0.95))))
+    grey = float(rng.uniform(65, 115))
+    asphalt = np.array([grey, grey + rng.uniform(-3, 4), grey + rng.uniform(-2, 8)], np.float32)
+
+    sidewalk = (float(rng.uniform(1.8, 4.5)), float(rng.uniform(1.8, 4.5)))
+    sw_colours = tuple(np.clip(np.array([rng.uniform(140, 195)] * 3, np.float32) +
+                               np.array([rng.uniform(0, 25), rng.uniform(-5, 10), rng.uniform(-15, 5)]), 0, 255)
+                       .astype(np.float32) for _ in range(2))
+    terrain = tuple(float(rng.uniform(1.0, 5.0)) if rng.random() < 0.4 else 0.0 for _ in range(2))
+    terrain_colour = np.array([rng.uniform(85, 150), rng.uniform(115, 160), rng.uniform(50, 95)], np.float32)
+    curb_w = 0.25
+    facade_x = (x_left - curb_w - sidewalk[0] - terrain[0] - float(rng.uniform(0, 1.5)),
+                x_right + curb_w + sidewalk[1] + terrain[1] + float(rng.uniform(0, 1.5)))
+
+    far_mode = "closed" if rng.random() < 0.35 else "open"
+    far_z = float(rng.uniform(70, 130)) + travel if far_mode == "closed" else float(rng.uniform(250, 450))
+    facades = (_sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel),
+               _sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel))
+    span = max(abs(facade_x[0]), abs(facade_x[1])) * (3 if far_mode == "closed" else 60)
+    blocks, x = [], -span
+    while x < span:
+        w = float(rng.uniform(0.08, 0.25)) * span
+        is_tree = rng.random() < (0.15 if far_mode == "closed" else 0.35)
+        c = (np.array([rng.uniform(40, 80), rng.uniform(70, 110), rng.uniform(30, 60)], np.float32) if is_tree
+             else _choice(rng, _BUILDING_COLOURS, 14))
+        h = float(rng.uniform(8, 30) if far_mode == "closed" else rng.uniform(6, 45))
+        blocks.append([x, x + w, h, *c.tolist(), 1.0 if is_tree else 0.0])
+        x += w
+
+    crosswalk = None
+    if rng.random() < 0.25:
+        z0 = float(rng.uniform(10, 35))
+        crosswalk = (z0, z0 + float(rng.uniform(3, 5)))
+    shadow = None
+    if rng.random() < 0.4:
+        side = float(rng.choice([-1.0, 1.0]))
+        shadow = (side, float(rng.uniform(x_left, x_right)), float(rng.uniform(0.45, 0.75)))
+
+    fences = []
+    for side, idx in ((-1, 0), (1, 1)):
+        if terrain[idx] > 0 and rng.random() < 0.5:
+            fx = facade_x[idx] - side * float(rng.uniform(0.1, 0.5))
+            z0 = float(rng.uniform(5, 30))
+            fences.append((fx, z0, z0 + float(rng.uniform(10, 50)), float(rng.uniform(1.0, 1.6))))
+
+    hood = (float(rng.uniform(0.05, 0.1)), float(rng.uniform(0.3, 0.9)), _choice(rng, _CAR_COLOURS, 8) * 0.6)
+    light = {"gain": float(rng.uniform(0.7, 1.25)), "contrast": float(rng.uniform(0.75, 1.2)),
+             "cast": rng.uniform(0.88, 1.12, 3).astype(np.float32), "gamma": float(rng.uniform(0.8, 1.25)),
+             "noise": float(rng.uniform(1.0, 6.0)), "blur": bool(rng.random() < 0.3),
+             "vignette": float(rng.uniform(0.0, 0.35))}
+    tiles = {"fine": _noise_tile(rng, 128, 0.6), "coarse": _noise_tile(rng, 64, 2.5)}
+    scene = Scene(sky_top, sky_horizon, float(rng.uniform(0, 1)) if rng.random() < 0.6 else 0.0, x_left, x_right,
+                  lines, asphalt, curb_w, sidewalk, sw_colours, terrain, terrain_colour, facade_x, facades, far_mode,
+                  np.array(blocks, np.float32), far_z, crosswalk, shadow, fences, [], hood, light, tiles)
+    scene.objects = _sample_objects(rng, scene, cam, n_lanes, lane_w, ood, travel)
+    return scene, cam
+
+
+def _sample_objects(rng: np.random.Generator, s: Scene, cam: Camera, n_lanes: int, lane_w: float,
+                    ood: bool, travel: float) -> list[Obj]:
+    objs: list[Obj] = []
+    z_max = 75.0 + travel
+    occupied: list[tuple[float, float, float, float]] = []  # (x0, x1, z0, z1) footprints on the road
+
+    def free(x0: float, x1: float, z0: float, z1: float, margin: float = 0.6) -> bool:
+        return all(x1 + margin < a or x0 - margin > b or z1 + margin < c or z0 - margin > d for a, b, c, d in occupied)
+
+    # Nearest depth whose ground contact is still above the ego hood (OOD objects must be visible).
+    free_rows = cam.height * (1 - s.hood[0]) - 4 - cam.horizon
+    z_near = max(6.0, cam.focal * cam.cam_h / max(free_rows, 1.0))
+    if ood:  # OOD first: nothing may then be placed between the camera and them in their lane
+        for _ in range(int(rng.integers(1, 4))):
+            for _try in range(20):
+                kind = str(rng.choice(["cargo", "animal", "tyre", "cone", "barrel", "bag", "debris"]))
+                size = float(rng.uniform(0.35, 1.3)) if kind not in ("cone", "tyre") else float(rng.uniform(0.4, 0.9))
+                if kind == "animal":
+                    size = float(rng.uniform(0.8, 1.8))
+                z = z_near + 26 * float(rng.random()) ** 1.5 + travel * float(rng.uniform(0.5, 0.9))
+                z_view = z if travel == 0 else z_near  # in a drive the camera gets close: stay in view there
+                lo = max(s.x_left + size / 2 + 0.2, (0.05 * cam.width - cam.vp_x) * z_view / cam.focal + size / 2)
+                hi = min(s.x_right - size / 2 - 0.2, (0.95 * cam.width - cam.vp_x) * z_view / cam.focal - size / 2)
+                if hi <= lo:
+                    continue
+                x = float(rng.uniform(lo, hi))
+                if free(x - size / 2, x + size / 2, z - 1, z + size + 1):
+                    occupied.append((x - size / 2, x + size / 2, 0.0, z + size))  # keep the line of sight free
+                    objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
+                    break
+
+    def add_vehicle(x: float, z: float, parked: bool, oncoming: bool) -> None:
+        truck = rng.random() < (0.05 if parked else 0.15)
+        w = float(rng.uniform(2.3, 2.5) if truck else rng.uniform(1.65, 1.95))
+        length = float(rng.uniform(6.5, 10) if truck else rng.uniform(3.8, 4.9))
+        if not free(x - w / 2, x + w / 2, z, z + length, 1.0):
+            return
+        occupied.append((x - w / 2, x + w / 2, z, z + length))
+        params = {"w": w, "l": length, "h": float(rng.uniform(2.9, 3.6) if truck else rng.uniform(1.35, 1.65)),
+                  "colour": _choice(rng, _CAR_COLOURS, 10), "truck": truck, "oncoming": oncoming,
+                  "cab_colour": _choice(rng, _CAR_COLOURS, 10)}
+        speed = 0.0 if parked else (float(rng.uniform(-14, -8)) if oncoming else float(rng.uniform(5, 14)))
+        objs.append(Obj("truck" if truck else "car", x, z, params, speed))
+
+    for side_x, inward in ((s.x_left, 1), (s.x_right, -1)):  # parked cars along the kerb
+        if n_lanes >= 3 and rng.random() < 0.6:
+            z = float(rng.uniform(3, 12))
+            while z < z_max:
+                add_vehicle(side_x + inward * float(rng.uniform(1.05, 1.3)), z, True, inward > 0 and n_lanes >= 2)
+                z += float(rng.uniform(5.5, 14))
+    for _ in range(int(rng.poisson(4 + travel / 25)) + 1):
+        lane = int(rng.integers(n_lanes))
+        x = s.x_left + (lane + 0.5) * lane_w + float(rng.uniform(-0.3, 0.3))
+        oncoming = n_lanes >= 2 and lane < n_lanes // 2
+        add_vehicle(x, float(rng.uniform(4.5, z_max)), False, oncoming)
+
+    sw_ranges = ((s.x_left - s.curb_w - s.sidewalk[0], s.x_left - s.curb_w),
+                 (s.x_right + s.curb_w, s.x_right + s.curb_w + s.sidewalk[1]))
+    for _ in range(int(rng.poisson(3 + travel / 20))):
+        a, b = sw_ranges[int(rng.integers(2))]
+        objs.append(Obj("person", float(rng.uniform(a + 0.3, b - 0.3)), float(rng.uniform(3, z_max * 0.7)),
+                        _person_params(rng), float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6))))
+    if s.crosswalk is not None:
+        for _ in range(int(rng.integers(0, 4))):
+            x = float(rng.uniform(s.x_left, s.x_right))
+            z = float(rng.uniform(*s.crosswalk))
+            if free(x - 0.3, x + 0.3, z - 0.3, z + 0.3):
+                objs.append(Obj("person", x, z, _person_params(rng)))
+
+    for side, (a, b) in zip((-1, 1), sw_ranges):  # street furniture and trees along both kerbs
+        x_pole = (b - 0.35) if side < 0 else (a + 0.35)
+        z = float(rng.uniform(2, 15))
+        while z < z_max:
+            kind = str(rng.choice(["lamp", "sign", "light", "pole"], p=[0.35, 0.35, 0.15, 0.15]))
+            objs.append(Obj(kind, x_pole, z, _pole_params(rng, kind, side)))
+            z += float(rng.uniform(10, 30))
+        idx = 0 if side < 0 else 1
+        if s.terrain[idx] > 0 or rng.random() < 0.5:
+            x_tree = (s.facade_x[idx] - side * 1.2) if s.terrain[idx] > 1.5 else (a + 0.6 if side < 0 else b - 0.6)
+            z = float(rng.uniform(3, 15))
+            while z < z_max:
+                objs.append(Obj("tree", x_tree + float(rng.uniform(-0.3, 0.3)), z, {
+                    "trunk_h": float(rng.uniform(1.8, 3.5)), "crown": float(rng.uniform(1.5, 3.5)),
+                    "colour": np.array([rng.uniform(30, 85), rng.uniform(60, 125), rng.uniform(15, 50)], np.float32),
+                    "seed": int(rng.integers(1 << 30))}))
+                z += float(rng.uniform(6, 16))
+        for _ in range(int(rng.poisson(0.8))):  # unlabelled clutter (void): bins and boxes on the sidewalk
+            objs.append(Obj("bin", float(rng.uniform(a + 0.2, b - 0.2)), float(rng.uniform(4, 40)), {
+                "colour": np.array([rng.uniform(30, 70), rng.uniform(50, 90), rng.uniform(30, 60)], np.float32)
+                if rng.random() < 0.5 else np.array([rng.uniform(70, 110)] * 3, np.float32),
+                "h": float(rng.uniform(0.7, 1.1)), "w": float(rng.uniform(0.45, 0.7))}))
+    if ood:
+        objs = _unocclude(objs, cam)
+    return objs
+
+
+def _extent(o: Obj) -> tuple[float, float, float, float, float]:
+    """Generous world bounding box (x0, x1, z0, z1, height) used for occlusion tests."""
+    p = o.params
+    if o.kind in ("car", "truck"):
+        return o.x - p["w"] / 2, o.x + p["w"] / 2, o.z, o.z + p["l"], p["h"]
+    if o.kind == "person":
+        return o.x - 0.45, o.x + 0.45, o.z, o.z, p["h"]
+    if o.kind == "tree":
+        return o.x - p["crown"] * 1.2, o.x + p["crown"] * 1.2, o.z, o.z, p["trunk_h"] + 2 * p["crown"]
+    if o.kind == "bin":
+        return o.x - p["w"] / 2, o.x + p["w"] / 2, o.z, o.z + p["w"], p["h"]
+    if o.kind in _OOD_KINDS:
+        return o.x - p["size"] * 0.7, o.x + p["size"] * 0.7, o.z, o.z + p["size"], p["size"] * 1.4
+    return o.x - 1.6, o.x + 1.6, o.z, o.z, p["h"] + 0.5  # poles with arms, signs, lights
+
+
+def _image_box(cam: Camera, o: Obj) -> tuple[float, float, float, float]:
+    x0, x1, z0, z1, h = _extent(o)
+    xs = np.array([x0, x1, x0, x1])
+    zs = np.maximum(np.array([z0, z0, z1, z1]), 0.5)
+    px, _ = cam.project(xs, np.zeros(4), zs)
+    _, top = cam.project(xs, np.full(4, h), zs)
+    _, bottom = cam.project(xs, np.zeros(4), zs)
+    return float(px.min()), float(px.max()), float(top.min()), float(bottom.max())
+
+
+def _unocclude(objs: list[Obj], cam: Camera) -> list[Obj]:
+    """Drop in-distribution objects in front of an OOD object in the (first) frame, so every OOD
+    object is fully visible and its ground contact is on the road."""
+    boxes = [(o, _image_box(cam, o)) for o in objs if o.kind in _OOD_KINDS]
+    kept = []
+    for o in objs:
+        if o.kind not in _OOD_KINDS:
+            a = _image_box(cam, o)
+            if any(o.z < b_obj.z and a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+                   for b_obj, b in boxes):
+                continue
+        kept.append(o)
+    return kept
+
+
+def _person_params(rng: np.random.Generator) -> dict[str, Any]:
+    return {"h": float(rng.uniform(1.55, 1.92)), "top": _choice(rng, _CLOTHES, 15), "legs": _choice(rng, _CLOTHES, 10),
+            "skin": _choice(rng, _SKIN, 6), "hair": np.full(3, rng.uniform(15, 110), np.float32),
+            "stride": float(rng.uniform(-0.25, 0.25)), "bag": bool(rng.random() < 0.2)}
+
+
+def _pole_params(rng: np.random.Generator, kind: str, side: int) -> dict[str, Any]:
+    p: dict[str, Any] = {"h": float(rng.uniform(3.0, 8.0) if kind != "sign" else rng.uniform(2.3, 3.4)),
+                         "w": float(rng.uniform(0.08, 0.16)), "side": side,
+                         "colour": np.full(3, rng.uniform(70, 150), np.float32)}
+    if kind == "sign":
+        p["shape"] = str(rng.choice(["circle", "triangle", "square", "diamond"]))
+        p["size"] = float(rng.uniform(0.5, 0.8))
+        p["fill"] = np.array([(200, 30, 30), (30, 70, 170), (240, 240, 240), (230, 200, 30)][int(rng.integers(4))],
+                             np.float32)
+    if kind == "light":
+        p["h"] = float(rng.uniform(2.6, 4.5))
+        p["lit"] = int(rng.integers(3))
+    return p
+
+
+def _ood_params(rng: np.random.Generator, kind: str, size: float) -> dict[str, Any]:
+    c1, c2 = _choice(rng, _OOD_COLOURS, 10), _choice(rng, _OOD_COLOURS, 10)
+    return {"size": size, "c1": c1, "c2": c2, "pattern": str(rng.choice(["checker", "stripes", "dots", "plain"])),
+            "period": float(rng.uniform(0.08, 0.25)), "seed": int(rng.integers(1 << 30)),
+            "h": float(rng.uniform(0.3, 1.0)) * size, "yaw": float(rng.uniform(-0.6, 0.6)),
+            "facing": float(rng.choice([-1.0, 1.0]))}
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------------
+class _Canvas:
+    """uint8 RGB image + labelIds, painted far-to-near."""
+
+    def __init__(self, cam: Camera) -> None:
+        self.cam = cam
+        self.img = np.zeros((cam.height, cam.width, 3), np.uint8)
+        self.lab = np.zeros((cam.height, cam.width), np.uint8)
+
+    def poly(self, pts: np.ndarray, colour: np.ndarray, label: int) -> None:
+        p = np.round(np.asarray(pts, np.float64) * 16).astype(np.int32).reshape(-1, 1, 2)
+        cv2.fillPoly(self.img, [p], tuple(float(c) for c in colour), cv2.LINE_AA, 4)
+        cv2.fillPoly(self.lab, [p], int(label), cv2.LINE_8, 4)
+
+    def ellipse(self, cx: float, cy: float, ax: float, ay: float, colour: np.ndarray, label: int,
+                angle: float = 0.0) -> None:
+        if ax < 0.3 and ay < 0.3:
+            return
+        c = (int(round(cx * 16)), int(round(cy * 16)))
+        axes = (max(1, int(round(ax * 16))), max(1, int(round(ay * 16))))
+        cv2.ellipse(self.img, c, axes, angle, 0, 360, tuple(float(v) for v in colour), -1, cv2.LINE_AA, 4)
+        cv2.ellipse(self.lab, c, axes, angle, 0, 360, int(label), -1, cv2.LINE_8, 4)
+
+    def _bbox_mask(self, pts: Any) -> Optional[tuple[int, int, np.ndarray]]:
+        polys = [np.asarray(p, np.float64).reshape(-1, 2) for p in (pts if isinstance(pts, list) else [pts])]
+        every = np.concatenate(polys)
+        x0, y0 = np.floor(every.min(0)).astype(int)
+        x1, y1 = np.ceil(every.max(0)).astype(int) + 1
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, self.cam.width), min(y1, self.cam.height)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        for p in polys:  # one call per polygon: a single call would XOR the overlaps
+            cv2.fillPoly(mask, [np.round((p - (x0, y0)) * 16).astype(np.int32).reshape(-1, 1, 2)], 1, cv2.LINE_8, 4)
+        return x0, y0, mask
+
+    def darken(self, pts: np.ndarray, factor: float, on_labels: tuple[int, ...] = (ROAD, SIDEWALK, TERRAIN)) -> None:
+        """Cast a shadow: scale image pixels inside ``pts`` whose label is one of ``on_labels``."""
+        found = self._bbox_mask(pts)
+        if found is None:
+            return
+        x0, y0, mask = found
+        h, w = mask.shape
+        region = self.img[y0:y0 + h, x0:x0 + w]
+        sel = (mask > 0) & np.isin(self.lab[y0:y0 + h, x0:x0 + w], on_labels)
+        region[sel] = (region[sel] * factor).astype(np.uint8)
+
+    def darken_ellipse(self, cx: float, cy: float, ax: float, ay: float, factor: float) -> None:
+        t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        self.darken(np.stack([cx + np.cos(t) * ax, cy + np.sin(t) * ay], 1), factor)
+
+    def textured(self, pts: Any, label: int, shade: Any) -> None:
+        """Fill a polygon (or a list of polygons, as one union) with per-pixel colours:
+        ``shade(xs, ys) -> (N, 3)`` in pixel coordinates."""
+        found = self._bbox_mask(pts)
+        if found is None:
+            return
+        x0, y0, mask = found
+        ys, xs = np.nonzero(mask)
+        if len(ys) == 0:
+            return
+        colours = np.clip(shade(xs + x0 + 0.5, ys + y0 + 0.5), 0, 255).astype(np.uint8)
+        self.img[ys + y0, xs + x0] = colours
+        self.lab[ys + y0, xs + x0] = label
+
+
+def _sample_tile(tile: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Nearest lookup in a wrap-around power-of-two tile (bit mask = modulo, also for negatives)."""
+    m = tile.shape[0] - 1
+    return tile[v.astype(np.int32) & m, u.astype(np.int32) & m]
+
+
+def _draw_sky(cv: _Canvas, s: Scene) -> None:
+    """Vertical gradient plus soft clouds; only the rows above the horizon can show sky."""
+    cam = cv.cam
+    rows = min(cam.height, int(math.ceil(cam.horizon)) + 1)
+    cv.lab[:] = SKY
+    if rows <= 0:
+        return
+    t = np.clip(np.arange(rows, dtype=np.float32) / max(cam.horizon, 1.0), 0, 1)[:, None]
+    grad = s.sky_top[None] * (1 - t) + s.sky_horizon[None] * t  # (rows, 3)
+    if s.clouds > 0:
+        cloud = cv2.resize(s.tiles["coarse"][:8, :16], (cam.width, cam.height), interpolation=cv2.INTER_CUBIC)[:rows]
+        amount = np.clip((cloud - (1.2 - s.clouds)) * 0.8, 0, 0.85)[:, :, None]
+        sky = grad[:, None, :] + (np.float32(238) - grad[:, None, :]) * amount
+    else:
+        sky = np.broadcast_to(grad[:, None, :], (rows, cam.width, 3))
+    cv.img[:rows] = sky.astype(np.uint8)
+
+
+# Ground region codes -> colour rows of a per-scene palette and labelIds.
+_G_ROAD, _G_SW_L, _G_SW_R, _G_CURB_L, _G_CURB_R, _G_TERRAIN, _G_ZEBRA, _G_LINE0 = range(8)
+
+
+def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
+    """Road, kerbs, sidewalks, terrain, lane marks and zebra, per pixel from world (X, Z).
+
+    Each pixel gets a region code; colour = palette[code] * shading + texture * amplitude[code],
+    so only a handful of full-size array operations run whatever the scene contains."""
+    cam = cv.cam
+    y_start = int(math.floor(cam.horizon)) + 1
+    if y_start >= cam.height:
+        return
+    ys = np.arange(y_start, cam.height, dtype=np.float32) + 0.5
+    dy = np.maximum(ys - np.float32(cam.horizon), np.float32(0.05))[:, None]
+    xs = np.arange(cam.width, dtype=np.float32)[None, :] + 0.5
+    z = np.float32(cam.focal * cam.cam_h) / dy  # (rows, 1)
+    x = (xs - np.float32(cam.vp_x)) * (np.float32(cam.cam_h) / dy)  # (rows, W)
+    zw = z + np.float32(cam_z)
+    shape = x.shape
+    fine = _sample_tile(s.tiles["fine"], x * 9, np.broadcast_to(zw * 9, shape))
+    coarse = _sample_tile(s.tiles["coarse"], x * 0.6 + 17, np.broadcast_to(zw * 0.6, shape))
+    tex = fine * (0.55 * (1 - np.clip(z / 60.0, 0, 1))) + coarse * 0.45  # fine grain fades with distance
+
+    left_curb, right_curb = s.x_left - s.curb_w, s.x_right + s.curb_w
+    code = np.where(x > 0, np.uint8(_G_SW_R), np.uint8(_G_SW_L))
+    code[(x < s.x_left) & (x >= left_curb)] = _G_CURB_L
+    code[(x > s.x_right) & (x <= right_curb)] = _G_CURB_R
+    if s.terrain[0] > 0:
+        code[x < left_curb - s.sidewalk[0]] = _G_TERRAIN
+    if s.terrain[1] > 0:
+        code[x > right_curb + s.sidewalk[1]] = _G_TERRAIN
+    road = (x >= s.x_left) & (x <= s.x_right)
+    code[road] = _G_ROAD
+    if s.crosswalk is not None:
+        z0, z1 = s.crosswalk
+        zrows = (zw[:, 0] >= z0) & (zw[:, 0] <= z1)
+        code[zrows] = np.where(road[zrows] & (np.mod(x[zrows] - s.x_left, 1.0) < 0.5), np.uint8(_G_ZEBRA),
+                               code[zrows])
+    dash = np.mod(zw + 1.3, 9.0) < 3.0  # (rows, 1)
+    for k, (lx, kind, _) in enumerate(s.lane_lines):
+        near = np.abs(x - lx) < 0.075
+        if kind == "dashed":
+            near &= dash
+        code[near] = _G_LINE0 + k
+
+    palette = np.empty((_G_LINE0 + len(s.lane_lines), 3), np.float32)
+    amp = np.empty(len(palette), np.float32)
+    palette[_G_ROAD], amp[_G_ROAD] = s.asphalt, 9
+    palette[_G_SW_L], palette[_G_SW_R], amp[[_G_SW_L, _G_SW_R]] = s.sidewalk_colour[0], s.sidewalk_colour[1], 7
+    palette[_G_CURB_L] = np.clip(s.sidewalk_colour[0] * 1.12 + 8, 0, 255)
+    palette[_G_CURB_R] = np.clip(s.sidewalk_colour[1] * 1.12 + 8, 0, 255)
+    amp[[_G_CURB_L, _G_CURB_R]] = 7
+    palette[_G_TERRAIN], amp[_G_TERRAIN] = s.terrain_colour, 16
+    palette[_G_ZEBRA], amp[_G_ZEBRA] = 225, 8
+    for k, (_, _, colour) in enumerate(s.lane_lines):
+        palette[_G_LINE0 + k], amp[_G_LINE0 + k] = colour, 6
+    labels = np.full(len(palette), ROAD, np.uint8)
+    labels[[_G_SW_L, _G_SW_R, _G_CURB_L, _G_CURB_R]] = SIDEWALK
+    labels[_G_TERRAIN] = TERRAIN
+
+    # Scalar shading: paving joints every 0.5 m on sidewalks (not where sub-pixel), shadow band.
+    gain = np.ones(shape, np.float32)
+    sidewalk = (code == _G_SW_L) | (code == _G_SW_R)
+    joint = (np.abs(x * 2 - np.round(x * 2)) < 0.07) | ((np.abs(zw * 2 - np.round(zw * 2)) < 0.07 * (1 + z / 8)) &
+                                                       (z < 40))
+    gain[sidewalk & joint] = 0.82
+    if s.shadow is not None:
+        side, edge, strength = s.shadow
+        gain[((x - edge) * side > 0) & (code != _G_TERRAIN)] *= strength
+    img = palette[code] * gain[..., None] + (tex * amp[code])[..., None]
+    cv.img[y_start:] = np.clip(img, 0, 255).astype(np.uint8)
+    cv.lab[y_start:] = labels[code]
+
+
+def _draw_far(cv: _Canvas, s: Scene, cam_z: float) -> None:
+    """End of the street: a frontal row of blocks (closed) or a hazy distant skyline (open)."""
+    cam = cv.cam
+    z = s.far_z - cam_z if s.far_mode == "closed" else s.far_z
+    if z <= 1.0:
+        return
+    haze = 0.25 if s.far_mode == "closed" else 0.55
+    _, bottom = cam.project(np.array([0.0]), np.array([0.0]), np.array([z]))
+    for i, (x0, x1, h, r, g, b, tree) in enumerate(s.far_blocks):
+        colour = np.array([r, g, b], np.float32) * (1 - haze) + s.sky_horizon * haze
+        px, top = cam.project(np.array([x0, x1]), np.array([h, h]), np.array([z, z]))
+        if px[1] < 0 or px[0] > cam.width:
+            continue
+        if tree:  # a row of overlapping crowns
+            n = max(2, int((px[1] - px[0]) / max(bottom[0] - top[0], 1.0) * 1.5))
+            cxs = np.linspace(px[0], px[1], n)
+            rad = (px[1] - px[0]) / n * 0.8
+            for j, cx in enumerate(cxs):
+                lift = 0.75 + 0.25 * math.sin(i * 3.1 + j * 1.7)
+                cv.ellipse(cx, bottom[0] - (bottom[0] - top[0]) * lift * 0.6, rad, (bottom[0] - top[0]) * lift * 0.6,
+                           colour, VEGETATION)
+            cv.poly(np.array([[px[0], bottom[0] - (bottom[0] - top[0]) * 0.4], [px[1], bottom[0] -
+                              (bottom[0] - top[0]) * 0.4], [px[1], bottom[0]], [px[0], bottom[0]]]), colour, VEGETATION)
+        else:
+            cv.poly(np.array([[px[0], top[0]], [px[1], top[1]], [px[1], bottom[0]], [px[0], bottom[0]]]),
+                    colour, BUILDING)
+
+
+def _draw_facades(cv: _Canvas, s: Scene, cam_z: float) -> None:
+    """Street walls on both sides: buildings (windows, shop fronts, ledges), vegetation masses,
+    walls. Per column: the depth where the column meets the wall plane; per pixel: (along-street,
+    height) facade coordinates for the textures."""
+    cam = cv.cam
+    xs = np.arange(cam.width, dtype=np.float32) + 0.5
+    rows = np.arange(cam.height, dtype=np.float32)[:, None] + 0.5
+    labels = np.array([BUILDING, VEGETATION, WALL, BUILDING], np.uint8)
+    for xb, segs in ((s.facade_x[0], s.facades[0]), (s.facade_x[1], s.facades[1])):
+        if len(segs) == 0:
+            continue
+        dx = xs - np.float32(cam.vp_x)
+        cols = np.nonzero(dx * np.sign(xb) > 0.5)[0]
+        if len(cols) == 0:
+            continue
+        z = np.float32(cam.focal * xb) / dx[cols]
+        zw = z + np.float32(cam_z)
+        idx = np.clip(np.searchsorted(segs[:, 0], zw, side="right") - 1, 0, len(segs) - 1)
+        ok = (zw >= segs[idx, 0]) & (z > 0.3) & (zw < segs[idx, 1]) & (segs[idx, 2] < 3)
+        cols, z, zw, idx = cols[ok], z[ok], zw[ok], idx[ok]
+        if len(cols) == 0:
+            continue
+        kind = segs[idx, 2].astype(np.int64)
+        height = segs[idx, 3].copy()
+        veg = kind == 1
+        if veg.any():  # ragged crown line for vegetation masses
+            height[veg] += 1.5 * _sample_tile(s.tiles["coarse"], zw[veg] * 1.5, np.full(int(veg.sum()), 5.0))
+        top = cam.horizon - cam.focal * (height - cam.cam_h) / z
+        bottom = cam.horizon + cam.focal * cam.cam_h / z
+        r_idx, c_idx = np.nonzero((rows >= top[None, :]) & (rows < bottom[None, :]))
+        if len(r_idx) == 0:
+            continue
+        # Everything that depends on the column only is computed per column, then gathered.
+        u_col = zw - segs[idx, 0]
+        spacing, floor_h, style, seg_h = segs[idx, 7], segs[idx, 8], segs[idx, 9], segs[idx, 3]
+        fu = u_col / spacing
+        fu -= np.floor(fu)
+        bld_col = kind == 0
+        win_col = bld_col & (np.abs(fu - 0.5) < np.where(style == 1, 0.375, 0.225))
+        shop_u = u_col / 4.0
+        shop_col = bld_col & (style == 2) & (np.abs(shop_u - np.floor(shop_u) - 0.5) < 0.38)
+        col_gain = np.where(bld_col & (np.minimum(u_col, segs[idx, 1] - zw) < 0.25), 0.7, 1.0).astype(np.float32)
+        haze = np.clip(z / 250.0, 0, 0.5)[:, None]
+        col_base = segs[idx, 4:7] * (1 - haze) + s.sky_horizon * haze
+        col_glass = np.float32((60, 68, 84)) * (1 - haze) + s.sky_horizon * haze
+        col_wid = np.floor(fu + np.floor(u_col / spacing)) * 7 + idx * 31
+
+        zc = z[c_idx]
+        v = np.float32(cam.cam_h) + (np.float32(cam.horizon) - (r_idx.astype(np.float32) + 0.5)) * \
+            (zc / np.float32(cam.focal))
+        k = kind[c_idx]
+        fh = floor_h[c_idx]
+        fv_raw = v / fh
+        fv = fv_raw - np.floor(fv_raw)
+        window = win_col[c_idx] & (fv > 0.3) & (fv < 0.8) & (v > 3.2) & (v < seg_h[c_idx] - 0.8)
+        window |= shop_col[c_idx] & (v < 2.7) & (v > 0.4)
+        gain = col_gain[c_idx] * (1 + 0.05 * _sample_tile(s.tiles["fine"], u_col[c_idx] * 6, v * 6))
+        ledge = (k == 0) & (np.abs(fv - 0.05) < 0.04) & (v > 3)
+        gain[ledge] *= 0.88
+        if window.any():  # per-window brightness from a hash of the window's grid cell
+            wid = col_wid[c_idx[window]] + np.floor(fv_raw[window]) * 13
+            gain[window] = 0.55 + 0.9 * np.mod(np.abs(np.sin(wid * 12.9898)) * 43758.5, 1.0)
+        vv = k == 1
+        if vv.any():
+            uu, vvv = u_col[c_idx[vv]], v[vv]
+            gain[vv] = 1 + 0.2 * _sample_tile(s.tiles["fine"], uu * 12, vvv * 12) + \
+                0.15 * _sample_tile(s.tiles["coarse"], uu * 2, vvv * 2)
+        wall = k == 2
+        if wall.any():
+            wv = v[wall] / 0.6
+            gain[wall] *= np.where(wv - np.floor(wv) < 0.083, 0.8, 1.0)
+        colour = np.where(window[:, None], col_glass[c_idx], col_base[c_idx]) * gain[:, None]
+        cv.img[r_idx, cols[c_idx]] = np.clip(colour, 0, 255).astype(np.uint8)
+        cv.lab[r_idx, cols[c_idx]] = labels[k]
+
+
+def _draw_fence(cv: _Canvas, fx: float, z0: float, z1: float, h: float, cam_z: float) -> None:
+    cam = cv.cam
+    za, zb = max(z0 - cam_z, 1.0), z1 - cam_z
+    if zb <= za:
+        return
+    px, top = cam.project(np.array([fx, fx]), np.array([h, h]), np.array([za, zb]))
+    _, bot = cam.project(np.array([fx, fx]), np.array([0.0, 0.0]), np.array([za, zb]))
+    pts = np.array([[px[0], top[0]], [px[1], top[1]], [px[1], bot[1]], [px[0], bot[0]]])
+
+    def shade(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        z = cam.focal * fx / (xs - cam.vp_x)
+        bar = np.mod(z + cam_z, 0.3) < 0.07
+        rail = np.abs(cam.cam_h + (cam.horizon - ys) * z / cam.focal - h * 0.9) < 0.05
+        under = cv.img[ys.astype(int), xs.astype(int)].astype(np.float32)
+        metal = np.array([95, 95, 100], np.float32)
+        return np.where((bar | rail)[:, None], metal, under * 0.6 + metal * 0.4)
+
+    cv.textured(pts, FENCE, shade)
+
+
+def _box_faces(cam: Camera, x0: float, x1: float, y0: float, y1: float, z0: float, z1: float
+               ) -> list[tuple[str, np.ndarray]]:
+    """Visible faces of an axis-aligned box, far faces first (side/top), then the near face."""
+    faces = []
+    if x0 > 0:  # camera sees the left side face
+        faces.append(("side", np.array([[x0, y0, z0], [x0, y0, z1], [x0, y1, z1], [x0, y1, z0]])))
+    elif x1 < 0:
+        faces.append(("side", np.array([[x1, y0, z0], [x1, y0, z1], [x1, y1, z1], [x1, y1, z0]])))
+    if y1 < cam.cam_h:
+        faces.append(("top", np.array([[x0, y1, z0], [x1, y1, z0], [x1, y1, z1], [x0, y1, z1]])))
+    faces.append(("front", np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0]])))
+    out = []
+    for name, f in faces:
+        px, py = cam.project(f[:, 0], f[:, 1], f[:, 2])
+        out.append((name, np.stack([px, py], 1)))
+    return out
+
+
+def _draw_vehicle(cv: _Canvas, o: Obj, z: float) -> None:
+    cam, p = cv.cam, o.params
+    w, length, h, colour = p["w"], p["l"], p["h"], p["colour"]
+    x0, x1 = o.x - w / 2, o.x + w / 2
+    # shadow on the road
+    sx, sy = cam.project(np.array([x0 - 0.1, x1 + 0.1, x1 + 0.1, x0 - 0.1]), np.zeros(4),
+                         np.array([z - 0.2, z - 0.2, z + length, z + length]))
+    cv.darken(np.stack([sx, sy], 1), 0.45)
+    label = TRUCK if p["truck"] else CAR
+    if p["truck"]:
+        cab_l = 2.0
+        body = (x0, x1, 0.45, h, z + (cab_l if not p["oncoming"] else 0), z + length)
+        cab = (x0 + 0.05, x1 - 0.05, 0.45, h * 0.8, z if not p["oncoming"] else z + length - cab_l,
+               z + cab_l if not p["oncoming"] else z + length)
+        parts = [(body, colour), (cab, p["cab_colour"])] if not p["oncoming"] else [(cab, p["cab_colour"]),
+                                                                                  (body, colour)]
+        for (a, b, c, d, e, f), col in sorted(parts, key=lambda t: -t[0][4]):
+            for name, poly in _box_faces(cam, a, b, c, d, e, f):
+                cv.poly(poly, col * {"side": 0.75, "top": 1.1, "front": 0.95}[name], label)
+    else:
+        lower = (x0, x1, 0.3, h * 0.6, z, z + length)
+        for name, poly in _box_faces(cam, *lower):
+            cv.poly(poly, colour * {"side": 0.78, "top": 1.12, "front": 0.95}[name], label)
+        inset = w * 0.1
+        cab = (x0 + inset, x1 - inset, h * 0.6, h, z + length * 0.25, z + length * 0.75)
+        for name, poly in _box_faces(cam, *cab):
+            glass = np.array([40, 48, 60], np.float32) + colour * 0.1
+            if name == "top":
+                cv.poly(poly, colour * 1.05, label)
+            else:
+                cv.poly(poly, colour * 0.9, label)
+                centre = poly.mean(0)
+                cv.poly(centre + (poly - centre) * np.array([0.82, 0.7]), glass * (0.9 if name == "side" else 1.0),
+                        label)
+    # wheels, lights and plate on the near face
+    s = cam.focal / z
+    gx, gy = cam.project(np.array([x0 + 0.3, x1 - 0.3]), np.zeros(2), np.array([z, z]))
+    for cx in gx:
+        cv.ellipse(cx, gy[0] - 0.3 * s, 0.17 * s, 0.3 * s, np.array([18, 18, 20], np.float32), label)
+    ly = cam.project(np.array([0.0]), np.array([h * (0.45 if not p["truck"] else 0.25) + 0.2]), np.array([z]))[1][0]
+    lamp = np.array([245, 235, 200], np.float32) if p["oncoming"] else np.array([200, 20, 25], np.float32)
+    for cx in (cam.project(np.array([x0 + 0.22, x1 - 0.22]), np.zeros(2), np.array([z, z]))[0]):
+        cv.ellipse(cx, ly, 0.13 * s, 0.07 * s, lamp, label)
+    plate_x = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))[0][0]
+    cv.poly(np.array([[plate_x - 0.26 * s, ly + 0.1 * s], [plate_x + 0.26 * s, ly + 0.1 * s],
+                      [plate_x + 0.26 * s, ly + 0.22 * s], [plate_x - 0.26 * s, ly + 0.22 * s]]),
+            np.array([225, 225, 220], np.float32), label)
+
+
+def _draw_person(cv: _Canvas, o: Obj, z: float) -> None:
+    cam, p = cv.cam, o.params
+    s = cam.focal / z
+    fx, fy = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
+    fx, fy = float(fx[0]), float(fy[0])
+    h = p["h"] * s
+    hip = fy - 0.47 * h
+    shoulder = fy - 0.82 * h
+    stride = p["stride"] * h
+    leg_w = 0.06 * h
+    cv.darken_ellipse(fx, fy, 0.16 * h, 0.03 * h, 0.6)
+    for sgn in (-1, 1):
+        foot = fx + sgn * stride / 2
+        cv.poly(np.array([[fx + sgn * 0.02 * h - leg_w, hip], [fx + sgn * 0.02 * h + leg_w, hip],
+                          [foot + leg_w * 0.7, fy], [foot - leg_w * 0.7, fy]]), p["legs"], PERSON)
+    torso_w = 0.13 * h
+    cv.poly(np.array([[fx - torso_w, shoulder], [fx + torso_w, shoulder], [fx + torso_w * 0.9, hip + 0.03 * h],
+                      [fx - torso_w * 0.9, hip + 0.03 * h]]), p["top"], PERSON)
+    for sgn in (-1, 1):
+        cv.poly(np.array([[fx + sgn * torso_w, shoulder], [fx + sgn * (torso_w + 0.05 * h), shoulder + 0.01 * h],
+                          [fx + sgn * (torso_w + 0.06 * h) - sgn * stride * 0.3, hip],
+                          [fx + sgn * (torso_w + 0.01 * h) - sgn * stride * 0.3, hip]]), p["top"] * 0.9, PERSON)
+    head_r = 0.065 * h
+    cv.ellipse(fx, shoulder - head_r * 1.1, head_r * 0.85, head_r, p["skin"], PERSON)
+    cv.ellipse(fx, shoulder - head_r * 1.55, head_r * 0.85, head_r * 0.55, p["hair"], PERSON)
+    if p["bag"]:
+        cv.poly(np.array([[fx + torso_w, hip - 0.1 * h], [fx + torso_w + 0.1 * h, hip - 0.1 * h],
+                          [fx + torso_w + 0.1 * h, hip + 0.05 * h], [fx + torso_w, hip + 0.05 * h]]),
+                p["legs"] * 0.7, PERSON)
+
+
+def _draw_pole(cv: _Canvas, o: Obj, z: float) -> None:
+    cam, p = cv.cam, o.params
+    s = cam.focal / z
+    bx, by = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
+    bx, by = float(bx[0]), float(by[0])
+    top = by - p["h"] * s
+    half = max(p["w"] * s / 2, 0.5)
+    cv.poly(np.array([[bx - half, top], [bx + half, top], [bx + half, by], [bx - half, by]]), p["colour"], POLE)
+    if o.kind == "lamp":
+        arm = -p["side"] * 1.4 * s
+        cv.poly(np.array([[bx, top], [bx + arm, top - 0.15 * s], [bx + arm, top - 0.05 * s], [bx, top + 0.1 * s]]),
+                p["colour"], POLE)
+        cv.ellipse(bx + arm, top - 0.02 * s, 0.25 * s, 0.07 * s, np.array([210, 210, 190], np.float32), POLE)
+    elif o.kind == "sign":
+        r = p["size"] * s / 2
+        cy = top + r
+        fill = p["fill"]
+        if p["shape"] == "circle":
+            cv.ellipse(bx, cy, r, r, np.array([235, 235, 235], np.float32), SIGN)
+            cv.ellipse(bx, cy, r * 0.78, r * 0.78, fill, SIGN)
+        elif p["shape"] == "triangle":
+            cv.poly(np.array([[bx, cy - r], [bx + r, cy + r * 0.75], [bx - r, cy + r * 0.75]]), np.array(
+                [200, 30, 30], np.float32), SIGN)
+            cv.poly(np.array([[bx, cy - r * 0.55], [bx + r * 0.6, cy + r * 0.5], [bx - r * 0.6, cy + r * 0.5]]),
+                    np.array([240, 240, 240], np.float32), SIGN)
+        elif p["shape"] == "square":
+            cv.poly(np.array([[bx - r, cy - r], [bx + r, cy - r], [bx + r, cy + r], [bx - r, cy + r]]), fill, SIGN)
+            cv.poly(np.array([[bx - r * 0.6, cy - r * 0.1], [bx + r * 0.6, cy - r * 0.1], [bx + r * 0.6, cy + r * 0.1],
+                              [bx - r * 0.6, cy + r * 0.1]]), np.array([245, 245, 245], np.float32), SIGN)
+        else:
+            cv.poly(np.array([[bx, cy - r], [bx + r, cy], [bx, cy + r], [bx - r, cy]]), np.array(
+                [235, 235, 235], np.float32), SIGN)
+            cv.poly(np.array([[bx, cy - r * 0.7], [bx + r * 0.7, cy], [bx, cy + r * 0.7], [bx - r * 0.7, cy]]),
+                    np.array([235, 195, 25], np.float32), SIGN)
+    elif o.kind == "light":
+        bw, bh = 0.35 * s, 0.95 * s
+        cv.poly(np.array([[bx - bw / 2, top], [bx + bw / 2, top], [bx + bw / 2, top + bh], [bx - bw / 2, top + bh]]),
+                np.array([30, 32, 30], np.float32), LIGHT)
+        colours = [np.array(c, np.float32) for c in ((230, 40, 30), (240, 180, 30), (40, 220, 90))]
+        for i, c in enumerate(colours):
+            cv.ellipse(bx, top + bh * (0.2 + 0.3 * i), bw * 0.3, bw * 0.3, c if i == p["lit"] else c * 0.25, LIGHT)
+
+
+def _draw_tree(cv: _Canvas, o: Obj, z: float) -> None:
+    cam, p = cv.cam, o.params
+    s = cam.focal / z
+    bx, by = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
+    bx, by = float(bx[0]), float(by[0])
+    trunk_top = by - p["trunk_h"] * s
+    tw = max(0.14 * s, 0.6)
+    cv.poly(np.array([[bx - tw, trunk_top], [bx + tw, trunk_top], [bx + tw * 1.3, by], [bx - tw * 1.3, by]]),
+            np.array([75, 58, 40], np.float32), VEGETATION)
+    r = p["crown"] * s
+    if r < 0.5:
+        return
+    rng = np.random.default_rng(p["seed"])
+    cy = trunk_top - r * 0.6
+    colour = p["colour"]
+    tile = s_tile = rng.standard_normal((32, 32)).astype(np.float32)
+    del s_tile
+
+    def shade(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        # leaf-sized noise (about 2 px) plus light from above
+        n = tile[(ys * 0.5).astype(np.int32) & 31, (xs * 0.5).astype(np.int32) & 31]
+        light = 1 + 0.2 * n - 0.25 * np.clip((ys - cy) / max(r, 1), -1, 1)
+        return colour[None] * light[:, None]
+
+    n_blobs = int(rng.integers(4, 8))
+    angles = rng.uniform(0, 2 * np.pi, n_blobs)
+    t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+    blobs = []
+    for a, rad in zip(angles, rng.uniform(0.45, 0.7, n_blobs)):
+        cx_, cy_ = bx + np.cos(a) * r * 0.45, cy + np.sin(a) * r * 0.35
+        rr = rad * r * (1 + 0.15 * rng.standard_normal(14))
+        blobs.append(np.stack([cx_ + np.cos(t) * rr, cy_ + np.sin(t) * rr * 0.9], 1))
+    cv.textured(blobs, VEGETATION, shade)
+
+
+def _draw_bin(cv: _Canvas, o: Obj, z: float) -> None:
+    cam, p = cv.cam, o.params
+    for name, poly in _box_faces(cam, o.x - p["w"] / 2, o.x + p["w"] / 2, 0.0, p["h"], z, z + p["w"]):
+        cv.poly(poly, p["colour"] * {"side": 0.8, "top": 1.2, "front": 1.0}[name], LABEL_ID_STATIC)
+
+
+def _ood_shade(cam: Camera, p: dict[str, Any], x0: float, y0: float, scale: float):
+    """Pattern in object-local pixel units (checker / stripes / dots / plain with noise)."""
+    period = max(p["period"] * scale, 1.5)
+    c1, c2 = p["c1"], p["c2"]
+    tile = np.random.default_rng(p["seed"]).standard_normal((16, 16)).astype(np.float32)
+
+    def shade(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        u, v = (xs - x0) / period, (ys - y0) / period
+        if p["pattern"] == "checker":
+            m = (np.floor(u) + np.floor(v)) % 2 == 0
+        elif p["pattern"] == "stripes":
+            m = np.floor(u + v) % 2 == 0
+        elif p["pattern"] == "dots":
+            m = (np.mod(u, 1) - 0.5) ** 2 + (np.mod(v, 1) - 0.5) ** 2 < 0.09
+        else:
+            m = np.zeros_like(u, bool)
+        n = tile[np.floor(v * 2).astype(np.int64) % 16, np.floor(u * 2).astype(np.int64) % 16]
+        return np.where(m[:, None], c2[None], c1[None]) * (1 + 0.12 * n)[:, None]
+
+    return shade
+
+
+def _draw_ood(cv: _Canvas, o: Obj, z: float) -> None:
+    cam, p = cv.cam, o.params
+    s = cam.focal / z
+    size, h = p["size"], p["h"]
+    bx, by = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
+    bx, by = float(bx[0]), float(by[0])
+    cv.darken_ellipse(bx, by, size * s * 0.6, size * s * 0.12, 0.55)  # contact shadow
+    shade = _ood_shade(cam, p, bx, by, s)
+    kind = o.kind
+    if kind == "cargo":
+        for name, poly in _box_faces(cam, o.x - size / 2, o.x + size / 2, 0.0, h, z, z + size * 0.8):
+            factor = {"side": 0.75, "top": 1.15, "front": 1.0}[name]
+            cv.textured(poly, _OOD_MARK, lambda xs, ys, f=factor: shade(xs, ys) * f)
+        # a strap across the near face
+        _, ty = cam.project(np.array([0.0]), np.array([h * 0.5]), np.array([z]))
+        cv.poly(np.array([[bx - size * s / 2, ty[0] - 0.04 * s], [bx + size * s / 2, ty[0] - 0.04 * s],
+                          [bx + size * s / 2, ty[0] + 0.04 * s], [bx - size * s / 2, ty[0] + 0.04 * s]]),
+                p["c2"] * 0.5, _OOD_MARK)
+    elif kind == "animal":
+        L, H = size * s, size * s * 0.55  # body length / leg+body height in pixels
+        f = p["facing"]
+        body_y = by - H * 0.62
+        for i in range(4):
+            lx = bx + f * (-L * 0.35 + L * 0.7 * i / 3)
+            cv.poly(np.array([[lx - L * 0.035, body_y], [lx + L * 0.035, body_y], [lx + L * 0.03, by],
+                              [lx - L * 0.03, by]]), p["c1"] * 0.7, _OOD_MARK)
+        t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+        cv.textured(np.stack([bx + np.cos(t) * L * 0.45, body_y + np.sin(t) * H * 0.28], 1), _OOD_MARK, shade)
+        hx, hy = bx + f * L * 0.55, body_y - H * 0.35
+        cv.poly(np.array([[bx + f * L * 0.35, body_y - H * 0.12], [hx, hy - H * 0.05], [hx, hy + H * 0.12],
+                          [bx + f * L * 0.3, body_y + H * 0.05]]), p["c1"] * 0.9, _OOD_MARK)
+        cv.ellipse(hx + f * L * 0.06, hy, L * 0.11, H * 0.12, p["c1"], _OOD_MARK, angle=20 * f)
+        cv.poly(np.array([[bx - f * L * 0.44, body_y - H * 0.05], [bx - f * L * 0.6, body_y + H * 0.25],
+                          [bx - f * L * 0.57, body_y + H * 0.27], [bx - f * L * 0.42, body_y + H * 0.03]]),
+                p["c2"], _OOD_MARK)
+    elif kind == "tyre":
+        r = size * s / 2
+        cy = by - r
+        cv.ellipse(bx, cy, r * 0.45, r, np.array([22, 22, 24], np.float32), _OOD_MARK)
+        cv.ellipse(bx, cy, r * 0.18, r * 0.45, p["c1"] * 0.6, _OOD_MARK)
+    elif kind == "cone":
+        hh = size * s * 1.3
+        w = size * s * 0.35
+        cv.poly(np.array([[bx - w * 1.3, by], [bx + w * 1.3, by], [bx + w * 1.3, by - 0.06 * hh],
+                          [bx - w * 1.3, by - 0.06 * hh]]), np.array([40, 40, 40], np.float32), _OOD_MARK)
+        cv.poly(np.array([[bx - w, by - 0.05 * hh], [bx + w, by - 0.05 * hh], [bx + w * 0.15, by - hh],
+                          [bx - w * 0.15, by - hh]]), np.array([255, 110, 10], np.float32), _OOD_MARK)
+        for frac in (0.35, 0.65):
+            y_ = by - frac * hh
+            half = w * (1 - frac * 0.85)
+            cv.poly(np.array([[bx - half, y_ - 0.06 * hh], [bx + half, y_ - 0.06 * hh], [bx + half, y_ + 0.06 * hh],
+                              [bx - half, y_ + 0.06 * hh]]), np.array([245, 245, 245], np.float32), _OOD_MARK)
+    elif kind == "barrel":
+        w, hh = size * s * 0.35, size * s * 0.9
+        cv.poly(np.array([[bx - w, by - hh], [bx + w, by - hh], [bx + w, by], [bx - w, by]]), p["c1"], _OOD_MARK)
+        for k in range(3):
+            y_ = by - hh * (0.2 + 0.3 * k)
+            cv.poly(np.array([[bx - w, y_ - 0.04 * hh], [bx + w, y_ - 0.04 * hh], [bx + w, y_ + 0.04 * hh],
+                              [bx - w, y_ + 0.04 * hh]]), p["c2"], _OOD_MARK)
+        cv.ellipse(bx, by - hh, w, w * 0.25, p["c1"] * 1.15, _OOD_MARK)
+    elif kind == "bag":
+        t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        rng = np.random.default_rng(p["seed"])
+        rr = (1 + 0.12 * rng.standard_normal(16))
+        w, hh = size * s * 0.5, size * s * 0.35
+        cv.textured(np.stack([bx + np.cos(t) * w * rr, by - hh + np.sin(t) * hh * rr], 1), _OOD_MARK, shade)
+        cv.poly(np.array([[bx - w * 0.15, by - hh * 2.1], [bx + w * 0.15, by - hh * 2.1], [bx + w * 0.1, by - hh * 1.5],
+                          [bx - w * 0.1, by - hh * 1.5]]), p["c2"], _OOD_MARK)
+    else:  # debris: an irregular, flat-ish star polygon lying on the road, plus its thickness
+        rng = np.random.default_rng(p["seed"])
+        n = int(rng.integers(5, 10))
+        t = np.sort(rng.uniform(0, 2 * np.pi, n))
+        rad = size / 2 * rng.uniform(0.35, 1.0, n)
+        gx, gz = o.x + np.cos(t + p["yaw"]) * rad, z + size / 2 + np.sin(t + p["yaw"]) * rad
+        gz = np.maximum(gz, 0.8)
+        thick = max(0.05, min(h, 0.35))
+        px, py = cam.project(gx, np.full(n, thick), gz)
+        px0, py0 = cam.project(gx, np.zeros(n), gz)
+        cv.poly(np.stack([px0, py0], 1), p["c1"] * 0.55, _OOD_MARK)  # the slab's sides
+        cv.textured(np.stack([px, py], 1), _OOD_MARK, shade)
+
+
+_DRAW = {"car": _draw_vehicle, "truck": _draw_vehicle, "person": _draw_person, "lamp": _draw_pole,
+         "sign": _draw_pole, "light": _draw_pole, "pole": _draw_pole, "tree": _draw_tree, "bin": _draw_bin}
+_OOD_KINDS = ("cargo", "animal", "tyre", "cone", "barrel", "bag", "debris")
+
+
+def _draw_hood(cv: _Canvas, s: Scene) -> None:
+    cam = cv.cam
+    frac, curve, colour = s.hood
+    xs = np.arange(cam.width, dtype=np.float32) + 0.5
+    t = (xs - cam.width / 2) / (cam.width / 2)
+    top = cam.height * (1 - frac * (1 - curve * 0.5 * t ** 2))
+    rows = np.arange(cam.height, dtype=np.float32)[:, None] + 0.5
+    mask = rows >= top[None, :]
+    r_idx, c_idx = np.nonzero(mask)
+    if len(r_idx) == 0:
+        return
+    depth = (r_idx + 0.5 - top[c_idx]) / max(frac * cam.height, 1)
+    reflection = s.sky_horizon * 0.35 * np.exp(-depth * 4)[:, None]
+    cv.img[r_idx, c_idx] = np.clip(colour * (0.7 + 0.3 * depth)[:, None] + reflection, 0, 255).astype(np.uint8)
+    cv.lab[r_idx, c_idx] = LABEL_ID_EGO_VEHICLE
+
+
+def _apply_lighting(img: np.ndarray, light: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Camera response: optional blur, per-channel tone curve (gamma, contrast, gain, colour cast)
+    as one lookup table, vignetting, then sensor noise (triangular, std = ``light["noise"]``).
+    Integer/OpenCV arithmetic throughout: this runs on every pixel of every frame."""
+    if light["blur"]:
+        img = cv2.GaussianBlur(img, (3, 3), 0.7)
+    v = np.arange(256, dtype=np.float32) / 255.0
+    curve = (np.power(v, light["gamma"]) - 0.5) * light["contrast"] + 0.5
+    lut = np.clip(curve[:, None] * light["gain"] * light["cast"][None, :] * 255.0, 0, 255)
+    x = cv2.LUT(img, np.ascontiguousarray(lut.reshape(256, 1, 3).round().astype(np.uint8)))
+    h, w = img.shape[:2]
+    if light["vignette"] > 0:
+        yy = (np.arange(h, dtype=np.float32)[:, None] - h / 2) / (h / 2)
+        xx = (np.arange(w, dtype=np.float32)[None, :] - w / 2) / (w / 2)
+        gain = np.round((1 - light["vignette"] * 0.5 * (xx ** 2 + yy ** 2)) * 255).astype(np.uint8)
+        x = cv2.multiply(x, cv2.merge([gain, gain, gain]), scale=1 / 255.0)
+    # Sum of two uniform bytes is triangular noise: 10x cheaper than Gaussian draws, same look.
+    pair = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    total = pair[0].astype(np.uint16)
+    total += pair[1]
+    noise_lut = np.round((np.arange(511, dtype=np.float32) - 255) * (light["noise"] / 104.5)).astype(np.int16)
+    out = x.astype(np.int16)
+    out += noise_lut[total]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Frame:
+    """One rendered frame: RGB image, Cityscapes labelIds and trainIds, OOD mask (0 / 1 / 255)."""
+
+    image: np.ndarray
+    label_ids: np.ndarray
+    train_ids: np.ndarray
+    ood: np.ndarray
+
+
+def render_frame(scene: Scene, cam: Camera, rng: np.random.Generator, cam_z: float = 0.0, t: float = 0.0,
+                 frame: Optional[int] = None) -> Frame:
+    """Render ``scene`` from camera position ``cam_z`` at time ``t`` (objects move with their speed).
+
+    ``rng`` only drives per-frame sensor noise; everything else is fixed by the scene.
+    """
+    cv = _Canvas(cam)
+    _draw_sky(cv, scene)
+    _draw_ground(cv, scene, cam_z)
+    _draw_far(cv, scene, cam_z)
+    _draw_facades(cv, scene, cam_z)
+    for fx, z0, z1, h in scene.fences:
+        _draw_fence(cv, fx, z0, z1, h, cam_z)
+    placed = []
+    for o in scene.objects:
+        if o.frames is not None and frame is not None and not (o.frames[0] <= frame < o.frames[1]):
+            continue
+        z = o.z + o.speed * t - cam_z
+        if z < 2.0 or z > 160:
+            continue
+        placed.append((z, o))
+    for z, o in sorted(placed, key=lambda item: -item[0]):
+        if o.kind in _OOD_KINDS:
+            _draw_ood(cv, o, z)
+        else:
+            _DRAW[o.kind](cv, o, z)
+    _draw_hood(cv, scene)
+    image = _apply_lighting(cv.img, scene.light, rng)
+    ood_pixels = cv.lab == _OOD_MARK
+    label_ids = cv.lab.copy()
+    label_ids[ood_pixels] = LABEL_ID_UNLABELED
+    train_ids = label_ids_to_train_ids(label_ids)
+    ood = np.where(ood_pixels, np.uint8(1), np.where(train_ids == VOID, np.uint8(VOID), np.uint8(0))).astype(np.uint8)
+    return Frame(image, label_ids, train_ids, ood)
+
+
+def render_scene(rng: np.random.Generator, height: int, width: int, ood: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One random frame: (image uint8 HxWx3 RGB, trainIds uint8 HxW, ood mask uint8 HxW 0/1/255)."""
+    frame = render_scene_full(rng, height, width, ood)
+    return frame.image, frame.train_ids, frame.ood
+
+
+def render_scene_full(rng: np.random.Generator, height: int, width: int, ood: bool = False) -> Frame:
+    """Like ``render_scene`` but also returns the labelIds map (what the disk writer stores)."""
+    if height < 16 or width < 16:
+        raise ValueError("synthroad frames must be at least 16 x 16")
+    scene, cam = sample_scene(rng, height, width, ood=ood)
+    return render_frame(scene, cam, rng)
+
+
+def render_sequence(seed: int, n_frames: int, height: int, width: int, fps: float = 10.0,
+                    speed: Optional[float] = None, ood: bool = True,
+                    ood_frames: Optional[tuple[int, int]] = None) -> Iterator[Frame]:
+    """A drive: the camera moves forward at ``speed`` m/s, other cars and pedestrians move too.
+
+    The simple variant (traffic is not made consistent with the moving camera, OOD objects show
+    for a window of frames); the demo drive with consistent traffic and OOD objects that appear
+    and then approach is ``training.datasets.synthroad_sequence.make_sequence``.
+
+    With ``ood``, the scene's OOD objects (placed ahead on the road) are present only during
+    ``ood_frames`` (default: the middle third), e.g. lost cargo that appears and is cleared.
+    Deterministic by ``seed``; sensor noise is drawn per frame.
+    """
+    rng = np.random.default_rng([seed, 7])
+    speed = float(rng.uniform(5, 12)) if speed is None else float(speed)
+    travel = speed * n_frames / fps
+    scene, cam = sample_scene(rng, height, width, ood=ood, travel=travel)
+    if ood:
+        start, stop = ood_frames if ood_frames is not None else (n_frames // 3, 2 * n_frames // 3)
+        for o in scene.objects:
+            if o.kind in _OOD_KINDS:
+                o.frames = (start, stop)
+                # keep the object ahead of the camera while it is visible
+                o.z = max(o.z, speed * stop / fps + 8.0)
+    for i in range(n_frames):
+        t = i / fps
+        yield render_frame(scene, cam, np.random.default_rng([seed, 8, i]), cam_z=speed * t, t=t, frame=i)
+
+
+# ------------------------------------------------------------------------------------------------
+# Disk writer and loader
+# ------------------------------------------------------------------------------------------------
+def image_id(split: str, index: int) -> str:
+    return f"{CITY}_{SPLITS[split]:06d}_{index:06d}"
+
+
+def render_indexed(seed: int, split: str, index: int, height: int, width: int) -> Frame:
+    """The frame ``(seed, split, index)`` -- identical wherever and in whatever order it is rendered."""
+    rng = np.random.default_rng([seed, SPLITS[split], index])
+    return render_scene_full(rng, height, width, ood=(split == "ood"))
+
+
+def write_frame(out: PathLike, split: str, index: int, frame: Frame) -> str:
+    """Write one frame in the Cityscapes layout (+ Fishyscapes layout for the OOD split)."""
+    out = Path(out)
+    name = image_id(split, index)
+    write_png(out / "leftImg8bit" / split / CITY / f"{name}{IMAGE_SUFFIX}", frame.image)
+    gt = out / "gtFine" / split / CITY
+    write_png(gt / f"{name}{LABEL_IDS_SUFFIX}", frame.label_ids)
+    write_png(gt / f"{name}{TRAIN_IDS_SUFFIX}", frame.train_ids)
+    write_png(gt / f"{name}{OOD_SUFFIX}", frame.ood)
+    if split == "ood":
+        write_png(out / FISHYSCAPES_DIR / "original" / f"{name}.png", frame.image)
+        write_png(out / FISHYSCAPES_DIR / "labels" / f"{name}.png", frame.ood)
+    return name
+
+
+def _render_and_write(job: tuple[str, int, str, int, int, int]) -> str:
+    out, seed, split, index, height, width = job
+    return write_frame(out, split, index, render_indexed(seed, split, index, height, width))
+
+
+def _remove_stale(out: Path, split: str, count: int) -> None:
+    """Delete this split's frames with index >= ``count`` left by an earlier, larger run (only
+    files with synthroad's own names), so the folder holds exactly what ``synthroad.json`` says."""
+    code = f"{CITY}_{SPLITS[split]:06d}_"
+    folders = [out / "leftImg8bit" / split / CITY, out / "gtFine" / split / CITY]
+    if split == "ood":
+        folders += [out / FISHYSCAPES_DIR / "original", out / FISHYSCAPES_DIR / "labels"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f"{code}*.png"):
+            index = path.name[len(code):len(code) + 6]
+            if index.isdigit() and int(index) >= count:
+                path.unlink()
+
+
+def write_dataset(out: PathLike, counts: dict[str, int], height: int, width: int, seed: int = 0,
+                  workers: int = 1, progress: Optional[Any] = None) -> dict[str, Any]:
+    """Render and write every split in ``counts``; ``progress(n)`` is called after each image.
+    Frames of those splits left over from an earlier run with larger counts are deleted (other
+    splits are left alone). Returns the metadata also stored in ``synthroad.json``."""
+    for split, n in counts.items():
+        if split not in SPLITS:
+            raise ValueError(f"unknown synthroad split {split!r}; choose from {', '.join(SPLITS)}")
+        if n < 0:
+            raise ValueError(f"synthroad split {split!r}: count must be >= 0, got {n}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n in counts.items():
+        _remove_stale(out, split, n)
+    jobs = [(str(out), seed, split, i, height, width) for split, n in counts.items() for i in range(n)]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=4):
+                if progress is not None:
+                    progress(1)
+    else:
+        for job in jobs:
+            _render_and_write(job)
+            if progress is not None:
+                progress(1)
+    meta = {"generator": "synthroad", "version": VERSION, "seed": seed, "height": height, "width": width,
+            "counts": dict(counts), "city": CITY, "train_ids_used": list(TRAIN_IDS_USED),
+            "files": {"image": f"leftImg8bit/{{split}}/{CITY}/{{id}}{IMAGE_SUFFIX}",
+                      "label_ids": f"gtFine/{{split}}/{CITY}/{{id}}{LABEL_IDS_SUFFIX}",
+                      "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
+                      "ood": f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)",
+                      "fishyscapes": f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png"}}
+    (out / "synthroad.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+class SynthRoadDataset(CityscapesDataset):
+    """A synthroad split read back from disk: ``Sample(image, label=trainIds, name, ood)``.
+
+    ``ood`` is the 0 / 1 / 255 mask (``*_gtFine_oodIds.png``); where that file is absent it is
+    derived from the label (255 where void, else 0), so the same code path evaluates any split.
+    """
+
+    def __init__(self, root: PathLike, split: str = "train", transform: Optional[Transform] = None) -> None:
+        super().__init__(root, split=split, transform=transform)
+
+    def load(self, entry: tuple) -> Sample:
+        sample = super().load(entry)
+        name, image_path, _ = entry
+        ood_path = self.root / "gtFine" / self.split / image_path.parent.name / f"{name}{OOD_SUFFIX}"
+        if ood_path.is_file():
+            sample["ood"] = read_label(ood_path)
+        else:
+            sample["ood"] = np.where(sample["label"] == VOID, np.uint8(VOID), np.uint8(0)).astype(np.uint8)
+        return sample

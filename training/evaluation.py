@@ -1,0 +1,251 @@
+"""Evaluation of FED and the baseline scores on one dataset split (the engine of `fed_eval`).
+
+For every image: backbone logits (whole image, sliding window or TTA), the per-pixel score of
+every method (FED-U / FED-C and MSP, max-logit, energy, entropy, SML, MC dropout), resized to
+label resolution. Accumulated:
+
+- OOD (label source with an OOD mask): positives = OOD pixels, void ignored, pooled over the
+  dataset (exact for small sets, histogram with computed error bounds for large ones);
+- IDM (label source with trainIds): positives = in-distribution pixels whose predicted label
+  is wrong, void and OOD ignored, metrics per image and averaged over images;
+- closed mIoU, and open-mIoU with each method's threshold = mean over images of the
+  F1-optimal threshold for "prediction is wrong" (OOD pixels included); a second pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ros2_fed.backbones.base import resize
+from ros2_fed.backbones.inference import infer, multiscale
+from ros2_fed.eval import metrics as M
+from ros2_fed.fed.postprocess import make_postprocess
+from ros2_fed import scores as S
+
+VOID = 255
+PROBABILITY_METHODS = {"FED-U", "FED-C", "MSP"}  # already in [0, 1]; others are squashed for histograms
+
+
+@dataclass
+class EvalSettings:
+    tta_scales: Sequence[float] = ()  # e.g. (1.0, 0.5, 0.25); empty = single scale
+    fed_postprocess: str = "gaussian"  # paper: 7x7 Gaussian (or "sml", "none")
+    mcd_passes: int = 8  # 0 disables the MC-dropout baseline
+    exact: Optional[bool] = None  # None: exact when the dataset is small, histograms otherwise
+    bins: int = M.DEFAULT_BINS
+    open_miou: bool = True
+    figure_images: int = 4
+    reservoir: int = 200_000  # pixels kept per method for dataset-wide visual normalisation
+    seed: int = 0
+
+
+@dataclass
+class EvalSample:
+    """What one dataset item contributes: image, trainIds and/or OOD mask (0/1/255)."""
+
+    name: str
+    image: np.ndarray
+    label: Optional[np.ndarray] = None
+    ood: Optional[np.ndarray] = None
+
+
+class MethodScores:
+    """Per-image scores of every method, higher = more likely wrong, at label resolution."""
+
+    def __init__(self, backbone: nn.Module, feds: dict[str, nn.Module], settings: EvalSettings,
+                 class_mean: Optional[torch.Tensor], class_std: Optional[torch.Tensor]) -> None:
+        self.backbone = backbone
+        self.feds = feds
+        self.settings = settings
+        self.fed_post = make_postprocess(settings.fed_postprocess)
+        self.class_mean, self.class_std = class_mean, class_std
+        self.mcd = settings.mcd_passes > 0 and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in backbone.modules())
+
+    @property
+    def names(self) -> list[str]:
+        names = list(self.feds) + ["MSP", "MLG", "ENE", "ENT"]
+        if self.class_mean is not None:
+            names.append("SML")
+        if self.mcd:
+            names.append("MCD")
+        return names
+
+    def _baselines(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"MSP": S.msp_score(logits), "MLG": S.max_logit_score(logits),
+               "ENE": S.energy_score(logits), "ENT": S.entropy_score(logits)}
+        if self.class_mean is not None:
+            out["SML"] = S.sml_score(logits, self.class_mean, self.class_std, postprocess=True)
+        return out
+
+    def _fed(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        labels = logits.argmax(dim=1)
+        out = {}
+        for name, fed in self.feds.items():
+            p = fed.p_wrong(logits, features if fed.cfg.conditional else None)
+            out[name] = self.fed_post(p, labels)
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits at label resolution, {method: score (H, W)}) for one image batch of 1."""
+        logits, features = infer(self.backbone, images)
+        if not self.settings.tta_scales:
+            maps = {**self._fed(logits, features), **self._baselines(logits)}
+        else:
+            # Paper TTA: scales (1, 1/2, 1/4) with FED's inputs upsampled 4x (FED at 1/4, 1/2, 1 of
+            # the image resolution), every score averaged at label resolution. The segmentation
+            # itself stays single-scale.
+            maps = {}
+            for out in multiscale(self.backbone, images, self.settings.tta_scales):
+                up = tuple(4 * s for s in out.logits.shape[-2:])
+                per_scale = {**self._fed(resize(out.logits, up), resize(out.features, up)), **self._baselines(out.logits)}
+                for k, v in per_scale.items():
+                    v = resize(v, size) / len(self.settings.tta_scales)
+                    maps[k] = v if k not in maps else maps[k] + v
+        if self.mcd:
+            maps["MCD"] = S.mc_dropout_score(self.backbone, images, passes=self.settings.mcd_passes,
+                                             seed=self.settings.seed)
+        full_logits = resize(logits, size)
+        return full_logits, {k: resize(v, size)[0, 0] for k, v in maps.items()}
+
+
+def _unit(name: str, score: np.ndarray) -> np.ndarray:
+    """Monotone map into (0, 1) so one histogram layout fits every method (ranks unchanged)."""
+    if name in PROBABILITY_METHODS:
+        return score.astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-np.clip(score.astype(np.float64), -700, 700)))
+
+
+@dataclass
+class Accumulators:
+    ood: dict[str, Any] = field(default_factory=dict)
+    idm: dict[str, M.PerImageAverager] = field(default_factory=dict)
+    f1: dict[str, list[float]] = field(default_factory=dict)
+    reservoir: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Runs the two passes over a dataset and produces the Table-8-style results."""
+
+    def __init__(self, backbone: nn.Module, feds: dict[str, nn.Module], num_classes: int, settings: EvalSettings,
+                 class_mean: Optional[torch.Tensor] = None, class_std: Optional[torch.Tensor] = None) -> None:
+        self.backbone = backbone.eval()
+        self.num_classes = num_classes
+        self.settings = settings
+        self.methods = MethodScores(self.backbone, {k: v.eval() for k, v in feds.items()}, settings, class_mean, class_std)
+        self.rng = np.random.default_rng(settings.seed)
+
+    def _make_ood_accumulator(self, exact: bool):
+        if exact:
+            return M.ExactAccumulator(ignore_index=VOID)
+        return M.HistogramAccumulator(bins=self.settings.bins, scale="logit", ignore_index=VOID)
+
+    def evaluate(self, samples: Callable[[], Iterable[EvalSample]], count: int,
+                 on_figure: Optional[Callable[[EvalSample, np.ndarray, dict[str, np.ndarray]], None]] = None,
+                 progress: bool = True) -> dict[str, Any]:
+        """``samples`` is called once per pass and must yield the same images each time."""
+        names = self.methods.names
+        acc = Accumulators()
+        conf = M.ConfusionMatrix(self.num_classes, ignore_index=VOID)
+        exact = self.settings.exact
+        has_ood = has_label = False
+        figures: list[tuple[EvalSample, np.ndarray, dict[str, np.ndarray]]] = []
+        for index, sample in enumerate(tqdm(samples(), total=count, desc="fed_eval", disable=not progress, dynamic_ncols=True)):
+            if exact is None:
+                exact = count * sample.image.shape[0] * sample.image.shape[1] <= 40_000_000
+            pred, maps = self._run(sample)
+            valid_ood = sample.ood if sample.ood is not None else None
+            has_ood |= sample.ood is not None
+            has_label |= sample.label is not None
+            for name in names:
+                score = maps[name]
+                self._reserve(acc, name, score)
+                if sample.ood is not None:
+                    acc.ood.setdefault(name, self._make_ood_accumulator(exact)).update(
+                        _unit(name, score), (valid_ood == 1).astype(np.uint8), ignore_mask=valid_ood == VOID)
+                if sample.label is not None:
+                    idm_valid = sample.label != VOID
+                    if sample.ood is not None:
+                        idm_valid &= sample.ood != 1
+                    acc.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).update(
+                        score, (pred != sample.label).astype(np.uint8), ignore_mask=~idm_valid)
+                    wrong, valid = self._wrong(sample, pred)
+                    if valid.any():
+                        acc.f1.setdefault(name, []).append(M.f1_optimal_threshold(score[valid], wrong[valid]))
+            if sample.label is not None:
+                conf.update(pred, sample.label)
+            if index < self.settings.figure_images:
+                figures.append((sample, pred, maps))
+
+        results: dict[str, Any] = {"images": count, "exact": bool(exact), "methods": {}}
+        thresholds = {n: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan") for n, v in acc.f1.items()}
+        for name in names:
+            row: dict[str, Any] = {}
+            if has_ood and name in acc.ood:
+                summary = acc.ood[name].summary()
+                row["ood"] = {k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr")}
+                if not exact:
+                    row["ood"]["error_bounds"] = {k: v for k, v in summary.items() if k.endswith("error_bound")}
+            if has_label and name in acc.idm:
+                summary = acc.idm[name].summary()
+                row["idm"] = {k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")}
+            row["open_threshold"] = thresholds.get(name, float("nan"))
+            results["methods"][name] = row
+        if has_label:
+            miou, per_class = conf.miou()
+            results["miou"] = float(miou)
+            results["per_class_iou"] = [None if math.isnan(v) else float(v) for v in per_class]
+            if self.settings.open_miou:
+                results["open_miou"] = self._open_miou(samples, count, names, thresholds, progress)
+        results["visual_range"] = {n: self._visual_range(acc, n) for n in names}
+        if on_figure is not None:
+            for sample, pred, maps in figures:
+                on_figure(sample, pred, maps)
+        return results
+
+    def _run(self, sample: EvalSample) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        images = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)[None].float()
+        size = tuple(sample.image.shape[:2])
+        logits, maps = self.methods(images, size)
+        pred = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
+        return pred, {k: v.float().numpy() for k, v in maps.items()}
+
+    @staticmethod
+    def _wrong(sample: EvalSample, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """'Prediction is wrong' incl. OOD pixels, and where that is defined."""
+        ood = sample.ood == 1 if sample.ood is not None else np.zeros(pred.shape, bool)
+        valid = (sample.label != VOID) | ood
+        return ((pred != sample.label) | ood).astype(np.uint8), valid
+
+    def _open_miou(self, samples, count: int, names: list[str], thresholds: dict[str, float], progress: bool) -> dict[str, float]:
+        matrices = {n: M.ConfusionMatrix(self.num_classes, ignore_index=VOID, open_set=True) for n in names}
+        for sample in tqdm(samples(), total=count, desc="fed_eval open-mIoU", disable=not progress, dynamic_ncols=True):
+            if sample.label is None:
+                continue
+            pred, maps = self._run(sample)
+            gt = sample.label.copy()
+            if sample.ood is not None:
+                gt[sample.ood == 1] = self.num_classes
+            for name in names:
+                if not math.isnan(thresholds.get(name, float("nan"))):
+                    matrices[name].update_open(pred, gt, maps[name], thresholds[name])
+        return {n: float(matrices[n].miou()[0]) if not math.isnan(thresholds.get(n, float("nan"))) else float("nan") for n in names}
+
+    def _reserve(self, acc: Accumulators, name: str, score: np.ndarray) -> None:
+        per_image = max(1, self.settings.reservoir // 50)
+        flat = score.reshape(-1)
+        pick = self.rng.choice(flat.size, size=min(per_image, flat.size), replace=False)
+        acc.reservoir.setdefault(name, []).append(flat[pick])
+
+    @staticmethod
+    def _visual_range(acc: Accumulators, name: str) -> list[float]:
+        """Dataset-wide 1st/99th percentile of a method's score (figure normalisation)."""
+        values = np.concatenate(acc.reservoir[name]) if acc.reservoir.get(name) else np.zeros(1)
+        lo, hi = np.percentile(values, [1, 99])
+        return [float(lo), float(hi if hi > lo else lo + 1e-6)]

@@ -1,0 +1,98 @@
+"""fed_eval outputs: a Table-8-style Markdown table, the full JSON, and paper-style figures."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
+
+
+def _pct(value: Optional[float]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.2f}"
+
+
+def markdown_table(results: dict[str, Any], title: str = "") -> str:
+    """Rows = methods; OOD AuROC/AP/FPR95, IDM AuROC/AP/FPR95, mIoU, open-mIoU (all in %)."""
+    methods = sorted(results["methods"], key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    head = ("| method | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | mIoU | open-mIoU |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name in methods:
+        row = results["methods"][name]
+        ood, idm = row.get("ood", {}), row.get("idm", {})
+        rows.append("| " + " | ".join([
+            name, _pct(ood.get("auroc")), _pct(ood.get("ap")), _pct(ood.get("fpr_at_tpr")),
+            _pct(idm.get("auroc")), _pct(idm.get("ap")), _pct(idm.get("fpr_at_tpr")),
+            _pct(results.get("miou")), _pct(results.get("open_miou", {}).get(name)),
+        ]) + " |")
+    notes = [f"{results['images']} images; OOD pooled over pixels ({'exact' if results['exact'] else 'histogram, see error bounds in JSON'}), "
+             "IDM averaged per image; mIoU is the backbone's (same for every row); open-mIoU threshold = mean per-image F1-optimal threshold."]
+    prefix = f"### {title}\n\n" if title else ""
+    return prefix + head + "\n" + "\n".join(rows) + "\n\n" + notes[0] + "\n"
+
+
+def write_results(out_dir: Path, results: dict[str, Any], title: str = "") -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
+    json_path.write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    md_path.write_text(markdown_table(results, title))
+    return json_path, md_path
+
+
+def _caption(tile: np.ndarray, text: str) -> np.ndarray:
+    """Tile with a black caption bar on top (OpenCV text, readable at small sizes)."""
+    bar = np.zeros((22, tile.shape[1], 3), np.uint8)
+    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([bar, tile], axis=0)
+
+
+def ground_truth_view(pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> np.ndarray:
+    """Paper colours: blue = correctly classified, red = IDM or OOD, black = ignored void."""
+    h, w = pred.shape
+    view = np.zeros((h, w, 3), np.uint8)
+    wrong = np.zeros((h, w), bool)
+    valid = np.zeros((h, w), bool)
+    if label is not None:
+        valid |= label != 255
+        wrong |= (pred != label) & (label != 255)
+    if ood is not None:
+        valid |= ood != 255
+        wrong |= ood == 1
+        if label is None:
+            valid &= ood != 255
+    view[valid & ~wrong] = (0, 0, 255)
+    view[wrong] = (255, 0, 0)
+    return view
+
+
+def figure_row(image: np.ndarray, pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray],
+               maps: dict[str, np.ndarray], ranges: dict[str, list[float]], palette: np.ndarray,
+               tile_width: int = 320) -> np.ndarray:
+    """One RGB strip: input | prediction | ground truth | confidence per method (dataset-normalised)."""
+    from ros2_fed.viz import colorize_labels, confidence_to_rgb
+
+    tiles = [("input", image), ("prediction", colorize_labels(pred, palette)), ("ground truth", ground_truth_view(pred, label, ood))]
+    for name in [m for m in METHOD_ORDER if m in maps] + [m for m in maps if m not in METHOD_ORDER]:
+        lo, hi = ranges[name]
+        confidence = 1.0 - np.clip((maps[name] - lo) / (hi - lo), 0.0, 1.0)  # red = uncertain, blue = certain
+        tiles.append((name, confidence_to_rgb(confidence.astype(np.float32))))
+    scale = tile_width / image.shape[1]
+    size = (tile_width, max(1, int(round(image.shape[0] * scale))))
+    resized = [_caption(cv2.resize(t, size, interpolation=cv2.INTER_NEAREST if i in (1, 2) else cv2.INTER_AREA), n)
+               for i, (n, t) in enumerate(tiles)]
+    return np.concatenate(resized, axis=1)
+
+
+def write_figure(path: Path, rows: list[np.ndarray]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = np.concatenate(rows, axis=0)
+    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
