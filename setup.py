@@ -20,6 +20,7 @@ CONSOLE_SCRIPTS: list[str] = [
     "fed_train = training.train_fed:main",
     "fed_eval = training.cli_eval:main",
     "fed_default_model = training.default_model:main",
+    "fed_node = ros2_fed.node:main",
 ]
 
 setup(

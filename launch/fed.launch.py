@@ -1,0 +1,79 @@
+"""Launch fed_node: `ros2 launch ros2_fed fed.launch.py camera_topic:=/camera/image_raw`.
+
+Arguments:
+  camera_topic     the camera's sensor_msgs/Image topic; the node's ``image`` input is remapped
+                   to it and ``image/compressed`` to ``<camera_topic>/compressed``
+  params_file      node parameters (default: the installed config/fed.yaml)
+  engine_path      engine file; empty = the value in params_file
+  input_transport  raw | compressed; empty = the value in params_file
+  namespace        namespace of the node (its outputs are <namespace>/fed_node/...)
+  log_level        debug | info | warn | error | fatal
+  fastdds_profile  Fast DDS XML profile for camera-sized messages (default: the installed
+                   config/fastdds_large_data.xml, unless FASTDDS_DEFAULT_PROFILES_FILE is
+                   already set). Why: with Fast DDS defaults best-effort images of ~1 MB and
+                   more are mostly lost between processes. The camera driver and rviz need the
+                   same profile: launch them from here (after this file's actions) or export
+                   FASTDDS_DEFAULT_PROFILES_FILE in their environment too.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "ros2_fed"
+EXECUTABLE = "fed_node"
+PARAMS_FILE = "fed.yaml"
+FASTDDS_PROFILE = "fastdds_large_data.xml"
+
+
+def _node(context, *args, **kwargs):
+    """Build the node with overrides only for the arguments actually given."""
+    overrides = {}
+    for name in ("engine_path", "input_transport"):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    camera_topic = LaunchConfiguration("camera_topic").perform(context)
+    return [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name="fed_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"), overrides],
+            remappings=[
+                ("image", camera_topic),
+                ("image/compressed", camera_topic.rstrip("/") + "/compressed"),
+            ],
+            ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+    default_params = os.path.join(share, "config", PARAMS_FILE)
+    default_profile = os.path.join(share, "config", FASTDDS_PROFILE)
+    return LaunchDescription([
+        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
+                              description="camera sensor_msgs/Image topic (compressed: <topic>/compressed)"),
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="fed_node parameter YAML"),
+        DeclareLaunchArgument("engine_path", default_value="",
+                              description="engine file (.onnx / .engine / .safetensors bundle); empty = from params_file"),
+        DeclareLaunchArgument("input_transport", default_value="",
+                              description="raw or compressed; empty = from params_file"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of fed_node"),
+        DeclareLaunchArgument("log_level", default_value="info", description="ROS log level of fed_node"),
+        DeclareLaunchArgument("fastdds_profile",
+                              default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                                default_value=default_profile),
+                              description="Fast DDS XML profile for large messages"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
+        OpaqueFunction(function=_node),
+    ])

@@ -1,0 +1,412 @@
+"""Low-confidence alerts: "the segmentation is probably wrong in too much of the image".
+
+Pure python (numpy + OpenCV, no rclpy). The node feeds every processed frame's confidence map
+to an :class:`AlertMonitor` and publishes the returned :class:`AlertState` as a
+``diagnostic_msgs/DiagnosticStatus`` (``level`` -> status level, ``message`` -> message, every
+other field -> one KeyValue).
+
+Per frame
+---------
+* A pixel is **uncertain** when its confidence is below ``confidence_threshold`` (NaN counts as
+  uncertain: a broken confidence map must not look safe).
+* Only pixels inside the **region of interest** count: ``full`` (the whole image),
+  ``lower_half`` (rows ``h // 2 .. h - 1``, i.e. the road in front of a forward camera; for an
+  odd height the middle row is inside) or ``mask`` (a PNG, non-zero = inside, resized with
+  nearest neighbour to the image size when it differs).
+* ``fraction`` = uncertain ROI pixels / ROI pixels (0 for an empty ROI).
+* The **candidate** level of the frame alone is ERROR when ``fraction > error_fraction``, WARN
+  when ``fraction > warn_fraction``, else OK.
+* The **largest uncertain region** is the biggest 8-connected component of the uncertain ROI
+  pixels (computed only when there are any). Images above :data:`REGION_MAX_PIXELS` pixels are
+  any-pooled by 2 (4, ...) first, so the component is chosen on the pooled mask, but its
+  bounding box and area are then measured exactly in full-resolution pixels. ``region_bbox`` is
+  ``(x_min, y_min, x_max, y_max)``, inclusive, in full-image coordinates.
+
+State machine (the level is what gets published)
+------------------------------------------------
+With ``limit(WARN) = warn_fraction``, ``limit(ERROR) = error_fraction`` and
+``clear_limit(L) = max(limit(L) - hysteresis, 0)``, each frame first updates, for
+``k`` in (WARN, ERROR)::
+
+    above[k] = above[k] + 1  if fraction >  limit(k)        else 0
+    below[k] = below[k] + 1  if fraction <= clear_limit(k)  else 0
+
+(so a frame over the ERROR limit also counts towards WARN), then:
+
+1. **Rise**: if some level ``k`` above the current one has ``above[k] >= raise_frames``, the level
+   becomes the highest such ``k`` (OK can jump straight to ERROR).
+2. **Fall** (only when nothing rose): while ``level > OK`` and
+   ``below[level] >= clear_frames``, the level drops by one. Falling from ERROR therefore lands
+   on WARN unless the same frames were also ``clear_frames`` in a row below WARN's clear limit,
+   in which case it goes straight to OK. A fraction inside the band
+   ``(clear_limit(L), limit(L)]`` neither raises nor clears level ``L``: it holds (hysteresis).
+
+``<=`` (not ``<``) and the clamp at 0 make a level clearable even when its limit is at or below
+the hysteresis (e.g. ``warn_fraction = 0``: WARN clears after ``clear_frames`` fully certain
+frames); with ``hysteresis = 0`` "below" is exactly "not above".
+
+Run-time changes: assigning ``monitor.config`` takes effect on the next frame. The counters and
+the level are kept (a streak counted under the old limits still counts), unless the ROI changed
+(``roi``, ``roi_mask_file`` or the mask's content): then the monitor starts afresh (level OK,
+counters 0), because the old evidence was about a different part of the image.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+ROI_CHOICES = ("full", "lower_half", "mask")
+
+# Above this many pixels the region search runs on an any-pooled (2x, 4x, ...) mask.
+REGION_MAX_PIXELS = 640 * 960
+
+
+class Level(enum.IntEnum):
+    """Alert levels; the values are diagnostic_msgs/DiagnosticStatus OK / WARN / ERROR."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+def _as_fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def _as_frames(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def load_roi_mask(path: str) -> np.ndarray:
+    """A ROI mask PNG (any image OpenCV reads, as grayscale) -> HxW bool, True = inside."""
+    if not path:
+        raise ValueError("roi 'mask' needs roi_mask_file (a PNG, non-zero = inside the ROI)")
+    if not os.path.isfile(path):
+        raise ValueError(f"roi_mask_file {path!r} does not exist or is not a file")
+    image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if image is None or image.size == 0:
+        raise ValueError(f"roi_mask_file {path!r} could not be read as an image")
+    mask = image != 0
+    if not mask.any():
+        raise ValueError(f"roi_mask_file {path!r} has no pixel inside the ROI (all zero)")
+    return mask
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Alert settings; field names equal the node's ``alerts.*`` parameters (without prefix).
+
+    Validated on construction (``ValueError`` naming the offending field); with
+    ``roi == "mask"`` the mask file is read here, so an unreadable file fails at once.
+    """
+
+    confidence_threshold: float = 0.5
+    warn_fraction: float = 0.1
+    error_fraction: float = 0.25
+    hysteresis: float = 0.02
+    raise_frames: int = 3
+    clear_frames: int = 5
+    roi: str = "full"
+    roi_mask_file: str = ""
+    # Loaded from roi_mask_file when roi == "mask" (HxW bool), else None.
+    roi_mask: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "confidence_threshold", _as_fraction("confidence_threshold", self.confidence_threshold))
+        set_(self, "warn_fraction", _as_fraction("warn_fraction", self.warn_fraction))
+        set_(self, "error_fraction", _as_fraction("error_fraction", self.error_fraction))
+        set_(self, "hysteresis", _as_fraction("hysteresis", self.hysteresis))
+        if self.warn_fraction > self.error_fraction:
+            raise ValueError(f"warn_fraction ({self.warn_fraction}) must not exceed error_fraction "
+                             f"({self.error_fraction})")
+        set_(self, "raise_frames", _as_frames("raise_frames", self.raise_frames))
+        set_(self, "clear_frames", _as_frames("clear_frames", self.clear_frames))
+        if not isinstance(self.roi, str) or self.roi not in ROI_CHOICES:
+            raise ValueError(f"roi must be one of {', '.join(ROI_CHOICES)}, got {self.roi!r}")
+        if not isinstance(self.roi_mask_file, str):
+            raise ValueError(f"roi_mask_file must be a path string, got {self.roi_mask_file!r}")
+        if self.roi == "mask":
+            mask = load_roi_mask(self.roi_mask_file)
+            mask.setflags(write=False)
+            set_(self, "roi_mask", mask)
+
+    def limit(self, level: Level) -> float:
+        """The fraction a frame must exceed to count towards ``level``."""
+        return self.error_fraction if level == Level.ERROR else self.warn_fraction
+
+    def clear_limit(self, level: Level) -> float:
+        """The fraction a frame must be at or below to count towards clearing ``level``."""
+        return max(self.limit(level) - self.hysteresis, 0.0)
+
+    def same_roi(self, other: "AlertConfig") -> bool:
+        if self.roi != other.roi:
+            return False
+        if self.roi != "mask":
+            return True
+        return (self.roi_mask_file == other.roi_mask_file
+                and np.array_equal(self.roi_mask, other.roi_mask))
+
+
+@dataclass
+class AlertState:
+    """One frame's alert result. Every field but ``level`` and ``message`` is a plain scalar,
+    string or tuple (the node turns each into a diagnostics KeyValue)."""
+
+    level: Level
+    message: str
+    fraction: float                  # uncertain ROI pixels / ROI pixels, this frame
+    confidence_threshold: float      # the threshold this frame was judged with
+    candidate: str                   # level name this frame alone supports (OK/WARN/ERROR)
+    consecutive: int                 # frames in a row (ending here) with this candidate level
+    clearing: int                    # frames in a row at/below the current level's clear limit (0 at OK)
+    region_bbox: Optional[tuple[int, int, int, int]]  # (x_min, y_min, x_max, y_max) inclusive, or None
+    region_area: int                 # uncertain pixels in that region (full resolution)
+    uncertain_pixels: int
+    roi: str
+    roi_pixels: int
+    stamp: str                       # frame stamp as "sec.nanosec" (nanosec 9 digits)
+
+
+def stamp_to_str(stamp: Any) -> str:
+    """builtin_interfaces/Time-like (``sec``, ``nanosec``), ``(sec, nanosec)``, seconds or None -> "sec.nanosec"."""
+    if stamp is None:
+        return ""
+    if isinstance(stamp, str):
+        return stamp
+    if hasattr(stamp, "sec") and hasattr(stamp, "nanosec"):
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    elif hasattr(stamp, "nanoseconds"):  # rclpy.time.Time
+        sec, nanosec = divmod(int(stamp.nanoseconds), 1_000_000_000)
+    elif isinstance(stamp, (tuple, list)) and len(stamp) == 2:
+        sec, nanosec = int(stamp[0]), int(stamp[1])
+    elif isinstance(stamp, (int, float, np.integer, np.floating)) and not isinstance(stamp, bool):
+        total = int(round(float(stamp) * 1e9))
+        sec, nanosec = divmod(total, 1_000_000_000)
+    else:
+        raise TypeError(f"unsupported stamp {stamp!r}: expected .sec/.nanosec, (sec, nanosec) or seconds")
+    sec, nanosec = sec + nanosec // 1_000_000_000, nanosec % 1_000_000_000
+    return f"{sec}.{nanosec:09d}"
+
+
+def _largest_component(m: np.ndarray) -> Optional[tuple[np.ndarray, int, tuple[int, int, int, int], int]]:
+    """(labels, id, inclusive bbox, area) of the largest 8-connected component of a uint8 mask.
+
+    Labels only, then areas by bincount and the bbox from the one component: about 2-3x faster than
+    connectedComponentsWithStats, whose per-component statistics dominate its cost.
+    """
+    n, labels = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return None
+    areas = np.bincount(labels.ravel(), minlength=n)
+    areas[0] = 0
+    i = int(np.argmax(areas))  # ties: the lowest label, i.e. the first in raster order
+    component = labels == i
+    rows = np.flatnonzero(component.any(axis=1))
+    cols = np.flatnonzero(component.any(axis=0))
+    return labels, i, (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])), int(areas[i])
+
+
+def largest_region(mask: np.ndarray, max_pixels: int = REGION_MAX_PIXELS
+                   ) -> tuple[Optional[tuple[int, int, int, int]], int]:
+    """Largest 8-connected non-zero region of ``mask`` (HxW bool/uint8): (bbox, area) or (None, 0).
+
+    ``bbox = (x_min, y_min, x_max, y_max)`` inclusive. Masks over ``max_pixels`` are any-pooled by
+    a power of two first; the region is picked there and then measured exactly at full size.
+    """
+    m = np.ascontiguousarray(mask)
+    if m.dtype == bool:
+        m = m.view(np.uint8)
+    elif m.dtype != np.uint8:
+        m = (m != 0).view(np.uint8)
+    h, w = m.shape
+    if h == 0 or w == 0:
+        return None, 0
+    f = 1
+    while -(-h // f) * -(-w // f) > max_pixels and f < min(h, w):
+        f *= 2
+    if f == 1:
+        found = _largest_component(m)
+        return (None, 0) if found is None else (found[2], found[3])
+
+    # Any-pool by f: 0/255 mask, zero-padded to a multiple of f, block-averaged (INTER_AREA with an
+    # integer factor is an exact block mean; any non-zero pixel leaves a non-zero mean).
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    m255 = cv2.compare(m, 0, cv2.CMP_NE)
+    if (hp, wp) != (h, w):
+        m255 = cv2.copyMakeBorder(m255, 0, hp - h, 0, wp - w, cv2.BORDER_CONSTANT, value=0)
+    small = cv2.resize(m255, (wp // f, hp // f), interpolation=cv2.INTER_AREA)
+    found = _largest_component(small)
+    if found is None:
+        return None, 0
+    labels, i, (x, y, xe, ye), _ = found
+    bw, bh = xe - x + 1, ye - y + 1
+    component = (labels[y:y + bh, x:x + bw] == i).view(np.uint8)
+    up = cv2.resize(component, (bw * f, bh * f), interpolation=cv2.INTER_NEAREST)
+    y0, x0 = y * f, x * f
+    y1, x1 = min((y + bh) * f, h), min((x + bw) * f, w)
+    exact = np.logical_and(up[:y1 - y0, :x1 - x0], m[y0:y1, x0:x1])
+    area = int(np.count_nonzero(exact))
+    if area == 0:  # cannot happen (a pooled pixel is non-zero only over a non-zero pixel)
+        return None, 0
+    rows = np.flatnonzero(exact.any(axis=1))
+    cols = np.flatnonzero(exact.any(axis=0))
+    return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])), area
+
+
+class AlertMonitor:
+    """The alert state machine (see the module docstring for the exact rules).
+
+    ``update(confidence, stamp)`` once per frame; ``config`` may be replaced at any time.
+    """
+
+    def __init__(self, config: Optional[AlertConfig] = None) -> None:
+        self._config = config if config is not None else AlertConfig()
+        self.reset()
+
+    @property
+    def config(self) -> AlertConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: AlertConfig) -> None:
+        if not isinstance(config, AlertConfig):
+            raise TypeError(f"config must be an AlertConfig, got {type(config).__name__}")
+        roi_changed = not config.same_roi(self._config)
+        self._config = config
+        if roi_changed:
+            self.reset()
+
+    @property
+    def level(self) -> Level:
+        return self._level
+
+    def reset(self) -> None:
+        """Back to OK with all counters at 0 (and the ROI cache dropped)."""
+        self._level = Level.OK
+        self._above = {Level.WARN: 0, Level.ERROR: 0}
+        self._below = {Level.WARN: 0, Level.ERROR: 0}
+        self._candidate: Optional[Level] = None
+        self._streak = 0
+        self._roi_cache: Optional[tuple[tuple[int, int], Optional[np.ndarray], int]] = None
+
+    # -- per frame ------------------------------------------------------------------------
+
+    def _roi_mask(self, shape: tuple[int, int]) -> tuple[Optional[np.ndarray], int]:
+        """(uint8 0/255 mask or None for the row-slice ROIs, ROI pixel count) for this image size."""
+        cfg = self._config
+        h, w = shape
+        if cfg.roi == "full":
+            return None, h * w
+        if cfg.roi == "lower_half":
+            return None, (h - h // 2) * w
+        cache = self._roi_cache
+        if cache is None or cache[0] != shape:
+            mask = cfg.roi_mask
+            assert mask is not None
+            if mask.shape != shape:
+                mask = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            mask255 = np.where(mask, np.uint8(255), np.uint8(0))
+            cache = (shape, mask255, int(np.count_nonzero(mask255)))
+            self._roi_cache = cache
+        return cache[1], cache[2]
+
+    def update(self, confidence: np.ndarray, stamp: Any = None) -> AlertState:
+        """Judge one HxW confidence map (values in [0, 1]); returns the state after this frame."""
+        cfg = self._config
+        conf = np.asarray(confidence)
+        if conf.ndim == 3 and conf.shape[2] == 1:
+            conf = conf[..., 0]
+        if conf.ndim != 2:
+            raise ValueError(f"confidence must be HxW, got shape {conf.shape}")
+        if conf.dtype not in (np.float32, np.float64):
+            conf = conf.astype(np.float32)
+        h, w = conf.shape
+        mask255, roi_pixels = self._roi_mask((h, w))
+        row0 = h // 2 if cfg.roi == "lower_half" else 0
+        view = np.ascontiguousarray(conf[row0:])
+        if view.size:
+            # 255 where NOT (confidence >= threshold): below the threshold, or NaN.
+            uncertain = cv2.bitwise_not(cv2.compare(view, cfg.confidence_threshold, cv2.CMP_GE))
+            if mask255 is not None:
+                uncertain = cv2.bitwise_and(uncertain, mask255)
+            count = int(cv2.countNonZero(uncertain))
+        else:
+            uncertain, count = None, 0
+        fraction = count / roi_pixels if roi_pixels else 0.0
+
+        bbox: Optional[tuple[int, int, int, int]] = None
+        area = 0
+        if count:
+            bbox, area = largest_region(uncertain)
+            if bbox is not None and row0:
+                bbox = (bbox[0], bbox[1] + row0, bbox[2], bbox[3] + row0)
+
+        # -- the state machine ------------------------------------------------------------
+        for k in (Level.WARN, Level.ERROR):
+            self._above[k] = self._above[k] + 1 if fraction > cfg.limit(k) else 0
+            self._below[k] = self._below[k] + 1 if fraction <= cfg.clear_limit(k) else 0
+        candidate = (Level.ERROR if fraction > cfg.error_fraction
+                     else Level.WARN if fraction > cfg.warn_fraction else Level.OK)
+        self._streak = self._streak + 1 if candidate == self._candidate else 1
+        self._candidate = candidate
+
+        risen = [k for k in (Level.ERROR, Level.WARN)
+                 if k > self._level and self._above[k] >= cfg.raise_frames]
+        if risen:
+            self._level = risen[0]
+        else:
+            while self._level > Level.OK and self._below[self._level] >= cfg.clear_frames:
+                self._level = Level(self._level - 1)
+        level = self._level
+        clearing = self._below[level] if level > Level.OK else 0
+
+        return AlertState(
+            level=level,
+            message=self._message(level, candidate, fraction, clearing, bbox, area),
+            fraction=float(fraction),
+            confidence_threshold=cfg.confidence_threshold,
+            candidate=candidate.name,
+            consecutive=self._streak,
+            clearing=clearing,
+            region_bbox=bbox,
+            region_area=area,
+            uncertain_pixels=count,
+            roi=cfg.roi,
+            roi_pixels=int(roi_pixels),
+            stamp=stamp_to_str(stamp),
+        )
+
+    def _message(self, level: Level, candidate: Level, fraction: float, clearing: int,
+                 bbox: Optional[tuple[int, int, int, int]], area: int) -> str:
+        cfg = self._config
+        text = f"{level.name}: {100 * fraction:.1f}% of ROI pixels below confidence {cfg.confidence_threshold:.2f}"
+        if level > Level.OK and self._above[level]:
+            n = self._above[level]
+            text += f" for {n} frame{'s' if n != 1 else ''}"
+        if candidate > level:
+            text += f"; {candidate.name} after {self._above[candidate]}/{cfg.raise_frames} frames"
+        if level > Level.OK and clearing:
+            text += f"; clearing {clearing}/{cfg.clear_frames} frames at or below {100 * cfg.clear_limit(level):.1f}%"
+        if level > Level.OK and bbox is not None:
+            text += f"; largest region bbox=({bbox[0]},{bbox[1]},{bbox[2]},{bbox[3]}) area={area} px"
+        return text

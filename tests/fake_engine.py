@@ -1,0 +1,64 @@
+"""A deterministic stand-in for ``ros2_fed.engine`` engines, for the node tests.
+
+Why: the node tests check plumbing (headers, decoding, drops, alerts), so the "model" must be
+instant (or take exactly ``delay_s``) and its output must be recomputable in the test from the
+frame alone: labels = R mod ``num_classes``, confidence = G / 255. Scripting the G channel
+therefore scripts the confidence the alert logic sees.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
+
+def expected_outputs(image: np.ndarray, num_classes: int = len(CLASS_NAMES)) -> tuple[np.ndarray, np.ndarray]:
+    """What :class:`FakeEngine` returns for ``image`` (HxWx3 uint8 RGB), computed independently."""
+    labels = (image[..., 0] % num_classes).astype(np.uint8)
+    confidence = image[..., 1].astype(np.float32) / np.float32(255.0)
+    return labels, confidence
+
+
+class FakeEngine:
+    """Engine contract: ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
+
+    def __init__(self, delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None) -> None:
+        self.delay_s = float(delay_s)
+        #: None = any image size; (H, W) = refuse other sizes, like a real engine (node resizes).
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.calls = 0
+        self.metadata: dict[str, Any] = {
+            "class_names": list(CLASS_NAMES),
+            "palette": [list(c) for c in PALETTE],
+            "score": "fed",
+            "runtime": "fake",
+            "name": "fake-engine",
+        }
+
+    def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"FakeEngine wants HxWx3 uint8, got {image.shape} {image.dtype}")
+        if self.input_shape is not None and image.shape[:2] != self.input_shape:
+            raise ValueError(f"FakeEngine built for {self.input_shape}, got {image.shape[:2]}")
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        self.calls += 1
+        return expected_outputs(image)
+
+
+def make(delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None) -> FakeEngine:
+    """Factory used by the node harness process."""
+    return FakeEngine(delay_s=delay_s, input_shape=input_shape)

@@ -1,0 +1,35 @@
+"""Run ``fed_node`` in its own process with a :class:`FakeEngine` (tests and benchmarks only).
+
+Why a separate script: the production entry point (``fed_node`` / ``ros2_fed.node:main``) has
+no way to load test code from a parameter; tests inject the engine through ``main``'s
+``engine_factory`` argument here instead. Everything after the options goes to rclpy, e.g.
+
+    python tests/node_harness.py --delay 0.05 --shape 64x96 --ros-args -r __ns:=/t1 -p diagnostics.period:=0.2
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_engine import make  # noqa: E402
+
+from ros2_fed import node as fed_node  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    delay, shape = 0.0, None
+    rest = list(argv)
+    while rest[:1] in (["--delay"], ["--shape"]):
+        if rest[0] == "--delay":
+            delay = float(rest[1])
+        else:
+            h, w = rest[1].split("x")
+            shape = (int(h), int(w))
+        rest = rest[2:]
+    return fed_node.main(args=["node_harness"] + rest, engine_factory=lambda: make(delay, shape))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

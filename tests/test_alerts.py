@@ -1,0 +1,342 @@
+"""ros2_fed.alerts: the low-confidence alert state machine, ROIs, largest region, validation.
+
+The expected level sequences are written out by hand from the rules in the module docstring
+(not computed by a second implementation). Frames are 20x50 = 1000 px confidence maps whose
+first ``round(fraction * 1000)`` pixels (raster order) are uncertain (0.0), the rest certain.
+"""
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from ros2_fed.alerts import AlertConfig, AlertMonitor, AlertState, Level, largest_region, stamp_to_str
+
+OK, WARN, ERROR = Level.OK, Level.WARN, Level.ERROR
+H, W = 20, 50
+
+
+def frame(fraction: float, shape: tuple[int, int] = (H, W)) -> np.ndarray:
+    conf = np.ones(shape, np.float32)
+    conf.ravel()[:int(round(fraction * conf.size))] = 0.0
+    return conf
+
+
+def run(monitor: AlertMonitor, fractions: list[float]) -> list[Level]:
+    return [monitor.update(frame(f), (i, 0)).level for i, f in enumerate(fractions)]
+
+
+def at_level(level: Level, **config) -> AlertMonitor:
+    """A monitor driven to ``level`` (default config: raise 3, clear 5, warn .1, error .25, hyst .02)."""
+    monitor = AlertMonitor(AlertConfig(**config))
+    run(monitor, [{OK: 0.0, WARN: 0.2, ERROR: 0.5}[level]] * monitor.config.raise_frames)
+    assert monitor.level == level
+    return monitor
+
+
+# -- levels and the state machine ---------------------------------------------------------
+
+def test_level_values_are_diagnostic_status_bytes() -> None:
+    assert (int(Level.OK), int(Level.WARN), int(Level.ERROR)) == (0, 1, 2)
+    assert Level.ERROR > Level.WARN > Level.OK
+
+
+def test_rises_after_exactly_raise_frames() -> None:
+    assert run(AlertMonitor(AlertConfig()), [0.0, 0.2, 0.2, 0.2, 0.2]) == [OK, OK, OK, WARN, WARN]
+    one = AlertMonitor(AlertConfig(raise_frames=1))
+    assert run(one, [0.0, 0.2, 0.0]) == [OK, WARN, WARN]
+
+
+def test_no_rise_with_one_frame_short() -> None:
+    # raise_frames - 1 over the limit, one frame under, again raise_frames - 1: never WARN.
+    assert run(AlertMonitor(AlertConfig()), [0.2, 0.2, 0.05, 0.2, 0.2, 0.0]) == [OK] * 6
+    # the limit itself is not "over" it
+    assert run(AlertMonitor(AlertConfig()), [0.1] * 6) == [OK] * 6
+
+
+def test_error_path_and_error_frames_count_towards_warn() -> None:
+    # straight from OK to ERROR after raise_frames ERROR frames
+    assert run(AlertMonitor(AlertConfig()), [0.5, 0.5, 0.5, 0.5]) == [OK, OK, ERROR, ERROR]
+    # WARN, WARN, ERROR frames: WARN on the 3rd (all three count for WARN), ERROR on the 5th
+    assert run(AlertMonitor(AlertConfig()), [0.2, 0.2, 0.3, 0.3, 0.3, 0.3]) == [OK, OK, WARN, WARN, ERROR, ERROR]
+    # from WARN, one ERROR frame short does not raise
+    monitor = at_level(WARN)
+    assert run(monitor, [0.3, 0.3, 0.2, 0.3, 0.3, 0.2]) == [WARN] * 6
+
+
+def test_hysteresis_band_holds_the_level_and_clears_after_clear_frames() -> None:
+    monitor = at_level(WARN)
+    # 0.09 is below warn_fraction 0.1 but above 0.1 - 0.02: it holds WARN however long it lasts
+    assert run(monitor, [0.09] * 12) == [WARN] * 12
+    # at or below 0.08: clears on the 5th frame in a row
+    assert run(monitor, [0.07, 0.07, 0.0, 0.07, 0.07]) == [WARN, WARN, WARN, WARN, OK]
+    assert run(monitor, [0.09, 0.0]) == [OK, OK]
+
+
+def test_clear_count_restarts_when_a_frame_is_in_the_band() -> None:
+    monitor = at_level(WARN)
+    assert run(monitor, [0.0] * 4 + [0.09] + [0.0] * 5) == [WARN] * 9 + [OK]
+
+
+def test_error_clears_to_warn_then_to_ok() -> None:
+    monitor = at_level(ERROR)
+    # 0.2 <= 0.25 - 0.02: clears ERROR after 5 frames; 0.2 > WARN's limit keeps WARN
+    assert run(monitor, [0.2] * 6) == [ERROR] * 4 + [WARN, WARN]
+    assert run(monitor, [0.0] * 5) == [WARN] * 4 + [OK]
+
+
+def test_error_clears_straight_to_ok_when_warn_is_cleared_too() -> None:
+    monitor = at_level(ERROR)
+    assert run(monitor, [0.0] * 5) == [ERROR] * 4 + [OK]
+    monitor = at_level(ERROR)
+    # 0.24 is in ERROR's band (0.23, 0.25]: restarts both clear counts
+    assert run(monitor, [0.0] * 4 + [0.24] + [0.0] * 5) == [ERROR] * 9 + [OK]
+    monitor = at_level(ERROR)
+    # in WARN's band: ERROR clears to WARN, which holds
+    assert run(monitor, [0.09] * 7) == [ERROR] * 4 + [WARN] * 3
+
+
+def test_falling_error_can_rise_again() -> None:
+    monitor = at_level(ERROR)
+    assert run(monitor, [0.2] * 5 + [0.5] * 3) == [ERROR] * 4 + [WARN, WARN, WARN, ERROR]
+
+
+def test_zero_hysteresis_and_zero_warn_fraction() -> None:
+    monitor = AlertMonitor(AlertConfig(hysteresis=0.0, clear_frames=2, raise_frames=2))
+    assert run(monitor, [0.2, 0.2, 0.1, 0.1, 0.11, 0.1, 0.1]) == [OK, WARN, WARN, OK, OK, OK, OK]
+    # warn_fraction 0: any uncertain pixel counts; WARN still clears on fully certain frames
+    monitor = AlertMonitor(AlertConfig(warn_fraction=0.0, raise_frames=1, clear_frames=2))
+    assert run(monitor, [0.0, 0.001, 0.0, 0.001, 0.0, 0.0]) == [OK, WARN, WARN, WARN, WARN, OK]
+
+
+def test_nan_confidence_counts_as_uncertain() -> None:
+    conf = np.ones((H, W), np.float32)
+    conf[:10] = np.nan
+    state = AlertMonitor(AlertConfig(raise_frames=1)).update(conf, (0, 0))
+    assert state.fraction == pytest.approx(0.5) and state.level == ERROR
+
+
+def test_state_fields_and_message() -> None:
+    monitor = AlertMonitor(AlertConfig())
+    states = [monitor.update(frame(0.234), SimpleNamespace(sec=12, nanosec=5)) for _ in range(3)]
+    assert [s.level for s in states] == [OK, OK, WARN]
+    s = states[-1]
+    assert s.fraction == pytest.approx(0.234) and s.uncertain_pixels == 234 and s.roi_pixels == 1000
+    assert s.candidate == "WARN" and s.consecutive == 3 and s.clearing == 0
+    assert s.stamp == "12.000000005"
+    # 234 uncertain pixels = rows 0-3 (200) + 34 of row 4: one region
+    assert s.region_bbox == (0, 0, 49, 4) and s.region_area == 234
+    assert s.message.startswith("WARN: 23.4% of ROI pixels below confidence 0.50 for 3 frames")
+    assert "largest region bbox=(0,0,49,4) area=234 px" in s.message
+    assert states[1].message.startswith("OK: 23.4%") and "WARN after 2/3 frames" in states[1].message
+    # the node turns every other field into a KeyValue: keep them plain
+    for name, value in vars(s).items():
+        if name not in ("level", "message"):
+            assert value is None or isinstance(value, (int, float, str, tuple)), name
+    assert {f.name for f in dataclasses.fields(AlertState)} >= {
+        "level", "message", "fraction", "region_bbox", "region_area", "stamp", "consecutive"}
+    clearing = monitor.update(frame(0.0), (13, 0))
+    assert clearing.level == WARN and clearing.clearing == 1 and clearing.region_bbox is None
+    assert "clearing 1/5" in clearing.message and clearing.region_area == 0
+
+
+def test_stamp_forms() -> None:
+    assert stamp_to_str((5, 7)) == "5.000000007"
+    assert stamp_to_str(SimpleNamespace(sec=1, nanosec=500_000_000)) == "1.500000000"
+    assert stamp_to_str(SimpleNamespace(nanoseconds=3_000_000_001)) == "3.000000001"
+    assert stamp_to_str(2.25) == "2.250000000"
+    assert stamp_to_str(None) == ""
+    assert stamp_to_str((1, 1_500_000_000)) == "2.500000000"
+
+
+# -- run-time configuration ------------------------------------------------------------------
+
+def test_config_change_takes_effect_next_frame_and_keeps_the_streak() -> None:
+    monitor = AlertMonitor(AlertConfig(warn_fraction=0.2))
+    assert run(monitor, [0.15] * 4) == [OK] * 4
+    monitor.config = AlertConfig(warn_fraction=0.1)
+    # the 0.15 frames counted under the old limit were not over it: the streak starts now
+    assert run(monitor, [0.15] * 3) == [OK, OK, WARN]
+
+    monitor = AlertMonitor(AlertConfig(raise_frames=3))
+    assert run(monitor, [0.2, 0.2]) == [OK, OK]
+    monitor.config = AlertConfig(raise_frames=5)  # two frames already counted
+    assert run(monitor, [0.2, 0.2, 0.2]) == [OK, OK, WARN]
+
+    monitor = at_level(WARN)
+    monitor.config = AlertConfig(confidence_threshold=0.4)  # same ROI: level kept
+    assert run(monitor, [0.09]) == [WARN]
+    # threshold raised: the same 0.7-confidence map becomes all uncertain
+    monitor = AlertMonitor(AlertConfig(raise_frames=2))
+    conf = np.full((H, W), 0.7, np.float32)
+    assert [monitor.update(conf, (0, 0)).level for _ in range(3)] == [OK] * 3
+    monitor.config = AlertConfig(raise_frames=2, confidence_threshold=0.9)
+    assert [monitor.update(conf, (0, 0)).level for _ in range(3)] == [OK, ERROR, ERROR]
+
+
+def test_roi_change_resets_the_state() -> None:
+    monitor = at_level(ERROR)
+    monitor.config = AlertConfig(roi="lower_half")
+    assert monitor.level == OK
+    conf = np.zeros((H, W), np.float32)
+    assert [monitor.update(conf, (0, 0)).level for _ in range(3)] == [OK, OK, ERROR]
+    with pytest.raises(TypeError):
+        monitor.config = {"roi": "full"}  # type: ignore[assignment]
+
+
+# -- regions of interest -----------------------------------------------------------------------
+
+def test_lower_half_ignores_the_top() -> None:
+    conf = np.ones((21, W), np.float32)
+    conf[:10] = 0.0  # rows 0-9: the upper half of 21 rows
+    lower = AlertMonitor(AlertConfig(roi="lower_half", raise_frames=1))
+    state = lower.update(conf, (0, 0))
+    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 11 * W, None)
+    full = AlertMonitor(AlertConfig(roi="full", raise_frames=1))
+    assert full.update(conf, (0, 0)).level == ERROR
+    # uncertain pixels in the lower half: full-image coordinates
+    conf[:] = 1.0
+    conf[15:18, 4:9] = 0.0
+    state = lower.update(conf, (0, 0))
+    assert state.region_bbox == (4, 15, 8, 17) and state.region_area == 15
+    assert state.fraction == pytest.approx(15 / (11 * W))
+    # the middle row (10 of 0..20) is inside, the one above is not
+    conf[:] = 1.0
+    conf[9:11] = 0.0
+    state = lower.update(conf, (0, 0))
+    assert state.uncertain_pixels == W and state.region_bbox == (0, 10, W - 1, 10)
+
+
+def test_mask_roi_from_png(tmp_path) -> None:
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, :25] = 255  # left half inside
+    path = tmp_path / "roi.png"
+    assert cv2.imwrite(str(path), mask)
+    monitor = AlertMonitor(AlertConfig(roi="mask", roi_mask_file=str(path), raise_frames=1))
+    right = np.ones((H, W), np.float32)
+    right[:, 25:] = 0.0
+    state = monitor.update(right, (0, 0))
+    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 500, None)
+    quarter = np.ones((H, W), np.float32)
+    quarter[:, :12] = 0.0
+    state = monitor.update(quarter, (1, 0))
+    assert state.fraction == pytest.approx(240 / 500) and state.level == ERROR
+    assert state.region_bbox == (0, 0, 11, 19) and state.region_area == 240
+
+
+def test_mask_roi_is_resized_to_the_image(tmp_path) -> None:
+    small = np.zeros((10, 25), np.uint8)
+    small[5:, :] = 1  # lower half, any non-zero value is inside
+    path = tmp_path / "small.png"
+    assert cv2.imwrite(str(path), small)
+    monitor = AlertMonitor(AlertConfig(roi="mask", roi_mask_file=str(path), raise_frames=1))
+    conf = np.ones((H, W), np.float32)
+    conf[:10] = 0.0
+    state = monitor.update(conf, (0, 0))
+    assert state.roi_pixels == 500 and state.fraction == 0.0
+    conf[10:15] = 0.0
+    assert monitor.update(conf, (0, 0)).fraction == pytest.approx(0.5)
+
+
+def test_mask_roi_file_change_resets(tmp_path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    cv2.imwrite(str(a), np.full((H, W), 255, np.uint8))
+    cv2.imwrite(str(b), np.full((H, W), 255, np.uint8))
+    monitor = at_level(WARN, roi="mask", roi_mask_file=str(a))
+    monitor.config = AlertConfig(roi="mask", roi_mask_file=str(a), warn_fraction=0.15)
+    assert monitor.level == WARN  # same mask: kept
+    monitor.config = AlertConfig(roi="mask", roi_mask_file=str(b))
+    assert monitor.level == OK  # another file: reset
+
+
+# -- largest region ------------------------------------------------------------------------------
+
+def two_blobs(shape: tuple[int, int], small: tuple[int, int], big: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    y, x = small
+    mask[y:y + 4, x:x + 5] = True                      # 20 px
+    y, x = big
+    mask[y:y + 10, x:x + 7] = True                     # 70 px
+    mask[y + 10, x + 7] = True                         # diagonal neighbour: same region (8-conn.)
+    return mask
+
+
+def test_largest_region_two_blobs() -> None:
+    mask = two_blobs((40, 60), small=(2, 3), big=(20, 30))
+    assert largest_region(mask) == ((30, 20, 37, 30), 71)
+    assert largest_region(np.zeros((5, 5), bool)) == (None, 0)
+    state = AlertMonitor(AlertConfig()).update(np.where(mask, 0.1, 0.9).astype(np.float32), (0, 0))
+    assert state.region_bbox == (30, 20, 37, 30) and state.region_area == 71
+    assert state.uncertain_pixels == 91
+
+
+@pytest.mark.parametrize("max_pixels", [100, 1000])
+def test_largest_region_on_the_pooled_mask_is_exact_at_full_size(max_pixels: int) -> None:
+    # odd sizes and offsets: the pooled grid does not line up with the blobs or the image edge
+    mask = two_blobs((41, 63), small=(1, 1), big=(29, 55))
+    assert largest_region(mask, max_pixels=max_pixels) == ((55, 29, 62, 39), 71)
+
+
+def test_largest_region_full_hd() -> None:
+    mask = two_blobs((1080, 1920), small=(101, 201), big=(1069, 1911))
+    mask[501:700, 301:1001] = True  # 199 x 700, the largest
+    mask[600, 600] = False
+    assert largest_region(mask) == ((301, 501, 1000, 699), 199 * 700 - 1)
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"confidence_threshold": 1.5}, "confidence_threshold"),
+    ({"confidence_threshold": -0.1}, "confidence_threshold"),
+    ({"confidence_threshold": float("nan")}, "confidence_threshold"),
+    ({"confidence_threshold": "0.5"}, "confidence_threshold"),
+    ({"warn_fraction": 0.3, "error_fraction": 0.2}, "warn_fraction"),
+    ({"error_fraction": 1.2}, "error_fraction"),
+    ({"hysteresis": -0.01}, "hysteresis"),
+    ({"raise_frames": 0}, "raise_frames"),
+    ({"raise_frames": 2.5}, "raise_frames"),
+    ({"raise_frames": True}, "raise_frames"),
+    ({"clear_frames": 0}, "clear_frames"),
+    ({"roi": "upper_half"}, "roi"),
+    ({"roi": "mask"}, "roi_mask_file"),
+    ({"roi": "mask", "roi_mask_file": "/nonexistent/roi.png"}, "does not exist"),
+])
+def test_invalid_configs(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AlertConfig(**kwargs)
+
+
+def test_invalid_mask_files(tmp_path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="could not be read"):
+        AlertConfig(roi="mask", roi_mask_file=str(bad))
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="no pixel inside"):
+        AlertConfig(roi="mask", roi_mask_file=str(empty))
+    # a mask file is only read for roi == "mask"
+    assert AlertConfig(roi="full", roi_mask_file=str(bad)).roi_mask is None
+
+
+def test_valid_configs_and_coercion() -> None:
+    cfg = AlertConfig(warn_fraction=0.2, error_fraction=0.2, hysteresis=0, raise_frames=2.0, clear_frames=1)
+    assert cfg.raise_frames == 2 and isinstance(cfg.raise_frames, int) and cfg.hysteresis == 0.0
+    assert AlertConfig(confidence_threshold=1, warn_fraction=0, error_fraction=1).confidence_threshold == 1.0
+    with pytest.raises(ValueError, match="HxW"):
+        AlertMonitor(cfg).update(np.zeros((2, 3, 3), np.float32), (0, 0))
+
+
+def test_config_fields_are_the_node_alert_parameters() -> None:
+    """The node builds AlertConfig(**{alerts.* parameters without prefix}) (read without rclpy)."""
+    import re
+    from pathlib import Path
+
+    node_source = (Path(__file__).resolve().parents[1] / "ros2_fed" / "node.py").read_text()
+    names = set(re.findall(r'ParamSpec\("alerts\.([a-z_]+)"', node_source))
+    fields = {f.name for f in dataclasses.fields(AlertConfig) if f.init}
+    assert names == fields
