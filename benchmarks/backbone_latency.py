@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,20 +23,12 @@ from typing import Callable, Optional, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import cpu_name  # noqa: E402
 from ros2_fed.backbones import DeepLabV3Plus, SegFormer, mit_config, slide_inference  # noqa: E402
 
 LARGE = 1024 * 2048
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import cpu_name  # noqa: E402
 from ros2_fed.detector import FusedDetector, make_random_fed  # noqa: E402
 from ros2_fed.engine.base import Engine  # noqa: E402
 from ros2_fed.engine.export import export_onnx  # noqa: E402
@@ -42,16 +43,6 @@ from ros2_fed.engine.torch_engine import TorchEngine  # noqa: E402
 from ros2_fed.fed import FEDConfig  # noqa: E402
 
 ARCHS = ("tiny", "segformer-b2", "deeplabv3plus-r101")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_backbone(arch: Optional[str], checkpoint: Optional[str]) -> tuple[torch.nn.Module, str]:

@@ -61,6 +61,8 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from ros2_fed.viz import confidence_map
+
 ROI_CHOICES = ("full", "lower_half", "mask")
 
 # Above this many pixels the region search runs on an any-pooled (2x, 4x, ...) mask.
@@ -333,13 +335,7 @@ class AlertMonitor:
     def update(self, confidence: np.ndarray, stamp: Any = None) -> AlertState:
         """Judge one HxW confidence map (values in [0, 1]); returns the state after this frame."""
         cfg = self._config
-        conf = np.asarray(confidence)
-        if conf.ndim == 3 and conf.shape[2] == 1:
-            conf = conf[..., 0]
-        if conf.ndim != 2:
-            raise ValueError(f"confidence must be HxW, got shape {conf.shape}")
-        if conf.dtype not in (np.float32, np.float64):
-            conf = conf.astype(np.float32)
+        conf = confidence_map(confidence)
         h, w = conf.shape
         mask255, roi_pixels = self._roi_mask((h, w))
         row0 = h // 2 if cfg.roi == "lower_half" else 0

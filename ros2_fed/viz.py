@@ -117,12 +117,8 @@ def confidence_lut() -> np.ndarray:
     return lut
 
 
-def confidence_to_rgb(confidence: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
-    """HxW confidence -> HxWx3 uint8 RGB: red = uncertain (<= vmin), white halfway, blue = certain
-    (>= vmax), NaN black. 255 levels (see :func:`confidence_lut`)."""
-    vmin, vmax = float(vmin), float(vmax)
-    if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax <= vmin:
-        raise ValueError(f"need finite vmin < vmax, got vmin={vmin} vmax={vmax}")
+def confidence_map(confidence: np.ndarray) -> np.ndarray:
+    """HxW (or HxWx1) confidence as a float32/float64 HxW array; anything else is a ValueError."""
     conf = np.asarray(confidence)
     if conf.ndim == 3 and conf.shape[2] == 1:
         conf = conf[..., 0]
@@ -130,6 +126,16 @@ def confidence_to_rgb(confidence: np.ndarray, vmin: float = 0.0, vmax: float = 1
         raise ValueError(f"confidence must be HxW, got shape {conf.shape}")
     if conf.dtype not in (np.float32, np.float64):
         conf = conf.astype(np.float32)
+    return conf
+
+
+def confidence_to_rgb(confidence: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """HxW confidence -> HxWx3 uint8 RGB: red = uncertain (<= vmin), white halfway, blue = certain
+    (>= vmax), NaN black. 255 levels (see :func:`confidence_lut`)."""
+    vmin, vmax = float(vmin), float(vmax)
+    if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax <= vmin:
+        raise ValueError(f"need finite vmin < vmax, got vmin={vmin} vmax={vmax}")
+    conf = confidence_map(confidence)
     clipped = np.clip(conf, vmin, vmax)  # NaN stays NaN
     scale = 254.0 / (vmax - vmin)
     # 1 + round((c - vmin) * scale) in 1..255; OpenCV's saturating conversion turns NaN into 0.
