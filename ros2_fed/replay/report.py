@@ -1,0 +1,389 @@
+"""The fed_bag_eval report: ``report.json`` (every number), ``report.md`` (tables) and PNGs.
+
+Files are written only when the whole run finished: first the PNGs, then ``report.json`` with
+``"complete": true``, then ``report.md`` (each through a temporary file and a rename). A run that
+fails writes ``report.json`` with ``"complete": false`` and the error instead, and no
+``report.md``; stale report files of an earlier run in the same folder are removed first.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ros2_fed.replay.outputs import LEVEL_NAMES
+from ros2_fed.replay.scoring import VOID, FrameStat
+
+REPORT_FILES = ("report.md", "report.json", "mosaic_worst.png", "mosaic_best.png", "alerts.png")
+METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; reports are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if math.isnan(v) or math.isinf(v) else v
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def clear_previous(out_dir: Path) -> None:
+    for name in REPORT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def write_failure(out_dir: Path, error: str, partial: dict[str, Any]) -> Path:
+    """report.json saying the run did NOT complete (and why); no report.md."""
+    (out_dir / "report.md").unlink(missing_ok=True)
+    data = {"complete": False, "error": error, **_jsonable(partial)}
+    path = out_dir / "report.json"
+    _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Mosaics and the alert timeline
+# --------------------------------------------------------------------------------------
+
+
+def ground_truth_view(pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> np.ndarray:
+    """fed_eval's colours: blue = correctly classified, red = IDM or OOD, black = void / no GT."""
+    h, w = pred.shape
+    view = np.zeros((h, w, 3), np.uint8)
+    wrong = np.zeros((h, w), bool)
+    valid = np.zeros((h, w), bool)
+    if label is not None:
+        valid |= label != VOID
+        wrong |= (pred != label) & (label != VOID)
+    if ood is not None:
+        valid |= ood != VOID
+        wrong |= ood == 1
+        if label is None:
+            valid &= ood != VOID
+    view[valid & ~wrong] = (0, 0, 255)
+    view[wrong] = (255, 0, 0)
+    return view
+
+
+@dataclass(order=True)
+class _Candidate:
+    key: float
+    index: int
+    tiles: list[np.ndarray] = field(compare=False)
+    captions: list[str] = field(compare=False)
+
+
+class MosaicPicker:
+    """Keeps the ``k`` worst and best frames' tiles (input | segmentation | confidence | GT)
+    while streaming; ranking: per-frame AuROC of the node's score against "prediction wrong"
+    (IDM or OOD) when ground truth exists, else the uncertain fraction (more = worse)."""
+
+    def __init__(self, k: int, palette: np.ndarray, vmin: float = 0.0, vmax: float = 1.0, tile_width: int = 320,
+                 frames: int = 0) -> None:
+        self.want = int(k)
+        self.k = 4 * int(k)  # candidates kept; the mosaic picks k of them that are not neighbours
+        self.gap = max(1, int(frames) // max(1, 4 * int(k)))
+        self.palette = palette
+        self.vmin, self.vmax = vmin, vmax
+        self.tile_width = tile_width
+        self.worst: list[_Candidate] = []  # max-heap on badness via negated keys
+        self.best: list[_Candidate] = []
+        self.by_auroc: Optional[bool] = None
+
+    @staticmethod
+    def badness(stat: FrameStat) -> tuple[bool, float]:
+        if stat.auroc is not None:
+            return True, 1.0 - stat.auroc
+        return False, stat.uncertain_fraction
+
+    def offer(self, stat: FrameStat, rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
+              label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> None:
+        if self.k <= 0:
+            return
+        by_auroc, bad = self.badness(stat)
+        if self.by_auroc is None or (by_auroc and not self.by_auroc):
+            if by_auroc and not self.by_auroc:
+                self.worst, self.best = [], []
+            self.by_auroc = by_auroc
+        if by_auroc != self.by_auroc:
+            return
+        need_worst = len(self.worst) < self.k or bad > self.worst[0].key
+        need_best = len(self.best) < self.k or -bad > self.best[0].key
+        if not (need_worst or need_best):
+            return
+        tiles, captions = self._tiles(stat, rgb, labels, confidence, label, ood)
+        if need_worst:
+            item = _Candidate(bad, -stat.index, tiles, captions)
+            (heapq.heappush if len(self.worst) < self.k else heapq.heapreplace)(self.worst, item)
+        if need_best:
+            item = _Candidate(-bad, stat.index, tiles, captions)
+            (heapq.heappush if len(self.best) < self.k else heapq.heapreplace)(self.best, item)
+
+    def _tiles(self, stat: FrameStat, rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
+               label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+        import cv2
+
+        from ros2_fed import viz
+
+        h, w = rgb.shape[:2]
+        tw = int(self.tile_width)
+        th = max(1, round(h * tw / w))
+
+        def small(img: np.ndarray, nearest: bool) -> np.ndarray:
+            if (h, w) == (th, tw):
+                return np.ascontiguousarray(img)
+            return cv2.resize(np.ascontiguousarray(img), (tw, th),
+                              interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+        gt = (ground_truth_view(labels, label, ood) if (label is not None or ood is not None)
+              else np.zeros_like(rgb))
+        tiles = [small(rgb, False), small(viz.colorize(labels, self.palette), True),
+                 small(viz.confidence_to_rgb(confidence, self.vmin, self.vmax), False), small(gt, True)]
+        quality = f"AuROC {100 * stat.auroc:.1f}" if stat.auroc is not None else \
+            f"{100 * stat.uncertain_fraction:.0f}% uncertain"
+        captions = [f"#{stat.index} input ({quality})", "segmentation", "confidence",
+                    "ground truth" if (label is not None or ood is not None) else "no ground truth"]
+        return tiles, captions
+
+    def ranked(self, which: str) -> list[_Candidate]:
+        """The ``k`` picked frames, worst (or best) first, at least ``gap`` frames apart when possible."""
+        pool = sorted(self.worst if which == "worst" else self.best, key=lambda c: (-c.key, abs(c.index)))
+        picked: list[_Candidate] = []
+        for c in pool:
+            if len(picked) < self.want and all(abs(abs(c.index) - abs(p.index)) >= self.gap for p in picked):
+                picked.append(c)
+        for c in pool:  # too few far-apart frames: fill up with the next ranked
+            if len(picked) < self.want and c not in picked:
+                picked.append(c)
+        return picked
+
+    def indices(self, which: str) -> list[int]:
+        return [abs(c.index) for c in self.ranked(which)]
+
+    def image(self, which: str) -> Optional[np.ndarray]:
+        from ros2_fed import viz
+
+        items = self.ranked(which)
+        if not items:
+            return None
+        tiles = [t for c in items for t in c.tiles]
+        captions = [t for c in items for t in c.captions]
+        return viz.mosaic(tiles, captions, columns=4)
+
+
+def timeline_image(stats: list[FrameStat], levels: list[Optional[int]], threshold_warn: float,
+                   threshold_error: float, width: int = 900, height: int = 180) -> np.ndarray:
+    """Per frame: uncertain fraction (white line) over the alert level (green / orange / red band)."""
+    import cv2
+
+    img = np.full((height, width, 3), 24, np.uint8)
+    n = max(len(stats), 1)
+    band = 18
+    plot_h = height - band - 24
+    colours = {0: (40, 160, 60), 1: (240, 160, 0), 2: (220, 40, 40), 3: (120, 120, 120)}
+    for i, level in enumerate(levels):
+        x0, x1 = int(i * width / n), max(int((i + 1) * width / n), int(i * width / n) + 1)
+        img[height - band - 20:height - 20, x0:x1] = colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
+
+    def y_of(f: float) -> int:
+        return int(round(4 + (1.0 - min(max(f, 0.0), 1.0)) * (plot_h - 8)))
+
+    for f, colour in ((threshold_warn, (240, 160, 0)), (threshold_error, (220, 40, 40))):
+        cv2.line(img, (0, y_of(f)), (width - 1, y_of(f)), colour, 1, cv2.LINE_AA)
+    points = np.array([[int((i + 0.5) * width / n), y_of(s.uncertain_fraction)] for i, s in enumerate(stats)], np.int32)
+    if len(points) > 1:
+        cv2.polylines(img, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
+    for p in points:
+        cv2.circle(img, (int(p[0]), int(p[1])), 2, (255, 255, 255), -1, cv2.LINE_AA)
+    cv2.putText(img, "uncertain fraction per frame (white); alert level (band: green OK, orange WARN, red ERROR)",
+                (6, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (230, 230, 230), 1, cv2.LINE_AA)
+    return img
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    _atomic_write(path, data.tobytes())
+
+
+# --------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * float(value):.2f}"
+
+
+def _ms(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.1f}"
+
+
+def method_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method: the node's first, then the reference rows in fed_eval's order."""
+    metrics = report.get("metrics") or {}
+    methods = metrics.get("methods") or {}
+    sources = report.get("method_sources") or {}
+    miou = metrics.get("miou") or {}
+    node = [m for m in methods if sources.get(m) == "node"]
+    ref = sorted((m for m in methods if sources.get(m) != "node"),
+                 key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    rows = []
+    for name in node + ref:
+        row = methods[name]
+        ood, idm = row.get("ood") or {}, row.get("idm") or {}
+        source = sources.get(name, "reference")
+        rows.append({"method": name, "source": source, "ood_auroc": ood.get("auroc"), "ood_ap": ood.get("ap"),
+                     "ood_fpr95": ood.get("fpr_at_tpr"), "idm_auroc": idm.get("auroc"), "idm_ap": idm.get("ap"),
+                     "idm_fpr95": idm.get("fpr_at_tpr"), "miou": miou.get("node" if source == "node" else "reference")})
+    return rows
+
+
+def metrics_table(report: dict[str, Any]) -> str:
+    rows = method_rows(report)
+    if not rows:
+        return "_no ground truth in the bag: no detection metrics_\n"
+    head = ("| method | source | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | mIoU |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        lines.append("| " + " | ".join([r["method"], r["source"], _pct(r["ood_auroc"]), _pct(r["ood_ap"]),
+                                        _pct(r["ood_fpr95"]), _pct(r["idm_auroc"]), _pct(r["idm_ap"]),
+                                        _pct(r["idm_fpr95"]), _pct(r["miou"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    bag = report["bag"]
+    frames = report["frames"]
+    lat = report.get("latency_ms") or {}
+    mode = report["mode"]
+    lines = [f"# fed_bag_eval: {Path(bag['path']).name}", ""]
+    what = (f"played through a running `fed_node` at x{report['rate']:g} the recorded rate" if mode == "live"
+            else "run offline (in-process engine, every frame)")
+    lines += [f"**Complete.** {frames['in_bag']} frames ({bag['size']}, {bag['storage']}, "
+              f"{bag['duration_s']:.1f} s) {what}; model: {report['model']['description']}.", ""]
+    lines += [f"- evaluated: **{frames['evaluated']}** frames; dropped: **{frames['dropped']}**"
+              + (f" (the node's own count: {frames.get('node_dropped')})" if frames.get("node_dropped") is not None else "")
+              + (f"; with trainId ground truth: {frames['with_labels']}, with OOD masks: {frames['with_ood']}"
+                 if frames.get("with_labels") or frames.get("with_ood") else "; no ground truth"),
+              f"- camera topic `{bag['topics']['image']}`"
+              + (f", labels `{bag['topics']['labels']}`" if bag["topics"].get("labels") else "")
+              + (f", OOD `{bag['topics']['ood']}`" if bag["topics"].get("ood") else ""),
+              f"- output bag: `{report['files'].get('output_bag')}` (open it in Foxglove Studio, or "
+              f"`ros2 bag play` it and watch `{report['output_prefix']}/overlay` in rviz)", ""]
+    lines += ["## Detection and segmentation", "",
+              "OOD: pixels pooled over all frames (void ignored); IDM: misclassified in-distribution pixels, per "
+              "frame then averaged; values in %. `node` = what fed_node published (score = 1 - confidence); "
+              "`reference` = fed_eval's methods on the same decoded frames (FED from the checkpoint in torch with the "
+              f"engine's post-processing `{(report.get('reference') or {}).get('fed_postprocess', '–')}`, and the "
+              "baselines MSP, max-logit MLG, energy ENE, entropy ENT, SML, MC dropout MCD).", "",
+              metrics_table(report)]
+    lines += ["## Latency and throughput", "",
+              "| | p50 | p95 | p99 | mean | max |", "|---|---|---|---|---|---|",
+              f"| {lat.get('what', 'latency')} (ms) | {_ms(lat.get('p50'))} | {_ms(lat.get('p95'))} | "
+              f"{_ms(lat.get('p99'))} | {_ms(lat.get('mean'))} | {_ms(lat.get('max'))} |", "",
+              f"Throughput: **{report['throughput_fps']:.1f} frames/s** ({report.get('throughput_what', '')})."]
+    if mode == "live":
+        live = report.get("live") or {}
+        lines += ["", f"Played {live.get('published')} frames in {live.get('play_s', 0):.1f} s "
+                      f"(bag: {bag['duration_s']:.1f} s at x{report['rate']:g}); {live.get('warmup_frames')} warm-up "
+                      f"frame(s) before the bag; ROS_DOMAIN_ID {live.get('domain_id')}; node log `{report['files'].get('node_log')}`."]
+    alerts = report.get("alerts") or {}
+    lines += ["", "## Alerts", ""]
+    if alerts.get("transitions") is not None:
+        counts = alerts.get("counts", {})
+        lines += [f"Frames per level: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
+        if alerts["transitions"]:
+            lines += ["| frame | stamp | level | uncertain fraction |", "|---|---|---|---|"]
+            for t in alerts["transitions"]:
+                fraction = "–" if t.get("fraction") is None else f"{100 * t['fraction']:.1f} %"
+                lines.append(f"| {t['index']} | {t['stamp']} | {t['level_name']} | {fraction} |")
+        else:
+            lines.append("No level change during the run.")
+        if report["files"].get("alerts_png"):
+            lines += ["", f"![alert timeline]({Path(report['files']['alerts_png']).name})"]
+    else:
+        lines.append("No alerts recorded.")
+    lines += ["", "## Frames", ""]
+    for which in ("worst", "best"):
+        key = f"mosaic_{which}"
+        if report["files"].get(key):
+            ranked = report.get("frames_ranked", {}).get(which, [])
+            desc = ", ".join(f"#{f['index']}" + (f" (AuROC {100 * f['auroc']:.1f})" if f.get("auroc") is not None else
+                                                 f" ({100 * f['uncertain_fraction']:.0f} % uncertain)") for f in ranked)
+            lines += [f"**{which.capitalize()} frames** {desc}: input | segmentation | confidence (red = uncertain, "
+                      "blue = certain) | ground truth (blue = correct, red = misclassified or OOD, black = void)", "",
+                      f"![{which} frames]({Path(report['files'][key]).name})", ""]
+    lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
+    phases = ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s" for k, v in report["timing"].items() if k != "total_s")
+    lines += ["", f"Finished in {report['timing']['total_s']:.1f} s ({phases}). Every number is in `report.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, report: dict[str, Any], picker: Optional[MosaicPicker],
+                 timeline: Optional[np.ndarray]) -> Path:
+    """PNGs, then report.json (complete), then report.md; returns the report.md path."""
+    files = report.setdefault("files", {})
+    if picker is not None:
+        for which in ("worst", "best"):
+            img = picker.image(which)
+            if img is not None:
+                path = out_dir / f"mosaic_{which}.png"
+                write_png(path, img)
+                files[f"mosaic_{which}"] = str(path)
+    if timeline is not None:
+        path = out_dir / "alerts.png"
+        write_png(path, timeline)
+        files["alerts_png"] = str(path)
+    files["report_json"] = str(out_dir / "report.json")
+    files["report_md"] = str(out_dir / "report.md")
+    report["complete"] = True
+    text = markdown(report)  # rendered before anything claims completeness
+    _atomic_write(out_dir / "report.json", (json.dumps(_jsonable(report), indent=2) + "\n").encode())
+    md = out_dir / "report.md"
+    _atomic_write(md, text.encode())
+    return md
+
+
+def stat_dict(stat: FrameStat) -> dict[str, Any]:
+    return _jsonable(asdict(stat))
+
+
+def level_name(level: Optional[int]) -> str:
+    return LEVEL_NAMES.get(int(level), str(level)) if level is not None else "–"
