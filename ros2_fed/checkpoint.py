@@ -16,6 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ros2_fed.fileio import make_shareable
+
 FORMAT = "ros2_fed/checkpoint"
 FORMAT_VERSION = 1
 PathLike = Union[str, Path]
@@ -46,6 +48,7 @@ def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: 
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     save_file(contiguous, str(tensor_path), metadata={"format": FORMAT, "kind": kind})
+    make_shareable(tensor_path)  # safetensors creates 0600 files
     sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **metadata}
     sidecar["tensors_sha256"] = file_sha256(tensor_path)
     json_path.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import abc
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from ros2_fed.fileio import atomic_write_bytes
 
 PathLike = Union[str, Path]
 
@@ -70,16 +70,7 @@ def read_sidecar(path: PathLike) -> dict[str, Any]:
 
 def write_json_atomic(path: PathLike, data: dict[str, Any]) -> None:
     """Write JSON via a temporary file + rename, so a reader never sees half a sidecar."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def check_file_integrity(path: PathLike, metadata: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ros2_fed.detector import FusedDetector, detector_hash
+from ros2_fed.fileio import temporary_sibling
 
 from .base import (
     ENGINE_FORMAT,
@@ -131,12 +131,6 @@ def engine_metadata(
     return meta
 
 
-def _temporary_sibling(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _export_to_proto(detector: FusedDetector, example: torch.Tensor, opset: int) -> Any:
     """Trace + export with the TorchScript exporter; returns the ONNX ModelProto."""
     import io
@@ -210,7 +204,7 @@ def export_onnx(
     except Exception as exc:
         raise EngineError(f"{path}: exported graph fails onnx.checker: {exc}") from exc
 
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         onnx.save(proto, str(tmp))
         if verify:
