@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ros2_fed.replay.model import DEFAULT_BACKBONE, DEFAULT_FED, default_models_dir
+from ros2_fed.eval.replay.model import DEFAULT_BACKBONE, DEFAULT_FED, default_models_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("ros2_fed demo: writing the bag failed", file=sys.stderr)
         return 1
 
-    from ros2_fed.replay import cli as bag_eval
+    from ros2_fed.eval.replay import cli as bag_eval
 
     mode = "--offline" if args.offline else "--live"
     step(("running the default model over the bag in-process" if args.offline else

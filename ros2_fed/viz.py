@@ -215,3 +215,23 @@ def mosaic(tiles: Sequence[np.ndarray], captions: Optional[Sequence[Optional[str
                         (255, 255, 255), 1, cv2.LINE_AA)
             out[y:y + strip, x:x + cell_w] = bar
     return out
+
+
+def ground_truth_view(pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> np.ndarray:
+    """The paper's ground-truth view (fed_eval figures, replay mosaics): blue = correctly
+    classified, red = misclassified (IDM) or OOD, black = void / no ground truth. 255 = void."""
+    h, w = pred.shape
+    view = np.zeros((h, w, 3), np.uint8)
+    wrong = np.zeros((h, w), bool)
+    valid = np.zeros((h, w), bool)
+    if label is not None:
+        valid |= label != 255
+        wrong |= (pred != label) & (label != 255)
+    if ood is not None:
+        valid |= ood != 255
+        wrong |= ood == 1
+        if label is None:
+            valid &= ood != 255
+    view[valid & ~wrong] = (0, 0, 255)
+    view[wrong] = (255, 0, 0)
+    return view

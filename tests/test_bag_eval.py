@@ -1,4 +1,4 @@
-"""fed_bag_eval (ros2_fed/replay): output bags, the report's numbers, offline vs live, bad bags.
+"""fed_bag_eval (ros2_fed/eval/replay): output bags, the report's numbers, offline vs live, bad bags.
 
 A 6-frame 64x128 synthroad drive (training/synthroad_bag.py) and a random-weights TinySeg +
 FED-U saved to a temp folder (torch runtime: no export) are shared by the module.
@@ -31,8 +31,8 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_fed.replay import bagio
-from ros2_fed.replay import cli as bag_eval
+from ros2_fed.eval.replay import bagio
+from ros2_fed.eval.replay import cli as bag_eval
 from training import synthroad_bag as sb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,13 +236,13 @@ def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_p
 def test_node_defaults_match_the_node() -> None:
     pytest.importorskip("rclpy")
     from ros2_fed.node import PARAMETER_SPECS
-    from ros2_fed.replay.outputs import NODE_DEFAULTS
+    from ros2_fed.eval.replay.outputs import NODE_DEFAULTS
 
     assert NODE_DEFAULTS == {k: PARAMETER_SPECS[k].default for k in NODE_DEFAULTS}
 
 
 def test_help() -> None:
-    done = subprocess.run([sys.executable, "-m", "ros2_fed.replay.cli", "--help"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "ros2_fed.eval.replay.cli", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0
     for flag in ("--live", "--offline", "--gt-topic", "--ood-topic", "--rate", "--out"):
@@ -334,7 +334,7 @@ def test_dead_node_is_a_failed_run(work: dict[str, Any], tmp_path: Path, capsys:
 
 def _live(work: dict[str, Any], out: Path, *extra: str) -> tuple[dict[str, Any], str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "ros2_fed.replay.cli", str(work["bag"]), "--live", "--out", str(out), "--quiet",
+    cmd = [sys.executable, "-m", "ros2_fed.eval.replay.cli", str(work["bag"]), "--live", "--out", str(out), "--quiet",
            "--ready-timeout", "120"] + model_args(work) + list(extra)
     done = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=240)
     node_log = (out / "node.log").read_text() if (out / "node.log").exists() else ""

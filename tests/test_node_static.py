@@ -16,20 +16,10 @@ import yaml
 pytest.importorskip("rclpy")
 
 from ros2_fed import node as fed_node  # noqa: E402
+from ros2_fed.eval.replay.model import flatten_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "fed.launch.py"
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def _module_constants(tree: ast.Module) -> dict[str, Any]:
@@ -112,7 +102,7 @@ def test_launch_file_names_exist() -> None:
 def test_params_yaml_keys_are_declared_parameters() -> None:
     data = yaml.safe_load(_params_file().read_text())
     assert list(data) == ["/**"] and list(data["/**"]) == ["ros__parameters"]
-    params = _flatten(data["/**"]["ros__parameters"])
+    params = flatten_params(data["/**"]["ros__parameters"])
     unknown = set(params) - fed_node.PARAMETER_NAMES
     assert not unknown, f"keys in fed.yaml that fed_node does not declare: {sorted(unknown)}"
     missing = fed_node.PARAMETER_NAMES - set(params)

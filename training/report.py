@@ -53,30 +53,11 @@ def _caption(tile: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([bar, tile], axis=0)
 
 
-def ground_truth_view(pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> np.ndarray:
-    """Paper colours: blue = correctly classified, red = IDM or OOD, black = ignored void."""
-    h, w = pred.shape
-    view = np.zeros((h, w, 3), np.uint8)
-    wrong = np.zeros((h, w), bool)
-    valid = np.zeros((h, w), bool)
-    if label is not None:
-        valid |= label != 255
-        wrong |= (pred != label) & (label != 255)
-    if ood is not None:
-        valid |= ood != 255
-        wrong |= ood == 1
-        if label is None:
-            valid &= ood != 255
-    view[valid & ~wrong] = (0, 0, 255)
-    view[wrong] = (255, 0, 0)
-    return view
-
-
 def figure_row(image: np.ndarray, pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray],
                maps: dict[str, np.ndarray], ranges: dict[str, list[float]], palette: np.ndarray,
                tile_width: int = 320) -> np.ndarray:
     """One RGB strip: input | prediction | ground truth | confidence per method (dataset-normalised)."""
-    from ros2_fed.viz import colorize_labels, confidence_to_rgb
+    from ros2_fed.viz import colorize_labels, confidence_to_rgb, ground_truth_view
 
     tiles = [("input", image), ("prediction", colorize_labels(pred, palette)), ("ground truth", ground_truth_view(pred, label, ood))]
     for name in [m for m in METHOD_ORDER if m in maps] + [m for m in maps if m not in METHOD_ORDER]:

@@ -29,7 +29,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from ros2_fed.replay import bagio
+from ros2_fed.eval.replay import bagio
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"

@@ -13,8 +13,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from ros2_fed.replay import bagio
-from ros2_fed.replay.bag import Frame
+from ros2_fed.eval.replay import bagio
+from ros2_fed.eval.replay.bag import Frame
 
 OUTPUT_NAMES = ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
 OUTPUT_TYPES = {"segmentation": bagio.IMAGE, "segmentation_color": bagio.IMAGE, "confidence": bagio.IMAGE,

@@ -40,13 +40,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from ros2_fed.replay import bag as bagmod
-from ros2_fed.replay import bagio
-from ros2_fed.replay.bagio import BagWriter
-from ros2_fed.replay.errors import LiveError
-from ros2_fed.replay.model import ModelSpec, fastdds_profile, param_text
-from ros2_fed.replay.offline import write_inputs
-from ros2_fed.replay.outputs import OUTPUT_TYPES, REQUIRED_OUTPUTS, AlertRecord, alert_from_message
+from ros2_fed.eval.replay import bag as bagmod
+from ros2_fed.eval.replay import bagio
+from ros2_fed.eval.replay.bagio import BagWriter
+from ros2_fed.eval.replay.errors import LiveError
+from ros2_fed.eval.replay.model import ModelSpec, fastdds_profile, param_text
+from ros2_fed.eval.replay.offline import write_inputs
+from ros2_fed.eval.replay.outputs import OUTPUT_TYPES, REQUIRED_OUTPUTS, AlertRecord, alert_from_message
 
 WARMUP_FRAME_ID = "fed_bag_eval/warmup"
 MSG_CLASSES = {bagio.IMAGE: Image, bagio.COMPRESSED_IMAGE: CompressedImage, bagio.DIAGNOSTIC_ARRAY: DiagnosticArray}

@@ -10,34 +10,19 @@ from __future__ import annotations
 import heapq
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from ros2_fed.replay.outputs import LEVEL_NAMES
-from ros2_fed.replay.scoring import VOID, FrameStat
+from ros2_fed.eval.replay.outputs import LEVEL_NAMES
+from ros2_fed.eval.replay.scoring import FrameStat
+from ros2_fed.fileio import atomic_write_bytes
+from ros2_fed.viz import ground_truth_view
 
 REPORT_FILES = ("report.md", "report.json", "mosaic_worst.png", "mosaic_best.png", "alerts.png")
 METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; reports are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(value: Any) -> Any:
@@ -65,32 +50,13 @@ def write_failure(out_dir: Path, error: str, partial: dict[str, Any]) -> Path:
     (out_dir / "report.md").unlink(missing_ok=True)
     data = {"complete": False, "error": error, **_jsonable(partial)}
     path = out_dir / "report.json"
-    _atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
     return path
 
 
 # --------------------------------------------------------------------------------------
 # Mosaics and the alert timeline
 # --------------------------------------------------------------------------------------
-
-
-def ground_truth_view(pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> np.ndarray:
-    """fed_eval's colours: blue = correctly classified, red = IDM or OOD, black = void / no GT."""
-    h, w = pred.shape
-    view = np.zeros((h, w, 3), np.uint8)
-    wrong = np.zeros((h, w), bool)
-    valid = np.zeros((h, w), bool)
-    if label is not None:
-        valid |= label != VOID
-        wrong |= (pred != label) & (label != VOID)
-    if ood is not None:
-        valid |= ood != VOID
-        wrong |= ood == 1
-        if label is None:
-            valid &= ood != VOID
-    view[valid & ~wrong] = (0, 0, 255)
-    view[wrong] = (255, 0, 0)
-    return view
 
 
 @dataclass(order=True)
@@ -234,7 +200,7 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode {path}")
-    _atomic_write(path, data.tobytes())
+    atomic_write_bytes(path, data.tobytes())
 
 
 # --------------------------------------------------------------------------------------
@@ -375,9 +341,9 @@ def write_report(out_dir: Path, report: dict[str, Any], picker: Optional[MosaicP
     files["report_md"] = str(out_dir / "report.md")
     report["complete"] = True
     text = markdown(report)  # rendered before anything claims completeness
-    _atomic_write(out_dir / "report.json", (json.dumps(_jsonable(report), indent=2) + "\n").encode())
+    atomic_write_bytes(out_dir / "report.json", (json.dumps(_jsonable(report), indent=2) + "\n").encode())
     md = out_dir / "report.md"
-    _atomic_write(md, text.encode())
+    atomic_write_bytes(md, text.encode())
     return md
 
 

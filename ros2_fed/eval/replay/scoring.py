@@ -6,7 +6,7 @@ open-mIoU second pass), fed with score maps from anywhere:
 - the node's own output: score = ``1 - confidence`` (higher = more likely wrong), labels = the
   node's segmentation;
 - the reference methods (FED from the checkpoints in torch, MSP, max-logit, energy, entropy,
-  SML, MC dropout) from ``training.evaluation.MethodScores`` on the decoded bag frames
+  SML, MC dropout) from ``ros2_fed.eval.method_scores.MethodScores`` on the decoded bag frames
   (:class:`ReferenceScores`).
 
 Same accumulators, same masks, same rules: OOD pooled over pixels (void ignored; exact when
@@ -24,18 +24,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ros2_fed.eval import metrics as M
+from ros2_fed.eval.method_scores import PROBABILITY_METHODS, unit_scores
 
 VOID = 255
-#: Scores already in [0, 1] enter the histograms as they are; others are squashed (ranks kept).
-PROBABILITY_METHODS = {"FED-U", "FED-C", "MSP"}
 EXACT_PIXEL_LIMIT = 40_000_000  # Evaluator's rule: exact pooled OOD metrics up to this many pixels
-
-
-def unit_scores(name: str, score: np.ndarray, probability: bool) -> np.ndarray:
-    """``training.evaluation._unit``: monotone map into (0, 1) for one histogram layout."""
-    if probability:
-        return score.astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-np.clip(score.astype(np.float64), -700, 700)))
 
 
 @dataclass
@@ -93,7 +85,7 @@ class Scorer:
                 self.names.append(name)
             if ood is not None:
                 self.ood.setdefault(name, self._ood_accumulator()).update(
-                    unit_scores(name, score, name in self.probability), (ood == 1).astype(np.uint8),
+                    unit_scores(score, name in self.probability), (ood == 1).astype(np.uint8),
                     ignore_mask=ood == VOID)
             if label is not None:
                 idm_valid = label != VOID
@@ -186,10 +178,9 @@ class ReferenceModel:
 
 
 class ReferenceScores:
-    """``training.evaluation.MethodScores`` on camera frames: ``(pred, {method: score})``.
+    """``ros2_fed.eval.method_scores.MethodScores`` on camera frames: ``(pred, {method: score})``.
 
-    Lazy: imports the training package (torch models, as ``fed_eval`` does) only when the
-    report asks for reference rows.
+    Lazy: loads the torch models only when the report asks for reference rows.
     """
 
     def __init__(self, model: ReferenceModel, seed: int = 0) -> None:
@@ -199,7 +190,7 @@ class ReferenceScores:
 
         from ros2_fed.backbones import load_backbone
         from ros2_fed.checkpoint import load_fed
-        from training.evaluation import EvalSettings, MethodScores
+        from ros2_fed.eval.method_scores import EvalSettings, MethodScores
 
         self.model = model
         self.backbone = load_backbone(model.backbone).eval()

@@ -49,6 +49,7 @@ def fastdds_profile() -> Optional[Path]:
 
 
 def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested ROS parameter YAML ({"alerts": {"confidence_threshold": ..}}) -> dotted names."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 
 from ros2_fed import codec
-from ros2_fed.replay import bagio
+from ros2_fed.eval.replay import bagio
 
 PathLike = Union[str, Path]
 SYNTHROAD_KEY = "ros2_fed.synthroad"  # custom_data written by training/synthroad_bag.py

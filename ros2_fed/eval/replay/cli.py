@@ -47,14 +47,14 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ros2_fed.replay import bag as bagmod
-from ros2_fed.replay import bagio
-from ros2_fed.replay import report as rep
-from ros2_fed.replay.errors import LiveError
-from ros2_fed.replay.model import ModelSpec, parse_param, read_params_file
-from ros2_fed.replay.outputs import (NODE_DEFAULTS, OUTPUT_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput,
+from ros2_fed.eval.replay import bag as bagmod
+from ros2_fed.eval.replay import bagio
+from ros2_fed.eval.replay import report as rep
+from ros2_fed.eval.replay.errors import LiveError
+from ros2_fed.eval.replay.model import ModelSpec, parse_param, read_params_file
+from ros2_fed.eval.replay.outputs import (NODE_DEFAULTS, OUTPUT_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput,
                                      LEVEL_NAMES)
-from ros2_fed.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
+from ros2_fed.eval.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
 
 SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
 OUTPUT_BAG = "output_bag"
@@ -265,14 +265,14 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
         live = None
         offline_stats = None
         if args.mode == "offline":
-            from ros2_fed.replay.offline import OfflineStats, run_offline
+            from ros2_fed.eval.replay.offline import OfflineStats, run_offline
 
             offline_stats = OfflineStats()
             stream: Iterator[FrameOutput] = run_offline(scan, spec, writer, topics, params,
                                                         warmup_runs=int(params.get("warmup_runs", 3)), log=log,
                                                         stats=offline_stats, copy_inputs=not args.no_copy_input)
         else:
-            from ros2_fed.replay.live import LiveOptions, run_live
+            from ros2_fed.eval.replay.live import LiveOptions, run_live
 
             import shlex
 

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from ros2_fed.replay import bag as bagmod
-from ros2_fed.replay.bagio import BagWriter
-from ros2_fed.replay.model import ModelSpec, engine_shape, infer_like_node, open_engine
-from ros2_fed.replay.outputs import FrameOutput, OutputRenderer
+from ros2_fed.eval.replay import bag as bagmod
+from ros2_fed.eval.replay.bagio import BagWriter
+from ros2_fed.eval.replay.model import ModelSpec, engine_shape, infer_like_node, open_engine
+from ros2_fed.eval.replay.outputs import FrameOutput, OutputRenderer
 
 
 @dataclass
