@@ -342,7 +342,8 @@ class FusedDetector(nn.Module):
             published), "none" otherwise.
         input_size: (H, W) the backbone runs at; None = the camera resolution.
         fed_rate: resolution of FED / the score relative to the model input: 0.25 (native
-            logits), 0.5 or 1.0 (logits bilinearly upsampled first).
+            logits), 0.5 or 1.0 (logits bilinearly upsampled first). For ``score="sml"``, 1.0
+            is SML as published (its post-processing is sized in image pixels).
         label_mode: "bilinear" (argmax of upsampled logits) | "nearest".
         confidence_dtype: torch.float32 or torch.float16.
         confidence_range: (low, high) min-max map for maxlogit/energy/sml instead of the
@@ -585,6 +586,13 @@ class FusedDetector(nn.Module):
         fed, fed_meta = (load_fed(fed_path) if fed_path is not None else (None, {}))
         if kwargs.get("class_names") is None and not (getattr(backbone, "meta", None) or {}).get("class_names"):
             kwargs["class_names"] = fed_meta.get("class_names")
+        stats = fed_meta.get("logit_statistics")
+        if kwargs.get("score") == "sml" and kwargs.get("class_mean") is None and stats:
+            # A FED trained on raw logits keeps identity standardiser buffers; the statistics
+            # `fed_stats --into` recorded for SML live in its metadata. Without this SML would
+            # silently be max-logit.
+            kwargs["class_mean"] = torch.tensor(stats["mean"], dtype=torch.float32)
+            kwargs["class_std"] = torch.tensor(stats["std"], dtype=torch.float32)
         return cls(backbone, fed, **kwargs)
 
 

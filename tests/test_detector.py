@@ -363,3 +363,20 @@ def test_from_checkpoints_with_tinyseg(tmp_path) -> None:
     labels, conf = det(_images(1, 32, 48))
     assert labels.shape == conf.shape == (1, 32, 48)
     assert torch.isfinite(conf).all()
+
+
+def test_sml_statistics_come_from_the_fed_metadata_when_fed_runs_on_raw_logits(tmp_path) -> None:
+    """`fed_stats --into` records SML statistics as metadata of a FED whose standardiser stays
+    the identity (the shipped default model); score='sml' must use them, not mean 0 / std 1."""
+    from ros2_fed.backbones.loader import save_backbone
+    from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig
+
+    torch.manual_seed(0)
+    save_backbone(TinySeg(TinySegConfig()), tmp_path / "bb")
+    fed = FlowEneDet(FEDConfig())
+    mean, std = torch.linspace(-2, 2, 19), torch.linspace(0.5, 3, 19)
+    save_fed(tmp_path / "fed", fed, {"logit_statistics": {"mean": mean.tolist(), "std": std.tolist()}})
+    det = FusedDetector.from_checkpoints(tmp_path / "bb", tmp_path / "fed", score="sml")
+    torch.testing.assert_close(det.class_mean, mean)
+    torch.testing.assert_close(det.class_std, std)
+    torch.testing.assert_close(det.fed.standardizer.std, torch.ones(19))  # FED itself unchanged
