@@ -1,0 +1,74 @@
+"""Smoke tests for benchmarks/: each script runs end to end on tiny settings and prints its table.
+
+Why: the benchmark scripts are how the speed targets are checked; nothing else exercises them,
+so without these they rot silently. Timings are not asserted (tests never judge speed).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in `text`, each as its body rows (lists of cell strings)."""
+    found: list[list[list[str]]] = []
+    previous_was_table = False
+    for line in text.splitlines():
+        is_table = line.startswith("|")
+        if is_table and not previous_was_table:
+            found.append([])  # header row starts a new table; skipped below
+        elif is_table and not line.startswith("|---"):
+            found[-1].append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        previous_was_table = is_table
+    return found
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Body rows of the first Markdown table in `text`."""
+    found = tables(text)
+    assert found, f"no table in output:\n{text}"
+    return found[0]
+
+
+@pytest.mark.slow
+def test_engine_latency_prints_every_variant_and_runtime() -> None:
+    out = run_script("engine_latency.py", "--arch", "tiny", "--size", "64x128", "--runs", "2", "--warmup", "1",
+                     "--quiet")
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["backbone only", "+ FED-U", "+ FED-C"]
+    for row in rows:
+        # median / p99 for torch and onnxruntime are positive numbers
+        assert float(row[1]) > 0 and float(row[4]) > 0, row
+    fed_part = tables(out)[1]
+    assert [r[0] for r in fed_part] == ["FED-U", "FED-C"], out
+    for row in fed_part:
+        assert float(row[1]) > 0 and float(row[3]) > 0 and row[4].endswith("%"), row
+
+
+@pytest.mark.slow
+def test_backbone_latency_prints_both_backbones() -> None:
+    out = run_script("backbone_latency.py", "--sizes", "64x128", "--runs", "1", "--no-slide")
+    names = " ".join(r[0] for r in table_rows(out))
+    assert "DL-R101" in names and "SF-B2" in names, out
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_node_overhead_runs_through_a_real_node() -> None:
+    out = run_script("node_overhead.py", "--fake-delay-ms", "30", "--sizes", "64x128", "--frames", "3")
+    rows = table_rows(out)
+    assert len(rows) == 1 and rows[0][0] == "64x128", out
+    engine_ms, e2e_ms, frames = float(rows[0][1]), float(rows[0][3]), int(rows[0][-1])
+    assert engine_ms >= 30 and e2e_ms >= 30 and frames == 3, out
