@@ -48,6 +48,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ros2_fed import alerts as alerts_mod
 from ros2_fed import codec, viz
+from ros2_fed.paths import default_models_dir
 
 ParamValue = Union[bool, int, float, str]
 T = TypeVar("T")
@@ -732,19 +733,6 @@ class FedNode(Node):
 # --------------------------------------------------------------------------------------
 # Adapters to the pure-python core
 # --------------------------------------------------------------------------------------
-
-
-def default_models_dir() -> Path:
-    """models/ of the installed package (share/ros2_fed/models), else of this source checkout."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        share = Path(get_package_share_directory("ros2_fed")) / "models"
-        if share.is_dir():
-            return share
-    except Exception:  # not installed through ament (pip -e checkout)
-        pass
-    return Path(__file__).resolve().parents[1] / "models"
 
 
 def _level(level: int) -> bytes:

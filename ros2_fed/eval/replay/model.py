@@ -16,31 +16,11 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ros2_fed.paths import default_models_dir
+
 DEFAULT_BACKBONE = "tinyseg_synthroad"  # the embedded default model (same names as ros2_fed.node)
 DEFAULT_FED = "fed_u_synthroad"
 PathLike = Union[str, Path]
-
-
-def package_dir(name: str) -> Path:
-    """share/ros2_fed/NAME of the installed package, else NAME/ of this source checkout."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        share = Path(get_package_share_directory("ros2_fed")) / name
-        if share.is_dir():
-            return share
-    except Exception:  # pip -e checkout without an ament index
-        pass
-    return Path(__file__).resolve().parents[2] / name
-
-
-def default_models_dir() -> Path:
-    return package_dir("models")
-
-
-def fastdds_profile() -> Optional[Path]:
-    path = package_dir("config") / "fastdds_large_data.xml"
-    return path if path.is_file() else None
 
 
 # --------------------------------------------------------------------------------------
