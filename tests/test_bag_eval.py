@@ -170,6 +170,7 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
     report = offline["report"]
     assert report["complete"] is True and report["frames"] == {
         "in_bag": FRAMES, "evaluated": FRAMES, "dropped": 0, "with_labels": FRAMES, "with_ood": FRAMES}
+    assert report["metrics"]["images"] == FRAMES  # node and reference rows score the same frames
     frames = bag_frames(work["bag"])
     samples = [EvalSample(name=str(i), image=f[sb.IMAGE_TOPIC], label=f[sb.LABELS_TOPIC], ood=f[sb.OOD_TOPIC])
                for i, f in enumerate(frames)]

@@ -64,7 +64,7 @@ class Scorer:
         self.names: list[str] = []
         self.has_ood = False
         self.has_label = False
-        self.images = 0
+        self.frames_by_key: dict[str, int] = {}  # node and reference each score every frame once
 
     def _ood_accumulator(self) -> Any:
         if self.exact:
@@ -77,7 +77,7 @@ class Scorer:
 
         ``pred_key`` names whose segmentation ``pred`` is (one confusion matrix per key).
         """
-        self.images += 1
+        self.frames_by_key[pred_key] = self.frames_by_key.get(pred_key, 0) + 1
         self.has_ood |= ood is not None
         self.has_label |= label is not None
         for name, score in maps.items():
@@ -95,6 +95,11 @@ class Scorer:
                     score, (pred != label).astype(np.uint8), ignore_mask=~idm_valid)
         if label is not None:
             self.conf.setdefault(pred_key, M.ConfusionMatrix(self.num_classes, ignore_index=VOID)).update(pred, label)
+
+    @property
+    def images(self) -> int:
+        """Frames scored (not update calls: the node and the reference each score every frame)."""
+        return max(self.frames_by_key.values(), default=0)
 
     def results(self) -> dict[str, Any]:
         """``Evaluator.evaluate``'s result layout: images, exact, methods{name: {ood, idm}}, miou."""
