@@ -48,6 +48,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ros2_fed import alerts as alerts_mod
 from ros2_fed import codec, viz
+from ros2_fed.engine.options import runtime_options
 from ros2_fed.paths import default_models_dir
 
 ParamValue = Union[bool, int, float, str]
@@ -116,6 +117,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "", "Runtime device, e.g. cpu, cuda, cuda:1; empty = the runtime's default.", read_only=True),
     ParamSpec("threads", 0, "CPU threads for the runtime (torch / ONNX Runtime intra-op); 0 = its default.",
               read_only=True, range=(0, 256)),
+    ParamSpec("cpu_spin_wait", False, "Let ONNX Runtime's CPU threads busy-wait between operators and runs "
+              "(its own default). Off: the spinning threads would take the cores that decoding, "
+              "visualisation and DDS need between frames (node overhead 38 -> 20 ms at 512x1024 on 2 "
+              "cores). Turn on only when the engine has cores to itself.", read_only=True),
     ParamSpec("score", "", "Score type (fed|msp|maxlogit|energy|entropy|sml|none). With engine_path: the engine "
               "must compute it (empty = accept the engine's; a mismatch is a start-up error); without: the "
               "score the cached engine is built with (empty = fed).", read_only=True, choices=SCORE_CHOICES),
@@ -455,19 +460,9 @@ class FedNode(Node):
         return engine
 
     def _runtime_options(self, kind: str) -> dict[str, Any]:
-        """device / threads in the spelling of the runtime a file suffix (or .runtime) names."""
-        device, threads = str(self._params["device"]), int(self._params["threads"])
-        options: dict[str, Any] = {}
-        if kind in (".engine", ".plan", ".tensorrt"):
-            if device:
-                options["device"] = int(device.split(":")[1]) if ":" in device else 0
-        elif device:
-            options["device"] = device
-        if threads > 0 and kind in (".safetensors", ".torch"):
-            options["threads"] = threads
-        elif threads > 0 and kind in (".onnx", ".onnxruntime"):
-            options["intra_op_threads"] = threads
-        return options
+        """device / threads / spinning in the spelling of the runtime a file suffix (or .runtime) names."""
+        p = self._params
+        return runtime_options(kind, str(p["device"]), int(p["threads"]), bool(p["cpu_spin_wait"]))
 
     def _open_cached_engine(self, options: dict[str, Any]) -> Any:
         """No engine_path: the cached engine for (model.backbone, model.fed, size), built if needed."""

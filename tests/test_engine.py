@@ -493,3 +493,16 @@ def test_torch_cuda_engine_parity(backbone, feds) -> None:
     assert float(np.mean(labels == ref_labels)) >= 0.999
     half = TorchEngine(FusedDetector(StandIn().eval(), feds[0]), input_shape=(64, 80), device="cuda", precision="fp16")
     assert half.infer(image)[1].dtype == np.float32
+
+
+@pytest.mark.parametrize("spin", [False, True])
+def test_onnx_spinning_option_reaches_the_session_and_keeps_outputs(tmp_path, backbone, feds, spin) -> None:
+    det = FusedDetector(backbone, feds[0], score="fed")
+    path, _ = export_onnx(det, tmp_path / "model.onnx", 48, 64)
+    engine = Engine.open(path, warmup=0, allow_spinning=spin)
+    session_options = engine._session.get_session_options()
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        assert session_options.get_session_config_entry(key) == ("1" if spin else "0")
+    labels, conf = engine.infer(_image(48, 64, 0))
+    ref_labels, ref_conf = _eager(det, _image(48, 64, 0))
+    assert float(np.abs(conf - ref_conf).max()) <= CONF_TOL and float(np.mean(labels == ref_labels)) >= LABEL_AGREEMENT

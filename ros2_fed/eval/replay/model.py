@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ros2_fed.engine.options import runtime_options
 from ros2_fed.paths import default_models_dir
 
 DEFAULT_BACKBONE = "tinyseg_synthroad"  # the embedded default model (same names as ros2_fed.node)
@@ -152,27 +153,17 @@ class ModelSpec:
             return "FED"
 
 
-def runtime_options(spec: ModelSpec) -> dict[str, Any]:
-    """device / threads in the spelling of the runtime (as fed_node's ``_runtime_options``)."""
+def spec_runtime_options(spec: ModelSpec) -> dict[str, Any]:
+    """The options fed_node passes to its engine for these parameters (node defaults otherwise)."""
     kind = Path(spec.engine_path).suffix if spec.engine_path else "." + (spec.runtime or "onnxruntime")
-    options: dict[str, Any] = {}
-    if kind in (".engine", ".plan", ".tensorrt"):
-        if spec.device:
-            options["device"] = int(spec.device.split(":")[1]) if ":" in spec.device else 0
-    elif spec.device:
-        options["device"] = spec.device
-    if spec.threads > 0 and kind in (".safetensors", ".torch"):
-        options["threads"] = spec.threads
-    elif spec.threads > 0 and kind in (".onnx", ".onnxruntime"):
-        options["intra_op_threads"] = spec.threads
-    return options
+    return runtime_options(kind, spec.device, spec.threads)
 
 
 def open_engine(spec: ModelSpec, progress: Optional[Callable[[str], None]] = None) -> Any:
     """The engine fed_node would open for these parameters (``spec`` already :meth:`resolved`)."""
     from ros2_fed.engine import Engine, open_cached
 
-    options = runtime_options(spec)
+    options = spec_runtime_options(spec)
     if spec.engine_path:
         engine = Engine.open(spec.engine_path, runtime=spec.runtime or None, warmup=0, **options)
         have = (getattr(engine, "metadata", {}) or {}).get("score")
