@@ -1,5 +1,8 @@
-"""fed_node and the replay tool open engines with the same runtime options (one function)."""
+"""fed_node and the replay tool open engines with the same runtime options (one function),
+and the replay hands fed_node the same parameters it opens its own engine with."""
 from __future__ import annotations
+
+import pytest
 
 from ros2_fed.engine.options import runtime_options
 
@@ -17,3 +20,32 @@ def test_tensorrt_takes_a_device_index_and_torch_threads() -> None:
     assert runtime_options(".tensorrt") == {}
     assert runtime_options(".safetensors", threads=2, cpu_spin_wait=True) == {"threads": 2}
     assert runtime_options(".torch", device="cpu") == {"device": "cpu"}
+
+
+def test_replay_opens_its_engine_and_starts_fed_node_with_the_same_options() -> None:
+    from ros2_fed.eval.replay.model import ModelSpec, spec_runtime_options
+
+    spec = ModelSpec(threads=2, cpu_spin_wait=True).resolved(64, 128)
+    assert spec_runtime_options(spec) == {"intra_op_threads": 2, "allow_spinning": True}
+    params = spec.node_params()
+    assert params["threads"] == 2 and params["cpu_spin_wait"] is True
+    assert spec_runtime_options(ModelSpec(engine_path="m.onnx")) == {"allow_spinning": False}
+
+
+def test_every_parameter_replay_hands_fed_node_is_declared_with_its_type() -> None:
+    pytest.importorskip("rclpy")
+    from ros2_fed.eval.replay.model import ModelSpec
+    from ros2_fed.node import PARAMETER_SPECS
+
+    for name, value in ModelSpec().resolved(64, 128).node_params().items():
+        assert name in PARAMETER_SPECS, name
+        assert type(value) is type(PARAMETER_SPECS[name].default), (name, value)
+
+
+def test_replay_rejects_a_non_boolean_spin_parameter() -> None:
+    from ros2_fed.eval.replay.cli import UsageError, _bool_param
+
+    assert _bool_param({"cpu_spin_wait": True}, "cpu_spin_wait") is True
+    assert _bool_param({}, "cpu_spin_wait") is False
+    with pytest.raises(UsageError, match="cpu_spin_wait"):
+        _bool_param({"cpu_spin_wait": "maybe"}, "cpu_spin_wait")

@@ -200,6 +200,14 @@ def _joined_live_outputs(scan: bagmod.ScanResult, output_bag: Path, topics: dict
                           latency_s=float(live.latency_s(stamp) or math.nan), alert=live.alerts.get(stamp))
 
 
+def _bool_param(params: dict[str, Any], name: str) -> bool:
+    """A boolean node parameter as fed_node would take it (a non-bool is its start-up error too)."""
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"parameter {name} must be true or false, got {value!r}")
+    return value
+
+
 def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tuple[Path, dict[str, Any]]:
     """The whole run; raises on any failure (the caller writes the failure report)."""
     from tqdm import tqdm
@@ -242,7 +250,8 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                      runtime=args.runtime or str(params.get("runtime", "") or ""),
                      score=args.score or str(params.get("score", "") or ""),
                      threads=int(args.threads or params.get("threads", 0) or 0),
-                     device=args.device or str(params.get("device", "") or ""))
+                     device=args.device or str(params.get("device", "") or ""),
+                     cpu_spin_wait=_bool_param(params, "cpu_spin_wait"))
     spec = spec.resolved(first.height, first.width)
     log(f"model: {spec.describe()}")
     partial["model"] = spec.describe()
@@ -399,7 +408,7 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                     "ground_truth_without_frame": scan.gt_without_frame, "frames_without_ground_truth": scan.frames_without_gt},
             "model": {"description": spec.describe(), "engine_path": spec.engine_path, "backbone": spec.backbone,
                       "fed": spec.fed, "height": spec.height, "width": spec.width, "runtime": spec.runtime,
-                      "score": spec.score, "threads": spec.threads,
+                      "score": spec.score, "threads": spec.threads, "cpu_spin_wait": spec.cpu_spin_wait,
                       "engine": {k: metadata.get(k) for k in ("runtime", "runtime_version", "score", "postprocess",
                                                               "fed_variant", "input_shape", "precision", "model_hash")
                                  if k in metadata}},

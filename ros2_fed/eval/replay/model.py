@@ -2,7 +2,7 @@
 
 :class:`ModelSpec` is the subset of ``fed_node`` parameters that picks the engine
 (``engine_path`` or ``model.backbone`` + ``model.fed`` at ``model.height`` x ``model.width``,
-``runtime``, ``score``, ``threads``, ``device``). ``--live`` hands it to the node as
+``runtime``, ``score``, ``threads``, ``device``, ``cpu_spin_wait``). ``--live`` hands it to the node as
 ``-p name:=value``; ``--offline`` opens the very same engine in-process the way the node does
 (:func:`open_engine`, same cache, same runtime options) and runs it at the camera size the way
 the node does (:func:`infer_like_node`, host resize when the engine was built for another size).
@@ -99,6 +99,7 @@ class ModelSpec:
     score: str = ""
     threads: int = 0
     device: str = ""
+    cpu_spin_wait: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, height: int, width: int) -> "ModelSpec":
@@ -128,6 +129,7 @@ class ModelSpec:
         for key in ("runtime", "score", "device"):
             params[key] = getattr(self, key)
         params["threads"] = int(self.threads)
+        params["cpu_spin_wait"] = bool(self.cpu_spin_wait)
         return params
 
     def describe(self) -> str:
@@ -156,7 +158,7 @@ class ModelSpec:
 def spec_runtime_options(spec: ModelSpec) -> dict[str, Any]:
     """The options fed_node passes to its engine for these parameters (node defaults otherwise)."""
     kind = Path(spec.engine_path).suffix if spec.engine_path else "." + (spec.runtime or "onnxruntime")
-    return runtime_options(kind, spec.device, spec.threads)
+    return runtime_options(kind, spec.device, spec.threads, spec.cpu_spin_wait)
 
 
 def open_engine(spec: ModelSpec, progress: Optional[Callable[[str], None]] = None) -> Any:
