@@ -287,6 +287,36 @@ def test_largest_region_full_hd() -> None:
     assert largest_region(mask) == ((301, 501, 1000, 699), 199 * 700 - 1)
 
 
+def stats_oracle(mask: np.ndarray) -> tuple[list[int], int]:
+    """All largest regions' bboxes (ties) and the area, from OpenCV's own per-component statistics."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    best = int(areas.max())
+    boxes = [(int(x), int(y), int(x + w - 1), int(y + h - 1)) for x, y, w, h, a in stats[1:] if a == best]
+    return boxes, best
+
+
+@pytest.mark.parametrize("shape, density", [((37, 53), 0.3), ((200, 301), 0.45), ((512, 1024), 0.2),
+                                            ((480, 640), 0.55)])
+def test_largest_region_equals_opencv_statistics_on_random_masks(shape: tuple[int, int], density: float) -> None:
+    rng = np.random.default_rng(shape[0])
+    mask = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 2.0) > np.float32(0.5 + (0.5 - density) / 8)
+    boxes, area = stats_oracle(mask)
+    bbox, got = largest_region(mask)
+    assert got == area and bbox in boxes
+
+
+def test_largest_region_with_more_components_than_16_bit_labels() -> None:
+    # isolated pixels on a 2-pixel grid: 90000 components of area 1 (too many for 16-bit labels) ...
+    mask = np.zeros((600, 600), bool)
+    mask[::2, ::2] = True
+    # ... but for one: (401, 400) and (401, 401) join the grid pixels at rows 400/402, columns 400/402
+    mask[401, 400] = mask[401, 401] = True
+    boxes, area = stats_oracle(mask)
+    assert boxes == [(400, 400, 402, 402)] and area == 6
+    assert largest_region(mask) == ((400, 400, 402, 402), 6)
+
+
 # -- validation ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, match", [
