@@ -119,8 +119,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               read_only=True, range=(0, 256)),
     ParamSpec("cpu_spin_wait", False, "Let ONNX Runtime's CPU threads busy-wait between operators and runs "
               "(its own default). Off: the spinning threads would take the cores that decoding, "
-              "visualisation and DDS need between frames (node overhead 38 -> 20 ms at 512x1024 on 2 "
-              "cores). Turn on only when the engine has cores to itself.", read_only=True),
+              "visualisation and DDS need between frames (end-to-end p50 about 120 -> 85 ms at 512x1024 on "
+              "2 cores). Turn on only when the engine has cores to itself.", read_only=True),
     ParamSpec("score", "", "Score type (fed|msp|maxlogit|energy|entropy|sml|none). With engine_path: the engine "
               "must compute it (empty = accept the engine's; a mismatch is a start-up error); without: the "
               "score the cached engine is built with (empty = fed).", read_only=True, choices=SCORE_CHOICES),

@@ -287,7 +287,7 @@ def test_largest_region_full_hd() -> None:
     assert largest_region(mask) == ((301, 501, 1000, 699), 199 * 700 - 1)
 
 
-def stats_oracle(mask: np.ndarray) -> tuple[list[int], int]:
+def stats_oracle(mask: np.ndarray) -> tuple[list[tuple[int, int, int, int]], int]:
     """All largest regions' bboxes (ties) and the area, from OpenCV's own per-component statistics."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
