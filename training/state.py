@@ -16,7 +16,8 @@ from ros2_fed.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 KIND = "fed-train-state"
 
 
-def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int, metadata: dict[str, Any]) -> None:
+def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
+                        metadata: dict[str, Any], kind: str = KIND) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_state = optimizer.state_dict()
     for index, state in optim_state["state"].items():
@@ -25,14 +26,15 @@ def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     tensors["rng.torch"] = torch.get_rng_state()
     meta = dict(metadata)
     meta.update(iteration=int(iteration), param_groups=optim_state["param_groups"], config=model.cfg.to_dict())
-    save_checkpoint(path, tensors, meta, kind=KIND)
+    save_checkpoint(path, tensors, meta, kind=kind)
 
 
-def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        kind: str = KIND) -> dict[str, Any]:
     """Restore model, optimizer and RNG in place; returns the metadata (with ``iteration``)."""
-    tensors, meta = load_checkpoint(path, kind=KIND)
+    tensors, meta = load_checkpoint(path, kind=kind)
     if meta.get("config") != model.cfg.to_dict():
-        raise CheckpointError(f"{path}: training state was made for FED config {meta.get('config')}, not {model.cfg.to_dict()}")
+        raise CheckpointError(f"{path}: training state was made for config {meta.get('config')}, not {model.cfg.to_dict()}")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
