@@ -17,6 +17,7 @@ CONSOLE_SCRIPTS: list[str] = [
     "fed_synthroad = training.cli_synthroad:main",
     "fed_train_backbone = training.train_backbone:main",
     "fed_stats = training.stats:main",
+    "fed_calibrate = training.calibrate:main",
     "fed_train = training.train_fed:main",
     "fed_eval = training.cli_eval:main",
     "fed_default_model = training.default_model:main",

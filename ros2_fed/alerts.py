@@ -1,35 +1,46 @@
-"""Low-confidence alerts: "the segmentation is probably wrong in too much of the image".
+"""Low-confidence alerts: "something the model does not understand is on the road ahead".
 
 Pure python (numpy + OpenCV, no rclpy). The node feeds every processed frame's confidence map
 to an :class:`AlertMonitor` and publishes the returned :class:`AlertState` as a
 ``diagnostic_msgs/DiagnosticStatus`` (``level`` -> status level, ``message`` -> message, every
 other field -> one KeyValue).
 
+Why a region and not a fraction: an unknown object on the road is small (a few hundred pixels
+of a 256x512 frame) but compact, while ordinary hard scenes spread thin uncertainty along
+every object boundary. A rule on the uncertain fraction of the image cannot tell them apart;
+the size of the largest compact uncertain blob inside the driving corridor can.
+
 Per frame
 ---------
 * A pixel is **uncertain** when its confidence is below ``confidence_threshold`` (NaN counts as
-  uncertain: a broken confidence map must not look safe).
-* Only pixels inside the **region of interest** count: ``full`` (the whole image),
-  ``lower_half`` (rows ``h // 2 .. h - 1``, i.e. the road in front of a forward camera; for an
-  odd height the middle row is inside) or ``mask`` (a PNG, non-zero = inside, resized with
-  nearest neighbour to the image size when it differs).
-* ``fraction`` = uncertain ROI pixels / ROI pixels (0 for an empty ROI).
-* The **candidate** level of the frame alone is ERROR when ``fraction > error_fraction``, WARN
-  when ``fraction > warn_fraction``, else OK.
-* The **largest uncertain region** is the biggest 8-connected component of the uncertain ROI
-  pixels (computed only when there are any). Images above :data:`REGION_MAX_PIXELS` pixels are
-  any-pooled by 2 (4, ...) first, so the component is chosen on the pooled mask, but its
-  bounding box and area are then measured exactly in full-resolution pixels. ``region_bbox`` is
-  ``(x_min, y_min, x_max, y_max)``, inclusive, in full-image coordinates.
+  uncertain: a broken confidence map must not look safe). The node's default threshold is the
+  model's calibrated operating point (see ``training/calibrate.py``).
+* Only pixels inside the **region of interest** count: ``corridor`` (default: the trapezoid of
+  :data:`CORRIDOR` in image fractions: the road ahead of a forward camera, narrowing to the
+  horizon), ``full`` (the whole image), ``lower_half`` (rows ``h // 2 .. h - 1``; for an odd
+  height the middle row is inside) or ``mask`` (a PNG, non-zero = inside, resized with nearest
+  neighbour to the image size when it differs).
+* Thin structures are removed: a morphological opening with a square of side
+  ``max(1, round(min_width * h))`` pixels drops uncertain strips narrower than that (object
+  boundaries), keeping blobs (``min_width = 0``: no opening).
+* The **largest uncertain region** is the biggest 8-connected component of what remains (images
+  above :data:`REGION_MAX_PIXELS` pixels are any-pooled by 2 (4, ...) first, so the component
+  is chosen on the pooled mask, but its bounding box and area are measured exactly at full
+  resolution). ``region_bbox`` is ``(x_min, y_min, x_max, y_max)``, inclusive.
+* Its **size** is ``sqrt(region_area) / h``: the side of a square of the same area in image
+  heights, so the same object gives the same size at any camera resolution.
+* ``fraction`` (uncertain ROI pixels / ROI pixels, before the opening) is reported, not judged.
+* The **candidate** level of the frame alone is ERROR when ``size > error_size``, WARN when
+  ``size > warn_size``, else OK.
 
 State machine (the level is what gets published)
 ------------------------------------------------
-With ``limit(WARN) = warn_fraction``, ``limit(ERROR) = error_fraction`` and
+With ``limit(WARN) = warn_size``, ``limit(ERROR) = error_size`` and
 ``clear_limit(L) = max(limit(L) - hysteresis, 0)``, each frame first updates, for
 ``k`` in (WARN, ERROR)::
 
-    above[k] = above[k] + 1  if fraction >  limit(k)        else 0
-    below[k] = below[k] + 1  if fraction <= clear_limit(k)  else 0
+    above[k] = above[k] + 1  if size >  limit(k)        else 0
+    below[k] = below[k] + 1  if size <= clear_limit(k)  else 0
 
 (so a frame over the ERROR limit also counts towards WARN), then:
 
@@ -38,12 +49,11 @@ With ``limit(WARN) = warn_fraction``, ``limit(ERROR) = error_fraction`` and
 2. **Fall** (only when nothing rose): while ``level > OK`` and
    ``below[level] >= clear_frames``, the level drops by one. Falling from ERROR therefore lands
    on WARN unless the same frames were also ``clear_frames`` in a row below WARN's clear limit,
-   in which case it goes straight to OK. A fraction inside the band
+   in which case it goes straight to OK. A size inside the band
    ``(clear_limit(L), limit(L)]`` neither raises nor clears level ``L``: it holds (hysteresis).
 
 ``<=`` (not ``<``) and the clamp at 0 make a level clearable even when its limit is at or below
-the hysteresis (e.g. ``warn_fraction = 0``: WARN clears after ``clear_frames`` fully certain
-frames); with ``hysteresis = 0`` "below" is exactly "not above".
+the hysteresis; with ``hysteresis = 0`` "below" is exactly "not above".
 
 Run-time changes: assigning ``monitor.config`` takes effect on the next frame. The counters and
 the level are kept (a streak counted under the old limits still counts), unless the ROI changed
@@ -63,7 +73,12 @@ import numpy as np
 
 from ros2_fed.viz import confidence_map
 
-ROI_CHOICES = ("full", "lower_half", "mask")
+ROI_CHOICES = ("corridor", "full", "lower_half", "mask")
+
+# The default ROI: (x, y) corners in image fractions, clockwise from bottom left. The bottom
+# spans the whole width (adjacent lanes, a hood is harmless: it is never uncertain for long),
+# the top is a third of the width at 40 % of the height, about the horizon of a forward camera.
+CORRIDOR: tuple[tuple[float, float], ...] = ((0.0, 1.0), (0.0, 0.8), (1 / 3, 0.4), (2 / 3, 0.4), (1.0, 0.8), (1.0, 1.0))
 
 # Above this many pixels the region search runs on an any-pooled (2x, 4x, ...) mask.
 REGION_MAX_PIXELS = 640 * 960
@@ -113,21 +128,29 @@ def load_roi_mask(path: str) -> np.ndarray:
     return mask
 
 
+def _as_size(name: str, value: Any) -> float:
+    """A size or width in image heights: a number in [0, 1]."""
+    return _as_fraction(name, value)
+
+
 @dataclass(frozen=True)
 class AlertConfig:
     """Alert settings; field names equal the node's ``alerts.*`` parameters (without prefix).
 
     Validated on construction (``ValueError`` naming the offending field); with
     ``roi == "mask"`` the mask file is read here, so an unreadable file fails at once.
+    The defaults are the ones selected on synthroad validation drives (docs/alerts.md);
+    ``confidence_threshold``'s default is only the fallback for a model without calibration.
     """
 
     confidence_threshold: float = 0.5
-    warn_fraction: float = 0.1
-    error_fraction: float = 0.25
-    hysteresis: float = 0.02
-    raise_frames: int = 3
+    warn_size: float = 0.045
+    error_size: float = 0.09
+    hysteresis: float = 0.01
+    min_width: float = 0.01
+    raise_frames: int = 2
     clear_frames: int = 5
-    roi: str = "full"
+    roi: str = "corridor"
     roi_mask_file: str = ""
     # Loaded from roi_mask_file when roi == "mask" (HxW bool), else None.
     roi_mask: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
@@ -135,12 +158,10 @@ class AlertConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "confidence_threshold", _as_fraction("confidence_threshold", self.confidence_threshold))
-        set_(self, "warn_fraction", _as_fraction("warn_fraction", self.warn_fraction))
-        set_(self, "error_fraction", _as_fraction("error_fraction", self.error_fraction))
-        set_(self, "hysteresis", _as_fraction("hysteresis", self.hysteresis))
-        if self.warn_fraction > self.error_fraction:
-            raise ValueError(f"warn_fraction ({self.warn_fraction}) must not exceed error_fraction "
-                             f"({self.error_fraction})")
+        for name in ("warn_size", "error_size", "hysteresis", "min_width"):
+            set_(self, name, _as_size(name, getattr(self, name)))
+        if self.warn_size > self.error_size:
+            raise ValueError(f"warn_size ({self.warn_size}) must not exceed error_size ({self.error_size})")
         set_(self, "raise_frames", _as_frames("raise_frames", self.raise_frames))
         set_(self, "clear_frames", _as_frames("clear_frames", self.clear_frames))
         if not isinstance(self.roi, str) or self.roi not in ROI_CHOICES:
@@ -153,11 +174,11 @@ class AlertConfig:
             set_(self, "roi_mask", mask)
 
     def limit(self, level: Level) -> float:
-        """The fraction a frame must exceed to count towards ``level``."""
-        return self.error_fraction if level == Level.ERROR else self.warn_fraction
+        """The region size a frame must exceed to count towards ``level``."""
+        return self.error_size if level == Level.ERROR else self.warn_size
 
     def clear_limit(self, level: Level) -> float:
-        """The fraction a frame must be at or below to count towards clearing ``level``."""
+        """The region size a frame must be at or below to count towards clearing ``level``."""
         return max(self.limit(level) - self.hysteresis, 0.0)
 
     def same_roi(self, other: "AlertConfig") -> bool:
@@ -176,17 +197,27 @@ class AlertState:
 
     level: Level
     message: str
-    fraction: float                  # uncertain ROI pixels / ROI pixels, this frame
+    region_size: float               # sqrt(largest region area) / image height, this frame
+    fraction: float                  # uncertain ROI pixels / ROI pixels, this frame (informative)
     confidence_threshold: float      # the threshold this frame was judged with
     candidate: str                   # level name this frame alone supports (OK/WARN/ERROR)
     consecutive: int                 # frames in a row (ending here) with this candidate level
     clearing: int                    # frames in a row at/below the current level's clear limit (0 at OK)
     region_bbox: Optional[tuple[int, int, int, int]]  # (x_min, y_min, x_max, y_max) inclusive, or None
-    region_area: int                 # uncertain pixels in that region (full resolution)
+    region_area: int                 # pixels in that region (full resolution, after the opening)
     uncertain_pixels: int
     roi: str
     roi_pixels: int
     stamp: str                       # frame stamp as "sec.nanosec" (nanosec 9 digits)
+
+
+def corridor_mask(shape: tuple[int, int], corners: tuple[tuple[float, float], ...] = CORRIDOR) -> np.ndarray:
+    """uint8 0/255 mask of the polygon ``corners`` (image fractions) at ``shape`` = (h, w)."""
+    h, w = shape
+    mask = np.zeros((h, w), np.uint8)
+    points = np.array([[round(x * w), round(y * h)] for x, y in corners], np.int32)
+    cv2.fillPoly(mask, [points], 255)
+    return mask
 
 
 def stamp_to_str(stamp: Any) -> str:
@@ -335,62 +366,60 @@ class AlertMonitor:
             return None, (h - h // 2) * w
         cache = self._roi_cache
         if cache is None or cache[0] != shape:
-            mask = cfg.roi_mask
-            assert mask is not None
-            if mask.shape != shape:
-                mask = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-            mask255 = np.where(mask, np.uint8(255), np.uint8(0))
+            if cfg.roi == "corridor":
+                mask255 = corridor_mask(shape)
+            else:
+                mask = cfg.roi_mask
+                assert mask is not None
+                if mask.shape != shape:
+                    mask = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                mask255 = np.where(mask, np.uint8(255), np.uint8(0))
             cache = (shape, mask255, int(np.count_nonzero(mask255)))
             self._roi_cache = cache
         return cache[1], cache[2]
+
+    def _uncertain(self, conf: np.ndarray) -> tuple[Optional[np.ndarray], int, int, int]:
+        """(0/255 uncertain ROI mask of rows row0.., its pixel count, ROI pixels, row0)."""
+        cfg = self._config
+        h, w = conf.shape
+        mask255, roi_pixels = self._roi_mask((h, w))
+        row0 = h // 2 if cfg.roi == "lower_half" else 0
+        view = np.ascontiguousarray(conf[row0:])
+        if not view.size:
+            return None, 0, roi_pixels, row0
+        # 255 where NOT (confidence >= threshold): below the threshold, or NaN.
+        uncertain = cv2.bitwise_not(cv2.compare(view, cfg.confidence_threshold, cv2.CMP_GE))
+        if mask255 is not None:
+            uncertain = cv2.bitwise_and(uncertain, mask255)
+        return uncertain, int(cv2.countNonZero(uncertain)), roi_pixels, row0
+
+    def _largest_blob(self, uncertain: np.ndarray, height: int) -> tuple[Optional[tuple[int, int, int, int]], int]:
+        """Largest 8-connected uncertain region after removing strips thinner than ``min_width``."""
+        side = max(1, round(self._config.min_width * height))
+        if side > 1 and min(uncertain.shape) >= side:
+            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+            uncertain = cv2.morphologyEx(uncertain, cv2.MORPH_OPEN, kernel)
+        return largest_region(uncertain)
 
     def update(self, confidence: np.ndarray, stamp: Any = None) -> AlertState:
         """Judge one HxW confidence map (values in [0, 1]); returns the state after this frame."""
         cfg = self._config
         conf = confidence_map(confidence)
-        h, w = conf.shape
-        mask255, roi_pixels = self._roi_mask((h, w))
-        row0 = h // 2 if cfg.roi == "lower_half" else 0
-        view = np.ascontiguousarray(conf[row0:])
-        if view.size:
-            # 255 where NOT (confidence >= threshold): below the threshold, or NaN.
-            uncertain = cv2.bitwise_not(cv2.compare(view, cfg.confidence_threshold, cv2.CMP_GE))
-            if mask255 is not None:
-                uncertain = cv2.bitwise_and(uncertain, mask255)
-            count = int(cv2.countNonZero(uncertain))
-        else:
-            uncertain, count = None, 0
+        h = conf.shape[0]
+        uncertain, count, roi_pixels, row0 = self._uncertain(conf)
         fraction = count / roi_pixels if roi_pixels else 0.0
-
         bbox: Optional[tuple[int, int, int, int]] = None
         area = 0
         if count:
-            bbox, area = largest_region(uncertain)
+            bbox, area = self._largest_blob(uncertain, h)
             if bbox is not None and row0:
                 bbox = (bbox[0], bbox[1] + row0, bbox[2], bbox[3] + row0)
-
-        # -- the state machine ------------------------------------------------------------
-        for k in (Level.WARN, Level.ERROR):
-            self._above[k] = self._above[k] + 1 if fraction > cfg.limit(k) else 0
-            self._below[k] = self._below[k] + 1 if fraction <= cfg.clear_limit(k) else 0
-        candidate = (Level.ERROR if fraction > cfg.error_fraction
-                     else Level.WARN if fraction > cfg.warn_fraction else Level.OK)
-        self._streak = self._streak + 1 if candidate == self._candidate else 1
-        self._candidate = candidate
-
-        risen = [k for k in (Level.ERROR, Level.WARN)
-                 if k > self._level and self._above[k] >= cfg.raise_frames]
-        if risen:
-            self._level = risen[0]
-        else:
-            while self._level > Level.OK and self._below[self._level] >= cfg.clear_frames:
-                self._level = Level(self._level - 1)
-        level = self._level
-        clearing = self._below[level] if level > Level.OK else 0
-
+        size = math.sqrt(area) / h if h else 0.0
+        level, candidate, clearing = self._step(size)
         return AlertState(
             level=level,
-            message=self._message(level, candidate, fraction, clearing, bbox, area),
+            message=self._message(level, candidate, size, clearing, bbox, area),
+            region_size=float(size),
             fraction=float(fraction),
             confidence_threshold=cfg.confidence_threshold,
             candidate=candidate.name,
@@ -404,10 +433,31 @@ class AlertMonitor:
             stamp=stamp_to_str(stamp),
         )
 
-    def _message(self, level: Level, candidate: Level, fraction: float, clearing: int,
+    def _step(self, size: float) -> tuple[Level, Level, int]:
+        """Advance the state machine by one frame: (level, this frame's candidate, clearing count)."""
+        cfg = self._config
+        for k in (Level.WARN, Level.ERROR):
+            self._above[k] = self._above[k] + 1 if size > cfg.limit(k) else 0
+            self._below[k] = self._below[k] + 1 if size <= cfg.clear_limit(k) else 0
+        candidate = (Level.ERROR if size > cfg.error_size
+                     else Level.WARN if size > cfg.warn_size else Level.OK)
+        self._streak = self._streak + 1 if candidate == self._candidate else 1
+        self._candidate = candidate
+        risen = [k for k in (Level.ERROR, Level.WARN)
+                 if k > self._level and self._above[k] >= cfg.raise_frames]
+        if risen:
+            self._level = risen[0]
+        else:
+            while self._level > Level.OK and self._below[self._level] >= cfg.clear_frames:
+                self._level = Level(self._level - 1)
+        clearing = self._below[self._level] if self._level > Level.OK else 0
+        return self._level, candidate, clearing
+
+    def _message(self, level: Level, candidate: Level, size: float, clearing: int,
                  bbox: Optional[tuple[int, int, int, int]], area: int) -> str:
         cfg = self._config
-        text = f"{level.name}: {100 * fraction:.1f}% of ROI pixels below confidence {cfg.confidence_threshold:.2f}"
+        text = (f"{level.name}: largest uncertain region in the {cfg.roi} ROI {100 * size:.1f}% of the image "
+                f"height (confidence < {cfg.confidence_threshold:.2f})")
         if level > Level.OK and self._above[level]:
             n = self._above[level]
             text += f" for {n} frame{'s' if n != 1 else ''}"
@@ -415,6 +465,6 @@ class AlertMonitor:
             text += f"; {candidate.name} after {self._above[candidate]}/{cfg.raise_frames} frames"
         if level > Level.OK and clearing:
             text += f"; clearing {clearing}/{cfg.clear_frames} frames at or below {100 * cfg.clear_limit(level):.1f}%"
-        if level > Level.OK and bbox is not None:
-            text += f"; largest region bbox=({bbox[0]},{bbox[1]},{bbox[2]},{bbox[3]}) area={area} px"
+        if bbox is not None and area:
+            text += f"; region bbox=({bbox[0]},{bbox[1]},{bbox[2]},{bbox[3]}) area={area} px"
         return text

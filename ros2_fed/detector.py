@@ -349,6 +349,8 @@ class FusedDetector(nn.Module):
         confidence_range: (low, high) min-max map for maxlogit/energy/sml instead of the
             default sigmoid; ``sigmoid`` = {"offset", "temperature"} overrides the sigmoid.
         class_names, palette: metadata only; default: the backbone's ``meta``.
+        calibration: metadata only: the FED's operating point (``training/calibrate.py``:
+            confidence threshold, overlay colour range), carried into the engine sidecar.
         inference: backbone inference setting, ``{"mode": "whole"}`` (default) or
             ``{"mode": "slide", "crop_size": [h, w], "stride": [h, w]}`` (SegFormer's
             sliding window, unrolled into the graph; see ``ros2_fed.backbones.inference``).
@@ -374,6 +376,7 @@ class FusedDetector(nn.Module):
         inference: Optional[dict[str, Any]] = None,
         postprocess_kwargs: Optional[dict[str, Any]] = None,
         fuse_fed: bool = True,
+        calibration: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if score not in SCORES:
@@ -413,6 +416,9 @@ class FusedDetector(nn.Module):
             self._infer_fn = inference_fn(self.inference)
         self.fuse_fed = bool(fuse_fed) and fed is not None and can_fuse(fed)
         self.mapping = self._confidence_mapping(score, confidence_range, sigmoid)
+        # The FED's operating point (training/calibrate.py); metadata only, valid for this score
+        # and post-processing, so the engine sidecar can hand it to the node.
+        self.calibration = dict(calibration) if calibration and score == "fed" else None
         self._folded: Optional[FoldedFED] = None
 
         if score == "sml":
@@ -494,6 +500,7 @@ class FusedDetector(nn.Module):
             "inference": self.inference,
             "backbone_class": type(self.backbone).__name__,
             "graph_version": GRAPH_VERSION,
+            "calibration": self.calibration,
         }
 
     # -- graph pieces ---------------------------------------------------------------
@@ -584,6 +591,14 @@ class FusedDetector(nn.Module):
         loader = backbone_loader or _default_backbone_loader()
         backbone = loader(backbone_path)
         fed, fed_meta = (load_fed(fed_path) if fed_path is not None else (None, {}))
+        calibration = fed_meta.get("calibration")
+        if kwargs.get("score", "fed") == "fed" and calibration:
+            # The operating point holds for the post-processing it was measured with: that one
+            # is the default, and an explicit other choice drops the calibration.
+            if kwargs.get("postprocess") is None:
+                kwargs["postprocess"] = calibration.get("postprocess", "none")
+            if kwargs["postprocess"] == calibration.get("postprocess", "none"):
+                kwargs.setdefault("calibration", calibration)
         if kwargs.get("class_names") is None and not (getattr(backbone, "meta", None) or {}).get("class_names"):
             kwargs["class_names"] = fed_meta.get("class_names")
         stats = fed_meta.get("logit_statistics")
@@ -662,6 +677,7 @@ def detector_from_config(backbone: nn.Module, fed: Optional[FlowEneDet], config:
         class_names=config.get("class_names"),
         palette=config.get("palette"),
         inference=config.get("inference"),
+        calibration=config.get("calibration"),
         fuse_fed=config.get("fuse_fed", True),
         **kwargs,
     )

@@ -1,8 +1,9 @@
-"""ros2_fed.alerts: the low-confidence alert state machine, ROIs, largest region, validation.
+"""ros2_fed.alerts: the alert state machine, region sizes, ROIs, largest region, validation.
 
 The expected level sequences are written out by hand from the rules in the module docstring
-(not computed by a second implementation). Frames are 20x50 = 1000 px confidence maps whose
-first ``round(fraction * 1000)`` pixels (raster order) are uncertain (0.0), the rest certain.
+(not computed by a second implementation). Frames are 100x200 confidence maps holding one
+uncertain (0.0) square of side ``round(size * 100)`` pixels, so its region size is exactly
+``size`` image heights; the state-machine tests use the round limits of :data:`BASE`.
 """
 from __future__ import annotations
 
@@ -13,25 +14,33 @@ import cv2
 import numpy as np
 import pytest
 
-from ros2_fed.alerts import AlertConfig, AlertMonitor, AlertState, Level, largest_region, stamp_to_str
+from ros2_fed.alerts import (AlertConfig, AlertMonitor, AlertState, Level, corridor_mask, largest_region,
+                             stamp_to_str)
 
 OK, WARN, ERROR = Level.OK, Level.WARN, Level.ERROR
-H, W = 20, 50
+H, W = 100, 200
+BASE = dict(warn_size=0.1, error_size=0.25, hysteresis=0.02, raise_frames=3, clear_frames=5, roi="full",
+            min_width=0.0)
 
 
-def frame(fraction: float, shape: tuple[int, int] = (H, W)) -> np.ndarray:
+def cfg(**overrides) -> AlertConfig:
+    return AlertConfig(**{**BASE, **overrides})
+
+
+def frame(size: float, shape: tuple[int, int] = (H, W)) -> np.ndarray:
     conf = np.ones(shape, np.float32)
-    conf.ravel()[:int(round(fraction * conf.size))] = 0.0
+    side = int(round(size * shape[0]))
+    conf[:side, :side] = 0.0
     return conf
 
 
-def run(monitor: AlertMonitor, fractions: list[float]) -> list[Level]:
-    return [monitor.update(frame(f), (i, 0)).level for i, f in enumerate(fractions)]
+def run(monitor: AlertMonitor, sizes: list[float]) -> list[Level]:
+    return [monitor.update(frame(f), (i, 0)).level for i, f in enumerate(sizes)]
 
 
 def at_level(level: Level, **config) -> AlertMonitor:
-    """A monitor driven to ``level`` (default config: raise 3, clear 5, warn .1, error .25, hyst .02)."""
-    monitor = AlertMonitor(AlertConfig(**config))
+    """A monitor driven to ``level`` (BASE: raise 3, clear 5, warn .1, error .25, hysteresis .02)."""
+    monitor = AlertMonitor(cfg(**config))
     run(monitor, [{OK: 0.0, WARN: 0.2, ERROR: 0.5}[level]] * monitor.config.raise_frames)
     assert monitor.level == level
     return monitor
@@ -45,23 +54,23 @@ def test_level_values_are_diagnostic_status_bytes() -> None:
 
 
 def test_rises_after_exactly_raise_frames() -> None:
-    assert run(AlertMonitor(AlertConfig()), [0.0, 0.2, 0.2, 0.2, 0.2]) == [OK, OK, OK, WARN, WARN]
-    one = AlertMonitor(AlertConfig(raise_frames=1))
+    assert run(AlertMonitor(cfg()), [0.0, 0.2, 0.2, 0.2, 0.2]) == [OK, OK, OK, WARN, WARN]
+    one = AlertMonitor(cfg(raise_frames=1))
     assert run(one, [0.0, 0.2, 0.0]) == [OK, WARN, WARN]
 
 
 def test_no_rise_with_one_frame_short() -> None:
     # raise_frames - 1 over the limit, one frame under, again raise_frames - 1: never WARN.
-    assert run(AlertMonitor(AlertConfig()), [0.2, 0.2, 0.05, 0.2, 0.2, 0.0]) == [OK] * 6
+    assert run(AlertMonitor(cfg()), [0.2, 0.2, 0.05, 0.2, 0.2, 0.0]) == [OK] * 6
     # the limit itself is not "over" it
-    assert run(AlertMonitor(AlertConfig()), [0.1] * 6) == [OK] * 6
+    assert run(AlertMonitor(cfg()), [0.1] * 6) == [OK] * 6
 
 
 def test_error_path_and_error_frames_count_towards_warn() -> None:
     # straight from OK to ERROR after raise_frames ERROR frames
-    assert run(AlertMonitor(AlertConfig()), [0.5, 0.5, 0.5, 0.5]) == [OK, OK, ERROR, ERROR]
+    assert run(AlertMonitor(cfg()), [0.5, 0.5, 0.5, 0.5]) == [OK, OK, ERROR, ERROR]
     # WARN, WARN, ERROR frames: WARN on the 3rd (all three count for WARN), ERROR on the 5th
-    assert run(AlertMonitor(AlertConfig()), [0.2, 0.2, 0.3, 0.3, 0.3, 0.3]) == [OK, OK, WARN, WARN, ERROR, ERROR]
+    assert run(AlertMonitor(cfg()), [0.2, 0.2, 0.3, 0.3, 0.3, 0.3]) == [OK, OK, WARN, WARN, ERROR, ERROR]
     # from WARN, one ERROR frame short does not raise
     monitor = at_level(WARN)
     assert run(monitor, [0.3, 0.3, 0.2, 0.3, 0.3, 0.2]) == [WARN] * 6
@@ -69,7 +78,7 @@ def test_error_path_and_error_frames_count_towards_warn() -> None:
 
 def test_hysteresis_band_holds_the_level_and_clears_after_clear_frames() -> None:
     monitor = at_level(WARN)
-    # 0.09 is below warn_fraction 0.1 but above 0.1 - 0.02: it holds WARN however long it lasts
+    # 0.09 is below warn_size 0.1 but above 0.1 - 0.02: it holds WARN however long it lasts
     assert run(monitor, [0.09] * 12) == [WARN] * 12
     # at or below 0.08: clears on the 5th frame in a row
     assert run(monitor, [0.07, 0.07, 0.0, 0.07, 0.07]) == [WARN, WARN, WARN, WARN, OK]
@@ -104,40 +113,43 @@ def test_falling_error_can_rise_again() -> None:
     assert run(monitor, [0.2] * 5 + [0.5] * 3) == [ERROR] * 4 + [WARN, WARN, WARN, ERROR]
 
 
-def test_zero_hysteresis_and_zero_warn_fraction() -> None:
-    monitor = AlertMonitor(AlertConfig(hysteresis=0.0, clear_frames=2, raise_frames=2))
+def test_zero_hysteresis_and_zero_warn_size() -> None:
+    monitor = AlertMonitor(cfg(hysteresis=0.0, clear_frames=2, raise_frames=2))
     assert run(monitor, [0.2, 0.2, 0.1, 0.1, 0.11, 0.1, 0.1]) == [OK, WARN, WARN, OK, OK, OK, OK]
-    # warn_fraction 0: any uncertain pixel counts; WARN still clears on fully certain frames
-    monitor = AlertMonitor(AlertConfig(warn_fraction=0.0, raise_frames=1, clear_frames=2))
-    assert run(monitor, [0.0, 0.001, 0.0, 0.001, 0.0, 0.0]) == [OK, WARN, WARN, WARN, WARN, OK]
+    # warn_size 0: any uncertain pixel counts; WARN still clears on fully certain frames
+    monitor = AlertMonitor(cfg(warn_size=0.0, raise_frames=1, clear_frames=2))
+    assert run(monitor, [0.0, 0.01, 0.0, 0.01, 0.0, 0.0]) == [OK, WARN, WARN, WARN, WARN, OK]
 
 
 def test_nan_confidence_counts_as_uncertain() -> None:
     conf = np.ones((H, W), np.float32)
     conf[:10] = np.nan
-    state = AlertMonitor(AlertConfig(raise_frames=1)).update(conf, (0, 0))
-    assert state.fraction == pytest.approx(0.5) and state.level == ERROR
+    state = AlertMonitor(cfg(raise_frames=1)).update(conf, (0, 0))
+    assert state.fraction == pytest.approx(0.1) and state.level == ERROR
+    assert state.region_area == 10 * W and state.region_size == pytest.approx(np.sqrt(10 * W) / H)
 
 
 def test_state_fields_and_message() -> None:
-    monitor = AlertMonitor(AlertConfig())
+    monitor = AlertMonitor(cfg())
     states = [monitor.update(frame(0.234), SimpleNamespace(sec=12, nanosec=5)) for _ in range(3)]
     assert [s.level for s in states] == [OK, OK, WARN]
     s = states[-1]
-    assert s.fraction == pytest.approx(0.234) and s.uncertain_pixels == 234 and s.roi_pixels == 1000
+    # side round(23.4) = 23: 529 px, size 0.23
+    assert s.region_size == pytest.approx(0.23) and s.uncertain_pixels == 529 and s.roi_pixels == H * W
+    assert s.fraction == pytest.approx(529 / (H * W))
     assert s.candidate == "WARN" and s.consecutive == 3 and s.clearing == 0
     assert s.stamp == "12.000000005"
-    # 234 uncertain pixels = rows 0-3 (200) + 34 of row 4: one region
-    assert s.region_bbox == (0, 0, 49, 4) and s.region_area == 234
-    assert s.message.startswith("WARN: 23.4% of ROI pixels below confidence 0.50 for 3 frames")
-    assert "largest region bbox=(0,0,49,4) area=234 px" in s.message
-    assert states[1].message.startswith("OK: 23.4%") and "WARN after 2/3 frames" in states[1].message
+    assert s.region_bbox == (0, 0, 22, 22) and s.region_area == 529
+    assert s.message.startswith("WARN: largest uncertain region in the full ROI 23.0% of the image height "
+                                "(confidence < 0.50) for 3 frames")
+    assert "region bbox=(0,0,22,22) area=529 px" in s.message
+    assert states[1].message.startswith("OK: largest uncertain region") and "WARN after 2/3 frames" in states[1].message
     # the node turns every other field into a KeyValue: keep them plain
     for name, value in vars(s).items():
         if name not in ("level", "message"):
             assert value is None or isinstance(value, (int, float, str, tuple)), name
     assert {f.name for f in dataclasses.fields(AlertState)} >= {
-        "level", "message", "fraction", "region_bbox", "region_area", "stamp", "consecutive"}
+        "level", "message", "region_size", "fraction", "region_bbox", "region_area", "stamp", "consecutive"}
     clearing = monitor.update(frame(0.0), (13, 0))
     assert clearing.level == WARN and clearing.clearing == 1 and clearing.region_bbox is None
     assert "clearing 1/5" in clearing.message and clearing.region_area == 0
@@ -155,31 +167,31 @@ def test_stamp_forms() -> None:
 # -- run-time configuration ------------------------------------------------------------------
 
 def test_config_change_takes_effect_next_frame_and_keeps_the_streak() -> None:
-    monitor = AlertMonitor(AlertConfig(warn_fraction=0.2))
+    monitor = AlertMonitor(cfg(warn_size=0.2))
     assert run(monitor, [0.15] * 4) == [OK] * 4
-    monitor.config = AlertConfig(warn_fraction=0.1)
+    monitor.config = cfg(warn_size=0.1)
     # the 0.15 frames counted under the old limit were not over it: the streak starts now
     assert run(monitor, [0.15] * 3) == [OK, OK, WARN]
 
-    monitor = AlertMonitor(AlertConfig(raise_frames=3))
+    monitor = AlertMonitor(cfg(raise_frames=3))
     assert run(monitor, [0.2, 0.2]) == [OK, OK]
-    monitor.config = AlertConfig(raise_frames=5)  # two frames already counted
+    monitor.config = cfg(raise_frames=5)  # two frames already counted
     assert run(monitor, [0.2, 0.2, 0.2]) == [OK, OK, WARN]
 
     monitor = at_level(WARN)
-    monitor.config = AlertConfig(confidence_threshold=0.4)  # same ROI: level kept
+    monitor.config = cfg(confidence_threshold=0.4)  # same ROI: level kept
     assert run(monitor, [0.09]) == [WARN]
     # threshold raised: the same 0.7-confidence map becomes all uncertain
-    monitor = AlertMonitor(AlertConfig(raise_frames=2))
+    monitor = AlertMonitor(cfg(raise_frames=2))
     conf = np.full((H, W), 0.7, np.float32)
     assert [monitor.update(conf, (0, 0)).level for _ in range(3)] == [OK] * 3
-    monitor.config = AlertConfig(raise_frames=2, confidence_threshold=0.9)
+    monitor.config = cfg(raise_frames=2, confidence_threshold=0.9)
     assert [monitor.update(conf, (0, 0)).level for _ in range(3)] == [OK, ERROR, ERROR]
 
 
 def test_roi_change_resets_the_state() -> None:
     monitor = at_level(ERROR)
-    monitor.config = AlertConfig(roi="lower_half")
+    monitor.config = cfg(roi="lower_half")
     assert monitor.level == OK
     conf = np.zeros((H, W), np.float32)
     assert [monitor.update(conf, (0, 0)).level for _ in range(3)] == [OK, OK, ERROR]
@@ -192,10 +204,10 @@ def test_roi_change_resets_the_state() -> None:
 def test_lower_half_ignores_the_top() -> None:
     conf = np.ones((21, W), np.float32)
     conf[:10] = 0.0  # rows 0-9: the upper half of 21 rows
-    lower = AlertMonitor(AlertConfig(roi="lower_half", raise_frames=1))
+    lower = AlertMonitor(cfg(roi="lower_half", raise_frames=1))
     state = lower.update(conf, (0, 0))
     assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 11 * W, None)
-    full = AlertMonitor(AlertConfig(roi="full", raise_frames=1))
+    full = AlertMonitor(cfg(roi="full", raise_frames=1))
     assert full.update(conf, (0, 0)).level == ERROR
     # uncertain pixels in the lower half: full-image coordinates
     conf[:] = 1.0
@@ -212,19 +224,19 @@ def test_lower_half_ignores_the_top() -> None:
 
 def test_mask_roi_from_png(tmp_path) -> None:
     mask = np.zeros((H, W), np.uint8)
-    mask[:, :25] = 255  # left half inside
+    mask[:, :100] = 255  # left half inside
     path = tmp_path / "roi.png"
     assert cv2.imwrite(str(path), mask)
-    monitor = AlertMonitor(AlertConfig(roi="mask", roi_mask_file=str(path), raise_frames=1))
+    monitor = AlertMonitor(cfg(roi="mask", roi_mask_file=str(path), raise_frames=1))
     right = np.ones((H, W), np.float32)
-    right[:, 25:] = 0.0
+    right[:, 100:] = 0.0
     state = monitor.update(right, (0, 0))
-    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 500, None)
+    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 10000, None)
     quarter = np.ones((H, W), np.float32)
-    quarter[:, :12] = 0.0
+    quarter[:, :50] = 0.0
     state = monitor.update(quarter, (1, 0))
-    assert state.fraction == pytest.approx(240 / 500) and state.level == ERROR
-    assert state.region_bbox == (0, 0, 11, 19) and state.region_area == 240
+    assert state.fraction == pytest.approx(0.5) and state.level == ERROR
+    assert state.region_bbox == (0, 0, 49, 99) and state.region_area == 5000
 
 
 def test_mask_roi_is_resized_to_the_image(tmp_path) -> None:
@@ -232,12 +244,12 @@ def test_mask_roi_is_resized_to_the_image(tmp_path) -> None:
     small[5:, :] = 1  # lower half, any non-zero value is inside
     path = tmp_path / "small.png"
     assert cv2.imwrite(str(path), small)
-    monitor = AlertMonitor(AlertConfig(roi="mask", roi_mask_file=str(path), raise_frames=1))
+    monitor = AlertMonitor(cfg(roi="mask", roi_mask_file=str(path), raise_frames=1))
     conf = np.ones((H, W), np.float32)
-    conf[:10] = 0.0
+    conf[:50] = 0.0
     state = monitor.update(conf, (0, 0))
-    assert state.roi_pixels == 500 and state.fraction == 0.0
-    conf[10:15] = 0.0
+    assert state.roi_pixels == 10000 and state.fraction == 0.0
+    conf[50:75] = 0.0
     assert monitor.update(conf, (0, 0)).fraction == pytest.approx(0.5)
 
 
@@ -246,10 +258,72 @@ def test_mask_roi_file_change_resets(tmp_path) -> None:
     cv2.imwrite(str(a), np.full((H, W), 255, np.uint8))
     cv2.imwrite(str(b), np.full((H, W), 255, np.uint8))
     monitor = at_level(WARN, roi="mask", roi_mask_file=str(a))
-    monitor.config = AlertConfig(roi="mask", roi_mask_file=str(a), warn_fraction=0.15)
+    monitor.config = cfg(roi="mask", roi_mask_file=str(a), warn_size=0.15)
     assert monitor.level == WARN  # same mask: kept
-    monitor.config = AlertConfig(roi="mask", roi_mask_file=str(b))
+    monitor.config = cfg(roi="mask", roi_mask_file=str(b))
     assert monitor.level == OK  # another file: reset
+
+
+# -- the region rule: corridor, thin strips, resolution ----------------------------------------
+
+def test_corridor_is_the_road_ahead() -> None:
+    mask = corridor_mask((100, 300))
+    assert mask[99, 0] and mask[99, 299] and mask[99, 150]            # bottom row: full width
+    assert mask[45, 150] and not mask[45, 20] and not mask[45, 280]   # near the horizon: the centre only
+    assert not mask[:39].any()                                        # above 40 % of the height: outside
+    state = AlertMonitor(AlertConfig(raise_frames=1)).update(np.ones((100, 300), np.float32), (0, 0))
+    assert state.roi == "corridor" and state.roi_pixels == int(np.count_nonzero(mask))
+
+
+def test_objects_outside_the_corridor_do_not_alert() -> None:
+    conf = np.ones((100, 300), np.float32)
+    conf[5:25, 10:40] = 0.0      # sky / facade in the top-left corner
+    monitor = AlertMonitor(AlertConfig(raise_frames=1))
+    assert monitor.update(conf, (0, 0)).level == OK
+    conf[60:75, 140:160] = 0.0   # on the road ahead
+    state = monitor.update(conf, (1, 0))
+    assert state.level == ERROR and state.region_bbox == (140, 60, 159, 74)
+
+
+def test_thin_uncertain_strips_are_ignored_but_blobs_are_not() -> None:
+    """Object boundaries give thin strips of uncertainty; an unknown object gives a blob."""
+    conf = np.ones((100, 200), np.float32)
+    for x in range(10, 190, 12):  # 2-pixel wide, 60-pixel tall "boundaries" (120 px each)
+        conf[40:100, x:x + 2] = 0.0
+    conf[60, 10:190] = 0.0        # joined by a 1-pixel line into one ~1,950 pixel region
+    thin = AlertMonitor(cfg(min_width=0.03, raise_frames=1))
+    state = thin.update(conf, (0, 0))
+    assert state.region_area == 0 and state.level == OK and state.uncertain_pixels > 1900
+    # without the opening the joined strips are one big region
+    assert AlertMonitor(cfg(min_width=0.0, raise_frames=1)).update(conf, (0, 0)).level == ERROR
+    conf[70:82, 100:112] = 0.0    # a 12x12 object (size 0.12 > warn 0.1)
+    state = thin.update(conf, (1, 0))
+    assert state.level == WARN and state.region_bbox[0] >= 98 and state.region_area >= 144
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_region_size_does_not_depend_on_the_camera_resolution(scale: int) -> None:
+    conf = np.ones((100 * scale, 200 * scale), np.float32)
+    conf[60 * scale:72 * scale, 90 * scale:102 * scale] = 0.0
+    state = AlertMonitor(AlertConfig(raise_frames=1)).update(conf, (0, 0))
+    assert state.region_size == pytest.approx(0.12, abs=0.005)
+
+
+def test_hard_scene_stays_ok_and_an_object_raises_and_clears() -> None:
+    """Noisy, boundary-like uncertainty everywhere for 20 frames: OK; a compact object for 5: WARN+."""
+    rng = np.random.default_rng(0)
+    monitor = AlertMonitor(AlertConfig(confidence_threshold=0.5))
+    levels = []
+    for i in range(30):
+        conf = np.ones((256, 512), np.float32)
+        edges = cv2.Canny((rng.random((256, 512)) * 255).astype(np.uint8), 250, 255) > 0
+        conf[edges] = 0.2                                  # scattered 1-pixel uncertainty
+        if 20 <= i < 25:
+            conf[150:170, 240:265] = 0.1                   # a 20x25 object on the road
+        levels.append(monitor.update(conf, (i, 0)).level)
+    assert levels[:20] == [OK] * 20
+    assert levels[21:25] == [WARN] * 4                     # raise_frames 2 by default; size 0.087
+    assert levels[25:29] == [WARN] * 4 and levels[29] == OK   # clear_frames 5
 
 
 # -- largest region ------------------------------------------------------------------------------
@@ -268,7 +342,7 @@ def test_largest_region_two_blobs() -> None:
     mask = two_blobs((40, 60), small=(2, 3), big=(20, 30))
     assert largest_region(mask) == ((30, 20, 37, 30), 71)
     assert largest_region(np.zeros((5, 5), bool)) == (None, 0)
-    state = AlertMonitor(AlertConfig()).update(np.where(mask, 0.1, 0.9).astype(np.float32), (0, 0))
+    state = AlertMonitor(cfg()).update(np.where(mask, 0.1, 0.9).astype(np.float32), (0, 0))
     assert state.region_bbox == (30, 20, 37, 30) and state.region_area == 71
     assert state.uncertain_pixels == 91
 
@@ -324,8 +398,9 @@ def test_largest_region_with_more_components_than_16_bit_labels() -> None:
     ({"confidence_threshold": -0.1}, "confidence_threshold"),
     ({"confidence_threshold": float("nan")}, "confidence_threshold"),
     ({"confidence_threshold": "0.5"}, "confidence_threshold"),
-    ({"warn_fraction": 0.3, "error_fraction": 0.2}, "warn_fraction"),
-    ({"error_fraction": 1.2}, "error_fraction"),
+    ({"warn_size": 0.3, "error_size": 0.2}, "warn_size"),
+    ({"error_size": 1.2}, "error_size"),
+    ({"min_width": -0.1}, "min_width"),
     ({"hysteresis": -0.01}, "hysteresis"),
     ({"raise_frames": 0}, "raise_frames"),
     ({"raise_frames": 2.5}, "raise_frames"),
@@ -354,11 +429,11 @@ def test_invalid_mask_files(tmp_path) -> None:
 
 
 def test_valid_configs_and_coercion() -> None:
-    cfg = AlertConfig(warn_fraction=0.2, error_fraction=0.2, hysteresis=0, raise_frames=2.0, clear_frames=1)
-    assert cfg.raise_frames == 2 and isinstance(cfg.raise_frames, int) and cfg.hysteresis == 0.0
-    assert AlertConfig(confidence_threshold=1, warn_fraction=0, error_fraction=1).confidence_threshold == 1.0
+    config = AlertConfig(warn_size=0.2, error_size=0.2, hysteresis=0, raise_frames=2.0, clear_frames=1)
+    assert config.raise_frames == 2 and isinstance(config.raise_frames, int) and config.hysteresis == 0.0
+    assert AlertConfig(confidence_threshold=1, warn_size=0, error_size=1).confidence_threshold == 1.0
     with pytest.raises(ValueError, match="HxW"):
-        AlertMonitor(cfg).update(np.zeros((2, 3, 3), np.float32), (0, 0))
+        AlertMonitor(config).update(np.zeros((2, 3, 3), np.float32), (0, 0))
 
 
 def test_config_fields_are_the_node_alert_parameters() -> None:

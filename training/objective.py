@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 IGNORE_INDEX = 255
 PAD_INDEX = 254  # label of crop padding during FED training: ignored, never "wrong" like real void
+EGO_INDEX = 253  # label of the ego vehicle (hood) during FED training: ignored, never "wrong"
 
 
 def upsample_to(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -21,14 +22,15 @@ def wrong_pixel_target(backbone_logits: torch.Tensor, labels: torch.Tensor, void
     Void ground truth (255) is "wrong" by default, as in the reference setup: Cityscapes void
     holds unlabelled objects, a free proxy for OOD. With ``void_as_wrong=False`` void pixels
     are ignored (target 255) instead. Crop padding (``PAD_INDEX``) is always ignored: it is
-    not part of the scene.
+    not part of the scene, and neither is the ego vehicle (``EGO_INDEX``, see
+    ``CityscapesDataset(ego_index=...)``): always in view, it would teach FED the hood.
     """
     prediction = upsample_to(backbone_logits, tuple(labels.shape[-2:])).argmax(dim=1)
     labels = labels.long()
     target = (prediction != labels).long()
     void = labels == IGNORE_INDEX
     target[void] = 1 if void_as_wrong else IGNORE_INDEX
-    target[labels == PAD_INDEX] = IGNORE_INDEX
+    target[(labels == PAD_INDEX) | (labels == EGO_INDEX)] = IGNORE_INDEX
     return target
 
 

@@ -22,7 +22,7 @@ from ros2_fed.checkpoint import file_sha256, save_fed
 from ros2_fed.fed import FEDConfig, FlowEneDet, count_parameters
 from training.data import batch_stream, to_model_input
 from training.distributed import DistContext, all_reduce_mean, init_distributed, shutdown
-from training.objective import PAD_INDEX, fed_loss, wrong_pixel_target
+from training.objective import EGO_INDEX, PAD_INDEX, fed_loss, wrong_pixel_target
 from training.runlog import RunLogger
 from training.schedule import lr_at, parse_size
 from training.state import load_training_state, save_training_state
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stats", type=Path, default=None, help="logit statistics JSON from fed_stats (standardise logits)")
     g.add_argument("--void-as-wrong", action=argparse.BooleanOptionalAction, default=True,
                    help="count void ground truth as 'wrong' (reference setup) or ignore it")
+    g.add_argument("--ignore-ego-vehicle", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --void-as-wrong: leave the ego vehicle (labelId 1) out of the target "
+                        "instead of calling it wrong (needs *_labelIds.png; default on)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--max-iters", type=int, default=50_000)
     o.add_argument("--batch-size", type=int, default=4, help="per process")
@@ -80,7 +83,8 @@ def _make_augment(args: argparse.Namespace):
 def _make_dataset(args: argparse.Namespace):
     from training.datasets.cityscapes import CityscapesDataset
 
-    return CityscapesDataset(args.data_root, split=args.split)
+    ego = EGO_INDEX if args.void_as_wrong and args.ignore_ego_vehicle else None
+    return CityscapesDataset(args.data_root, split=args.split, ego_index=ego)
 
 
 def _load_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,11 +83,15 @@ class CityscapesDataset(FileListDataset):
     ``cities`` restricts to some city folders. ``missing_labels``: ``"error"`` (default) fails
     at construction when an image has neither label file; ``"void"`` yields an all-255 label
     instead (e.g. the test split). The file list is fixed and sorted, so indices are stable.
+    ``ego_index``: label the ego vehicle (labelId 1, read from ``*_labelIds.png``) with this
+    value instead of void, so FED training can count void as "wrong" without learning the hood.
     """
 
     def __init__(self, root: PathLike, split: str = "train", cities: Optional[list[str]] = None,
-                 transform: Optional[Transform] = None, missing_labels: str = "error") -> None:
+                 transform: Optional[Transform] = None, missing_labels: str = "error",
+                 ego_index: Optional[int] = None) -> None:
         super().__init__(transform)
+        self.ego_index = ego_index
         if missing_labels not in ("error", "void"):
             raise ValueError("missing_labels must be 'error' or 'void'")
         self.root = require_dir(root, "Cityscapes root")
@@ -110,6 +114,8 @@ class CityscapesDataset(FileListDataset):
                 label = None
             else:
                 raise FileNotFoundError(f"Cityscapes: no {TRAIN_IDS_SUFFIX} or {LABEL_IDS_SUFFIX} for {image}")
+            if ego_index is not None and not label_ids.is_file():
+                raise FileNotFoundError(f"Cityscapes: ego_index needs {label_ids}")
             self.entries.append((stem, image, label))
 
     def entry_name(self, entry: tuple) -> str:
@@ -132,6 +138,9 @@ class CityscapesDataset(FileListDataset):
             target = read_label(path)
             if from_label_ids:
                 target = label_ids_to_train_ids(target)
+            if self.ego_index is not None:
+                ego = read_label(path if from_label_ids else path.with_name(name + LABEL_IDS_SUFFIX)) == LABEL_ID_EGO_VEHICLE
+                target = np.where(ego, np.uint8(self.ego_index), target)
         if target.shape != image.shape[:2]:
             raise ValueError(f"{name}: label {target.shape} and image {image.shape[:2]} differ in size")
         return Sample(image=image, label=target, name=name)

@@ -1,0 +1,41 @@
+"""ros2_fed.eval.alert_metrics: frame presence, excused onsets, recall and false alarms by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ros2_fed.eval.alert_metrics import frame_presence, largest_object_pixels, score_alerts
+
+
+def test_largest_object_is_one_connected_component() -> None:
+    mask = np.zeros((40, 40), np.uint8)
+    mask[0:5, 0:5] = 1          # 25
+    mask[20:30, 20:30] = 1      # 100
+    mask[30, 30] = 1            # diagonal neighbour: same object (8-connected)
+    mask[35:40, 0:40] = 255     # void is not OOD
+    assert largest_object_pixels(mask) == 101
+    assert largest_object_pixels(np.zeros((3, 3), np.uint8)) == 0
+
+
+def test_presence_classes() -> None:
+    assert frame_presence([150, 100, 99, 0, None], [150, 120, 99, 0, None]) == [True, True, None, False, None]
+
+
+def test_recall_excuses_the_first_raise_frames_of_each_run() -> None:
+    presence = [False, True, True, True, True, False, True, True, True]
+    levels = [0, 0, 0, 1, 2, 1, 0, 0, 1]
+    score = score_alerts(levels, presence, raise_frames=2)
+    # runs: frames 1-4 (1, 2 excused; 3, 4 alerted), frames 6-8 (6, 7 excused; 8 alerted)
+    assert (score.positives, score.excused, score.alerted_positives) == (3, 4, 3)
+    assert score.recall == 1.0
+    # negatives: frames 0 (OK) and 5 (WARN: the alert still holding after the object left)
+    assert (score.negatives, score.alerted_negatives, score.false_alarm_rate) == (2, 1, 0.5)
+
+
+def test_missing_records_count_as_not_alerted_and_empty_classes_are_none() -> None:
+    score = score_alerts([None, None, None], [True, True, True], raise_frames=1)
+    assert score.recall == 0.0 and score.false_alarm_rate is None
+    score = score_alerts([0, 1], [False, None], raise_frames=3)
+    assert score.recall is None and score.false_alarm_rate == 0.0
+    with pytest.raises(ValueError):
+        score_alerts([0], [True, False], raise_frames=1)
