@@ -48,7 +48,7 @@ def import_tensorrt() -> Any:
     except Exception as exc:  # noqa: BLE001 - any failure to load is "TensorRT unusable here"
         raise EngineError(
             "TensorRT is not installed or cannot load: install TensorRT 10.x/11.x matching your CUDA (on Jetson: "
-            f"the JetPack packages), or pick runtime 'onnxruntime' ({_one_line(exc)})"
+            f"the JetPack packages), or pick runtime 'onnxruntime' ({one_line(exc)})"
         ) from exc
     major = tensorrt_major(trt)
     if major not in SUPPORTED_MAJORS:
@@ -91,7 +91,7 @@ def serialize_onnx(trt: Any, onnx_path: Path, workspace_gib: float, logger: Any 
     network = create_network(trt, builder)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(_one_line(parser.get_error(i)) for i in range(parser.num_errors))
+        errors = "; ".join(one_line(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineError(f"{onnx_path}: the TensorRT ONNX parser rejected the graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
@@ -168,7 +168,7 @@ def build_tensorrt_engine(
     except EngineError:
         raise
     except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError/...: one line
-        raise EngineError(f"{engine_path}: TensorRT build failed: {_one_line(exc)}") from exc
+        raise EngineError(f"{engine_path}: TensorRT build failed: {one_line(exc)}") from exc
 
     from ros2_fed.checkpoint import file_sha256
 
@@ -202,13 +202,13 @@ def deserialize(trt: Any, path: Path, data: bytes) -> tuple[Any, Any, Any]:
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(data)
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"{path}: TensorRT cannot deserialise this engine: {_one_line(exc)}") from exc
+        raise EngineError(f"{path}: TensorRT cannot deserialise this engine: {one_line(exc)}") from exc
     if engine is None:
         raise EngineError(f"{path}: TensorRT cannot deserialise this engine (see the TensorRT log above)")
     try:
         context = engine.create_execution_context()
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"{path}: TensorRT cannot create an execution context: {_one_line(exc)}") from exc
+        raise EngineError(f"{path}: TensorRT cannot create an execution context: {one_line(exc)}") from exc
     if context is None:
         raise EngineError(f"{path}: TensorRT cannot create an execution context (out of GPU memory?)")
     return runtime, engine, context
@@ -283,7 +283,7 @@ class TensorRTEngine(Engine):
         except EngineError:
             raise
         except Exception as exc:  # noqa: BLE001 - CUDA out of memory, driver errors: one line
-            raise EngineError(f"{path}: cannot allocate TensorRT I/O buffers: {_one_line(exc)}") from exc
+            raise EngineError(f"{path}: cannot allocate TensorRT I/O buffers: {one_line(exc)}") from exc
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
@@ -299,7 +299,7 @@ class TensorRTEngine(Engine):
                 self._conf_host.copy_(confidence, non_blocking=True)  # float16 -> float32 on the device side
             self._stream.synchronize()
         except Exception as exc:  # noqa: BLE001 - CUDA errors surface here as RuntimeError
-            raise EngineError(f"{self._path}: TensorRT inference failed: {_one_line(exc)}") from exc
+            raise EngineError(f"{self._path}: TensorRT inference failed: {one_line(exc)}") from exc
         if not ok:
             raise EngineError(f"{self._path}: TensorRT execution failed (execute_async_v3 returned False)")
         return self._labels_host.numpy(), self._conf_host.numpy()
@@ -310,7 +310,7 @@ class TensorRTEngine(Engine):
         self._device_buffers = {}
 
 
-def _one_line(exc: Any) -> str:
+def one_line(exc: Any) -> str:
     """First line of an error (TensorRT and CUDA messages span many lines)."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
