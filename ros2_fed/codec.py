@@ -167,6 +167,14 @@ class InputLimits:
 
     def check(self, width: int, height: int, what: str) -> None:
         """Raise ImageDecodeError(zero_size | too_large | too_small) for a ``width`` x ``height`` frame."""
+        self.check_upper(width, height, what)
+        if height < self.min_side or width < self.min_side:
+            raise ImageDecodeError(
+                "too_small", f"{what} is {width}x{height} (width x height): smaller than the minimum useful "
+                f"{self.min_side}x{self.min_side}")
+
+    def check_upper(self, width: int, height: int, what: str) -> None:
+        """Raise ImageDecodeError(zero_size | too_large): the checks that protect memory."""
         if height <= 0 or width <= 0:
             raise ImageDecodeError("zero_size", f"{what} is {width}x{height} (width x height): zero size")
         if height > MAX_DIMENSION or width > MAX_DIMENSION:
@@ -177,10 +185,6 @@ class InputLimits:
             raise ImageDecodeError(
                 "too_large", f"{what} is {width}x{height} (width x height) = {width * height} pixels: more than "
                 f"max_input_pixels={self.max_pixels}")
-        if height < self.min_side or width < self.min_side:
-            raise ImageDecodeError(
-                "too_small", f"{what} is {width}x{height} (width x height): smaller than the minimum useful "
-                f"{self.min_side}x{self.min_side}")
 
 
 _DEFAULT_LIMITS = InputLimits()
@@ -278,7 +282,7 @@ def _check_image(msg: Any, limits: InputLimits) -> tuple[np.dtype, int, str, int
     """Validate an Image's metadata against its data length, touching no pixel data."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     encoding = str(msg.encoding)
-    limits.check(width, height, encoding or "image")
+    limits.check_upper(width, height, encoding or "image")  # before the data is looked at
     dtype, channels, layout = _encoding(encoding)
     itemsize = dtype.itemsize
     row = width * channels * itemsize
@@ -300,6 +304,7 @@ def _check_image(msg: Any, limits: InputLimits) -> tuple[np.dtype, int, str, int
         raise ImageDecodeError(
             "truncated", f"{encoding} {width}x{height}: data is {size} bytes but step*height = "
             f"{step}*{height} = {expected} (too {what})")
+    limits.check(width, height, encoding)  # too_small last: a malformed message is reported as such
     return dtype, channels, layout, height, width, step
 
 

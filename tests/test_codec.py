@@ -619,6 +619,19 @@ def test_frames_below_the_useful_size_are_too_small(height: int, width: int) -> 
     assert codec.decode_rgb8(raw_msg(arr, "rgb8")).image.shape == arr.shape  # no minimum unless asked
 
 
+def test_a_malformed_small_frame_reports_what_is_wrong_with_it_not_its_size() -> None:
+    msg = raw_msg(np.zeros((8, 10, 3), np.uint8), "rgb8")
+    msg.encoding = "yuv_fancy42"
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(msg, NODE_LIMITS)
+    assert err.value.kind == "unknown_encoding"
+    msg = raw_msg(np.zeros((8, 10, 3), np.uint8), "rgb8")
+    msg.step = 27
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(msg, NODE_LIMITS)
+    assert err.value.kind == "step_mismatch"
+
+
 def test_smallest_useful_frame_passes() -> None:
     side = codec.MIN_USEFUL_SIDE
     arr = distinct_rgb(side, side)
