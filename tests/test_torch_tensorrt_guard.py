@@ -55,6 +55,30 @@ def test_opening_a_program_without_torch_tensorrt_names_the_file(broken_torch_te
     (tmp_path / "m.ep.json").write_text(json.dumps(meta))
     with pytest.raises(EngineError, match=r"m\.ep: torch-tensorrt is not usable here.*libnvinfer"):
         tt.TorchTensorRTEngine(path)
+    from ros2_fed.engine import Engine
+    from ros2_fed.engine.options import runtime_options
+
+    with pytest.raises(EngineError, match=r"m\.ep: torch-tensorrt is not usable here"):  # the registry's .ep loader
+        Engine.open(path, **runtime_options(".ep", device="cuda:1"))
+    assert runtime_options(".ep", device="cuda:1") == {"device": 1}
     path.write_bytes(b"programX")  # integrity is checked before any import
     with pytest.raises(EngineError, match="file size"):
         tt.TorchTensorRTEngine(path)
+
+
+def test_fed_export_torch_tensorrt_fails_with_one_clear_line(broken_torch_tensorrt, tmp_path, capsys, monkeypatch) -> None:
+    from ros2_fed.engine.cli_export import main as fed_export
+    from ros2_fed.paths import default_models_dir
+
+    models = default_models_dir()
+    if not (models / "tinyseg_synthroad.safetensors").is_file():
+        pytest.skip("default model not found")
+    common = ["--backbone", str(models / "tinyseg_synthroad"), "--fed", str(models / "fed_u_synthroad"),
+              "--height", "32", "--width", "48", "--runtime", "torch-tensorrt"]
+    assert fed_export(common + ["--out", str(tmp_path / "m.ep")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fed_export: error: torch-tensorrt is not usable here") and "libnvinfer" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "m.ep").exists()
+    monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path / "cache"))  # the cache route: same guard
+    assert fed_export(common) == 1
+    assert "torch-tensorrt is not usable here" in capsys.readouterr().err

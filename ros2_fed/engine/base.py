@@ -28,7 +28,8 @@ ENGINE_FORMAT = "ros2_fed/engine"
 ENGINE_FORMAT_VERSION = 1
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "torch-tensorrt")
 PRECISIONS = ("fp32", "fp16")  # INT8: not supported (TensorRT 11 takes it only as Q/DQ nodes)
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".safetensors": "torch"}
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".safetensors": "torch",
+                     ".ep": "torch-tensorrt"}
 SUFFIX_BY_RUNTIME = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".safetensors", "torch-tensorrt": ".ep"}
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "confidence")

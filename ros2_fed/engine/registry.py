@@ -35,7 +35,15 @@ def open_torch_bundle(path: Path, expect: Optional[dict[str, Any]], options: dic
     return TorchEngine.from_bundle(path, expect=expect, **options)
 
 
-LOADERS_BY_RUNTIME = {"onnxruntime": open_onnx, "tensorrt": open_tensorrt, "torch": open_torch_bundle}
+def open_torch_tensorrt(path: Path, expect: Optional[dict[str, Any]], options: dict[str, Any]) -> Engine:
+    """A torch-tensorrt ``NAME.ep`` program + sidecar -> torch-tensorrt on CUDA (imports torch)."""
+    from .torch_tensorrt_engine import TorchTensorRTEngine
+
+    return TorchTensorRTEngine(path, checked_sidecar(path, "torch-tensorrt", expect), **options)
+
+
+LOADERS_BY_RUNTIME = {"onnxruntime": open_onnx, "tensorrt": open_tensorrt, "torch": open_torch_bundle,
+                      "torch-tensorrt": open_torch_tensorrt}
 
 for _suffix, _runtime in RUNTIME_BY_SUFFIX.items():
     register_engine_loader(_suffix, LOADERS_BY_RUNTIME[_runtime])
