@@ -33,7 +33,7 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.recorder = rec
-    for i, name in enumerate(("float32", "float16", "int8", "int32", "bool", "uint8", "int64")):
+    for name in ("float32", "float16", "int8", "int32", "bool", "uint8", "int64"):
         setattr(trt, name, f"DataType.{name}")
 
     class Logger:
