@@ -86,13 +86,15 @@ def default_models() -> dict[str, dict[str, FusedDetector]]:
     """The shipped default model (models/): TinySeg + its FED-U and FED-C checkpoints."""
     from ros2_fed.backbones import load_backbone
     from ros2_fed.paths import default_models_dir
+    from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 
     folder = default_models_dir()
-    backbone = load_backbone(folder / "tinyseg_synthroad").eval()
+    backbone = load_backbone(folder / DEFAULT_BACKBONE).eval()
     detectors = {"backbone only": FusedDetector(backbone, None, score="none")}
-    for label, fed in (("+ FED-U", "fed_u_synthroad"), ("+ FED-C", "fed_c_synthroad")):
+    fed_c = DEFAULT_FED.replace("fed_u", "fed_c")  # shipped next to the default FED-U
+    for label, fed in (("+ FED-U", DEFAULT_FED), ("+ FED-C", fed_c)):
         if (folder / f"{fed}.safetensors").is_file():
-            detectors[label] = FusedDetector.from_checkpoints(folder / "tinyseg_synthroad", folder / fed,
+            detectors[label] = FusedDetector.from_checkpoints(folder / DEFAULT_BACKBONE, folder / fed,
                                                               backbone_loader=lambda _path: backbone)
     return {"default (TinySeg)": detectors}
 

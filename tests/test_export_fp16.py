@@ -22,11 +22,12 @@ from ros2_fed.engine.cli_export import main as fed_export  # noqa: E402
 from ros2_fed.engine.export import FP16_MAX_MEAN_CONFIDENCE_DIFF, FP16_MIN_LABEL_AGREEMENT, parity  # noqa: E402
 from ros2_fed.engine.mixed_precision import tensor_elem_types  # noqa: E402
 from ros2_fed.paths import default_models_dir  # noqa: E402
+from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED  # noqa: E402
 
 H, W = 128, 256
 FLOAT, FLOAT16, UINT8 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8
-BACKBONE = default_models_dir() / "tinyseg_synthroad"
-FED = default_models_dir() / "fed_u_synthroad"
+BACKBONE = default_models_dir() / DEFAULT_BACKBONE  # the node's default model, whatever weights it has
+FED = default_models_dir() / DEFAULT_FED
 
 
 def _frames() -> list[np.ndarray]:

@@ -69,11 +69,12 @@ def test_opening_a_program_without_torch_tensorrt_names_the_file(broken_torch_te
 def test_fed_export_torch_tensorrt_fails_with_one_clear_line(broken_torch_tensorrt, tmp_path, capsys, monkeypatch) -> None:
     from ros2_fed.engine.cli_export import main as fed_export
     from ros2_fed.paths import default_models_dir
+    from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 
     models = default_models_dir()
-    if not (models / "tinyseg_synthroad.safetensors").is_file():
+    if not (models / f"{DEFAULT_BACKBONE}.safetensors").is_file():
         pytest.skip("default model not found")
-    common = ["--backbone", str(models / "tinyseg_synthroad"), "--fed", str(models / "fed_u_synthroad"),
+    common = ["--backbone", str(models / DEFAULT_BACKBONE), "--fed", str(models / DEFAULT_FED),
               "--height", "32", "--width", "48", "--runtime", "torch-tensorrt"]
     assert fed_export(common + ["--out", str(tmp_path / "m.ep")]) == 1
     err = capsys.readouterr().err.strip()
