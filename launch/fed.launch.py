@@ -1,8 +1,11 @@
 """Launch fed_node: `ros2 launch ros2_fed fed.launch.py camera_topic:=/camera/image_raw`.
 
 Arguments:
-  camera_topic     the camera's sensor_msgs/Image topic; the node's ``image`` input is remapped
-                   to it and ``image/compressed`` to ``<camera_topic>/compressed``
+  camera_topic     the camera's topic: ``/cam/image`` (raw) or its image_transport compressed
+                   topic ``/cam/image/compressed``; either way the node's ``image`` input is
+                   remapped to ``/cam/image`` and ``image/compressed`` to ``/cam/image/compressed``
+                   (ROS remaps each name on its own: a rule for ``image`` does not move
+                   ``image/compressed``, so input_transport:=compressed needs the second rule)
   params_file      node parameters (default: the installed config/fed.yaml)
   engine_path      engine file; empty = the value in params_file
   input_transport  raw | compressed; empty = the value in params_file
@@ -29,6 +32,12 @@ PARAMS_FILE = "fed.yaml"
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 
 
+def camera_base_topic(camera_topic: str) -> str:
+    """The raw image topic of a camera given by its raw or its ``.../compressed`` topic."""
+    base = camera_topic.rstrip("/")
+    return base[: -len("/compressed")] if base.endswith("/compressed") else base
+
+
 def _node(context, *args, **kwargs):
     """Build the node with overrides only for the arguments actually given."""
     overrides = {}
@@ -36,7 +45,7 @@ def _node(context, *args, **kwargs):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    camera_topic = LaunchConfiguration("camera_topic").perform(context)
+    camera = camera_base_topic(LaunchConfiguration("camera_topic").perform(context))
     return [
         Node(
             package=PACKAGE,
@@ -45,8 +54,8 @@ def _node(context, *args, **kwargs):
             namespace=LaunchConfiguration("namespace"),
             parameters=[LaunchConfiguration("params_file"), overrides],
             remappings=[
-                ("image", camera_topic),
-                ("image/compressed", camera_topic.rstrip("/") + "/compressed"),
+                ("image", camera),
+                ("image/compressed", camera + "/compressed"),
             ],
             ros_arguments=["--log-level", LaunchConfiguration("log_level")],
             output="screen",
@@ -61,7 +70,8 @@ def generate_launch_description() -> LaunchDescription:
     default_profile = os.path.join(share, "config", FASTDDS_PROFILE)
     return LaunchDescription([
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
-                              description="camera sensor_msgs/Image topic (compressed: <topic>/compressed)"),
+                              description="camera topic, raw (/cam/image) or compressed (/cam/image/compressed): "
+                                          "both node inputs are remapped from it"),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="fed_node parameter YAML"),
         DeclareLaunchArgument("engine_path", default_value="",

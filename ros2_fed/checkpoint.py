@@ -7,7 +7,6 @@ tensor file so a truncated or swapped file is caught with a message naming it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -16,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ros2_fed.fileio import make_shareable
+from ros2_fed.fileio import file_sha256, make_shareable  # file_sha256: re-exported, torch-free home
 
 FORMAT = "ros2_fed/checkpoint"
 FORMAT_VERSION = 1
@@ -32,14 +31,6 @@ def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
     path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], kind: str) -> tuple[Path, Path]:

@@ -9,28 +9,73 @@ Behaviour follows ROS 2 cv_bridge for the supported encodings: :func:`image_to_n
 ``imgmsg_to_cv2(msg, "passthrough")`` (an HxW or HxWxC array in the message's encoding), and
 :func:`numpy_to_image` fills height/width/step/is_bigendian as ``cv2_to_imgmsg`` does. On top
 of cv_bridge it validates every message before touching its data and reports what is wrong
-with an :class:`ImageDecodeError` whose ``kind`` the node counts in /diagnostics.
+with an :class:`ImageDecodeError` whose ``kind`` (one of :data:`KINDS`) the node counts in
+/diagnostics. Frames that decode but needed a guess carry a :class:`DecodeNote` (kinds
+:data:`NOTE_KINDS`) in :func:`decode_rgb8`'s result, so the node can count and log them.
 
 Zero copy: rclpy stores ``uint8[] data`` as ``array.array('B')``, so :func:`image_to_numpy`
 returns a view of the message buffer (a strided view when rows are padded, ``step`` larger
-than the row) unless a byte swap is needed (``is_bigendian`` differs from this machine).
+than the row) unless a byte swap is needed: ``is_bigendian`` is honoured for every
+multi-byte encoding (16-bit, 32-bit, float), whatever this machine's byte order.
+
+Size limits (:class:`InputLimits`): every frame's width x height must be within
+``max_pixels`` (the node's ``max_input_pixels`` parameter, default
+:data:`DEFAULT_MAX_INPUT_PIXELS`) and each side at least ``min_side`` (the node uses
+:data:`MIN_USEFUL_SIDE`; smaller frames are ``too_small``, never an engine failure).
+
+Compressed input: only **JPEG** and **PNG** are accepted, recognised by their magic bytes
+(``FF D8 FF`` / ``89 50 4E 47 0D 0A 1A 0A``), whatever the ``format`` string says; everything
+else (WebP, TIFF, BMP, GIF, compressedDepth, ...) is ``unknown_format``: each extra decoder is
+attack surface and image_transport writes only these two. A ``format`` naming another codec
+than the bytes is decoded by the bytes and noted (``format_mismatch``). Before any pixel is
+decoded the header is parsed completely (PNG chunks up to IDAT, every JPEG segment up to the
+frame header, no count cut-off: cost linear in the bytes, about 0.2 s per MB of worst-case
+1-byte-payload segments on a loaded 2-core machine); a header that cannot be read is
+``corrupt_compressed`` and is never handed to OpenCV. The array OpenCV would allocate
+(height x width x channels x bytes per sample, with OpenCV's own channel rules: palette or
+RGB with tRNS -> 4 channels, gray+alpha -> 4, 16-bit kept) must fit in one rgb8 frame of
+``max_pixels`` (``3 * max_pixels`` bytes), and the compressed data itself too; so decoding
+plus the conversion to rgb8 never holds more than two maximal frames.
+
+Generic encodings (``<depth>C<n>``; the bare depth means C1) carry no colour meaning. For the
+engine (:func:`to_rgb8` / :func:`decode_rgb8`) they are interpreted by channel count and
+noted (``generic_encoding``) on every frame:
+
+- accepted depths: ``8U`` (as is), ``16U`` (high byte, like mono16/rgb16), ``32F``/``64F``
+  (intensity in [0, 1], clipped, NaN -> 0); C1 = gray, C3 = RGB order, C4 = RGBA (alpha
+  dropped);
+- refused (``unknown_encoding``): C2 (no image meaning), more than 4 channels, and the signed
+  depths ``8S``/``16S``/``32S`` (no intensity scale). :func:`image_to_numpy` (passthrough)
+  still returns all of them as arrays.
 """
 from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
 __all__ = [
     "ImageDecodeError",
+    "DecodeNote",
+    "Decoded",
+    "InputLimits",
+    "CompressedHeader",
     "KINDS",
+    "NOTE_KINDS",
+    "COMPRESSED_FORMATS",
     "MAX_DIMENSION",
     "MAX_BYTES",
+    "DEFAULT_MAX_INPUT_PIXELS",
+    "MIN_USEFUL_SIDE",
     "encoding_info",
     "image_to_numpy",
+    "sniff_format",
+    "read_compressed_header",
     "compressed_to_numpy",
+    "decode_rgb8",
     "to_rgb8",
     "numpy_to_image",
     "numpy_to_compressed",
@@ -38,8 +83,17 @@ __all__ = [
 
 #: Largest accepted width or height (pixels); bigger messages are rejected before their data is read.
 MAX_DIMENSION = 16384
-#: Largest accepted image buffer (step * height for raw images, decoded size for compressed ones).
+#: Largest accepted raw image buffer (step * height).
 MAX_BYTES = 512 * 1024 * 1024
+#: Default pixel budget per frame (the node's ``max_input_pixels``): 4096 x 4096, 48 MiB as rgb8.
+DEFAULT_MAX_INPUT_PIXELS = 4096 * 4096
+#: Smallest side the node accepts: the engines work at 1/4 resolution (8 pixels left at 32) and a
+#: 1x1 frame used to fail inside the alert step, counted as an engine failure (issue 15).
+MIN_USEFUL_SIDE = 32
+#: Compressed formats accepted (by magic bytes).
+COMPRESSED_FORMATS = ("jpeg", "png")
+#: Bytes per pixel of the frame the pixel budget is measured in (rgb8, what the engine takes).
+_BUDGET_BYTES_PER_PIXEL = 3
 
 #: Every value ImageDecodeError.kind can take.
 KINDS = (
@@ -47,9 +101,15 @@ KINDS = (
     "step_mismatch",
     "truncated",
     "zero_size",
+    "too_small",
     "too_large",
     "corrupt_compressed",
     "unknown_format",
+)
+#: Every value DecodeNote.kind can take (the frame was decoded, with a guess worth counting).
+NOTE_KINDS = (
+    "format_mismatch",
+    "generic_encoding",
 )
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
@@ -63,6 +123,71 @@ class ImageDecodeError(ValueError):
             raise ValueError(f"unknown ImageDecodeError kind {kind!r} (one of {', '.join(KINDS)})")
         super().__init__(message)
         self.kind = kind
+
+
+@dataclass(frozen=True)
+class DecodeNote:
+    """Something worth counting about a frame that did decode; ``kind`` is one of :data:`NOTE_KINDS`."""
+
+    kind: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in NOTE_KINDS:
+            raise ValueError(f"unknown DecodeNote kind {self.kind!r} (one of {', '.join(NOTE_KINDS)})")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """:func:`decode_rgb8`'s result: the HxWx3 uint8 RGB image and the notes about it."""
+
+    image: np.ndarray
+    notes: tuple[DecodeNote, ...] = ()
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Size limits applied before any pixel is decoded or converted.
+
+    ``max_pixels``: width x height at most (and, compressed, the decoded array at most
+    ``3 * max_pixels`` bytes); ``min_side``: width and height at least (1 = no minimum).
+    """
+
+    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS
+    min_side: int = 1
+
+    def __post_init__(self) -> None:
+        if int(self.max_pixels) < 1 or int(self.min_side) < 1:
+            raise ValueError(f"InputLimits needs max_pixels >= 1 and min_side >= 1, got {self}")
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """Largest decoded array accepted: one rgb8 frame of ``max_pixels``."""
+        return int(self.max_pixels) * _BUDGET_BYTES_PER_PIXEL
+
+    def check(self, width: int, height: int, what: str) -> None:
+        """Raise ImageDecodeError(zero_size | too_large | too_small) for a ``width`` x ``height`` frame."""
+        self.check_upper(width, height, what)
+        if height < self.min_side or width < self.min_side:
+            raise ImageDecodeError(
+                "too_small", f"{what} is {width}x{height} (width x height): smaller than the minimum useful "
+                f"{self.min_side}x{self.min_side}")
+
+    def check_upper(self, width: int, height: int, what: str) -> None:
+        """Raise ImageDecodeError(zero_size | too_large): the checks that protect memory."""
+        if height <= 0 or width <= 0:
+            raise ImageDecodeError("zero_size", f"{what} is {width}x{height} (width x height): zero size")
+        if height > MAX_DIMENSION or width > MAX_DIMENSION:
+            raise ImageDecodeError(
+                "too_large", f"{what} is {width}x{height} (width x height): larger than "
+                f"MAX_DIMENSION={MAX_DIMENSION} in {'width' if width > MAX_DIMENSION else 'height'}")
+        if width * height > self.max_pixels:
+            raise ImageDecodeError(
+                "too_large", f"{what} is {width}x{height} (width x height) = {width * height} pixels: more than "
+                f"max_input_pixels={self.max_pixels}")
+
+
+_DEFAULT_LIMITS = InputLimits()
 
 
 # --------------------------------------------------------------------------------------
@@ -94,7 +219,11 @@ _GENERIC_DEPTHS = {
 # cv_bridge's generic encodings: "8UC3", "32FC1", ... and the bare depth ("16U" = 16UC1).
 _GENERIC = re.compile(r"(8U|8S|16U|16S|32S|32F|64F)(?:C([0-9]+))?")
 _MAX_GENERIC_CHANNELS = 4
+# Generic channel counts to_rgb8 interprets (C2 has no image meaning: layout "" is refused).
 _GENERIC_LAYOUT = {1: "mono", 2: "", 3: "rgb", 4: "rgba"}
+_LAYOUT_TEXT = {"mono": "gray", "rgb": "RGB order", "rgba": "RGBA order (alpha dropped)"}
+_DEPTH_TEXT = {"8U": "8-bit values as is", "16U": "the high byte of each 16-bit value",
+               "32F": "intensity in [0, 1] (clipped, NaN -> 0)", "64F": "intensity in [0, 1] (clipped, NaN -> 0)"}
 _SUPPORTED_TEXT = (", ".join(_NAMED) + ", or generic <8U|8S|16U|16S|32S|32F|64F>C<1-4> (e.g. 8UC3, 16UC1, 32FC1)")
 
 
@@ -114,6 +243,15 @@ def encoding_info(encoding: str) -> tuple[np.dtype, int]:
     """``(dtype, channels)`` of a supported encoding; ImageDecodeError("unknown_encoding") otherwise."""
     dtype, channels, _ = _encoding(str(encoding))
     return dtype, channels
+
+
+def _generic_note(encoding: str, layout: str) -> Optional[DecodeNote]:
+    """How to_rgb8 reads a generic encoding (None for named ones, which say what they hold)."""
+    match = _GENERIC.fullmatch(encoding)
+    if match is None or match.group(1) not in _DEPTH_TEXT or layout not in _LAYOUT_TEXT:
+        return None
+    return DecodeNote("generic_encoding", f"{encoding} carries no colour meaning: read as {_LAYOUT_TEXT[layout]}, "
+                                          f"{_DEPTH_TEXT[match.group(1)]}")
 
 
 def _as_uint8(data: Any) -> np.ndarray:
@@ -140,16 +278,11 @@ def _data_len(data: Any) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _check_image(msg: Any) -> tuple[np.dtype, int, str, int, int, int]:
+def _check_image(msg: Any, limits: InputLimits) -> tuple[np.dtype, int, str, int, int, int]:
     """Validate an Image's metadata against its data length, touching no pixel data."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     encoding = str(msg.encoding)
-    if height <= 0 or width <= 0:
-        raise ImageDecodeError("zero_size", f"{encoding or 'image'} is {width}x{height} (width x height): zero size")
-    if height > MAX_DIMENSION or width > MAX_DIMENSION:
-        raise ImageDecodeError(
-            "too_large", f"{encoding or 'image'} is {width}x{height} (width x height): larger than "
-            f"MAX_DIMENSION={MAX_DIMENSION} in {'width' if width > MAX_DIMENSION else 'height'}")
+    limits.check_upper(width, height, encoding or "image")  # before the data is looked at
     dtype, channels, layout = _encoding(encoding)
     itemsize = dtype.itemsize
     row = width * channels * itemsize
@@ -171,6 +304,7 @@ def _check_image(msg: Any) -> tuple[np.dtype, int, str, int, int, int]:
         raise ImageDecodeError(
             "truncated", f"{encoding} {width}x{height}: data is {size} bytes but step*height = "
             f"{step}*{height} = {expected} (too {what})")
+    limits.check(width, height, encoding)  # too_small last: a malformed message is reported as such
     return dtype, channels, layout, height, width, step
 
 
@@ -188,129 +322,233 @@ def _view(msg: Any, dtype: np.dtype, channels: int, height: int, width: int, ste
     return arr
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
+def image_to_numpy(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> np.ndarray:
     """``sensor_msgs/Image`` -> HxW (one channel) or HxWxC array in the message's encoding.
 
     Like cv_bridge's ``imgmsg_to_cv2(msg, "passthrough")``. Native byte order; a view of
     ``msg.data`` (zero copy; strided when ``step`` pads the rows) unless a byte swap is needed.
     Raises :class:`ImageDecodeError` for unknown encodings, inconsistent step/size, zero or
-    absurd dimensions.
+    absurd dimensions, and sizes outside ``limits``.
     """
-    dtype, channels, _, height, width, step = _check_image(msg)
+    dtype, channels, _, height, width, step = _check_image(msg, limits)
     return _view(msg, dtype, channels, height, width, step)
 
 
 # --------------------------------------------------------------------------------------
-# sensor_msgs/CompressedImage -> numpy
+# sensor_msgs/CompressedImage: format, header, budget, decode
 # --------------------------------------------------------------------------------------
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+# Frame headers (SOFn): baseline, extended, progressive, lossless, hierarchical, arithmetic.
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_STANDALONE = {0x01} | set(range(0xD0, 0xD8))  # TEM, RST0-7: no length field
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 
 
-def _compressed_kind(fmt: str, buf: np.ndarray) -> tuple[str, bool]:
-    """(``"jpeg"`` | ``"png"``, decoded channels are RGB) from an image_transport format string.
+@dataclass(frozen=True)
+class CompressedHeader:
+    """What a JPEG/PNG header promises, and the array OpenCV's IMREAD_UNCHANGED allocates for it."""
+
+    format: str  # "jpeg" | "png"
+    width: int
+    height: int
+    channels: int  # of the decoded array
+    bytes_per_sample: int  # 1 or 2 (16-bit PNG, 12/16-bit JPEG)
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.width * self.height * self.channels * self.bytes_per_sample
+
+
+def sniff_format(data: Any) -> Optional[str]:
+    """``"jpeg"`` | ``"png"`` from the magic bytes, or None (the only formats accepted)."""
+    head = bytes(_as_uint8(data)[:8])
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if head == _PNG_MAGIC:
+        return "png"
+    return None
+
+
+def _corrupt(fmt: str, why: str) -> ImageDecodeError:
+    return ImageDecodeError("corrupt_compressed", f"{fmt} header cannot be read: {why}; not decoded")
+
+
+def _png_header(data: memoryview) -> CompressedHeader:
+    """IHDR, then every chunk up to the first IDAT (a tRNS chunk adds an alpha channel)."""
+    n = len(data)
+    if n < 33 or data[12:16] != b"IHDR" or int.from_bytes(data[8:12], "big") != 13:
+        raise _corrupt("png", f"no complete IHDR chunk in the first 33 bytes ({n} bytes of data)")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour = data[24], data[25]
+    if depth not in _PNG_DEPTHS.get(colour, ()):
+        raise _corrupt("png", f"bit depth {depth} with colour type {colour} is not a valid combination")
+    transparency = False
+    pos = 33
+    while True:  # bounded by the data: every chunk is at least 12 bytes
+        if pos + 8 > n:
+            raise _corrupt("png", f"no IDAT chunk in the {n} bytes of data")
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if length >= 1 << 31:
+            raise _corrupt("png", f"chunk {bytes(kind)!r} at byte {pos} claims {length} bytes")
+        if kind == b"IDAT":
+            break
+        transparency |= kind == b"tRNS"
+        pos += 12 + length
+    # OpenCV's rules (checked against cv2.imdecode in tests/test_codec.py): gray stays one
+    # channel (tRNS ignored); palette and RGB give 3 channels, 4 with tRNS; gray+alpha and RGBA 4.
+    if colour == 0:
+        channels = 1
+    elif colour in (2, 3):
+        channels = 4 if transparency else 3
+    else:
+        channels = 4
+    return CompressedHeader("png", width, height, channels, 2 if depth == 16 else 1)
+
+
+def _jpeg_header(data: memoryview) -> CompressedHeader:
+    """Walk every marker segment from SOI to the frame header (SOFn); no count cut-off."""
+    n = len(data)
+    i = 2
+    while True:  # bounded by the data: every step moves at least one byte forward
+        if i >= n:
+            raise _corrupt("jpeg", f"no frame header (SOF) in the {n} bytes of data")
+        if data[i] != 0xFF:
+            raise _corrupt("jpeg", f"byte {i} is 0x{data[i]:02x}, not a marker")
+        while i < n and data[i] == 0xFF:  # a marker may be preceded by fill bytes
+            i += 1
+        if i >= n:
+            raise _corrupt("jpeg", f"no frame header (SOF) in the {n} bytes of data")
+        marker = data[i]
+        i += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise _corrupt("jpeg", f"marker 0x{marker:02x} at byte {i - 2} comes before any frame header")
+        if i + 2 > n:
+            raise _corrupt("jpeg", f"segment 0x{marker:02x} at byte {i - 2} is cut off")
+        length = (data[i] << 8) | data[i + 1]
+        if length < 2:
+            raise _corrupt("jpeg", f"segment 0x{marker:02x} at byte {i - 2} has length {length}")
+        if marker in _JPEG_SOF:
+            if length < 8 or i + 8 > n:
+                raise _corrupt("jpeg", f"frame header at byte {i - 2} is cut off")
+            precision = data[i + 2]
+            height = (data[i + 3] << 8) | data[i + 4]
+            width = (data[i + 5] << 8) | data[i + 6]
+            components = data[i + 7]
+            if components not in (1, 3, 4):
+                raise _corrupt("jpeg", f"{components} colour components")
+            # OpenCV: one component -> gray, otherwise (YCbCr, RGB, CMYK, YCCK) -> 3-channel BGR.
+            return CompressedHeader("jpeg", width, height, 1 if components == 1 else 3, 1 if precision <= 8 else 2)
+        i += length
+
+
+def read_compressed_header(data: Any) -> CompressedHeader:
+    """The header of JPEG/PNG ``data`` (format by magic bytes), without decoding a pixel.
+
+    ImageDecodeError: ``unknown_format`` (neither magic), ``corrupt_compressed`` (the header
+    cannot be read completely).
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageDecodeError("unknown_format", "data is neither JPEG nor PNG (magic bytes "
+                                                 f"{bytes(_as_uint8(data)[:8]).hex(' ')})")
+    view = memoryview(_as_uint8(data))
+    return _png_header(view) if fmt == "png" else _jpeg_header(view)
+
+
+def _declared_format(fmt: str) -> tuple[str, bool]:
+    """(codec the format string names: "jpeg" | "png" | "" | its text, data holds RGB order).
 
     image_transport writes ``"<encoding>; <jpeg|png> compressed <bgr8|rgb8|...>"``; camera
     drivers often just ``"jpeg"``/``"png"``. OpenCV decodes to BGR; the data holds RGB order
     only when the part after "compressed" names an rgb encoding (what image_transport's
-    subscriber also assumes). An empty format is sniffed from the magic bytes.
+    subscriber also assumes).
     """
     text = fmt.strip().lower()
     if "compresseddepth" in text.replace(" ", ""):
         raise ImageDecodeError("unknown_format", f"CompressedImage format {fmt!r}: compressedDepth is not supported "
                                                  "(only jpeg and png)")
     target = text.split("compressed", 1)[1].strip() if "compressed" in text else ""
-    rgb_order = target.startswith("rgb")
     codec_part = text.split(";", 1)[1] if ";" in text else text
     if "jpeg" in codec_part or "jpg" in codec_part:
-        return "jpeg", rgb_order
-    if "png" in codec_part:
-        return "png", rgb_order
-    if not text:
-        head = buf[:8].tobytes()
-        if head[:3] == b"\xff\xd8\xff":
-            return "jpeg", False
-        if head == _PNG_MAGIC:
-            return "png", False
-    raise ImageDecodeError("unknown_format", f"unsupported CompressedImage format {fmt!r} (only jpeg and png)")
+        named = "jpeg"
+    elif "png" in codec_part:
+        named = "png"
+    else:
+        named = codec_part.replace("compressed", "").strip() or ""
+    return named, target.startswith("rgb")
 
 
-def _sniff_size(kind: str, buf: np.ndarray) -> Optional[tuple[int, int, int]]:
-    """(width, height, decoded bytes) from the PNG/JPEG header, or None when it cannot tell."""
-    view = memoryview(buf)
-    n = len(view)
-    if kind == "png":
-        if n < 26 or view[:8].tobytes() != _PNG_MAGIC:
-            return None
-        width = int.from_bytes(view[16:20], "big")
-        height = int.from_bytes(view[20:24], "big")
-        depth, colour = view[24], view[25]
-        channels = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(colour, 4)
-        return width, height, width * height * channels * (2 if depth == 16 else 1)
-    i = 2
-    if n < 4 or view[0] != 0xFF or view[1] != 0xD8:
-        return None
-    for _ in range(1024):  # bounded walk over the marker segments up to the frame header
-        if i + 4 > n or view[i] != 0xFF:
-            return None
-        marker = view[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD9:  # stand-alone markers
-            i += 2
-            continue
-        if marker in _JPEG_SOF:
-            if i + 10 > n:
-                return None
-            height = int.from_bytes(view[i + 5:i + 7], "big")
-            width = int.from_bytes(view[i + 7:i + 9], "big")
-            return width, height, width * height * max(1, view[i + 9])
-        i += 2 + int.from_bytes(view[i + 2:i + 4], "big")
-    return None
-
-
-def compressed_to_numpy(msg: Any) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> HxWx3 RGB, or HxW for grayscale.
-
-    uint8 (uint16 for 16-bit PNG); alpha is dropped. The colour order honours image_transport's
-    format string ("rgb8; jpeg compressed bgr8" holds BGR data, like a plain "jpeg").
-    """
+def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[DecodeNote]]:
+    """CompressedImage -> (HxW | HxWx3 RGB array, notes); see compressed_to_numpy."""
     import cv2
 
     fmt = str(getattr(msg, "format", ""))
+    named, rgb_order = _declared_format(fmt)
     buf = _as_uint8(msg.data)
-    kind, rgb_order = _compressed_kind(fmt, buf)
     if buf.size == 0:
         raise ImageDecodeError("corrupt_compressed", f"CompressedImage ({fmt!r}) has no data (0 bytes)")
-    size = _sniff_size(kind, buf)
-    if size is not None:
-        width, height, nbytes = size
-        if width > MAX_DIMENSION or height > MAX_DIMENSION or nbytes > MAX_BYTES:
-            raise ImageDecodeError(
-                "too_large", f"{kind} header says {width}x{height} (width x height), {nbytes} bytes decoded: larger "
-                f"than MAX_DIMENSION={MAX_DIMENSION} / MAX_BYTES={MAX_BYTES}")
-        if width == 0 or height == 0:
-            raise ImageDecodeError("zero_size", f"{kind} header says {width}x{height} (width x height): zero size")
+    actual = sniff_format(buf)
+    if actual is None:
+        kind = "corrupt_compressed" if named in COMPRESSED_FORMATS else "unknown_format"
+        raise ImageDecodeError(kind, f"CompressedImage format {fmt!r}: the data is neither JPEG nor PNG (magic bytes "
+                                     f"{bytes(buf[:8]).hex(' ')}; only jpeg and png are accepted)")
+    notes = []
+    if named and named != actual:
+        notes.append(DecodeNote("format_mismatch", f"CompressedImage format {fmt!r} but the data is {actual.upper()}: "
+                                                   f"decoded as {actual}"))
+    if buf.size > limits.max_decoded_bytes:
+        raise ImageDecodeError("too_large", f"{actual} data is {buf.size} bytes: more than one rgb8 frame of "
+                                            f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes)")
+    header = _png_header(memoryview(buf)) if actual == "png" else _jpeg_header(memoryview(buf))
+    what = f"{actual} header: image"
+    limits.check(header.width, header.height, what)
+    if header.decoded_bytes > limits.max_decoded_bytes:
+        raise ImageDecodeError(
+            "too_large", f"{what} {header.width}x{header.height}x{header.channels} of {header.bytes_per_sample}-byte "
+            f"samples decodes to {header.decoded_bytes} bytes: more than one rgb8 frame of "
+            f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes)")
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageDecodeError("corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {kind} "
+        raise ImageDecodeError("corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {actual} "
                                                      f"({fmt!r}): {str(exc).strip()}") from None
     if image is None or image.size == 0:
-        raise ImageDecodeError("corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {kind} ({fmt!r})")
+        raise ImageDecodeError("corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {actual} ({fmt!r})")
+    if image.shape[:2] != (header.height, header.width):
+        raise ImageDecodeError("corrupt_compressed", f"{actual} decoded to {image.shape[1]}x{image.shape[0]} but its "
+                                                     f"header says {header.width}x{header.height}")
+    return _rgb_order(image, rgb_order), notes
+
+
+def _rgb_order(image: np.ndarray, rgb_order: bool) -> np.ndarray:
+    """OpenCV's decoded BGR(A) array (ours) -> HxWx3 RGB (in place for 3 channels) or HxW gray."""
+    import cv2
+
     if image.ndim == 3:
         channels = image.shape[2]
         if channels == 1:
             image = image[..., 0]
         elif channels == 2:  # gray + alpha
             image = np.ascontiguousarray(image[..., 0])
-        elif channels == 4:
+        elif channels == 4:  # alpha dropped
             image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB if rgb_order else cv2.COLOR_BGRA2RGB)
         elif not rgb_order:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second frame-sized array
     return image
+
+
+def compressed_to_numpy(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> HxWx3 RGB, or HxW for grayscale.
+
+    uint8 (uint16 for 16-bit PNG); alpha is dropped. The format is taken from the magic bytes; the colour order
+    honours image_transport's format string ("rgb8; jpeg compressed bgr8" holds BGR data, like
+    a plain "jpeg"). Nothing is decoded before the header passed ``limits``.
+    """
+    return _decode_compressed(msg, limits)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -322,8 +560,9 @@ def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
     kind = arr.dtype.kind
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype == np.uint16:
-        return (arr >> 8).astype(np.uint8)
+    if arr.dtype == np.uint16:  # the high byte of each (native-order) sample: one uint8-sized copy
+        as_bytes = arr.view(np.uint8)
+        return np.ascontiguousarray(as_bytes[..., 0::2] if _BIG_ENDIAN_HOST else as_bytes[..., 1::2])
     if kind == "f":
         out = np.fmax(arr, 0.0)  # fmax/fmin ignore NaN: NaN -> 0, inf -> 1, -inf -> 0
         np.fmin(out, 1.0, out=out)
@@ -353,20 +592,30 @@ def _rgb_from(arr: np.ndarray, layout: str, what: str) -> np.ndarray:
     raise ImageDecodeError("unknown_encoding", f"{what} with {arr.shape[-1]} channels cannot be converted to rgb8")
 
 
-def to_rgb8(msg: Any) -> np.ndarray:
-    """Any supported Image or CompressedImage (it has ``format``) -> HxWx3 uint8 RGB.
+def decode_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> Decoded:
+    """Any supported Image or CompressedImage (it has ``format``) -> :class:`Decoded` (HxWx3 uint8 RGB + notes).
 
     rgb8 is returned as a view of the message (strided when rows are padded); other
     encodings are converted into a new contiguous array: bgr8 channel order reversed,
     rgba8/bgra8 alpha dropped, mono replicated to three channels, 16-bit unsigned ``>> 8``,
-    float ``clip(x, 0, 1) * 255`` rounded (NaN -> 0). Generic 3/4-channel encodings (8UC3,
-    ...) carry no colour order and are taken as RGB(A).
+    float ``clip(x, 0, 1) * 255`` rounded (NaN -> 0). Generic encodings as the module
+    docstring says (noted ``generic_encoding``); a compressed ``format`` that names another
+    codec than the data is noted ``format_mismatch``. ``limits`` apply to every frame.
     """
     if hasattr(msg, "format"):
-        image = compressed_to_numpy(msg)
-        return _rgb_from(image, "mono" if image.ndim == 2 else "rgb", f"CompressedImage {msg.format!r}")
-    dtype, channels, layout, height, width, step = _check_image(msg)
-    return _rgb_from(_view(msg, dtype, channels, height, width, step), layout, str(msg.encoding))
+        image, notes = _decode_compressed(msg, limits)
+        layout = "mono" if image.ndim == 2 else "rgb"
+        return Decoded(_rgb_from(image, layout, f"CompressedImage {msg.format!r}"), tuple(notes))
+    dtype, channels, layout, height, width, step = _check_image(msg, limits)
+    encoding = str(msg.encoding)
+    image = _rgb_from(_view(msg, dtype, channels, height, width, step), layout, encoding)
+    note = _generic_note(encoding, layout)
+    return Decoded(image, (note,) if note is not None else ())
+
+
+def to_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> np.ndarray:
+    """:func:`decode_rgb8` without the notes: the HxWx3 uint8 RGB image."""
+    return decode_rgb8(msg, limits).image
 
 
 # --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ros2_fed.eval.replay.model import DEFAULT_BACKBONE, DEFAULT_FED
+from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 from ros2_fed.paths import default_models_dir
 
 

@@ -8,6 +8,7 @@ never sees half a file.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -55,3 +56,12 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file's contents, read in 1 MiB chunks (checkpoints and engines are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -234,14 +234,6 @@ def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_p
         f"/fed_node/{n}" for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")]}
 
 
-def test_node_defaults_match_the_node() -> None:
-    pytest.importorskip("rclpy")
-    from ros2_fed.node import PARAMETER_SPECS
-    from ros2_fed.eval.replay.outputs import NODE_DEFAULTS
-
-    assert NODE_DEFAULTS == {k: PARAMETER_SPECS[k].default for k in NODE_DEFAULTS}
-
-
 def test_help() -> None:
     done = subprocess.run([sys.executable, "-m", "ros2_fed.eval.replay.cli", "--help"], capture_output=True, text=True,
                           timeout=60)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import array
+import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -13,6 +16,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from input_bombs import bombs, jpeg_with_comments, jpeg_with_size, png_bytes, small_jpeg
 from ros2_fed import codec
 from ros2_fed.codec import ImageDecodeError
 
@@ -230,7 +234,7 @@ def bad_raw_messages() -> dict[str, tuple[Any, str, Optional[str]]]:
         "zero height": (zero_height, "zero_size", "10x0"),
         "absurd dimensions": (absurd, "too_large", "300000x200000"),
         "absurd dimensions, data untouched": (absurd_duck, "too_large", str(codec.MAX_DIMENSION)),
-        "1 GiB": (gigabyte, "too_large", str(16384 * 16384 * 4)),
+        "1 GiB": (gigabyte, "too_large", "max_input_pixels=16777216"),
         "huge step": (huge_step, "too_large", str(2**31 * 1000)),
     }
 
@@ -262,8 +266,9 @@ def bad_compressed_messages() -> dict[str, tuple[CompressedImage, str]]:
         "empty": (compressed_msg(b"", "jpeg"), "corrupt_compressed"),
         "truncated png": (compressed_msg(png[: len(png) // 2], "rgb8; png compressed bgr8"), "corrupt_compressed"),
         "garbage png": (compressed_msg(b"\x00" * 100, "png"), "corrupt_compressed"),
-        "tiff": (compressed_msg(png, "tiff"), "unknown_format"),
-        "webp": (compressed_msg(png, "rgb8; webp compressed bgr8"), "unknown_format"),
+        "tiff data": (compressed_msg(b"II*\0" + png, "tiff"), "unknown_format"),
+        "webp data": (compressed_msg(b"RIFF\0\0\0\0WEBPVP8 " + png, "rgb8; webp compressed bgr8"), "unknown_format"),
+        "bmp data sent as png": (compressed_msg(b"BM" + png, "png"), "corrupt_compressed"),
         "compressedDepth": (compressed_msg(bytes(12) + png, "16UC1; compressedDepth png"), "unknown_format"),
         "empty format, unknown magic": (compressed_msg(b"GIF89a" + bytes(40), ""), "unknown_format"),
         "huge png header": (compressed_msg(bytes(wide_png), "png"), "too_large"),
@@ -517,3 +522,295 @@ def test_full_hd_is_fast() -> None:
     assert best(lambda: codec.numpy_to_image(conf, "32FC1")) < 0.05
     assert best(lambda: codec.to_rgb8(bgr_msg)) < 0.05
     np.testing.assert_array_equal(codec.to_rgb8(bgr_msg), rgb)
+
+
+# --------------------------------------------------------------------------------------
+# Hardening (issue 15): byte order, generic encodings, size limits, compressed headers, bombs
+# --------------------------------------------------------------------------------------
+
+MULTI_BYTE = sorted(e for e, (dtype, _) in ENCODINGS.items() if np.dtype(dtype).itemsize > 1)
+
+
+@pytest.mark.parametrize("encoding", MULTI_BYTE)
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_every_multi_byte_encoding_honours_is_bigendian(encoding: str, big_endian: bool) -> None:
+    arr = random_image(encoding, 4, 6, seed=11)
+    arr.flat[0] = 0x0102 if arr.dtype.kind in "ui" else 1.5
+    msg = raw_msg(arr, encoding, big_endian=big_endian)
+    np.testing.assert_array_equal(codec.image_to_numpy(msg), arr)
+    msg.is_bigendian = int(not big_endian)  # the same bytes read the other way round are other values
+    assert not np.array_equal(codec.image_to_numpy(msg), arr)
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1", "16U", "rgb16", "16UC3"])
+def test_big_endian_16_bit_reaches_rgb8_as_its_high_byte(encoding: str) -> None:
+    """Issue 15: mono16 with is_bigendian=1 decoded like little-endian. 0x0102 -> 1 (big) / 2 (little)."""
+    channels = codec.encoding_info(encoding)[1]
+    for is_big, expected in ((1, 1), (0, 2)):
+        msg = Image(height=1, width=2, encoding=encoding, is_bigendian=is_big, step=4 * channels)
+        msg.data = bytes([0x01, 0x02]) * channels + bytes([0xFF, 0x00]) * channels
+        out = codec.to_rgb8(msg)
+        assert out[0, 0].tolist() == [expected] * 3, (encoding, is_big, out[0, 0])
+        assert out[0, 1].tolist() == [0xFF if is_big else 0] * 3
+
+
+GENERIC_ACCEPTED = {  # encoding -> what the note must say
+    "8UC1": "gray", "8U": "gray", "8UC3": "RGB order", "8UC4": "RGBA order",
+    "16UC1": "high byte", "16U": "high byte", "16UC3": "RGB order", "16UC4": "alpha dropped",
+    "32FC1": "[0, 1]", "32FC3": "RGB order", "64FC1": "[0, 1]",
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(GENERIC_ACCEPTED))
+def test_generic_encodings_are_read_by_channel_count_and_noted(encoding: str) -> None:
+    dtype, channels = codec.encoding_info(encoding)
+    rng = np.random.default_rng(5)
+    shape = (5, 7) if channels == 1 else (5, 7, channels)
+    arr = (rng.random(shape).astype(dtype) if dtype.kind == "f"
+           else rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True))
+    decoded = codec.decode_rgb8(raw_msg(arr, encoding))
+    assert [n.kind for n in decoded.notes] == ["generic_encoding"]
+    assert encoding in decoded.notes[0].message and GENERIC_ACCEPTED[encoding] in decoded.notes[0].message
+    high = arr if dtype == np.uint8 else ((arr >> 8).astype(np.uint8) if dtype == np.uint16
+                                          else np.floor(np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
+    expected = np.repeat(high[..., None], 3, axis=2) if channels == 1 else high[..., :3]  # C3/C4: RGB(A) order
+    np.testing.assert_array_equal(decoded.image, expected)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "mono16", "rgba16"])
+def test_named_encodings_carry_no_note(encoding: str) -> None:
+    assert codec.decode_rgb8(raw_msg(random_image(encoding, 3, 4), encoding)).notes == ()
+
+
+@pytest.mark.parametrize("encoding", ["8UC2", "16UC2", "8SC1", "16SC3", "32SC1", "8UC5", "16UC7"])
+def test_generic_encodings_without_image_meaning_are_refused(encoding: str) -> None:
+    msg = Image(height=2, width=3, encoding=encoding, is_bigendian=0, step=3 * 8)
+    if encoding not in ("8UC5", "16UC7"):
+        dtype, channels = codec.encoding_info(encoding)
+        msg.step = 3 * channels * dtype.itemsize
+    msg.data = bytes(msg.step * 2)
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(msg)
+    assert err.value.kind == "unknown_encoding" and encoding in str(err.value)
+
+
+def test_decode_note_kind_is_validated() -> None:
+    assert codec.DecodeNote("format_mismatch", "x").kind == "format_mismatch"
+    with pytest.raises(ValueError):
+        codec.DecodeNote("truncated", "an error kind is not a note kind")
+    assert not set(codec.KINDS) & set(codec.NOTE_KINDS)
+
+
+# -- size limits -----------------------------------------------------------------------
+
+NODE_LIMITS = codec.InputLimits(min_side=codec.MIN_USEFUL_SIDE)
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (31, 64), (64, 31), (1, 1000)])
+def test_frames_below_the_useful_size_are_too_small(height: int, width: int) -> None:
+    arr = np.zeros((height, width, 3), np.uint8)
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(raw_msg(arr, "rgb8"), NODE_LIMITS)
+    assert err.value.kind == "too_small" and f"{width}x{height}" in str(err.value)
+    png = compressed_msg(encode(arr, ".png"), "png")
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(png, NODE_LIMITS)
+    assert err.value.kind == "too_small"
+    assert codec.decode_rgb8(raw_msg(arr, "rgb8")).image.shape == arr.shape  # no minimum unless asked
+
+
+def test_a_malformed_small_frame_reports_what_is_wrong_with_it_not_its_size() -> None:
+    msg = raw_msg(np.zeros((8, 10, 3), np.uint8), "rgb8")
+    msg.encoding = "yuv_fancy42"
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(msg, NODE_LIMITS)
+    assert err.value.kind == "unknown_encoding"
+    msg = raw_msg(np.zeros((8, 10, 3), np.uint8), "rgb8")
+    msg.step = 27
+    with pytest.raises(ImageDecodeError) as err:
+        codec.decode_rgb8(msg, NODE_LIMITS)
+    assert err.value.kind == "step_mismatch"
+
+
+def test_smallest_useful_frame_passes() -> None:
+    side = codec.MIN_USEFUL_SIDE
+    arr = distinct_rgb(side, side)
+    np.testing.assert_array_equal(codec.to_rgb8(raw_msg(arr, "rgb8"), NODE_LIMITS), arr)
+    np.testing.assert_array_equal(codec.to_rgb8(compressed_msg(encode(arr[..., ::-1], ".png"), "png"), NODE_LIMITS),
+                                  arr)
+
+
+def test_pixel_budget_applies_to_raw_and_compressed() -> None:
+    limits = codec.InputLimits(max_pixels=40 * 50)
+    at_limit, over = np.zeros((40, 50, 3), np.uint8), np.zeros((40, 51, 3), np.uint8)
+    assert codec.to_rgb8(raw_msg(at_limit, "rgb8"), limits).shape == (40, 50, 3)
+    assert codec.to_rgb8(compressed_msg(encode(at_limit, ".png"), "png"), limits).shape == (40, 50, 3)
+    for msg in (raw_msg(over, "rgb8"), compressed_msg(encode(over, ".png"), "png"),
+                compressed_msg(encode(over, ".jpg"), "jpeg")):
+        with pytest.raises(ImageDecodeError) as err:
+            codec.to_rgb8(msg, limits)
+        assert err.value.kind == "too_large" and "max_input_pixels=2000" in str(err.value)
+
+
+def test_decoded_bytes_budget_counts_channels_and_depth() -> None:
+    """A 16-bit RGB PNG decodes to 6 bytes a pixel: it must fit in 3 * max_pixels bytes."""
+    limits = codec.InputLimits(max_pixels=40 * 50)
+    deep_full = png_bytes(50, 40, depth=16, colour=2)  # 12000 bytes decoded > 6000
+    deep_half = png_bytes(25, 40, depth=16, colour=2)  # 6000 bytes decoded: fits
+    with pytest.raises(ImageDecodeError) as err:
+        codec.to_rgb8(compressed_msg(deep_full, "png"), limits)
+    assert err.value.kind == "too_large" and "12000 bytes" in str(err.value)
+    assert codec.to_rgb8(compressed_msg(deep_half, "png"), limits).shape == (40, 25, 3)
+
+
+# -- compressed headers against OpenCV -------------------------------------------------
+
+PNG_VARIANTS = [(colour, depth, trns) for colour, depths in ((0, (1, 2, 4, 8, 16)), (2, (8, 16)), (3, (1, 2, 4, 8)),
+                                                             (4, (8, 16)), (6, (8, 16)))
+                for depth in depths for trns in ((False, True) if colour in (0, 2, 3) else (False,))]
+
+
+@pytest.mark.parametrize("colour,depth,trns", PNG_VARIANTS)
+def test_png_header_predicts_what_opencv_allocates(colour: int, depth: int, trns: bool) -> None:
+    """The oracle is cv2.imdecode itself: the header's decoded size is exactly the array's."""
+    palette = bytes(range(3 * 2 ** min(depth, 4))) if colour == 3 else None
+    transparency = ({0: b"\0\0", 2: bytes(6), 3: b"\x80"}[colour]) if trns else None
+    data = png_bytes(7, 5, depth, colour, palette=palette, transparency=transparency,
+                     extra_chunks=((b"tEXt", b"Comment\0x" * 50),))
+    header = codec.read_compressed_header(data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert (header.format, header.width, header.height) == ("png", 7, 5)
+    assert header.decoded_bytes == image.nbytes, (header, image.shape, image.dtype)
+    assert header.channels == (image.shape[2] if image.ndim == 3 else 1)
+    assert codec.to_rgb8(compressed_msg(data, "png")).shape == (5, 7, 3)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_header_predicts_what_opencv_allocates(channels: int, progressive: bool) -> None:
+    image = np.zeros((9, 13, 3) if channels == 3 else (9, 13), np.uint8)
+    data = encode(image, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive))
+    header = codec.read_compressed_header(data)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert (header.format, header.width, header.height, header.channels) == ("jpeg", 13, 9, channels)
+    assert header.decoded_bytes == decoded.nbytes
+
+
+def test_cmyk_jpeg_header() -> None:
+    pil = pytest.importorskip("PIL.Image")
+    import io
+
+    out = io.BytesIO()
+    pil.new("CMYK", (13, 9)).save(out, "JPEG")
+    header = codec.read_compressed_header(out.getvalue())
+    decoded = cv2.imdecode(np.frombuffer(out.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert header.decoded_bytes == decoded.nbytes == 13 * 9 * 3
+
+
+def test_jpeg_header_walk_has_no_segment_cut_off() -> None:
+    """Issue 15: the walk gave up after 1024 segments and then decoded blindly."""
+    rgb = smooth_rgb(40, 48)
+    data = jpeg_with_comments(encode(rgb[..., ::-1], ".jpg"), 5000)
+    assert codec.read_compressed_header(data).width == 48
+    out = codec.to_rgb8(compressed_msg(data, "jpeg"))
+    assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() < 3
+    with pytest.raises(ImageDecodeError) as err:  # the same walk finds a huge frame header behind them
+        codec.to_rgb8(compressed_msg(jpeg_with_size(data, 20000, 20000), "jpeg"))
+    assert err.value.kind == "too_large" and "20000x20000" in str(err.value)
+
+
+@pytest.mark.parametrize("cut", [2, 3, 4, 10, 20, 30, 50, 100, 150])
+def test_every_truncated_jpeg_header_is_refused_before_decoding(cut: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = small_jpeg()
+    sof = data.index(b"\xff\xc0")
+    assert cut < sof + 9  # the frame header is not complete
+    monkeypatch.setattr(cv2, "imdecode", _no_decoding)
+    with pytest.raises(ImageDecodeError) as err:
+        codec.to_rgb8(compressed_msg(data[:cut], "jpeg"))
+    assert err.value.kind == "corrupt_compressed", str(err.value)
+
+
+def _no_decoding(*_args: Any, **_kwargs: Any) -> None:
+    raise AssertionError("cv2.imdecode was called for data whose header should have been refused")
+
+
+# -- format string vs magic bytes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format,fmt,mismatch", [
+    ("png", "jpeg", True),
+    ("png", "rgb8; jpeg compressed bgr8", True),
+    ("jpeg", "png", True),
+    ("png", "tiff", True),
+    ("png", "rgb8; webp compressed bgr8", True),
+    ("png", "png", False),
+    ("jpeg", "bgr8; jpeg compressed bgr8", False),
+    ("jpeg", "jpg", False),
+    ("png", "", False),
+])
+def test_format_string_mismatch_is_decoded_by_magic_and_noted(data_format: str, fmt: str, mismatch: bool) -> None:
+    rgb = smooth_rgb(40, 48)
+    data = encode(rgb[..., ::-1], ".png" if data_format == "png" else ".jpg", cv2.IMWRITE_JPEG_QUALITY, 98)
+    decoded = codec.decode_rgb8(compressed_msg(data, fmt))
+    assert decoded.image.shape == rgb.shape
+    assert np.abs(decoded.image.astype(int) - rgb).max() <= (0 if data_format == "png" else 12)
+    assert [n.kind for n in decoded.notes] == (["format_mismatch"] if mismatch else [])
+    if mismatch:
+        assert repr(fmt) in decoded.notes[0].message and data_format.upper() in decoded.notes[0].message
+
+
+# -- bombs -----------------------------------------------------------------------------
+
+BOMB_KINDS = {
+    "png 20000x20000 sent as jpeg": "too_large",
+    "jpeg 20000x20000 behind 1100 COM segments": "too_large",
+    "1-bit png 16000x16000": "too_large",
+    "truncated png header": "corrupt_compressed",
+    "truncated jpeg header": "corrupt_compressed",
+    "garbage": "corrupt_compressed",
+}
+
+
+def test_bomb_list_is_complete() -> None:
+    assert set(BOMB_KINDS) == set(bombs())
+
+
+@pytest.mark.parametrize("name", sorted(BOMB_KINDS))
+def test_bombs_are_refused_before_decoding(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, fmt = bombs()[name]
+    monkeypatch.setattr(cv2, "imdecode", _no_decoding)
+    for decode in (codec.decode_rgb8, codec.compressed_to_numpy):
+        with pytest.raises(ImageDecodeError) as err:
+            decode(compressed_msg(data, fmt), NODE_LIMITS)
+        assert err.value.kind == BOMB_KINDS[name], str(err.value)
+
+
+RSS_PROBE = Path(__file__).resolve().parent / "decode_rss_probe.py"
+
+
+def _probe(name: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(RSS_PROBE), name], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(BOMB_KINDS) + ["legit 4096x4096"])
+def test_peak_rss_under_each_bomb(name: str) -> None:
+    """Each bomb decoded in a fresh process: peak RSS < baseline + 2 x one maximal rgb8 frame.
+
+    Before the fix (issue 15) the first three grew the peak by 2289, 2289 and 977 MB here. The
+    legit frame (a valid PNG at exactly the pixel budget, 48 MiB as rgb8) shows the probe sees
+    memory: cv2.imdecode itself holds two copies of its result for a moment (the Python binding
+    copies the decoded Mat into a numpy array), so a maximal frame peaks at 2 frames plus a few
+    MB of decoder state; the colour swap is in place.
+    """
+    frame = codec.DEFAULT_MAX_INPUT_PIXELS * 3
+    result = _probe(name)
+    grown = result["peak"] - result["baseline"]
+    if name.startswith("legit"):
+        assert result["outcome"] == "decoded" and result["shape"] == [4096, 4096, 3]
+        assert frame < grown < 2 * frame + 8 * 2**20, (name, grown / 2**20, result)
+    else:
+        assert result["outcome"] == f"refused: {BOMB_KINDS[name]}"
+        assert grown < 2 * frame, (name, grown / 2**20, result)
+        assert grown < 4 * 2**20, (name, grown / 2**20, result)  # in fact: nothing frame-sized at all

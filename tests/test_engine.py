@@ -386,8 +386,8 @@ def test_fed_export_cli(tmp_path, checkpoints, capsys, monkeypatch) -> None:
         fed_export(["--backbone", str(backbone_path), "--height", "30", "--width", "44"])
     assert exc.value.code == 2  # no FED and no baseline score
     assert fed_export(["--backbone", str(backbone_path), "--fed", str(fed_path), "--height", "30", "--width", "44",
-                       "--precision", "fp16", "--out", str(tmp_path / "h.onnx")]) == 1
-    assert "tensorrt" in capsys.readouterr().err
+                       "--precision", "fp16", "--out", str(tmp_path / "h.onnx")]) == 0  # typed fp16 graph, ORT runs it
+    assert read_sidecar(tmp_path / "h.onnx")["precision"] == "fp16"
 
 
 def test_tensorrt_absent_gives_a_clear_error(tmp_path, backbone, feds) -> None:
@@ -415,7 +415,7 @@ def test_tensorrt_absent_gives_a_clear_error(tmp_path, backbone, feds) -> None:
 # ------------------------------------------------------------------------------ GPU (skip here)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)")
-TRT_CONF_TOL = 2e-2  # FP16 backbone (FED pinned to FP32): confidence within 0.02 of fp32 eager
+TRT_CONF_TOL = 2e-2  # FP16 backbone (FED float32 in the typed graph): confidence within 0.02 of fp32 eager
 TRT_LABEL_AGREEMENT = 0.99
 
 
@@ -429,7 +429,9 @@ def test_tensorrt_fp16_build_reload_and_parity(tmp_path, backbone, feds, cond, m
     det = FusedDetector(backbone, feds[cond])
     path, meta = export_engine(det, tmp_path / "fed.engine", 96, 128, runtime="tensorrt", precision="fp16", progress=None)
     assert meta["precision"] == "fp16" and meta["gpu_name"] == torch.cuda.get_device_name(0)
-    assert meta["tensorrt_fp32_layers"] > 0, "FED and post-processing stay FP32"
+    assert meta["tensorrt_strongly_typed"] and meta["backbone_dtype"] == "float16" and meta["fed_dtype"] == "float32"
+    major, minor = torch.cuda.get_device_capability(0)
+    assert meta["gpu_compute_capability"] == f"{major}.{minor}"
     engine = Engine.open(path, warmup=2)
     assert isinstance(engine, TensorRTEngine)
     # reload without rebuilding: a second open only deserialises (the builder is never called)
@@ -506,3 +508,21 @@ def test_onnx_spinning_option_reaches_the_session_and_keeps_outputs(tmp_path, ba
     labels, conf = engine.infer(_image(48, 64, 0))
     ref_labels, ref_conf = _eager(det, _image(48, 64, 0))
     assert float(np.abs(conf - ref_conf).max()) <= CONF_TOL and float(np.mean(labels == ref_labels)) >= LABEL_AGREEMENT
+
+
+def test_requested_gpu_provider_that_did_not_load_is_an_error(tmp_path, backbone, feds) -> None:
+    """A silent CPU fallback of ONNX Runtime is refused when a GPU provider was asked for."""
+    from ros2_fed.engine.onnx_engine import check_providers
+
+    check_providers("m.onnx", [("CUDAExecutionProvider", {}), "CPUExecutionProvider"],
+                    ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(EngineError, match=r"m\.onnx: ONNX Runtime did not load TensorrtExecutionProvider"):
+        check_providers("m.onnx", ["TensorrtExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
+    with pytest.warns(RuntimeWarning, match="did not load CUDAExecutionProvider"):
+        check_providers("m.onnx", ["CUDAExecutionProvider"], ["CPUExecutionProvider"], strict=False)
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        pytest.skip("the CUDA provider works here: no fallback to observe")
+    path = _exported(tmp_path, backbone, feds[0])
+    with pytest.raises(EngineError, match="did not load CUDAExecutionProvider"):
+        Engine.open(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], warmup=0)
+    assert Engine.open(path, providers=["CPUExecutionProvider"], warmup=0).providers == ["CPUExecutionProvider"]

@@ -23,19 +23,19 @@ def test_tensorrt_takes_a_device_index_and_torch_threads() -> None:
 
 
 def test_replay_opens_its_engine_and_starts_fed_node_with_the_same_options() -> None:
-    from ros2_fed.eval.replay.model import ModelSpec, spec_runtime_options
+    from ros2_fed.pipeline import ModelSpec
 
     spec = ModelSpec(threads=2, cpu_spin_wait=True).resolved(64, 128)
-    assert spec_runtime_options(spec) == {"intra_op_threads": 2, "allow_spinning": True}
+    assert spec.runtime_options() == {"intra_op_threads": 2, "allow_spinning": True}
     params = spec.node_params()
     assert params["threads"] == 2 and params["cpu_spin_wait"] is True
-    assert spec_runtime_options(ModelSpec(engine_path="m.onnx")) == {"allow_spinning": False}
+    assert ModelSpec(engine_path="m.onnx").runtime_options() == {"allow_spinning": False}
+    # fed_node reads the same spec back from those parameters
+    assert ModelSpec.from_params(params).resolved() == spec
 
 
 def test_every_parameter_replay_hands_fed_node_is_declared_with_its_type() -> None:
-    pytest.importorskip("rclpy")
-    from ros2_fed.eval.replay.model import ModelSpec
-    from ros2_fed.node import PARAMETER_SPECS
+    from ros2_fed.pipeline import PARAMETER_SPECS, ModelSpec
 
     for name, value in ModelSpec().resolved(64, 128).node_params().items():
         assert name in PARAMETER_SPECS, name

@@ -83,12 +83,16 @@ class NodeProcess:
     """One fed_node (FakeEngine) process; collects its log lines."""
 
     def __init__(self, env: dict[str, str], namespace: str, *, delay: float = 0.0,
-                 shape: Optional[str] = None, params: Optional[dict[str, Any]] = None) -> None:
+                 shape: Optional[str] = None, params: Optional[dict[str, Any]] = None,
+                 node: Optional[list[str]] = None, params_files: tuple[Path, ...] = ()) -> None:
+        """``node``: the command that starts the node (default: the FakeEngine harness)."""
         self.namespace = namespace
-        cmd = [sys.executable, str(HARNESS), "--delay", str(delay)]
+        cmd = list(node or [sys.executable, str(HARNESS), "--delay", str(delay)])
         if shape:
             cmd += ["--shape", shape]
-        cmd += ["--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(PARAMS_FILE)]
+        cmd += ["--ros-args", "-r", f"__ns:={namespace}"]
+        for path in (PARAMS_FILE,) + tuple(params_files):
+            cmd += ["--params-file", str(path)]
         for key, value in (params or {}).items():
             cmd += ["-p", f"{key}:={_param_text(value)}"]
         self.proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE,
@@ -374,7 +378,7 @@ def test_ready_reported_in_log_and_diagnostics(nodes: dict[str, NodeProcess], cl
 def test_end_to_end_full_hd(nodes: dict[str, NodeProcess], client: Client) -> None:
     """1920x1080 rgb8 between processes: every output, same header, the engine's exact output."""
     from ros2_fed import viz
-    from ros2_fed.node import viz_palette
+    from ros2_fed.pipeline import viz_palette
 
     proc = nodes["raw"]
     topics = outputs(client, proc)
@@ -394,7 +398,7 @@ def test_end_to_end_full_hd(nodes: dict[str, NodeProcess], client: Client) -> No
     np.testing.assert_array_equal(as_array(conf), confidence)  # bit-exact float32
 
     engine = FakeEngine()
-    palette = viz_palette(engine.metadata["palette"], len(engine.metadata["class_names"]))
+    palette = viz_palette(engine.metadata)
     colour = got["segmentation_color"]
     assert (colour.encoding, colour.height, colour.width) == ("rgb8", 1080, 1920)
     np.testing.assert_array_equal(as_array(colour), viz.colorize(labels, palette))
@@ -558,9 +562,9 @@ def _alert_levels(client: Client, proc: NodeProcess, pub: Any, topics: dict[str,
 def _expected_levels(frames: list[np.ndarray], params: dict[str, Any], prefix_frames: int) -> list[int]:
     """Oracle: the pure alert monitor fed the same confidence maps with the same settings."""
     from ros2_fed import alerts
-    from ros2_fed.node import PARAMETER_SPECS, alert_config
+    from ros2_fed.pipeline import alert_config
 
-    config = alert_config({**{n: s.default for n, s in PARAMETER_SPECS.items()}, **params})
+    config = alert_config(params)
     monitor = alerts.AlertMonitor(config)
     levels = []
     for i, frame in enumerate(frames):
@@ -701,6 +705,8 @@ def test_missing_or_corrupt_engine_exits_nonzero(env: dict[str, str], tmp_path: 
         "missing": ({"engine_path": missing}, [missing, "not found"]),
         "corrupt": ({"engine_path": str(corrupt)}, [str(corrupt), "sidecar"]),
         "no model": ({"model.backbone": no_backbone, "score": "msp"}, [no_backbone]),
+        # no model.fed and no score: the missing backbone is still what the error names
+        "backbone only": ({"model.backbone": no_backbone}, [no_backbone, "not found"]),
     }
     procs = {}
     for name, (params, _) in cases.items():
@@ -717,3 +723,59 @@ def test_missing_or_corrupt_engine_exits_nonzero(env: dict[str, str], tmp_path: 
         for needle in cases[name][1]:
             assert needle in fatal[0], (name, needle, out)
         assert "Traceback" not in out, out
+
+
+@pytest.fixture(scope="module")
+def onnx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model as an existing ONNX engine at 64x128 (exporting needs torch; this process has it)."""
+    from ros2_fed.engine.cli_export import main as fed_export
+    from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
+
+    out = tmp_path_factory.mktemp("engine") / "model.onnx"
+    assert fed_export(["--backbone", str(REPO / "models" / DEFAULT_BACKBONE), "--fed", str(REPO / "models" / DEFAULT_FED),
+                       "--height", "64", "--width", "128", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_onnx_engine_node_loads_no_torch(env: dict[str, str], client: Client, onnx_engine: Path,
+                                         tmp_path: Path) -> None:
+    """The real fed_node with an existing ONNX engine never imports torch (its ready line says so,
+    and no libtorch is mapped), its outputs are the engine's, and float parameters take integers:
+    in a parameter file, with -p, and from ``ros2 param set`` at run time."""
+    from ros2_fed.engine import Engine
+
+    ints = tmp_path / "ints.yaml"
+    ints.write_text("/**:\n  ros__parameters:\n    viz:\n      overlay_alpha: 1\n    alerts:\n      hysteresis: 0\n")
+    proc = NodeProcess(env, f"/{RUN}_onnx", node=[sys.executable, "-m", "ros2_fed.node"], params_files=(ints,),
+                       params={"engine_path": str(onnx_engine), "viz.confidence_max": 1, "diagnostics.period": 0.25})
+    try:
+        proc.wait_ready()
+        ready = next(line for line in proc.lines if "ready:" in line)
+        assert "onnxruntime" in ready and "torch not loaded" in ready, ready
+        assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text()
+
+        topics = outputs(client, proc, ("segmentation", "confidence"))
+        pub = camera(client, proc)
+        frame = np.random.default_rng(3).integers(0, 256, size=(64, 128, 3), dtype=np.uint8)
+        _, got = send_until_outputs(client, pub, lambda: image_msg(frame, "rgb8"), topics, "onnx", timeout=8.0)
+        labels, confidence = Engine.open(onnx_engine, warmup=0).infer(frame)
+        np.testing.assert_array_equal(as_array(got["segmentation"]), labels)
+        np.testing.assert_allclose(as_array(got["confidence"]), confidence, atol=1e-5)
+
+        params = AsyncParameterClient(client.node, f"{proc.namespace}/fed_node")
+        assert params.wait_for_services(timeout_sec=20.0)
+        future = params.set_parameters([Parameter("alerts.hysteresis", value=1)])  # an INTEGER
+        wait_until(future.done, 10, "set_parameters")
+        assert future.result().results[0].successful, future.result().results[0].reason
+        future = params.get_parameters(["alerts.hysteresis", "viz.overlay_alpha", "viz.confidence_max"])
+        wait_until(future.done, 10, "get_parameters")
+        values = future.result().values
+        assert [v.type for v in values] == [Parameter.Type.DOUBLE.value] * 3
+        assert [v.double_value for v in values] == [1.0, 1.0, 1.0]
+
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libtorch" not in maps  # still none after running frames
+        print(f"\nfed_node with an ONNX engine: VmRSS {_vmrss_kib(proc.pid)['VmRSS'] / 1024:.0f} MiB; {ready}")
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.output[-2000:]

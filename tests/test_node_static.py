@@ -1,11 +1,9 @@
 """fed_node without a running RMW: launch file (by AST: launch/launch_ros are not installed
-here), the parameter YAML against the declared parameters, the DDS profile, and the node's
-pure helpers (latest-frame mailbox, counters, --help)."""
+here), the parameter YAML against the declared parameters, the DDS profile, the rclpy
+parameter descriptors and --help (the pure pipeline is tested in test_pipeline.py)."""
 from __future__ import annotations
 
 import ast
-import threading
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import yaml
 pytest.importorskip("rclpy")
 
 from ros2_fed import node as fed_node  # noqa: E402
+from ros2_fed import pipeline  # noqa: E402
 from ros2_fed.eval.replay.model import flatten_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +92,7 @@ def test_launch_file_names_exist() -> None:
     # `for name in ("engine_path", ...)`: launch arguments passed on as parameter overrides
     loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and isinstance(n.iter, ast.Tuple)]
     overrides = {_value(e, consts) for loop in loops for e in loop.iter.elts}
-    assert overrides and overrides <= fed_node.PARAMETER_NAMES and overrides <= declared
+    assert overrides and overrides <= pipeline.PARAMETER_NAMES and overrides <= declared
     # large-data transport for the processes it starts
     env = [_value(c.args[0], consts) for c in _calls(tree, "SetEnvironmentVariable")]
     assert "FASTDDS_DEFAULT_PROFILES_FILE" in env
@@ -103,12 +102,12 @@ def test_params_yaml_keys_are_declared_parameters() -> None:
     data = yaml.safe_load(_params_file().read_text())
     assert list(data) == ["/**"] and list(data["/**"]) == ["ros__parameters"]
     params = flatten_params(data["/**"]["ros__parameters"])
-    unknown = set(params) - fed_node.PARAMETER_NAMES
+    unknown = set(params) - pipeline.PARAMETER_NAMES
     assert not unknown, f"keys in fed.yaml that fed_node does not declare: {sorted(unknown)}"
-    missing = fed_node.PARAMETER_NAMES - set(params)
+    missing = pipeline.PARAMETER_NAMES - set(params)
     assert not missing, f"declared parameters not documented in fed.yaml: {sorted(missing)}"
     for name, value in params.items():
-        problem = fed_node.PARAMETER_SPECS[name].check(value)
+        problem = pipeline.PARAMETER_SPECS[name].check(value)
         assert problem is None, problem  # type (1 vs 1.0 matters to rcl), range, choices
 
 
@@ -133,66 +132,34 @@ def test_fastdds_profile_is_a_default_large_shm_profile() -> None:
 
 
 def test_parameter_table_is_consistent() -> None:
-    for spec in fed_node.PARAMETERS:
+    for spec in pipeline.PARAMETERS:
         assert spec.description and spec.check(spec.default) is None, spec
         descriptor = fed_node.parameter_descriptor(spec)
         assert descriptor.description == spec.description and descriptor.read_only == spec.read_only
         if spec.range is not None:
             assert descriptor.integer_range or descriptor.floating_point_range
-    assert len(fed_node.PARAMETER_NAMES) == len(fed_node.PARAMETERS)
+    assert len(pipeline.PARAMETER_NAMES) == len(pipeline.PARAMETERS)
     # Thresholds are switchable at run time; what shapes the graph/process is not.
     for name in ("alerts.confidence_threshold", "alerts.warn_fraction", "alerts.error_fraction", "viz.overlay_alpha"):
-        assert not fed_node.PARAMETER_SPECS[name].read_only
+        assert not pipeline.PARAMETER_SPECS[name].read_only
     for name in ("engine_path", "runtime", "input_transport", "input_qos.reliability"):
-        assert fed_node.PARAMETER_SPECS[name].read_only
-
-
-def test_alert_parameters_build_an_alert_config() -> None:
-    defaults = {n: s.default for n, s in fed_node.PARAMETER_SPECS.items()}
-    fed_node.alert_config(defaults)
-    with pytest.raises(ValueError):
-        fed_node.alert_config({**defaults, "alerts.warn_fraction": 0.9, "alerts.error_fraction": 0.2})
+        assert pipeline.PARAMETER_SPECS[name].read_only
 
 
 def test_help_lists_every_parameter(capsys: pytest.CaptureFixture[str]) -> None:
     assert fed_node.main(["fed_node", "--help"]) == 0
     out = capsys.readouterr().out
-    for spec in fed_node.PARAMETERS:
+    for spec in pipeline.PARAMETERS:
         assert spec.name in out
 
 
-def test_mailbox_latest_wins_and_never_queues() -> None:
-    box: fed_node.LatestFrameMailbox[int] = fed_node.LatestFrameMailbox()
-    assert box.put(1) is False
-    assert box.put(2) is True  # 1 was never taken: dropped
-    assert box.put(3) is True
-    assert box.get(timeout=0.1) == 3
-    assert box.get(timeout=0.05) is None  # nothing queued behind it
+def test_integer_for_a_float_parameter_becomes_a_double() -> None:
+    """``ros2 param set /fed_node alerts.hysteresis 1`` sends an INTEGER: the node's pre-set
+    callback (and its parameter-file overrides) turn it into the DOUBLE rclpy would insist on."""
+    from rclpy.parameter import Parameter
 
-    got: list[Any] = []
-    consumer = threading.Thread(target=lambda: got.append(box.get()))
-    consumer.start()
-    time.sleep(0.05)
-    assert box.put(4) is False
-    consumer.join(timeout=2)
-    assert got == [4]
-
-    consumer = threading.Thread(target=lambda: got.append(box.get()))
-    consumer.start()
-    box.close()  # wakes a blocked consumer for shutdown
-    consumer.join(timeout=2)
-    assert got == [4, None] and not consumer.is_alive()
-
-
-def test_pipeline_stats_counts_and_percentiles() -> None:
-    stats = fed_node.PipelineStats(window=10)
-    for i in range(20):
-        stats.on_received(dropped_previous=i % 2 == 1)
-    for ms in range(1, 21):
-        stats.on_processed(ms / 1e3, ms / 2e3)
-    assert stats.on_bad_input("unknown_encoding") == 1
-    assert stats.on_bad_input("truncated") == 2
-    snap = stats.snapshot()
-    assert (snap["received"], snap["dropped"], snap["processed"], snap["bad_input_total"]) == (20, 10, 20, 2)
-    assert snap["latency_p50_ms"] == pytest.approx(15.5)  # the window holds the last 10 (11..20 ms)
-    assert snap["bad_input_in_period"] == 2 and stats.snapshot()["bad_input_in_period"] == 0
+    param = fed_node.coerced(Parameter("alerts.hysteresis", value=1))
+    assert param.type_ == Parameter.Type.DOUBLE and param.value == 1.0
+    for unchanged in (Parameter("alerts.raise_frames", value=2), Parameter("publish.overlay", value=True),
+                      Parameter("alerts.hysteresis", value="x"), Parameter("not.declared", value=1)):
+        assert fed_node.coerced(unchanged) is unchanged

@@ -6,7 +6,7 @@ failed because every other test passes explicit paths.
 """
 from __future__ import annotations
 
-from ros2_fed.eval.replay.model import DEFAULT_BACKBONE, DEFAULT_FED
+from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 from ros2_fed.paths import SOURCE_ROOT, default_models_dir, fastdds_profile, package_dir
 
 

@@ -1,5 +1,8 @@
 """The one Engine interface every runtime implements, the sidecar format, and ``Engine.open``.
 
+Pure python (numpy only): the runtime modules subclass :class:`Engine` and are opened through
+:data:`ENGINE_LOADERS`; this module imports none of them.
+
 An engine file is ``NAME.onnx`` / ``NAME.engine`` (or ``.plan``) plus a JSON sidecar
 ``NAME.onnx.json`` / ``NAME.engine.json``. The sidecar says what the file is (runtime and its
 version, input shape, precision, model hash, class names, score type, ...) and carries the
@@ -13,20 +16,21 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ros2_fed.fileio import atomic_write_bytes
+from ros2_fed.fileio import atomic_write_bytes, file_sha256
 
 PathLike = Union[str, Path]
 
 ENGINE_FORMAT = "ros2_fed/engine"
 ENGINE_FORMAT_VERSION = 1
-RUNTIMES = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".safetensors": "torch"}
-SUFFIX_BY_RUNTIME = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".safetensors"}
+RUNTIMES = ("torch", "onnxruntime", "tensorrt", "torch-tensorrt")
+PRECISIONS = ("fp32", "fp16")  # INT8: not supported (TensorRT 11 takes it only as Q/DQ nodes)
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".safetensors": "torch",
+                     ".ep": "torch-tensorrt"}
+SUFFIX_BY_RUNTIME = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".safetensors", "torch-tensorrt": ".ep"}
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "confidence")
 
@@ -75,8 +79,6 @@ def write_json_atomic(path: PathLike, data: dict[str, Any]) -> None:
 
 def check_file_integrity(path: PathLike, metadata: dict[str, Any]) -> None:
     """Size and SHA-256 of the engine file against its sidecar (catches truncation, swaps)."""
-    from ros2_fed.checkpoint import file_sha256
-
     path = Path(path)
     size = path.stat().st_size
     if size != int(metadata["file_size"]):
@@ -213,37 +215,47 @@ class Engine(abc.ABC):
         """Open an engine file with the runtime its extension and sidecar name.
 
         ``.onnx`` -> onnxruntime, ``.engine``/``.plan`` -> TensorRT, ``.safetensors`` (a fused
-        bundle) -> torch eager. ``expect``: fields that must match the sidecar (e.g.
-        ``{"model_hash": ..., "input_shape": [H, W], "precision": "fp16"}``). ``options`` go
-        to the runtime (``providers``, ``intra_op_threads``, ``device``, ...). Runs
-        ``warmup`` dummy frames before returning.
+        bundle) -> torch eager: the loader registered for the suffix (:data:`ENGINE_LOADERS`)
+        imports only its own runtime, so an ONNX or TensorRT engine opens without torch.
+        ``expect``: fields that must match the sidecar (e.g. ``{"model_hash": ...,
+        "input_shape": [H, W], "precision": "fp16"}``). ``options`` go to the runtime
+        (``providers``, ``intra_op_threads``, ``device``, ...). Runs ``warmup`` dummy frames
+        before returning.
         """
         path = Path(path)
         suffix_runtime = RUNTIME_BY_SUFFIX.get(path.suffix)
-        if suffix_runtime is None:
+        loader = ENGINE_LOADERS.get(path.suffix)
+        if suffix_runtime is None or loader is None:
             raise EngineError(f"{path}: unknown engine file type {path.suffix!r} (expected one of {sorted(RUNTIME_BY_SUFFIX)})")
         runtime = runtime or suffix_runtime
         if runtime != suffix_runtime:
             raise EngineError(f"{path}: a {path.suffix} file is a {suffix_runtime} engine, not {runtime}")
-        if runtime == "torch":
-            from .torch_engine import TorchEngine
-
-            engine: Engine = TorchEngine.from_bundle(path, expect=expect, **options)
-        else:
-            metadata = read_sidecar(path)
-            if metadata["runtime"] != runtime:
-                raise EngineError(f"{path}: sidecar says runtime {metadata['runtime']!r}, the file type says {runtime!r}")
-            check_expected(path, metadata, expect)
-            if runtime == "onnxruntime":
-                from .onnx_engine import OnnxEngine
-
-                engine = OnnxEngine(path, metadata, **options)
-            else:
-                from .tensorrt_engine import TensorRTEngine
-
-                engine = TensorRTEngine(path, metadata, **options)
+        engine = loader(path, expect, options)
         engine.warmup(warmup)
         return engine
+
+
+#: How to open an engine file, by suffix: ``loader(path, expect, options) -> Engine``. Filled by
+#: ros2_fed.engine.registry (imported by the package, so before any Engine.open); base names
+#: no runtime module, the loaders import theirs when called.
+EngineLoader = Callable[[Path, Optional[dict[str, Any]], dict[str, Any]], Engine]
+ENGINE_LOADERS: dict[str, EngineLoader] = {}
+
+
+def register_engine_loader(suffix: str, loader: EngineLoader) -> None:
+    """Make ``Engine.open`` open ``NAME<suffix>`` files with ``loader`` (suffix from RUNTIME_BY_SUFFIX)."""
+    if suffix not in RUNTIME_BY_SUFFIX:
+        raise ValueError(f"{suffix!r} is not an engine file suffix ({sorted(RUNTIME_BY_SUFFIX)})")
+    ENGINE_LOADERS[suffix] = loader
+
+
+def checked_sidecar(path: Path, runtime: str, expect: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The sidecar of a runtime's engine file, checked for that runtime and ``expect``."""
+    metadata = read_sidecar(path)
+    if metadata["runtime"] != runtime:
+        raise EngineError(f"{path}: sidecar says runtime {metadata['runtime']!r}, the file type says {runtime!r}")
+    check_expected(path, metadata, expect)
+    return metadata
 
 
 def tensor_shape(height: int, width: int, batch: int = 1) -> list[int]:

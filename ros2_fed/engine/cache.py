@@ -1,5 +1,9 @@
 """Engine cache: export/build once per (model, input shape, precision, runtime version, GPU).
 
+The key of a GPU engine (TensorRT, torch-tensorrt) is the runtime version + GPU name +
+compute capability + precision + input size (+ model hash and graph version): a TensorRT
+engine is only valid for the TensorRT release and the GPU model it was built with.
+
 Building a TensorRT engine takes minutes and an ONNX export seconds; a node restart must not
 pay that again. :func:`open_cached` hashes the checkpoints (file contents, not names) with the
 detector configuration into a model hash, derives the cache key from it and the rest, and
@@ -13,12 +17,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .base import SUFFIX_BY_RUNTIME, Engine, EngineError, PathLike
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 CACHE_ENV = "ROS2_FED_CACHE"
 
@@ -63,16 +67,35 @@ def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_opti
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")  # engines compiled for one GPU model
+
+
 def cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
-              runtime_version: str, gpu: str, opset: int) -> str:
+              runtime_version: str, gpu: str, opset: int, compute_capability: Optional[str] = None) -> str:
+    """Hex digest of everything that makes a built engine reusable (see the module docstring)."""
+    from .export import EXPORT_GRAPH_VERSION
+
     fields = {
         "model_hash": model_hash, "input": [batch, height, width, 3], "precision": precision, "runtime": runtime,
-        "runtime_version": runtime_version, "gpu": gpu, "opset": opset,
+        "runtime_version": runtime_version, "gpu": gpu, "compute_capability": compute_capability, "opset": opset,
+        "export_graph_version": EXPORT_GRAPH_VERSION,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def engine_cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
+                     opset: int, device: int = 0) -> str:
+    """The cache key for this machine: the installed runtime's version and, for GPU runtimes, the GPU."""
+    from .export import gpu_identity, runtime_version
+
+    gpu = gpu_identity(device) if runtime in GPU_RUNTIMES else {"name": "any", "compute_capability": None}
+    return cache_key(model_hash, height, width, batch, precision, runtime, runtime_version(runtime), str(gpu["name"]),
+                     opset, gpu["compute_capability"])
+
+
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
     out: dict[str, Any] = {}
     for key, value in sorted(options.items()):
         if isinstance(value, torch.dtype):
@@ -100,7 +123,6 @@ def open_cached(
     cache: Optional[PathLike] = None,
     rebuild: bool = False,
     opset: int = 18,
-    calibration_images: Optional[Union[np.ndarray, Sequence[np.ndarray]]] = None,
     backbone_loader: Optional[Callable[[PathLike], torch.nn.Module]] = None,
     warmup: int = 3,
     progress: Optional[Callable[[str], None]] = print,
@@ -115,9 +137,10 @@ def open_cached(
     """
     from ros2_fed.detector import FusedDetector
 
-    from .export import export_engine, gpu_name, runtime_version
+    from .export import check_precision, export_engine
     from .torch_engine import TorchEngine
 
+    check_precision(precision)
     options = dict(detector_options or {})
     options.update(score=score, postprocess=postprocess)
 
@@ -130,9 +153,8 @@ def open_cached(
         return engine
 
     model_hash = source_model_hash(backbone, fed, _jsonable(options))
-    version = runtime_version(runtime)
-    gpu = gpu_name() if runtime == "tensorrt" else "any"
-    key = cache_key(model_hash, height, width, batch, precision, runtime, version, gpu, opset)
+    device = _device_index(engine_options.get("device"))
+    key = engine_cache_key(model_hash, height, width, batch, precision, runtime, opset, device)
     folder = Path(cache) if cache is not None else cache_dir()
     entry = folder / runtime / f"{height}x{width}-b{batch}-{precision}-{key}"
     path = entry / f"model{SUFFIX_BY_RUNTIME[runtime]}"
@@ -149,13 +171,23 @@ def open_cached(
             return engine
 
     if progress:
-        what = "building TensorRT engine, this takes minutes" if runtime == "tensorrt" else "exporting ONNX"
+        what = "building a GPU engine, this takes minutes" if runtime in GPU_RUNTIMES else "exporting ONNX"
         progress(f"engine cache miss ({path}): {what}")
     entry.mkdir(parents=True, exist_ok=True)
     detector = build_detector()
     export_engine(detector, path, height, width, runtime=runtime, precision=precision, batch=batch, opset=opset,
-                  model_hash=model_hash, calibration_images=calibration_images, progress=progress,
+                  model_hash=model_hash, progress=progress, device=device,
                   extra_metadata={"cache_key": key, "sources": {"backbone": str(backbone), "fed": str(fed) if fed else None}})
     engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
     engine.cache_hit = False
     return engine
+
+
+def _device_index(device: Any) -> int:
+    """CUDA device index from an engine option (``1``, ``"cuda:1"``, None -> 0)."""
+    if device is None or device == "":
+        return 0
+    if isinstance(device, int):
+        return device
+    text = str(device)
+    return int(text.split(":", 1)[1]) if ":" in text else 0

@@ -1,12 +1,15 @@
-"""``fed_export``: build the fused engine (ONNX / TensorRT / torch bundle) for one camera size.
+"""``fed_export``: build the fused engine (ONNX / TensorRT / torch-tensorrt / torch bundle) for one camera size.
 
 Examples::
 
     # ONNX Runtime engine into the cache (what fed_node opens by default)
     fed_export --backbone models/tinyseg --fed models/fed_u --height 512 --width 1024
-    # TensorRT FP16 engine to an explicit file (minutes)
+    # TensorRT FP16 engine (typed graph: fp16 backbone, fp32 FED) to an explicit file (minutes)
     fed_export --backbone sf_b2.pth --fed fed_c --height 1024 --width 2048 \\
                --runtime tensorrt --precision fp16 --out engines/sf_b2_fedc.engine
+    # the same typed fp16 graph for ONNX Runtime (runs on CPU too)
+    fed_export --backbone models/tinyseg --fed models/fed_u --height 512 --width 1024 \\
+               --precision fp16 --out tinyseg_fp16.onnx
     # MSP baseline, labels from nearest-upsampled argmax, FP16 confidence
     fed_export --backbone dl_r101.pth --score msp --label-mode nearest \\
                --confidence-dtype float16 --height 1080 --width 1920 --out msp.onnx
@@ -18,11 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
 from ros2_fed.detector import LABEL_MODES, SCORES
 
 from .base import PRECISIONS, RUNTIMES, SUFFIX_BY_RUNTIME
+from .export import check_precision
+
+# Runtimes whose engines are built for a GPU: FP16 is their default precision.
+GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,31 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sliding-window backbone inference inside the graph (SegFormer: 1024 1024 768 768)")
     out = parser.add_argument_group("engine")
     out.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
-    out.add_argument("--precision", choices=PRECISIONS, default=None, help="default: fp16 for tensorrt, else fp32")
+    out.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
+                     help="fp16 = float16 backbone, float32 FED, typed in the graph (default for tensorrt and "
+                          "torch-tensorrt); fp32 = everything float32 (default otherwise). INT8 is not supported")
     out.add_argument("--batch", type=int, default=1)
     out.add_argument("--opset", type=int, default=18)
-    out.add_argument("--calib-dir", help="folder of calibration images (png/jpg) for --precision int8")
-    out.add_argument("--calib-count", type=int, default=64, help="at most this many calibration images")
     out.add_argument("--out", help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or ~/.cache/ros2_fed)")
     out.add_argument("--rebuild", action="store_true", help="ignore a cached engine and rebuild it")
     out.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs eager check after export")
     out.add_argument("--quiet", action="store_true")
     return parser
-
-
-def _calibration_images(folder: str, height: int, width: int, count: int) -> np.ndarray:
-    import cv2
-
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[:count]
-    if not files:
-        raise ValueError(f"{folder}: no png/jpg calibration images")
-    images = []
-    for file in files:
-        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{file}: cannot read image")
-        images.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (width, height), interpolation=cv2.INTER_LINEAR))
-    return np.stack(images)
 
 
 def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,7 +105,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    precision = args.precision or ("fp16" if args.runtime == "tensorrt" else "fp32")
+    precision = args.precision or ("fp16" if args.runtime in GPU_RUNTIMES else "fp32")
+    try:
+        check_precision(precision)
+    except ValueError as exc:
+        parser.error(str(exc))
     if bool(args.bundle) == bool(args.backbone):
         parser.error("give either --backbone (with --fed for FED) or --bundle")
     if args.bundle and not args.out:
@@ -134,11 +128,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .base import EngineError
 
     try:
-        calibration = None
-        if precision == "int8":
-            if not args.calib_dir:
-                parser.error("--precision int8 needs --calib-dir")
-            calibration = _calibration_images(args.calib_dir, args.height, args.width, args.calib_count)
         if args.bundle:
             from .export import export_engine
             from .torch_engine import load_bundle
@@ -146,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             detector, _ = load_bundle(args.bundle)
             path, meta = export_engine(detector, _output_path(args.out, args.runtime), args.height, args.width,
                                        runtime=args.runtime, precision=precision, batch=args.batch, opset=args.opset,
-                                       calibration_images=calibration, verify=not args.no_verify, progress=say)
+                                       verify=not args.no_verify, progress=say)
         elif args.out:
             from ros2_fed.detector import FusedDetector
 
@@ -159,14 +148,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             path, meta = export_engine(detector, _output_path(args.out, args.runtime), args.height, args.width,
                                        runtime=args.runtime, precision=precision, batch=args.batch, opset=args.opset,
                                        model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
-                                       calibration_images=calibration, verify=not args.no_verify, progress=say)
+                                       verify=not args.no_verify, progress=say)
         else:
             from .cache import open_cached
 
             engine = open_cached(args.backbone, args.fed, height=args.height, width=args.width, runtime=args.runtime,
                                  precision=precision, batch=args.batch, score=score, postprocess=args.postprocess,
                                  detector_options=_detector_options(args), rebuild=args.rebuild, opset=args.opset,
-                                 calibration_images=calibration, warmup=0, progress=say)
+                                 warmup=0, progress=say)
             path, meta = engine.path, engine.metadata
             say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
             engine.close()

@@ -4,9 +4,16 @@ ONNX: ``torch.onnx.export(dynamo=False, opset_version=18)`` of the whole fused g
 fixed input shape (B, H, W, 3) uint8 and outputs ``labels`` (B, H, W) uint8 and
 ``confidence`` (B, H, W) float32/float16. The TorchScript exporter is used because it is fast
 and handles FED and our post-processing exactly (see docs/architecture.md, Export notes).
-The ONNX file carries the model hash in its ``metadata_props`` too, so a sidecar paired with
-the wrong file is caught on open. Files are written to a temporary name and renamed, so a
-crash never leaves a half-written engine under the final name.
+The first op casts the uint8 image to float (TensorRT's importer wants that before any other
+layer). ``precision="fp16"`` writes a typed mixed-precision graph: the backbone computes in
+float16, FED and everything after it in float32, with explicit Casts between
+(:mod:`.mixed_precision`); TensorRT builds it strongly typed and ONNX Runtime runs it on CPU.
+INT8 is not supported. The ONNX file carries the model hash in its ``metadata_props`` too, so
+a sidecar paired with the wrong file is caught on open. Files are written to a temporary name
+and renamed, so a crash never leaves a half-written engine under the final name.
+
+torch is imported inside the functions: ``onnx_engine`` imports this module, and opening an
+ONNX engine must not load torch.
 """
 from __future__ import annotations
 
@@ -15,12 +22,10 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-import torch
 
-from ros2_fed.detector import FusedDetector, detector_hash
 from ros2_fed.fileio import temporary_sibling
 
 from .base import (
@@ -37,33 +42,61 @@ from .base import (
     write_json_atomic,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ros2_fed.detector import FusedDetector
+
 DEFAULT_OPSET = 18
 ONNX_META_PREFIX = "ros2_fed."
+# Bump when the exported graph changes for the same detector (part of the engine cache key).
+EXPORT_GRAPH_VERSION = 2  # 2: uint8 cast first, typed fp16 backbone
+# fp16 graph vs the fp32 eager detector: what an export must meet (and the tests check).
+FP16_MIN_LABEL_AGREEMENT = 0.99
+FP16_MAX_MEAN_CONFIDENCE_DIFF = 0.01
+INT8_UNSUPPORTED = (
+    "INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes in the graph, which ros2_fed "
+    "does not write; use fp16"
+)
+
+
+def check_precision(precision: str) -> None:
+    """ValueError for a precision the exporter cannot write (INT8 named plainly)."""
+    if precision == "int8":
+        raise ValueError(INT8_UNSUPPORTED)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
 
 
 def runtime_version(runtime: str) -> str:
-    """Installed version of a runtime ("absent" when it is not installed)."""
+    """Installed version of a runtime ("absent" when it is not installed or cannot load)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+    module = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch": "torch",
+              "torch-tensorrt": "torch_tensorrt"}.get(runtime, runtime)
     try:
-        if runtime == "onnxruntime":
-            import onnxruntime
-
-            return str(onnxruntime.__version__)
-        if runtime == "tensorrt":
-            import tensorrt  # type: ignore[import-not-found]
-
-            return str(tensorrt.__version__)
-        if runtime == "torch":
-            return str(torch.__version__)
-    except ImportError:
+        return str(__import__(module).__version__)
+    except Exception:  # ImportError, or torch_tensorrt's plain Exception without libnvinfer
         return "absent"
-    raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
 
 
-def gpu_name() -> str:
-    """Name of CUDA device 0, or "cpu": TensorRT engines are only valid on the GPU they were built for."""
-    if torch.cuda.is_available():
-        return str(torch.cuda.get_device_name(0))
-    return "cpu"
+def gpu_identity(device: int = 0) -> dict[str, Any]:
+    """Name and compute capability of CUDA ``device`` (``{"name": "cpu", ...}`` without CUDA).
+
+    Engines compiled by TensorRT are only valid on the GPU model they were built for, so both
+    go into the sidecar and the cache key.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"name": "cpu", "compute_capability": None}
+    major, minor = torch.cuda.get_device_capability(device)
+    return {"name": str(torch.cuda.get_device_name(device)), "compute_capability": f"{major}.{minor}"}
+
+
+def gpu_name(device: int = 0) -> str:
+    """Name of CUDA ``device``, or "cpu"."""
+    return str(gpu_identity(device)["name"])
 
 
 def engine_metadata(
@@ -82,12 +115,14 @@ def engine_metadata(
 
     ``file_sha256`` / ``file_size`` are added by the writer once the file exists.
     """
+    import torch
+
     from ros2_fed import __version__
+    from ros2_fed.detector import detector_hash
 
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    check_precision(precision)
     cfg = detector.config()
     try:
         import onnx
@@ -95,13 +130,17 @@ def engine_metadata(
         onnx_version = str(onnx.__version__)
     except ImportError:  # pragma: no cover - onnx is a runtime requirement
         onnx_version = "absent"
+    gpu = gpu_identity() if runtime in ("tensorrt", "torch-tensorrt") else {"name": None, "compute_capability": None}
     meta: dict[str, Any] = {
         "format": ENGINE_FORMAT,
         "format_version": ENGINE_FORMAT_VERSION,
         "runtime": runtime,
         "runtime_version": runtime_version(runtime),
         "precision": precision,
-        "gpu_name": gpu_name() if runtime == "tensorrt" else None,
+        "backbone_dtype": "float16" if precision == "fp16" else "float32",
+        "fed_dtype": "float32",
+        "gpu_name": gpu["name"],
+        "gpu_compute_capability": gpu["compute_capability"],
         "input_name": INPUT_NAME,
         "input_dtype": "uint8",
         "input_layout": "BHWC, RGB, 0..255",
@@ -122,6 +161,7 @@ def engine_metadata(
         "palette": cfg["palette"],
         "detector": cfg,
         "opset": opset,
+        "export_graph_version": EXPORT_GRAPH_VERSION,
         "torch_version": str(torch.__version__),
         "onnx_version": onnx_version,
         "ros2_fed_version": __version__,
@@ -131,18 +171,19 @@ def engine_metadata(
     return meta
 
 
-def _export_to_proto(detector: FusedDetector, example: torch.Tensor, opset: int) -> Any:
+def _export_to_proto(graph: Any, example: torch.Tensor, opset: int) -> Any:
     """Trace + export with the TorchScript exporter; returns the ONNX ModelProto."""
     import io
 
     import onnx
+    import torch
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python ints: shapes are fixed
         with torch.no_grad():
             torch.onnx.export(
-                detector,
+                graph,
                 (example,),
                 buffer,
                 dynamo=False,
@@ -169,15 +210,21 @@ def export_onnx(
 ) -> tuple[Path, dict[str, Any]]:
     """Export the fused graph to ``path`` (.onnx) and write ``path.json``; returns (path, metadata).
 
+    ``precision``: "fp32", or "fp16" (float16 backbone, float32 FED; see :mod:`.mixed_precision`).
     The file is checked with ``onnx.checker`` before it is moved into place. ``verify`` also
-    runs it once in ONNX Runtime (CPU) against eager on a random image and refuses an export
-    that disagrees (confidence > 1e-3 or labels < 99.9 %).
+    runs it once in ONNX Runtime (CPU) against the float32 eager detector on a random image
+    and refuses an export that disagrees (fp32: confidence > 1e-3 or labels < 99.9 %; fp16:
+    mean confidence difference > 0.01 or labels < 99 %).
     """
     import onnx
+    import torch
+
+    from .mixed_precision import export_graph, remove_identity_casts
 
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"{path}: ONNX exports must end in .onnx")
+    check_precision(precision)
     path.parent.mkdir(parents=True, exist_ok=True)
     detector = detector.freeze()
     device = next(iter(detector.parameters()), torch.empty(0)).device
@@ -187,13 +234,15 @@ def export_onnx(
         model_hash=model_hash, opset=opset, extra=extra_metadata,
     )
     try:
-        proto = _export_to_proto(detector, example, opset)
+        proto = _export_to_proto(export_graph(detector, precision), example, opset)
+        remove_identity_casts(proto)
     except Exception as exc:
         raise EngineError(f"{path}: torch.onnx.export of the fused detector failed: {exc}") from exc
     del proto.metadata_props[:]
     for key, value in (
         ("model_hash", metadata["model_hash"]),
         ("input_tensor_shape", json.dumps(metadata["input_tensor_shape"])),
+        ("precision", precision),
         ("detector", json.dumps(metadata["detector"], sort_keys=True)),
     ):
         entry = proto.metadata_props.add()
@@ -208,7 +257,7 @@ def export_onnx(
     try:
         onnx.save(proto, str(tmp))
         if verify:
-            _verify_onnx(tmp, detector, example, path)
+            _verify_onnx(tmp, detector, example, path, precision)
         from ros2_fed.checkpoint import file_sha256
 
         metadata["file_sha256"] = file_sha256(tmp)
@@ -220,17 +269,36 @@ def export_onnx(
     return path, metadata
 
 
-def _verify_onnx(onnx_path: Path, detector: FusedDetector, example: torch.Tensor, name: Path) -> None:
+def parity(labels: np.ndarray, confidence: np.ndarray, ref_labels: np.ndarray, ref_confidence: np.ndarray) -> dict[str, float]:
+    """Label agreement and confidence differences of one output against a reference."""
+    diff = np.abs(np.asarray(confidence, np.float32) - np.asarray(ref_confidence, np.float32))
+    return {"label_agreement": float(np.mean(np.asarray(labels) == np.asarray(ref_labels))),
+            "confidence_mean_abs_diff": float(diff.mean()), "confidence_max_abs_diff": float(diff.max())}
+
+
+def parity_ok(stats: dict[str, float], precision: str) -> bool:
+    """The acceptance rule for ``precision`` against the float32 reference."""
+    if precision == "fp16":
+        return (stats["label_agreement"] >= FP16_MIN_LABEL_AGREEMENT
+                and stats["confidence_mean_abs_diff"] <= FP16_MAX_MEAN_CONFIDENCE_DIFF)
+    return stats["label_agreement"] >= 0.999 and stats["confidence_max_abs_diff"] <= 1e-3
+
+
+def _verify_onnx(onnx_path: Path, detector: FusedDetector, example: torch.Tensor, name: Path, precision: str) -> None:
     import onnxruntime as ort
+    import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     labels, confidence = session.run(list(OUTPUT_NAMES), {INPUT_NAME: example.cpu().numpy()})
     with torch.no_grad():
         ref_labels, ref_conf = detector(example)
-    diff = float(np.max(np.abs(confidence.astype(np.float32) - ref_conf.float().cpu().numpy())))
-    agree = float(np.mean(labels == ref_labels.cpu().numpy()))
-    if diff > 1e-3 or agree < 0.999:
-        raise EngineError(f"{name}: ONNX Runtime disagrees with eager (confidence max diff {diff:.2e}, labels agree {agree:.4%})")
+    stats = parity(labels, confidence, ref_labels.cpu().numpy(), ref_conf.float().cpu().numpy())
+    if not parity_ok(stats, precision):
+        raise EngineError(
+            f"{name}: ONNX Runtime ({precision}) disagrees with the float32 eager detector (confidence mean diff "
+            f"{stats['confidence_mean_abs_diff']:.2e}, max {stats['confidence_max_abs_diff']:.2e}, labels agree "
+            f"{stats['label_agreement']:.4%})"
+        )
 
 
 def export_engine(
@@ -244,31 +312,27 @@ def export_engine(
     batch: int = 1,
     opset: int = DEFAULT_OPSET,
     model_hash: Optional[str] = None,
-    calibration_images: Optional[Union[np.ndarray, Sequence[np.ndarray]]] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
     verify: bool = False,
     progress: Optional[Callable[[str], None]] = print,
     workspace_gib: float = 4.0,
+    device: int = 0,
 ) -> tuple[Path, dict[str, Any]]:
     """Build the engine for ``runtime`` at ``path`` with its sidecar; returns (path, metadata).
 
-    onnxruntime: ``path`` is the .onnx. tensorrt: the ONNX goes next to it
-    (``path.with_suffix(".onnx")``) and the serialised engine to ``path`` (.engine/.plan).
-    torch: ``path`` is a fused bundle ``NAME.safetensors`` + ``NAME.json``.
+    onnxruntime: ``path`` is the .onnx (fp32, or the typed fp16 graph). tensorrt: the ONNX
+    of the same precision goes next to it (``path.with_suffix(".onnx")``) and TensorRT builds
+    it strongly typed into ``path`` (.engine/.plan). torch-tensorrt: the detector compiled by
+    torch-tensorrt's dynamo path, saved as an exported program (.ep). torch: ``path`` is a
+    fused bundle ``NAME.safetensors`` + ``NAME.json``.
     """
     path = Path(path)
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    check_precision(precision)
     if runtime == "onnxruntime":
-        if precision != "fp32":
-            raise ValueError(
-                "onnxruntime runs the fp32 graph (on GPUs its TensorRT execution provider picks the "
-                f"precision at session start); {precision} engines: use runtime 'tensorrt'"
-            )
         if progress:
-            progress(f"exporting ONNX ({height}x{width}) to {path}")
+            progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
         return export_onnx(detector, path, height, width, batch=batch, opset=opset, precision=precision,
                            model_hash=model_hash, extra_metadata=extra_metadata, verify=verify)
     if runtime == "tensorrt":
@@ -276,19 +340,31 @@ def export_engine(
 
         onnx_path = path.with_suffix(".onnx")
         if progress:
-            progress(f"exporting ONNX ({height}x{width}) to {onnx_path}")
-        _, onnx_meta = export_onnx(detector, onnx_path, height, width, batch=batch, opset=opset, precision="fp32",
+            progress(f"exporting {precision} ONNX ({height}x{width}) to {onnx_path}")
+        _, onnx_meta = export_onnx(detector, onnx_path, height, width, batch=batch, opset=opset, precision=precision,
                                    model_hash=model_hash, extra_metadata=extra_metadata, verify=verify)
-        meta = dict(onnx_meta)
-        meta.update(runtime="tensorrt", runtime_version=runtime_version("tensorrt"), precision=precision, gpu_name=gpu_name())
-        for key in ("file_sha256", "file_size"):
-            meta.pop(key, None)
-        meta["onnx_sha256"] = onnx_meta["file_sha256"]
-        return build_tensorrt_engine(onnx_path, path, meta, precision=precision, calibration_images=calibration_images,
-                                     progress=progress, workspace_gib=workspace_gib)
+        return build_tensorrt_engine(onnx_path, path, tensorrt_metadata(onnx_meta, device), workspace_gib=workspace_gib,
+                                     progress=progress, device=device)
+    if runtime == "torch-tensorrt":
+        from .torch_tensorrt_engine import build_torch_tensorrt
+
+        return build_torch_tensorrt(detector, path, height, width, batch=batch, precision=precision,
+                                    model_hash=model_hash, extra_metadata=extra_metadata, progress=progress, device=device)
     from .torch_engine import save_bundle
 
     if progress:
         progress(f"writing torch bundle to {path}")
     return save_bundle(path, detector, height, width, batch=batch, precision=precision, model_hash=model_hash,
                        extra_metadata=extra_metadata)
+
+
+def tensorrt_metadata(onnx_meta: dict[str, Any], device: int = 0) -> dict[str, Any]:
+    """The sidecar of a TensorRT engine built from an ONNX export (before the engine exists)."""
+    gpu = gpu_identity(device)
+    meta = dict(onnx_meta)
+    meta.update(runtime="tensorrt", runtime_version=runtime_version("tensorrt"), gpu_name=gpu["name"],
+                gpu_compute_capability=gpu["compute_capability"])
+    for key in ("file_sha256", "file_size"):
+        meta.pop(key, None)
+    meta["onnx_sha256"] = onnx_meta["file_sha256"]
+    return meta

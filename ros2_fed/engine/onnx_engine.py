@@ -1,5 +1,11 @@
 """ONNX Runtime engine: CPU execution provider here; CUDA / TensorRT providers when present.
 
+Providers: onnxruntime-gpu lists the TensorRT and CUDA providers even when their libraries
+are missing, and then runs on CPU without a word. So the providers a session really got
+(``session.get_providers()``) are compared with those asked for: an explicitly requested
+accelerated provider that did not load is an :class:`EngineError`; with the automatic choice
+(``providers=None``) the fallback is a warning and ``engine.providers`` says what runs.
+
 Opening validates before ONNX Runtime ever parses the file: sidecar present and consistent,
 file size + SHA-256, ``onnx.checker``, embedded model hash and input/output signature. The hot
 path uses IOBinding with buffers bound once: each frame is one ``memcpy`` into the bound
@@ -17,13 +23,16 @@ from .base import INPUT_NAME, OUTPUT_NAMES, Engine, EngineError, PathLike, check
 from .export import ONNX_META_PREFIX
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
 _NP_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 def default_providers(precision: str = "fp32", cache_dir: Optional[PathLike] = None) -> list[Any]:
     """The accelerated providers this onnxruntime build has, best first, CPU last.
 
-    TensorRT EP gets an engine cache (its builds take minutes) and FP16 when asked for.
+    TensorRT EP gets an engine cache (its builds take minutes). Its global FP16 switch stays
+    off whatever ``precision`` says: an fp16 export already holds float16 where it belongs
+    (the backbone), and the switch would put FED in float16 too.
     """
     import onnxruntime as ort
 
@@ -38,7 +47,7 @@ def default_providers(precision: str = "fp32", cache_dir: Optional[PathLike] = N
             folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "ort-tensorrt"
             folder.mkdir(parents=True, exist_ok=True)
             providers.append((name, {
-                "trt_fp16_enable": precision == "fp16",
+                "trt_fp16_enable": False,
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(folder),
             }))
@@ -103,6 +112,7 @@ class OnnxEngine(Engine):
             flag = "1" if allow_spinning else "0"
             options.add_session_config_entry("session.intra_op.allow_spinning", flag)
             options.add_session_config_entry("session.inter_op.allow_spinning", flag)
+        requested = providers is not None
         if providers is None:
             providers = default_providers(str(metadata.get("precision", "fp32")))
         try:
@@ -111,6 +121,7 @@ class OnnxEngine(Engine):
             raise EngineError(f"{path}: ONNX Runtime cannot create a session ({exc})") from exc
         del proto
         self.providers = self._session.get_providers()
+        check_providers(path, providers, self.providers, strict=requested)
 
         # Pre-bound buffers: ONNX Runtime reads/writes these numpy arrays in place on CPU;
         # with CUDA/TensorRT providers it copies to/from the device itself.
@@ -158,6 +169,28 @@ class OnnxEngine(Engine):
     def close(self) -> None:
         self._binding = None  # type: ignore[assignment]
         self._session = None  # type: ignore[assignment]
+
+
+def provider_names(providers: Sequence[Any]) -> list[str]:
+    """Names of a provider list whose entries are names or (name, options) pairs."""
+    return [p[0] if isinstance(p, (tuple, list)) else str(p) for p in providers]
+
+
+def check_providers(path: PathLike, requested: Sequence[Any], actual: Sequence[str], strict: bool = True) -> None:
+    """Every requested provider must be among the session's; else EngineError (strict) or a warning.
+
+    Why: a listed-but-unusable CUDA/TensorRT provider silently leaves the session on CPU.
+    """
+    missing = [name for name in provider_names(requested) if name not in actual]
+    if not missing:
+        return
+    message = (f"{path}: ONNX Runtime did not load {', '.join(missing)} (the session runs on {', '.join(actual)}): "
+               "check the CUDA/TensorRT libraries, or ask for CPUExecutionProvider")
+    if strict:
+        raise EngineError(message)
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _env_int(name: str) -> Optional[int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TENSORRT_KINDS = (".engine", ".plan", ".tensorrt")
+TENSORRT_KINDS = (".engine", ".plan", ".tensorrt", ".ep", ".torch-tensorrt")  # CUDA device index
 ONNX_KINDS = (".onnx", ".onnxruntime")
 TORCH_KINDS = (".safetensors", ".torch")
 

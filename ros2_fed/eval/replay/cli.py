@@ -51,10 +51,10 @@ from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import report as rep
 from ros2_fed.eval.replay.errors import LiveError
-from ros2_fed.eval.replay.model import ModelSpec, parse_param, read_params_file
-from ros2_fed.eval.replay.outputs import (NODE_DEFAULTS, OUTPUT_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput,
-                                     LEVEL_NAMES)
+from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_file
+from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
 from ros2_fed.eval.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
+from ros2_fed.pipeline import OUTPUT_NAMES, ModelSpec, StartupError, with_defaults
 
 SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
 OUTPUT_BAG = "output_bag"
@@ -168,7 +168,7 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 def _node_row(spec: ModelSpec, metadata: dict[str, Any]) -> str:
     score = spec.score or metadata.get("score") or ""
     if score == "fed":
-        variant = metadata.get("fed_variant") or spec.fed_variant or "FED"
+        variant = metadata.get("fed_variant") or fed_variant(spec) or "FED"
         return f"{variant} (node)"
     return f"{SCORE_ABBREV.get(score, score or 'node')} (node)"
 
@@ -252,7 +252,10 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                      threads=int(args.threads or params.get("threads", 0) or 0),
                      device=args.device or str(params.get("device", "") or ""),
                      cpu_spin_wait=_bool_param(params, "cpu_spin_wait"))
-    spec = spec.resolved(first.height, first.width)
+    try:
+        spec = spec.resolved(first.height, first.width)
+    except StartupError as exc:  # a missing file or model choice: the arguments' fault
+        raise UsageError(str(exc)) from None
     log(f"model: {spec.describe()}")
     partial["model"] = spec.describe()
     node_params = {k: v for k, v in params.items() if k not in spec.node_params()}
@@ -310,7 +313,7 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                     raise UsageError(f"--reference-fed {item!r}: expected NAME=PATH")
                 feds[name] = path
             if not feds and spec.fed and spec.score == "fed":
-                feds[spec.fed_variant or "FED-U"] = spec.fed
+                feds[fed_variant(spec) or "FED-U"] = spec.fed
             ref_postprocess = args.reference_postprocess or ("sml" if spec.score == "sml" else "none")
             reference = ReferenceModel(backbone=spec.backbone, feds=feds, fed_postprocess=ref_postprocess,
                                        mcd_passes=max(0, args.mcd_passes), stats=args.stats)
@@ -323,7 +326,7 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
         picker: Optional[rep.MosaicPicker] = None
         node_row = ""
         stats, levels, latencies, timeline = [], [], [], []
-        merged = {**NODE_DEFAULTS, **params}
+        merged = with_defaults(params)
         threshold = float(merged["alerts.confidence_threshold"])
         t_score = time.monotonic()
         bar = tqdm(total=len(scan.frames), desc="evaluating" if args.mode == "live" else "running + evaluating",

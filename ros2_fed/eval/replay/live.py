@@ -44,7 +44,8 @@ from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay.bagio import BagWriter
 from ros2_fed.eval.replay.errors import LiveError
-from ros2_fed.eval.replay.model import ModelSpec, param_text
+from ros2_fed.eval.replay.model import param_text
+from ros2_fed.pipeline import ModelSpec
 from ros2_fed.paths import fastdds_profile
 from ros2_fed.eval.replay.offline import write_inputs
 from ros2_fed.eval.replay.outputs import OUTPUT_TYPES, REQUIRED_OUTPUTS, AlertRecord, alert_from_message

@@ -11,12 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-import numpy as np
 
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay.bagio import BagWriter
-from ros2_fed.eval.replay.model import ModelSpec, engine_shape, infer_like_node, open_engine
 from ros2_fed.eval.replay.outputs import FrameOutput, OutputRenderer
+from ros2_fed.pipeline import ModelSpec, engine_shape, infer_at_camera_size, open_engine, warm_up
 
 
 @dataclass
@@ -45,16 +44,13 @@ def run_offline(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWr
         shape = engine_shape(engine)
         renderer = OutputRenderer(metadata, params)
         first = scan.frames[0]
-        h, w = shape or (first.height or 480, first.width or 640)
-        dummy = np.full((h, w, 3), 127, np.uint8)
-        for _ in range(max(0, int(warmup_runs))):
-            engine.infer(dummy)
+        warm_up(engine, int(warmup_runs), shape or (first.height or 480, first.width or 640))
         sel = scan.selection
         loop_start = time.monotonic()
         for frame in bagmod.iter_frames(scan):
             t = time.monotonic()
             rgb = frame.rgb()
-            labels, confidence = infer_like_node(engine, rgb, shape)
+            labels, confidence = infer_at_camera_size(engine, rgb, shape)
             latency = time.monotonic() - t
             stats.processing_s += latency
             stats.frames += 1

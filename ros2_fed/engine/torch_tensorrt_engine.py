@@ -1,0 +1,151 @@
+"""torch-tensorrt runtime: the fused detector compiled by torch-tensorrt's dynamo path.
+
+Why a second TensorRT route: torch-tensorrt compiles the PyTorch module itself (no ONNX
+step), falls back to PyTorch for any op TensorRT cannot take, and runs where torch runs. It
+compiles the same typed graph as the ONNX export (:func:`.mixed_precision.export_graph`:
+uint8 cast first; for fp16 a float16 backbone and a float32 FED), with
+``torch_tensorrt.compile(..., ir="dynamo")``, which respects those dtypes (explicit typing).
+The compiled program is saved with ``torch_tensorrt.save(..., output_format="exported_program")``
+as ``NAME.ep`` + the usual JSON sidecar and loaded with ``torch.export.load``; the engine
+cache keys it like a TensorRT engine (torch-tensorrt version, GPU name, compute capability,
+precision, size).
+
+Importing torch_tensorrt without a GPU or without TensorRT's libraries raises a plain
+``Exception`` ("Could not find libnvinfer..."), not ImportError: :func:`import_torch_tensorrt`
+turns any failure into an :class:`EngineError` with one line. Needs torch (this route is
+torch by definition).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import numpy as np
+
+from .base import Engine, EngineError, PathLike, check_file_integrity, read_sidecar, sidecar_path, write_json_atomic
+from .tensorrt_engine import one_line, check_gpu, select_device
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ros2_fed.detector import FusedDetector
+
+SUFFIX = ".ep"
+
+
+def import_torch_tensorrt() -> Any:
+    """``import torch_tensorrt`` or an EngineError naming what failed (any exception type)."""
+    try:
+        import torch_tensorrt  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001 - torch_tensorrt raises a bare Exception without libnvinfer
+        raise EngineError(
+            "torch-tensorrt is not usable here: it needs a CUDA GPU, TensorRT's libraries and the torch version it "
+            f"was built for; or pick runtime 'tensorrt' / 'onnxruntime' ({one_line(exc)})"
+        ) from exc
+    return torch_tensorrt
+
+
+def build_torch_tensorrt(
+    detector: FusedDetector,
+    path: PathLike,
+    height: int,
+    width: int,
+    *,
+    batch: int = 1,
+    precision: str = "fp16",
+    model_hash: Optional[str] = None,
+    extra_metadata: Optional[dict[str, Any]] = None,
+    progress: Optional[Callable[[str], None]] = print,
+    device: int = 0,
+) -> tuple[Path, dict[str, Any]]:
+    """Compile ``detector`` for (batch, height, width) on CUDA ``device``; writes ``path`` (.ep) + sidecar."""
+    from ros2_fed.fileio import temporary_sibling
+    from ros2_fed.checkpoint import file_sha256
+
+    from .export import check_precision, engine_metadata
+    from .mixed_precision import export_graph
+
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        raise ValueError(f"{path}: a torch-tensorrt program ends in {SUFFIX}")
+    check_precision(precision)
+    torch_tensorrt = import_torch_tensorrt()
+    gpu = select_device(device)
+    import torch
+
+    detector = detector.freeze()
+    meta = engine_metadata(detector, runtime="torch-tensorrt", precision=precision, height=height, width=width,
+                           batch=batch, model_hash=model_hash, opset=None, extra=extra_metadata)
+    meta.update(gpu_name=gpu["name"], gpu_compute_capability=gpu["compute_capability"])
+    if progress:
+        progress(f"compiling with torch-tensorrt {torch_tensorrt.__version__} ({precision}, {height}x{width}) "
+                 f"on {gpu['name']}, this takes minutes ...")
+    cuda = torch.device("cuda", int(device))
+    graph = export_graph(detector, precision).to(cuda)
+    example = torch.zeros((batch, height, width, 3), dtype=torch.uint8, device=cuda)
+    tmp = temporary_sibling(path)
+    try:
+        try:
+            compiled = torch_tensorrt.compile(graph, ir="dynamo", arg_inputs=[example])
+            torch_tensorrt.save(compiled, str(tmp), output_format="exported_program", arg_inputs=[example])
+        except Exception as exc:  # noqa: BLE001 - TensorRT/export errors of many types: one line
+            raise EngineError(f"{path}: torch-tensorrt compilation failed: {one_line(exc)}") from exc
+        meta["file_sha256"] = file_sha256(tmp)
+        meta["file_size"] = tmp.stat().st_size
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_json_atomic(sidecar_path(path), meta)
+    if progress:
+        progress(f"torch-tensorrt program written to {path}")
+    return path, meta
+
+
+class TorchTensorRTEngine(Engine):
+    """A saved torch-tensorrt exported program, loaded on CUDA ``device`` and run on a pinned-buffer path."""
+
+    runtime = "torch-tensorrt"
+
+    def __init__(self, path: PathLike, metadata: Optional[dict[str, Any]] = None, *, device: int = 0) -> None:
+        path = Path(path)
+        metadata = metadata if metadata is not None else read_sidecar(path)
+        super().__init__(path, metadata)
+        check_file_integrity(path, metadata)
+        try:
+            torch_tensorrt = import_torch_tensorrt()  # registers the TensorRT ops the program calls
+            gpu = select_device(device)
+        except EngineError as exc:
+            raise EngineError(f"{path}: {exc}") from exc
+        if str(metadata.get("runtime_version")) != str(torch_tensorrt.__version__):
+            raise EngineError(f"{path}: compiled with torch-tensorrt {metadata.get('runtime_version')}, this is "
+                              f"{torch_tensorrt.__version__}: rebuild (fed_export or the engine cache)")
+        check_gpu(path, metadata, gpu)
+        import torch
+
+        self._torch = torch
+        self._device = torch.device("cuda", int(device))
+        try:
+            self._module = torch.export.load(str(path)).module()
+            shape = self._tensor_shape
+            self._in_host = torch.empty(shape, dtype=torch.uint8).pin_memory()
+            self._in_dev = torch.empty(shape, dtype=torch.uint8, device=self._device)
+            self._labels_host = torch.empty(shape[:3], dtype=torch.uint8).pin_memory()
+            self._conf_host = torch.empty(shape[:3], dtype=torch.float32).pin_memory()
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"{path}: cannot load the torch-tensorrt program: {one_line(exc)}") from exc
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        try:
+            with torch.inference_mode():
+                self._in_host.numpy()[...] = batch
+                self._in_dev.copy_(self._in_host, non_blocking=True)
+                labels, confidence = self._module(self._in_dev)
+                self._labels_host.copy_(labels, non_blocking=True)
+                self._conf_host.copy_(confidence, non_blocking=True)
+                torch.cuda.current_stream(self._device).synchronize()
+        except Exception as exc:  # noqa: BLE001
+            raise EngineError(f"{self._path}: torch-tensorrt inference failed: {one_line(exc)}") from exc
+        return self._labels_host.numpy(), self._conf_host.numpy()
+
+    def close(self) -> None:
+        self._module = None

@@ -1,0 +1,654 @@
+"""fed_node's pipeline without ROS: parameters, which engine to open, running it at the camera size.
+
+Why one module: ``fed_node`` (ros2_fed/node.py, the rclpy wiring) and ``fed_bag_eval``
+(ros2_fed/eval/replay) must open the same engine, fill in the same defaults and render the
+same outputs, or a replayed number would not be the node's. Everything here is said once:
+
+- the parameter table (:data:`PARAMETERS`: name, default, type, range, choices) and the
+  conversions both sides apply (an integer is a valid value for a float parameter);
+- what engine the parameters select (:class:`ModelSpec`, default model in ``models/``) and
+  opening it (:func:`open_engine`, with the score check);
+- the camera-size handling (:func:`infer_at_camera_size`: host resize when the engine was
+  built for another size), warm-up, the latest-frame mailbox and the counters;
+- the output names and the alert configuration (:func:`alert_config`, the one place that
+  maps ``alerts.*`` parameters onto :class:`ros2_fed.alerts.AlertConfig`).
+
+Pure python: no rclpy and no torch are imported here (opening an ``.onnx`` or TensorRT engine
+does not need torch; only building a missing cached engine does, inside ``ros2_fed.engine``).
+"""
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
+
+import numpy as np
+
+from ros2_fed.engine.options import runtime_options
+from ros2_fed.paths import default_models_dir
+
+ParamValue = Union[bool, int, float, str]
+T = TypeVar("T")
+
+NODE_NAME = "fed_node"
+RUNTIME_CHOICES = ("", "torch", "onnxruntime", "tensorrt")
+BASELINE_SCORES = ("msp", "maxlogit", "energy", "entropy", "sml", "none")
+SCORE_CHOICES = ("", "fed") + BASELINE_SCORES
+TRANSPORT_CHOICES = ("raw", "compressed")
+RELIABILITY_CHOICES = ("best_effort", "reliable")
+DEFAULT_BACKBONE = "tinyseg_synthroad"  # the embedded default model (models/)
+DEFAULT_FED = "fed_u_synthroad"
+DEFAULT_RUNTIME = "onnxruntime"
+#: Everything the node publishes under ``~/`` (besides /diagnostics), in one order.
+OUTPUT_NAMES = ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
+OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic status levels
+FALLBACK_SHAPE = (480, 640)  # warm-up frame size for an engine that takes any size
+
+
+class StartupError(RuntimeError):
+    """The pipeline cannot start (engine missing/corrupt, bad parameters, ...): one clear message."""
+
+
+# --------------------------------------------------------------------------------------
+# Parameter table (the node declares it; replay, tests and --help read it)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default (which fixes the type), description, constraints."""
+
+    name: str
+    default: ParamValue
+    description: str
+    read_only: bool = False
+    range: Optional[tuple[float, float]] = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def type_name(self) -> str:
+        return type(self.default).__name__
+
+    @property
+    def is_float(self) -> bool:
+        return isinstance(self.default, float)
+
+    def coerce(self, value: Any) -> Any:
+        """``value`` in this parameter's type where that loses nothing: an integer for a float
+        parameter becomes a float (``ros2 param set ... 1`` and ``name: 1`` in a YAML file)."""
+        if self.is_float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    def check(self, value: Any) -> Optional[str]:
+        """Why ``value`` (already :meth:`coerce`-d) is not acceptable, or None."""
+        if type(value) is not type(self.default):
+            return f"{self.name}: expected {self.type_name}, got {type(value).__name__}"
+        if self.range is not None and not (self.range[0] <= value <= self.range[1]):
+            return f"{self.name}: {value} is outside [{self.range[0]}, {self.range[1]}]"
+        if self.choices and value not in self.choices:
+            return f"{self.name}: {value!r} is not one of {list(self.choices)}"
+        return None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # -- engine (fixed for the life of the process) --------------------------------------
+    ParamSpec("engine_path", "", "Engine file: NAME.onnx (ONNX Runtime), NAME.engine|.plan (TensorRT) or a "
+              "fused NAME.safetensors bundle (torch), each with its JSON sidecar (fed_export writes both). "
+              "Empty: build (first start) or reuse (later starts) the cached engine for model.backbone + "
+              "model.fed at model.height x model.width.", read_only=True),
+    ParamSpec("model.backbone", "", "Backbone checkpoint used when engine_path is empty; empty = the embedded "
+              "default model (share/ros2_fed/models/tinyseg_synthroad).", read_only=True),
+    ParamSpec("model.fed", "", "FED checkpoint used when engine_path is empty; empty = the default model's "
+              "FED-U (models/fed_u_synthroad) when model.backbone is empty too, else none (then set score).",
+              read_only=True),
+    ParamSpec("model.height", 512, "Camera image height the cached engine is built for (engine_path empty); "
+              "frames of another size are resized on the host.", read_only=True, range=(16, 8192)),
+    ParamSpec("model.width", 1024, "Camera image width the cached engine is built for (engine_path empty).",
+              read_only=True, range=(16, 8192)),
+    ParamSpec("runtime", "", "Runtime: torch|onnxruntime|tensorrt. With engine_path: must match the file "
+              "(empty = from the extension); without: the cached engine's runtime (empty = onnxruntime).",
+              read_only=True, choices=RUNTIME_CHOICES),
+    ParamSpec("device", "", "Runtime device, e.g. cpu, cuda, cuda:1; empty = the runtime's default.", read_only=True),
+    ParamSpec("threads", 0, "CPU threads for the runtime (torch / ONNX Runtime intra-op); 0 = its default.",
+              read_only=True, range=(0, 256)),
+    ParamSpec("cpu_spin_wait", False, "Let ONNX Runtime's CPU threads busy-wait between operators and runs "
+              "(its own default). Off: the spinning threads would take the cores that decoding, "
+              "visualisation and DDS need between frames (end-to-end p50 about 120 -> 85 ms at 512x1024 on "
+              "2 cores). Turn on only when the engine has cores to itself.", read_only=True),
+    ParamSpec("score", "", "Score type (fed|msp|maxlogit|energy|entropy|sml|none). With engine_path: the engine "
+              "must compute it (empty = accept the engine's; a mismatch is a start-up error); without: the "
+              "score the cached engine is built with (empty = fed).", read_only=True, choices=SCORE_CHOICES),
+    ParamSpec("warmup_runs", 3, "Dummy inferences before the node reports ready (lazy init, autotuning).",
+              read_only=True, range=(0, 100)),
+    # -- input ---------------------------------------------------------------------------
+    ParamSpec("input_transport", "raw", "raw: subscribe to 'image' (sensor_msgs/Image); compressed: subscribe "
+              "to 'image/compressed' (sensor_msgs/CompressedImage, jpeg/png).", read_only=True,
+              choices=TRANSPORT_CHOICES),
+    ParamSpec("input_qos.reliability", "best_effort", "Input reliability: best_effort (sensor-data profile, "
+              "matches every camera) or reliable (matches reliable publishers only).", read_only=True,
+              choices=RELIABILITY_CHOICES),
+    ParamSpec("input_qos.depth", 1, "Input history depth (keep last N); the node keeps only the newest frame "
+              "anyway.", read_only=True, range=(1, 100)),
+    ParamSpec("output_qos.reliability", "reliable", "Image outputs' reliability (reliable matches both kinds "
+              "of subscribers; alerts and diagnostics are always reliable).", read_only=True,
+              choices=RELIABILITY_CHOICES),
+    ParamSpec("output_qos.depth", 1, "Image outputs' history depth.", read_only=True, range=(1, 100)),
+    # -- outputs (switchable at run time) -------------------------------------------------
+    ParamSpec("publish.segmentation", True, "Publish ~/segmentation (mono8 train ids)."),
+    ParamSpec("publish.segmentation_color", True, "Publish ~/segmentation_color (rgb8, class palette)."),
+    ParamSpec("publish.confidence", True, "Publish ~/confidence (32FC1, 1 = certain)."),
+    ParamSpec("publish.overlay", True, "Publish ~/overlay (rgb8 camera image blended with the red (uncertain) "
+              "- blue (certain) confidence map, for rviz)."),
+    ParamSpec("publish.alerts", True, "Publish ~/alerts (DiagnosticArray, one status per processed frame)."),
+    # -- visualisation --------------------------------------------------------------------
+    ParamSpec("viz.confidence_min", 0.0, "Confidence shown fully red in the overlay.", range=(0.0, 1.0)),
+    ParamSpec("viz.confidence_max", 1.0, "Confidence shown fully blue in the overlay (must exceed "
+              "viz.confidence_min).", range=(0.0, 1.0)),
+    ParamSpec("viz.overlay_alpha", 0.5, "Weight of the confidence colours in the overlay (0 = camera only).",
+              range=(0.0, 1.0)),
+    # -- alerts (changeable at run time; validated together by alert_config) ----------------
+    ParamSpec("alerts.confidence_threshold", 0.5, "A pixel is uncertain when its confidence is below this.",
+              range=(0.0, 1.0)),
+    ParamSpec("alerts.warn_fraction", 0.1, "WARN when more than this fraction of ROI pixels is uncertain.",
+              range=(0.0, 1.0)),
+    ParamSpec("alerts.error_fraction", 0.25, "ERROR when more than this fraction of ROI pixels is uncertain "
+              "(>= alerts.warn_fraction).", range=(0.0, 1.0)),
+    ParamSpec("alerts.hysteresis", 0.02, "A level clears only when the fraction falls this far below its limit.",
+              range=(0.0, 1.0)),
+    ParamSpec("alerts.raise_frames", 3, "Consecutive frames above a limit before the level rises.",
+              range=(1, 1000)),
+    ParamSpec("alerts.clear_frames", 5, "Consecutive frames at or below limit - hysteresis before the level falls.",
+              range=(1, 1000)),
+    ParamSpec("alerts.roi", "full", "Region of interest: full | lower_half | mask (use alerts.roi_mask_file).",
+              choices=("full", "lower_half", "mask")),
+    ParamSpec("alerts.roi_mask_file", "", "PNG mask (non-zero = inside the ROI), resized to the image when "
+              "needed; used when alerts.roi is mask."),
+    # -- diagnostics ------------------------------------------------------------------------
+    ParamSpec("diagnostics.period", 1.0, "Seconds between /diagnostics messages.", read_only=True,
+              range=(0.05, 60.0)),
+    ParamSpec("diagnostics.latency_window", 100, "Frames in the latency percentile window.", read_only=True,
+              range=(10, 100000)),
+    ParamSpec("diagnostics.hardware_id", "", "hardware_id in the diagnostic statuses; empty = the engine's "
+              "runtime and device.", read_only=True),
+    ParamSpec("diagnostics.error_log_throttle", 2.0, "Seconds between error logs about bad input frames "
+              "(every frame is still counted).", read_only=True, range=(0.0, 3600.0)),
+)
+PARAMETER_SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+PARAMETER_NAMES: frozenset[str] = frozenset(PARAMETER_SPECS)
+ALERT_PREFIX = "alerts."
+
+
+def parameter_defaults() -> dict[str, ParamValue]:
+    """{name: default} for every parameter."""
+    return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def with_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` over the defaults, known names coerced to their parameter's type."""
+    merged: dict[str, Any] = parameter_defaults()
+    for name, value in params.items():
+        spec = PARAMETER_SPECS.get(name)
+        merged[name] = spec.coerce(value) if spec is not None else value
+    return merged
+
+
+def parameter_problems(params: Mapping[str, Any]) -> list[str]:
+    """Why a full parameter set is unusable (type, range, choices, cross-field); empty when fine."""
+    problems = [p for p in (PARAMETER_SPECS[n].check(v) for n, v in params.items() if n in PARAMETER_SPECS) if p]
+    if not problems and params.get("viz.confidence_min", 0.0) >= params.get("viz.confidence_max", 1.0):
+        problems.append("viz.confidence_min must be below viz.confidence_max")
+    return problems
+
+
+def alert_config(params: Mapping[str, Any]) -> Any:
+    """The :class:`ros2_fed.alerts.AlertConfig` for a parameter set (defaults for missing ``alerts.*``).
+
+    The one mapping from parameters to alert settings (node start-up, run-time changes,
+    replay); raises ValueError (inconsistent limits) or OSError (unreadable ROI mask).
+    """
+    from ros2_fed import alerts
+
+    merged = with_defaults(params)
+    return alerts.AlertConfig(**{k[len(ALERT_PREFIX):]: v for k, v in merged.items() if k.startswith(ALERT_PREFIX)})
+
+
+def changes_alerts(names: Any) -> bool:
+    """Whether a change of these parameter names touches the alert configuration."""
+    return any(str(name).startswith(ALERT_PREFIX) for name in names)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """The run-time switchable output settings, swapped as a whole so a frame sees one consistent set."""
+
+    publish: tuple[tuple[str, bool], ...] = tuple((name, True) for name in OUTPUT_NAMES)
+    viz_min: float = 0.0
+    viz_max: float = 1.0
+    overlay_alpha: float = 0.5
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "OutputSettings":
+        p = with_defaults(params)
+        return cls(publish=tuple((name, bool(p[f"publish.{name}"])) for name in OUTPUT_NAMES),
+                   viz_min=float(p["viz.confidence_min"]), viz_max=float(p["viz.confidence_max"]),
+                   overlay_alpha=float(p["viz.overlay_alpha"]))
+
+    def enabled(self, name: str) -> bool:
+        return dict(self.publish)[name]
+
+
+def help_text(summary: str) -> str:
+    """``fed_node --help``: topics and every parameter with type, default and constraints."""
+    lines = [
+        "usage: ros2 run ros2_fed fed_node [--ros-args -p NAME:=VALUE ... --params-file config/fed.yaml]",
+        "",
+        summary,
+        "",
+        "topics (relative to the node namespace; remap with -r image:=/camera/image_raw):",
+        "  in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage)",
+        "  out: ~/segmentation mono8, ~/segmentation_color rgb8, ~/confidence 32FC1, ~/overlay rgb8,",
+        "       ~/alerts and /diagnostics (diagnostic_msgs/DiagnosticArray)",
+        "",
+        "parameters (ro = read-only after start-up; integers are accepted for float parameters):",
+    ]
+    for spec in PARAMETERS:
+        extra = []
+        if spec.range is not None:
+            extra.append(f"range [{spec.range[0]}, {spec.range[1]}]")
+        if spec.choices:
+            extra.append("one of " + "|".join(c or "''" for c in spec.choices))
+        lines.append(f"  {spec.name} ({spec.type_name}, default {spec.default!r}{', ro' if spec.read_only else ''})")
+        lines.append(f"      {spec.description}" + (f" [{'; '.join(extra)}]" if extra else ""))
+    lines += ["", "Large images between processes need a large-data DDS transport: see "
+              "config/fastdds_large_data.xml (launch/fed.launch.py sets it)."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Which engine: parameters -> ModelSpec -> an open engine
+# --------------------------------------------------------------------------------------
+
+
+def checkpoint_exists(path: Union[str, Path]) -> bool:
+    """A checkpoint as the loaders take it: NAME(.safetensors) + NAME.json, a file (.pth) or a folder."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return path.is_dir() or (path.is_file() and path.suffix != ".json") \
+        or stem.with_name(stem.name + ".safetensors").is_file()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The engine the parameters select: ``engine_path``, or the cached engine for
+    ``backbone`` + ``fed`` at ``height`` x ``width`` (0 = the camera size, see :meth:`resolved`)."""
+
+    engine_path: str = ""
+    backbone: str = ""
+    fed: str = ""
+    height: int = 0
+    width: int = 0
+    runtime: str = ""
+    score: str = ""
+    threads: int = 0
+    device: str = ""
+    cpu_spin_wait: bool = False
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "ModelSpec":
+        """The node's engine parameters (defaults for those not given)."""
+        p = with_defaults(params)
+        return cls(engine_path=str(p["engine_path"]), backbone=str(p["model.backbone"]), fed=str(p["model.fed"]),
+                   height=int(p["model.height"]), width=int(p["model.width"]), runtime=str(p["runtime"]),
+                   score=str(p["score"]), threads=int(p["threads"]), device=str(p["device"]),
+                   cpu_spin_wait=bool(p["cpu_spin_wait"]))
+
+    def resolved(self, height: int = 0, width: int = 0) -> "ModelSpec":
+        """Defaults filled in (default model, camera size ``height`` x ``width`` when the spec has
+        none, onnxruntime, score fed); StartupError naming the file that is missing."""
+        spec = self
+        if (not spec.height or not spec.width) and height and width:
+            spec = replace(spec, height=int(height), width=int(width))
+        if spec.engine_path:  # the file fixes the size
+            if not Path(spec.engine_path).is_file():
+                raise StartupError(f"engine file not found: {spec.engine_path}")
+            return spec
+        if not spec.height or not spec.width:
+            raise StartupError("no engine input size: set model.height and model.width")
+        backbone, fed = spec.backbone, spec.fed
+        if not backbone:
+            models = default_models_dir()
+            backbone = str(models / DEFAULT_BACKBONE)
+            fed = fed or str(models / DEFAULT_FED)
+        for name, path in (("model.backbone", backbone), ("model.fed", fed)):
+            if path and not checkpoint_exists(path):
+                raise StartupError(f"{name} checkpoint not found: {path} (neither a file, a folder nor "
+                                   f"{Path(path).name}.safetensors)")
+        score = spec.score or ("fed" if fed else "")
+        if not score:
+            raise StartupError(f"model.fed is empty (backbone {backbone} alone): set score to a baseline "
+                               f"({', '.join(BASELINE_SCORES)})")
+        return replace(spec, backbone=backbone, fed=fed if score == "fed" else "", score=score,
+                       runtime=spec.runtime or DEFAULT_RUNTIME)
+
+    def runtime_options(self) -> dict[str, Any]:
+        """device / threads / spinning in the spelling of the runtime the file suffix (or runtime) names."""
+        kind = Path(self.engine_path).suffix if self.engine_path else "." + (self.runtime or DEFAULT_RUNTIME)
+        return runtime_options(kind, self.device, self.threads, self.cpu_spin_wait)
+
+    def node_params(self) -> dict[str, Any]:
+        """The fed_node parameters that select this engine (``-p`` for a node process)."""
+        params: dict[str, Any] = {"engine_path": self.engine_path}
+        if not self.engine_path:
+            params.update({"model.backbone": self.backbone, "model.fed": self.fed if self.score == "fed" else "",
+                           "model.height": int(self.height), "model.width": int(self.width)})
+        params.update(runtime=self.runtime, score=self.score, device=self.device, threads=int(self.threads),
+                      cpu_spin_wait=bool(self.cpu_spin_wait))
+        return params
+
+    def describe(self) -> str:
+        if self.engine_path:
+            return (f"engine {self.engine_path} ({self.runtime or 'runtime from file'}, "
+                    f"score {self.score or 'from engine'})")
+        fed = Path(self.fed).name if self.fed and self.score == "fed" else "no FED"
+        return f"{Path(self.backbone).name} + {fed} ({self.score}, {self.runtime}, {self.height}x{self.width})"
+
+
+def engine_metadata(engine: Any) -> dict[str, Any]:
+    """The engine's sidecar metadata ({} for an engine without one)."""
+    meta = getattr(engine, "metadata", None)
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def check_score(engine: Any, spec: ModelSpec) -> None:
+    """An engine file must compute the score the parameters ask for (empty = any)."""
+    have = engine_metadata(engine).get("score")
+    if spec.score and have != spec.score:
+        raise StartupError(f"engine {spec.engine_path} computes score {have!r}, parameter score asks for "
+                           f"{spec.score!r}: export an engine with that score or clear the parameter")
+
+
+def open_engine(spec: ModelSpec, progress: Optional[Callable[[str], None]] = None) -> Any:
+    """The engine for a :meth:`ModelSpec.resolved` spec, without warm-up (the caller times its own).
+
+    An existing ``.onnx`` / TensorRT engine opens without importing torch; only building a
+    missing cached engine does. Every failure is a StartupError naming the file or model.
+    """
+    options = spec.runtime_options()
+    if spec.engine_path:
+        if not Path(spec.engine_path).is_file():
+            raise StartupError(f"engine file not found: {spec.engine_path}")  # before the runtime imports
+        from ros2_fed.engine import Engine
+
+        runtime = spec.runtime or None
+        try:
+            engine = Engine.open(spec.engine_path, runtime=runtime, warmup=0, **options)
+        except Exception as exc:  # EngineError names the file; anything else is wrapped the same way
+            raise StartupError(f"cannot load engine {spec.engine_path} (runtime {runtime or 'from file type'}): "
+                               f"{type(exc).__name__}: {exc}") from exc
+        check_score(engine, spec)
+        return engine
+    from ros2_fed.engine import open_cached
+
+    try:
+        return open_cached(spec.backbone, spec.fed or None, height=int(spec.height), width=int(spec.width),
+                           runtime=spec.runtime, score=spec.score, warmup=0, progress=progress, **options)
+    except Exception as exc:
+        raise StartupError(f"cannot build/open the engine for {spec.describe()}: {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------
+# Running it: camera size, warm-up, palette, alerts as key/values
+# --------------------------------------------------------------------------------------
+
+
+def engine_shape(engine: Any) -> Optional[tuple[int, int]]:
+    """(H, W) the engine takes, or None when it takes any size."""
+    shape = getattr(engine, "input_shape", None)
+    if shape is not None and len(tuple(shape)) >= 2:
+        dims = tuple(int(v) for v in tuple(shape)[:2])
+        return (dims[0], dims[1]) if all(d > 0 for d in dims) else None
+    return None
+
+
+def needs_resize(shape: Optional[tuple[int, int]], rgb: np.ndarray) -> bool:
+    """Whether a camera frame must be resized on the host for an engine of this shape."""
+    return shape is not None and tuple(shape) != tuple(rgb.shape[:2])
+
+
+def infer_at_camera_size(engine: Any, rgb: np.ndarray,
+                         shape: Optional[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (uint8) and confidence (float32) at the camera resolution.
+
+    Engines are built per input size; when the camera's differs the frame is resized on the
+    host (area) and the outputs back (nearest for labels, linear for confidence).
+    """
+    h, w = rgb.shape[:2]
+    if not needs_resize(shape, rgb):
+        labels, confidence = engine.infer(np.ascontiguousarray(rgb))
+    else:
+        import cv2
+
+        assert shape is not None
+        small = cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+        labels, confidence = engine.infer(small)
+        labels = cv2.resize(np.ascontiguousarray(labels), (w, h), interpolation=cv2.INTER_NEAREST)
+        confidence = cv2.resize(np.ascontiguousarray(confidence, dtype=np.float32), (w, h),
+                                interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(confidence, dtype=np.float32)
+
+
+def warm_up(engine: Any, runs: int, shape: Optional[tuple[int, int]]) -> float:
+    """Run ``runs`` dummy frames of the engine's size; mean ms per frame (nan when none)."""
+    if runs <= 0:
+        return math.nan
+    h, w = shape or FALLBACK_SHAPE
+    dummy = np.full((h, w, 3), 127, dtype=np.uint8)
+    t0 = time.monotonic()
+    try:
+        for _ in range(runs):
+            engine.infer(dummy)
+    except Exception as exc:
+        raise StartupError(f"engine warm-up failed on a {h}x{w} frame: {type(exc).__name__}: {exc}") from exc
+    return (time.monotonic() - t0) / runs * 1e3
+
+
+def viz_palette(metadata: Mapping[str, Any]) -> np.ndarray:
+    """The engine's palette as (N, 3) uint8, or viz's default when the engine has none."""
+    from ros2_fed import viz
+
+    palette = metadata.get("palette")
+    if palette is not None:
+        arr = np.asarray(palette, dtype=np.uint8)
+        if arr.ndim == 2 and arr.shape[1] == 3 and len(arr):
+            return arr
+    return viz.default_palette(max(len(metadata.get("class_names") or []), 1))
+
+
+#: Encoding of each image output (``alerts`` is a DiagnosticArray, not an image).
+IMAGE_ENCODINGS = {"segmentation": "mono8", "segmentation_color": "rgb8", "confidence": "32FC1", "overlay": "rgb8"}
+
+
+def output_images(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray, settings: OutputSettings,
+                  palette: np.ndarray, wanted: Any) -> dict[str, tuple[np.ndarray, str]]:
+    """The image outputs named in ``wanted`` as (array, encoding): the same viz calls for the node and replay.
+
+    Only what is wanted is computed (colourising and blending cost more than the engine on small models).
+    """
+    from ros2_fed import viz
+
+    wanted = set(wanted)
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    if "segmentation" in wanted:
+        out["segmentation"] = (labels, IMAGE_ENCODINGS["segmentation"])
+    if "confidence" in wanted:
+        out["confidence"] = (confidence.astype(np.float32, copy=False), IMAGE_ENCODINGS["confidence"])
+    if "segmentation_color" in wanted:
+        out["segmentation_color"] = (viz.colorize(labels, palette), IMAGE_ENCODINGS["segmentation_color"])
+    if "overlay" in wanted:
+        colours = viz.confidence_to_rgb(confidence, settings.viz_min, settings.viz_max)
+        out["overlay"] = (viz.overlay(rgb, colours, settings.overlay_alpha), IMAGE_ENCODINGS["overlay"])
+    return out
+
+
+def hardware_id(metadata: Mapping[str, Any]) -> str:
+    """The default diagnostics hardware_id: the engine's runtime and device."""
+    return f"{metadata.get('runtime', 'engine')}:{metadata.get('device') or 'default'}"
+
+
+def alert_values(state: Any) -> dict[str, str]:
+    """An alert state's fields besides level and message, as the key/values of its status."""
+    return {str(k): str(v) for k, v in vars(state).items() if k not in ("level", "message")}
+
+
+def decode_error_kind(exc: Exception) -> str:
+    """The bad-input counter an ``ImageDecodeError`` goes to."""
+    return str(getattr(exc, "kind", None) or type(exc).__name__)
+
+
+# --------------------------------------------------------------------------------------
+# Latest-frame mailbox and counters
+# --------------------------------------------------------------------------------------
+
+
+class LatestFrameMailbox(Generic[T]):
+    """A one-slot mailbox: ``put`` replaces a pending item, ``get`` blocks for the next one.
+
+    Why: the engine must always work on the newest camera frame; anything older that has not
+    started yet is worthless and must not queue up (bounded memory, bounded latency).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Optional[T] = None
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; True when it replaced (dropped) an item nobody had taken yet."""
+        with self._cond:
+            dropped = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return dropped
+
+    def get(self, timeout: Optional[float] = None) -> Optional[T]:
+        """The pending item (removing it), or None on close / timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
+                return None
+            if self._closed:
+                return None
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        """Wake the consumer for good (pending item is discarded)."""
+        with self._cond:
+            self._closed = True
+            self._item = None
+            self._cond.notify_all()
+
+
+class PipelineStats:
+    """Thread-safe counters and latency windows for /diagnostics."""
+
+    def __init__(self, window: int = 100) -> None:
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0
+        self.bad_input: collections.Counter[str] = collections.Counter()
+        self.inference_errors = 0
+        self.latency_s: collections.deque[float] = collections.deque(maxlen=window)
+        self.inference_s: collections.deque[float] = collections.deque(maxlen=window)
+        self._last: dict[str, Any] = {"time": time.monotonic(), "received": 0, "processed": 0,
+                                      "bad": 0, "inference_errors": 0}
+
+    def on_received(self, dropped_previous: bool) -> None:
+        with self._lock:
+            self.received += 1
+            self.dropped += int(dropped_previous)
+
+    def on_processed(self, latency_s: float, inference_s: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self.latency_s.append(latency_s)
+            self.inference_s.append(inference_s)
+
+    def on_bad_input(self, kind: str) -> int:
+        with self._lock:
+            self.bad_input[kind] += 1
+            return sum(self.bad_input.values())
+
+    def on_inference_error(self) -> None:
+        with self._lock:
+            self.inference_errors += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Totals, percentiles and per-period rates; starts a new period."""
+        with self._lock:
+            now = time.monotonic()
+            last = self._last
+            period = max(now - last["time"], 1e-9)
+            bad_total = sum(self.bad_input.values())
+            lat = np.asarray(self.latency_s, dtype=np.float64)
+            inf = np.asarray(self.inference_s, dtype=np.float64)
+            snap = {
+                "received": self.received,
+                "processed": self.processed,
+                "dropped": self.dropped,
+                "bad_input": dict(self.bad_input),
+                "bad_input_total": bad_total,
+                "inference_errors": self.inference_errors,
+                "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
+                "latency_p95_ms": float(np.percentile(lat, 95) * 1e3) if lat.size else math.nan,
+                "inference_p50_ms": float(np.percentile(inf, 50) * 1e3) if inf.size else math.nan,
+                "inference_p95_ms": float(np.percentile(inf, 95) * 1e3) if inf.size else math.nan,
+                "input_rate_hz": (self.received - last["received"]) / period,
+                "output_rate_hz": (self.processed - last["processed"]) / period,
+                "bad_input_in_period": bad_total - last["bad"],
+                "inference_errors_in_period": self.inference_errors - last["inference_errors"],
+            }
+            self._last = {"time": now, "received": self.received, "processed": self.processed,
+                          "bad": bad_total, "inference_errors": self.inference_errors}
+            return snap
+
+
+def pipeline_status(snap: Mapping[str, Any]) -> tuple[int, str]:
+    """(level, message) of a ready pipeline from a :meth:`PipelineStats.snapshot`."""
+    if snap["inference_errors_in_period"]:
+        return ERROR, f"{snap['inference_errors_in_period']} frames failed in the engine"
+    if snap["bad_input_in_period"]:
+        return WARN, f"skipped {snap['bad_input_in_period']} bad input frames"
+    if snap["received"] and snap["dropped"] and snap["input_rate_hz"] > snap["output_rate_hz"] * 1.05:
+        return OK, (f"ready; dropping frames (input {snap['input_rate_hz']:.1f} Hz > "
+                    f"output {snap['output_rate_hz']:.1f} Hz)")
+    return OK, "ready"
+
+
+def pipeline_values(snap: Mapping[str, Any], shape: Optional[tuple[int, int]], input_topic: str) -> dict[str, str]:
+    """The key/values of the pipeline status (counters, percentiles, rates, input)."""
+    values: dict[str, Any] = {
+        "state": "ready",
+        "frames_received": snap["received"],
+        "frames_processed": snap["processed"],
+        "frames_dropped": snap["dropped"],
+        "bad_input_total": snap["bad_input_total"],
+        "inference_errors": snap["inference_errors"],
+        "latency_p50_ms": f"{snap['latency_p50_ms']:.1f}",
+        "latency_p95_ms": f"{snap['latency_p95_ms']:.1f}",
+        "inference_p50_ms": f"{snap['inference_p50_ms']:.1f}",
+        "inference_p95_ms": f"{snap['inference_p95_ms']:.1f}",
+        "input_rate_hz": f"{snap['input_rate_hz']:.2f}",
+        "output_rate_hz": f"{snap['output_rate_hz']:.2f}",
+        "engine_input_shape": "x".join(map(str, shape)) if shape else "any",
+        "input_topic": input_topic,
+    }
+    for kind, count in sorted(snap["bad_input"].items()):
+        values[f"bad_input.{kind}"] = count
+    return {k: str(v) for k, v in values.items()}
+

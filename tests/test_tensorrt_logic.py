@@ -1,0 +1,273 @@
+"""TensorRT code paths that need no GPU, run against fake ``tensorrt`` modules (10.x and 11.x).
+
+TensorRT cannot be installed here, so each fake mimics the API surface of one major version:
+10.x has ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` and still the weak-typing flags;
+11.x has neither. The fakes record every call, so the tests see that the build is strongly
+typed on both, that no removed API is touched, and that failures become one-line
+EngineErrors. The real build/run is in tests/test_engine.py (``gpu`` marker).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ros2_fed.engine.base import EngineError
+from ros2_fed.engine import tensorrt_engine as trt_engine
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+
+def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True, engine_tensors=None,
+                  deserialize_raises: Exception | None = None) -> types.ModuleType:
+    """A ``tensorrt`` module with the 10.x or 11.x surface (by the major of ``version``)."""
+    major = int(version.split(".")[0])
+    rec = Recorder()
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.recorder = rec
+    for name in ("float32", "float16", "int8", "int32", "bool", "uint8", "int64"):
+        setattr(trt, name, f"DataType.{name}")
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity: int) -> None:
+            self.severity = severity
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class NetworkDefinitionCreationFlag:
+        pass
+
+    class BuilderFlag:
+        pass
+
+    if major == 10:
+        NetworkDefinitionCreationFlag.EXPLICIT_BATCH = 0  # deprecated in 10, ignored
+        NetworkDefinitionCreationFlag.STRONGLY_TYPED = 5
+        for flag in ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"):  # exist in 10, contradict strong typing
+            setattr(BuilderFlag, flag, flag)
+
+    class Config:
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            rec.calls.append(("set_memory_pool_limit", pool, size))
+
+        def set_flag(self, flag: Any) -> None:
+            rec.calls.append(("set_flag", flag))
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+
+    class Builder:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def create_network(self, *flags: int) -> Network:
+            rec.calls.append(("create_network",) + flags)
+            return Network(flags[0] if flags else 0)
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
+            rec.calls.append(("build_serialized_network", network.flags))
+            return b"serialized-engine" if build_ok else None
+
+    if major == 10:
+        Builder.platform_has_fast_fp16 = True  # gone in 11
+
+    class OnnxParser:
+        def __init__(self, network: Network, logger: Logger) -> None:
+            self.num_errors = 0 if parse_ok else 2
+
+        def parse_from_file(self, path: str) -> bool:
+            rec.calls.append(("parse_from_file", path))
+            return parse_ok
+
+        def get_error(self, i: int) -> str:
+            return f"node {i}: unsupported op\nstack trace line"
+
+    tensors = engine_tensors or {"image": ((1, 8, 12, 3), trt.uint8), "labels": ((1, 8, 12), trt.uint8),
+                                 "confidence": ((1, 8, 12), trt.float32)}
+
+    class CudaEngine:
+        num_io_tensors = len(tensors)
+
+        def get_tensor_name(self, i: int) -> str:
+            return list(tensors)[i]
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return tensors[name][0]
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return tensors[name][1]
+
+        def create_execution_context(self) -> object:
+            return object()
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> CudaEngine | None:
+            if deserialize_raises is not None:
+                raise deserialize_raises
+            return CudaEngine() if data == b"serialized-engine" else None
+
+    for name, value in (("Logger", Logger), ("MemoryPoolType", MemoryPoolType), ("Builder", Builder),
+                        ("NetworkDefinitionCreationFlag", NetworkDefinitionCreationFlag), ("BuilderFlag", BuilderFlag),
+                        ("OnnxParser", OnnxParser), ("Runtime", Runtime)):
+        setattr(trt, name, value)
+    return trt
+
+
+@pytest.fixture
+def use_trt(monkeypatch):
+    """Install a fake tensorrt in sys.modules; no GPU: device selection is faked too."""
+    def install(trt: types.ModuleType) -> types.ModuleType:
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(trt_engine, "select_device",
+                            lambda device: {"name": "Fake GPU", "compute_capability": "8.7"})
+        return trt
+    return install
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.16.1", "11.4.1"])
+def test_build_is_strongly_typed_without_precision_flags(tmp_path, use_trt, version) -> None:
+    trt = use_trt(fake_tensorrt(version))
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"onnx")
+    meta = {"precision": "fp16", "input_tensor_shape": [1, 8, 12, 3], "runtime": "onnxruntime"}
+    path, written = trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None,
+                                                     workspace_gib=0.5)
+    calls = trt.recorder.calls
+    create = [c for c in calls if c[0] == "create_network"][0]
+    if version.startswith("10."):
+        assert create == ("create_network", 1 << 5), "10.x: the STRONGLY_TYPED creation flag, nothing else"
+    else:
+        assert create == ("create_network",), "11.x: strongly typed is the only mode, no flag passed"
+    assert not [c for c in calls if c[0] == "set_flag"], "no builder precision flag on a strongly typed network"
+    assert ("set_memory_pool_limit", "WORKSPACE", 1 << 29) in calls
+    assert path.read_bytes() == b"serialized-engine"
+    side = json.loads((tmp_path / "m.engine.json").read_text())
+    assert side == written
+    assert side["runtime"] == "tensorrt" and side["runtime_version"] == version and side["precision"] == "fp16"
+    assert side["gpu_name"] == "Fake GPU" and side["gpu_compute_capability"] == "8.7"
+    assert side["tensorrt_strongly_typed"] is True and side["file_size"] == len(b"serialized-engine")
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "9.2.0", "12.0.0"])
+def test_unsupported_versions_are_refused(use_trt, version) -> None:
+    use_trt(fake_tensorrt(version))
+    with pytest.raises(EngineError, match=f"TensorRT {version} is not supported.*10.x or 11.x"):
+        trt_engine.import_tensorrt()
+
+
+def test_tensorrt_that_cannot_load_is_an_engine_error(tmp_path, monkeypatch) -> None:
+    """A bindings wheel without its libraries raises on import (not always ImportError)."""
+    (tmp_path / "tensorrt.py").write_text("raise OSError('libnvonnxparser.so.11: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    with pytest.raises(EngineError, match=r"cannot load.*OSError: libnvonnxparser\.so\.11"):
+        trt_engine.import_tensorrt()
+
+
+def test_parser_and_builder_failures_are_one_line_engine_errors(tmp_path, use_trt) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"onnx")
+    meta = {"precision": "fp32", "input_tensor_shape": [1, 8, 12, 3]}
+    use_trt(fake_tensorrt("11.4.1", parse_ok=False))
+    with pytest.raises(EngineError) as info:
+        trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
+    assert "parser rejected the graph: node 0: unsupported op; node 1: unsupported op" in str(info.value)
+    assert "\n" not in str(info.value)
+    use_trt(fake_tensorrt("10.16.1", build_ok=False))
+    with pytest.raises(EngineError, match="TensorRT failed to build"):
+        trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_deserialise_failures_are_engine_errors(tmp_path) -> None:
+    path = tmp_path / "m.engine"
+    trt = fake_tensorrt("11.4.1")
+    with pytest.raises(EngineError, match=r"m\.engine: TensorRT cannot deserialise this engine \(see"):
+        trt_engine.deserialize(trt, path, b"garbage")
+    trt = fake_tensorrt("10.16.1", deserialize_raises=RuntimeError("CUDA error 209\nno kernel image"))
+    with pytest.raises(EngineError) as info:
+        trt_engine.deserialize(trt, path, b"serialized-engine")
+    assert str(info.value) == f"{path}: TensorRT cannot deserialise this engine: RuntimeError: CUDA error 209"
+
+
+def test_io_tensors_are_checked_against_the_sidecar(tmp_path) -> None:
+    path = tmp_path / "m.engine"
+    meta = {"input_tensor_shape": [1, 8, 12, 3]}
+    trt = fake_tensorrt("11.4.1")
+    _, engine, _ = trt_engine.deserialize(trt, path, b"serialized-engine")
+    assert trt_engine.io_tensors(trt, engine, meta, path) == [
+        ("image", (1, 8, 12, 3), "uint8"), ("labels", (1, 8, 12), "uint8"), ("confidence", (1, 8, 12), "float32")]
+    with pytest.raises(EngineError, match=r"tensor 'image' has shape \[1, 8, 12, 3\], its sidecar says \[1, 16, 12, 3\]"):
+        trt_engine.io_tensors(trt, engine, {"input_tensor_shape": [1, 16, 12, 3]}, path)
+    odd = fake_tensorrt("10.16.1", engine_tensors={"image": ((1, 8, 12, 3), "DataType.uint8"),
+                                                    "logits": ((1, 8, 12), "DataType.float32")})
+    _, engine, _ = trt_engine.deserialize(odd, path, b"serialized-engine")
+    with pytest.raises(EngineError, match=r"engine tensors \['image', 'logits'\]"):
+        trt_engine.io_tensors(odd, engine, meta, path)
+
+
+def test_gpu_model_and_compute_capability_must_match(tmp_path) -> None:
+    path = tmp_path / "m.engine"
+    meta = {"gpu_name": "Orin", "gpu_compute_capability": "8.7"}
+    trt_engine.check_gpu(path, meta, {"name": "Orin", "compute_capability": "8.7"})
+    with pytest.raises(EngineError, match="built for GPU 'Orin', this is 'Thor'"):
+        trt_engine.check_gpu(path, meta, {"name": "Thor", "compute_capability": "8.7"})
+    with pytest.raises(EngineError, match="built for compute capability 8.7, this GPU has 11.0"):
+        trt_engine.check_gpu(path, meta, {"name": "Orin", "compute_capability": "11.0"})
+
+
+def test_open_checks_version_before_touching_the_gpu(tmp_path, use_trt, monkeypatch) -> None:
+    """A stale engine (other TensorRT) is refused with one line, before deserialising."""
+    from ros2_fed.checkpoint import file_sha256
+    from ros2_fed.engine.base import ENGINE_FORMAT
+
+    use_trt(fake_tensorrt("11.4.1"))
+    monkeypatch.setattr(trt_engine, "_require_cuda", lambda: pytest.importorskip("torch"))
+    monkeypatch.setattr(trt_engine, "deserialize", lambda *a: pytest.fail("deserialised a stale engine"))
+    path = tmp_path / "m.engine"
+    path.write_bytes(b"serialized-engine")
+    meta = {"format": ENGINE_FORMAT, "format_version": 1, "runtime": "tensorrt", "runtime_version": "10.16.1",
+            "input_tensor_shape": [1, 8, 12, 3], "model_hash": "x", "precision": "fp16",
+            "file_size": path.stat().st_size, "file_sha256": file_sha256(path)}
+    with pytest.raises(EngineError, match="built with TensorRT 10.16.1, this is TensorRT 11.4.1.*rebuild"):
+        trt_engine.TensorRTEngine(path, meta)
+
+
+def test_cache_key_names_runtime_version_gpu_capability_precision_and_size() -> None:
+    from ros2_fed.engine.cache import cache_key
+
+    base = dict(model_hash="h", height=512, width=1024, batch=1, precision="fp16", runtime="tensorrt",
+                runtime_version="10.16.1", gpu="Orin", opset=18, compute_capability="8.7")
+    key = cache_key(**base)
+    for field, other in (("runtime_version", "11.4.1"), ("gpu", "Thor"), ("compute_capability", "11.0"),
+                         ("precision", "fp32"), ("height", 1024), ("width", 2048)):
+        assert cache_key(**{**base, field: other}) != key, field
+    assert cache_key(**base) == key
+
+
+def test_module_imports_without_tensorrt_or_torch() -> None:
+    import subprocess
+
+    code = ("import sys; import ros2_fed.engine.tensorrt_engine as m; "
+            "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules; print(m.SUPPORTED_MAJORS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(10, 11)"
