@@ -63,6 +63,7 @@ from ros2_fed.pipeline import (
     changes_alerts,
     decode_error_kind,
     engine_metadata,
+    model_calibration,
     engine_shape,
     hardware_id,
     help_text,
@@ -147,6 +148,7 @@ class FedNode(Node):
         bad = parameter_problems(self._params)
         if bad:
             raise StartupError("invalid parameters: " + "; ".join(bad))
+        self._calibration: dict[str, Any] = {}  # the engine's operating point, once it is open
         self._settings = OutputSettings.from_params(self._params)
 
         self._engine: Any = None
@@ -190,8 +192,10 @@ class FedNode(Node):
         self._engine_shape = engine_shape(self._engine)
         self._palette = viz_palette(meta)
         self._hardware_id = self._hardware_id or hardware_id(meta)
+        self._calibration = model_calibration(meta)
+        self._settings = OutputSettings.from_params(self._params, self._calibration)
         try:
-            self._monitor = alerts_mod.AlertMonitor(alert_config(self._params))
+            self._monitor = alerts_mod.AlertMonitor(alert_config(self._params, self._calibration))
         except (ValueError, OSError) as exc:
             raise StartupError(f"invalid alert configuration: {exc}") from exc
         warm_ms = warm_up(self._engine, int(self._params["warmup_runs"]), self._engine_shape)
@@ -210,6 +214,8 @@ class FedNode(Node):
             f"({meta.get('runtime', '?')}, score {meta.get('score', '?')}, input {self._engine_shape}) "
             f"loaded in {load_s:.2f} s, warm-up {warm_ms:.1f} ms/frame; "
             f"listening on {self._subscription.topic_name} ({p['input_transport']}, {p['input_qos.reliability']}); "
+            f"alert threshold {self._monitor.config.confidence_threshold:.4f} "
+            f"({'explicit' if p['alerts.confidence_threshold'] >= 0 else 'calibrated' if self._calibration else 'uncalibrated default'}); "
             f"torch {'loaded' if 'torch' in sys.modules else 'not loaded'}")
         self._publish_diagnostics()
 
@@ -237,7 +243,7 @@ class FedNode(Node):
             return SetParametersResult(successful=False, reason="; ".join(problems))
         if changes_alerts(p.name for p in changes):
             try:
-                self._validated_alerts = alert_config(candidate)  # reused by _apply_parameters
+                self._validated_alerts = alert_config(candidate, self._calibration)  # reused by _apply_parameters
             except (ValueError, OSError) as exc:
                 return SetParametersResult(successful=False, reason=f"alerts: {exc}")
         return SetParametersResult(successful=True)
@@ -247,11 +253,11 @@ class FedNode(Node):
         for param in changes:
             if param.name in PARAMETER_SPECS:
                 self._params[param.name] = PARAMETER_SPECS[param.name].coerce(param.value)
-        self._settings = OutputSettings.from_params(self._params)
+        self._settings = OutputSettings.from_params(self._params, self._calibration)
         if self._monitor is not None and changes_alerts(p.name for p in changes):
             # The config built (and the ROI mask read) while validating: no second file read
             # that could fail after the change was accepted.
-            config = self._validated_alerts or alert_config(self._params)
+            config = self._validated_alerts or alert_config(self._params, self._calibration)
             self._validated_alerts = None
             with self._alert_lock:
                 self._monitor.config = config

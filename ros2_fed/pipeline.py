@@ -28,6 +28,7 @@ from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 
+from ros2_fed.alerts import ROI_CHOICES, AlertConfig
 from ros2_fed.engine.options import runtime_options
 from ros2_fed.paths import default_models_dir
 
@@ -46,6 +47,8 @@ DEFAULT_RUNTIME = "onnxruntime"
 #: Everything the node publishes under ``~/`` (besides /diagnostics), in one order.
 OUTPUT_NAMES = ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
 OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic status levels
+FROM_MODEL = -1.0  # a threshold / colour-range parameter at this value takes the model's calibrated one
+_ALERT_DEFAULTS = AlertConfig()
 FALLBACK_SHAPE = (480, 640)  # warm-up frame size for an engine that takes any size
 
 
@@ -146,26 +149,35 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "- blue (certain) confidence map, for rviz)."),
     ParamSpec("publish.alerts", True, "Publish ~/alerts (DiagnosticArray, one status per processed frame)."),
     # -- visualisation --------------------------------------------------------------------
-    ParamSpec("viz.confidence_min", 0.0, "Confidence shown fully red in the overlay.", range=(0.0, 1.0)),
-    ParamSpec("viz.confidence_max", 1.0, "Confidence shown fully blue in the overlay (must exceed "
-              "viz.confidence_min).", range=(0.0, 1.0)),
+    ParamSpec("viz.confidence_min", FROM_MODEL, "Confidence shown fully red in the overlay; negative = from the "
+              "model's calibration (its operating threshold a quarter up the red-blue scale), 0 without one.",
+              range=(FROM_MODEL, 1.0)),
+    ParamSpec("viz.confidence_max", FROM_MODEL, "Confidence shown fully blue in the overlay (must exceed "
+              "viz.confidence_min); negative = from the model's calibration (the median confidence of correct "
+              "validation pixels), 1 without one.", range=(FROM_MODEL, 1.0)),
     ParamSpec("viz.overlay_alpha", 0.5, "Weight of the confidence colours in the overlay (0 = camera only).",
               range=(0.0, 1.0)),
     # -- alerts (changeable at run time; validated together by alert_config) ----------------
-    ParamSpec("alerts.confidence_threshold", 0.5, "A pixel is uncertain when its confidence is below this.",
-              range=(0.0, 1.0)),
-    ParamSpec("alerts.warn_fraction", 0.1, "WARN when more than this fraction of ROI pixels is uncertain.",
-              range=(0.0, 1.0)),
-    ParamSpec("alerts.error_fraction", 0.25, "ERROR when more than this fraction of ROI pixels is uncertain "
-              "(>= alerts.warn_fraction).", range=(0.0, 1.0)),
-    ParamSpec("alerts.hysteresis", 0.02, "A level clears only when the fraction falls this far below its limit.",
-              range=(0.0, 1.0)),
-    ParamSpec("alerts.raise_frames", 3, "Consecutive frames above a limit before the level rises.",
-              range=(1, 1000)),
-    ParamSpec("alerts.clear_frames", 5, "Consecutive frames at or below limit - hysteresis before the level falls.",
-              range=(1, 1000)),
-    ParamSpec("alerts.roi", "full", "Region of interest: full | lower_half | mask (use alerts.roi_mask_file).",
-              choices=("full", "lower_half", "mask")),
+    ParamSpec("alerts.confidence_threshold", FROM_MODEL, "A pixel is uncertain when its confidence is below this; "
+              "negative = the model's calibrated operating point (fed_calibrate: 2 % of correct validation pixels "
+              f"fall below it), {_ALERT_DEFAULTS.confidence_threshold} for a model without calibration.",
+              range=(FROM_MODEL, 1.0)),
+    ParamSpec("alerts.warn_size", _ALERT_DEFAULTS.warn_size, "WARN when the largest uncertain region in the ROI "
+              "is larger than this: sqrt(region pixels) / image height (0.045 = a 12x12 blob in a 256-row "
+              "image).", range=(0.0, 1.0)),
+    ParamSpec("alerts.error_size", _ALERT_DEFAULTS.error_size, "ERROR when the largest uncertain region is "
+              "larger than this (>= alerts.warn_size), same unit.", range=(0.0, 1.0)),
+    ParamSpec("alerts.hysteresis", _ALERT_DEFAULTS.hysteresis, "A level clears only when the region size falls "
+              "this far below its limit.", range=(0.0, 1.0)),
+    ParamSpec("alerts.min_width", _ALERT_DEFAULTS.min_width, "Uncertain strips narrower than this (image heights; "
+              "object boundaries) are removed before the region is measured; 0 = keep all.", range=(0.0, 1.0)),
+    ParamSpec("alerts.raise_frames", _ALERT_DEFAULTS.raise_frames, "Consecutive frames above a limit before the "
+              "level rises.", range=(1, 1000)),
+    ParamSpec("alerts.clear_frames", _ALERT_DEFAULTS.clear_frames, "Consecutive frames at or below limit - "
+              "hysteresis before the level falls.", range=(1, 1000)),
+    ParamSpec("alerts.roi", _ALERT_DEFAULTS.roi, "Region of interest: corridor (the road ahead: a trapezoid from "
+              "the full bottom width to the middle third at 40 % of the height) | full | lower_half | mask "
+              "(use alerts.roi_mask_file).", choices=ROI_CHOICES),
     ParamSpec("alerts.roi_mask_file", "", "PNG mask (non-zero = inside the ROI), resized to the image when "
               "needed; used when alerts.roi is mask."),
     # -- diagnostics ------------------------------------------------------------------------
@@ -200,20 +212,66 @@ def with_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
 def parameter_problems(params: Mapping[str, Any]) -> list[str]:
     """Why a full parameter set is unusable (type, range, choices, cross-field); empty when fine."""
     problems = [p for p in (PARAMETER_SPECS[n].check(v) for n, v in params.items() if n in PARAMETER_SPECS) if p]
-    if not problems and params.get("viz.confidence_min", 0.0) >= params.get("viz.confidence_max", 1.0):
+    low, high = params.get("viz.confidence_min", FROM_MODEL), params.get("viz.confidence_max", FROM_MODEL)
+    if not problems and low >= 0 and high >= 0 and low >= high:
         problems.append("viz.confidence_min must be below viz.confidence_max")
     return problems
 
 
-def alert_config(params: Mapping[str, Any]) -> Any:
+def model_calibration(metadata: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The FED operating point an engine carries (``fed_calibrate``), or {} for an uncalibrated one."""
+    detector = (metadata or {}).get("detector") or {}
+    return dict(detector.get("calibration") or {})
+
+
+def spec_calibration(spec: "ModelSpec") -> dict[str, Any]:
+    """The operating point the engine for a resolved ``spec`` carries, read from its files
+    (engine sidecar, else the FED checkpoint's JSON) without opening anything."""
+    import json
+
+    if spec.engine_path:
+        from ros2_fed.engine.base import read_sidecar
+
+        return model_calibration(read_sidecar(spec.engine_path))
+    if not spec.fed or spec.score != "fed":
+        return {}
+    path = Path(spec.fed)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    sidecar = stem.with_name(stem.name + ".json")
+    if not sidecar.is_file():
+        return {}
+    return dict(json.loads(sidecar.read_text()).get("calibration") or {})
+
+
+def resolve_from_model(params: Mapping[str, Any], calibration: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """``params`` over the defaults with every "from the model" (negative) value replaced.
+
+    The calibration's threshold and colour range when the model has them; otherwise the
+    uncalibrated fallbacks (threshold 0.5, colour range 0..1). An explicit value always wins.
+    """
+    merged = with_defaults(params)
+    cal = calibration or {}
+    viz_range = cal.get("viz_range") or [0.0, 1.0]
+    fallbacks = {"alerts.confidence_threshold": cal.get("confidence_threshold", _ALERT_DEFAULTS.confidence_threshold),
+                 "viz.confidence_min": viz_range[0], "viz.confidence_max": viz_range[1]}
+    for name, value in fallbacks.items():
+        if merged[name] < 0:
+            merged[name] = float(value)
+    if merged["viz.confidence_min"] >= merged["viz.confidence_max"]:  # one side explicit, the other from the model
+        merged["viz.confidence_min"], merged["viz.confidence_max"] = 0.0, 1.0
+    return merged
+
+
+def alert_config(params: Mapping[str, Any], calibration: Optional[Mapping[str, Any]] = None) -> Any:
     """The :class:`ros2_fed.alerts.AlertConfig` for a parameter set (defaults for missing ``alerts.*``).
 
     The one mapping from parameters to alert settings (node start-up, run-time changes,
-    replay); raises ValueError (inconsistent limits) or OSError (unreadable ROI mask).
+    replay); "from the model" values come from ``calibration`` (:func:`model_calibration`).
+    Raises ValueError (inconsistent limits) or OSError (unreadable ROI mask).
     """
     from ros2_fed import alerts
 
-    merged = with_defaults(params)
+    merged = resolve_from_model(params, calibration)
     return alerts.AlertConfig(**{k[len(ALERT_PREFIX):]: v for k, v in merged.items() if k.startswith(ALERT_PREFIX)})
 
 
@@ -232,8 +290,9 @@ class OutputSettings:
     overlay_alpha: float = 0.5
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "OutputSettings":
-        p = with_defaults(params)
+    def from_params(cls, params: Mapping[str, Any],
+                    calibration: Optional[Mapping[str, Any]] = None) -> "OutputSettings":
+        p = resolve_from_model(params, calibration)
         return cls(publish=tuple((name, bool(p[f"publish.{name}"])) for name in OUTPUT_NAMES),
                    viz_min=float(p["viz.confidence_min"]), viz_max=float(p["viz.confidence_max"]),
                    overlay_alpha=float(p["viz.overlay_alpha"]))

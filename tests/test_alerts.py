@@ -437,11 +437,14 @@ def test_valid_configs_and_coercion() -> None:
 
 
 def test_config_fields_are_the_node_alert_parameters() -> None:
-    """The node builds AlertConfig(**{alerts.* parameters without prefix}) (read without rclpy)."""
-    import re
-    from pathlib import Path
+    """The node builds AlertConfig(**{alerts.* parameters without prefix}); same defaults but the
+    threshold, whose parameter default means "from the model"."""
+    from ros2_fed import pipeline
 
-    node_source = (Path(__file__).resolve().parents[1] / "ros2_fed" / "node.py").read_text()
-    names = set(re.findall(r'ParamSpec\("alerts\.([a-z_]+)"', node_source))
-    fields = {f.name for f in dataclasses.fields(AlertConfig) if f.init}
-    assert names == fields
+    specs = {s.name[len("alerts."):]: s for s in pipeline.PARAMETERS if s.name.startswith("alerts.")}
+    fields = {f.name: f for f in dataclasses.fields(AlertConfig) if f.init}
+    assert set(specs) == set(fields)
+    for name, spec in specs.items():
+        if name != "confidence_threshold":
+            assert spec.default == fields[name].default, name
+    assert specs["confidence_threshold"].default == pipeline.FROM_MODEL

@@ -55,8 +55,9 @@ OUTPUT_TOPICS = {
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 RUN = f"t{os.getpid()}_{random.SystemRandom().randrange(1 << 16):04x}"
 # Alert settings the raw node starts with (the alerts tests count frames against them).
-ALERTS = {"alerts.confidence_threshold": 0.5, "alerts.warn_fraction": 0.1, "alerts.error_fraction": 0.3,
-          "alerts.raise_frames": 2, "alerts.clear_frames": 3, "alerts.roi": "full"}
+# 40x50 frames whose top rows are uncertain: 20 % of the rows is a region of size 0.5, 60 % one of 0.87.
+ALERTS = {"alerts.confidence_threshold": 0.5, "alerts.warn_size": 0.3, "alerts.error_size": 0.7,
+          "alerts.min_width": 0.0, "alerts.raise_frames": 2, "alerts.clear_frames": 3, "alerts.roi": "full"}
 
 
 # --------------------------------------------------------------------------------------
@@ -607,7 +608,7 @@ def test_thresholds_change_at_run_time(nodes: dict[str, NodeProcess], client: Cl
 
     # Rejected: out of range, inconsistent limits, read-only; the running values stay.
     assert not set_params({"alerts.confidence_threshold": 1.5})[0].successful
-    assert not set_params({"alerts.warn_fraction": 0.9})[0].successful  # above error_fraction 0.3
+    assert not set_params({"alerts.warn_size": 0.9})[0].successful  # above error_size 0.7
     assert not set_params({"engine_path": "/tmp/other.onnx"})[0].successful
     assert set(_alert_levels(client, proc, pub, topics, frames[:2], "still")) == {0}
 

@@ -140,7 +140,7 @@ def test_parameter_table_is_consistent() -> None:
             assert descriptor.integer_range or descriptor.floating_point_range
     assert len(pipeline.PARAMETER_NAMES) == len(pipeline.PARAMETERS)
     # Thresholds are switchable at run time; what shapes the graph/process is not.
-    for name in ("alerts.confidence_threshold", "alerts.warn_fraction", "alerts.error_fraction", "viz.overlay_alpha"):
+    for name in ("alerts.confidence_threshold", "alerts.warn_size", "alerts.error_size", "viz.overlay_alpha"):
         assert not pipeline.PARAMETER_SPECS[name].read_only
     for name in ("engine_path", "runtime", "input_transport", "input_qos.reliability"):
         assert pipeline.PARAMETER_SPECS[name].read_only

@@ -107,14 +107,51 @@ def test_parameter_problems_cover_ranges_and_cross_field() -> None:
     defaults = pipeline.parameter_defaults()
     assert pipeline.parameter_problems(defaults) == []
     assert "outside" in pipeline.parameter_problems({**defaults, "alerts.hysteresis": 1.5})[0]
-    assert "viz.confidence_min" in pipeline.parameter_problems({**defaults, "viz.confidence_min": 1.0})[0]
+    assert "viz.confidence_min" in pipeline.parameter_problems({**defaults, "viz.confidence_min": 1.0,
+                                                                 "viz.confidence_max": 0.5})[0]
+    # one side from the model (negative): no cross-check until the model is known
+    assert pipeline.parameter_problems({**defaults, "viz.confidence_min": 1.0}) == []
 
 
 def test_alert_parameters_build_an_alert_config() -> None:
     pipeline.alert_config(pipeline.parameter_defaults())
-    assert pipeline.alert_config({}).warn_fraction == pipeline.PARAMETER_SPECS["alerts.warn_fraction"].default
+    assert pipeline.alert_config({}).warn_size == pipeline.PARAMETER_SPECS["alerts.warn_size"].default
     with pytest.raises(ValueError):
-        pipeline.alert_config({"alerts.warn_fraction": 0.9, "alerts.error_fraction": 0.2})
+        pipeline.alert_config({"alerts.warn_size": 0.9, "alerts.error_size": 0.2})
+
+
+def test_threshold_and_colour_range_come_from_the_model_unless_set() -> None:
+    calibration = {"confidence_threshold": 0.83, "viz_range": [0.7, 0.99]}
+    assert pipeline.alert_config({}, calibration).confidence_threshold == 0.83
+    assert pipeline.alert_config({"alerts.confidence_threshold": 0.6}, calibration).confidence_threshold == 0.6
+    assert pipeline.alert_config({}).confidence_threshold == 0.5  # an uncalibrated model: the fallback
+    settings = pipeline.OutputSettings.from_params({}, calibration)
+    assert (settings.viz_min, settings.viz_max) == (0.7, 0.99)
+    settings = pipeline.OutputSettings.from_params({"viz.confidence_min": 0.2}, calibration)
+    assert (settings.viz_min, settings.viz_max) == (0.2, 0.99)
+    settings = pipeline.OutputSettings.from_params({"viz.confidence_min": 0.995}, calibration)
+    assert (settings.viz_min, settings.viz_max) == (0.0, 1.0)  # explicit min above the model's max: full range
+    assert (pipeline.OutputSettings.from_params({}).viz_min, pipeline.OutputSettings.from_params({}).viz_max) == (0.0, 1.0)
+    meta = {"detector": {"calibration": calibration}}
+    assert pipeline.model_calibration(meta) == calibration and pipeline.model_calibration({}) == {}
+
+
+def test_spec_calibration_reads_the_fed_checkpoint_or_the_engine_sidecar(tmp_path) -> None:
+    import json
+
+    (tmp_path / "fed.json").write_text(json.dumps({"calibration": {"confidence_threshold": 0.9}}))
+    spec = pipeline.ModelSpec(backbone="b", fed=str(tmp_path / "fed"), score="fed")
+    assert pipeline.spec_calibration(spec) == {"confidence_threshold": 0.9}
+    assert pipeline.spec_calibration(pipeline.ModelSpec(backbone="b", score="msp")) == {}
+    engine = tmp_path / "m.onnx"
+    engine.write_bytes(b"x")
+    from ros2_fed.engine.base import ENGINE_FORMAT
+
+    sidecar = {"format": ENGINE_FORMAT, "format_version": 1, "runtime": "onnxruntime", "input_tensor_shape": [1, 2, 3, 3],
+               "model_hash": "h", "file_sha256": "s", "file_size": 1, "precision": "fp32",
+               "detector": {"calibration": {"confidence_threshold": 0.7}}}
+    (tmp_path / "m.onnx.json").write_text(json.dumps(sidecar))
+    assert pipeline.spec_calibration(pipeline.ModelSpec(engine_path=str(engine))) == {"confidence_threshold": 0.7}
 
 
 def test_output_settings_follow_the_parameters() -> None:

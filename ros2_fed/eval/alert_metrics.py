@@ -85,3 +85,14 @@ def score_alerts(levels: Sequence[Optional[int]], presence: Sequence[Optional[bo
                       false_alarm_rate=false / negatives if negatives else None,
                       positives=positives, excused=excused, negatives=negatives,
                       alerted_positives=hit, alerted_negatives=false, presence=list(presence))
+
+
+def detection_report(levels: Sequence[Optional[int]], object_pixels: Sequence[Optional[int]],
+                     ood_pixels: Sequence[Optional[int]], raise_frames: int,
+                     min_object_pixels: int = MIN_OBJECT_PIXELS) -> Optional[dict]:
+    """The JSON a replay report carries, or None when no frame has OOD ground truth."""
+    if all(p is None for p in object_pixels):
+        return None
+    presence = frame_presence(object_pixels, ood_pixels, min_object_pixels)
+    score = score_alerts(levels, presence, raise_frames)
+    return {**score.to_json(), "min_object_pixels": min_object_pixels, "excused_onset_frames": raise_frames}

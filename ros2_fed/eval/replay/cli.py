@@ -47,6 +47,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ros2_fed.eval.alert_metrics import detection_report
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import report as rep
@@ -54,7 +55,7 @@ from ros2_fed.eval.replay.errors import LiveError
 from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_file
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
 from ros2_fed.eval.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
-from ros2_fed.pipeline import OUTPUT_NAMES, ModelSpec, StartupError, with_defaults
+from ros2_fed.pipeline import OUTPUT_NAMES, ModelSpec, StartupError, resolve_from_model, spec_calibration
 
 SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
 OUTPUT_BAG = "output_bag"
@@ -314,7 +315,8 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                 feds[name] = path
             if not feds and spec.fed and spec.score == "fed":
                 feds[fed_variant(spec) or "FED-U"] = spec.fed
-            ref_postprocess = args.reference_postprocess or ("sml" if spec.score == "sml" else "none")
+            ref_postprocess = args.reference_postprocess or ("sml" if spec.score == "sml" else
+                                                             spec_calibration(spec).get("postprocess", "none"))
             reference = ReferenceModel(backbone=spec.backbone, feds=feds, fed_postprocess=ref_postprocess,
                                        mcd_passes=max(0, args.mcd_passes), stats=args.stats)
         if reference is not None and args.reference_threads > 0:
@@ -326,7 +328,8 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
         picker: Optional[rep.MosaicPicker] = None
         node_row = ""
         stats, levels, latencies, timeline = [], [], [], []
-        merged = with_defaults(params)
+        calibration = spec_calibration(spec)
+        merged = resolve_from_model(params, calibration)
         threshold = float(merged["alerts.confidence_threshold"])
         t_score = time.monotonic()
         bar = tqdm(total=len(scan.frames), desc="evaluating" if args.mode == "live" else "running + evaluating",
@@ -369,8 +372,10 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                 timeline.append({"index": frame.index, "stamp": f"{frame.stamp_ns // 10**9}.{frame.stamp_ns % 10**9:09d}",
                                  "level": level, "level_name": rep.level_name(level),
                                  "fraction": item.alert.fraction if item.alert is not None else None,
+                                 "region_size": item.alert.region_size if item.alert is not None else None,
                                  "uncertain_fraction": stat.uncertain_fraction, "mean_confidence": stat.mean_confidence,
-                                 "auroc": stat.auroc, "ood_pixels": stat.ood_pixels})
+                                 "auroc": stat.auroc, "ood_pixels": stat.ood_pixels,
+                                 "ood_object_pixels": stat.ood_object_pixels})
         finally:
             bar.close()
         timing["evaluate_s" if args.mode == "live" else "run_and_evaluate_s"] = time.monotonic() - t_score
@@ -396,6 +401,9 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
         counts = {LEVEL_NAMES.get(k, str(k)): sum(1 for lv in levels if lv == k) for k in sorted({lv for lv in levels if lv is not None})}
         if any(lv is None for lv in levels):
             counts["no alert received"] = sum(1 for lv in levels if lv is None)
+        detection = detection_report(levels, [s.ood_object_pixels for s in stats],
+                                     [s.ood_pixels if s.ood_object_pixels is not None else None for s in stats],
+                                     int(merged["alerts.raise_frames"]))
         with_auroc = [s for s in stats if s.auroc is not None]
         by_index = {s.index: s for s in stats}
         report: dict[str, Any] = {
@@ -428,7 +436,8 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
             if reference is not None else None,
             "latency_ms": {**_percentiles(latencies),
                            "what": "publish -> outputs received" if args.mode == "live" else "decode + inference"},
-            "alerts": {"counts": counts, "transitions": transitions, "per_frame": timeline},
+            "alerts": {"counts": counts, "transitions": transitions, "per_frame": timeline,
+                       "detection": detection},
             "frames_ranked": {"worst": [rep.stat_dict(by_index[i]) for i in picker.indices("worst")] if picker else [],
                               "best": [rep.stat_dict(by_index[i]) for i in picker.indices("best")] if picker else [],
                               "by": "per-frame AuROC (node score vs misclassified or OOD)" if with_auroc
@@ -457,8 +466,10 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                               "span_s": live.span_s, "warmup_frames": live.warmup_frames,
                               "late_publishes": live.late_publishes, "node_exit_code": live.node_exit_code,
                               "node_pipeline_before": live.node_pipeline_start, "node_pipeline_after": live.node_pipeline}
-        timeline_png = rep.timeline_image(stats, levels, float(merged["alerts.warn_fraction"]),
-                                          float(merged["alerts.error_fraction"])) if stats else None
+        presence = detection["presence"] if detection else [None] * len(stats)
+        timeline_png = rep.timeline_image(stats, levels, float(merged["alerts.warn_size"]),
+                                          float(merged["alerts.error_size"]),
+                                          [t["region_size"] for t in timeline], presence) if stats else None
         report["timing"] = {**{k: round(v, 2) for k, v in timing.items()}, "total_s": time.monotonic() - t_start}
         md = rep.write_report(out, report, picker, timeline_png)
         return md, report
@@ -504,6 +515,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"frames: {report['frames']['evaluated']} evaluated, {report['frames']['dropped']} dropped; "
           f"latency ({lat['what']}) p50 {rep._ms(lat['p50'])} ms, p95 {rep._ms(lat['p95'])} ms, "
           f"p99 {rep._ms(lat['p99'])} ms; {report['throughput_fps']:.1f} frames/s")
+    for line in rep.detection_lines(report["alerts"].get("detection")):
+        if line:
+            print(line.replace("**", ""))
     print(f"fed_bag_eval: report {md} (complete), output bag {report['files']['output_bag']}")
     return 0
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay.bag import Frame
-from ros2_fed.pipeline import (NODE_NAME, OutputSettings, alert_config, alert_values, hardware_id, output_images,
-                               viz_palette)
+from ros2_fed.pipeline import (NODE_NAME, OutputSettings, alert_config, alert_values, hardware_id,
+                               model_calibration, output_images, viz_palette)
 
 OUTPUT_TYPES = {"segmentation": bagio.IMAGE, "segmentation_color": bagio.IMAGE, "confidence": bagio.IMAGE,
                 "overlay": bagio.IMAGE, "alerts": bagio.DIAGNOSTIC_ARRAY}
@@ -29,6 +29,14 @@ class AlertRecord:
     level: int
     message: str = ""
     values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def region_size(self) -> Optional[float]:
+        """The alert rule's measure: largest uncertain region, in image heights."""
+        try:
+            return float(self.values["region_size"])
+        except (KeyError, ValueError):
+            return None
 
     @property
     def fraction(self) -> Optional[float]:
@@ -75,9 +83,10 @@ class OutputRenderer:
     def __init__(self, metadata: dict[str, Any], params: dict[str, Any], node_name: str = NODE_NAME) -> None:
         from ros2_fed import alerts
 
-        self.settings = OutputSettings.from_params(params)
+        calibration = model_calibration(metadata)  # as fed_node: the engine's operating point
+        self.settings = OutputSettings.from_params(params, calibration)
         self.palette = viz_palette(metadata)
-        self.monitor = alerts.AlertMonitor(alert_config(params))
+        self.monitor = alerts.AlertMonitor(alert_config(params, calibration))
         self.alert_name = f"{node_name.strip('/')}: alerts"
         self.hardware_id = hardware_id(metadata)
 

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -165,33 +165,63 @@ class MosaicPicker:
         return viz.mosaic(tiles, captions, columns=4)
 
 
-def timeline_image(stats: list[FrameStat], levels: list[Optional[int]], threshold_warn: float,
-                   threshold_error: float, width: int = 900, height: int = 180) -> np.ndarray:
-    """Per frame: uncertain fraction (white line) over the alert level (green / orange / red band)."""
+def timeline_image(stats: list[FrameStat], levels: list[Optional[int]], warn_size: float, error_size: float,
+                   region_sizes: Sequence[Optional[float]], presence: Sequence[Optional[bool]],
+                   width: int = 900, height: int = 220) -> np.ndarray:
+    """Per frame: the alert rule's region size (white line, WARN / ERROR limits as lines), the
+    published alert level (band: green / orange / red) and, under it, the ground truth: is an
+    unknown object of >= 100 px visible (white = yes, dark = no OOD pixel, grey = smaller bits or
+    no ground truth)."""
     import cv2
 
     img = np.full((height, width, 3), 24, np.uint8)
     n = max(len(stats), 1)
-    band = 18
-    plot_h = height - band - 24
+    band, gap, legend = 16, 4, 22
+    truth_y0 = height - legend - band
+    level_y0 = truth_y0 - gap - band
+    plot_h = level_y0 - gap
     colours = {0: (40, 160, 60), 1: (240, 160, 0), 2: (220, 40, 40), 3: (120, 120, 120)}
+    truth_colours = {True: (250, 250, 250), False: (50, 50, 50), None: (120, 120, 120)}
+    top = max([error_size * 1.5] + [s for s in region_sizes if s is not None])
+
+    def x_range(i: int) -> tuple[int, int]:
+        x0 = int(i * width / n)
+        return x0, max(int((i + 1) * width / n), x0 + 1)
+
     for i, level in enumerate(levels):
-        x0, x1 = int(i * width / n), max(int((i + 1) * width / n), int(i * width / n) + 1)
-        img[height - band - 20:height - 20, x0:x1] = colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
+        x0, x1 = x_range(i)
+        img[level_y0:level_y0 + band, x0:x1] = colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
+    for i, present in enumerate(presence):
+        x0, x1 = x_range(i)
+        img[truth_y0:truth_y0 + band, x0:x1] = truth_colours[present]
 
-    def y_of(f: float) -> int:
-        return int(round(4 + (1.0 - min(max(f, 0.0), 1.0)) * (plot_h - 8)))
+    def y_of(v: float) -> int:
+        return int(round(4 + (1.0 - min(max(v / top, 0.0), 1.0)) * (plot_h - 8)))
 
-    for f, colour in ((threshold_warn, (240, 160, 0)), (threshold_error, (220, 40, 40))):
-        cv2.line(img, (0, y_of(f)), (width - 1, y_of(f)), colour, 1, cv2.LINE_AA)
-    points = np.array([[int((i + 0.5) * width / n), y_of(s.uncertain_fraction)] for i, s in enumerate(stats)], np.int32)
+    for v, colour in ((warn_size, (240, 160, 0)), (error_size, (220, 40, 40))):
+        cv2.line(img, (0, y_of(v)), (width - 1, y_of(v)), colour, 1, cv2.LINE_AA)
+    points = np.array([[int((i + 0.5) * width / n), y_of(v)] for i, v in enumerate(region_sizes) if v is not None],
+                      np.int32)
     if len(points) > 1:
         cv2.polylines(img, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
     for p in points:
         cv2.circle(img, (int(p[0]), int(p[1])), 2, (255, 255, 255), -1, cv2.LINE_AA)
-    cv2.putText(img, "uncertain fraction per frame (white); alert level (band: green OK, orange WARN, red ERROR)",
-                (6, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (230, 230, 230), 1, cv2.LINE_AA)
+    cv2.putText(img, "largest uncertain region (white) vs WARN/ERROR limits; alert level band; "
+                "truth: unknown object >= 100 px (white)", (6, height - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
+                (230, 230, 230), 1, cv2.LINE_AA)
     return img
+
+
+def detection_lines(detection: Optional[dict[str, Any]]) -> list[str]:
+    """Markdown: does the alert fire on frames with an unknown object and stay quiet otherwise?"""
+    if not detection:
+        return ["No OOD ground truth in this bag: alert recall and false alarms not scored.", ""]
+    recall, false = detection.get("recall"), detection.get("false_alarm_rate")
+    return [f"Alert detection (WARN or above; object = unknown object of >= {detection['min_object_pixels']} px, "
+            f"the first {detection['excused_onset_frames']} frames of each appearance excused): "
+            f"**recall {'–' if recall is None else f'{recall:.2f}'}** over {detection['positives']} frames with an "
+            f"object, **false alarms {'–' if false is None else f'{false:.2f}'}** over {detection['negatives']} "
+            "frames without any OOD pixel.", ""]
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -295,11 +325,12 @@ def markdown(report: dict[str, Any]) -> str:
     if alerts.get("transitions") is not None:
         counts = alerts.get("counts", {})
         lines += [f"Frames per level: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
+        lines += detection_lines(alerts.get("detection"))
         if alerts["transitions"]:
-            lines += ["| frame | stamp | level | uncertain fraction |", "|---|---|---|---|"]
+            lines += ["| frame | stamp | level | largest uncertain region (image heights) |", "|---|---|---|---|"]
             for t in alerts["transitions"]:
-                fraction = "–" if t.get("fraction") is None else f"{100 * t['fraction']:.1f} %"
-                lines.append(f"| {t['index']} | {t['stamp']} | {t['level_name']} | {fraction} |")
+                size = "–" if t.get("region_size") is None else f"{t['region_size']:.3f}"
+                lines.append(f"| {t['index']} | {t['stamp']} | {t['level_name']} | {size} |")
         else:
             lines.append("No level change during the run.")
         if report["files"].get("alerts_png"):

@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ros2_fed.eval import metrics as M
+from ros2_fed.eval.alert_metrics import largest_object_pixels
 from ros2_fed.eval.method_scores import PROBABILITY_METHODS, unit_scores
 
 VOID = 255
@@ -40,6 +41,7 @@ class FrameStat:
     uncertain_fraction: float  # confidence < the alert threshold, whole frame
     wrong_fraction: Optional[float] = None  # IDM or OOD among valid pixels
     ood_pixels: int = 0
+    ood_object_pixels: Optional[int] = None  # largest OOD object (8-connected); None: no OOD ground truth
     auroc: Optional[float] = None  # node score vs "prediction wrong" (IDM or OOD), this frame
     ood_auroc: Optional[float] = None
 
@@ -150,6 +152,7 @@ def frame_stat(index: int, stamp_ns: int, pred: np.ndarray, confidence: np.ndarr
         wrong |= is_ood
         valid |= is_ood
         stat.ood_pixels = int(is_ood.sum())
+        stat.ood_object_pixels = largest_object_pixels(ood)
         if label is None:
             valid &= ood != VOID
     score = 1.0 - confidence.astype(np.float64)
