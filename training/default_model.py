@@ -1,19 +1,34 @@
 """`make default-model`: reproduce the embedded default model under models/ from nothing.
 
-Steps (all deterministic by --seed): generate synthroad (train / val / OOD splits) ->
-train the TinySeg backbone -> train FED-U and FED-C on the frozen backbone -> per-class
-logit statistics (recorded in the FED checkpoints for SML) -> evaluate everything on the OOD
-split (fed_eval) -> copy the three checkpoints, the results table and a figure to models/.
-``--reuse`` keeps the data and backbone already in --work and redoes the FED steps.
+Steps (all deterministic by --seed; each one resumable, so an interrupted run continues where it
+stopped when started again):
+
+1. synthroad: train / val / OOD splits, and a selection OOD split from another seed;
+2. the TinySeg backbone (resumable training state every 200 iterations);
+3. per-class logit statistics (SML, FED's optional standardisation);
+4. the FED ablation (``training.fed_ablation``): every row trained on the frozen backbone, scored
+   on the selection split (to choose) and on the held-out OOD split (to report), written to
+   docs/fed_ablation.md; the best FED-U row and the best FED-C row are shipped;
+5. calibration (``fed_calibrate``) of both on the val split, stored in their metadata;
+6. ``fed_eval`` of both and every baseline on the held-out OOD split (MC dropout, open-mIoU);
+7. copy the checkpoints, the results table and the figure to models/.
+
+``--reuse`` is accepted for compatibility: finished steps are always reused.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Optional
+
+BACKBONE_ARGS = ["--iters", "4000", "--batch-size", "8", "--crop", "192x384", "--scale-range", "0.6,1.6",
+                 "--lr", "4e-3", "--warmup-iters", "100", "--widths", "24,48,96,160", "--decoder-channels", "96",
+                 "--ckpt-every", "200", "--resume"]
+CALIBRATION_FALSE_ALARM = 0.02  # chosen with training/alert_selection.py on selection drives (docs/alerts.md)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,85 +36,105 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("runs/default_model"), help="scratch directory")
     p.add_argument("--models", type=Path, default=Path("models"), help="where the shipped files go")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="where the ablation table goes")
     p.add_argument("--size", default="256x512", help="synthroad frame size HxW (= engine input size)")
-    p.add_argument("--train-images", type=int, default=600)
-    p.add_argument("--val-images", type=int, default=60)
-    p.add_argument("--ood-images", type=int, default=60)
-    p.add_argument("--crop", default="128x256", help="training crop HxW (after the 0.5-2.0 random rescale)")
-    p.add_argument("--backbone-iters", type=int, default=2500)
-    p.add_argument("--fed-iters", type=int, default=2000)
-    p.add_argument("--fed-lr", type=float, default=1e-2,
-                   help="the paper's 1e-3 is for 50k iterations; 1e-2 converges in the short CPU schedule")
-    p.add_argument("--reuse", action="store_true",
-                   help="keep the synthroad data and the backbone already in --work (retrain FED only)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--train-images", type=int, default=2000, help="synthroad training images (default 2000)")
+    p.add_argument("--val-images", type=int, default=100, help="validation images (default 100)")
+    p.add_argument("--ood-images", type=int, default=100, help="held-out OOD images (default 100)")
+    p.add_argument("--select-images", type=int, default=80, help="selection OOD images, seed + 1 (default 80)")
+    p.add_argument("--fed-iters", type=int, default=1200, help="FED iterations per ablation row (default 1200)")
+    p.add_argument("--reuse", action="store_true", help="(finished steps are always reused)")
+    p.add_argument("--seed", type=int, default=0, help="dataset and training seed")
+    p.add_argument("--workers", type=int, default=1, help="data-loader processes")
     return p
 
 
+def _data(args: argparse.Namespace, root: Path, counts: dict[str, int], seed: int) -> bool:
+    from training import cli_synthroad
+
+    if (root / "synthroad.json").is_file():
+        return True
+    return cli_synthroad.main(["--out", str(root), "--train", str(counts["train"]), "--val", str(counts["val"]),
+                               "--ood", str(counts["ood"]), "--size", args.size, "--seed", str(seed)]) == 0
+
+
+def _backbone(args: argparse.Namespace, data: Path, backbone: Path) -> bool:
+    from training import train_backbone
+
+    if Path(f"{backbone}.safetensors").is_file():
+        return True
+    return train_backbone.main(["--data-root", str(data), "--out", str(backbone), "--input-size", args.size,
+                                "--seed", str(args.seed), "--workers", str(args.workers), *BACKBONE_ARGS]) == 0
+
+
+def _shipped_rows(choice_path: Path, select_path: Path) -> dict[str, str]:
+    """{"fed_u": row, "fed_c": row}: the chosen row for its variant, the best selection AP for the other."""
+    from training.fed_ablation import ROWS
+
+    choice = json.loads(choice_path.read_text())
+    select = json.loads(select_path.read_text())["methods"]
+    out = {}
+    for variant in ("fed-u", "fed-c"):
+        rows = [r for r, (_, a) in ROWS.items() if variant in a and r in select]
+        if choice["row"] in rows:
+            out[variant.replace("-", "_")] = choice["row"]
+        elif rows:
+            out[variant.replace("-", "_")] = max(rows, key=lambda r: select[r]["ood"]["ap"])
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from training import cli_synthroad, stats, train_backbone, train_fed
+    from training import calibrate, cli_eval, fed_ablation
 
     start = time.monotonic()
-    data = args.work / "synthroad"
+    data, select_root = args.work / "synthroad", args.work / "synthroad_select"
     backbone = args.work / "tinyseg_synthroad"
-    h, w = (int(v) for v in args.size.split("x"))
-    crop = args.crop
-    step = lambda msg: print(f"\n== default model: {msg} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
+    ablation = args.work / "ablation"
 
-    if args.reuse and (data / "synthroad.json").is_file():
-        step(f"reusing {data}")
-    else:
-        step("generating synthroad")
-        if cli_synthroad.main(["--out", str(data), "--train", str(args.train_images), "--val", str(args.val_images),
-                               "--ood", str(args.ood_images), "--size", args.size, "--seed", str(args.seed)]) != 0:
-            return 1
-    if args.reuse and Path(f"{backbone}.safetensors").is_file():
-        step(f"reusing {backbone}")
-    else:
-        step("training the TinySeg backbone")
-        if train_backbone.main(["--data-root", str(data), "--out", str(backbone), "--iters", str(args.backbone_iters),
-                                "--crop", crop, "--input-size", args.size, "--seed", str(args.seed),
-                                "--workers", str(args.workers)]) != 0:
-            return 1
-    # Void is not "wrong" here: synthroad's void is mostly the ego-vehicle hood, always in the
-    # same place, not the unlabelled objects that make Cityscapes void a free OOD proxy; counting
-    # it as wrong taught FED the hood and cost OOD AuROC (FED-C 0.72 -> 0.75 without it).
-    # FED runs on the raw logits: on synthroad, per-class standardisation of every logit before
-    # the free energy makes the energy a weaker wrong-pixel signal (AuROC 0.68 vs 0.79 on val),
-    # so the statistics only go into the FED checkpoints' metadata, for the SML baseline.
-    for variant in ("fed-u", "fed-c"):
-        step(f"training {variant.upper()}")
-        if train_fed.main(["--backbone", f"{backbone}.json", "--data-root", str(data), "--out", str(args.work / variant),
-                           "--variant", variant, "--max-iters", str(args.fed_iters), "--batch-size", "8",
-                           "--crop", crop, "--lr", str(args.fed_lr), "--warmup-iters", str(max(1, args.fed_iters // 20)),
-                           "--lr-step", str(max(1, int(args.fed_iters * 0.6))), "--seed", str(args.seed),
-                           "--ckpt-every", str(args.fed_iters), "--workers", str(args.workers), "--no-void-as-wrong"]) != 0:
-            return 1
-    step("logit statistics (for SML)")
-    stats_path = args.work / "logit_stats.json"
-    if stats.main(["--backbone", f"{backbone}.json", "--data-root", str(data), "--out", str(stats_path),
-                   "--into", str(args.work / "fed-u" / "fed_u"), "--into", str(args.work / "fed-c" / "fed_c")]) != 0:
+    def step(msg: str) -> None:
+        print(f"\n== default model: {msg} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
+
+    step("synthroad")
+    if not _data(args, data, {"train": args.train_images, "val": args.val_images, "ood": args.ood_images}, args.seed):
         return 1
-    step("evaluating on the synthroad OOD split")
-    from training import cli_eval
+    if not _data(args, select_root, {"train": 0, "val": 0, "ood": args.select_images}, args.seed + 1):
+        return 1
+    step("the TinySeg backbone (resumable)")
+    if not _backbone(args, data, backbone):
+        return 1
+    step("FED ablation (statistics, rows, selection)")
+    if fed_ablation.main(["--backbone", str(backbone), "--data-root", str(data), "--select-root", str(select_root),
+                          "--work", str(ablation), "--doc", str(args.docs / "fed_ablation.md"),
+                          "--iters", str(args.fed_iters), "--workers", str(args.workers)]) != 0:
+        return 1
+    choice = json.loads((ablation / "choice.json").read_text())
+    shipped = _shipped_rows(ablation / "choice.json", ablation / "eval_select" / "results.json")
+    step(f"calibrating {shipped} on val (post-processing {choice['postprocess']})")
+    for name, row in shipped.items():
+        record = calibrate.calibrate(str(backbone), fed_ablation.checkpoint(ablation, row), data, "val",
+                                     CALIBRATION_FALSE_ALARM, choice["postprocess"])
+        record["ablation_row"] = row
+        calibrate.write_into(fed_ablation.checkpoint(ablation, row), record)
+    step("evaluating on the held-out synthroad OOD split")
     eval_dir = args.work / "eval_ood"
-    if cli_eval.main(["--backbone", f"{backbone}.json", "--fed", f"FED-U={args.work / 'fed-u' / 'fed_u'}",
-                      "--fed", f"FED-C={args.work / 'fed-c' / 'fed_c'}", "--data-root", str(data),
-                      "--dataset", "synthroad-ood", "--out", str(eval_dir), "--stats", str(stats_path)]) != 0:
+    feds = [a for name, row in shipped.items()
+            for a in ("--fed", f"{name.upper().replace('_', '-')}={fed_ablation.checkpoint(ablation, row)}")]
+    if cli_eval.main(["--backbone", f"{backbone}.json", *feds, "--data-root", str(data), "--dataset", "synthroad-ood",
+                      "--out", str(eval_dir), "--stats", str(ablation / "logit_stats.json"),
+                      "--fed-postprocess", choice["postprocess"]]) != 0:
         return 1
-
     step("copying to models/")
     args.models.mkdir(parents=True, exist_ok=True)
-    for src, name in ((backbone, "tinyseg_synthroad"), (args.work / "fed-u" / "fed_u", "fed_u_synthroad"),
-                      (args.work / "fed-c" / "fed_c", "fed_c_synthroad")):
+    sources = [(backbone, "tinyseg_synthroad")] + [(fed_ablation.checkpoint(ablation, row), f"{name}_synthroad")
+                                                   for name, row in shipped.items()]
+    for src, name in sources:
         for suffix in (".safetensors", ".json"):
             shutil.copyfile(f"{src}{suffix}", args.models / f"{name}{suffix}")
-    shutil.copyfile(eval_dir / "results.md", args.models / "synthroad_ood_results.md")
-    shutil.copyfile(eval_dir / "results.json", args.models / "synthroad_ood_results.json")
-    if (eval_dir / "figures.png").exists():
-        shutil.copyfile(eval_dir / "figures.png", args.models / "synthroad_ood_figures.png")
-    step("done")
+    for name in ("results.md", "results.json", "figures.png"):
+        if (eval_dir / name).exists():
+            target = "synthroad_ood_figures.png" if name == "figures.png" else f"synthroad_ood_{name}"
+            shutil.copyfile(eval_dir / name, args.models / target)
+    step(f"done; the node's default FED is the chosen row {choice['row']} ({choice['why']})")
     print((args.models / "synthroad_ood_results.md").read_text())
     return 0
 
