@@ -200,6 +200,16 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
     lat = report["latency_ms"]
     assert lat["n"] == FRAMES and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] and report["throughput_fps"] > 0
     assert len(report["alerts"]["per_frame"]) == FRAMES and report["alerts"]["transitions"]
+    # alert detection scored against the bag's OOD masks, by the rule in ros2_fed.eval.alert_metrics
+    from ros2_fed.eval.alert_metrics import detection_report
+
+    per_frame = report["alerts"]["per_frame"]
+    expected_detection = detection_report([f["level"] for f in per_frame], [f["ood_object_pixels"] for f in per_frame],
+                                          [f["ood_pixels"] for f in per_frame],
+                                          report["alerts"]["config"]["alerts.raise_frames"])
+    assert report["alerts"]["detection"] == expected_detection
+    assert report["alerts"]["detection"]["positives"] + report["alerts"]["detection"]["excused"] > 0
+    assert "Alert detection" in md and all(f["region_size"] is not None for f in per_frame)
 
 
 def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_path: Path) -> None:

@@ -437,7 +437,8 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
             "latency_ms": {**_percentiles(latencies),
                            "what": "publish -> outputs received" if args.mode == "live" else "decode + inference"},
             "alerts": {"counts": counts, "transitions": transitions, "per_frame": timeline,
-                       "detection": detection},
+                       "detection": detection,
+                       "config": {k: v for k, v in merged.items() if k.startswith("alerts.")}},
             "frames_ranked": {"worst": [rep.stat_dict(by_index[i]) for i in picker.indices("worst")] if picker else [],
                               "best": [rep.stat_dict(by_index[i]) for i in picker.indices("best")] if picker else [],
                               "by": "per-frame AuROC (node score vs misclassified or OOD)" if with_auroc
