@@ -72,7 +72,8 @@ def operating_point(correct: np.ndarray, wrong: np.ndarray, false_alarm: float) 
         raise ValueError("no correctly classified pixel to calibrate on")
     threshold = float(np.quantile(correct, false_alarm))
     high = max(float(np.median(correct)), min(1.0, threshold + 1e-3))
-    low = max(0.0, threshold - (high - threshold) * VIZ_THRESHOLD_POSITION / (1 - VIZ_THRESHOLD_POSITION))
+    span = max(high - threshold, 1e-2)  # saturated models: still a visible ramp below the threshold
+    low = max(0.0, threshold - span * VIZ_THRESHOLD_POSITION / (1 - VIZ_THRESHOLD_POSITION))
     flagged_wrong = int(np.count_nonzero(wrong < threshold))
     flagged_correct = int(np.count_nonzero(correct < threshold))
     return {
@@ -127,11 +128,13 @@ def write_into(fed: Path, record: dict[str, Any]) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from ros2_fed.checkpoint import CheckpointError
+
     args = build_parser().parse_args(argv)
     try:
         record = calibrate(args.backbone, args.fed, args.data_root, args.split, args.false_alarm,
                            args.postprocess, args.limit, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError, CheckpointError) as exc:
         print(f"fed_calibrate: {exc}", file=sys.stderr)
         return 2
     if args.into:
