@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 # The shipped backbone ran its first 1,200 iterations under a 4,000-iteration poly horizon, then was
-# resumed with this 3,200 (the lr at the switch moved from 2.9e-3 to 2.5e-3): a fresh run follows
+# resumed with this 3,200 (the lr at the switch moved from 2.9e-3 to 2.6e-3): a fresh run follows
 # the 3,200 schedule from the start, so its weights differ slightly (not re-run here).
 BACKBONE_ARGS = ["--iters", "3200", "--batch-size", "8", "--crop", "192x384", "--scale-range", "0.6,1.6",
                  "--lr", "4e-3", "--warmup-iters", "100", "--widths", "24,48,96,160", "--decoder-channels", "96",
