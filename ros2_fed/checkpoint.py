@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ros2_fed.fileio import file_sha256, make_shareable  # file_sha256: re-exported, torch-free home
+
+if TYPE_CHECKING:  # torch only where tensors are read or written: naming and hashing stay torch-free
+    import torch
 
 FORMAT = "ros2_fed/checkpoint"
 FORMAT_VERSION = 1
@@ -35,6 +36,8 @@ def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
 
 def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], kind: str) -> tuple[Path, Path]:
     """Write tensors + JSON metadata; returns both paths. ``kind`` is e.g. "fed" or "backbone"."""
+    from safetensors.torch import save_file
+
     tensor_path, json_path = checkpoint_paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -48,6 +51,8 @@ def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: 
 
 def load_checkpoint(path: PathLike, kind: Optional[str] = None, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read tensors + metadata, checking format, kind and (by default) the tensor file hash."""
+    from safetensors.torch import load_file
+
     tensor_path, json_path = checkpoint_paths(path)
     for required in (tensor_path, json_path):
         if not required.is_file():

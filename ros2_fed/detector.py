@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ros2_fed import scores
+from ros2_fed import GRAPH_VERSION, scores  # GRAPH_VERSION: in ros2_fed/__init__ (torch-free cache key)
 from ros2_fed.fed import FEDConfig, FlowEneDet
 from ros2_fed.fed.energy import stable_softplus
 from ros2_fed.fed.layers import ActNorm, AffineCoupling, InvConv2x2, InvertibleAttention
@@ -66,8 +66,6 @@ from ros2_fed.fed.postprocess import make_postprocess
 Tensor = torch.Tensor
 PathLike = Union[str, Path]
 
-# Bump when the exported graph changes for the same weights + config (invalidates caches).
-GRAPH_VERSION = 1
 
 SCORES = ("fed", "msp", "maxlogit", "energy", "entropy", "sml", "none")
 LABEL_MODES = ("bilinear", "nearest")

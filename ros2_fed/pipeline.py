@@ -29,6 +29,7 @@ from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
 import numpy as np
 
 from ros2_fed.alerts import ROI_CHOICES, AlertConfig
+from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
 from ros2_fed.paths import default_models_dir
 
@@ -36,7 +37,7 @@ ParamValue = Union[bool, int, float, str]
 T = TypeVar("T")
 
 NODE_NAME = "fed_node"
-RUNTIME_CHOICES = ("", "torch", "onnxruntime", "tensorrt")
+RUNTIME_CHOICES = ("",) + RUNTIMES
 BASELINE_SCORES = ("msp", "maxlogit", "energy", "entropy", "sml", "none")
 SCORE_CHOICES = ("", "fed") + BASELINE_SCORES
 TRANSPORT_CHOICES = ("raw", "compressed")
@@ -113,7 +114,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "frames of another size are resized on the host.", read_only=True, range=(16, 8192)),
     ParamSpec("model.width", 1024, "Camera image width the cached engine is built for (engine_path empty).",
               read_only=True, range=(16, 8192)),
-    ParamSpec("runtime", "", "Runtime: torch|onnxruntime|tensorrt. With engine_path: must match the file "
+    ParamSpec("runtime", "", f"Runtime: {'|'.join(RUNTIMES)}. With engine_path: must match the file "
               "(empty = from the extension); without: the cached engine's runtime (empty = onnxruntime).",
               read_only=True, choices=RUNTIME_CHOICES),
     ParamSpec("device", "", "Runtime device, e.g. cpu, cuda, cuda:1; empty = the runtime's default.", read_only=True),

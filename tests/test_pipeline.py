@@ -73,6 +73,23 @@ def test_opening_and_running_an_onnx_engine_loads_no_torch(onnx_engine: Path) ->
     assert "torch" not in loaded, sorted(loaded)
 
 
+def test_a_cached_engine_opens_without_torch_once_built(tmp_path: Path) -> None:
+    """No engine_path: building the cached engine needs torch (here, in this process); opening it
+    again (a node restart) must not."""
+    from ros2_fed.engine import open_cached
+
+    params = {"model.height": 32, "model.width": 64}
+    spec = ModelSpec.from_params(params).resolved()
+    built = open_cached(spec.backbone, spec.fed, height=32, width=64, runtime=spec.runtime, score=spec.score,
+                        cache=tmp_path, warmup=0, progress=None)
+    assert built.cache_hit is False
+    code = ("import os\nfrom ros2_fed import pipeline\n"
+            f"os.environ['ROS2_FED_CACHE'] = {str(tmp_path)!r}\n"
+            f"engine = pipeline.open_engine(pipeline.ModelSpec.from_params({params!r}).resolved())\n"
+            "assert engine.cache_hit is True, engine.cache_hit\n")
+    assert "torch" not in _loaded_after(code)
+
+
 def test_score_check_names_the_engine(onnx_engine: Path) -> None:
     with pytest.raises(StartupError, match=r"model\.onnx computes score 'fed', parameter score asks for 'msp'"):
         pipeline.open_engine(ModelSpec(engine_path=str(onnx_engine), score="msp").resolved())

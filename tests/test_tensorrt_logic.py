@@ -8,12 +8,15 @@ EngineErrors. The real build/run is in tests/test_engine.py (``gpu`` marker).
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ros2_fed.engine.base import EngineError
@@ -26,7 +29,7 @@ class Recorder:
 
 
 def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True, engine_tensors=None,
-                  deserialize_raises: Exception | None = None) -> types.ModuleType:
+                  deserialize_raises: Exception | None = None, on_execute=None) -> types.ModuleType:
     """A ``tensorrt`` module with the 10.x or 11.x surface (by the major of ``version``)."""
     major = int(version.split(".")[0])
     rec = Recorder()
@@ -112,8 +115,20 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
         def get_tensor_dtype(self, name: str) -> str:
             return tensors[name][1]
 
-        def create_execution_context(self) -> object:
-            return object()
+        def create_execution_context(self) -> "Context":
+            return Context()
+
+    class Context:
+        def __init__(self) -> None:
+            self.addresses: dict[str, int] = {}
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            self.addresses[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream: int) -> bool:
+            rec.calls.append(("execute_async_v3", stream))
+            return on_execute(self.addresses) if on_execute else True
 
     class Runtime:
         def __init__(self, logger: Logger) -> None:
@@ -129,6 +144,101 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
                         ("OnnxParser", OnnxParser), ("Runtime", Runtime)):
         setattr(trt, name, value)
     return trt
+
+
+class FakeCudart(types.ModuleType):
+    """cuda-python's runtime API on host memory: "device" pointers index bytearrays, pinned memory is ctypes."""
+
+    class cudaError_t:  # noqa: N801 - cuda-python's names
+        cudaSuccess = 0
+        cudaErrorMemoryAllocation = 2
+
+    class cudaMemcpyKind:  # noqa: N801
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, fail_malloc: bool = False) -> None:
+        super().__init__("cuda.bindings.runtime")
+        self.device: dict[int, bytearray] = {}
+        self.pinned: list[Any] = []
+        self.current: int | None = None
+        self.fail_malloc = fail_malloc
+        self._next = 0x1000
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        return (0, 1)
+
+    def cudaSetDevice(self, device):  # noqa: N802
+        self.current = device
+        return (0,)
+
+    def cudaGetDeviceProperties(self, device):  # noqa: N802
+        return (0, types.SimpleNamespace(name=b"Fake GPU\0\0\0", major=8, minor=7))
+
+    def cudaStreamCreate(self):  # noqa: N802
+        return (0, 77)
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        if self.fail_malloc:
+            return (self.cudaError_t.cudaErrorMemoryAllocation, 0)
+        ptr, self._next = self._next, self._next + nbytes + 256
+        self.device[ptr] = bytearray(nbytes)
+        return (0, ptr)
+
+    def cudaMallocHost(self, nbytes):  # noqa: N802
+        buffer = (ctypes.c_uint8 * nbytes)()
+        self.pinned.append(buffer)
+        return (0, ctypes.addressof(buffer))
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
+        assert stream == 77 and self.current == 0, "copies on the engine's stream, device selected"
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            self.device[dst][:nbytes] = ctypes.string_at(src, nbytes)
+        else:
+            ctypes.memmove(dst, bytes(self.device[src][:nbytes]), nbytes)
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        return (0,)
+
+    def cudaGetErrorString(self, err):  # noqa: N802
+        return (0, b"out of memory")
+
+    def cudaFree(self, ptr):  # noqa: N802
+        return (0,)
+
+    cudaFreeHost = cudaFree
+    cudaStreamDestroy = cudaFree
+
+
+def install_cudart(monkeypatch, cudart: FakeCudart) -> None:
+    package, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+    package.bindings, bindings.runtime = bindings, cudart
+    for name, module in (("cuda", package), ("cuda.bindings", bindings), ("cuda.bindings.runtime", cudart)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def segmenting_tensorrt(cudart: FakeCudart, version: str = "11.4.1", ok: bool = True) -> types.ModuleType:
+    """A fake TensorRT whose engine computes labels = R % 19 and confidence = G / 255 in "device" memory."""
+    def execute(addresses: dict[str, int]) -> bool:
+        image = np.frombuffer(bytes(cudart.device[addresses["image"]]), np.uint8).reshape(1, 8, 12, 3)
+        cudart.device[addresses["labels"]][:] = (image[..., 0] % 19).astype(np.uint8).tobytes()
+        cudart.device[addresses["confidence"]][:] = (image[..., 1] / np.float32(255)).astype(np.float32).tobytes()
+        return ok
+    return fake_tensorrt(version, on_execute=execute)
+
+
+def engine_file(folder: Path, version: str = "11.4.1") -> tuple[Path, dict]:
+    from ros2_fed.engine.base import ENGINE_FORMAT
+    from ros2_fed.fileio import file_sha256
+
+    path = folder / "m.engine"
+    path.write_bytes(b"serialized-engine")
+    meta = {"format": ENGINE_FORMAT, "format_version": 1, "runtime": "tensorrt", "runtime_version": version,
+            "input_tensor_shape": [1, 8, 12, 3], "model_hash": "x", "precision": "fp16", "gpu_name": "Fake GPU",
+            "gpu_compute_capability": "8.7", "file_size": path.stat().st_size, "file_sha256": file_sha256(path)}
+    (folder / "m.engine.json").write_text(json.dumps(meta))
+    return path, meta
 
 
 @pytest.fixture
@@ -239,8 +349,10 @@ def test_open_checks_version_before_touching_the_gpu(tmp_path, use_trt, monkeypa
     from ros2_fed.checkpoint import file_sha256
     from ros2_fed.engine.base import ENGINE_FORMAT
 
+    from ros2_fed.engine import cuda_memory
+
     use_trt(fake_tensorrt("11.4.1"))
-    monkeypatch.setattr(trt_engine, "_require_cuda", lambda: pytest.importorskip("torch"))
+    monkeypatch.setattr(cuda_memory, "cuda_backend", lambda: pytest.fail("touched CUDA for a stale engine"))
     monkeypatch.setattr(trt_engine, "deserialize", lambda *a: pytest.fail("deserialised a stale engine"))
     path = tmp_path / "m.engine"
     path.write_bytes(b"serialized-engine")
@@ -264,10 +376,73 @@ def test_cache_key_names_runtime_version_gpu_capability_precision_and_size() -> 
 
 
 def test_module_imports_without_tensorrt_or_torch() -> None:
-    import subprocess
-
     code = ("import sys; import ros2_fed.engine.tensorrt_engine as m; "
             "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules; print(m.SUPPORTED_MAJORS)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(10, 11)"
+
+
+def test_engine_runs_frames_through_cuda_python_buffers(tmp_path, monkeypatch) -> None:
+    """Open (device selected, I/O bound once) and infer through the cuda-python backend."""
+    cudart = FakeCudart()
+    install_cudart(monkeypatch, cudart)
+    trt = segmenting_tensorrt(cudart)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    path, _ = engine_file(tmp_path)
+    from ros2_fed.engine import Engine
+
+    engine = Engine.open(path, warmup=1, device=0)
+    assert isinstance(engine, trt_engine.TensorRTEngine) and engine._cuda.name == "cuda-python"
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        image = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+        labels, confidence = engine.infer(image)
+        np.testing.assert_array_equal(labels, image[..., 0] % 19)
+        np.testing.assert_allclose(confidence, image[..., 1] / 255.0, rtol=1e-6)
+        assert confidence.dtype == np.float32
+    executed = [c for c in trt.recorder.calls if c[0] == "execute_async_v3"]
+    assert executed and all(c[1] == 77 for c in executed), "runs on the engine's own stream"
+    engine.close()
+
+
+def test_cuda_and_execution_failures_are_one_line_engine_errors(tmp_path, monkeypatch) -> None:
+    path, _ = engine_file(tmp_path)
+    install_cudart(monkeypatch, FakeCudart(fail_malloc=True))
+    monkeypatch.setitem(sys.modules, "tensorrt", segmenting_tensorrt(FakeCudart()))
+    with pytest.raises(EngineError) as info:
+        trt_engine.TensorRTEngine(path)
+    assert str(info.value) == f"{path}: CUDA cudaMalloc failed: out of memory"
+    cudart = FakeCudart()
+    install_cudart(monkeypatch, cudart)
+    monkeypatch.setitem(sys.modules, "tensorrt", segmenting_tensorrt(cudart, ok=False))
+    engine = trt_engine.TensorRTEngine(path)
+    with pytest.raises(EngineError, match=r"m\.engine: TensorRT execution failed \(execute_async_v3 returned False\)"):
+        engine.infer(np.zeros((8, 12, 3), np.uint8))
+    wrong_gpu = dict(json.loads((tmp_path / "m.engine.json").read_text()), gpu_name="Orin")
+    with pytest.raises(EngineError, match="built for GPU 'Orin', this is 'Fake GPU'"):
+        trt_engine.TensorRTEngine(path, wrong_gpu)
+
+
+def test_tensorrt_engine_opens_and_runs_without_torch(tmp_path) -> None:
+    """With cuda-python present, a TensorRT engine never imports torch (the vehicle case)."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import numpy as np
+import pytest
+import test_tensorrt_logic as t
+from pathlib import Path
+mp = pytest.MonkeyPatch()
+cudart = t.FakeCudart()
+t.install_cudart(mp, cudart)
+mp.setitem(sys.modules, "tensorrt", t.segmenting_tensorrt(cudart))
+path, _ = t.engine_file(Path({str(tmp_path)!r}))
+from ros2_fed.engine import Engine
+labels, conf = Engine.open(path).infer(np.full((8, 12, 3), 40, np.uint8))
+assert int(labels[0, 0]) == 40 % 19, labels
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=60, help="frames per drive (default 60)")
     p.add_argument("--size", default="256x512", help="frame size HxW (default 256x512)")
     p.add_argument("--out", type=Path, required=True, help="JSON with the grid, the choice and the held-out result")
+    p.add_argument("--doc", type=Path, default=None, help="also write the tables as markdown here")
     return p
 
 
@@ -104,6 +105,36 @@ def select(thresholds: dict[float, float], drives, base: AlertConfig) -> tuple[l
     return rows, best
 
 
+def _f(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def write_doc(args: argparse.Namespace, rows: list[dict], best: dict, held_out: dict, per_drive: dict) -> None:
+    """Markdown: the choice, the held-out result per drive, and the selection grid's best rows."""
+    top = sorted(rows, key=lambda r: (-(r["recall"] or 0.0), r["false_alarm_rate"] or 0.0))[:12]
+    lines = [f"# Alert rule: defaults selected on synthroad drives ({args.fed})", "",
+             f"Selection drives: seeds {args.select_seeds}; held-out drives: seeds {args.eval_seeds} "
+             f"({args.frames} frames each, every fourth seed without any unknown object, onsets vary). "
+             "Recall: frames with an unknown object of >= 100 px (first `raise_frames` of each appearance "
+             "excused); false alarms: frames without any OOD pixel (`ros2_fed/eval/alert_metrics.py`). "
+             f"Chosen: best selection recall with selection false alarms <= {MAX_SELECTION_FALSE_ALARMS}.", "",
+             f"**Chosen**: calibration false-alarm rate {best['false_alarm']} (confidence threshold "
+             f"{best['confidence_threshold']:.4f}), warn_size {best['warn_size']}, min_width {best['min_width']}: "
+             f"selection recall {_f(best['recall'])}, false alarms {_f(best['false_alarm_rate'])}.", "",
+             f"**Held-out drives**: recall **{_f(held_out['recall'])}** ({held_out['positives']} frames), "
+             f"false alarms **{_f(held_out['false_alarm_rate'])}** ({held_out['negatives']} frames).", "",
+             "| held-out drive seed | recall | frames with object | false alarms | frames without |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {seed} | {_f(r['recall'])} | {r['positives']} | {_f(r['false_alarm_rate'])} | {r['negatives']} |"
+              for seed, r in per_drive.items()]
+    lines += ["", "Selection grid, best rows:", "",
+              "| calibration FA | threshold | warn_size | min_width | recall | false alarms |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['false_alarm']} | {r['confidence_threshold']:.4f} | {r['warn_size']} | {r['min_width']} | "
+              f"{_f(r['recall'])} | {_f(r['false_alarm_rate'])} |" for r in top]
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from ros2_fed.detector import FusedDetector
     from training.calibrate import operating_point, validation_confidences
@@ -123,6 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     held_out = replay(chosen, eval_drives)
     per_drive = {s: replay(chosen, [d]) for s, d in zip(_seeds(args.eval_seeds), eval_drives)}
     print("held-out:", held_out, flush=True)
+    if args.doc is not None:
+        write_doc(args, rows, best, held_out, per_drive)
     config = {k: v for k, v in asdict(chosen).items() if k != "roi_mask"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"grid": rows, "selected": best, "config": config, "held_out": held_out,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -23,6 +24,8 @@ from .base import SUFFIX_BY_RUNTIME, Engine, EngineError, PathLike
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from ros2_fed.detector import FusedDetector
 
 CACHE_ENV = "ROS2_FED_CACHE"
 
@@ -34,7 +37,8 @@ def cache_dir() -> Path:
 
 def path_hash(path: PathLike) -> str:
     """SHA-256 of a checkpoint's contents: our NAME.safetensors + NAME.json, a .pth, or a folder."""
-    from ros2_fed.checkpoint import checkpoint_paths, file_sha256
+    from ros2_fed.checkpoint import checkpoint_paths
+    from ros2_fed.fileio import file_sha256
 
     path = Path(path)
     digest = hashlib.sha256()
@@ -54,8 +58,7 @@ def path_hash(path: PathLike) -> str:
 
 def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_options: dict[str, Any]) -> str:
     """Identity of "these checkpoints in this graph configuration" without loading them."""
-    from ros2_fed import __version__
-    from ros2_fed.detector import GRAPH_VERSION
+    from ros2_fed import GRAPH_VERSION, __version__
 
     payload = {
         "backbone": path_hash(backbone),
@@ -94,13 +97,12 @@ def engine_cache_key(model_hash: str, height: int, width: int, batch: int, preci
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
+    torch = sys.modules.get("torch")  # a torch value means torch is loaded: never load it for a cache hit
     out: dict[str, Any] = {}
     for key, value in sorted(options.items()):
-        if isinstance(value, torch.dtype):
+        if torch is not None and isinstance(value, torch.dtype):
             value = str(value)
-        elif isinstance(value, torch.Tensor):
+        elif torch is not None and isinstance(value, torch.Tensor):
             value = value.tolist()
         elif isinstance(value, tuple):
             value = list(value)
@@ -135,19 +137,20 @@ def open_cached(
     whether it was reused (True) or built now (False). ``runtime="torch"`` builds the eager
     detector directly (nothing to cache). ``engine_options`` go to the runtime.
     """
-    from ros2_fed.detector import FusedDetector
-
     from .export import check_precision, export_engine
-    from .torch_engine import TorchEngine
 
     check_precision(precision)
     options = dict(detector_options or {})
     options.update(score=score, postprocess=postprocess)
 
-    def build_detector() -> FusedDetector:
+    def build_detector() -> FusedDetector:  # torch: only when nothing cached can be used
+        from ros2_fed.detector import FusedDetector
+
         return FusedDetector.from_checkpoints(backbone, fed, backbone_loader=backbone_loader, **options)
 
     if runtime == "torch":
+        from .torch_engine import TorchEngine
+
         engine = TorchEngine(build_detector(), input_shape=(height, width), batch=batch, precision=precision, **engine_options)
         engine.warmup(warmup)
         return engine

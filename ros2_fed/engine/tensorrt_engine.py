@@ -11,13 +11,14 @@ a strongly typed network in 10.x). INT8 is not supported: TensorRT 11 takes INT8
 Q/DQ nodes in the graph, and ros2_fed does not export them.
 
 Run: the CUDA device is selected before the engine is deserialised (an engine lives on the
-device that was current then). Device memory is torch CUDA tensors (the simplest correct
-allocator), the frame goes through a pinned host buffer, ``execute_async_v3`` on a private
-stream; outputs come back into pinned buffers. Bindings are set once at open. Every failure
-of TensorRT or CUDA becomes an :class:`EngineError` with one line naming the file.
+device that was current then). Device and pinned host memory and the stream come from
+:mod:`.cuda_memory` (cuda-python when installed, so no torch; torch's allocator otherwise);
+the frame goes through a pinned host buffer, ``execute_async_v3`` on a private stream,
+outputs come back into pinned buffers. Bindings are set once at open. Every failure of
+TensorRT or CUDA becomes an :class:`EngineError` with one line naming the file.
 
-``tensorrt`` (and torch) are imported lazily: this module imports without them, and every
-entry point then raises :class:`EngineError` saying what is missing.
+``tensorrt`` (and cuda-python / torch) are imported lazily: this module imports without them,
+and every entry point then raises :class:`EngineError` saying what is missing.
 """
 from __future__ import annotations
 
@@ -106,26 +107,11 @@ def serialize_onnx(trt: Any, onnx_path: Path, workspace_gib: float, logger: Any 
 # --------------------------------------------------------------------------------------
 
 
-def _require_cuda() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise EngineError(f"the TensorRT engine uses torch for CUDA memory, and torch is not installed ({exc})") from exc
-    if not torch.cuda.is_available():
-        raise EngineError("TensorRT needs a CUDA GPU, and torch.cuda.is_available() is False")
-    return torch
-
-
 def select_device(device: int) -> dict[str, Any]:
-    """Make CUDA ``device`` current (before deserialising/building); its name and compute capability."""
-    from .export import gpu_identity
+    """Make CUDA ``device`` current (before building); its name and compute capability."""
+    from .cuda_memory import cuda_backend
 
-    torch = _require_cuda()
-    count = torch.cuda.device_count()
-    if not 0 <= int(device) < count:
-        raise EngineError(f"CUDA device {device} does not exist (this machine has {count})")
-    torch.cuda.set_device(int(device))
-    return gpu_identity(int(device))
+    return cuda_backend().select_device(device)
 
 
 def check_gpu(path: PathLike, metadata: dict[str, Any], gpu: dict[str, Any]) -> None:
@@ -239,19 +225,24 @@ def io_tensors(trt: Any, engine: Any, metadata: dict[str, Any], path: Path) -> l
 
 
 class TensorRTEngine(Engine):
-    """A serialised TensorRT engine, deserialised on ``device`` without rebuilding, run on CUDA."""
+    """A serialised TensorRT engine, deserialised on ``device`` without rebuilding, run on CUDA.
+
+    CUDA memory comes from :mod:`.cuda_memory` (cuda-python, else torch): with cuda-python
+    installed, opening and running the engine never imports torch.
+    """
 
     runtime = "tensorrt"
 
     def __init__(self, path: PathLike, metadata: Optional[dict[str, Any]] = None, *, device: int = 0,
                  check_gpu_model: bool = True) -> None:
+        from .cuda_memory import cuda_backend
+
         path = Path(path)
         metadata = metadata if metadata is not None else read_sidecar(path)
         super().__init__(path, metadata)
         check_file_integrity(path, metadata)  # before TensorRT parses a single byte
         try:
             trt = import_tensorrt()
-            torch = _require_cuda()
         except EngineError as exc:
             raise EngineError(f"{path}: {exc}") from exc
         if str(metadata.get("runtime_version")) != str(trt.__version__):
@@ -260,54 +251,54 @@ class TensorRTEngine(Engine):
                 "engines are not portable across versions: rebuild (fed_export or the engine cache)"
             )
         try:
-            gpu = select_device(device)
+            self._cuda = cuda_backend()
+            gpu = self._cuda.select_device(device)  # the engine lives on the device current at deserialisation
         except EngineError as exc:
             raise EngineError(f"{path}: {exc}") from exc
         if check_gpu_model:
             check_gpu(path, metadata, gpu)
-        self._torch = torch
-        self._device = torch.device("cuda", int(device))
         self._runtime, self._engine, self._context = deserialize(trt, path, path.read_bytes())
-        self._device_buffers: dict[str, Any] = {}
+        self._device_ptrs: dict[str, int] = {}
+        self._host: dict[str, np.ndarray] = {}
         try:
             for name, shape, dtype in io_tensors(trt, self._engine, metadata, path):
-                buffer = torch.empty(shape, dtype=getattr(torch, dtype), device=self._device)
-                self._device_buffers[name] = buffer
-                if not self._context.set_tensor_address(name, int(buffer.data_ptr())):
+                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                self._device_ptrs[name] = self._cuda.device_alloc(nbytes)
+                self._host[name] = self._cuda.host_array(shape, dtype)
+                if not self._context.set_tensor_address(name, self._device_ptrs[name]):
                     raise EngineError(f"{path}: cannot bind tensor {name!r}")
-            shape = self._tensor_shape
-            self._stream = torch.cuda.Stream(device=self._device)
-            self._in_host = torch.empty(shape, dtype=torch.uint8).pin_memory()
-            self._labels_host = torch.empty(shape[:3], dtype=torch.uint8).pin_memory()
-            self._conf_host = torch.empty(shape[:3], dtype=torch.float32).pin_memory()
-        except EngineError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - CUDA out of memory, driver errors: one line
-            raise EngineError(f"{path}: cannot allocate TensorRT I/O buffers: {one_line(exc)}") from exc
+            self._stream = self._cuda.stream()
+        except EngineError as exc:
+            raise EngineError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from exc
+        confidence = self._host[OUTPUT_NAMES[1]]
+        self._confidence = confidence if confidence.dtype == np.float32 else np.zeros(confidence.shape, np.float32)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        torch = self._torch
+        cuda, stream = self._cuda, self._stream
+        labels, confidence = self._host[OUTPUT_NAMES[0]], self._host[OUTPUT_NAMES[1]]
         try:
-            self._in_host.numpy()[...] = batch
-            image = self._device_buffers[INPUT_NAME]
-            labels = self._device_buffers[OUTPUT_NAMES[0]]
-            confidence = self._device_buffers[OUTPUT_NAMES[1]]
-            with torch.cuda.stream(self._stream):
-                image.copy_(self._in_host, non_blocking=True)
-                ok = self._context.execute_async_v3(self._stream.cuda_stream)
-                self._labels_host.copy_(labels, non_blocking=True)
-                self._conf_host.copy_(confidence, non_blocking=True)  # float16 -> float32 on the device side
-            self._stream.synchronize()
-        except Exception as exc:  # noqa: BLE001 - CUDA errors surface here as RuntimeError
+            np.copyto(self._host[INPUT_NAME], batch)
+            cuda.upload(self._device_ptrs[INPUT_NAME], self._host[INPUT_NAME], stream)
+            ok = self._context.execute_async_v3(stream)
+            cuda.download(labels, self._device_ptrs[OUTPUT_NAMES[0]], stream)
+            cuda.download(confidence, self._device_ptrs[OUTPUT_NAMES[1]], stream)
+            cuda.synchronize(stream)
+        except EngineError as exc:
+            raise EngineError(f"{self._path}: TensorRT inference failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError & co.
             raise EngineError(f"{self._path}: TensorRT inference failed: {one_line(exc)}") from exc
         if not ok:
             raise EngineError(f"{self._path}: TensorRT execution failed (execute_async_v3 returned False)")
-        return self._labels_host.numpy(), self._conf_host.numpy()
+        if confidence is not self._confidence:
+            np.copyto(self._confidence, confidence)  # a float16 confidence output
+        return labels, self._confidence
 
     def close(self) -> None:
         self._context = None
         self._engine = None
-        self._device_buffers = {}
+        if getattr(self, "_cuda", None) is not None:
+            self._cuda.close()
+            self._cuda = None
 
 
 def one_line(exc: Any) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from .base import Engine, EngineError, PathLike, check_file_integrity, read_sidecar, sidecar_path, write_json_atomic
-from .tensorrt_engine import one_line, check_gpu, select_device
+from .tensorrt_engine import check_gpu, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from ros2_fed.detector import FusedDetector
@@ -69,7 +69,7 @@ def build_torch_tensorrt(
         raise ValueError(f"{path}: a torch-tensorrt program ends in {SUFFIX}")
     check_precision(precision)
     torch_tensorrt = import_torch_tensorrt()
-    gpu = select_device(device)
+    gpu = _select_device(device)
     import torch
 
     detector = detector.freeze()
@@ -100,6 +100,17 @@ def build_torch_tensorrt(
     return path, meta
 
 
+def _select_device(device: int) -> dict[str, Any]:
+    """torch's current CUDA device (this runtime is torch): name and compute capability."""
+    import torch
+
+    from .cuda_memory import TorchBackend
+
+    if not torch.cuda.is_available():
+        raise EngineError("torch-tensorrt needs a CUDA GPU, and torch.cuda.is_available() is False")
+    return TorchBackend(torch).select_device(device)
+
+
 class TorchTensorRTEngine(Engine):
     """A saved torch-tensorrt exported program, loaded on CUDA ``device`` and run on a pinned-buffer path."""
 
@@ -112,7 +123,7 @@ class TorchTensorRTEngine(Engine):
         check_file_integrity(path, metadata)
         try:
             torch_tensorrt = import_torch_tensorrt()  # registers the TensorRT ops the program calls
-            gpu = select_device(device)
+            gpu = _select_device(device)
         except EngineError as exc:
             raise EngineError(f"{path}: {exc}") from exc
         if str(metadata.get("runtime_version")) != str(torch_tensorrt.__version__):

@@ -55,7 +55,8 @@ from ros2_fed.eval.replay.errors import LiveError
 from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_file
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
 from ros2_fed.eval.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
-from ros2_fed.pipeline import OUTPUT_NAMES, ModelSpec, StartupError, resolve_from_model, spec_calibration
+from ros2_fed.pipeline import (OUTPUT_NAMES, RUNTIME_CHOICES, SCORE_CHOICES, ModelSpec, StartupError,
+                               resolve_from_model, spec_calibration, with_defaults)
 
 SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
 OUTPUT_BAG = "output_bag"
@@ -95,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backbone", default="", help="backbone checkpoint (empty = the default model)")
     g.add_argument("--fed", default="", help="FED checkpoint (empty with --backbone empty = the default FED-U)")
     g.add_argument("--size", type=_size, default=None, help="engine input HxW (default: the camera frame size)")
-    g.add_argument("--runtime", default="", choices=("", "torch", "onnxruntime", "tensorrt"))
-    g.add_argument("--score", default="", choices=("", "fed", "msp", "maxlogit", "energy", "entropy", "sml", "none"))
+    g.add_argument("--runtime", default="", choices=RUNTIME_CHOICES)
+    g.add_argument("--score", default="", choices=SCORE_CHOICES)
     g.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
     g.add_argument("--device", default="", help="runtime device (cpu, cuda, cuda:1)")
     g.add_argument("--params-file", default=None, help="fed_node parameter YAML (e.g. config/fed.yaml)")
