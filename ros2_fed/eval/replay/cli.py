@@ -56,7 +56,7 @@ from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_fil
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
 from ros2_fed.eval.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
 from ros2_fed.pipeline import (OUTPUT_NAMES, RUNTIME_CHOICES, SCORE_CHOICES, ModelSpec, StartupError,
-                               resolve_from_model, spec_calibration, with_defaults)
+                               resolve_from_model, spec_calibration)
 
 SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
 OUTPUT_BAG = "output_bag"
