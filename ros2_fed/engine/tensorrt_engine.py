@@ -156,7 +156,7 @@ def build_tensorrt_engine(
     except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError/...: one line
         raise EngineError(f"{engine_path}: TensorRT build failed: {one_line(exc)}") from exc
 
-    from ros2_fed.checkpoint import file_sha256
+    from ros2_fed.fileio import file_sha256
 
     from .base import sidecar_path
 
