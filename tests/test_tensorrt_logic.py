@@ -446,3 +446,14 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_tensorrt_cache_key_asks_cuda_python_for_the_gpu(monkeypatch) -> None:
+    """The key of a TensorRT engine names this GPU and TensorRT; cuda-python answers (no torch needed)."""
+    from ros2_fed.engine.cache import cache_key, engine_cache_key
+
+    install_cudart(monkeypatch, FakeCudart())
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1"))
+    key = engine_cache_key("h", 64, 96, 1, "fp16", "tensorrt", 18)
+    assert key == cache_key("h", 64, 96, 1, "fp16", "tensorrt", "10.16.1", "Fake GPU", 18, "8.7")
+    assert engine_cache_key("h", 64, 96, 1, "fp16", "onnxruntime", 18) != key

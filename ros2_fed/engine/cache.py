@@ -89,11 +89,32 @@ def cache_key(model_hash: str, height: int, width: int, batch: int, precision: s
 def engine_cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
                      opset: int, device: int = 0) -> str:
     """The cache key for this machine: the installed runtime's version and, for GPU runtimes, the GPU."""
-    from .export import gpu_identity, runtime_version
+    from .export import runtime_version
 
-    gpu = gpu_identity(device) if runtime in GPU_RUNTIMES else {"name": "any", "compute_capability": None}
+    gpu = _gpu_here(runtime, device)
     return cache_key(model_hash, height, width, batch, precision, runtime, runtime_version(runtime), str(gpu["name"]),
                      opset, gpu["compute_capability"])
+
+
+def _gpu_here(runtime: str, device: int) -> dict[str, Any]:
+    """Name and compute capability of the GPU a GPU runtime's engine would be built for here.
+
+    TensorRT asks CUDA through :mod:`.cuda_memory` (cuda-python when installed), so a cache hit
+    loads no torch; torch-tensorrt is torch anyway. Without a usable GPU: "cpu" (the build
+    then fails with its own clear error).
+    """
+    if runtime not in GPU_RUNTIMES:
+        return {"name": "any", "compute_capability": None}
+    if runtime == "tensorrt":
+        from .cuda_memory import cuda_backend
+
+        try:
+            return cuda_backend().select_device(device)
+        except EngineError:
+            return {"name": "cpu", "compute_capability": None}
+    from .export import gpu_identity
+
+    return gpu_identity(device)
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
