@@ -10,8 +10,15 @@ counters) and the pure core (codec -> engine -> alerts -> viz). Why it is shaped
 - **Only work for listeners.** Colourisation, the overlay and even message conversion happen
   only for outputs that are enabled and have subscribers (alerts are always computed: they
   feed /diagnostics).
-- **Bad input never kills the node.** A frame that cannot be decoded is skipped with a
-  throttled error log and a per-kind counter in /diagnostics.
+- **Bad input never kills the node.** A frame that cannot be decoded is skipped with an error
+  log throttled per kind (each kind's first frame is logged at once) and a per-kind counter in
+  /diagnostics; compressed frames are size-checked from their header before decoding
+  (``max_input_pixels``), so a decompression bomb costs no memory.
+- **Silence is a fault.** A watchdog turns the pipeline status WARN when no frame arrived for
+  ``diagnostics.input_timeout`` and ERROR when the engine has not finished a pending frame for
+  ``diagnostics.engine_timeout``; a fast timer publishes /diagnostics at once on a change.
+- **Signals stop it cleanly.** SIGINT / SIGTERM at any stage after start-up began (engine load,
+  warm-up, processing, shutdown): exit code 0, no traceback, no ERROR line.
 - **Fail fast at start-up.** A missing or corrupt engine is one clear FATAL line and exit
   code 1, before anything subscribes; the node says "ready" (log + diagnostics) only after
   the engine loaded and warmed up.
@@ -21,6 +28,7 @@ Only this module (and the replay tool's live mode) imports rclpy.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -45,6 +53,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ros2_fed import alerts as alerts_mod
 from ros2_fed import codec
+from ros2_fed.health import InputWatchdog, KindThrottle, WatchdogState, worst_status
 from ros2_fed.pipeline import (
     NODE_NAME,
     OUTPUT_NAMES,
@@ -68,6 +77,7 @@ from ros2_fed.pipeline import (
     hardware_id,
     help_text,
     infer_at_camera_size,
+    input_limits,
     needs_resize,
     open_engine,
     output_images,
@@ -79,6 +89,7 @@ from ros2_fed.pipeline import (
 )
 
 EngineFactory = Callable[[], Any]
+WATCHDOG_PERIOD_S = 0.1  # how often the watchdog is checked: its level changes go out within this
 
 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -166,6 +177,12 @@ class FedNode(Node):
         self._resize_warned = False
         self._subscription: Any = None
         self._timer: Any = None
+        self._watchdog_timer: Any = None
+        self._limits = input_limits(self._params)
+        self._bad_input_log = KindThrottle(float(self._params["diagnostics.error_log_throttle"]))
+        self._note_log = KindThrottle(math.inf)  # input notes: logged once per kind, always counted
+        self._watchdog: Optional[InputWatchdog] = None
+        self._watchdog_state: Optional[WatchdogState] = None
 
         p = self._params
         image_qos = _qos(str(p["output_qos.reliability"]), int(p["output_qos.depth"]))
@@ -200,14 +217,16 @@ class FedNode(Node):
             raise StartupError(f"invalid alert configuration: {exc}") from exc
         warm_ms = warm_up(self._engine, int(self._params["warmup_runs"]), self._engine_shape)
 
+        p = self._params
+        self._watchdog = InputWatchdog(float(p["diagnostics.input_timeout"]), float(p["diagnostics.engine_timeout"]))
         self._worker = threading.Thread(target=self._run_worker, name="fed_node_worker", daemon=True)
         self._worker.start()
-        p = self._params
         compressed = p["input_transport"] == "compressed"
         self._subscription = self.create_subscription(
             CompressedImage if compressed else Image, "image/compressed" if compressed else "image", self._on_image,
             _qos(str(p["input_qos.reliability"]), int(p["input_qos.depth"])))
         self._timer = self.create_timer(float(p["diagnostics.period"]), self._publish_diagnostics)
+        self._watchdog_timer = self.create_timer(WATCHDOG_PERIOD_S, self._check_watchdog)
         self._state = "ready"
         self.get_logger().info(
             f"ready: engine {getattr(self._engine, 'path', None) or meta.get('name') or type(self._engine).__name__} "
@@ -270,6 +289,8 @@ class FedNode(Node):
         """Executor thread: O(1) — hand the frame to the worker, newest wins."""
         dropped = self._mailbox.put(_Frame(msg, time.monotonic()))
         self._stats.on_received(dropped)
+        self._watchdog.frame_received()
+        self._check_watchdog()  # the first frame after a silence clears the WARN at once
 
     def _run_worker(self) -> None:
         while True:
@@ -279,22 +300,33 @@ class FedNode(Node):
             try:
                 self._process(frame)
             except Exception as exc:  # never let one frame kill the worker
+                if not self.context.ok():
+                    return  # shutting down (signal): publishers are gone, nothing failed
                 self._stats.on_inference_error()
                 self.get_logger().error(f"frame processing failed: {type(exc).__name__}: {exc}",
                                         throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]))
+            finally:
+                self._watchdog.frame_finished(more_pending=self._mailbox.pending())
 
     def _process(self, frame: _Frame) -> None:
         msg = frame.msg
         try:
-            rgb = codec.to_rgb8(msg)
+            decoded = codec.decode_rgb8(msg, self._limits)
         except codec.ImageDecodeError as exc:
             kind = decode_error_kind(exc)
             total = self._stats.on_bad_input(kind)
-            self.get_logger().error(
-                f"skipping bad input frame ({kind}): {exc} [frame_id={msg.header.frame_id!r}; "
-                f"{total} bad frames so far]",
-                throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]))
+            decision = self._bad_input_log.allow(kind)
+            if decision.log:
+                self.get_logger().error(
+                    f"skipping bad input frame ({kind}): {exc} [frame_id={msg.header.frame_id!r}; "
+                    f"{total} bad frames so far]{decision.suffix()}")
             return
+        for note in decoded.notes:
+            self._stats.on_input_note(note.kind)
+            if self._note_log.allow(note.kind).log:
+                self.get_logger().warning(f"input ({note.kind}): {note.message} [logged once; every such frame "
+                                          f"is counted in /diagnostics input_notes.{note.kind}]")
+        rgb = decoded.image
 
         if not self._resize_warned and needs_resize(self._engine_shape, rgb):
             self._resize_warned = True
@@ -325,6 +357,20 @@ class FedNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------
 
+    def _check_watchdog(self) -> None:
+        """Fast timer (and every received frame): publish /diagnostics at once when the watchdog's level changes."""
+        if self._watchdog is None or not self.context.ok():
+            return
+        state = self._watchdog.check()
+        if state is None:
+            return
+        previous, self._watchdog_state = self._watchdog_state, state
+        if state.message:
+            self.get_logger().warning(f"watchdog: {state.message}")
+        elif previous is not None and previous.message:
+            self.get_logger().info("watchdog: input and engine are back to normal")
+        self._publish_diagnostics()
+
     def _alert_status_of(self, state: Any) -> DiagnosticStatus:
         """One alert state as a DiagnosticStatus (level OK/WARN/ERROR, region, fraction, stamp)."""
         status = DiagnosticStatus(name=self._alert_name, hardware_id=self._hardware_id,
@@ -341,10 +387,14 @@ class FedNode(Node):
             status.values = [KeyValue(key="state", value=self._state)]
         else:
             snap = self._stats.snapshot()
-            level, status.message = pipeline_status(snap)
+            watch = self._watchdog.state()
+            level, status.message = worst_status(pipeline_status(snap), (watch.level, watch.message))
             status.level = _level(level)
             topic = self._subscription.topic_name if self._subscription is not None else ""
-            status.values = [KeyValue(key=k, value=v) for k, v in pipeline_values(snap, self._engine_shape, topic).items()]
+            values = pipeline_values(snap, self._engine_shape, topic)
+            values["seconds_since_input"] = f"{watch.seconds_since_input:.2f}"
+            values["bad_input_log_lines_suppressed"] = str(sum(self._bad_input_log.suppressed().values()))
+            status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status] + ([self._alert_status] if self._alert_status else []))
         array.header.stamp = self.get_clock().now().to_msg()
         with self._diag_lock:
@@ -369,25 +419,55 @@ def main(args: Optional[list[str]] = None, engine_factory: Optional[EngineFactor
     if "-h" in user_args or "--help" in user_args:
         print(help_text((__doc__ or "").strip().splitlines()[0]))
         return 0
+    # rclpy's handlers (SIGINT and SIGTERM) shut the context down and, for SIGINT, raise
+    # KeyboardInterrupt in this thread: a signal during start-up surfaces as KeyboardInterrupt or
+    # as an RCLError from the next call on the dead context. Both mean "stop", not "failed".
     rclpy.init(args=argv)
+    context = rclpy.get_default_context()
     node: Optional[FedNode] = None
     try:
         try:
             node = FedNode(engine_factory=engine_factory)
             node.start()
         except StartupError as exc:
+            if not context.ok():
+                return _stopped(node, "during start-up")
             logger = node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)
             logger.fatal(f"cannot start: {exc}")
             return 1
+        except KeyboardInterrupt:
+            return _stopped(node, "during start-up")
+        except Exception:
+            if context.ok():
+                raise
+            return _stopped(node, "during start-up")
         try:
             rclpy.spin(node)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:
+            if context.ok():
+                raise  # a real failure; after a signal, a callback on the dead context is not one
         return 0
     finally:
+        _shut_down(node)
+
+
+def _stopped(node: Optional[FedNode], when: str) -> int:
+    """Exit code 0 and one INFO line for a signal that stopped the node."""
+    logger = node.get_logger() if node is not None else rclpy.logging.get_logger(NODE_NAME)
+    logger.info(f"stopped by a signal {when}")
+    return 0
+
+
+def _shut_down(node: Optional[FedNode]) -> None:
+    """Worker, engine, node, context, in that order; a second signal meanwhile changes nothing."""
+    try:
         if node is not None:
             node.close()
             node.destroy_node()
+        rclpy.try_shutdown()
+    except KeyboardInterrupt:
         rclpy.try_shutdown()
 
 

@@ -28,9 +28,11 @@ from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 
+from ros2_fed import codec
 from ros2_fed.alerts import ROI_CHOICES, AlertConfig
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
+from ros2_fed.health import ERROR, OK, WARN
 from ros2_fed.paths import default_models_dir
 
 ParamValue = Union[bool, int, float, str]
@@ -47,7 +49,7 @@ DEFAULT_FED = "fed_u_synthroad"
 DEFAULT_RUNTIME = "onnxruntime"
 #: Everything the node publishes under ``~/`` (besides /diagnostics), in one order.
 OUTPUT_NAMES = ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
-OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic status levels
+STALE = 3  # diagnostic status level besides OK / WARN / ERROR (ros2_fed.health)
 FROM_MODEL = -1.0  # a threshold / colour-range parameter at this value takes the model's calibrated one
 _ALERT_DEFAULTS = AlertConfig()
 FALLBACK_SHAPE = (480, 640)  # warm-up frame size for an engine that takes any size
@@ -133,6 +135,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("input_transport", "raw", "raw: subscribe to 'image' (sensor_msgs/Image); compressed: subscribe "
               "to 'image/compressed' (sensor_msgs/CompressedImage, jpeg/png).", read_only=True,
               choices=TRANSPORT_CHOICES),
+    ParamSpec("max_input_pixels", codec.DEFAULT_MAX_INPUT_PIXELS, "Largest input frame, width x height, raw or "
+              "compressed. A compressed frame is refused before decoding when its header says more, or when "
+              "the array the decoder would allocate exceeds one rgb8 frame of this size (3 bytes a pixel: "
+              "a 16-bit RGB PNG may have half as many pixels); decompression bombs cost no memory. "
+              f"Frames below {codec.MIN_USEFUL_SIDE} pixels a side are refused too (too_small).",
+              read_only=True, range=(codec.MIN_USEFUL_SIDE ** 2, codec.MAX_DIMENSION ** 2)),
     ParamSpec("input_qos.reliability", "best_effort", "Input reliability: best_effort (sensor-data profile, "
               "matches every camera) or reliable (matches reliable publishers only).", read_only=True,
               choices=RELIABILITY_CHOICES),
@@ -188,8 +196,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               range=(10, 100000)),
     ParamSpec("diagnostics.hardware_id", "", "hardware_id in the diagnostic statuses; empty = the engine's "
               "runtime and device.", read_only=True),
-    ParamSpec("diagnostics.error_log_throttle", 2.0, "Seconds between error logs about bad input frames "
-              "(every frame is still counted).", read_only=True, range=(0.0, 3600.0)),
+    ParamSpec("diagnostics.error_log_throttle", 2.0, "Seconds between error logs about bad input frames of "
+              "one kind (each kind's first frame is logged at once; every frame is counted).", read_only=True,
+              range=(0.0, 3600.0)),
+    ParamSpec("diagnostics.input_timeout", 1.0, "Seconds without an input frame before the pipeline status "
+              "goes WARN \"no input for N s\" (published at once; OK again with the next frame). 0 = off.",
+              read_only=True, range=(0.0, 3600.0)),
+    ParamSpec("diagnostics.engine_timeout", 5.0, "Seconds the engine may work on a pending frame without "
+              "finishing one before the pipeline status goes ERROR (published at once). Set it above the "
+              "slowest expected inference. 0 = off.", read_only=True, range=(0.0, 3600.0)),
 )
 PARAMETER_SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 PARAMETER_NAMES: frozenset[str] = frozenset(PARAMETER_SPECS)
@@ -570,6 +585,11 @@ def decode_error_kind(exc: Exception) -> str:
     return str(getattr(exc, "kind", None) or type(exc).__name__)
 
 
+def input_limits(params: Mapping[str, Any]) -> codec.InputLimits:
+    """The size limits every input frame is decoded under (``max_input_pixels``, the engines' minimum side)."""
+    return codec.InputLimits(max_pixels=int(params["max_input_pixels"]), min_side=codec.MIN_USEFUL_SIDE)
+
+
 # --------------------------------------------------------------------------------------
 # Latest-frame mailbox and counters
 # --------------------------------------------------------------------------------------
@@ -605,6 +625,11 @@ class LatestFrameMailbox(Generic[T]):
             item, self._item = self._item, None
             return item
 
+    def pending(self) -> bool:
+        """True when an item waits to be taken."""
+        with self._cond:
+            return self._item is not None
+
     def close(self) -> None:
         """Wake the consumer for good (pending item is discarded)."""
         with self._cond:
@@ -622,6 +647,7 @@ class PipelineStats:
         self.processed = 0
         self.dropped = 0
         self.bad_input: collections.Counter[str] = collections.Counter()
+        self.input_notes: collections.Counter[str] = collections.Counter()  # codec.NOTE_KINDS: decoded, noted
         self.inference_errors = 0
         self.latency_s: collections.deque[float] = collections.deque(maxlen=window)
         self.inference_s: collections.deque[float] = collections.deque(maxlen=window)
@@ -644,6 +670,10 @@ class PipelineStats:
             self.bad_input[kind] += 1
             return sum(self.bad_input.values())
 
+    def on_input_note(self, kind: str) -> None:
+        with self._lock:
+            self.input_notes[kind] += 1
+
     def on_inference_error(self) -> None:
         with self._lock:
             self.inference_errors += 1
@@ -663,6 +693,7 @@ class PipelineStats:
                 "dropped": self.dropped,
                 "bad_input": dict(self.bad_input),
                 "bad_input_total": bad_total,
+                "input_notes": dict(self.input_notes),
                 "inference_errors": self.inference_errors,
                 "latency_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else math.nan,
                 "latency_p95_ms": float(np.percentile(lat, 95) * 1e3) if lat.size else math.nan,
@@ -710,5 +741,7 @@ def pipeline_values(snap: Mapping[str, Any], shape: Optional[tuple[int, int]], i
     }
     for kind, count in sorted(snap["bad_input"].items()):
         values[f"bad_input.{kind}"] = count
+    for kind, count in sorted(snap.get("input_notes", {}).items()):
+        values[f"input_notes.{kind}"] = count
     return {k: str(v) for k, v in values.items()}
 

@@ -279,7 +279,9 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def nodes(env: dict[str, str]) -> dict[str, NodeProcess]:
     """Start all three node processes at once (their start-ups overlap), stop them at the end."""
-    common = {"diagnostics.period": 0.25, "diagnostics.error_log_throttle": 60.0}
+    # input_timeout off: these nodes sit idle between tests, and the no-input watchdog has its own
+    # tests (tests/test_node_hardening.py).
+    common = {"diagnostics.period": 0.25, "diagnostics.error_log_throttle": 60.0, "diagnostics.input_timeout": 0.0}
     procs = {
         "raw": NodeProcess(env, f"/{RUN}_raw", params={**common, **ALERTS}),
         "slow": NodeProcess(env, f"/{RUN}_slow", delay=0.05, params=common),
@@ -477,9 +479,9 @@ def _bad_then_good(client: Client, proc: NodeProcess, pub: Any, bad: dict[str, A
     kinds = {k: int(v) for k, v in latest_values(client, proc).items() if k.startswith("bad_input.")}
     assert sum(kinds.values()) == total and kinds, kinds
     assert saw_warn, "no WARN pipeline status while bad frames arrived"
-    # Throttled: the first bad frame is logged, the rest (within the throttle period) only counted.
+    # Throttled per kind: each kind's first frame is logged, the rest (within the period) only counted.
     logged = proc.count("skipping bad input frame") - log_lines_before
-    assert 1 <= logged < len(bad) or (log_lines_before and logged == 0), proc.output[-3000:]
+    assert logged <= len(kinds) and (logged >= 1 or log_lines_before), proc.output[-3000:]
     assert "Traceback" not in proc.output
     _, got = send_until_outputs(client, pub, good, topics, "good_after_bad")
     expect(got)
