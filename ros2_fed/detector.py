@@ -583,12 +583,20 @@ class FusedDetector(nn.Module):
         **kwargs: Any,
     ) -> "FusedDetector":
         """Load a backbone (``ros2_fed.backbones.load_backbone`` unless a loader is given:
-        MMSeg .pth, HF folder or ours) and an optional FED checkpoint (``load_fed``)."""
-        from ros2_fed.checkpoint import load_fed
+        MMSeg .pth, HF folder or ours) and an optional FED checkpoint (``load_fed``).
 
+        The FED must have been trained on this backbone (:mod:`ros2_fed.fingerprint`):
+        ``allow_backbone_mismatch=True`` turns the :class:`BackboneMismatchError` into a warning.
+        """
+        from ros2_fed.checkpoint import load_fed
+        from ros2_fed.fingerprint import check_backbone, fingerprint_of
+
+        allow_mismatch = bool(kwargs.pop("allow_backbone_mismatch", False))
         loader = backbone_loader or _default_backbone_loader()
         backbone = loader(backbone_path)
         fed, fed_meta = (load_fed(fed_path) if fed_path is not None else (None, {}))
+        if fed is not None:
+            check_backbone(fed_meta, fingerprint_of(backbone), f"FED checkpoint {fed_path}", allow_mismatch)
         calibration = fed_meta.get("calibration")
         if kwargs.get("score", "fed") == "fed" and calibration:
             # The operating point holds for the post-processing it was measured with: that one

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ros2_fed.detector import LABEL_MODES, SCORES
+from ros2_fed.fingerprint import ALLOW_FLAG
 
 from .base import PRECISIONS, RUNTIMES, SUFFIX_BY_RUNTIME
 from .export import check_precision
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--backbone", help="backbone checkpoint: MMSeg .pth, Hugging Face SegFormer folder, or ours (NAME[.safetensors])")
     src.add_argument("--fed", help="FED checkpoint (NAME[.safetensors]); needed for --score fed")
     src.add_argument("--bundle", help="a fused bundle (.safetensors) instead of --backbone/--fed; its detector settings are used")
+    src.add_argument(ALLOW_FLAG, action="store_true",
+                     help="build even when --fed was trained on another backbone (its fingerprint differs)")
     det = parser.add_argument_group("detector graph")
     det.add_argument("--score", choices=SCORES, default=None, help="confidence source (default: fed with --fed, else required)")
     det.add_argument("--postprocess", choices=("none", "gaussian", "sml"), default=None,
@@ -86,6 +89,8 @@ def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
         options["confidence_range"] = tuple(args.confidence_range)
     if args.slide:
         options["inference"] = {"mode": "slide", "crop_size": args.slide[:2], "stride": args.slide[2:]}
+    if args.allow_backbone_mismatch:  # only when given: cache keys of ordinary builds stay as they were
+        options["allow_backbone_mismatch"] = True
     return options
 
 

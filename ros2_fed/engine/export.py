@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from ros2_fed.fileio import temporary_sibling
+from ros2_fed.fingerprint import FINGERPRINT_KEY, fingerprint_of
 
 from .base import (
     ENGINE_FORMAT,
@@ -160,6 +161,7 @@ def engine_metadata(
         "class_names": cfg["class_names"],
         "palette": cfg["palette"],
         "detector": cfg,
+        FINGERPRINT_KEY: fingerprint_of(detector.backbone).to_json(),
         "opset": opset,
         "export_graph_version": EXPORT_GRAPH_VERSION,
         "torch_version": str(torch.__version__),

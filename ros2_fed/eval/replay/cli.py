@@ -55,6 +55,7 @@ from ros2_fed.eval.replay.errors import LiveError
 from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_file
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
 from ros2_fed.eval.replay.scoring import ReferenceModel, ReferenceScores, Scorer, frame_stat
+from ros2_fed.fingerprint import ALLOW_FLAG, BackboneMismatchError
 from ros2_fed.pipeline import (OUTPUT_NAMES, RUNTIME_CHOICES, SCORE_CHOICES, ModelSpec, StartupError,
                                resolve_from_model, spec_calibration)
 
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FED post-processing of the reference rows (default: the engine's)")
     g.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables the MCD row)")
     g.add_argument("--stats", default=None, help="logit statistics JSON for SML (default: from the FED checkpoint)")
+    g.add_argument(ALLOW_FLAG, action="store_true",
+                   help="use reference FEDs, --stats or an --engine made for another backbone than --backbone "
+                        "(a warning instead of an error)")
     g.add_argument("--reference-threads", type=int, default=1,
                    help="torch threads for the reference rows (default 1: several OpenMP threads on a busy "
                         "machine are many times slower; 0 = torch's default)")
@@ -319,7 +323,8 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
             ref_postprocess = args.reference_postprocess or ("sml" if spec.score == "sml" else
                                                              spec_calibration(spec).get("postprocess", "none"))
             reference = ReferenceModel(backbone=spec.backbone, feds=feds, fed_postprocess=ref_postprocess,
-                                       mcd_passes=max(0, args.mcd_passes), stats=args.stats)
+                                       mcd_passes=max(0, args.mcd_passes), stats=args.stats,
+                                       allow_backbone_mismatch=args.allow_backbone_mismatch)
         if reference is not None and args.reference_threads > 0:
             import torch
 
@@ -348,7 +353,10 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any], log: Any) -> tup
                     if reference is not None:
                         log(f"reference methods: {reference.backbone} + {list(reference.feds) or 'no FED'} "
                             f"(post-processing {reference.fed_postprocess}, MCD passes {reference.mcd_passes})")
-                        ref_scores = ReferenceScores(reference)
+                        try:
+                            ref_scores = ReferenceScores(reference, engine_metadata=metadata)
+                        except BackboneMismatchError as exc:
+                            raise UsageError(str(exc)) from None
                     palette = metadata.get("palette") or backbone_meta.get("palette")
                     from ros2_fed import viz
 

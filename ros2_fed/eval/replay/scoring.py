@@ -26,6 +26,7 @@ import numpy as np
 from ros2_fed.eval import metrics as M
 from ros2_fed.eval.alert_metrics import largest_object_pixels
 from ros2_fed.eval.method_scores import PROBABILITY_METHODS, unit_scores
+from ros2_fed.fingerprint import check_backbone, fingerprint_of
 
 VOID = 255
 EXACT_PIXEL_LIMIT = 40_000_000  # Evaluator's rule: exact pooled OOD metrics up to this many pixels
@@ -183,6 +184,7 @@ class ReferenceModel:
     fed_postprocess: str = "none"  # must match the engine's post-processing to compare rows
     mcd_passes: int = 8
     stats: Optional[str] = None  # logit statistics JSON (SML); default: from a FED checkpoint
+    allow_backbone_mismatch: bool = False  # FEDs / statistics / engine made for another backbone: warn only
 
 
 class ReferenceScores:
@@ -191,7 +193,9 @@ class ReferenceScores:
     Lazy: loads the torch models only when the report asks for reference rows.
     """
 
-    def __init__(self, model: ReferenceModel, seed: int = 0) -> None:
+    def __init__(self, model: ReferenceModel, seed: int = 0, engine_metadata: Optional[dict[str, Any]] = None) -> None:
+        """``engine_metadata``: the sidecar of the engine the node rows come from; its backbone
+        must be the reference backbone, or the two rows compare different models."""
         import json
 
         import torch
@@ -202,14 +206,20 @@ class ReferenceScores:
 
         self.model = model
         self.backbone = load_backbone(model.backbone).eval()
+        fingerprint = fingerprint_of(self.backbone)
+        allow = model.allow_backbone_mismatch
+        if engine_metadata:
+            check_backbone(engine_metadata, fingerprint, "the engine", allow)
         feds, metas = {}, []
         for name, path in model.feds.items():
             fed, meta = load_fed(path)
+            check_backbone(meta, fingerprint, f"FED checkpoint {path}", allow)
             feds[name] = fed.eval()
             metas.append(meta)
         class_mean = class_std = None
         if model.stats:
             data = json.loads(Path(model.stats).read_text())
+            check_backbone(data, fingerprint, f"logit statistics {model.stats}", allow)
             class_mean, class_std = torch.tensor(data["mean"]), torch.tensor(data["std"])
         else:
             for meta in metas:
