@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from safetensors import SafetensorError
 
 from ros2_fed.fileio import file_sha256, make_shareable  # file_sha256: re-exported, torch-free home
+from ros2_fed.jsonio import write_json
 
 if TYPE_CHECKING:  # torch only where tensors are read or written: naming and hashing stay torch-free
     import torch
@@ -45,7 +46,7 @@ def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: 
     make_shareable(tensor_path)  # safetensors creates 0600 files
     sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **metadata}
     sidecar["tensors_sha256"] = file_sha256(tensor_path)
-    json_path.write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    write_json(json_path, sidecar, sort_keys=True)
     return tensor_path, json_path
 
 

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ros2_fed.fileio import atomic_write_bytes, file_sha256
+from ros2_fed.fileio import file_sha256
+from ros2_fed.jsonio import write_json
 
 PathLike = Union[str, Path]
 
@@ -73,8 +74,8 @@ def read_sidecar(path: PathLike) -> dict[str, Any]:
 
 
 def write_json_atomic(path: PathLike, data: dict[str, Any]) -> None:
-    """Write JSON via a temporary file + rename, so a reader never sees half a sidecar."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    """Write strict JSON via a temporary file + rename, so a reader never sees half a sidecar."""
+    write_json(path, data, sort_keys=True)
 
 
 def check_file_integrity(path: PathLike, metadata: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ fails writes ``report.json`` with ``"complete": false`` and the error instead, a
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,25 +18,14 @@ import numpy as np
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES
 from ros2_fed.eval.replay.scoring import FrameStat
 from ros2_fed.fileio import atomic_write_bytes
+from ros2_fed.jsonio import strict, write_json
 from ros2_fed.viz import ground_truth_view
 
 REPORT_FILES = ("report.md", "report.json", "mosaic_worst.png", "mosaic_best.png", "alerts.png")
 METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
+_jsonable = strict  # NaN/inf -> null: one definition, ros2_fed.jsonio
 
 
 def clear_previous(out_dir: Path) -> None:
@@ -50,7 +38,7 @@ def write_failure(out_dir: Path, error: str, partial: dict[str, Any]) -> Path:
     (out_dir / "report.md").unlink(missing_ok=True)
     data = {"complete": False, "error": error, **_jsonable(partial)}
     path = out_dir / "report.json"
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    write_json(path, data)
     return path
 
 
@@ -372,7 +360,7 @@ def write_report(out_dir: Path, report: dict[str, Any], picker: Optional[MosaicP
     files["report_md"] = str(out_dir / "report.md")
     report["complete"] = True
     text = markdown(report)  # rendered before anything claims completeness
-    atomic_write_bytes(out_dir / "report.json", (json.dumps(_jsonable(report), indent=2) + "\n").encode())
+    write_json(out_dir / "report.json", report)
     md = out_dir / "report.md"
     atomic_write_bytes(md, text.encode())
     return md
