@@ -16,13 +16,16 @@ class RunLogger:
         self._fields: Optional[list[str]] = None
         self._writer = None
         self._start = time.monotonic()
+        self._elapsed_before = 0.0  # a resumed run's clock continues where the log stopped
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         if self.csv_path.exists():  # resumed run: keep appending with the same columns
             with open(self.csv_path, newline="") as handle:
-                header = next(csv.reader(handle), None)
-            self._fields = header or None
+                reader = csv.DictReader(handle)
+                rows = list(reader)
+            self._fields = list(reader.fieldnames or []) or None
+            self._elapsed_before = _last_elapsed(rows)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -33,7 +36,7 @@ class RunLogger:
     def log(self, step: int, **scalars: Any) -> None:
         if not self.enabled:
             return
-        row = {"step": step, "elapsed_s": round(time.monotonic() - self._start, 3), **scalars}
+        row = {"step": step, "elapsed_s": round(self._elapsed_before + time.monotonic() - self._start, 3), **scalars}
         if self._fields is None:
             self._fields = list(row)
             with open(self.csv_path, "w", newline="") as handle:
@@ -48,3 +51,13 @@ class RunLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _last_elapsed(rows: list[dict[str, str]]) -> float:
+    """``elapsed_s`` of the last readable row (0 for an empty or foreign log)."""
+    for row in reversed(rows):
+        try:
+            return float(row.get("elapsed_s") or "")
+        except ValueError:
+            continue
+    return 0.0
