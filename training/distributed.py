@@ -54,13 +54,6 @@ def all_reduce_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return value / ctx.world_size
 
 
-def all_reduce_sum_(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """In-place sum over ranks (identity for a single process)."""
-    if ctx.enabled:
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
-
-
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

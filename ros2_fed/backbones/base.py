@@ -153,10 +153,6 @@ class SegmentationBackbone(nn.Module):
         return [list(c) for c in (self.meta.get("palette") or default_palette(self.num_classes))]
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint",
                      ignore_prefixes: Sequence[str] = ()) -> None:
     """Raise :class:`BackboneError` naming every missing, unexpected or mis-shaped key.
