@@ -29,6 +29,7 @@ Only this module (and the replay tool's live mode) imports rclpy.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import threading
 import time
@@ -462,13 +463,22 @@ def _stopped(node: Optional[FedNode], when: str) -> int:
 
 def _shut_down(node: Optional[FedNode]) -> None:
     """Worker, engine, node, context, in that order; a second signal meanwhile changes nothing."""
+    _ignore_stop_signals()
     try:
         if node is not None:
             node.close()
             node.destroy_node()
+    finally:
         rclpy.try_shutdown()
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
+        _ignore_stop_signals()  # rclpy's shutdown restores the handlers it had replaced
+
+
+def _ignore_stop_signals() -> None:
+    """SIGINT / SIGTERM ignored from here on: the process is already on its way out (bounded by
+    the worker join timeout); a second Ctrl-C must not turn a clean exit into a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,23 @@ def test_one_pixel_frame_is_bad_input_not_an_engine_failure(nodes: dict[str, Nod
     assert proc.count("(too_small)") == 1 and "processing failed" not in proc.output, proc.output[-3000:]
 
 
+def test_generic_encoding_is_read_as_documented_and_counted(nodes: dict[str, NodeProcess], client: Client) -> None:
+    """Issue 15: 8UC3 / 16UC3 were processed without a note of how they were interpreted."""
+    proc = nodes["raw"]
+    topics = outputs(client, proc, ("segmentation", "confidence"))
+    pub = camera(client, proc)
+    rgb = np.random.default_rng(4).integers(0, 256, size=(32, 48, 3), dtype=np.uint8)
+    deep = rgb.astype(np.uint16) << 8 | 0x5A  # 16UC3: the high byte is the value
+    for encoding, data in (("8UC3", rgb), ("16UC3", deep)):
+        _, got = send_until_outputs(client, pub, lambda: image_msg(data, encoding), topics, encoding)
+        labels, confidence = expected_outputs(rgb)  # C3 read in RGB order
+        np.testing.assert_array_equal(as_array(got["segmentation"]), labels)
+        np.testing.assert_array_equal(as_array(got["confidence"]), confidence)
+    wait_values(client, proc, lambda v: int(v.get("input_notes.generic_encoding", "0")) >= 2, 5.0,
+                "generic_encoding count")
+    assert proc.count("(generic_encoding)") == 1, proc.output[-3000:]
+
+
 def test_each_bad_input_kind_gets_its_own_log_line(nodes: dict[str, NodeProcess], client: Client) -> None:
     """Issue 15: a zero_size line hid a step_mismatch line 0.5 s later (one throttle for all kinds)."""
     proc = nodes["raw"]

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.ros
 HARNESS = REPO / "tests" / "signal_harness.py"
 REPEATS = int(os.environ.get("FED_SIGNAL_REPEATS", "2"))
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-STAGES = ("engine load", "warm-up", "idle", "processing")
+STAGES = ("engine load", "warm-up", "idle", "processing", "shutdown")
 
 
 class Harness:
@@ -70,7 +70,7 @@ class Harness:
 
 def run_case(env: dict[str, str], client: Client, stage: str, sig: signal.Signals, index: int) -> tuple[int, str]:
     ns = f"/{RUN}_sig_{stage.replace(' ', '_').replace('-', '_')}_{sig.name}_{index}"
-    delay = {"warm-up": 1.0, "processing": 0.3}.get(stage, 0.0)
+    delay = {"warm-up": 1.0, "processing": 0.3, "shutdown": 0.3}.get(stage, 0.0)
     node = Harness(env, ns, load_delay=3.0 if stage == "engine load" else 0.0, delay=delay,
                    warmup_runs=3 if stage == "warm-up" else 0)
     try:
@@ -83,7 +83,7 @@ def run_case(env: dict[str, str], client: Client, stage: str, sig: signal.Signal
             assert not node.saw("ready:"), "warm-up already over"
         else:
             wait_until(lambda: node.saw("ready:") or node.proc.poll() is not None, 60, "ready")
-            if stage == "processing":
+            if stage in ("processing", "shutdown"):
                 pub = client.publisher(f"{ns}/image", Image)
                 wait_until(lambda: pub.get_subscription_count() > 0, 30, "subscription")
                 frame = image_msg(np.zeros((64, 64, 3), np.uint8), "rgb8")
@@ -93,6 +93,9 @@ def run_case(env: dict[str, str], client: Client, stage: str, sig: signal.Signal
             else:
                 time.sleep(0.3)
         assert node.proc.poll() is None, "\n".join(node.lines)
+        if stage == "shutdown":  # a first signal starts the shutdown; the second arrives while it runs
+            node.proc.send_signal(signal.SIGINT if sig == signal.SIGTERM else signal.SIGTERM)
+            time.sleep(0.05)
         node.proc.send_signal(sig)
     finally:
         code = node.finish()
