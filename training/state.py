@@ -34,7 +34,7 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     """Restore model, optimizer and RNG in place; returns the metadata (with ``iteration``)."""
     tensors, meta = load_checkpoint(path, kind=kind)
     if meta.get("config") != model.cfg.to_dict():
-        raise CheckpointError(f"{path}: training state was made for config {meta.get('config')}, not {model.cfg.to_dict()}")
+        raise CheckpointError(f"{path}: {config_difference(meta.get('config') or {}, model.cfg.to_dict())}")
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -44,3 +44,14 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
     return meta
+
+
+def config_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """Why a training state does not fit this run, e.g. "made for FED-U, not FED-C (cond_dim 0 vs 32)"."""
+    def variant(cfg: dict[str, Any]) -> str:
+        return "FED-C" if cfg.get("cond_dim") else "FED-U"
+
+    keys = sorted(set(saved) | set(wanted))
+    diff = ", ".join(f"{k} {saved.get(k)} vs {wanted.get(k)}" for k in keys if saved.get(k) != wanted.get(k))
+    return (f"training state was made for {variant(saved)}, not {variant(wanted)} ({diff}); "
+            "resume with the design flags it was trained with")
