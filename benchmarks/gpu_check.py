@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import torch  # noqa: E402
 
 from ros2_fed.detector import FusedDetector  # noqa: E402
+from ros2_fed.jsonio import write_json  # noqa: E402
 from ros2_fed.engine.export import parity, parity_ok  # noqa: E402
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -412,8 +412,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, skipped, env, settings)
     (out / "gpu_check.md").write_text(text)
-    (out / "gpu_check.json").write_text(json.dumps({"environment": env, "settings": settings,
-                                                    "rows": [asdict(r) for r in rows], "skipped": skipped}, indent=2) + "\n")
+    write_json(out / "gpu_check.json", {"environment": env, "settings": settings,
+                                         "rows": [asdict(r) for r in rows], "skipped": skipped})
     print(text)
     return 0
 

@@ -36,7 +36,6 @@ only on (seed, split, index): more images never change the first ones.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any, Iterator, Optional
 import cv2
 import numpy as np
 
+from ros2_fed.jsonio import write_json
 from training.datasets.base import VOID, PathLike, Sample, Transform, read_label, write_png
 from training.datasets.cityscapes import (IMAGE_SUFFIX, LABEL_ID_EGO_VEHICLE, LABEL_ID_STATIC, LABEL_ID_UNLABELED,
                                           LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX, CityscapesDataset,
@@ -1230,7 +1230,7 @@ def write_dataset(out: PathLike, counts: dict[str, int], height: int, width: int
                       "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
                       "ood": f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)",
                       "fishyscapes": f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png"}}
-    (out / "synthroad.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(out / "synthroad.json", meta)
     return meta
 
 
