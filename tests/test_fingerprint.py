@@ -158,3 +158,26 @@ def test_bag_eval_reference_checks_feds_stats_and_engine(two_backbones: dict[str
     with pytest.warns(UserWarning, match=ALLOW_FLAG):
         ReferenceScores(ReferenceModel(backbone=str(root / "bb2"), feds={"FED-U": str(root / "fed_bb0")},
                                        allow_backbone_mismatch=True))
+
+
+def test_fed_bag_eval_reports_a_mismatch_in_one_line(two_backbones: dict[str, Any], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine built for bb0 scored against reference rows of bb2: exit 2, one line, the flag named."""
+    from ros2_fed.detector import FusedDetector
+    from ros2_fed.engine.export import export_engine
+    from ros2_fed.eval.replay import cli as bag_eval
+    from training import synthroad_bag as sb
+
+    root = two_backbones["root"]
+    monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path / "cache"))
+    sb.write_synthroad_bag(tmp_path / "drive", frames=2, size=(32, 64), fps=10.0, seed=0, ood_from_frame=1)
+    engine, _ = export_engine(FusedDetector.from_checkpoints(root / "bb0", root / "fed_bb0"), tmp_path / "e.onnx",
+                              32, 64, progress=None)
+    args = [str(tmp_path / "drive"), "--offline", "--quiet", "--engine", str(engine), "--backbone", str(root / "bb2"),
+            "--reference-fed", f"FED-U={root / 'fed_bb0'}", "--mcd-passes", "0", "--threads", "1"]
+    code = bag_eval.main(args + ["--out", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "the engine" in err[0] and ALLOW_FLAG in err[0], err
+    with pytest.warns(UserWarning, match=ALLOW_FLAG):
+        assert bag_eval.main(args + ["--out", str(tmp_path / "out2"), ALLOW_FLAG]) == 0
