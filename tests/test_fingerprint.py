@@ -181,3 +181,19 @@ def test_fed_bag_eval_reports_a_mismatch_in_one_line(two_backbones: dict[str, An
     assert code == 2 and len(err) == 1 and "the engine" in err[0] and ALLOW_FLAG in err[0], err
     with pytest.warns(UserWarning, match=ALLOW_FLAG):
         assert bag_eval.main(args + ["--out", str(tmp_path / "out2"), ALLOW_FLAG]) == 0
+
+
+def test_fed_bag_eval_engine_build_from_a_mismatched_pair(two_backbones: dict[str, Any], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--backbone + --fed of another backbone: the node's engine build refuses; one line, exit 2, no traceback."""
+    from ros2_fed.eval.replay import cli as bag_eval
+    from training import synthroad_bag as sb
+
+    root = two_backbones["root"]
+    monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path / "cache"))
+    sb.write_synthroad_bag(tmp_path / "drive", frames=2, size=(32, 64), fps=10.0, seed=0, ood_from_frame=1)
+    code = bag_eval.main([str(tmp_path / "drive"), "--offline", "--quiet", "--backbone", str(root / "bb2"), "--fed",
+                          str(root / "fed_bb0"), "--runtime", "torch", "--out", str(tmp_path / "out"), "--mcd-passes", "0"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "BackboneMismatchError" in err[0] and "fed_bb0" in err[0], err

@@ -497,8 +497,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             message, code = "interrupted", 130
-        elif isinstance(exc, (bagmod.BagError, UsageError)):
-            message, code = str(exc), 2
+        elif isinstance(exc, (bagmod.BagError, UsageError)) or isinstance(exc.__cause__, BackboneMismatchError):
+            message, code = str(exc), 2  # the arguments' fault (a FED of another backbone included)
         elif isinstance(exc, LiveError):
             message, code = str(exc), 1
         elif isinstance(exc, Exception):
