@@ -29,13 +29,16 @@ else (WebP, TIFF, BMP, GIF, compressedDepth, ...) is ``unknown_format``: each ex
 attack surface and image_transport writes only these two. A ``format`` naming another codec
 than the bytes is decoded by the bytes and noted (``format_mismatch``). Before any pixel is
 decoded the header is parsed completely (PNG chunks up to IDAT, every JPEG segment up to the
-frame header, no count cut-off: cost linear in the bytes, about 0.2 s per MB of worst-case
-1-byte-payload segments on a loaded 2-core machine); a header that cannot be read is
+first scan header, no count cut-off: cost linear in the bytes, about 0.1-0.2 s per MB of
+worst-case empty segments on a loaded 2-core machine); a header that cannot be read is
 ``corrupt_compressed`` and is never handed to OpenCV. The array OpenCV would allocate
 (height x width x channels x bytes per sample, with OpenCV's own channel rules: palette or
 RGB with tRNS -> 4 channels, gray+alpha -> 4, 16-bit kept) must fit in one rgb8 frame of
-``max_pixels`` (``3 * max_pixels`` bytes), and the compressed data itself too; so decoding
-plus the conversion to rgb8 never holds more than two maximal frames.
+``max_pixels`` (``3 * max_pixels`` bytes), and the compressed data itself too. What decoding
+holds at its peak must fit in two such frames: cv2.imdecode's Python binding copies its result
+(two arrays for a moment), and libjpeg keeps a progressive or multi-scan JPEG's coefficients
+(2 bytes a sample) next to the array. So decoding plus the conversion to rgb8 never holds more
+than two maximal frames.
 
 Generic encodings (``<depth>C<n>``; the bare depth means C1) carry no colour meaning. For the
 engine (:func:`to_rgb8` / :func:`decode_rgb8`) they are interpreted by channel count and
@@ -53,7 +56,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -355,10 +358,17 @@ class CompressedHeader:
     height: int
     channels: int  # of the decoded array
     bytes_per_sample: int  # 1 or 2 (16-bit PNG, 12/16-bit JPEG)
+    working_bytes: int = 0  # held by the decoder next to the array (a JPEG's coefficient buffer)
 
     @property
     def decoded_bytes(self) -> int:
         return self.width * self.height * self.channels * self.bytes_per_sample
+
+    @property
+    def peak_bytes(self) -> int:
+        """Most memory decoding holds at once: cv2.imdecode's Python binding copies its result
+        (two arrays for a moment), and a buffered JPEG keeps its coefficients next to the array."""
+        return max(2 * self.decoded_bytes, self.decoded_bytes + self.working_bytes)
 
 
 def sniff_format(data: Any) -> Optional[str]:
@@ -407,42 +417,73 @@ def _png_header(data: memoryview) -> CompressedHeader:
     return CompressedHeader("png", width, height, channels, 2 if depth == 16 else 1)
 
 
-def _jpeg_header(data: memoryview) -> CompressedHeader:
-    """Walk every marker segment from SOI to the frame header (SOFn); no count cut-off."""
+def _jpeg_segments(data: memoryview) -> Iterator[tuple[int, int, int]]:
+    """(marker, payload offset, payload length) of every marker segment from SOI up to the first
+    SOS (scan data follows it, not segments); no count cut-off, bounded by the data."""
     n = len(data)
     i = 2
-    while True:  # bounded by the data: every step moves at least one byte forward
-        if i >= n:
-            raise _corrupt("jpeg", f"no frame header (SOF) in the {n} bytes of data")
-        if data[i] != 0xFF:
-            raise _corrupt("jpeg", f"byte {i} is 0x{data[i]:02x}, not a marker")
+    while True:  # every step moves at least one byte forward
+        if i >= n or data[i] != 0xFF:
+            raise _corrupt("jpeg", f"no scan header (SOS) in the {n} bytes of data" if i >= n
+                           else f"byte {i} is 0x{data[i]:02x}, not a marker")
         while i < n and data[i] == 0xFF:  # a marker may be preceded by fill bytes
             i += 1
-        if i >= n:
-            raise _corrupt("jpeg", f"no frame header (SOF) in the {n} bytes of data")
+        if i + 2 >= n:
+            raise _corrupt("jpeg", f"the segment at byte {i - 1} is cut off")
         marker = data[i]
         i += 1
         if marker in _JPEG_STANDALONE:
             continue
-        if marker in (0xD8, 0xD9, 0xDA):
-            raise _corrupt("jpeg", f"marker 0x{marker:02x} at byte {i - 2} comes before any frame header")
-        if i + 2 > n:
-            raise _corrupt("jpeg", f"segment 0x{marker:02x} at byte {i - 2} is cut off")
+        if marker in (0xD8, 0xD9):
+            raise _corrupt("jpeg", f"marker 0x{marker:02x} at byte {i - 2} before any scan")
         length = (data[i] << 8) | data[i + 1]
-        if length < 2:
-            raise _corrupt("jpeg", f"segment 0x{marker:02x} at byte {i - 2} has length {length}")
-        if marker in _JPEG_SOF:
-            if length < 8 or i + 8 > n:
-                raise _corrupt("jpeg", f"frame header at byte {i - 2} is cut off")
-            precision = data[i + 2]
-            height = (data[i + 3] << 8) | data[i + 4]
-            width = (data[i + 5] << 8) | data[i + 6]
-            components = data[i + 7]
-            if components not in (1, 3, 4):
-                raise _corrupt("jpeg", f"{components} colour components")
-            # OpenCV: one component -> gray, otherwise (YCbCr, RGB, CMYK, YCCK) -> 3-channel BGR.
-            return CompressedHeader("jpeg", width, height, 1 if components == 1 else 3, 1 if precision <= 8 else 2)
+        if length < 2 or i + length > n:
+            raise _corrupt("jpeg", f"segment 0x{marker:02x} at byte {i - 2} has length {length} ({n - i} bytes left)")
+        yield marker, i + 2, length - 2
+        if marker == 0xDA:
+            return
         i += length
+
+
+def _jpeg_coefficient_bytes(width: int, height: int, sampling: list[tuple[int, int]]) -> int:
+    """libjpeg's whole-image coefficient buffer (progressive or multi-scan JPEGs): 64 int16 a block."""
+    h_max = max(h for h, _ in sampling)
+    v_max = max(v for _, v in sampling)
+    blocks = 0
+    for h, v in sampling:
+        wide = -(-width * h // (h_max * 8))  # ceil, as libjpeg's jdiv_round_up
+        tall = -(-height * v // (v_max * 8))
+        blocks += (-(-wide // h) * h) * (-(-tall // v) * v)  # rounded up to whole iMCUs
+    return blocks * 64 * 2
+
+
+def _jpeg_header(data: memoryview) -> CompressedHeader:
+    """Frame header (SOFn) and first scan header (SOS): size, channels, and whether libjpeg must
+    buffer the whole image's coefficients (progressive, or a first scan without every component)."""
+    frame: Optional[tuple[int, int, int, int, list[tuple[int, int]]]] = None
+    for marker, at, length in _jpeg_segments(data):
+        if marker in _JPEG_SOF:
+            if frame is not None:
+                raise _corrupt("jpeg", "a second frame header")
+            components = data[at + 5] if length >= 6 else 0
+            if components not in (1, 3, 4) or length < 6 + 3 * components:
+                raise _corrupt("jpeg", f"frame header at byte {at - 4}: {components} colour components in "
+                                       f"{length} bytes")
+            sampling = [(data[at + 7 + 3 * c] >> 4, data[at + 7 + 3 * c] & 15) for c in range(components)]
+            if not all(1 <= h <= 4 and 1 <= v <= 4 for h, v in sampling):
+                raise _corrupt("jpeg", f"sampling factors {sampling}")
+            height, width = (data[at + 1] << 8) | data[at + 2], (data[at + 3] << 8) | data[at + 4]
+            progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
+            frame = (data[at], height, width, int(progressive), sampling)
+        elif marker == 0xDA:
+            if frame is None or length < 1:
+                raise _corrupt("jpeg", "a scan before the frame header")
+            precision, height, width, progressive, sampling = frame
+            buffered = progressive or data[at] < len(sampling)
+            # OpenCV: one component -> gray, otherwise (YCbCr, RGB, CMYK, YCCK) -> 3-channel BGR.
+            return CompressedHeader("jpeg", width, height, 1 if len(sampling) == 1 else 3, 1 if precision <= 8 else 2,
+                                    _jpeg_coefficient_bytes(width, height, sampling) if buffered else 0)
+    raise AssertionError("unreachable: _jpeg_segments ends at SOS or raises")
 
 
 def read_compressed_header(data: Any) -> CompressedHeader:
@@ -506,11 +547,11 @@ def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[
     header = _png_header(memoryview(buf)) if actual == "png" else _jpeg_header(memoryview(buf))
     what = f"{actual} header: image"
     limits.check(header.width, header.height, what)
-    if header.decoded_bytes > limits.max_decoded_bytes:
+    if header.decoded_bytes > limits.max_decoded_bytes or header.peak_bytes > 2 * limits.max_decoded_bytes:
         raise ImageDecodeError(
             "too_large", f"{what} {header.width}x{header.height}x{header.channels} of {header.bytes_per_sample}-byte "
-            f"samples decodes to {header.decoded_bytes} bytes: more than one rgb8 frame of "
-            f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes)")
+            f"samples decodes to {header.decoded_bytes} bytes (peak {header.peak_bytes} while decoding): more than "
+            f"one rgb8 frame of max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes; peak: two)")
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -58,9 +58,19 @@ def small_jpeg(height: int = 16, width: int = 16, channels: int = 3) -> bytes:
 
 
 def jpeg_with_size(data: bytes, height: int, width: int) -> bytes:
-    """``data`` (a baseline JPEG) with its frame header (SOF0) claiming height x width."""
-    sof = data.index(b"\xff\xc0")
+    """``data`` (a baseline or progressive JPEG) with its frame header (SOF0/SOF2) claiming height x width."""
+    sof = min(i for i in (data.find(b"\xff\xc0"), data.find(b"\xff\xc2")) if i >= 0)
     return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
+
+
+def progressive_jpeg(height: int = 64, width: int = 64, subsampling_444: bool = True) -> bytes:
+    import cv2
+
+    image = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    factor = cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if subsampling_444 else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor])
+    assert ok
+    return buf.tobytes()
 
 
 def jpeg_with_comments(data: bytes, count: int, payload: bytes = b"ab") -> bytes:
@@ -79,6 +89,8 @@ def bombs() -> dict[str, tuple[bytes, str]]:
         "png 20000x20000 sent as jpeg": (png_20k, "jpeg"),
         "jpeg 20000x20000 behind 1100 COM segments": (jpeg_20k, "rgb8; jpeg compressed bgr8"),
         "1-bit png 16000x16000": (png_1bit_16k, "png"),
+        # inside max_input_pixels, but libjpeg buffers 2 bytes a sample of coefficients: 9 bytes a pixel
+        "progressive jpeg 4096x4096 4:4:4": (jpeg_with_size(progressive_jpeg(), 4096, 4096), "jpeg"),
         "truncated png header": (good_png[:20], "png"),
         "truncated jpeg header": (small_jpeg()[:40], "jpeg"),
         "garbage": (np.random.default_rng(15).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "jpeg"),

@@ -16,7 +16,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from input_bombs import bombs, jpeg_with_comments, jpeg_with_size, png_bytes, small_jpeg
+from input_bombs import bombs, jpeg_with_comments, jpeg_with_size, png_bytes, progressive_jpeg, small_jpeg
 from ros2_fed import codec
 from ros2_fed.codec import ImageDecodeError
 
@@ -720,11 +720,11 @@ def test_jpeg_header_walk_has_no_segment_cut_off() -> None:
     assert err.value.kind == "too_large" and "20000x20000" in str(err.value)
 
 
-@pytest.mark.parametrize("cut", [2, 3, 4, 10, 20, 30, 50, 100, 150])
+@pytest.mark.parametrize("cut", [2, 3, 4, 10, 20, 30, 50, 100, 150, 200, 300])
 def test_every_truncated_jpeg_header_is_refused_before_decoding(cut: int, monkeypatch: pytest.MonkeyPatch) -> None:
     data = small_jpeg()
-    sof = data.index(b"\xff\xc0")
-    assert cut < sof + 9  # the frame header is not complete
+    sos = data.index(b"\xff\xda")
+    assert cut < sos + 14  # the first scan header (3 components) is not complete
     monkeypatch.setattr(cv2, "imdecode", _no_decoding)
     with pytest.raises(ImageDecodeError) as err:
         codec.to_rgb8(compressed_msg(data[:cut], "jpeg"))
@@ -733,6 +733,18 @@ def test_every_truncated_jpeg_header_is_refused_before_decoding(cut: int, monkey
 
 def _no_decoding(*_args: Any, **_kwargs: Any) -> None:
     raise AssertionError("cv2.imdecode was called for data whose header should have been refused")
+
+
+def test_progressive_jpeg_counts_libjpeg_coefficient_buffer() -> None:
+    """libjpeg keeps a progressive JPEG's coefficients (64 int16 a block) for the whole image."""
+    assert codec.read_compressed_header(small_jpeg(16, 16)).working_bytes == 0  # baseline: one MCU row
+    assert codec.read_compressed_header(progressive_jpeg(16, 16, True)).working_bytes == 16 * 16 * 3 * 2
+    assert codec.read_compressed_header(progressive_jpeg(16, 16, False)).working_bytes == (4 + 1 + 1) * 128
+    limits = codec.InputLimits(max_pixels=64 * 64)
+    with pytest.raises(ImageDecodeError) as err:  # 4:4:4: 3 + 6 bytes a pixel > two rgb8 frames
+        codec.to_rgb8(compressed_msg(progressive_jpeg(64, 64, True), "jpeg"), limits)
+    assert err.value.kind == "too_large" and "peak 36864" in str(err.value)
+    assert codec.to_rgb8(compressed_msg(progressive_jpeg(64, 64, False), "jpeg"), limits).shape == (64, 64, 3)
 
 
 # -- format string vs magic bytes ------------------------------------------------------
@@ -766,6 +778,7 @@ BOMB_KINDS = {
     "png 20000x20000 sent as jpeg": "too_large",
     "jpeg 20000x20000 behind 1100 COM segments": "too_large",
     "1-bit png 16000x16000": "too_large",
+    "progressive jpeg 4096x4096 4:4:4": "too_large",
     "truncated png header": "corrupt_compressed",
     "truncated jpeg header": "corrupt_compressed",
     "garbage": "corrupt_compressed",
@@ -799,7 +812,8 @@ def _probe(name: str) -> dict[str, Any]:
 def test_peak_rss_under_each_bomb(name: str) -> None:
     """Each bomb decoded in a fresh process: peak RSS < baseline + 2 x one maximal rgb8 frame.
 
-    Before the fix (issue 15) the first three grew the peak by 2289, 2289 and 977 MB here. The
+    Before the fix (issue 15) the first three grew the peak by 2289, 2289 and 977 MB here, and
+    the 9 KB progressive JPEG (inside max_input_pixels, not in the issue) by 144 MiB. The
     legit frame (a valid PNG at exactly the pixel budget, 48 MiB as rgb8) shows the probe sees
     memory: cv2.imdecode itself holds two copies of its result for a moment (the Python binding
     copies the decoded Mat into a numpy array), so a maximal frame peaks at 2 frames plus a few
