@@ -7,6 +7,9 @@ argparse does) instead of a traceback that buries it. Programming errors still r
 from __future__ import annotations
 
 import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from ros2_fed.checkpoint import CheckpointError
 
@@ -34,3 +37,21 @@ def report(prog: str, exc: BaseException) -> int:
     print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
     return EXIT_USAGE
 
+
+
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Within the block, warnings shown on stderr read ``PROG: warning: MESSAGE`` (not file:line + source).
+
+    Only the formatting changes, so recorders (``warnings.catch_warnings(record=True)``) still see them.
+    """
+    def formatted(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: Optional[str] = None) -> str:
+        return f"{prog}: warning: {one_line(message)}\n"
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = formatted
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
