@@ -15,7 +15,7 @@ matches the file it was converted from (``meta["source"]["sha256"]``). Pure Pyth
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 #: Where the fingerprint lives in a FED checkpoint's metadata, a statistics JSON and an engine sidecar.
@@ -34,21 +34,26 @@ class FingerprintMissingWarning(UserWarning):
 
 @dataclass(frozen=True)
 class BackboneFingerprint:
-    """Architecture, number of classes and tensor hash of a backbone (plus the hash of its source file)."""
+    """Architecture, number of classes and tensor hash of a backbone (plus the hash of its source file).
+
+    ``name`` (the checkpoint's file name) is for messages only: it takes no part in comparisons.
+    """
 
     arch: str
     num_classes: int
     sha256: Optional[str] = None
     source_sha256: Optional[str] = None
+    name: str = field(default="", compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"arch": self.arch, "num_classes": self.num_classes, "sha256": self.sha256,
-                "source_sha256": self.source_sha256}
+                "source_sha256": self.source_sha256, "name": self.name}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "BackboneFingerprint":
         return cls(arch=str(data.get("arch") or ""), num_classes=int(data.get("num_classes") or 0),
-                   sha256=data.get("sha256") or None, source_sha256=data.get("source_sha256") or None)
+                   sha256=data.get("sha256") or None, source_sha256=data.get("source_sha256") or None,
+                   name=str(data.get("name") or ""))
 
     def hashes(self) -> set[str]:
         return {h for h in (self.sha256, self.source_sha256) if h}
@@ -62,7 +67,8 @@ class BackboneFingerprint:
 
     def describe(self) -> str:
         weights = f"tensors {self.sha256[:12]}" if self.sha256 else "tensor hash unknown"
-        return f"{self.arch or 'unknown arch'} ({self.num_classes} classes, {weights})"
+        what = f"{self.arch or 'unknown arch'}, {self.num_classes} classes, {weights}"
+        return f"{self.name} ({what})" if self.name else f"{what}"
 
 
 def fingerprint_of(backbone: Any) -> BackboneFingerprint:
@@ -75,7 +81,8 @@ def fingerprint_of(backbone: Any) -> BackboneFingerprint:
     num_classes = getattr(backbone, "num_classes", None) or meta.get("num_classes") or 0
     return BackboneFingerprint(arch=str(getattr(backbone, "arch", "") or meta.get("arch") or ""),
                                num_classes=int(num_classes), sha256=sha,
-                               source_sha256=source_sha if source_sha != sha else None)
+                               source_sha256=source_sha if source_sha != sha else None,
+                               name=str(source.get("file") or meta.get("name") or ""))
 
 
 def fingerprint_of_checkpoint_json(metadata: Mapping[str, Any]) -> Optional[BackboneFingerprint]:
@@ -86,7 +93,8 @@ def fingerprint_of_checkpoint_json(metadata: Mapping[str, Any]) -> Optional[Back
     sha = metadata.get("tensors_sha256") or None
     source_sha = source.get("sha256") or None
     return BackboneFingerprint(arch=str(metadata["arch"]), num_classes=int(metadata.get("num_classes") or 0),
-                               sha256=sha, source_sha256=source_sha if source_sha != sha else None)
+                               sha256=sha, source_sha256=source_sha if source_sha != sha else None,
+                               name=str(source.get("file") or metadata.get("name") or ""))
 
 
 def recorded_fingerprint(metadata: Mapping[str, Any]) -> Optional[BackboneFingerprint]:
