@@ -85,18 +85,6 @@ def fingerprint_of(backbone: Any) -> BackboneFingerprint:
                                name=str(source.get("file") or meta.get("name") or ""))
 
 
-def fingerprint_of_checkpoint_json(metadata: Mapping[str, Any]) -> Optional[BackboneFingerprint]:
-    """The fingerprint of one of our backbone checkpoints from its JSON sidecar alone (no tensors read)."""
-    if metadata.get("kind") != "backbone" or not metadata.get("arch"):
-        return None
-    source = metadata.get("source") if isinstance(metadata.get("source"), Mapping) else {}
-    sha = metadata.get("tensors_sha256") or None
-    source_sha = source.get("sha256") or None
-    return BackboneFingerprint(arch=str(metadata["arch"]), num_classes=int(metadata.get("num_classes") or 0),
-                               sha256=sha, source_sha256=source_sha if source_sha != sha else None,
-                               name=str(source.get("file") or metadata.get("name") or ""))
-
-
 def recorded_fingerprint(metadata: Mapping[str, Any]) -> Optional[BackboneFingerprint]:
     """The fingerprint a FED checkpoint, statistics JSON or engine sidecar recorded (None: older file)."""
     data = metadata.get(FINGERPRINT_KEY)
