@@ -11,6 +11,11 @@ The tensor hash is the one the checkpoint already carries (``tensors_sha256`` of
 file SHA-256 of an MMSeg ``.pth`` or a Hugging Face ``model.safetensors``, kept by
 ``ros2_fed.backbones.load_backbone`` in ``model.meta["sha256"]``); a converted checkpoint also
 matches the file it was converted from (``meta["source"]["sha256"]``). Pure Python: no torch.
+
+Checked by ``FusedDetector.from_checkpoints`` (so ``fed_export``, ``fed_calibrate`` and the engine
+cache ``fed_node`` builds from ``model.backbone`` + ``model.fed``), ``fed_eval``, ``fed_stats
+--into``, ``fed_train --stats/--resume`` and ``fed_bag_eval``'s reference rows (FEDs, ``--stats``
+and the engine's sidecar).
 """
 from __future__ import annotations
 
