@@ -39,3 +39,37 @@ def test_missing_records_count_as_not_alerted_and_empty_classes_are_none() -> No
     assert score.recall is None and score.false_alarm_rate == 0.0
     with pytest.raises(ValueError):
         score_alerts([0], [True, False], raise_frames=1)
+
+
+def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> None:
+    """training.alert_selection on two synthetic drives: an object blob from frame 5 on one of them."""
+    from dataclasses import replace
+
+    from ros2_fed.alerts import AlertConfig
+    from training import alert_selection as sel
+
+    def drive(with_object: bool, noise: bool) -> tuple[list[np.ndarray], list]:
+        frames, presence = [], []
+        for i in range(12):
+            conf = np.ones((100, 200), np.float32)
+            if noise:
+                conf[60:62, :] = 0.6                     # a thin uncertain strip (boundary), every frame
+            if with_object and i >= 5:
+                conf[70:80, 90:100] = 0.3                # a 10x10 object (size 0.1)
+            frames.append(conf.astype(np.float16))
+            presence.append(True if with_object and i >= 5 else False)
+        return frames, presence
+
+    drives = [drive(True, True), drive(False, True)]
+    base = replace(AlertConfig(), confidence_threshold=0.5, min_width=0.0, warn_size=0.05, raise_frames=2)
+    result = sel.replay(base, drives)
+    # object frames 5..11: the first 2 excused, 5 counted, all alerted; the strip is 2x200 = size 0.2 but
+    # its confidence 0.6 is above the threshold 0.5, so no false alarm
+    assert (result["recall"], result["false_alarm_rate"], result["positives"]) == (1.0, 0.0, 5)
+    # with the threshold above the strip's confidence every frame from the second on alerts (no opening):
+    # 17 negative frames (5 + 12), all but the first of each drive alerted
+    noisy = sel.replay(replace(base, confidence_threshold=0.7), drives)
+    assert noisy["false_alarm_rate"] == pytest.approx(15 / 17)
+    rows, best = sel.select({q: (0.5 if q <= 0.01 else 0.7) for q in sel.FALSE_ALARM_GRID}, drives, base)
+    assert len(rows) == len(sel.FALSE_ALARM_GRID) * len(sel.WARN_SIZE_GRID) * len(sel.MIN_WIDTH_GRID)
+    assert best["false_alarm_rate"] <= sel.MAX_SELECTION_FALSE_ALARMS and best["recall"] == 1.0

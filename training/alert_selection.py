@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="256x512", help="frame size HxW (default 256x512)")
     p.add_argument("--out", type=Path, required=True, help="JSON with the grid, the choice and the held-out result")
     p.add_argument("--doc", type=Path, default=None, help="also write the tables as markdown here")
+    p.add_argument("--cache", type=Path, default=None, help="keep the rendered drives here (npz)")
+    p.add_argument("--render-only", action="store_true", help="only render the drives into --cache")
     return p
 
 
@@ -62,20 +64,39 @@ def drive_plan(seed: int, frames: int) -> tuple[bool, int]:
     return seed % 4 != 3, int(rng.integers(frames // 6, frames // 2))
 
 
-def drive_confidences(detector: torch.nn.Module, seed: int, frames: int, size: tuple[int, int]
-                      ) -> tuple[list[np.ndarray], list[Optional[bool]]]:
-    """Confidence maps (float16) of one drive and each frame's presence class."""
+def render_drive(seed: int, frames: int, size: tuple[int, int], cache: Optional[Path] = None
+                 ) -> tuple[np.ndarray, list[Optional[bool]]]:
+    """(images N x H x W x 3, presence per frame) of one drive; kept in ``cache`` when given."""
     from training.datasets.synthroad_sequence import make_sequence
 
+    path = None if cache is None else cache / f"drive_{seed}_{frames}_{size[0]}x{size[1]}.npz"
+    if path is not None and path.is_file():
+        data = np.load(path)
+        presence = [None if p < 0 else bool(p) for p in data["presence"]]
+        return data["images"], presence
     ood, start = drive_plan(seed, frames)
-    confidences, objects, totals = [], [], []
+    images, objects, totals = [], [], []
+    for image, _, ood_mask in make_sequence(frames, size, seed, ood_from_frame=start, ood=ood):
+        images.append(image)
+        objects.append(largest_object_pixels(ood_mask))
+        totals.append(int((ood_mask == 1).sum()))
+    presence = frame_presence(objects, totals)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=np.stack(images), presence=np.array([-1 if p is None else int(p) for p in presence]))
+    return np.stack(images), presence
+
+
+def drive_confidences(detector: torch.nn.Module, seed: int, frames: int, size: tuple[int, int],
+                      cache: Optional[Path] = None) -> tuple[list[np.ndarray], list[Optional[bool]]]:
+    """Confidence maps (float16) of one drive and each frame's presence class."""
+    images, presence = render_drive(seed, frames, size, cache)
+    confidences = []
     with torch.no_grad():
-        for image, _, ood_mask in make_sequence(frames, size, seed, ood_from_frame=start, ood=ood):
+        for image in images:
             _, conf = detector(torch.from_numpy(image)[None])
             confidences.append(conf[0].numpy().astype(np.float16))
-            objects.append(largest_object_pixels(ood_mask))
-            totals.append(int((ood_mask == 1).sum()))
-    return confidences, frame_presence(objects, totals)
+    return confidences, presence
 
 
 def replay(config: AlertConfig, drives: Sequence[tuple[list[np.ndarray], list[Optional[bool]]]]) -> dict[str, Any]:
@@ -141,16 +162,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     size = tuple(int(v) for v in args.size.split("x"))
+    if args.render_only:
+        for seed in tqdm(_seeds(args.select_seeds) + _seeds(args.eval_seeds), desc="rendering drives"):
+            render_drive(seed, args.frames, size, args.cache)
+        return 0
     correct, wrong, _ = validation_confidences(args.backbone, args.fed, args.data_root, "val", args.postprocess)
     thresholds = {q: operating_point(correct, wrong, q)["confidence_threshold"] for q in FALSE_ALARM_GRID}
     print("thresholds per calibration false-alarm rate:", thresholds, flush=True)
     detector = FusedDetector.from_checkpoints(args.backbone, args.fed, score="fed", postprocess=args.postprocess).eval()
-    select_drives = [drive_confidences(detector, s, args.frames, size) for s in tqdm(_seeds(args.select_seeds), desc="selection drives")]
+    select_drives = [drive_confidences(detector, s, args.frames, size, args.cache) for s in tqdm(_seeds(args.select_seeds), desc="selection drives")]
     rows, best = select(thresholds, select_drives, AlertConfig())
     print("selected:", best, flush=True)
     chosen = replace(AlertConfig(), confidence_threshold=best["confidence_threshold"], warn_size=best["warn_size"],
                      error_size=max(AlertConfig().error_size, 2 * best["warn_size"]), min_width=best["min_width"])
-    eval_drives = [drive_confidences(detector, s, args.frames, size) for s in tqdm(_seeds(args.eval_seeds), desc="evaluation drives")]
+    eval_drives = [drive_confidences(detector, s, args.frames, size, args.cache) for s in tqdm(_seeds(args.eval_seeds), desc="evaluation drives")]
     held_out = replay(chosen, eval_drives)
     per_drive = {s: replay(chosen, [d]) for s, d in zip(_seeds(args.eval_seeds), eval_drives)}
     print("held-out:", held_out, flush=True)

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     step("FED ablation (statistics, rows, selection)")
     if fed_ablation.main(["--backbone", str(backbone), "--data-root", str(data), "--select-root", str(select_root),
                           "--work", str(ablation), "--doc", str(args.docs / "fed_ablation.md"),
-                          "--iters", str(args.fed_iters), "--workers", str(args.workers)]) != 0:
+                          "--iters", str(args.fed_iters)]) != 0:
         return 1
     choice = json.loads((ablation / "choice.json").read_text())
     shipped = _shipped_rows(ablation / "choice.json", ablation / "eval_select" / "results.json")
