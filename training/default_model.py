@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if not _backbone(args, data, backbone):
         return 1
     step("FED ablation (statistics, rows, selection)")
-    if fed_ablation.main(["--backbone", str(backbone), "--data-root", str(data), "--select-root", str(select_root),
+    done = (ablation / "choice.json").is_file() and all(
+        fed_ablation.checkpoint(ablation, row).with_suffix(".safetensors").is_file() for row in fed_ablation.ROWS)
+    if not done and fed_ablation.main(["--backbone", str(backbone), "--data-root", str(data), "--select-root", str(select_root),
                           "--work", str(ablation), "--doc", str(args.docs / "fed_ablation.md"),
                           "--iters", str(args.fed_iters)]) != 0:
         return 1
