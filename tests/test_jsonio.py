@@ -53,3 +53,16 @@ def test_bag_eval_report_is_strict(tmp_path: Path) -> None:
     path = report.write_failure(tmp_path, "boom", {"latency": float("nan"), "fps": np.float64("inf")})
     data = strict_load(path)
     assert data["latency"] is None and data["fps"] is None and data["complete"] is False
+
+
+def test_every_json_file_goes_through_the_strict_writer() -> None:
+    """No module writes JSON files with json.dump(s) directly (they would write NaN)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"write_text\(json\.dumps|json\.dump\(|atomic_write_bytes\([^\n]*json\.dumps")
+    not_ours = {"training/alert_selection.py"}  # owned elsewhere: reported, not edited here
+    offenders = [str(path.relative_to(root)) for folder in ("ros2_fed", "training", "benchmarks")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 if pattern.search(path.read_text()) and str(path.relative_to(root)) not in not_ours]
+    assert not offenders, offenders

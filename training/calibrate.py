@@ -18,7 +18,6 @@ clutter) are left out: they are neither correct nor wrong.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -26,6 +25,10 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from ros2_fed.fingerprint import ALLOW_FLAG
+from ros2_fed.jsonio import write_json
+from training.cli_errors import one_line_warnings, report, user_errors
 
 VOID = 255
 VIZ_THRESHOLD_POSITION = 0.25  # where the threshold lands on the overlay's 0 (red) .. 1 (blue) scale
@@ -45,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--into", action="store_true", help="write the result into the FED checkpoint's metadata")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
+    p.add_argument(ALLOW_FLAG, action="store_true",
+                   help="calibrate a FED trained on another backbone anyway (a warning instead of an error)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -89,7 +94,8 @@ def operating_point(correct: np.ndarray, wrong: np.ndarray, false_alarm: float) 
 
 def validation_confidences(backbone: str, fed: Path, data_root: Path, split: str = "val",
                            postprocess: Optional[str] = None, limit: Optional[int] = None,
-                           progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                           progress: bool = True, allow_backbone_mismatch: bool = False,
+                           ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(correct, wrong) pixel confidences of the node's graph over ``split``, and what was run."""
     from ros2_fed.checkpoint import load_fed
     from ros2_fed.detector import FusedDetector
@@ -99,7 +105,8 @@ def validation_confidences(backbone: str, fed: Path, data_root: Path, split: str
     _, meta = load_fed(fed)
     if postprocess is None:
         postprocess = (meta.get("calibration") or {}).get("postprocess", "none")
-    detector = FusedDetector.from_checkpoints(backbone, fed, score="fed", postprocess=postprocess).eval()
+    detector = FusedDetector.from_checkpoints(backbone, fed, score="fed", postprocess=postprocess,
+                                              allow_backbone_mismatch=allow_backbone_mismatch).eval()
     dataset = CityscapesDataset(data_root, split=split)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
@@ -111,9 +118,10 @@ def validation_confidences(backbone: str, fed: Path, data_root: Path, split: str
 
 def calibrate(backbone: str, fed: Path, data_root: Path, split: str = "val", false_alarm: float = 0.02,
               postprocess: Optional[str] = None, limit: Optional[int] = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, allow_backbone_mismatch: bool = False) -> dict[str, Any]:
     """Run the node's graph over ``split`` and return the calibration record."""
-    correct, wrong, run = validation_confidences(backbone, fed, data_root, split, postprocess, limit, progress)
+    correct, wrong, run = validation_confidences(backbone, fed, data_root, split, postprocess, limit, progress,
+                                                 allow_backbone_mismatch)
     return {**operating_point(correct, wrong, false_alarm), **run}
 
 
@@ -128,20 +136,18 @@ def write_into(fed: Path, record: dict[str, Any]) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from ros2_fed.checkpoint import CheckpointError
-
     args = build_parser().parse_args(argv)
     try:
-        record = calibrate(args.backbone, args.fed, args.data_root, args.split, args.false_alarm,
-                           args.postprocess, args.limit, progress=not args.no_progress)
-    except (ValueError, OSError, CheckpointError) as exc:
-        print(f"fed_calibrate: {exc}", file=sys.stderr)
-        return 2
+        with one_line_warnings("fed_calibrate"):
+            record = calibrate(args.backbone, args.fed, args.data_root, args.split, args.false_alarm,
+                               args.postprocess, args.limit, progress=not args.no_progress,
+                               allow_backbone_mismatch=args.allow_backbone_mismatch)
+    except (*user_errors(), OSError) as exc:
+        return report("fed_calibrate", exc)
     if args.into:
         write_into(args.fed, record)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.out, record)
     low, high = record["viz_range"]
     print(f"fed_calibrate: confidence_threshold {record['confidence_threshold']:.4f} "
           f"({100 * args.false_alarm:g} % of correct {args.split} pixels below it; it flags "

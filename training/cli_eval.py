@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from ros2_fed.checkpoint import load_fed
+from ros2_fed.fingerprint import ALLOW_FLAG, BackboneFingerprint, check_backbone, fingerprint_of
+from training.cli_errors import UsageError, one_line_warnings, report, user_errors
 from training.evaluation import EvalSettings, Evaluator
 from training.eval_sources import DATASETS, make_source
 from training.report import figure_row, write_figure, write_results
@@ -33,31 +35,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)")
     p.add_argument("--fed", action="append", default=[], metavar="NAME=PATH",
                    help="FED checkpoint to evaluate, e.g. FED-U=models/fed_u_synthroad (repeatable)")
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    p.add_argument("--data-root", required=True, type=Path)
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS),
+                   help="benchmark: " + "; ".join(f"{name} = {what}" for name, what in sorted(DATASETS.items())))
+    p.add_argument("--data-root", required=True, type=Path,
+                   help="dataset folder (Cityscapes root, Fishyscapes / SMIYC folder, fed_synthroad --out)")
     p.add_argument("--split", default=None, help="dataset split (default: the dataset's evaluation split)")
     p.add_argument("--corruption", default="snow", help="Cityscapes-C corruption name")
     p.add_argument("--severity", type=int, default=1, help="Cityscapes-C severity 1-4")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--stats", type=Path, default=None, help="logit statistics JSON (enables SML)")
+    p.add_argument("--out", required=True, type=Path, help="folder for results.json, results.md, figures.png")
+    p.add_argument("--stats", type=Path, default=None,
+                   help="logit statistics JSON from fed_stats on this backbone (enables SML)")
+    p.add_argument(ALLOW_FLAG, action="store_true",
+                   help="evaluate FEDs or --stats made for another backbone anyway (a warning instead of an error)")
     p.add_argument("--tta", action="store_true", help="scales 1, 0.5, 0.25 with FED inputs upsampled 4x")
     p.add_argument("--slide", default=None, metavar="CROP,STRIDE",
                    help="sliding-window inference, e.g. 1024,768 (default: the checkpoint's setting)")
-    p.add_argument("--fed-postprocess", choices=("gaussian", "sml", "none"), default="gaussian")
+    p.add_argument("--fed-postprocess", choices=("gaussian", "sml", "none"), default="gaussian",
+                   help="post-processing of the FED score maps (default gaussian smoothing)")
     p.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables)")
     p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
                    help="exact pooled OOD metrics (default: exact when small, histograms otherwise)")
     p.add_argument("--no-open-miou", action="store_true", help="skip the second (open-mIoU) pass")
     p.add_argument("--figures", type=int, default=4, help="images in figures.png")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _class_stats(args: argparse.Namespace, fed_meta: list[dict]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """SML statistics from --stats or from a FED checkpoint that recorded them."""
+def _class_stats(args: argparse.Namespace, fed_meta: list[dict],
+                 backbone: BackboneFingerprint) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """SML statistics from --stats (checked against the backbone) or from a FED checkpoint that recorded them."""
     if args.stats is not None:
+        if not args.stats.is_file():
+            raise UsageError(f"--stats {args.stats}: file not found (write it with fed_stats)")
         data = json.loads(args.stats.read_text())
+        check_backbone(data, backbone, f"logit statistics {args.stats}", args.allow_backbone_mismatch)
         return torch.tensor(data["mean"]), torch.tensor(data["std"])
     for meta in fed_meta:
         if "logit_statistics" in meta:
@@ -74,10 +86,20 @@ def _palette(backbone: torch.nn.Module) -> list:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    with one_line_warnings("fed_eval"):
+        try:
+            return run(args)
+        except user_errors() as exc:
+            return report("fed_eval", exc)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and write the results; user errors raise (``main`` reports them in one line)."""
     from ros2_fed.backbones import load_backbone
 
-    args = build_parser().parse_args(argv)
     backbone = load_backbone(args.backbone).eval()
+    fingerprint = fingerprint_of(backbone)
     if args.slide:
         crop, stride = (int(v) for v in args.slide.split(","))
         backbone.meta["inference"] = {"mode": "slide", "crop_size": [crop, crop], "stride": [stride, stride]}
@@ -87,8 +109,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not path:
             name, path = Path(spec).name, spec
         feds[name], meta = load_fed(path)
+        check_backbone(meta, fingerprint, f"FED checkpoint {path}", args.allow_backbone_mismatch)
         metas.append(meta)
-    class_mean, class_std = _class_stats(args, metas)
+    class_mean, class_std = _class_stats(args, metas, fingerprint)
     settings = EvalSettings(tta_scales=(1.0, 0.5, 0.25) if args.tta else (), fed_postprocess=args.fed_postprocess,
                             mcd_passes=args.mcd_passes, exact=args.exact, open_miou=not args.no_open_miou,
                             figure_images=args.figures)

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from ros2_fed.jsonio import write_json
+
 BASELINES = ("MSP", "MLG", "ENE", "ENT", "SML")
 POSTPROCESS = ("none", "gaussian", "sml")
 
@@ -69,7 +71,8 @@ def train_row(args: argparse.Namespace, row: str, stats: Path) -> None:
                            str(args.work / row), *extra, "--max-iters", str(args.iters), "--batch-size", "4",
                            "--crop", args.crop, "--scale-range", "0.75,1.25", "--lr", "1e-2",
                            "--warmup-iters", str(max(1, args.iters // 20)), "--lr-step", str(int(args.iters * 0.7)),
-                           "--ckpt-every", str(args.iters), "--workers", str(args.workers), "--no-progress"])
+                           "--ckpt-every", str(args.iters), "--workers", str(args.workers), "--no-progress",
+                           "--overwrite"])  # no final checkpoint: an interrupted row starts afresh
     if code != 0:
         raise SystemExit(f"fed_ablation: training row {row} failed ({code})")
 
@@ -152,8 +155,8 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"**Chosen for the node: {chosen}** ({why}); post-processing **{post_choice}** (best selection OOD AP).", ""]
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text("\n".join(lines) + "\n")
-    (args.work / "choice.json").write_text(json.dumps({"row": chosen, "postprocess": post_choice, "why": why,
-                                                        "args": ROWS[chosen][1]}, indent=2) + "\n")
+    write_json(args.work / "choice.json", {"row": chosen, "postprocess": post_choice, "why": why,
+                                           "args": ROWS[chosen][1]})
     print("\n".join(lines))
     return 0
 

@@ -1,13 +1,14 @@
 """fed_eval outputs: a Table-8-style Markdown table, the full JSON, and paper-style figures."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Optional
 
 import cv2
 import numpy as np
+
+from ros2_fed.jsonio import write_json
 
 METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
 
@@ -41,7 +42,7 @@ def markdown_table(results: dict[str, Any], title: str = "") -> str:
 def write_results(out_dir: Path, results: dict[str, Any], title: str = "") -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    json_path.write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    write_json(json_path, results)  # strict: an undefined metric (NaN) is null
     md_path.write_text(markdown_table(results, title))
     return json_path, md_path
 

@@ -8,7 +8,6 @@ Sums run in float64 per class, so any dataset size streams in constant memory.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Iterable, Optional
@@ -18,6 +17,9 @@ import torch
 from tqdm import tqdm
 
 from ros2_fed.checkpoint import load_fed, save_fed
+from ros2_fed.fingerprint import ALLOW_FLAG, FINGERPRINT_KEY, BackboneFingerprint, check_backbone, fingerprint_of
+from ros2_fed.jsonio import write_json
+from training.cli_errors import one_line_warnings, report, user_errors
 from training.data import sample_arrays, to_model_input
 from training.objective import IGNORE_INDEX, upsample_to
 
@@ -74,45 +76,63 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fed_stats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", required=True, help="backbone checkpoint")
     p.add_argument("--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help="dataset split to compute the statistics on (default train)")
     p.add_argument("--out", required=True, type=Path, help="statistics JSON to write")
     p.add_argument("--into", type=Path, action="append", default=[],
                    help="also record the statistics in this FED checkpoint's metadata for SML (repeatable); "
                         "FED's own standardisation is fixed at training time (fed_train --stats)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    p.add_argument(ALLOW_FLAG, action="store_true",
+                   help="with --into: record the statistics in a FED trained on another backbone anyway")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _record_into(target: Path, stats: LogitStatistics, source: Path, images: int, fingerprint: BackboneFingerprint,
+                 allow_mismatch: bool) -> None:
+    """Store the statistics for SML in the FED checkpoint ``target`` (which must belong to this backbone)."""
+    fed, meta = load_fed(target)
+    check_backbone(meta, fingerprint, f"FED checkpoint {target}", allow_mismatch)
+    mean, std = stats.result()
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
+    meta["logit_statistics"] = {"mean": mean.tolist(), "std": std.tolist(), "source": str(source), "images": images,
+                                FINGERPRINT_KEY: fingerprint.to_json()}
+    save_fed(target, fed, meta)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute, write and (``--into``) record the statistics; user errors raise (see ``main``)."""
     from ros2_fed.backbones import load_backbone
     from training.datasets.cityscapes import CityscapesDataset
 
-    args = build_parser().parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     backbone = load_backbone(args.backbone).to(device).eval()
+    fingerprint = fingerprint_of(backbone)
     dataset = CityscapesDataset(args.data_root, split=args.split)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     if count == 0:
-        print(f"fed_stats: no images in {args.data_root} split {args.split}", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"no images in {args.data_root} split {args.split}")
     first_logits, _ = backbone(to_model_input(torch.from_numpy(sample_arrays(dataset[0])[0])[None], device))
     stats = compute_logit_statistics(backbone, (dataset[i] for i in range(count)), first_logits.shape[1], device,
                                      total=count, progress=not args.no_progress)
-    payload = {**stats.to_json(), "backbone": str(args.backbone), "data_root": str(args.data_root),
-               "split": args.split, "images": count}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    mean, std = stats.result()
+    payload = {**stats.to_json(), "backbone": str(args.backbone), FINGERPRINT_KEY: fingerprint.to_json(),
+               "data_root": str(args.data_root), "split": args.split, "images": count}
+    write_json(args.out, payload)
     for target in args.into:
-        fed, meta = load_fed(target)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
-        meta["logit_statistics"] = {"mean": mean.tolist(), "std": std.tolist(), "source": str(args.out), "images": count}
-        save_fed(target, fed, meta)
+        _record_into(target, stats, args.out, count, fingerprint, args.allow_backbone_mismatch)
     print(f"fed_stats: {count} images, statistics for {int((stats.count > 0).sum())}/{stats.num_classes} classes -> {args.out}")
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    with one_line_warnings("fed_stats"):
+        try:
+            return run(args)
+        except user_errors() as exc:
+            return report("fed_stats", exc)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from ros2_fed.checkpoint import file_sha256, save_fed
+from ros2_fed.checkpoint import save_fed
 from ros2_fed.fed import FEDConfig, FlowEneDet, count_parameters
+from ros2_fed.fingerprint import ALLOW_FLAG, FINGERPRINT_KEY, BackboneFingerprint, check_backbone, fingerprint_of
+from training.cli_errors import UsageError, one_line_warnings, report, user_errors
 from training.data import batch_stream, to_model_input
 from training.distributed import DistContext, all_reduce_mean, init_distributed, shutdown
 from training.objective import EGO_INDEX, PAD_INDEX, fed_loss, wrong_pixel_target
@@ -32,16 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fed_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)")
     p.add_argument("--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout")
-    p.add_argument("--split", default="train")
-    p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, log.csv, tb/)")
+    p.add_argument("--split", default="train", help="dataset split to train on (default train)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run directory (checkpoints, log.csv, tb/ when tensorboard is installed); must not hold "
+                        "an earlier run unless --resume or --overwrite")
     p.add_argument("--name", default=None, help="checkpoint name (default: fed_u / fed_c)")
     g = p.add_argument_group("FED design (supplementary Table 8)")
-    g.add_argument("--variant", choices=("fed-u", "fed-c"), default="fed-u")
+    g.add_argument("--variant", choices=("fed-u", "fed-c"), default="fed-u",
+                   help="FED-U (logits only) or FED-C (conditioned on backbone features)")
     g.add_argument("--cond-dim", type=int, default=32, help="P for FED-C (32 or 128)")
-    g.add_argument("--cov", choices=("full", "diag"), default="full")
-    g.add_argument("--kernel", type=int, default=7)
-    g.add_argument("--blocks", type=int, default=8)
-    g.add_argument("--hidden", type=int, default=FEDConfig.hidden)
+    g.add_argument("--cov", choices=("full", "diag"), default="full", help="covariance of the flow's base density")
+    g.add_argument("--kernel", type=int, default=7, help="convolution kernel size of the coupling networks")
+    g.add_argument("--blocks", type=int, default=8, help="number of flow blocks")
+    g.add_argument("--hidden", type=int, default=FEDConfig.hidden, help="hidden channels of the coupling networks")
     g.add_argument("--stats", type=Path, default=None, help="logit statistics JSON from fed_stats (standardise logits)")
     g.add_argument("--void-as-wrong", action=argparse.BooleanOptionalAction, default=True,
                    help="count void ground truth as 'wrong' (reference setup) or ignore it")
@@ -49,26 +54,72 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --void-as-wrong: leave the ego vehicle (labelId 1) out of the target "
                         "instead of calling it wrong (needs *_labelIds.png; default on)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--max-iters", type=int, default=50_000)
+    o.add_argument("--max-iters", type=int, default=50_000, help="training iterations (default 50,000)")
     o.add_argument("--batch-size", type=int, default=4, help="per process")
     o.add_argument("--crop", default="512x1024", help="HxW (1024x1024 for SegFormer-B2)")
     o.add_argument("--scale-range", default="0.5,2.0", help="random rescale range")
-    o.add_argument("--no-flip", action="store_true")
-    o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--weight-decay", type=float, default=1e-2)
-    o.add_argument("--warmup-iters", type=int, default=4_000)
-    o.add_argument("--warmup-start", type=float, default=1e-6)
-    o.add_argument("--lr-step", type=int, default=15_000)
-    o.add_argument("--lr-gamma", type=float, default=0.1)
+    o.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    o.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate after warm-up")
+    o.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
+    o.add_argument("--warmup-iters", type=int, default=4_000,
+                   help="linear warm-up iterations (should be well below --max-iters)")
+    o.add_argument("--warmup-start", type=float, default=1e-6, help="learning rate at iteration 0")
+    o.add_argument("--lr-step", type=int, default=15_000, help="multiply the learning rate by --lr-gamma every N iterations")
+    o.add_argument("--lr-gamma", type=float, default=0.1, help="step decay factor")
     r = p.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--seed", type=int, default=0, help="random seed (each rank adds its rank)")
+    r.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    r.add_argument("--log-every", type=int, default=20)
-    r.add_argument("--ckpt-every", type=int, default=5_000)
+    r.add_argument("--log-every", type=int, default=20, help="write a log.csv row every N iterations")
+    r.add_argument("--ckpt-every", type=int, default=5_000, help="save a checkpoint and training state every N iterations")
     r.add_argument("--resume", type=Path, default=None, help="training state to resume (OUT/last_state)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run")
+    r.add_argument(ALLOW_FLAG, action="store_true",
+                   help="accept --stats or a --resume state made for another backbone than --backbone "
+                        "(a warning instead of an error)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def earlier_run_files(out: Path) -> list[Path]:
+    """Files that mark ``out`` as an earlier run's folder (checkpoints, training state, log)."""
+    if not out.is_dir():
+        return []
+    return sorted([*out.glob("*.safetensors"), *out.glob("log.csv")])
+
+
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    """UsageError for malformed or contradictory flags; returns warnings for suspicious ones."""
+    try:
+        parse_size(args.crop)
+    except ValueError as exc:
+        raise UsageError(f"--crop: {exc}") from None
+    try:
+        lo, hi = (float(v) for v in args.scale_range.split(","))
+    except ValueError:
+        raise UsageError(f"--scale-range must look like LOW,HIGH, got {args.scale_range!r}") from None
+    if not 0 < lo <= hi:
+        raise UsageError(f"--scale-range needs 0 < LOW <= HIGH, got {args.scale_range!r}")
+    if args.stats is not None and not Path(args.stats).is_file():
+        raise UsageError(f"--stats {args.stats}: file not found (write it with fed_stats)")
+    if args.resume is not None and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other")
+    previous = earlier_run_files(args.out)
+    if previous and args.resume is None and not args.overwrite:
+        raise UsageError(f"--out {args.out} already holds a run ({', '.join(p.name for p in previous[:3])}"
+                         f"{', ...' if len(previous) > 3 else ''}); pass --resume {args.out} to continue it, "
+                         "--overwrite to start afresh, or another --out")
+    warnings = []
+    if args.warmup_iters >= args.max_iters:
+        warnings.append(f"--warmup-iters {args.warmup_iters} >= --max-iters {args.max_iters}: the learning rate "
+                        f"never reaches --lr {args.lr:g}")
+    return warnings
+
+
+def clear_earlier_run(out: Path) -> None:
+    """--overwrite: drop the log and training state so the new run does not append to or resume them."""
+    for name in ("log.csv", "last_state.safetensors", "last_state.json"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _make_augment(args: argparse.Namespace):
@@ -87,8 +138,9 @@ def _make_dataset(args: argparse.Namespace):
     return CityscapesDataset(args.data_root, split=args.split, ego_index=ego)
 
 
-def _load_stats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_stats(path: Path, backbone: BackboneFingerprint, allow_mismatch: bool) -> tuple[torch.Tensor, torch.Tensor]:
     data = json.loads(Path(path).read_text())
+    check_backbone(data, backbone, f"logit statistics {path}", allow_mismatch)
     return torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(data["std"], dtype=torch.float32)
 
 
@@ -100,6 +152,7 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     torch.manual_seed(args.seed + ctx.rank)
     device = ctx.device
     backbone = load_backbone(args.backbone).to(device).eval()
+    fingerprint = fingerprint_of(backbone)
     for param in backbone.parameters():
         param.requires_grad_(False)
 
@@ -120,15 +173,16 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
                     num_classes=logits.shape[1], feat_channels=feats.shape[1] if cond_dim else 0, hidden=args.hidden)
     fed = FlowEneDet(cfg).to(device)
     if args.stats is not None:
-        mean, std = _load_stats(args.stats)
+        mean, std = _load_stats(args.stats, fingerprint, args.allow_backbone_mismatch)
         fed.standardizer.set_statistics(mean, std)
     optimizer = torch.optim.AdamW(fed.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
     if resume_path is not None:
         meta = load_training_state(Path(resume_path), fed, optimizer)
+        check_backbone(meta, fingerprint, f"training state {resume_path}", args.allow_backbone_mismatch)
         start_iter = int(meta["iteration"])
         if start_iter >= args.max_iters:
-            raise SystemExit(f"fed_train: {resume_path} is already at iteration {start_iter} >= --max-iters {args.max_iters}")
+            raise UsageError(f"{resume_path} is already at iteration {start_iter} >= --max-iters {args.max_iters}")
     else:
         fed.initialize(logits, feats if cond_dim else None)  # data-dependent ActNorm init
     model: torch.nn.Module = fed
@@ -139,11 +193,12 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     logger = RunLogger(args.out, enabled=ctx.is_main)
     run_info = {
         "backbone": str(args.backbone),
-        "backbone_sha256": file_sha256(args.backbone) if Path(args.backbone).is_file() else None,
+        "backbone_sha256": fingerprint.sha256,
+        FINGERPRINT_KEY: fingerprint.to_json(),
         "data_root": str(args.data_root), "split": args.split, "world_size": ctx.world_size,
         "args": {k: str(v) for k, v in vars(args).items()},
     }
-    extra_meta = {}
+    extra_meta: dict = {FINGERPRINT_KEY: fingerprint.to_json()}
     if args.stats is not None:  # recorded for SML too; FED's standardizer buffers hold the same numbers
         extra_meta["logit_statistics"] = {"mean": mean.tolist(), "std": std.tolist(), "source": str(args.stats)}
     if ctx.is_main:
@@ -210,10 +265,17 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if not math.isfinite(args.lr) or args.lr <= 0:
-        print("fed_train: --lr must be positive", file=sys.stderr)
-        return 2
-    train(args)
+    with one_line_warnings("fed_train"):
+        try:
+            if not math.isfinite(args.lr) or args.lr <= 0:
+                raise UsageError("--lr must be positive")
+            for warning in check_arguments(args):
+                print(f"fed_train: warning: {warning}", file=sys.stderr)
+            if args.overwrite:
+                clear_earlier_run(args.out)
+            train(args)
+        except user_errors() as exc:
+            return report("fed_train", exc)
     return 0
 
 
