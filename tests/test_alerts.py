@@ -268,7 +268,8 @@ def test_mask_roi_file_change_resets(tmp_path) -> None:
 
 def test_corridor_is_the_road_ahead() -> None:
     mask = corridor_mask((100, 300))
-    assert mask[99, 0] and mask[99, 299] and mask[99, 150]            # bottom row: full width
+    assert mask[85, 0] and mask[85, 299] and mask[85, 150]            # low rows: full width
+    assert not mask[92:].any()                                        # the bottom tenth (hood): outside
     assert mask[45, 150] and not mask[45, 20] and not mask[45, 280]   # near the horizon: the centre only
     assert not mask[:39].any()                                        # above 40 % of the height: outside
     state = AlertMonitor(AlertConfig(raise_frames=1)).update(np.ones((100, 300), np.float32), (0, 0))

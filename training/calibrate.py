@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fed", required=True, type=Path, help="FED checkpoint stem")
     p.add_argument("--data-root", required=True, type=Path, help="Cityscapes-layout dataset root")
     p.add_argument("--split", default="val", help="in-distribution split to calibrate on (default val)")
-    p.add_argument("--false-alarm", type=float, default=0.02,
-                   help="share of correct pixels allowed below the threshold (default 0.02)")
+    p.add_argument("--false-alarm", type=float, default=0.01,
+                   help="share of correct pixels allowed below the threshold (default 0.01, as the shipped model)")
     p.add_argument("--postprocess", choices=("none", "gaussian", "sml"), default=None,
                    help="score post-processing the node will run (default: the FED's recorded one, else none)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
@@ -116,7 +116,7 @@ def validation_confidences(backbone: str, fed: Path, data_root: Path, split: str
     return correct, wrong, {"postprocess": postprocess, "split": split, "images": count, "data_root": str(data_root)}
 
 
-def calibrate(backbone: str, fed: Path, data_root: Path, split: str = "val", false_alarm: float = 0.02,
+def calibrate(backbone: str, fed: Path, data_root: Path, split: str = "val", false_alarm: float = 0.01,
               postprocess: Optional[str] = None, limit: Optional[int] = None,
               progress: bool = True, allow_backbone_mismatch: bool = False) -> dict[str, Any]:
     """Run the node's graph over ``split`` and return the calibration record."""

@@ -31,7 +31,7 @@ from typing import Optional
 BACKBONE_ARGS = ["--iters", "3200", "--batch-size", "8", "--crop", "192x384", "--scale-range", "0.6,1.6",
                  "--lr", "4e-3", "--warmup-iters", "100", "--widths", "24,48,96,160", "--decoder-channels", "96",
                  "--ckpt-every", "200", "--resume"]
-CALIBRATION_FALSE_ALARM = 0.02  # chosen with training/alert_selection.py on selection drives (docs/alerts.md)
+CALIBRATION_FALSE_ALARM = 0.01  # chosen with training/alert_selection.py on selection drives (docs/alerts.md)
 
 
 def build_parser() -> argparse.ArgumentParser:
