@@ -86,6 +86,18 @@ def _shipped_rows(choice_path: Path, select_path: Path) -> dict[str, str]:
     return out
 
 
+def _record_statistics(fed: Path, stats: Path) -> None:
+    """The per-class logit statistics in the FED's metadata: the node's and fed_eval's SML row use them."""
+    from ros2_fed.checkpoint import load_fed, save_fed
+
+    data = json.loads(stats.read_text())
+    model, meta = load_fed(fed)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
+    meta["logit_statistics"] = {"mean": data["mean"], "std": data["std"], "source": str(stats),
+                                "images": data.get("images")}
+    save_fed(fed, model, meta)
+
+
 def run(args: argparse.Namespace) -> int:
     from training import calibrate, cli_eval, fed_ablation
 
@@ -120,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                                      CALIBRATION_FALSE_ALARM, choice["postprocess"])
         record["ablation_row"] = row
         calibrate.write_into(fed_ablation.checkpoint(ablation, row), record)
+        _record_statistics(fed_ablation.checkpoint(ablation, row), ablation / "logit_stats.json")
     step("evaluating on the held-out synthroad OOD split")
     eval_dir = args.work / "eval_ood"
     feds = [a for name, row in shipped.items()
