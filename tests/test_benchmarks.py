@@ -72,3 +72,10 @@ def test_node_overhead_runs_through_a_real_node() -> None:
     assert len(rows) == 1 and rows[0][0] == "64x128", out
     engine_ms, node_ms, e2e_ms, frames = float(rows[0][1]), float(rows[0][3]), float(rows[0][4]), int(rows[0][-1])
     assert engine_ms >= 30 and node_ms >= 30 and e2e_ms >= node_ms and frames == 3, out
+
+
+def test_default_engine_times_the_node_engine_against_the_target(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path))  # the subprocess builds its engine there
+    out = run_script("default_engine.py", "--size", "64x128", "--runs", "3")
+    assert "default engine (tinyseg_synthroad + fed_u_synthroad" in out and "median" in out
+    assert "target <= 40 ms" in out
