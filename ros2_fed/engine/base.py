@@ -78,6 +78,22 @@ def write_json_atomic(path: PathLike, data: dict[str, Any]) -> None:
     write_json(path, data, sort_keys=True)
 
 
+def install_engine_file(tmp: PathLike, path: PathLike, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Record ``tmp``'s hash and size in ``metadata``, rename it to ``path``, then write the sidecar.
+
+    The one way every writer finishes an engine: the file lands whole (rename), and its sidecar
+    only after it, so a reader never finds a sidecar describing a missing or half-written file.
+    """
+    import os
+
+    tmp = Path(tmp)
+    metadata["file_sha256"] = file_sha256(tmp)
+    metadata["file_size"] = tmp.stat().st_size
+    os.replace(tmp, path)
+    write_json_atomic(sidecar_path(path), metadata)
+    return metadata
+
+
 def check_file_integrity(path: PathLike, metadata: dict[str, Any]) -> None:
     """Size and SHA-256 of the engine file against its sidecar (catches truncation, swaps)."""
     path = Path(path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -38,9 +37,8 @@ from .base import (
     RUNTIMES,
     EngineError,
     PathLike,
-    sidecar_path,
     tensor_shape,
-    write_json_atomic,
+    install_engine_file,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -260,14 +258,9 @@ def export_onnx(
         onnx.save(proto, str(tmp))
         if verify:
             _verify_onnx(tmp, detector, example, path, precision)
-        from ros2_fed.checkpoint import file_sha256
-
-        metadata["file_sha256"] = file_sha256(tmp)
-        metadata["file_size"] = tmp.stat().st_size
-        os.replace(tmp, path)
+        install_engine_file(tmp, path, metadata)
     finally:
         tmp.unlink(missing_ok=True)
-    write_json_atomic(sidecar_path(path), metadata)
     return path, metadata
 
 

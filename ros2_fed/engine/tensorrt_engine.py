@@ -28,7 +28,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .base import INPUT_NAME, OUTPUT_NAMES, Engine, EngineError, PathLike, check_file_integrity, read_sidecar, write_json_atomic
+from .base import (INPUT_NAME, OUTPUT_NAMES, Engine, EngineError, PathLike, check_file_integrity, install_engine_file,
+                   read_sidecar)
 
 SUPPORTED_MAJORS = (10, 11)
 
@@ -156,22 +157,17 @@ def build_tensorrt_engine(
     except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError/...: one line
         raise EngineError(f"{engine_path}: TensorRT build failed: {one_line(exc)}") from exc
 
-    from ros2_fed.fileio import file_sha256
-
-    from .base import sidecar_path
-
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
         meta = dict(metadata)
         meta.update(runtime="tensorrt", runtime_version=str(trt.__version__), gpu_name=gpu["name"],
-                    gpu_compute_capability=gpu["compute_capability"], file_size=len(data),
-                    file_sha256=file_sha256(tmp), workspace_gib=workspace_gib, tensorrt_strongly_typed=True)
-        os.replace(tmp, engine_path)
+                    gpu_compute_capability=gpu["compute_capability"], workspace_gib=workspace_gib,
+                    tensorrt_strongly_typed=True)
+        install_engine_file(tmp, engine_path, meta)
     finally:
         tmp.unlink(missing_ok=True)
-    write_json_atomic(sidecar_path(engine_path), meta)
     if progress:
         progress(f"TensorRT engine written to {engine_path} ({len(data) / 1e6:.1f} MB)")
     return engine_path, meta

@@ -17,13 +17,12 @@ torch by definition).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from .base import Engine, EngineError, PathLike, check_file_integrity, read_sidecar, sidecar_path, write_json_atomic
+from .base import Engine, EngineError, PathLike, check_file_integrity, install_engine_file, read_sidecar
 from .tensorrt_engine import check_gpu, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,7 +58,6 @@ def build_torch_tensorrt(
 ) -> tuple[Path, dict[str, Any]]:
     """Compile ``detector`` for (batch, height, width) on CUDA ``device``; writes ``path`` (.ep) + sidecar."""
     from ros2_fed.fileio import temporary_sibling
-    from ros2_fed.checkpoint import file_sha256
 
     from .export import check_precision, engine_metadata
     from .mixed_precision import export_graph
@@ -89,12 +87,9 @@ def build_torch_tensorrt(
             torch_tensorrt.save(compiled, str(tmp), output_format="exported_program", arg_inputs=[example])
         except Exception as exc:  # noqa: BLE001 - TensorRT/export errors of many types: one line
             raise EngineError(f"{path}: torch-tensorrt compilation failed: {one_line(exc)}") from exc
-        meta["file_sha256"] = file_sha256(tmp)
-        meta["file_size"] = tmp.stat().st_size
-        os.replace(tmp, path)
+        install_engine_file(tmp, path, meta)
     finally:
         tmp.unlink(missing_ok=True)
-    write_json_atomic(sidecar_path(path), meta)
     if progress:
         progress(f"torch-tensorrt program written to {path}")
     return path, meta
