@@ -150,7 +150,13 @@ class Engine(abc.ABC):
 
     @property
     def batch_size(self) -> int:
+        """The largest batch the engine runs (exactly this one unless :attr:`dynamic_batch`)."""
         return self._tensor_shape[0]
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """True when the engine runs any batch from 1 to :attr:`batch_size`."""
+        return bool(self._metadata.get("dynamic_batch", False))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -179,9 +185,11 @@ class Engine(abc.ABC):
             raise ValueError(f"infer() takes uint8 RGB images, got {image.dtype}")
         single = image.ndim == 3
         batch = image[None] if single else image
-        if batch.shape != self._tensor_shape:
+        smaller_ok = self.dynamic_batch and batch.ndim == 4 and 1 <= batch.shape[0] <= self._tensor_shape[0]
+        if batch.shape != self._tensor_shape and not (smaller_ok and batch.shape[1:] == self._tensor_shape[1:]):
             b, h, w, _ = self._tensor_shape
-            want = f"{h}x{w}x3" if b == 1 else f"{b}x{h}x{w}x3 (or {h}x{w}x3 with batch 1)"
+            batches = f"1..{b}" if self.dynamic_batch else f"{b}"
+            want = f"{h}x{w}x3" if b == 1 else f"{batches}x{h}x{w}x3 (or {h}x{w}x3 with batch 1)"
             raise ValueError(
                 f"{self._path}: engine built for {want} images, got {'x'.join(map(str, image.shape))}; "
                 "export an engine for this resolution (engines are per input shape)"

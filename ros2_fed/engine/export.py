@@ -109,10 +109,12 @@ def engine_metadata(
     model_hash: Optional[str] = None,
     opset: Optional[int] = DEFAULT_OPSET,
     extra: Optional[dict[str, Any]] = None,
+    dynamic_batch: bool = False,
 ) -> dict[str, Any]:
     """Everything a consumer (node, eval, cache) needs to know about an engine, JSON-able.
 
     ``file_sha256`` / ``file_size`` are added by the writer once the file exists.
+    ``dynamic_batch``: the engine runs any batch from 1 to ``batch`` (else exactly ``batch``).
     """
     import torch
 
@@ -145,6 +147,7 @@ def engine_metadata(
         "input_layout": "BHWC, RGB, 0..255",
         "input_tensor_shape": tensor_shape(height, width, batch),
         "input_shape": [int(height), int(width)],
+        "dynamic_batch": bool(dynamic_batch),
         "outputs": {
             "labels": {"dtype": "uint8", "shape": [int(batch), int(height), int(width)]},
             "confidence": {"dtype": cfg["confidence_dtype"], "shape": [int(batch), int(height), int(width)],
@@ -171,8 +174,11 @@ def engine_metadata(
     return meta
 
 
-def _export_to_proto(graph: Any, example: torch.Tensor, opset: int) -> Any:
-    """Trace + export with the TorchScript exporter; returns the ONNX ModelProto."""
+def _export_to_proto(graph: Any, example: torch.Tensor, opset: int, dynamic_batch: bool = False) -> Any:
+    """Trace + export with the TorchScript exporter; returns the ONNX ModelProto.
+
+    ``dynamic_batch``: the batch dimension of the input and outputs is symbolic.
+    """
     import io
 
     import onnx
@@ -191,6 +197,7 @@ def _export_to_proto(graph: Any, example: torch.Tensor, opset: int) -> Any:
                 input_names=[INPUT_NAME],
                 output_names=list(OUTPUT_NAMES),
                 do_constant_folding=True,
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None,
             )
     return onnx.load_from_string(buffer.getvalue())
 
@@ -207,8 +214,13 @@ def export_onnx(
     model_hash: Optional[str] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
     verify: bool = False,
+    dynamic_batch: Optional[bool] = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Export the fused graph to ``path`` (.onnx) and write ``path.json``; returns (path, metadata).
+
+    ``batch`` > 1 (one frame per camera): by default the graph takes any batch from 1 to
+    ``batch`` (``dynamic_batch``), so a batch with fewer new frames costs fewer frames, not
+    padding (ONNX Runtime on a CPU: batching saves nothing per frame, padding costs in full).
 
     ``precision``: "fp32", or "fp16" (float16 backbone, float32 FED; see :mod:`.mixed_precision`).
     The file is checked with ``onnx.checker`` before it is moved into place. ``verify`` also
@@ -229,12 +241,13 @@ def export_onnx(
     detector = detector.freeze()
     device = next(iter(detector.parameters()), torch.empty(0)).device
     example = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=device)
+    dynamic = batch > 1 if dynamic_batch is None else bool(dynamic_batch)
     metadata = engine_metadata(
         detector, runtime="onnxruntime", precision=precision, height=height, width=width, batch=batch,
-        model_hash=model_hash, opset=opset, extra=extra_metadata,
+        model_hash=model_hash, opset=opset, extra=extra_metadata, dynamic_batch=dynamic,
     )
     try:
-        proto = _export_to_proto(export_graph(detector, precision), example, opset)
+        proto = _export_to_proto(export_graph(detector, precision), example, opset, dynamic)
         remove_identity_casts(proto)
     except Exception as exc:
         raise EngineError(f"{path}: torch.onnx.export of the fused detector failed: {exc}") from exc
@@ -258,6 +271,8 @@ def export_onnx(
         onnx.save(proto, str(tmp))
         if verify:
             _verify_onnx(tmp, detector, example, path, precision)
+            if dynamic and batch > 1:  # a backbone that bakes the traced batch in fails here
+                _verify_onnx(tmp, detector, example[:1], path, precision)
         install_engine_file(tmp, path, metadata)
     finally:
         tmp.unlink(missing_ok=True)
@@ -336,8 +351,10 @@ def export_engine(
         onnx_path = path.with_suffix(".onnx")
         if progress:
             progress(f"exporting {precision} ONNX ({height}x{width}) to {onnx_path}")
+        # TensorRT builds for one fixed shape (no optimisation profiles): a batch-N engine pads.
         _, onnx_meta = export_onnx(detector, onnx_path, height, width, batch=batch, opset=opset, precision=precision,
-                                   model_hash=model_hash, extra_metadata=extra_metadata, verify=verify)
+                                   model_hash=model_hash, extra_metadata=extra_metadata, verify=verify,
+                                   dynamic_batch=False)
         return build_tensorrt_engine(onnx_path, path, tensorrt_metadata(onnx_meta, device), workspace_gib=workspace_gib,
                                      progress=progress, device=device)
     if runtime == "torch-tensorrt":

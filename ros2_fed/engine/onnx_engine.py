@@ -131,11 +131,22 @@ class OnnxEngine(Engine):
         self._labels = np.zeros((b, h, w), dtype=np.uint8)
         self._confidence_raw = np.zeros((b, h, w), dtype=conf_dtype)
         self._confidence = self._confidence_raw if conf_dtype == np.float32 else np.zeros((b, h, w), dtype=np.float32)
-        self._values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (self._input, self._labels, self._confidence_raw)]
-        self._binding = self._session.io_binding()
-        self._binding.bind_ortvalue_input(INPUT_NAME, self._values[0])
-        self._binding.bind_ortvalue_output(OUTPUT_NAMES[0], self._values[1])
-        self._binding.bind_ortvalue_output(OUTPUT_NAMES[1], self._values[2])
+        self._bindings: dict[int, tuple[Any, list[Any]]] = {}  # batch -> (binding, the OrtValues it holds)
+        self._binding = self._bound(b)
+
+    def _bound(self, batch: int) -> Any:
+        """An IO binding on the first ``batch`` rows of the buffers (made once per batch size)."""
+        if batch not in self._bindings:
+            import onnxruntime as ort
+
+            arrays = (self._input[:batch], self._labels[:batch], self._confidence_raw[:batch])
+            values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(INPUT_NAME, values[0])
+            binding.bind_ortvalue_output(OUTPUT_NAMES[0], values[1])
+            binding.bind_ortvalue_output(OUTPUT_NAMES[1], values[2])
+            self._bindings[batch] = (binding, values)
+        return self._bindings[batch][0]
 
     @staticmethod
     def _check_signature(path: Path, proto: Any, metadata: dict[str, Any]) -> None:
@@ -151,7 +162,10 @@ class OnnxEngine(Engine):
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
             raise EngineError(f"{path}: expected one input {INPUT_NAME!r}, found {[i.name for i in inputs]}")
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
-        if dims != list(metadata["input_tensor_shape"]):
+        want = list(metadata["input_tensor_shape"])
+        if metadata.get("dynamic_batch"):
+            want[0] = -1  # a symbolic batch dimension; the sidecar holds the largest batch
+        if dims != want:
             raise EngineError(
                 f"{path}: input shape mismatch: the ONNX graph takes {dims}, its sidecar says {metadata['input_tensor_shape']}"
             )
@@ -160,13 +174,15 @@ class OnnxEngine(Engine):
             raise EngineError(f"{path}: expected outputs {list(OUTPUT_NAMES)}, found {outputs}")
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        np.copyto(self._input, batch)
-        self._session.run_with_iobinding(self._binding)
+        n = batch.shape[0]  # below batch_size only for a dynamic-batch engine (checked by infer)
+        np.copyto(self._input[:n], batch)
+        self._session.run_with_iobinding(self._binding if n == self.batch_size else self._bound(n))
         if self._confidence is not self._confidence_raw:
-            np.copyto(self._confidence, self._confidence_raw)
-        return self._labels, self._confidence
+            np.copyto(self._confidence[:n], self._confidence_raw[:n])
+        return self._labels[:n], self._confidence[:n]
 
     def close(self) -> None:
+        self._bindings = {}
         self._binding = None  # type: ignore[assignment]
         self._session = None  # type: ignore[assignment]
 
