@@ -29,13 +29,14 @@ from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
 import numpy as np
 
 from ros2_fed import codec
+from ros2_fed.cameras import camera_problems, to_camera_size, to_engine_size
 from ros2_fed.alerts import ROI_CHOICES, AlertConfig
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
 from ros2_fed.health import ERROR, OK, WARN
 from ros2_fed.paths import default_models_dir
 
-ParamValue = Union[bool, int, float, str]
+ParamValue = Union[bool, int, float, str, tuple[str, ...]]
 T = TypeVar("T")
 
 NODE_NAME = "fed_node"
@@ -77,7 +78,7 @@ class ParamSpec:
 
     @property
     def type_name(self) -> str:
-        return type(self.default).__name__
+        return "string list" if isinstance(self.default, tuple) else type(self.default).__name__
 
     @property
     def is_float(self) -> bool:
@@ -85,15 +86,20 @@ class ParamSpec:
 
     def coerce(self, value: Any) -> Any:
         """``value`` in this parameter's type where that loses nothing: an integer for a float
-        parameter becomes a float (``ros2 param set ... 1`` and ``name: 1`` in a YAML file)."""
+        parameter becomes a float (``ros2 param set ... 1`` and ``name: 1`` in a YAML file); a
+        list for a string-list parameter becomes a tuple (rclpy hands out lists)."""
         if self.is_float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if isinstance(self.default, tuple) and isinstance(value, list):
+            return tuple(value)
         return value
 
     def check(self, value: Any) -> Optional[str]:
         """Why ``value`` (already :meth:`coerce`-d) is not acceptable, or None."""
         if type(value) is not type(self.default):
             return f"{self.name}: expected {self.type_name}, got {type(value).__name__}"
+        if isinstance(value, tuple) and not all(isinstance(v, str) for v in value):
+            return f"{self.name}: expected a list of strings, got {list(value)!r}"
         if self.range is not None and not (self.range[0] <= value <= self.range[1]):
             return f"{self.name}: {value} is outside [{self.range[0]}, {self.range[1]}]"
         if self.choices and value not in self.choices:
@@ -129,6 +135,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("score", "", "Score type (fed|msp|maxlogit|energy|entropy|sml|none). With engine_path: the engine "
               "must compute it (empty = accept the engine's; a mismatch is a start-up error); without: the "
               "score the cached engine is built with (empty = fed).", read_only=True, choices=SCORE_CHOICES),
+    ParamSpec("cameras", (), "Surround cameras served by this one node and one batched engine, e.g. "
+              "[front, left, right, rear]: camera NAME reads NAME/image (or NAME/image/compressed) and "
+              "publishes ~/NAME/<output>; each batch holds the newest pending frame of every camera "
+              "(latest frame wins per camera). Empty: one camera on image -> ~/<output>. A cached engine "
+              "is built for batch = the number of cameras; frames of another size are resized.",
+              read_only=True),
     ParamSpec("warmup_runs", 3, "Dummy inferences before the node reports ready (lazy init, autotuning).",
               read_only=True, range=(0, 100)),
     # -- input ---------------------------------------------------------------------------
@@ -228,6 +240,8 @@ def with_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
 def parameter_problems(params: Mapping[str, Any]) -> list[str]:
     """Why a full parameter set is unusable (type, range, choices, cross-field); empty when fine."""
     problems = [p for p in (PARAMETER_SPECS[n].check(v) for n, v in params.items() if n in PARAMETER_SPECS) if p]
+    if not problems:
+        problems += camera_problems(params.get("cameras", ()))
     low, high = params.get("viz.confidence_min", FROM_MODEL), params.get("viz.confidence_max", FROM_MODEL)
     if not problems and low >= 0 and high >= 0 and low >= high:
         problems.append("viz.confidence_min must be below viz.confidence_max")
@@ -328,6 +342,8 @@ def help_text(summary: str) -> str:
         "  in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage)",
         "  out: ~/segmentation mono8, ~/segmentation_color rgb8, ~/confidence 32FC1, ~/overlay rgb8,",
         "       ~/alerts and /diagnostics (diagnostic_msgs/DiagnosticArray)",
+        "  with cameras:=[front, left, ...]: in NAME/image (or NAME/image/compressed), out ~/NAME/<output>;",
+        "       /diagnostics: one pipeline status (per-camera NAME.* values) and one alert status per camera",
         "",
         "parameters (ro = read-only after start-up; integers are accepted for float parameters):",
     ]
@@ -372,6 +388,7 @@ class ModelSpec:
     threads: int = 0
     device: str = ""
     cpu_spin_wait: bool = False
+    batch: int = 1  # of the cached engine (one frame per camera); an engine file fixes its own
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "ModelSpec":
@@ -380,7 +397,7 @@ class ModelSpec:
         return cls(engine_path=str(p["engine_path"]), backbone=str(p["model.backbone"]), fed=str(p["model.fed"]),
                    height=int(p["model.height"]), width=int(p["model.width"]), runtime=str(p["runtime"]),
                    score=str(p["score"]), threads=int(p["threads"]), device=str(p["device"]),
-                   cpu_spin_wait=bool(p["cpu_spin_wait"]))
+                   cpu_spin_wait=bool(p["cpu_spin_wait"]), batch=max(1, len(p["cameras"])))
 
     def resolved(self, height: int = 0, width: int = 0) -> "ModelSpec":
         """Defaults filled in (default model, camera size ``height`` x ``width`` when the spec has
@@ -430,7 +447,8 @@ class ModelSpec:
             return (f"engine {self.engine_path} ({self.runtime or 'runtime from file'}, "
                     f"score {self.score or 'from engine'})")
         fed = Path(self.fed).name if self.fed and self.score == "fed" else "no FED"
-        return f"{Path(self.backbone).name} + {fed} ({self.score}, {self.runtime}, {self.height}x{self.width})"
+        batch = f", batch {self.batch}" if self.batch > 1 else ""
+        return f"{Path(self.backbone).name} + {fed} ({self.score}, {self.runtime}, {self.height}x{self.width}{batch})"
 
 
 def engine_metadata(engine: Any) -> dict[str, Any]:
@@ -471,7 +489,8 @@ def open_engine(spec: ModelSpec, progress: Optional[Callable[[str], None]] = Non
 
     try:
         return open_cached(spec.backbone, spec.fed or None, height=int(spec.height), width=int(spec.width),
-                           runtime=spec.runtime, score=spec.score, warmup=0, progress=progress, **options)
+                           runtime=spec.runtime, score=spec.score, batch=int(spec.batch), warmup=0,
+                           progress=progress, **options)
     except Exception as exc:
         raise StartupError(f"cannot build/open the engine for {spec.describe()}: {type(exc).__name__}: {exc}") from exc
 
@@ -502,19 +521,8 @@ def infer_at_camera_size(engine: Any, rgb: np.ndarray,
     Engines are built per input size; when the camera's differs the frame is resized on the
     host (area) and the outputs back (nearest for labels, linear for confidence).
     """
-    h, w = rgb.shape[:2]
-    if not needs_resize(shape, rgb):
-        labels, confidence = engine.infer(np.ascontiguousarray(rgb))
-    else:
-        import cv2
-
-        assert shape is not None
-        small = cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-        labels, confidence = engine.infer(small)
-        labels = cv2.resize(np.ascontiguousarray(labels), (w, h), interpolation=cv2.INTER_NEAREST)
-        confidence = cv2.resize(np.ascontiguousarray(confidence, dtype=np.float32), (w, h),
-                                interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(confidence, dtype=np.float32)
+    labels, confidence = engine.infer(to_engine_size(rgb, shape))
+    return to_camera_size(labels, confidence, rgb.shape[:2])
 
 
 def warm_up(engine: Any, runs: int, shape: Optional[tuple[int, int]]) -> float:

@@ -179,6 +179,8 @@ class OnnxEngine(Engine):
         self._session.run_with_iobinding(self._binding if n == self.batch_size else self._bound(n))
         if self._confidence is not self._confidence_raw:
             np.copyto(self._confidence[:n], self._confidence_raw[:n])
+        if n == self.batch_size:
+            return self._labels, self._confidence  # the very buffers, call after call (copy=False)
         return self._labels[:n], self._confidence[:n]
 
     def close(self) -> None:
