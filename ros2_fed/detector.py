@@ -35,21 +35,16 @@ Labels: both modes are computed identically in every runtime (the argmax sees th
 upsampled logits up to float rounding, so only exact near-ties can flip: measured 100 %
 agreement eager vs ONNX Runtime in the tests).
 
-FED runs through :func:`fused_p_wrong`, an algebraically fused form of
-``FlowEneDet.p_wrong`` (same numbers to float rounding; about half the exported nodes and
-~1.5x faster in ONNX Runtime): per flow block, ActNorm, the 2x2 1x1 convolution and the
-first layer of the three coupling / attention networks collapse into one 1x1 convolution,
-the scale and shift networks run as one grouped convolution, and only the difference of
-the two components' log-dets is carried. The parameter arithmetic is done once in Python
-(:meth:`FusedDetector.freeze`, :func:`fold_fed`), so exported graphs hold the folded
-constants. ``log(1 + t)`` uses :func:`log1p_exact`, because ONNX has no Log1p.
+FED runs through :func:`ros2_fed.fed.fused.fused_p_wrong`, an algebraically fused form of
+``FlowEneDet.p_wrong`` (same numbers to float rounding, about half the exported nodes): the
+parameter arithmetic is done once in Python (:meth:`FusedDetector.freeze`,
+:func:`ros2_fed.fed.fused.fold_fed`), so exported graphs hold the folded constants.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -59,8 +54,7 @@ from torch.nn import functional as F
 
 from ros2_fed import GRAPH_VERSION, scores  # GRAPH_VERSION: in ros2_fed/__init__ (torch-free cache key)
 from ros2_fed.fed import FEDConfig, FlowEneDet
-from ros2_fed.fed.energy import stable_softplus
-from ros2_fed.fed.layers import ActNorm, AffineCoupling, InvConv2x2, InvertibleAttention
+from ros2_fed.fed.fused import FoldedFED, can_fuse, fold_fed, fused_p_wrong
 from ros2_fed.fed.postprocess import make_postprocess
 
 Tensor = torch.Tensor
@@ -78,240 +72,6 @@ DEFAULT_SIGMOID: dict[str, dict[str, float]] = {
     "energy": {"offset": 5.0, "temperature": 2.0},
     "sml": {"offset": 0.0, "temperature": 1.0},
 }
-
-
-# --------------------------------------------------------------------------------------
-# FED, fused for inference
-# --------------------------------------------------------------------------------------
-
-
-def _is_coupling_net(net: nn.Module, kernel: int) -> bool:
-    return (
-        isinstance(net, nn.Sequential)
-        and len(net) == 5
-        and isinstance(net[0], nn.Conv2d) and net[0].kernel_size == (1, 1)
-        and isinstance(net[1], nn.ReLU)
-        and isinstance(net[2], nn.Conv2d) and net[2].kernel_size == (kernel, kernel)
-        and net[2].padding_mode == "reflect" and net[2].padding == (kernel // 2, kernel // 2)
-        and isinstance(net[3], nn.ReLU)
-        and isinstance(net[4], nn.Conv2d) and net[4].kernel_size == (1, 1)
-    )
-
-
-def can_fuse(fed: FlowEneDet) -> bool:
-    """True when ``fed`` has exactly the layer structure :func:`fused_p_wrong` folds.
-
-    Anything else (a future layer variant) falls back to ``fed.p_wrong``: slower, never wrong.
-    """
-    cfg = fed.cfg
-    for block in fed.flow.blocks:
-        if not (
-            isinstance(block.actnorm, ActNorm)
-            and isinstance(block.invconv, InvConv2x2)
-            and isinstance(block.coupling, AffineCoupling)
-            and isinstance(block.attention, InvertibleAttention)
-            and _is_coupling_net(block.coupling.scale_net, cfg.kernel)
-            and _is_coupling_net(block.coupling.shift_net, cfg.kernel)
-            and len(block.attention.net) == 3
-            and block.attention.cond_channel == block.coupling.cond_channel
-            and (block.cond_norm is None) == (not cfg.conditional)
-        ):
-            return False
-    return True
-
-
-@dataclass
-class FoldedFED:
-    """FED's parameters pre-combined for :func:`fused_p_wrong` (all plain tensors).
-
-    ``blocks[i]`` = (kept channel, 1x1 weight/bias producing [y_c, y_d, pre_scale,
-    pre_shift, pre_att], grouped KxK weight/bias, grouped 1x1 weight/bias -> [scale/bound,
-    shift], attention 1x1 weight/bias). ``cond_*``: FED-C's condition contribution for all
-    blocks in one 1x1 convolution (the channel-group pooling folded in when that is
-    cheaper). ``head_*``: the Gaussian head as a 1x1 convolution -> [-0.5 (q1 - q0), q1 + q0].
-    """
-
-    blocks: list[tuple[int, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]]
-    cond_weight: Optional[Tensor]
-    cond_bias: Optional[Tensor]
-    pool_folded: bool
-    head_weight: Tensor
-    head_bias: Tensor
-    const: Tensor
-
-    def to(self, device: torch.device) -> "FoldedFED":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        blocks = [(b[0],) + tuple(move(t) for t in b[1:]) for b in self.blocks]
-        return FoldedFED(blocks, move(self.cond_weight), move(self.cond_bias), self.pool_folded,
-                         move(self.head_weight), move(self.head_bias), move(self.const))
-
-    @property
-    def device(self) -> torch.device:
-        return self.head_weight.device
-
-
-def fold_fed(fed: FlowEneDet) -> FoldedFED:
-    """Combine FED's parameters for inference (see :func:`fused_p_wrong` for the algebra).
-
-    Runs without autograd in the parameters' dtype; call again after the weights change.
-    """
-    bound = float(fed.cfg.scale_bound)
-    with torch.no_grad():
-        blocks = []
-        cond_w, cond_b = [], []
-        const = torch.zeros((), device=fed.head.beta.device)
-        for block in fed.flow.blocks:
-            c = block.coupling.cond_channel
-            d = 1 - c
-            scale_net, shift_net, att_net = block.coupling.scale_net, block.coupling.shift_net, block.attention.net
-            e = torch.exp(block.actnorm.log_scale)
-            mix = block.invconv.weight * e[None, :]  # W diag(e)
-            offset = block.invconv.weight @ (e * block.actnorm.bias)
-            rows = [mix[c : c + 1], mix[d : d + 1]]
-            bias = [offset[c : c + 1], offset[d : d + 1]]
-            for net in (scale_net, shift_net, att_net):
-                w_kept = net[0].weight[:, 0, 0, 0]
-                rows.append(w_kept[:, None] * mix[c][None, :])
-                bias.append(w_kept * offset[c] + net[0].bias)
-            if block.cond_norm is not None:
-                e_c = torch.exp(block.cond_norm.log_scale)
-                for net in (scale_net, shift_net):
-                    w_cond = net[0].weight[:, 1:, 0, 0]  # (hid, P)
-                    cond_w.append(w_cond * e_c)
-                    cond_b.append(w_cond @ (block.cond_norm.bias * e_c))
-            blocks.append((
-                c,
-                torch.cat(rows, dim=0)[:, :, None, None].contiguous(),
-                torch.cat(bias).contiguous(),
-                torch.cat([scale_net[2].weight, shift_net[2].weight], dim=0).contiguous(),
-                torch.cat([scale_net[2].bias, shift_net[2].bias]).contiguous(),
-                torch.cat([scale_net[4].weight / bound, shift_net[4].weight], dim=0).contiguous(),
-                torch.cat([scale_net[4].bias / bound, shift_net[4].bias]).contiguous(),
-                att_net[2].weight.detach().clone(),
-                att_net[2].bias.detach().clone(),
-            ))
-            const = const + block.actnorm.log_scale[1] - block.actnorm.log_scale[0]
-
-        cond_weight = cond_bias = None
-        pool_folded = False
-        if cond_w:
-            cond_weight = torch.cat(cond_w, dim=0)  # (L * 2 hid, P)
-            cond_bias = torch.cat(cond_b)
-            pool = fed.pool
-            out_ch = cond_weight.shape[0]
-            # Pooling is linear too: fold it into the 1x1 when one GEMM over all F feature
-            # channels is no dearer than reading them for the mean plus a P-wide GEMM.
-            if pool is not None and pool.in_channels * out_ch <= 2 * (pool.in_channels + pool.groups * out_ch):
-                cond_weight = cond_weight @ pool.weight[:, :, 0, 0].to(cond_weight)
-                pool_folded = True
-            cond_weight = cond_weight[:, :, None, None].contiguous()
-
-        head = fed.head
-        diag = stable_softplus(head.u_diag) / math.log(2.0)
-        off = head.u_offdiag[0] if head.u_offdiag is not None else diag.new_zeros(())
-        mu = head.mu
-        # q0 = d0 (z0 - mu0); q1 = d1 (z1 - mu1) + off (z0 - mu0)
-        head_weight = torch.stack([
-            -0.5 * torch.stack([off - diag[0], diag[1]]),
-            torch.stack([off + diag[0], diag[1]]),
-        ])[:, :, None, None]
-        head_bias = torch.stack([
-            -0.5 * (diag[0] * mu[0] - off * mu[0] - diag[1] * mu[1]),
-            -(diag[0] * mu[0] + off * mu[0] + diag[1] * mu[1]),
-        ])
-        comp_bias = -stable_softplus(head.beta) + torch.log(diag)
-        const = const + comp_bias[1] - comp_bias[0]
-    return FoldedFED(blocks, cond_weight, cond_bias, pool_folded, head_weight.contiguous(), head_bias, const)
-
-
-def log1p_exact(t: Tensor) -> Tensor:
-    """``log(1 + t)`` to full float precision in every runtime (Kahan's trick).
-
-    ONNX has no Log1p: ``torch.log1p`` exports as ``Log(1 + t)``, which keeps only the
-    absolute precision of ``1 + t``; FED's ActNorm then amplifies that error in
-    ``log sigmoid(s)`` (~1e-3 in ``p_wrong`` measured on ONNX Runtime). Kahan: with
-    ``u = 1 + t``, ``log(u) * t / (u - 1)`` is accurate, and ``t`` itself when ``u == 1``.
-    """
-    u = 1.0 + t
-    d = u - 1.0
-    tiny = d == 0
-    return torch.where(tiny, t, torch.log(u) * (t / torch.where(tiny, torch.ones_like(d), d)))
-
-
-def energy_inputs_exact(fed: FlowEneDet, logits: Tensor) -> Tensor:
-    """``fed.energy_inputs(logits)`` with :func:`log1p_exact` (same value, exportable precision)."""
-    if logits.shape[1] != fed.cfg.num_classes:
-        raise ValueError(f"FED expects {fed.cfg.num_classes}-class logits, got {logits.shape[1]}")
-    s = torch.logsumexp(fed.standardizer(logits), dim=1, keepdim=True)
-    tail = log1p_exact(torch.exp(-torch.abs(s)))
-    return torch.cat([-(torch.relu(-s) + tail), -(torch.relu(s) + tail)], dim=1)
-
-
-def fused_p_wrong(
-    fed: FlowEneDet, logits: Tensor, features: Optional[Tensor] = None, folded: Optional[FoldedFED] = None
-) -> Tensor:
-    """``fed.p_wrong(logits, features)`` with the flow algebraically fused (B, 1, h, w)."""
-    return torch.sigmoid(fused_logit_difference(fed, logits, features, folded))
-
-
-def fused_logit_difference(
-    fed: FlowEneDet, logits: Tensor, features: Optional[Tensor] = None, folded: Optional[FoldedFED] = None
-) -> Tensor:
-    """``logit_wrong - logit_correct`` of FED's two components, fused (B, 1, h, w).
-
-    Per block (kept channel c, transformed channel d), with ActNorm ``e = exp(log_s)``:
-    ``y = W diag(e) x + W (e * b)`` is linear in x, and so are the first 1x1 layers of the
-    scale, shift and attention networks applied to ``y_c`` (and FED-C's ActNorm-ed
-    condition): one 1x1 convolution produces ``[y_c, y_d, pre_scale, pre_shift, pre_att]``.
-    Coupling then attention is ``y_d' = y_d * exp(ls + la) + shift * exp(la)``.
-    ``p_wrong = sigmoid(logit_1 - logit_0)`` only needs the log-det *difference* of the
-    two channels: the 1x1 conv's share is equal on both and cancels, ActNorm's is a
-    constant. The Gaussian head's ``-0.5 (q1^2 - q0^2)`` is ``-0.5 (q1 - q0)(q1 + q0)``, one
-    more 1x1 convolution. ``folded``: precomputed :func:`fold_fed` (else folded per call).
-    """
-    cfg = fed.cfg
-    if folded is None:
-        folded = fold_fed(fed)
-    hid, pad, bound = cfg.hidden, cfg.kernel // 2, float(cfg.scale_bound)
-    x = energy_inputs_exact(fed, logits)
-    size = x.shape[-2:]
-
-    cond_terms: list[Optional[Tensor]] = [None] * len(folded.blocks)
-    if folded.cond_weight is not None:
-        if features is None:
-            raise ValueError("FED-C needs the backbone decoder features")
-        if folded.pool_folded:
-            if features.shape[1] != fed.pool.in_channels:
-                raise ValueError(f"FED-C expects {fed.pool.in_channels}-channel backbone features, got {features.shape[1]}")
-            terms = F.conv2d(features, folded.cond_weight, folded.cond_bias)
-        else:
-            terms = F.conv2d(fed.condition(features), folded.cond_weight, folded.cond_bias)
-        if tuple(terms.shape[-2:]) != tuple(size):
-            # Like FlowEneDet: the condition is resampled to the logits' grid (linear, so
-            # resampling after the 1x1 convolution is the same map).
-            terms = F.interpolate(terms, size=size, mode="bilinear", align_corners=False)
-        cond_terms = list(terms.split(2 * hid, dim=1))
-
-    delta: Optional[Tensor] = None  # logdet_wrong - logdet_correct (data-dependent part)
-    for (c, w1, b1, w2, b2, w3, b3, wa, ba), cond in zip(folded.blocks, cond_terms):
-        pre = F.conv2d(x, w1, b1)
-        y_c, y_d, pre_st, pre_att = pre.split([1, 1, 2 * hid, hid], dim=1)
-        if cond is not None:
-            pre_st = pre_st + cond
-        hidden = F.pad(torch.relu(pre_st), (pad, pad, pad, pad), mode="reflect")
-        hidden = torch.relu(F.conv2d(hidden, w2, b2, groups=2))
-        st = F.conv2d(hidden, w3, b3, groups=2)
-        log_scale = bound * torch.tanh(st[:, 0:1])
-        log_att = torch.tanh(F.conv2d(torch.relu(pre_att), wa, ba))
-        gain = log_scale + log_att
-        y_d = y_d * torch.exp(gain) + st[:, 1:2] * torch.exp(log_att)
-        signed = gain if c == 0 else -gain  # transformed channel d = 1 - c
-        delta = signed if delta is None else delta + signed
-        x = torch.cat([y_c, y_d] if c == 0 else [y_d, y_c], dim=1)
-
-    q = F.conv2d(x, folded.head_weight, folded.head_bias)
-    assert delta is not None
-    return delta + q[:, 0:1] * q[:, 1:2] + folded.const
 
 
 # --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ mappings, resizing, FED rate, post-processing, dtypes, config round trip, identi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +15,20 @@ from ros2_fed.checkpoint import save_fed
 from ros2_fed.detector import (
     DEFAULT_SIGMOID,
     FusedDetector,
-    can_fuse,
     detector_from_config,
     detector_hash,
+    make_random_fed,
+)
+from ros2_fed.fed import FEDConfig, FlowEneDet
+from ros2_fed.fed.fused import (
+    FoldedBlock,
+    can_fuse,
     energy_inputs_exact,
     fold_fed,
     fused_logit_difference,
     fused_p_wrong,
     log1p_exact,
-    make_random_fed,
 )
-from ros2_fed.fed import FEDConfig, FlowEneDet
 from ros2_fed.fed.postprocess import make_postprocess
 
 C = 19
@@ -138,6 +142,43 @@ def test_fused_fed_equals_flowenedet(cfg: FEDConfig, feat_size) -> None:
     assert float((out - oracle).abs().max()) < 1e-4
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
     torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
+def test_folded_blocks_have_named_fields_and_layers_keep_their_keys() -> None:
+    """The folding reads the layers by name; the state-dict keys stay those of the shipped FEDs."""
+    cfg = FEDConfig(cond_dim=4, feat_channels=8, blocks=2)
+    fed = FlowEneDet(cfg)
+    coupling = fed.flow.blocks[0].coupling
+    assert coupling.scale_net.expand is coupling.scale_net[0]
+    assert coupling.scale_net.spatial.kernel_size == (cfg.kernel, cfg.kernel)
+    assert fed.flow.blocks[0].attention.net.project is fed.flow.blocks[0].attention.net[2]
+    keys = set(fed.state_dict())
+    for net in ("coupling.scale_net", "coupling.shift_net"):
+        assert {f"flow.blocks.1.{net}.{i}.weight" for i in (0, 2, 4)} <= keys
+    assert {f"flow.blocks.1.attention.net.{i}.bias" for i in (0, 2)} <= keys
+    block = fold_fed(fed).blocks[1]
+    assert isinstance(block, FoldedBlock) and block.kept_channel == 1
+    assert block.mix_weight.shape == (2 + 3 * cfg.hidden, 2, 1, 1)
+    assert block.spatial_weight.shape[0] == 2 * cfg.hidden
+
+
+@pytest.mark.parametrize("name", ["fed_u_synthroad", "fed_c_synthroad"])
+def test_shipped_feds_load_and_fuse(name: str) -> None:
+    from ros2_fed.checkpoint import load_fed
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    if not (root / f"{name}.safetensors").is_file():
+        pytest.skip(f"models/{name} not present")
+    fed, _ = load_fed(root / name)
+    assert can_fuse(fed)
+    cfg = fed.cfg
+    g = torch.Generator().manual_seed(1)
+    logits = 4 * torch.randn(1, cfg.num_classes, 8, 12, generator=g)
+    feats = torch.randn(1, cfg.feat_channels, 8, 12, generator=g) if cfg.conditional else None
+    with torch.no_grad():
+        ref = fed.p_wrong(logits, feats)
+        out = fused_p_wrong(fed, logits, feats, fold_fed(fed))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
 def test_fused_fed_component_difference_matches_head() -> None:

@@ -110,15 +110,54 @@ def _merge(kept: Tensor, changed: Tensor, cond_channel: int) -> Tensor:
     return torch.cat([kept, changed] if cond_channel == 0 else [changed, kept], dim=1)
 
 
-def _coupling_net(in_channels: int, hidden: int, kernel: int) -> nn.Sequential:
-    """Conv1x1 -> ReLU -> ConvKxK (reflect padding) -> ReLU -> Conv1x1, PyTorch default init."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, hidden, 1),
-        nn.ReLU(),
-        nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, padding_mode="reflect"),
-        nn.ReLU(),
-        nn.Conv2d(hidden, 1, 1),
-    )
+class CouplingNet(nn.Sequential):
+    """Conv1x1 -> ReLU -> ConvKxK (reflect padding) -> ReLU -> Conv1x1, PyTorch default init.
+
+    Still an ``nn.Sequential`` so the state-dict keys stay ``0.*``, ``2.*``, ``4.*`` (the
+    shipped checkpoints); code reads the convolutions by name: ``expand``, ``spatial``,
+    ``project``.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, padding_mode="reflect"),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 1, 1),
+        )
+
+    @property
+    def expand(self) -> nn.Conv2d:
+        """The first 1x1 convolution: (kept channel [+ condition]) -> hidden."""
+        return self[0]
+
+    @property
+    def spatial(self) -> nn.Conv2d:
+        """The KxK convolution, hidden -> hidden, reflect padding."""
+        return self[2]
+
+    @property
+    def project(self) -> nn.Conv2d:
+        """The last 1x1 convolution: hidden -> 1."""
+        return self[4]
+
+
+class AttentionNet(nn.Sequential):
+    """Conv1x1 -> ReLU -> Conv1x1 of the invertible attention; keys ``0.*``, ``2.*`` as before."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__(nn.Conv2d(1, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1))
+
+    @property
+    def expand(self) -> nn.Conv2d:
+        """1 -> hidden."""
+        return self[0]
+
+    @property
+    def project(self) -> nn.Conv2d:
+        """hidden -> 1 (zero-initialised: the attention starts as the identity)."""
+        return self[2]
 
 
 class AffineCoupling(nn.Module):
@@ -136,8 +175,8 @@ class AffineCoupling(nn.Module):
         self.cond_channel = cond_channel
         self.cond_dim = cond_dim
         self.scale_bound = float(scale_bound)
-        self.scale_net = _coupling_net(1 + cond_dim, hidden, kernel)
-        self.shift_net = _coupling_net(1 + cond_dim, hidden, kernel)
+        self.scale_net = CouplingNet(1 + cond_dim, hidden, kernel)
+        self.shift_net = CouplingNet(1 + cond_dim, hidden, kernel)
 
     def _scale_shift(self, kept: Tensor, cond: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         if self.cond_dim > 0:
@@ -173,9 +212,9 @@ class InvertibleAttention(nn.Module):
     def __init__(self, cond_channel: int, hidden: int) -> None:
         super().__init__()
         self.cond_channel = cond_channel
-        self.net = nn.Sequential(nn.Conv2d(1, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        self.net = AttentionNet(hidden)
+        nn.init.zeros_(self.net.project.weight)
+        nn.init.zeros_(self.net.project.bias)
 
     def _log_attention(self, kept: Tensor) -> Tensor:
         return torch.tanh(self.net(kept))
