@@ -51,7 +51,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Bag + random model + engine cache, shared by the module."""
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
     from ros2_fed.checkpoint import save_fed
-    from ros2_fed.detector import make_random_fed
+    from tests.fed_helpers import make_random_fed
     from ros2_fed.fed import FEDConfig
 
     root = tmp_path_factory.mktemp("bag_eval")
@@ -321,13 +321,27 @@ def test_bad_bags(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFi
     _assert_failed(out, code, 2, err, [str(tmp_path / "no_such_bag"), "not found"])
 
 
+def test_earlier_run_is_kept(work: dict[str, Any], tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--out holding an earlier run, no --overwrite: one line, exit 2, the earlier report as it was."""
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "report.json").write_text('{"complete": true}')
+    code = bag_eval.main([str(work["bag"]), "--out", str(out), "--quiet"] + model_args(work))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "already holds an earlier run" in err[0], err
+    assert (out / "report.json").read_text() == '{"complete": true}'
+
+
 @pytest.mark.ros
 def test_dead_node_is_a_failed_run(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "dead"
+    environ = dict(os.environ)
     code = bag_eval.main([str(work["bag"]), "--live", "--out", str(out), "--quiet", "--no-reference",
                           "--node-command", f"{sys.executable} -c 'import sys; sys.exit(3)'"] + model_args(work))
     err = capsys.readouterr().err
     _assert_failed(out, code, 1, err, ["fed_node exited with code", "before it was ready"])
+    assert dict(os.environ) == environ  # the discovery settings of the live run are undone
 
 
 # --------------------------------------------------------------------------------------

@@ -30,9 +30,10 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -179,194 +180,287 @@ def _pick_domain(requested: Optional[int]) -> int:
     return random.SystemRandom().choice(choices)
 
 
-def run_live(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWriter], topics: dict[str, str],
-             options: LiveOptions, log: Callable[[str], None] = print, progress: bool = False,
-             copy_inputs: bool = True) -> LiveResult:
-    """Play ``scan``'s frames through fed_node; outputs go to ``writer`` under ``topics``."""
-    from tqdm import tqdm
+# This process must discover like the node: same range and transport profile.
+_DISCOVERY_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
-    if options.rate <= 0:
-        raise ValueError("--rate must be > 0")
-    result = LiveResult()
-    sel = scan.selection
-    frame_log = {ref.stamp_ns: ref.log_ns for ref in scan.frames}
-    frame_stamps = set(frame_log)
-    node: Optional[NodeProcess] = None
 
-    # -- the node ----------------------------------------------------------------------
-    if options.attach:
-        fqn = "/" + options.attach.strip("/")
-        namespace = fqn.rsplit("/", 1)[0]
-        node_prefix = fqn
-        input_topic = options.input_topic or f"{namespace}/image" + ("/compressed" if sel.compressed else "")
-        domain = None
-        result.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
-        env = ros_environment(result.domain_id)
+@contextmanager
+def discovery_environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's ``os.environ`` set to discover like a node started with ``env``
+    (:func:`ros_environment`) while the block runs; restored afterwards."""
+    changes: dict[str, Optional[str]] = {k: env[k] for k in _DISCOVERY_KEYS if k in env}
+    if "FASTDDS_BUILTIN_TRANSPORTS" not in env:
+        changes["FASTDDS_BUILTIN_TRANSPORTS"] = None
+    changes["ROS_LOCALHOST_ONLY"] = None
+    saved = {key: os.environ.get(key) for key in changes}
+    try:
+        for key, value in changes.items():
+            _set_env(key, value)
+        yield
+    finally:
+        for key, value in saved.items():
+            _set_env(key, value)
+
+
+def _set_env(key: str, value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(key, None)
     else:
-        domain = _pick_domain(options.domain_id)
-        result.domain_id = domain
-        env = ros_environment(domain)
-        namespace = f"/fed_bag_eval_{os.getpid()}"
-        node_prefix = f"{namespace}/fed_node"
-        input_topic = f"{namespace}/image" + ("/compressed" if sel.compressed else "")
+        os.environ[key] = value
+
+
+class LiveSession:
+    """One ``--live`` run: the node, this process's ROS graph (recorder + player), the playback.
+
+    :meth:`run` goes through the steps of the module docstring; the ROS callbacks are methods
+    and share ``self.lock``. ``os.environ`` is changed only while :meth:`run` runs.
+    """
+
+    def __init__(self, scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWriter],
+                 topics: dict[str, str], options: LiveOptions, log: Callable[[str], None] = print,
+                 progress: bool = False, copy_inputs: bool = True) -> None:
+        if options.rate <= 0:
+            raise ValueError("--rate must be > 0")
+        self.scan, self.spec, self.writer, self.topics = scan, spec, writer, topics
+        self.options, self.log = options, log
+        self.progress, self.copy_inputs = progress, copy_inputs
+        self.sel = scan.selection
+        self.result = LiveResult()
+        self.frame_log = {ref.stamp_ns: ref.log_ns for ref in scan.frames}
+        self.lock = threading.Lock()
+        self.warm_seen: dict[int, set[str]] = {}
+        self.diag_event = threading.Event()
+        self.callback_errors: list[BaseException] = []
+        self.node: Optional[NodeProcess] = None
+        self.context = rclpy.Context()
+        self.ros_node: Any = None
+        self.executor: Optional[SingleThreadedExecutor] = None
+        self.spin_thread: Optional[threading.Thread] = None
+        self.subs: dict[str, Any] = {}
+        self.publisher: Any = None
+        self.first_pub: Optional[float] = None
+        self.domain: Optional[int] = None
+        self.env: dict[str, str] = {}
+        self.node_prefix = self.input_topic = ""
+
+    def run(self) -> LiveResult:
+        self.plan_node()
+        with discovery_environment(self.env):
+            if not self.options.attach:
+                self.start_node()
+            try:
+                self.wait_ready()
+                self.join_graph()
+                self.discover()
+                self.warm_up()
+                self.play()
+                self.collect_stragglers()
+            finally:
+                self.shutdown()
+        return self.result
+
+    # -- the node ----------------------------------------------------------------------------
+    def plan_node(self) -> None:
+        """Domain, environment, names and topics: of the attached node, or the one to start."""
+        options, compressed = self.options, self.sel.compressed
+        if options.attach:
+            fqn = "/" + options.attach.strip("/")
+            namespace = fqn.rsplit("/", 1)[0]
+            self.node_prefix = fqn
+            self.input_topic = (options.input_topic
+                                or f"{namespace}/image" + ("/compressed" if compressed else ""))
+            self.domain = None
+            self.result.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+            self.env = ros_environment(self.result.domain_id)
+        else:
+            self.domain = _pick_domain(options.domain_id)
+            self.result.domain_id = self.domain
+            self.env = ros_environment(self.domain)
+            self.namespace = f"/fed_bag_eval_{os.getpid()}"
+            self.node_prefix = f"{self.namespace}/fed_node"
+            self.input_topic = f"{self.namespace}/image" + ("/compressed" if compressed else "")
+        self.pipeline_name = f"{self.node_prefix.strip('/')}: pipeline"
+
+    def node_command(self) -> list[str]:
+        options = self.options
         cmd = list(options.node_command or [sys.executable, "-m", "ros2_fed.node"])
-        cmd += ["--ros-args", "-r", f"__ns:={namespace}", "-r", "__node:=fed_node"]
+        cmd += ["--ros-args", "-r", f"__ns:={self.namespace}", "-r", "__node:=fed_node"]
         if options.params_file:
             cmd += ["--params-file", str(options.params_file)]
-        params = {**spec.node_params(),
-                  "input_transport": "compressed" if sel.compressed else "raw",
+        params = {**self.spec.node_params(),
+                  "input_transport": "compressed" if self.sel.compressed else "raw",
                   "input_qos.reliability": "reliable", "input_qos.depth": 10,
                   "output_qos.reliability": "reliable", "output_qos.depth": 10,
                   "diagnostics.period": 0.5, **options.params}
         for key, value in params.items():
             cmd += ["-p", f"{key}:={param_text(value)}"]
-        result.node_command = cmd
-        log(f"starting fed_node (ROS_DOMAIN_ID={domain}): {' '.join(cmd)}")
-        node = NodeProcess(cmd, env, options.log_path)
-    pipeline_name = f"{node_prefix.strip('/')}: pipeline"
+        return cmd
 
-    # This process must discover like the node: same range and transport profile.
-    for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE"):
-        if key in env:
-            os.environ[key] = env[key]
-    if "FASTDDS_BUILTIN_TRANSPORTS" not in env:
-        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    def start_node(self) -> None:
+        cmd = self.node_command()
+        self.result.node_command = cmd
+        self.log(f"starting fed_node (ROS_DOMAIN_ID={self.domain}): {' '.join(cmd)}")
+        self.node = NodeProcess(cmd, self.env, self.options.log_path)
 
-    context = rclpy.Context()
-    ros_node = executor = spin_thread = None
-    try:
-        if node is not None:
-            t_ready = time.monotonic()
-            result.ready_line = node.wait_ready(options.ready_timeout_s)
-            result.node_start_s = time.monotonic() - t_ready
-            log(f"fed_node {result.ready_line.split('ready:', 1)[-1].strip()[:200]}")
-        rclpy.init(context=context, domain_id=domain)
-        ros_node = rclpy.create_node(f"fed_bag_eval_{os.getpid()}", context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(ros_node)
-        lock = threading.Lock()
-        warm_seen: dict[int, set[str]] = {}
-        diag_event = threading.Event()
+    def wait_ready(self) -> None:
+        if self.node is None:
+            return
+        t_ready = time.monotonic()
+        self.result.ready_line = self.node.wait_ready(self.options.ready_timeout_s)
+        self.result.node_start_s = time.monotonic() - t_ready
+        self.log(f"fed_node {self.result.ready_line.split('ready:', 1)[-1].strip()[:200]}")
 
-        callback_errors: list[BaseException] = []
+    def check_node(self) -> None:
+        """Raise the first recording error, or the node's death, as a LiveError."""
+        if self.callback_errors:
+            exc = self.callback_errors[0]
+            raise LiveError(f"recording the node's outputs failed: "
+                            f"{type(exc).__name__}: {exc}") from exc
+        node = self.node
+        if node is not None and not node.alive():
+            raise LiveError(f"fed_node exited with code {node.proc.returncode} during the run:\n"
+                            f"{node.tail()}")
 
-        def on_output(raw: bytes, name: str) -> None:
-            try:
-                record_output(raw, name)
-            except Exception as exc:  # surfaces after playback instead of dying in the executor
-                callback_errors.append(exc)
-
-        def record_output(raw: bytes, name: str) -> None:
-            now = time.monotonic()
-            stamp, frame_id = _stamp_of(raw)
-            if stamp in frame_stamps:
-                with lock:
-                    got = result.outputs.setdefault(stamp, {})
-                    if name in got:
-                        return
-                    got[name] = now
-                    pub = result.pub_times.get(stamp, now)
-                if writer is not None and name in topics:
-                    writer.write(topics[name], frame_log[stamp] + int(max(0.0, now - pub) * options.rate * 1e9), raw)
-                if name == "alerts":
-                    record = alert_from_message(bagio.deserialize(raw, bagio.DIAGNOSTIC_ARRAY))
-                    if record is not None:
-                        with lock:
-                            result.alerts[stamp] = record
-            elif frame_id == WARMUP_FRAME_ID:
-                with lock:
-                    warm_seen.setdefault(stamp, set()).add(name)
-
-        def on_diagnostics(msg: DiagnosticArray) -> None:
-            for status in msg.status:
-                if status.name == pipeline_name:
-                    with lock:
-                        result.node_pipeline = {kv.key: kv.value for kv in status.values}
-                    diag_event.set()
-
-        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+    # -- this process's graph ------------------------------------------------------------------
+    def join_graph(self) -> None:
+        """Context, node, raw subscriptions to the outputs, /diagnostics, the camera publisher,
+        and the spin thread."""
+        rclpy.init(context=self.context, domain_id=self.domain)
+        ros_node = rclpy.create_node(f"fed_bag_eval_{os.getpid()}", context=self.context)
+        self.ros_node = ros_node
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(ros_node)
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                              reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.VOLATILE)
-        subs = {}
-        for name in sorted(set(topics) | set(REQUIRED_OUTPUTS) | {"alerts"}):
-            subs[name] = ros_node.create_subscription(MSG_CLASSES[OUTPUT_TYPES[name]], f"{node_prefix}/{name}",
-                                                      lambda raw, name=name: on_output(raw, name), reliable, raw=True)
-        ros_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics,
+        for name in sorted(set(self.topics) | set(REQUIRED_OUTPUTS) | {"alerts"}):
+            self.subs[name] = ros_node.create_subscription(
+                MSG_CLASSES[OUTPUT_TYPES[name]], f"{self.node_prefix}/{name}",
+                lambda raw, name=name: self.on_output(raw, name), reliable, raw=True)
+        ros_node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics,
                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        publisher = ros_node.create_publisher(MSG_CLASSES[sel.image_type], input_topic,
-                                              QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                                                         reliability=ReliabilityPolicy.RELIABLE))
+        self.publisher = ros_node.create_publisher(
+            MSG_CLASSES[self.sel.image_type], self.input_topic,
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                       reliability=ReliabilityPolicy.RELIABLE))
+        self.spin_thread = threading.Thread(target=self.spin, name="fed_bag_eval_spin",
+                                            daemon=True)
+        self.spin_thread.start()
 
-        def spin() -> None:
-            while context.ok():
-                try:
-                    executor.spin_once(timeout_sec=0.05)
-                except Exception:
-                    if not context.ok():
-                        return
-                    raise
+    def spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:
+                if not self.context.ok():
+                    return
+                raise
 
-        spin_thread = threading.Thread(target=spin, name="fed_bag_eval_spin", daemon=True)
-        spin_thread.start()
+    def on_output(self, raw: bytes, name: str) -> None:
+        try:
+            self.record_output(raw, name)
+        except Exception as exc:  # surfaces after playback instead of dying in the executor
+            self.callback_errors.append(exc)
 
-        def check_node() -> None:
-            if callback_errors:
-                exc = callback_errors[0]
-                raise LiveError(f"recording the node's outputs failed: {type(exc).__name__}: {exc}") from exc
-            if node is not None and not node.alive():
-                raise LiveError(f"fed_node exited with code {node.proc.returncode} during the run:\n{node.tail()}")
+    def record_output(self, raw: bytes, name: str) -> None:
+        now = time.monotonic()
+        stamp, frame_id = _stamp_of(raw)
+        result = self.result
+        if stamp in self.frame_log:
+            with self.lock:
+                got = result.outputs.setdefault(stamp, {})
+                if name in got:
+                    return
+                got[name] = now
+                pub = result.pub_times.get(stamp, now)
+            if self.writer is not None and name in self.topics:
+                delay_ns = int(max(0.0, now - pub) * self.options.rate * 1e9)
+                self.writer.write(self.topics[name], self.frame_log[stamp] + delay_ns, raw)
+            if name == "alerts":
+                record = alert_from_message(bagio.deserialize(raw, bagio.DIAGNOSTIC_ARRAY))
+                if record is not None:
+                    with self.lock:
+                        result.alerts[stamp] = record
+        elif frame_id == WARMUP_FRAME_ID:
+            with self.lock:
+                self.warm_seen.setdefault(stamp, set()).add(name)
 
-        # -- discovery + warm-up round trip ------------------------------------------------
-        deadline = time.monotonic() + options.answer_timeout_s
-        while not (publisher.get_subscription_count() > 0 and all(s.get_publisher_count() > 0 for s in subs.values())):
-            check_node()
+    def on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self.pipeline_name:
+                with self.lock:
+                    self.result.node_pipeline = {kv.key: kv.value for kv in status.values}
+                self.diag_event.set()
+
+    # -- discovery + warm-up round trip --------------------------------------------------------
+    def discover(self) -> None:
+        """Until the node subscribes to the camera topic and publishes every recorded output."""
+        timeout = self.options.answer_timeout_s
+        deadline = time.monotonic() + timeout
+        publisher, subs = self.publisher, self.subs
+        while not (publisher.get_subscription_count() > 0
+                   and all(s.get_publisher_count() > 0 for s in subs.values())):
+            self.check_node()
             if time.monotonic() > deadline:
-                missing = [f"{node_prefix}/{n}" for n, s in subs.items() if s.get_publisher_count() == 0]
+                missing = [f"{self.node_prefix}/{n}" for n, s in subs.items()
+                           if s.get_publisher_count() == 0]
                 if publisher.get_subscription_count() == 0:
-                    missing.insert(0, f"a subscriber on {input_topic}")
-                raise LiveError(f"no fed_node found within {options.answer_timeout_s:.0f} s: missing {', '.join(missing)}")
+                    missing.insert(0, f"a subscriber on {self.input_topic}")
+                raise LiveError(f"no fed_node found within {timeout:.0f} s: "
+                                f"missing {', '.join(missing)}")
             time.sleep(0.05)
-        warm = bagio.deserialize(scan.first_raw, sel.image_type)
-        wanted = set(subs)
+
+    def warm_up(self) -> None:
+        """Send the warm-up frame until all its outputs come back; the node's counters then."""
+        timeout = self.options.answer_timeout_s
+        warm = bagio.deserialize(self.scan.first_raw, self.sel.image_type)
+        wanted = set(self.subs)
         answered = False
-        deadline = time.monotonic() + options.answer_timeout_s
+        deadline = time.monotonic() + timeout
         while not answered:
-            check_node()
+            self.check_node()
             if time.monotonic() > deadline:
-                raise LiveError(f"fed_node did not answer a warm-up frame on {input_topic} within "
-                                f"{options.answer_timeout_s:.0f} s (outputs seen: {warm_seen})")
-            result.warmup_frames += 1
-            warm.header.stamp.sec, warm.header.stamp.nanosec = 0, result.warmup_frames
+                raise LiveError(f"fed_node did not answer a warm-up frame on {self.input_topic} "
+                                f"within {timeout:.0f} s (outputs seen: {self.warm_seen})")
+            self.result.warmup_frames += 1
+            warm.header.stamp.sec, warm.header.stamp.nanosec = 0, self.result.warmup_frames
             warm.header.frame_id = WARMUP_FRAME_ID
-            publisher.publish(bagio.serialize(warm))
+            self.publisher.publish(bagio.serialize(warm))
             until = time.monotonic() + 3.0
             while time.monotonic() < until:
-                with lock:
-                    answered = any(seen >= wanted for seen in warm_seen.values())
+                with self.lock:
+                    answered = any(seen >= wanted for seen in self.warm_seen.values())
                 if answered:
                     break
                 time.sleep(0.01)
-        diag_event.clear()
-        diag_event.wait(timeout=2.0)
-        with lock:
-            result.node_pipeline_start = dict(result.node_pipeline)
+        self.diag_event.clear()
+        self.diag_event.wait(timeout=2.0)
+        with self.lock:
+            self.result.node_pipeline_start = dict(self.result.node_pipeline)
 
-        # -- play ----------------------------------------------------------------------------
+    # -- play ------------------------------------------------------------------------------------
+    def prefetch(self, frames: queue.Queue) -> None:
+        """Reader thread: decoded frames, then None (or the exception, for the player)."""
+        try:
+            for frame in bagmod.iter_frames(self.scan):
+                frames.put(frame)
+            frames.put(None)
+        except BaseException as exc:  # BagError etc.: hand it to the player
+            frames.put(exc)
+
+    def play(self) -> None:
+        """Publish every camera message byte for byte at the recorded rate x ``--rate``."""
+        from tqdm import tqdm
+
+        result, rate = self.result, self.options.rate
         frames: queue.Queue = queue.Queue(maxsize=32)
-
-        def prefetch() -> None:
-            try:
-                for frame in bagmod.iter_frames(scan):
-                    frames.put(frame)
-                frames.put(None)
-            except BaseException as exc:  # BagError etc.: hand it to the player
-                frames.put(exc)
-
-        threading.Thread(target=prefetch, name="fed_bag_eval_reader", daemon=True).start()
-        bar = tqdm(total=len(scan.frames), desc=f"playing x{options.rate:g}", disable=not progress, dynamic_ncols=True)
-        log_start = scan.frames[0].log_ns
+        threading.Thread(target=self.prefetch, args=(frames,), name="fed_bag_eval_reader",
+                         daemon=True).start()
+        bar = tqdm(total=len(self.scan.frames), desc=f"playing x{rate:g}",
+                   disable=not self.progress, dynamic_ncols=True)
+        log_start = self.scan.frames[0].log_ns
         t0 = time.monotonic() + 0.2
-        first_pub = last_pub = None
+        last_pub = None
         try:
             while True:
                 item = frames.get()
@@ -374,58 +468,73 @@ def run_live(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWrite
                     break
                 if isinstance(item, BaseException):
                     raise item
-                due = t0 + (item.log_ns - log_start) / 1e9 / options.rate
+                due = t0 + (item.log_ns - log_start) / 1e9 / rate
                 now = time.monotonic()
                 if due > now:
                     time.sleep(due - now)
                 elif now - due > 0.01:
                     result.late_publishes += 1
-                with lock:
+                with self.lock:
                     result.pub_times[item.stamp_ns] = time.monotonic()
-                publisher.publish(item.raw)
+                self.publisher.publish(item.raw)
                 last_pub = time.monotonic()
-                first_pub = first_pub or last_pub
+                self.first_pub = self.first_pub or last_pub
                 result.published += 1
-                if writer is not None and copy_inputs:
-                    write_inputs(writer, sel, item)
+                if self.writer is not None and self.copy_inputs:
+                    write_inputs(self.writer, self.sel, item)
                 bar.update(1)
                 if result.published % 10 == 0:
-                    check_node()
+                    self.check_node()
         finally:
             bar.close()
-        result.play_s = (last_pub or 0.0) - (first_pub or 0.0)
+        result.play_s = (last_pub or 0.0) - (self.first_pub or 0.0)
 
-        # -- stragglers ------------------------------------------------------------------------
-        def outstanding() -> int:
-            with lock:
-                return sum(1 for s in result.pub_times if not all(n in result.outputs.get(s, {}) for n in wanted))
+    # -- stragglers ----------------------------------------------------------------------------
+    def outstanding(self) -> int:
+        """Published frames still missing one of the recorded outputs."""
+        wanted = set(self.subs)
+        with self.lock:
+            return sum(1 for s in self.result.pub_times
+                       if not all(n in self.result.outputs.get(s, {}) for n in wanted))
 
+    def collect_stragglers(self) -> None:
+        """Wait for outstanding outputs until nothing new arrived for ``settle_s``."""
+        result, settle_s = self.result, self.options.settle_s
         last_count, quiet_since = -1, time.monotonic()
-        hard_deadline = time.monotonic() + max(30.0, 10 * options.settle_s)
-        while outstanding() and time.monotonic() < hard_deadline:
-            check_node()
-            with lock:
+        hard_deadline = time.monotonic() + max(30.0, 10 * settle_s)
+        while self.outstanding() and time.monotonic() < hard_deadline:
+            self.check_node()
+            with self.lock:
                 count = sum(len(v) for v in result.outputs.values())
             if count != last_count:
                 last_count, quiet_since = count, time.monotonic()
-            elif time.monotonic() - quiet_since > options.settle_s:
+            elif time.monotonic() - quiet_since > settle_s:
                 break
             time.sleep(0.02)
-        with lock:
+        with self.lock:
             received = [max(v.values()) for v in result.outputs.values() if v]
-        result.span_s = (max(received) - first_pub) if received and first_pub else 0.0
-        diag_event.clear()
-        diag_event.wait(timeout=2.0)  # the node's counters after the last frame
-        check_node()
-    finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        if ros_node is not None:
-            ros_node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        if spin_thread is not None:
-            spin_thread.join(timeout=5)
-        if node is not None:
-            result.node_exit_code = node.stop()
-            log(f"fed_node stopped (exit code {result.node_exit_code})")
-    return result
+        result.span_s = (max(received) - self.first_pub) if received and self.first_pub else 0.0
+        self.diag_event.clear()
+        self.diag_event.wait(timeout=2.0)  # the node's counters after the last frame
+        self.check_node()
+
+    # -- shutdown ------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=1.0)
+        if self.ros_node is not None:
+            self.ros_node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        if self.spin_thread is not None:
+            self.spin_thread.join(timeout=5)
+        if self.node is not None:
+            self.result.node_exit_code = self.node.stop()
+            self.log(f"fed_node stopped (exit code {self.result.node_exit_code})")
+
+
+def run_live(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWriter],
+             topics: dict[str, str], options: LiveOptions, log: Callable[[str], None] = print,
+             progress: bool = False, copy_inputs: bool = True) -> LiveResult:
+    """Play ``scan``'s frames through fed_node; outputs go to ``writer`` under ``topics``."""
+    return LiveSession(scan, spec, writer, topics, options, log=log, progress=progress,
+                       copy_inputs=copy_inputs).run()

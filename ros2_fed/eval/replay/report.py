@@ -238,6 +238,18 @@ def _ms(value: Any) -> str:
     return f"{float(value):.1f}"
 
 
+def console_summary(report: dict[str, Any]) -> list[str]:
+    """What fed_bag_eval prints after a complete run (after the metrics table)."""
+    lat = report["latency_ms"]
+    frames = report["frames"]
+    lines = [f"frames: {frames['evaluated']} evaluated, {frames['dropped']} dropped; "
+             f"latency ({lat['what']}) p50 {_ms(lat['p50'])} ms, p95 {_ms(lat['p95'])} ms, "
+             f"p99 {_ms(lat['p99'])} ms; {report['throughput_fps']:.1f} frames/s"]
+    lines += [line.replace("**", "") for line in detection_lines(report["alerts"].get("detection"))
+              if line]
+    return lines
+
+
 def method_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per method: the node's first, then the reference rows in fed_eval's order."""
     metrics = report.get("metrics") or {}
