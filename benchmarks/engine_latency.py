@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import cpu_name  # noqa: E402
-from ros2_fed.detector import FusedDetector, make_random_fed  # noqa: E402
+from ros2_fed.detector import FusedDetector  # noqa: E402
 from ros2_fed.engine.base import Engine  # noqa: E402
 from ros2_fed.engine.export import export_onnx  # noqa: E402
 from ros2_fed.engine.onnx_engine import OnnxEngine  # noqa: E402
 from ros2_fed.engine.torch_engine import TorchEngine  # noqa: E402
-from ros2_fed.fed import FEDConfig  # noqa: E402
+from ros2_fed.fed import FEDConfig, FlowEneDet  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 ARCHS = ("tiny", "segformer-b2", "deeplabv3plus-r101")
@@ -71,6 +71,14 @@ def make_backbone(arch: Optional[str], checkpoint: Optional[str]) -> tuple[torch
     if arch == "deeplabv3plus-r101":
         return DeepLabV3Plus().eval(), "DeepLabV3+ R101-D8 (DL-R101)"
     raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+
+
+def make_random_fed(cfg: FEDConfig, logits: torch.Tensor,
+                    features: Optional[torch.Tensor] = None) -> FlowEneDet:
+    """A FED with data-initialised ActNorms (random weights: latency does not depend on them)."""
+    fed = FlowEneDet(cfg)
+    fed.initialize(logits, features if cfg.conditional else None)
+    return fed.eval()
 
 
 def build_detectors(backbone: torch.nn.Module, height: int, width: int, label_mode: str) -> dict[str, FusedDetector]:

@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ros2_fed import GRAPH_VERSION, scores  # GRAPH_VERSION: in ros2_fed/__init__ (torch-free cache key)
-from ros2_fed.fed import FEDConfig, FlowEneDet
+from ros2_fed.fed import FlowEneDet
 from ros2_fed.fed.fused import FoldedFED, can_fuse, fold_fed, fused_p_wrong
 from ros2_fed.fed.postprocess import make_postprocess
 
@@ -403,13 +403,6 @@ def detector_hash(detector: FusedDetector) -> str:
         if t.numel():
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def make_random_fed(cfg: FEDConfig, logits: Tensor, features: Optional[Tensor] = None) -> FlowEneDet:
-    """A FED with data-initialised ActNorms (tests and benchmarks with random backbones)."""
-    fed = FlowEneDet(cfg)
-    fed.initialize(logits, features if cfg.conditional else None)
-    return fed.eval()
 
 
 def detector_from_config(backbone: nn.Module, fed: Optional[FlowEneDet], config: dict[str, Any]) -> FusedDetector:

@@ -42,7 +42,8 @@ def test_saturated_confidences_still_give_a_usable_colour_range() -> None:
 def test_fed_calibrate_end_to_end(tmp_path) -> None:
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
     from ros2_fed.checkpoint import load_fed, save_fed
-    from ros2_fed.detector import FusedDetector, make_random_fed
+    from ros2_fed.detector import FusedDetector
+    from tests.fed_helpers import make_random_fed
     from ros2_fed.engine.export import export_engine
     from ros2_fed.engine.base import read_sidecar
     from ros2_fed.fed import FEDConfig

@@ -17,7 +17,6 @@ from ros2_fed.detector import (
     FusedDetector,
     detector_from_config,
     detector_hash,
-    make_random_fed,
 )
 from ros2_fed.fed import FEDConfig, FlowEneDet
 from ros2_fed.fed.fused import (
@@ -30,6 +29,7 @@ from ros2_fed.fed.fused import (
     log1p_exact,
 )
 from ros2_fed.fed.postprocess import make_postprocess
+from tests.fed_helpers import make_random_fed
 
 C = 19
 

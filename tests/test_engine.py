@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from ros2_fed.checkpoint import save_fed
-from ros2_fed.detector import FusedDetector, detector_hash, make_random_fed
+from ros2_fed.detector import FusedDetector, detector_hash
 from ros2_fed.engine import Engine, EngineError, export_engine, export_onnx, open_cached, read_sidecar, sidecar_path
 from ros2_fed.engine.cli_export import main as fed_export
 from ros2_fed.engine.onnx_engine import OnnxEngine
 from ros2_fed.engine.torch_engine import TorchEngine
 from ros2_fed.fed import FEDConfig
+from tests.fed_helpers import make_random_fed
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -71,7 +71,7 @@ def two_backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from ros2_fed.backbones import load_backbone
     from ros2_fed.backbones.tinyseg import save_tinyseg
     from ros2_fed.checkpoint import save_fed
-    from ros2_fed.detector import make_random_fed
+    from tests.fed_helpers import make_random_fed
     from ros2_fed.fed import FEDConfig
 
     root = tmp_path_factory.mktemp("fingerprint")
