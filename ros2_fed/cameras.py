@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Generic, Optional, Sequence, TypeVar
+from typing import Any, Generic, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -154,3 +154,47 @@ def infer_batch(engine: Any, frames: Sequence[np.ndarray],
         for i, frame in enumerate(frames[start:start + len(chunk)]):
             results.append(to_camera_size(labels[i], confidence[i], frame.shape[:2]))
     return results
+
+
+# --------------------------------------------------------------------------------------
+# Diagnostics
+# --------------------------------------------------------------------------------------
+
+#: Per-camera counters that are summed into the node's totals.
+SUMMED_VALUES = ("frames_received", "frames_processed", "frames_dropped", "bad_input_total", "inference_errors")
+SUMMED_RATES = ("input_rate_hz", "output_rate_hz")
+SHARED_VALUES = ("state", "engine_input_shape")  # the same for every camera: said once
+
+
+class BatchCounter:
+    """How full the batches are: frames run / batches run (written by the worker only)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.frames = 0
+
+    def on_batch(self, frames: int) -> None:
+        self.batches += 1
+        self.frames += int(frames)
+
+    def values(self) -> dict[str, str]:
+        mean = self.frames / self.batches if self.batches else 0.0
+        return {"engine_batches": str(self.batches), "engine_frames_per_batch": f"{mean:.2f}"}
+
+
+def camera_totals(per_camera: Mapping[str, Mapping[str, str]], batch: tuple[int, bool],
+                  counter: Optional[BatchCounter] = None) -> dict[str, str]:
+    """The key/values of a multi-camera pipeline status: totals over the cameras, the engine's
+    batch and how full its batches were, then every camera's own values prefixed ``NAME.``."""
+    first = next(iter(per_camera.values()))
+    values: dict[str, str] = {key: first[key] for key in SHARED_VALUES if key in first}
+    values["cameras"] = ",".join(per_camera)
+    values["engine_batch"] = f"{batch[0]}" + (" (dynamic: 1..%d)" % batch[0] if batch[1] else "")
+    values.update(counter.values() if counter is not None else {})
+    for key in SUMMED_VALUES:
+        values[key] = str(sum(int(v.get(key, 0)) for v in per_camera.values()))
+    for key in SUMMED_RATES:
+        values[key] = f"{sum(float(v.get(key, 0.0)) for v in per_camera.values()):.2f}"
+    for name, camera_values in per_camera.items():
+        values.update({f"{name}.{k}": v for k, v in camera_values.items() if k not in SHARED_VALUES})
+    return values

@@ -23,6 +23,12 @@ counters) and the pure core (codec -> engine -> alerts -> viz). Why it is shaped
   code 1, before anything subscribes; the node says "ready" (log + diagnostics) only after
   the engine loaded and warmed up.
 
+- **Surround cameras, one engine.** With ``cameras:=[front, left, ...]`` each camera has its
+  own input ``NAME/image``, outputs ``~/NAME/...``, counters, watchdog and alert state; the
+  worker takes the newest pending frame of every camera that has one and runs them as one
+  batch (:mod:`ros2_fed.cameras`). A stopped camera has nothing pending and delays nobody; a
+  bad frame is dropped before the batch and the other cameras' frames still run.
+
 Every output copies the input header (stamp, frame_id) so rviz and message_filters can sync.
 Only this module (and the replay tool's live mode) imports rclpy.
 """
@@ -46,6 +52,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -54,14 +61,24 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ros2_fed import alerts as alerts_mod
 from ros2_fed import codec
-from ros2_fed.health import InputWatchdog, KindThrottle, WatchdogState, worst_status
+from ros2_fed.cameras import (
+    SINGLE_CAMERA,
+    BatchCounter,
+    CameraMailbox,
+    camera_names,
+    camera_totals,
+    engine_batch,
+    infer_batch,
+    input_topic,
+    output_topic,
+)
+from ros2_fed.health import OK, InputWatchdog, KindThrottle, WatchdogState, worst_status
 from ros2_fed.pipeline import (
     NODE_NAME,
     OUTPUT_NAMES,
     PARAMETER_SPECS,
     PARAMETERS,
     STALE,
-    LatestFrameMailbox,
     ModelSpec,
     OutputSettings,
     ParamSpec,
@@ -77,7 +94,6 @@ from ros2_fed.pipeline import (
     engine_shape,
     hardware_id,
     help_text,
-    infer_at_camera_size,
     input_limits,
     needs_resize,
     open_engine,
@@ -96,7 +112,8 @@ WATCHDOG_PERIOD_S = 0.1  # how often the watchdog is checked: its level changes 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """The rclpy descriptor for a spec (description, type, range, read_only)."""
     ptype = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}[type(spec.default)]
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+             tuple: ParameterType.PARAMETER_STRING_ARRAY}[type(spec.default)]
     descriptor = ParameterDescriptor(name=spec.name, type=ptype, description=spec.description,
                                      read_only=spec.read_only)
     if spec.choices:
@@ -123,6 +140,26 @@ def coerced(param: Parameter) -> Parameter:
 class _Frame:
     msg: Union[Image, CompressedImage]
     received: float  # time.monotonic() when the callback ran
+
+
+@dataclass(eq=False)  # hashable by identity: cameras key the per-batch dicts
+class _Camera:
+    """One camera's topics, counters, watchdog and alert state (the engine is shared)."""
+
+    name: str  # "" = the single camera of a node without a cameras list
+    pubs: dict[str, Any]
+    stats: PipelineStats
+    alert_name: str
+    subscription: Any = None
+    monitor: Any = None
+    watchdog: Optional[InputWatchdog] = None
+    watchdog_state: Optional[WatchdogState] = None
+    alert_status: Optional[DiagnosticStatus] = None
+    resize_warned: bool = False
+
+    def label(self, text: str) -> str:
+        """``text`` about this camera, prefixed with its name when it has one."""
+        return f"{self.name}: {text}" if self.name else text
 
 
 def _level(level: int) -> bytes:
@@ -154,9 +191,7 @@ class FedNode(Node):
             for name, param in list(overrides.items()):
                 overrides[name] = coerced(param)
         self.add_pre_set_parameters_callback(lambda params: [coerced(p) for p in params])
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
-        self._params: dict[str, ParamValue] = {s.name: s.coerce(self.get_parameter(s.name).value) for s in PARAMETERS}
+        self._params: dict[str, ParamValue] = {spec.name: self._declare(spec) for spec in PARAMETERS}
         bad = parameter_problems(self._params)
         if bad:
             raise StartupError("invalid parameters: " + "; ".join(bad))
@@ -166,37 +201,49 @@ class FedNode(Node):
         self._engine: Any = None
         self._engine_shape: Optional[tuple[int, int]] = None
         self._palette: Optional[np.ndarray] = None
-        self._stats = PipelineStats(int(self._params["diagnostics.latency_window"]))
-        self._mailbox: LatestFrameMailbox[_Frame] = LatestFrameMailbox()
+        self._mailbox: CameraMailbox[_Frame] = CameraMailbox()
+        self._batches = BatchCounter()
         self._worker: Optional[threading.Thread] = None
         self._alert_lock = threading.Lock()
-        self._monitor: Any = None
         self._validated_alerts: Any = None  # AlertConfig from the last accepted parameter change
-        self._alert_status: Optional[DiagnosticStatus] = None
         self._diag_lock = threading.Lock()
         self._state = "starting"
-        self._resize_warned = False
-        self._subscription: Any = None
         self._timer: Any = None
         self._watchdog_timer: Any = None
         self._limits = input_limits(self._params)
         self._bad_input_log = KindThrottle(float(self._params["diagnostics.error_log_throttle"]))
         self._note_log = KindThrottle(math.inf)  # input notes: logged once per kind, always counted
-        self._watchdog: Optional[InputWatchdog] = None
-        self._watchdog_state: Optional[WatchdogState] = None
 
         p = self._params
-        image_qos = _qos(str(p["output_qos.reliability"]), int(p["output_qos.depth"]))
-        reliable = _qos("reliable", 10)
-        self._pubs = {name: self.create_publisher(DiagnosticArray if name == "alerts" else Image, f"~/{name}",
-                                                  reliable if name == "alerts" else image_qos)
-                      for name in OUTPUT_NAMES}
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", _qos("reliable", 10))
         self._status_name = f"{self.get_fully_qualified_name().lstrip('/')}: pipeline"
-        self._alert_name = f"{self.get_fully_qualified_name().lstrip('/')}: alerts"
+        self._cameras = {name: self._new_camera(name) for name in camera_names(p["cameras"])}
         self._hardware_id = str(p["diagnostics.hardware_id"])
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+
+    def _declare(self, spec: ParamSpec) -> ParamValue:
+        """Declare one parameter; its value in the spec's type. A string list is declared by type
+        (an empty default would be a byte array to rclpy) and is empty when not given."""
+        if isinstance(spec.default, tuple):
+            self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, parameter_descriptor(spec))
+            try:
+                return spec.coerce(self.get_parameter(spec.name).value)
+            except ParameterUninitializedException:
+                return spec.default
+        self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+        return spec.coerce(self.get_parameter(spec.name).value)
+
+    def _new_camera(self, name: str) -> _Camera:
+        """A camera's publishers (``~/NAME/<output>``; ``~/<output>`` for the single camera)."""
+        p = self._params
+        image_qos = _qos(str(p["output_qos.reliability"]), int(p["output_qos.depth"]))
+        pubs = {out: self.create_publisher(DiagnosticArray if out == "alerts" else Image, output_topic(name, out),
+                                           _qos("reliable", 10) if out == "alerts" else image_qos)
+                for out in OUTPUT_NAMES}
+        node = self.get_fully_qualified_name().lstrip("/")
+        return _Camera(name=name, pubs=pubs, stats=PipelineStats(int(p["diagnostics.latency_window"])),
+                       alert_name=f"{node}: {name} alerts" if name else f"{node}: alerts")
 
     # -- start-up --------------------------------------------------------------------
 
@@ -213,31 +260,43 @@ class FedNode(Node):
         self._calibration = model_calibration(meta)
         self._settings = OutputSettings.from_params(self._params, self._calibration)
         try:
-            self._monitor = alerts_mod.AlertMonitor(alert_config(self._params, self._calibration))
+            config = alert_config(self._params, self._calibration)
+            for camera in self._cameras.values():
+                camera.monitor = alerts_mod.AlertMonitor(config)
         except (ValueError, OSError) as exc:
             raise StartupError(f"invalid alert configuration: {exc}") from exc
         warm_ms = warm_up(self._engine, int(self._params["warmup_runs"]), self._engine_shape)
-
+        self._subscribe()
         p = self._params
-        self._watchdog = InputWatchdog(float(p["diagnostics.input_timeout"]), float(p["diagnostics.engine_timeout"]))
-        self._worker = threading.Thread(target=self._run_worker, name="fed_node_worker", daemon=True)
-        self._worker.start()
-        compressed = p["input_transport"] == "compressed"
-        self._subscription = self.create_subscription(
-            CompressedImage if compressed else Image, "image/compressed" if compressed else "image", self._on_image,
-            _qos(str(p["input_qos.reliability"]), int(p["input_qos.depth"])))
         self._timer = self.create_timer(float(p["diagnostics.period"]), self._publish_diagnostics)
         self._watchdog_timer = self.create_timer(WATCHDOG_PERIOD_S, self._check_watchdog)
         self._state = "ready"
+        batch, dynamic = engine_batch(self._engine)
+        topics = ", ".join(c.subscription.topic_name for c in self._cameras.values())
         self.get_logger().info(
             f"ready: engine {getattr(self._engine, 'path', None) or meta.get('name') or type(self._engine).__name__} "
-            f"({meta.get('runtime', '?')}, score {meta.get('score', '?')}, input {self._engine_shape}) "
+            f"({meta.get('runtime', '?')}, score {meta.get('score', '?')}, input {self._engine_shape}"
+            f"{f', batch {batch}' + (' dynamic' if dynamic else ' fixed') if batch > 1 else ''}) "
             f"loaded in {load_s:.2f} s, warm-up {warm_ms:.1f} ms/frame; "
-            f"listening on {self._subscription.topic_name} ({p['input_transport']}, {p['input_qos.reliability']}); "
-            f"alert threshold {self._monitor.config.confidence_threshold:.4f} "
+            f"listening on {topics} ({p['input_transport']}, {p['input_qos.reliability']}); "
+            f"alert threshold {config.confidence_threshold:.4f} "
             f"({'explicit' if p['alerts.confidence_threshold'] >= 0 else 'calibrated' if self._calibration else 'uncalibrated default'}); "
             f"torch {'loaded' if 'torch' in sys.modules else 'not loaded'}")
         self._publish_diagnostics()
+
+    def _subscribe(self) -> None:
+        """Start the worker, then one subscription (and watchdog) per camera."""
+        p = self._params
+        self._worker = threading.Thread(target=self._run_worker, name="fed_node_worker", daemon=True)
+        self._worker.start()
+        compressed = p["input_transport"] == "compressed"
+        qos = _qos(str(p["input_qos.reliability"]), int(p["input_qos.depth"]))
+        for camera in self._cameras.values():
+            camera.watchdog = InputWatchdog(float(p["diagnostics.input_timeout"]),
+                                            float(p["diagnostics.engine_timeout"]))
+            camera.subscription = self.create_subscription(
+                CompressedImage if compressed else Image, input_topic(camera.name, compressed),
+                lambda msg, cam=camera: self._on_image(cam, msg), qos)
 
     def _open_engine(self) -> Any:
         """The engine from the factory or the parameters; every failure is a StartupError."""
@@ -274,129 +333,171 @@ class FedNode(Node):
             if param.name in PARAMETER_SPECS:
                 self._params[param.name] = PARAMETER_SPECS[param.name].coerce(param.value)
         self._settings = OutputSettings.from_params(self._params, self._calibration)
-        if self._monitor is not None and changes_alerts(p.name for p in changes):
+        if self._state == "ready" and changes_alerts(p.name for p in changes):
             # The config built (and the ROI mask read) while validating: no second file read
             # that could fail after the change was accepted.
             config = self._validated_alerts or alert_config(self._params, self._calibration)
             self._validated_alerts = None
             with self._alert_lock:
-                self._monitor.config = config
+                for camera in self._cameras.values():
+                    camera.monitor.config = config
             self.get_logger().info("alert thresholds updated: " + ", ".join(
                 f"{p.name}={p.value}" for p in changes if changes_alerts([p.name])))
 
     # -- the pipeline ------------------------------------------------------------------
 
-    def _on_image(self, msg: Union[Image, CompressedImage]) -> None:
-        """Executor thread: O(1) — hand the frame to the worker, newest wins."""
-        dropped = self._mailbox.put(_Frame(msg, time.monotonic()))
-        self._stats.on_received(dropped)
-        self._watchdog.frame_received()
+    def _on_image(self, camera: _Camera, msg: Union[Image, CompressedImage]) -> None:
+        """Executor thread: O(1) — hand the frame to the worker, newest wins per camera."""
+        dropped = self._mailbox.put(camera.name, _Frame(msg, time.monotonic()))
+        camera.stats.on_received(dropped)
+        camera.watchdog.frame_received()
         self._check_watchdog()  # the first frame after a silence clears the WARN at once
 
     def _run_worker(self) -> None:
         while True:
-            frame = self._mailbox.get()
-            if frame is None:
+            frames = self._mailbox.take_all()
+            if frames is None:
                 return
             try:
-                self._process(frame)
-            except Exception as exc:  # never let one frame kill the worker
+                self._process_batch({self._cameras[name]: frame for name, frame in frames.items()})
+            except Exception as exc:  # never let one batch kill the worker
                 if not self.context.ok():
                     return  # shutting down (signal): publishers are gone, nothing failed
-                self._stats.on_inference_error()
+                for camera in frames:
+                    self._cameras[camera].stats.on_inference_error()
                 self.get_logger().error(f"frame processing failed: {type(exc).__name__}: {exc}",
                                         throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]))
             finally:
-                self._watchdog.frame_finished(more_pending=self._mailbox.pending())
+                for name in frames:
+                    self._cameras[name].watchdog.frame_finished(more_pending=self._mailbox.pending(name))
 
-    def _process(self, frame: _Frame) -> None:
-        msg = frame.msg
+    def _process_batch(self, frames: dict[_Camera, _Frame]) -> None:
+        """Decode every camera's frame (bad ones are skipped alone), run the good ones as one
+        batch, then alerts and outputs camera by camera."""
+        decoded = [(camera, frame, rgb) for camera, frame in frames.items()
+                   if (rgb := self._decode(camera, frame.msg)) is not None]
+        if not decoded:
+            return
+        t0 = time.monotonic()
+        results = infer_batch(self._engine, [rgb for _, _, rgb in decoded], self._engine_shape)
+        inference_s = time.monotonic() - t0
+        self._batches.on_batch(len(decoded))
+        for (camera, frame, rgb), (labels, confidence) in zip(decoded, results):
+            self._publish(camera, frame, rgb, labels, confidence, inference_s)
+
+    def _decode(self, camera: _Camera, msg: Union[Image, CompressedImage]) -> Optional[np.ndarray]:
+        """The frame as RGB, or None (counted and logged, throttled per kind) when it is bad."""
         try:
             decoded = codec.decode_rgb8(msg, self._limits)
         except codec.ImageDecodeError as exc:
             kind = decode_error_kind(exc)
-            total = self._stats.on_bad_input(kind)
+            total = camera.stats.on_bad_input(kind)
             decision = self._bad_input_log.allow(kind)
             if decision.log:
-                self.get_logger().error(
+                self.get_logger().error(camera.label(
                     f"skipping bad input frame ({kind}): {exc} [frame_id={msg.header.frame_id!r}; "
-                    f"{total} bad frames so far]{decision.suffix()}")
-            return
+                    f"{total} bad frames so far]{decision.suffix()}"))
+            return None
         for note in decoded.notes:
-            self._stats.on_input_note(note.kind)
+            camera.stats.on_input_note(note.kind)
             if self._note_log.allow(note.kind).log:
-                self.get_logger().warning(f"input ({note.kind}): {note.message} [logged once; every such frame "
-                                          f"is counted in /diagnostics input_notes.{note.kind}]")
+                self.get_logger().warning(camera.label(
+                    f"input ({note.kind}): {note.message} [logged once; every such frame is counted in "
+                    f"/diagnostics input_notes.{note.kind}]"))
         rgb = decoded.image
-
-        if not self._resize_warned and needs_resize(self._engine_shape, rgb):
-            self._resize_warned = True
+        if not camera.resize_warned and needs_resize(self._engine_shape, rgb):
+            camera.resize_warned = True
             h, w = rgb.shape[:2]
-            self.get_logger().warning(
+            self.get_logger().warning(camera.label(
                 f"camera frames are {h}x{w} but the engine takes {self._engine_shape[0]}x{self._engine_shape[1]}: "
-                "resizing on the host every frame; export an engine for the camera size to avoid it")
-        t0 = time.monotonic()
-        labels, confidence = infer_at_camera_size(self._engine, rgb, self._engine_shape)
-        inference_s = time.monotonic() - t0
+                "resizing on the host every frame; export an engine for the camera size to avoid it"))
+        return rgb
 
+    def _publish(self, camera: _Camera, frame: _Frame, rgb: np.ndarray, labels: np.ndarray,
+                 confidence: np.ndarray, inference_s: float) -> None:
+        """One camera's alert update and outputs (only those enabled and listened to)."""
+        header = frame.msg.header
         with self._alert_lock:
-            state = self._monitor.update(confidence, msg.header.stamp)
-        status = self._alert_status_of(state)
-        previous, self._alert_status = self._alert_status, status
+            state = camera.monitor.update(confidence, header.stamp)
+        status = self._alert_status_of(camera, state)
+        previous, camera.alert_status = camera.alert_status, status
 
-        settings, header = self._settings, msg.header
-        active = {name: settings.enabled(name) and self._pubs[name].get_subscription_count() > 0
-                  for name in OUTPUT_NAMES}
+        settings, pubs = self._settings, camera.pubs
+        active = {name: settings.enabled(name) and pubs[name].get_subscription_count() > 0 for name in OUTPUT_NAMES}
         wanted = [name for name, on in active.items() if on]
         for name, (image, encoding) in output_images(rgb, labels, confidence, settings, self._palette, wanted).items():
-            self._pubs[name].publish(codec.numpy_to_image(image, encoding, header))
+            pubs[name].publish(codec.numpy_to_image(image, encoding, header))
         if active["alerts"]:
-            self._pubs["alerts"].publish(DiagnosticArray(header=header, status=[status]))
-        self._stats.on_processed(time.monotonic() - frame.received, inference_s)
+            pubs["alerts"].publish(DiagnosticArray(header=header, status=[status]))
+        camera.stats.on_processed(time.monotonic() - frame.received, inference_s)
         if previous is not None and previous.level != status.level:
             self._publish_diagnostics()  # aggregators see level changes at once, not a period later
 
     # -- diagnostics -------------------------------------------------------------------
 
     def _check_watchdog(self) -> None:
-        """Fast timer (and every received frame): publish /diagnostics at once when the watchdog's level changes."""
-        if self._watchdog is None or not self.context.ok():
+        """Fast timer (and every received frame): publish /diagnostics at once when a camera's
+        watchdog level changes."""
+        if self._state != "ready" or not self.context.ok():
             return
-        state = self._watchdog.check()
-        if state is None:
-            return
-        previous, self._watchdog_state = self._watchdog_state, state
-        if state.message:
-            self.get_logger().warning(f"watchdog: {state.message}")
-        elif previous is not None and previous.message:
-            self.get_logger().info("watchdog: input and engine are back to normal")
-        self._publish_diagnostics()
+        changed = False
+        for camera in self._cameras.values():
+            state = camera.watchdog.check() if camera.watchdog is not None else None
+            if state is None:
+                continue
+            changed = True
+            previous, camera.watchdog_state = camera.watchdog_state, state
+            if state.message:
+                self.get_logger().warning(camera.label(f"watchdog: {state.message}"))
+            elif previous is not None and previous.message:
+                self.get_logger().info(camera.label("watchdog: input and engine are back to normal"))
+        if changed:
+            self._publish_diagnostics()
 
-    def _alert_status_of(self, state: Any) -> DiagnosticStatus:
+    def _alert_status_of(self, camera: _Camera, state: Any) -> DiagnosticStatus:
         """One alert state as a DiagnosticStatus (level OK/WARN/ERROR, region, fraction, stamp)."""
-        status = DiagnosticStatus(name=self._alert_name, hardware_id=self._hardware_id,
+        status = DiagnosticStatus(name=camera.alert_name, hardware_id=self._hardware_id,
                                   level=_level(int(state.level)), message=str(getattr(state, "message", "")))
         status.values = [KeyValue(key=k, value=v) for k, v in alert_values(state).items()]
         return status
 
+    def _camera_status(self, camera: _Camera) -> tuple[int, str, dict[str, str]]:
+        """(level, message, key/values) of one camera: its counters and its watchdog."""
+        snap = camera.stats.snapshot()
+        watch = camera.watchdog.state()
+        level, message = worst_status(pipeline_status(snap), (watch.level, watch.message))
+        values = pipeline_values(snap, self._engine_shape, camera.subscription.topic_name)
+        values["seconds_since_input"] = f"{watch.seconds_since_input:.2f}"
+        return level, message, values
+
+    def _ready_status(self) -> tuple[int, str, dict[str, str]]:
+        """The pipeline status: the single camera's as it is; with cameras, the worst camera's
+        level, every camera's values prefixed ``NAME.`` and the totals."""
+        per_camera = {camera: self._camera_status(camera) for camera in self._cameras.values()}
+        if len(per_camera) == 1 and SINGLE_CAMERA in self._cameras:
+            level, message, values = per_camera[self._cameras[SINGLE_CAMERA]]
+        else:
+            level, message = worst_status((OK, f"ready: {len(per_camera)} cameras"),
+                                          *[(lvl, camera.label(msg)) for camera, (lvl, msg, _) in per_camera.items()
+                                            if msg != "ready"])
+            values = camera_totals({c.name: v for c, (_, _, v) in per_camera.items()}, engine_batch(self._engine),
+                                   self._batches)
+        values["bad_input_log_lines_suppressed"] = str(sum(self._bad_input_log.suppressed().values()))
+        return level, message, values
+
     def _publish_diagnostics(self, state_level: Optional[int] = None, message: str = "") -> None:
-        """/diagnostics: the pipeline status (+ the latest alert status)."""
+        """/diagnostics: the pipeline status (+ each camera's latest alert status)."""
         status = DiagnosticStatus(name=self._status_name, hardware_id=self._hardware_id)
         if self._state != "ready":
             status.level = _level(state_level if state_level is not None else STALE)
             status.message = message or self._state
             status.values = [KeyValue(key="state", value=self._state)]
         else:
-            snap = self._stats.snapshot()
-            watch = self._watchdog.state()
-            level, status.message = worst_status(pipeline_status(snap), (watch.level, watch.message))
+            level, status.message, values = self._ready_status()
             status.level = _level(level)
-            topic = self._subscription.topic_name if self._subscription is not None else ""
-            values = pipeline_values(snap, self._engine_shape, topic)
-            values["seconds_since_input"] = f"{watch.seconds_since_input:.2f}"
-            values["bad_input_log_lines_suppressed"] = str(sum(self._bad_input_log.suppressed().values()))
             status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status] + ([self._alert_status] if self._alert_status else []))
+        alerts = [c.alert_status for c in self._cameras.values() if c.alert_status is not None]
+        array = DiagnosticArray(status=[status] + alerts)
         array.header.stamp = self.get_clock().now().to_msg()
         with self._diag_lock:
             self._diag_pub.publish(array)

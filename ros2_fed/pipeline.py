@@ -29,7 +29,7 @@ from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
 import numpy as np
 
 from ros2_fed import codec
-from ros2_fed.cameras import camera_problems, to_camera_size, to_engine_size
+from ros2_fed.cameras import camera_problems, engine_batch, infer_batch, to_camera_size, to_engine_size
 from ros2_fed.alerts import ROI_CHOICES, AlertConfig
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
@@ -526,15 +526,15 @@ def infer_at_camera_size(engine: Any, rgb: np.ndarray,
 
 
 def warm_up(engine: Any, runs: int, shape: Optional[tuple[int, int]]) -> float:
-    """Run ``runs`` dummy frames of the engine's size; mean ms per frame (nan when none)."""
+    """Run ``runs`` dummy batches (a full batch each) of the engine's size; mean ms per batch (nan when none)."""
     if runs <= 0:
         return math.nan
     h, w = shape or FALLBACK_SHAPE
-    dummy = np.full((h, w, 3), 127, dtype=np.uint8)
+    dummies = [np.full((h, w, 3), 127, dtype=np.uint8)] * engine_batch(engine)[0]  # a full batch
     t0 = time.monotonic()
     try:
         for _ in range(runs):
-            engine.infer(dummy)
+            infer_batch(engine, dummies, shape)
     except Exception as exc:
         raise StartupError(f"engine warm-up failed on a {h}x{w} frame: {type(exc).__name__}: {exc}") from exc
     return (time.monotonic() - t0) / runs * 1e3

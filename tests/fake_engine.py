@@ -35,8 +35,12 @@ def expected_outputs(image: np.ndarray, num_classes: int = len(CLASS_NAMES)) -> 
 class FakeEngine:
     """Engine contract: ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
 
-    def __init__(self, delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None) -> None:
+    def __init__(self, delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None,
+                 batch_size: int = 1, dynamic_batch: bool = False) -> None:
         self.delay_s = float(delay_s)
+        #: > 1: also takes (B, H, W, 3) batches (exactly B unless dynamic_batch), one delay per batch.
+        self.batch_size, self.dynamic_batch = int(batch_size), bool(dynamic_batch)
+        self.batches: list[int] = []  # the size of every batch run
         #: None = any image size; (H, W) = refuse other sizes, like a real engine (node resizes).
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.calls = 0
@@ -49,6 +53,8 @@ class FakeEngine:
         }
 
     def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if image.ndim == 4 and self.batch_size > 1:
+            return self._infer_batch(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"FakeEngine wants HxWx3 uint8, got {image.shape} {image.dtype}")
         if self.input_shape is not None and image.shape[:2] != self.input_shape:
@@ -59,6 +65,22 @@ class FakeEngine:
         return expected_outputs(image)
 
 
-def make(delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None) -> FakeEngine:
-    """Factory used by the node harness process."""
-    return FakeEngine(delay_s=delay_s, input_shape=input_shape)
+    def _infer_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = batch.shape[0]
+        if n > self.batch_size or (not self.dynamic_batch and n != self.batch_size):
+            raise ValueError(f"FakeEngine: batch {n} on a {'1..' if self.dynamic_batch else ''}{self.batch_size} engine")
+        delay, self.delay_s = self.delay_s, 0.0  # one delay for the whole batch
+        try:
+            outs = [self.infer(frame) for frame in batch]
+        finally:
+            self.delay_s = delay
+        if delay > 0:
+            time.sleep(delay)
+        self.calls += 1 - n
+        self.batches.append(n)
+        return np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
+
+
+def make(delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None, batch_size: int = 1) -> FakeEngine:
+    """Factory used by the node harness process (batch_size > 1: a dynamic-batch engine)."""
+    return FakeEngine(delay_s=delay_s, input_shape=input_shape, batch_size=batch_size, dynamic_batch=batch_size > 1)

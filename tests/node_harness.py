@@ -4,7 +4,7 @@ Why a separate script: the production entry point (``fed_node`` / ``ros2_fed.nod
 no way to load test code from a parameter; tests inject the engine through ``main``'s
 ``engine_factory`` argument here instead. Everything after the options goes to rclpy, e.g.
 
-    python tests/node_harness.py --delay 0.05 --shape 64x96 --ros-args -r __ns:=/t1 -p diagnostics.period:=0.2
+    python tests/node_harness.py --delay 0.05 --shape 64x96 [--batch 3] --ros-args -r __ns:=/t1 -p diagnostics.period:=0.2
 """
 from __future__ import annotations
 
@@ -19,16 +19,18 @@ from ros2_fed import node as fed_node  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    delay, shape = 0.0, None
+    delay, shape, batch = 0.0, None, 1
     rest = list(argv)
-    while rest[:1] in (["--delay"], ["--shape"]):
+    while rest[:1] in (["--delay"], ["--shape"], ["--batch"]):
         if rest[0] == "--delay":
             delay = float(rest[1])
+        elif rest[0] == "--batch":
+            batch = int(rest[1])
         else:
             h, w = rest[1].split("x")
             shape = (int(h), int(w))
         rest = rest[2:]
-    return fed_node.main(args=["node_harness"] + rest, engine_factory=lambda: make(delay, shape))
+    return fed_node.main(args=["node_harness"] + rest, engine_factory=lambda: make(delay, shape, batch))
 
 
 if __name__ == "__main__":

@@ -75,22 +75,8 @@ def test_mailbox_wakes_the_consumer_for_any_camera_and_on_close() -> None:
     assert got[-1] is None and not closer.is_alive()
 
 
-class BatchEngine(FakeEngine):
-    """FakeEngine that takes (B, H, W, 3): records every batch size it ran."""
-
-    def __init__(self, batch_size: int, dynamic: bool, input_shape=(32, 48)) -> None:
-        super().__init__(input_shape=input_shape)
-        self.batch_size, self.dynamic_batch = batch_size, dynamic
-        self.batches: list[int] = []
-
-    def infer(self, image: np.ndarray):
-        if image.ndim == 3:
-            return super().infer(image)
-        if image.shape[0] > self.batch_size or (not self.dynamic_batch and image.shape[0] != self.batch_size):
-            raise ValueError(f"batch {image.shape[0]} on a batch-{self.batch_size} engine")
-        self.batches.append(image.shape[0])
-        outs = [super(BatchEngine, self).infer(f) for f in image]
-        return np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
+def BatchEngine(batch_size: int, dynamic: bool, input_shape=(32, 48)) -> FakeEngine:
+    return FakeEngine(input_shape=input_shape, batch_size=batch_size, dynamic_batch=dynamic)
 
 
 def _frames(sizes, seed=0):
