@@ -6,7 +6,7 @@ Example (what ``make default-model`` runs)::
 
 Every image depends only on (seed, split, index), so the output is identical on every machine
 and growing a split keeps its first images. The layout is described in
-``training/datasets/synthroad.py`` and recorded in ``OUT/synthroad.json``.
+``training/datasets/synthroad/__init__.py`` and recorded in ``OUT/synthroad.json``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``make_sequence(n_frames, size, seed, ood_from_frame=...)`` renders ``n_frames`` frames of one
 synthroad street (same renderer, palette and label conventions as the dataset, see
-``training/datasets/synthroad.py``) while the camera drives forward at a constant speed:
+``training/datasets/synthroad/``) while the camera drives forward at a constant speed:
 
 - the ground, lane marks, facades and parked cars are anchored in the world, so dashes and
   kerbs stream towards the camera and objects grow as they approach;
@@ -25,7 +25,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from training.datasets.synthroad import _OOD_KINDS, Camera, Frame, Obj, Scene, _extent, render_frame, sample_scene
+from training.datasets.synthroad.render import Frame, render_frame
+from training.datasets.synthroad.scene import _OOD_KINDS, Camera, Obj, Scene, _extent, sample_scene
 
 SequenceFrames = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 

@@ -1,0 +1,126 @@
+"""synthroad on disk: the Cityscapes / Fishyscapes layout writer and its loader."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ros2_fed.jsonio import write_json
+from training.datasets.base import VOID, PathLike, Sample, Transform, read_label, write_png
+from training.datasets.cityscapes import (IMAGE_SUFFIX, LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX,
+                                          CityscapesDataset)
+
+from .render import Frame, render_scene_full
+from .scene import TRAIN_IDS_USED
+
+VERSION = 1
+CITY = "synthroad"
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "ood": 2}
+OOD_SUFFIX = "_gtFine_oodIds.png"
+FISHYSCAPES_DIR = "fishyscapes_ood"
+
+
+def image_id(split: str, index: int) -> str:
+    return f"{CITY}_{SPLITS[split]:06d}_{index:06d}"
+
+
+def render_indexed(seed: int, split: str, index: int, height: int, width: int) -> Frame:
+    """The frame ``(seed, split, index)`` -- identical wherever and in whatever order it is rendered."""
+    rng = np.random.default_rng([seed, SPLITS[split], index])
+    return render_scene_full(rng, height, width, ood=(split == "ood"))
+
+
+def write_frame(out: PathLike, split: str, index: int, frame: Frame) -> str:
+    """Write one frame in the Cityscapes layout (+ Fishyscapes layout for the OOD split)."""
+    out = Path(out)
+    name = image_id(split, index)
+    write_png(out / "leftImg8bit" / split / CITY / f"{name}{IMAGE_SUFFIX}", frame.image)
+    gt = out / "gtFine" / split / CITY
+    write_png(gt / f"{name}{LABEL_IDS_SUFFIX}", frame.label_ids)
+    write_png(gt / f"{name}{TRAIN_IDS_SUFFIX}", frame.train_ids)
+    write_png(gt / f"{name}{OOD_SUFFIX}", frame.ood)
+    if split == "ood":
+        write_png(out / FISHYSCAPES_DIR / "original" / f"{name}.png", frame.image)
+        write_png(out / FISHYSCAPES_DIR / "labels" / f"{name}.png", frame.ood)
+    return name
+
+
+def _render_and_write(job: tuple[str, int, str, int, int, int]) -> str:
+    out, seed, split, index, height, width = job
+    return write_frame(out, split, index, render_indexed(seed, split, index, height, width))
+
+
+def _remove_stale(out: Path, split: str, count: int) -> None:
+    """Delete this split's frames with index >= ``count`` left by an earlier, larger run (only
+    files with synthroad's own names), so the folder holds exactly what ``synthroad.json`` says."""
+    code = f"{CITY}_{SPLITS[split]:06d}_"
+    folders = [out / "leftImg8bit" / split / CITY, out / "gtFine" / split / CITY]
+    if split == "ood":
+        folders += [out / FISHYSCAPES_DIR / "original", out / FISHYSCAPES_DIR / "labels"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f"{code}*.png"):
+            index = path.name[len(code):len(code) + 6]
+            if index.isdigit() and int(index) >= count:
+                path.unlink()
+
+
+def write_dataset(out: PathLike, counts: dict[str, int], height: int, width: int, seed: int = 0,
+                  workers: int = 1, progress: Optional[Any] = None) -> dict[str, Any]:
+    """Render and write every split in ``counts``; ``progress(n)`` is called after each image.
+    Frames of those splits left over from an earlier run with larger counts are deleted (other
+    splits are left alone). Returns the metadata also stored in ``synthroad.json``."""
+    for split, n in counts.items():
+        if split not in SPLITS:
+            raise ValueError(f"unknown synthroad split {split!r}; choose from {', '.join(SPLITS)}")
+        if n < 0:
+            raise ValueError(f"synthroad split {split!r}: count must be >= 0, got {n}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n in counts.items():
+        _remove_stale(out, split, n)
+    jobs = [(str(out), seed, split, i, height, width) for split, n in counts.items() for i in range(n)]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=4):
+                if progress is not None:
+                    progress(1)
+    else:
+        for job in jobs:
+            _render_and_write(job)
+            if progress is not None:
+                progress(1)
+    meta = {"generator": "synthroad", "version": VERSION, "seed": seed, "height": height, "width": width,
+            "counts": dict(counts), "city": CITY, "train_ids_used": list(TRAIN_IDS_USED),
+            "files": {"image": f"leftImg8bit/{{split}}/{CITY}/{{id}}{IMAGE_SUFFIX}",
+                      "label_ids": f"gtFine/{{split}}/{CITY}/{{id}}{LABEL_IDS_SUFFIX}",
+                      "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
+                      "ood": f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)",
+                      "fishyscapes": f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png"}}
+    write_json(out / "synthroad.json", meta)
+    return meta
+
+
+class SynthRoadDataset(CityscapesDataset):
+    """A synthroad split read back from disk: ``Sample(image, label=trainIds, name, ood)``.
+
+    ``ood`` is the 0 / 1 / 255 mask (``*_gtFine_oodIds.png``); where that file is absent it is
+    derived from the label (255 where void, else 0), so the same code path evaluates any split.
+    """
+
+    def __init__(self, root: PathLike, split: str = "train", transform: Optional[Transform] = None) -> None:
+        super().__init__(root, split=split, transform=transform)
+
+    def load(self, entry: tuple) -> Sample:
+        sample = super().load(entry)
+        name, image_path, _ = entry
+        ood_path = self.root / "gtFine" / self.split / image_path.parent.name / f"{name}{OOD_SUFFIX}"
+        if ood_path.is_file():
+            sample["ood"] = read_label(ood_path)
+        else:
+            sample["ood"] = np.where(sample["label"] == VOID, np.uint8(VOID), np.uint8(0)).astype(np.uint8)
+        return sample
