@@ -6,6 +6,12 @@ Arguments:
                    remapped to ``/cam/image`` and ``image/compressed`` to ``/cam/image/compressed``
                    (ROS remaps each name on its own: a rule for ``image`` does not move
                    ``image/compressed``, so input_transport:=compressed needs the second rule)
+  cameras          surround cameras served by this one node with one batched engine, e.g.
+                   ``cameras:=front,left,right,rear`` (or ``"[front, left]"``); empty = one camera
+                   (camera_topic). Camera NAME reads NAME/image and publishes ~/NAME/<output>.
+  camera_topics    with cameras: one topic per camera, in the same order, raw or compressed
+                   (``/cam_front/image_raw,/cam_left/image_raw``); NAME/image and
+                   NAME/image/compressed are remapped from it. Empty = <namespace>/NAME/image.
   params_file      node parameters (default: the installed config/fed.yaml)
   engine_path      engine file; empty = the value in params_file
   input_transport  raw | compressed; empty = the value in params_file
@@ -19,6 +25,7 @@ Arguments:
                    FASTDDS_DEFAULT_PROFILES_FILE in their environment too.
 """
 import os
+import re
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -38,6 +45,31 @@ def camera_base_topic(camera_topic: str) -> str:
     return base[: -len("/compressed")] if base.endswith("/compressed") else base
 
 
+def name_list(text: str) -> list[str]:
+    """``front,left`` or ``[front, left]`` (a launch argument is a string) -> ["front", "left"]."""
+    return [token for token in re.split(r"[\s,\[\]'\"]+", text) if token]
+
+
+def camera_remappings(camera_topic: str, cameras: list[str], camera_topics: list[str]) -> list[tuple[str, str]]:
+    """The node's input names remapped onto the cameras' topics, both transports each.
+
+    One camera: ``image`` and ``image/compressed`` from ``camera_topic``. Surround cameras:
+    ``NAME/image`` and ``NAME/image/compressed`` from the camera's entry in ``camera_topics``
+    (none given: the node's own ``NAME/image`` names stay as they are).
+    """
+    if not cameras:
+        camera = camera_base_topic(camera_topic)
+        return [("image", camera), ("image/compressed", camera + "/compressed")]
+    if camera_topics and len(camera_topics) != len(cameras):
+        raise ValueError(f"camera_topics has {len(camera_topics)} topics for {len(cameras)} cameras "
+                         f"({', '.join(cameras)}): give one topic per camera, in the same order")
+    rules = []
+    for name, topic in zip(cameras, camera_topics):
+        base = camera_base_topic(topic)
+        rules += [(f"{name}/image", base), (f"{name}/image/compressed", base + "/compressed")]
+    return rules
+
+
 def _node(context, *args, **kwargs):
     """Build the node with overrides only for the arguments actually given."""
     overrides = {}
@@ -45,7 +77,11 @@ def _node(context, *args, **kwargs):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    camera = camera_base_topic(LaunchConfiguration("camera_topic").perform(context))
+    cameras = name_list(LaunchConfiguration("cameras").perform(context))
+    if cameras:
+        overrides["cameras"] = cameras
+    remappings = camera_remappings(LaunchConfiguration("camera_topic").perform(context), cameras,
+                                   name_list(LaunchConfiguration("camera_topics").perform(context)))
     return [
         Node(
             package=PACKAGE,
@@ -53,10 +89,7 @@ def _node(context, *args, **kwargs):
             name="fed_node",
             namespace=LaunchConfiguration("namespace"),
             parameters=[LaunchConfiguration("params_file"), overrides],
-            remappings=[
-                ("image", camera),
-                ("image/compressed", camera + "/compressed"),
-            ],
+            remappings=remappings,
             ros_arguments=["--log-level", LaunchConfiguration("log_level")],
             output="screen",
             emulate_tty=True,
@@ -72,6 +105,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                               description="camera topic, raw (/cam/image) or compressed (/cam/image/compressed): "
                                           "both node inputs are remapped from it"),
+        DeclareLaunchArgument("cameras", default_value="",
+                              description="surround cameras, e.g. front,left,right,rear (one node, one batched "
+                                          "engine); empty = one camera on camera_topic"),
+        DeclareLaunchArgument("camera_topics", default_value="",
+                              description="with cameras: one topic per camera, same order (raw or compressed); "
+                                          "empty = <namespace>/NAME/image"),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="fed_node parameter YAML"),
         DeclareLaunchArgument("engine_path", default_value="",

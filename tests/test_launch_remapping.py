@@ -20,26 +20,36 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 LAUNCH = Path(__file__).resolve().parents[1] / "launch" / "fed.launch.py"
 
 
-def launch_remappings(camera_topic: str) -> list[tuple[str, str]]:
+def launch_helpers() -> dict:
+    """The launch file's pure helpers (camera_base_topic, name_list, camera_remappings), executed."""
     tree = ast.parse(LAUNCH.read_text())
-    helper = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "camera_base_topic")
+    wanted = {"camera_base_topic", "name_list", "camera_remappings"}
+    helpers = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    assert {h.name for h in helpers} == wanted
     namespace: dict = {}
-    exec(compile(ast.Module(body=[helper], type_ignores=[]), str(LAUNCH), "exec"), namespace)
+    exec("import re", namespace)
+    exec(compile(ast.Module(body=helpers, type_ignores=[]), str(LAUNCH), "exec"), namespace)
+    return namespace
+
+
+def launch_remappings(camera_topic: str, cameras: str = "", camera_topics: str = "") -> list[tuple[str, str]]:
+    """The rules ``_node`` passes for these launch arguments (its call of camera_remappings)."""
+    helpers = launch_helpers()
+    tree = ast.parse(LAUNCH.read_text())
     node_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_node")
-    rules = next(k.value for n in ast.walk(node_fn) if isinstance(n, ast.Call)
-                 for k in n.keywords if k.arg == "remappings")
-    return eval(compile(ast.Expression(rules), str(LAUNCH), "eval"),
-                {"camera": namespace["camera_base_topic"](camera_topic)})
+    assert any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "camera_remappings" for n in ast.walk(node_fn))
+    return helpers["camera_remappings"](camera_topic, helpers["name_list"](cameras),
+                                        helpers["name_list"](camera_topics))
 
 
-def subscribed_topic(rules: list[tuple[str, str]], compressed: bool) -> str:
+def subscribed_topic(rules: list[tuple[str, str]], compressed: bool, name: str = "image") -> str:
     args = ["--ros-args"] + [a for src, dst in rules for a in ("-r", f"{src}:={dst}")]
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
         node = Node("remap_probe", context=context, cli_args=args)
         sub = node.create_subscription(CompressedImage if compressed else Image,
-                                       "image/compressed" if compressed else "image", lambda _: None, 1)
+                                       f"{name}/compressed" if compressed else name, lambda _: None, 1)
         topic = sub.topic_name
         node.destroy_node()
         return topic
@@ -63,3 +73,23 @@ def test_launch_camera_topic_remaps_both_transports(camera_topic: str, compresse
 def test_fed_yaml_documents_the_compressed_rule() -> None:
     text = (LAUNCH.parents[1] / "config" / "fed.yaml").read_text()
     assert "-r image/compressed:=/cam/image/compressed" in text
+
+
+@pytest.mark.parametrize("cameras", ["front,left", "[front, left]", "front left"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_launch_maps_every_camera_onto_its_topic(cameras: str, compressed: bool) -> None:
+    rules = launch_remappings("/unused", cameras, "/cam_f/image_raw,/cam_l/image_raw/compressed")
+    suffix = "/compressed" if compressed else ""
+    assert subscribed_topic(rules, compressed, "front/image") == "/cam_f/image_raw" + suffix
+    assert subscribed_topic(rules, compressed, "left/image") == "/cam_l/image_raw" + suffix
+    assert subscribed_topic(rules, compressed, "image") == "/image" + suffix  # no single-camera rule
+
+
+def test_launch_cameras_without_topics_keep_the_node_names() -> None:
+    assert launch_remappings("/cam/image", "front,rear") == []
+    assert subscribed_topic([], False, "rear/image") == "/rear/image"
+
+
+def test_launch_refuses_a_topic_count_that_does_not_match() -> None:
+    with pytest.raises(ValueError, match="2 topics for 3 cameras"):
+        launch_remappings("", "a,b,c", "/x,/y")

@@ -87,8 +87,10 @@ def test_launch_file_names_exist() -> None:
     assert {"camera_topic", "params_file", "engine_path", "namespace"} <= declared
     assert used <= declared, used - declared
     # the camera remapping targets the node's input, and parameter overrides are real parameters
-    remaps = ast.dump(kwargs["remappings"])
+    remapper = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "camera_remappings")
+    remaps = ast.dump(remapper)
     assert "'image'" in remaps and "'image/compressed'" in remaps
+    assert "'cameras'" in ast.dump(tree)  # the camera list goes on as the cameras parameter
     # `for name in ("engine_path", ...)`: launch arguments passed on as parameter overrides
     loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and isinstance(n.iter, ast.Tuple)]
     overrides = {_value(e, consts) for loop in loops for e in loop.iter.elts}
