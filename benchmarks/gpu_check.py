@@ -46,6 +46,7 @@ import torch  # noqa: E402
 
 from ros2_fed.detector import FusedDetector  # noqa: E402
 from ros2_fed.jsonio import write_json  # noqa: E402
+from ros2_fed.engine.base import SUFFIX_BY_RUNTIME  # noqa: E402
 from ros2_fed.engine.export import parity, parity_ok  # noqa: E402
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -174,7 +175,7 @@ def engine_runner(runtime: str, precision: str) -> Callable[..., Runner]:
     def make(detector: FusedDetector, device: torch.device, size: tuple[int, int], folder: Path) -> Runner:
         from ros2_fed.engine.export import export_engine
 
-        suffix = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch-tensorrt": ".ep"}[runtime]
+        suffix = SUFFIX_BY_RUNTIME[runtime]
         path = folder / f"m{len(list(folder.iterdir()))}{suffix}"
         export_engine(copy.deepcopy(detector), path, *size, runtime=runtime, precision=precision, progress=None)
         if runtime == "onnxruntime":

@@ -56,12 +56,12 @@ from ros2_fed import GRAPH_VERSION, scores  # GRAPH_VERSION: in ros2_fed/__init_
 from ros2_fed.fed import FlowEneDet
 from ros2_fed.fed.fused import FoldedFED, can_fuse, fold_fed, fused_p_wrong
 from ros2_fed.fed.postprocess import make_postprocess
+from ros2_fed.names import SCORES
 
 Tensor = torch.Tensor
 PathLike = Union[str, Path]
 
 
-SCORES = ("fed", "msp", "maxlogit", "energy", "entropy", "sml", "none")
 LABEL_MODES = ("bilinear", "nearest")
 FED_RATES = (0.25, 0.5, 1.0)
 # Display-scale sigmoid for the unbounded baselines: confidence = sigmoid((c - offset) / T).

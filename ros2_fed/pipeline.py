@@ -34,6 +34,7 @@ from ros2_fed.alerts import ROI_CHOICES, AlertConfig
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
 from ros2_fed.health import ERROR, OK, WARN
+from ros2_fed.names import BASELINE_SCORES
 from ros2_fed.paths import default_models_dir
 
 ParamValue = Union[bool, int, float, str, tuple[str, ...]]
@@ -41,7 +42,6 @@ T = TypeVar("T")
 
 NODE_NAME = "fed_node"
 RUNTIME_CHOICES = ("",) + RUNTIMES
-BASELINE_SCORES = ("msp", "maxlogit", "energy", "entropy", "sml", "none")
 SCORE_CHOICES = ("", "fed") + BASELINE_SCORES
 TRANSPORT_CHOICES = ("raw", "compressed")
 RELIABILITY_CHOICES = ("best_effort", "reliable")

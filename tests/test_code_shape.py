@@ -28,3 +28,47 @@ def test_dead_helpers_are_removed() -> None:
 
     assert not hasattr(base, "count_parameters")  # ros2_fed.fed.count_parameters is the one in use
     assert not hasattr(distributed, "all_reduce_sum_")
+
+
+# -------------------------------------------------------------------------------- name lists
+
+_SCORE_NAMES = {"fed", "msp", "maxlogit", "energy", "entropy", "sml"}
+_RUNTIME_NAMES = {"torch", "onnxruntime", "tensorrt", "torch-tensorrt"}
+_METHOD_NAMES = {"MSP", "MLG", "ENE", "ENT", "SML"}
+# Where each list is defined (the one definition) ...
+_NAME_LIST_HOMES = {"ros2_fed/names.py", "ros2_fed/engine/base.py"}
+# ... and known copies in modules other sessions own (to fold in when they are next edited):
+# engine/export.py writes the GPU runtime pair out in its sidecar writer.
+_NAME_LIST_COPIES_ALLOWED = {("ros2_fed/engine/export.py", ("tensorrt", "torch-tensorrt"))}
+
+
+def _name_list_copies(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """Tuple/list/set literals that spell out a score, runtime or method name list.
+
+    Dicts are registries (name -> function / module), not lists, and are not counted.
+    """
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            continue
+        names = tuple(e.value for e in node.elts
+                      if isinstance(e, ast.Constant) and isinstance(e.value, str))
+        s = set(names)
+        if (len(s & _SCORE_NAMES) >= 4 or len(s & _RUNTIME_NAMES) >= 3
+                or len(s & _METHOD_NAMES) >= 4 or s == {"tensorrt", "torch-tensorrt"}):
+            found.append((f"{path.relative_to(ROOT)}:{node.lineno}", names))
+    return found
+
+
+def test_each_name_list_is_defined_once() -> None:
+    """Score, runtime and method names are spelled out in ros2_fed/names.py or
+    ros2_fed/engine/base.py and imported everywhere else."""
+    copies = []
+    for folder in ("ros2_fed", "training", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            if rel in _NAME_LIST_HOMES:
+                continue
+            copies += [(where, names) for where, names in _name_list_copies(path)
+                       if (rel, names) not in _NAME_LIST_COPIES_ALLOWED]
+    assert not copies, copies

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ros2_fed.jsonio import write_json
+from ros2_fed.names import BASELINE_METHODS as BASELINES
 
-BASELINES = ("MSP", "MLG", "ENE", "ENT", "SML")
 POSTPROCESS = ("none", "gaussian", "sml")
 
 # name -> (what changes, fed_train arguments beyond the shared schedule)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from ros2_fed.jsonio import write_json
+from ros2_fed.names import METHOD_ORDER
 
-METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
 
 
 def _pct(value: Optional[float]) -> str:

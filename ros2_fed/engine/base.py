@@ -28,6 +28,7 @@ PathLike = Union[str, Path]
 ENGINE_FORMAT = "ros2_fed/engine"
 ENGINE_FORMAT_VERSION = 1
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "torch-tensorrt")
+GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")  # engines compiled for one GPU model; FP16 default
 PRECISIONS = ("fp32", "fp16")  # INT8: not supported (TensorRT 11 takes it only as Q/DQ nodes)
 RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".safetensors": "torch",
                      ".ep": "torch-tensorrt"}

@@ -19,6 +19,7 @@ from ros2_fed.backbones.base import resize
 from ros2_fed.backbones.inference import infer, multiscale
 from ros2_fed.eval import metrics as M
 from ros2_fed.fed.postprocess import make_postprocess
+from ros2_fed.names import BASELINE_METHODS
 
 #: Scores already in [0, 1] enter the histograms as they are; others are squashed (ranks kept).
 PROBABILITY_METHODS = frozenset({"FED-U", "FED-C", "MSP"})
@@ -60,9 +61,8 @@ class MethodScores:
 
     @property
     def names(self) -> list[str]:
-        names = list(self.feds) + ["MSP", "MLG", "ENE", "ENT"]
-        if self.class_mean is not None:
-            names.append("SML")
+        with_sml = self.class_mean is not None  # SML needs the per-class logit statistics
+        names = list(self.feds) + [m for m in BASELINE_METHODS if m != "SML" or with_sml]
         if self.mcd:
             names.append("MCD")
         return names
