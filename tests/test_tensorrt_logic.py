@@ -457,3 +457,44 @@ def test_tensorrt_cache_key_asks_cuda_python_for_the_gpu(monkeypatch) -> None:
     key = engine_cache_key("h", 64, 96, 1, "fp16", "tensorrt", 18)
     assert key == cache_key("h", 64, 96, 1, "fp16", "tensorrt", "10.16.1", "Fake GPU", 18, "8.7")
     assert engine_cache_key("h", 64, 96, 1, "fp16", "onnxruntime", 18) != key
+
+
+def test_failed_build_leaves_the_users_files_alone(tmp_path, use_trt, capsys) -> None:
+    """``--runtime tensorrt --out keep.engine`` over an existing keep.onnx / keep.engine pair:
+    the ONNX is staged and the build fails, so every file stays as it was (issue 16, finding 3)."""
+    import torch
+
+    from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
+    from ros2_fed.checkpoint import save_fed
+    from ros2_fed.engine import cli_export
+    from ros2_fed.fed import FEDConfig
+    from tests.fed_helpers import make_random_fed
+
+    torch.manual_seed(0)
+    backbone = TinySeg(TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16))
+    save_tinyseg(tmp_path / "tinyseg", backbone.eval(), (32, 64))
+    with torch.no_grad():
+        logits, _ = backbone(torch.rand(2, 3, 32, 64) * 255)
+    save_fed(tmp_path / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    out = tmp_path / "out"
+    out.mkdir()
+    before = {name: f"the user's {name}".encode()
+              for name in ("keep.onnx", "keep.onnx.json", "keep.engine", "keep.engine.json")}
+    for name, data in before.items():
+        (out / name).write_bytes(data)
+    use_trt(fake_tensorrt("11.4.1", build_ok=False))
+    code = cli_export.main(["--backbone", str(tmp_path / "tinyseg"), "--fed", str(tmp_path / "fed_u"),
+                            "--height", "32", "--width", "64", "--runtime", "tensorrt",
+                            "--precision", "fp32", "--out", str(out / "keep.engine"), "--quiet"])
+    assert code != 0 and "TensorRT failed to build" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left either
+
+    use_trt(fake_tensorrt("11.4.1"))
+    code = cli_export.main(["--backbone", str(tmp_path / "tinyseg"), "--fed", str(tmp_path / "fed_u"),
+                            "--height", "32", "--width", "64", "--runtime", "tensorrt",
+                            "--precision", "fp32", "--out", str(out / "keep.engine"), "--quiet"])
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == sorted(before)
+    onnx_side = json.loads((out / "keep.onnx.json").read_text())
+    engine_side = json.loads((out / "keep.engine.json").read_text())
+    assert engine_side["onnx_sha256"] == onnx_side["file_sha256"] and onnx_side["verified"] is True
+    assert (out / "keep.engine").read_bytes() == b"serialized-engine"

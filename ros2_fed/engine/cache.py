@@ -10,6 +10,10 @@ detector configuration into a model hash, derives the cache key from it and the 
 reuses ``$ROS2_FED_CACHE/<runtime>/<key>/`` (default ``~/.cache/ros2_fed``) when it holds a
 valid engine for that key. A cached engine that fails validation (corrupt, truncated,
 different TensorRT) is rebuilt with a message, never used.
+
+Every build is verified against the float32 eager detector (``export.verify_outputs``); a
+refusal names the override: ``ROS2_FED_VERIFY=0`` in the environment (fed_node), or the
+caller's flag. An entry built without the check is rebuilt (with it) when the check is on.
 """
 from __future__ import annotations
 
@@ -70,7 +74,7 @@ def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_opti
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-from .base import GPU_RUNTIMES  # noqa: E402  (engines compiled for one GPU model)
+GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")  # engines compiled for one GPU model
 
 
 def cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
@@ -149,6 +153,8 @@ def open_cached(
     backbone_loader: Optional[Callable[[PathLike], torch.nn.Module]] = None,
     warmup: int = 3,
     progress: Optional[Callable[[str], None]] = print,
+    verify: Optional[bool] = None,
+    override: Optional[str] = None,
     **engine_options: Any,
 ) -> Engine:
     """The engine for these checkpoints at (height, width): from the cache, or built and cached.
@@ -157,10 +163,15 @@ def open_cached(
     fed_rate, label_mode, confidence_dtype, ...). The returned engine's ``cache_hit`` says
     whether it was reused (True) or built now (False). ``runtime="torch"`` builds the eager
     detector directly (nothing to cache). ``engine_options`` go to the runtime.
+
+    ``verify``: check a build against the eager detector (None: on unless ``ROS2_FED_VERIFY=0``);
+    ``override``: how the refusal tells the user to skip the check (default: the environment
+    variable and the CLIs' flag).
     """
-    from .export import check_precision, export_engine
+    from .export import CACHE_OVERRIDE, check_precision, export_engine
 
     check_precision(precision)
+    verify = verify_enabled() if verify is None else bool(verify)
     options = dict(detector_options or {})
     options.update(score=score, postprocess=postprocess)
 
@@ -191,8 +202,12 @@ def open_cached(
             if progress:
                 progress(f"cached engine unusable, rebuilding: {exc}")
         else:
-            engine.cache_hit = True
-            return engine
+            if not verify or engine.metadata.get("verified") is True:
+                engine.cache_hit = True
+                return engine
+            engine.close()
+            if progress:
+                progress(f"cached engine {path} was built without the export check: rebuilding")
 
     if progress:
         what = "building a GPU engine, this takes minutes" if runtime in GPU_RUNTIMES else "exporting ONNX"
@@ -200,11 +215,19 @@ def open_cached(
     entry.mkdir(parents=True, exist_ok=True)
     detector = build_detector()
     export_engine(detector, path, height, width, runtime=runtime, precision=precision, batch=batch, opset=opset,
-                  model_hash=model_hash, progress=progress, device=device,
+                  model_hash=model_hash, progress=progress, device=device, verify=verify,
+                  override=override or CACHE_OVERRIDE,
                   extra_metadata={"cache_key": key, "sources": {"backbone": str(backbone), "fed": str(fed) if fed else None}})
     engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
     engine.cache_hit = False
     return engine
+
+
+def verify_enabled() -> bool:
+    """The export check of cache builds: on unless ``$ROS2_FED_VERIFY`` is 0/false/no/off."""
+    from .export import VERIFY_ENV
+
+    return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _device_index(device: Any) -> int:

@@ -28,7 +28,7 @@ from .base import PRECISIONS, RUNTIMES, SUFFIX_BY_RUNTIME
 from .export import check_precision
 
 # Runtimes whose engines are built for a GPU: FP16 is their default precision.
-from .base import GPU_RUNTIMES  # noqa: E402
+GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--opset", type=int, default=18)
     out.add_argument("--out", help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or ~/.cache/ros2_fed)")
     out.add_argument("--rebuild", action="store_true", help="ignore a cached engine and rebuild it")
-    out.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs eager check after export")
+    out.add_argument("--no-verify", action="store_true",
+                     help="skip the check of the built engine against the float32 eager detector "
+                          "(done on every build, the engine cache's included)")
     out.add_argument("--quiet", action="store_true")
     return parser
 
@@ -160,7 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             engine = open_cached(args.backbone, args.fed, height=args.height, width=args.width, runtime=args.runtime,
                                  precision=precision, batch=args.batch, score=score, postprocess=args.postprocess,
                                  detector_options=_detector_options(args), rebuild=args.rebuild, opset=args.opset,
-                                 warmup=0, progress=say)
+                                 warmup=0, progress=say, verify=not args.no_verify,
+                                 override="--no-verify")
             path, meta = engine.path, engine.metadata
             say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
             engine.close()

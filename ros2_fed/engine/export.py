@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -39,6 +40,7 @@ from .base import (
     PathLike,
     tensor_shape,
     install_engine_file,
+    sidecar_path,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,10 +55,20 @@ EXPORT_GRAPH_VERSION = 2  # 2: uint8 cast first, typed fp16 backbone
 # fp16 graph vs the fp32 eager detector: what an export must meet (and the tests check).
 FP16_MIN_LABEL_AGREEMENT = 0.99
 FP16_MAX_MEAN_CONFIDENCE_DIFF = 0.01
+# Every engine build compares its output with the float32 eager detector (verify_outputs);
+# the override a refusal names: the CLIs' flag, or for the cache (fed_node) the environment.
+NO_VERIFY_FLAG = "--no-verify"
+VERIFY_ENV = "ROS2_FED_VERIFY"  # "0": the engine cache builds without the check
+CACHE_OVERRIDE = (f"{VERIFY_ENV}=0 in the environment of fed_node / the cache's user, or "
+                  f"{NO_VERIFY_FLAG} for fed_export and fed_bag_eval")
 INT8_UNSUPPORTED = (
     "INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes in the graph, which ros2_fed "
     "does not write; use fp16"
 )
+
+
+class ExportVerificationError(EngineError):
+    """A built engine's output disagrees with the float32 eager detector; nothing was installed."""
 
 
 def check_precision(precision: str) -> None:
@@ -213,8 +225,9 @@ def export_onnx(
     precision: str = "fp32",
     model_hash: Optional[str] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
-    verify: bool = False,
+    verify: bool = True,
     dynamic_batch: Optional[bool] = None,
+    override: str = NO_VERIFY_FLAG,
 ) -> tuple[Path, dict[str, Any]]:
     """Export the fused graph to ``path`` (.onnx) and write ``path.json``; returns (path, metadata).
 
@@ -223,10 +236,10 @@ def export_onnx(
     padding (ONNX Runtime on a CPU: batching saves nothing per frame, padding costs in full).
 
     ``precision``: "fp32", or "fp16" (float16 backbone, float32 FED; see :mod:`.mixed_precision`).
-    The file is checked with ``onnx.checker`` before it is moved into place. ``verify`` also
-    runs it once in ONNX Runtime (CPU) against the float32 eager detector on a random image
-    and refuses an export that disagrees (fp32: confidence > 1e-3 or labels < 99.9 %; fp16:
-    mean confidence difference > 0.01 or labels < 99 %).
+    The file is checked with ``onnx.checker`` before it is moved into place. ``verify``
+    (default) also runs it once in ONNX Runtime (CPU) against the float32 eager detector on a
+    random image and refuses an export that disagrees (:func:`verify_outputs`; the error names
+    ``override``, how to skip the check). The sidecar records ``"verified"``.
     """
     import onnx
     import torch
@@ -246,6 +259,7 @@ def export_onnx(
         detector, runtime="onnxruntime", precision=precision, height=height, width=width, batch=batch,
         model_hash=model_hash, opset=opset, extra=extra_metadata, dynamic_batch=dynamic,
     )
+    metadata["verified"] = bool(verify)
     try:
         proto = _export_to_proto(export_graph(detector, precision), example, opset, dynamic)
         remove_identity_casts(proto)
@@ -270,9 +284,9 @@ def export_onnx(
     try:
         onnx.save(proto, str(tmp))
         if verify:
-            _verify_onnx(tmp, detector, example, path, precision)
+            _verify_onnx(tmp, detector, example, path, precision, override)
             if dynamic and batch > 1:  # a backbone that bakes the traced batch in fails here
-                _verify_onnx(tmp, detector, example[:1], path, precision)
+                _verify_onnx(tmp, detector, example[:1], path, precision, override)
         install_engine_file(tmp, path, metadata)
     finally:
         tmp.unlink(missing_ok=True)
@@ -294,21 +308,42 @@ def parity_ok(stats: dict[str, float], precision: str) -> bool:
     return stats["label_agreement"] >= 0.999 and stats["confidence_max_abs_diff"] <= 1e-3
 
 
-def _verify_onnx(onnx_path: Path, detector: FusedDetector, example: torch.Tensor, name: Path, precision: str) -> None:
-    import onnxruntime as ort
+def verify_outputs(labels: Any, confidence: Any, detector: FusedDetector, example: torch.Tensor,
+                   name: PathLike, what: str, precision: str, override: str) -> dict[str, float]:
+    """The one export check: an engine's ``(labels, confidence)`` for ``example`` against the
+    float32 eager detector (:func:`parity_ok`: fp32 confidence within 1e-3 and labels 99.9 %,
+    fp16 mean confidence within 0.01 and labels 99 %). ExportVerificationError naming
+    ``override`` when it disagrees; returns the parity figures."""
     import torch
+
+    with torch.no_grad():
+        ref_labels, ref_conf = detector(example)
+    stats = parity(np.asarray(labels), np.asarray(confidence, np.float32),
+                   ref_labels.cpu().numpy(), ref_conf.float().cpu().numpy())
+    if not parity_ok(stats, precision):
+        raise ExportVerificationError(
+            f"{name}: {what} ({precision}) disagrees with the float32 eager detector "
+            f"(confidence mean diff {stats['confidence_mean_abs_diff']:.2e}, max "
+            f"{stats['confidence_max_abs_diff']:.2e}, labels agree "
+            f"{stats['label_agreement']:.4%}); "
+            f"refused, nothing written. To use it anyway: {override}")
+    return stats
+
+
+def run_onnx(onnx_path: PathLike, example: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, confidence)`` of an ONNX file for ``example`` in ONNX Runtime (CPU)."""
+    import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     labels, confidence = session.run(list(OUTPUT_NAMES), {INPUT_NAME: example.cpu().numpy()})
-    with torch.no_grad():
-        ref_labels, ref_conf = detector(example)
-    stats = parity(labels, confidence, ref_labels.cpu().numpy(), ref_conf.float().cpu().numpy())
-    if not parity_ok(stats, precision):
-        raise EngineError(
-            f"{name}: ONNX Runtime ({precision}) disagrees with the float32 eager detector (confidence mean diff "
-            f"{stats['confidence_mean_abs_diff']:.2e}, max {stats['confidence_max_abs_diff']:.2e}, labels agree "
-            f"{stats['label_agreement']:.4%})"
-        )
+    return labels, confidence
+
+
+def _verify_onnx(onnx_path: Path, detector: FusedDetector, example: torch.Tensor, name: Path,
+                 precision: str, override: str = NO_VERIFY_FLAG) -> None:
+    labels, confidence = run_onnx(onnx_path, example)
+    verify_outputs(labels, confidence, detector, example, name, "ONNX Runtime", precision,
+                   override)
 
 
 def export_engine(
@@ -323,10 +358,11 @@ def export_engine(
     opset: int = DEFAULT_OPSET,
     model_hash: Optional[str] = None,
     extra_metadata: Optional[dict[str, Any]] = None,
-    verify: bool = False,
+    verify: bool = True,
     progress: Optional[Callable[[str], None]] = print,
     workspace_gib: float = 4.0,
     device: int = 0,
+    override: str = NO_VERIFY_FLAG,
 ) -> tuple[Path, dict[str, Any]]:
     """Build the engine for ``runtime`` at ``path`` with its sidecar; returns (path, metadata).
 
@@ -335,6 +371,11 @@ def export_engine(
     it strongly typed into ``path`` (.engine/.plan). torch-tensorrt: the detector compiled by
     torch-tensorrt's dynamo path, saved as an exported program (.ep). torch: ``path`` is a
     fused bundle ``NAME.safetensors`` + ``NAME.json``.
+
+    ``verify`` (default): the built output is compared with the float32 eager detector before
+    anything is moved into place (:func:`verify_outputs`; ONNX Runtime for the onnxruntime and
+    tensorrt ONNX, the compiled module for torch-tensorrt; the torch bundle is the eager
+    detector). A refusal names ``override``.
     """
     path = Path(path)
     if runtime not in RUNTIMES:
@@ -344,24 +385,39 @@ def export_engine(
         if progress:
             progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
         return export_onnx(detector, path, height, width, batch=batch, opset=opset, precision=precision,
-                           model_hash=model_hash, extra_metadata=extra_metadata, verify=verify)
+                           model_hash=model_hash, extra_metadata=extra_metadata, verify=verify,
+                           override=override)
     if runtime == "tensorrt":
         from .tensorrt_engine import build_tensorrt_engine
 
         onnx_path = path.with_suffix(".onnx")
         if progress:
-            progress(f"exporting {precision} ONNX ({height}x{width}) to {onnx_path}")
-        # TensorRT builds for one fixed shape (no optimisation profiles): a batch-N engine pads.
-        _, onnx_meta = export_onnx(detector, onnx_path, height, width, batch=batch, opset=opset, precision=precision,
-                                   model_hash=model_hash, extra_metadata=extra_metadata, verify=verify,
-                                   dynamic_batch=False)
-        return build_tensorrt_engine(onnx_path, path, tensorrt_metadata(onnx_meta, device), workspace_gib=workspace_gib,
-                                     progress=progress, device=device)
+            progress(f"exporting {precision} ONNX ({height}x{width}) for {onnx_path}")
+        # The ONNX goes to a staged name and replaces an existing onnx_path only once the
+        # engine is built: a failed build leaves the user's files as they were.
+        staged = temporary_sibling(onnx_path.with_name(f".{onnx_path.stem}.staged.onnx"))
+        try:
+            # TensorRT builds for one fixed shape (no optimisation profiles): batch N pads.
+            _, onnx_meta = export_onnx(detector, staged, height, width, batch=batch, opset=opset,
+                                       precision=precision, model_hash=model_hash,
+                                       extra_metadata=extra_metadata, verify=verify,
+                                       dynamic_batch=False, override=override)
+            result = build_tensorrt_engine(staged, path, tensorrt_metadata(onnx_meta, device),
+                                           workspace_gib=workspace_gib, progress=progress,
+                                           device=device)
+            os.replace(staged, onnx_path)  # the file, then its sidecar (as install_engine_file)
+            os.replace(sidecar_path(staged), sidecar_path(onnx_path))
+        finally:
+            staged.unlink(missing_ok=True)
+            sidecar_path(staged).unlink(missing_ok=True)
+        return result
     if runtime == "torch-tensorrt":
         from .torch_tensorrt_engine import build_torch_tensorrt
 
         return build_torch_tensorrt(detector, path, height, width, batch=batch, precision=precision,
-                                    model_hash=model_hash, extra_metadata=extra_metadata, progress=progress, device=device)
+                                    model_hash=model_hash, extra_metadata=extra_metadata,
+                                    progress=progress, device=device, verify=verify,
+                                    override=override)
     from .torch_engine import save_bundle
 
     if progress:

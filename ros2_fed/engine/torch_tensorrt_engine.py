@@ -55,11 +55,17 @@ def build_torch_tensorrt(
     extra_metadata: Optional[dict[str, Any]] = None,
     progress: Optional[Callable[[str], None]] = print,
     device: int = 0,
+    verify: bool = True,
+    override: str = "--no-verify",
 ) -> tuple[Path, dict[str, Any]]:
-    """Compile ``detector`` for (batch, height, width) on CUDA ``device``; writes ``path`` (.ep) + sidecar."""
+    """Compile ``detector`` for (batch, height, width) on CUDA ``device``; writes ``path`` (.ep)
+    + sidecar.
+
+    ``verify``: the compiled module's output on a random image against the eager detector
+    (``export.verify_outputs``) before the file is moved into place."""
     from ros2_fed.fileio import temporary_sibling
 
-    from .export import check_precision, engine_metadata
+    from .export import check_precision, engine_metadata, verify_outputs
     from .mixed_precision import export_graph
 
     path = Path(path)
@@ -73,7 +79,8 @@ def build_torch_tensorrt(
     detector = detector.freeze()
     meta = engine_metadata(detector, runtime="torch-tensorrt", precision=precision, height=height, width=width,
                            batch=batch, model_hash=model_hash, opset=None, extra=extra_metadata)
-    meta.update(gpu_name=gpu["name"], gpu_compute_capability=gpu["compute_capability"])
+    meta.update(gpu_name=gpu["name"], gpu_compute_capability=gpu["compute_capability"],
+                verified=bool(verify))
     if progress:
         progress(f"compiling with torch-tensorrt {torch_tensorrt.__version__} ({precision}, {height}x{width}) "
                  f"on {gpu['name']}, this takes minutes ...")
@@ -87,6 +94,12 @@ def build_torch_tensorrt(
             torch_tensorrt.save(compiled, str(tmp), output_format="exported_program", arg_inputs=[example])
         except Exception as exc:  # noqa: BLE001 - TensorRT/export errors of many types: one line
             raise EngineError(f"{path}: torch-tensorrt compilation failed: {one_line(exc)}") from exc
+        if verify:
+            check = torch.randint(0, 256, example.shape, dtype=torch.uint8, device=cuda)
+            with torch.no_grad():
+                labels, confidence = compiled(check)
+            verify_outputs(labels.cpu().numpy(), confidence.float().cpu().numpy(),
+                           detector.to(cuda), check, path, "torch-tensorrt", precision, override)
         install_engine_file(tmp, path, meta)
     finally:
         tmp.unlink(missing_ok=True)

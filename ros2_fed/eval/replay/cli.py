@@ -39,6 +39,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -57,11 +58,12 @@ from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_fil
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
 from ros2_fed.eval.replay.scoring import (FrameStat, ReferenceModel, ReferenceScores, Scorer,
                                           frame_stat)
+from ros2_fed.engine.export import NO_VERIFY_FLAG, VERIFY_ENV, ExportVerificationError
 from ros2_fed.fingerprint import ALLOW_FLAG, BackboneMismatchError
 from ros2_fed.pipeline import (OUTPUT_NAMES, RUNTIME_CHOICES, SCORE_CHOICES, ModelSpec, StartupError,
                                resolve_from_model, spec_calibration)
 
-from ros2_fed.names import METHOD_BY_SCORE as SCORE_ABBREV  # noqa: E402
+SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
 OUTPUT_BAG = "output_bag"
 
 
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--score", default="", choices=SCORE_CHOICES)
     g.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
     g.add_argument("--device", default="", help="runtime device (cpu, cuda, cuda:1)")
+    g.add_argument(NO_VERIFY_FLAG, action="store_true",
+                   help="build the node's engine (on a cache miss) without checking it against "
+                        f"the float32 eager detector ({VERIFY_ENV}=0 for this run and the node)")
     g.add_argument("--params-file", default=None, help="fed_node parameter YAML (e.g. config/fed.yaml)")
     g.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="a fed_node parameter, e.g. -p alerts.confidence_threshold:=0.6 (repeatable)")
@@ -270,6 +275,19 @@ class BagEvaluation:
         self.offline_stats: Any = None  # OfflineStats
 
     def run(self) -> tuple[Path, dict[str, Any]]:
+        if not self.args.no_verify:
+            return self.run_steps()
+        saved = os.environ.get(VERIFY_ENV)
+        os.environ[VERIFY_ENV] = "0"  # the engine cache here (offline) and in the node (live)
+        try:
+            return self.run_steps()
+        finally:
+            if saved is None:
+                os.environ.pop(VERIFY_ENV, None)
+            else:
+                os.environ[VERIFY_ENV] = saved
+
+    def run_steps(self) -> tuple[Path, dict[str, Any]]:
         record = self.check_arguments()
         self.params = self.node_parameters()
         self.output_bag = _prepare_out(self.out, self.args.overwrite)
@@ -657,8 +675,8 @@ def _failure(exc: BaseException) -> Optional[tuple[str, int]]:
         return "interrupted", 130
     if isinstance(exc, (bagmod.BagError, UsageError)):
         return str(exc), 2  # the arguments' fault
-    if isinstance(exc.__cause__, BackboneMismatchError):
-        return str(exc), 2  # the engine build refused a FED of another backbone: the arguments' too
+    if isinstance(exc.__cause__, (BackboneMismatchError, ExportVerificationError)):
+        return str(exc), 2  # the engine build refused the model (another backbone's FED, parity)
     if isinstance(exc, LiveError):
         return str(exc), 1
     if isinstance(exc, Exception):

@@ -22,7 +22,7 @@ from ros2_fed.jsonio import strict, write_json
 from ros2_fed.viz import ground_truth_view
 
 REPORT_FILES = ("report.md", "report.json", "mosaic_worst.png", "mosaic_best.png", "alerts.png")
-from ros2_fed.names import METHOD_ORDER  # noqa: E402
+METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
 
 
 _jsonable = strict  # NaN/inf -> null: one definition, ros2_fed.jsonio
@@ -324,7 +324,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Alerts", ""]
     if alerts.get("transitions") is not None:
         counts = alerts.get("counts", {})
-        lines += [f"Frames per level: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
+        lines += ["Frames per level: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
         lines += detection_lines(alerts.get("detection"))
         if alerts["transitions"]:
             lines += ["| frame | stamp | level | largest uncertain region (image heights) |", "|---|---|---|---|"]
