@@ -74,7 +74,7 @@ def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_opti
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")  # engines compiled for one GPU model
+from .base import GPU_RUNTIMES  # noqa: E402  (engines compiled for one GPU model)
 
 
 def cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,

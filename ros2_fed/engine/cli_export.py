@@ -28,7 +28,7 @@ from .base import PRECISIONS, RUNTIMES, SUFFIX_BY_RUNTIME
 from .export import check_precision
 
 # Runtimes whose engines are built for a GPU: FP16 is their default precision.
-GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")
+from .base import GPU_RUNTIMES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,7 +63,7 @@ from ros2_fed.fingerprint import ALLOW_FLAG, BackboneMismatchError
 from ros2_fed.pipeline import (OUTPUT_NAMES, RUNTIME_CHOICES, SCORE_CHOICES, ModelSpec, StartupError,
                                resolve_from_model, spec_calibration)
 
-SCORE_ABBREV = {"msp": "MSP", "maxlogit": "MLG", "energy": "ENE", "entropy": "ENT", "sml": "SML", "none": "none"}
+from ros2_fed.names import METHOD_BY_SCORE as SCORE_ABBREV  # noqa: E402
 OUTPUT_BAG = "output_bag"
 
 

@@ -22,7 +22,7 @@ from ros2_fed.jsonio import strict, write_json
 from ros2_fed.viz import ground_truth_view
 
 REPORT_FILES = ("report.md", "report.json", "mosaic_worst.png", "mosaic_best.png", "alerts.png")
-METHOD_ORDER = ["FED-U", "FED-C", "MSP", "MLG", "ENE", "ENT", "SML", "MCD"]
+from ros2_fed.names import METHOD_ORDER  # noqa: E402
 
 
 _jsonable = strict  # NaN/inf -> null: one definition, ros2_fed.jsonio
