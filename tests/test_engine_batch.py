@@ -71,3 +71,19 @@ def test_batch_one_export_is_unchanged(tmp_path, detector) -> None:
     """Single-camera engines stay fixed batch 1 (same graph as before batching existed)."""
     _, meta = export_engine(detector, tmp_path / "b1.onnx", H, W, progress=None)
     assert meta["dynamic_batch"] is False and meta["input_tensor_shape"] == [1, H, W, 3]
+
+
+def test_frame_parallel_batches_equal_one_run(tmp_path, detector) -> None:
+    """On the CPU a dynamic batch runs frame by frame, side by side: same numbers as one run."""
+    path, _ = export_engine(detector, tmp_path / "b4.onnx", H, W, batch=4, progress=None)
+    parallel = Engine.open(path, warmup=1, intra_op_threads=2)
+    whole = Engine.open(path, warmup=1, frame_parallel=False)
+    assert parallel.parallel_frames == 2 and whole.parallel_frames == 1
+    frames = _frames(4, seed=3)
+    for n in (4, 3, 1):
+        got_labels, got_conf = parallel.infer(frames[:n])
+        ref_labels, ref_conf = whole.infer(frames[:n])
+        np.testing.assert_array_equal(got_labels, ref_labels)
+        np.testing.assert_allclose(got_conf, ref_conf, atol=1e-5, rtol=0)
+    parallel.close()
+    whole.close()

@@ -10,10 +10,17 @@ Opening validates before ONNX Runtime ever parses the file: sidecar present and 
 file size + SHA-256, ``onnx.checker``, embedded model hash and input/output signature. The hot
 path uses IOBinding with buffers bound once: each frame is one ``memcpy`` into the bound
 input and ``run_with_iobinding`` writing into the bound outputs (no per-frame allocation).
+
+Batches on a CPU run frame-parallel: one single-threaded run per frame, as many at once as
+there are threads (a surround-camera node's batch). Measured at 256x512 on 2 cores: 37 ms a
+frame this way against 61 ms for the batch of 4 run with 2 intra-op threads and 54 ms for
+frame after frame with 2 threads: a small network leaves the second intra-op thread idle much
+of the time, two frames side by side do not. GPU providers run the batch as one.
 """
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -72,7 +79,11 @@ class OnnxEngine(Engine):
         allow_spinning: Optional[bool] = None,
         optimization: str = "all",
         device: Optional[str] = None,
+        frame_parallel: Optional[bool] = None,
     ) -> None:
+        """``frame_parallel``: run a batch's frames side by side, one thread each (None = for a
+        dynamic batch > 1 on the CPU provider alone); ``intra_op_threads`` is then how many run
+        at once (default: the CPU count). A batch of one frame then runs on one thread."""
         import onnx
         import onnxruntime as ort
 
@@ -102,7 +113,18 @@ class OnnxEngine(Engine):
             raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
         options.graph_optimization_level = levels[optimization]
         threads = intra_op_threads if intra_op_threads is not None else _env_int("ROS2_FED_THREADS")
-        if threads:
+        requested = providers is not None
+        if providers is None:
+            providers = default_providers(str(metadata.get("precision", "fp32")))
+        cpu_only = provider_names(providers) == [CPU_PROVIDER]
+        if frame_parallel is None:
+            frame_parallel = cpu_only and self.batch_size > 1
+        frame_parallel = frame_parallel and self.dynamic_batch  # a fixed batch is one run of B frames
+        #: frames of one batch run at once (1 = the batch is one run)
+        self.parallel_frames = min(self.batch_size, int(threads or os.cpu_count() or 1)) if frame_parallel else 1
+        if self.parallel_frames > 1:
+            options.intra_op_num_threads = 1
+        elif threads:
             options.intra_op_num_threads = int(threads)
         if inter_op_threads:
             options.inter_op_num_threads = int(inter_op_threads)
@@ -112,9 +134,6 @@ class OnnxEngine(Engine):
             flag = "1" if allow_spinning else "0"
             options.add_session_config_entry("session.intra_op.allow_spinning", flag)
             options.add_session_config_entry("session.inter_op.allow_spinning", flag)
-        requested = providers is not None
-        if providers is None:
-            providers = default_providers(str(metadata.get("precision", "fp32")))
         try:
             self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
         except Exception as exc:
@@ -131,22 +150,24 @@ class OnnxEngine(Engine):
         self._labels = np.zeros((b, h, w), dtype=np.uint8)
         self._confidence_raw = np.zeros((b, h, w), dtype=conf_dtype)
         self._confidence = self._confidence_raw if conf_dtype == np.float32 else np.zeros((b, h, w), dtype=np.float32)
-        self._bindings: dict[int, tuple[Any, list[Any]]] = {}  # batch -> (binding, the OrtValues it holds)
-        self._binding = self._bound(b)
+        # (start, stop) -> (binding, the OrtValues it holds): rows start:stop of the buffers
+        self._bindings: dict[tuple[int, int], tuple[Any, list[Any]]] = {}
+        self._binding = self._bound(0, b)
+        self._pool = ThreadPoolExecutor(self.parallel_frames, "onnx_frames") if self.parallel_frames > 1 else None
 
-    def _bound(self, batch: int) -> Any:
-        """An IO binding on the first ``batch`` rows of the buffers (made once per batch size)."""
-        if batch not in self._bindings:
+    def _bound(self, start: int, stop: int) -> Any:
+        """An IO binding on rows ``start:stop`` of the buffers (made once per row range)."""
+        if (start, stop) not in self._bindings:
             import onnxruntime as ort
 
-            arrays = (self._input[:batch], self._labels[:batch], self._confidence_raw[:batch])
+            arrays = (self._input[start:stop], self._labels[start:stop], self._confidence_raw[start:stop])
             values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
             binding = self._session.io_binding()
             binding.bind_ortvalue_input(INPUT_NAME, values[0])
             binding.bind_ortvalue_output(OUTPUT_NAMES[0], values[1])
             binding.bind_ortvalue_output(OUTPUT_NAMES[1], values[2])
-            self._bindings[batch] = (binding, values)
-        return self._bindings[batch][0]
+            self._bindings[(start, stop)] = (binding, values)
+        return self._bindings[(start, stop)][0]
 
     @staticmethod
     def _check_signature(path: Path, proto: Any, metadata: dict[str, Any]) -> None:
@@ -176,7 +197,13 @@ class OnnxEngine(Engine):
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = batch.shape[0]  # below batch_size only for a dynamic-batch engine (checked by infer)
         np.copyto(self._input[:n], batch)
-        self._session.run_with_iobinding(self._binding if n == self.batch_size else self._bound(n))
+        if self._pool is not None and n > 1 and self.dynamic_batch:
+            # One run per frame, parallel_frames at a time (ONNX Runtime releases the GIL in run).
+            runs = [self._pool.submit(self._session.run_with_iobinding, self._bound(i, i + 1)) for i in range(n)]
+            for run in runs:
+                run.result()
+        else:
+            self._session.run_with_iobinding(self._binding if n == self.batch_size else self._bound(0, n))
         if self._confidence is not self._confidence_raw:
             np.copyto(self._confidence[:n], self._confidence_raw[:n])
         if n == self.batch_size:
@@ -184,6 +211,9 @@ class OnnxEngine(Engine):
         return self._labels[:n], self._confidence[:n]
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._bindings = {}
         self._binding = None  # type: ignore[assignment]
         self._session = None  # type: ignore[assignment]
