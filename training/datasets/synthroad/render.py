@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -114,26 +114,9 @@ def _draw_sky(cv: _Canvas, s: Scene) -> None:
 _G_ROAD, _G_SW_L, _G_SW_R, _G_CURB_L, _G_CURB_R, _G_TERRAIN, _G_ZEBRA, _G_LINE0 = range(8)
 
 
-def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
-    """Road, kerbs, sidewalks, terrain, lane marks and zebra, per pixel from world (X, Z).
-
-    Each pixel gets a region code; colour = palette[code] * shading + texture * amplitude[code],
-    so only a handful of full-size array operations run whatever the scene contains."""
-    cam = cv.cam
-    y_start = int(math.floor(cam.horizon)) + 1
-    if y_start >= cam.height:
-        return
-    ys = np.arange(y_start, cam.height, dtype=np.float32) + 0.5
-    dy = np.maximum(ys - np.float32(cam.horizon), np.float32(0.05))[:, None]
-    xs = np.arange(cam.width, dtype=np.float32)[None, :] + 0.5
-    z = np.float32(cam.focal * cam.cam_h) / dy  # (rows, 1)
-    x = (xs - np.float32(cam.vp_x)) * (np.float32(cam.cam_h) / dy)  # (rows, W)
-    zw = z + np.float32(cam_z)
-    shape = x.shape
-    fine = _sample_tile(s.tiles["fine"], x * 9, np.broadcast_to(zw * 9, shape))
-    coarse = _sample_tile(s.tiles["coarse"], x * 0.6 + 17, np.broadcast_to(zw * 0.6, shape))
-    tex = fine * (0.55 * (1 - np.clip(z / 60.0, 0, 1))) + coarse * 0.45  # fine grain fades with distance
-
+def _ground_codes(s: Scene, x: np.ndarray, zw: np.ndarray) -> np.ndarray:
+    """Region code per ground pixel from its world (X, Z): kerbs, sidewalks, terrain, road,
+    zebra and lane marks (``_G_LINE0 + k`` for lane line k)."""
     left_curb, right_curb = s.x_left - s.curb_w, s.x_right + s.curb_w
     code = np.where(x > 0, np.uint8(_G_SW_R), np.uint8(_G_SW_L))
     code[(x < s.x_left) & (x >= left_curb)] = _G_CURB_L
@@ -155,7 +138,11 @@ def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
         if kind == "dashed":
             near &= dash
         code[near] = _G_LINE0 + k
+    return code
 
+
+def _ground_palette(s: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per region code: (colour, texture amplitude, labelId)."""
     palette = np.empty((_G_LINE0 + len(s.lane_lines), 3), np.float32)
     amp = np.empty(len(palette), np.float32)
     palette[_G_ROAD], amp[_G_ROAD] = s.asphalt, 9
@@ -170,9 +157,12 @@ def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
     labels = np.full(len(palette), ROAD, np.uint8)
     labels[[_G_SW_L, _G_SW_R, _G_CURB_L, _G_CURB_R]] = SIDEWALK
     labels[_G_TERRAIN] = TERRAIN
+    return palette, amp, labels
 
-    # Scalar shading: paving joints every 0.5 m on sidewalks (not where sub-pixel), shadow band.
-    gain = np.ones(shape, np.float32)
+
+def _ground_gain(s: Scene, code: np.ndarray, x: np.ndarray, z: np.ndarray, zw: np.ndarray) -> np.ndarray:
+    """Scalar shading: paving joints every 0.5 m on sidewalks (not where sub-pixel), shadow band."""
+    gain = np.ones(x.shape, np.float32)
     sidewalk = (code == _G_SW_L) | (code == _G_SW_R)
     joint = (np.abs(x * 2 - np.round(x * 2)) < 0.07) | ((np.abs(zw * 2 - np.round(zw * 2)) < 0.07 * (1 + z / 8)) &
                                                        (z < 40))
@@ -180,6 +170,32 @@ def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
     if s.shadow is not None:
         side, edge, strength = s.shadow
         gain[((x - edge) * side > 0) & (code != _G_TERRAIN)] *= strength
+    return gain
+
+
+def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
+    """Road, kerbs, sidewalks, terrain, lane marks and zebra, per pixel from world (X, Z).
+
+    Each pixel gets a region code; colour = palette[code] * shading + texture * amplitude[code],
+    so only a handful of full-size array operations run whatever the scene contains."""
+    cam = cv.cam
+    y_start = int(math.floor(cam.horizon)) + 1
+    if y_start >= cam.height:
+        return
+    ys = np.arange(y_start, cam.height, dtype=np.float32) + 0.5
+    dy = np.maximum(ys - np.float32(cam.horizon), np.float32(0.05))[:, None]
+    xs = np.arange(cam.width, dtype=np.float32)[None, :] + 0.5
+    z = np.float32(cam.focal * cam.cam_h) / dy  # (rows, 1)
+    x = (xs - np.float32(cam.vp_x)) * (np.float32(cam.cam_h) / dy)  # (rows, W)
+    zw = z + np.float32(cam_z)
+    shape = x.shape
+    fine = _sample_tile(s.tiles["fine"], x * 9, np.broadcast_to(zw * 9, shape))
+    coarse = _sample_tile(s.tiles["coarse"], x * 0.6 + 17, np.broadcast_to(zw * 0.6, shape))
+    tex = fine * (0.55 * (1 - np.clip(z / 60.0, 0, 1))) + coarse * 0.45  # fine grain fades with distance
+
+    code = _ground_codes(s, x, zw)
+    palette, amp, labels = _ground_palette(s)
+    gain = _ground_gain(s, code, x, z, zw)
     img = palette[code] * gain[..., None] + (tex * amp[code])[..., None]
     cv.img[y_start:] = np.clip(img, 0, 255).astype(np.uint8)
     cv.lab[y_start:] = labels[code]
@@ -213,6 +229,74 @@ def _draw_far(cv: _Canvas, s: Scene, cam_z: float) -> None:
                     colour, BUILDING)
 
 
+def _facade_hits(cam: Camera, s: Scene, xb: float, segs: np.ndarray, cam_z: float, xs: np.ndarray
+                 ) -> Optional[tuple[np.ndarray, ...]]:
+    """The image columns that see the wall plane at ``x = xb``: (columns, depth, world depth,
+    segment index, segment kind, height with the vegetation's ragged crown line), or None."""
+    dx = xs - np.float32(cam.vp_x)
+    cols = np.nonzero(dx * np.sign(xb) > 0.5)[0]
+    if len(cols) == 0:
+        return None
+    z = np.float32(cam.focal * xb) / dx[cols]
+    zw = z + np.float32(cam_z)
+    idx = np.clip(np.searchsorted(segs[:, 0], zw, side="right") - 1, 0, len(segs) - 1)
+    ok = (zw >= segs[idx, 0]) & (z > 0.3) & (zw < segs[idx, 1]) & (segs[idx, 2] < 3)
+    cols, z, zw, idx = cols[ok], z[ok], zw[ok], idx[ok]
+    if len(cols) == 0:
+        return None
+    kind = segs[idx, 2].astype(np.int64)
+    height = segs[idx, 3].copy()
+    veg = kind == 1
+    if veg.any():  # ragged crown line for vegetation masses
+        height[veg] += 1.5 * _sample_tile(s.tiles["coarse"], zw[veg] * 1.5, np.full(int(veg.sum()), 5.0))
+    return cols, z, zw, idx, kind, height
+
+
+def _facade_colour(cam: Camera, s: Scene, segs: np.ndarray, z: np.ndarray, zw: np.ndarray, idx: np.ndarray,
+                   kind: np.ndarray, r_idx: np.ndarray, c_idx: np.ndarray) -> np.ndarray:
+    """Colour of the facade pixels (r_idx, c_idx): windows, shop fronts, ledges, foliage, wall
+    courses. Everything that depends on the column only is computed per column, then gathered."""
+    u_col = zw - segs[idx, 0]
+    spacing, floor_h, style, seg_h = segs[idx, 7], segs[idx, 8], segs[idx, 9], segs[idx, 3]
+    fu = u_col / spacing
+    fu -= np.floor(fu)
+    bld_col = kind == 0
+    win_col = bld_col & (np.abs(fu - 0.5) < np.where(style == 1, 0.375, 0.225))
+    shop_u = u_col / 4.0
+    shop_col = bld_col & (style == 2) & (np.abs(shop_u - np.floor(shop_u) - 0.5) < 0.38)
+    col_gain = np.where(bld_col & (np.minimum(u_col, segs[idx, 1] - zw) < 0.25), 0.7, 1.0).astype(np.float32)
+    haze = np.clip(z / 250.0, 0, 0.5)[:, None]
+    col_base = segs[idx, 4:7] * (1 - haze) + s.sky_horizon * haze
+    col_glass = np.float32((60, 68, 84)) * (1 - haze) + s.sky_horizon * haze
+    col_wid = np.floor(fu + np.floor(u_col / spacing)) * 7 + idx * 31
+
+    zc = z[c_idx]
+    v = np.float32(cam.cam_h) + (np.float32(cam.horizon) - (r_idx.astype(np.float32) + 0.5)) * \
+        (zc / np.float32(cam.focal))
+    k = kind[c_idx]
+    fh = floor_h[c_idx]
+    fv_raw = v / fh
+    fv = fv_raw - np.floor(fv_raw)
+    window = win_col[c_idx] & (fv > 0.3) & (fv < 0.8) & (v > 3.2) & (v < seg_h[c_idx] - 0.8)
+    window |= shop_col[c_idx] & (v < 2.7) & (v > 0.4)
+    gain = col_gain[c_idx] * (1 + 0.05 * _sample_tile(s.tiles["fine"], u_col[c_idx] * 6, v * 6))
+    ledge = (k == 0) & (np.abs(fv - 0.05) < 0.04) & (v > 3)
+    gain[ledge] *= 0.88
+    if window.any():  # per-window brightness from a hash of the window's grid cell
+        wid = col_wid[c_idx[window]] + np.floor(fv_raw[window]) * 13
+        gain[window] = 0.55 + 0.9 * np.mod(np.abs(np.sin(wid * 12.9898)) * 43758.5, 1.0)
+    vv = k == 1
+    if vv.any():
+        uu, vvv = u_col[c_idx[vv]], v[vv]
+        gain[vv] = 1 + 0.2 * _sample_tile(s.tiles["fine"], uu * 12, vvv * 12) + \
+            0.15 * _sample_tile(s.tiles["coarse"], uu * 2, vvv * 2)
+    wall = k == 2
+    if wall.any():
+        wv = v[wall] / 0.6
+        gain[wall] *= np.where(wv - np.floor(wv) < 0.083, 0.8, 1.0)
+    return np.where(window[:, None], col_glass[c_idx], col_base[c_idx]) * gain[:, None]
+
+
 def _draw_facades(cv: _Canvas, s: Scene, cam_z: float) -> None:
     """Street walls on both sides: buildings (windows, shop fronts, ledges), vegetation masses,
     walls. Per column: the depth where the column meets the wall plane; per pixel: (along-street,
@@ -224,69 +308,18 @@ def _draw_facades(cv: _Canvas, s: Scene, cam_z: float) -> None:
     for xb, segs in ((s.facade_x[0], s.facades[0]), (s.facade_x[1], s.facades[1])):
         if len(segs) == 0:
             continue
-        dx = xs - np.float32(cam.vp_x)
-        cols = np.nonzero(dx * np.sign(xb) > 0.5)[0]
-        if len(cols) == 0:
+        hits = _facade_hits(cam, s, xb, segs, cam_z, xs)
+        if hits is None:
             continue
-        z = np.float32(cam.focal * xb) / dx[cols]
-        zw = z + np.float32(cam_z)
-        idx = np.clip(np.searchsorted(segs[:, 0], zw, side="right") - 1, 0, len(segs) - 1)
-        ok = (zw >= segs[idx, 0]) & (z > 0.3) & (zw < segs[idx, 1]) & (segs[idx, 2] < 3)
-        cols, z, zw, idx = cols[ok], z[ok], zw[ok], idx[ok]
-        if len(cols) == 0:
-            continue
-        kind = segs[idx, 2].astype(np.int64)
-        height = segs[idx, 3].copy()
-        veg = kind == 1
-        if veg.any():  # ragged crown line for vegetation masses
-            height[veg] += 1.5 * _sample_tile(s.tiles["coarse"], zw[veg] * 1.5, np.full(int(veg.sum()), 5.0))
+        cols, z, zw, idx, kind, height = hits
         top = cam.horizon - cam.focal * (height - cam.cam_h) / z
         bottom = cam.horizon + cam.focal * cam.cam_h / z
         r_idx, c_idx = np.nonzero((rows >= top[None, :]) & (rows < bottom[None, :]))
         if len(r_idx) == 0:
             continue
-        # Everything that depends on the column only is computed per column, then gathered.
-        u_col = zw - segs[idx, 0]
-        spacing, floor_h, style, seg_h = segs[idx, 7], segs[idx, 8], segs[idx, 9], segs[idx, 3]
-        fu = u_col / spacing
-        fu -= np.floor(fu)
-        bld_col = kind == 0
-        win_col = bld_col & (np.abs(fu - 0.5) < np.where(style == 1, 0.375, 0.225))
-        shop_u = u_col / 4.0
-        shop_col = bld_col & (style == 2) & (np.abs(shop_u - np.floor(shop_u) - 0.5) < 0.38)
-        col_gain = np.where(bld_col & (np.minimum(u_col, segs[idx, 1] - zw) < 0.25), 0.7, 1.0).astype(np.float32)
-        haze = np.clip(z / 250.0, 0, 0.5)[:, None]
-        col_base = segs[idx, 4:7] * (1 - haze) + s.sky_horizon * haze
-        col_glass = np.float32((60, 68, 84)) * (1 - haze) + s.sky_horizon * haze
-        col_wid = np.floor(fu + np.floor(u_col / spacing)) * 7 + idx * 31
-
-        zc = z[c_idx]
-        v = np.float32(cam.cam_h) + (np.float32(cam.horizon) - (r_idx.astype(np.float32) + 0.5)) * \
-            (zc / np.float32(cam.focal))
-        k = kind[c_idx]
-        fh = floor_h[c_idx]
-        fv_raw = v / fh
-        fv = fv_raw - np.floor(fv_raw)
-        window = win_col[c_idx] & (fv > 0.3) & (fv < 0.8) & (v > 3.2) & (v < seg_h[c_idx] - 0.8)
-        window |= shop_col[c_idx] & (v < 2.7) & (v > 0.4)
-        gain = col_gain[c_idx] * (1 + 0.05 * _sample_tile(s.tiles["fine"], u_col[c_idx] * 6, v * 6))
-        ledge = (k == 0) & (np.abs(fv - 0.05) < 0.04) & (v > 3)
-        gain[ledge] *= 0.88
-        if window.any():  # per-window brightness from a hash of the window's grid cell
-            wid = col_wid[c_idx[window]] + np.floor(fv_raw[window]) * 13
-            gain[window] = 0.55 + 0.9 * np.mod(np.abs(np.sin(wid * 12.9898)) * 43758.5, 1.0)
-        vv = k == 1
-        if vv.any():
-            uu, vvv = u_col[c_idx[vv]], v[vv]
-            gain[vv] = 1 + 0.2 * _sample_tile(s.tiles["fine"], uu * 12, vvv * 12) + \
-                0.15 * _sample_tile(s.tiles["coarse"], uu * 2, vvv * 2)
-        wall = k == 2
-        if wall.any():
-            wv = v[wall] / 0.6
-            gain[wall] *= np.where(wv - np.floor(wv) < 0.083, 0.8, 1.0)
-        colour = np.where(window[:, None], col_glass[c_idx], col_base[c_idx]) * gain[:, None]
+        colour = _facade_colour(cam, s, segs, z, zw, idx, kind, r_idx, c_idx)
         cv.img[r_idx, cols[c_idx]] = np.clip(colour, 0, 255).astype(np.uint8)
-        cv.lab[r_idx, cols[c_idx]] = labels[k]
+        cv.lab[r_idx, cols[c_idx]] = labels[kind[c_idx]]
 
 
 def _draw_fence(cv: _Canvas, fx: float, z0: float, z1: float, h: float, cam_z: float) -> None:
@@ -513,86 +546,127 @@ def _ood_shade(cam: Camera, p: dict[str, Any], x0: float, y0: float, scale: floa
     return shade
 
 
+class _OodPlace(NamedTuple):
+    """Where an OOD object stands: ground point (bx, by) in pixels, pixels per metre, its shader."""
+
+    bx: float
+    by: float
+    s: float
+    shade: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _draw_cargo(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    cam, p = cv.cam, o.params
+    size, h, bx, s, shade = p["size"], p["h"], at.bx, at.s, at.shade
+    for name, poly in _box_faces(cam, o.x - size / 2, o.x + size / 2, 0.0, h, z, z + size * 0.8):
+        factor = {"side": 0.75, "top": 1.15, "front": 1.0}[name]
+        cv.textured(poly, _OOD_MARK, lambda xs, ys, f=factor: shade(xs, ys) * f)
+    # a strap across the near face
+    _, ty = cam.project(np.array([0.0]), np.array([h * 0.5]), np.array([z]))
+    cv.poly(np.array([[bx - size * s / 2, ty[0] - 0.04 * s], [bx + size * s / 2, ty[0] - 0.04 * s],
+                      [bx + size * s / 2, ty[0] + 0.04 * s], [bx - size * s / 2, ty[0] + 0.04 * s]]),
+            p["c2"] * 0.5, _OOD_MARK)
+
+
+def _draw_animal(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    p = o.params
+    size, bx, by, s = p["size"], at.bx, at.by, at.s
+    L, H = size * s, size * s * 0.55  # body length / leg+body height in pixels
+    f = p["facing"]
+    body_y = by - H * 0.62
+    for i in range(4):
+        lx = bx + f * (-L * 0.35 + L * 0.7 * i / 3)
+        cv.poly(np.array([[lx - L * 0.035, body_y], [lx + L * 0.035, body_y], [lx + L * 0.03, by],
+                          [lx - L * 0.03, by]]), p["c1"] * 0.7, _OOD_MARK)
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    cv.textured(np.stack([bx + np.cos(t) * L * 0.45, body_y + np.sin(t) * H * 0.28], 1), _OOD_MARK,
+                at.shade)
+    hx, hy = bx + f * L * 0.55, body_y - H * 0.35
+    cv.poly(np.array([[bx + f * L * 0.35, body_y - H * 0.12], [hx, hy - H * 0.05], [hx, hy + H * 0.12],
+                      [bx + f * L * 0.3, body_y + H * 0.05]]), p["c1"] * 0.9, _OOD_MARK)
+    cv.ellipse(hx + f * L * 0.06, hy, L * 0.11, H * 0.12, p["c1"], _OOD_MARK, angle=20 * f)
+    cv.poly(np.array([[bx - f * L * 0.44, body_y - H * 0.05], [bx - f * L * 0.6, body_y + H * 0.25],
+                      [bx - f * L * 0.57, body_y + H * 0.27], [bx - f * L * 0.42, body_y + H * 0.03]]),
+            p["c2"], _OOD_MARK)
+
+
+def _draw_tyre(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    r = o.params["size"] * at.s / 2
+    cy = at.by - r
+    cv.ellipse(at.bx, cy, r * 0.45, r, np.array([22, 22, 24], np.float32), _OOD_MARK)
+    cv.ellipse(at.bx, cy, r * 0.18, r * 0.45, o.params["c1"] * 0.6, _OOD_MARK)
+
+
+def _draw_cone(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    bx, by = at.bx, at.by
+    hh = o.params["size"] * at.s * 1.3
+    w = o.params["size"] * at.s * 0.35
+    cv.poly(np.array([[bx - w * 1.3, by], [bx + w * 1.3, by], [bx + w * 1.3, by - 0.06 * hh],
+                      [bx - w * 1.3, by - 0.06 * hh]]), np.array([40, 40, 40], np.float32), _OOD_MARK)
+    cv.poly(np.array([[bx - w, by - 0.05 * hh], [bx + w, by - 0.05 * hh], [bx + w * 0.15, by - hh],
+                      [bx - w * 0.15, by - hh]]), np.array([255, 110, 10], np.float32), _OOD_MARK)
+    for frac in (0.35, 0.65):
+        y_ = by - frac * hh
+        half = w * (1 - frac * 0.85)
+        cv.poly(np.array([[bx - half, y_ - 0.06 * hh], [bx + half, y_ - 0.06 * hh],
+                          [bx + half, y_ + 0.06 * hh], [bx - half, y_ + 0.06 * hh]]),
+                np.array([245, 245, 245], np.float32), _OOD_MARK)
+
+
+def _draw_barrel(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    p, bx, by = o.params, at.bx, at.by
+    w, hh = p["size"] * at.s * 0.35, p["size"] * at.s * 0.9
+    cv.poly(np.array([[bx - w, by - hh], [bx + w, by - hh], [bx + w, by], [bx - w, by]]), p["c1"],
+            _OOD_MARK)
+    for k in range(3):
+        y_ = by - hh * (0.2 + 0.3 * k)
+        cv.poly(np.array([[bx - w, y_ - 0.04 * hh], [bx + w, y_ - 0.04 * hh], [bx + w, y_ + 0.04 * hh],
+                          [bx - w, y_ + 0.04 * hh]]), p["c2"], _OOD_MARK)
+    cv.ellipse(bx, by - hh, w, w * 0.25, p["c1"] * 1.15, _OOD_MARK)
+
+
+def _draw_bag(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    p, bx, by = o.params, at.bx, at.by
+    t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    rng = np.random.default_rng(p["seed"])
+    rr = (1 + 0.12 * rng.standard_normal(16))
+    w, hh = p["size"] * at.s * 0.5, p["size"] * at.s * 0.35
+    cv.textured(np.stack([bx + np.cos(t) * w * rr, by - hh + np.sin(t) * hh * rr], 1), _OOD_MARK,
+                at.shade)
+    cv.poly(np.array([[bx - w * 0.15, by - hh * 2.1], [bx + w * 0.15, by - hh * 2.1],
+                      [bx + w * 0.1, by - hh * 1.5], [bx - w * 0.1, by - hh * 1.5]]), p["c2"], _OOD_MARK)
+
+
+def _draw_debris(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
+    """An irregular, flat-ish star polygon lying on the road, plus its thickness."""
+    cam, p = cv.cam, o.params
+    size, h = p["size"], p["h"]
+    rng = np.random.default_rng(p["seed"])
+    n = int(rng.integers(5, 10))
+    t = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = size / 2 * rng.uniform(0.35, 1.0, n)
+    gx, gz = o.x + np.cos(t + p["yaw"]) * rad, z + size / 2 + np.sin(t + p["yaw"]) * rad
+    gz = np.maximum(gz, 0.8)
+    thick = max(0.05, min(h, 0.35))
+    px, py = cam.project(gx, np.full(n, thick), gz)
+    px0, py0 = cam.project(gx, np.zeros(n), gz)
+    cv.poly(np.stack([px0, py0], 1), p["c1"] * 0.55, _OOD_MARK)  # the slab's sides
+    cv.textured(np.stack([px, py], 1), _OOD_MARK, at.shade)
+
+
+_OOD_DRAW = {"cargo": _draw_cargo, "animal": _draw_animal, "tyre": _draw_tyre, "cone": _draw_cone,
+             "barrel": _draw_barrel, "bag": _draw_bag, "debris": _draw_debris}
+
+
 def _draw_ood(cv: _Canvas, o: Obj, z: float) -> None:
     cam, p = cv.cam, o.params
     s = cam.focal / z
-    size, h = p["size"], p["h"]
+    size = p["size"]
     bx, by = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
     bx, by = float(bx[0]), float(by[0])
     cv.darken_ellipse(bx, by, size * s * 0.6, size * s * 0.12, 0.55)  # contact shadow
-    shade = _ood_shade(cam, p, bx, by, s)
-    kind = o.kind
-    if kind == "cargo":
-        for name, poly in _box_faces(cam, o.x - size / 2, o.x + size / 2, 0.0, h, z, z + size * 0.8):
-            factor = {"side": 0.75, "top": 1.15, "front": 1.0}[name]
-            cv.textured(poly, _OOD_MARK, lambda xs, ys, f=factor: shade(xs, ys) * f)
-        # a strap across the near face
-        _, ty = cam.project(np.array([0.0]), np.array([h * 0.5]), np.array([z]))
-        cv.poly(np.array([[bx - size * s / 2, ty[0] - 0.04 * s], [bx + size * s / 2, ty[0] - 0.04 * s],
-                          [bx + size * s / 2, ty[0] + 0.04 * s], [bx - size * s / 2, ty[0] + 0.04 * s]]),
-                p["c2"] * 0.5, _OOD_MARK)
-    elif kind == "animal":
-        L, H = size * s, size * s * 0.55  # body length / leg+body height in pixels
-        f = p["facing"]
-        body_y = by - H * 0.62
-        for i in range(4):
-            lx = bx + f * (-L * 0.35 + L * 0.7 * i / 3)
-            cv.poly(np.array([[lx - L * 0.035, body_y], [lx + L * 0.035, body_y], [lx + L * 0.03, by],
-                              [lx - L * 0.03, by]]), p["c1"] * 0.7, _OOD_MARK)
-        t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
-        cv.textured(np.stack([bx + np.cos(t) * L * 0.45, body_y + np.sin(t) * H * 0.28], 1), _OOD_MARK, shade)
-        hx, hy = bx + f * L * 0.55, body_y - H * 0.35
-        cv.poly(np.array([[bx + f * L * 0.35, body_y - H * 0.12], [hx, hy - H * 0.05], [hx, hy + H * 0.12],
-                          [bx + f * L * 0.3, body_y + H * 0.05]]), p["c1"] * 0.9, _OOD_MARK)
-        cv.ellipse(hx + f * L * 0.06, hy, L * 0.11, H * 0.12, p["c1"], _OOD_MARK, angle=20 * f)
-        cv.poly(np.array([[bx - f * L * 0.44, body_y - H * 0.05], [bx - f * L * 0.6, body_y + H * 0.25],
-                          [bx - f * L * 0.57, body_y + H * 0.27], [bx - f * L * 0.42, body_y + H * 0.03]]),
-                p["c2"], _OOD_MARK)
-    elif kind == "tyre":
-        r = size * s / 2
-        cy = by - r
-        cv.ellipse(bx, cy, r * 0.45, r, np.array([22, 22, 24], np.float32), _OOD_MARK)
-        cv.ellipse(bx, cy, r * 0.18, r * 0.45, p["c1"] * 0.6, _OOD_MARK)
-    elif kind == "cone":
-        hh = size * s * 1.3
-        w = size * s * 0.35
-        cv.poly(np.array([[bx - w * 1.3, by], [bx + w * 1.3, by], [bx + w * 1.3, by - 0.06 * hh],
-                          [bx - w * 1.3, by - 0.06 * hh]]), np.array([40, 40, 40], np.float32), _OOD_MARK)
-        cv.poly(np.array([[bx - w, by - 0.05 * hh], [bx + w, by - 0.05 * hh], [bx + w * 0.15, by - hh],
-                          [bx - w * 0.15, by - hh]]), np.array([255, 110, 10], np.float32), _OOD_MARK)
-        for frac in (0.35, 0.65):
-            y_ = by - frac * hh
-            half = w * (1 - frac * 0.85)
-            cv.poly(np.array([[bx - half, y_ - 0.06 * hh], [bx + half, y_ - 0.06 * hh], [bx + half, y_ + 0.06 * hh],
-                              [bx - half, y_ + 0.06 * hh]]), np.array([245, 245, 245], np.float32), _OOD_MARK)
-    elif kind == "barrel":
-        w, hh = size * s * 0.35, size * s * 0.9
-        cv.poly(np.array([[bx - w, by - hh], [bx + w, by - hh], [bx + w, by], [bx - w, by]]), p["c1"], _OOD_MARK)
-        for k in range(3):
-            y_ = by - hh * (0.2 + 0.3 * k)
-            cv.poly(np.array([[bx - w, y_ - 0.04 * hh], [bx + w, y_ - 0.04 * hh], [bx + w, y_ + 0.04 * hh],
-                              [bx - w, y_ + 0.04 * hh]]), p["c2"], _OOD_MARK)
-        cv.ellipse(bx, by - hh, w, w * 0.25, p["c1"] * 1.15, _OOD_MARK)
-    elif kind == "bag":
-        t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
-        rng = np.random.default_rng(p["seed"])
-        rr = (1 + 0.12 * rng.standard_normal(16))
-        w, hh = size * s * 0.5, size * s * 0.35
-        cv.textured(np.stack([bx + np.cos(t) * w * rr, by - hh + np.sin(t) * hh * rr], 1), _OOD_MARK, shade)
-        cv.poly(np.array([[bx - w * 0.15, by - hh * 2.1], [bx + w * 0.15, by - hh * 2.1], [bx + w * 0.1, by - hh * 1.5],
-                          [bx - w * 0.1, by - hh * 1.5]]), p["c2"], _OOD_MARK)
-    else:  # debris: an irregular, flat-ish star polygon lying on the road, plus its thickness
-        rng = np.random.default_rng(p["seed"])
-        n = int(rng.integers(5, 10))
-        t = np.sort(rng.uniform(0, 2 * np.pi, n))
-        rad = size / 2 * rng.uniform(0.35, 1.0, n)
-        gx, gz = o.x + np.cos(t + p["yaw"]) * rad, z + size / 2 + np.sin(t + p["yaw"]) * rad
-        gz = np.maximum(gz, 0.8)
-        thick = max(0.05, min(h, 0.35))
-        px, py = cam.project(gx, np.full(n, thick), gz)
-        px0, py0 = cam.project(gx, np.zeros(n), gz)
-        cv.poly(np.stack([px0, py0], 1), p["c1"] * 0.55, _OOD_MARK)  # the slab's sides
-        cv.textured(np.stack([px, py], 1), _OOD_MARK, shade)
+    at = _OodPlace(bx, by, s, _ood_shade(cam, p, bx, by, s))
+    _OOD_DRAW.get(o.kind, _draw_debris)(cv, o, z, at)
 
 
 _DRAW = {"car": _draw_vehicle, "truck": _draw_vehicle, "person": _draw_person, "lamp": _draw_pole,

@@ -131,13 +131,14 @@ def _sample_facades(rng: np.random.Generator, z_end: float) -> np.ndarray:
     return np.array(rows, np.float32)
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = False,
-                 travel: float = 0.0) -> tuple[Scene, Camera]:
-    """Draw a random scene and camera. ``travel``: metres the camera will move (sequences),
-    so the street is long enough and objects are spread over it."""
+def _sample_camera(rng: np.random.Generator, height: int, width: int) -> Camera:
     focal = width * float(rng.uniform(0.75, 1.15))
-    cam = Camera(height, width, focal, float(rng.uniform(1.2, 1.5)), height * float(rng.uniform(0.36, 0.5)),
-                 width * (0.5 + float(rng.uniform(-0.12, 0.12))))
+    return Camera(height, width, focal, float(rng.uniform(1.2, 1.5)), height * float(rng.uniform(0.36, 0.5)),
+                  width * (0.5 + float(rng.uniform(-0.12, 0.12))))
+
+
+def _sample_sky(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(colour at the top, colour at the horizon): overcast grey or blue."""
     overcast = rng.random() < 0.3
     if overcast:
         g = rng.uniform(150, 205)
@@ -147,7 +148,12 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
         sky_top = np.array([rng.uniform(40, 110), rng.uniform(100, 160), rng.uniform(170, 235)], np.float32)
         sky_horizon = np.clip(sky_top + np.array([rng.uniform(60, 110), rng.uniform(50, 85), rng.uniform(10, 30)]),
                               0, 250).astype(np.float32)
+    return sky_top, sky_horizon
 
+
+def _sample_road(rng: np.random.Generator
+                 ) -> tuple[int, float, float, float, list[tuple[float, str, np.ndarray]], np.ndarray]:
+    """(lanes, lane width, left edge, right edge, lane lines, asphalt colour)."""
     n_lanes = int(rng.choice([2, 3, 4], p=[0.5, 0.25, 0.25]))
     lane_w = float(rng.uniform(2.8, 3.6))
     ego_lane = int(rng.integers(n_lanes // 2, n_lanes)) if n_lanes > 1 else 0
@@ -166,7 +172,11 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
             lines.append((edge + inward * 0.35, "solid", white * float(rng.uniform(0.75, 0.95))))
     grey = float(rng.uniform(65, 115))
     asphalt = np.array([grey, grey + rng.uniform(-3, 4), grey + rng.uniform(-2, 8)], np.float32)
+    return n_lanes, lane_w, x_left, x_right, lines, asphalt
 
+
+def _sample_roadside(rng: np.random.Generator, x_left: float, x_right: float) -> tuple[Any, ...]:
+    """(sidewalk widths, sidewalk colours, terrain widths, terrain colour, kerb width, facade x)."""
     sidewalk = (float(rng.uniform(1.8, 4.5)), float(rng.uniform(1.8, 4.5)))
     sw_colours = tuple(np.clip(np.array([rng.uniform(140, 195)] * 3, np.float32) +
                                np.array([rng.uniform(0, 25), rng.uniform(-5, 10), rng.uniform(-15, 5)]), 0, 255)
@@ -176,11 +186,12 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
     curb_w = 0.25
     facade_x = (x_left - curb_w - sidewalk[0] - terrain[0] - float(rng.uniform(0, 1.5)),
                 x_right + curb_w + sidewalk[1] + terrain[1] + float(rng.uniform(0, 1.5)))
+    return sidewalk, sw_colours, terrain, terrain_colour, curb_w, facade_x
 
-    far_mode = "closed" if rng.random() < 0.35 else "open"
-    far_z = float(rng.uniform(70, 130)) + travel if far_mode == "closed" else float(rng.uniform(250, 450))
-    facades = (_sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel),
-               _sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel))
+
+def _sample_far_blocks(rng: np.random.Generator, far_mode: str, facade_x: tuple[float, float]
+                       ) -> np.ndarray:
+    """The end of the street: rows of (x0, x1, height, r, g, b, is_tree)."""
     span = max(abs(facade_x[0]), abs(facade_x[1])) * (3 if far_mode == "closed" else 60)
     blocks, x = [], -span
     while x < span:
@@ -191,7 +202,12 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
         h = float(rng.uniform(8, 30) if far_mode == "closed" else rng.uniform(6, 45))
         blocks.append([x, x + w, h, *c.tolist(), 1.0 if is_tree else 0.0])
         x += w
+    return np.array(blocks, np.float32)
 
+
+def _sample_extras(rng: np.random.Generator, x_left: float, x_right: float, terrain: tuple[float, ...],
+                   facade_x: tuple[float, float]) -> tuple[Any, Any, list[tuple[float, float, float, float]]]:
+    """(crosswalk z range or None, shadow band or None, fences)."""
     crosswalk = None
     if rng.random() < 0.25:
         z0 = float(rng.uniform(10, 35))
@@ -200,121 +216,172 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
     if rng.random() < 0.4:
         side = float(rng.choice([-1.0, 1.0]))
         shadow = (side, float(rng.uniform(x_left, x_right)), float(rng.uniform(0.45, 0.75)))
-
     fences = []
     for side, idx in ((-1, 0), (1, 1)):
         if terrain[idx] > 0 and rng.random() < 0.5:
             fx = facade_x[idx] - side * float(rng.uniform(0.1, 0.5))
             z0 = float(rng.uniform(5, 30))
             fences.append((fx, z0, z0 + float(rng.uniform(10, 50)), float(rng.uniform(1.0, 1.6))))
+    return crosswalk, shadow, fences
 
+
+def _sample_light(rng: np.random.Generator) -> dict[str, Any]:
+    return {"gain": float(rng.uniform(0.7, 1.25)), "contrast": float(rng.uniform(0.75, 1.2)),
+            "cast": rng.uniform(0.88, 1.12, 3).astype(np.float32), "gamma": float(rng.uniform(0.8, 1.25)),
+            "noise": float(rng.uniform(1.0, 6.0)), "blur": bool(rng.random() < 0.3),
+            "vignette": float(rng.uniform(0.0, 0.35))}
+
+
+def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = False,
+                 travel: float = 0.0) -> tuple[Scene, Camera]:
+    """Draw a random scene and camera. ``travel``: metres the camera will move (sequences),
+    so the street is long enough and objects are spread over it.
+
+    The draws happen in a fixed order (camera, sky, road, roadside, far end, extras, hood,
+    light, textures, clouds, objects): changing it changes every dataset of a seed."""
+    cam = _sample_camera(rng, height, width)
+    sky_top, sky_horizon = _sample_sky(rng)
+    n_lanes, lane_w, x_left, x_right, lines, asphalt = _sample_road(rng)
+    sidewalk, sw_colours, terrain, terrain_colour, curb_w, facade_x = _sample_roadside(rng, x_left, x_right)
+    far_mode = "closed" if rng.random() < 0.35 else "open"
+    far_z = float(rng.uniform(70, 130)) + travel if far_mode == "closed" else float(rng.uniform(250, 450))
+    facades = (_sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel),
+               _sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel))
+    blocks = _sample_far_blocks(rng, far_mode, facade_x)
+    crosswalk, shadow, fences = _sample_extras(rng, x_left, x_right, terrain, facade_x)
     hood = (float(rng.uniform(0.05, 0.1)), float(rng.uniform(0.3, 0.9)), _choice(rng, _CAR_COLOURS, 8) * 0.6)
-    light = {"gain": float(rng.uniform(0.7, 1.25)), "contrast": float(rng.uniform(0.75, 1.2)),
-             "cast": rng.uniform(0.88, 1.12, 3).astype(np.float32), "gamma": float(rng.uniform(0.8, 1.25)),
-             "noise": float(rng.uniform(1.0, 6.0)), "blur": bool(rng.random() < 0.3),
-             "vignette": float(rng.uniform(0.0, 0.35))}
+    light = _sample_light(rng)
     tiles = {"fine": _noise_tile(rng, 128, 0.6), "coarse": _noise_tile(rng, 64, 2.5)}
     scene = Scene(sky_top, sky_horizon, float(rng.uniform(0, 1)) if rng.random() < 0.6 else 0.0, x_left, x_right,
                   lines, asphalt, curb_w, sidewalk, sw_colours, terrain, terrain_colour, facade_x, facades, far_mode,
-                  np.array(blocks, np.float32), far_z, crosswalk, shadow, fences, [], hood, light, tiles)
+                  blocks, far_z, crosswalk, shadow, fences, [], hood, light, tiles)
     scene.objects = _sample_objects(rng, scene, cam, n_lanes, lane_w, ood, travel)
     return scene, cam
 
 
-def _sample_objects(rng: np.random.Generator, s: Scene, cam: Camera, n_lanes: int, lane_w: float,
-                    ood: bool, travel: float) -> list[Obj]:
-    objs: list[Obj] = []
-    z_max = 75.0 + travel
-    occupied: list[tuple[float, float, float, float]] = []  # (x0, x1, z0, z1) footprints on the road
+class _Placer:
+    """The objects placed so far and their road footprints, for collision-free placement."""
 
-    def free(x0: float, x1: float, z0: float, z1: float, margin: float = 0.6) -> bool:
-        return all(x1 + margin < a or x0 - margin > b or z1 + margin < c or z0 - margin > d for a, b, c, d in occupied)
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.objs: list[Obj] = []
+        self.occupied: list[tuple[float, float, float, float]] = []  # (x0, x1, z0, z1) on the road
 
-    # Nearest depth whose ground contact is still above the ego hood (OOD objects must be visible).
-    free_rows = cam.height * (1 - s.hood[0]) - 4 - cam.horizon
-    z_near = max(6.0, cam.focal * cam.cam_h / max(free_rows, 1.0))
-    if ood:  # OOD first: nothing may then be placed between the camera and them in their lane
-        for _ in range(int(rng.integers(1, 4))):
-            for _try in range(20):
-                kind = str(rng.choice(["cargo", "animal", "tyre", "cone", "barrel", "bag", "debris"]))
-                size = float(rng.uniform(0.35, 1.3)) if kind not in ("cone", "tyre") else float(rng.uniform(0.4, 0.9))
-                if kind == "animal":
-                    size = float(rng.uniform(0.8, 1.8))
-                z = z_near + 26 * float(rng.random()) ** 1.5 + travel * float(rng.uniform(0.5, 0.9))
-                z_view = z if travel == 0 else z_near  # in a drive the camera gets close: stay in view there
-                lo = max(s.x_left + size / 2 + 0.2, (0.05 * cam.width - cam.vp_x) * z_view / cam.focal + size / 2)
-                hi = min(s.x_right - size / 2 - 0.2, (0.95 * cam.width - cam.vp_x) * z_view / cam.focal - size / 2)
-                if hi <= lo:
-                    continue
-                x = float(rng.uniform(lo, hi))
-                if free(x - size / 2, x + size / 2, z - 1, z + size + 1):
-                    occupied.append((x - size / 2, x + size / 2, 0.0, z + size))  # keep the line of sight free
-                    objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
-                    break
+    def free(self, x0: float, x1: float, z0: float, z1: float, margin: float = 0.6) -> bool:
+        return all(x1 + margin < a or x0 - margin > b or z1 + margin < c or z0 - margin > d
+                   for a, b, c, d in self.occupied)
 
-    def add_vehicle(x: float, z: float, parked: bool, oncoming: bool) -> None:
+    def add_vehicle(self, x: float, z: float, parked: bool, oncoming: bool) -> None:
+        rng = self.rng
         truck = rng.random() < (0.05 if parked else 0.15)
         w = float(rng.uniform(2.3, 2.5) if truck else rng.uniform(1.65, 1.95))
         length = float(rng.uniform(6.5, 10) if truck else rng.uniform(3.8, 4.9))
-        if not free(x - w / 2, x + w / 2, z, z + length, 1.0):
+        if not self.free(x - w / 2, x + w / 2, z, z + length, 1.0):
             return
-        occupied.append((x - w / 2, x + w / 2, z, z + length))
+        self.occupied.append((x - w / 2, x + w / 2, z, z + length))
         params = {"w": w, "l": length, "h": float(rng.uniform(2.9, 3.6) if truck else rng.uniform(1.35, 1.65)),
                   "colour": _choice(rng, _CAR_COLOURS, 10), "truck": truck, "oncoming": oncoming,
                   "cab_colour": _choice(rng, _CAR_COLOURS, 10)}
         speed = 0.0 if parked else (float(rng.uniform(-14, -8)) if oncoming else float(rng.uniform(5, 14)))
-        objs.append(Obj("truck" if truck else "car", x, z, params, speed))
+        self.objs.append(Obj("truck" if truck else "car", x, z, params, speed))
 
-    for side_x, inward in ((s.x_left, 1), (s.x_right, -1)):  # parked cars along the kerb
+
+def _place_ood(pl: _Placer, s: Scene, cam: Camera, travel: float) -> None:
+    """1-3 OOD objects on the road, fully in view; their line of sight is kept free."""
+    rng = pl.rng
+    # Nearest depth whose ground contact is still above the ego hood (OOD objects must be visible).
+    free_rows = cam.height * (1 - s.hood[0]) - 4 - cam.horizon
+    z_near = max(6.0, cam.focal * cam.cam_h / max(free_rows, 1.0))
+    for _ in range(int(rng.integers(1, 4))):
+        for _try in range(20):
+            kind = str(rng.choice(["cargo", "animal", "tyre", "cone", "barrel", "bag", "debris"]))
+            size = float(rng.uniform(0.35, 1.3)) if kind not in ("cone", "tyre") else float(rng.uniform(0.4, 0.9))
+            if kind == "animal":
+                size = float(rng.uniform(0.8, 1.8))
+            z = z_near + 26 * float(rng.random()) ** 1.5 + travel * float(rng.uniform(0.5, 0.9))
+            z_view = z if travel == 0 else z_near  # in a drive the camera gets close: stay in view there
+            lo = max(s.x_left + size / 2 + 0.2, (0.05 * cam.width - cam.vp_x) * z_view / cam.focal + size / 2)
+            hi = min(s.x_right - size / 2 - 0.2, (0.95 * cam.width - cam.vp_x) * z_view / cam.focal - size / 2)
+            if hi <= lo:
+                continue
+            x = float(rng.uniform(lo, hi))
+            if pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
+                pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))  # keep the line of sight free
+                pl.objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
+                break
+
+
+def _place_vehicles(pl: _Placer, s: Scene, n_lanes: int, lane_w: float, z_max: float, travel: float) -> None:
+    """Parked cars along the kerbs (wide streets), then moving traffic in the lanes."""
+    rng = pl.rng
+    for side_x, inward in ((s.x_left, 1), (s.x_right, -1)):
         if n_lanes >= 3 and rng.random() < 0.6:
             z = float(rng.uniform(3, 12))
             while z < z_max:
-                add_vehicle(side_x + inward * float(rng.uniform(1.05, 1.3)), z, True, inward > 0 and n_lanes >= 2)
+                pl.add_vehicle(side_x + inward * float(rng.uniform(1.05, 1.3)), z, True, inward > 0 and n_lanes >= 2)
                 z += float(rng.uniform(5.5, 14))
     for _ in range(int(rng.poisson(4 + travel / 25)) + 1):
         lane = int(rng.integers(n_lanes))
         x = s.x_left + (lane + 0.5) * lane_w + float(rng.uniform(-0.3, 0.3))
         oncoming = n_lanes >= 2 and lane < n_lanes // 2
-        add_vehicle(x, float(rng.uniform(4.5, z_max)), False, oncoming)
+        pl.add_vehicle(x, float(rng.uniform(4.5, z_max)), False, oncoming)
 
-    sw_ranges = ((s.x_left - s.curb_w - s.sidewalk[0], s.x_left - s.curb_w),
-                 (s.x_right + s.curb_w, s.x_right + s.curb_w + s.sidewalk[1]))
+
+def _place_people(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...], z_max: float,
+                  travel: float) -> None:
+    """Pedestrians on the sidewalks and, with a crosswalk, on it."""
+    rng = pl.rng
     for _ in range(int(rng.poisson(3 + travel / 20))):
         a, b = sw_ranges[int(rng.integers(2))]
-        objs.append(Obj("person", float(rng.uniform(a + 0.3, b - 0.3)), float(rng.uniform(3, z_max * 0.7)),
-                        _person_params(rng), float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6))))
+        pl.objs.append(Obj("person", float(rng.uniform(a + 0.3, b - 0.3)), float(rng.uniform(3, z_max * 0.7)),
+                           _person_params(rng), float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6))))
     if s.crosswalk is not None:
         for _ in range(int(rng.integers(0, 4))):
             x = float(rng.uniform(s.x_left, s.x_right))
             z = float(rng.uniform(*s.crosswalk))
-            if free(x - 0.3, x + 0.3, z - 0.3, z + 0.3):
-                objs.append(Obj("person", x, z, _person_params(rng)))
+            if pl.free(x - 0.3, x + 0.3, z - 0.3, z + 0.3):
+                pl.objs.append(Obj("person", x, z, _person_params(rng)))
 
-    for side, (a, b) in zip((-1, 1), sw_ranges):  # street furniture and trees along both kerbs
+
+def _place_roadside(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...], z_max: float) -> None:
+    """Street furniture, trees and unlabelled clutter along both kerbs."""
+    rng = pl.rng
+    for side, (a, b) in zip((-1, 1), sw_ranges):
         x_pole = (b - 0.35) if side < 0 else (a + 0.35)
         z = float(rng.uniform(2, 15))
         while z < z_max:
             kind = str(rng.choice(["lamp", "sign", "light", "pole"], p=[0.35, 0.35, 0.15, 0.15]))
-            objs.append(Obj(kind, x_pole, z, _pole_params(rng, kind, side)))
+            pl.objs.append(Obj(kind, x_pole, z, _pole_params(rng, kind, side)))
             z += float(rng.uniform(10, 30))
         idx = 0 if side < 0 else 1
         if s.terrain[idx] > 0 or rng.random() < 0.5:
             x_tree = (s.facade_x[idx] - side * 1.2) if s.terrain[idx] > 1.5 else (a + 0.6 if side < 0 else b - 0.6)
             z = float(rng.uniform(3, 15))
             while z < z_max:
-                objs.append(Obj("tree", x_tree + float(rng.uniform(-0.3, 0.3)), z, {
+                pl.objs.append(Obj("tree", x_tree + float(rng.uniform(-0.3, 0.3)), z, {
                     "trunk_h": float(rng.uniform(1.8, 3.5)), "crown": float(rng.uniform(1.5, 3.5)),
                     "colour": np.array([rng.uniform(30, 85), rng.uniform(60, 125), rng.uniform(15, 50)], np.float32),
                     "seed": int(rng.integers(1 << 30))}))
                 z += float(rng.uniform(6, 16))
         for _ in range(int(rng.poisson(0.8))):  # unlabelled clutter (void): bins and boxes on the sidewalk
-            objs.append(Obj("bin", float(rng.uniform(a + 0.2, b - 0.2)), float(rng.uniform(4, 40)), {
+            pl.objs.append(Obj("bin", float(rng.uniform(a + 0.2, b - 0.2)), float(rng.uniform(4, 40)), {
                 "colour": np.array([rng.uniform(30, 70), rng.uniform(50, 90), rng.uniform(30, 60)], np.float32)
                 if rng.random() < 0.5 else np.array([rng.uniform(70, 110)] * 3, np.float32),
                 "h": float(rng.uniform(0.7, 1.1)), "w": float(rng.uniform(0.45, 0.7))}))
-    if ood:
-        objs = _unocclude(objs, cam)
-    return objs
+
+
+def _sample_objects(rng: np.random.Generator, s: Scene, cam: Camera, n_lanes: int, lane_w: float,
+                    ood: bool, travel: float) -> list[Obj]:
+    pl = _Placer(rng)
+    z_max = 75.0 + travel
+    if ood:  # OOD first: nothing may then be placed between the camera and them in their lane
+        _place_ood(pl, s, cam, travel)
+    _place_vehicles(pl, s, n_lanes, lane_w, z_max, travel)
+    sw_ranges = ((s.x_left - s.curb_w - s.sidewalk[0], s.x_left - s.curb_w),
+                 (s.x_right + s.curb_w, s.x_right + s.curb_w + s.sidewalk[1]))
+    _place_people(pl, s, sw_ranges, z_max, travel)
+    _place_roadside(pl, s, sw_ranges, z_max)
+    return _unocclude(pl.objs, cam) if ood else pl.objs
 
 
 def _extent(o: Obj) -> tuple[float, float, float, float, float]:
