@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from safetensors import SafetensorError
 
 from ros2_fed.fileio import file_sha256, make_shareable  # file_sha256: re-exported, torch-free home
+from ros2_fed.fileio import temporary_sibling
 from ros2_fed.jsonio import write_json
 
 if TYPE_CHECKING:  # torch only where tensors are read or written: naming and hashing stay torch-free
@@ -36,16 +37,26 @@ def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
 
 
 def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], kind: str) -> tuple[Path, Path]:
-    """Write tensors + JSON metadata; returns both paths. ``kind`` is e.g. "fed" or "backbone"."""
+    """Write tensors + JSON metadata; returns both paths. ``kind`` is e.g. "fed" or "backbone".
+
+    Both files go to a temporary name first and are renamed into place (tensors, then the JSON
+    naming their hash): a failed write leaves an existing checkpoint as it was."""
+    import os
+
     from safetensors.torch import save_file
 
     tensor_path, json_path = checkpoint_paths(path)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    save_file(contiguous, str(tensor_path), metadata={"format": FORMAT, "kind": kind})
-    make_shareable(tensor_path)  # safetensors creates 0600 files
-    sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **metadata}
-    sidecar["tensors_sha256"] = file_sha256(tensor_path)
+    tmp = temporary_sibling(tensor_path)
+    try:
+        save_file(contiguous, str(tmp), metadata={"format": FORMAT, "kind": kind})
+        make_shareable(tmp)  # safetensors creates 0600 files
+        sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, **metadata}
+        sidecar["tensors_sha256"] = file_sha256(tmp)
+        os.replace(tmp, tensor_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     write_json(json_path, sidecar, sort_keys=True)
     return tensor_path, json_path
 

@@ -105,3 +105,26 @@ def test_torchrun_two_ranks_stay_in_sync(tiny: dict[str, Path], tmp_path: Path) 
     assert train_fed.weights_digest(load_fed(out / "fed_c")[0]) == digests[0]
     rows = _log(out)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_a_failed_checkpoint_write_leaves_the_old_one(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file goes to a temporary name first (issue 16, finding 3): a write that dies
+    half-way leaves the existing checkpoint readable and no temporary behind."""
+    import safetensors.torch
+
+    from ros2_fed.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ck", {"w": torch.ones(3)}, {"note": "old"}, kind="fed")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def dies_half_way(tensors: dict, filename: str, metadata: dict) -> None:
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "ck", {"w": torch.zeros(3)}, {"note": "new"}, kind="fed")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    tensors, meta = load_checkpoint(tmp_path / "ck", kind="fed")
+    assert meta["note"] == "old" and torch.equal(tensors["w"], torch.ones(3))

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from ros2_fed.fileio import atomic_write_bytes
 from ros2_fed.jsonio import write_json
 from ros2_fed.names import METHOD_ORDER
 
@@ -43,7 +44,7 @@ def write_results(out_dir: Path, results: dict[str, Any], title: str = "") -> tu
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
     write_json(json_path, results)  # strict: an undefined metric (NaN) is null
-    md_path.write_text(markdown_table(results, title))
+    atomic_write_bytes(md_path, markdown_table(results, title).encode())
     return json_path, md_path
 
 
@@ -75,6 +76,8 @@ def figure_row(image: np.ndarray, pred: np.ndarray, label: Optional[np.ndarray],
 def write_figure(path: Path, rows: list[np.ndarray]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = np.concatenate(rows, axis=0)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, data.tobytes())  # a temporary name, renamed into place
     return path

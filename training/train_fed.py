@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ros2_fed.checkpoint import save_fed
+from ros2_fed.fileio import atomic_write_bytes
 from ros2_fed.fed import FEDConfig, FlowEneDet, count_parameters
 from ros2_fed.fingerprint import ALLOW_FLAG, FINGERPRINT_KEY, BackboneFingerprint, check_backbone, fingerprint_of
 from training.cli_errors import UsageError, one_line_warnings, report, user_errors
@@ -242,7 +243,8 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     logger.close()
     if ctx.enabled:  # every rank records what it ended with: DDP desync is visible, not silent
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"weights_rank{ctx.rank}.sha256").write_text(weights_digest(fed) + "\n")
+        atomic_write_bytes(args.out / f"weights_rank{ctx.rank}.sha256",
+                           (weights_digest(fed) + "\n").encode())
     final = args.out / name
     if ctx.is_main:
         save_fed(final, fed.eval(), {**extra_meta, "training": {**run_info, "iteration": args.max_iters, "final_loss": loss_value}})
