@@ -17,6 +17,11 @@ agreement and confidence differences against CPU fp32 on synthroad frames (rando
 OpenCV is missing), and whether the parity rule of that precision holds (fp32: labels >= 99.9 %,
 max |diff| <= 1e-3; fp16: labels >= 99 %, mean |diff| <= 0.01).
 
+Surround cameras (``--batch N``, default 4): the ``+ FED-U`` detector once more per runtime,
+batch 1 against batch N (one frame per camera, what a ``cameras:=[...]`` fed_node runs): ms per
+batch, ms per frame and the throughput gain per frame. On a GPU a batch should cost well under N
+single frames (one launch sequence, fuller kernels); on 2 CPU cores it costs about N frames.
+
 Runs from a source checkout without ROS: ``PYTHONPATH=. python benchmarks/gpu_check.py --out DIR``
 writes ``DIR/gpu_check.md`` and ``DIR/gpu_check.json`` (GPU: under 8 minutes at 1024x2048;
 ``--budget-s`` skips what would not fit). ``--device cpu --tiny`` runs the same steps on the
@@ -52,6 +57,24 @@ from ros2_fed.engine.export import parity, parity_ok  # noqa: E402
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 GPU_SIZE = (1024, 2048)
 TINY_SIZE = (64, 128)
+
+
+@dataclass
+class BatchRow:
+    """One runtime at batch 1 and batch N: what one engine for N cameras gains per frame."""
+
+    model: str
+    runtime: str
+    precision: str
+    batch: int
+    batch_ms: float  # median ms for a batch of ``batch`` frames
+    single_ms: float  # median ms for one frame at batch 1
+    label_agreement: float  # batch outputs against the CPU fp32 reference, frame by frame
+
+    @property
+    def gain(self) -> float:
+        """Frames per second at batch N over frames per second at batch 1."""
+        return self.single_ms * self.batch / self.batch_ms
 
 
 @dataclass
@@ -127,6 +150,7 @@ class TorchRunner:
 
     def __init__(self, module: torch.nn.Module, device: torch.device, shape: tuple[int, ...], *,
                  autocast: bool = False, cuda_graph: bool = False) -> None:
+        """``shape``: (B, H, W, 3); a call takes one (H, W, 3) frame (B = 1) or a (B, H, W, 3) batch."""
         self.module, self.device = module.to(device).eval(), device
         self.autocast = autocast
         self.input = torch.zeros(shape, dtype=torch.uint8, device=device)
@@ -151,33 +175,38 @@ class TorchRunner:
         return self.module(self.input)
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.input.copy_(torch.from_numpy(image[None]), non_blocking=False)
+        single = image.ndim == 3
+        self.input.copy_(torch.from_numpy(image[None] if single else image), non_blocking=False)
         with torch.inference_mode():
             if self.graph is not None:
                 self.graph.replay()
                 labels, confidence = self.outputs
             else:
                 labels, confidence = self._forward()
-            return labels[0].cpu().numpy(), confidence[0].float().cpu().numpy()
+            labels, confidence = labels.cpu().numpy(), confidence.float().cpu().numpy()
+            return (labels[0], confidence[0]) if single else (labels, confidence)
 
 
 def torch_runner(precision: str, *, autocast: bool = False, cuda_graph: bool = False) -> Callable[..., Runner]:
-    def make(detector: FusedDetector, device: torch.device, size: tuple[int, int], folder: Path) -> Runner:
+    def make(detector: FusedDetector, device: torch.device, size: tuple[int, int], folder: Path,
+             batch: int = 1) -> Runner:
         from ros2_fed.engine.mixed_precision import export_graph
 
         graph = export_graph(copy.deepcopy(detector).freeze(), precision)
-        return TorchRunner(graph, device, (1, *size, 3), autocast=autocast, cuda_graph=cuda_graph)
+        return TorchRunner(graph, device, (batch, *size, 3), autocast=autocast, cuda_graph=cuda_graph)
     return make
 
 
 def engine_runner(runtime: str, precision: str) -> Callable[..., Runner]:
     """An exported engine (ONNX Runtime CPU, TensorRT, torch-tensorrt) opened like the node does."""
-    def make(detector: FusedDetector, device: torch.device, size: tuple[int, int], folder: Path) -> Runner:
+    def make(detector: FusedDetector, device: torch.device, size: tuple[int, int], folder: Path,
+             batch: int = 1) -> Runner:
         from ros2_fed.engine.export import export_engine
 
         suffix = SUFFIX_BY_RUNTIME[runtime]
         path = folder / f"m{len(list(folder.iterdir()))}{suffix}"
-        export_engine(copy.deepcopy(detector), path, *size, runtime=runtime, precision=precision, progress=None)
+        export_engine(copy.deepcopy(detector), path, *size, runtime=runtime, precision=precision, batch=batch,
+                      progress=None)
         if runtime == "onnxruntime":
             from ros2_fed.engine.onnx_engine import OnnxEngine
 
@@ -323,6 +352,53 @@ def run_checks(models: dict[str, dict[str, FusedDetector]], device: torch.device
     return rows, skipped
 
 
+#: Runtime modes of the surround-camera rows, best first (those that run here are used).
+BATCH_MODES = (("TensorRT typed", "fp16"), ("torch typed CUDA graph", "fp16"), ("torch typed", "fp16"),
+               ("onnxruntime CPU", "fp32"))
+
+
+def run_batch_checks(models: dict[str, dict[str, FusedDetector]], device: torch.device, size: tuple[int, int],
+                     images: Sequence[np.ndarray], batch: int, runs: int, warmup: int, onnxruntime: bool,
+                     say: Callable[[str], None]) -> tuple[list[BatchRow], dict[str, str]]:
+    """Batch 1 against batch ``batch`` for each model's ``+ FED-U`` detector, per runtime mode."""
+    todo, skipped = modes(device, onnxruntime)
+    rows: list[BatchRow] = []
+    frames_in = np.stack([images[i % len(images)] for i in range(batch)])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for model, detectors in models.items():
+            detector = detectors.get("+ FED-U")
+            if detector is None:
+                continue
+            refs = cpu_reference(detector, list(frames_in))
+            for key in (k for k in BATCH_MODES if k in todo):
+                say(f"{model} + FED-U: {key[0]} {key[1]}, batch 1 vs {batch} ...")
+                try:
+                    single = time_runner(todo[key](detector, device, size, folder), images[0], runs, warmup)
+                    runner = todo[key](detector, device, size, folder, batch=batch)
+                    batched = time_runner(runner, frames_in, runs, warmup)
+                    labels, _ = runner(frames_in)
+                except Exception as exc:  # noqa: BLE001 - one failing runtime must not hide the others
+                    skipped[f"{model} batch {batch} {key[0]} {key[1]}"] = f"failed: {type(exc).__name__}: {exc}"
+                    continue
+                agree = float(np.mean([(labels[i] == refs[i][0]).mean() for i in range(batch)]))
+                rows.append(BatchRow(model, key[0], key[1], batch, 1000 * statistics.median(batched),
+                                     1000 * statistics.median(single), agree))
+    return rows, skipped
+
+
+def batch_markdown(rows: Sequence[BatchRow]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", f"## Surround cameras: one engine, batch {rows[0].batch} (one frame per camera) vs batch 1", "",
+             "| model | runtime | precision | batch | ms per batch | ms per frame | ms per frame at batch 1 | "
+             "throughput gain | labels agree |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.model} | {r.runtime} | {r.precision} | {r.batch} | {r.batch_ms:.2f} | "
+                     f"{r.batch_ms / r.batch:.2f} | {r.single_ms:.2f} | {r.gain:.2f}x | {100 * r.label_agreement:.3f} % |")
+    return lines
+
+
 def add_fed_share(rows: list[Row]) -> None:
     """FED share of a detector's latency: 1 - backbone-only median / its median (same model and runtime)."""
     base = {(r.model, r.runtime, r.precision): r.median_ms for r in rows if r.detector == "backbone only"}
@@ -351,7 +427,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def markdown(rows: Sequence[Row], skipped: dict[str, str], env: dict[str, Any], settings: dict[str, Any]) -> str:
+def markdown(rows: Sequence[Row], skipped: dict[str, str], env: dict[str, Any], settings: dict[str, Any],
+             batch_rows: Sequence[BatchRow] = ()) -> str:
     def pct(v: Optional[float], digits: int = 1) -> str:
         return "—" if v is None else f"{100 * v:.{digits}f} %"
 
@@ -368,6 +445,7 @@ def markdown(rows: Sequence[Row], skipped: dict[str, str], env: dict[str, Any], 
                      f"{pct(r.fed_share)} | {pct(r.parity.get('label_agreement'), 3)} | "
                      f"{'—' if mean_diff is None else f'{mean_diff:.2e}'} | {'—' if max_diff is None else f'{max_diff:.2e}'} | "
                      f"{'yes' if r.parity_ok else 'NO'} |")
+    lines += batch_markdown(batch_rows)
     lines += ["", "Skipped:", ""]
     lines += [f"- {what}: {why}" for what, why in skipped.items()] or ["- nothing"]
     return "\n".join(lines) + "\n"
@@ -384,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=2, help="parity frames (default 2)")
     p.add_argument("--budget-s", type=float, default=420.0, help="skip rows once this many seconds are spent (default 420)")
     p.add_argument("--onnxruntime", action="store_true", help="include ONNX Runtime (CPU) rows on a GPU run too")
+    p.add_argument("--batch", type=int, default=4,
+                   help="surround-camera rows: batch 1 vs this batch per runtime (0 = none; default 4)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -406,15 +486,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     models = default_models() if args.tiny else paper_models()
     images, frame_kind = frames(size[0], size[1], args.frames)
     rows, skipped = run_checks(models, device, size, images, runs, warmup, args.budget_s, args.onnxruntime, say)
+    batch_rows: list[BatchRow] = []
+    if args.batch > 1:
+        batch_rows, batch_skipped = run_batch_checks(models, device, size, images, args.batch, runs, warmup,
+                                                     args.onnxruntime, say)
+        skipped.update({k: v for k, v in batch_skipped.items() if k not in skipped})
     env = environment(device)
     settings = {"size": f"{size[0]}x{size[1]}", "runs": runs, "warmup": warmup, "parity frames": f"{args.frames} {frame_kind}",
                 "reference": "float32 detector on the CPU"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, skipped, env, settings)
+    text = markdown(rows, skipped, env, settings, batch_rows)
     (out / "gpu_check.md").write_text(text)
     write_json(out / "gpu_check.json", {"environment": env, "settings": settings,
-                                         "rows": [asdict(r) for r in rows], "skipped": skipped})
+                                         "rows": [asdict(r) for r in rows], "skipped": skipped,
+                                         "batch_rows": [dict(asdict(r), gain=r.gain) for r in batch_rows]})
     print(text)
     return 0
 

@@ -42,7 +42,12 @@ def test_cpu_tiny_runs_every_step_and_writes_both_tables(tmp_path) -> None:
             assert row["fed_share"] is not None and row["parity"]["confidence_mean_abs_diff"] <= 0.01, row
     assert "TensorRT" in report["skipped"] and "torch-tensorrt" in report["skipped"]
     md = (tmp_path / "out" / "gpu_check.md").read_text()
-    assert md.count("\n| default (TinySeg) |") == len(rows) and "Skipped:" in md
+    batch_rows = report["batch_rows"]  # surround cameras: batch 1 vs 4 on what runs here
+    assert {(r["runtime"], r["batch"]) for r in batch_rows} == {("torch typed", 4), ("onnxruntime CPU", 4)}
+    for row in batch_rows:
+        assert row["batch_ms"] > 0 and row["single_ms"] > 0 and row["label_agreement"] > 0.99, row
+    assert md.count("\n| default (TinySeg) |") == len(rows) + len(batch_rows) and "Skipped:" in md
+    assert "## Surround cameras" in md
 
 
 def test_gpu_check_never_imports_rclpy() -> None:
