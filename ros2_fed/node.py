@@ -35,6 +35,7 @@ Only this module (and the replay tool's live mode) imports rclpy.
 from __future__ import annotations
 
 import math
+import queue
 import signal
 import sys
 import threading
@@ -203,6 +204,8 @@ class FedNode(Node):
         self._palette: Optional[np.ndarray] = None
         self._mailbox: CameraMailbox[_Frame] = CameraMailbox()
         self._batches = BatchCounter()
+        self._outbox: Optional[queue.Queue] = None  # surround cameras: batches waiting to be published
+        self._publisher: Optional[threading.Thread] = None
         self._worker: Optional[threading.Thread] = None
         self._alert_lock = threading.Lock()
         self._validated_alerts: Any = None  # AlertConfig from the last accepted parameter change
@@ -287,6 +290,10 @@ class FedNode(Node):
     def _subscribe(self) -> None:
         """Start the worker, then one subscription (and watchdog) per camera."""
         p = self._params
+        if len(self._cameras) > 1:
+            self._outbox = queue.Queue(maxsize=1)
+            self._publisher = threading.Thread(target=self._run_publisher, name="fed_node_publisher", daemon=True)
+            self._publisher.start()
         self._worker = threading.Thread(target=self._run_worker, name="fed_node_worker", daemon=True)
         self._worker.start()
         compressed = p["input_transport"] == "compressed"
@@ -382,8 +389,30 @@ class FedNode(Node):
         results = infer_batch(self._engine, [rgb for _, _, rgb in decoded], self._engine_shape)
         inference_s = time.monotonic() - t0
         self._batches.on_batch(len(decoded))
-        for (camera, frame, rgb), (labels, confidence) in zip(decoded, results):
-            self._publish(camera, frame, rgb, labels, confidence, inference_s)
+        outputs = [(camera, frame, rgb, labels, confidence, inference_s)
+                   for (camera, frame, rgb), (labels, confidence) in zip(decoded, results)]
+        if self._outbox is None:
+            for item in outputs:
+                self._publish(*item)
+        else:
+            self._outbox.put(outputs)  # blocks while the previous batch is still being published
+
+    def _run_publisher(self) -> None:
+        """Surround cameras: publish batch k while the engine runs batch k + 1 (one batch queued
+        at most, cameras in order). A single camera publishes on the worker, as it always did."""
+        while True:
+            outputs = self._outbox.get()
+            if outputs is None:
+                return
+            for item in outputs:
+                try:
+                    self._publish(*item)
+                except Exception as exc:  # never let one frame kill the publisher
+                    if not self.context.ok():
+                        return
+                    item[0].stats.on_inference_error()
+                    self.get_logger().error(item[0].label(f"publishing failed: {type(exc).__name__}: {exc}"),
+                                            throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]))
 
     def _decode(self, camera: _Camera, msg: Union[Image, CompressedImage]) -> Optional[np.ndarray]:
         """The frame as RGB, or None (counted and logged, throttled per kind) when it is bad."""
@@ -509,6 +538,12 @@ class FedNode(Node):
         self._mailbox.close()
         if self._worker is not None:
             self._worker.join(timeout=10.0)
+        if self._publisher is not None:
+            try:
+                self._outbox.put(None, timeout=10.0)  # after the batches already queued
+            except queue.Full:
+                pass  # the publisher is gone (signal): nothing waits for the marker
+            self._publisher.join(timeout=10.0)
         closer = getattr(self._engine, "close", None)
         if callable(closer):
             closer()
