@@ -275,6 +275,11 @@ class FedNode(Node):
         self._watchdog_timer = self.create_timer(WATCHDOG_PERIOD_S, self._check_watchdog)
         self._state = "ready"
         batch, dynamic = engine_batch(self._engine)
+        if len(self._cameras) > batch:
+            self.get_logger().warning(
+                f"{len(self._cameras)} cameras but the engine runs batches of {batch}: a batch of "
+                f"{len(self._cameras)} frames takes {-(-len(self._cameras) // batch)} runs; export the engine with "
+                f"--batch {len(self._cameras)} (or leave engine_path empty: the cached engine is built for it)")
         topics = ", ".join(c.subscription.topic_name for c in self._cameras.values())
         self.get_logger().info(
             f"ready: engine {getattr(self._engine, 'path', None) or meta.get('name') or type(self._engine).__name__} "
