@@ -7,6 +7,7 @@ is a perfectly good (and fast) training signal.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -81,9 +82,21 @@ def test_resume_continues_the_uninterrupted_run(tiny: dict[str, Path], tmp_path:
     full, part = tmp_path / "full", tmp_path / "part"
     assert train_fed.main(_args(tiny, full, "--max-iters", "6", "--ckpt-every", "3")) == 0
     assert train_fed.main(_args(tiny, part, "--max-iters", "3", "--ckpt-every", "3")) == 0
+    saved = json.loads((part / "last_state.json").read_text())["elapsed_s"]
+    assert saved > 0
+    with open(part / "log.csv", "a") as handle:  # a log row after the state (a crash): not the clock
+        handle.write("99,123456.0,0,0,0,0\n")
     assert train_fed.main(_args(tiny, part, "--max-iters", "6", "--ckpt-every", "3", "--resume", str(part))) == 0
+    rows = [r for r in _log(part) if r["step"] != "99"]
+    resumed = [float(r["elapsed_s"]) for r in rows if int(r["step"]) > 3]
+    assert resumed and saved < min(resumed) < 123456.0  # continues from the saved value (finding 9)
+    meta = load_fed(part / "fed_u")[1]["training"]
+    assert meta["elapsed_s"] >= max(resumed) - 1e-3
+    args = meta["args"]  # numbers stay numbers in the saved flags (finding 9: "cond_dim": "32")
+    assert args["cond_dim"] == 32 and args["max_iters"] == 6 and args["lr"] == 1e-3
+    assert args["no_progress"] is True and args["stats"] is None and args["out"] == str(part)
     lr_full = {row["step"]: row["lr"] for row in _log(full)}
-    lr_part = {row["step"]: row["lr"] for row in _log(part)}
+    lr_part = {row["step"]: row["lr"] for row in rows}
     assert lr_full == lr_part and len(lr_full) == 6
     a, b = _state(full / "fed_u"), _state(part / "fed_u")
     assert a.keys() == b.keys()

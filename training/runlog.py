@@ -10,7 +10,10 @@ from typing import Any, Optional
 class RunLogger:
     """Append scalar rows to ``log.csv`` and, if tensorboard is installed, to event files."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True) -> None:
+    def __init__(self, out_dir: Path, enabled: bool = True,
+                 elapsed_before: Optional[float] = None) -> None:
+        """``elapsed_before``: where a resumed run's clock continues (the training state's saved
+        value); None: from the last row of an existing log."""
         self.enabled = enabled
         self.csv_path = out_dir / "log.csv"
         self._fields: Optional[list[str]] = None
@@ -26,12 +29,18 @@ class RunLogger:
                 rows = list(reader)
             self._fields = list(reader.fieldnames or []) or None
             self._elapsed_before = _last_elapsed(rows)
+        if elapsed_before is not None:
+            self._elapsed_before = float(elapsed_before)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(out_dir / "tb"))
         except Exception:  # tensorboard missing: CSV only
             self._writer = None
+
+    def elapsed_s(self) -> float:
+        """Training time so far, a resumed run's earlier time included."""
+        return self._elapsed_before + time.monotonic() - self._start
 
     def log(self, step: int, **scalars: Any) -> None:
         if not self.enabled:

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from tqdm import tqdm
@@ -145,6 +145,13 @@ def _load_stats(path: Path, backbone: BackboneFingerprint, allow_mismatch: bool)
     return torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(data["std"], dtype=torch.float32)
 
 
+def _json_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as JSON values: numbers and booleans stay what they are (``"cond_dim": 32``),
+    paths become strings."""
+    return {k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in vars(args).items()}
+
+
 def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     """Run the training loop; returns the final FED checkpoint path (rank 0 writes it)."""
     from ros2_fed.backbones import load_backbone
@@ -161,6 +168,7 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     augment = _make_augment(args)
     state_path = args.out / "last_state"
     start_iter = 0
+    elapsed_before: Optional[float] = None  # a resumed run's saved training time
     resume_path = args.resume
     if resume_path is not None and Path(resume_path).is_dir():
         resume_path = Path(resume_path) / "last_state"
@@ -182,6 +190,8 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
         meta = load_training_state(Path(resume_path), fed, optimizer)
         check_backbone(meta, fingerprint, f"training state {resume_path}", args.allow_backbone_mismatch)
         start_iter = int(meta["iteration"])
+        if meta.get("elapsed_s") is not None:
+            elapsed_before = float(meta["elapsed_s"])
         if start_iter >= args.max_iters:
             raise UsageError(f"{resume_path} is already at iteration {start_iter} >= --max-iters {args.max_iters}")
     else:
@@ -191,13 +201,13 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
         model = torch.nn.parallel.DistributedDataParallel(fed, device_ids=[device.index] if device.type == "cuda" else None)
 
     name = args.name or ("fed_c" if cond_dim else "fed_u")
-    logger = RunLogger(args.out, enabled=ctx.is_main)
+    logger = RunLogger(args.out, enabled=ctx.is_main, elapsed_before=elapsed_before)
     run_info = {
         "backbone": str(args.backbone),
         "backbone_sha256": fingerprint.sha256,
         FINGERPRINT_KEY: fingerprint.to_json(),
         "data_root": str(args.data_root), "split": args.split, "world_size": ctx.world_size,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": _json_args(args),
     }
     extra_meta: dict = {FINGERPRINT_KEY: fingerprint.to_json()}
     if args.stats is not None:  # recorded for SML too; FED's standardizer buffers hold the same numbers
@@ -236,8 +246,10 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
             logger.log(done, loss=loss_value, lr=lr, wrong_fraction=wrong,
                        iters_per_s=round((done - start_iter) / max(time.monotonic() - t0, 1e-9), 3))
         if ctx.is_main and (done % args.ckpt_every == 0 or done == args.max_iters):
-            save_training_state(state_path, fed, optimizer, done, run_info)
-            save_fed(args.out / f"{name}_iter{done:06d}", fed.eval(), {**extra_meta, "training": {**run_info, "iteration": done}})
+            info = {**run_info, "elapsed_s": round(logger.elapsed_s(), 3)}
+            save_training_state(state_path, fed, optimizer, done, info)
+            save_fed(args.out / f"{name}_iter{done:06d}", fed.eval(),
+                     {**extra_meta, "training": {**info, "iteration": done}})
             fed.train()
     bar.close()
     logger.close()
@@ -247,7 +259,9 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
                            (weights_digest(fed) + "\n").encode())
     final = args.out / name
     if ctx.is_main:
-        save_fed(final, fed.eval(), {**extra_meta, "training": {**run_info, "iteration": args.max_iters, "final_loss": loss_value}})
+        save_fed(final, fed.eval(), {**extra_meta, "training": {
+            **run_info, "iteration": args.max_iters, "final_loss": loss_value,
+            "elapsed_s": round(logger.elapsed_s(), 3)}})
         tqdm.write(f"fed_train: wrote {final}.safetensors / .json (final loss {loss_value:.4f})")
     shutdown(ctx)
     return final

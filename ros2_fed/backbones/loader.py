@@ -96,6 +96,8 @@ def detect_format(path: PathLike) -> str:
     if path.name in ("config.json", "model.safetensors") and (path.parent / "config.json").is_file() \
             and (path.parent / "model.safetensors").is_file():
         return "hf"
+    if path.suffix == ".json" and path.is_file():
+        _check_our_sidecar(path)  # another JSON file: say so, not "NAME.safetensors missing"
     tensors, sidecar = checkpoint_paths(path)
     if tensors.is_file() or sidecar.is_file():
         return "ros2_fed"
@@ -103,6 +105,27 @@ def detect_format(path: PathLike) -> str:
         f"{path}: not found or not a recognised backbone checkpoint (expected an MMSeg .pth, a Hugging Face "
         "folder with config.json + model.safetensors, or NAME.safetensors + NAME.json)"
     )
+
+
+def _check_our_sidecar(path: Path) -> None:
+    """BackboneError unless ``path`` is the JSON half of a ros2_fed backbone checkpoint."""
+    from ros2_fed.checkpoint import FORMAT
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = f"not readable JSON ({exc})"
+    else:
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            if data.get("kind") in (None, "backbone"):
+                return
+            reason = f"the sidecar of a {data.get('kind')!r} checkpoint, not a backbone"
+        else:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            reason = f"a JSON file without \"format\": \"{FORMAT}\" (found {found!r})"
+    raise BackboneError(f"{path}: not a backbone checkpoint: {reason}; expected an MMSeg .pth, a "
+                        "Hugging Face folder with config.json + model.safetensors, or our "
+                        "NAME.safetensors + NAME.json")
 
 
 def read_source(path: PathLike, overrides: Optional[dict[str, Any]] = None) -> BackboneSource:
