@@ -137,16 +137,7 @@ class FusedDetector(nn.Module):
         calibration: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
-        if score == "fed" and fed is None:
-            raise ValueError("score='fed' needs a FlowEneDet (fed=...)")
-        if label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-        if float(fed_rate) not in FED_RATES:
-            raise ValueError(f"fed_rate must be one of {FED_RATES}, got {fed_rate!r}")
-        if confidence_dtype not in (torch.float32, torch.float16):
-            raise ValueError(f"confidence_dtype must be float32 or float16, got {confidence_dtype}")
+        self._check_arguments(score, fed, label_mode, fed_rate, confidence_dtype)
         if postprocess is None:
             postprocess = "sml" if score == "sml" else "none"
         self.backbone = backbone.eval()
@@ -159,6 +150,34 @@ class FusedDetector(nn.Module):
         self.fed_rate = float(fed_rate)
         self.label_mode = label_mode
         self.confidence_dtype = confidence_dtype
+        self._set_labels_metadata(backbone, class_names, palette)
+        self._set_inference(inference)
+        self.fuse_fed = bool(fuse_fed) and fed is not None and can_fuse(fed)
+        self.mapping = self._confidence_mapping(score, confidence_range, sigmoid)
+        # The FED's operating point (training/calibrate.py); metadata only, valid for this score
+        # and post-processing, so the engine sidecar can hand it to the node.
+        self.calibration = dict(calibration) if calibration and score == "fed" else None
+        self._folded: Optional[FoldedFED] = None
+        if score == "sml":
+            self._register_sml_statistics(fed, class_mean, class_std)
+
+    @staticmethod
+    def _check_arguments(score: str, fed: Optional[FlowEneDet], label_mode: str, fed_rate: float,
+                         confidence_dtype: torch.dtype) -> None:
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
+        if score == "fed" and fed is None:
+            raise ValueError("score='fed' needs a FlowEneDet (fed=...)")
+        if label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+        if float(fed_rate) not in FED_RATES:
+            raise ValueError(f"fed_rate must be one of {FED_RATES}, got {fed_rate!r}")
+        if confidence_dtype not in (torch.float32, torch.float16):
+            raise ValueError(f"confidence_dtype must be float32 or float16, got {confidence_dtype}")
+
+    def _set_labels_metadata(self, backbone: nn.Module, class_names: Optional[Sequence[str]],
+                             palette: Optional[Sequence[Sequence[int]]]) -> None:
+        """Class names and palette: given, else the backbone's ``meta``."""
         backbone_meta = getattr(backbone, "meta", None) or {}
         if class_names is None:
             class_names = backbone_meta.get("class_names")
@@ -166,26 +185,24 @@ class FusedDetector(nn.Module):
             palette = backbone_meta.get("palette")
         self.class_names = [str(n) for n in class_names] if class_names is not None else None
         self.palette = [[int(v) for v in c] for c in palette] if palette is not None else None
+
+    def _set_inference(self, inference: Optional[dict[str, Any]]) -> None:
         self.inference = dict(inference) if inference else {"mode": "whole"}
         self._infer_fn: Optional[Callable[..., Any]] = None
         if self.inference.get("mode", "whole") != "whole":
             from ros2_fed.backbones.inference import inference_fn
 
             self._infer_fn = inference_fn(self.inference)
-        self.fuse_fed = bool(fuse_fed) and fed is not None and can_fuse(fed)
-        self.mapping = self._confidence_mapping(score, confidence_range, sigmoid)
-        # The FED's operating point (training/calibrate.py); metadata only, valid for this score
-        # and post-processing, so the engine sidecar can hand it to the node.
-        self.calibration = dict(calibration) if calibration and score == "fed" else None
-        self._folded: Optional[FoldedFED] = None
 
-        if score == "sml":
-            if class_mean is None and fed is not None:
-                class_mean, class_std = fed.standardizer.mean.clone(), fed.standardizer.std.clone()
-            if class_mean is None or class_std is None:
-                raise ValueError("score='sml' needs class_mean/class_std (or a fed with logit statistics)")
-            self.register_buffer("class_mean", torch.as_tensor(class_mean, dtype=torch.float32).reshape(-1).clone())
-            self.register_buffer("class_std", torch.as_tensor(class_std, dtype=torch.float32).reshape(-1).clone())
+    def _register_sml_statistics(self, fed: Optional[FlowEneDet], class_mean: Optional[Tensor],
+                                 class_std: Optional[Tensor]) -> None:
+        """SML's per-class logit mean / std as buffers: given, else the FED's standardiser."""
+        if class_mean is None and fed is not None:
+            class_mean, class_std = fed.standardizer.mean.clone(), fed.standardizer.std.clone()
+        if class_mean is None or class_std is None:
+            raise ValueError("score='sml' needs class_mean/class_std (or a fed with logit statistics)")
+        for name, value in (("class_mean", class_mean), ("class_std", class_std)):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(-1).clone())
 
     @staticmethod
     def _confidence_mapping(score: str, confidence_range: Optional[Sequence[float]], sigmoid: Optional[dict[str, float]]) -> dict[str, Any]:

@@ -207,9 +207,18 @@ def mc_dropout_score(
     if generator is not None and seed is None:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
 
+    prob_sum, ent_sum = _mc_passes(model, args, passes, seed, with_entropy=kind == "mutual_info")
+    return _mc_reduce(kind, prob_sum, ent_sum, passes)
+
+
+def _mc_passes(model: Union[nn.Module, Callable[..., Any]], args: tuple[Any, ...], passes: int,
+               seed: Optional[int], with_entropy: bool
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Sum over ``passes`` stochastic passes of the softmax (and of its entropy if asked)."""
     device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
     rng_devices = [device] if device.type == "cuda" else []
-    rng_ctx = torch.random.fork_rng(devices=rng_devices) if seed is not None else contextlib.nullcontext()
+    rng_ctx = (torch.random.fork_rng(devices=rng_devices) if seed is not None
+               else contextlib.nullcontext())
     mode_ctx = _mc_dropout_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
 
     prob_sum: Optional[torch.Tensor] = None
@@ -222,10 +231,16 @@ def mc_dropout_score(
             log_p = torch.log_softmax(logits, dim=1)
             p = log_p.exp()
             prob_sum = p if prob_sum is None else prob_sum + p
-            if kind == "mutual_info":
+            if with_entropy:
                 h = -(p * log_p).sum(dim=1, keepdim=True)
                 ent_sum = h if ent_sum is None else ent_sum + h
     assert prob_sum is not None
+    return prob_sum, ent_sum
+
+
+def _mc_reduce(kind: str, prob_sum: torch.Tensor, ent_sum: Optional[torch.Tensor],
+               passes: int) -> torch.Tensor:
+    """The MC-dropout score of the summed passes (see :func:`mc_dropout_score`)."""
     mean_p = prob_sum / passes
     if kind == "msp":
         return 1.0 - mean_p.amax(dim=1, keepdim=True)
