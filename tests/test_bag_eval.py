@@ -321,6 +321,23 @@ def test_bad_bags(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFi
     _assert_failed(out, code, 2, err, [str(tmp_path / "no_such_bag"), "not found"])
 
 
+def test_resized_frames_are_said_once(work: dict[str, Any], offline: dict[str, Any], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """An engine for another size than the bag's frames (issue 16, finding 9): one note on stderr
+    (even with --quiet) and in the report; none when the sizes match."""
+    assert offline["report"]["model"]["resized"] is None
+    out = tmp_path / "resized"
+    code = bag_eval.main([str(work["bag"]), "--out", str(out), "--quiet", "--no-reference",
+                          "--size", "48x96"] + model_args(work))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 0
+    assert len(err) == 1 and "resized to the engine's input 48x96" in err[0], err
+    assert f"{SIZE[0]}x{SIZE[1]}" in err[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["resized"]["engine"] == "48x96"
+    assert "**Resized:**" in (out / "report.md").read_text()
+
+
 def test_earlier_run_is_kept(work: dict[str, Any], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     """--out holding an earlier run, no --overwrite: one line, exit 2, the earlier report as it was."""

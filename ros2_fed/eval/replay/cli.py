@@ -293,6 +293,7 @@ class BagEvaluation:
         self.output_bag = _prepare_out(self.out, self.args.overwrite)
         self.scan = self.scan_bag()
         self.spec = self.resolve_model()
+        self.resize = self.resize_notice()
         self.topics = {name: f"/{self.args.output_prefix.strip('/')}/{name}" for name in record}
         self.writer = self.open_output_bag()
         try:
@@ -371,6 +372,32 @@ class BagEvaluation:
         self.log(f"model: {spec.describe()}")
         self.partial["model"] = spec.describe()
         return spec
+
+    def engine_size(self) -> Optional[tuple[int, int]]:
+        """(H, W) the node's engine takes: an engine file's sidecar, else the cached engine's."""
+        if not self.spec.engine_path:
+            return (int(self.spec.height), int(self.spec.width))
+        from ros2_fed.engine import EngineError, read_sidecar
+
+        try:
+            shape = read_sidecar(self.spec.engine_path).get("input_shape")
+        except (EngineError, OSError, ValueError):
+            return None  # opening the engine reports it
+        return (int(shape[0]), int(shape[1])) if shape else None
+
+    def resize_notice(self) -> Optional[dict[str, Any]]:
+        """Frames of another size than the engine's are resized on the host (as fed_node does):
+        said once on stderr (even with --quiet) and recorded in the report."""
+        size = self.engine_size()
+        other = [f"{h}x{w}" for h, w in self.sizes if size is not None and (h, w) != size]
+        if not other:
+            return None
+        engine = f"{size[0]}x{size[1]}"
+        note = (f"camera frames of {', '.join(other)} are resized to the engine's input {engine} "
+                "(area) and its outputs back to the frame size, as fed_node does; metrics are at "
+                "the frame size")
+        print(f"fed_bag_eval: note: {note}", file=sys.stderr, flush=True)
+        return {"frames": other, "engine": engine, "note": note}
 
     # -- the output bag --------------------------------------------------------------------
     def open_output_bag(self) -> bagio.BagWriter:
@@ -594,7 +621,8 @@ class BagEvaluation:
                 "width": spec.width,
                 "runtime": spec.runtime, "score": spec.score, "threads": spec.threads,
                 "cpu_spin_wait": spec.cpu_spin_wait,
-                "engine": {k: metadata.get(k) for k in keys if k in metadata}}
+                "engine": {k: metadata.get(k) for k in keys if k in metadata},
+                "resized": self.resize}
 
     def alerts_section(self, scored: _Scored) -> dict[str, Any]:
         stats, merged = scored.stats, self.merged

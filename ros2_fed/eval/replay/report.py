@@ -294,6 +294,9 @@ def markdown(report: dict[str, Any]) -> str:
             else "run offline (in-process engine, every frame)")
     lines += [f"**Complete.** {frames['in_bag']} frames ({bag['size']}, {bag['storage']}, "
               f"{bag['duration_s']:.1f} s) {what}; model: {report['model']['description']}.", ""]
+    resized = (report.get("model") or {}).get("resized")
+    if resized:
+        lines += [f"**Resized:** {resized['note']}.", ""]
     lines += [f"- evaluated: **{frames['evaluated']}** frames; dropped: **{frames['dropped']}**"
               + (f" (the node's own count: {frames.get('node_dropped')})" if frames.get("node_dropped") is not None else "")
               + (f"; with trainId ground truth: {frames['with_labels']}, with OOD masks: {frames['with_ood']}"
