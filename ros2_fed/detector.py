@@ -202,7 +202,8 @@ class FusedDetector(nn.Module):
         if class_mean is None or class_std is None:
             raise ValueError("score='sml' needs class_mean/class_std (or a fed with logit statistics)")
         for name, value in (("class_mean", class_mean), ("class_std", class_std)):
-            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).reshape(-1).clone())
+            tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1).clone()
+            self.register_buffer(name, tensor)
 
     @staticmethod
     def _confidence_mapping(score: str, confidence_range: Optional[Sequence[float]], sigmoid: Optional[dict[str, float]]) -> dict[str, Any]:

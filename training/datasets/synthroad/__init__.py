@@ -44,8 +44,8 @@ from .scene import (BUILDING, CAR, FENCE, LIGHT, PERSON, POLE, ROAD, SIDEWALK, S
 
 __all__ = [
     "BUILDING", "CAR", "CITY", "FENCE", "FISHYSCAPES_DIR", "LIGHT", "OOD_SUFFIX", "PERSON", "POLE",
-    "ROAD", "SIDEWALK", "SIGN", "SKY", "SPLITS", "TERRAIN", "TRAIN_IDS_USED", "TRUCK", "VEGETATION",
-    "VERSION", "WALL", "Camera", "Frame", "Obj", "Scene", "SynthRoadDataset", "image_id",
+    "ROAD", "SIDEWALK", "SIGN", "SKY", "SPLITS", "TERRAIN", "TRAIN_IDS_USED", "TRUCK",
+    "VEGETATION", "VERSION", "WALL", "Camera", "Frame", "Obj", "Scene", "SynthRoadDataset", "image_id",
     "render_frame", "render_indexed", "render_scene", "render_scene_full", "render_sequence",
     "sample_scene", "write_dataset", "write_frame",
 ]

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 
 from training.datasets.base import VOID
-from training.datasets.cityscapes import (LABEL_ID_EGO_VEHICLE, LABEL_ID_STATIC, LABEL_ID_UNLABELED,
-                                          label_ids_to_train_ids)
+from training.datasets.cityscapes import (LABEL_ID_EGO_VEHICLE, LABEL_ID_STATIC,
+                                          LABEL_ID_UNLABELED, label_ids_to_train_ids)
 
-from .scene import (_OOD_KINDS, _OOD_MARK, BUILDING, CAR, FENCE, LIGHT, PERSON, POLE, ROAD, SIDEWALK,
-                    SIGN, SKY, TERRAIN, TRUCK, VEGETATION, WALL, Camera, Obj, Scene, sample_scene)
+from .scene import (_OOD_KINDS, _OOD_MARK, BUILDING, CAR, FENCE, LIGHT, PERSON, POLE, ROAD,
+                    SIDEWALK, SIGN, SKY, TERRAIN, TRUCK, VEGETATION, WALL, Camera, Obj, Scene,
+                    sample_scene)
 
 
 class _Canvas:
@@ -160,8 +161,9 @@ def _ground_palette(s: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return palette, amp, labels
 
 
-def _ground_gain(s: Scene, code: np.ndarray, x: np.ndarray, z: np.ndarray, zw: np.ndarray) -> np.ndarray:
-    """Scalar shading: paving joints every 0.5 m on sidewalks (not where sub-pixel), shadow band."""
+def _ground_gain(s: Scene, code: np.ndarray, x: np.ndarray, z: np.ndarray, zw: np.ndarray
+                 ) -> np.ndarray:
+    """Scalar shading: paving joints every 0.5 m on sidewalks (not where sub-pixel), shadow."""
     gain = np.ones(x.shape, np.float32)
     sidewalk = (code == _G_SW_L) | (code == _G_SW_R)
     joint = (np.abs(x * 2 - np.round(x * 2)) < 0.07) | ((np.abs(zw * 2 - np.round(zw * 2)) < 0.07 * (1 + z / 8)) &
@@ -252,8 +254,9 @@ def _facade_hits(cam: Camera, s: Scene, xb: float, segs: np.ndarray, cam_z: floa
     return cols, z, zw, idx, kind, height
 
 
-def _facade_colour(cam: Camera, s: Scene, segs: np.ndarray, z: np.ndarray, zw: np.ndarray, idx: np.ndarray,
-                   kind: np.ndarray, r_idx: np.ndarray, c_idx: np.ndarray) -> np.ndarray:
+def _facade_colour(cam: Camera, s: Scene, segs: np.ndarray, z: np.ndarray, zw: np.ndarray,
+                   idx: np.ndarray, kind: np.ndarray, r_idx: np.ndarray, c_idx: np.ndarray
+                   ) -> np.ndarray:
     """Colour of the facade pixels (r_idx, c_idx): windows, shop fronts, ledges, foliage, wall
     courses. Everything that depends on the column only is computed per column, then gathered."""
     u_col = zw - segs[idx, 0]
@@ -547,7 +550,7 @@ def _ood_shade(cam: Camera, p: dict[str, Any], x0: float, y0: float, scale: floa
 
 
 class _OodPlace(NamedTuple):
-    """Where an OOD object stands: ground point (bx, by) in pixels, pixels per metre, its shader."""
+    """Where an OOD object stands: ground point (bx, by) in pixels, pixels per metre, shader."""
 
     bx: float
     by: float
@@ -634,7 +637,8 @@ def _draw_bag(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
     cv.textured(np.stack([bx + np.cos(t) * w * rr, by - hh + np.sin(t) * hh * rr], 1), _OOD_MARK,
                 at.shade)
     cv.poly(np.array([[bx - w * 0.15, by - hh * 2.1], [bx + w * 0.15, by - hh * 2.1],
-                      [bx + w * 0.1, by - hh * 1.5], [bx - w * 0.1, by - hh * 1.5]]), p["c2"], _OOD_MARK)
+                      [bx + w * 0.1, by - hh * 1.5], [bx - w * 0.1, by - hh * 1.5]]),
+            p["c2"], _OOD_MARK)
 
 
 def _draw_debris(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:

@@ -133,7 +133,8 @@ def _sample_facades(rng: np.random.Generator, z_end: float) -> np.ndarray:
 
 def _sample_camera(rng: np.random.Generator, height: int, width: int) -> Camera:
     focal = width * float(rng.uniform(0.75, 1.15))
-    return Camera(height, width, focal, float(rng.uniform(1.2, 1.5)), height * float(rng.uniform(0.36, 0.5)),
+    return Camera(height, width, focal, float(rng.uniform(1.2, 1.5)),
+                  height * float(rng.uniform(0.36, 0.5)),
                   width * (0.5 + float(rng.uniform(-0.12, 0.12))))
 
 
@@ -151,8 +152,11 @@ def _sample_sky(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return sky_top, sky_horizon
 
 
+_LaneLines = list[tuple[float, str, np.ndarray]]  # (x, "solid" | "dashed", colour)
+
+
 def _sample_road(rng: np.random.Generator
-                 ) -> tuple[int, float, float, float, list[tuple[float, str, np.ndarray]], np.ndarray]:
+                 ) -> tuple[int, float, float, float, _LaneLines, np.ndarray]:
     """(lanes, lane width, left edge, right edge, lane lines, asphalt colour)."""
     n_lanes = int(rng.choice([2, 3, 4], p=[0.5, 0.25, 0.25]))
     lane_w = float(rng.uniform(2.8, 3.6))
@@ -176,7 +180,7 @@ def _sample_road(rng: np.random.Generator
 
 
 def _sample_roadside(rng: np.random.Generator, x_left: float, x_right: float) -> tuple[Any, ...]:
-    """(sidewalk widths, sidewalk colours, terrain widths, terrain colour, kerb width, facade x)."""
+    """(sidewalk widths and colours, terrain widths and colour, kerb width, facade x)."""
     sidewalk = (float(rng.uniform(1.8, 4.5)), float(rng.uniform(1.8, 4.5)))
     sw_colours = tuple(np.clip(np.array([rng.uniform(140, 195)] * 3, np.float32) +
                                np.array([rng.uniform(0, 25), rng.uniform(-5, 10), rng.uniform(-15, 5)]), 0, 255)
@@ -205,8 +209,9 @@ def _sample_far_blocks(rng: np.random.Generator, far_mode: str, facade_x: tuple[
     return np.array(blocks, np.float32)
 
 
-def _sample_extras(rng: np.random.Generator, x_left: float, x_right: float, terrain: tuple[float, ...],
-                   facade_x: tuple[float, float]) -> tuple[Any, Any, list[tuple[float, float, float, float]]]:
+def _sample_extras(rng: np.random.Generator, x_left: float, x_right: float,
+                   terrain: tuple[float, ...], facade_x: tuple[float, float]
+                   ) -> tuple[Any, Any, list[tuple[float, float, float, float]]]:
     """(crosswalk z range or None, shadow band or None, fences)."""
     crosswalk = None
     if rng.random() < 0.25:
@@ -242,7 +247,8 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
     cam = _sample_camera(rng, height, width)
     sky_top, sky_horizon = _sample_sky(rng)
     n_lanes, lane_w, x_left, x_right, lines, asphalt = _sample_road(rng)
-    sidewalk, sw_colours, terrain, terrain_colour, curb_w, facade_x = _sample_roadside(rng, x_left, x_right)
+    roadside = _sample_roadside(rng, x_left, x_right)
+    sidewalk, sw_colours, terrain, terrain_colour, curb_w, facade_x = roadside
     far_mode = "closed" if rng.random() < 0.35 else "open"
     far_z = float(rng.uniform(70, 130)) + travel if far_mode == "closed" else float(rng.uniform(250, 450))
     facades = (_sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel),
@@ -306,19 +312,22 @@ def _place_ood(pl: _Placer, s: Scene, cam: Camera, travel: float) -> None:
                 continue
             x = float(rng.uniform(lo, hi))
             if pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
-                pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))  # keep the line of sight free
+                # keep the line of sight free
+                pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))
                 pl.objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
                 break
 
 
-def _place_vehicles(pl: _Placer, s: Scene, n_lanes: int, lane_w: float, z_max: float, travel: float) -> None:
+def _place_vehicles(pl: _Placer, s: Scene, n_lanes: int, lane_w: float, z_max: float,
+                    travel: float) -> None:
     """Parked cars along the kerbs (wide streets), then moving traffic in the lanes."""
     rng = pl.rng
     for side_x, inward in ((s.x_left, 1), (s.x_right, -1)):
         if n_lanes >= 3 and rng.random() < 0.6:
             z = float(rng.uniform(3, 12))
             while z < z_max:
-                pl.add_vehicle(side_x + inward * float(rng.uniform(1.05, 1.3)), z, True, inward > 0 and n_lanes >= 2)
+                pl.add_vehicle(side_x + inward * float(rng.uniform(1.05, 1.3)), z, True,
+                               inward > 0 and n_lanes >= 2)
                 z += float(rng.uniform(5.5, 14))
     for _ in range(int(rng.poisson(4 + travel / 25)) + 1):
         lane = int(rng.integers(n_lanes))
@@ -333,8 +342,9 @@ def _place_people(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], .
     rng = pl.rng
     for _ in range(int(rng.poisson(3 + travel / 20))):
         a, b = sw_ranges[int(rng.integers(2))]
-        pl.objs.append(Obj("person", float(rng.uniform(a + 0.3, b - 0.3)), float(rng.uniform(3, z_max * 0.7)),
-                           _person_params(rng), float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6))))
+        pl.objs.append(Obj("person", float(rng.uniform(a + 0.3, b - 0.3)),
+                           float(rng.uniform(3, z_max * 0.7)), _person_params(rng),
+                           float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6))))
     if s.crosswalk is not None:
         for _ in range(int(rng.integers(0, 4))):
             x = float(rng.uniform(s.x_left, s.x_right))
@@ -343,7 +353,8 @@ def _place_people(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], .
                 pl.objs.append(Obj("person", x, z, _person_params(rng)))
 
 
-def _place_roadside(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...], z_max: float) -> None:
+def _place_roadside(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...],
+                    z_max: float) -> None:
     """Street furniture, trees and unlabelled clutter along both kerbs."""
     rng = pl.rng
     for side, (a, b) in zip((-1, 1), sw_ranges):
@@ -364,7 +375,8 @@ def _place_roadside(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float],
                     "seed": int(rng.integers(1 << 30))}))
                 z += float(rng.uniform(6, 16))
         for _ in range(int(rng.poisson(0.8))):  # unlabelled clutter (void): bins and boxes on the sidewalk
-            pl.objs.append(Obj("bin", float(rng.uniform(a + 0.2, b - 0.2)), float(rng.uniform(4, 40)), {
+            x, z = float(rng.uniform(a + 0.2, b - 0.2)), float(rng.uniform(4, 40))
+            pl.objs.append(Obj("bin", x, z, {
                 "colour": np.array([rng.uniform(30, 70), rng.uniform(50, 90), rng.uniform(30, 60)], np.float32)
                 if rng.random() < 0.5 else np.array([rng.uniform(70, 110)] * 3, np.float32),
                 "h": float(rng.uniform(0.7, 1.1)), "w": float(rng.uniform(0.45, 0.7))}))
