@@ -68,6 +68,29 @@ def test_every_method_and_column(setup: dict[str, Path], tmp_path: Path) -> None
     assert figure is not None and figure.shape[0] > 2 * 64 and figure.shape[1] >= (3 + len(METHODS)) * 128
 
 
+def test_missing_sml_row_is_explained(setup: dict[str, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """No --stats and FEDs without statistics: the SML row is absent with a note (finding 8)."""
+    root = setup["root"]
+    argv = ["--backbone", str(root / "tinyseg.safetensors"), "--fed", f"FED-U={root / 'fed_u'}",
+            "--dataset", "synthroad-ood", "--data-root", str(setup["data"]), "--out", str(tmp_path),
+            "--mcd-passes", "0", "--figures", "0", "--no-open-miou", "--no-progress"]
+    assert cli_eval.main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "SML" not in results["methods"] and "no logit statistics" in results["notes"][0]
+    assert "SML: no row" in (tmp_path / "results.md").read_text()
+    assert "fed_eval: note: SML: no row" in capsys.readouterr().err
+
+
+def test_help_lists_the_dataset_layouts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_eval.main(["--help"])
+    out = capsys.readouterr().out
+    for needle in ("dataset layouts", "leftImg8bit", "gtFine_labelTrainIds", "fishyscapes_lostandfound",
+                   "labels_semantic", "gtFine_oodIds", "fs_val_vN"):
+        assert needle in out, needle
+
+
 def test_tta_and_histogram_mode(setup: dict[str, Path], tmp_path: Path) -> None:
     exact = _run(setup, tmp_path / "exact", "--figures", "0", "--no-open-miou")
     hist = _run(setup, tmp_path / "hist", "--figures", "0", "--no-open-miou", "--no-exact")

@@ -29,9 +29,35 @@ from training.evaluation import EvalSettings, Evaluator
 from training.eval_sources import DATASETS, make_source
 from training.report import figure_row, write_figure, write_results
 
+DATASET_LAYOUTS = """\
+dataset layouts (--data-root ROOT; label = Cityscapes trainIds, 255 void; OOD = 0 / 1 / 255):
+  cityscapes, cityscapes-c (split val; labels, no OOD)
+      ROOT/leftImg8bit/val/CITY/*_leftImg8bit.png
+      ROOT/gtFine/val/CITY/*_gtFine_labelTrainIds.png  (or *_gtFine_labelIds.png, mapped with
+      the official table); cityscapes-c corrupts the images on the fly (imagecorruptions)
+  fishyscapes-lf, fishyscapes-static (validation; OOD, no labels), one of:
+      ROOT/original/NAME.png (or ROOT/images/) + ROOT/labels/NAME.png  (processed; ROOT may
+      also hold LostAndFound/ + Static/ or fs_lost_and_found/ + fs_static/ laid out so)
+      ROOT/fishyscapes_lostandfound/NNNN_ID_labels.png + ROOT/laf_images/ID_leftImg8bit.png
+      ROOT/fs_val_vN/NNNN_ID_labels.png + NNNN_ID_rgb.npz (overlay on Cityscapes val images
+      found in ROOT, ROOT/cityscapes or ROOT/../cityscapes), or fs_static_images_vN/*_rgb.png
+  road-anomaly21, road-obstacle21 (SegmentMeIfYouCan; split val = the labelled images)
+      ROOT/images/NAME.{jpg,png,webp} + ROOT/labels_masks/NAME_labels_semantic.png
+      (ROOT = dataset_AnomalyTrack / dataset_ObstacleTrack, or the folder holding them)
+  synthroad, synthroad-ood (fed_synthroad --out ROOT; splits train / val / ood)
+      the Cityscapes layout with CITY = synthroad, plus for the ood split
+      ROOT/gtFine/ood/synthroad/*_gtFine_oodIds.png (0 / 1 / 255) and
+      ROOT/fishyscapes_ood/{original,labels}/  (the same frames in the processed Fishyscapes
+      layout)
+More in training/datasets/{cityscapes,anomaly}.py and the README ("Dataset layouts").
+"""
+SML_NOTE = ("SML: no row -- no logit statistics (pass --stats from fed_stats on this backbone, or "
+            "a --fed checkpoint trained with --stats, which records them)")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="fed_eval", description=__doc__, epilog=DATASET_LAYOUTS,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)")
     p.add_argument("--fed", action="append", default=[], metavar="NAME=PATH",
                    help="FED checkpoint to evaluate, e.g. FED-U=models/fed_u_synthroad (repeatable)")
@@ -121,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     rows: list[tuple] = []
     results = evaluator.evaluate(source.samples, len(source), on_figure=lambda *row: rows.append(row),
                                  progress=not args.no_progress)
+    if class_mean is None:  # the SML row is missing: say why, in results.json and results.md
+        results["notes"] = [SML_NOTE]
+        print(f"fed_eval: note: {SML_NOTE}", file=sys.stderr)
     results.update(dataset=args.dataset, data_root=str(args.data_root), backbone=str(args.backbone),
                    fed={n: s for n, s in zip(feds, args.fed)}, tta=bool(args.tta), fed_postprocess=args.fed_postprocess)
     title = f"{args.dataset} ({len(source)} images{', TTA' if args.tta else ''})"

@@ -36,8 +36,9 @@ def markdown_table(results: dict[str, Any], title: str = "") -> str:
         ]) + " |")
     notes = [f"{results['images']} images; OOD pooled over pixels ({'exact' if results['exact'] else 'histogram, see error bounds in JSON'}), "
              "IDM averaged per image; mIoU is the backbone's (same for every row); open-mIoU threshold = mean per-image F1-optimal threshold."]
+    notes += [str(note) for note in results.get("notes") or []]  # e.g. why the SML row is missing
     prefix = f"### {title}\n\n" if title else ""
-    return prefix + head + "\n" + "\n".join(rows) + "\n\n" + notes[0] + "\n"
+    return prefix + head + "\n" + "\n".join(rows) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
 def write_results(out_dir: Path, results: dict[str, Any], title: str = "") -> tuple[Path, Path]:
