@@ -1,7 +1,8 @@
 """FlowEneDet (FED) in pure torch: energy inputs, invertible layers, flow, base model.
 
 Public names (stable, used by tools and tests): FEDConfig, FlowEneDet, Flow, and the layer
-classes; post-processing lives in ``ros2_fed.fed.postprocess``.
+classes; post-processing lives in ``ros2_fed.fed.postprocess``, the folded inference form
+(``fold_fed``, ``fused_p_wrong``) in ``ros2_fed.fed.fused``.
 """
 from .condition import ChannelGroupPool
 from .config import FEDConfig
