@@ -84,13 +84,38 @@ class OnnxEngine(Engine):
         """``frame_parallel``: run a batch's frames side by side, one thread each (None = for a
         dynamic batch > 1 on the CPU provider alone); ``intra_op_threads`` is then how many run
         at once (default: the CPU count). A batch of one frame then runs on one thread."""
-        import onnx
-        import onnxruntime as ort
-
         path = Path(path)
         metadata = metadata if metadata is not None else read_sidecar(path)
         super().__init__(path, metadata)
         check_file_integrity(path, metadata)
+        proto = self._load_checked(path, metadata)
+
+        threads = intra_op_threads if intra_op_threads is not None else _env_int("ROS2_FED_THREADS")
+        requested = providers is not None
+        if providers is None:
+            providers = default_providers(str(metadata.get("precision", "fp32")))
+        if frame_parallel is None:
+            frame_parallel = provider_names(providers) == [CPU_PROVIDER] and self.batch_size > 1
+        frame_parallel = frame_parallel and self.dynamic_batch  # a fixed batch is one run of B frames
+        #: frames of one batch run at once (1 = the batch is one run)
+        self.parallel_frames = min(self.batch_size, int(threads or os.cpu_count() or 1)) if frame_parallel else 1
+        options = session_options(optimization, 1 if self.parallel_frames > 1 else threads, inter_op_threads,
+                                  allow_spinning)
+        try:
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+        except Exception as exc:
+            raise EngineError(f"{path}: ONNX Runtime cannot create a session ({exc})") from exc
+        del proto
+        self.providers = self._session.get_providers()
+        check_providers(path, providers, self.providers, strict=requested)
+        self._allocate_buffers(metadata)
+        self._pool = ThreadPoolExecutor(self.parallel_frames, "onnx_frames") if self.parallel_frames > 1 else None
+
+    def _load_checked(self, path: Path, metadata: dict[str, Any]) -> Any:
+        """The ModelProto, after onnx.checker and the signature check against the sidecar."""
+        import onnx
 
         try:
             proto = onnx.load(str(path))
@@ -101,59 +126,21 @@ class OnnxEngine(Engine):
         except Exception as exc:
             raise EngineError(f"{path}: fails onnx.checker ({exc})") from exc
         self._check_signature(path, proto, metadata)
+        return proto
 
-        options = ort.SessionOptions()
-        levels = {
-            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }
-        if optimization not in levels:
-            raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
-        options.graph_optimization_level = levels[optimization]
-        threads = intra_op_threads if intra_op_threads is not None else _env_int("ROS2_FED_THREADS")
-        requested = providers is not None
-        if providers is None:
-            providers = default_providers(str(metadata.get("precision", "fp32")))
-        cpu_only = provider_names(providers) == [CPU_PROVIDER]
-        if frame_parallel is None:
-            frame_parallel = cpu_only and self.batch_size > 1
-        frame_parallel = frame_parallel and self.dynamic_batch  # a fixed batch is one run of B frames
-        #: frames of one batch run at once (1 = the batch is one run)
-        self.parallel_frames = min(self.batch_size, int(threads or os.cpu_count() or 1)) if frame_parallel else 1
-        if self.parallel_frames > 1:
-            options.intra_op_num_threads = 1
-        elif threads:
-            options.intra_op_num_threads = int(threads)
-        if inter_op_threads:
-            options.inter_op_num_threads = int(inter_op_threads)
-        if allow_spinning is not None:
-            # Spinning threads busy-wait for the next operator / run: fastest for a process that
-            # only infers, but on a small CPU they steal cores from whatever runs between inferences.
-            flag = "1" if allow_spinning else "0"
-            options.add_session_config_entry("session.intra_op.allow_spinning", flag)
-            options.add_session_config_entry("session.inter_op.allow_spinning", flag)
-        try:
-            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
-        except Exception as exc:
-            raise EngineError(f"{path}: ONNX Runtime cannot create a session ({exc})") from exc
-        del proto
-        self.providers = self._session.get_providers()
-        check_providers(path, providers, self.providers, strict=requested)
-
-        # Pre-bound buffers: ONNX Runtime reads/writes these numpy arrays in place on CPU;
-        # with CUDA/TensorRT providers it copies to/from the device itself.
+    def _allocate_buffers(self, metadata: dict[str, Any]) -> None:
+        """Pre-bound buffers: ONNX Runtime reads/writes these numpy arrays in place on CPU; with
+        CUDA/TensorRT providers it copies to/from the device itself."""
         b, h, w, _ = self._tensor_shape
-        conf_dtype = np.float16 if metadata.get("outputs", {}).get("confidence", {}).get("dtype") == "float16" else np.float32
+        half = metadata.get("outputs", {}).get("confidence", {}).get("dtype") == "float16"
+        conf_dtype = np.float16 if half else np.float32
         self._input = np.zeros((b, h, w, 3), dtype=np.uint8)
         self._labels = np.zeros((b, h, w), dtype=np.uint8)
         self._confidence_raw = np.zeros((b, h, w), dtype=conf_dtype)
-        self._confidence = self._confidence_raw if conf_dtype == np.float32 else np.zeros((b, h, w), dtype=np.float32)
+        self._confidence = self._confidence_raw if not half else np.zeros((b, h, w), dtype=np.float32)
         # (start, stop) -> (binding, the OrtValues it holds): rows start:stop of the buffers
         self._bindings: dict[tuple[int, int], tuple[Any, list[Any]]] = {}
         self._binding = self._bound(0, b)
-        self._pool = ThreadPoolExecutor(self.parallel_frames, "onnx_frames") if self.parallel_frames > 1 else None
 
     def _bound(self, start: int, stop: int) -> Any:
         """An IO binding on rows ``start:stop`` of the buffers (made once per row range)."""
@@ -217,6 +204,33 @@ class OnnxEngine(Engine):
         self._bindings = {}
         self._binding = None  # type: ignore[assignment]
         self._session = None  # type: ignore[assignment]
+
+
+OPTIMIZATION_LEVELS = ("none", "basic", "extended", "all")
+
+
+def session_options(optimization: str = "all", intra_op_threads: Optional[int] = None,
+                    inter_op_threads: Optional[int] = None, allow_spinning: Optional[bool] = None) -> Any:
+    """ONNX Runtime SessionOptions: graph optimisation level, thread counts, spinning."""
+    import onnxruntime as ort
+
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
+    levels = ort.GraphOptimizationLevel
+    options = ort.SessionOptions()
+    options.graph_optimization_level = dict(zip(OPTIMIZATION_LEVELS, (
+        levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_BASIC, levels.ORT_ENABLE_EXTENDED, levels.ORT_ENABLE_ALL)))[optimization]
+    if intra_op_threads:
+        options.intra_op_num_threads = int(intra_op_threads)
+    if inter_op_threads:
+        options.inter_op_num_threads = int(inter_op_threads)
+    if allow_spinning is not None:
+        # Spinning threads busy-wait for the next operator / run: fastest for a process that
+        # only infers, but on a small CPU they steal cores from whatever runs between inferences.
+        flag = "1" if allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", flag)
+        options.add_session_config_entry("session.inter_op.allow_spinning", flag)
+    return options
 
 
 def provider_names(providers: Sequence[Any]) -> list[str]:
