@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo default-model clean
+.PHONY: venv lint test test-fast demo default-model clean
 
 # Re-run the install whenever a requirement file or the package definition changes.
 $(STAMP): requirements/runtime.txt requirements/test.txt requirements/no-deps.txt setup.py setup.cfg
@@ -19,6 +19,12 @@ $(STAMP): requirements/runtime.txt requirements/test.txt requirements/no-deps.tx
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# ruff (settings in ruff.toml: line length 99 as ament's flake8): lint errors and unformatted files
+# both fail.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Whole suite (unit + ros tests; gpu tests skip without CUDA).
 # pytest exits 5 when it collected nothing: that is a failure here, never a green run.
