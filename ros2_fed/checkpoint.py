@@ -5,6 +5,7 @@ on load, unlike pickled ``.pth`` files; the JSON sidecar carries the config, cla
 normalisation, logit statistics provenance and training-run info, plus the SHA-256 of the
 tensor file so a truncated or swapped file is caught with a message naming it.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,17 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from safetensors import SafetensorError
 
-from ros2_fed.fileio import file_sha256, make_shareable  # file_sha256: re-exported, torch-free home
-from ros2_fed.fileio import temporary_sibling
+# file_sha256: re-exported, torch-free home
+from ros2_fed.fileio import (
+    file_sha256,
+    make_shareable,
+    temporary_sibling,
+)
 from ros2_fed.jsonio import write_json
 
-if TYPE_CHECKING:  # torch only where tensors are read or written: naming and hashing stay torch-free
+if (
+    TYPE_CHECKING
+):  # torch only where tensors are read or written: naming and hashing stay torch-free
     import torch
 
 FORMAT = "ros2_fed/checkpoint"
@@ -26,7 +33,8 @@ PathLike = Union[str, Path]
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or not what the caller expected (message names the file)."""
+    """A checkpoint is missing, corrupt or not what the caller expected (message names the
+    file)."""
 
 
 def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
@@ -36,7 +44,9 @@ def checkpoint_paths(path: PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], kind: str) -> tuple[Path, Path]:
+def save_checkpoint(
+    path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], kind: str
+) -> tuple[Path, Path]:
     """Write tensors + JSON metadata; returns both paths. ``kind`` is e.g. "fed" or "backbone".
 
     Both files go to a temporary name first and are renamed into place (tensors, then the JSON
@@ -61,7 +71,9 @@ def save_checkpoint(path: PathLike, tensors: dict[str, torch.Tensor], metadata: 
     return tensor_path, json_path
 
 
-def load_checkpoint(path: PathLike, kind: Optional[str] = None, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(
+    path: PathLike, kind: Optional[str] = None, verify: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read tensors + metadata, checking format, kind and (by default) the tensor file hash."""
     from safetensors.torch import load_file
 
@@ -74,13 +86,25 @@ def load_checkpoint(path: PathLike, kind: Optional[str] = None, verify: bool = T
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{json_path}: not valid JSON ({exc})") from exc
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path}: not a ros2_fed checkpoint (format={metadata.get('format')!r})")
+        raise CheckpointError(
+            f"{json_path}: not a ros2_fed checkpoint (format={metadata.get('format')!r})"
+        )
     if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{json_path}: format_version {metadata['format_version']} is newer than this ros2_fed")
+        raise CheckpointError(
+            f"{json_path}: format_version {metadata['format_version']} is newer than this ros2_fed"
+        )
     if kind is not None and metadata.get("kind") != kind:
-        raise CheckpointError(f"{json_path}: holds a {metadata.get('kind')!r} checkpoint, expected {kind!r}")
-    if verify and metadata.get("tensors_sha256") and file_sha256(tensor_path) != metadata["tensors_sha256"]:
-        raise CheckpointError(f"{tensor_path}: SHA-256 does not match {json_path.name} (corrupt or replaced file)")
+        raise CheckpointError(
+            f"{json_path}: holds a {metadata.get('kind')!r} checkpoint, expected {kind!r}"
+        )
+    if (
+        verify
+        and metadata.get("tensors_sha256")
+        and file_sha256(tensor_path) != metadata["tensors_sha256"]
+    ):
+        raise CheckpointError(
+            f"{tensor_path}: SHA-256 does not match {json_path.name} (corrupt or replaced file)"
+        )
     try:
         tensors = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -88,7 +112,9 @@ def load_checkpoint(path: PathLike, kind: Optional[str] = None, verify: bool = T
     return tensors, metadata
 
 
-def save_fed(path: PathLike, model: torch.nn.Module, metadata: Optional[dict[str, Any]] = None) -> tuple[Path, Path]:
+def save_fed(
+    path: PathLike, model: torch.nn.Module, metadata: Optional[dict[str, Any]] = None
+) -> tuple[Path, Path]:
     """Save a FlowEneDet with its config (and any extra metadata, e.g. training run info)."""
     meta = dict(metadata or {})
     meta["config"] = model.cfg.to_dict()
@@ -109,5 +135,7 @@ def load_fed(path: PathLike, verify: bool = True) -> tuple[torch.nn.Module, dict
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{checkpoint_paths(path)[0]}: does not match its FED config: {exc}") from exc
+        raise CheckpointError(
+            f"{checkpoint_paths(path)[0]}: does not match its FED config: {exc}"
+        ) from exc
     return model.eval(), metadata

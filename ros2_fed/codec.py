@@ -51,6 +51,7 @@ noted (``generic_encoding``) on every frame:
   depths ``8S``/``16S``/``32S`` (no intensity scale). :func:`image_to_numpy` (passthrough)
   still returns all of them as arrays.
 """
+
 from __future__ import annotations
 
 import re
@@ -84,7 +85,8 @@ __all__ = [
     "numpy_to_compressed",
 ]
 
-#: Largest accepted width or height (pixels); bigger messages are rejected before their data is read.
+#: Largest accepted width or height (pixels); bigger messages are rejected before their
+#: data is read.
 MAX_DIMENSION = 16384
 #: Largest accepted raw image buffer (step * height).
 MAX_BYTES = 512 * 1024 * 1024
@@ -130,14 +132,17 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class DecodeNote:
-    """Something worth counting about a frame that did decode; ``kind`` is one of :data:`NOTE_KINDS`."""
+    """Something worth counting about a frame that did decode; ``kind`` is one of
+    :data:`NOTE_KINDS`."""
 
     kind: str
     message: str
 
     def __post_init__(self) -> None:
         if self.kind not in NOTE_KINDS:
-            raise ValueError(f"unknown DecodeNote kind {self.kind!r} (one of {', '.join(NOTE_KINDS)})")
+            raise ValueError(
+                f"unknown DecodeNote kind {self.kind!r} (one of {', '.join(NOTE_KINDS)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -169,25 +174,35 @@ class InputLimits:
         return int(self.max_pixels) * _BUDGET_BYTES_PER_PIXEL
 
     def check(self, width: int, height: int, what: str) -> None:
-        """Raise ImageDecodeError(zero_size | too_large | too_small) for a ``width`` x ``height`` frame."""
+        """Raise ImageDecodeError(zero_size | too_large | too_small) for a ``width`` x ``height``
+        frame."""
         self.check_upper(width, height, what)
         if height < self.min_side or width < self.min_side:
             raise ImageDecodeError(
-                "too_small", f"{what} is {width}x{height} (width x height): smaller than the minimum useful "
-                f"{self.min_side}x{self.min_side}")
+                "too_small",
+                f"{what} is {width}x{height} (width x height): smaller than the minimum useful "
+                f"{self.min_side}x{self.min_side}",
+            )
 
     def check_upper(self, width: int, height: int, what: str) -> None:
         """Raise ImageDecodeError(zero_size | too_large): the checks that protect memory."""
         if height <= 0 or width <= 0:
-            raise ImageDecodeError("zero_size", f"{what} is {width}x{height} (width x height): zero size")
+            raise ImageDecodeError(
+                "zero_size", f"{what} is {width}x{height} (width x height): zero size"
+            )
         if height > MAX_DIMENSION or width > MAX_DIMENSION:
             raise ImageDecodeError(
-                "too_large", f"{what} is {width}x{height} (width x height): larger than "
-                f"MAX_DIMENSION={MAX_DIMENSION} in {'width' if width > MAX_DIMENSION else 'height'}")
+                "too_large",
+                f"{what} is {width}x{height} (width x height): larger than "
+                f"MAX_DIMENSION={MAX_DIMENSION} in "
+                f"{'width' if width > MAX_DIMENSION else 'height'}",
+            )
         if width * height > self.max_pixels:
             raise ImageDecodeError(
-                "too_large", f"{what} is {width}x{height} (width x height) = {width * height} pixels: more than "
-                f"max_input_pixels={self.max_pixels}")
+                "too_large",
+                f"{what} is {width}x{height} (width x height) = {width * height} pixels: more "
+                f"than max_input_pixels={self.max_pixels}",
+            )
 
 
 _DEFAULT_LIMITS = InputLimits()
@@ -225,9 +240,15 @@ _MAX_GENERIC_CHANNELS = 4
 # Generic channel counts to_rgb8 interprets (C2 has no image meaning: layout "" is refused).
 _GENERIC_LAYOUT = {1: "mono", 2: "", 3: "rgb", 4: "rgba"}
 _LAYOUT_TEXT = {"mono": "gray", "rgb": "RGB order", "rgba": "RGBA order (alpha dropped)"}
-_DEPTH_TEXT = {"8U": "8-bit values as is", "16U": "the high byte of each 16-bit value",
-               "32F": "intensity in [0, 1] (clipped, NaN -> 0)", "64F": "intensity in [0, 1] (clipped, NaN -> 0)"}
-_SUPPORTED_TEXT = (", ".join(_NAMED) + ", or generic <8U|8S|16U|16S|32S|32F|64F>C<1-4> (e.g. 8UC3, 16UC1, 32FC1)")
+_DEPTH_TEXT = {
+    "8U": "8-bit values as is",
+    "16U": "the high byte of each 16-bit value",
+    "32F": "intensity in [0, 1] (clipped, NaN -> 0)",
+    "64F": "intensity in [0, 1] (clipped, NaN -> 0)",
+}
+_SUPPORTED_TEXT = (
+    ", ".join(_NAMED) + ", or generic <8U|8S|16U|16S|32S|32F|64F>C<1-4> (e.g. 8UC3, 16UC1, 32FC1)"
+)
 
 
 def _encoding(encoding: str) -> tuple[np.dtype, int, str]:
@@ -239,11 +260,15 @@ def _encoding(encoding: str) -> tuple[np.dtype, int, str]:
         channels = int(match.group(2)) if match.group(2) else 1
         if 1 <= channels <= _MAX_GENERIC_CHANNELS:
             return _GENERIC_DEPTHS[match.group(1)], channels, _GENERIC_LAYOUT[channels]
-    raise ImageDecodeError("unknown_encoding", f"unsupported image encoding {encoding!r} (supported: {_SUPPORTED_TEXT})")
+    raise ImageDecodeError(
+        "unknown_encoding",
+        f"unsupported image encoding {encoding!r} (supported: {_SUPPORTED_TEXT})",
+    )
 
 
 def encoding_info(encoding: str) -> tuple[np.dtype, int]:
-    """``(dtype, channels)`` of a supported encoding; ImageDecodeError("unknown_encoding") otherwise."""
+    """``(dtype, channels)`` of a supported encoding; ImageDecodeError("unknown_encoding")
+    otherwise."""
     dtype, channels, _ = _encoding(str(encoding))
     return dtype, channels
 
@@ -253,12 +278,16 @@ def _generic_note(encoding: str, layout: str) -> Optional[DecodeNote]:
     match = _GENERIC.fullmatch(encoding)
     if match is None or match.group(1) not in _DEPTH_TEXT or layout not in _LAYOUT_TEXT:
         return None
-    return DecodeNote("generic_encoding", f"{encoding} carries no colour meaning: read as {_LAYOUT_TEXT[layout]}, "
-                                          f"{_DEPTH_TEXT[match.group(1)]}")
+    return DecodeNote(
+        "generic_encoding",
+        f"{encoding} carries no colour meaning: read as {_LAYOUT_TEXT[layout]}, "
+        f"{_DEPTH_TEXT[match.group(1)]}",
+    )
 
 
 def _as_uint8(data: Any) -> np.ndarray:
-    """The message's data as a flat uint8 array: a view for bytes-likes (array.array, bytes, ...)."""
+    """The message's data as a flat uint8 array: a view for bytes-likes (array.array, bytes,
+    ...)."""
     if isinstance(data, np.ndarray) and not data.flags.c_contiguous:
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     try:
@@ -291,34 +320,48 @@ def _check_image(msg: Any, limits: InputLimits) -> tuple[np.dtype, int, str, int
     row = width * channels * itemsize
     if step < row:
         raise ImageDecodeError(
-            "step_mismatch", f"{encoding} step {step} is smaller than the row size width*channels*bytes = "
-            f"{width}*{channels}*{itemsize} = {row}")
+            "step_mismatch",
+            f"{encoding} step {step} is smaller than the row size width*channels*bytes = "
+            f"{width}*{channels}*{itemsize} = {row}",
+        )
     if step % itemsize:
         raise ImageDecodeError(
-            "step_mismatch", f"{encoding} step {step} is not a multiple of the {itemsize}-byte element size")
+            "step_mismatch",
+            f"{encoding} step {step} is not a multiple of the {itemsize}-byte element size",
+        )
     expected = step * height
     if expected > MAX_BYTES:
         raise ImageDecodeError(
-            "too_large", f"{encoding} {width}x{height} with step {step}: step*height = {expected} bytes exceeds "
-            f"MAX_BYTES={MAX_BYTES}")
+            "too_large",
+            f"{encoding} {width}x{height} with step {step}: step*height = {expected} bytes "
+            f"exceeds MAX_BYTES={MAX_BYTES}",
+        )
     size = _data_len(msg.data)
     if size != expected:
         what = "short" if size < expected else "long"
         raise ImageDecodeError(
-            "truncated", f"{encoding} {width}x{height}: data is {size} bytes but step*height = "
-            f"{step}*{height} = {expected} (too {what})")
-    limits.check(width, height, encoding)  # too_small last: a malformed message is reported as such
+            "truncated",
+            f"{encoding} {width}x{height}: data is {size} bytes but step*height = "
+            f"{step}*{height} = {expected} (too {what})",
+        )
+    # too_small last: a malformed message is reported as such
+    limits.check(width, height, encoding)
     return dtype, channels, layout, height, width, step
 
 
-def _view(msg: Any, dtype: np.dtype, channels: int, height: int, width: int, step: int) -> np.ndarray:
+def _view(
+    msg: Any, dtype: np.dtype, channels: int, height: int, width: int, step: int
+) -> np.ndarray:
     buf = _as_uint8(msg.data)
     big = bool(msg.is_bigendian)
     if dtype.itemsize > 1:
         dtype = dtype.newbyteorder(">" if big else "<")
     shape: tuple[int, ...] = (height, width) if channels == 1 else (height, width, channels)
-    strides: tuple[int, ...] = (step, dtype.itemsize) if channels == 1 else (step, channels * dtype.itemsize,
-                                                                             dtype.itemsize)
+    strides: tuple[int, ...] = (
+        (step, dtype.itemsize)
+        if channels == 1
+        else (step, channels * dtype.itemsize, dtype.itemsize)
+    )
     arr = np.ndarray(shape, dtype=dtype, buffer=buf, offset=0, strides=strides)
     if not arr.dtype.isnative:  # byte swap only when the message's byte order is not ours
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -351,7 +394,8 @@ _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: 
 
 @dataclass(frozen=True)
 class CompressedHeader:
-    """What a JPEG/PNG header promises, and the array OpenCV's IMREAD_UNCHANGED allocates for it."""
+    """What a JPEG/PNG header promises, and the array OpenCV's IMREAD_UNCHANGED allocates for
+    it."""
 
     format: str  # "jpeg" | "png"
     width: int
@@ -382,7 +426,9 @@ def sniff_format(data: Any) -> Optional[str]:
 
 
 def _corrupt(fmt: str, why: str) -> ImageDecodeError:
-    return ImageDecodeError("corrupt_compressed", f"{fmt} header cannot be read: {why}; not decoded")
+    return ImageDecodeError(
+        "corrupt_compressed", f"{fmt} header cannot be read: {why}; not decoded"
+    )
 
 
 def _png_header(data: memoryview) -> CompressedHeader:
@@ -393,13 +439,15 @@ def _png_header(data: memoryview) -> CompressedHeader:
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     depth, colour = data[24], data[25]
     if depth not in _PNG_DEPTHS.get(colour, ()):
-        raise _corrupt("png", f"bit depth {depth} with colour type {colour} is not a valid combination")
+        raise _corrupt(
+            "png", f"bit depth {depth} with colour type {colour} is not a valid combination"
+        )
     transparency = False
     pos = 33
     while True:  # bounded by the data: every chunk is at least 12 bytes
         if pos + 8 > n:
             raise _corrupt("png", f"no IDAT chunk in the {n} bytes of data")
-        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         if length >= 1 << 31:
             raise _corrupt("png", f"chunk {bytes(kind)!r} at byte {pos} claims {length} bytes")
         if kind == b"IDAT":
@@ -424,8 +472,12 @@ def _jpeg_segments(data: memoryview) -> Iterator[tuple[int, int, int]]:
     i = 2
     while True:  # every step moves at least one byte forward
         if i >= n or data[i] != 0xFF:
-            raise _corrupt("jpeg", f"no scan header (SOS) in the {n} bytes of data" if i >= n
-                           else f"byte {i} is 0x{data[i]:02x}, not a marker")
+            raise _corrupt(
+                "jpeg",
+                f"no scan header (SOS) in the {n} bytes of data"
+                if i >= n
+                else f"byte {i} is 0x{data[i]:02x}, not a marker",
+            )
         while i < n and data[i] == 0xFF:  # a marker may be preceded by fill bytes
             i += 1
         if i + 2 >= n:
@@ -438,7 +490,10 @@ def _jpeg_segments(data: memoryview) -> Iterator[tuple[int, int, int]]:
             raise _corrupt("jpeg", f"marker 0x{marker:02x} at byte {i - 2} before any scan")
         length = (data[i] << 8) | data[i + 1]
         if length < 2 or i + length > n:
-            raise _corrupt("jpeg", f"segment 0x{marker:02x} at byte {i - 2} has length {length} ({n - i} bytes left)")
+            raise _corrupt(
+                "jpeg",
+                f"segment 0x{marker:02x} at byte {i - 2} has length {length} ({n - i} bytes left)",
+            )
         yield marker, i + 2, length - 2
         if marker == 0xDA:
             return
@@ -446,7 +501,8 @@ def _jpeg_segments(data: memoryview) -> Iterator[tuple[int, int, int]]:
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, sampling: list[tuple[int, int]]) -> int:
-    """libjpeg's whole-image coefficient buffer (progressive or multi-scan JPEGs): 64 int16 a block."""
+    """libjpeg's whole-image coefficient buffer (progressive or multi-scan JPEGs): 64 int16 a
+    block."""
     h_max = max(h for h, _ in sampling)
     v_max = max(v for _, v in sampling)
     blocks = 0
@@ -459,7 +515,8 @@ def _jpeg_coefficient_bytes(width: int, height: int, sampling: list[tuple[int, i
 
 def _jpeg_header(data: memoryview) -> CompressedHeader:
     """Frame header (SOFn) and first scan header (SOS): size, channels, and whether libjpeg must
-    buffer the whole image's coefficients (progressive, or a first scan without every component)."""
+    buffer the whole image's coefficients (progressive, or a first scan without every
+    component)."""
     frame: Optional[tuple[int, int, int, int, list[tuple[int, int]]]] = None
     for marker, at, length in _jpeg_segments(data):
         if marker in _JPEG_SOF:
@@ -467,9 +524,14 @@ def _jpeg_header(data: memoryview) -> CompressedHeader:
                 raise _corrupt("jpeg", "a second frame header")
             components = data[at + 5] if length >= 6 else 0
             if components not in (1, 3, 4) or length < 6 + 3 * components:
-                raise _corrupt("jpeg", f"frame header at byte {at - 4}: {components} colour components in "
-                                       f"{length} bytes")
-            sampling = [(data[at + 7 + 3 * c] >> 4, data[at + 7 + 3 * c] & 15) for c in range(components)]
+                raise _corrupt(
+                    "jpeg",
+                    f"frame header at byte {at - 4}: {components} colour components in "
+                    f"{length} bytes",
+                )
+            sampling = [
+                (data[at + 7 + 3 * c] >> 4, data[at + 7 + 3 * c] & 15) for c in range(components)
+            ]
             if not all(1 <= h <= 4 and 1 <= v <= 4 for h, v in sampling):
                 raise _corrupt("jpeg", f"sampling factors {sampling}")
             height, width = (data[at + 1] << 8) | data[at + 2], (data[at + 3] << 8) | data[at + 4]
@@ -481,8 +543,14 @@ def _jpeg_header(data: memoryview) -> CompressedHeader:
             precision, height, width, progressive, sampling = frame
             buffered = progressive or data[at] < len(sampling)
             # OpenCV: one component -> gray, otherwise (YCbCr, RGB, CMYK, YCCK) -> 3-channel BGR.
-            return CompressedHeader("jpeg", width, height, 1 if len(sampling) == 1 else 3, 1 if precision <= 8 else 2,
-                                    _jpeg_coefficient_bytes(width, height, sampling) if buffered else 0)
+            return CompressedHeader(
+                "jpeg",
+                width,
+                height,
+                1 if len(sampling) == 1 else 3,
+                1 if precision <= 8 else 2,
+                _jpeg_coefficient_bytes(width, height, sampling) if buffered else 0,
+            )
     raise AssertionError("unreachable: _jpeg_segments ends at SOS or raises")
 
 
@@ -494,8 +562,10 @@ def read_compressed_header(data: Any) -> CompressedHeader:
     """
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageDecodeError("unknown_format", "data is neither JPEG nor PNG (magic bytes "
-                                                 f"{bytes(_as_uint8(data)[:8]).hex(' ')})")
+        raise ImageDecodeError(
+            "unknown_format",
+            f"data is neither JPEG nor PNG (magic bytes {bytes(_as_uint8(data)[:8]).hex(' ')})",
+        )
     view = memoryview(_as_uint8(data))
     return _png_header(view) if fmt == "png" else _jpeg_header(view)
 
@@ -510,8 +580,11 @@ def _declared_format(fmt: str) -> tuple[str, bool]:
     """
     text = fmt.strip().lower()
     if "compresseddepth" in text.replace(" ", ""):
-        raise ImageDecodeError("unknown_format", f"CompressedImage format {fmt!r}: compressedDepth is not supported "
-                                                 "(only jpeg and png)")
+        raise ImageDecodeError(
+            "unknown_format",
+            f"CompressedImage format {fmt!r}: compressedDepth is not supported "
+            "(only jpeg and png)",
+        )
     target = text.split("compressed", 1)[1].strip() if "compressed" in text else ""
     codec_part = text.split(";", 1)[1] if ";" in text else text
     if "jpeg" in codec_part or "jpg" in codec_part:
@@ -531,37 +604,63 @@ def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[
     named, rgb_order = _declared_format(fmt)
     buf = _as_uint8(msg.data)
     if buf.size == 0:
-        raise ImageDecodeError("corrupt_compressed", f"CompressedImage ({fmt!r}) has no data (0 bytes)")
+        raise ImageDecodeError(
+            "corrupt_compressed", f"CompressedImage ({fmt!r}) has no data (0 bytes)"
+        )
     actual = sniff_format(buf)
     if actual is None:
         kind = "corrupt_compressed" if named in COMPRESSED_FORMATS else "unknown_format"
-        raise ImageDecodeError(kind, f"CompressedImage format {fmt!r}: the data is neither JPEG nor PNG (magic bytes "
-                                     f"{bytes(buf[:8]).hex(' ')}; only jpeg and png are accepted)")
+        raise ImageDecodeError(
+            kind,
+            f"CompressedImage format {fmt!r}: the data is neither JPEG nor PNG (magic bytes "
+            f"{bytes(buf[:8]).hex(' ')}; only jpeg and png are accepted)",
+        )
     notes = []
     if named and named != actual:
-        notes.append(DecodeNote("format_mismatch", f"CompressedImage format {fmt!r} but the data is {actual.upper()}: "
-                                                   f"decoded as {actual}"))
+        notes.append(
+            DecodeNote(
+                "format_mismatch",
+                f"CompressedImage format {fmt!r} but the data is {actual.upper()}: "
+                f"decoded as {actual}",
+            )
+        )
     if buf.size > limits.max_decoded_bytes:
-        raise ImageDecodeError("too_large", f"{actual} data is {buf.size} bytes: more than one rgb8 frame of "
-                                            f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes)")
+        raise ImageDecodeError(
+            "too_large",
+            f"{actual} data is {buf.size} bytes: more than one rgb8 frame of "
+            f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes)",
+        )
     header = _png_header(memoryview(buf)) if actual == "png" else _jpeg_header(memoryview(buf))
     what = f"{actual} header: image"
     limits.check(header.width, header.height, what)
-    if header.decoded_bytes > limits.max_decoded_bytes or header.peak_bytes > 2 * limits.max_decoded_bytes:
+    if (
+        header.decoded_bytes > limits.max_decoded_bytes
+        or header.peak_bytes > 2 * limits.max_decoded_bytes
+    ):
         raise ImageDecodeError(
-            "too_large", f"{what} {header.width}x{header.height}x{header.channels} of {header.bytes_per_sample}-byte "
-            f"samples decodes to {header.decoded_bytes} bytes (peak {header.peak_bytes} while decoding): more than "
-            f"one rgb8 frame of max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes; peak: two)")
+            "too_large",
+            f"{what} {header.width}x{header.height}x{header.channels} of "
+            f"{header.bytes_per_sample}-byte samples decodes to {header.decoded_bytes} bytes "
+            f"(peak {header.peak_bytes} while decoding): more than one rgb8 frame of "
+            f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes; peak: two)",
+        )
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageDecodeError("corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {actual} "
-                                                     f"({fmt!r}): {str(exc).strip()}") from None
+        raise ImageDecodeError(
+            "corrupt_compressed",
+            f"OpenCV cannot decode the {buf.size}-byte {actual} ({fmt!r}): {str(exc).strip()}",
+        ) from None
     if image is None or image.size == 0:
-        raise ImageDecodeError("corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {actual} ({fmt!r})")
+        raise ImageDecodeError(
+            "corrupt_compressed", f"OpenCV cannot decode the {buf.size}-byte {actual} ({fmt!r})"
+        )
     if image.shape[:2] != (header.height, header.width):
-        raise ImageDecodeError("corrupt_compressed", f"{actual} decoded to {image.shape[1]}x{image.shape[0]} but its "
-                                                     f"header says {header.width}x{header.height}")
+        raise ImageDecodeError(
+            "corrupt_compressed",
+            f"{actual} decoded to {image.shape[1]}x{image.shape[0]} but its "
+            f"header says {header.width}x{header.height}",
+        )
     return _rgb_order(image, rgb_order), notes
 
 
@@ -578,16 +677,17 @@ def _rgb_order(image: np.ndarray, rgb_order: bool) -> np.ndarray:
         elif channels == 4:  # alpha dropped
             image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB if rgb_order else cv2.COLOR_BGRA2RGB)
         elif not rgb_order:
-            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second frame-sized array
+            # in place: no second frame-sized array
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
     return image
 
 
 def compressed_to_numpy(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> HxWx3 RGB, or HxW for grayscale.
 
-    uint8 (uint16 for 16-bit PNG); alpha is dropped. The format is taken from the magic bytes; the colour order
-    honours image_transport's format string ("rgb8; jpeg compressed bgr8" holds BGR data, like
-    a plain "jpeg"). Nothing is decoded before the header passed ``limits``.
+    uint8 (uint16 for 16-bit PNG); alpha is dropped. The format is taken from the magic bytes;
+    the colour order honours image_transport's format string ("rgb8; jpeg compressed bgr8"
+    holds BGR data, like a plain "jpeg"). Nothing is decoded before the header passed ``limits``.
     """
     return _decode_compressed(msg, limits)[0]
 
@@ -603,15 +703,20 @@ def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
         return arr
     if arr.dtype == np.uint16:  # the high byte of each (native-order) sample: one uint8-sized copy
         as_bytes = arr.view(np.uint8)
-        return np.ascontiguousarray(as_bytes[..., 0::2] if _BIG_ENDIAN_HOST else as_bytes[..., 1::2])
+        return np.ascontiguousarray(
+            as_bytes[..., 0::2] if _BIG_ENDIAN_HOST else as_bytes[..., 1::2]
+        )
     if kind == "f":
         out = np.fmax(arr, 0.0)  # fmax/fmin ignore NaN: NaN -> 0, inf -> 1, -inf -> 0
         np.fmin(out, 1.0, out=out)
         out *= 255.0
         out += 0.5
         return out.astype(np.uint8)
-    raise ImageDecodeError("unknown_encoding", f"{what} ({arr.dtype}) cannot be converted to rgb8 "
-                                               "(8-bit, 16-bit unsigned or float images only)")
+    raise ImageDecodeError(
+        "unknown_encoding",
+        f"{what} ({arr.dtype}) cannot be converted to rgb8 "
+        "(8-bit, 16-bit unsigned or float images only)",
+    )
 
 
 def _rgb_from(arr: np.ndarray, layout: str, what: str) -> np.ndarray:
@@ -630,11 +735,14 @@ def _rgb_from(arr: np.ndarray, layout: str, what: str) -> np.ndarray:
         return cv2.cvtColor(arr, cv2.COLOR_RGBA2RGB)
     if layout == "bgra":
         return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
-    raise ImageDecodeError("unknown_encoding", f"{what} with {arr.shape[-1]} channels cannot be converted to rgb8")
+    raise ImageDecodeError(
+        "unknown_encoding", f"{what} with {arr.shape[-1]} channels cannot be converted to rgb8"
+    )
 
 
 def decode_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> Decoded:
-    """Any supported Image or CompressedImage (it has ``format``) -> :class:`Decoded` (HxWx3 uint8 RGB + notes).
+    """Any supported Image or CompressedImage (it has ``format``) -> :class:`Decoded`
+    (HxWx3 uint8 RGB + notes).
 
     rgb8 is returned as a view of the message (strided when rows are padded); other
     encodings are converted into a new contiguous array: bgr8 channel order reversed,
@@ -665,7 +773,8 @@ def to_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> np.ndarray:
 
 
 def _checked_array(arr: Any, encoding: str) -> np.ndarray:
-    """``arr`` as a native-order C-contiguous array matching ``encoding`` (ValueError otherwise)."""
+    """``arr`` as a native-order C-contiguous array matching ``encoding`` (ValueError
+    otherwise)."""
     try:
         dtype, channels, _ = _encoding(str(encoding))
     except ImageDecodeError as exc:
@@ -678,7 +787,9 @@ def _checked_array(arr: Any, encoding: str) -> np.ndarray:
     else:
         raise ValueError(f"{encoding} needs an HxW or HxWxC array, got shape {arr.shape}")
     if have != channels:
-        raise ValueError(f"{encoding} has {channels} channel(s) but the array has shape {arr.shape}")
+        raise ValueError(
+            f"{encoding} has {channels} channel(s) but the array has shape {arr.shape}"
+        )
     if arr.dtype.newbyteorder("=") != dtype:
         raise ValueError(f"{encoding} needs dtype {dtype}, got {arr.dtype}")
     if not arr.dtype.isnative:
@@ -699,9 +810,14 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header: Any = None) -> Any:
 
     arr = _checked_array(arr, encoding)
     height, width = arr.shape[:2]
-    msg = Image(header=header if header is not None else Header(), height=height, width=width,
-                encoding=str(encoding), is_bigendian=int(_BIG_ENDIAN_HOST),
-                step=width * (arr.shape[2] if arr.ndim == 3 else 1) * arr.dtype.itemsize)
+    msg = Image(
+        header=header if header is not None else Header(),
+        height=height,
+        width=width,
+        encoding=str(encoding),
+        is_bigendian=int(_BIG_ENDIAN_HOST),
+        step=width * (arr.shape[2] if arr.ndim == 3 else 1) * arr.dtype.itemsize,
+    )
     # One memcpy straight into the message's array('B'): assigning bytes or a memoryview to
     # msg.data would copy twice (bytes) or iterate element by element (memoryview).
     msg.data.frombytes(arr.reshape(-1).view(np.uint8))
@@ -719,9 +835,17 @@ _COMPRESSED_ENCODINGS = {
 }
 
 
-def numpy_to_compressed(arr: np.ndarray, fmt: str = "jpeg", header: Any = None, encoding: str = "rgb8", *,
-                        jpeg_quality: int = 95, png_level: int = 3) -> Any:
-    """Array -> ``sensor_msgs.msg.CompressedImage`` as image_transport's compressed publisher writes it.
+def numpy_to_compressed(
+    arr: np.ndarray,
+    fmt: str = "jpeg",
+    header: Any = None,
+    encoding: str = "rgb8",
+    *,
+    jpeg_quality: int = 95,
+    png_level: int = 3,
+) -> Any:
+    """Array -> ``sensor_msgs.msg.CompressedImage`` as image_transport's compressed publisher
+    writes it.
 
     ``fmt``: "jpeg" (or "jpg") | "png"; ``encoding``: the array's layout, rgb8 | bgr8 | mono8
     (plus rgb16 | bgr16 | mono16 for PNG). Colour is stored BGR, format e.g.
@@ -737,7 +861,9 @@ def numpy_to_compressed(arr: np.ndarray, fmt: str = "jpeg", header: Any = None, 
         raise ValueError(f"unsupported compressed format {fmt!r} (jpeg or png)")
     spec = _COMPRESSED_ENCODINGS.get(str(encoding))
     if spec is None:
-        raise ValueError(f"cannot compress encoding {encoding!r} (one of {', '.join(_COMPRESSED_ENCODINGS)})")
+        raise ValueError(
+            f"cannot compress encoding {encoding!r} (one of {', '.join(_COMPRESSED_ENCODINGS)})"
+        )
     dtype, _, to_bgr, target = spec
     if name == "jpeg" and dtype != np.uint8:
         raise ValueError(f"jpeg needs an 8-bit image, got encoding {encoding}; use png for 16-bit")
@@ -746,12 +872,17 @@ def numpy_to_compressed(arr: np.ndarray, fmt: str = "jpeg", header: Any = None, 
         arr = arr[..., 0]
     if to_bgr:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    params = ([cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if name == "jpeg"
-              else [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+    params = (
+        [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+        if name == "jpeg"
+        else [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+    )
     ok, encoded = cv2.imencode(".jpg" if name == "jpeg" else ".png", arr, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {arr.shape} {arr.dtype} array as {name}")
-    msg = CompressedImage(header=header if header is not None else Header(),
-                          format=f"{encoding}; {name} compressed {target}")
+    msg = CompressedImage(
+        header=header if header is not None else Header(),
+        format=f"{encoding}; {name} compressed {target}",
+    )
     msg.data.frombytes(encoded.reshape(-1))
     return msg

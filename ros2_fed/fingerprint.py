@@ -17,13 +17,15 @@ cache ``fed_node`` builds from ``model.backbone`` + ``model.fed``), ``fed_eval``
 --into``, ``fed_train --stats/--resume`` and ``fed_bag_eval``'s reference rows (FEDs, ``--stats``
 and the engine's sidecar).
 """
+
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-#: Where the fingerprint lives in a FED checkpoint's metadata, a statistics JSON and an engine sidecar.
+#: Where the fingerprint lives in a FED checkpoint's metadata, a statistics JSON and an
+#: engine sidecar.
 FINGERPRINT_KEY = "backbone_fingerprint"
 #: The command-line flag that turns a mismatch into a warning (named in the error).
 ALLOW_FLAG = "--allow-backbone-mismatch"
@@ -34,12 +36,14 @@ class BackboneMismatchError(ValueError):
 
 
 class FingerprintMissingWarning(UserWarning):
-    """An older file without a backbone fingerprint: accepted, but nothing ties it to a backbone."""
+    """An older file without a backbone fingerprint: accepted, but nothing ties it to a
+    backbone."""
 
 
 @dataclass(frozen=True)
 class BackboneFingerprint:
-    """Architecture, number of classes and tensor hash of a backbone (plus the hash of its source file).
+    """Architecture, number of classes and tensor hash of a backbone (plus the hash of its
+    source file).
 
     ``name`` (the checkpoint's file name) is for messages only: it takes no part in comparisons.
     """
@@ -51,14 +55,23 @@ class BackboneFingerprint:
     name: str = field(default="", compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"arch": self.arch, "num_classes": self.num_classes, "sha256": self.sha256,
-                "source_sha256": self.source_sha256, "name": self.name}
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "sha256": self.sha256,
+            "source_sha256": self.source_sha256,
+            "name": self.name,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "BackboneFingerprint":
-        return cls(arch=str(data.get("arch") or ""), num_classes=int(data.get("num_classes") or 0),
-                   sha256=data.get("sha256") or None, source_sha256=data.get("source_sha256") or None,
-                   name=str(data.get("name") or ""))
+        return cls(
+            arch=str(data.get("arch") or ""),
+            num_classes=int(data.get("num_classes") or 0),
+            sha256=data.get("sha256") or None,
+            source_sha256=data.get("source_sha256") or None,
+            name=str(data.get("name") or ""),
+        )
 
     def hashes(self) -> set[str]:
         return {h for h in (self.sha256, self.source_sha256) if h}
@@ -84,20 +97,29 @@ def fingerprint_of(backbone: Any) -> BackboneFingerprint:
     sha = meta.get("sha256") or None
     source_sha = source.get("sha256") or None
     num_classes = getattr(backbone, "num_classes", None) or meta.get("num_classes") or 0
-    return BackboneFingerprint(arch=str(getattr(backbone, "arch", "") or meta.get("arch") or ""),
-                               num_classes=int(num_classes), sha256=sha,
-                               source_sha256=source_sha if source_sha != sha else None,
-                               name=str(source.get("file") or meta.get("name") or ""))
+    return BackboneFingerprint(
+        arch=str(getattr(backbone, "arch", "") or meta.get("arch") or ""),
+        num_classes=int(num_classes),
+        sha256=sha,
+        source_sha256=source_sha if source_sha != sha else None,
+        name=str(source.get("file") or meta.get("name") or ""),
+    )
 
 
 def recorded_fingerprint(metadata: Mapping[str, Any]) -> Optional[BackboneFingerprint]:
-    """The fingerprint a FED checkpoint, statistics JSON or engine sidecar recorded (None: older file)."""
+    """The fingerprint a FED checkpoint, statistics JSON or engine sidecar recorded (None: older
+    file)."""
     data = metadata.get(FINGERPRINT_KEY)
     return BackboneFingerprint.from_json(data) if isinstance(data, Mapping) else None
 
 
-def check_backbone(recorded: Optional[Mapping[str, Any]], backbone: BackboneFingerprint, what: str,
-                   allow_mismatch: bool = False, flag: str = ALLOW_FLAG) -> None:
+def check_backbone(
+    recorded: Optional[Mapping[str, Any]],
+    backbone: BackboneFingerprint,
+    what: str,
+    allow_mismatch: bool = False,
+    flag: str = ALLOW_FLAG,
+) -> None:
     """Raise :class:`BackboneMismatchError` when ``what`` (e.g. "FED checkpoint models/fed_u", with
     its metadata ``recorded``) was made for another backbone than ``backbone``.
 
@@ -106,13 +128,19 @@ def check_backbone(recorded: Optional[Mapping[str, Any]], backbone: BackboneFing
     """
     expected = recorded_fingerprint(recorded or {})
     if expected is None:
-        warnings.warn(f"{what} records no backbone fingerprint (an older file): cannot check that it belongs "
-                      f"to backbone {backbone.describe()}", FingerprintMissingWarning, stacklevel=2)
+        warnings.warn(
+            f"{what} records no backbone fingerprint (an older file): cannot check that it "
+            f"belongs to backbone {backbone.describe()}",
+            FingerprintMissingWarning,
+            stacklevel=2,
+        )
         return
     if expected.matches(backbone):
         return
-    message = (f"{what} was made for backbone {expected.describe()}, but the backbone given is "
-               f"{backbone.describe()}")
+    message = (
+        f"{what} was made for backbone {expected.describe()}, but the backbone given is "
+        f"{backbone.describe()}"
+    )
     if allow_mismatch:
         warnings.warn(f"{message} ({flag} given)", UserWarning, stacklevel=2)
         return

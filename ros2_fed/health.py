@@ -6,6 +6,7 @@ injectable clock and tested without ROS. The node owns the logger, the timers an
 /diagnostics publisher; these classes only decide. Thread-safe: the node calls them from its
 executor callbacks, its timer and its worker thread.
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,8 +14,17 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-__all__ = ["OK", "WARN", "ERROR", "Clock", "LogDecision", "KindThrottle", "WatchdogState", "InputWatchdog",
-           "worst_status"]
+__all__ = [
+    "OK",
+    "WARN",
+    "ERROR",
+    "Clock",
+    "LogDecision",
+    "KindThrottle",
+    "WatchdogState",
+    "InputWatchdog",
+    "worst_status",
+]
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 Clock = Callable[[], float]
@@ -27,7 +37,8 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class LogDecision:
-    """Whether to log this line, and how many lines of its kind were held back since the last one."""
+    """Whether to log this line, and how many lines of its kind were held back since the last
+    one."""
 
     log: bool
     suppressed_before: int = 0
@@ -83,7 +94,8 @@ class KindThrottle:
 
 @dataclass(frozen=True)
 class WatchdogState:
-    """The watchdog's verdict: level (OK/WARN/ERROR), a message for /diagnostics, and its inputs."""
+    """The watchdog's verdict: level (OK/WARN/ERROR), a message for /diagnostics, and its
+    inputs."""
 
     level: int
     message: str
@@ -104,8 +116,13 @@ class InputWatchdog:
     watchdog when the node is ready: a camera that never starts is "no input" too).
     """
 
-    def __init__(self, input_timeout_s: float, engine_timeout_s: float, clock: Clock = time.monotonic) -> None:
-        for name, value in (("input_timeout_s", input_timeout_s), ("engine_timeout_s", engine_timeout_s)):
+    def __init__(
+        self, input_timeout_s: float, engine_timeout_s: float, clock: Clock = time.monotonic
+    ) -> None:
+        for name, value in (
+            ("input_timeout_s", input_timeout_s),
+            ("engine_timeout_s", engine_timeout_s),
+        ):
             if not value >= 0.0:
                 raise ValueError(f"{name} must be >= 0 (0 = off), got {value}")
         self._input_timeout = float(input_timeout_s)
@@ -114,7 +131,8 @@ class InputWatchdog:
         self._lock = threading.Lock()
         self._started = clock()
         self._last_input: Optional[float] = None
-        self._waiting_since: Optional[float] = None  # unfinished work since (reset by every finished frame)
+        # unfinished work since (reset by every finished frame)
+        self._waiting_since: Optional[float] = None
         self._reported_level = OK
 
     def frame_received(self) -> None:
@@ -126,8 +144,8 @@ class InputWatchdog:
                 self._waiting_since = now
 
     def frame_finished(self, more_pending: bool) -> None:
-        """The worker finished a frame (published, skipped as bad input or failed); ``more_pending``:
-        another frame is already waiting for it."""
+        """The worker finished a frame (published, skipped as bad input or failed);
+        ``more_pending``: another frame is already waiting for it."""
         now = self._clock()
         with self._lock:
             self._waiting_since = now if more_pending else None
@@ -171,4 +189,3 @@ def worst_status(*statuses: tuple[int, str]) -> tuple[int, str]:
         raise ValueError("worst_status needs at least one (level, message)")
     level = max(lvl for lvl, _ in statuses)
     return level, "; ".join(msg for lvl, msg in statuses if lvl == level and msg)
-

@@ -6,6 +6,7 @@ without positives) is "no value", so it is written as ``null``. Numpy scalars an
 anything with ``tolist``, e.g. tensors) become plain lists and numbers, paths become strings.
 Pure Python + numpy: no torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,8 @@ from ros2_fed.fileio import PathLike, atomic_write_bytes
 
 
 def strict(value: Any) -> Any:
-    """``value`` with NaN/inf -> None, tuples -> lists, numpy/tensor values -> Python, keys -> str."""
+    """``value`` with NaN/inf -> None, tuples -> lists, numpy/tensor values -> Python, keys ->
+    str."""
     if isinstance(value, dict):
         return {str(k): strict(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -34,7 +36,8 @@ def strict(value: Any) -> Any:
 
 
 def dumps(data: Any, indent: int = 2, sort_keys: bool = False) -> str:
-    """Strict JSON text of ``data`` (with a final newline); ``ValueError`` for anything not JSON-able."""
+    """Strict JSON text of ``data`` (with a final newline); ``ValueError`` for anything not
+    JSON-able."""
     return json.dumps(strict(data), indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
 
 

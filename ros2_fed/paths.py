@@ -3,12 +3,14 @@
 Why one module: the node, the replay tool and the demo all need ``models/`` and ``config/``;
 each computing it from its own ``__file__`` broke silently when a module moved. Pure python.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout holding ros2_fed/, models/, config/
+# the checkout holding ros2_fed/, models/, config/
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def package_dir(name: str) -> Path:

@@ -1,8 +1,10 @@
-"""Visualisation: class palettes, the red (uncertain) - blue (certain) confidence map, overlays, mosaics.
+"""Visualisation: class palettes, the red (uncertain) - blue (certain) confidence map, overlays,
+mosaics.
 
 Pure python (numpy + OpenCV, no rclpy); every per-pixel step is a table look-up or one OpenCV
 call, so a 1920x1080 frame costs a few milliseconds. All images are RGB, HxWx3 uint8.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -14,22 +16,25 @@ import cv2
 import numpy as np
 
 # Cityscapes trainId colours (RGB), trainIds 0..18.
+# fmt: off
 CITYSCAPES_PALETTE: np.ndarray = np.array([
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
     (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
     (0, 80, 100), (0, 0, 230), (119, 11, 32),
 ], dtype=np.uint8)
+# fmt: on
 CITYSCAPES_PALETTE.setflags(write=False)
 
-UNCERTAIN_RGB = (255, 0, 0)   # confidence at or below vmin
+UNCERTAIN_RGB = (255, 0, 0)  # confidence at or below vmin
 MIDDLE_RGB = (255, 255, 255)  # halfway between vmin and vmax
-CERTAIN_RGB = (0, 0, 255)     # confidence at or above vmax
+CERTAIN_RGB = (0, 0, 255)  # confidence at or above vmax
 NAN_RGB = (0, 0, 0)
 
 
 def _extra_colour(k: int) -> tuple[int, int, int]:
-    """The k-th colour after the Cityscapes ones: golden-ratio hue steps, three brightness bands."""
+    """The k-th colour after the Cityscapes ones: golden-ratio hue steps, three brightness
+    bands."""
     hue = (0.13 + k * 0.6180339887498949) % 1.0
     sat = (0.95, 0.65, 0.8)[k % 3]
     val = (0.95, 0.75, 0.55)[(k // 3) % 3]
@@ -95,7 +100,8 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def colorize_labels(labels: np.ndarray, palette: Optional[np.ndarray] = None) -> np.ndarray:
-    """:func:`colorize` with ``palette`` or, when None, ``default_palette(255)`` (255 = ignore is black)."""
+    """:func:`colorize` with ``palette`` or, when None, ``default_palette(255)`` (255 = ignore is
+    black)."""
     return colorize(labels, _default_palette(255) if palette is None else palette)
 
 
@@ -109,7 +115,9 @@ def confidence_lut() -> np.ndarray:
     t = np.linspace(0.0, 1.0, 255)
     lo, mid, hi = (np.array(c, np.float64) for c in (UNCERTAIN_RGB, MIDDLE_RGB, CERTAIN_RGB))
     first = lo + np.clip(2 * t, 0, 1)[:, None] * (mid - lo)
-    ramp = np.where((t <= 0.5)[:, None], first, mid + np.clip(2 * t - 1, 0, 1)[:, None] * (hi - mid))
+    ramp = np.where(
+        (t <= 0.5)[:, None], first, mid + np.clip(2 * t - 1, 0, 1)[:, None] * (hi - mid)
+    )
     lut = np.empty((256, 3), np.uint8)
     lut[0] = NAN_RGB
     lut[1:] = np.round(ramp).astype(np.uint8)
@@ -144,7 +152,8 @@ def confidence_to_rgb(confidence: np.ndarray, vmin: float = 0.0, vmax: float = 1
 
 
 def overlay(rgb: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    """``(1 - alpha) * rgb + alpha * colours`` as uint8 (rounded); alpha 0 / 1 give exact copies."""
+    """``(1 - alpha) * rgb + alpha * colours`` as uint8 (rounded); alpha 0 / 1 give exact
+    copies."""
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -182,8 +191,12 @@ def _as_rgb_tile(tile: np.ndarray) -> np.ndarray:
     return t
 
 
-def mosaic(tiles: Sequence[np.ndarray], captions: Optional[Sequence[Optional[str]]] = None,
-           columns: Optional[int] = None, caption_height: int = 22) -> np.ndarray:
+def mosaic(
+    tiles: Sequence[np.ndarray],
+    captions: Optional[Sequence[Optional[str]]] = None,
+    columns: Optional[int] = None,
+    caption_height: int = 22,
+) -> np.ndarray:
     """Tiles in a grid (row-major), each cell as big as the largest tile (tiles top-left, black
     padding); with ``captions`` every cell gets a black strip of ``caption_height`` rows above the
     tile with its caption in white. ``columns`` defaults to ceil(sqrt(len(tiles))). Gray (HxW),
@@ -207,17 +220,27 @@ def mosaic(tiles: Sequence[np.ndarray], captions: Optional[Sequence[Optional[str
     for i, tile in enumerate(images):
         r, c = divmod(i, cols)
         y, x = r * (cell_h + strip), c * cell_w
-        out[y + strip:y + strip + tile.shape[0], x:x + tile.shape[1]] = tile
+        out[y + strip : y + strip + tile.shape[0], x : x + tile.shape[1]] = tile
         if strip and captions is not None and captions[i]:
             bar = np.zeros((strip, cell_w, 3), np.uint8)
             scale = max(0.3, min(0.5, strip / 44.0))
-            cv2.putText(bar, str(captions[i]), (4, max(strip - 6, 8)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                        (255, 255, 255), 1, cv2.LINE_AA)
-            out[y:y + strip, x:x + cell_w] = bar
+            cv2.putText(
+                bar,
+                str(captions[i]),
+                (4, max(strip - 6, 8)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
+            out[y : y + strip, x : x + cell_w] = bar
     return out
 
 
-def ground_truth_view(pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> np.ndarray:
+def ground_truth_view(
+    pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray]
+) -> np.ndarray:
     """The paper's ground-truth view (fed_eval figures, replay mosaics): blue = correctly
     classified, red = misclassified (IDM) or OOD, black = void / no ground truth. 255 = void."""
     h, w = pred.shape

@@ -10,18 +10,58 @@
   FED-C pools its condition from (``model.feature_channels`` wide).
 - :mod:`.inference`: whole image, sliding window, multi-scale TTA.
 """
-from .base import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IMAGENET_MEAN, IMAGENET_STD, BackboneError,
-                   SegmentationBackbone)
+
+from .base import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneError,
+    SegmentationBackbone,
+)
 from .deeplabv3plus import DeepLabV3Plus
-from .inference import (ScaleOutput, infer, inference_fn, multiscale, slide_inference, tta_inference,
-                        whole_inference)
-from .loader import (backbone_from_mmseg, build_backbone, default_inference, detect_format, load_backbone,
-                     read_source, save_backbone)
+from .inference import (
+    ScaleOutput,
+    infer,
+    inference_fn,
+    multiscale,
+    slide_inference,
+    tta_inference,
+    whole_inference,
+)
+from .loader import (
+    backbone_from_mmseg,
+    build_backbone,
+    default_inference,
+    detect_format,
+    load_backbone,
+    read_source,
+    save_backbone,
+)
 from .segformer import SegFormer, mit_config
 
 __all__ = [
-    "BackboneError", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "DeepLabV3Plus", "IMAGENET_MEAN", "IMAGENET_STD",
-    "ScaleOutput", "SegFormer", "SegmentationBackbone", "backbone_from_mmseg", "build_backbone", "default_inference",
-    "detect_format", "infer", "inference_fn", "load_backbone", "mit_config", "multiscale", "read_source",
-    "save_backbone", "slide_inference", "tta_inference", "whole_inference",
+    "BackboneError",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "DeepLabV3Plus",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ScaleOutput",
+    "SegFormer",
+    "SegmentationBackbone",
+    "backbone_from_mmseg",
+    "build_backbone",
+    "default_inference",
+    "detect_format",
+    "infer",
+    "inference_fn",
+    "load_backbone",
+    "mit_config",
+    "multiscale",
+    "read_source",
+    "save_backbone",
+    "slide_inference",
+    "tta_inference",
+    "whole_inference",
 ]

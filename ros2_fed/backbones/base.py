@@ -5,6 +5,7 @@ children of a ConvModule, ``depthwise_conv``/``pointwise_conv`` of a separable c
 foreign checkpoint loads with ``strict=True`` and no renaming inside the model. mmcv itself is
 not needed.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -17,6 +18,7 @@ from torch import nn
 IMAGENET_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 IMAGENET_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
+# fmt: off
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -28,10 +30,12 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
     (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
     (0, 80, 100), (0, 0, 230), (119, 11, 32),
 )
+# fmt: on
 
 
 class BackboneError(RuntimeError):
-    """A backbone checkpoint cannot be read or does not fit the architecture (message names the key/file)."""
+    """A backbone checkpoint cannot be read or does not fit the architecture (message names the
+    key/file)."""
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -51,7 +55,8 @@ def default_palette(num_classes: int) -> list[list[int]]:
 
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize with ``align_corners=False``, as MMSeg's ``resize`` in every head we mirror."""
+    """Bilinear resize with ``align_corners=False``, as MMSeg's ``resize`` in every head we
+    mirror."""
     return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)
 
 
@@ -62,12 +67,29 @@ class ConvModule(nn.Module):
     Hugging Face SegFormer head (Linear projections without BN) is stored that way.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, dilation: int = 1, groups: int = 1, norm: bool = True,
-                 act: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        norm: bool = True,
+        act: bool = True,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                              dilation=dilation, groups=groups, bias=not norm)
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=not norm,
+        )
         self.bn = nn.BatchNorm2d(out_channels) if norm else None
         self.act = nn.ReLU(inplace=True) if act else None
 
@@ -81,13 +103,26 @@ class ConvModule(nn.Module):
 
 
 class DepthwiseSeparableConvModule(nn.Module):
-    """mmcv DepthwiseSeparableConvModule: depthwise ConvModule then pointwise ConvModule (both BN+ReLU)."""
+    """mmcv DepthwiseSeparableConvModule: depthwise ConvModule then pointwise ConvModule (both
+    BN+ReLU)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
-                 dilation: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        padding: int = 0,
+        dilation: int = 1,
+    ) -> None:
         super().__init__()
-        self.depthwise_conv = ConvModule(in_channels, in_channels, kernel_size, padding=padding,
-                                         dilation=dilation, groups=in_channels)
+        self.depthwise_conv = ConvModule(
+            in_channels,
+            in_channels,
+            kernel_size,
+            padding=padding,
+            dilation=dilation,
+            groups=in_channels,
+        )
         self.pointwise_conv = ConvModule(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,19 +145,31 @@ class SegmentationBackbone(nn.Module):
     arch: str = ""
     output_stride: int = 4
 
-    def __init__(self, num_classes: int, feature_channels: int,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        feature_channels: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
         self.feature_channels = int(feature_channels)
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean",
+            torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
         self.meta: dict[str, Any] = {}
 
     # -- subclasses -------------------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:
-        """Hyper-parameters that rebuild this architecture (``build_backbone({'arch':..., **config})``)."""
+        """Hyper-parameters that rebuild this architecture (``build_backbone({'arch':...,
+        **config})``)."""
         raise NotImplementedError
 
     def forward_normalized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,19 +200,26 @@ class SegmentationBackbone(nn.Module):
         return [list(c) for c in (self.meta.get("palette") or default_palette(self.num_classes))]
 
 
-def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint",
-                     ignore_prefixes: Sequence[str] = ()) -> None:
+def check_state_dict(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: str = "checkpoint",
+    ignore_prefixes: Sequence[str] = (),
+) -> None:
     """Raise :class:`BackboneError` naming every missing, unexpected or mis-shaped key.
 
     Done before ``load_state_dict(strict=True)`` so the message is short and names the file.
     """
     expected = model.state_dict()
-    given = {k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore_prefixes)}
+    given = {
+        k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore_prefixes)
+    }
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     mismatched = [
         f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(given) & set(expected)) if tuple(given[k].shape) != tuple(expected[k].shape)
+        for k in sorted(set(given) & set(expected))
+        if tuple(given[k].shape) != tuple(expected[k].shape)
     ]
     problems = []
     if missing:
@@ -179,11 +233,17 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
         raise BackboneError(f"{source} does not fit {arch}: " + "; ".join(problems))
 
 
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint",
-                ignore_prefixes: Sequence[str] = ()) -> nn.Module:
+def load_strict(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    source: str = "checkpoint",
+    ignore_prefixes: Sequence[str] = (),
+) -> nn.Module:
     """Check, then ``load_state_dict(strict=True)``; every tensor of the model is overwritten."""
     check_state_dict(model, state_dict, source, ignore_prefixes)
-    given = {k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore_prefixes)}
+    given = {
+        k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore_prefixes)
+    }
     model.load_state_dict(given, strict=True)
     return model
 
@@ -191,5 +251,3 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
 def _short(items: list[str], limit: int = 8) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
-
-

@@ -10,6 +10,7 @@ branches at dilations 12/24/36, 3x3 bottleneck, 48-channel c1 low-level branch, 
 All stride-2 layers use ``padding = kernel // 2`` so every size rounds up: the head's output is
 ``ceil(H/4) x ceil(W/4)`` for any input size, exactly as MMSeg produces it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -17,7 +18,14 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, ConvModule, DepthwiseSeparableConvModule, SegmentationBackbone, resize
+from .base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ConvModule,
+    DepthwiseSeparableConvModule,
+    SegmentationBackbone,
+    resize,
+)
 
 RESNET_DEPTHS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),
@@ -31,13 +39,21 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: Optional[nn.Module] = None,
+    ) -> None:
         super().__init__()
         width = planes
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(
+            width, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -55,37 +71,57 @@ class Bottleneck(nn.Module):
 class ResNetV1c(nn.Module):
     """ResNet-V1c encoder (deep stem, no avg-down), returning the four stage outputs c1..c4."""
 
-    def __init__(self, blocks: Sequence[int] = RESNET_DEPTHS[101], stem_channels: int = 64,
-                 base_channels: int = 64, strides: Sequence[int] = (1, 2, 1, 1),
-                 dilations: Sequence[int] = (1, 1, 2, 4), contract_dilation: bool = True) -> None:
+    def __init__(
+        self,
+        blocks: Sequence[int] = RESNET_DEPTHS[101],
+        stem_channels: int = 64,
+        base_channels: int = 64,
+        strides: Sequence[int] = (1, 2, 1, 1),
+        dilations: Sequence[int] = (1, 1, 2, 4),
+        contract_dilation: bool = True,
+    ) -> None:
         super().__init__()
         half = stem_channels // 2
         self.stem = nn.Sequential(
-            nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.Conv2d(half, half, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.Conv2d(half, stem_channels, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(stem_channels),
+            nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(half, half, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(half, stem_channels, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(stem_channels),
             nn.ReLU(inplace=True),
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = stem_channels
         self.stage_channels: list[int] = []
         for i, (num_blocks, stride, dilation) in enumerate(zip(blocks, strides, dilations)):
-            planes = base_channels * 2 ** i
-            layer = self._make_layer(inplanes, planes, num_blocks, stride, dilation, contract_dilation)
+            planes = base_channels * 2**i
+            layer = self._make_layer(
+                inplanes, planes, num_blocks, stride, dilation, contract_dilation
+            )
             self.add_module(f"layer{i + 1}", layer)
             inplanes = planes * Bottleneck.expansion
             self.stage_channels.append(inplanes)
 
     @staticmethod
-    def _make_layer(inplanes: int, planes: int, num_blocks: int, stride: int, dilation: int,
-                    contract_dilation: bool) -> nn.Sequential:
+    def _make_layer(
+        inplanes: int,
+        planes: int,
+        num_blocks: int,
+        stride: int,
+        dilation: int,
+        contract_dilation: bool,
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or inplanes != planes * Bottleneck.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * Bottleneck.expansion),
             )
-        # mmseg ResLayer: with contract_dilation the first block of a dilated stage uses dilation // 2.
+        # mmseg ResLayer: with contract_dilation the first block of a dilated stage uses
+        # dilation // 2.
         first_dilation = dilation // 2 if (dilation > 1 and contract_dilation) else dilation
         layers = [Bottleneck(inplanes, planes, stride, first_dilation, downsample)]
         inplanes = planes * Bottleneck.expansion
@@ -109,17 +145,28 @@ class DepthwiseSeparableASPPHead(nn.Module):
     the tensor right before dropout and ``conv_seg``.
     """
 
-    def __init__(self, in_channels: int = 2048, channels: int = 512, c1_in_channels: int = 256,
-                 c1_channels: int = 48, dilations: Sequence[int] = (1, 12, 24, 36), num_classes: int = 19,
-                 dropout_ratio: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: int = 2048,
+        channels: int = 512,
+        c1_in_channels: int = 256,
+        c1_channels: int = 48,
+        dilations: Sequence[int] = (1, 12, 24, 36),
+        num_classes: int = 19,
+        dropout_ratio: float = 0.1,
+    ) -> None:
         super().__init__()
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvModule(in_channels, channels, 1))
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), ConvModule(in_channels, channels, 1)
+        )
         branches: list[nn.Module] = []
         for d in dilations:
             if d == 1:
                 branches.append(ConvModule(in_channels, channels, 1))
             else:
-                branches.append(DepthwiseSeparableConvModule(in_channels, channels, 3, padding=d, dilation=d))
+                branches.append(
+                    DepthwiseSeparableConvModule(in_channels, channels, 3, padding=d, dilation=d)
+                )
         self.aspp_modules = nn.ModuleList(branches)
         self.bottleneck = ConvModule((len(dilations) + 1) * channels, channels, 3, padding=1)
         self.c1_bottleneck = ConvModule(c1_in_channels, c1_channels, 1)
@@ -127,7 +174,8 @@ class DepthwiseSeparableASPPHead(nn.Module):
             DepthwiseSeparableConvModule(channels + c1_channels, channels, 3, padding=1),
             DepthwiseSeparableConvModule(channels, channels, 3, padding=1),
         )
-        # MMSeg's cls_seg: Dropout2d then conv_seg. Identity in eval; kept so MC dropout has its layer.
+        # MMSeg's cls_seg: Dropout2d then conv_seg. Identity in eval; kept so MC dropout has
+        # its layer.
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
@@ -155,20 +203,43 @@ class DeepLabV3Plus(SegmentationBackbone):
 
     arch = "deeplabv3plus"
 
-    def __init__(self, num_classes: int = 19, blocks: Sequence[int] = RESNET_DEPTHS[101], stem_channels: int = 64,
-                 base_channels: int = 64, strides: Sequence[int] = (1, 2, 1, 1),
-                 dilations: Sequence[int] = (1, 1, 2, 4), contract_dilation: bool = True, channels: int = 512,
-                 c1_channels: int = 48, aspp_dilations: Sequence[int] = (1, 12, 24, 36), dropout_ratio: float = 0.1,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        num_classes: int = 19,
+        blocks: Sequence[int] = RESNET_DEPTHS[101],
+        stem_channels: int = 64,
+        base_channels: int = 64,
+        strides: Sequence[int] = (1, 2, 1, 1),
+        dilations: Sequence[int] = (1, 1, 2, 4),
+        contract_dilation: bool = True,
+        channels: int = 512,
+        c1_channels: int = 48,
+        aspp_dilations: Sequence[int] = (1, 12, 24, 36),
+        dropout_ratio: float = 0.1,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__(num_classes, channels, mean, std)
-        self._config = dict(num_classes=int(num_classes), blocks=list(blocks), stem_channels=stem_channels,
-                            base_channels=base_channels, strides=list(strides), dilations=list(dilations),
-                            contract_dilation=contract_dilation, channels=channels, c1_channels=c1_channels,
-                            aspp_dilations=list(aspp_dilations), dropout_ratio=float(dropout_ratio))
-        self.backbone = ResNetV1c(blocks, stem_channels, base_channels, strides, dilations, contract_dilation)
+        self._config = dict(
+            num_classes=int(num_classes),
+            blocks=list(blocks),
+            stem_channels=stem_channels,
+            base_channels=base_channels,
+            strides=list(strides),
+            dilations=list(dilations),
+            contract_dilation=contract_dilation,
+            channels=channels,
+            c1_channels=c1_channels,
+            aspp_dilations=list(aspp_dilations),
+            dropout_ratio=float(dropout_ratio),
+        )
+        self.backbone = ResNetV1c(
+            blocks, stem_channels, base_channels, strides, dilations, contract_dilation
+        )
         c1_in, c4_in = self.backbone.stage_channels[0], self.backbone.stage_channels[-1]
-        self.decode_head = DepthwiseSeparableASPPHead(c4_in, channels, c1_in, c1_channels, aspp_dilations, num_classes,
-                                                      dropout_ratio)
+        self.decode_head = DepthwiseSeparableASPPHead(
+            c4_in, channels, c1_in, c1_channels, aspp_dilations, num_classes, dropout_ratio
+        )
 
     @property
     def config(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ evaluation (training FED keeps the backbone frozen the same way).
   per-scale score (the logits by default) at one common resolution.
 - :func:`infer`: whole or slide, as the checkpoint's ``meta["inference"]`` says.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,13 @@ def window_starts(size: int, crop: int, stride: int, align: int = 4) -> list[tup
     return spans
 
 
-def slide_inference(model: nn.Module, images: torch.Tensor, crop_size: Pair = 1024, stride: Pair = 768,
-                    output_stride: Optional[int] = None) -> Output:
+def slide_inference(
+    model: nn.Module,
+    images: torch.Tensor,
+    crop_size: Pair = 1024,
+    stride: Pair = 768,
+    output_stride: Optional[int] = None,
+) -> Output:
     """Sliding-window inference with overlap averaging of logits and features (MMSeg ``slide``).
 
     Windows follow :func:`window_starts`; each window's 1/4-resolution outputs are added into
@@ -76,8 +82,13 @@ def slide_inference(model: nn.Module, images: torch.Tensor, crop_size: Pair = 10
     crop_h, crop_w = _pair(crop_size)
     stride_h, stride_w = _pair(stride)
     r = int(output_stride or getattr(model, "output_stride", 4))
-    if min(crop_h, crop_w, stride_h, stride_w) <= 0 or any(v % r for v in (crop_h, crop_w, stride_h, stride_w)):
-        raise ValueError(f"crop {crop_size} and stride {stride} must be positive multiples of the output stride {r}")
+    if min(crop_h, crop_w, stride_h, stride_w) <= 0 or any(
+        v % r for v in (crop_h, crop_w, stride_h, stride_w)
+    ):
+        raise ValueError(
+            f"crop {crop_size} and stride {stride} must be positive multiples of the output "
+            f"stride {r}"
+        )
     b, _, h, w = images.shape
     out_h, out_w = math.ceil(h / r), math.ceil(w / r)
     ys, xs = window_starts(h, crop_h, stride_h, r), window_starts(w, crop_w, stride_w, r)
@@ -94,9 +105,9 @@ def slide_inference(model: nn.Module, images: torch.Tensor, crop_size: Pair = 10
                 feats_sum = feats.new_zeros((b, feats.shape[1], out_h, out_w))
             oy, ox = y0 // r, x0 // r
             th, tw = logits.shape[2], logits.shape[3]
-            logits_sum[:, :, oy:oy + th, ox:ox + tw] += logits
-            feats_sum[:, :, oy:oy + th, ox:ox + tw] += feats
-            count[:, :, oy:oy + th, ox:ox + tw] += 1
+            logits_sum[:, :, oy : oy + th, ox : ox + tw] += logits
+            feats_sum[:, :, oy : oy + th, ox : ox + tw] += feats
+            count[:, :, oy : oy + th, ox : ox + tw] += 1
     assert logits_sum is not None and feats_sum is not None and bool((count > 0).all())
     return logits_sum / count.to(logits_sum.dtype), feats_sum / count.to(feats_sum.dtype)
 
@@ -108,8 +119,11 @@ def inference_fn(setting: Optional[dict] = None) -> InferFn:
     if mode == "whole":
         return whole_inference
     if mode == "slide":
-        return partial(slide_inference, crop_size=tuple(setting.get("crop_size", (1024, 1024))),
-                       stride=tuple(setting.get("stride", (768, 768))))
+        return partial(
+            slide_inference,
+            crop_size=tuple(setting.get("crop_size", (1024, 1024))),
+            stride=tuple(setting.get("stride", (768, 768))),
+        )
     raise ValueError(f"unknown inference mode {mode!r} (expected 'whole' or 'slide')")
 
 
@@ -146,8 +160,13 @@ class ScaleOutput:
     features: torch.Tensor
 
 
-def multiscale(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (1.0, 0.5, 0.25),
-               infer_fn: Optional[InferFn] = None, upsample: float = 1.0) -> Iterator[ScaleOutput]:
+def multiscale(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float] = (1.0, 0.5, 0.25),
+    infer_fn: Optional[InferFn] = None,
+    upsample: float = 1.0,
+) -> Iterator[ScaleOutput]:
     """Yield a :class:`ScaleOutput` per scale (one backbone pass each, lazily, to bound memory).
 
     ``infer_fn`` defaults to :func:`infer` (the checkpoint's whole/slide setting). With
@@ -160,7 +179,10 @@ def multiscale(model: nn.Module, images: torch.Tensor, scales: Sequence[float] =
         size = rescale_size(images.shape[2:], scale)
         logits, features = run(model, resize_images(images, size))
         if upsample != 1:
-            target = (int(round(logits.shape[2] * upsample)), int(round(logits.shape[3] * upsample)))
+            target = (
+                int(round(logits.shape[2] * upsample)),
+                int(round(logits.shape[3] * upsample)),
+            )
             logits, features = resize(logits, target), resize(features, target)
         yield ScaleOutput(float(scale), size, logits, features)
 
@@ -168,9 +190,15 @@ def multiscale(model: nn.Module, images: torch.Tensor, scales: Sequence[float] =
 ScoreFn = Callable[[ScaleOutput], torch.Tensor]
 
 
-def tta_inference(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (1.0, 0.5, 0.25),
-                  infer_fn: Optional[InferFn] = None, score_fn: Optional[ScoreFn] = None,
-                  size: Optional[Sequence[int]] = None, upsample: float = 1.0) -> torch.Tensor:
+def tta_inference(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: Sequence[float] = (1.0, 0.5, 0.25),
+    infer_fn: Optional[InferFn] = None,
+    score_fn: Optional[ScoreFn] = None,
+    size: Optional[Sequence[int]] = None,
+    upsample: float = 1.0,
+) -> torch.Tensor:
     """Average ``score_fn(scale_output)`` over scales, each bilinearly resized to ``size``.
 
     ``score_fn`` defaults to the logits; pass e.g. ``lambda o: fed.p_wrong(o.logits, o.features)``

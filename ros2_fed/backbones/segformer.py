@@ -1,4 +1,5 @@
-"""SegFormer: Mix Transformer (MiT-B0..B5) encoder + all-MLP head, laid out like MMSegmentation 0.x.
+"""SegFormer: Mix Transformer (MiT-B0..B5) encoder + all-MLP head, laid out like MMSegmentation
+0.x.
 
 State-dict names follow MMSeg's ``MixVisionTransformer`` / ``SegformerHead``
 (``backbone.layers.{stage}.{0: patch embed, 1: blocks, 2: norm}``, attention weights packed as
@@ -14,6 +15,7 @@ sources differ in two hyper-parameters that are therefore part of the config:
 Every stride-2/4 layer pads ``kernel // 2``, so stage sizes are ``ceil`` of the input over the
 stride and the logits are ``ceil(H/4) x ceil(W/4)`` for any input size.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -36,16 +38,30 @@ MIT_VARIANTS: dict[str, dict[str, list[int]]] = {
 MIT_HEADS = [1, 2, 5, 8]
 
 
-def mit_config(variant: str, num_classes: int = 19, channels: int = 256, **overrides: Any) -> dict[str, Any]:
+def mit_config(
+    variant: str, num_classes: int = 19, channels: int = 256, **overrides: Any
+) -> dict[str, Any]:
     """SegFormer hyper-parameters of MiT ``variant`` ("b0".."b5") with MMSeg's defaults."""
     variant = variant.lower().replace("mit-", "").replace("mit_", "")
     if variant not in MIT_VARIANTS:
-        raise ValueError(f"unknown MiT variant {variant!r}; expected one of {sorted(MIT_VARIANTS)}")
-    cfg: dict[str, Any] = dict(num_classes=num_classes, embed_dims=list(MIT_VARIANTS[variant]["embed_dims"]),
-                               depths=list(MIT_VARIANTS[variant]["depths"]), num_heads=list(MIT_HEADS),
-                               patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2], sr_ratios=[8, 4, 2, 1],
-                               mlp_ratios=[4, 4, 4, 4], qkv_bias=True, ln_eps=1e-6, channels=channels,
-                               head_norm=True, dropout_ratio=0.1)
+        raise ValueError(
+            f"unknown MiT variant {variant!r}; expected one of {sorted(MIT_VARIANTS)}"
+        )
+    cfg: dict[str, Any] = dict(
+        num_classes=num_classes,
+        embed_dims=list(MIT_VARIANTS[variant]["embed_dims"]),
+        depths=list(MIT_VARIANTS[variant]["depths"]),
+        num_heads=list(MIT_HEADS),
+        patch_sizes=[7, 3, 3, 3],
+        strides=[4, 2, 2, 2],
+        sr_ratios=[8, 4, 2, 1],
+        mlp_ratios=[4, 4, 4, 4],
+        qkv_bias=True,
+        ln_eps=1e-6,
+        channels=channels,
+        head_norm=True,
+        dropout_ratio=0.1,
+    )
     cfg.update(overrides)
     return cfg
 
@@ -53,9 +69,13 @@ def mit_config(variant: str, num_classes: int = 19, channels: int = 256, **overr
 class PatchEmbed(nn.Module):
     """Overlapping patch embedding: strided conv (``projection``) + LayerNorm (``norm``)."""
 
-    def __init__(self, in_channels: int, embed_dims: int, kernel_size: int, stride: int, eps: float) -> None:
+    def __init__(
+        self, in_channels: int, embed_dims: int, kernel_size: int, stride: int, eps: float
+    ) -> None:
         super().__init__()
-        self.projection = nn.Conv2d(in_channels, embed_dims, kernel_size, stride=stride, padding=kernel_size // 2)
+        self.projection = nn.Conv2d(
+            in_channels, embed_dims, kernel_size, stride=stride, padding=kernel_size // 2
+        )
         self.norm = nn.LayerNorm(embed_dims, eps=eps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -90,7 +110,12 @@ class PackedAttention(nn.Module):
         if self.in_proj_bias is not None:
             b_q, b_kv = self.in_proj_bias[:c], self.in_proj_bias[c:]
         q = F.linear(query, w_q, b_q).view(b, n, heads, head_dim).transpose(1, 2)
-        k, v = F.linear(kv, w_kv, b_kv).view(b, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = (
+            F.linear(kv, w_kv, b_kv)
+            .view(b, -1, 2, heads, head_dim)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -98,7 +123,9 @@ class PackedAttention(nn.Module):
 class EfficientMultiheadAttention(nn.Module):
     """SegFormer's efficient self-attention: keys/values come from a ``sr_ratio``-strided conv."""
 
-    def __init__(self, dims: int, num_heads: int, sr_ratio: int, qkv_bias: bool, eps: float) -> None:
+    def __init__(
+        self, dims: int, num_heads: int, sr_ratio: int, qkv_bias: bool, eps: float
+    ) -> None:
         super().__init__()
         self.attn = PackedAttention(dims, num_heads, qkv_bias)
         self.sr_ratio = sr_ratio
@@ -140,8 +167,15 @@ class MixFFN(nn.Module):
 class TransformerEncoderLayer(nn.Module):
     """Pre-norm block: ``x + attn(norm1(x))`` then ``x + ffn(norm2(x))`` (tokens are B x N x C)."""
 
-    def __init__(self, dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int, qkv_bias: bool,
-                 eps: float) -> None:
+    def __init__(
+        self,
+        dims: int,
+        num_heads: int,
+        mlp_ratio: float,
+        sr_ratio: int,
+        qkv_bias: bool,
+        eps: float,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dims, eps=eps)
         self.attn = EfficientMultiheadAttention(dims, num_heads, sr_ratio, qkv_bias, eps)
@@ -156,19 +190,34 @@ class TransformerEncoderLayer(nn.Module):
 class MixVisionTransformer(nn.Module):
     """MiT encoder; returns the four stage maps at strides 4, 8, 16, 32 (ceil-rounded)."""
 
-    def __init__(self, embed_dims: Sequence[int], depths: Sequence[int], num_heads: Sequence[int],
-                 patch_sizes: Sequence[int], strides: Sequence[int], sr_ratios: Sequence[int],
-                 mlp_ratios: Sequence[float], qkv_bias: bool = True, ln_eps: float = 1e-6,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        embed_dims: Sequence[int],
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        patch_sizes: Sequence[int],
+        strides: Sequence[int],
+        sr_ratios: Sequence[int],
+        mlp_ratios: Sequence[float],
+        qkv_bias: bool = True,
+        ln_eps: float = 1e-6,
+        in_channels: int = 3,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
         for i, dims in enumerate(embed_dims):
-            blocks = nn.ModuleList([
-                TransformerEncoderLayer(dims, num_heads[i], mlp_ratios[i], sr_ratios[i], qkv_bias, ln_eps)
-                for _ in range(depths[i])
-            ])
+            blocks = nn.ModuleList(
+                [
+                    TransformerEncoderLayer(
+                        dims, num_heads[i], mlp_ratios[i], sr_ratios[i], qkv_bias, ln_eps
+                    )
+                    for _ in range(depths[i])
+                ]
+            )
             patch_embed = PatchEmbed(in_channels, dims, patch_sizes[i], strides[i], ln_eps)
-            self.layers.append(nn.ModuleList([patch_embed, blocks, nn.LayerNorm(dims, eps=ln_eps)]))
+            self.layers.append(
+                nn.ModuleList([patch_embed, blocks, nn.LayerNorm(dims, eps=ln_eps)])
+            )
             in_channels = dims
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -190,12 +239,21 @@ class SegformerHead(nn.Module):
     converter folds into a permutation of ``fusion_conv``'s input channels.
     """
 
-    def __init__(self, in_channels: Sequence[int], channels: int, num_classes: int, head_norm: bool = True,
-                 dropout_ratio: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        channels: int,
+        num_classes: int,
+        head_norm: bool = True,
+        dropout_ratio: float = 0.1,
+    ) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([ConvModule(c, channels, 1, norm=head_norm, act=head_norm) for c in in_channels])
+        self.convs = nn.ModuleList(
+            [ConvModule(c, channels, 1, norm=head_norm, act=head_norm) for c in in_channels]
+        )
         self.fusion_conv = ConvModule(channels * len(in_channels), channels, 1)
-        # MMSeg's cls_seg: Dropout2d then conv_seg. Identity in eval; kept so MC dropout has its layer.
+        # MMSeg's cls_seg: Dropout2d then conv_seg. Identity in eval; kept so MC dropout has
+        # its layer.
         self.dropout = nn.Dropout2d(dropout_ratio)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
@@ -220,27 +278,64 @@ class SegFormer(SegmentationBackbone):
 
     arch = "segformer"
 
-    def __init__(self, num_classes: int = 19, embed_dims: Sequence[int] = (64, 128, 320, 512),
-                 depths: Sequence[int] = (3, 4, 6, 3), num_heads: Sequence[int] = (1, 2, 5, 8),
-                 patch_sizes: Sequence[int] = (7, 3, 3, 3), strides: Sequence[int] = (4, 2, 2, 2),
-                 sr_ratios: Sequence[int] = (8, 4, 2, 1), mlp_ratios: Sequence[float] = (4, 4, 4, 4),
-                 qkv_bias: bool = True, ln_eps: float = 1e-6, channels: int = 256, head_norm: bool = True,
-                 dropout_ratio: float = 0.1, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self,
+        num_classes: int = 19,
+        embed_dims: Sequence[int] = (64, 128, 320, 512),
+        depths: Sequence[int] = (3, 4, 6, 3),
+        num_heads: Sequence[int] = (1, 2, 5, 8),
+        patch_sizes: Sequence[int] = (7, 3, 3, 3),
+        strides: Sequence[int] = (4, 2, 2, 2),
+        sr_ratios: Sequence[int] = (8, 4, 2, 1),
+        mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+        qkv_bias: bool = True,
+        ln_eps: float = 1e-6,
+        channels: int = 256,
+        head_norm: bool = True,
+        dropout_ratio: float = 0.1,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__(num_classes, channels, mean, std)
         n = len(embed_dims)
-        if not all(len(seq) == n for seq in (depths, num_heads, patch_sizes, strides, sr_ratios, mlp_ratios)):
-            raise ValueError("SegFormer per-stage hyper-parameters must all have one entry per stage")
+        if not all(
+            len(seq) == n
+            for seq in (depths, num_heads, patch_sizes, strides, sr_ratios, mlp_ratios)
+        ):
+            raise ValueError(
+                "SegFormer per-stage hyper-parameters must all have one entry per stage"
+            )
         if strides[0] != 4:
             raise ValueError("SegFormer's first stage must have stride 4 (logits at 1/4)")
-        self._config = dict(num_classes=int(num_classes), embed_dims=list(embed_dims), depths=list(depths),
-                            num_heads=list(num_heads), patch_sizes=list(patch_sizes), strides=list(strides),
-                            sr_ratios=list(sr_ratios), mlp_ratios=[float(r) for r in mlp_ratios],
-                            qkv_bias=bool(qkv_bias), ln_eps=float(ln_eps), channels=int(channels),
-                            head_norm=bool(head_norm), dropout_ratio=float(dropout_ratio))
-        self.backbone = MixVisionTransformer(embed_dims, depths, num_heads, patch_sizes, strides, sr_ratios,
-                                             mlp_ratios, qkv_bias, ln_eps)
-        self.decode_head = SegformerHead(embed_dims, channels, num_classes, head_norm, dropout_ratio)
+        self._config = dict(
+            num_classes=int(num_classes),
+            embed_dims=list(embed_dims),
+            depths=list(depths),
+            num_heads=list(num_heads),
+            patch_sizes=list(patch_sizes),
+            strides=list(strides),
+            sr_ratios=list(sr_ratios),
+            mlp_ratios=[float(r) for r in mlp_ratios],
+            qkv_bias=bool(qkv_bias),
+            ln_eps=float(ln_eps),
+            channels=int(channels),
+            head_norm=bool(head_norm),
+            dropout_ratio=float(dropout_ratio),
+        )
+        self.backbone = MixVisionTransformer(
+            embed_dims,
+            depths,
+            num_heads,
+            patch_sizes,
+            strides,
+            sr_ratios,
+            mlp_ratios,
+            qkv_bias,
+            ln_eps,
+        )
+        self.decode_head = SegformerHead(
+            embed_dims, channels, num_classes, head_norm, dropout_ratio
+        )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -249,7 +344,10 @@ class SegFormer(SegmentationBackbone):
     @property
     def name(self) -> str:
         for variant, spec in MIT_VARIANTS.items():
-            if spec["embed_dims"] == self._config["embed_dims"] and spec["depths"] == self._config["depths"]:
+            if (
+                spec["embed_dims"] == self._config["embed_dims"]
+                and spec["depths"] == self._config["depths"]
+            ):
                 return f"segformer_mit-{variant}"
         return "segformer_mit-custom"
 

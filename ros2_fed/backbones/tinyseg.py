@@ -9,6 +9,7 @@ ImageNet normalisation inside the model.
 Decoder features (what FED-C pools): the fused 1/4-resolution decoder map right before the
 dropout and ``conv_seg`` classifier, ``decoder_channels`` wide.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -74,15 +75,25 @@ class TinySeg(nn.Module):
         self.cfg = cfg or TinySegConfig()
         w1, w2, w3, w4 = self.cfg.widths
         d = self.cfg.decoder_channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.stage1 = _conv_bn_relu(3, w1, stride=2)
         self.stage2 = nn.Sequential(_conv_bn_relu(w1, w2, stride=2), _Residual(w2))
         self.stage3 = nn.Sequential(_conv_bn_relu(w2, w3, stride=2), _Residual(w3))
-        self.stage4 = nn.Sequential(_conv_bn_relu(w3, w4, stride=2), _Residual(w4, dilation=2), _Residual(w4, dilation=4))
-        self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(w4, w4, 1), nn.ReLU(inplace=True))
-        self.lateral = nn.Sequential(nn.Conv2d(w2, d // 2, 1, bias=False), nn.BatchNorm2d(d // 2), nn.ReLU(inplace=True))
-        self.reduce = nn.Sequential(nn.Conv2d(2 * w4, d, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True))
+        self.stage4 = nn.Sequential(
+            _conv_bn_relu(w3, w4, stride=2), _Residual(w4, dilation=2), _Residual(w4, dilation=4)
+        )
+        self.context = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(w4, w4, 1), nn.ReLU(inplace=True)
+        )
+        self.lateral = nn.Sequential(
+            nn.Conv2d(w2, d // 2, 1, bias=False), nn.BatchNorm2d(d // 2), nn.ReLU(inplace=True)
+        )
+        self.reduce = nn.Sequential(
+            nn.Conv2d(2 * w4, d, 1, bias=False), nn.BatchNorm2d(d), nn.ReLU(inplace=True)
+        )
         self.fuse = _conv_bn_relu(d + d // 2, d)
         self.dropout = nn.Dropout2d(self.cfg.dropout)
         self.conv_seg = nn.Conv2d(d, self.cfg.num_classes, 1)
@@ -107,8 +118,11 @@ class TinySeg(nn.Module):
         return self.conv_seg(self.dropout(features)), features
 
 
-def save_tinyseg(path, model: TinySeg, input_size: tuple[int, int], class_names=None, palette=None, **extra):
-    """Write a TinySeg checkpoint in our format (safetensors + JSON with everything the engine needs)."""
+def save_tinyseg(
+    path, model: TinySeg, input_size: tuple[int, int], class_names=None, palette=None, **extra
+):
+    """Write a TinySeg checkpoint in our format (safetensors + JSON with everything the engine
+    needs)."""
     from ros2_fed.checkpoint import save_checkpoint
 
     meta = {

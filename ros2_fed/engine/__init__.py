@@ -10,13 +10,22 @@ Importing this package loads neither torch nor a runtime: ``Engine.open`` import
 runtime of the file it opens, and the names that need torch (export, cache) are imported on
 first use (module ``__getattr__``), so a node running an ONNX or TensorRT engine never loads it.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 from . import registry  # noqa: F401  (registers the per-suffix loaders Engine.open uses)
-from .base import ENGINE_FORMAT, PRECISIONS, RUNTIMES, Engine, EngineError, read_sidecar, sidecar_path
+from .base import (
+    ENGINE_FORMAT,
+    PRECISIONS,
+    RUNTIMES,
+    Engine,
+    EngineError,
+    read_sidecar,
+    sidecar_path,
+)
 
 #: Public names whose modules import torch (or may): imported when first used.
 LAZY_NAMES = {

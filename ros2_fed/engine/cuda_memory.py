@@ -8,6 +8,7 @@ same interface: select the device (before deserialising), pinned host arrays, ra
 pointers for ``set_tensor_address``, a stream handle for ``execute_async_v3``, async copies.
 Every CUDA error becomes an :class:`EngineError` with one line.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,14 +20,18 @@ from .base import EngineError
 
 
 def cuda_backend() -> "CudaPythonBackend | TorchBackend":
-    """cuda-python when importable (no torch), else torch; EngineError when neither can reach CUDA."""
+    """cuda-python when importable (no torch), else torch; EngineError when neither can reach
+    CUDA."""
     cudart = import_cudart()
     if cudart is not None:
         return CudaPythonBackend(cudart)
     try:
         import torch
     except ImportError as exc:
-        raise EngineError(f"the TensorRT runtime needs cuda-python (pip install cuda-python) or torch for CUDA memory ({exc})") from exc
+        raise EngineError(
+            "the TensorRT runtime needs cuda-python (pip install cuda-python) or torch for CUDA "
+            f"memory ({exc})"
+        ) from exc
     if not torch.cuda.is_available():
         raise EngineError("TensorRT needs a CUDA GPU, and torch.cuda.is_available() is False")
     return TorchBackend(torch)
@@ -69,8 +74,12 @@ class CudaPythonBackend:
         if not 0 <= int(device) < int(count):
             raise EngineError(f"CUDA device {device} does not exist (this machine has {count})")
         self._call("cudaSetDevice", self.cudart.cudaSetDevice(int(device)))
-        prop = self._call("cudaGetDeviceProperties", self.cudart.cudaGetDeviceProperties(int(device)))
-        name = prop.name.split(b"\0")[0].decode() if isinstance(prop.name, bytes) else str(prop.name)
+        prop = self._call(
+            "cudaGetDeviceProperties", self.cudart.cudaGetDeviceProperties(int(device))
+        )
+        name = (
+            prop.name.split(b"\0")[0].decode() if isinstance(prop.name, bytes) else str(prop.name)
+        )
         return {"name": name, "compute_capability": f"{prop.major}.{prop.minor}"}
 
     def stream(self) -> int:
@@ -93,11 +102,17 @@ class CudaPythonBackend:
 
     def upload(self, device_ptr: int, host: np.ndarray, stream: int) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call("cudaMemcpyAsync", self.cudart.cudaMemcpyAsync(device_ptr, host.ctypes.data, host.nbytes, kind, stream))
+        self._call(
+            "cudaMemcpyAsync",
+            self.cudart.cudaMemcpyAsync(device_ptr, host.ctypes.data, host.nbytes, kind, stream),
+        )
 
     def download(self, host: np.ndarray, device_ptr: int, stream: int) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call("cudaMemcpyAsync", self.cudart.cudaMemcpyAsync(host.ctypes.data, device_ptr, host.nbytes, kind, stream))
+        self._call(
+            "cudaMemcpyAsync",
+            self.cudart.cudaMemcpyAsync(host.ctypes.data, device_ptr, host.nbytes, kind, stream),
+        )
 
     def synchronize(self, stream: int) -> None:
         self._call("cudaStreamSynchronize", self.cudart.cudaStreamSynchronize(stream))
@@ -114,7 +129,8 @@ class CudaPythonBackend:
 
 
 class TorchBackend:
-    """torch's CUDA allocator and streams behind the same interface (pointers are tensors' data_ptr)."""
+    """torch's CUDA allocator and streams behind the same interface (pointers are tensors'
+    data_ptr)."""
 
     name = "torch"
 
@@ -129,9 +145,11 @@ class TorchBackend:
             return fn(*args)
         except EngineError:
             raise
-        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/AcceleratorError for CUDA errors
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/AcceleratorError
             text = str(exc).strip().splitlines()
-            raise EngineError(f"CUDA {what} failed: {type(exc).__name__}: {text[0] if text else ''}") from exc
+            raise EngineError(
+                f"CUDA {what} failed: {type(exc).__name__}: {text[0] if text else ''}"
+            ) from exc
 
     def select_device(self, device: int) -> dict[str, Any]:
         count = self.torch.cuda.device_count()
@@ -140,7 +158,10 @@ class TorchBackend:
         self._guard("set_device", self.torch.cuda.set_device, int(device))
         self._device = self.torch.device("cuda", int(device))
         major, minor = self.torch.cuda.get_device_capability(int(device))
-        return {"name": str(self.torch.cuda.get_device_name(int(device))), "compute_capability": f"{major}.{minor}"}
+        return {
+            "name": str(self.torch.cuda.get_device_name(int(device))),
+            "compute_capability": f"{major}.{minor}",
+        }
 
     def stream(self) -> int:
         stream = self._guard("stream creation", self.torch.cuda.Stream, self._device)
@@ -148,13 +169,19 @@ class TorchBackend:
         return int(stream.cuda_stream)
 
     def device_alloc(self, nbytes: int) -> int:
-        tensor = self._guard("allocation", lambda: self.torch.empty(int(nbytes), dtype=self.torch.uint8, device=self._device))
+        tensor = self._guard(
+            "allocation",
+            lambda: self.torch.empty(int(nbytes), dtype=self.torch.uint8, device=self._device),
+        )
         self._tensors[int(tensor.data_ptr())] = tensor
         return int(tensor.data_ptr())
 
     def host_array(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        pinned = self._guard("pinned allocation", lambda: self.torch.empty(nbytes, dtype=self.torch.uint8).pin_memory())
+        pinned = self._guard(
+            "pinned allocation",
+            lambda: self.torch.empty(nbytes, dtype=self.torch.uint8).pin_memory(),
+        )
         array = pinned.numpy().view(dtype).reshape(shape)
         self._tensors[int(array.ctypes.data)] = pinned  # keep the pinned storage alive
         return array
@@ -165,11 +192,23 @@ class TorchBackend:
 
     def upload(self, device_ptr: int, host: np.ndarray, stream: int) -> None:
         src = self._tensors[int(host.ctypes.data)]
-        self._guard("copy to the device", self._copy, self._tensors[device_ptr][: host.nbytes], src[: host.nbytes], stream)
+        self._guard(
+            "copy to the device",
+            self._copy,
+            self._tensors[device_ptr][: host.nbytes],
+            src[: host.nbytes],
+            stream,
+        )
 
     def download(self, host: np.ndarray, device_ptr: int, stream: int) -> None:
         dst = self._tensors[int(host.ctypes.data)]
-        self._guard("copy to the host", self._copy, dst[: host.nbytes], self._tensors[device_ptr][: host.nbytes], stream)
+        self._guard(
+            "copy to the host",
+            self._copy,
+            dst[: host.nbytes],
+            self._tensors[device_ptr][: host.nbytes],
+            stream,
+        )
 
     def synchronize(self, stream: int) -> None:
         self._guard("stream synchronize", self._streams[stream].synchronize)

@@ -10,6 +10,7 @@ loses bits, so they stay float32, behind explicit Casts.
 
 Imports torch (export time only).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,7 +30,9 @@ def _inputs_to_half(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]
     Needed because backbones normalise with ``images.float()`` (or mix in float32 buffers),
     which would otherwise hand float32 tensors to float16 weights.
     """
-    return tuple(a.half() if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a for a in args)
+    return tuple(
+        a.half() if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a for a in args
+    )
 
 
 class HalfBackbone(nn.Module):
@@ -65,8 +68,9 @@ def export_graph(detector: FusedDetector, precision: str) -> ExportGraph:
     """The module to trace for ``precision`` ("fp32" or "fp16"); ``detector`` is not modified."""
     if precision not in BACKBONE_DTYPES:
         raise ValueError(
-            f"precision {precision!r} cannot be exported: expected one of {sorted(BACKBONE_DTYPES)} "
-            "(INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes, which ros2_fed does not write)"
+            f"precision {precision!r} cannot be exported: expected one of "
+            f"{sorted(BACKBONE_DTYPES)} (INT8 is not supported: TensorRT 11 takes INT8 only as "
+            "Q/DQ nodes, which ros2_fed does not write)"
         )
     if precision == "fp32":
         return ExportGraph(detector).eval()
@@ -114,7 +118,11 @@ def remove_identity_casts(proto: Any) -> int:
         for i, name in enumerate(node.input):
             if name in rename:
                 node.input[i] = rename[name]
-        target = next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+        target = (
+            next((a.i for a in node.attribute if a.name == "to"), None)
+            if node.op_type == "Cast"
+            else None
+        )
         source = node.input[0] if node.op_type == "Cast" else None
         if target is not None and types.get(source) == target and node.output[0] not in outputs:
             rename[node.output[0]] = source

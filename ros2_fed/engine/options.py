@@ -3,6 +3,7 @@
 Why one place: fed_node and the replay tool's in-process engine must open an engine exactly
 alike (same threads, same spinning), or replayed numbers and timings would not be the node's.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +13,9 @@ ONNX_KINDS = (".onnx", ".onnxruntime")
 TORCH_KINDS = (".safetensors", ".torch")
 
 
-def runtime_options(kind: str, device: str = "", threads: int = 0, cpu_spin_wait: bool = False) -> dict[str, Any]:
+def runtime_options(
+    kind: str, device: str = "", threads: int = 0, cpu_spin_wait: bool = False
+) -> dict[str, Any]:
     """Options for ``Engine.open`` / ``open_cached``.
 
     ``kind`` is an engine file suffix (``.onnx``) or ``"." + runtime`` (``.onnxruntime``).

@@ -6,6 +6,7 @@ architecture id and hyper-parameters (``ros2_fed.backbones``), the FED config an
 detector config. Loading rebuilds the modules, loads strictly and re-hashes, so a bundle
 whose tensors do not match its JSON is refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,9 @@ def _backbone_description(backbone: torch.nn.Module) -> dict[str, Any]:
         config = None
     if not arch or config is None:
         raise EngineError(
-            f"cannot bundle a {type(backbone).__name__} backbone: it has no ros2_fed.backbones architecture id/config "
-            "(use an onnx/tensorrt export, or a backbone loaded with ros2_fed.backbones.load_backbone)"
+            f"cannot bundle a {type(backbone).__name__} backbone: it has no ros2_fed.backbones "
+            "architecture id/config (use an onnx/tensorrt export, or a backbone loaded with "
+            "ros2_fed.backbones.load_backbone)"
         )
     meta = dict(getattr(backbone, "meta", None) or {})
     return {"arch": str(arch), "arch_config": config, "meta": meta}
@@ -62,8 +64,17 @@ def save_bundle(
     if path.suffix not in ("", ".safetensors", ".json"):
         raise ValueError(f"{path}: a torch bundle is NAME.safetensors (+ NAME.json)")
     # A bundle's model_hash is always the tensor hash: load_bundle re-hashes and compares.
-    meta = engine_metadata(detector, runtime="torch", precision=precision, height=height, width=width, batch=batch,
-                           model_hash=None, opset=None, extra=extra_metadata)
+    meta = engine_metadata(
+        detector,
+        runtime="torch",
+        precision=precision,
+        height=height,
+        width=width,
+        batch=batch,
+        model_hash=None,
+        opset=None,
+        extra=extra_metadata,
+    )
     if model_hash and model_hash != meta["model_hash"]:
         meta["source_model_hash"] = model_hash
     meta["engine_format"] = meta.pop("format")
@@ -93,9 +104,17 @@ def load_bundle(path: PathLike) -> tuple[FusedDetector, dict[str, Any]]:
 
         desc = meta["backbone"]
         prefix = "backbone."
-        backbone_sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        backbone = model_from_source(BackboneSource(desc["arch"], dict(desc["arch_config"]), backbone_sd, "ros2_fed",
-                                                    tensor_path, dict(desc.get("meta") or {})))
+        backbone_sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        backbone = model_from_source(
+            BackboneSource(
+                desc["arch"],
+                dict(desc["arch_config"]),
+                backbone_sd,
+                "ros2_fed",
+                tensor_path,
+                dict(desc.get("meta") or {}),
+            )
+        )
         fed_cfg = meta["detector"].get("fed_config")
         fed = FlowEneDet(FEDConfig.from_dict(fed_cfg)).eval() if fed_cfg else None
         detector = detector_from_config(backbone, fed, meta["detector"])
@@ -103,10 +122,16 @@ def load_bundle(path: PathLike) -> tuple[FusedDetector, dict[str, Any]]:
     except EngineError:
         raise
     except Exception as exc:  # KeyError, BackboneError, RuntimeError from a strict load, ...
-        raise EngineError(f"{tensor_path}: cannot rebuild the fused detector from this bundle ({type(exc).__name__}: {exc})") from exc
+        raise EngineError(
+            f"{tensor_path}: cannot rebuild the fused detector from this bundle "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     digest = detector_hash(detector)
     if digest != meta.get("model_hash"):
-        raise EngineError(f"{tensor_path}: model_hash mismatch: the tensors hash to {digest[:12]}..., the JSON says {str(meta.get('model_hash'))[:12]}...")
+        raise EngineError(
+            f"{tensor_path}: model_hash mismatch: the tensors hash to {digest[:12]}..., the JSON "
+            f"says {str(meta.get('model_hash'))[:12]}..."
+        )
     meta["format"] = meta.pop("engine_format", None)
     meta["format_version"] = meta.pop("engine_format_version", None)
     return detector.eval(), meta
@@ -138,7 +163,10 @@ class TorchEngine(Engine):
 
         self.device = torch.device(device)
         if precision not in ("fp32", "fp16"):
-            raise EngineError(f"{path or 'torch engine'}: precision {precision!r} is not supported by the torch runtime (fp32, fp16)")
+            raise EngineError(
+                f"{path or 'torch engine'}: precision {precision!r} is not supported by the torch "
+                "runtime (fp32, fp16)"
+            )
         if precision == "fp16" and self.device.type != "cuda":
             raise EngineError(f"{path or 'torch engine'}: fp16 eager inference needs CUDA")
         if input_shape is None:
@@ -147,12 +175,22 @@ class TorchEngine(Engine):
             elif detector.input_size is not None:
                 input_shape = detector.input_size
             else:
-                raise ValueError("TorchEngine needs input_shape=(H, W) when the detector has no input_size")
+                raise ValueError(
+                    "TorchEngine needs input_shape=(H, W) when the detector has no input_size"
+                )
         height, width = as_hw(input_shape)
         if metadata is None or tuple(as_hw(metadata["input_tensor_shape"])) != (height, width):
             base = metadata
-            metadata = engine_metadata(detector, runtime="torch", precision=precision, height=height, width=width,
-                                       batch=batch, model_hash=(base or {}).get("model_hash"), opset=None)
+            metadata = engine_metadata(
+                detector,
+                runtime="torch",
+                precision=precision,
+                height=height,
+                width=width,
+                batch=batch,
+                model_hash=(base or {}).get("model_hash"),
+                opset=None,
+            )
         metadata = dict(metadata)
         metadata["precision"] = precision
         metadata["device"] = str(self.device)
@@ -162,7 +200,9 @@ class TorchEngine(Engine):
         self.detector = detector.to(self.device).freeze()
         shape = self._tensor_shape
         self._autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.float16) if precision == "fp16" else contextlib.nullcontext()
+            torch.autocast(device_type="cuda", dtype=torch.float16)
+            if precision == "fp16"
+            else contextlib.nullcontext()
         )
         if self.device.type == "cuda":
             self._in_host = torch.empty(shape, dtype=torch.uint8).pin_memory()
@@ -183,9 +223,16 @@ class TorchEngine(Engine):
     ) -> "TorchEngine":
         detector, meta = load_bundle(path)
         check_expected(path, meta, expect)
-        return cls(detector, meta, path=path, input_shape=input_shape, batch=int(meta["input_tensor_shape"][0]),
-                   device=device, precision=precision or ("fp32" if meta.get("precision") != "fp16" else "fp16"),
-                   threads=threads)
+        return cls(
+            detector,
+            meta,
+            path=path,
+            input_shape=input_shape,
+            batch=int(meta["input_tensor_shape"][0]),
+            device=device,
+            precision=precision or ("fp32" if meta.get("precision") != "fp16" else "fp16"),
+            threads=threads,
+        )
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode(), self._autocast:

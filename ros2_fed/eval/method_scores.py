@@ -5,6 +5,7 @@ Why here (runtime package) and not in ``training``: both ``fed_eval`` (training)
 replay (``ros2_fed.eval.replay``) score frames with exactly this code, and the runtime never
 imports the training package.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,14 +51,22 @@ class EvalSettings:
 class MethodScores:
     """Per-image scores of every method, higher = more likely wrong, at label resolution."""
 
-    def __init__(self, backbone: nn.Module, feds: dict[str, nn.Module], settings: EvalSettings,
-                 class_mean: Optional[torch.Tensor], class_std: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feds: dict[str, nn.Module],
+        settings: EvalSettings,
+        class_mean: Optional[torch.Tensor],
+        class_std: Optional[torch.Tensor],
+    ) -> None:
         self.backbone = backbone
         self.feds = feds
         self.settings = settings
         self.fed_post = make_postprocess(settings.fed_postprocess)
         self.class_mean, self.class_std = class_mean, class_std
-        self.mcd = settings.mcd_passes > 0 and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in backbone.modules())
+        self.mcd = settings.mcd_passes > 0 and any(
+            isinstance(m, nn.modules.dropout._DropoutNd) for m in backbone.modules()
+        )
 
     @property
     def names(self) -> list[str]:
@@ -68,13 +77,19 @@ class MethodScores:
         return names
 
     def _baselines(self, logits: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        out = {"MSP": S.msp_score(logits), "MLG": S.max_logit_score(logits),
-               "ENE": S.energy_score(logits), "ENT": S.entropy_score(logits)}
+        out = {
+            "MSP": S.msp_score(logits),
+            "MLG": S.max_logit_score(logits),
+            "ENE": S.energy_score(logits),
+            "ENT": S.entropy_score(logits),
+        }
         if self.class_mean is not None:
             # SML runs on logits upsampled to the image, as its reference code does: its boundary
             # band (4 px) and dilated smoothing (7x7, dilation 6) are sized in image pixels, and at
             # 1/4 resolution they blur over a quarter of the frame.
-            out["SML"] = S.sml_score(resize(logits, size), self.class_mean, self.class_std, postprocess=True)
+            out["SML"] = S.sml_score(
+                resize(logits, size), self.class_mean, self.class_std, postprocess=True
+            )
         return out
 
     def _fed(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,7 +101,9 @@ class MethodScores:
         return out
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, images: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(logits at label resolution, {method: score (H, W)}) for one image batch of 1."""
         logits, features = infer(self.backbone, images)
         if not self.settings.tta_scales:
@@ -98,12 +115,16 @@ class MethodScores:
             maps = {}
             for out in multiscale(self.backbone, images, self.settings.tta_scales):
                 up = tuple(4 * s for s in out.logits.shape[-2:])
-                per_scale = {**self._fed(resize(out.logits, up), resize(out.features, up)), **self._baselines(out.logits, size)}
+                per_scale = {
+                    **self._fed(resize(out.logits, up), resize(out.features, up)),
+                    **self._baselines(out.logits, size),
+                }
                 for k, v in per_scale.items():
                     v = resize(v, size) / len(self.settings.tta_scales)
                     maps[k] = v if k not in maps else maps[k] + v
         if self.mcd:
-            maps["MCD"] = S.mc_dropout_score(self.backbone, images, passes=self.settings.mcd_passes,
-                                             seed=self.settings.seed)
+            maps["MCD"] = S.mc_dropout_score(
+                self.backbone, images, passes=self.settings.mcd_passes, seed=self.settings.seed
+            )
         full_logits = resize(logits, size)
         return full_logits, {k: resize(v, size)[0, 0] for k, v in maps.items()}
