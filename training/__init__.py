@@ -1,1 +1,2 @@
-"""Training subpackage: datasets, FED trainer, logit statistics and evaluation CLIs (depends on ros2_fed, never the reverse)."""
+"""Training subpackage: datasets, FED trainer, logit statistics and evaluation CLIs (depends on
+ros2_fed, never the reverse)."""

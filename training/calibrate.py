@@ -15,6 +15,7 @@ The result goes into the FED checkpoint's metadata (``--into``), the engine's si
 and ``fed_node`` uses it unless a parameter overrides it. Void pixels (the ego hood, unlabelled
 clutter) are left out: they are neither correct nor wrong.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,32 +32,60 @@ from ros2_fed.jsonio import write_json
 from training.cli_errors import one_line_warnings, report, user_errors
 
 VOID = 255
-VIZ_THRESHOLD_POSITION = 0.25  # where the threshold lands on the overlay's 0 (red) .. 1 (blue) scale
+# where the threshold lands on the overlay's 0 (red) .. 1 (blue) scale
+VIZ_THRESHOLD_POSITION = 0.25
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_calibrate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", required=True, help="backbone checkpoint (stem, .json or foreign format)")
+    p = argparse.ArgumentParser(
+        prog="fed_calibrate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--backbone", required=True, help="backbone checkpoint (stem, .json or foreign format)"
+    )
     p.add_argument("--fed", required=True, type=Path, help="FED checkpoint stem")
     p.add_argument("--data-root", required=True, type=Path, help="Cityscapes-layout dataset root")
-    p.add_argument("--split", default="val", help="in-distribution split to calibrate on (default val)")
-    p.add_argument("--false-alarm", type=float, default=0.01,
-                   help="share of correct pixels allowed below the threshold (default 0.01, as the shipped model)")
-    p.add_argument("--postprocess", choices=("none", "gaussian", "sml"), default=None,
-                   help="score post-processing the node will run (default: the FED's recorded one, else none)")
+    p.add_argument(
+        "--split", default="val", help="in-distribution split to calibrate on (default val)"
+    )
+    p.add_argument(
+        "--false-alarm",
+        type=float,
+        default=0.01,
+        help="share of correct pixels allowed below the threshold "
+        "(default 0.01, as the shipped model)",
+    )
+    p.add_argument(
+        "--postprocess",
+        choices=("none", "gaussian", "sml"),
+        default=None,
+        help="score post-processing the node will run "
+        "(default: the FED's recorded one, else none)",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--into", action="store_true", help="write the result into the FED checkpoint's metadata")
+    p.add_argument(
+        "--into", action="store_true", help="write the result into the FED checkpoint's metadata"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
-    p.add_argument(ALLOW_FLAG, action="store_true",
-                   help="calibrate a FED trained on another backbone anyway (a warning instead of an error)")
+    p.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="calibrate a FED trained on another backbone anyway (a warning instead of an error)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def confidences(detector: torch.nn.Module, samples: Iterable[tuple[np.ndarray, np.ndarray]],
-                total: Optional[int] = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence of correct pixels, confidence of wrong pixels) over labelled, non-void pixels."""
+def confidences(
+    detector: torch.nn.Module,
+    samples: Iterable[tuple[np.ndarray, np.ndarray]],
+    total: Optional[int] = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence of correct pixels, confidence of wrong pixels) over labelled, non-void
+    pixels."""
     correct, wrong = [], []
     with torch.no_grad():
         for image, label in tqdm(samples, total=total, desc="fed_calibrate", disable=not progress):
@@ -70,14 +99,16 @@ def confidences(detector: torch.nn.Module, samples: Iterable[tuple[np.ndarray, n
 
 
 def operating_point(correct: np.ndarray, wrong: np.ndarray, false_alarm: float) -> dict[str, Any]:
-    """Threshold at the given false-alarm rate on correct pixels, colour range, and what they mean."""
+    """Threshold at the given false-alarm rate on correct pixels, colour range, and what they
+    mean."""
     if not 0.0 < false_alarm < 1.0:
         raise ValueError(f"false_alarm must be in (0, 1), got {false_alarm}")
     if correct.size == 0:
         raise ValueError("no correctly classified pixel to calibrate on")
     threshold = float(np.quantile(correct, false_alarm))
     high = max(float(np.median(correct)), min(1.0, threshold + 1e-3))
-    span = max(high - threshold, 1e-2)  # saturated models: still a visible ramp below the threshold
+    # saturated models: still a visible ramp below the threshold
+    span = max(high - threshold, 1e-2)
     low = max(0.0, threshold - span * VIZ_THRESHOLD_POSITION / (1 - VIZ_THRESHOLD_POSITION))
     flagged_wrong = int(np.count_nonzero(wrong < threshold))
     flagged_correct = int(np.count_nonzero(correct < threshold))
@@ -92,10 +123,16 @@ def operating_point(correct: np.ndarray, wrong: np.ndarray, false_alarm: float) 
     }
 
 
-def validation_confidences(backbone: str, fed: Path, data_root: Path, split: str = "val",
-                           postprocess: Optional[str] = None, limit: Optional[int] = None,
-                           progress: bool = True, allow_backbone_mismatch: bool = False,
-                           ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def validation_confidences(
+    backbone: str,
+    fed: Path,
+    data_root: Path,
+    split: str = "val",
+    postprocess: Optional[str] = None,
+    limit: Optional[int] = None,
+    progress: bool = True,
+    allow_backbone_mismatch: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(correct, wrong) pixel confidences of the node's graph over ``split``, and what was run."""
     from ros2_fed.checkpoint import load_fed
     from ros2_fed.detector import FusedDetector
@@ -105,23 +142,41 @@ def validation_confidences(backbone: str, fed: Path, data_root: Path, split: str
     _, meta = load_fed(fed)
     if postprocess is None:
         postprocess = (meta.get("calibration") or {}).get("postprocess", "none")
-    detector = FusedDetector.from_checkpoints(backbone, fed, score="fed", postprocess=postprocess,
-                                              allow_backbone_mismatch=allow_backbone_mismatch).eval()
+    detector = FusedDetector.from_checkpoints(
+        backbone,
+        fed,
+        score="fed",
+        postprocess=postprocess,
+        allow_backbone_mismatch=allow_backbone_mismatch,
+    ).eval()
     dataset = CityscapesDataset(data_root, split=split)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
         raise ValueError(f"no images in {data_root} split {split}")
     samples = (sample_arrays(dataset[i]) for i in range(count))
     correct, wrong = confidences(detector, samples, total=count, progress=progress)
-    return correct, wrong, {"postprocess": postprocess, "split": split, "images": count, "data_root": str(data_root)}
+    return (
+        correct,
+        wrong,
+        {"postprocess": postprocess, "split": split, "images": count, "data_root": str(data_root)},
+    )
 
 
-def calibrate(backbone: str, fed: Path, data_root: Path, split: str = "val", false_alarm: float = 0.01,
-              postprocess: Optional[str] = None, limit: Optional[int] = None,
-              progress: bool = True, allow_backbone_mismatch: bool = False) -> dict[str, Any]:
+def calibrate(
+    backbone: str,
+    fed: Path,
+    data_root: Path,
+    split: str = "val",
+    false_alarm: float = 0.01,
+    postprocess: Optional[str] = None,
+    limit: Optional[int] = None,
+    progress: bool = True,
+    allow_backbone_mismatch: bool = False,
+) -> dict[str, Any]:
     """Run the node's graph over ``split`` and return the calibration record."""
-    correct, wrong, run = validation_confidences(backbone, fed, data_root, split, postprocess, limit, progress,
-                                                 allow_backbone_mismatch)
+    correct, wrong, run = validation_confidences(
+        backbone, fed, data_root, split, postprocess, limit, progress, allow_backbone_mismatch
+    )
     return {**operating_point(correct, wrong, false_alarm), **run}
 
 
@@ -130,7 +185,11 @@ def write_into(fed: Path, record: dict[str, Any]) -> None:
     from ros2_fed.checkpoint import load_fed, save_fed
 
     model, meta = load_fed(fed)
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
+    meta = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("format", "format_version", "kind", "tensors_sha256", "config")
+    }
     meta["calibration"] = record
     save_fed(fed, model, meta)
 
@@ -139,9 +198,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with one_line_warnings("fed_calibrate"):
-            record = calibrate(args.backbone, args.fed, args.data_root, args.split, args.false_alarm,
-                               args.postprocess, args.limit, progress=not args.no_progress,
-                               allow_backbone_mismatch=args.allow_backbone_mismatch)
+            record = calibrate(
+                args.backbone,
+                args.fed,
+                args.data_root,
+                args.split,
+                args.false_alarm,
+                args.postprocess,
+                args.limit,
+                progress=not args.no_progress,
+                allow_backbone_mismatch=args.allow_backbone_mismatch,
+            )
     except (*user_errors(), OSError) as exc:
         return report("fed_calibrate", exc)
     if args.into:
@@ -149,10 +216,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.out is not None:
         write_json(args.out, record)
     low, high = record["viz_range"]
-    print(f"fed_calibrate: confidence_threshold {record['confidence_threshold']:.4f} "
-          f"({100 * args.false_alarm:g} % of correct {args.split} pixels below it; it flags "
-          f"{100 * (record['wrong_recall'] or 0):.1f} % of wrong pixels), overlay range [{low:.4f}, {high:.4f}]"
-          + (f" -> {args.fed}.json" if args.into else ""))
+    print(
+        f"fed_calibrate: confidence_threshold {record['confidence_threshold']:.4f} "
+        f"({100 * args.false_alarm:g} % of correct {args.split} pixels below it; it flags "
+        f"{100 * (record['wrong_recall'] or 0):.1f} % of wrong pixels), overlay range [{low:.4f}, "
+        f"{high:.4f}]" + (f" -> {args.fed}.json" if args.into else "")
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ A wrong path, a missing file, a checkpoint of the wrong kind or backbone, or a m
 is the user's to fix, so the CLI says what and where in one line (``PROG: error: ...``, as
 argparse does) instead of a traceback that buries it. Programming errors still raise.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,14 +23,27 @@ class UsageError(ValueError):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the user's input is wrong" (one definition for every CLI)."""
-    from ros2_fed.backbones.base import BackboneError  # torch: only the CLIs that load models import this
+    # torch: only the CLIs that load models import this
+    from ros2_fed.backbones.base import (
+        BackboneError,
+    )
 
-    return (UsageError, BackboneError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError)
+    return (
+        UsageError,
+        BackboneError,
+        CheckpointError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+    )
 
 
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line (multi-line messages joined)."""
-    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+    return (
+        " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        or type(exc).__name__
+    )
 
 
 def report(prog: str, exc: BaseException) -> int:
@@ -38,15 +52,22 @@ def report(prog: str, exc: BaseException) -> int:
     return EXIT_USAGE
 
 
-
 @contextmanager
 def one_line_warnings(prog: str) -> Iterator[None]:
-    """Within the block, warnings shown on stderr read ``PROG: warning: MESSAGE`` (not file:line + source).
+    """Within the block, warnings shown on stderr read ``PROG: warning: MESSAGE`` (not file:line
+    + source).
 
-    Only the formatting changes, so recorders (``warnings.catch_warnings(record=True)``) still see them.
+    Only the formatting changes, so recorders (``warnings.catch_warnings(record=True)``) still
+    see them.
     """
-    def formatted(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  line: Optional[str] = None) -> str:
+
+    def formatted(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: Optional[str] = None,
+    ) -> str:
         return f"{prog}: warning: {one_line(message)}\n"
 
     saved = warnings.formatwarning

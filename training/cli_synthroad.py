@@ -1,13 +1,16 @@
-"""`fed_synthroad`: generate the synthroad dataset (Cityscapes layout + Fishyscapes-style OOD split).
+"""`fed_synthroad`: generate the synthroad dataset (Cityscapes layout + Fishyscapes-style OOD
+split).
 
 Example (what ``make default-model`` runs)::
 
-    fed_synthroad --out runs/default_model/synthroad --train 3000 --val 300 --ood 300 --size 256x512 --seed 0
+    fed_synthroad --out runs/default_model/synthroad --train 3000 --val 300 --ood 300 \
+        --size 256x512 --seed 0
 
 Every image depends only on (seed, split, index), so the output is identical on every machine
 and growing a split keeps its first images. The layout is described in
 ``training/datasets/synthroad/__init__.py`` and recorded in ``OUT/synthroad.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +40,27 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_synthroad", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="output root (gets leftImg8bit/, gtFine/, ...)")
+    p = argparse.ArgumentParser(
+        prog="fed_synthroad",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="output root (gets leftImg8bit/, gtFine/, ...)"
+    )
     p.add_argument("--train", type=_count, default=1000, help="training images (default 1000)")
-    p.add_argument("--val", type=_count, default=100, help="validation images, in-distribution (default 100)")
-    p.add_argument("--ood", type=_count, default=100, help="OOD images: unseen objects on the road (default 100)")
-    p.add_argument("--size", type=_size, default=(256, 512), help="frame size HxW (default 256x512)")
+    p.add_argument(
+        "--val", type=_count, default=100, help="validation images, in-distribution (default 100)"
+    )
+    p.add_argument(
+        "--ood",
+        type=_count,
+        default=100,
+        help="OOD images: unseen objects on the road (default 100)",
+    )
+    p.add_argument(
+        "--size", type=_size, default=(256, 512), help="frame size HxW (default 256x512)"
+    )
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,12 +75,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     total = sum(counts.values())
     height, width = args.size
     start = time.monotonic()
-    with tqdm(total=total, desc="fed_synthroad", unit="img", disable=args.no_progress, dynamic_ncols=True) as bar:
-        write_dataset(args.out, counts, height, width, seed=args.seed, workers=max(1, args.workers),
-                      progress=bar.update)
+    with tqdm(
+        total=total, desc="fed_synthroad", unit="img", disable=args.no_progress, dynamic_ncols=True
+    ) as bar:
+        write_dataset(
+            args.out,
+            counts,
+            height,
+            width,
+            seed=args.seed,
+            workers=max(1, args.workers),
+            progress=bar.update,
+        )
     elapsed = time.monotonic() - start
-    print(f"fed_synthroad: wrote {total} images ({', '.join(f'{k} {v}' for k, v in counts.items())}) "
-          f"of {height}x{width} to {args.out} in {elapsed:.1f} s")
+    print(
+        f"fed_synthroad: wrote {total} images "
+        f"({', '.join(f'{k} {v}' for k, v in counts.items())}) "
+        f"of {height}x{width} to {args.out} in {elapsed:.1f} s"
+    )
     return 0
 
 

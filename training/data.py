@@ -4,6 +4,7 @@ The sampler yields ``(index, augmentation_seed)`` pairs from a stream determined
 (seed, rank) only, so a resumed run sees exactly the batches the interrupted run would have
 seen (the consumed part of the stream is skipped without loading images).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional
@@ -37,7 +38,11 @@ class SeededStreamSampler(Sampler):
         while True:
             order = np.random.default_rng([self.seed, self.rank, epoch]).permutation(self.size)
             for offset in range(position, self.size):
-                yield int(order[offset]), (self.seed * 1_000_003 + self.rank * 7919 + epoch * self.size + offset) % (2**63)
+                yield (
+                    int(order[offset]),
+                    (self.seed * 1_000_003 + self.rank * 7919 + epoch * self.size + offset)
+                    % (2**63),
+                )
             epoch, position = epoch + 1, 0
 
 
@@ -56,15 +61,31 @@ class AugmentedDataset(Dataset):
         image, label = sample_arrays(self.base[index])
         if self.augment is not None:
             image, label = self.augment(image, label, np.random.default_rng(seed))
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label))
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(
+            np.ascontiguousarray(label)
+        )
 
 
-def batch_stream(dataset: Dataset, augment: Optional[Augment], batch_size: int, seed: int, rank: int = 0,
-                 skip_batches: int = 0, workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches: images (B, H, W, 3) uint8 and labels (B, H, W) uint8 (crops share a size)."""
+def batch_stream(
+    dataset: Dataset,
+    augment: Optional[Augment],
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    skip_batches: int = 0,
+    workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches: images (B, H, W, 3) uint8 and labels (B, H, W) uint8 (crops share a
+    size)."""
     sampler = SeededStreamSampler(len(dataset), seed, rank, skip=skip_batches * batch_size)
-    loader = DataLoader(AugmentedDataset(dataset, augment), batch_size=batch_size, sampler=sampler,
-                        num_workers=workers, persistent_workers=workers > 0, drop_last=True)
+    loader = DataLoader(
+        AugmentedDataset(dataset, augment),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        drop_last=True,
+    )
     return iter(loader)
 
 

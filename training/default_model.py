@@ -15,6 +15,7 @@ stopped when started again):
 
 ``--reuse`` is accepted for compatibility: finished steps are always reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,27 +26,51 @@ import time
 from pathlib import Path
 from typing import Optional
 
-# The shipped backbone ran its first 1,200 iterations under a 4,000-iteration poly horizon, then was
-# resumed with this 3,200 (the lr at the switch moved from 2.9e-3 to 2.6e-3): a fresh run follows
-# the 3,200 schedule from the start, so its weights differ slightly (not re-run here).
-BACKBONE_ARGS = ["--iters", "3200", "--batch-size", "8", "--crop", "192x384", "--scale-range", "0.6,1.6",
-                 "--lr", "4e-3", "--warmup-iters", "100", "--widths", "24,48,96,160", "--decoder-channels", "96",
-                 "--ckpt-every", "200", "--resume"]
-CALIBRATION_FALSE_ALARM = 0.01  # chosen with training/alert_selection.py on selection drives (docs/alerts.md)
+# The shipped backbone ran its first 1,200 iterations under a 4,000-iteration poly horizon,
+# then was resumed with this 3,200 (the lr at the switch moved from 2.9e-3 to 2.6e-3): a fresh
+# run follows the 3,200 schedule from the start, so its weights differ slightly (not re-run
+# here). Flag / value pairs:
+# fmt: off
+BACKBONE_ARGS = [
+    "--iters", "3200", "--batch-size", "8", "--crop", "192x384", "--scale-range", "0.6,1.6",
+    "--lr", "4e-3", "--warmup-iters", "100", "--widths", "24,48,96,160",
+    "--decoder-channels", "96", "--ckpt-every", "200", "--resume",
+]
+# fmt: on
+# chosen with training/alert_selection.py on selection drives (docs/alerts.md)
+CALIBRATION_FALSE_ALARM = 0.01
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_default_model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, default=Path("runs/default_model"), help="scratch directory")
-    p.add_argument("--models", type=Path, default=Path("models"), help="where the shipped files go")
+    p = argparse.ArgumentParser(
+        prog="fed_default_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--work", type=Path, default=Path("runs/default_model"), help="scratch directory"
+    )
+    p.add_argument(
+        "--models", type=Path, default=Path("models"), help="where the shipped files go"
+    )
     p.add_argument("--docs", type=Path, default=Path("docs"), help="where the ablation table goes")
-    p.add_argument("--size", default="256x512", help="synthroad frame size HxW (= engine input size)")
-    p.add_argument("--train-images", type=int, default=2000, help="synthroad training images (default 2000)")
+    p.add_argument(
+        "--size", default="256x512", help="synthroad frame size HxW (= engine input size)"
+    )
+    p.add_argument(
+        "--train-images", type=int, default=2000, help="synthroad training images (default 2000)"
+    )
     p.add_argument("--val-images", type=int, default=100, help="validation images (default 100)")
     p.add_argument("--ood-images", type=int, default=100, help="held-out OOD images (default 100)")
-    p.add_argument("--select-images", type=int, default=80, help="selection OOD images, seed + 1 (default 80)")
-    p.add_argument("--fed-iters", type=int, default=1200, help="FED iterations per ablation row (default 1200)")
+    p.add_argument(
+        "--select-images", type=int, default=80, help="selection OOD images, seed + 1 (default 80)"
+    )
+    p.add_argument(
+        "--fed-iters",
+        type=int,
+        default=1200,
+        help="FED iterations per ablation row (default 1200)",
+    )
     p.add_argument("--reuse", action="store_true", help="(finished steps are always reused)")
     p.add_argument("--seed", type=int, default=0, help="dataset and training seed")
     p.add_argument("--workers", type=int, default=1, help="data-loader processes")
@@ -57,8 +82,25 @@ def _data(args: argparse.Namespace, root: Path, counts: dict[str, int], seed: in
 
     if (root / "synthroad.json").is_file():
         return True
-    return cli_synthroad.main(["--out", str(root), "--train", str(counts["train"]), "--val", str(counts["val"]),
-                               "--ood", str(counts["ood"]), "--size", args.size, "--seed", str(seed)]) == 0
+    return (
+        cli_synthroad.main(
+            [
+                "--out",
+                str(root),
+                "--train",
+                str(counts["train"]),
+                "--val",
+                str(counts["val"]),
+                "--ood",
+                str(counts["ood"]),
+                "--size",
+                args.size,
+                "--seed",
+                str(seed),
+            ]
+        )
+        == 0
+    )
 
 
 def _backbone(args: argparse.Namespace, data: Path, backbone: Path) -> bool:
@@ -66,12 +108,29 @@ def _backbone(args: argparse.Namespace, data: Path, backbone: Path) -> bool:
 
     if Path(f"{backbone}.safetensors").is_file():
         return True
-    return train_backbone.main(["--data-root", str(data), "--out", str(backbone), "--input-size", args.size,
-                                "--seed", str(args.seed), "--workers", str(args.workers), *BACKBONE_ARGS]) == 0
+    return (
+        train_backbone.main(
+            [
+                "--data-root",
+                str(data),
+                "--out",
+                str(backbone),
+                "--input-size",
+                args.size,
+                "--seed",
+                str(args.seed),
+                "--workers",
+                str(args.workers),
+                *BACKBONE_ARGS,
+            ]
+        )
+        == 0
+    )
 
 
 def _shipped_rows(choice_path: Path, select_path: Path) -> dict[str, str]:
-    """{"fed_u": row, "fed_c": row}: the chosen row for its variant, the best selection AP for the other."""
+    """{"fed_u": row, "fed_c": row}: the chosen row for its variant, the best selection AP for the
+    other."""
     from training.fed_ablation import ROWS
 
     choice = json.loads(choice_path.read_text())
@@ -87,14 +146,23 @@ def _shipped_rows(choice_path: Path, select_path: Path) -> dict[str, str]:
 
 
 def _record_statistics(fed: Path, stats: Path) -> None:
-    """The per-class logit statistics in the FED's metadata: the node's and fed_eval's SML row use them."""
+    """The per-class logit statistics in the FED's metadata: the node's and fed_eval's SML row use
+    them."""
     from ros2_fed.checkpoint import load_fed, save_fed
 
     data = json.loads(stats.read_text())
     model, meta = load_fed(fed)
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
-    meta["logit_statistics"] = {"mean": data["mean"], "std": data["std"], "source": str(stats),
-                                "images": data.get("images")}
+    meta = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("format", "format_version", "kind", "tensors_sha256", "config")
+    }
+    meta["logit_statistics"] = {
+        "mean": data["mean"],
+        "std": data["std"],
+        "source": str(stats),
+        "images": data.get("images"),
+    }
     save_fed(fed, model, meta)
 
 
@@ -110,47 +178,106 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== default model: {msg} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
 
     step("synthroad")
-    if not _data(args, data, {"train": args.train_images, "val": args.val_images, "ood": args.ood_images}, args.seed):
+    if not _data(
+        args,
+        data,
+        {"train": args.train_images, "val": args.val_images, "ood": args.ood_images},
+        args.seed,
+    ):
         return 1
-    if not _data(args, select_root, {"train": 0, "val": 0, "ood": args.select_images}, args.seed + 1):
+    if not _data(
+        args, select_root, {"train": 0, "val": 0, "ood": args.select_images}, args.seed + 1
+    ):
         return 1
     step("the TinySeg backbone (resumable)")
     if not _backbone(args, data, backbone):
         return 1
     step("FED ablation (statistics, rows, selection)")
     done = (ablation / "choice.json").is_file() and all(
-        fed_ablation.checkpoint(ablation, row).with_suffix(".safetensors").is_file() for row in fed_ablation.ROWS)
-    if not done and fed_ablation.main(["--backbone", str(backbone), "--data-root", str(data), "--select-root", str(select_root),
-                          "--work", str(ablation), "--doc", str(args.docs / "fed_ablation.md"),
-                          "--iters", str(args.fed_iters)]) != 0:
+        fed_ablation.checkpoint(ablation, row).with_suffix(".safetensors").is_file()
+        for row in fed_ablation.ROWS
+    )
+    if (
+        not done
+        and fed_ablation.main(
+            [
+                "--backbone",
+                str(backbone),
+                "--data-root",
+                str(data),
+                "--select-root",
+                str(select_root),
+                "--work",
+                str(ablation),
+                "--doc",
+                str(args.docs / "fed_ablation.md"),
+                "--iters",
+                str(args.fed_iters),
+            ]
+        )
+        != 0
+    ):
         return 1
     choice = json.loads((ablation / "choice.json").read_text())
     shipped = _shipped_rows(ablation / "choice.json", ablation / "eval_select" / "results.json")
     step(f"calibrating {shipped} on val (post-processing {choice['postprocess']})")
     for name, row in shipped.items():
-        record = calibrate.calibrate(str(backbone), fed_ablation.checkpoint(ablation, row), data, "val",
-                                     CALIBRATION_FALSE_ALARM, choice["postprocess"])
+        record = calibrate.calibrate(
+            str(backbone),
+            fed_ablation.checkpoint(ablation, row),
+            data,
+            "val",
+            CALIBRATION_FALSE_ALARM,
+            choice["postprocess"],
+        )
         record["ablation_row"] = row
         calibrate.write_into(fed_ablation.checkpoint(ablation, row), record)
         _record_statistics(fed_ablation.checkpoint(ablation, row), ablation / "logit_stats.json")
     step("evaluating on the held-out synthroad OOD split")
     eval_dir = args.work / "eval_ood"
-    feds = [a for name, row in shipped.items()
-            for a in ("--fed", f"{name.upper().replace('_', '-')}={fed_ablation.checkpoint(ablation, row)}")]
-    if cli_eval.main(["--backbone", f"{backbone}.json", *feds, "--data-root", str(data), "--dataset", "synthroad-ood",
-                      "--out", str(eval_dir), "--stats", str(ablation / "logit_stats.json"),
-                      "--fed-postprocess", choice["postprocess"]]) != 0:
+    feds = [
+        a
+        for name, row in shipped.items()
+        for a in (
+            "--fed",
+            f"{name.upper().replace('_', '-')}={fed_ablation.checkpoint(ablation, row)}",
+        )
+    ]
+    if (
+        cli_eval.main(
+            [
+                "--backbone",
+                f"{backbone}.json",
+                *feds,
+                "--data-root",
+                str(data),
+                "--dataset",
+                "synthroad-ood",
+                "--out",
+                str(eval_dir),
+                "--stats",
+                str(ablation / "logit_stats.json"),
+                "--fed-postprocess",
+                choice["postprocess"],
+            ]
+        )
+        != 0
+    ):
         return 1
     step("copying to models/")
     args.models.mkdir(parents=True, exist_ok=True)
-    sources = [(backbone, "tinyseg_synthroad")] + [(fed_ablation.checkpoint(ablation, row), f"{name}_synthroad")
-                                                   for name, row in shipped.items()]
+    sources = [(backbone, "tinyseg_synthroad")] + [
+        (fed_ablation.checkpoint(ablation, row), f"{name}_synthroad")
+        for name, row in shipped.items()
+    ]
     for src, name in sources:
         for suffix in (".safetensors", ".json"):
             shutil.copyfile(f"{src}{suffix}", args.models / f"{name}{suffix}")
     for name in ("results.md", "results.json", "figures.png"):
         if (eval_dir / name).exists():
-            target = "synthroad_ood_figures.png" if name == "figures.png" else f"synthroad_ood_{name}"
+            target = (
+                "synthroad_ood_figures.png" if name == "figures.png" else f"synthroad_ood_{name}"
+            )
             shutil.copyfile(eval_dir / name, args.models / target)
     step(f"done; the node's default FED is the chosen row {choice['row']} ({choice['why']})")
     print((args.models / "synthroad_ood_results.md").read_text())

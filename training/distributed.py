@@ -4,6 +4,7 @@ Launch multi-process / multi-node training with the standard launcher, e.g.
 ``torchrun --nproc_per_node 4 -m training.train_fed ...``; a plain ``fed_train`` run is a
 world of one and never touches torch.distributed.
 """
+
 from __future__ import annotations
 
 import os

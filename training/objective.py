@@ -1,4 +1,5 @@
 """FED's training target and loss: is the frozen backbone's label wrong at this pixel?"""
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,9 @@ def upsample_to(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
 
 
-def wrong_pixel_target(backbone_logits: torch.Tensor, labels: torch.Tensor, void_as_wrong: bool = True) -> torch.Tensor:
+def wrong_pixel_target(
+    backbone_logits: torch.Tensor, labels: torch.Tensor, void_as_wrong: bool = True
+) -> torch.Tensor:
     """Per-pixel target (B, H, W): 1 where argmax(backbone) != ground truth, else 0.
 
     Void ground truth (255) is "wrong" by default, as in the reference setup: Cityscapes void

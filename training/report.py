@@ -1,4 +1,5 @@
 """fed_eval outputs: a Table-8-style Markdown table, the full JSON, and paper-style figures."""
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,6 @@ from ros2_fed.jsonio import write_json
 from ros2_fed.names import METHOD_ORDER
 
 
-
 def _pct(value: Optional[float]) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -22,20 +22,41 @@ def _pct(value: Optional[float]) -> str:
 
 def markdown_table(results: dict[str, Any], title: str = "") -> str:
     """Rows = methods; OOD AuROC/AP/FPR95, IDM AuROC/AP/FPR95, mIoU, open-mIoU (all in %)."""
-    methods = sorted(results["methods"], key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
-    head = ("| method | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | mIoU | open-mIoU |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    methods = sorted(
+        results["methods"], key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99
+    )
+    head = (
+        "| method | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | mIoU | "
+        "open-mIoU |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
     rows = []
     for name in methods:
         row = results["methods"][name]
         ood, idm = row.get("ood", {}), row.get("idm", {})
-        rows.append("| " + " | ".join([
-            name, _pct(ood.get("auroc")), _pct(ood.get("ap")), _pct(ood.get("fpr_at_tpr")),
-            _pct(idm.get("auroc")), _pct(idm.get("ap")), _pct(idm.get("fpr_at_tpr")),
-            _pct(results.get("miou")), _pct(results.get("open_miou", {}).get(name)),
-        ]) + " |")
-    notes = [f"{results['images']} images; OOD pooled over pixels ({'exact' if results['exact'] else 'histogram, see error bounds in JSON'}), "
-             "IDM averaged per image; mIoU is the backbone's (same for every row); open-mIoU threshold = mean per-image F1-optimal threshold."]
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    _pct(ood.get("auroc")),
+                    _pct(ood.get("ap")),
+                    _pct(ood.get("fpr_at_tpr")),
+                    _pct(idm.get("auroc")),
+                    _pct(idm.get("ap")),
+                    _pct(idm.get("fpr_at_tpr")),
+                    _pct(results.get("miou")),
+                    _pct(results.get("open_miou", {}).get(name)),
+                ]
+            )
+            + " |"
+        )
+    notes = [
+        f"{results['images']} images; OOD pooled over pixels "
+        f"({'exact' if results['exact'] else 'histogram, see error bounds in JSON'}), "
+        "IDM averaged per image; mIoU is the backbone's (same for every row); open-mIoU threshold "
+        "= mean per-image F1-optimal threshold."
+    ]
     notes += [str(note) for note in results.get("notes") or []]  # e.g. why the SML row is missing
     prefix = f"### {title}\n\n" if title else ""
     return prefix + head + "\n" + "\n".join(rows) + "\n\n" + "\n\n".join(notes) + "\n"
@@ -56,21 +77,43 @@ def _caption(tile: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([bar, tile], axis=0)
 
 
-def figure_row(image: np.ndarray, pred: np.ndarray, label: Optional[np.ndarray], ood: Optional[np.ndarray],
-               maps: dict[str, np.ndarray], ranges: dict[str, list[float]], palette: np.ndarray,
-               tile_width: int = 320) -> np.ndarray:
-    """One RGB strip: input | prediction | ground truth | confidence per method (dataset-normalised)."""
+def figure_row(
+    image: np.ndarray,
+    pred: np.ndarray,
+    label: Optional[np.ndarray],
+    ood: Optional[np.ndarray],
+    maps: dict[str, np.ndarray],
+    ranges: dict[str, list[float]],
+    palette: np.ndarray,
+    tile_width: int = 320,
+) -> np.ndarray:
+    """One RGB strip: input | prediction | ground truth | confidence per method
+    (dataset-normalised)."""
     from ros2_fed.viz import colorize_labels, confidence_to_rgb, ground_truth_view
 
-    tiles = [("input", image), ("prediction", colorize_labels(pred, palette)), ("ground truth", ground_truth_view(pred, label, ood))]
-    for name in [m for m in METHOD_ORDER if m in maps] + [m for m in maps if m not in METHOD_ORDER]:
+    tiles = [
+        ("input", image),
+        ("prediction", colorize_labels(pred, palette)),
+        ("ground truth", ground_truth_view(pred, label, ood)),
+    ]
+    for name in [m for m in METHOD_ORDER if m in maps] + [
+        m for m in maps if m not in METHOD_ORDER
+    ]:
         lo, hi = ranges[name]
-        confidence = 1.0 - np.clip((maps[name] - lo) / (hi - lo), 0.0, 1.0)  # red = uncertain, blue = certain
+        # red = uncertain, blue = certain
+        confidence = 1.0 - np.clip((maps[name] - lo) / (hi - lo), 0.0, 1.0)
         tiles.append((name, confidence_to_rgb(confidence.astype(np.float32))))
     scale = tile_width / image.shape[1]
     size = (tile_width, max(1, int(round(image.shape[0] * scale))))
-    resized = [_caption(cv2.resize(t, size, interpolation=cv2.INTER_NEAREST if i in (1, 2) else cv2.INTER_AREA), n)
-               for i, (n, t) in enumerate(tiles)]
+    resized = [
+        _caption(
+            cv2.resize(
+                t, size, interpolation=cv2.INTER_NEAREST if i in (1, 2) else cv2.INTER_AREA
+            ),
+            n,
+        )
+        for i, (n, t) in enumerate(tiles)
+    ]
     return np.concatenate(resized, axis=1)
 
 

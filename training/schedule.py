@@ -1,8 +1,11 @@
 """Learning-rate schedule of the FED supplementary: linear warm-up, then x gamma every step."""
+
 from __future__ import annotations
 
 
-def lr_at(iteration: int, base_lr: float, warmup_iters: int, warmup_start: float, step: int, gamma: float) -> float:
+def lr_at(
+    iteration: int, base_lr: float, warmup_iters: int, warmup_start: float, step: int, gamma: float
+) -> float:
     """Learning rate for a 0-based iteration.
 
     Linear warm-up from ``warmup_start`` to ``base_lr`` over ``warmup_iters`` iterations, then

@@ -5,6 +5,7 @@ ground truth is c (fed-method.md; the statistics SML and FED's optional standard
 Logits are bilinearly resized to label resolution first, as the backbone's predictions are.
 Sums run in float64 per class, so any dataset size streams in constant memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,13 @@ import torch
 from tqdm import tqdm
 
 from ros2_fed.checkpoint import load_fed, save_fed
-from ros2_fed.fingerprint import ALLOW_FLAG, FINGERPRINT_KEY, BackboneFingerprint, check_backbone, fingerprint_of
+from ros2_fed.fingerprint import (
+    ALLOW_FLAG,
+    FINGERPRINT_KEY,
+    BackboneFingerprint,
+    check_backbone,
+    fingerprint_of,
+)
 from ros2_fed.jsonio import write_json
 from training.cli_errors import one_line_warnings, report, user_errors
 from training.data import sample_arrays, to_model_input
@@ -47,23 +54,40 @@ class LogitStatistics:
     def result(self, min_std: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std); classes never seen get mean 0 / std 1 (identity standardisation)."""
         seen = self.count > 0
-        mean = torch.where(seen, self.total / self.count.clamp(min=1), torch.zeros_like(self.total))
-        var = torch.where(seen, self.total_sq / self.count.clamp(min=1) - mean**2, torch.ones_like(self.total))
+        mean = torch.where(
+            seen, self.total / self.count.clamp(min=1), torch.zeros_like(self.total)
+        )
+        var = torch.where(
+            seen, self.total_sq / self.count.clamp(min=1) - mean**2, torch.ones_like(self.total)
+        )
         std = var.clamp(min=0).sqrt().clamp(min=min_std)
         return mean.float(), std.float()
 
     def to_json(self) -> dict:
         mean, std = self.result()
-        return {"mean": mean.tolist(), "std": std.tolist(), "count": [int(c) for c in self.count.tolist()],
-                "definition": "logit c over pixels whose ground truth is c (logits resized to label resolution)"}
+        return {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "count": [int(c) for c in self.count.tolist()],
+            "definition": "logit c over pixels whose ground truth is c "
+            "(logits resized to label resolution)",
+        }
 
 
 @torch.no_grad()
-def compute_logit_statistics(backbone: torch.nn.Module, samples: Iterable, num_classes: int, device: torch.device,
-                             total: Optional[int] = None, progress: bool = True) -> LogitStatistics:
+def compute_logit_statistics(
+    backbone: torch.nn.Module,
+    samples: Iterable,
+    num_classes: int,
+    device: torch.device,
+    total: Optional[int] = None,
+    progress: bool = True,
+) -> LogitStatistics:
     """One pass over (image, label) samples, one image at a time."""
     stats = LogitStatistics(num_classes)
-    for sample in tqdm(samples, total=total, desc="fed_stats", disable=not progress, dynamic_ncols=True):
+    for sample in tqdm(
+        samples, total=total, desc="fed_stats", disable=not progress, dynamic_ncols=True
+    ):
         image, label = sample_arrays(sample)
         images = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None], device)
         labels = torch.from_numpy(np.ascontiguousarray(label))[None].to(device)
@@ -73,31 +97,65 @@ def compute_logit_statistics(backbone: torch.nn.Module, samples: Iterable, num_c
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_stats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fed_stats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backbone", required=True, help="backbone checkpoint")
-    p.add_argument("--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout")
-    p.add_argument("--split", default="train", help="dataset split to compute the statistics on (default train)")
+    p.add_argument(
+        "--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout"
+    )
+    p.add_argument(
+        "--split",
+        default="train",
+        help="dataset split to compute the statistics on (default train)",
+    )
     p.add_argument("--out", required=True, type=Path, help="statistics JSON to write")
-    p.add_argument("--into", type=Path, action="append", default=[],
-                   help="also record the statistics in this FED checkpoint's metadata for SML (repeatable); "
-                        "FED's own standardisation is fixed at training time (fed_train --stats)")
+    p.add_argument(
+        "--into",
+        type=Path,
+        action="append",
+        default=[],
+        help="also record the statistics in this FED checkpoint's metadata for SML (repeatable); "
+        "FED's own standardisation is fixed at training time (fed_train --stats)",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
-    p.add_argument(ALLOW_FLAG, action="store_true",
-                   help="with --into: record the statistics in a FED trained on another backbone anyway")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N"
+    )
+    p.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="with --into: record the statistics in a FED trained on another backbone anyway",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _record_into(target: Path, stats: LogitStatistics, source: Path, images: int, fingerprint: BackboneFingerprint,
-                 allow_mismatch: bool) -> None:
-    """Store the statistics for SML in the FED checkpoint ``target`` (which must belong to this backbone)."""
+def _record_into(
+    target: Path,
+    stats: LogitStatistics,
+    source: Path,
+    images: int,
+    fingerprint: BackboneFingerprint,
+    allow_mismatch: bool,
+) -> None:
+    """Store the statistics for SML in the FED checkpoint ``target`` (which must belong to this
+    backbone)."""
     fed, meta = load_fed(target)
     check_backbone(meta, fingerprint, f"FED checkpoint {target}", allow_mismatch)
     mean, std = stats.result()
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "kind", "tensors_sha256", "config")}
-    meta["logit_statistics"] = {"mean": mean.tolist(), "std": std.tolist(), "source": str(source), "images": images,
-                                FINGERPRINT_KEY: fingerprint.to_json()}
+    meta = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("format", "format_version", "kind", "tensors_sha256", "config")
+    }
+    meta["logit_statistics"] = {
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "source": str(source),
+        "images": images,
+        FINGERPRINT_KEY: fingerprint.to_json(),
+    }
     save_fed(target, fed, meta)
 
 
@@ -106,23 +164,43 @@ def run(args: argparse.Namespace) -> int:
     from ros2_fed.backbones import load_backbone
     from training.datasets.cityscapes import CityscapesDataset
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     backbone = load_backbone(args.backbone).to(device).eval()
     fingerprint = fingerprint_of(backbone)
     dataset = CityscapesDataset(args.data_root, split=args.split)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     if count == 0:
         raise FileNotFoundError(f"no images in {args.data_root} split {args.split}")
-    first_logits, _ = backbone(to_model_input(torch.from_numpy(sample_arrays(dataset[0])[0])[None], device))
-    stats = compute_logit_statistics(backbone, (dataset[i] for i in range(count)), first_logits.shape[1], device,
-                                     total=count, progress=not args.no_progress)
-    payload = {**stats.to_json(), "backbone": str(args.backbone), FINGERPRINT_KEY: fingerprint.to_json(),
-               "data_root": str(args.data_root), "split": args.split, "images": count}
+    first_logits, _ = backbone(
+        to_model_input(torch.from_numpy(sample_arrays(dataset[0])[0])[None], device)
+    )
+    stats = compute_logit_statistics(
+        backbone,
+        (dataset[i] for i in range(count)),
+        first_logits.shape[1],
+        device,
+        total=count,
+        progress=not args.no_progress,
+    )
+    payload = {
+        **stats.to_json(),
+        "backbone": str(args.backbone),
+        FINGERPRINT_KEY: fingerprint.to_json(),
+        "data_root": str(args.data_root),
+        "split": args.split,
+        "images": count,
+    }
     write_json(args.out, payload)
     for target in args.into:
         _record_into(target, stats, args.out, count, fingerprint, args.allow_backbone_mismatch)
-    print(f"fed_stats: {count} images, statistics for {int((stats.count > 0).sum())}/{stats.num_classes} classes -> {args.out}")
+    print(
+        f"fed_stats: {count} images, statistics for "
+        f"{int((stats.count > 0).sum())}/{stats.num_classes} classes -> {args.out}"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ written to ``OUT_state`` every ``--ckpt-every`` iterations and ``--resume`` cont
 with exactly the batches the interrupted run would have seen. The final checkpoint records the
 validation mIoU when ``--val-split`` names an existing split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,32 +37,67 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_train_backbone", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fed_train_backbone",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-root", required=True, type=Path, help="Cityscapes-layout dataset root")
     p.add_argument("--split", default="train", help="training split (default train)")
-    p.add_argument("--val-split", default="val", help="split for the final mIoU ('' = none; default val)")
-    p.add_argument("--out", required=True, type=Path, help="checkpoint stem, e.g. models/tinyseg_synthroad")
+    p.add_argument(
+        "--val-split", default="val", help="split for the final mIoU ('' = none; default val)"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="checkpoint stem, e.g. models/tinyseg_synthroad"
+    )
     p.add_argument("--iters", type=int, default=4000, help="training iterations (default 4000)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per iteration (default 8)")
     p.add_argument("--crop", default="256x512", help="training crop HxW (default 256x512)")
-    p.add_argument("--scale-range", default="0.5,2.0", help="random rescale range (default 0.5,2.0)")
-    p.add_argument("--lr", type=float, default=4e-3, help="AdamW peak learning rate (default 4e-3)")
-    p.add_argument("--warmup-iters", type=int, default=0, help="linear warm-up iterations (default 0)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
-    p.add_argument("--widths", type=_ints, default=TinySegConfig.widths,
-                   help="encoder widths at 1/2,1/4,1/8,1/16 (default %(default)s)")
-    p.add_argument("--decoder-channels", type=int, default=TinySegConfig.decoder_channels,
-                   help="decoder width = feature channels FED-C pools (default %(default)s)")
-    p.add_argument("--input-size", default=None, help="HxW the engine resizes camera frames to (default: crop)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and crops (default 0)")
+    p.add_argument(
+        "--scale-range", default="0.5,2.0", help="random rescale range (default 0.5,2.0)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=4e-3, help="AdamW peak learning rate (default 4e-3)"
+    )
+    p.add_argument(
+        "--warmup-iters", type=int, default=0, help="linear warm-up iterations (default 0)"
+    )
+    p.add_argument(
+        "--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)"
+    )
+    p.add_argument(
+        "--widths",
+        type=_ints,
+        default=TinySegConfig.widths,
+        help="encoder widths at 1/2,1/4,1/8,1/16 (default %(default)s)",
+    )
+    p.add_argument(
+        "--decoder-channels",
+        type=int,
+        default=TinySegConfig.decoder_channels,
+        help="decoder width = feature channels FED-C pools (default %(default)s)",
+    )
+    p.add_argument(
+        "--input-size",
+        default=None,
+        help="HxW the engine resizes camera frames to (default: crop)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of weights, batches and crops (default 0)"
+    )
     p.add_argument("--workers", type=int, default=1, help="data-loader processes (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--ckpt-every", type=int, default=200, help="write the resumable state every N iterations")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    p.add_argument(
+        "--ckpt-every", type=int, default=200, help="write the resumable state every N iterations"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT_state if it exists")
     p.add_argument("--log-every", type=int, default=25, help="log/progress period in iterations")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,7 +116,8 @@ def state_path(out: Path) -> Path:
 
 
 def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
-    """Train (or resume) and return the model in eval mode and the minutes spent in all sessions."""
+    """Train (or resume) and return the model in eval mode and the minutes spent in all
+    sessions."""
     from training.datasets.augment import make_train_augment
     from training.datasets.cityscapes import CLASS_NAMES, CityscapesDataset
 
@@ -90,7 +127,11 @@ def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
     dataset = CityscapesDataset(args.data_root, split=args.split)
     lo, hi = (float(v) for v in args.scale_range.split(","))
     augment = make_train_augment(crop=parse_size(args.crop), scale_range=(lo, hi), flip=True)
-    cfg = TinySegConfig(num_classes=len(CLASS_NAMES), widths=tuple(args.widths), decoder_channels=args.decoder_channels)
+    cfg = TinySegConfig(
+        num_classes=len(CLASS_NAMES),
+        widths=tuple(args.widths),
+        decoder_channels=args.decoder_channels,
+    )
     model = TinySeg(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start, minutes_before = 0, 0.0
@@ -100,11 +141,19 @@ def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
         start, minutes_before = int(meta["iteration"]), float(meta.get("minutes", 0.0))
         print(f"fed_train_backbone: resuming {state} at iteration {start}", flush=True)
     logger = RunLogger(args.out.parent / f"{args.out.name}_log")
-    batches = batch_stream(dataset, augment, args.batch_size, args.seed, skip_batches=start, workers=args.workers)
+    batches = batch_stream(
+        dataset, augment, args.batch_size, args.seed, skip_batches=start, workers=args.workers
+    )
     model.train()
     session_start = time.monotonic()
-    bar = tqdm(range(start, args.iters), initial=start, total=args.iters, desc="fed_train_backbone",
-               disable=args.no_progress, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, args.iters),
+        initial=start,
+        total=args.iters,
+        desc="fed_train_backbone",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    )
     correct = total = 0
     for iteration in bar:
         for group in optimizer.param_groups:
@@ -125,26 +174,33 @@ def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
         if done % args.log_every == 0:
             accuracy = correct / max(total, 1)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
-            logger.log(done, loss=loss.item(), pixel_accuracy=accuracy, lr=optimizer.param_groups[0]["lr"])
+            logger.log(
+                done, loss=loss.item(), pixel_accuracy=accuracy, lr=optimizer.param_groups[0]["lr"]
+            )
             correct = total = 0
         if done % args.ckpt_every == 0 or done == args.iters:
-            save_training_state(state, model, optimizer, done, {"minutes": round(minutes, 2)}, kind=STATE_KIND)
+            save_training_state(
+                state, model, optimizer, done, {"minutes": round(minutes, 2)}, kind=STATE_KIND
+            )
     logger.close()
     return model.eval(), minutes_before + (time.monotonic() - session_start) / 60
 
 
 @torch.no_grad()
 def validation_miou(model: TinySeg, data_root: Path, split: str) -> tuple[float, list[float]]:
-    """Whole-image mIoU on ``split`` (classes present in the split only), per-class IoU (NaN = absent)."""
+    """Whole-image mIoU on ``split`` (classes present in the split only), per-class IoU (NaN =
+    absent)."""
     from ros2_fed.eval.metrics import confusion_matrix, miou
-    from training.datasets.cityscapes import CityscapesDataset
     from training.data import sample_arrays
+    from training.datasets.cityscapes import CityscapesDataset
 
     dataset = CityscapesDataset(data_root, split=split)
     conf = np.zeros((model.num_classes, model.num_classes), np.int64)
     for index in tqdm(range(len(dataset)), desc=f"mIoU on {split}", leave=False):
         image, label = sample_arrays(dataset[index])
-        logits, _ = model(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float())
+        logits, _ = model(
+            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        )
         pred = upsample_to(logits, label.shape).argmax(1)[0].numpy()
         conf += confusion_matrix(pred, label, model.num_classes, ignore_index=IGNORE_INDEX)
     value, per_class = miou(conf)
@@ -154,12 +210,22 @@ def validation_miou(model: TinySeg, data_root: Path, split: str) -> tuple[float,
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     model, minutes = train_backbone(args)
-    info = {"data_root": str(args.data_root), "iters": args.iters, "seed": args.seed, "crop": args.crop,
-            "batch_size": args.batch_size, "lr": args.lr, "minutes": round(minutes, 2)}
+    info = {
+        "data_root": str(args.data_root),
+        "iters": args.iters,
+        "seed": args.seed,
+        "crop": args.crop,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "minutes": round(minutes, 2),
+    }
     if args.val_split and (args.data_root / "leftImg8bit" / args.val_split).is_dir():
         value, per_class = validation_miou(model, args.data_root, args.val_split)
-        info.update(val_split=args.val_split, val_miou=round(100 * value, 2),
-                    val_iou_per_class=[None if np.isnan(v) else round(100 * v, 2) for v in per_class])
+        info.update(
+            val_split=args.val_split,
+            val_miou=round(100 * value, 2),
+            val_iou_per_class=[None if np.isnan(v) else round(100 * v, 2) for v in per_class],
+        )
         print(f"fed_train_backbone: {args.val_split} mIoU {100 * value:.2f} %")
     input_size = parse_size(args.input_size or args.crop)
     save_tinyseg(args.out, model, input_size=input_size, training=info)

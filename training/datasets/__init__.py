@@ -9,17 +9,50 @@
 
 ``training.eval_sources`` wraps all of them for ``fed_eval``.
 """
-from training.datasets.anomaly import ANOMALY_DATASETS, FishyscapesDataset, SMIYCDataset, make_anomaly_dataset
+
+from training.datasets.anomaly import (
+    ANOMALY_DATASETS,
+    FishyscapesDataset,
+    SMIYCDataset,
+    make_anomaly_dataset,
+)
 from training.datasets.augment import JointAugment, make_train_augment
 from training.datasets.base import VOID, Sample
-from training.datasets.cityscapes import CLASS_NAMES, PALETTE, CityscapesDataset, colorize, label_ids_to_train_ids
+from training.datasets.cityscapes import (
+    CLASS_NAMES,
+    PALETTE,
+    CityscapesDataset,
+    colorize,
+    label_ids_to_train_ids,
+)
 from training.datasets.cityscapes_c import CORRUPTIONS, CityscapesCDataset
-from training.datasets.synthroad import SynthRoadDataset, render_scene, render_sequence, write_dataset
+from training.datasets.synthroad import (
+    SynthRoadDataset,
+    render_scene,
+    render_sequence,
+    write_dataset,
+)
 from training.datasets.synthroad_sequence import make_sequence
 
 __all__ = [
-    "ANOMALY_DATASETS", "CLASS_NAMES", "CORRUPTIONS", "PALETTE", "VOID", "CityscapesCDataset", "CityscapesDataset",
-    "FishyscapesDataset", "JointAugment", "SMIYCDataset", "Sample", "SynthRoadDataset", "colorize",
-    "label_ids_to_train_ids", "make_anomaly_dataset", "make_sequence", "make_train_augment", "render_scene",
-    "render_sequence", "write_dataset",
+    "ANOMALY_DATASETS",
+    "CLASS_NAMES",
+    "CORRUPTIONS",
+    "PALETTE",
+    "VOID",
+    "CityscapesCDataset",
+    "CityscapesDataset",
+    "FishyscapesDataset",
+    "JointAugment",
+    "SMIYCDataset",
+    "Sample",
+    "SynthRoadDataset",
+    "colorize",
+    "label_ids_to_train_ids",
+    "make_anomaly_dataset",
+    "make_sequence",
+    "make_train_augment",
+    "render_scene",
+    "render_sequence",
+    "write_dataset",
 ]

@@ -24,7 +24,8 @@ tries them in this order):
 
     {root}/fishyscapes_lostandfound/{NNNN}_{laf_id}_labels.png
     {root}/laf_images/{laf_id}_leftImg8bit.png
-        or {images_root}/**/{laf_id}_leftImg8bit.png   (e.g. LostAndFound leftImg8bit/{train,test}/{seq}/)
+        or {images_root}/**/{laf_id}_leftImg8bit.png
+           (e.g. LostAndFound leftImg8bit/{train,test}/{seq}/)
 
 ``official`` Static -- the ``fs_val_v{1,2,3}.zip`` archives: labels plus an RGB *overlay* to be
   added to the Cityscapes val image (``clip(cityscapes + overlay, 0, 255)``, as bdl-benchmark
@@ -46,6 +47,7 @@ In the Obstacle track 0 is road and 255 everything off the road, so OOD metrics 
 road-only by construction. ``split="val"`` keeps the labelled images, ``"test"`` the
 unlabelled ones (label all 255), ``"all"`` both.
 """
+
 from __future__ import annotations
 
 import re
@@ -54,8 +56,18 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from training.datasets.base import (VOID, FileListDataset, PathLike, Sample, Transform, lookup_table, read_label,
-                                    read_rgb, remap, require_dir)
+from training.datasets.base import (
+    VOID,
+    FileListDataset,
+    PathLike,
+    Sample,
+    Transform,
+    lookup_table,
+    read_label,
+    read_rgb,
+    remap,
+    require_dir,
+)
 
 IN_DISTRIBUTION = 0
 OOD = 1
@@ -77,7 +89,9 @@ def blend_overlay(base: np.ndarray, overlay_npz: PathLike) -> np.ndarray:
     with np.load(overlay_npz) as data:
         overlay = data["rgb"].astype(np.int16)
     if overlay.shape != base.shape:
-        raise ValueError(f"overlay {overlay_npz} {overlay.shape} does not match image {base.shape}")
+        raise ValueError(
+            f"overlay {overlay_npz} {overlay.shape} does not match image {base.shape}"
+        )
     return np.clip(base.astype(np.int16) + overlay, 0, 255).astype(np.uint8)
 
 
@@ -98,16 +112,23 @@ class AnomalyDataset(FileListDataset):
         else:
             label = to_ood_labels(read_label(label_path))
         if label.shape != image.shape[:2]:
-            raise ValueError(f"{name}: label {label.shape} and image {image.shape[:2]} differ in size")
+            raise ValueError(
+                f"{name}: label {label.shape} and image {image.shape[:2]} differ in size"
+            )
         return Sample(image=image, label=label, ood=label, name=name)
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 _FS_SPLITS = {
-    "lostandfound": "LostAndFound", "laf": "LostAndFound", "lost_and_found": "LostAndFound", "l&f": "LostAndFound",
+    "lostandfound": "LostAndFound",
+    "laf": "LostAndFound",
+    "lost_and_found": "LostAndFound",
+    "l&f": "LostAndFound",
     "static": "Static",
 }
 _FS_LABEL_FILE = re.compile(r"^(\d+)_(.+)_labels\.png$")
@@ -121,9 +142,16 @@ class FishyscapesDataset(AnomalyDataset):
     official Static overlays. ``version``: Static archive version (default: newest present).
     """
 
-    def __init__(self, root: PathLike, split: str = "LostAndFound", layout: str = "auto",
-                 images_root: Optional[PathLike] = None, cityscapes_root: Optional[PathLike] = None,
-                 version: Optional[int] = None, transform: Optional[Transform] = None) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "LostAndFound",
+        layout: str = "auto",
+        images_root: Optional[PathLike] = None,
+        cityscapes_root: Optional[PathLike] = None,
+        version: Optional[int] = None,
+        transform: Optional[Transform] = None,
+    ) -> None:
         super().__init__(transform)
         key = split.replace(" ", "").lower()
         if key not in _FS_SPLITS:
@@ -139,7 +167,9 @@ class FishyscapesDataset(AnomalyDataset):
                 self._scan_processed(folder)
                 return
             if layout == "processed":
-                raise FileNotFoundError(f"Fishyscapes {self.split}: no original/ + labels/ under {self.root}")
+                raise FileNotFoundError(
+                    f"Fishyscapes {self.split}: no original/ + labels/ under {self.root}"
+                )
         self.layout = "official"
         if self.split == "LostAndFound":
             self._scan_official_laf(images_root)
@@ -148,10 +178,15 @@ class FishyscapesDataset(AnomalyDataset):
 
     # -- processed: original/ + labels/ ---------------------------------------------------------
     def _find_processed(self) -> Optional[Path]:
-        names = ("LostAndFound", "fs_lost_and_found", "fs_lost_found", "fs_laf") if self.split == "LostAndFound" \
+        names = (
+            ("LostAndFound", "fs_lost_and_found", "fs_lost_found", "fs_laf")
+            if self.split == "LostAndFound"
             else ("Static", "fs_static")
+        )
         for folder in (self.root, *(self.root / n for n in names)):
-            if (folder / "labels").is_dir() and ((folder / "original").is_dir() or (folder / "images").is_dir()):
+            if (folder / "labels").is_dir() and (
+                (folder / "original").is_dir() or (folder / "images").is_dir()
+            ):
                 return folder
         return None
 
@@ -159,10 +194,15 @@ class FishyscapesDataset(AnomalyDataset):
         image_dir = folder / "original" if (folder / "original").is_dir() else folder / "images"
         for image in _images_in(image_dir):
             stem = image.stem
-            candidates = (folder / "labels" / f"{stem}.png", folder / "labels" / f"{stem}_labels.png")
+            candidates = (
+                folder / "labels" / f"{stem}.png",
+                folder / "labels" / f"{stem}_labels.png",
+            )
             label = next((c for c in candidates if c.is_file()), None)
             if label is None:
-                raise FileNotFoundError(f"Fishyscapes {self.split}: no label for {image} in {folder / 'labels'}")
+                raise FileNotFoundError(
+                    f"Fishyscapes {self.split}: no label for {image} in {folder / 'labels'}"
+                )
             self.entries.append((stem, image, label))
 
     # -- official Lost & Found ------------------------------------------------------------------
@@ -172,29 +212,51 @@ class FishyscapesDataset(AnomalyDataset):
             label_dir = self.root
         labels = sorted(p for p in label_dir.glob("*_labels.png") if _FS_LABEL_FILE.match(p.name))
         if not labels:
-            raise FileNotFoundError(f"Fishyscapes LostAndFound: no original/+labels/ folders and no "
-                                    f"NNNN_*_labels.png under {self.root}")
-        roots = [Path(images_root)] if images_root is not None else \
-            [p for p in (self.root / "laf_images", self.root / "leftImg8bit") if p.is_dir()]
-        index = {p.name[: -len("_leftImg8bit.png")]: p for r in roots for p in r.rglob("*_leftImg8bit.png")}
+            raise FileNotFoundError(
+                f"Fishyscapes LostAndFound: no original/+labels/ folders and no "
+                f"NNNN_*_labels.png under {self.root}"
+            )
+        roots = (
+            [Path(images_root)]
+            if images_root is not None
+            else [p for p in (self.root / "laf_images", self.root / "leftImg8bit") if p.is_dir()]
+        )
+        index = {
+            p.name[: -len("_leftImg8bit.png")]: p
+            for r in roots
+            for p in r.rglob("*_leftImg8bit.png")
+        }
         for label in labels:
             fs_id, laf_id = _FS_LABEL_FILE.match(label.name).groups()
             if laf_id not in index:
-                raise FileNotFoundError(f"Fishyscapes LostAndFound: image {laf_id}_leftImg8bit.png for {label.name} "
-                                        f"not found under {', '.join(map(str, roots)) or '(no images_root)'}")
+                raise FileNotFoundError(
+                    f"Fishyscapes LostAndFound: image {laf_id}_leftImg8bit.png for {label.name} "
+                    f"not found under {', '.join(map(str, roots)) or '(no images_root)'}"
+                )
             self.entries.append((f"{fs_id}_{laf_id}", index[laf_id], label))
 
     # -- official Static ------------------------------------------------------------------------
-    def _scan_official_static(self, cityscapes_root: Optional[PathLike], version: Optional[int]) -> None:
+    def _scan_official_static(
+        self, cityscapes_root: Optional[PathLike], version: Optional[int]
+    ) -> None:
         versions = [version] if version is not None else [3, 2, 1]
-        label_dir = next((self.root / f"fs_val_v{v}" for v in versions if (self.root / f"fs_val_v{v}").is_dir()), None)
+        label_dir = next(
+            (
+                self.root / f"fs_val_v{v}"
+                for v in versions
+                if (self.root / f"fs_val_v{v}").is_dir()
+            ),
+            None,
+        )
         chosen = None if label_dir is None else int(label_dir.name[-1])
         if label_dir is None:
             label_dir = self.root
         labels = sorted(p for p in label_dir.glob("*_labels.png") if _FS_LABEL_FILE.match(p.name))
         if not labels:
-            raise FileNotFoundError(f"Fishyscapes Static: no original/+labels/ folders and no fs_val_v*/"
-                                    f"NNNN_*_labels.png under {self.root}")
+            raise FileNotFoundError(
+                f"Fishyscapes Static: no original/+labels/ folders and no fs_val_v*/"
+                f"NNNN_*_labels.png under {self.root}"
+            )
         blended_dirs = [self.root / f"fs_static_images_v{chosen}"] if chosen is not None else []
         blended_dirs.append(label_dir)
         for label in labels:
@@ -204,28 +266,42 @@ class FishyscapesDataset(AnomalyDataset):
             source: Optional[ImageSource] = blended[0] if blended else None
             if source is None:
                 overlay = label_dir / f"{stem}.npz"
-                if not overlay.is_file():  # bdl-benchmark only relies on the NNNN_ prefix and rgb.npz suffix
+                if (
+                    not overlay.is_file()
+                ):  # bdl-benchmark only relies on the NNNN_ prefix and rgb.npz suffix
                     overlay = next(iter(sorted(label_dir.glob(f"{fs_id}_*rgb.npz"))), overlay)
                 if not overlay.is_file():
-                    raise FileNotFoundError(f"Fishyscapes Static: neither a blended {stem}.png nor {overlay}")
+                    raise FileNotFoundError(
+                        f"Fishyscapes Static: neither a blended {stem}.png nor {overlay}"
+                    )
                 if cityscapes_root is None:
-                    raise ValueError("Fishyscapes Static overlays need cityscapes_root (the Cityscapes val images)")
+                    raise ValueError(
+                        "Fishyscapes Static overlays need cityscapes_root (the Cityscapes val "
+                        "images)"
+                    )
                 source = (self._cityscapes_image(Path(cityscapes_root), cs_id), overlay)
             self.entries.append((f"{fs_id}_{cs_id}", source, label))
 
     @staticmethod
     def _cityscapes_image(cs_root: Path, cs_id: str) -> Path:
         city = cs_id.split("_")[0]
-        for candidate in (cs_root / "leftImg8bit" / "val" / city / f"{cs_id}_leftImg8bit.png",
-                          cs_root / city / f"{cs_id}_leftImg8bit.png"):
+        for candidate in (
+            cs_root / "leftImg8bit" / "val" / city / f"{cs_id}_leftImg8bit.png",
+            cs_root / city / f"{cs_id}_leftImg8bit.png",
+        ):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(f"Cityscapes image {cs_id}_leftImg8bit.png not found under {cs_root}")
+        raise FileNotFoundError(
+            f"Cityscapes image {cs_id}_leftImg8bit.png not found under {cs_root}"
+        )
 
 
 _SMIYC_TRACKS = {
-    "roadanomaly21": "dataset_AnomalyTrack", "anomaly": "dataset_AnomalyTrack", "anomalytrack": "dataset_AnomalyTrack",
-    "roadobstacle21": "dataset_ObstacleTrack", "obstacle": "dataset_ObstacleTrack",
+    "roadanomaly21": "dataset_AnomalyTrack",
+    "anomaly": "dataset_AnomalyTrack",
+    "anomalytrack": "dataset_AnomalyTrack",
+    "roadobstacle21": "dataset_ObstacleTrack",
+    "obstacle": "dataset_ObstacleTrack",
     "obstacletrack": "dataset_ObstacleTrack",
 }
 
@@ -237,8 +313,13 @@ class SMIYCDataset(AnomalyDataset):
     parent. Any folder with ``images/`` + ``labels_masks/`` in this layout works the same way.
     """
 
-    def __init__(self, root: PathLike, track: str = "RoadAnomaly21", split: str = "val",
-                 transform: Optional[Transform] = None) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        track: str = "RoadAnomaly21",
+        split: str = "val",
+        transform: Optional[Transform] = None,
+    ) -> None:
         super().__init__(transform)
         key = track.replace(" ", "").replace("_", "").lower()
         if key not in _SMIYC_TRACKS:
@@ -258,7 +339,8 @@ class SMIYCDataset(AnomalyDataset):
 
 
 def make_anomaly_dataset(name: str, root: PathLike, **kwargs) -> AnomalyDataset:
-    """Construct by benchmark name: fs-laf, fs-static, smiyc-anomaly (RoadAnomaly21), smiyc-obstacle."""
+    """Construct by benchmark name: fs-laf, fs-static, smiyc-anomaly (RoadAnomaly21),
+    smiyc-obstacle."""
     factories: dict[str, Callable[..., AnomalyDataset]] = {
         "fs-laf": lambda: FishyscapesDataset(root, "LostAndFound", **kwargs),
         "fs-static": lambda: FishyscapesDataset(root, "Static", **kwargs),

@@ -10,6 +10,7 @@ Randomness comes only from the ``np.random.Generator`` passed per call (``traini
 one seeded per sample, which makes resumed runs see identical crops) or, for standalone use,
 from the augmenter's own generator created from ``seed``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,12 +28,15 @@ def rescale(image: np.ndarray, label: np.ndarray, factor: float) -> tuple[np.nda
     size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
     if size == (w, h):
         return image, label
-    return (cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
-            cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+    return (
+        cv2.resize(image, size, interpolation=cv2.INTER_LINEAR),
+        cv2.resize(label, size, interpolation=cv2.INTER_NEAREST),
+    )
 
 
-def pad_to(image: np.ndarray, label: np.ndarray, height: int, width: int,
-           ignore_index: int = VOID) -> tuple[np.ndarray, np.ndarray]:
+def pad_to(
+    image: np.ndarray, label: np.ndarray, height: int, width: int, ignore_index: int = VOID
+) -> tuple[np.ndarray, np.ndarray]:
     """Pad bottom/right to at least (height, width): image with 0, label with ``ignore_index``."""
     h, w = label.shape
     ph, pw = max(0, height - h), max(0, width - w)
@@ -43,8 +47,14 @@ def pad_to(image: np.ndarray, label: np.ndarray, height: int, width: int,
     return image, label
 
 
-def _crop_origin(label: np.ndarray, height: int, width: int, rng: np.random.Generator,
-                 cat_max_ratio: float, ignore_index: int) -> tuple[int, int]:
+def _crop_origin(
+    label: np.ndarray,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    cat_max_ratio: float,
+    ignore_index: int,
+) -> tuple[int, int]:
     h, w = label.shape
     y = x = 0
     for _ in range(10 if cat_max_ratio < 1.0 else 1):
@@ -52,7 +62,7 @@ def _crop_origin(label: np.ndarray, height: int, width: int, rng: np.random.Gene
         x = int(rng.integers(0, w - width + 1))
         if cat_max_ratio >= 1.0:
             break
-        counts = np.bincount(label[y:y + height, x:x + width].ravel(), minlength=256)
+        counts = np.bincount(label[y : y + height, x : x + width].ravel(), minlength=256)
         counts[ignore_index] = 0
         if counts.sum() == 0 or counts.max() / counts.sum() < cat_max_ratio:
             break
@@ -84,8 +94,9 @@ class JointAugment:
             raise ValueError(f"crop must be positive, got {self.crop}")
         self._rng = np.random.default_rng(self.seed)
 
-    def __call__(self, image: np.ndarray, label: np.ndarray,
-                 rng: Optional[np.random.Generator] = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: Optional[np.random.Generator] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image.shape[:2]} and label {label.shape} differ in size")
         rng = self._rng if rng is None else rng
@@ -95,15 +106,26 @@ class JointAugment:
             ch, cw = self.crop
             image, label = pad_to(image, label, ch, cw, self.ignore_index)
             y, x = _crop_origin(label, ch, cw, rng, self.cat_max_ratio, self.ignore_index)
-            image, label = image[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
+            image, label = image[y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
         if self.flip and rng.random() < self.flip_prob:
             image, label = image[:, ::-1], label[:, ::-1]
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def make_train_augment(crop: Optional[tuple[int, int]] = (512, 1024), scale_range: tuple[float, float] = (0.5, 2.0),
-                       flip: bool = True, cat_max_ratio: float = 0.75, ignore_index: int = VOID,
-                       seed: Optional[int] = None) -> JointAugment:
+def make_train_augment(
+    crop: Optional[tuple[int, int]] = (512, 1024),
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    flip: bool = True,
+    cat_max_ratio: float = 0.75,
+    ignore_index: int = VOID,
+    seed: Optional[int] = None,
+) -> JointAugment:
     """The paper's backbone augmentation (rescale 0.5-2.0, crop, flip) with MMSeg defaults."""
-    return JointAugment(crop=tuple(crop) if crop is not None else None, scale_range=tuple(scale_range), flip=flip,
-                        cat_max_ratio=cat_max_ratio, ignore_index=ignore_index, seed=seed)
+    return JointAugment(
+        crop=tuple(crop) if crop is not None else None,
+        scale_range=tuple(scale_range),
+        flip=flip,
+        cat_max_ratio=cat_max_ratio,
+        ignore_index=ignore_index,
+        seed=seed,
+    )

@@ -5,6 +5,7 @@ One convention everywhere, so trainers, statistics and evaluation never special-
 255 = void, or 0 / 1 / 255 = in-distribution / OOD / void for the anomaly sets), ``name`` is
 a stable image id (used for seeding, file names and reports).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,7 +52,9 @@ def read_label(path: PathLike) -> np.ndarray:
     if label is None:
         raise FileNotFoundError(f"cannot read label map {path}")
     if label.ndim == 3:
-        if np.array_equal(label[:, :, 0], label[:, :, 1]) and np.array_equal(label[:, :, 0], label[:, :, 2]):
+        if np.array_equal(label[:, :, 0], label[:, :, 1]) and np.array_equal(
+            label[:, :, 0], label[:, :, 2]
+        ):
             label = label[:, :, 0]
         else:
             label = _read_palette_indices(path)
@@ -66,10 +69,14 @@ def _read_palette_indices(path: PathLike) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError as exc:  # pragma: no cover - Pillow comes with scikit-image
-        raise ValueError(f"label map {path} is a colour image; install Pillow to read palette PNGs") from exc
+        raise ValueError(
+            f"label map {path} is a colour image; install Pillow to read palette PNGs"
+        ) from exc
     with Image.open(str(path)) as img:
         if img.mode not in ("P", "L"):
-            raise ValueError(f"label map {path} is a colour image (mode {img.mode}), not class indices")
+            raise ValueError(
+                f"label map {path} is a colour image (mode {img.mode}), not class indices"
+            )
         return np.asarray(img, dtype=np.uint8)
 
 

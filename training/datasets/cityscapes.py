@@ -11,6 +11,7 @@ copies of the dataset do not have it, so when it is missing the loader reads
 ``*_labelIds.png`` and maps it with the official labelId -> trainId table below (the table in
 cityscapesScripts ``helpers/labels.py``), giving the same result without a preprocessing step.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,20 @@ from typing import Optional
 
 import numpy as np
 
-from training.datasets.base import (VOID, FileListDataset, PathLike, Sample, Transform, lookup_table, read_label,
-                                    read_rgb, remap, require_dir)
+from training.datasets.base import (
+    VOID,
+    FileListDataset,
+    PathLike,
+    Sample,
+    Transform,
+    lookup_table,
+    read_label,
+    read_rgb,
+    remap,
+    require_dir,
+)
 
+# fmt: off
 CLASS_NAMES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -42,6 +54,7 @@ LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
     24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }
+# fmt: on
 #: The inverse for writing ``*_labelIds.png`` from trainIds (void -> 0 "unlabeled").
 TRAIN_ID_TO_LABEL_ID: dict[int, int] = {t: i for i, t in LABEL_ID_TO_TRAIN_ID.items()}
 
@@ -87,9 +100,15 @@ class CityscapesDataset(FileListDataset):
     value instead of void, so FED training can count void as "wrong" without learning the hood.
     """
 
-    def __init__(self, root: PathLike, split: str = "train", cities: Optional[list[str]] = None,
-                 transform: Optional[Transform] = None, missing_labels: str = "error",
-                 ego_index: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        cities: Optional[list[str]] = None,
+        transform: Optional[Transform] = None,
+        missing_labels: str = "error",
+        ego_index: Optional[int] = None,
+    ) -> None:
         super().__init__(transform)
         self.ego_index = ego_index
         if missing_labels not in ("error", "void"):
@@ -113,7 +132,9 @@ class CityscapesDataset(FileListDataset):
             elif missing_labels == "void":
                 label = None
             else:
-                raise FileNotFoundError(f"Cityscapes: no {TRAIN_IDS_SUFFIX} or {LABEL_IDS_SUFFIX} for {image}")
+                raise FileNotFoundError(
+                    f"Cityscapes: no {TRAIN_IDS_SUFFIX} or {LABEL_IDS_SUFFIX} for {image}"
+                )
             if ego_index is not None and not label_ids.is_file():
                 raise FileNotFoundError(f"Cityscapes: ego_index needs {label_ids}")
             self.entries.append((stem, image, label))
@@ -139,8 +160,13 @@ class CityscapesDataset(FileListDataset):
             if from_label_ids:
                 target = label_ids_to_train_ids(target)
             if self.ego_index is not None:
-                ego = read_label(path if from_label_ids else path.with_name(name + LABEL_IDS_SUFFIX)) == LABEL_ID_EGO_VEHICLE
+                ego = (
+                    read_label(path if from_label_ids else path.with_name(name + LABEL_IDS_SUFFIX))
+                    == LABEL_ID_EGO_VEHICLE
+                )
                 target = np.where(ego, np.uint8(self.ego_index), target)
         if target.shape != image.shape[:2]:
-            raise ValueError(f"{name}: label {target.shape} and image {image.shape[:2]} differ in size")
+            raise ValueError(
+                f"{name}: label {target.shape} and image {image.shape[:2]} differ in size"
+            )
         return Sample(image=image, label=target, name=name)

@@ -11,13 +11,14 @@ RNG is process-wide: do not corrupt images from several *threads* at once (DataL
 are processes and are fine).
 
 Compatibility: imagecorruptions 1.1.2 (the latest release) predates NumPy 2, scikit-image's
-removal of ``multichannel=`` and setuptools' removal of ``pkg_resources``. ``load_imagecorruptions``
-patches only the package's own module namespace (never numpy or skimage themselves) so that
-all 19 corruptions run on the pinned stack, and so that ``impulse_noise`` (scikit-image's
-``random_noise``, which no longer reads the global RNG) is seeded like the others. It must be
-installed with ``--no-deps`` because it declares ``opencv-python``, which would clash with
-``opencv-python-headless``.
+removal of ``multichannel=`` and setuptools' removal of ``pkg_resources``.
+``load_imagecorruptions`` patches only the package's own module namespace (never numpy or
+skimage themselves) so that all 19 corruptions run on the pinned stack, and so that
+``impulse_noise`` (scikit-image's ``random_noise``, which no longer reads the global RNG) is
+seeded like the others. It must be installed with ``--no-deps`` because it declares
+``opencv-python``, which would clash with ``opencv-python-headless``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,11 +35,13 @@ from training.datasets.base import PathLike, Sample, Transform
 from training.datasets.cityscapes import CityscapesDataset
 
 #: Every corruption imagecorruptions provides (15 benchmark + 4 validation ones).
+# fmt: off
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
     "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
     "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
 )
+# fmt: on
 #: The severities the paper evaluates (the package also accepts 5).
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4)
 
@@ -109,15 +112,20 @@ def load_imagecorruptions() -> types.ModuleType:
             import imagecorruptions
             import imagecorruptions.corruptions as corruptions
     except ImportError as exc:
-        raise ImportError("Cityscapes-C needs the imagecorruptions package: "
-                          "pip install --no-deps imagecorruptions==1.1.2 scikit-image") from exc
+        raise ImportError(
+            "Cityscapes-C needs the imagecorruptions package: "
+            "pip install --no-deps imagecorruptions==1.1.2 scikit-image"
+        ) from exc
     finally:
         if stub is not None:
-            sys.modules.pop("pkg_resources", None)  # the name stays bound inside imagecorruptions only
+            # the name stays bound inside imagecorruptions only
+            sys.modules.pop("pkg_resources", None)
 
     original_gaussian = corruptions.gaussian
 
-    def gaussian(image: np.ndarray, *args: Any, multichannel: Optional[bool] = None, **kwargs: Any) -> np.ndarray:
+    def gaussian(
+        image: np.ndarray, *args: Any, multichannel: Optional[bool] = None, **kwargs: Any
+    ) -> np.ndarray:
         if multichannel is not None and "channel_axis" not in kwargs:
             kwargs["channel_axis"] = -1 if multichannel else None
         return original_gaussian(image, *args, **kwargs)
@@ -146,19 +154,28 @@ def seeded_global_numpy(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def corrupt_image(image: np.ndarray, corruption: str, severity: int, image_id: str, seed: int = 0) -> np.ndarray:
+def corrupt_image(
+    image: np.ndarray, corruption: str, severity: int, image_id: str, seed: int = 0
+) -> np.ndarray:
     """Deterministically corrupt one uint8 RGB image (at least 32 x 32); returns uint8 RGB."""
     check_corruption(corruption, severity)
     module = load_imagecorruptions()
-    with seeded_global_numpy(corruption_seed(image_id, corruption, severity, seed)), warnings.catch_warnings():
+    with (
+        seeded_global_numpy(corruption_seed(image_id, corruption, severity, seed)),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, RuntimeWarning))
-        out = module.corrupt(np.ascontiguousarray(image), corruption_name=corruption, severity=severity)
+        out = module.corrupt(
+            np.ascontiguousarray(image), corruption_name=corruption, severity=severity
+        )
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
 def check_corruption(corruption: str, severity: int) -> None:
     if corruption not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r}; choose one of {', '.join(CORRUPTIONS)}")
+        raise ValueError(
+            f"unknown corruption {corruption!r}; choose one of {', '.join(CORRUPTIONS)}"
+        )
     if int(severity) != severity or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer 1-5 (the paper uses 1-4), got {severity}")
 
@@ -171,19 +188,31 @@ class CityscapesCDataset(CityscapesDataset):
     ``glass_blur`` is very slow (seconds per small image, minutes per full-size one).
     """
 
-    def __init__(self, root: PathLike, corruption: str, severity: int, split: str = "val",
-                 seed: int = 0, cities: Optional[list[str]] = None, transform: Optional[Transform] = None,
-                 missing_labels: str = "error") -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        corruption: str,
+        severity: int,
+        split: str = "val",
+        seed: int = 0,
+        cities: Optional[list[str]] = None,
+        transform: Optional[Transform] = None,
+        missing_labels: str = "error",
+    ) -> None:
         check_corruption(corruption, severity)
         load_imagecorruptions()  # fail at construction, not in a worker
-        super().__init__(root, split=split, cities=cities, transform=transform, missing_labels=missing_labels)
+        super().__init__(
+            root, split=split, cities=cities, transform=transform, missing_labels=missing_labels
+        )
         self.corruption = corruption
         self.severity = int(severity)
         self.seed = seed
 
     def load(self, entry: tuple) -> Sample:
         sample = super().load(entry)
-        sample["image"] = corrupt_image(sample["image"], self.corruption, self.severity, sample["name"], self.seed)
+        sample["image"] = corrupt_image(
+            sample["image"], self.corruption, self.severity, sample["name"], self.seed
+        )
         sample["corruption"] = self.corruption
         sample["severity"] = self.severity
         return sample
