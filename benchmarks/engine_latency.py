@@ -24,6 +24,7 @@ cannot hide or fake.
     python benchmarks/engine_latency.py --arch segformer-b2 --size 512x1024 --runs 5
     python benchmarks/engine_latency.py --backbone path/to/ckpt --size 1024x2048 --runs 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import cpu_name  # noqa: E402
-from ros2_fed.detector import FusedDetector  # noqa: E402
-from ros2_fed.engine.base import Engine  # noqa: E402
-from ros2_fed.engine.export import export_onnx  # noqa: E402
-from ros2_fed.engine.onnx_engine import OnnxEngine  # noqa: E402
-from ros2_fed.engine.torch_engine import TorchEngine  # noqa: E402
-from ros2_fed.fed import FEDConfig, FlowEneDet  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+from torch.nn import functional as F
+
+from machine import cpu_name
+from ros2_fed.detector import FusedDetector
+from ros2_fed.engine.base import Engine
+from ros2_fed.engine.export import export_onnx
+from ros2_fed.engine.onnx_engine import OnnxEngine
+from ros2_fed.engine.torch_engine import TorchEngine
+from ros2_fed.fed import FEDConfig, FlowEneDet
 
 ARCHS = ("tiny", "segformer-b2", "deeplabv3plus-r101")
 
@@ -73,22 +75,30 @@ def make_backbone(arch: Optional[str], checkpoint: Optional[str]) -> tuple[torch
     raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
 
 
-def make_random_fed(cfg: FEDConfig, logits: torch.Tensor,
-                    features: Optional[torch.Tensor] = None) -> FlowEneDet:
+def make_random_fed(
+    cfg: FEDConfig, logits: torch.Tensor, features: Optional[torch.Tensor] = None
+) -> FlowEneDet:
     """A FED with data-initialised ActNorms (random weights: latency does not depend on them)."""
     fed = FlowEneDet(cfg)
     fed.initialize(logits, features if cfg.conditional else None)
     return fed.eval()
 
 
-def build_detectors(backbone: torch.nn.Module, height: int, width: int, label_mode: str) -> dict[str, FusedDetector]:
+def build_detectors(
+    backbone: torch.nn.Module, height: int, width: int, label_mode: str
+) -> dict[str, FusedDetector]:
     sample = torch.randint(0, 256, (1, 3, min(height, 256), min(width, 512))).float()
     with torch.no_grad():
         logits, features = backbone(sample)
-    logits = logits.float() * (4.0 / max(float(logits.std()), 1e-6))  # trained-like spread for the ActNorm init
+    # trained-like spread for the ActNorm init
+    logits = logits.float() * (4.0 / max(float(logits.std()), 1e-6))
     num_classes, feat = int(logits.shape[1]), int(features.shape[1])
     fed_u = make_random_fed(FEDConfig(num_classes=num_classes), logits)
-    fed_c = make_random_fed(FEDConfig(num_classes=num_classes, cond_dim=32, feat_channels=feat), logits, features.float())
+    fed_c = make_random_fed(
+        FEDConfig(num_classes=num_classes, cond_dim=32, feat_channels=feat),
+        logits,
+        features.float(),
+    )
     common = {"label_mode": label_mode}
     return {
         "backbone only": FusedDetector(backbone, None, score="none", **common),
@@ -98,7 +108,8 @@ def build_detectors(backbone: torch.nn.Module, height: int, width: int, label_mo
 
 
 class FEDPart(torch.nn.Module):
-    """The ops a FED detector adds to backbone-only: logits (+ features) -> confidence (B, H, W)."""
+    """The ops a FED detector adds to backbone-only: logits (+ features) -> confidence (B, H,
+    W)."""
 
     def __init__(self, detector: FusedDetector, out_size: tuple[int, int]) -> None:
         super().__init__()
@@ -108,13 +119,23 @@ class FEDPart(torch.nn.Module):
     def forward(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         wrong, _ = self.detector._wrongness(logits, features)
         confidence = self.detector._to_confidence(wrong, logits.shape[1])
-        confidence = F.interpolate(confidence, size=self.out_size, mode="bilinear", align_corners=False)
+        confidence = F.interpolate(
+            confidence, size=self.out_size, mode="bilinear", align_corners=False
+        )
         return confidence.clamp(0.0, 1.0)[:, 0]
 
 
-def time_fed_parts(backbone: torch.nn.Module, detectors: dict[str, FusedDetector], height: int, width: int,
-                   runtimes: Sequence[str], threads: int, runs: int, folder: Path,
-                   say: Callable[[str], None]) -> dict[tuple[str, str], list[float]]:
+def time_fed_parts(
+    backbone: torch.nn.Module,
+    detectors: dict[str, FusedDetector],
+    height: int,
+    width: int,
+    runtimes: Sequence[str],
+    threads: int,
+    runs: int,
+    folder: Path,
+    say: Callable[[str], None],
+) -> dict[tuple[str, str], list[float]]:
     """Seconds per call of each FED part, per runtime (interleaved like :func:`measure`)."""
     import onnxruntime as ort
 
@@ -129,21 +150,33 @@ def time_fed_parts(backbone: torch.nn.Module, detectors: dict[str, FusedDetector
             continue
         part = FEDPart(det, (height, width))
         if "torch" in runtimes:
+
             def eager(part: FEDPart = part) -> object:
                 with torch.inference_mode():
                     return part(logits, features)
+
             calls[(name, "torch")] = eager
         if "onnxruntime" in runtimes:
             path = folder / f"fed_part_{name.strip('+ ').replace('-', '_')}.onnx"
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings: shapes are fixed here
-                torch.onnx.export(part, (logits, features), str(path), input_names=["logits", "features"],
-                                  output_names=["confidence"], opset_version=18, dynamo=False)
+                torch.onnx.export(
+                    part,
+                    (logits, features),
+                    str(path),
+                    input_names=["logits", "features"],
+                    output_names=["confidence"],
+                    opset_version=18,
+                    dynamo=False,
+                )
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            feed = {i.name: inputs[i.name] for i in session.get_inputs()}  # FED-U's graph drops features
-            calls[(name, "onnxruntime")] = lambda session=session, feed=feed: session.run(None, feed)
+            # FED-U's graph drops features
+            feed = {i.name: inputs[i.name] for i in session.get_inputs()}
+            calls[(name, "onnxruntime")] = lambda session=session, feed=feed: session.run(
+                None, feed
+            )
     for key, call in calls.items():
         say(f"warm-up FED part {key[0]} / {key[1]} ...")
         call()
@@ -156,8 +189,11 @@ def time_fed_parts(backbone: torch.nn.Module, detectors: dict[str, FusedDetector
     return times
 
 
-def fed_part_table(parts: dict[tuple[str, str], list[float]], engines: dict[tuple[str, str], list[float]],
-                   runtimes: Sequence[str]) -> str:
+def fed_part_table(
+    parts: dict[tuple[str, str], list[float]],
+    engines: dict[tuple[str, str], list[float]],
+    runtimes: Sequence[str],
+) -> str:
     header = ["FED part alone"]
     for rt in runtimes:
         header += [f"{rt} median ms", f"{rt} / backbone-only"]
@@ -175,23 +211,42 @@ def fed_part_table(parts: dict[tuple[str, str], list[float]], engines: dict[tupl
     return "\n".join(lines)
 
 
-def build_engines(detectors: dict[str, FusedDetector], height: int, width: int, runtimes: Sequence[str],
-                  threads: int, folder: Path, say: Callable[[str], None]) -> dict[tuple[str, str], Engine]:
+def build_engines(
+    detectors: dict[str, FusedDetector],
+    height: int,
+    width: int,
+    runtimes: Sequence[str],
+    threads: int,
+    folder: Path,
+    say: Callable[[str], None],
+) -> dict[tuple[str, str], Engine]:
     engines: dict[tuple[str, str], Engine] = {}
     for name, det in detectors.items():
         if "torch" in runtimes:
-            engines[(name, "torch")] = TorchEngine(det, input_shape=(height, width), threads=threads)
+            engines[(name, "torch")] = TorchEngine(
+                det, input_shape=(height, width), threads=threads
+            )
         if "onnxruntime" in runtimes:
             say(f"exporting {name} ...")
             t0 = time.perf_counter()
-            path, _ = export_onnx(det, folder / f"{name.replace(' ', '_').replace('+', 'plus')}.onnx", height, width)
+            path, _ = export_onnx(
+                det, folder / f"{name.replace(' ', '_').replace('+', 'plus')}.onnx", height, width
+            )
             engines[(name, "onnxruntime")] = OnnxEngine(path, intra_op_threads=threads)
-            say(f"  exported + session in {time.perf_counter() - t0:.1f} s ({path.stat().st_size / 1e6:.1f} MB)")
+            say(
+                f"  exported + session in {time.perf_counter() - t0:.1f} s "
+                f"({path.stat().st_size / 1e6:.1f} MB)"
+            )
     return engines
 
 
-def measure(engines: dict[tuple[str, str], Engine], image: np.ndarray, runs: int, warmup: int,
-            say: Callable[[str], None]) -> dict[tuple[str, str], list[float]]:
+def measure(
+    engines: dict[tuple[str, str], Engine],
+    image: np.ndarray,
+    runs: int,
+    warmup: int,
+    say: Callable[[str], None],
+) -> dict[tuple[str, str], list[float]]:
     """Round-robin timing: run r of every engine before run r+1 of any."""
     for key, engine in engines.items():
         say(f"warm-up {key[0]} / {key[1]} ...")
@@ -203,7 +258,10 @@ def measure(engines: dict[tuple[str, str], Engine], image: np.ndarray, runs: int
             start = time.perf_counter()
             engine.infer(image, copy=False)
             times[key].append(time.perf_counter() - start)
-        say(f"run {r + 1}/{runs}: " + ", ".join(f"{k[0]}/{k[1]} {1000 * v[-1]:.0f} ms" for k, v in times.items()))
+        say(
+            f"run {r + 1}/{runs}: "
+            + ", ".join(f"{k[0]}/{k[1]} {1000 * v[-1]:.0f} ms" for k, v in times.items())
+        )
     return times
 
 
@@ -228,35 +286,64 @@ def table(times: dict[tuple[str, str], list[float]], runtimes: Sequence[str]) ->
         row = [variant]
         for rt in runtimes:
             base, here = med(("backbone only", rt)), med((variant, rt))
-            overhead = None if base is None or here is None or variant == "backbone only" else 100.0 * (here / base - 1.0)
-            row += [fmt(here), fmt(p99((variant, rt))), "—" if overhead is None else f"{overhead:+.1f} %"]
+            overhead = (
+                None
+                if base is None or here is None or variant == "backbone only"
+                else 100.0 * (here / base - 1.0)
+            )
+            row += [
+                fmt(here),
+                fmt(p99((variant, rt))),
+                "—" if overhead is None else f"{overhead:+.1f} %",
+            ]
         if "torch" in runtimes and "onnxruntime" in runtimes:
             eager, onnx_rt = med((variant, "torch")), med((variant, "onnxruntime"))
-            row.append(fmt(None if eager is None or onnx_rt is None else eager / onnx_rt, ".2f", "x"))
+            row.append(
+                fmt(None if eager is None or onnx_rt is None else eager / onnx_rt, ".2f", "x")
+            )
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--arch", choices=ARCHS, default="tiny", help="random-weight backbone (default: tiny)")
-    src.add_argument("--backbone", help="a backbone checkpoint instead (MMSeg .pth, HF folder, ours)")
+    src.add_argument(
+        "--arch", choices=ARCHS, default="tiny", help="random-weight backbone (default: tiny)"
+    )
+    src.add_argument(
+        "--backbone", help="a backbone checkpoint instead (MMSeg .pth, HF folder, ours)"
+    )
     p.add_argument("--size", default="512x1024", help="HxW camera image size (default 512x1024)")
     p.add_argument("--runs", type=int, default=10, help="timed runs per engine (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs per engine first (default 2)")
-    p.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"])
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="intra-op threads (default 2)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="untimed runs per engine first (default 2)"
+    )
+    p.add_argument(
+        "--runtimes", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"]
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="intra-op threads (default 2)",
+    )
     p.add_argument("--label-mode", choices=("bilinear", "nearest"), default="bilinear")
     p.add_argument("--keep", help="keep the exported ONNX files in this folder")
-    p.add_argument("--part-runs", type=int, default=30, help="timed runs of the FED part alone (default 30)")
+    p.add_argument(
+        "--part-runs", type=int, default=30, help="timed runs of the FED part alone (default 30)"
+    )
     p.add_argument("--quiet", action="store_true", help="print only the table")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = (
+        (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    )
     height, width = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(args.threads)
     backbone, name = make_backbone(None if args.backbone else args.arch, args.backbone)
@@ -267,22 +354,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         engines = build_engines(detectors, height, width, args.runtimes, args.threads, folder, say)
         image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
         times = measure(engines, image, args.runs, args.warmup, say)
-        parts = time_fed_parts(backbone, detectors, height, width, args.runtimes, args.threads, args.part_runs,
-                               folder, say)
-        providers = sorted({p for e in engines.values() if isinstance(e, OnnxEngine) for p in e.providers})
+        parts = time_fed_parts(
+            backbone,
+            detectors,
+            height,
+            width,
+            args.runtimes,
+            args.threads,
+            args.part_runs,
+            folder,
+            say,
+        )
+        providers = sorted(
+            {p for e in engines.values() if isinstance(e, OnnxEngine) for p in e.providers}
+        )
     import onnxruntime
 
     print(f"### Fused engine latency: {name}, {height}x{width}, labels {args.label_mode}")
     print()
-    print(f"{cpu_name()}, {args.threads} threads; torch {torch.__version__}, onnxruntime {onnxruntime.__version__} "
-          f"({', '.join(providers) or 'no session'}); median / p99 of {args.runs} interleaved runs after "
-          f"{args.warmup} warm-up runs; overhead = median / backbone-only median - 1.")
+    print(
+        f"{cpu_name()}, {args.threads} threads; torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__} "
+        f"({', '.join(providers) or 'no session'}); median / p99 of {args.runs} interleaved runs "
+        f"after {args.warmup} warm-up runs; overhead = median / backbone-only median - 1."
+    )
     print()
     print(table(times, args.runtimes))
     print()
-    print(f"FED part alone (flow on the 1/4-resolution logits -> confidence at {height}x{width}), "
-          f"median of {args.part_runs} runs, relative to the backbone-only engine "
-          "median above (targets at 1024x2048 on ONNX Runtime: FED-U <= 5 %, FED-C <= 10 %):")
+    print(
+        f"FED part alone (flow on the 1/4-resolution logits -> confidence at {height}x{width}), "
+        f"median of {args.part_runs} runs, relative to the backbone-only engine "
+        "median above (targets at 1024x2048 on ONNX Runtime: FED-U <= 5 %, FED-C <= 10 %):"
+    )
     print()
     print(fed_part_table(parts, times, args.runtimes))
     return 0

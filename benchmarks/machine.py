@@ -1,4 +1,5 @@
 """What the benchmark tables print about the machine they were measured on."""
+
 from __future__ import annotations
 
 import platform
