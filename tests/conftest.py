@@ -1,4 +1,5 @@
 """Shared pytest setup: keep the suite deterministic and polite on a 2-core machine."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ decode (libjpeg/libpng loaded, OpenCV's thread pool started).
 
     python tests/decode_rss_probe.py NAME [--max-pixels N] [--codec PATH/TO/codec.py]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from input_bombs import bombs, png_bytes  # noqa: E402
+from input_bombs import bombs, png_bytes
 
 
 def _status_bytes(field: str) -> int:
@@ -71,8 +72,18 @@ def main() -> int:
         shape = list(codec.to_rgb8(msg, **kwargs).shape)
     except ValueError as exc:  # ImageDecodeError
         outcome = f"refused: {getattr(exc, 'kind', type(exc).__name__)}"
-    print(json.dumps({"name": args.name, "baseline": baseline, "peak": _status_bytes("VmHWM"), "outcome": outcome,
-                      "shape": shape, "bytes": len(data)}))
+    print(
+        json.dumps(
+            {
+                "name": args.name,
+                "baseline": baseline,
+                "peak": _status_bytes("VmHWM"),
+                "outcome": outcome,
+                "shape": shape,
+                "bytes": len(data),
+            }
+        )
+    )
     return 0
 
 

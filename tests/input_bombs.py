@@ -6,6 +6,7 @@ hides behind 1100 COM segments, a 1-bit PNG that is small in bytes but huge in p
 writer is independent of OpenCV (zlib + struct), so the header parser is tested against files
 OpenCV did not write.
 """
+
 from __future__ import annotations
 
 import struct
@@ -19,12 +20,25 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
-def png_bytes(width: int, height: int, depth: int = 8, colour: int = 2, *, rows: Optional[np.ndarray] = None,
-              palette: Optional[bytes] = None, transparency: Optional[bytes] = None,
-              extra_chunks: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+def png_bytes(
+    width: int,
+    height: int,
+    depth: int = 8,
+    colour: int = 2,
+    *,
+    rows: Optional[np.ndarray] = None,
+    palette: Optional[bytes] = None,
+    transparency: Optional[bytes] = None,
+    extra_chunks: tuple[tuple[bytes, bytes], ...] = (),
+) -> bytes:
     """A valid PNG; ``rows`` (height x row bytes, uint8) or all-zero pixels, streamed so that a
     20000x20000 image costs one row of memory."""
     rowbytes = (width * _PNG_CHANNELS[colour] * depth + 7) // 8
@@ -38,7 +52,9 @@ def png_bytes(width: int, height: int, depth: int = 8, colour: int = 2, *, rows:
         for row in rows:
             parts.append(squeeze.compress(b"\0" + bytes(row)))
     parts.append(squeeze.flush())
-    out = PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+    out = PNG_SIGNATURE + png_chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    )
     for kind, data in extra_chunks:
         out += png_chunk(kind, data)
     if palette is not None:
@@ -58,17 +74,24 @@ def small_jpeg(height: int = 16, width: int = 16, channels: int = 3) -> bytes:
 
 
 def jpeg_with_size(data: bytes, height: int, width: int) -> bytes:
-    """``data`` (a baseline or progressive JPEG) with its frame header (SOF0/SOF2) claiming height x width."""
+    """``data`` (a baseline or progressive JPEG) with its frame header (SOF0/SOF2) claiming height
+    x width."""
     sof = min(i for i in (data.find(b"\xff\xc0"), data.find(b"\xff\xc2")) if i >= 0)
-    return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
 
 
 def progressive_jpeg(height: int = 64, width: int = 64, subsampling_444: bool = True) -> bytes:
     import cv2
 
     image = np.random.default_rng(3).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    factor = cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if subsampling_444 else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor])
+    factor = (
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444
+        if subsampling_444
+        else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
+    )
+    ok, buf = cv2.imencode(
+        ".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, factor]
+    )
     assert ok
     return buf.tobytes()
 
@@ -89,9 +112,16 @@ def bombs() -> dict[str, tuple[bytes, str]]:
         "png 20000x20000 sent as jpeg": (png_20k, "jpeg"),
         "jpeg 20000x20000 behind 1100 COM segments": (jpeg_20k, "rgb8; jpeg compressed bgr8"),
         "1-bit png 16000x16000": (png_1bit_16k, "png"),
-        # inside max_input_pixels, but libjpeg buffers 2 bytes a sample of coefficients: 9 bytes a pixel
-        "progressive jpeg 4096x4096 4:4:4": (jpeg_with_size(progressive_jpeg(), 4096, 4096), "jpeg"),
+        # inside max_input_pixels, but libjpeg buffers 2 bytes a sample of coefficients:
+        # 9 bytes a pixel
+        "progressive jpeg 4096x4096 4:4:4": (
+            jpeg_with_size(progressive_jpeg(), 4096, 4096),
+            "jpeg",
+        ),
         "truncated png header": (good_png[:20], "png"),
         "truncated jpeg header": (small_jpeg()[:40], "jpeg"),
-        "garbage": (np.random.default_rng(15).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "jpeg"),
+        "garbage": (
+            np.random.default_rng(15).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+            "jpeg",
+        ),
     }

@@ -4,8 +4,10 @@ Why: the signal tests (tests/test_node_signals.py) must hit each start-up stage 
 this harness prints ``harness: loading engine`` / ``harness: engine loaded`` (stderr, flushed)
 around a ``--load-delay`` sleep; warm-up then takes ``warmup_runs`` x ``--delay``.
 
-    python tests/signal_harness.py --load-delay 3 --delay 0.5 --ros-args -r __ns:=/s1 -p warmup_runs:=2
+    python tests/signal_harness.py --load-delay 3 --delay 0.5 \
+        --ros-args -r __ns:=/s1 -p warmup_runs:=2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_engine import make  # noqa: E402
-
-from ros2_fed import node as fed_node  # noqa: E402
+from fake_engine import make
+from ros2_fed import node as fed_node
 
 
 def main(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ locally, nothing downloaded) is converted to our layout; both must produce the s
 resolution logits (max |diff| < 1e-4, float32) on random images, including sizes that are not
 multiples of 32. transformers is a test-only dependency.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,13 +16,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-transformers = pytest.importorskip("transformers")
+from ros2_fed.backbones import CITYSCAPES_CLASSES, SegFormer, detect_format, load_backbone
+from ros2_fed.backbones.base import load_strict
+from ros2_fed.backbones.cli_convert import main as fed_convert
+from ros2_fed.backbones.convert import hf_config_to_ours, hf_to_ours
+from ros2_fed.backbones.loader import build_backbone
 
-from ros2_fed.backbones import CITYSCAPES_CLASSES, SegFormer, detect_format, load_backbone  # noqa: E402
-from ros2_fed.backbones.base import load_strict  # noqa: E402
-from ros2_fed.backbones.cli_convert import main as fed_convert  # noqa: E402
-from ros2_fed.backbones.convert import hf_config_to_ours, hf_to_ours  # noqa: E402
-from ros2_fed.backbones.loader import build_backbone  # noqa: E402
+# ros2_fed never imports transformers: only this oracle needs it
+transformers = pytest.importorskip("transformers")
 
 SIZES = [(64, 96), (70, 130), (128, 128)]
 HF_VARIANTS = {
@@ -32,14 +34,18 @@ HF_VARIANTS = {
 
 @functools.lru_cache(maxsize=2)
 def random_hf_model(variant: str) -> torch.nn.Module:
-    """transformers SegFormer with O(1) activations: fan-in scaled weights, random norms and BN stats.
+    """transformers SegFormer with O(1) activations: fan-in scaled weights, random norms and BN
+    stats.
 
     The library's own init (std 0.02) gives near-zero logits that would hide mistakes; this one
     makes every tensor matter (a wrong fusion order or q/k/v packing shows up as O(1) errors).
     """
     config = transformers.SegformerConfig(
-        num_labels=19, id2label=dict(enumerate(CITYSCAPES_CLASSES)),
-        label2id={n: i for i, n in enumerate(CITYSCAPES_CLASSES)}, **HF_VARIANTS[variant])
+        num_labels=19,
+        id2label=dict(enumerate(CITYSCAPES_CLASSES)),
+        label2id={n: i for i, n in enumerate(CITYSCAPES_CLASSES)},
+        **HF_VARIANTS[variant],
+    )
     model = transformers.SegformerForSemanticSegmentation(config).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -62,7 +68,11 @@ def pair(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module, SegForme
     hf = random_hf_model(request.param)
     config = hf_config_to_ours(hf.config.to_dict())
     ours = build_backbone("segformer", config)
-    load_strict(ours, hf_to_ours(hf.state_dict(), len(config["embed_dims"])), source="transformers state dict")
+    load_strict(
+        ours,
+        hf_to_ours(hf.state_dict(), len(config["embed_dims"])),
+        source="transformers state dict",
+    )
     return request.param, hf, ours.eval()
 
 
@@ -96,19 +106,23 @@ def test_float_input_equals_uint8(pair: tuple[str, torch.nn.Module, SegFormer]) 
 
 
 def test_hf_folder_round_trip(tmp_path: Path) -> None:
-    """save_pretrained folder (the on-disk names of hub checkpoints) -> load_backbone -> fed_convert.
+    """save_pretrained folder (the on-disk names of hub checkpoints) -> load_backbone ->
+    fed_convert.
 
     (The oracle test above converts the in-memory state dict, which transformers 5 names
     differently, so both spellings are covered.)
     """
     hf = random_hf_model("b0")
     hf.save_pretrained(tmp_path / "hf")
-    assert (tmp_path / "hf" / "model.safetensors").is_file() and detect_format(tmp_path / "hf") == "hf"
+    assert (tmp_path / "hf" / "model.safetensors").is_file() and detect_format(
+        tmp_path / "hf"
+    ) == "hf"
     with safe_open(str(tmp_path / "hf" / "model.safetensors"), "pt") as handle:
         assert "segformer.encoder.block.0.0.attention.self.query.weight" in set(handle.keys())
     model = load_backbone(tmp_path / "hf")
     assert model.class_names == list(CITYSCAPES_CLASSES) and model.meta["source"]["format"] == "hf"
-    assert model.backbone.layers[0][0].norm.eps == 1e-5  # transformers' LayerNorms use the torch default
+    # transformers' LayerNorms use the torch default
+    assert model.backbone.layers[0][0].norm.eps == 1e-5
     images = torch.randint(0, 256, (1, 3, 70, 130), dtype=torch.uint8)
     with torch.no_grad():
         expected = hf_logits(hf, images, model)
@@ -117,4 +131,7 @@ def test_hf_folder_round_trip(tmp_path: Path) -> None:
     converted = load_backbone(tmp_path / "sf_b0")
     with torch.no_grad():
         assert (converted(images)[0] - expected).abs().max() < 1e-4
-    assert converted.meta["source"]["format"] == "hf" and converted.meta["inference"]["mode"] == "slide"
+    assert (
+        converted.meta["source"]["format"] == "hf"
+        and converted.meta["inference"]["mode"] == "slide"
+    )

@@ -1,4 +1,5 @@
 """Backbone shapes (odd sizes included), whole / sliding-window / multi-scale inference."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ros2_fed.backbones import (DeepLabV3Plus, SegFormer, infer, mit_config, multiscale, slide_inference,
-                                tta_inference, whole_inference)
+from ros2_fed.backbones import (
+    DeepLabV3Plus,
+    SegFormer,
+    infer,
+    mit_config,
+    multiscale,
+    slide_inference,
+    tta_inference,
+    whole_inference,
+)
 from ros2_fed.backbones.inference import window_starts
 
 
@@ -26,7 +35,7 @@ class LocalModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = F.avg_pool2d(images.float(), 4, ceil_mode=True)
-        return pooled, torch.cat([pooled, pooled ** 2], dim=1)
+        return pooled, torch.cat([pooled, pooled**2], dim=1)
 
 
 def test_deeplab_r101_shapes_and_structure() -> None:
@@ -34,9 +43,15 @@ def test_deeplab_r101_shapes_and_structure() -> None:
     model = DeepLabV3Plus().eval()
     assert model.name == "deeplabv3plus_r101-d8" and model.feature_channels == 512
     layer3, layer4 = model.backbone.layer3, model.backbone.layer4
-    assert len(layer3) == 23 and layer3[0].conv2.dilation == (1, 1) and layer3[1].conv2.dilation == (2, 2)
+    assert (
+        len(layer3) == 23
+        and layer3[0].conv2.dilation == (1, 1)
+        and layer3[1].conv2.dilation == (2, 2)
+    )
     assert layer4[0].conv2.dilation == (2, 2) and layer4[2].conv2.dilation == (4, 4)
-    assert model.backbone.layer2[0].conv2.stride == (2, 2) and model.backbone.layer3[0].conv2.stride == (1, 1)
+    assert model.backbone.layer2[0].conv2.stride == (2, 2) and model.backbone.layer3[
+        0
+    ].conv2.stride == (1, 1)
     for size in [(70, 130), (33, 47)]:
         images = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)
         with torch.no_grad():
@@ -57,14 +72,26 @@ def test_segformer_shapes(segformer_b0: SegFormer, size: tuple[int, int]) -> Non
 
 def test_all_mit_variants_build() -> None:
     """Parameter counts of the SegFormer paper's Table 1 (encoder / decoder, millions)."""
-    reference = {"b0": (3.4, 0.4), "b1": (13.1, 0.5), "b2": (24.2, 3.2), "b3": (44.0, 3.2), "b4": (60.8, 3.2),
-                 "b5": (81.4, 3.2)}
+    reference = {
+        "b0": (3.4, 0.4),
+        "b1": (13.1, 0.5),
+        "b2": (24.2, 3.2),
+        "b3": (44.0, 3.2),
+        "b4": (60.8, 3.2),
+        "b5": (81.4, 3.2),
+    }
     for variant, (encoder, decoder) in reference.items():
         with torch.device("meta"):  # shapes only: no memory, no init time
-            model = SegFormer(**mit_config(variant, channels=256 if variant in ("b0", "b1") else 768))
+            model = SegFormer(
+                **mit_config(variant, channels=256 if variant in ("b0", "b1") else 768)
+            )
         assert model.name == f"segformer_mit-{variant}"
-        assert abs(sum(p.numel() for p in model.backbone.parameters()) / 1e6 - encoder) < 0.15, variant
-        assert abs(sum(p.numel() for p in model.decode_head.parameters()) / 1e6 - decoder) < 0.15, variant
+        assert abs(sum(p.numel() for p in model.backbone.parameters()) / 1e6 - encoder) < 0.15, (
+            variant
+        )
+        assert (
+            abs(sum(p.numel() for p in model.decode_head.parameters()) / 1e6 - decoder) < 0.15
+        ), variant
 
 
 def mmseg_windows(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
@@ -124,32 +151,49 @@ def test_tta_single_scale_equals_plain_inference(segformer_b0: SegFormer) -> Non
     images = torch.randint(0, 256, (1, 3, 70, 130), dtype=torch.uint8)
     with torch.no_grad():
         plain = segformer_b0(images)[0]
-        assert torch.equal(tta_inference(segformer_b0, images, scales=(1.0,), infer_fn=whole_inference), plain)
+        assert torch.equal(
+            tta_inference(segformer_b0, images, scales=(1.0,), infer_fn=whole_inference), plain
+        )
 
 
 def test_multiscale_outputs_per_scale(segformer_b0: SegFormer) -> None:
-    images = torch.randint(0, 256, (1, 3, 130, 198), dtype=torch.uint8)  # MiT needs >= 29 px at scale 1/4
+    # MiT needs >= 29 px at scale 1/4
+    images = torch.randint(0, 256, (1, 3, 130, 198), dtype=torch.uint8)
     with torch.no_grad():
         outs = list(multiscale(segformer_b0, images, infer_fn=whole_inference))
         assert [o.scale for o in outs] == [1.0, 0.5, 0.25]
         assert [o.image_size for o in outs] == [(130, 198), (65, 99), (33, 50)]
         assert [tuple(o.logits.shape[2:]) for o in outs] == [(33, 50), (17, 25), (9, 13)]
         assert all(o.features.shape[1] == 256 for o in outs)
-        # the paper's FED TTA: inputs upsampled 4x, so FED runs at 1, 1/2, 1/4 of the image resolution
+        # the paper's FED TTA: inputs upsampled 4x, so FED runs at 1, 1/2, 1/4 of the
+        # image resolution
         up = list(multiscale(segformer_b0, images, infer_fn=whole_inference, upsample=4))
         assert [tuple(o.logits.shape[2:]) for o in up] == [(132, 200), (68, 100), (36, 52)]
         averaged = tta_inference(segformer_b0, images, infer_fn=whole_inference)
         assert averaged.shape == (1, 19, 33, 50)
-        manual = sum(F.interpolate(o.logits, size=(33, 50), mode="bilinear", align_corners=False) for o in outs) / 3
+        manual = (
+            sum(
+                F.interpolate(o.logits, size=(33, 50), mode="bilinear", align_corners=False)
+                for o in outs
+            )
+            / 3
+        )
         assert torch.allclose(averaged, manual, atol=1e-6)
         # any per-scale score can be averaged, e.g. a FED probability map at the image resolution
-        scores = tta_inference(segformer_b0, images, infer_fn=whole_inference, upsample=4, size=(130, 198),
-                               score_fn=lambda o: o.logits.softmax(1)[:, :1])
+        scores = tta_inference(
+            segformer_b0,
+            images,
+            infer_fn=whole_inference,
+            upsample=4,
+            size=(130, 198),
+            score_fn=lambda o: o.logits.softmax(1)[:, :1],
+        )
         assert scores.shape == (1, 1, 130, 198) and bool(((scores >= 0) & (scores <= 1)).all())
 
 
 def test_heads_keep_mmseg_dropout_for_mc_dropout(segformer_b0: SegFormer) -> None:
-    """MMSeg applies Dropout2d(0.1) before conv_seg: identity in eval, the layer MC dropout samples."""
+    """MMSeg applies Dropout2d(0.1) before conv_seg: identity in eval, the layer MC dropout
+    samples."""
     assert isinstance(segformer_b0.decode_head.dropout, nn.Dropout2d) and not segformer_b0.training
     images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():

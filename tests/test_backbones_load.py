@@ -4,6 +4,7 @@ The key lists in ``shared/checkpoints/*.keys.json`` were read from the paper's t
 checkpoints (names and shapes only); a state dict with exactly those keys must load with
 ``strict=True`` and nothing left over, and any deviation must be reported by key name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ros2_fed.backbones import (CITYSCAPES_CLASSES, BackboneError, DeepLabV3Plus, SegFormer, backbone_from_mmseg,
-                                detect_format, load_backbone, mit_config, save_backbone)
+from ros2_fed.backbones import (
+    CITYSCAPES_CLASSES,
+    BackboneError,
+    DeepLabV3Plus,
+    SegFormer,
+    backbone_from_mmseg,
+    detect_format,
+    load_backbone,
+    mit_config,
+    save_backbone,
+)
 from ros2_fed.backbones.cli_convert import main as fed_convert
 
 DL_KEYS = "mmseg-deeplabv3plus_r101-d8_512x1024_cityscapes.keys.json"
@@ -38,7 +48,8 @@ def random_state_dict(name: str) -> dict[str, torch.Tensor]:
     """Random tensors with exactly the names and shapes of a keys.json (BN variances positive)."""
     path = shared_checkpoints() / name
     assert path.is_file(), f"{path} missing"
-    return dict(_random_state_dict(str(path)))  # a fresh dict; the tensors are shared, never modified
+    # a fresh dict; the tensors are shared, never modified
+    return dict(_random_state_dict(str(path)))
 
 
 @functools.lru_cache(maxsize=2)
@@ -58,18 +69,31 @@ def _random_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 def assert_loaded(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
     loaded = model.state_dict()
-    assert set(loaded) == set(sd), "every key of the checkpoint is used and every model tensor is set"
+    assert set(loaded) == set(sd), (
+        "every key of the checkpoint is used and every model tensor is set"
+    )
     for key, value in sd.items():
         assert torch.equal(loaded[key], value), key
 
 
-@pytest.mark.parametrize("name, cls, feature_channels", [(DL_KEYS, DeepLabV3Plus, 512), (SF_KEYS, SegFormer, 256)])
-def test_mmseg_checkpoint_file_loads_strictly(tmp_path: Path, name: str, cls: type, feature_channels: int) -> None:
+@pytest.mark.parametrize(
+    "name, cls, feature_channels", [(DL_KEYS, DeepLabV3Plus, 512), (SF_KEYS, SegFormer, 256)]
+)
+def test_mmseg_checkpoint_file_loads_strictly(
+    tmp_path: Path, name: str, cls: type, feature_channels: int
+) -> None:
     sd = random_state_dict(name)
     checkpoint = {
-        "meta": {"CLASSES": list(CITYSCAPES_CLASSES), "PALETTE": [[i, i, i] for i in range(19)], "iter": 80000},
-        "state_dict": {**sd, "auxiliary_head.conv_seg.weight": torch.zeros(19, 256, 1, 1),
-                       "auxiliary_head.conv_seg.bias": torch.zeros(19)},
+        "meta": {
+            "CLASSES": list(CITYSCAPES_CLASSES),
+            "PALETTE": [[i, i, i] for i in range(19)],
+            "iter": 80000,
+        },
+        "state_dict": {
+            **sd,
+            "auxiliary_head.conv_seg.weight": torch.zeros(19, 256, 1, 1),
+            "auxiliary_head.conv_seg.bias": torch.zeros(19),
+        },
     }
     path = tmp_path / "model.pth"
     torch.save(checkpoint, path)
@@ -90,13 +114,20 @@ def test_segformer_errors_name_the_key() -> None:
     sd = random_state_dict(SF_KEYS)
     bad_shape = dict(sd)
     bad_shape["backbone.layers.1.1.0.attn.attn.in_proj_weight"] = torch.zeros(384, 127)
-    with pytest.raises(BackboneError, match=r"backbone\.layers\.1\.1\.0\.attn\.attn\.in_proj_weight.*\(384, 127\)"):
+    with pytest.raises(
+        BackboneError, match=r"backbone\.layers\.1\.1\.0\.attn\.attn\.in_proj_weight.*\(384, 127\)"
+    ):
         backbone_from_mmseg({"state_dict": bad_shape})
     missing = {k: v for k, v in sd.items() if k != "decode_head.fusion_conv.bn.running_var"}
-    with pytest.raises(BackboneError, match=r"missing keys \(1\): decode_head\.fusion_conv\.bn\.running_var"):
+    with pytest.raises(
+        BackboneError, match=r"missing keys \(1\): decode_head\.fusion_conv\.bn\.running_var"
+    ):
         backbone_from_mmseg(missing)
     extra = {**sd, "backbone.layers.0.1.0.attn.extra.weight": torch.zeros(3)}
-    with pytest.raises(BackboneError, match=r"unexpected keys \(1\): backbone\.layers\.0\.1\.0\.attn\.extra\.weight"):
+    with pytest.raises(
+        BackboneError,
+        match=r"unexpected keys \(1\): backbone\.layers\.0\.1\.0\.attn\.extra\.weight",
+    ):
         backbone_from_mmseg(extra)
     no_head = {k: v for k, v in sd.items() if k != "decode_head.conv_seg.weight"}
     with pytest.raises(BackboneError, match=r"missing key decode_head\.conv_seg\.weight"):
@@ -107,7 +138,9 @@ def test_deeplab_errors_name_the_key() -> None:
     sd = random_state_dict(DL_KEYS)
     bad = dict(sd)
     bad["decode_head.sep_bottleneck.0.depthwise_conv.conv.weight"] = torch.zeros(559, 1, 3, 3)
-    with pytest.raises(BackboneError, match=r"decode_head\.sep_bottleneck\.0\.depthwise_conv\.conv\.weight"):
+    with pytest.raises(
+        BackboneError, match=r"decode_head\.sep_bottleneck\.0\.depthwise_conv\.conv\.weight"
+    ):
         backbone_from_mmseg(bad)
     missing = {k: v for k, v in sd.items() if k != "backbone.layer3.22.bn2.running_mean"}
     with pytest.raises(BackboneError, match=r"backbone\.layer3\.22\.bn2\.running_mean"):
@@ -134,14 +167,29 @@ def test_our_format_round_trip_and_fed_convert(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = SegFormer(**mit_config("b0", num_classes=5)).eval()
     names = [f"c{i}" for i in range(5)]
-    torch.save({"state_dict": model.state_dict(), "meta": {"CLASSES": names}}, tmp_path / "src.pth")
+    torch.save(
+        {"state_dict": model.state_dict(), "meta": {"CLASSES": names}}, tmp_path / "src.pth"
+    )
     palette = tmp_path / "palette.json"
     palette.write_text(json.dumps([[i, 2 * i, 3 * i] for i in range(5)]))
-    rc = fed_convert([str(tmp_path / "src.pth"), str(tmp_path / "out"), "--palette", str(palette),
-                      "--input-size", "512", "1024", "--mode", "whole"])
+    rc = fed_convert(
+        [
+            str(tmp_path / "src.pth"),
+            str(tmp_path / "out"),
+            "--palette",
+            str(palette),
+            "--input-size",
+            "512",
+            "1024",
+            "--mode",
+            "whole",
+        ]
+    )
     assert rc == 0
     meta = json.loads((tmp_path / "out.json").read_text())
-    assert meta["kind"] == "backbone" and meta["arch"] == "segformer" and meta["class_names"] == names
+    assert (
+        meta["kind"] == "backbone" and meta["arch"] == "segformer" and meta["class_names"] == names
+    )
     assert meta["palette"][2] == [2, 4, 6] and meta["input_size"] == [512, 1024]
     assert meta["mean"] == [123.675, 116.28, 103.53] and meta["std"] == [58.395, 57.12, 57.375]
     assert meta["inference"] == {"mode": "whole"} and meta["feature_channels"] == 256
@@ -151,7 +199,9 @@ def test_our_format_round_trip_and_fed_convert(tmp_path: Path) -> None:
     image = torch.randint(0, 256, (1, 3, 40, 56), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(reloaded(image)[0], model(image)[0])
-    assert fed_convert([str(tmp_path / "src.pth"), str(tmp_path / "out")]) == 1, "refuses to overwrite"
+    assert fed_convert([str(tmp_path / "src.pth"), str(tmp_path / "out")]) == 1, (
+        "refuses to overwrite"
+    )
     # our own format converts too (re-export), and save_backbone works on a loaded model
     save_backbone(reloaded, tmp_path / "again")
     assert load_backbone(tmp_path / "again").meta["palette"][2] == [2, 4, 6]

@@ -3,6 +3,7 @@
 Why: the benchmark scripts are how the speed targets are checked; nothing else exercises them,
 so without these they rot silently. Timings are not asserted (tests never judge speed).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -15,9 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_script(name: str, *args: str, timeout: float = 600) -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=str(REPO),
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc.stdout
 
 
@@ -44,8 +52,18 @@ def table_rows(text: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_engine_latency_prints_every_variant_and_runtime() -> None:
-    out = run_script("engine_latency.py", "--arch", "tiny", "--size", "64x128", "--runs", "2", "--warmup", "1",
-                     "--quiet")
+    out = run_script(
+        "engine_latency.py",
+        "--arch",
+        "tiny",
+        "--size",
+        "64x128",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--quiet",
+    )
     rows = table_rows(out)
     assert [r[0] for r in rows] == ["backbone only", "+ FED-U", "+ FED-C"]
     for row in rows:
@@ -67,10 +85,17 @@ def test_backbone_latency_prints_both_backbones() -> None:
 @pytest.mark.ros
 @pytest.mark.slow
 def test_node_overhead_runs_through_a_real_node() -> None:
-    out = run_script("node_overhead.py", "--fake-delay-ms", "30", "--sizes", "64x128", "--frames", "3")
+    out = run_script(
+        "node_overhead.py", "--fake-delay-ms", "30", "--sizes", "64x128", "--frames", "3"
+    )
     rows = table_rows(out)
     assert len(rows) == 1 and rows[0][0] == "64x128", out
-    engine_ms, node_ms, e2e_ms, frames = float(rows[0][1]), float(rows[0][3]), float(rows[0][4]), int(rows[0][-1])
+    engine_ms, node_ms, e2e_ms, frames = (
+        float(rows[0][1]),
+        float(rows[0][3]),
+        float(rows[0][4]),
+        int(rows[0][-1]),
+    )
     assert engine_ms >= 30 and node_ms >= 30 and e2e_ms >= node_ms and frames == 3, out
 
 

@@ -1,4 +1,5 @@
 """ros2_fed.codec: sensor_msgs Image / CompressedImage <-> numpy (real rclpy message classes)."""
+
 from __future__ import annotations
 
 import array
@@ -16,7 +17,14 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from input_bombs import bombs, jpeg_with_comments, jpeg_with_size, png_bytes, progressive_jpeg, small_jpeg
+from input_bombs import (
+    bombs,
+    jpeg_with_comments,
+    jpeg_with_size,
+    png_bytes,
+    progressive_jpeg,
+    small_jpeg,
+)
 from ros2_fed import codec
 from ros2_fed.codec import ImageDecodeError
 
@@ -24,12 +32,28 @@ HOST_BIG = sys.byteorder == "big"
 
 # encoding -> (dtype, channels)
 ENCODINGS = {
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1), "mono16": (np.uint16, 1),
-    "rgb16": (np.uint16, 3), "bgr16": (np.uint16, 3), "rgba16": (np.uint16, 4), "bgra16": (np.uint16, 4),
-    "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3), "8UC4": (np.uint8, 4), "8SC1": (np.int8, 1),
-    "16UC1": (np.uint16, 1), "16UC3": (np.uint16, 3), "16SC1": (np.int16, 1), "32SC1": (np.int32, 1),
-    "32FC1": (np.float32, 1), "32FC2": (np.float32, 2), "32FC3": (np.float32, 3), "64FC1": (np.float64, 1),
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "rgba8": (np.uint8, 4),
+    "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1),
+    "mono16": (np.uint16, 1),
+    "rgb16": (np.uint16, 3),
+    "bgr16": (np.uint16, 3),
+    "rgba16": (np.uint16, 4),
+    "bgra16": (np.uint16, 4),
+    "8UC1": (np.uint8, 1),
+    "8UC3": (np.uint8, 3),
+    "8UC4": (np.uint8, 4),
+    "8SC1": (np.int8, 1),
+    "16UC1": (np.uint16, 1),
+    "16UC3": (np.uint16, 3),
+    "16SC1": (np.int16, 1),
+    "32SC1": (np.int32, 1),
+    "32FC1": (np.float32, 1),
+    "32FC2": (np.float32, 2),
+    "32FC3": (np.float32, 3),
+    "64FC1": (np.float64, 1),
 }
 
 
@@ -51,7 +75,9 @@ def raw_msg(arr: np.ndarray, encoding: str, pad: int = 0, big_endian: bool = HOS
     rows = np.ascontiguousarray(arr.astype(dtype)).reshape(h, -1).view(np.uint8)
     if pad:
         rows = np.concatenate([rows, np.full((h, pad), 0xAB, np.uint8)], axis=1)
-    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=int(big_endian), step=rows.shape[1])
+    msg = Image(
+        height=h, width=w, encoding=encoding, is_bigendian=int(big_endian), step=rows.shape[1]
+    )
     msg.data = rows.tobytes()
     return msg
 
@@ -78,7 +104,9 @@ def distinct_rgb(h: int = 21, w: int = 33, seed: int = 1) -> np.ndarray:
 
 def smooth_rgb(h: int = 48, w: int = 64) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w]
-    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), np.full_like(x, 60)], axis=2).astype(np.uint8)
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), np.full_like(x, 60)], axis=2).astype(
+        np.uint8
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -98,15 +126,29 @@ def test_round_trip_every_encoding(encoding: str, shape: tuple[int, int]) -> Non
     assert msg.step == shape[1] * channels * itemsize
     assert msg.is_bigendian == int(HOST_BIG)
     assert isinstance(msg.data, array.array) and len(msg.data) == msg.step * msg.height
-    assert bytes(msg.data) == arr.tobytes()  # the cv_bridge layout: rows back to back, native order
+    # the cv_bridge layout: rows back to back, native order
+    assert bytes(msg.data) == arr.tobytes()
     out = codec.image_to_numpy(msg)
     assert out.dtype == np.dtype(dtype) and out.dtype.isnative and out.shape == arr.shape
     np.testing.assert_array_equal(out, arr)
     assert np.shares_memory(out, buffer_of(msg))  # zero copy: a view of the message's array('B')
 
 
-@pytest.mark.parametrize("encoding,pad", [("rgb8", 5), ("bgr8", 1), ("rgba8", 3), ("mono8", 7), ("mono16", 6),
-                                          ("16UC1", 2), ("32FC1", 4), ("32FC3", 8), ("rgb16", 10), ("8UC3", 6)])
+@pytest.mark.parametrize(
+    "encoding,pad",
+    [
+        ("rgb8", 5),
+        ("bgr8", 1),
+        ("rgba8", 3),
+        ("mono8", 7),
+        ("mono16", 6),
+        ("16UC1", 2),
+        ("32FC1", 4),
+        ("32FC3", 8),
+        ("rgb16", 10),
+        ("8UC3", 6),
+    ],
+)
 def test_padded_step_is_a_strided_view(encoding: str, pad: int) -> None:
     arr = random_image(encoding, 9, 11, seed=pad)
     msg = raw_msg(arr, encoding, pad=pad)
@@ -117,7 +159,9 @@ def test_padded_step_is_a_strided_view(encoding: str, pad: int) -> None:
     assert np.shares_memory(out, buffer_of(msg))
 
 
-@pytest.mark.parametrize("encoding", ["mono16", "16UC1", "32FC1", "16UC3", "32FC3", "rgb16", "64FC1", "32SC1"])
+@pytest.mark.parametrize(
+    "encoding", ["mono16", "16UC1", "32FC1", "16UC3", "32FC3", "rgb16", "64FC1", "32SC1"]
+)
 @pytest.mark.parametrize("pad", [0, 8])
 def test_foreign_byte_order_is_swapped_to_native(encoding: str, pad: int) -> None:
     arr = random_image(encoding, 7, 5, seed=3)
@@ -136,10 +180,10 @@ def test_big_endian_mono16_and_32fc1_values() -> None:
     mono16.data = bytes([0x01, 0x02, 0xFF, 0x00, 0x00, 0x01])
     np.testing.assert_array_equal(codec.image_to_numpy(mono16), [[0x0102, 0xFF00, 0x0001]])
     depth = Image(height=1, width=2, encoding="32FC1", is_bigendian=1, step=8)
-    depth.data = bytes.fromhex("3fc00000" "c0200000")  # 1.5, -2.5 as big-endian IEEE floats
+    depth.data = bytes.fromhex("3fc00000c0200000")  # 1.5, -2.5 as big-endian IEEE floats
     np.testing.assert_array_equal(codec.image_to_numpy(depth), np.array([[1.5, -2.5]], np.float32))
     depth.is_bigendian = 0
-    depth.data = bytes.fromhex("0000c03f" "000020c0")
+    depth.data = bytes.fromhex("0000c03f000020c0")
     np.testing.assert_array_equal(codec.image_to_numpy(depth), np.array([[1.5, -2.5]], np.float32))
 
 
@@ -158,9 +202,18 @@ def test_duck_typed_messages_and_data_types() -> None:
     as_bytes = SimpleNamespace(data=arr.tobytes(), **fields)
     out = codec.image_to_numpy(as_bytes)
     np.testing.assert_array_equal(out, arr)
-    assert np.shares_memory(out, np.frombuffer(as_bytes.data, np.uint8)) and not out.flags.writeable
-    for data in (bytearray(arr.tobytes()), memoryview(arr.tobytes()), list(arr.tobytes()), arr.reshape(-1)):
-        np.testing.assert_array_equal(codec.image_to_numpy(SimpleNamespace(data=data, **fields)), arr)
+    assert (
+        np.shares_memory(out, np.frombuffer(as_bytes.data, np.uint8)) and not out.flags.writeable
+    )
+    for data in (
+        bytearray(arr.tobytes()),
+        memoryview(arr.tobytes()),
+        list(arr.tobytes()),
+        arr.reshape(-1),
+    ):
+        np.testing.assert_array_equal(
+            codec.image_to_numpy(SimpleNamespace(data=data, **fields)), arr
+        )
     np.testing.assert_array_equal(codec.to_rgb8(as_bytes), arr)
 
 
@@ -206,7 +259,8 @@ def bad_raw_messages() -> dict[str, tuple[Any, str, Optional[str]]]:
     too_many_channels.encoding = "8UC5"
     short_step = good_rgb_msg()
     short_step.step = 10 * 3 - 3  # a row shorter than width * 3 bytes (as tests/test_node_ros.py)
-    odd_step = raw_msg(np.zeros((4, 5), np.uint16), "mono16", pad=1)  # 11-byte rows of 2-byte pixels
+    # 11-byte rows of 2-byte pixels
+    odd_step = raw_msg(np.zeros((4, 5), np.uint16), "mono16", pad=1)
     truncated = good_rgb_msg()
     truncated.data = bytes(truncated.data)[:-17]
     too_long = good_rgb_msg()
@@ -215,12 +269,34 @@ def bad_raw_messages() -> dict[str, tuple[Any, str, Optional[str]]]:
     zero_height = Image(height=0, width=10, encoding="rgb8", step=30)
     absurd = Image(height=200_000, width=300_000, encoding="rgb8", step=900_000)
     absurd.data = bytes(64)
-    absurd_duck = SimpleNamespace(header=None, height=200_000, width=300_000, encoding="rgb8", is_bigendian=0,
-                                  step=900_000, data=Untouchable())
-    gigabyte = SimpleNamespace(header=None, height=16384, width=16384, encoding="rgba8", is_bigendian=0,
-                               step=16384 * 4, data=Untouchable())  # dimensions fine, 1 GiB in all
-    huge_step = SimpleNamespace(header=None, height=1000, width=10, encoding="mono8", is_bigendian=0,
-                                step=2**31, data=Untouchable())
+    absurd_duck = SimpleNamespace(
+        header=None,
+        height=200_000,
+        width=300_000,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=900_000,
+        data=Untouchable(),
+    )
+    # dimensions fine, 1 GiB in all
+    gigabyte = SimpleNamespace(
+        header=None,
+        height=16384,
+        width=16384,
+        encoding="rgba8",
+        is_bigendian=0,
+        step=16384 * 4,
+        data=Untouchable(),
+    )
+    huge_step = SimpleNamespace(
+        header=None,
+        height=1000,
+        width=10,
+        encoding="mono8",
+        is_bigendian=0,
+        step=2**31,
+        data=Untouchable(),
+    )
     return {
         "unknown encoding": (unknown, "unknown_encoding", "yuv_fancy42"),
         "bayer": (bayer, "unknown_encoding", "bayer_rggb8"),
@@ -228,7 +304,11 @@ def bad_raw_messages() -> dict[str, tuple[Any, str, Optional[str]]]:
         "8UC5": (too_many_channels, "unknown_encoding", "8UC5"),
         "step < row": (short_step, "step_mismatch", "step 27"),
         "step not a multiple of the element size": (odd_step, "step_mismatch", "step 11"),
-        "truncated data": (truncated, "truncated", "data is 223 bytes but step*height = 30*8 = 240"),
+        "truncated data": (
+            truncated,
+            "truncated",
+            "data is 223 bytes but step*height = 30*8 = 240",
+        ),
         "too much data": (too_long, "truncated", "data is 241 bytes"),
         "zero size": (zero, "zero_size", "0x0"),
         "zero height": (zero_height, "zero_size", "10x0"),
@@ -257,20 +337,40 @@ def bad_compressed_messages() -> dict[str, tuple[CompressedImage, str]]:
     jpeg = encode(frame[..., ::-1], ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90)
     png = encode(frame[..., ::-1], ".png")
     corrupt = bytearray(jpeg)
-    corrupt[len(corrupt) // 3:] = bytes(len(corrupt) - len(corrupt) // 3)  # header intact, scan data zeroed
+    # header intact, scan data zeroed
+    corrupt[len(corrupt) // 3 :] = bytes(len(corrupt) - len(corrupt) // 3)
     wide_png = bytearray(png)
-    wide_png[16:20] = (100_000).to_bytes(4, "big")  # IHDR width (CRC now wrong: must not get as far as decoding)
+    # IHDR width (CRC now wrong: must not get as far as decoding)
+    wide_png[16:20] = (100_000).to_bytes(4, "big")
     return {
-        "corrupt jpeg": (compressed_msg(bytes(corrupt[: len(corrupt) // 2]), "jpeg"), "corrupt_compressed"),
-        "not an image": (compressed_msg(b"\xff\xd8\xff\xe0 definitely not a jpeg", "jpeg"), "corrupt_compressed"),
+        "corrupt jpeg": (
+            compressed_msg(bytes(corrupt[: len(corrupt) // 2]), "jpeg"),
+            "corrupt_compressed",
+        ),
+        "not an image": (
+            compressed_msg(b"\xff\xd8\xff\xe0 definitely not a jpeg", "jpeg"),
+            "corrupt_compressed",
+        ),
         "empty": (compressed_msg(b"", "jpeg"), "corrupt_compressed"),
-        "truncated png": (compressed_msg(png[: len(png) // 2], "rgb8; png compressed bgr8"), "corrupt_compressed"),
+        "truncated png": (
+            compressed_msg(png[: len(png) // 2], "rgb8; png compressed bgr8"),
+            "corrupt_compressed",
+        ),
         "garbage png": (compressed_msg(b"\x00" * 100, "png"), "corrupt_compressed"),
         "tiff data": (compressed_msg(b"II*\0" + png, "tiff"), "unknown_format"),
-        "webp data": (compressed_msg(b"RIFF\0\0\0\0WEBPVP8 " + png, "rgb8; webp compressed bgr8"), "unknown_format"),
+        "webp data": (
+            compressed_msg(b"RIFF\0\0\0\0WEBPVP8 " + png, "rgb8; webp compressed bgr8"),
+            "unknown_format",
+        ),
         "bmp data sent as png": (compressed_msg(b"BM" + png, "png"), "corrupt_compressed"),
-        "compressedDepth": (compressed_msg(bytes(12) + png, "16UC1; compressedDepth png"), "unknown_format"),
-        "empty format, unknown magic": (compressed_msg(b"GIF89a" + bytes(40), ""), "unknown_format"),
+        "compressedDepth": (
+            compressed_msg(bytes(12) + png, "16UC1; compressedDepth png"),
+            "unknown_format",
+        ),
+        "empty format, unknown magic": (
+            compressed_msg(b"GIF89a" + bytes(40), ""),
+            "unknown_format",
+        ),
         "huge png header": (compressed_msg(bytes(wide_png), "png"), "too_large"),
     }
 
@@ -307,7 +407,9 @@ def test_png_round_trip_is_exact(encoding: str) -> None:
     np.testing.assert_array_equal(codec.compressed_to_numpy(msg), rgb)
     np.testing.assert_array_equal(codec.to_rgb8(msg), rgb)
     # and OpenCV (a C++ image_transport subscriber) sees true colours in BGR order
-    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_UNCHANGED), rgb[..., ::-1])
+    np.testing.assert_array_equal(
+        cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_UNCHANGED), rgb[..., ::-1]
+    )
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "jpg"])
@@ -338,17 +440,20 @@ def test_grayscale_and_16_bit_png() -> None:
         codec.numpy_to_compressed(deep, "jpeg", encoding="mono16")
 
 
-@pytest.mark.parametrize("fmt,rgb_data", [
-    ("bgr8; jpeg compressed bgr8", False),
-    ("rgb8; jpeg compressed bgr8", False),
-    ("rgb8; png compressed bgr8", False),
-    ("jpeg", False),
-    ("png", False),
-    ("JPEG", False),
-    ("", False),  # sniffed from the magic bytes
-    ("rgb8; png compressed rgb8", True),  # the data itself is in RGB order
-    ("bgr8; jpeg compressed rgb8", True),
-])
+@pytest.mark.parametrize(
+    "fmt,rgb_data",
+    [
+        ("bgr8; jpeg compressed bgr8", False),
+        ("rgb8; jpeg compressed bgr8", False),
+        ("rgb8; png compressed bgr8", False),
+        ("jpeg", False),
+        ("png", False),
+        ("JPEG", False),
+        ("", False),  # sniffed from the magic bytes
+        ("rgb8; png compressed rgb8", True),  # the data itself is in RGB order
+        ("bgr8; jpeg compressed rgb8", True),
+    ],
+)
 def test_format_strings_colour_order(fmt: str, rgb_data: bool) -> None:
     rgb = np.zeros((16, 24, 3), np.uint8)
     rgb[:, :8] = (250, 10, 10)  # red | green | blue stripes: a channel swap cannot hide
@@ -377,8 +482,12 @@ def test_numpy_to_compressed_header_and_errors() -> None:
     msg = codec.numpy_to_compressed(distinct_rgb(4, 4), "png", header, "rgb8")
     assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("cam", 12, 34)
     assert codec.numpy_to_compressed(distinct_rgb(4, 4), "png").header.frame_id == ""
-    for args in [(distinct_rgb(4, 4), "webp"), (distinct_rgb(4, 4).astype(np.float32), "png"),
-                 (distinct_rgb(4, 4)[..., 0], "jpeg"), (distinct_rgb(4, 4), "png", None, "rgba8")]:
+    for args in [
+        (distinct_rgb(4, 4), "webp"),
+        (distinct_rgb(4, 4).astype(np.float32), "png"),
+        (distinct_rgb(4, 4)[..., 0], "jpeg"),
+        (distinct_rgb(4, 4), "png", None, "rgba8"),
+    ]:
         with pytest.raises(ValueError):
             codec.numpy_to_compressed(*args)
 
@@ -393,11 +502,16 @@ def test_numpy_to_image_fields_like_cv_bridge() -> None:
     header.stamp.sec, header.stamp.nanosec = 5, 6
     conf = np.linspace(0, 1, 3 * 7, dtype=np.float32).reshape(3, 7)
     msg = codec.numpy_to_image(conf, "32FC1", header)
-    # cv_bridge: height/width from the shape, step = len(data) // height, is_bigendian from the byte order
+    # cv_bridge: height/width from the shape, step = len(data) // height,
+    # is_bigendian from the byte order
     assert (msg.height, msg.width, msg.encoding, msg.step) == (3, 7, "32FC1", 28)
     assert msg.step == len(msg.data) // msg.height
     assert msg.is_bigendian == (1 if HOST_BIG else 0)
-    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("camera_optical", 5, 6)
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
+        "camera_optical",
+        5,
+        6,
+    )
     np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.float32).reshape(3, 7), conf)
     labels = np.arange(5 * 9, dtype=np.uint8).reshape(5, 9)
     seg = codec.numpy_to_image(labels, "mono8")
@@ -411,25 +525,32 @@ def test_numpy_to_image_copies_views_and_foreign_order() -> None:
     msg = codec.numpy_to_image(view, "rgb8")
     assert msg.step == view.shape[1] * 3
     np.testing.assert_array_equal(codec.image_to_numpy(msg), view)
-    swapped = np.arange(12, dtype=np.float32).reshape(3, 4).astype(">f4" if not HOST_BIG else "<f4")
+    swapped = (
+        np.arange(12, dtype=np.float32).reshape(3, 4).astype(">f4" if not HOST_BIG else "<f4")
+    )
     msg = codec.numpy_to_image(swapped, "32FC1")
     assert msg.is_bigendian == int(HOST_BIG)
-    np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.float32).reshape(3, 4), swapped)
+    np.testing.assert_array_equal(
+        np.frombuffer(bytes(msg.data), np.float32).reshape(3, 4), swapped
+    )
     big[:] = 0  # the message owns its data
     assert codec.image_to_numpy(msg).sum() == 66
 
 
-@pytest.mark.parametrize("arr,encoding", [
-    (np.zeros((4, 5, 3), np.float32), "rgb8"),
-    (np.zeros((4, 5), np.uint8), "rgb8"),
-    (np.zeros((4, 5, 3), np.uint8), "mono8"),
-    (np.zeros((4, 5), np.float64), "32FC1"),
-    (np.zeros((4, 5), np.int64), "mono8"),
-    (np.zeros((4, 5, 4), np.uint8), "bgr8"),
-    (np.zeros((2, 4, 5, 3), np.uint8), "rgb8"),
-    (np.zeros(5, np.uint8), "mono8"),
-    (np.zeros((4, 5, 3), np.uint8), "yuv_fancy42"),
-])
+@pytest.mark.parametrize(
+    "arr,encoding",
+    [
+        (np.zeros((4, 5, 3), np.float32), "rgb8"),
+        (np.zeros((4, 5), np.uint8), "rgb8"),
+        (np.zeros((4, 5, 3), np.uint8), "mono8"),
+        (np.zeros((4, 5), np.float64), "32FC1"),
+        (np.zeros((4, 5), np.int64), "mono8"),
+        (np.zeros((4, 5, 4), np.uint8), "bgr8"),
+        (np.zeros((2, 4, 5, 3), np.uint8), "rgb8"),
+        (np.zeros(5, np.uint8), "mono8"),
+        (np.zeros((4, 5, 3), np.uint8), "yuv_fancy42"),
+    ],
+)
 def test_numpy_to_image_mismatch_raises_value_error(arr: np.ndarray, encoding: str) -> None:
     with pytest.raises(ValueError):
         codec.numpy_to_image(arr, encoding)
@@ -454,7 +575,9 @@ def expected_rgb(encoding: str, arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint16:
         arr = (arr >> 8).astype(np.uint8)
     elif arr.dtype.kind == "f":
-        arr = np.floor(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        arr = np.floor(np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(
+            np.uint8
+        )
     if arr.ndim == 2:
         return np.repeat(arr[..., None], 3, axis=2)
     if encoding.startswith("bgr"):
@@ -462,9 +585,28 @@ def expected_rgb(encoding: str, arr: np.ndarray) -> np.ndarray:
     return arr[..., :3]
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "16UC1", "32FC1",
-                                      "rgb16", "bgr16", "rgba16", "bgra16", "8UC1", "8UC3", "8UC4", "32FC3",
-                                      "64FC1"])
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        "rgb8",
+        "bgr8",
+        "rgba8",
+        "bgra8",
+        "mono8",
+        "mono16",
+        "16UC1",
+        "32FC1",
+        "rgb16",
+        "bgr16",
+        "rgba16",
+        "bgra16",
+        "8UC1",
+        "8UC3",
+        "8UC4",
+        "32FC3",
+        "64FC1",
+    ],
+)
 @pytest.mark.parametrize("pad", [0, 8])
 def test_to_rgb8_every_encoding(encoding: str, pad: int) -> None:
     arr = random_image(encoding, 8, 13, seed=7)
@@ -481,7 +623,9 @@ def test_to_rgb8_every_encoding(encoding: str, pad: int) -> None:
 def test_to_rgb8_known_values() -> None:
     def one(encoding: str, values: list) -> Any:
         dtype, channels = ENCODINGS[encoding]
-        arr = np.array([values], dtype=dtype).reshape((1, 1) if channels == 1 else (1, 1, channels))
+        arr = np.array([values], dtype=dtype).reshape(
+            (1, 1) if channels == 1 else (1, 1, channels)
+        )
         return codec.to_rgb8(raw_msg(arr, encoding))[0, 0].tolist()
 
     assert one("bgr8", [1, 2, 3]) == [3, 2, 1]
@@ -539,13 +683,15 @@ def test_every_multi_byte_encoding_honours_is_bigendian(encoding: str, big_endia
     arr.flat[0] = 0x0102 if arr.dtype.kind in "ui" else 1.5
     msg = raw_msg(arr, encoding, big_endian=big_endian)
     np.testing.assert_array_equal(codec.image_to_numpy(msg), arr)
-    msg.is_bigendian = int(not big_endian)  # the same bytes read the other way round are other values
+    # the same bytes read the other way round are other values
+    msg.is_bigendian = int(not big_endian)
     assert not np.array_equal(codec.image_to_numpy(msg), arr)
 
 
 @pytest.mark.parametrize("encoding", ["mono16", "16UC1", "16U", "rgb16", "16UC3"])
 def test_big_endian_16_bit_reaches_rgb8_as_its_high_byte(encoding: str) -> None:
-    """Issue 15: mono16 with is_bigendian=1 decoded like little-endian. 0x0102 -> 1 (big) / 2 (little)."""
+    """Issue 15: mono16 with is_bigendian=1 decoded like little-endian. 0x0102 -> 1 (big) / 2
+    (little)."""
     channels = codec.encoding_info(encoding)[1]
     for is_big, expected in ((1, 1), (0, 2)):
         msg = Image(height=1, width=2, encoding=encoding, is_bigendian=is_big, step=4 * channels)
@@ -556,9 +702,17 @@ def test_big_endian_16_bit_reaches_rgb8_as_its_high_byte(encoding: str) -> None:
 
 
 GENERIC_ACCEPTED = {  # encoding -> what the note must say
-    "8UC1": "gray", "8U": "gray", "8UC3": "RGB order", "8UC4": "RGBA order",
-    "16UC1": "high byte", "16U": "high byte", "16UC3": "RGB order", "16UC4": "alpha dropped",
-    "32FC1": "[0, 1]", "32FC3": "RGB order", "64FC1": "[0, 1]",
+    "8UC1": "gray",
+    "8U": "gray",
+    "8UC3": "RGB order",
+    "8UC4": "RGBA order",
+    "16UC1": "high byte",
+    "16U": "high byte",
+    "16UC3": "RGB order",
+    "16UC4": "alpha dropped",
+    "32FC1": "[0, 1]",
+    "32FC3": "RGB order",
+    "64FC1": "[0, 1]",
 }
 
 
@@ -567,14 +721,28 @@ def test_generic_encodings_are_read_by_channel_count_and_noted(encoding: str) ->
     dtype, channels = codec.encoding_info(encoding)
     rng = np.random.default_rng(5)
     shape = (5, 7) if channels == 1 else (5, 7, channels)
-    arr = (rng.random(shape).astype(dtype) if dtype.kind == "f"
-           else rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True))
+    arr = (
+        rng.random(shape).astype(dtype)
+        if dtype.kind == "f"
+        else rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True)
+    )
     decoded = codec.decode_rgb8(raw_msg(arr, encoding))
     assert [n.kind for n in decoded.notes] == ["generic_encoding"]
-    assert encoding in decoded.notes[0].message and GENERIC_ACCEPTED[encoding] in decoded.notes[0].message
-    high = arr if dtype == np.uint8 else ((arr >> 8).astype(np.uint8) if dtype == np.uint16
-                                          else np.floor(np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
-    expected = np.repeat(high[..., None], 3, axis=2) if channels == 1 else high[..., :3]  # C3/C4: RGB(A) order
+    assert (
+        encoding in decoded.notes[0].message
+        and GENERIC_ACCEPTED[encoding] in decoded.notes[0].message
+    )
+    high = (
+        arr
+        if dtype == np.uint8
+        else (
+            (arr >> 8).astype(np.uint8)
+            if dtype == np.uint16
+            else np.floor(np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+        )
+    )
+    # C3/C4: RGB(A) order
+    expected = np.repeat(high[..., None], 3, axis=2) if channels == 1 else high[..., :3]
     np.testing.assert_array_equal(decoded.image, expected)
 
 
@@ -617,7 +785,8 @@ def test_frames_below_the_useful_size_are_too_small(height: int, width: int) -> 
     with pytest.raises(ImageDecodeError) as err:
         codec.decode_rgb8(png, NODE_LIMITS)
     assert err.value.kind == "too_small"
-    assert codec.decode_rgb8(raw_msg(arr, "rgb8")).image.shape == arr.shape  # no minimum unless asked
+    # no minimum unless asked
+    assert codec.decode_rgb8(raw_msg(arr, "rgb8")).image.shape == arr.shape
 
 
 def test_a_malformed_small_frame_reports_what_is_wrong_with_it_not_its_size() -> None:
@@ -637,17 +806,25 @@ def test_smallest_useful_frame_passes() -> None:
     side = codec.MIN_USEFUL_SIDE
     arr = distinct_rgb(side, side)
     np.testing.assert_array_equal(codec.to_rgb8(raw_msg(arr, "rgb8"), NODE_LIMITS), arr)
-    np.testing.assert_array_equal(codec.to_rgb8(compressed_msg(encode(arr[..., ::-1], ".png"), "png"), NODE_LIMITS),
-                                  arr)
+    np.testing.assert_array_equal(
+        codec.to_rgb8(compressed_msg(encode(arr[..., ::-1], ".png"), "png"), NODE_LIMITS), arr
+    )
 
 
 def test_pixel_budget_applies_to_raw_and_compressed() -> None:
     limits = codec.InputLimits(max_pixels=40 * 50)
     at_limit, over = np.zeros((40, 50, 3), np.uint8), np.zeros((40, 51, 3), np.uint8)
     assert codec.to_rgb8(raw_msg(at_limit, "rgb8"), limits).shape == (40, 50, 3)
-    assert codec.to_rgb8(compressed_msg(encode(at_limit, ".png"), "png"), limits).shape == (40, 50, 3)
-    for msg in (raw_msg(over, "rgb8"), compressed_msg(encode(over, ".png"), "png"),
-                compressed_msg(encode(over, ".jpg"), "jpeg")):
+    assert codec.to_rgb8(compressed_msg(encode(at_limit, ".png"), "png"), limits).shape == (
+        40,
+        50,
+        3,
+    )
+    for msg in (
+        raw_msg(over, "rgb8"),
+        compressed_msg(encode(over, ".png"), "png"),
+        compressed_msg(encode(over, ".jpg"), "jpeg"),
+    ):
         with pytest.raises(ImageDecodeError) as err:
             codec.to_rgb8(msg, limits)
         assert err.value.kind == "too_large" and "max_input_pixels=2000" in str(err.value)
@@ -666,9 +843,18 @@ def test_decoded_bytes_budget_counts_channels_and_depth() -> None:
 
 # -- compressed headers against OpenCV -------------------------------------------------
 
-PNG_VARIANTS = [(colour, depth, trns) for colour, depths in ((0, (1, 2, 4, 8, 16)), (2, (8, 16)), (3, (1, 2, 4, 8)),
-                                                             (4, (8, 16)), (6, (8, 16)))
-                for depth in depths for trns in ((False, True) if colour in (0, 2, 3) else (False,))]
+PNG_VARIANTS = [
+    (colour, depth, trns)
+    for colour, depths in (
+        (0, (1, 2, 4, 8, 16)),
+        (2, (8, 16)),
+        (3, (1, 2, 4, 8)),
+        (4, (8, 16)),
+        (6, (8, 16)),
+    )
+    for depth in depths
+    for trns in ((False, True) if colour in (0, 2, 3) else (False,))
+]
 
 
 @pytest.mark.parametrize("colour,depth,trns", PNG_VARIANTS)
@@ -676,8 +862,15 @@ def test_png_header_predicts_what_opencv_allocates(colour: int, depth: int, trns
     """The oracle is cv2.imdecode itself: the header's decoded size is exactly the array's."""
     palette = bytes(range(3 * 2 ** min(depth, 4))) if colour == 3 else None
     transparency = ({0: b"\0\0", 2: bytes(6), 3: b"\x80"}[colour]) if trns else None
-    data = png_bytes(7, 5, depth, colour, palette=palette, transparency=transparency,
-                     extra_chunks=((b"tEXt", b"Comment\0x" * 50),))
+    data = png_bytes(
+        7,
+        5,
+        depth,
+        colour,
+        palette=palette,
+        transparency=transparency,
+        extra_chunks=((b"tEXt", b"Comment\0x" * 50),),
+    )
     header = codec.read_compressed_header(data)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert (header.format, header.width, header.height) == ("png", 7, 5)
@@ -693,7 +886,12 @@ def test_jpeg_header_predicts_what_opencv_allocates(channels: int, progressive: 
     data = encode(image, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive))
     header = codec.read_compressed_header(data)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert (header.format, header.width, header.height, header.channels) == ("jpeg", 13, 9, channels)
+    assert (header.format, header.width, header.height, header.channels) == (
+        "jpeg",
+        13,
+        9,
+        channels,
+    )
     assert header.decoded_bytes == decoded.nbytes
 
 
@@ -715,13 +913,17 @@ def test_jpeg_header_walk_has_no_segment_cut_off() -> None:
     assert codec.read_compressed_header(data).width == 48
     out = codec.to_rgb8(compressed_msg(data, "jpeg"))
     assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() < 3
-    with pytest.raises(ImageDecodeError) as err:  # the same walk finds a huge frame header behind them
+    with pytest.raises(
+        ImageDecodeError
+    ) as err:  # the same walk finds a huge frame header behind them
         codec.to_rgb8(compressed_msg(jpeg_with_size(data, 20000, 20000), "jpeg"))
     assert err.value.kind == "too_large" and "20000x20000" in str(err.value)
 
 
 @pytest.mark.parametrize("cut", [2, 3, 4, 10, 20, 30, 50, 100, 150, 200, 300])
-def test_every_truncated_jpeg_header_is_refused_before_decoding(cut: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_truncated_jpeg_header_is_refused_before_decoding(
+    cut: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = small_jpeg()
     sos = data.index(b"\xff\xda")
     assert cut < sos + 14  # the first scan header (3 components) is not complete
@@ -737,39 +939,58 @@ def _no_decoding(*_args: Any, **_kwargs: Any) -> None:
 
 def test_progressive_jpeg_counts_libjpeg_coefficient_buffer() -> None:
     """libjpeg keeps a progressive JPEG's coefficients (64 int16 a block) for the whole image."""
-    assert codec.read_compressed_header(small_jpeg(16, 16)).working_bytes == 0  # baseline: one MCU row
-    assert codec.read_compressed_header(progressive_jpeg(16, 16, True)).working_bytes == 16 * 16 * 3 * 2
-    assert codec.read_compressed_header(progressive_jpeg(16, 16, False)).working_bytes == (4 + 1 + 1) * 128
+    # baseline: one MCU row
+    assert codec.read_compressed_header(small_jpeg(16, 16)).working_bytes == 0
+    assert (
+        codec.read_compressed_header(progressive_jpeg(16, 16, True)).working_bytes
+        == 16 * 16 * 3 * 2
+    )
+    assert (
+        codec.read_compressed_header(progressive_jpeg(16, 16, False)).working_bytes
+        == (4 + 1 + 1) * 128
+    )
     limits = codec.InputLimits(max_pixels=64 * 64)
     with pytest.raises(ImageDecodeError) as err:  # 4:4:4: 3 + 6 bytes a pixel > two rgb8 frames
         codec.to_rgb8(compressed_msg(progressive_jpeg(64, 64, True), "jpeg"), limits)
     assert err.value.kind == "too_large" and "peak 36864" in str(err.value)
-    assert codec.to_rgb8(compressed_msg(progressive_jpeg(64, 64, False), "jpeg"), limits).shape == (64, 64, 3)
+    assert codec.to_rgb8(
+        compressed_msg(progressive_jpeg(64, 64, False), "jpeg"), limits
+    ).shape == (64, 64, 3)
 
 
 # -- format string vs magic bytes ------------------------------------------------------
 
 
-@pytest.mark.parametrize("data_format,fmt,mismatch", [
-    ("png", "jpeg", True),
-    ("png", "rgb8; jpeg compressed bgr8", True),
-    ("jpeg", "png", True),
-    ("png", "tiff", True),
-    ("png", "rgb8; webp compressed bgr8", True),
-    ("png", "png", False),
-    ("jpeg", "bgr8; jpeg compressed bgr8", False),
-    ("jpeg", "jpg", False),
-    ("png", "", False),
-])
-def test_format_string_mismatch_is_decoded_by_magic_and_noted(data_format: str, fmt: str, mismatch: bool) -> None:
+@pytest.mark.parametrize(
+    "data_format,fmt,mismatch",
+    [
+        ("png", "jpeg", True),
+        ("png", "rgb8; jpeg compressed bgr8", True),
+        ("jpeg", "png", True),
+        ("png", "tiff", True),
+        ("png", "rgb8; webp compressed bgr8", True),
+        ("png", "png", False),
+        ("jpeg", "bgr8; jpeg compressed bgr8", False),
+        ("jpeg", "jpg", False),
+        ("png", "", False),
+    ],
+)
+def test_format_string_mismatch_is_decoded_by_magic_and_noted(
+    data_format: str, fmt: str, mismatch: bool
+) -> None:
     rgb = smooth_rgb(40, 48)
-    data = encode(rgb[..., ::-1], ".png" if data_format == "png" else ".jpg", cv2.IMWRITE_JPEG_QUALITY, 98)
+    data = encode(
+        rgb[..., ::-1], ".png" if data_format == "png" else ".jpg", cv2.IMWRITE_JPEG_QUALITY, 98
+    )
     decoded = codec.decode_rgb8(compressed_msg(data, fmt))
     assert decoded.image.shape == rgb.shape
     assert np.abs(decoded.image.astype(int) - rgb).max() <= (0 if data_format == "png" else 12)
     assert [n.kind for n in decoded.notes] == (["format_mismatch"] if mismatch else [])
     if mismatch:
-        assert repr(fmt) in decoded.notes[0].message and data_format.upper() in decoded.notes[0].message
+        assert (
+            repr(fmt) in decoded.notes[0].message
+            and data_format.upper() in decoded.notes[0].message
+        )
 
 
 # -- bombs -----------------------------------------------------------------------------
@@ -803,7 +1024,9 @@ RSS_PROBE = Path(__file__).resolve().parent / "decode_rss_probe.py"
 
 
 def _probe(name: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, str(RSS_PROBE), name], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(RSS_PROBE), name], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -828,4 +1051,9 @@ def test_peak_rss_under_each_bomb(name: str) -> None:
     else:
         assert result["outcome"] == f"refused: {BOMB_KINDS[name]}"
         assert grown < 2 * frame, (name, grown / 2**20, result)
-        assert grown < 4 * 2**20, (name, grown / 2**20, result)  # in fact: nothing frame-sized at all
+        # in fact: nothing frame-sized at all
+        assert grown < 4 * 2**20, (
+            name,
+            grown / 2**20,
+            result,
+        )

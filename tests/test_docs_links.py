@@ -1,4 +1,5 @@
 """The README's pointers to the design docs lead to files inside the repository."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_design_docs_line_points_inside_the_repository() -> None:
-    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("Design and conventions")]
+    lines = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("Design and conventions")
+    ]
     assert len(lines) == 1
     targets = re.findall(r"\(([^)]+\.md)\)|`([^`]+\.md)`", lines[0])
     paths = [a or b for a, b in targets]

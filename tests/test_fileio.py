@@ -1,4 +1,5 @@
 """Files we write are readable by other users (the vehicle's node account), per the umask."""
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,9 @@ def test_default_mode_follows_the_umask(umask_022) -> None:
     assert default_mode() == 0o600
 
 
-def test_checkpoints_engine_sidecars_and_reports_are_world_readable(tmp_path: Path, umask_022) -> None:
+def test_checkpoints_engine_sidecars_and_reports_are_world_readable(
+    tmp_path: Path, umask_022
+) -> None:
     torch.manual_seed(0)
     tensor_path, json_path = save_fed(tmp_path / "fed", FlowEneDet(FEDConfig()), {})
     write_json_atomic(tmp_path / "engine.json", {"a": 1})
@@ -41,4 +44,9 @@ def test_checkpoints_engine_sidecars_and_reports_are_world_readable(tmp_path: Pa
     for path in (tensor_path, json_path, tmp_path / "engine.json", tmp_path / "report.md"):
         assert mode(path) == 0o644, f"{path.name}: {oct(mode(path))}"
     assert (tmp_path / "report.md").read_bytes() == b"# report\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.json", "fed.json", "fed.safetensors", "report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "engine.json",
+        "fed.json",
+        "fed.safetensors",
+        "report.md",
+    ]

@@ -1,4 +1,5 @@
 """ros2_fed.health: per-kind log throttle and input/engine watchdog, driven by a fake clock."""
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,9 @@ def test_zero_period_logs_everything_and_infinite_period_logs_once() -> None:
     assert not once.allow("format_mismatch").log
     assert once.allow("generic_encoding").log
     assert once.suppressed() == {"format_mismatch": 1}
-    assert health.LogDecision(True, 0).suffix() == "" and health.LogDecision(False, 3).suffix() == ""
+    assert (
+        health.LogDecision(True, 0).suffix() == "" and health.LogDecision(False, 3).suffix() == ""
+    )
 
 
 def test_throttle_rejects_a_negative_period() -> None:
@@ -111,7 +114,8 @@ def test_no_input_warns_after_the_timeout_and_the_next_frame_clears_it() -> None
     assert state is not None and state.level == WARN and state.message == "no input for 1.0 s"
     assert dog.check() is None  # reported once per change, not once per timer tick
     clock.advance(2.0)
-    assert dog.check() is None and dog.state().message == "no input for 3.0 s"  # the text keeps counting
+    # the text keeps counting
+    assert dog.check() is None and dog.state().message == "no input for 3.0 s"
     dog.frame_received()
     state = dog.check()
     assert state is not None and state.level == OK and state.message == ""
@@ -184,7 +188,10 @@ def test_zero_timeouts_disable_the_checks() -> None:
 
 
 def test_worst_status() -> None:
-    assert health.worst_status((OK, "ready"), (WARN, "no input for 1.2 s")) == (WARN, "no input for 1.2 s")
+    assert health.worst_status((OK, "ready"), (WARN, "no input for 1.2 s")) == (
+        WARN,
+        "no input for 1.2 s",
+    )
     assert health.worst_status((WARN, "a"), (ERROR, "b"), (ERROR, "c")) == (ERROR, "b; c")
     assert health.worst_status((OK, "ready")) == (OK, "ready")
     with pytest.raises(ValueError):

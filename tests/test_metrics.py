@@ -1,4 +1,5 @@
 """ros2_fed.eval.metrics against scikit-learn (the external oracle) and hand-derived numbers."""
+
 from __future__ import annotations
 
 import warnings

@@ -4,10 +4,11 @@ Why: ``make demo`` once failed with "the embedded default model is missing" afte
 moved and its ``parents[N]`` pointed into the package instead of the checkout; nothing else
 failed because every other test passes explicit paths.
 """
+
 from __future__ import annotations
 
-from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 from ros2_fed.paths import SOURCE_ROOT, default_models_dir, fastdds_profile, package_dir
+from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 
 
 def test_default_models_dir_holds_the_embedded_default_model() -> None:
@@ -25,4 +26,6 @@ def test_fastdds_profile_and_config_are_found() -> None:
 
 
 def test_source_root_is_the_checkout() -> None:
-    assert (SOURCE_ROOT / "setup.py").is_file() and (SOURCE_ROOT / "ros2_fed" / "paths.py").is_file()
+    assert (SOURCE_ROOT / "setup.py").is_file() and (
+        SOURCE_ROOT / "ros2_fed" / "paths.py"
+    ).is_file()

@@ -3,6 +3,7 @@
 Oracles: OpenCV / SciPy Gaussians, and a naive loop-based numpy implementation of the public
 SML algorithm (kornia morphology semantics: zero kernel entries excluded, geodesic border).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,6 +30,7 @@ torch.set_num_threads(1)
 # naive numpy reference of SML's BoundarySuppressionWithSmoothing
 # ----------------------------------------------------------------------------------------
 
+
 def _offsets(kind: str, r: int) -> list[tuple[int, int]]:
     rng = range(-r, r + 1)
     if kind == "diamond":
@@ -53,7 +55,7 @@ def _box3_sum(x: np.ndarray) -> np.ndarray:
     out = np.zeros_like(x)
     for i in range(h):
         for j in range(w):
-            out[i, j] = p[i:i + 3, j:j + 3].sum()
+            out[i, j] = p[i : i + 3, j : j + 3].sum()
     return out
 
 
@@ -68,8 +70,13 @@ def ref_boundary_suppression(score, labels, width=4, iters=4, footprint="sml"):
     for it in range(iters):
         prev = out
         r = 0 if (width == 0 or it == iters - 1) else width - diff * it - 1
-        expanded = boundaries if r == 0 else _morph(
-            boundaries, _offsets("diamond" if footprint == "sml" else "square", r), max)
+        expanded = (
+            boundaries
+            if r == 0
+            else _morph(
+                boundaries, _offsets("diamond" if footprint == "sml" else "square", r), max
+            )
+        )
         nb = (expanded == 0).astype(np.float64)
         total = _box3_sum(out * nb)
         count = _box3_sum(nb)
@@ -88,11 +95,13 @@ def ref_dilated_gaussian(x, k=7, sigma=1.0, dilation=6):
     out = np.zeros((h, w))
     for a in range(k):
         for b in range(k):
-            out += kern[a, b] * p[a * dilation:a * dilation + h, b * dilation:b * dilation + w]
+            out += kern[a, b] * p[a * dilation : a * dilation + h, b * dilation : b * dilation + w]
     return out
 
 
-def _blob_labels(rng: np.random.Generator, h: int, w: int, classes: int = 3, cell: int = 4) -> np.ndarray:
+def _blob_labels(
+    rng: np.random.Generator, h: int, w: int, classes: int = 3, cell: int = 4
+) -> np.ndarray:
     coarse = rng.integers(0, classes, size=(-(-h // cell), -(-w // cell)))
     return np.kron(coarse, np.ones((cell, cell), dtype=np.int64))[:h, :w]
 
@@ -100,6 +109,7 @@ def _blob_labels(rng: np.random.Generator, h: int, w: int, classes: int = 3, cel
 # ----------------------------------------------------------------------------------------
 # Gaussian
 # ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("k,sigma", [(7, 1.0), (5, 0.8), (11, 2.0)])
 def test_gaussian_kernel_matches_opencv(k, sigma):
@@ -116,7 +126,9 @@ def test_gaussian_smoothing_matches_scipy_and_cv2():
     y = GaussianSmoothing(7, 1.0)(torch.from_numpy(x)).numpy()
     assert y.shape == x.shape
     # replicate padding == scipy's "nearest" border; 7 taps == truncate 3 sigma
-    ref = ndi.gaussian_filter(x.astype(np.float64), sigma=(0, 0, 1.0, 1.0), mode="nearest", truncate=3.0)
+    ref = ndi.gaussian_filter(
+        x.astype(np.float64), sigma=(0, 0, 1.0, 1.0), mode="nearest", truncate=3.0
+    )
     np.testing.assert_allclose(y, ref, atol=1e-5)
     ref_cv = cv2.GaussianBlur(x[0, 1], (7, 7), 1.0, borderType=cv2.BORDER_REFLECT_101)
     np.testing.assert_allclose(y[0, 1, 3:-3, 3:-3], ref_cv[3:-3, 3:-3], atol=1e-5)  # interior only
@@ -134,10 +146,16 @@ def test_dilated_gaussian_matches_reference_and_3d_input():
     np.testing.assert_allclose(y[0, 0].numpy(), ref_dilated_gaussian(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("module", [
-    GaussianSmoothing(7, 1.0), GaussianSmoothing(7, 1.0, dilation=6),
-    GaussianSmoothing(5, 1.0, padding="reflect"), SMLPostprocess(), BoundarySuppression(),
-])
+@pytest.mark.parametrize(
+    "module",
+    [
+        GaussianSmoothing(7, 1.0),
+        GaussianSmoothing(7, 1.0, dilation=6),
+        GaussianSmoothing(5, 1.0, padding="reflect"),
+        SMLPostprocess(),
+        BoundarySuppression(),
+    ],
+)
 def test_constant_map_stays_constant(module):
     score = torch.full((2, 1, 15, 22), 3.25)
     labels = torch.from_numpy(_blob_labels(np.random.default_rng(2), 15, 22))[None].repeat(2, 1, 1)
@@ -149,6 +167,7 @@ def test_constant_map_stays_constant(module):
 # ----------------------------------------------------------------------------------------
 # SML boundary suppression
 # ----------------------------------------------------------------------------------------
+
 
 def test_boundaries_two_regions():
     labels = torch.zeros(1, 10, 12, dtype=torch.int64)
@@ -173,10 +192,12 @@ def test_boundary_suppression_changes_only_near_boundary(footprint, band):
     assert cols.numel() > 0
     assert int(cols.min()) >= c - 1 - band and int(cols.max()) <= c + band
     assert torch.equal(out[..., : c - 1 - band], score[..., : c - 1 - band])
-    assert torch.equal(out[..., c + band + 1:], score[..., c + band + 1:])
+    assert torch.equal(out[..., c + band + 1 :], score[..., c + band + 1 :])
     # identity on a constant score map, whatever the labels
     const = torch.full_like(score, -1.5)
-    torch.testing.assert_close(BoundarySuppression(footprint=footprint)(const, labels), const, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        BoundarySuppression(footprint=footprint)(const, labels), const, atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("footprint", ["sml", "square"])
@@ -184,9 +205,13 @@ def test_boundary_suppression_changes_only_near_boundary(footprint, band):
 def test_boundary_suppression_matches_naive_reference(footprint, width, iters):
     rng = np.random.default_rng(width * 10 + iters)
     h, w = 14, 17
-    labels = np.stack([_blob_labels(rng, h, w, classes=4, cell=3), rng.integers(0, 3, size=(h, w))])
+    labels = np.stack(
+        [_blob_labels(rng, h, w, classes=4, cell=3), rng.integers(0, 3, size=(h, w))]
+    )
     score = rng.normal(size=(2, 1, h, w)).astype(np.float32)
-    out = BoundarySuppression(width, iters, footprint=footprint)(torch.from_numpy(score), torch.from_numpy(labels))
+    out = BoundarySuppression(width, iters, footprint=footprint)(
+        torch.from_numpy(score), torch.from_numpy(labels)
+    )
     for b in range(2):
         ref = ref_boundary_suppression(score[b, 0], labels[b], width, iters, footprint)
         np.testing.assert_allclose(out[b, 0].numpy(), ref, atol=1e-5)
@@ -209,12 +234,13 @@ def test_boundary_suppression_multichannel_equals_per_channel():
     m = BoundarySuppression()
     joint = m(score, labels)
     for ch in range(3):
-        torch.testing.assert_close(joint[:, ch:ch + 1], m(score[:, ch:ch + 1], labels))
+        torch.testing.assert_close(joint[:, ch : ch + 1], m(score[:, ch : ch + 1], labels))
 
 
 # ----------------------------------------------------------------------------------------
 # factory
 # ----------------------------------------------------------------------------------------
+
 
 def test_make_postprocess_uniform_signature():
     score = torch.randn(1, 1, 10, 11)
@@ -226,7 +252,9 @@ def test_make_postprocess_uniform_signature():
         out = make_postprocess(name)(score, labels)
         assert out.shape == score.shape
     assert torch.equal(make_postprocess("none")(score, labels), score)
-    assert torch.equal(make_postprocess("gaussian")(score), make_postprocess("gaussian")(score, labels))
+    assert torch.equal(
+        make_postprocess("gaussian")(score), make_postprocess("gaussian")(score, labels)
+    )
     assert make_postprocess("gaussian", kernel_size=3, sigma=0.5).weight.shape == (1, 1, 3, 3)
     with pytest.raises(ValueError):
         make_postprocess("median")
@@ -240,6 +268,7 @@ def test_make_postprocess_uniform_signature():
 # ONNX export parity
 # ----------------------------------------------------------------------------------------
 
+
 def _export(module, path, dynamo: bool) -> None:
     score = torch.randn(2, 1, 24, 40)
     labels = torch.randint(0, 3, (2, 24, 40))
@@ -248,17 +277,36 @@ def _export(module, path, dynamo: bool) -> None:
         if dynamo:
             from torch.export import Dim
 
-            shapes = {"score": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},
-                      "labels": {0: Dim.AUTO, 1: Dim.AUTO, 2: Dim.AUTO}}
-            torch.onnx.export(module, (score, labels), str(path), input_names=["score", "labels"],
-                              output_names=["out"], opset_version=18, dynamo=True,
-                              dynamic_shapes=shapes, verbose=False)
+            shapes = {
+                "score": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},
+                "labels": {0: Dim.AUTO, 1: Dim.AUTO, 2: Dim.AUTO},
+            }
+            torch.onnx.export(
+                module,
+                (score, labels),
+                str(path),
+                input_names=["score", "labels"],
+                output_names=["out"],
+                opset_version=18,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
         else:
-            torch.onnx.export(module, (score, labels), str(path), input_names=["score", "labels"],
-                              output_names=["out"], opset_version=18, dynamo=False,
-                              dynamic_axes={"score": {0: "b", 2: "h", 3: "w"},
-                                            "labels": {0: "b", 1: "h", 2: "w"},
-                                            "out": {0: "b", 2: "h", 3: "w"}})
+            torch.onnx.export(
+                module,
+                (score, labels),
+                str(path),
+                input_names=["score", "labels"],
+                output_names=["out"],
+                opset_version=18,
+                dynamo=False,
+                dynamic_axes={
+                    "score": {0: "b", 2: "h", 3: "w"},
+                    "labels": {0: "b", 1: "h", 2: "w"},
+                    "out": {0: "b", 2: "h", 3: "w"},
+                },
+            )
 
 
 def _check_onnx_parity(module, path) -> float:
@@ -274,8 +322,9 @@ def _check_onnx_parity(module, path) -> float:
     gen = torch.Generator().manual_seed(0)
     for b, h, w in [(2, 24, 40), (1, 33, 18)]:  # the second size was not seen at export
         score = torch.randn(b, 1, h, w, generator=gen) * 4
-        labels = torch.from_numpy(np.stack([_blob_labels(np.random.default_rng(h + i), h, w, 5, 3)
-                                            for i in range(b)]))
+        labels = torch.from_numpy(
+            np.stack([_blob_labels(np.random.default_rng(h + i), h, w, 5, 3) for i in range(b)])
+        )
         feeds = {"score": score.numpy(), "labels": labels.numpy()}
         got = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
         with torch.no_grad():

@@ -1,4 +1,5 @@
 """training.runlog: a resumed run's log.csv keeps its columns and its clock."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,9 @@ import pytest
 from training import runlog
 
 
-def test_elapsed_continues_across_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_elapsed_continues_across_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = [100.0]
     monkeypatch.setattr(runlog.time, "monotonic", lambda: clock[0])
     first = runlog.RunLogger(tmp_path)

@@ -1,5 +1,6 @@
 """Baseline scores: orientation (higher = more likely wrong), numerical stability, SML and
 MC dropout semantics. Oracle: the naive textbook formulas in float64 numpy."""
+
 from __future__ import annotations
 
 import math
@@ -33,23 +34,23 @@ STD = torch.tensor([0.5, 2.0, 1.0, 4.0, 1.5])
 
 def _naive(name: str, logits: np.ndarray) -> np.ndarray:
     """Textbook formulas, float64, no stabilisation (overflow -> inf/nan is expected)."""
-    l = logits.astype(np.float64)
+    z = logits.astype(np.float64)
     with np.errstate(all="ignore"):
-        e = np.exp(l)
+        e = np.exp(z)
         p = e / e.sum(axis=1, keepdims=True)
         if name == "msp":
             return 1.0 - p.max(axis=1, keepdims=True)
         if name == "maxlogit":
-            return -l.max(axis=1, keepdims=True)
+            return -z.max(axis=1, keepdims=True)
         if name == "energy":
             return -np.log(e.sum(axis=1, keepdims=True))
         if name == "entropy":
             return -(p * np.log(p)).sum(axis=1, keepdims=True)
         if name == "sml":  # no post-processing
-            k = l.argmax(axis=1)
+            k = z.argmax(axis=1)
             m = MEAN.double().numpy()[k]
             s = STD.double().numpy()[k]
-            return -((l.max(axis=1) - m) / s)[:, None]
+            return -((z.max(axis=1) - m) / s)[:, None]
     raise KeyError(name)
 
 
@@ -74,7 +75,9 @@ def test_matches_naive_formula(name):
     logits = torch.randn(2, C, 6, 7, generator=gen) * 4
     got = _score(name, logits)
     assert got.shape == (2, 1, 6, 7)
-    np.testing.assert_allclose(got.double().numpy(), _naive(name, logits.numpy()), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        got.double().numpy(), _naive(name, logits.numpy()), atol=2e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -118,7 +121,9 @@ def test_energy_temperature():
     logits = torch.randn(1, C, 3, 3)
     t = 2.5
     ref = -t * torch.logsumexp(logits.double() / t, dim=1, keepdim=True)
-    torch.testing.assert_close(energy_score(logits, temperature=t).double(), ref, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(
+        energy_score(logits, temperature=t).double(), ref, atol=1e-5, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -165,9 +170,19 @@ def test_baseline_score_module_exports_to_onnx(tmp_path):
         x = torch.randn(1, C, 16, 20) * 5
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(mod, (x,), str(path), input_names=["logits"], output_names=["score"],
-                              opset_version=18, dynamo=False,
-                              dynamic_axes={"logits": {0: "b", 2: "h", 3: "w"}, "score": {0: "b", 2: "h", 3: "w"}})
+            torch.onnx.export(
+                mod,
+                (x,),
+                str(path),
+                input_names=["logits"],
+                output_names=["score"],
+                opset_version=18,
+                dynamo=False,
+                dynamic_axes={
+                    "logits": {0: "b", 2: "h", 3: "w"},
+                    "score": {0: "b", 2: "h", 3: "w"},
+                },
+            )
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for shape in [(1, C, 16, 20), (2, C, 11, 23)]:
@@ -182,6 +197,7 @@ def test_baseline_score_module_exports_to_onnx(tmp_path):
 # ----------------------------------------------------------------------------------------
 # MC dropout
 # ----------------------------------------------------------------------------------------
+
 
 class TinySeg(nn.Module):
     """Conv -> BN -> ReLU -> Dropout -> Conv; returns (logits, features) like our backbones."""
@@ -269,8 +285,10 @@ def test_mc_dropout_seeded_reproducible_and_stochastic():
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    assert torch.equal(mc_dropout_score(model, x, passes=4, generator=g1),
-                       mc_dropout_score(model, x, passes=4, generator=g2))
+    assert torch.equal(
+        mc_dropout_score(model, x, passes=4, generator=g1),
+        mc_dropout_score(model, x, passes=4, generator=g2),
+    )
     # stochastic: differs from the deterministic eval-mode entropy
     with torch.no_grad():
         det = entropy_score(model(x)[0])
@@ -278,7 +296,9 @@ def test_mc_dropout_seeded_reproducible_and_stochastic():
     for kind in ("entropy", "msp", "mutual_info"):
         s = mc_dropout_score(model, x, passes=4, seed=5, kind=kind)
         assert s.shape == (1, 1, 6, 6) and torch.isfinite(s).all() and (s >= 0).all()
-    assert (mc_dropout_score(model, x, passes=4, seed=5, kind="entropy") <= math.log(C) + 1e-6).all()
+    assert (
+        mc_dropout_score(model, x, passes=4, seed=5, kind="entropy") <= math.log(C) + 1e-6
+    ).all()
 
 
 def test_mc_dropout_accepts_plain_callable_and_bad_args():

@@ -1,7 +1,7 @@
 """Training building blocks: schedule, target, loss, logit statistics, resumable state."""
+
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -33,11 +33,17 @@ def test_wrong_pixel_target_and_void_option() -> None:
     logits[0, 1, 0, 1] = 5  # predicts 1
     logits[0, 2, 1, :] = 5  # predicts 2, 2
     labels = torch.tensor([[[0, 2], [255, 2]]], dtype=torch.uint8)
-    torch.testing.assert_close(wrong_pixel_target(logits, labels), torch.tensor([[[0, 1], [1, 0]]]))
-    torch.testing.assert_close(wrong_pixel_target(logits, labels, void_as_wrong=False), torch.tensor([[[0, 1], [255, 0]]]))
+    torch.testing.assert_close(
+        wrong_pixel_target(logits, labels), torch.tensor([[[0, 1], [1, 0]]])
+    )
+    torch.testing.assert_close(
+        wrong_pixel_target(logits, labels, void_as_wrong=False), torch.tensor([[[0, 1], [255, 0]]])
+    )
     padded = labels.clone()
     padded[0, 0, 1] = 254  # crop padding is ignored even when void counts as wrong
-    torch.testing.assert_close(wrong_pixel_target(logits, padded), torch.tensor([[[0, 255], [1, 0]]]))
+    torch.testing.assert_close(
+        wrong_pixel_target(logits, padded), torch.tensor([[[0, 255], [1, 0]]])
+    )
     # logits at 1/4 resolution are resized to the labels before the argmax
     big_labels = torch.zeros(1, 8, 8, dtype=torch.uint8)
     assert wrong_pixel_target(logits, big_labels).shape == (1, 8, 8)
@@ -48,7 +54,9 @@ def test_fed_loss_upsamples_and_ignores_void() -> None:
     target = torch.randint(0, 2, (2, 16, 16))
     target[:, :4] = 255
     loss = fed_loss(component, target)
-    up = torch.nn.functional.interpolate(component, size=(16, 16), mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(
+        component, size=(16, 16), mode="bilinear", align_corners=False
+    )
     expected = torch.nn.functional.cross_entropy(up, target, ignore_index=255)
     torch.testing.assert_close(loss, expected)
     loss.backward()
