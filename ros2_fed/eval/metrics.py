@@ -465,6 +465,15 @@ class ExactAccumulator(_Accumulator):
             return binary_curve(np.zeros(0), np.zeros(0, dtype=bool))
         return binary_curve(np.concatenate(self._scores), np.concatenate(self._labels))
 
+    def merge(self, other: "ExactAccumulator") -> "ExactAccumulator":
+        """Add another accumulator's pairs (e.g. another camera's): still exact."""
+        if not isinstance(other, ExactAccumulator):
+            raise TypeError("an exact accumulator cannot take a histogram's counts")
+        self._scores.extend(np.array(s, copy=True) for s in other._scores)
+        self._labels.extend(np.array(y, copy=True) for y in other._labels)
+        self._curve = None
+        return self
+
     def reset(self) -> None:
         self._scores.clear()
         self._labels.clear()
@@ -548,8 +557,16 @@ class HistogramAccumulator(_Accumulator):
     def _build_curve(self) -> BinaryCurve:
         return _curve_from_counts(self.pos_counts, self.neg_counts, self.lower_edges())
 
-    def merge(self, other: "HistogramAccumulator") -> "HistogramAccumulator":
-        """Add another accumulator's counts (e.g. from a parallel worker); same bins only."""
+    def merge(self, other: "HistogramAccumulator | ExactAccumulator") -> "HistogramAccumulator":
+        """Add another accumulator's counts (e.g. from a parallel worker); same bins only.
+
+        An :class:`ExactAccumulator`'s pairs are binned (what this histogram would have
+        counted had it seen them)."""
+        if isinstance(other, ExactAccumulator):
+            for s, y in zip(other._scores, other._labels):
+                self._add(s, y)
+            self._curve = None
+            return self
         if (other.bins, other.range, other.scale) != (self.bins, self.range, self.scale):
             raise ValueError("cannot merge histograms with different bins/range/scale")
         self.counts += other.counts
@@ -607,6 +624,14 @@ class PerImageAverager:
         m["f1_threshold"], m["f1"] = c.f1_optimal()
         self.per_image.append(m)
         return m
+
+    def merge(self, other: "PerImageAverager") -> "PerImageAverager":
+        """Add another averager's images (e.g. another camera's); same TPRs only."""
+        if other.tprs != self.tprs:
+            raise ValueError(f"cannot merge averagers tracking TPRs {other.tprs} and {self.tprs}")
+        self.per_image.extend(dict(m) for m in other.per_image)
+        self.n_skipped += other.n_skipped
+        return self
 
     @property
     def n_images(self) -> int:

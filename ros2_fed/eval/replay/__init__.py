@@ -9,5 +9,6 @@
 - :mod:`.live` — the bag played through a running ``fed_node`` over real ROS 2 topics (the
   only module here that imports rclpy);
 - :mod:`.report` — report.md / report.json / mosaics;
+- :mod:`.multicamera` — several camera topics: a report per camera plus a pooled one;
 - :mod:`.cli` — the ``fed_bag_eval`` console script.
 """

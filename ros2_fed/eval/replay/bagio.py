@@ -326,6 +326,12 @@ class BagWriter:
     def has_topic(self, topic: str) -> bool:
         return topic in self._types
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """Set (or replace) a metadata.yaml custom_data entry; written by ``close``."""
+        if self.closed:
+            raise ValueError(f"{self.path} is closed")
+        self._call(lambda: self._writer.set_custom_data(str(key), str(value)))
+
     def write(self, topic: str, timestamp_ns: int, msg: Any) -> None:
         """Queue a rosbags message, or raw CDR bytes, at ``timestamp_ns`` (log time)."""
         if self.closed:

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ood-topic", default=None, help="ground truth: mono8 OOD mask 0 / 1 / 255")
     g.add_argument("--no-gt", action="store_true", help="ignore ground truth (no detection metrics)")
     g.add_argument("--limit", type=int, default=None, help="only the first N camera frames")
+    g.add_argument("--cameras", default=None, metavar="NAME,NAME",
+                   help="several cameras (default: those a fed_synthroad_bag --cameras bag "
+                        "lists): each evaluated into OUT/NAME/ as a complete report, plus "
+                        "OUT/report.md with per-camera and pooled metrics "
+                        "(ros2_fed/eval/replay/multicamera.py); offline only: live replay is "
+                        "single-camera, --live with two or more cameras is refused")
     g = p.add_argument_group("model (what fed_node is started with; default: the embedded default model)")
     g.add_argument("--engine", default="", help="engine file (fed_export: .onnx / .engine / fused .safetensors)")
     g.add_argument("--backbone", default="", help="backbone checkpoint (empty = the default model)")
@@ -714,6 +720,10 @@ def _failure(exc: BaseException) -> Optional[tuple[str, int]]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from ros2_fed.eval.replay import multicamera
+
+    if multicamera.wanted(args):  # several cameras: a report each + a pooled one
+        return multicamera.main(args)
 
     def log(msg: str) -> None:
         if not args.quiet:

@@ -99,6 +99,30 @@ class Scorer:
         if label is not None:
             self.conf.setdefault(pred_key, M.ConfusionMatrix(self.num_classes, ignore_index=VOID)).update(pred, label)
 
+    def merge(self, other: "Scorer") -> "Scorer":
+        """Add ``other``'s frames (e.g. another camera's): the results then equal one scorer fed
+        both streams. Exact OOD pairs are concatenated, histograms summed (an exact scorer's
+        pairs binned into a histogram one); IDM per-image lists and confusion matrices added."""
+        if (other.num_classes, other.bins) != (self.num_classes, self.bins):
+            raise ValueError("cannot merge scorers with different classes or bins")
+        if self.exact and not other.exact:
+            raise ValueError("an exact scorer cannot take a histogram scorer's counts")
+        self.frames += other.frames
+        self.probability |= other.probability
+        self.names += [name for name in other.names if name not in self.names]
+        self.has_ood |= other.has_ood
+        self.has_label |= other.has_label
+        for key, count in other.frames_by_key.items():
+            self.frames_by_key[key] = self.frames_by_key.get(key, 0) + count
+        for name, acc in other.ood.items():
+            self.ood.setdefault(name, self._ood_accumulator()).merge(acc)
+        for name, avg in other.idm.items():
+            self.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).merge(avg)
+        for key, matrix in other.conf.items():
+            empty = M.ConfusionMatrix(self.num_classes, ignore_index=VOID)
+            self.conf.setdefault(key, empty).merge(matrix)
+        return self
+
     @property
     def images(self) -> int:
         """Frames scored (not update calls: the node and the reference each score every frame)."""
