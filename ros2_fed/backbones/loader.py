@@ -17,6 +17,7 @@ Recognised inputs (``detect_format``):
 Every path ends in a strict load: a missing, unexpected or mis-shaped tensor raises
 :class:`BackboneError` naming the key and the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,31 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import nn
 
-from ros2_fed.checkpoint import CheckpointError, checkpoint_paths, file_sha256, load_checkpoint, save_checkpoint
+from ros2_fed.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-from .base import (IMAGENET_MEAN, IMAGENET_STD, BackboneError, SegmentationBackbone, default_class_names,
-                   default_palette, load_strict)
-from .convert import (IGNORED_MMSEG_PREFIXES, hf_class_names, hf_config_to_ours, hf_to_ours, infer_mmseg_config,
-                      mmseg_state_dict)
+from .base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneError,
+    SegmentationBackbone,
+    default_class_names,
+    default_palette,
+    load_strict,
+)
+from .convert import (
+    IGNORED_MMSEG_PREFIXES,
+    hf_class_names,
+    hf_config_to_ours,
+    hf_to_ours,
+    infer_mmseg_config,
+    mmseg_state_dict,
+)
 from .deeplabv3plus import DeepLabV3Plus
 from .segformer import SegFormer
 
@@ -47,23 +67,29 @@ def _build_tinyseg(config: dict[str, Any]) -> nn.Module:
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "segformer": SegFormer, "deeplabv3plus": DeepLabV3Plus, "tinyseg": _build_tinyseg,
+    "segformer": SegFormer,
+    "deeplabv3plus": DeepLabV3Plus,
+    "tinyseg": _build_tinyseg,
 }
 MMSEG_SUFFIXES = (".pth", ".pt", ".ckpt")
 CITYSCAPES_SIZE = [1024, 2048]
 
 
 def default_inference(arch: str) -> dict[str, Any]:
-    """The paper's test-time setting: SF-B2 1024x1024 sliding window (stride 768), DL-R101 whole image."""
+    """The paper's test-time setting: SF-B2 1024x1024 sliding window (stride 768), DL-R101 whole
+    image."""
     if arch == "segformer":
         return {"mode": "slide", "crop_size": [1024, 1024], "stride": [768, 768]}
     return {"mode": "whole"}
 
 
 def build_backbone(arch: str, config: dict[str, Any]) -> nn.Module:
-    """Instantiate ``arch`` ("segformer" | "deeplabv3plus" | "tinyseg") from ``config`` (random weights)."""
+    """Instantiate ``arch`` ("segformer" | "deeplabv3plus" | "tinyseg") from ``config`` (random
+    weights)."""
     if arch not in ARCHITECTURES:
-        raise BackboneError(f"unknown backbone architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        raise BackboneError(
+            f"unknown backbone architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}"
+        )
     try:
         if arch == "tinyseg":
             return ARCHITECTURES[arch](config)
@@ -85,16 +111,22 @@ class BackboneSource:
 
 
 def detect_format(path: PathLike) -> str:
-    """``"mmseg"``, ``"hf"`` or ``"ros2_fed"`` for a file/folder path; :class:`BackboneError` otherwise."""
+    """``"mmseg"``, ``"hf"`` or ``"ros2_fed"`` for a file/folder path; :class:`BackboneError`
+    otherwise."""
     path = Path(path)
     if path.is_dir():
         if (path / "config.json").is_file():
             return "hf"
-        raise BackboneError(f"{path}: a folder but not a Hugging Face model folder (no config.json)")
+        raise BackboneError(
+            f"{path}: a folder but not a Hugging Face model folder (no config.json)"
+        )
     if path.suffix in MMSEG_SUFFIXES:
         return "mmseg"
-    if path.name in ("config.json", "model.safetensors") and (path.parent / "config.json").is_file() \
-            and (path.parent / "model.safetensors").is_file():
+    if (
+        path.name in ("config.json", "model.safetensors")
+        and (path.parent / "config.json").is_file()
+        and (path.parent / "model.safetensors").is_file()
+    ):
         return "hf"
     if path.suffix == ".json" and path.is_file():
         _check_our_sidecar(path)  # another JSON file: say so, not "NAME.safetensors missing"
@@ -102,8 +134,9 @@ def detect_format(path: PathLike) -> str:
     if tensors.is_file() or sidecar.is_file():
         return "ros2_fed"
     raise BackboneError(
-        f"{path}: not found or not a recognised backbone checkpoint (expected an MMSeg .pth, a Hugging Face "
-        "folder with config.json + model.safetensors, or NAME.safetensors + NAME.json)"
+        f"{path}: not found or not a recognised backbone checkpoint (expected an MMSeg .pth, "
+        "a Hugging Face folder with config.json + model.safetensors, or NAME.safetensors + "
+        "NAME.json)"
     )
 
 
@@ -122,10 +155,12 @@ def _check_our_sidecar(path: Path) -> None:
             reason = f"the sidecar of a {data.get('kind')!r} checkpoint, not a backbone"
         else:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            reason = f"a JSON file without \"format\": \"{FORMAT}\" (found {found!r})"
-    raise BackboneError(f"{path}: not a backbone checkpoint: {reason}; expected an MMSeg .pth, a "
-                        "Hugging Face folder with config.json + model.safetensors, or our "
-                        "NAME.safetensors + NAME.json")
+            reason = f'a JSON file without "format": "{FORMAT}" (found {found!r})'
+    raise BackboneError(
+        f"{path}: not a backbone checkpoint: {reason}; expected an MMSeg .pth, a "
+        "Hugging Face folder with config.json + model.safetensors, or our "
+        "NAME.safetensors + NAME.json"
+    )
 
 
 def read_source(path: PathLike, overrides: Optional[dict[str, Any]] = None) -> BackboneSource:
@@ -143,8 +178,11 @@ def read_source(path: PathLike, overrides: Optional[dict[str, Any]] = None) -> B
     return src
 
 
-def load_backbone(path: PathLike, device: Union[str, torch.device] = "cpu",
-                  overrides: Optional[dict[str, Any]] = None) -> nn.Module:
+def load_backbone(
+    path: PathLike,
+    device: Union[str, torch.device] = "cpu",
+    overrides: Optional[dict[str, Any]] = None,
+) -> nn.Module:
     """Build the backbone a checkpoint describes and load it strictly; returned in eval mode.
 
     ``forward(images)`` takes RGB ``B x 3 x H x W`` in 0..255 and returns ``(logits, features)``
@@ -156,9 +194,13 @@ def load_backbone(path: PathLike, device: Union[str, torch.device] = "cpu",
     return model_from_source(src).to(device)
 
 
-def backbone_from_mmseg(checkpoint: dict[str, Any], source: str = "state_dict",
-                        overrides: Optional[dict[str, Any]] = None) -> nn.Module:
-    """In-memory variant of loading an MMSeg checkpoint (full checkpoint dict or bare state dict)."""
+def backbone_from_mmseg(
+    checkpoint: dict[str, Any],
+    source: str = "state_dict",
+    overrides: Optional[dict[str, Any]] = None,
+) -> nn.Module:
+    """In-memory variant of loading an MMSeg checkpoint (full checkpoint dict or bare state
+    dict)."""
     sd = mmseg_state_dict(checkpoint, source)
     arch, config = infer_mmseg_config(sd, source)
     config.update(overrides or {})
@@ -166,7 +208,8 @@ def backbone_from_mmseg(checkpoint: dict[str, Any], source: str = "state_dict",
 
 
 def model_from_source(src: BackboneSource) -> nn.Module:
-    """Build ``src.arch`` and load ``src.state_dict`` strictly; fill ``meta`` defaults; eval mode."""
+    """Build ``src.arch`` and load ``src.state_dict`` strictly; fill ``meta`` defaults; eval
+    mode."""
     model = build_backbone(src.arch, src.config)
     load_strict(model, src.state_dict, source=str(src.path))
     meta = dict(src.meta)
@@ -177,30 +220,44 @@ def model_from_source(src: BackboneSource) -> nn.Module:
     meta.setdefault("std", list(IMAGENET_STD))
     meta.setdefault("input_size", list(CITYSCAPES_SIZE))
     meta.setdefault("inference", default_inference(src.arch))
-    meta.setdefault("source", {"format": src.format, "file": src.path.name, "sha256": meta.get("sha256")})
+    meta.setdefault(
+        "source", {"format": src.format, "file": src.path.name, "sha256": meta.get("sha256")}
+    )
     for key in ("class_names", "palette"):
         if len(meta[key]) != model.num_classes:
-            raise BackboneError(f"{src.path}: {len(meta[key])} {key} for a {model.num_classes}-class model")
+            raise BackboneError(
+                f"{src.path}: {len(meta[key])} {key} for a {model.num_classes}-class model"
+            )
     model.meta = meta
     for key in ("mean", "std"):
         buffer = getattr(model, key, None)
         if isinstance(buffer, torch.Tensor) and buffer.numel() == 3:
-            buffer.copy_(torch.tensor([float(v) for v in meta[key]], dtype=buffer.dtype).view_as(buffer))
+            buffer.copy_(
+                torch.tensor([float(v) for v in meta[key]], dtype=buffer.dtype).view_as(buffer)
+            )
     return model.eval()
 
 
 def save_backbone(model: nn.Module, path: PathLike, **meta: Any) -> tuple[Path, Path]:
-    """Write ``model`` as ``NAME.safetensors`` + ``NAME.json`` (our format); ``meta`` overrides ``model.meta``."""
+    """Write ``model`` as ``NAME.safetensors`` + ``NAME.json`` (our format); ``meta`` overrides
+    ``model.meta``."""
     arch = str(getattr(model, "arch", ""))
     if arch not in ARCHITECTURES:
         raise BackboneError(f"cannot save a {type(model).__name__}: unknown architecture {arch!r}")
-    config = model.config if isinstance(model, SegmentationBackbone) else model.cfg.to_dict()  # type: ignore
+    if isinstance(model, SegmentationBackbone):
+        config = model.config
+    else:
+        config = model.cfg.to_dict()  # type: ignore[union-attr]
     num_classes = int(model.num_classes)  # type: ignore[arg-type]
     metadata = {**(getattr(model, "meta", None) or {}), **meta}
     metadata.pop("sha256", None)  # the JSON records tensors_sha256 of the file written instead
-    metadata.update(arch=arch, arch_config=config, num_classes=num_classes,
-                    feature_channels=int(model.feature_channels),  # type: ignore[arg-type]
-                    output_stride=int(getattr(model, "output_stride", 4)))
+    metadata.update(
+        arch=arch,
+        arch_config=config,
+        num_classes=num_classes,
+        feature_channels=int(model.feature_channels),  # type: ignore[arg-type]
+        output_stride=int(getattr(model, "output_stride", 4)),
+    )
     for key in ("mean", "std"):
         if key not in meta:
             # from the buffer actually used, rounded back from float32 (123.67500305 -> 123.675)
@@ -221,7 +278,8 @@ def _read_mmseg(path: Path) -> BackboneSource:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise BackboneError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({str(exc).splitlines()[0]}); "
+            f"{path}: cannot be read with torch.load(weights_only=True) "
+            f"({str(exc).splitlines()[0]}); "
             "only plain tensor checkpoints are accepted"
         ) from exc
     sd = mmseg_state_dict(checkpoint, str(path))
@@ -256,10 +314,14 @@ def _read_hf(folder: Path) -> BackboneSource:
         try:
             raw = torch.load(weights_path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise BackboneError(f"{weights_path}: cannot be read with torch.load(weights_only=True) ({exc})") from exc
+            raise BackboneError(
+                f"{weights_path}: cannot be read with torch.load(weights_only=True) ({exc})"
+            ) from exc
     else:
-        raise BackboneError(f"{weights_path}: not found (sharded checkpoints: re-save with save_pretrained "
-                            "and max_shard_size large enough for one file)")
+        raise BackboneError(
+            f"{weights_path}: not found (sharded checkpoints: re-save with save_pretrained "
+            "and max_shard_size large enough for one file)"
+        )
     if not isinstance(raw, dict):
         raise BackboneError(f"{weights_path}: not a state dict")
     sd = hf_to_ours(raw, len(config["embed_dims"]), str(weights_path))
@@ -274,7 +336,11 @@ def _read_hf(folder: Path) -> BackboneSource:
         except (OSError, json.JSONDecodeError) as exc:
             raise BackboneError(f"{pre}: cannot read ({exc})") from exc
         if proc.get("do_normalize", True) and proc.get("image_mean") and proc.get("image_std"):
-            scale = 1.0 / float(proc.get("rescale_factor", 1 / 255)) if proc.get("do_rescale", True) else 1.0
+            scale = (
+                1.0 / float(proc.get("rescale_factor", 1 / 255))
+                if proc.get("do_rescale", True)
+                else 1.0
+            )
             meta["mean"] = [float(f"{float(v) * scale:.7g}") for v in proc["image_mean"]]
             meta["std"] = [float(f"{float(v) * scale:.7g}") for v in proc["image_std"]]
     return BackboneSource("segformer", config, sd, "hf", folder, meta)
@@ -292,11 +358,26 @@ def _read_ours(path: Path) -> BackboneSource:
     keep = ("name", "class_names", "palette", "mean", "std", "input_size", "inference", "source")
     meta = {k: metadata[k] for k in keep if k in metadata}
     meta["sha256"] = metadata.get("tensors_sha256") or file_sha256(checkpoint_paths(path)[0])
-    return BackboneSource(metadata["arch"], dict(metadata["arch_config"]), tensors, "ros2_fed",
-                          checkpoint_paths(path)[0], meta)
+    return BackboneSource(
+        metadata["arch"],
+        dict(metadata["arch_config"]),
+        tensors,
+        "ros2_fed",
+        checkpoint_paths(path)[0],
+        meta,
+    )
 
 
 __all__ = [
-    "ARCHITECTURES", "BackboneSource", "IGNORED_MMSEG_PREFIXES", "backbone_from_mmseg", "build_backbone",
-    "default_inference", "detect_format", "load_backbone", "model_from_source", "read_source", "save_backbone",
+    "ARCHITECTURES",
+    "BackboneSource",
+    "IGNORED_MMSEG_PREFIXES",
+    "backbone_from_mmseg",
+    "build_backbone",
+    "default_inference",
+    "detect_format",
+    "load_backbone",
+    "model_from_source",
+    "read_source",
+    "save_backbone",
 ]
