@@ -23,6 +23,7 @@ contexts and four copies of the engine; one batch-4 engine keeps one context and
 better, so the throughput gain should be larger than on 2 CPU cores (benchmarks/gpu_check.py
 times batch 1 against batch 4 on the GPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,17 +68,37 @@ def build_engine(args: argparse.Namespace, height: int, width: int, batch: int) 
     """The cached engine file for this size and batch (built once, as fed_node would)."""
     from ros2_fed.engine import open_cached
 
-    engine = open_cached(args.backbone, args.fed, height=height, width=width, batch=batch, warmup=0,
-                         progress=lambda m: print(f"  {m}", flush=True))
+    engine = open_cached(
+        args.backbone,
+        args.fed,
+        height=height,
+        width=width,
+        batch=batch,
+        warmup=0,
+        progress=lambda m: print(f"  {m}", flush=True),
+    )
     path = engine.path
     engine.close()
     return Path(path)
 
 
 def node_command(namespace: str, engine: Path, cameras: Optional[list[str]] = None) -> list[str]:
-    cmd = [sys.executable, "-m", "ros2_fed.node", "--ros-args", "-r", f"__ns:={namespace}",
-           "-p", f"engine_path:={engine}", "-p", "warmup_runs:=2", "-p", "diagnostics.period:=1.0",
-           "-p", "diagnostics.input_timeout:=0.0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ros2_fed.node",
+        "--ros-args",
+        "-r",
+        f"__ns:={namespace}",
+        "-p",
+        f"engine_path:={engine}",
+        "-p",
+        "warmup_runs:=2",
+        "-p",
+        "diagnostics.period:=1.0",
+        "-p",
+        "diagnostics.input_timeout:=0.0",
+    ]
     if cameras:
         cmd += ["-p", f"cameras:=[{', '.join(cameras)}]"]
     return cmd
@@ -85,11 +106,18 @@ def node_command(namespace: str, engine: Path, cameras: Optional[list[str]] = No
 
 def configs(run: str, single: Path, batched: Path) -> list[Config]:
     names = [f"cam{i}" for i in range(CAMERAS)]
-    separate = Config("4 single-camera nodes", [node_command(f"/{run}s{i}", single) for i in range(CAMERAS)],
-                      [f"/{run}s{i}/image" for i in range(CAMERAS)],
-                      [f"/{run}s{i}/fed_node" for i in range(CAMERAS)])
-    one = Config("1 batched node (batch 4)", [node_command(f"/{run}b", batched, names)],
-                 [f"/{run}b/{n}/image" for n in names], [f"/{run}b/fed_node/{n}" for n in names])
+    separate = Config(
+        "4 single-camera nodes",
+        [node_command(f"/{run}s{i}", single) for i in range(CAMERAS)],
+        [f"/{run}s{i}/image" for i in range(CAMERAS)],
+        [f"/{run}s{i}/fed_node" for i in range(CAMERAS)],
+    )
+    one = Config(
+        "1 batched node (batch 4)",
+        [node_command(f"/{run}b", batched, names)],
+        [f"/{run}b/{n}/image" for n in names],
+        [f"/{run}b/fed_node/{n}" for n in names],
+    )
     return [separate, one]
 
 
@@ -111,17 +139,28 @@ class Cameras:
         self.lock = threading.Lock()
         self.sent: dict[str, float] = {}
         self.arrived: dict[str, float] = {}  # frame id -> segmentation arrival
-        self.pubs = [self.node.create_publisher(Image, t, qos_profile_sensor_data) for t in config.input_topics]
+        self.pubs = [
+            self.node.create_publisher(Image, t, qos_profile_sensor_data)
+            for t in config.input_topics
+        ]
         self.subs = []
         for prefix in config.output_prefixes:
             for name in OUTPUTS:
                 if name == "alerts":
-                    self.subs.append(self.node.create_subscription(DiagnosticArray, f"{prefix}/{name}",
-                                                                   lambda m: None, reliable))
+                    self.subs.append(
+                        self.node.create_subscription(
+                            DiagnosticArray, f"{prefix}/{name}", lambda m: None, reliable
+                        )
+                    )
                 else:
-                    callback = self._on_segmentation if name == "segmentation" else (lambda raw: None)
-                    self.subs.append(self.node.create_subscription(Image, f"{prefix}/{name}", callback,
-                                                                   reliable, raw=True))
+                    callback = (
+                        self._on_segmentation if name == "segmentation" else (lambda raw: None)
+                    )
+                    self.subs.append(
+                        self.node.create_subscription(
+                            Image, f"{prefix}/{name}", callback, reliable, raw=True
+                        )
+                    )
         self.templates = [[self._serialized(f) for f in cam_frames] for cam_frames in frames]
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -132,7 +171,9 @@ class Cameras:
         from rclpy.serialization import serialize_message
         from sensor_msgs.msg import Image
 
-        msg = Image(height=frame.shape[0], width=frame.shape[1], encoding="rgb8", step=frame.shape[1] * 3)
+        msg = Image(
+            height=frame.shape[0], width=frame.shape[1], encoding="rgb8", step=frame.shape[1] * 3
+        )
         msg.header.frame_id = "x" * FRAME_ID_WIDTH
         msg.data.frombytes(frame.reshape(-1))
         return bytearray(serialize_message(msg))
@@ -153,17 +194,19 @@ class Cameras:
 
     def matched(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.pubs) and all(
-            s.get_publisher_count() > 0 for s in self.subs)
+            s.get_publisher_count() > 0 for s in self.subs
+        )
 
     def publish(self, camera: int, index: int) -> None:
-        """Camera ``camera`` sends its frame ``index`` now (stamp and frame id patched in place)."""
+        """Camera ``camera`` sends its frame ``index`` now (stamp and frame id patched in
+        place)."""
         data = self.templates[camera][index % len(self.templates[camera])]
         frame_id = f"c{camera}_{index:0{FRAME_ID_WIDTH - 3}d}"
         now = time.time_ns()
         order = "little" if data[1] & 1 else "big"
         data[4:8] = (now // 1_000_000_000).to_bytes(4, order, signed=True)
         data[8:12] = (now % 1_000_000_000).to_bytes(4, order)
-        data[16:16 + FRAME_ID_WIDTH] = frame_id.encode()
+        data[16 : 16 + FRAME_ID_WIDTH] = frame_id.encode()
         with self.lock:
             self.sent[frame_id] = time.perf_counter()
         self.pubs[camera].publish(bytes(data))
@@ -191,16 +234,27 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
 
 def start(config: Config, env: dict[str, str]) -> None:
     for cmd in config.commands:
-        proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: list[str] = []
-        threading.Thread(target=lambda p=proc, out=lines: [out.append(x) for x in p.stdout], daemon=True).start()
+        threading.Thread(
+            target=lambda p=proc, out=lines: [out.append(x) for x in p.stdout], daemon=True
+        ).start()
         config.procs.append(proc)
         config.logs.append(lines)
     deadline = time.monotonic() + 300
     while not all(any("ready:" in x for x in log) for log in config.logs):
         if time.monotonic() > deadline or any(p.poll() is not None for p in config.procs):
-            raise SystemExit(f"{config.name}: a node did not start:\n" + "\n".join("".join(log) for log in config.logs))
+            raise SystemExit(
+                f"{config.name}: a node did not start:\n"
+                + "\n".join("".join(log) for log in config.logs)
+            )
         time.sleep(0.1)
 
 
@@ -216,9 +270,16 @@ def stop(config: Config) -> None:
     config.logs.clear()
 
 
-def measure(config: Config, env: dict[str, str], frames: list[list[np.ndarray]], rate: float,
-            warmup_s: float, seconds: float) -> dict[str, Any]:
-    """Run the cameras at ``rate`` Hz each against ``config``; its throughput, latency and memory."""
+def measure(
+    config: Config,
+    env: dict[str, str],
+    frames: list[list[np.ndarray]],
+    rate: float,
+    warmup_s: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """Run the cameras at ``rate`` Hz each against ``config``; its throughput, latency and
+    memory."""
     start(config, env)
     cams = Cameras(config, frames)
     try:
@@ -243,7 +304,9 @@ def measure(config: Config, env: dict[str, str], frames: list[list[np.ndarray]],
             if index % max(1, int(rate)) == 0 and window is not None:
                 memory.append(memory_mib([p.pid for p in config.procs]))
             time.sleep(max(0.0, t_begin + index * period - time.perf_counter()))
-        time.sleep(1.0)  # frames in flight at the end of the window still count (they were sent in it)
+        time.sleep(
+            1.0
+        )  # frames in flight at the end of the window still count (they were sent in it)
         with cams.lock:
             sent, arrived = dict(cams.sent), dict(cams.arrived)
     finally:
@@ -254,16 +317,29 @@ def measure(config: Config, env: dict[str, str], frames: list[list[np.ndarray]],
     latency: dict[int, list[float]] = {c: [] for c in range(CAMERAS)}
     for fid, t_sent in in_window.items():
         if fid in arrived:
-            latency[int(fid[1:fid.index("_")])].append(arrived[fid] - t_sent)
+            latency[int(fid[1 : fid.index("_")])].append(arrived[fid] - t_sent)
     outputs = sum(len(v) for v in latency.values())
-    rss, pss = (max(m[0] for m in memory), max(m[1] for m in memory)) if memory else (float("nan"),) * 2
-    return {"fps": outputs / seconds, "offered": len(in_window) / seconds, "rss": rss, "pss": pss,
-            "latency": {c: (float(np.percentile(v, 50)) * 1e3, float(np.percentile(v, 95)) * 1e3) if v else
-                        (float("nan"), float("nan")) for c, v in latency.items()},
-            "per_camera_fps": [len(latency[c]) / seconds for c in range(CAMERAS)]}
+    rss, pss = (
+        (max(m[0] for m in memory), max(m[1] for m in memory)) if memory else (float("nan"),) * 2
+    )
+    return {
+        "fps": outputs / seconds,
+        "offered": len(in_window) / seconds,
+        "rss": rss,
+        "pss": pss,
+        "latency": {
+            c: (float(np.percentile(v, 50)) * 1e3, float(np.percentile(v, 95)) * 1e3)
+            if v
+            else (float("nan"), float("nan"))
+            for c, v in latency.items()
+        },
+        "per_camera_fps": [len(latency[c]) / seconds for c in range(CAMERAS)],
+    }
 
 
-def partial_batch_cost(single: Path, batched: Path, height: int, width: int) -> tuple[float, float, float]:
+def partial_batch_cost(
+    single: Path, batched: Path, height: int, width: int
+) -> tuple[float, float, float]:
     """ms for 1 frame on the batch-1 engine, 1 frame on the dynamic batch-4 engine, and a full
     (= padded) batch of 4: what a batch with one new frame costs run small versus padded."""
     from ros2_fed.engine import Engine
@@ -284,16 +360,34 @@ def partial_batch_cost(single: Path, batched: Path, height: int, width: int) -> 
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="256x512,512x1024", help="comma-separated HxW camera sizes")
-    parser.add_argument("--rates", default="15,6",
-                        help="frames/s per camera for each size (4 cameras: above what 2 cores serve)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured window per configuration")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of traffic before the window")
-    parser.add_argument("--repeats", type=int, default=1, help="alternating runs of both configurations")
-    parser.add_argument("--backbone", default=str(REPO / "models" / "tinyseg_synthroad"),
-                        help="backbone checkpoint (default: the embedded default model)")
-    parser.add_argument("--fed", default=str(REPO / "models" / "fed_u_synthroad"), help="FED checkpoint")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", default="256x512,512x1024", help="comma-separated HxW camera sizes"
+    )
+    parser.add_argument(
+        "--rates",
+        default="15,6",
+        help="frames/s per camera for each size (4 cameras: above what 2 cores serve)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="measured window per configuration"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds of traffic before the window"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="alternating runs of both configurations"
+    )
+    parser.add_argument(
+        "--backbone",
+        default=str(REPO / "models" / "tinyseg_synthroad"),
+        help="backbone checkpoint (default: the embedded default model)",
+    )
+    parser.add_argument(
+        "--fed", default=str(REPO / "models" / "fed_u_synthroad"), help="FED checkpoint"
+    )
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
@@ -306,7 +400,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     for (height, width), rate in zip(sizes, rates):
         print(f"== {height}x{width}, {CAMERAS} cameras at {rate:g} Hz each", flush=True)
-        single, batched = build_engine(args, height, width, 1), build_engine(args, height, width, CAMERAS)
+        single, batched = (
+            build_engine(args, height, width, 1),
+            build_engine(args, height, width, CAMERAS),
+        )
         drive = frames_for(height, width, 8 * CAMERAS)
         frames = [drive[i::CAMERAS] for i in range(CAMERAS)]
         results: dict[str, list[dict[str, Any]]] = {}
@@ -314,8 +411,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for config in configs(f"mc{os.getpid()}r{repeat}", single, batched):
                 print(f"  {config.name} ...", flush=True)
                 results.setdefault(config.name, []).append(
-                    measure(config, env, frames, rate, args.warmup, args.seconds))
-        rows.append(((height, width), rate, results, partial_batch_cost(single, batched, height, width)))
+                    measure(config, env, frames, rate, args.warmup, args.seconds)
+                )
+        rows.append(
+            ((height, width), rate, results, partial_batch_cost(single, batched, height, width))
+        )
     report(rows)
     return 0
 
@@ -324,10 +424,20 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
     return float(np.median([r[key] for r in runs]))
 
 
-def report(rows: list[tuple[tuple[int, int], float, dict[str, list[dict[str, Any]]], tuple[float, float, float]]]) -> None:
-    print(f"\n{CAMERAS} cameras, default model (ONNX Runtime, node defaults), outputs taken: {', '.join(OUTPUTS)}\n")
-    print("| size | configuration | offered frames/s | output frames/s | per camera p50 / p95 latency (ms) "
-          "| total RSS (MiB) | total PSS (MiB) |")
+def report(
+    rows: list[
+        tuple[tuple[int, int], float, dict[str, list[dict[str, Any]]], tuple[float, float, float]]
+    ],
+) -> None:
+    print(
+        f"\n{CAMERAS} cameras, default model (ONNX Runtime, node defaults), outputs taken: "
+        f"{', '.join(OUTPUTS)}\n"
+    )
+    print(
+        "| size | configuration | offered frames/s | output frames/s | per camera p50 / p95 "
+        "latency (ms) "
+        "| total RSS (MiB) | total PSS (MiB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     verdicts = []
     for (h, w), rate, results, partial in rows:
@@ -337,15 +447,22 @@ def report(rows: list[tuple[tuple[int, int], float, dict[str, list[dict[str, Any
             medians[name] = (fps, rss, pss)
             last = runs[-1]["latency"]
             lat = ", ".join(f"{last[c][0]:.0f}/{last[c][1]:.0f}" for c in range(CAMERAS))
-            print(f"| {h}x{w} | {name} | {_median(runs, 'offered'):.1f} | {fps:.1f} | {lat} | {rss:.0f} | {pss:.0f} |")
+            print(
+                f"| {h}x{w} | {name} | {_median(runs, 'offered'):.1f} | {fps:.1f} | {lat} | "
+                f"{rss:.0f} | {pss:.0f} |"
+            )
         (sep_fps, sep_rss, sep_pss), (one_fps, one_rss, one_pss) = medians.values()
         throughput, rss_ratio, pss_ratio = one_fps / sep_fps, one_rss / sep_rss, one_pss / sep_pss
         verdicts.append(
             f"{h}x{w}: throughput {throughput:.2f}x (target >= {TARGET_THROUGHPUT}x: "
-            f"{'met' if throughput >= TARGET_THROUGHPUT else 'NOT met'}), RSS {rss_ratio:.2f}x / PSS {pss_ratio:.2f}x "
-            f"(target <= {TARGET_MEMORY}x: {'met' if rss_ratio <= TARGET_MEMORY else 'NOT met'}); one new frame on "
-            f"the batch-4 engine: {partial[1]:.1f} ms run alone (batch-1 engine {partial[0]:.1f} ms) vs "
-            f"{partial[2]:.1f} ms padded to 4")
+            f"{'met' if throughput >= TARGET_THROUGHPUT else 'NOT met'}), RSS {rss_ratio:.2f}x / "
+            f"PSS {pss_ratio:.2f}x "
+            f"(target <= {TARGET_MEMORY}x: {'met' if rss_ratio <= TARGET_MEMORY else 'NOT met'}); "
+            "one new frame on "
+            f"the batch-4 engine: {partial[1]:.1f} ms run alone (batch-1 engine {partial[0]:.1f} "
+            "ms) vs "
+            f"{partial[2]:.1f} ms padded to 4"
+        )
     print("\n" + "\n".join(verdicts))
 
 

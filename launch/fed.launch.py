@@ -24,14 +24,16 @@ Arguments:
                    same profile: launch them from here (after this file's actions) or export
                    FASTDDS_DEFAULT_PROFILES_FILE in their environment too.
 """
+
 import os
 import re
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PACKAGE = "ros2_fed"
 EXECUTABLE = "fed_node"
@@ -50,7 +52,9 @@ def name_list(text: str) -> list[str]:
     return [token for token in re.split(r"[\s,\[\]'\"]+", text) if token]
 
 
-def camera_remappings(camera_topic: str, cameras: list[str], camera_topics: list[str]) -> list[tuple[str, str]]:
+def camera_remappings(
+    camera_topic: str, cameras: list[str], camera_topics: list[str]
+) -> list[tuple[str, str]]:
     """The node's input names remapped onto the cameras' topics, both transports each.
 
     One camera: ``image`` and ``image/compressed`` from ``camera_topic``. Surround cameras:
@@ -61,8 +65,10 @@ def camera_remappings(camera_topic: str, cameras: list[str], camera_topics: list
         camera = camera_base_topic(camera_topic)
         return [("image", camera), ("image/compressed", camera + "/compressed")]
     if camera_topics and len(camera_topics) != len(cameras):
-        raise ValueError(f"camera_topics has {len(camera_topics)} topics for {len(cameras)} cameras "
-                         f"({', '.join(cameras)}): give one topic per camera, in the same order")
+        raise ValueError(
+            f"camera_topics has {len(camera_topics)} topics for {len(cameras)} cameras "
+            f"({', '.join(cameras)}): give one topic per camera, in the same order"
+        )
     rules = []
     for name, topic in zip(cameras, camera_topics):
         base = camera_base_topic(topic)
@@ -80,8 +86,11 @@ def _node(context, *args, **kwargs):
     cameras = name_list(LaunchConfiguration("cameras").perform(context))
     if cameras:
         overrides["cameras"] = cameras
-    remappings = camera_remappings(LaunchConfiguration("camera_topic").perform(context), cameras,
-                                   name_list(LaunchConfiguration("camera_topics").perform(context)))
+    remappings = camera_remappings(
+        LaunchConfiguration("camera_topic").perform(context),
+        cameras,
+        name_list(LaunchConfiguration("camera_topics").perform(context)),
+    )
     return [
         Node(
             package=PACKAGE,
@@ -101,28 +110,56 @@ def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
     default_params = os.path.join(share, "config", PARAMS_FILE)
     default_profile = os.path.join(share, "config", FASTDDS_PROFILE)
-    return LaunchDescription([
-        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
-                              description="camera topic, raw (/cam/image) or compressed (/cam/image/compressed): "
-                                          "both node inputs are remapped from it"),
-        DeclareLaunchArgument("cameras", default_value="",
-                              description="surround cameras, e.g. front,left,right,rear (one node, one batched "
-                                          "engine); empty = one camera on camera_topic"),
-        DeclareLaunchArgument("camera_topics", default_value="",
-                              description="with cameras: one topic per camera, same order (raw or compressed); "
-                                          "empty = <namespace>/NAME/image"),
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="fed_node parameter YAML"),
-        DeclareLaunchArgument("engine_path", default_value="",
-                              description="engine file (.onnx / .engine / .safetensors bundle); empty = from params_file"),
-        DeclareLaunchArgument("input_transport", default_value="",
-                              description="raw or compressed; empty = from params_file"),
-        DeclareLaunchArgument("namespace", default_value="", description="namespace of fed_node"),
-        DeclareLaunchArgument("log_level", default_value="info", description="ROS log level of fed_node"),
-        DeclareLaunchArgument("fastdds_profile",
-                              default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                                                default_value=default_profile),
-                              description="Fast DDS XML profile for large messages"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
-        OpaqueFunction(function=_node),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "camera_topic",
+                default_value="/camera/image_raw",
+                description="camera topic, raw (/cam/image) or compressed "
+                "(/cam/image/compressed): both node inputs are remapped from it",
+            ),
+            DeclareLaunchArgument(
+                "cameras",
+                default_value="",
+                description="surround cameras, e.g. front,left,right,rear (one node, one batched "
+                "engine); empty = one camera on camera_topic",
+            ),
+            DeclareLaunchArgument(
+                "camera_topics",
+                default_value="",
+                description="with cameras: one topic per camera, same order (raw or compressed); "
+                "empty = <namespace>/NAME/image",
+            ),
+            DeclareLaunchArgument(
+                "params_file", default_value=default_params, description="fed_node parameter YAML"
+            ),
+            DeclareLaunchArgument(
+                "engine_path",
+                default_value="",
+                description="engine file (.onnx / .engine / .safetensors bundle); "
+                "empty = from params_file",
+            ),
+            DeclareLaunchArgument(
+                "input_transport",
+                default_value="",
+                description="raw or compressed; empty = from params_file",
+            ),
+            DeclareLaunchArgument(
+                "namespace", default_value="", description="namespace of fed_node"
+            ),
+            DeclareLaunchArgument(
+                "log_level", default_value="info", description="ROS log level of fed_node"
+            ),
+            DeclareLaunchArgument(
+                "fastdds_profile",
+                default_value=EnvironmentVariable(
+                    "FASTDDS_DEFAULT_PROFILES_FILE", default_value=default_profile
+                ),
+                description="Fast DDS XML profile for large messages",
+            ),
+            SetEnvironmentVariable(
+                "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")
+            ),
+            OpaqueFunction(function=_node),
+        ]
+    )

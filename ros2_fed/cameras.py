@@ -10,6 +10,7 @@ Camera ``""`` is the single-camera node of before (input ``image``, outputs ``~/
 a named camera ``front`` reads ``front/image`` and writes ``~/front/<output>``. Pure: no
 rclpy, no torch (the node and the tests share it).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,9 +27,12 @@ CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # one ROS name token: no '
 
 
 def camera_problems(names: Sequence[str]) -> list[str]:
-    """Why a ``cameras`` list is unusable (names must be distinct ROS name tokens); empty when fine."""
-    problems = [f"cameras: {name!r} is not a valid name (a letter, then letters, digits or '_')"
-                for name in names if not CAMERA_NAME.match(str(name))]
+    """Why a ``cameras`` list is unusable (distinct ROS name tokens); empty when fine."""
+    problems = [
+        f"cameras: {name!r} is not a valid name (a letter, then letters, digits or '_')"
+        for name in names
+        if not CAMERA_NAME.match(str(name))
+    ]
     duplicates = sorted({str(n) for n in names if list(names).count(n) > 1})
     if duplicates:
         problems.append(f"cameras: {', '.join(duplicates)} listed more than once")
@@ -106,7 +110,9 @@ class CameraMailbox(Generic[T]):
 def engine_batch(engine: Any) -> tuple[int, bool]:
     """(largest batch, whether smaller batches run as they are) of an engine; (1, False) for
     an engine without batch support."""
-    return max(1, int(getattr(engine, "batch_size", 1) or 1)), bool(getattr(engine, "dynamic_batch", False))
+    return max(1, int(getattr(engine, "batch_size", 1) or 1)), bool(
+        getattr(engine, "dynamic_batch", False)
+    )
 
 
 def to_engine_size(rgb: np.ndarray, shape: Optional[tuple[int, int]]) -> np.ndarray:
@@ -118,8 +124,9 @@ def to_engine_size(rgb: np.ndarray, shape: Optional[tuple[int, int]]) -> np.ndar
     return cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def to_camera_size(labels: np.ndarray, confidence: np.ndarray,
-                   size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def to_camera_size(
+    labels: np.ndarray, confidence: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Engine outputs back at the camera's (H, W): nearest for labels, linear for confidence."""
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     confidence = np.ascontiguousarray(confidence, dtype=np.float32)
@@ -128,12 +135,15 @@ def to_camera_size(labels: np.ndarray, confidence: np.ndarray,
     import cv2
 
     h, w = size
-    return (cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST),
-            cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR))
+    return (
+        cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST),
+        cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR),
+    )
 
 
-def infer_batch(engine: Any, frames: Sequence[np.ndarray],
-                shape: Optional[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+def infer_batch(
+    engine: Any, frames: Sequence[np.ndarray], shape: Optional[tuple[int, int]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(labels, confidence) for each frame, at that frame's own size, in order.
 
     Frames are resized to the engine's ``shape`` (cameras of any size share one engine) and
@@ -144,14 +154,16 @@ def infer_batch(engine: Any, frames: Sequence[np.ndarray],
     """
     max_batch, dynamic = engine_batch(engine)
     if shape is None or max_batch == 1:
-        return [to_camera_size(*engine.infer(to_engine_size(f, shape)), f.shape[:2]) for f in frames]
+        return [
+            to_camera_size(*engine.infer(to_engine_size(f, shape)), f.shape[:2]) for f in frames
+        ]
     inputs = [to_engine_size(f, shape) for f in frames]
     results: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(inputs), max_batch):
-        chunk = inputs[start:start + max_batch]
+        chunk = inputs[start : start + max_batch]
         padded = chunk if dynamic else chunk + [chunk[-1]] * (max_batch - len(chunk))
         labels, confidence = engine.infer(np.stack(padded))
-        for i, frame in enumerate(frames[start:start + len(chunk)]):
+        for i, frame in enumerate(frames[start : start + len(chunk)]):
             results.append(to_camera_size(labels[i], confidence[i], frame.shape[:2]))
     return results
 
@@ -161,7 +173,13 @@ def infer_batch(engine: Any, frames: Sequence[np.ndarray],
 # --------------------------------------------------------------------------------------
 
 #: Per-camera counters that are summed into the node's totals.
-SUMMED_VALUES = ("frames_received", "frames_processed", "frames_dropped", "bad_input_total", "inference_errors")
+SUMMED_VALUES = (
+    "frames_received",
+    "frames_processed",
+    "frames_dropped",
+    "bad_input_total",
+    "inference_errors",
+)
 SUMMED_RATES = ("input_rate_hz", "output_rate_hz")
 SHARED_VALUES = ("state", "engine_input_shape")  # the same for every camera: said once
 
@@ -182,8 +200,11 @@ class BatchCounter:
         return {"engine_batches": str(self.batches), "engine_frames_per_batch": f"{mean:.2f}"}
 
 
-def camera_totals(per_camera: Mapping[str, Mapping[str, str]], batch: tuple[int, bool],
-                  counter: Optional[BatchCounter] = None) -> dict[str, str]:
+def camera_totals(
+    per_camera: Mapping[str, Mapping[str, str]],
+    batch: tuple[int, bool],
+    counter: Optional[BatchCounter] = None,
+) -> dict[str, str]:
     """The key/values of a multi-camera pipeline status: totals over the cameras, the engine's
     batch and how full its batches were, then every camera's own values prefixed ``NAME.``."""
     first = next(iter(per_camera.values()))
@@ -196,5 +217,7 @@ def camera_totals(per_camera: Mapping[str, Mapping[str, str]], batch: tuple[int,
     for key in SUMMED_RATES:
         values[key] = f"{sum(float(v.get(key, 0.0)) for v in per_camera.values()):.2f}"
     for name, camera_values in per_camera.items():
-        values.update({f"{name}.{k}": v for k, v in camera_values.items() if k not in SHARED_VALUES})
+        values.update(
+            {f"{name}.{k}": v for k, v in camera_values.items() if k not in SHARED_VALUES}
+        )
     return values

@@ -32,6 +32,7 @@ counters) and the pure core (codec -> engine -> alerts -> viz). Why it is shaped
 Every output copies the input header (stamp, frame_id) so rviz and message_filters can sync.
 Only this module (and the replay tool's live mode) imports rclpy.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,11 +92,11 @@ from ros2_fed.pipeline import (
     changes_alerts,
     decode_error_kind,
     engine_metadata,
-    model_calibration,
     engine_shape,
     hardware_id,
     help_text,
     input_limits,
+    model_calibration,
     needs_resize,
     open_engine,
     output_images,
@@ -112,19 +113,29 @@ WATCHDOG_PERIOD_S = 0.1  # how often the watchdog is checked: its level changes 
 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """The rclpy descriptor for a spec (description, type, range, read_only)."""
-    ptype = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
-             tuple: ParameterType.PARAMETER_STRING_ARRAY}[type(spec.default)]
-    descriptor = ParameterDescriptor(name=spec.name, type=ptype, description=spec.description,
-                                     read_only=spec.read_only)
+    ptype = {
+        bool: ParameterType.PARAMETER_BOOL,
+        int: ParameterType.PARAMETER_INTEGER,
+        float: ParameterType.PARAMETER_DOUBLE,
+        str: ParameterType.PARAMETER_STRING,
+        tuple: ParameterType.PARAMETER_STRING_ARRAY,
+    }[type(spec.default)]
+    descriptor = ParameterDescriptor(
+        name=spec.name, type=ptype, description=spec.description, read_only=spec.read_only
+    )
     if spec.choices:
         descriptor.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
     if spec.range is not None:
         if isinstance(spec.default, int):
-            descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)]
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)
+            ]
         else:
             descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+                FloatingPointRange(
+                    from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0
+                )
+            ]
     return descriptor
 
 
@@ -168,9 +179,15 @@ def _level(level: int) -> bytes:
 
 
 def _qos(reliability: str, depth: int) -> QoSProfile:
-    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), reliability=policy,
-                      durability=DurabilityPolicy.VOLATILE)
+    policy = (
+        ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    )
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        reliability=policy,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 class FedNode(Node):
@@ -192,7 +209,9 @@ class FedNode(Node):
             for name, param in list(overrides.items()):
                 overrides[name] = coerced(param)
         self.add_pre_set_parameters_callback(lambda params: [coerced(p) for p in params])
-        self._params: dict[str, ParamValue] = {spec.name: self._declare(spec) for spec in PARAMETERS}
+        self._params: dict[str, ParamValue] = {
+            spec.name: self._declare(spec) for spec in PARAMETERS
+        }
         bad = parameter_problems(self._params)
         if bad:
             raise StartupError("invalid parameters: " + "; ".join(bad))
@@ -204,7 +223,9 @@ class FedNode(Node):
         self._palette: Optional[np.ndarray] = None
         self._mailbox: CameraMailbox[_Frame] = CameraMailbox()
         self._batches = BatchCounter()
-        self._outbox: Optional[queue.Queue] = None  # surround cameras: batches waiting to be published
+        self._outbox: Optional[queue.Queue] = (
+            None  # surround cameras: batches waiting to be published
+        )
         self._publisher: Optional[threading.Thread] = None
         self._worker: Optional[threading.Thread] = None
         self._alert_lock = threading.Lock()
@@ -215,10 +236,14 @@ class FedNode(Node):
         self._watchdog_timer: Any = None
         self._limits = input_limits(self._params)
         self._bad_input_log = KindThrottle(float(self._params["diagnostics.error_log_throttle"]))
-        self._note_log = KindThrottle(math.inf)  # input notes: logged once per kind, always counted
+        self._note_log = KindThrottle(
+            math.inf
+        )  # input notes: logged once per kind, always counted
 
         p = self._params
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", _qos("reliable", 10))
+        self._diag_pub = self.create_publisher(
+            DiagnosticArray, "/diagnostics", _qos("reliable", 10)
+        )
         self._status_name = f"{self.get_fully_qualified_name().lstrip('/')}: pipeline"
         self._cameras = {name: self._new_camera(name) for name in camera_names(p["cameras"])}
         self._hardware_id = str(p["diagnostics.hardware_id"])
@@ -229,7 +254,9 @@ class FedNode(Node):
         """Declare one parameter; its value in the spec's type. A string list is declared by type
         (an empty default would be a byte array to rclpy) and is empty when not given."""
         if isinstance(spec.default, tuple):
-            self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, parameter_descriptor(spec))
+            self.declare_parameter(
+                spec.name, Parameter.Type.STRING_ARRAY, parameter_descriptor(spec)
+            )
             try:
                 return spec.coerce(self.get_parameter(spec.name).value)
             except ParameterUninitializedException:
@@ -241,12 +268,21 @@ class FedNode(Node):
         """A camera's publishers (``~/NAME/<output>``; ``~/<output>`` for the single camera)."""
         p = self._params
         image_qos = _qos(str(p["output_qos.reliability"]), int(p["output_qos.depth"]))
-        pubs = {out: self.create_publisher(DiagnosticArray if out == "alerts" else Image, output_topic(name, out),
-                                           _qos("reliable", 10) if out == "alerts" else image_qos)
-                for out in OUTPUT_NAMES}
+        pubs = {
+            out: self.create_publisher(
+                DiagnosticArray if out == "alerts" else Image,
+                output_topic(name, out),
+                _qos("reliable", 10) if out == "alerts" else image_qos,
+            )
+            for out in OUTPUT_NAMES
+        }
         node = self.get_fully_qualified_name().lstrip("/")
-        return _Camera(name=name, pubs=pubs, stats=PipelineStats(int(p["diagnostics.latency_window"])),
-                       alert_name=f"{node}: {name} alerts" if name else f"{node}: alerts")
+        return _Camera(
+            name=name,
+            pubs=pubs,
+            stats=PipelineStats(int(p["diagnostics.latency_window"])),
+            alert_name=f"{node}: {name} alerts" if name else f"{node}: alerts",
+        )
 
     # -- start-up --------------------------------------------------------------------
 
@@ -275,21 +311,32 @@ class FedNode(Node):
         self._watchdog_timer = self.create_timer(WATCHDOG_PERIOD_S, self._check_watchdog)
         self._state = "ready"
         batch, dynamic = engine_batch(self._engine)
-        if len(self._cameras) > batch:
+        cameras = len(self._cameras)
+        if cameras > batch:
             self.get_logger().warning(
-                f"{len(self._cameras)} cameras but the engine runs batches of {batch}: a batch of "
-                f"{len(self._cameras)} frames takes {-(-len(self._cameras) // batch)} runs; export the engine with "
-                f"--batch {len(self._cameras)} (or leave engine_path empty: the cached engine is built for it)")
+                f"{cameras} cameras but the engine runs batches of {batch}: a batch of {cameras} "
+                f"frames takes {-(-cameras // batch)} runs; export the engine with --batch "
+                f"{cameras} (or leave engine_path empty: the cached engine is built for it)"
+            )
+        name = (
+            getattr(self._engine, "path", None) or meta.get("name") or type(self._engine).__name__
+        )
+        batching = f", batch {batch} {'dynamic' if dynamic else 'fixed'}" if batch > 1 else ""
+        threshold_source = (
+            "explicit"
+            if p["alerts.confidence_threshold"] >= 0
+            else "calibrated"
+            if self._calibration
+            else "uncalibrated default"
+        )
         topics = ", ".join(c.subscription.topic_name for c in self._cameras.values())
         self.get_logger().info(
-            f"ready: engine {getattr(self._engine, 'path', None) or meta.get('name') or type(self._engine).__name__} "
-            f"({meta.get('runtime', '?')}, score {meta.get('score', '?')}, input {self._engine_shape}"
-            f"{f', batch {batch}' + (' dynamic' if dynamic else ' fixed') if batch > 1 else ''}) "
-            f"loaded in {load_s:.2f} s, warm-up {warm_ms:.1f} ms/frame; "
-            f"listening on {topics} ({p['input_transport']}, {p['input_qos.reliability']}); "
-            f"alert threshold {config.confidence_threshold:.4f} "
-            f"({'explicit' if p['alerts.confidence_threshold'] >= 0 else 'calibrated' if self._calibration else 'uncalibrated default'}); "
-            f"torch {'loaded' if 'torch' in sys.modules else 'not loaded'}")
+            f"ready: engine {name} ({meta.get('runtime', '?')}, score {meta.get('score', '?')}, "
+            f"input {self._engine_shape}{batching}) loaded in {load_s:.2f} s, "
+            f"warm-up {warm_ms:.1f} ms/frame; listening on {topics} ({p['input_transport']}, "
+            f"{p['input_qos.reliability']}); alert threshold {config.confidence_threshold:.4f} "
+            f"({threshold_source}); torch {'loaded' if 'torch' in sys.modules else 'not loaded'}"
+        )
         self._publish_diagnostics()
 
     def _subscribe(self) -> None:
@@ -297,18 +344,26 @@ class FedNode(Node):
         p = self._params
         if len(self._cameras) > 1:
             self._outbox = queue.Queue(maxsize=1)
-            self._publisher = threading.Thread(target=self._run_publisher, name="fed_node_publisher", daemon=True)
+            self._publisher = threading.Thread(
+                target=self._run_publisher, name="fed_node_publisher", daemon=True
+            )
             self._publisher.start()
-        self._worker = threading.Thread(target=self._run_worker, name="fed_node_worker", daemon=True)
+        self._worker = threading.Thread(
+            target=self._run_worker, name="fed_node_worker", daemon=True
+        )
         self._worker.start()
         compressed = p["input_transport"] == "compressed"
         qos = _qos(str(p["input_qos.reliability"]), int(p["input_qos.depth"]))
         for camera in self._cameras.values():
-            camera.watchdog = InputWatchdog(float(p["diagnostics.input_timeout"]),
-                                            float(p["diagnostics.engine_timeout"]))
+            camera.watchdog = InputWatchdog(
+                float(p["diagnostics.input_timeout"]), float(p["diagnostics.engine_timeout"])
+            )
             camera.subscription = self.create_subscription(
-                CompressedImage if compressed else Image, input_topic(camera.name, compressed),
-                lambda msg, cam=camera: self._on_image(cam, msg), qos)
+                CompressedImage if compressed else Image,
+                input_topic(camera.name, compressed),
+                lambda msg, cam=camera: self._on_image(cam, msg),
+                qos,
+            )
 
     def _open_engine(self) -> Any:
         """The engine from the factory or the parameters; every failure is a StartupError."""
@@ -319,8 +374,10 @@ class FedNode(Node):
                 raise StartupError(f"engine factory failed: {type(exc).__name__}: {exc}") from exc
         spec = ModelSpec.from_params(self._params).resolved()
         if not spec.engine_path:
-            self.get_logger().info(f"no engine_path: opening the cached engine for {spec.describe()}; "
-                                   "the first start builds it")
+            self.get_logger().info(
+                f"no engine_path: opening the cached engine for {spec.describe()}; "
+                "the first start builds it"
+            )
         return open_engine(spec, progress=lambda msg: self.get_logger().info(str(msg)))
 
     # -- parameters ------------------------------------------------------------------
@@ -328,13 +385,21 @@ class FedNode(Node):
     def _validate_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         """Reject a change set that is inconsistent as a whole (types/ranges: rclpy checks too)."""
         candidate = dict(self._params)
-        candidate.update({p.name: PARAMETER_SPECS[p.name].coerce(p.value) for p in changes if p.name in PARAMETER_SPECS})
+        candidate.update(
+            {
+                p.name: PARAMETER_SPECS[p.name].coerce(p.value)
+                for p in changes
+                if p.name in PARAMETER_SPECS
+            }
+        )
         problems = parameter_problems(candidate)
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
         if changes_alerts(p.name for p in changes):
             try:
-                self._validated_alerts = alert_config(candidate, self._calibration)  # reused by _apply_parameters
+                self._validated_alerts = alert_config(
+                    candidate, self._calibration
+                )  # reused by _apply_parameters
             except (ValueError, OSError) as exc:
                 return SetParametersResult(successful=False, reason=f"alerts: {exc}")
         return SetParametersResult(successful=True)
@@ -353,8 +418,10 @@ class FedNode(Node):
             with self._alert_lock:
                 for camera in self._cameras.values():
                     camera.monitor.config = config
-            self.get_logger().info("alert thresholds updated: " + ", ".join(
-                f"{p.name}={p.value}" for p in changes if changes_alerts([p.name])))
+            self.get_logger().info(
+                "alert thresholds updated: "
+                + ", ".join(f"{p.name}={p.value}" for p in changes if changes_alerts([p.name]))
+            )
 
     # -- the pipeline ------------------------------------------------------------------
 
@@ -377,25 +444,34 @@ class FedNode(Node):
                     return  # shutting down (signal): publishers are gone, nothing failed
                 for camera in frames:
                     self._cameras[camera].stats.on_inference_error()
-                self.get_logger().error(f"frame processing failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]))
+                self.get_logger().error(
+                    f"frame processing failed: {type(exc).__name__}: {exc}",
+                    throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]),
+                )
             finally:
                 for name in frames:
-                    self._cameras[name].watchdog.frame_finished(more_pending=self._mailbox.pending(name))
+                    self._cameras[name].watchdog.frame_finished(
+                        more_pending=self._mailbox.pending(name)
+                    )
 
     def _process_batch(self, frames: dict[_Camera, _Frame]) -> None:
         """Decode every camera's frame (bad ones are skipped alone), run the good ones as one
         batch, then alerts and outputs camera by camera."""
-        decoded = [(camera, frame, rgb) for camera, frame in frames.items()
-                   if (rgb := self._decode(camera, frame.msg)) is not None]
+        decoded = [
+            (camera, frame, rgb)
+            for camera, frame in frames.items()
+            if (rgb := self._decode(camera, frame.msg)) is not None
+        ]
         if not decoded:
             return
         t0 = time.monotonic()
         results = infer_batch(self._engine, [rgb for _, _, rgb in decoded], self._engine_shape)
         inference_s = time.monotonic() - t0
         self._batches.on_batch(len(decoded))
-        outputs = [(camera, frame, rgb, labels, confidence, inference_s)
-                   for (camera, frame, rgb), (labels, confidence) in zip(decoded, results)]
+        outputs = [
+            (camera, frame, rgb, labels, confidence, inference_s)
+            for (camera, frame, rgb), (labels, confidence) in zip(decoded, results)
+        ]
         if self._outbox is None:
             for item in outputs:
                 self._publish(*item)
@@ -416,8 +492,12 @@ class FedNode(Node):
                     if not self.context.ok():
                         return
                     item[0].stats.on_inference_error()
-                    self.get_logger().error(item[0].label(f"publishing failed: {type(exc).__name__}: {exc}"),
-                                            throttle_duration_sec=float(self._params["diagnostics.error_log_throttle"]))
+                    self.get_logger().error(
+                        item[0].label(f"publishing failed: {type(exc).__name__}: {exc}"),
+                        throttle_duration_sec=float(
+                            self._params["diagnostics.error_log_throttle"]
+                        ),
+                    )
 
     def _decode(self, camera: _Camera, msg: Union[Image, CompressedImage]) -> Optional[np.ndarray]:
         """The frame as RGB, or None (counted and logged, throttled per kind) when it is bad."""
@@ -428,27 +508,45 @@ class FedNode(Node):
             total = camera.stats.on_bad_input(kind)
             decision = self._bad_input_log.allow(kind)
             if decision.log:
-                self.get_logger().error(camera.label(
-                    f"skipping bad input frame ({kind}): {exc} [frame_id={msg.header.frame_id!r}; "
-                    f"{total} bad frames so far]{decision.suffix()}"))
+                self.get_logger().error(
+                    camera.label(
+                        f"skipping bad input frame ({kind}): {exc} "
+                        f"[frame_id={msg.header.frame_id!r}; {total} bad frames so far]"
+                        f"{decision.suffix()}"
+                    )
+                )
             return None
         for note in decoded.notes:
             camera.stats.on_input_note(note.kind)
             if self._note_log.allow(note.kind).log:
-                self.get_logger().warning(camera.label(
-                    f"input ({note.kind}): {note.message} [logged once; every such frame is counted in "
-                    f"/diagnostics input_notes.{note.kind}]"))
+                self.get_logger().warning(
+                    camera.label(
+                        f"input ({note.kind}): {note.message} [logged once; every such frame "
+                        f"is counted in /diagnostics input_notes.{note.kind}]"
+                    )
+                )
         rgb = decoded.image
         if not camera.resize_warned and needs_resize(self._engine_shape, rgb):
             camera.resize_warned = True
             h, w = rgb.shape[:2]
-            self.get_logger().warning(camera.label(
-                f"camera frames are {h}x{w} but the engine takes {self._engine_shape[0]}x{self._engine_shape[1]}: "
-                "resizing on the host every frame; export an engine for the camera size to avoid it"))
+            eh, ew = self._engine_shape
+            self.get_logger().warning(
+                camera.label(
+                    f"camera frames are {h}x{w} but the engine takes {eh}x{ew}: resizing on the "
+                    "host every frame; export an engine for the camera size to avoid it"
+                )
+            )
         return rgb
 
-    def _publish(self, camera: _Camera, frame: _Frame, rgb: np.ndarray, labels: np.ndarray,
-                 confidence: np.ndarray, inference_s: float) -> None:
+    def _publish(
+        self,
+        camera: _Camera,
+        frame: _Frame,
+        rgb: np.ndarray,
+        labels: np.ndarray,
+        confidence: np.ndarray,
+        inference_s: float,
+    ) -> None:
         """One camera's alert update and outputs (only those enabled and listened to)."""
         header = frame.msg.header
         with self._alert_lock:
@@ -457,15 +555,21 @@ class FedNode(Node):
         previous, camera.alert_status = camera.alert_status, status
 
         settings, pubs = self._settings, camera.pubs
-        active = {name: settings.enabled(name) and pubs[name].get_subscription_count() > 0 for name in OUTPUT_NAMES}
+        active = {
+            name: settings.enabled(name) and pubs[name].get_subscription_count() > 0
+            for name in OUTPUT_NAMES
+        }
         wanted = [name for name, on in active.items() if on]
-        for name, (image, encoding) in output_images(rgb, labels, confidence, settings, self._palette, wanted).items():
+        for name, (image, encoding) in output_images(
+            rgb, labels, confidence, settings, self._palette, wanted
+        ).items():
             pubs[name].publish(codec.numpy_to_image(image, encoding, header))
         if active["alerts"]:
             pubs["alerts"].publish(DiagnosticArray(header=header, status=[status]))
         camera.stats.on_processed(time.monotonic() - frame.received, inference_s)
         if previous is not None and previous.level != status.level:
-            self._publish_diagnostics()  # aggregators see level changes at once, not a period later
+            # aggregators see level changes at once, not a period later
+            self._publish_diagnostics()
 
     # -- diagnostics -------------------------------------------------------------------
 
@@ -484,14 +588,20 @@ class FedNode(Node):
             if state.message:
                 self.get_logger().warning(camera.label(f"watchdog: {state.message}"))
             elif previous is not None and previous.message:
-                self.get_logger().info(camera.label("watchdog: input and engine are back to normal"))
+                self.get_logger().info(
+                    camera.label("watchdog: input and engine are back to normal")
+                )
         if changed:
             self._publish_diagnostics()
 
     def _alert_status_of(self, camera: _Camera, state: Any) -> DiagnosticStatus:
         """One alert state as a DiagnosticStatus (level OK/WARN/ERROR, region, fraction, stamp)."""
-        status = DiagnosticStatus(name=camera.alert_name, hardware_id=self._hardware_id,
-                                  level=_level(int(state.level)), message=str(getattr(state, "message", "")))
+        status = DiagnosticStatus(
+            name=camera.alert_name,
+            hardware_id=self._hardware_id,
+            level=_level(int(state.level)),
+            message=str(getattr(state, "message", "")),
+        )
         status.values = [KeyValue(key=k, value=v) for k, v in alert_values(state).items()]
         return status
 
@@ -511,12 +621,22 @@ class FedNode(Node):
         if len(per_camera) == 1 and SINGLE_CAMERA in self._cameras:
             level, message, values = per_camera[self._cameras[SINGLE_CAMERA]]
         else:
-            level, message = worst_status((OK, f"ready: {len(per_camera)} cameras"),
-                                          *[(lvl, camera.label(msg)) for camera, (lvl, msg, _) in per_camera.items()
-                                            if msg != "ready"])
-            values = camera_totals({c.name: v for c, (_, _, v) in per_camera.items()}, engine_batch(self._engine),
-                                   self._batches)
-        values["bad_input_log_lines_suppressed"] = str(sum(self._bad_input_log.suppressed().values()))
+            level, message = worst_status(
+                (OK, f"ready: {len(per_camera)} cameras"),
+                *[
+                    (lvl, camera.label(msg))
+                    for camera, (lvl, msg, _) in per_camera.items()
+                    if msg != "ready"
+                ],
+            )
+            values = camera_totals(
+                {c.name: v for c, (_, _, v) in per_camera.items()},
+                engine_batch(self._engine),
+                self._batches,
+            )
+        values["bad_input_log_lines_suppressed"] = str(
+            sum(self._bad_input_log.suppressed().values())
+        )
         return level, message, values
 
     def _publish_diagnostics(self, state_level: Optional[int] = None, message: str = "") -> None:
@@ -557,7 +677,7 @@ class FedNode(Node):
 def main(args: Optional[list[str]] = None, engine_factory: Optional[EngineFactory] = None) -> int:
     """Console script ``fed_node``: returns the process exit code (1 = could not start)."""
     argv = list(sys.argv if args is None else args)
-    user_args = argv[1: argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
         print(help_text((__doc__ or "").strip().splitlines()[0]))
         return 0

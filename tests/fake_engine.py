@@ -5,6 +5,7 @@ instant (or take exactly ``delay_s``) and its output must be recomputable in the
 frame alone: labels = R mod ``num_classes``, confidence = G / 255. Scripting the G channel
 therefore scripts the confidence the alert logic sees.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,19 +14,52 @@ from typing import Any, Optional
 import numpy as np
 
 CLASS_NAMES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 )
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
 )
 
 
-def expected_outputs(image: np.ndarray, num_classes: int = len(CLASS_NAMES)) -> tuple[np.ndarray, np.ndarray]:
+def expected_outputs(
+    image: np.ndarray, num_classes: int = len(CLASS_NAMES)
+) -> tuple[np.ndarray, np.ndarray]:
     """What :class:`FakeEngine` returns for ``image`` (HxWx3 uint8 RGB), computed independently."""
     labels = (image[..., 0] % num_classes).astype(np.uint8)
     confidence = image[..., 1].astype(np.float32) / np.float32(255.0)
@@ -35,10 +69,16 @@ def expected_outputs(image: np.ndarray, num_classes: int = len(CLASS_NAMES)) -> 
 class FakeEngine:
     """Engine contract: ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
 
-    def __init__(self, delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None,
-                 batch_size: int = 1, dynamic_batch: bool = False) -> None:
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        input_shape: Optional[tuple[int, int]] = None,
+        batch_size: int = 1,
+        dynamic_batch: bool = False,
+    ) -> None:
         self.delay_s = float(delay_s)
-        #: > 1: also takes (B, H, W, 3) batches (exactly B unless dynamic_batch), one delay per batch.
+        #: > 1: also takes (B, H, W, 3) batches (exactly B unless dynamic_batch), one delay
+        #: per batch.
         self.batch_size, self.dynamic_batch = int(batch_size), bool(dynamic_batch)
         self.batches: list[int] = []  # the size of every batch run
         #: None = any image size; (H, W) = refuse other sizes, like a real engine (node resizes).
@@ -64,11 +104,13 @@ class FakeEngine:
         self.calls += 1
         return expected_outputs(image)
 
-
     def _infer_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = batch.shape[0]
         if n > self.batch_size or (not self.dynamic_batch and n != self.batch_size):
-            raise ValueError(f"FakeEngine: batch {n} on a {'1..' if self.dynamic_batch else ''}{self.batch_size} engine")
+            raise ValueError(
+                f"FakeEngine: batch {n} on a "
+                f"{'1..' if self.dynamic_batch else ''}{self.batch_size} engine"
+            )
         delay, self.delay_s = self.delay_s, 0.0  # one delay for the whole batch
         try:
             outs = [self.infer(frame) for frame in batch]
@@ -81,6 +123,13 @@ class FakeEngine:
         return np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs])
 
 
-def make(delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None, batch_size: int = 1) -> FakeEngine:
+def make(
+    delay_s: float = 0.0, input_shape: Optional[tuple[int, int]] = None, batch_size: int = 1
+) -> FakeEngine:
     """Factory used by the node harness process (batch_size > 1: a dynamic-batch engine)."""
-    return FakeEngine(delay_s=delay_s, input_shape=input_shape, batch_size=batch_size, dynamic_batch=batch_size > 1)
+    return FakeEngine(
+        delay_s=delay_s,
+        input_shape=input_shape,
+        batch_size=batch_size,
+        dynamic_batch=batch_size > 1,
+    )

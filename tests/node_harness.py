@@ -4,8 +4,10 @@ Why a separate script: the production entry point (``fed_node`` / ``ros2_fed.nod
 no way to load test code from a parameter; tests inject the engine through ``main``'s
 ``engine_factory`` argument here instead. Everything after the options goes to rclpy, e.g.
 
-    python tests/node_harness.py --delay 0.05 --shape 64x96 [--batch 3] --ros-args -r __ns:=/t1 -p diagnostics.period:=0.2
+    python tests/node_harness.py --delay 0.05 --shape 64x96 [--batch 3] \\
+        --ros-args -r __ns:=/t1 -p diagnostics.period:=0.2
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,9 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_engine import make  # noqa: E402
-
-from ros2_fed import node as fed_node  # noqa: E402
+from fake_engine import make
+from ros2_fed import node as fed_node
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +31,9 @@ def main(argv: list[str]) -> int:
             h, w = rest[1].split("x")
             shape = (int(h), int(w))
         rest = rest[2:]
-    return fed_node.main(args=["node_harness"] + rest, engine_factory=lambda: make(delay, shape, batch))
+    return fed_node.main(
+        args=["node_harness"] + rest, engine_factory=lambda: make(delay, shape, batch)
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Surround-camera core: names and topics, the per-camera latest-frame mailbox, batched inference."""
+"""Surround-camera core: names and topics, the per-camera mailbox, batched inference."""
+
 from __future__ import annotations
 
 import threading
@@ -24,17 +25,26 @@ def test_camera_names_and_topics() -> None:
     assert camera_names([]) == (SINGLE_CAMERA,)
     assert camera_names(["front", "rear"]) == ("front", "rear")
     assert input_topic("", False) == "image" and input_topic("", True) == "image/compressed"
-    assert input_topic("front", False) == "front/image" and input_topic("front", True) == "front/image/compressed"
-    assert output_topic("", "overlay") == "~/overlay" and output_topic("left", "alerts") == "~/left/alerts"
+    assert (
+        input_topic("front", False) == "front/image"
+        and input_topic("front", True) == "front/image/compressed"
+    )
+    assert (
+        output_topic("", "overlay") == "~/overlay"
+        and output_topic("left", "alerts") == "~/left/alerts"
+    )
 
 
-@pytest.mark.parametrize("names,needle", [
-    (["front", "front"], "more than once"),
-    (["front/left"], "not a valid name"),
-    (["1st"], "not a valid name"),
-    ([""], "not a valid name"),
-    ([f"c{i}" for i in range(17)], "at most 16"),
-])
+@pytest.mark.parametrize(
+    "names,needle",
+    [
+        (["front", "front"], "more than once"),
+        (["front/left"], "not a valid name"),
+        (["1st"], "not a valid name"),
+        ([""], "not a valid name"),
+        ([f"c{i}" for i in range(17)], "at most 16"),
+    ],
+)
 def test_bad_camera_lists_are_refused(names, needle) -> None:
     assert any(needle in p for p in camera_problems(names))
     assert any(needle in p for p in parameter_problems(with_defaults({"cameras": tuple(names)})))
@@ -44,7 +54,10 @@ def test_cameras_parameter_sets_the_cached_engine_batch() -> None:
     assert camera_problems(["front", "left_1", "Rear"]) == []
     assert ModelSpec.from_params({"cameras": ["a", "b", "c"]}).batch == 3  # rclpy hands out lists
     assert ModelSpec.from_params({}).batch == 1
-    assert "cameras: expected a list of strings" in parameter_problems(with_defaults({"cameras": (1, 2)}))[0]
+    assert (
+        "cameras: expected a list of strings"
+        in parameter_problems(with_defaults({"cameras": (1, 2)}))[0]
+    )
 
 
 def test_mailbox_keeps_the_newest_frame_per_camera_and_takes_all_at_once() -> None:
@@ -84,13 +97,18 @@ def _frames(sizes, seed=0):
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
 
 
-@pytest.mark.parametrize("batch,dynamic,n,expected_batches", [
-    (4, True, 3, [3]),          # fewer frames: a smaller batch, no padding
-    (4, False, 3, [4]),         # fixed batch: padded
-    (2, True, 5, [2, 2, 1]),    # more frames than the batch: chunks
-    (2, False, 3, [2, 2]),
-])
-def test_infer_batch_returns_each_frame_as_if_run_alone(batch, dynamic, n, expected_batches) -> None:
+@pytest.mark.parametrize(
+    "batch,dynamic,n,expected_batches",
+    [
+        (4, True, 3, [3]),  # fewer frames: a smaller batch, no padding
+        (4, False, 3, [4]),  # fixed batch: padded
+        (2, True, 5, [2, 2, 1]),  # more frames than the batch: chunks
+        (2, False, 3, [2, 2]),
+    ],
+)
+def test_infer_batch_returns_each_frame_as_if_run_alone(
+    batch, dynamic, n, expected_batches
+) -> None:
     engine = BatchEngine(batch, dynamic)
     frames = _frames([(32, 48)] * n)
     results = infer_batch(engine, frames, (32, 48))
@@ -109,7 +127,9 @@ def test_infer_batch_resizes_each_camera_to_the_engine_and_back() -> None:
     assert engine.batches == [3]
     assert [r[0].shape for r in results] == [(64, 96), (32, 48), (16, 24)]
     assert all(r[0].dtype == np.uint8 and r[1].dtype == np.float32 for r in results)
-    np.testing.assert_array_equal(results[1][1], expected_outputs(frames[1])[1])  # same size: untouched
+    np.testing.assert_array_equal(
+        results[1][1], expected_outputs(frames[1])[1]
+    )  # same size: untouched
 
 
 def test_single_frame_engines_run_frame_by_frame() -> None:

@@ -4,6 +4,7 @@ An ONNX export for batch N takes any batch from 1 to N (``dynamic_batch``), so a
 fewer new frames costs fewer frames; a fixed-batch engine (TensorRT, or ``dynamic_batch=False``)
 takes exactly N. Each row of a batch must equal that frame run alone through the eager model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ H, W = 64, 128
 @pytest.fixture(scope="module")
 def detector() -> FusedDetector:
     models = default_models_dir()
-    return FusedDetector.from_checkpoints(models / "tinyseg_synthroad", models / "fed_u_synthroad").freeze()
+    return FusedDetector.from_checkpoints(
+        models / "tinyseg_synthroad", models / "fed_u_synthroad"
+    ).freeze()
 
 
 def _frames(n: int, seed: int = 0) -> np.ndarray:
@@ -36,7 +39,9 @@ def _eager(det: FusedDetector, frames: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def test_dynamic_batch_runs_every_batch_size_like_eager(tmp_path, detector) -> None:
-    path, meta = export_engine(detector, tmp_path / "b3.onnx", H, W, batch=3, verify=True, progress=None)
+    path, meta = export_engine(
+        detector, tmp_path / "b3.onnx", H, W, batch=3, verify=True, progress=None
+    )
     assert meta["dynamic_batch"] is True and meta["input_tensor_shape"] == [3, H, W, 3]
     engine = Engine.open(path, warmup=1)
     assert engine.batch_size == 3 and engine.dynamic_batch
@@ -58,7 +63,9 @@ def test_fixed_batch_engine_takes_exactly_its_batch(tmp_path, detector) -> None:
     assert meta["dynamic_batch"] is True  # the default for batch > 1 ...
     from ros2_fed.engine import export_onnx
 
-    path, meta = export_onnx(detector, tmp_path / "fixed2.onnx", H, W, batch=2, dynamic_batch=False)
+    path, meta = export_onnx(
+        detector, tmp_path / "fixed2.onnx", H, W, batch=2, dynamic_batch=False
+    )
     assert meta["dynamic_batch"] is False  # ... unless asked (TensorRT's ONNX is always fixed)
     engine = Engine.open(path, warmup=0)
     assert not engine.dynamic_batch

@@ -5,6 +5,7 @@ from its AST (the ``remappings=[...]`` list in ``_node`` and ``camera_base_topic
 and handed to real rclpy as ``-r`` rules: the oracle is ROS's own name resolution, which remaps
 each name on its own (a rule for ``image`` leaves ``image/compressed`` where it was).
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,7 +22,7 @@ LAUNCH = Path(__file__).resolve().parents[1] / "launch" / "fed.launch.py"
 
 
 def launch_helpers() -> dict:
-    """The launch file's pure helpers (camera_base_topic, name_list, camera_remappings), executed."""
+    """The launch file's pure helpers (camera_base_topic, name_list, camera_remappings), run."""
     tree = ast.parse(LAUNCH.read_text())
     wanted = {"camera_base_topic", "name_list", "camera_remappings"}
     helpers = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
@@ -32,14 +33,20 @@ def launch_helpers() -> dict:
     return namespace
 
 
-def launch_remappings(camera_topic: str, cameras: str = "", camera_topics: str = "") -> list[tuple[str, str]]:
+def launch_remappings(
+    camera_topic: str, cameras: str = "", camera_topics: str = ""
+) -> list[tuple[str, str]]:
     """The rules ``_node`` passes for these launch arguments (its call of camera_remappings)."""
     helpers = launch_helpers()
     tree = ast.parse(LAUNCH.read_text())
     node_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_node")
-    assert any(isinstance(n, ast.Call) and getattr(n.func, "id", "") == "camera_remappings" for n in ast.walk(node_fn))
-    return helpers["camera_remappings"](camera_topic, helpers["name_list"](cameras),
-                                        helpers["name_list"](camera_topics))
+    assert any(
+        isinstance(n, ast.Call) and getattr(n.func, "id", "") == "camera_remappings"
+        for n in ast.walk(node_fn)
+    )
+    return helpers["camera_remappings"](
+        camera_topic, helpers["name_list"](cameras), helpers["name_list"](camera_topics)
+    )
 
 
 def subscribed_topic(rules: list[tuple[str, str]], compressed: bool, name: str = "image") -> str:
@@ -48,8 +55,12 @@ def subscribed_topic(rules: list[tuple[str, str]], compressed: bool, name: str =
     rclpy.init(context=context)
     try:
         node = Node("remap_probe", context=context, cli_args=args)
-        sub = node.create_subscription(CompressedImage if compressed else Image,
-                                       f"{name}/compressed" if compressed else name, lambda _: None, 1)
+        sub = node.create_subscription(
+            CompressedImage if compressed else Image,
+            f"{name}/compressed" if compressed else name,
+            lambda _: None,
+            1,
+        )
         topic = sub.topic_name
         node.destroy_node()
         return topic
@@ -82,7 +93,9 @@ def test_launch_maps_every_camera_onto_its_topic(cameras: str, compressed: bool)
     suffix = "/compressed" if compressed else ""
     assert subscribed_topic(rules, compressed, "front/image") == "/cam_f/image_raw" + suffix
     assert subscribed_topic(rules, compressed, "left/image") == "/cam_l/image_raw" + suffix
-    assert subscribed_topic(rules, compressed, "image") == "/image" + suffix  # no single-camera rule
+    assert (
+        subscribed_topic(rules, compressed, "image") == "/image" + suffix
+    )  # no single-camera rule
 
 
 def test_launch_cameras_without_topics_keep_the_node_names() -> None:

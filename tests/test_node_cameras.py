@@ -7,6 +7,7 @@ and that camera's pixels; frames of several cameras share batches; a camera that
 stalls the others (its watchdog alone goes WARN); a bad frame on one camera does not drop the
 other cameras' frames of the same batch.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,10 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from sensor_msgs.msg import Image  # noqa: E402
-from test_node_ros import (  # noqa: E402  (the shared ROS test plumbing and its fixtures)
+from sensor_msgs.msg import Image
+
+from fake_engine import expected_outputs
+from test_node_ros import (
     HARNESS,
     OUTPUT_TOPICS,
     RUN,
@@ -35,8 +38,6 @@ from test_node_ros import (  # noqa: E402  (the shared ROS test plumbing and its
     wait_until,
 )
 
-from fake_engine import expected_outputs  # noqa: E402
-
 pytestmark = pytest.mark.ros
 
 CAMERAS = ("front", "left", "rear")
@@ -46,10 +47,18 @@ __all__ = ["client", "env"]  # fixtures used here by name
 
 @pytest.fixture(scope="module")
 def node(env: dict[str, str]) -> NodeProcess:
-    params = {"cameras": list(CAMERAS), "diagnostics.period": 0.2, "diagnostics.input_timeout": 0.8,
-              "diagnostics.error_log_throttle": 60.0}
-    proc = NodeProcess(env, f"/{RUN}_cams", params=params,
-                       node=[sys.executable, str(HARNESS), "--delay", str(BATCH_DELAY_S), "--batch", "3"])
+    params = {
+        "cameras": list(CAMERAS),
+        "diagnostics.period": 0.2,
+        "diagnostics.input_timeout": 0.8,
+        "diagnostics.error_log_throttle": 60.0,
+    }
+    proc = NodeProcess(
+        env,
+        f"/{RUN}_cams",
+        params=params,
+        node=[sys.executable, str(HARNESS), "--delay", str(BATCH_DELAY_S), "--batch", "3"],
+    )
     try:
         proc.wait_ready()
         yield proc
@@ -64,28 +73,44 @@ def _topics(proc: NodeProcess, camera: str) -> dict[str, str]:
 
 def _cameras(client: Client, proc: NodeProcess) -> dict[str, Any]:
     pubs = {cam: client.publisher(f"{proc.namespace}/{cam}/image", Image) for cam in CAMERAS}
-    wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 30, "camera subscriptions")
+    wait_until(
+        lambda: all(p.get_subscription_count() > 0 for p in pubs.values()),
+        30,
+        "camera subscriptions",
+    )
     return pubs
 
 
 def _frame(camera: str, h: int = 48, w: int = 64) -> np.ndarray:
     """A frame only this camera sends (labels and confidence differ between cameras)."""
-    return np.random.default_rng(CAMERAS.index(camera) + 11).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return np.random.default_rng(CAMERAS.index(camera) + 11).integers(
+        0, 256, (h, w, 3), dtype=np.uint8
+    )
 
 
 def _outputs_of(client: Client, topics: dict[str, str], frame_id: str) -> dict[str, Any]:
-    return {name: out for name, topic in topics.items() for _, out in client.messages(topic)
-            if out.header.frame_id == frame_id}
+    return {
+        name: out
+        for name, topic in topics.items()
+        for _, out in client.messages(topic)
+        if out.header.frame_id == frame_id
+    }
 
 
 def _values(client: Client, proc: NodeProcess, since: float) -> dict[str, str]:
     return wait_until(lambda: latest_values(client, proc, since), 10, "a pipeline status")
 
 
-def test_every_output_lands_on_its_camera_with_its_header(node: NodeProcess, client: Client) -> None:
+def test_every_output_lands_on_its_camera_with_its_header(
+    node: NodeProcess, client: Client
+) -> None:
     topics = {cam: _topics(node, cam) for cam in CAMERAS}
-    subs = [client.subscribe(t, OUTPUT_TOPICS[n]) for cam in CAMERAS for n, t in topics[cam].items()]
-    wait_until(lambda: all(s.get_publisher_count() > 0 for s in subs), 30, "per-camera output publishers")
+    subs = [
+        client.subscribe(t, OUTPUT_TOPICS[n]) for cam in CAMERAS for n, t in topics[cam].items()
+    ]
+    wait_until(
+        lambda: all(s.get_publisher_count() > 0 for s in subs), 30, "per-camera output publishers"
+    )
     pubs = _cameras(client, node)
     for _ in range(6):  # best effort: discovery may lose the first frames
         sent = {}
@@ -94,8 +119,14 @@ def test_every_output_lands_on_its_camera_with_its_header(node: NodeProcess, cli
             sent[cam] = (msg, Stamp.header(msg, f"{cam}"))
             pubs[cam].publish(msg)
         try:
-            wait_until(lambda: all(len(_outputs_of(client, topics[c], sent[c][1][2])) == len(OUTPUT_TOPICS)
-                                   for c in CAMERAS), 4, "every camera's outputs")
+            wait_until(
+                lambda: all(
+                    len(_outputs_of(client, topics[c], sent[c][1][2])) == len(OUTPUT_TOPICS)
+                    for c in CAMERAS
+                ),
+                4,
+                "every camera's outputs",
+            )
             break
         except AssertionError:
             continue
@@ -125,7 +156,9 @@ def test_frames_of_several_cameras_share_batches(node: NodeProcess, client: Clie
             pubs[cam].publish(msg)
         time.sleep(0.05)
     time.sleep(0.5)  # the last batch finishes
-    values = wait_until(lambda: (v := latest_values(client, node, time.time() - 0.3)) and v, 10, "status")
+    values = wait_until(
+        lambda: (v := latest_values(client, node, time.time() - 0.3)) and v, 10, "status"
+    )
     assert values["cameras"] == ",".join(CAMERAS) and values["engine_batch"].startswith("3")
     assert float(values["engine_frames_per_batch"]) > 1.8, values
     for cam in CAMERAS:
@@ -150,18 +183,32 @@ def test_a_stopped_camera_does_not_stall_the_others(node: NodeProcess, client: C
         sent += 1
         time.sleep(0.1)
     for cam, topic in topics.items():
-        got = [m for t, m in client.messages(topic) if t >= t0 and m.header.frame_id.startswith(f"alive_{cam}")]
-        assert len(got) >= sent // 3, (cam, len(got), sent)  # 0.15 s batches: at least every other frame
+        got = [
+            m
+            for t, m in client.messages(topic)
+            if t >= t0 and m.header.frame_id.startswith(f"alive_{cam}")
+        ]
+        assert len(got) >= sent // 3, (
+            cam,
+            len(got),
+            sent,
+        )  # 0.15 s batches: at least every other frame
     statuses = [s for _, s in pipeline_status(client, node, time.time() - 0.5)]
     assert statuses, "no recent pipeline status"
     status = statuses[-1]
     assert status.level == b"\x01" and "rear: no input" in status.message, status.message
     assert "front:" not in status.message and "left:" not in status.message
     values = {kv.key: kv.value for kv in status.values}
-    assert float(values["rear.seconds_since_input"]) > 1.0 > float(values["front.seconds_since_input"])
+    assert (
+        float(values["rear.seconds_since_input"])
+        > 1.0
+        > float(values["front.seconds_since_input"])
+    )
 
 
-def test_a_bad_frame_does_not_drop_the_other_cameras_frames(node: NodeProcess, client: Client) -> None:
+def test_a_bad_frame_does_not_drop_the_other_cameras_frames(
+    node: NodeProcess, client: Client
+) -> None:
     topics = {cam: _topics(node, cam)["segmentation"] for cam in CAMERAS}
     for topic in topics.values():
         client.subscribe(topic, Image)
@@ -177,28 +224,56 @@ def test_a_bad_frame_does_not_drop_the_other_cameras_frames(node: NodeProcess, c
             msg = image_msg(_frame(cam), "rgb8")
             good[cam] = Stamp.header(msg, f"good{attempt}_{cam}")[2]
             pubs[cam].publish(msg)
-        bad = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=b"\x00" * 100)  # truncated
+        bad = Image(
+            height=48, width=64, encoding="rgb8", step=64 * 3, data=b"\x00" * 100
+        )  # truncated
         Stamp.header(bad, f"bad{attempt}")
         pubs["rear"].publish(bad)
         try:
-            wait_until(lambda: all(any(m.header.frame_id == good[c] for _, m in client.messages(topics[c]))
-                                   for c in good), 4, "the good frames of the batch")
+            wait_until(
+                lambda: all(
+                    any(m.header.frame_id == good[c] for _, m in client.messages(topics[c]))
+                    for c in good
+                ),
+                4,
+                "the good frames of the batch",
+            )
             break
         except AssertionError:
             continue
     else:
         raise AssertionError("the good frames next to a bad one never came out")
-    values = wait_until(lambda: (v := latest_values(client, node)) and int(v["rear.bad_input_total"]) >
-                        int(before["rear.bad_input_total"]) and v, 10, "rear's bad frame counted")
+    values = wait_until(
+        lambda: (
+            (v := latest_values(client, node))
+            and int(v["rear.bad_input_total"]) > int(before["rear.bad_input_total"])
+            and v
+        ),
+        10,
+        "rear's bad frame counted",
+    )
     assert int(values["front.bad_input_total"]) == int(before["front.bad_input_total"])
     assert int(values["inference_errors"]) == 0
-    assert not [m for _, m in client.messages(topics["rear"]) if m.header.frame_id.startswith("bad")]
+    assert not [
+        m for _, m in client.messages(topics["rear"]) if m.header.frame_id.startswith("bad")
+    ]
     assert node.alive()
 
 
 def test_alert_statuses_per_camera_in_diagnostics(node: NodeProcess, client: Client) -> None:
-    names = wait_until(lambda: {s.name for _, arr in client.messages("/diagnostics") for s in arr.status
-                                if s.name.startswith(node.namespace.lstrip("/"))} or None, 10, "diagnostics")
+    names = wait_until(
+        lambda: (
+            {
+                s.name
+                for _, arr in client.messages("/diagnostics")
+                for s in arr.status
+                if s.name.startswith(node.namespace.lstrip("/"))
+            }
+            or None
+        ),
+        10,
+        "diagnostics",
+    )
     prefix = f"{node.namespace.lstrip('/')}/fed_node"
     assert {f"{prefix}: {cam} alerts" for cam in CAMERAS} <= names
     assert f"{prefix}: pipeline" in names

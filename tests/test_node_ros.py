@@ -13,6 +13,7 @@ The pytest process is the camera and the consumer. Both sides use the Fast DDS p
 launch file ships (config/fastdds_large_data.xml): full-HD best-effort frames get through.
 Everything waits by polling with generous limits; nothing sleeps a fixed long time.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,9 +56,17 @@ OUTPUT_TOPICS = {
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 RUN = f"t{os.getpid()}_{random.SystemRandom().randrange(1 << 16):04x}"
 # Alert settings the raw node starts with (the alerts tests count frames against them).
-# 40x50 frames whose top rows are uncertain: 20 % of the rows is a region of size 0.5, 60 % one of 0.87.
-ALERTS = {"alerts.confidence_threshold": 0.5, "alerts.warn_size": 0.3, "alerts.error_size": 0.7,
-          "alerts.min_width": 0.0, "alerts.raise_frames": 2, "alerts.clear_frames": 3, "alerts.roi": "full"}
+# 40x50 frames whose top rows are uncertain: 20 % of the rows is a region of size 0.5, 60 % one of
+# 0.87.
+ALERTS = {
+    "alerts.confidence_threshold": 0.5,
+    "alerts.warn_size": 0.3,
+    "alerts.error_size": 0.7,
+    "alerts.min_width": 0.0,
+    "alerts.raise_frames": 2,
+    "alerts.clear_frames": 3,
+    "alerts.roi": "full",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -83,9 +92,17 @@ def ros_environment() -> dict[str, str]:
 class NodeProcess:
     """One fed_node (FakeEngine) process; collects its log lines."""
 
-    def __init__(self, env: dict[str, str], namespace: str, *, delay: float = 0.0,
-                 shape: Optional[str] = None, params: Optional[dict[str, Any]] = None,
-                 node: Optional[list[str]] = None, params_files: tuple[Path, ...] = ()) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        namespace: str,
+        *,
+        delay: float = 0.0,
+        shape: Optional[str] = None,
+        params: Optional[dict[str, Any]] = None,
+        node: Optional[list[str]] = None,
+        params_files: tuple[Path, ...] = (),
+    ) -> None:
         """``node``: the command that starts the node (default: the FakeEngine harness)."""
         self.namespace = namespace
         cmd = list(node or [sys.executable, str(HARNESS), "--delay", str(delay)])
@@ -96,8 +113,15 @@ class NodeProcess:
             cmd += ["--params-file", str(path)]
         for key, value in (params or {}).items():
             cmd += ["-p", f"{key}:={_param_text(value)}"]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -119,8 +143,11 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        wait_until(lambda: any("ready:" in line for line in self.lines) or not self.alive(), timeout,
-                   f"{self.namespace} ready")
+        wait_until(
+            lambda: any("ready:" in line for line in self.lines) or not self.alive(),
+            timeout,
+            f"{self.namespace} ready",
+        )
         assert self.alive(), f"{self.namespace} died at start-up:\n{self.output}"
 
     def count(self, text: str) -> int:
@@ -144,7 +171,9 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -191,7 +220,9 @@ class Client:
             self._subs[topic] = self.node.create_subscription(msg_type, topic, callback, qos)
         return self._subs[topic]
 
-    def publisher(self, topic: str, msg_type: type, qos: QoSProfile = qos_profile_sensor_data) -> Any:
+    def publisher(
+        self, topic: str, msg_type: type, qos: QoSProfile = qos_profile_sensor_data
+    ) -> Any:
         key = (topic, msg_type)
         if key not in self._pubs:
             self._pubs[key] = self.node.create_publisher(msg_type, topic, qos)
@@ -239,7 +270,9 @@ def image_msg(array: np.ndarray, encoding: str, step: Optional[int] = None) -> I
 
 def as_array(msg: Image) -> np.ndarray:
     """Decode an output image independently of ros2_fed.codec (numpy only)."""
-    dtype, channels = {"mono8": (np.uint8, 1), "rgb8": (np.uint8, 3), "32FC1": (np.float32, 1)}[msg.encoding]
+    dtype, channels = {"mono8": (np.uint8, 1), "rgb8": (np.uint8, 3), "32FC1": (np.float32, 1)}[
+        msg.encoding
+    ]
     itemsize = np.dtype(dtype).itemsize
     raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
     raw = raw[:, : msg.width * channels * itemsize].copy()
@@ -262,8 +295,12 @@ def diag_values(status: Any) -> dict[str, str]:
 def env() -> dict[str, str]:
     environment = ros_environment()
     saved = {k: os.environ.get(k) for k in environment}
-    saved.update({"ROS_LOCALHOST_ONLY": os.environ.get("ROS_LOCALHOST_ONLY"),
-                  "FASTDDS_BUILTIN_TRANSPORTS": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS")})
+    saved.update(
+        {
+            "ROS_LOCALHOST_ONLY": os.environ.get("ROS_LOCALHOST_ONLY"),
+            "FASTDDS_BUILTIN_TRANSPORTS": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS"),
+        }
+    )
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE"):
@@ -281,12 +318,17 @@ def nodes(env: dict[str, str]) -> dict[str, NodeProcess]:
     """Start all three node processes at once (their start-ups overlap), stop them at the end."""
     # input_timeout off: these nodes sit idle between tests, and the no-input watchdog has its own
     # tests (tests/test_node_hardening.py).
-    common = {"diagnostics.period": 0.25, "diagnostics.error_log_throttle": 60.0, "diagnostics.input_timeout": 0.0}
+    common = {
+        "diagnostics.period": 0.25,
+        "diagnostics.error_log_throttle": 60.0,
+        "diagnostics.input_timeout": 0.0,
+    }
     procs = {
         "raw": NodeProcess(env, f"/{RUN}_raw", params={**common, **ALERTS}),
         "slow": NodeProcess(env, f"/{RUN}_slow", delay=0.05, params=common),
-        "jpeg": NodeProcess(env, f"/{RUN}_jpeg", shape="64x96",
-                            params={**common, "input_transport": "compressed"}),
+        "jpeg": NodeProcess(
+            env, f"/{RUN}_jpeg", shape="64x96", params={**common, "input_transport": "compressed"}
+        ),
     }
     try:
         for proc in procs.values():
@@ -295,7 +337,9 @@ def nodes(env: dict[str, str]) -> dict[str, NodeProcess]:
     finally:
         codes = {name: proc.stop() for name, proc in procs.items()}
     # A clean SIGINT shutdown is part of the contract (launch stops nodes that way).
-    assert codes == {name: 0 for name in procs}, {n: (c, procs[n].output[-2000:]) for n, c in codes.items()}
+    assert codes == {name: 0 for name in procs}, {
+        n: (c, procs[n].output[-2000:]) for n, c in codes.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -321,8 +365,15 @@ def camera(client: Client, proc: NodeProcess, compressed: bool = False) -> Any:
     return pub
 
 
-def send_until_outputs(client: Client, pub: Any, make_msg: Callable[[], Any], topics: dict[str, str],
-                       prefix: str, attempts: int = 6, timeout: float = 4.0) -> tuple[Any, dict[str, Any]]:
+def send_until_outputs(
+    client: Client,
+    pub: Any,
+    make_msg: Callable[[], Any],
+    topics: dict[str, str],
+    prefix: str,
+    attempts: int = 6,
+    timeout: float = 4.0,
+) -> tuple[Any, dict[str, Any]]:
     """Publish a frame until one frame's outputs all arrived (discovery and best effort may lose
     the first); returns (the input message, {output name: message})."""
     for _ in range(attempts):
@@ -345,21 +396,40 @@ def send_until_outputs(client: Client, pub: Any, make_msg: Callable[[], Any], to
     raise AssertionError(f"no frame produced all of {sorted(topics)} in {attempts} attempts")
 
 
-def pipeline_status(client: Client, proc: NodeProcess, since: float = 0.0) -> list[tuple[float, Any]]:
+def pipeline_status(
+    client: Client, proc: NodeProcess, since: float = 0.0
+) -> list[tuple[float, Any]]:
     name = f"{proc.namespace.lstrip('/')}/fed_node: pipeline"
-    return [(t, s) for t, arr in client.messages("/diagnostics") if t >= since for s in arr.status if s.name == name]
+    return [
+        (t, s)
+        for t, arr in client.messages("/diagnostics")
+        if t >= since
+        for s in arr.status
+        if s.name == name
+    ]
 
 
-def latest_values(client: Client, proc: NodeProcess, since: float = 0.0) -> Optional[dict[str, str]]:
+def latest_values(
+    client: Client, proc: NodeProcess, since: float = 0.0
+) -> Optional[dict[str, str]]:
     statuses = pipeline_status(client, proc, since)
     return diag_values(statuses[-1][1]) if statuses else None
 
 
-def wait_values(client: Client, proc: NodeProcess, predicate: Callable[[dict[str, str]], bool],
-                timeout: float = 10.0, what: str = "diagnostics") -> dict[str, str]:
+def wait_values(
+    client: Client,
+    proc: NodeProcess,
+    predicate: Callable[[dict[str, str]], bool],
+    timeout: float = 10.0,
+    what: str = "diagnostics",
+) -> dict[str, str]:
     def check() -> Optional[dict[str, str]]:
         values = latest_values(client, proc)
-        return values if values is not None and values.get("state") == "ready" and predicate(values) else None
+        return (
+            values
+            if values is not None and values.get("state") == "ready" and predicate(values)
+            else None
+        )
 
     return wait_until(check, timeout, what)
 
@@ -369,7 +439,9 @@ def wait_values(client: Client, proc: NodeProcess, predicate: Callable[[dict[str
 # --------------------------------------------------------------------------------------
 
 
-def test_ready_reported_in_log_and_diagnostics(nodes: dict[str, NodeProcess], client: Client) -> None:
+def test_ready_reported_in_log_and_diagnostics(
+    nodes: dict[str, NodeProcess], client: Client
+) -> None:
     for proc in nodes.values():
         ready = [line for line in proc.lines if "ready:" in line]
         assert len(ready) == 1 and "warm-up" in ready[0], proc.output
@@ -388,10 +460,15 @@ def test_end_to_end_full_hd(nodes: dict[str, NodeProcess], client: Client) -> No
     pub = camera(client, proc)
     rng = np.random.default_rng(7)
     frame = rng.integers(0, 256, size=(1080, 1920, 3), dtype=np.uint8)
-    msg, got = send_until_outputs(client, pub, lambda: image_msg(frame, "rgb8"), topics, "e2e", timeout=8.0)
+    msg, got = send_until_outputs(
+        client, pub, lambda: image_msg(frame, "rgb8"), topics, "e2e", timeout=8.0
+    )
 
     for name, out in got.items():
-        assert out.header.stamp.sec == msg.header.stamp.sec and out.header.stamp.nanosec == msg.header.stamp.nanosec
+        assert (
+            out.header.stamp.sec == msg.header.stamp.sec
+            and out.header.stamp.nanosec == msg.header.stamp.nanosec
+        )
         assert out.header.frame_id == msg.header.frame_id, name
     labels, confidence = expected_outputs(frame)
     seg, conf = got["segmentation"], got["confidence"]
@@ -409,14 +486,18 @@ def test_end_to_end_full_hd(nodes: dict[str, NodeProcess], client: Client) -> No
     assert got["overlay"].encoding == "rgb8" and overlay.shape == (1080, 1920, 3)
     # The overlay is the camera image blended with the confidence colours: it must follow the
     # frame, not be a constant picture.
-    assert not np.array_equal(overlay, frame) and np.corrcoef(overlay[..., 1].ravel()[::97],
-                                                              frame[..., 1].ravel()[::97])[0, 1] > 0.2
+    assert (
+        not np.array_equal(overlay, frame)
+        and np.corrcoef(overlay[..., 1].ravel()[::97], frame[..., 1].ravel()[::97])[0, 1] > 0.2
+    )
     statuses = got["alerts"].status
     assert len(statuses) == 1 and statuses[0].name.endswith("fed_node: alerts")
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])
-def test_other_encodings_and_row_padding(nodes: dict[str, NodeProcess], client: Client, encoding: str) -> None:
+def test_other_encodings_and_row_padding(
+    nodes: dict[str, NodeProcess], client: Client, encoding: str
+) -> None:
     proc = nodes["raw"]
     topics = outputs(client, proc, ("segmentation", "confidence"))
     pub = camera(client, proc)
@@ -431,7 +512,9 @@ def test_other_encodings_and_row_padding(nodes: dict[str, NodeProcess], client: 
             data = np.concatenate([data, np.full((48, 70, 1), 200, np.uint8)], axis=2)
         data = np.ascontiguousarray(data)
     row = data.reshape(48, -1).shape[1]
-    _, got = send_until_outputs(client, pub, lambda: image_msg(data, encoding, step=row + 6), topics, encoding)
+    _, got = send_until_outputs(
+        client, pub, lambda: image_msg(data, encoding, step=row + 6), topics, encoding
+    )
     labels, confidence = expected_outputs(rgb)
     np.testing.assert_array_equal(as_array(got["segmentation"]), labels)
     np.testing.assert_array_equal(as_array(got["confidence"]), confidence)
@@ -448,12 +531,24 @@ def _bad_raw_messages() -> dict[str, Image]:
     zero = Image(height=0, width=0, encoding="rgb8", step=0)
     absurd = Image(height=200_000, width=300_000, encoding="rgb8", step=900_000)
     absurd.data = bytes(64)
-    return {"unknown encoding": unknown, "step/size mismatch": mismatch, "truncated data": truncated,
-            "zero size": zero, "absurd dimensions": absurd}
+    return {
+        "unknown encoding": unknown,
+        "step/size mismatch": mismatch,
+        "truncated data": truncated,
+        "zero size": zero,
+        "absurd dimensions": absurd,
+    }
 
 
-def _bad_then_good(client: Client, proc: NodeProcess, pub: Any, bad: dict[str, Any],
-                   good: Callable[[], Any], topics: dict[str, str], expect: Callable[[dict[str, Any]], None]) -> None:
+def _bad_then_good(
+    client: Client,
+    proc: NodeProcess,
+    pub: Any,
+    bad: dict[str, Any],
+    good: Callable[[], Any],
+    topics: dict[str, str],
+    expect: Callable[[dict[str, Any]], None],
+) -> None:
     """Each bad frame: counted in /diagnostics, node alive; then a good frame comes out right."""
     start = wait_values(client, proc, lambda v: True)
     total = int(start.get("bad_input_total", "0"))
@@ -465,8 +560,13 @@ def _bad_then_good(client: Client, proc: NodeProcess, pub: Any, bad: dict[str, A
             sent = time.time()
             pub.publish(msg)
             try:
-                values = wait_values(client, proc, lambda v: int(v.get("bad_input_total", "0")) > total, 3.0,
-                                     f"bad input count after {label}")
+                values = wait_values(
+                    client,
+                    proc,
+                    lambda v: int(v.get("bad_input_total", "0")) > total,
+                    3.0,
+                    f"bad input count after {label}",
+                )
                 break
             except AssertionError:
                 continue
@@ -475,11 +575,16 @@ def _bad_then_good(client: Client, proc: NodeProcess, pub: Any, bad: dict[str, A
         assert int(values["bad_input_total"]) == total + 1, (label, values)
         total += 1
         assert proc.alive(), f"node died on {label}:\n{proc.output[-3000:]}"
-        saw_warn = saw_warn or any(s.level == b"\x01" for _, s in pipeline_status(client, proc, sent))
-    kinds = {k: int(v) for k, v in latest_values(client, proc).items() if k.startswith("bad_input.")}
+        saw_warn = saw_warn or any(
+            s.level == b"\x01" for _, s in pipeline_status(client, proc, sent)
+        )
+    kinds = {
+        k: int(v) for k, v in latest_values(client, proc).items() if k.startswith("bad_input.")
+    }
     assert sum(kinds.values()) == total and kinds, kinds
     assert saw_warn, "no WARN pipeline status while bad frames arrived"
-    # Throttled per kind: each kind's first frame is logged, the rest (within the period) only counted.
+    # Throttled per kind: each kind's first frame is logged, the rest (within the period) only
+    # counted.
     logged = proc.count("skipping bad input frame") - log_lines_before
     assert logged <= len(kinds) and (logged >= 1 or log_lines_before), proc.output[-3000:]
     assert "Traceback" not in proc.output
@@ -488,7 +593,9 @@ def _bad_then_good(client: Client, proc: NodeProcess, pub: Any, bad: dict[str, A
     assert proc.alive()
 
 
-def test_bad_raw_input_is_counted_and_skipped(nodes: dict[str, NodeProcess], client: Client) -> None:
+def test_bad_raw_input_is_counted_and_skipped(
+    nodes: dict[str, NodeProcess], client: Client
+) -> None:
     proc = nodes["raw"]
     topics = outputs(client, proc, ("segmentation", "confidence"))
     pub = camera(client, proc)
@@ -499,10 +606,14 @@ def test_bad_raw_input_is_counted_and_skipped(nodes: dict[str, NodeProcess], cli
         np.testing.assert_array_equal(as_array(got["segmentation"]), labels)
         np.testing.assert_array_equal(as_array(got["confidence"]), confidence)
 
-    _bad_then_good(client, proc, pub, _bad_raw_messages(), lambda: image_msg(frame, "rgb8"), topics, expect)
+    _bad_then_good(
+        client, proc, pub, _bad_raw_messages(), lambda: image_msg(frame, "rgb8"), topics, expect
+    )
 
 
-def test_bad_compressed_input_and_host_resize(nodes: dict[str, NodeProcess], client: Client) -> None:
+def test_bad_compressed_input_and_host_resize(
+    nodes: dict[str, NodeProcess], client: Client
+) -> None:
     import cv2
 
     proc = nodes["jpeg"]
@@ -521,7 +632,9 @@ def test_bad_compressed_input_and_host_resize(nodes: dict[str, NodeProcess], cli
         return msg
 
     corrupt = bytearray(jpeg.tobytes())
-    corrupt[len(corrupt) // 3:] = bytes(len(corrupt) - len(corrupt) // 3)  # header intact, scan data zeroed
+    corrupt[len(corrupt) // 3 :] = bytes(
+        len(corrupt) - len(corrupt) // 3
+    )  # header intact, scan data zeroed
     bad = {
         "corrupt jpeg": compressed(bytes(corrupt[: len(corrupt) // 2]), "jpeg"),
         "not an image": compressed(b"\xff\xd8\xff\xe0 definitely not a jpeg", "jpeg"),
@@ -530,14 +643,25 @@ def test_bad_compressed_input_and_host_resize(nodes: dict[str, NodeProcess], cli
 
     def expect(got: dict[str, Any]) -> None:
         seg, conf = as_array(got["segmentation"]), as_array(got["confidence"])
-        assert seg.shape == conf.shape == (96, 128)  # back at the camera size after the 64x96 engine
+        assert (
+            seg.shape == conf.shape == (96, 128)
+        )  # back at the camera size after the 64x96 engine
         assert (seg[:, :60] == 3).all() and (seg[:, 68:] == 0).all()
         assert conf[:, :60].min() > 0.99 and conf[:, 68:].max() < 0.01
 
-    _bad_then_good(client, proc, pub, bad, lambda: compressed(png.tobytes(), "rgb8; png compressed bgr8"),
-                   topics, expect)
+    _bad_then_good(
+        client,
+        proc,
+        pub,
+        bad,
+        lambda: compressed(png.tobytes(), "rgb8; png compressed bgr8"),
+        topics,
+        expect,
+    )
     # and plain JPEG from a typical camera driver
-    _, got = send_until_outputs(client, pub, lambda: compressed(jpeg.tobytes(), "jpeg"), topics, "jpeg")
+    _, got = send_until_outputs(
+        client, pub, lambda: compressed(jpeg.tobytes(), "jpeg"), topics, "jpeg"
+    )
     conf = as_array(got["confidence"])  # JPEG moves R (the labels) a little, not G from 0 / 255
     assert conf.shape == (96, 128) and conf[:, :56].min() > 0.9 and conf[:, 72:].max() < 0.1
 
@@ -551,18 +675,33 @@ def _alert_frame(uncertain_fraction: float, confidence: float = 0.0, shape=(40, 
     return frame
 
 
-def _alert_levels(client: Client, proc: NodeProcess, pub: Any, topics: dict[str, str],
-                  frames: list[np.ndarray], prefix: str) -> list[int]:
+def _alert_levels(
+    client: Client,
+    proc: NodeProcess,
+    pub: Any,
+    topics: dict[str, str],
+    frames: list[np.ndarray],
+    prefix: str,
+) -> list[int]:
     """Send frames in lock step (each one's ~/alerts before the next): no frame is dropped."""
     levels = []
     for i, frame in enumerate(frames):
-        _, got = send_until_outputs(client, pub, lambda f=frame: image_msg(f, "rgb8"), topics, f"{prefix}{i}",
-                                    attempts=3, timeout=3.0)
+        _, got = send_until_outputs(
+            client,
+            pub,
+            lambda f=frame: image_msg(f, "rgb8"),
+            topics,
+            f"{prefix}{i}",
+            attempts=3,
+            timeout=3.0,
+        )
         levels.append(got["alerts"].status[0].level[0])
     return levels
 
 
-def _expected_levels(frames: list[np.ndarray], params: dict[str, Any], prefix_frames: int) -> list[int]:
+def _expected_levels(
+    frames: list[np.ndarray], params: dict[str, Any], prefix_frames: int
+) -> list[int]:
     """Oracle: the pure alert monitor fed the same confidence maps with the same settings."""
     from ros2_fed import alerts
     from ros2_fed.pipeline import alert_config
@@ -581,16 +720,23 @@ def test_alert_transitions_on_alerts_topic(nodes: dict[str, NodeProcess], client
     topics = outputs(client, proc, ("alerts",))
     pub = camera(client, proc)
     reset = [_alert_frame(0.0)] * (ALERTS["alerts.clear_frames"] + 2)
-    script = ([_alert_frame(0.0)] * 2 + [_alert_frame(0.2)] * 4 + [_alert_frame(0.6)] * 4
-              + [_alert_frame(0.2)] * 4 + [_alert_frame(0.0)] * 6)
-    levels = _alert_levels(client, proc, pub, topics, reset + script, "alert")[len(reset):]
+    script = (
+        [_alert_frame(0.0)] * 2
+        + [_alert_frame(0.2)] * 4
+        + [_alert_frame(0.6)] * 4
+        + [_alert_frame(0.2)] * 4
+        + [_alert_frame(0.0)] * 6
+    )
+    levels = _alert_levels(client, proc, pub, topics, reset + script, "alert")[len(reset) :]
     assert levels == _expected_levels(reset + script, ALERTS, len(reset))
     # The story the script tells: OK -> WARN -> ERROR -> (hysteresis) -> OK, each after N frames.
     transitions = [b for a, b in zip([0] + levels, levels) if a != b]
     assert transitions[:2] == [1, 2] and transitions[-1] == 0, levels
     first_warn = levels.index(1)
     assert first_warn == 2 + ALERTS["alerts.raise_frames"] - 1, levels
-    assert levels[-1] == 0 and levels[-ALERTS["alerts.clear_frames"] - 1] != 0 or levels.count(0) >= 3
+    assert (
+        levels[-1] == 0 and levels[-ALERTS["alerts.clear_frames"] - 1] != 0 or levels.count(0) >= 3
+    )
 
 
 def test_thresholds_change_at_run_time(nodes: dict[str, NodeProcess], client: Client) -> None:
@@ -606,7 +752,9 @@ def test_thresholds_change_at_run_time(nodes: dict[str, NodeProcess], client: Cl
         return future.result().results
 
     frames = [_alert_frame(1.0, confidence=0.8)] * (ALERTS["alerts.raise_frames"] + 2)
-    assert set(_alert_levels(client, proc, pub, topics, frames, "before")) == {0}  # 0.8 > threshold 0.5
+    assert set(_alert_levels(client, proc, pub, topics, frames, "before")) == {
+        0
+    }  # 0.8 > threshold 0.5
 
     # Rejected: out of range, inconsistent limits, read-only; the running values stay.
     assert not set_params({"alerts.confidence_threshold": 1.5})[0].successful
@@ -619,12 +767,21 @@ def test_thresholds_change_at_run_time(nodes: dict[str, NodeProcess], client: Cl
         future = params.get_parameters(["alerts.confidence_threshold"])
         wait_until(future.done, 10, "get_parameters")
         assert future.result().values[0].double_value == pytest.approx(0.9)
-        levels = _alert_levels(client, proc, pub, topics, frames, "after")  # 0.8 < 0.9: all uncertain
+        levels = _alert_levels(
+            client, proc, pub, topics, frames, "after"
+        )  # 0.8 < 0.9: all uncertain
         assert levels[-1] == 2 and levels[0] == 0, levels
         assert any("alert thresholds updated" in line for line in proc.lines)
     finally:
         assert all(r.successful for r in set_params({"alerts.confidence_threshold": 0.5}))
-        _alert_levels(client, proc, pub, topics, [_alert_frame(0.0)] * (ALERTS["alerts.clear_frames"] + 1), "reset")
+        _alert_levels(
+            client,
+            proc,
+            pub,
+            topics,
+            [_alert_frame(0.0)] * (ALERTS["alerts.clear_frames"] + 1),
+            "reset",
+        )
 
 
 def _vmrss_kib(pid: int) -> dict[str, int]:
@@ -642,15 +799,30 @@ def test_overload_latest_frame_wins(nodes: dict[str, NodeProcess], client: Clien
     proc = nodes["slow"]
     topics = outputs(client, proc, ("segmentation", "confidence"))
     pub = camera(client, proc)
-    send_until_outputs(client, pub, lambda: image_msg(np.zeros((480, 640, 3), np.uint8), "rgb8"), topics, "warm")
+    send_until_outputs(
+        client, pub, lambda: image_msg(np.zeros((480, 640, 3), np.uint8), "rgb8"), topics, "warm"
+    )
     # Counters from an idle moment (the warm-up frame fully accounted for), not mid-frame.
-    before = wait_values(client, proc, lambda v: int(v["frames_processed"]) + int(v["frames_dropped"])
-                         + int(v.get("bad_input_total", "0")) + int(v.get("inference_errors", "0"))
-                         >= int(v["frames_received"]), 5.0, "idle diagnostics before the burst")
+    before = wait_values(
+        client,
+        proc,
+        lambda v: (
+            int(v["frames_processed"])
+            + int(v["frames_dropped"])
+            + int(v.get("bad_input_total", "0"))
+            + int(v.get("inference_errors", "0"))
+            >= int(v["frames_received"])
+        ),
+        5.0,
+        "idle diagnostics before the burst",
+    )
     for topic in topics.values():
         client.clear(topic)
 
-    frames = [np.random.default_rng(i).integers(0, 256, size=(480, 640, 3), dtype=np.uint8) for i in range(4)]
+    frames = [
+        np.random.default_rng(i).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+        for i in range(4)
+    ]
     messages = [image_msg(f, "rgb8") for f in frames]
     duration, rate = 4.0, 60.0
     rss: list[tuple[float, dict[str, int]]] = []
@@ -673,8 +845,13 @@ def test_overload_latest_frame_wins(nodes: dict[str, NodeProcess], client: Clien
 
     seg = client.messages(topics["segmentation"])
     latency = np.array([t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for t, m in seg])
-    values = wait_values(client, proc, lambda v: int(v["frames_received"]) >= int(before["frames_received"]) + sent * 0.8,
-                         10, "diagnostics after the burst")
+    values = wait_values(
+        client,
+        proc,
+        lambda v: int(v["frames_received"]) >= int(before["frames_received"]) + sent * 0.8,
+        10,
+        "diagnostics after the burst",
+    )
     received = int(values["frames_received"]) - int(before["frames_received"])
     processed = int(values["frames_processed"]) - int(before["frames_processed"])
     dropped = int(values["frames_dropped"]) - int(before["frames_dropped"])
@@ -682,17 +859,27 @@ def test_overload_latest_frame_wins(nodes: dict[str, NodeProcess], client: Clien
     growth_mib = (settled[-1]["VmRSS"] - settled[0]["VmRSS"]) / 1024
     anon_growth_mib = (settled[-1]["RssAnon"] - settled[0]["RssAnon"]) / 1024
     thirds = np.array_split(latency, 3)
-    report = (f"published {sent} frames at {publish_rate:.1f} Hz; node received {received}, processed {processed}, "
-              f"dropped {dropped}; outputs {len(seg)}; latency p50 {np.median(latency) * 1e3:.0f} ms, "
-              f"p95 {np.percentile(latency, 95) * 1e3:.0f} ms, max {latency.max() * 1e3:.0f} ms "
-              f"(thirds: {', '.join(f'{np.median(t) * 1e3:.0f}' for t in thirds)} ms); "
-              f"VmRSS {settled[0]['VmRSS'] / 1024:.0f} -> {settled[-1]['VmRSS'] / 1024:.0f} MiB "
-              f"(anon {anon_growth_mib:+.1f} MiB); node p50/p95 {values['latency_p50_ms']}/{values['latency_p95_ms']} ms")
+    report = (
+        f"published {sent} frames at {publish_rate:.1f} Hz; node received {received}, processed "
+        f"{processed}, "
+        f"dropped {dropped}; outputs {len(seg)}; latency p50 {np.median(latency) * 1e3:.0f} ms, "
+        f"p95 {np.percentile(latency, 95) * 1e3:.0f} ms, max {latency.max() * 1e3:.0f} ms "
+        f"(thirds: {', '.join(f'{np.median(t) * 1e3:.0f}' for t in thirds)} ms); "
+        f"VmRSS {settled[0]['VmRSS'] / 1024:.0f} -> {settled[-1]['VmRSS'] / 1024:.0f} MiB "
+        f"(anon {anon_growth_mib:+.1f} MiB); node p50/p95 "
+        f"{values['latency_p50_ms']}/{values['latency_p95_ms']} ms"
+    )
     print("\noverload:", report)
     assert publish_rate > 45, report
-    assert dropped > 0.3 * received, report  # a 50 ms engine cannot take 60 Hz: most frames dropped
-    assert processed + dropped <= received <= processed + dropped + 2, report  # every frame accounted for
-    assert len(seg) >= 0.8 * processed and processed >= duration * 8, report  # ~20 Hz possible; allow busy cores
+    assert dropped > 0.3 * received, (
+        report
+    )  # a 50 ms engine cannot take 60 Hz: most frames dropped
+    assert processed + dropped <= received <= processed + dropped + 2, (
+        report
+    )  # every frame accounted for
+    assert len(seg) >= 0.8 * processed and processed >= duration * 8, (
+        report
+    )  # ~20 Hz possible; allow busy cores
     assert np.percentile(latency, 95) < 0.5, report  # about two engine times, not seconds
     assert np.median(thirds[-1]) < np.median(thirds[0]) + 0.1, report  # no growing backlog
     assert growth_mib < 24 and anon_growth_mib < 16, report
@@ -713,11 +900,24 @@ def test_missing_or_corrupt_engine_exits_nonzero(env: dict[str, str], tmp_path: 
     }
     procs = {}
     for name, (params, _) in cases.items():
-        cmd = [sys.executable, "-m", "ros2_fed.node", "--ros-args", "-r", f"__ns:=/{RUN}_{name.replace(' ', '_')}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ros2_fed.node",
+            "--ros-args",
+            "-r",
+            f"__ns:=/{RUN}_{name.replace(' ', '_')}",
+        ]
         for key, value in params.items():
             cmd += ["-p", f"{key}:={value!r}"]
-        procs[name] = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)
+        procs[name] = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     for name, proc in procs.items():
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode == 1, (name, out)
@@ -730,27 +930,57 @@ def test_missing_or_corrupt_engine_exits_nonzero(env: dict[str, str], tmp_path: 
 
 @pytest.fixture(scope="module")
 def onnx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default model as an existing ONNX engine at 64x128 (exporting needs torch; this process has it)."""
+    """The default model as an existing ONNX engine at 64x128 (exporting needs torch; this process
+    has it)."""
     from ros2_fed.engine.cli_export import main as fed_export
     from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 
     out = tmp_path_factory.mktemp("engine") / "model.onnx"
-    assert fed_export(["--backbone", str(REPO / "models" / DEFAULT_BACKBONE), "--fed", str(REPO / "models" / DEFAULT_FED),
-                       "--height", "64", "--width", "128", "--out", str(out), "--quiet"]) == 0
+    assert (
+        fed_export(
+            [
+                "--backbone",
+                str(REPO / "models" / DEFAULT_BACKBONE),
+                "--fed",
+                str(REPO / "models" / DEFAULT_FED),
+                "--height",
+                "64",
+                "--width",
+                "128",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-def test_onnx_engine_node_loads_no_torch(env: dict[str, str], client: Client, onnx_engine: Path,
-                                         tmp_path: Path) -> None:
+def test_onnx_engine_node_loads_no_torch(
+    env: dict[str, str], client: Client, onnx_engine: Path, tmp_path: Path
+) -> None:
     """The real fed_node with an existing ONNX engine never imports torch (its ready line says so,
     and no libtorch is mapped), its outputs are the engine's, and float parameters take integers:
     in a parameter file, with -p, and from ``ros2 param set`` at run time."""
     from ros2_fed.engine import Engine
 
     ints = tmp_path / "ints.yaml"
-    ints.write_text("/**:\n  ros__parameters:\n    viz:\n      overlay_alpha: 1\n    alerts:\n      hysteresis: 0\n")
-    proc = NodeProcess(env, f"/{RUN}_onnx", node=[sys.executable, "-m", "ros2_fed.node"], params_files=(ints,),
-                       params={"engine_path": str(onnx_engine), "viz.confidence_max": 1, "diagnostics.period": 0.25})
+    ints.write_text(
+        "/**:\n  ros__parameters:\n    viz:\n      overlay_alpha: 1\n    alerts:\n      "
+        "hysteresis: 0\n"
+    )
+    proc = NodeProcess(
+        env,
+        f"/{RUN}_onnx",
+        node=[sys.executable, "-m", "ros2_fed.node"],
+        params_files=(ints,),
+        params={
+            "engine_path": str(onnx_engine),
+            "viz.confidence_max": 1,
+            "diagnostics.period": 0.25,
+        },
+    )
     try:
         proc.wait_ready()
         ready = next(line for line in proc.lines if "ready:" in line)
@@ -760,7 +990,9 @@ def test_onnx_engine_node_loads_no_torch(env: dict[str, str], client: Client, on
         topics = outputs(client, proc, ("segmentation", "confidence"))
         pub = camera(client, proc)
         frame = np.random.default_rng(3).integers(0, 256, size=(64, 128, 3), dtype=np.uint8)
-        _, got = send_until_outputs(client, pub, lambda: image_msg(frame, "rgb8"), topics, "onnx", timeout=8.0)
+        _, got = send_until_outputs(
+            client, pub, lambda: image_msg(frame, "rgb8"), topics, "onnx", timeout=8.0
+        )
         labels, confidence = Engine.open(onnx_engine, warmup=0).infer(frame)
         np.testing.assert_array_equal(as_array(got["segmentation"]), labels)
         np.testing.assert_allclose(as_array(got["confidence"]), confidence, atol=1e-5)
@@ -770,7 +1002,9 @@ def test_onnx_engine_node_loads_no_torch(env: dict[str, str], client: Client, on
         future = params.set_parameters([Parameter("alerts.hysteresis", value=1)])  # an INTEGER
         wait_until(future.done, 10, "set_parameters")
         assert future.result().results[0].successful, future.result().results[0].reason
-        future = params.get_parameters(["alerts.hysteresis", "viz.overlay_alpha", "viz.confidence_max"])
+        future = params.get_parameters(
+            ["alerts.hysteresis", "viz.overlay_alpha", "viz.confidence_max"]
+        )
         wait_until(future.done, 10, "get_parameters")
         values = future.result().values
         assert [v.type for v in values] == [Parameter.Type.DOUBLE.value] * 3
@@ -778,7 +1012,10 @@ def test_onnx_engine_node_loads_no_torch(env: dict[str, str], client: Client, on
 
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "libtorch" not in maps  # still none after running frames
-        print(f"\nfed_node with an ONNX engine: VmRSS {_vmrss_kib(proc.pid)['VmRSS'] / 1024:.0f} MiB; {ready}")
+        print(
+            f"\nfed_node with an ONNX engine: VmRSS {_vmrss_kib(proc.pid)['VmRSS'] / 1024:.0f} "
+            f"MiB; {ready}"
+        )
     finally:
         code = proc.stop()
     assert code == 0, proc.output[-2000:]

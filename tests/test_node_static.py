@@ -1,6 +1,7 @@
 """fed_node without a running RMW: launch file (by AST: launch/launch_ros are not installed
 here), the parameter YAML against the declared parameters, the DDS profile, the rclpy
 parameter descriptors and --help (the pure pipeline is tested in test_pipeline.py)."""
+
 from __future__ import annotations
 
 import ast
@@ -13,9 +14,9 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from ros2_fed import node as fed_node  # noqa: E402
-from ros2_fed import pipeline  # noqa: E402
-from ros2_fed.eval.replay.model import flatten_params  # noqa: E402
+from ros2_fed import node as fed_node
+from ros2_fed import pipeline
+from ros2_fed.eval.replay.model import flatten_params
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "fed.launch.py"
@@ -45,9 +46,15 @@ def _value(node: ast.AST, consts: dict[str, Any]) -> Any:
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and ((isinstance(n.func, ast.Name) and n.func.id == name)
-                 or (isinstance(n.func, ast.Attribute) and n.func.attr == name))]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and (
+            (isinstance(n.func, ast.Name) and n.func.id == name)
+            or (isinstance(n.func, ast.Attribute) and n.func.attr == name)
+        )
+    ]
 
 
 def _params_file() -> Path:
@@ -58,7 +65,10 @@ def _params_file() -> Path:
 def test_launch_file_names_exist() -> None:
     tree = ast.parse(LAUNCH.read_text())
     consts = _module_constants(tree)
-    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    assert any(
+        isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
+        for n in tree.body
+    )
     nodes = _calls(tree, "Node")
     assert len(nodes) == 1
     kwargs = {kw.arg: kw.value for kw in nodes[0].keywords}
@@ -72,7 +82,9 @@ def test_launch_file_names_exist() -> None:
     setup = ast.parse((REPO / "setup.py").read_text())
     scripts = _module_constants(setup)["CONSOLE_SCRIPTS"]
     entries = {s.split("=")[0].strip(): s.split("=")[1].strip() for s in scripts}
-    assert entries.get(executable) == "ros2_fed.node:main", f"setup.py CONSOLE_SCRIPTS lacks '{executable} = ros2_fed.node:main'"
+    assert entries.get(executable) == "ros2_fed.node:main", (
+        f"setup.py CONSOLE_SCRIPTS lacks '{executable} = ros2_fed.node:main'"
+    )
     assert callable(fed_node.main)
     # parameter file and DDS profile: exist, and setup.py installs them (config/*.yaml, *.xml)
     setup_text = (REPO / "setup.py").read_text()
@@ -83,11 +95,17 @@ def test_launch_file_names_exist() -> None:
 
     # arguments: every LaunchConfiguration used is declared; the required ones exist
     declared = {_value(c.args[0], consts) for c in _calls(tree, "DeclareLaunchArgument")}
-    used = {_value(c.args[0], consts) for c in _calls(tree, "LaunchConfiguration") if not isinstance(c.args[0], ast.Name)}
+    used = {
+        _value(c.args[0], consts)
+        for c in _calls(tree, "LaunchConfiguration")
+        if not isinstance(c.args[0], ast.Name)
+    }
     assert {"camera_topic", "params_file", "engine_path", "namespace"} <= declared
     assert used <= declared, used - declared
     # the camera remapping targets the node's input, and parameter overrides are real parameters
-    remapper = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "camera_remappings")
+    remapper = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "camera_remappings"
+    )
     remaps = ast.dump(remapper)
     assert "'image'" in remaps and "'image/compressed'" in remaps
     assert "'cameras'" in ast.dump(tree)  # the camera list goes on as the cameras parameter
@@ -123,16 +141,27 @@ def test_params_yaml_documents_every_key() -> None:
     lines = _params_file().read_text().splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if not stripped or stripped.startswith("#") or stripped.endswith(":") or ":" not in stripped:
+        if (
+            not stripped
+            or stripped.startswith("#")
+            or stripped.endswith(":")
+            or ":" not in stripped
+        ):
             continue
         above = lines[i - 1].strip()
-        assert above.startswith("#") or "#" in stripped, f"undocumented parameter line {i + 1}: {line}"
+        assert above.startswith("#") or "#" in stripped, (
+            f"undocumented parameter line {i + 1}: {line}"
+        )
 
 
 def test_fastdds_profile_is_a_default_large_shm_profile() -> None:
     ns = {"d": "http://www.eprosima.com"}
     root = ET.parse(REPO / "config" / "fastdds_large_data.xml").getroot()
-    shm = [t for t in root.iterfind(".//d:transport_descriptor", ns) if t.findtext("d:type", namespaces=ns) == "SHM"]
+    shm = [
+        t
+        for t in root.iterfind(".//d:transport_descriptor", ns)
+        if t.findtext("d:type", namespaces=ns) == "SHM"
+    ]
     assert shm and int(shm[0].findtext("d:segment_size", namespaces=ns)) >= 4 * 1920 * 1080 * 4
     participant = root.find(".//d:participant", ns)
     assert participant is not None and participant.get("is_default_profile") == "true"
@@ -142,12 +171,19 @@ def test_parameter_table_is_consistent() -> None:
     for spec in pipeline.PARAMETERS:
         assert spec.description and spec.check(spec.default) is None, spec
         descriptor = fed_node.parameter_descriptor(spec)
-        assert descriptor.description == spec.description and descriptor.read_only == spec.read_only
+        assert (
+            descriptor.description == spec.description and descriptor.read_only == spec.read_only
+        )
         if spec.range is not None:
             assert descriptor.integer_range or descriptor.floating_point_range
     assert len(pipeline.PARAMETER_NAMES) == len(pipeline.PARAMETERS)
     # Thresholds are switchable at run time; what shapes the graph/process is not.
-    for name in ("alerts.confidence_threshold", "alerts.warn_size", "alerts.error_size", "viz.overlay_alpha"):
+    for name in (
+        "alerts.confidence_threshold",
+        "alerts.warn_size",
+        "alerts.error_size",
+        "viz.overlay_alpha",
+    ):
         assert not pipeline.PARAMETER_SPECS[name].read_only
     for name in ("engine_path", "runtime", "input_transport", "input_qos.reliability"):
         assert pipeline.PARAMETER_SPECS[name].read_only
@@ -167,6 +203,10 @@ def test_integer_for_a_float_parameter_becomes_a_double() -> None:
 
     param = fed_node.coerced(Parameter("alerts.hysteresis", value=1))
     assert param.type_ == Parameter.Type.DOUBLE and param.value == 1.0
-    for unchanged in (Parameter("alerts.raise_frames", value=2), Parameter("publish.overlay", value=True),
-                      Parameter("alerts.hysteresis", value="x"), Parameter("not.declared", value=1)):
+    for unchanged in (
+        Parameter("alerts.raise_frames", value=2),
+        Parameter("publish.overlay", value=True),
+        Parameter("alerts.hysteresis", value="x"),
+        Parameter("not.declared", value=1),
+    ):
         assert fed_node.coerced(unchanged) is unchanged

@@ -17,6 +17,7 @@ frame this way against 61 ms for the batch of 4 run with 2 intra-op threads and 
 frame after frame with 2 threads: a small network leaves the second intra-op thread idle much
 of the time, two frames side by side do not. GPU providers run the batch as one.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,12 +27,28 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .base import INPUT_NAME, OUTPUT_NAMES, Engine, EngineError, PathLike, check_file_integrity, read_sidecar
+from .base import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    Engine,
+    EngineError,
+    PathLike,
+    check_file_integrity,
+    read_sidecar,
+)
 from .export import ONNX_META_PREFIX
 
-PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDER_PREFERENCE = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
 CPU_PROVIDER = "CPUExecutionProvider"
-_NP_DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+_NP_DTYPES = {
+    "tensor(uint8)": np.uint8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
 
 
 def default_providers(precision: str = "fp32", cache_dir: Optional[PathLike] = None) -> list[Any]:
@@ -51,13 +68,20 @@ def default_providers(precision: str = "fp32", cache_dir: Optional[PathLike] = N
         if name == "TensorrtExecutionProvider":
             from .cache import cache_dir as default_cache_dir
 
-            folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "ort-tensorrt"
+            folder = (
+                Path(cache_dir) if cache_dir is not None else default_cache_dir() / "ort-tensorrt"
+            )
             folder.mkdir(parents=True, exist_ok=True)
-            providers.append((name, {
-                "trt_fp16_enable": False,
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(folder),
-            }))
+            providers.append(
+                (
+                    name,
+                    {
+                        "trt_fp16_enable": False,
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(folder),
+                    },
+                )
+            )
         else:
             providers.append(name)
     return providers
@@ -90,28 +114,44 @@ class OnnxEngine(Engine):
         check_file_integrity(path, metadata)
         proto = self._load_checked(path, metadata)
 
-        threads = intra_op_threads if intra_op_threads is not None else _env_int("ROS2_FED_THREADS")
+        threads = (
+            intra_op_threads if intra_op_threads is not None else _env_int("ROS2_FED_THREADS")
+        )
         requested = providers is not None
         if providers is None:
             providers = default_providers(str(metadata.get("precision", "fp32")))
         if frame_parallel is None:
             frame_parallel = provider_names(providers) == [CPU_PROVIDER] and self.batch_size > 1
-        frame_parallel = frame_parallel and self.dynamic_batch  # a fixed batch is one run of B frames
+        frame_parallel = (
+            frame_parallel and self.dynamic_batch
+        )  # a fixed batch is one run of B frames
         #: frames of one batch run at once (1 = the batch is one run)
-        self.parallel_frames = min(self.batch_size, int(threads or os.cpu_count() or 1)) if frame_parallel else 1
-        options = session_options(optimization, 1 if self.parallel_frames > 1 else threads, inter_op_threads,
-                                  allow_spinning)
+        self.parallel_frames = (
+            min(self.batch_size, int(threads or os.cpu_count() or 1)) if frame_parallel else 1
+        )
+        options = session_options(
+            optimization,
+            1 if self.parallel_frames > 1 else threads,
+            inter_op_threads,
+            allow_spinning,
+        )
         try:
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+            self._session = ort.InferenceSession(
+                proto.SerializeToString(), options, providers=list(providers)
+            )
         except Exception as exc:
             raise EngineError(f"{path}: ONNX Runtime cannot create a session ({exc})") from exc
         del proto
         self.providers = self._session.get_providers()
         check_providers(path, providers, self.providers, strict=requested)
         self._allocate_buffers(metadata)
-        self._pool = ThreadPoolExecutor(self.parallel_frames, "onnx_frames") if self.parallel_frames > 1 else None
+        self._pool = (
+            ThreadPoolExecutor(self.parallel_frames, "onnx_frames")
+            if self.parallel_frames > 1
+            else None
+        )
 
     def _load_checked(self, path: Path, metadata: dict[str, Any]) -> Any:
         """The ModelProto, after onnx.checker and the signature check against the sidecar."""
@@ -120,7 +160,9 @@ class OnnxEngine(Engine):
         try:
             proto = onnx.load(str(path))
         except Exception as exc:  # DecodeError, OSError, ...: protobuf raises several types
-            raise EngineError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+            raise EngineError(
+                f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})"
+            ) from exc
         try:
             onnx.checker.check_model(proto)
         except Exception as exc:
@@ -137,7 +179,9 @@ class OnnxEngine(Engine):
         self._input = np.zeros((b, h, w, 3), dtype=np.uint8)
         self._labels = np.zeros((b, h, w), dtype=np.uint8)
         self._confidence_raw = np.zeros((b, h, w), dtype=conf_dtype)
-        self._confidence = self._confidence_raw if not half else np.zeros((b, h, w), dtype=np.float32)
+        self._confidence = (
+            self._confidence_raw if not half else np.zeros((b, h, w), dtype=np.float32)
+        )
         # (start, stop) -> (binding, the OrtValues it holds): rows start:stop of the buffers
         self._bindings: dict[tuple[int, int], tuple[Any, list[Any]]] = {}
         self._binding = self._bound(0, b)
@@ -147,7 +191,11 @@ class OnnxEngine(Engine):
         if (start, stop) not in self._bindings:
             import onnxruntime as ort
 
-            arrays = (self._input[start:stop], self._labels[start:stop], self._confidence_raw[start:stop])
+            arrays = (
+                self._input[start:stop],
+                self._labels[start:stop],
+                self._confidence_raw[start:stop],
+            )
             values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
             binding = self._session.io_binding()
             binding.bind_ortvalue_input(INPUT_NAME, values[0])
@@ -163,19 +211,30 @@ class OnnxEngine(Engine):
         stored = embedded.get(ONNX_META_PREFIX + "model_hash")
         if stored is not None and stored != metadata["model_hash"]:
             raise EngineError(
-                f"{path}: model_hash mismatch: the ONNX file holds {stored[:12]}..., its sidecar says "
-                f"{str(metadata['model_hash'])[:12]}... (sidecar from another export?)"
+                f"{path}: model_hash mismatch: the ONNX file holds {stored[:12]}..., "
+                f"its sidecar says {str(metadata['model_hash'])[:12]}... "
+                "(sidecar from another export?)"
             )
-        inputs = [i for i in proto.graph.input if i.name not in {init.name for init in proto.graph.initializer}]
+        inputs = [
+            i
+            for i in proto.graph.input
+            if i.name not in {init.name for init in proto.graph.initializer}
+        ]
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
-            raise EngineError(f"{path}: expected one input {INPUT_NAME!r}, found {[i.name for i in inputs]}")
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
+            raise EngineError(
+                f"{path}: expected one input {INPUT_NAME!r}, found {[i.name for i in inputs]}"
+            )
+        dims = [
+            d.dim_value if d.HasField("dim_value") else -1
+            for d in inputs[0].type.tensor_type.shape.dim
+        ]
         want = list(metadata["input_tensor_shape"])
         if metadata.get("dynamic_batch"):
             want[0] = -1  # a symbolic batch dimension; the sidecar holds the largest batch
         if dims != want:
             raise EngineError(
-                f"{path}: input shape mismatch: the ONNX graph takes {dims}, its sidecar says {metadata['input_tensor_shape']}"
+                f"{path}: input shape mismatch: the ONNX graph takes {dims}, its sidecar says "
+                f"{metadata['input_tensor_shape']}"
             )
         outputs = [o.name for o in proto.graph.output]
         if outputs != list(OUTPUT_NAMES):
@@ -186,11 +245,16 @@ class OnnxEngine(Engine):
         np.copyto(self._input[:n], batch)
         if self._pool is not None and n > 1 and self.dynamic_batch:
             # One run per frame, parallel_frames at a time (ONNX Runtime releases the GIL in run).
-            runs = [self._pool.submit(self._session.run_with_iobinding, self._bound(i, i + 1)) for i in range(n)]
+            runs = [
+                self._pool.submit(self._session.run_with_iobinding, self._bound(i, i + 1))
+                for i in range(n)
+            ]
             for run in runs:
                 run.result()
         else:
-            self._session.run_with_iobinding(self._binding if n == self.batch_size else self._bound(0, n))
+            self._session.run_with_iobinding(
+                self._binding if n == self.batch_size else self._bound(0, n)
+            )
         if self._confidence is not self._confidence_raw:
             np.copyto(self._confidence[:n], self._confidence_raw[:n])
         if n == self.batch_size:
@@ -209,17 +273,32 @@ class OnnxEngine(Engine):
 OPTIMIZATION_LEVELS = ("none", "basic", "extended", "all")
 
 
-def session_options(optimization: str = "all", intra_op_threads: Optional[int] = None,
-                    inter_op_threads: Optional[int] = None, allow_spinning: Optional[bool] = None) -> Any:
+def session_options(
+    optimization: str = "all",
+    intra_op_threads: Optional[int] = None,
+    inter_op_threads: Optional[int] = None,
+    allow_spinning: Optional[bool] = None,
+) -> Any:
     """ONNX Runtime SessionOptions: graph optimisation level, thread counts, spinning."""
     import onnxruntime as ort
 
     if optimization not in OPTIMIZATION_LEVELS:
-        raise ValueError(f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
+        raise ValueError(
+            f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}"
+        )
     levels = ort.GraphOptimizationLevel
     options = ort.SessionOptions()
-    options.graph_optimization_level = dict(zip(OPTIMIZATION_LEVELS, (
-        levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_BASIC, levels.ORT_ENABLE_EXTENDED, levels.ORT_ENABLE_ALL)))[optimization]
+    options.graph_optimization_level = dict(
+        zip(
+            OPTIMIZATION_LEVELS,
+            (
+                levels.ORT_DISABLE_ALL,
+                levels.ORT_ENABLE_BASIC,
+                levels.ORT_ENABLE_EXTENDED,
+                levels.ORT_ENABLE_ALL,
+            ),
+        )
+    )[optimization]
     if intra_op_threads:
         options.intra_op_num_threads = int(intra_op_threads)
     if inter_op_threads:
@@ -238,16 +317,22 @@ def provider_names(providers: Sequence[Any]) -> list[str]:
     return [p[0] if isinstance(p, (tuple, list)) else str(p) for p in providers]
 
 
-def check_providers(path: PathLike, requested: Sequence[Any], actual: Sequence[str], strict: bool = True) -> None:
-    """Every requested provider must be among the session's; else EngineError (strict) or a warning.
+def check_providers(
+    path: PathLike, requested: Sequence[Any], actual: Sequence[str], strict: bool = True
+) -> None:
+    """Every requested provider must be among the session's; else EngineError (strict) or a
+    warning.
 
     Why: a listed-but-unusable CUDA/TensorRT provider silently leaves the session on CPU.
     """
     missing = [name for name in provider_names(requested) if name not in actual]
     if not missing:
         return
-    message = (f"{path}: ONNX Runtime did not load {', '.join(missing)} (the session runs on {', '.join(actual)}): "
-               "check the CUDA/TensorRT libraries, or ask for CPUExecutionProvider")
+    message = (
+        f"{path}: ONNX Runtime did not load {', '.join(missing)} "
+        f"(the session runs on {', '.join(actual)}): "
+        "check the CUDA/TensorRT libraries, or ask for CPUExecutionProvider"
+    )
     if strict:
         raise EngineError(message)
     import warnings
