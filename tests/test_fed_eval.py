@@ -86,8 +86,8 @@ def test_help_lists_the_dataset_layouts(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         cli_eval.main(["--help"])
     out = capsys.readouterr().out
-    for needle in ("dataset layouts", "leftImg8bit", "gtFine_labelTrainIds", "fishyscapes_lostandfound",
-                   "labels_semantic", "gtFine_oodIds", "fs_val_vN"):
+    for needle in ("dataset layouts", "leftImg8bit", "gtFine_labelTrainIds",
+                   "fishyscapes_lostandfound", "labels_semantic", "gtFine_oodIds", "fs_val_vN"):
         assert needle in out, needle
 
 

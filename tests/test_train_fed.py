@@ -84,12 +84,12 @@ def test_resume_continues_the_uninterrupted_run(tiny: dict[str, Path], tmp_path:
     assert train_fed.main(_args(tiny, part, "--max-iters", "3", "--ckpt-every", "3")) == 0
     saved = json.loads((part / "last_state.json").read_text())["elapsed_s"]
     assert saved > 0
-    with open(part / "log.csv", "a") as handle:  # a log row after the state (a crash): not the clock
+    with open(part / "log.csv", "a") as handle:  # a row after the state (a crash): not the clock
         handle.write("99,123456.0,0,0,0,0\n")
     assert train_fed.main(_args(tiny, part, "--max-iters", "6", "--ckpt-every", "3", "--resume", str(part))) == 0
     rows = [r for r in _log(part) if r["step"] != "99"]
     resumed = [float(r["elapsed_s"]) for r in rows if int(r["step"]) > 3]
-    assert resumed and saved < min(resumed) < 123456.0  # continues from the saved value (finding 9)
+    assert resumed and saved < min(resumed) < 123456.0  # continues from the saved value
     meta = load_fed(part / "fed_u")[1]["training"]
     assert meta["elapsed_s"] >= max(resumed) - 1e-3
     args = meta["args"]  # numbers stay numbers in the saved flags (finding 9: "cond_dim": "32")
@@ -118,6 +118,26 @@ def test_torchrun_two_ranks_stay_in_sync(tiny: dict[str, Path], tmp_path: Path) 
     assert train_fed.weights_digest(load_fed(out / "fed_c")[0]) == digests[0]
     rows = _log(out)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_default_threads_leave_a_core_per_data_loader_worker() -> None:
+    """Issue 16, finding 7: torch threads = cores / (ranks x (workers + 1)), at least 1;
+    --threads wins; OMP_NUM_THREADS (set by the user or torchrun) is left to torch."""
+    assert train_fed.default_threads(workers=2, cores=2) == 1  # the 2-core machine of the issue
+    assert train_fed.default_threads(workers=0, cores=2) == 2
+    assert train_fed.default_threads(workers=2, cores=16) == 5
+    assert train_fed.default_threads(workers=2, cores=16, local_ranks=4) == 1
+    assert train_fed.default_threads(workers=8, cores=4) == 1
+    args = train_fed.build_parser().parse_args(["--backbone", "b", "--data-root", "d",
+                                                "--out", "o"])
+    assert args.threads == 0 and args.workers == 2
+    assert train_fed.choose_threads(args, environ={}, cores=2) == (
+        1, "2 cores / (1 rank(s) x (2 workers + 1))")
+    assert train_fed.choose_threads(args, environ={"LOCAL_WORLD_SIZE": "2"}, cores=16)[0] == 2
+    assert train_fed.choose_threads(args, environ={"OMP_NUM_THREADS": "3"}, cores=2)[0] is None
+    args.threads = 4
+    assert train_fed.choose_threads(args, environ={"OMP_NUM_THREADS": "3"},
+                                    cores=2) == (4, "--threads")
 
 
 def test_a_failed_checkpoint_write_leaves_the_old_one(tmp_path: Path,

@@ -210,8 +210,8 @@ def test_a_fed_without_fingerprint_is_accepted_with_a_one_line_warning(w: dict[s
     assert len(warned) == 1 and warned[0].startswith("fed_eval: warning: FED checkpoint"), proc.stderr[-2000:]
 
 
-def test_fed_convert_names_a_json_that_is_no_checkpoint(w: dict[str, Path], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_fed_convert_names_a_json_that_is_no_checkpoint(
+        w: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``fed_convert keys.json out`` (issue 16, finding 9): the error names keys.json and why,
     not a missing keys.safetensors; our own sidecar still converts."""
     from ros2_fed.backbones import cli_convert
@@ -220,7 +220,8 @@ def test_fed_convert_names_a_json_that_is_no_checkpoint(w: dict[str, Path], tmp_
     keys.write_text(json.dumps(["backbone.stem.0.weight"]))
     assert cli_convert.main([str(keys), str(tmp_path / "out")]) != 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and str(keys) in lines[0] and "not a backbone checkpoint" in lines[0], lines
+    assert len(lines) == 1 and str(keys) in lines[0], lines
+    assert "not a backbone checkpoint" in lines[0], lines
     assert "keys.safetensors" not in lines[0]
     assert not (tmp_path / "out.safetensors").exists()
     fed_json = w["fed_u"].with_name("fed_u.json")
