@@ -321,8 +321,8 @@ def test_bad_bags(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFi
     _assert_failed(out, code, 2, err, [str(tmp_path / "no_such_bag"), "not found"])
 
 
-def test_resized_frames_are_said_once(work: dict[str, Any], offline: dict[str, Any], tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_resized_frames_are_said_once(work: dict[str, Any], offline: dict[str, Any],
+                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An engine for another size than the bag's frames (issue 16, finding 9): one note on stderr
     (even with --quiet) and in the report; none when the sizes match."""
     assert offline["report"]["model"]["resized"] is None
@@ -340,7 +340,7 @@ def test_resized_frames_are_said_once(work: dict[str, Any], offline: dict[str, A
 
 def test_earlier_run_is_kept(work: dict[str, Any], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    """--out holding an earlier run, no --overwrite: one line, exit 2, the earlier report as it was."""
+    """--out holding an earlier run, no --overwrite: one line, exit 2, the earlier report kept."""
     out = tmp_path / "earlier"
     out.mkdir()
     (out / "report.json").write_text('{"complete": true}')

@@ -73,8 +73,9 @@ def test_missing_sml_row_is_explained(setup: dict[str, Path], tmp_path: Path,
     """No --stats and FEDs without statistics: the SML row is absent with a note (finding 8)."""
     root = setup["root"]
     argv = ["--backbone", str(root / "tinyseg.safetensors"), "--fed", f"FED-U={root / 'fed_u'}",
-            "--dataset", "synthroad-ood", "--data-root", str(setup["data"]), "--out", str(tmp_path),
-            "--mcd-passes", "0", "--figures", "0", "--no-open-miou", "--no-progress"]
+            "--dataset", "synthroad-ood", "--data-root", str(setup["data"]),
+            "--out", str(tmp_path), "--mcd-passes", "0", "--figures", "0", "--no-open-miou",
+            "--no-progress"]
     assert cli_eval.main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert "SML" not in results["methods"] and "no logit statistics" in results["notes"][0]

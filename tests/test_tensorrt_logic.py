@@ -482,17 +482,16 @@ def test_failed_build_leaves_the_users_files_alone(tmp_path, use_trt, capsys) ->
               for name in ("keep.onnx", "keep.onnx.json", "keep.engine", "keep.engine.json")}
     for name, data in before.items():
         (out / name).write_bytes(data)
+    argv = ["--backbone", str(tmp_path / "tinyseg"), "--fed", str(tmp_path / "fed_u"),
+            "--height", "32", "--width", "64", "--runtime", "tensorrt",
+            "--precision", "fp32", "--out", str(out / "keep.engine"), "--quiet"]
     use_trt(fake_tensorrt("11.4.1", build_ok=False))
-    code = cli_export.main(["--backbone", str(tmp_path / "tinyseg"), "--fed", str(tmp_path / "fed_u"),
-                            "--height", "32", "--width", "64", "--runtime", "tensorrt",
-                            "--precision", "fp32", "--out", str(out / "keep.engine"), "--quiet"])
+    code = cli_export.main(argv)
     assert code != 0 and "TensorRT failed to build" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left either
 
     use_trt(fake_tensorrt("11.4.1"))
-    code = cli_export.main(["--backbone", str(tmp_path / "tinyseg"), "--fed", str(tmp_path / "fed_u"),
-                            "--height", "32", "--width", "64", "--runtime", "tensorrt",
-                            "--precision", "fp32", "--out", str(out / "keep.engine"), "--quiet"])
+    code = cli_export.main(argv)
     assert code == 0 and sorted(p.name for p in out.iterdir()) == sorted(before)
     onnx_side = json.loads((out / "keep.onnx.json").read_text())
     engine_side = json.loads((out / "keep.engine.json").read_text())

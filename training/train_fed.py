@@ -74,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0,
                    help="torch intra-op (OpenMP) threads per rank; 0 = OMP_NUM_THREADS when set, "
                         "else the cores this process may use / (ranks on this host x "
-                        "(--workers + 1)), "
-                        "at least 1. OpenMP threads spin-wait at every operator's barrier, so more "
-                        "threads than free cores stall: on a 2-core machine under load 2 threads "
+                        "(--workers + 1)), at least 1. OpenMP threads spin-wait at every "
+                        "operator's barrier, so more threads than free cores stall: on a 2-core "
+                        "machine under load 2 threads "
                         "ran 0.2-0.8 it/s, 1 thread 1.2-4.6 it/s, with or without workers")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda")
     r.add_argument("--log-every", type=int, default=20, help="write a log.csv row every N iterations")

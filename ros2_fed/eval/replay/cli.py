@@ -171,8 +171,9 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     output_bag = out / OUTPUT_BAG
     previous = [p for p in [output_bag] + [out / n for n in rep.REPORT_FILES] if p.exists()]
     if previous and not overwrite:
-        raise OutputExistsError(f"{out} already holds an earlier run ({', '.join(p.name for p in previous)}); "
-                         "use --overwrite or another --out")
+        names = ", ".join(p.name for p in previous)
+        raise OutputExistsError(f"{out} already holds an earlier run ({names}); "
+                                "use --overwrite or another --out")
     if output_bag.exists():
         shutil.rmtree(output_bag)
     rep.clear_previous(out)
@@ -710,7 +711,7 @@ def _failure(exc: BaseException) -> Optional[tuple[str, int]]:
     if isinstance(exc, (bagmod.BagError, UsageError)):
         return str(exc), 2  # the arguments' fault
     if isinstance(exc.__cause__, (BackboneMismatchError, ExportVerificationError)):
-        return str(exc), 2  # the engine build refused the model (another backbone's FED, parity)
+        return str(exc), 2  # the engine build refused the model (other backbone's FED, parity)
     if isinstance(exc, LiveError):
         return str(exc), 1
     if isinstance(exc, Exception):
