@@ -81,12 +81,17 @@ def _read_palette_indices(path: PathLike) -> np.ndarray:
 
 
 def write_png(path: PathLike, array: np.ndarray) -> None:
-    """Write uint8 grey (H x W) or RGB (H x W x 3) as PNG, creating parent folders."""
+    """Write uint8 grey (H x W) or RGB (H x W x 3) as PNG, creating parent folders; through a
+    temporary name renamed into place (an interrupted run leaves no half-written image)."""
+    from ros2_fed.fileio import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = array[:, :, ::-1] if array.ndim == 3 else array
-    if not cv2.imwrite(str(path), np.ascontiguousarray(data)):
-        raise OSError(f"cannot write {path}")
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(data))
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def remap(label: np.ndarray, table: Sequence[int] | np.ndarray) -> np.ndarray:
