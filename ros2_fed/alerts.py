@@ -1,7 +1,7 @@
 """Low-confidence alerts: "something the model does not understand is on the road ahead".
 
 Pure python (numpy + OpenCV, no rclpy). The node feeds every processed frame's confidence map
-to an :class:`AlertMonitor` and publishes the returned :class:`AlertState` as a
+(and the model's label map, ``labels=``) to an :class:`AlertMonitor` and publishes the returned :class:`AlertState` as a
 ``diagnostic_msgs/DiagnosticStatus`` (``level`` -> status level, ``message`` -> message, every
 other field -> one KeyValue).
 
@@ -15,11 +15,17 @@ Per frame
 * A pixel is **uncertain** when its confidence is below ``confidence_threshold`` (NaN counts as
   uncertain: a broken confidence map must not look safe). The node's default threshold is the
   model's calibrated operating point (see ``training/calibrate.py``).
-* Only pixels inside the **region of interest** count: ``corridor`` (default: the polygon of
+* Only pixels inside the **region of interest** count: ``corridor`` (the polygon of
   :data:`CORRIDOR` in image fractions: the road ahead of a forward camera, narrowing to the
-  horizon, without the bottom tenth where the ego hood is), ``full`` (the whole image), ``lower_half`` (rows ``h // 2 .. h - 1``; for an odd
+  horizon, without the bottom tenth where the ego hood is), ``drivable`` (the corridor's pixels
+  that the model labels one of ``drivable_classes``, default road and sidewalk, plus the holes
+  they enclose -- :func:`drivable_mask`, after a closing of the class mask with a square of side
+  ``max(1, round(roi_closing * h))``: an unknown object lying on the road is a hole in the road,
+  a distant building or truck at the road's end is not; a frame without ``labels`` uses the
+  corridor), ``full`` (the whole image), ``lower_half`` (rows ``h // 2 .. h - 1``; for an odd
   height the middle row is inside) or ``mask`` (a PNG, non-zero = inside, resized with nearest
-  neighbour to the image size when it differs).
+  neighbour to the image size when it differs). Class names are the model's
+  (:meth:`AlertConfig.with_class_names`), Cityscapes trainIds for a model without names.
 * Thin structures are removed: a morphological opening with a square of side
   ``max(1, round(min_width * h))`` pixels drops uncertain strips narrower than that (object
   boundaries), keeping blobs (``min_width = 0``: no opening).
@@ -27,8 +33,14 @@ Per frame
   above :data:`REGION_MAX_PIXELS` pixels are any-pooled by 2 (4, ...) first, so the component
   is chosen on the pooled mask, but its bounding box and area are measured exactly at full
   resolution). ``region_bbox`` is ``(x_min, y_min, x_max, y_max)``, inclusive.
-* Its **size** is ``sqrt(region_area) / h``: the side of a square of the same area in image
-  heights, so the same object gives the same size at any camera resolution.
+* Its **size** is ``sqrt(region_area) / h`` (``size_reference = "height"``): the side of a square
+  of the same area in image heights, so the same object gives the same size at any camera
+  resolution. With ``size_reference = "horizon"`` the side is divided by the region's distance
+  below the horizon instead, ``max(y_max + 1 - horizon * h, min_distance * h)`` rows: on flat
+  ground that is the object's size relative to the camera height, the same near and far (a far
+  object is small in the image but close to the horizon); ``min_distance`` keeps regions at the
+  horizon from growing without bound. The region judged is then the one with the largest such
+  size (all regions measured at full resolution), not the one with the most pixels.
 * ``fraction`` (uncertain ROI pixels / ROI pixels, before the opening) is reported, not judged.
 * The **candidate** level of the frame alone is ERROR when ``size > error_size``, WARN when
   ``size > warn_size``, else OK.
@@ -65,15 +77,24 @@ from __future__ import annotations
 import enum
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from ros2_fed.viz import confidence_map
 
-ROI_CHOICES = ("corridor", "full", "lower_half", "mask")
+#: The ``alerts.roi`` choices (the one list: the node's parameter and the selection import it).
+ROI_CHOICES = ("corridor", "drivable", "full", "lower_half", "mask")
+#: The ``alerts.size_reference`` choices: what a region's side is divided by (see the docstring).
+SIZE_REFERENCES = ("height", "horizon")
+#: The class names a model without its own (``class_names`` in the engine metadata) is read with:
+#: Cityscapes trainIds, the label set of every backbone here (same as
+#: ``ros2_fed.backbones.base.CITYSCAPES_CLASSES``, repeated so this module needs no torch).
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 
 # The default ROI: (x, y) corners in image fractions, clockwise from bottom left. The bottom
 # spans the whole width (adjacent lanes) but stops at 90 % of the height: the last rows hold the
@@ -147,16 +168,25 @@ class AlertConfig:
     """
 
     confidence_threshold: float = 0.5
-    warn_size: float = 0.06
-    error_size: float = 0.12
+    warn_size: float = 0.22
+    error_size: float = 0.44
     hysteresis: float = 0.01
-    min_width: float = 0.01
-    raise_frames: int = 2
+    min_width: float = 0.02
+    raise_frames: int = 3
     clear_frames: int = 5
-    roi: str = "corridor"
+    roi: str = "drivable"
     roi_mask_file: str = ""
+    drivable_classes: str = "road,sidewalk"
+    roi_closing: float = 0.0
+    size_reference: str = "horizon"
+    horizon: float = 0.4
+    min_distance: float = 0.3
     # Loaded from roi_mask_file when roi == "mask" (HxW bool), else None.
     roi_mask: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
+    # The model's class names (None: Cityscapes trainIds, CITYSCAPES_CLASSES); set by with_class_names.
+    class_names: Optional[tuple[str, ...]] = field(default=None, init=False, compare=False)
+    # drivable_classes resolved to class ids (sorted, unique).
+    drivable_ids: tuple[int, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -175,6 +205,34 @@ class AlertConfig:
             mask = load_roi_mask(self.roi_mask_file)
             mask.setflags(write=False)
             set_(self, "roi_mask", mask)
+        set_(self, "roi_closing", _as_size("roi_closing", self.roi_closing))
+        if not isinstance(self.size_reference, str) or self.size_reference not in SIZE_REFERENCES:
+            raise ValueError(f"size_reference must be one of {', '.join(SIZE_REFERENCES)}, got {self.size_reference!r}")
+        set_(self, "horizon", _as_fraction("horizon", self.horizon))
+        set_(self, "min_distance", _as_fraction("min_distance", self.min_distance))
+        if self.min_distance <= 0:
+            raise ValueError("min_distance must be above 0 (a region at the horizon would be infinitely large)")
+        if not isinstance(self.drivable_classes, str):
+            raise ValueError(f"drivable_classes must be a string of class names or ids, got {self.drivable_classes!r}")
+        set_(self, "drivable_ids", self._drivable_ids(self.class_names))
+
+    def _drivable_ids(self, class_names: Optional[tuple[str, ...]]) -> tuple[int, ...]:
+        """drivable_classes as ids; an unknown class is an error only when the drivable ROI is used."""
+        try:
+            return drivable_class_ids(self.drivable_classes, class_names)
+        except ValueError:
+            if self.roi == "drivable":
+                raise
+            return ()
+
+    def with_class_names(self, class_names: Optional[Any]) -> "AlertConfig":
+        """This config for a model with these class names (None or empty: Cityscapes trainIds)."""
+        names = tuple(str(n) for n in class_names) if class_names else None
+        ids = self._drivable_ids(names)
+        out = replace(self)
+        object.__setattr__(out, "class_names", names)
+        object.__setattr__(out, "drivable_ids", ids)
+        return out
 
     def limit(self, level: Level) -> float:
         """The region size a frame must exceed to count towards ``level``."""
@@ -187,10 +245,57 @@ class AlertConfig:
     def same_roi(self, other: "AlertConfig") -> bool:
         if self.roi != other.roi:
             return False
+        if self.roi == "drivable":
+            return self.drivable_ids == other.drivable_ids and self.roi_closing == other.roi_closing
         if self.roi != "mask":
             return True
         return (self.roi_mask_file == other.roi_mask_file
                 and np.array_equal(self.roi_mask, other.roi_mask))
+
+
+def drivable_class_ids(spec: str, class_names: Optional[Sequence[str]] = None) -> tuple[int, ...]:
+    """``"road,sidewalk"`` (names, case-insensitive, or integer ids) -> sorted unique class ids.
+
+    Names are looked up in ``class_names`` (the model's), or in :data:`CITYSCAPES_CLASSES` when
+    the model has none. Raises ValueError for an unknown name, an id outside 0..254 or an empty list.
+    """
+    names = [str(n).strip().lower() for n in (class_names or CITYSCAPES_CLASSES)]
+    ids = set()
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item.isdigit():
+            value = int(item)
+            if value > 254:
+                raise ValueError(f"drivable_classes: class id {value} is outside 0..254")
+            ids.add(value)
+        elif item.lower() in names:
+            ids.add(names.index(item.lower()))
+        else:
+            raise ValueError(f"drivable_classes: {item!r} is not one of the model's classes ({', '.join(names)})")
+    if not ids:
+        raise ValueError(f"drivable_classes must name at least one class, got {spec!r}")
+    return tuple(sorted(ids))
+
+
+def drivable_mask(labels: np.ndarray, class_ids: Sequence[int], closing_side: int = 1) -> np.ndarray:
+    """uint8 0/255: pixels labelled one of ``class_ids`` plus the holes they enclose.
+
+    The class mask is first closed with a ``closing_side`` square (1: not at all), so that an
+    object whose outline almost closes (a gap of a few pixels to the next lane) still counts as
+    enclosed; a hole is a 4-connected group of other pixels that does not touch the image border.
+    An unknown object lying on the road is such a hole; a car at the far end of the road, where
+    the road meets the facades, is not.
+    """
+    lut = np.zeros(256, np.uint8)
+    lut[list(class_ids)] = 255
+    drivable = cv2.LUT(np.ascontiguousarray(labels, dtype=np.uint8), lut)
+    if closing_side > 1 and min(drivable.shape) >= closing_side:
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (closing_side, closing_side))
+        drivable = cv2.morphologyEx(drivable, cv2.MORPH_CLOSE, kernel)
+    outside = cv2.copyMakeBorder(cv2.bitwise_not(drivable), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    cv2.floodFill(outside, None, (0, 0), 0)  # what is left of the non-drivable pixels: the holes
+    return cv2.bitwise_or(drivable, outside[1:-1, 1:-1])
 
 
 @dataclass
@@ -321,6 +426,22 @@ def largest_region(mask: np.ndarray, max_pixels: int = REGION_MAX_PIXELS
     return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])), area
 
 
+def _largest_below_horizon(mask: np.ndarray, height: int, row0: int, horizon: float, min_distance: float
+                           ) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
+    """The 8-connected region of ``mask`` (rows ``row0..``) with the largest perspective size
+    ``sqrt(area) / max(bottom row + 1 - horizon * height, min_distance * height)``."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return None, 0, 0.0
+    stats = stats[1:].astype(np.float64)
+    bottom = row0 + stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT]
+    distance = np.maximum(bottom - horizon * height, min_distance * height)
+    sizes = np.sqrt(stats[:, cv2.CC_STAT_AREA]) / distance
+    i = int(np.argmax(sizes))
+    x, y, bw, bh, area = (int(v) for v in stats[i])
+    return (x, y + row0, x + bw - 1, y + row0 + bh - 1), area, float(sizes[i])
+
+
 class AlertMonitor:
     """The alert state machine (see the module docstring for the exact rules).
 
@@ -369,7 +490,7 @@ class AlertMonitor:
             return None, (h - h // 2) * w
         cache = self._roi_cache
         if cache is None or cache[0] != shape:
-            if cfg.roi == "corridor":
+            if cfg.roi in ("corridor", "drivable"):
                 mask255 = corridor_mask(shape)
             else:
                 mask = cfg.roi_mask
@@ -381,11 +502,16 @@ class AlertMonitor:
             self._roi_cache = cache
         return cache[1], cache[2]
 
-    def _uncertain(self, conf: np.ndarray) -> tuple[Optional[np.ndarray], int, int, int]:
+    def _uncertain(self, conf: np.ndarray, labels: Optional[np.ndarray]
+                   ) -> tuple[Optional[np.ndarray], int, int, int]:
         """(0/255 uncertain ROI mask of rows row0.., its pixel count, ROI pixels, row0)."""
         cfg = self._config
         h, w = conf.shape
         mask255, roi_pixels = self._roi_mask((h, w))
+        if labels is not None:  # roi == "drivable": the corridor's drivable pixels and their holes
+            side = max(1, round(cfg.roi_closing * h))
+            mask255 = cv2.bitwise_and(mask255, drivable_mask(labels, cfg.drivable_ids, side))
+            roi_pixels = int(cv2.countNonZero(mask255))
         row0 = h // 2 if cfg.roi == "lower_half" else 0
         view = np.ascontiguousarray(conf[row0:])
         if not view.size:
@@ -396,32 +522,54 @@ class AlertMonitor:
             uncertain = cv2.bitwise_and(uncertain, mask255)
         return uncertain, int(cv2.countNonZero(uncertain)), roi_pixels, row0
 
-    def _largest_blob(self, uncertain: np.ndarray, height: int) -> tuple[Optional[tuple[int, int, int, int]], int]:
-        """Largest 8-connected uncertain region after removing strips thinner than ``min_width``."""
-        side = max(1, round(self._config.min_width * height))
+    def _largest_blob(self, uncertain: np.ndarray, height: int, row0: int
+                      ) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
+        """The uncertain region judged (after removing strips thinner than ``min_width``):
+        (bbox in image rows, area, size)."""
+        cfg = self._config
+        side = max(1, round(cfg.min_width * height))
         if side > 1 and min(uncertain.shape) >= side:
             kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
             uncertain = cv2.morphologyEx(uncertain, cv2.MORPH_OPEN, kernel)
-        return largest_region(uncertain)
+        if cfg.size_reference == "horizon":
+            return _largest_below_horizon(uncertain, height, row0, cfg.horizon, cfg.min_distance)
+        bbox, area = largest_region(uncertain)
+        if bbox is not None and row0:
+            bbox = (bbox[0], bbox[1] + row0, bbox[2], bbox[3] + row0)
+        return bbox, area, (math.sqrt(area) / height if height else 0.0)
 
-    def update(self, confidence: np.ndarray, stamp: Any = None) -> AlertState:
-        """Judge one HxW confidence map (values in [0, 1]); returns the state after this frame."""
+    def update(self, confidence: np.ndarray, stamp: Any = None, labels: Optional[np.ndarray] = None) -> AlertState:
+        """Judge one HxW confidence map (values in [0, 1]); returns the state after this frame.
+
+        ``labels`` (the model's per-pixel class ids, HxW integers; resized with nearest neighbour
+        when its size differs) is used by ``roi == "drivable"`` only; without it that ROI is the
+        corridor (``AlertState.roi`` then says ``corridor``).
+        """
         cfg = self._config
         conf = confidence_map(confidence)
-        h = conf.shape[0]
-        uncertain, count, roi_pixels, row0 = self._uncertain(conf)
+        h, w = conf.shape
+        if cfg.roi != "drivable":
+            labels = None
+        elif labels is not None:
+            labels = np.asarray(labels)
+            if labels.ndim != 2:
+                raise ValueError(f"labels must be HxW class ids, got shape {labels.shape}")
+            if labels.dtype != np.uint8:
+                labels = np.clip(labels, 0, 255).astype(np.uint8)
+            if labels.shape != (h, w):
+                labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        roi = cfg.roi if cfg.roi != "drivable" or labels is not None else "corridor"
+        uncertain, count, roi_pixels, row0 = self._uncertain(conf, labels)
         fraction = count / roi_pixels if roi_pixels else 0.0
         bbox: Optional[tuple[int, int, int, int]] = None
         area = 0
+        size = 0.0
         if count:
-            bbox, area = self._largest_blob(uncertain, h)
-            if bbox is not None and row0:
-                bbox = (bbox[0], bbox[1] + row0, bbox[2], bbox[3] + row0)
-        size = math.sqrt(area) / h if h else 0.0
+            bbox, area, size = self._largest_blob(uncertain, h, row0)
         level, candidate, clearing = self._step(size)
         return AlertState(
             level=level,
-            message=self._message(level, candidate, size, clearing, bbox, area),
+            message=self._message(level, candidate, size, clearing, bbox, area, roi),
             region_size=float(size),
             fraction=float(fraction),
             confidence_threshold=cfg.confidence_threshold,
@@ -431,10 +579,15 @@ class AlertMonitor:
             region_bbox=bbox,
             region_area=area,
             uncertain_pixels=count,
-            roi=cfg.roi,
+            roi=roi,
             roi_pixels=int(roi_pixels),
             stamp=stamp_to_str(stamp),
         )
+
+    def step(self, size: float) -> Level:
+        """Advance the state machine by one frame whose region size is ``size`` (what ``update``
+        does after measuring the frame); returns the level. For replaying recorded sizes."""
+        return self._step(size)[0]
 
     def _step(self, size: float) -> tuple[Level, Level, int]:
         """Advance the state machine by one frame: (level, this frame's candidate, clearing count)."""
@@ -457,10 +610,11 @@ class AlertMonitor:
         return self._level, candidate, clearing
 
     def _message(self, level: Level, candidate: Level, size: float, clearing: int,
-                 bbox: Optional[tuple[int, int, int, int]], area: int) -> str:
+                 bbox: Optional[tuple[int, int, int, int]], area: int, roi: str) -> str:
         cfg = self._config
-        text = (f"{level.name}: largest uncertain region in the {cfg.roi} ROI {100 * size:.1f}% of the image "
-                f"height (confidence < {cfg.confidence_threshold:.2f})")
+        unit = "the image height" if cfg.size_reference == "height" else "its distance below the horizon"
+        text = (f"{level.name}: largest uncertain region in the {roi} ROI {100 * size:.1f}% of {unit} "
+                f"(confidence < {cfg.confidence_threshold:.2f})")
         if level > Level.OK and self._above[level]:
             n = self._above[level]
             text += f" for {n} frame{'s' if n != 1 else ''}"

@@ -30,7 +30,7 @@ import numpy as np
 
 from ros2_fed import codec
 from ros2_fed.cameras import camera_problems, engine_batch, infer_batch, to_camera_size, to_engine_size
-from ros2_fed.alerts import ROI_CHOICES, AlertConfig
+from ros2_fed.alerts import ROI_CHOICES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
 from ros2_fed.health import ERROR, OK, WARN
@@ -184,8 +184,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               f"fall below it), {_ALERT_DEFAULTS.confidence_threshold} for a model without calibration.",
               range=(FROM_MODEL, 1.0)),
     ParamSpec("alerts.warn_size", _ALERT_DEFAULTS.warn_size, "WARN when the largest uncertain region in the ROI "
-              "is larger than this: sqrt(region pixels) / image height (0.06 = a 15x15 blob in a 256-row "
-              "image).", range=(0.0, 1.0)),
+              "is larger than this: sqrt(region pixels) / image height (alerts.size_reference height; 0.06 = a "
+              "15x15 blob in a 256-row image) or / the rows from the horizon to the region's bottom (horizon).",
+              range=(0.0, 1.0)),
     ParamSpec("alerts.error_size", _ALERT_DEFAULTS.error_size, "ERROR when the largest uncertain region is "
               "larger than this (>= alerts.warn_size), same unit.", range=(0.0, 1.0)),
     ParamSpec("alerts.hysteresis", _ALERT_DEFAULTS.hysteresis, "A level clears only when the region size falls "
@@ -197,10 +198,26 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("alerts.clear_frames", _ALERT_DEFAULTS.clear_frames, "Consecutive frames at or below limit - "
               "hysteresis before the level falls.", range=(1, 1000)),
     ParamSpec("alerts.roi", _ALERT_DEFAULTS.roi, "Region of interest: corridor (the road ahead: a trapezoid from "
-              "the full bottom width to the middle third at 40 % of the height) | full | lower_half | mask "
-              "(use alerts.roi_mask_file).", choices=ROI_CHOICES),
+              "the full bottom width to the middle third at 40 % of the height) | drivable (the corridor's pixels "
+              "the model labels alerts.drivable_classes plus the holes they enclose, e.g. an object lying on the "
+              "road; the corridor for frames without labels) | full | lower_half | mask (use "
+              "alerts.roi_mask_file).", choices=ROI_CHOICES),
     ParamSpec("alerts.roi_mask_file", "", "PNG mask (non-zero = inside the ROI), resized to the image when "
               "needed; used when alerts.roi is mask."),
+    ParamSpec("alerts.drivable_classes", _ALERT_DEFAULTS.drivable_classes, "Comma-separated class names (the "
+              "model's, or the Cityscapes trainIds for a model without names) or ids of the drivable ROI."),
+    ParamSpec("alerts.roi_closing", _ALERT_DEFAULTS.roi_closing, "Drivable ROI: close gaps narrower than this "
+              "(image heights) in the drivable mask before its holes are filled; 0 = no closing.",
+              range=(0.0, 1.0)),
+    ParamSpec("alerts.size_reference", _ALERT_DEFAULTS.size_reference, "What a region's side (sqrt of its "
+              "pixels) is divided by: height (the image height) | horizon (the rows between alerts.horizon and "
+              "the region's bottom, at least alerts.min_distance: about the object's size relative to the "
+              "camera height, the same near and far).", choices=SIZE_REFERENCES),
+    ParamSpec("alerts.horizon", _ALERT_DEFAULTS.horizon, "Horizon row (image heights from the top) for "
+              "alerts.size_reference horizon.", range=(0.0, 1.0)),
+    ParamSpec("alerts.min_distance", _ALERT_DEFAULTS.min_distance, "Smallest distance below the horizon "
+              "(image heights) a region is measured with (size_reference horizon): far regions are not "
+              "magnified more than at this distance.", range=(0.0, 1.0)),
     # -- diagnostics ------------------------------------------------------------------------
     ParamSpec("diagnostics.period", 1.0, "Seconds between /diagnostics messages.", read_only=True,
               range=(0.05, 60.0)),
@@ -292,17 +309,21 @@ def resolve_from_model(params: Mapping[str, Any], calibration: Optional[Mapping[
     return merged
 
 
-def alert_config(params: Mapping[str, Any], calibration: Optional[Mapping[str, Any]] = None) -> Any:
+def alert_config(params: Mapping[str, Any], calibration: Optional[Mapping[str, Any]] = None,
+                 class_names: Optional[Any] = None) -> Any:
     """The :class:`ros2_fed.alerts.AlertConfig` for a parameter set (defaults for missing ``alerts.*``).
 
     The one mapping from parameters to alert settings (node start-up, run-time changes,
-    replay); "from the model" values come from ``calibration`` (:func:`model_calibration`).
-    Raises ValueError (inconsistent limits) or OSError (unreadable ROI mask).
+    replay); "from the model" values come from ``calibration`` (:func:`model_calibration`),
+    the drivable ROI's class names from ``class_names`` (the engine metadata's ``class_names``;
+    None: Cityscapes trainIds). Raises ValueError (inconsistent limits, unknown drivable class)
+    or OSError (unreadable ROI mask).
     """
     from ros2_fed import alerts
 
     merged = resolve_from_model(params, calibration)
-    return alerts.AlertConfig(**{k[len(ALERT_PREFIX):]: v for k, v in merged.items() if k.startswith(ALERT_PREFIX)})
+    config = alerts.AlertConfig(**{k[len(ALERT_PREFIX):]: v for k, v in merged.items() if k.startswith(ALERT_PREFIX)})
+    return config.with_class_names(class_names) if class_names else config
 
 
 def changes_alerts(names: Any) -> bool:

@@ -1,6 +1,8 @@
 """ros2_fed.eval.alert_metrics: frame presence, excused onsets, recall and false alarms by hand."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,7 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
     from ros2_fed.alerts import AlertConfig
     from training import alert_selection as sel
 
-    def drive(with_object: bool, noise: bool) -> tuple[list[np.ndarray], list]:
+    def drive(with_object: bool, noise: bool) -> tuple[list[np.ndarray], list, list]:
         frames, presence = [], []
         for i in range(12):
             conf = np.ones((100, 200), np.float32)
@@ -58,10 +60,11 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
                 conf[70:80, 90:100] = 0.3                # a 10x10 object (size 0.1)
             frames.append(conf.astype(np.float16))
             presence.append(True if with_object and i >= 5 else False)
-        return frames, presence
+        return frames, [None] * len(frames), presence   # no label maps: the drivable ROI is the corridor
 
     drives = [drive(True, True), drive(False, True)]
-    base = replace(AlertConfig(), confidence_threshold=0.5, min_width=0.0, warn_size=0.05, raise_frames=2)
+    base = replace(AlertConfig(), confidence_threshold=0.5, min_width=0.0, warn_size=0.05, error_size=0.1,
+                   raise_frames=2, roi="corridor", size_reference="height")
     result = sel.replay(base, drives)
     # object frames 5..11: the first 2 excused, 5 counted, all alerted; the strip is 2x200 = size 0.2 but
     # its confidence 0.6 is above the threshold 0.5, so no false alarm
@@ -71,5 +74,13 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
     noisy = sel.replay(replace(base, confidence_threshold=0.7), drives)
     assert noisy["false_alarm_rate"] == pytest.approx(15 / 17)
     rows, best = sel.select({q: (0.5 if q <= 0.01 else 0.7) for q in sel.FALSE_ALARM_GRID}, drives, base)
-    assert len(rows) == len(sel.FALSE_ALARM_GRID) * len(sel.WARN_SIZE_GRID) * len(sel.MIN_WIDTH_GRID)
+    assert len(rows) == sum(len(qs) * len(widths) * len(sel.WARN_SIZE_GRID[ref]) * len(sel.RAISE_FRAMES_GRID)
+                            for _, _, ref, _, _, qs, widths in sel.MEASURE_GRID)
+    assert {r["roi"] for r in rows} == {"corridor", "drivable"}
+    assert {r["size_reference"] for r in rows} == {"height", "horizon"}
+    chosen = sel.row_config(base, best)
+    assert sel.replay(chosen, drives)["recall"] == best["recall"]
+    written = json.loads(sel.grid_json({"selected": best}, rows))   # docs/alerts_selection.json's layout
+    assert written["selected"] == best and len(written["grid"]) == len(rows)
+    assert dict(zip(written["grid_columns"], written["grid"][-1]))["warn_size"] == rows[-1]["warn_size"]
     assert best["false_alarm_rate"] <= sel.MAX_SELECTION_FALSE_ALARMS and best["recall"] == 1.0

@@ -14,17 +14,32 @@ import cv2
 import numpy as np
 import pytest
 
-from ros2_fed.alerts import (AlertConfig, AlertMonitor, AlertState, Level, corridor_mask, largest_region,
-                             stamp_to_str)
+from ros2_fed.alerts import (
+    AlertConfig,
+    AlertMonitor,
+    AlertState,
+    Level,
+    corridor_mask,
+    drivable_class_ids,
+    drivable_mask,
+    largest_region,
+    stamp_to_str,
+)
 
 OK, WARN, ERROR = Level.OK, Level.WARN, Level.ERROR
 H, W = 100, 200
 BASE = dict(warn_size=0.1, error_size=0.25, hysteresis=0.02, raise_frames=3, clear_frames=5, roi="full",
-            min_width=0.0)
+            min_width=0.0, size_reference="height")
 
 
 def cfg(**overrides) -> AlertConfig:
     return AlertConfig(**{**BASE, **overrides})
+
+
+def corridor_cfg(**overrides) -> AlertConfig:
+    """The corridor measured in image heights (the defaults before the drivable ROI; no labels needed)."""
+    return AlertConfig(**{**dict(roi="corridor", size_reference="height", warn_size=0.06, error_size=0.12,
+                                 min_width=0.01, raise_frames=2), **overrides})
 
 
 def frame(size: float, shape: tuple[int, int] = (H, W)) -> np.ndarray:
@@ -279,7 +294,7 @@ def test_corridor_is_the_road_ahead() -> None:
 def test_objects_outside_the_corridor_do_not_alert() -> None:
     conf = np.ones((100, 300), np.float32)
     conf[5:25, 10:40] = 0.0      # sky / facade in the top-left corner
-    monitor = AlertMonitor(AlertConfig(raise_frames=1))
+    monitor = AlertMonitor(corridor_cfg(raise_frames=1))
     assert monitor.update(conf, (0, 0)).level == OK
     conf[60:75, 140:160] = 0.0   # on the road ahead
     state = monitor.update(conf, (1, 0))
@@ -306,14 +321,14 @@ def test_thin_uncertain_strips_are_ignored_but_blobs_are_not() -> None:
 def test_region_size_does_not_depend_on_the_camera_resolution(scale: int) -> None:
     conf = np.ones((100 * scale, 200 * scale), np.float32)
     conf[60 * scale:72 * scale, 90 * scale:102 * scale] = 0.0
-    state = AlertMonitor(AlertConfig(raise_frames=1)).update(conf, (0, 0))
+    state = AlertMonitor(corridor_cfg(raise_frames=1)).update(conf, (0, 0))
     assert state.region_size == pytest.approx(0.12, abs=0.005)
 
 
 def test_hard_scene_stays_ok_and_an_object_raises_and_clears() -> None:
     """Noisy, boundary-like uncertainty everywhere for 20 frames: OK; a compact object for 5: WARN+."""
     rng = np.random.default_rng(0)
-    monitor = AlertMonitor(AlertConfig(confidence_threshold=0.5))
+    monitor = AlertMonitor(corridor_cfg(confidence_threshold=0.5))
     levels = []
     for i in range(30):
         conf = np.ones((256, 512), np.float32)
@@ -449,3 +464,151 @@ def test_config_fields_are_the_node_alert_parameters() -> None:
         if name != "confidence_threshold":
             assert spec.default == fields[name].default, name
     assert specs["confidence_threshold"].default == pipeline.FROM_MODEL
+
+
+# -- the drivable ROI (the model's road/sidewalk and the holes they enclose) -----------------------
+
+ROAD, SIDEWALK, BUILDING, SKY, CAR = 0, 1, 2, 10, 13
+
+
+def street(shape: tuple[int, int] = (256, 512)) -> np.ndarray:
+    """A label map: sky on top, buildings to 45 % of the height, road below (sidewalk at the sides)."""
+    h, w = shape
+    labels = np.full(shape, ROAD, np.uint8)
+    labels[: int(0.3 * h)] = SKY
+    labels[int(0.3 * h): int(0.45 * h)] = BUILDING
+    labels[int(0.45 * h):, : w // 10] = SIDEWALK
+    labels[int(0.45 * h):, -w // 10:] = SIDEWALK
+    return labels
+
+
+def drivable_cfg(**overrides) -> AlertConfig:
+    return AlertConfig(**{**dict(roi="drivable", size_reference="height", warn_size=0.06, error_size=0.12,
+                                 min_width=0.01, raise_frames=1, confidence_threshold=0.5), **overrides})
+
+
+def test_drivable_mask_is_the_road_and_its_holes() -> None:
+    labels = street()
+    labels[150:170, 240:260] = CAR          # something on the road: a hole in the road mask
+    labels[100:120, 0:30] = CAR             # a car at the left border, touching the buildings: not a hole
+    mask = drivable_mask(labels, (ROAD, SIDEWALK))
+    assert mask[160, 250] and mask[200, 10] and mask[200, 250]
+    assert not mask[110, 10] and not mask[50, 250] and not mask[100, 250]
+    # joined to the buildings by a 2-pixel pole: not enclosed; a 5-pixel closing of the road closes it off
+    labels[120:140, 300:320] = CAR
+    labels[110:120, 309:311] = 5
+    assert not drivable_mask(labels, (ROAD, SIDEWALK))[130, 310]
+    closed = drivable_mask(labels, (ROAD, SIDEWALK), closing_side=5)
+    assert closed[130, 310] and closed[118, 309] and not closed[100, 310]
+
+
+def test_drivable_roi_alerts_on_an_object_on_the_road() -> None:
+    labels = street()
+    labels[150:170, 240:262] = CAR          # labelled car, uncertain: an unknown object lying on the road
+    conf = np.ones(labels.shape, np.float32)
+    conf[150:170, 240:262] = 0.1
+    state = AlertMonitor(drivable_cfg()).update(conf, (0, 0), labels=labels)
+    assert state.level == WARN and state.roi == "drivable" and state.region_bbox == (240, 150, 261, 169)
+    # the same object labelled road (the model took it for road) is inside the ROI as well
+    state = AlertMonitor(drivable_cfg()).update(conf, (0, 0), labels=street())
+    assert state.level == WARN
+
+
+def test_drivable_roi_ignores_uncertain_buildings_and_sky_in_the_corridor() -> None:
+    """The false alarms of the corridor: distant in-distribution things near the horizon."""
+    labels = street()
+    conf = np.ones(labels.shape, np.float32)
+    conf[103:115, 200:300] = 0.1            # a distant building inside the corridor's top, uncertain
+    corridor = AlertMonitor(drivable_cfg(roi="corridor")).update(conf, (0, 0), labels=labels)
+    assert corridor.level >= WARN
+    state = AlertMonitor(drivable_cfg()).update(conf, (0, 0), labels=labels)
+    assert state.level == OK and state.region_area == 0 and state.roi == "drivable"
+    assert state.roi_pixels == int(np.count_nonzero(corridor_mask(labels.shape) & (labels <= SIDEWALK)))
+
+
+def test_drivable_roi_without_labels_is_the_corridor() -> None:
+    conf = np.ones((256, 512), np.float32)
+    conf[105:118, 200:300] = 0.1
+    monitor = AlertMonitor(drivable_cfg())
+    state = monitor.update(conf, (0, 0))
+    assert state.level >= WARN and state.roi == "corridor"
+    assert state.roi_pixels == int(np.count_nonzero(corridor_mask((256, 512))))
+    assert "corridor ROI" in state.message
+    # labels of another size are resized (nearest neighbour) to the confidence map
+    small = cv2.resize(street(), (256, 128), interpolation=cv2.INTER_NEAREST)
+    assert monitor.update(conf, (1, 0), labels=small).roi == "drivable"
+    with pytest.raises(ValueError, match="labels"):
+        monitor.update(conf, (2, 0), labels=np.zeros((256, 512, 3), np.uint8))
+
+
+def test_a_drive_without_an_unknown_object_stays_ok_with_the_defaults() -> None:
+    """Default settings, 40 frames of a street with boundary noise and uncertain buildings: OK throughout."""
+    rng = np.random.default_rng(1)
+    labels = street()
+    monitor = AlertMonitor(AlertConfig(confidence_threshold=0.5))
+    levels = []
+    for i in range(40):
+        conf = np.ones(labels.shape, np.float32)
+        edges = cv2.Canny((rng.random(labels.shape) * 255).astype(np.uint8), 250, 255) > 0
+        conf[edges] = 0.2                                  # scattered 1-pixel uncertainty
+        conf[100:116, 180:330] = 0.2                       # the buildings at the road's end, uncertain
+        conf[114:118, :] = 0.3                             # the road/building boundary
+        levels.append(monitor.update(conf, (i, 0), labels=labels).level)
+    assert levels == [OK] * 40
+
+
+def test_drivable_classes_by_name_or_id_and_for_the_models_names() -> None:
+    assert drivable_class_ids("road,sidewalk") == (0, 1)
+    assert drivable_class_ids(" Road , 7") == (0, 7)
+    assert drivable_class_ids("lane", ["background", "lane", "car"]) == (1,)
+    with pytest.raises(ValueError, match="not one of"):
+        drivable_class_ids("lane")
+    with pytest.raises(ValueError, match="at least one"):
+        drivable_class_ids(" , ")
+    with pytest.raises(ValueError, match="0..254"):
+        drivable_class_ids("255")
+    config = AlertConfig(roi="drivable")
+    assert config.drivable_ids == (0, 1)
+    custom = config.with_class_names(["sky", "sidewalk", "road"])
+    assert custom.drivable_ids == (1, 2) and custom.class_names == ("sky", "sidewalk", "road")
+    with pytest.raises(ValueError, match="drivable_classes"):
+        config.with_class_names(["background", "lane"])
+    with pytest.raises(ValueError, match="drivable_classes"):
+        AlertConfig(roi="drivable", drivable_classes="lane")
+    # an unknown class does not matter while the drivable ROI is not used
+    assert AlertConfig(roi="corridor").with_class_names(["background", "lane"]).drivable_ids == ()
+
+
+def test_drivable_change_resets_the_state() -> None:
+    labels = street()
+    conf = np.ones(labels.shape, np.float32)
+    conf[150:170, 240:262] = 0.1
+    monitor = AlertMonitor(drivable_cfg())
+    assert monitor.update(conf, (0, 0), labels=labels).level == WARN
+    monitor.config = drivable_cfg(warn_size=0.07)           # same ROI: the level is kept
+    assert monitor.level == WARN
+    monitor.config = drivable_cfg(roi_closing=0.02)         # another ROI: afresh
+    assert monitor.level == OK
+
+
+def test_horizon_size_reference_measures_far_regions_as_near_ones() -> None:
+    """sqrt(area) / (bottom row + 1 - horizon row), at least min_distance: the same object near and far."""
+    config = AlertConfig(roi="full", size_reference="horizon", horizon=0.4, min_distance=0.1, min_width=0.0,
+                         warn_size=0.2, error_size=0.5, raise_frames=1, confidence_threshold=0.5)
+    conf = np.ones((100, 200), np.float32)
+    conf[70:80, 20:30] = 0.0        # 10x10, bottom row 79: 40 rows below the horizon -> 0.25
+    conf[44:50, 100:106] = 0.0      # 6x6, bottom row 49: 10 rows below -> 0.6 (the far one is the largest)
+    state = AlertMonitor(config).update(conf, (0, 0))
+    assert state.region_size == pytest.approx(0.6) and state.region_bbox == (100, 44, 105, 49)
+    assert state.level == ERROR and "below the horizon" in state.message
+    conf[40:43, 150:153] = 0.0      # 3x3 at the horizon: measured at min_distance (10 rows): 0.3
+    assert AlertMonitor(config).update(conf, (0, 0)).region_size == pytest.approx(0.6)
+    far = np.ones((100, 200), np.float32)
+    far[38:41, 150:153] = 0.0
+    assert AlertMonitor(config).update(far, (0, 0)).region_size == pytest.approx(0.3)
+    # lower_half: rows are counted in the image, not in the half
+    half = AlertMonitor(dataclasses.replace(config, roi="lower_half")).update(conf, (0, 0))
+    assert half.region_size == pytest.approx(0.25) and half.region_bbox == (20, 70, 29, 79)
+    for bad in ({"size_reference": "width"}, {"min_distance": 0.0}, {"horizon": 1.5}, {"roi_closing": -0.1}):
+        with pytest.raises(ValueError):
+            AlertConfig(**bad)

@@ -1,14 +1,17 @@
 """Select the alert rule's defaults on synthroad *selection* drives, then report held-out drives.
 
 Why a separate script: the alert rule has a handful of knobs (the calibration's false-alarm
-rate, which sets the model's confidence threshold, the region sizes for WARN/ERROR, the width of
-strips to ignore) and the targets are frame-level (recall on frames with an unknown object,
+rate, which sets the model's confidence threshold, the ROI -- corridor, or the model's drivable
+pixels and their holes, with or without a closing --, what a region's size is relative to -- the
+image height, or its distance below the horizon --, the region sizes for WARN/ERROR, the width
+of strips to ignore, the frames a level needs to rise) and the targets are frame-level (recall on frames with an unknown object,
 false alarms on frames without). Those are chosen here on drives rendered from seeds that no
 evaluation uses (``--select-seeds``), then measured once on the evaluation drives
 (``--eval-seeds``, which include the demo drive, seed 0) and written to ``--out``.
 
     python -m training.alert_selection --backbone models/tinyseg_synthroad --fed models/fed_u_synthroad \\
-        --data-root runs/default_model/synthroad --out docs/alerts_selection.json
+        --data-root runs/default_model/synthroad --cache runs/default_model/drives \\
+        --out docs/alerts_selection.json --doc docs/alerts.md
 """
 from __future__ import annotations
 
@@ -23,13 +26,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ros2_fed import jsonio
 from ros2_fed.alerts import AlertConfig, AlertMonitor
 from ros2_fed.eval.alert_metrics import frame_presence, largest_object_pixels, score_alerts
-from ros2_fed.jsonio import write_json
 
 FALSE_ALARM_GRID = (0.005, 0.01, 0.02, 0.05)
-WARN_SIZE_GRID = (0.03, 0.04, 0.05, 0.06, 0.07, 0.08)
 MIN_WIDTH_GRID = (0.0, 0.01, 0.02, 0.03)
+RAISE_FRAMES_GRID = (2, 3)
+#: Warn sizes per size reference (a side in image heights, or in distances below the horizon).
+WARN_SIZE_GRID = {"height": (0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.10),
+                  "horizon": (0.12, 0.14, 0.16, 0.18, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4, 0.5)}
+#: The region measurements tried (each with every threshold and min width of its row):
+#: (roi, roi_closing, size_reference, horizon, min_distance, false-alarm rates, min widths).
+MEASURE_GRID = (
+    [("corridor", 0.0, "height", 0.4, 0.3, FALSE_ALARM_GRID, MIN_WIDTH_GRID)]
+    + [("drivable", closing, "height", 0.4, 0.3, FALSE_ALARM_GRID, (0.0, 0.01, 0.02)) for closing in (0.0, 0.02, 0.04)]
+    + [("drivable", 0.0, "horizon", horizon, distance, (0.01, 0.02, 0.05), (0.01, 0.02))
+       for horizon in (0.4, 0.45) for distance in (0.15, 0.2, 0.3, 0.4)])
 MAX_SELECTION_FALSE_ALARMS = 0.05  # half the target: room for drives not seen here
 
 
@@ -87,39 +100,73 @@ def render_drive(seed: int, frames: int, size: tuple[int, int], cache: Optional[
     return np.stack(images), presence
 
 
+#: One drive: (confidence maps float16, label maps uint8 or None, presence per frame).
+Drive = tuple[list[np.ndarray], list[Optional[np.ndarray]], list[Optional[bool]]]
+
+
 def drive_confidences(detector: torch.nn.Module, seed: int, frames: int, size: tuple[int, int],
-                      cache: Optional[Path] = None) -> tuple[list[np.ndarray], list[Optional[bool]]]:
-    """Confidence maps (float16) of one drive and each frame's presence class."""
+                      cache: Optional[Path] = None) -> Drive:
+    """Confidence maps (float16), the model's label maps and each frame's presence class of one drive."""
     images, presence = render_drive(seed, frames, size, cache)
-    confidences = []
+    confidences, labels = [], []
     with torch.no_grad():
         for image in images:
-            _, conf = detector(torch.from_numpy(image)[None])
+            lab, conf = detector(torch.from_numpy(image)[None])
             confidences.append(conf[0].numpy().astype(np.float16))
-    return confidences, presence
+            labels.append(lab[0].numpy().astype(np.uint8))
+    return confidences, labels, presence
 
 
-def replay(config: AlertConfig, drives: Sequence[tuple[list[np.ndarray], list[Optional[bool]]]]) -> dict[str, Any]:
-    """Pooled frame-level recall / false-alarm rate of ``config`` over drives (a fresh monitor each)."""
-    levels, presence = [], []
-    for confidences, present in drives:
+def region_sizes(config: AlertConfig, drives: Sequence[Drive]) -> list[list[float]]:
+    """Each frame's region size under ``config`` (what the state machine is fed), per drive."""
+    out = []
+    for confidences, labels, _ in drives:
         monitor = AlertMonitor(config)
-        levels += [int(monitor.update(c.astype(np.float32)).level) for c in confidences]
+        out.append([monitor.update(c.astype(np.float32), labels=lab).region_size for c, lab in zip(confidences, labels)])
+    return out
+
+
+def score_sizes(config: AlertConfig, sizes: Sequence[Sequence[float]], drives: Sequence[Drive]) -> dict[str, Any]:
+    """Pooled frame-level recall / false-alarm rate of ``config``'s state machine over recorded sizes."""
+    levels, presence = [], []
+    for drive_sizes, (_, _, present) in zip(sizes, drives):
+        monitor = AlertMonitor(config)
+        levels += [int(monitor.step(size)) for size in drive_sizes]
         presence += present
     score = score_alerts(levels, presence, config.raise_frames)
     return {"recall": score.recall, "false_alarm_rate": score.false_alarm_rate, "positives": score.positives,
             "negatives": score.negatives}
 
 
-def select(thresholds: dict[float, float], drives, base: AlertConfig) -> tuple[list[dict], dict]:
-    """Grid over (false-alarm rate -> threshold, warn size, min width); best recall under the FA cap."""
+def replay(config: AlertConfig, drives: Sequence[Drive]) -> dict[str, Any]:
+    """Pooled frame-level recall / false-alarm rate of ``config`` over drives (a fresh monitor each)."""
+    return score_sizes(config, region_sizes(config, drives), drives)
+
+
+def row_config(base: AlertConfig, row: dict) -> AlertConfig:
+    """The AlertConfig a grid row stands for."""
+    return replace(base, confidence_threshold=row["confidence_threshold"], warn_size=row["warn_size"],
+                   error_size=min(1.0, 2 * row["warn_size"]), min_width=row["min_width"],
+                   raise_frames=row["raise_frames"], roi=row["roi"], roi_closing=row["roi_closing"],
+                   size_reference=row["size_reference"], horizon=row["horizon"], min_distance=row["min_distance"])
+
+
+def select(thresholds: dict[float, float], drives: Sequence[Drive], base: AlertConfig) -> tuple[list[dict], dict]:
+    """Grid over the region measurement (MEASURE_GRID: ROI, closing, size reference, threshold, min
+    width), the warn size and raise_frames; best recall under the FA cap."""
     rows = []
-    for q, warn, width in tqdm(list(itertools.product(FALSE_ALARM_GRID, WARN_SIZE_GRID, MIN_WIDTH_GRID)),
-                               desc="alert grid"):
-        config = replace(base, confidence_threshold=thresholds[q], warn_size=warn,
-                         error_size=max(base.error_size, 2 * warn), min_width=width)
-        rows.append({"false_alarm": q, "confidence_threshold": thresholds[q], "warn_size": warn,
-                     "min_width": width, **replay(config, drives)})
+    measures = [(roi, closing, ref, horizon, distance, q, width)
+                for roi, closing, ref, horizon, distance, qs, widths in MEASURE_GRID
+                for q in qs for width in widths]
+    for roi, closing, ref, horizon, distance, q, width in tqdm(measures, desc="alert grid"):
+        measure = {"roi": roi, "roi_closing": closing, "size_reference": ref, "horizon": horizon,
+                   "min_distance": distance, "false_alarm": q, "confidence_threshold": thresholds[q],
+                   "min_width": width}
+        sizes = region_sizes(row_config(base, {**measure, "warn_size": base.warn_size,
+                                               "raise_frames": base.raise_frames}), drives)
+        for warn, raise_frames in itertools.product(WARN_SIZE_GRID[ref], RAISE_FRAMES_GRID):
+            row = {**measure, "warn_size": warn, "raise_frames": raise_frames}
+            rows.append({**row, **score_sizes(row_config(base, row), sizes, drives)})
     feasible = [r for r in rows if (r["false_alarm_rate"] or 0.0) <= MAX_SELECTION_FALSE_ALARMS]
     if feasible:
         best = max(feasible, key=lambda r: ((r["recall"] or 0.0), -(r["false_alarm_rate"] or 0.0)))
@@ -133,9 +180,34 @@ def _f(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _setting(r: dict) -> str:
+    text = f"roi {r['roi']}"
+    if r["roi"] == "drivable":
+        text += f", roi_closing {r['roi_closing']}"
+    text += f", size_reference {r['size_reference']}"
+    if r["size_reference"] == "horizon":
+        text += f" (horizon {r['horizon']}, min_distance {r['min_distance']})"
+    return (text + f", calibration false-alarm rate {r['false_alarm']} (confidence threshold "
+            f"{r['confidence_threshold']:.4f}), min_width {r['min_width']}, warn_size {r['warn_size']}, "
+            f"raise_frames {r['raise_frames']}")
+
+
+def _row(r: dict) -> str:
+    closing = r["roi_closing"] if r["roi"] == "drivable" else "–"
+    ref = r["size_reference"] + (f" {r['horizon']}/{r['min_distance']}" if r["size_reference"] == "horizon" else "")
+    return (f"| {r['roi']} | {closing} | {ref} | {r['false_alarm']} | {r['confidence_threshold']:.4f} | "
+            f"{r['min_width']} | {r['warn_size']} | {r['raise_frames']} | {_f(r['recall'])} | "
+            f"{_f(r['false_alarm_rate'])} |")
+
+
 def write_doc(args: argparse.Namespace, rows: list[dict], best: dict, held_out: dict, per_drive: dict) -> None:
     """Markdown: the choice, the held-out result per drive, and the selection grid's best rows."""
-    top = sorted(rows, key=lambda r: (-(r["recall"] or 0.0), r["false_alarm_rate"] or 0.0))[:12]
+    header = ["| roi | roi_closing | size reference (horizon/min_distance) | calibration FA | threshold | min_width "
+              "| warn_size | raise_frames | recall | false alarms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    families: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["roi"], r["roi_closing"], r["size_reference"], r["horizon"], r["min_distance"])
+        families.setdefault(key, []).append(r)
     lines = [f"# Alert rule: defaults selected on synthroad drives ({args.fed})", "",
              f"Selection drives: seeds {args.select_seeds}; held-out drives: seeds {args.eval_seeds} "
              f"({args.frames} frames each, every fourth seed without any unknown object, onsets vary). "
@@ -143,21 +215,39 @@ def write_doc(args: argparse.Namespace, rows: list[dict], best: dict, held_out: 
              "excused); false alarms: frames without any OOD pixel (`ros2_fed/eval/alert_metrics.py`). "
              f"Chosen: best selection recall with selection false alarms <= {MAX_SELECTION_FALSE_ALARMS}; when no "
              "setting is that quiet, the best recall minus false-alarm rate.", "",
-             f"**Chosen**: calibration false-alarm rate {best['false_alarm']} (confidence threshold "
-             f"{best['confidence_threshold']:.4f}), warn_size {best['warn_size']}, min_width {best['min_width']}: "
-             f"selection recall {_f(best['recall'])}, false alarms {_f(best['false_alarm_rate'])}.", "",
+             f"**Chosen**: {_setting(best)}: selection recall {_f(best['recall'])}, false alarms "
+             f"{_f(best['false_alarm_rate'])}.", "",
              f"**Held-out drives**: recall **{_f(held_out['recall'])}** ({held_out['positives']} frames), "
              f"false alarms **{_f(held_out['false_alarm_rate'])}** ({held_out['negatives']} frames).", "",
              "| held-out drive seed | recall | frames with object | false alarms | frames without |",
              "|---|---|---|---|---|"]
     lines += [f"| {seed} | {_f(r['recall'])} | {r['positives']} | {_f(r['false_alarm_rate'])} | {r['negatives']} |"
               for seed, r in per_drive.items()]
-    lines += ["", "Selection grid, best rows:", "",
-              "| calibration FA | threshold | warn_size | min_width | recall | false alarms |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['false_alarm']} | {r['confidence_threshold']:.4f} | {r['warn_size']} | {r['min_width']} | "
-              f"{_f(r['recall'])} | {_f(r['false_alarm_rate'])} |" for r in top]
+    lines += ["", f"Selection grid: the best row of each region measurement with selection false alarms <= "
+              f"{MAX_SELECTION_FALSE_ALARMS} (and <= 0.1 for comparison):", ""] + header
+    for cap in (MAX_SELECTION_FALSE_ALARMS, 0.1):
+        for family in families.values():
+            feasible = [r for r in family if (r["false_alarm_rate"] or 0.0) <= cap]
+            if feasible:
+                lines.append(_row(max(feasible, key=lambda r: ((r["recall"] or 0.0), -(r["false_alarm_rate"] or 0.0)))))
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text("\n".join(lines) + "\n")
+
+
+#: The columns of the JSON's grid rows (one list per row; every row has the same frame counts,
+#: which are in "selected").
+GRID_COLUMNS = ("roi", "roi_closing", "size_reference", "horizon", "min_distance", "false_alarm",
+                "confidence_threshold", "min_width", "warn_size", "raise_frames", "recall", "false_alarm_rate")
+
+
+def grid_json(summary: dict, rows: list[dict]) -> str:
+    """``summary`` (indented) with the grid last: ``grid_columns`` and one short row a line."""
+    def cell(value: Any) -> Any:
+        return round(value, 4) if isinstance(value, float) else value
+
+    head = jsonio.dumps({**summary, "grid_columns": list(GRID_COLUMNS)}, indent=1).rstrip()[:-1].rstrip()
+    grid = ",\n".join("  " + jsonio.dumps([cell(r[c]) for c in GRID_COLUMNS], indent=None).strip() for r in rows)
+    return head + ',\n "grid": [\n' + grid + "\n ]\n}\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -177,19 +267,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     select_drives = [drive_confidences(detector, s, args.frames, size, args.cache) for s in tqdm(_seeds(args.select_seeds), desc="selection drives")]
     rows, best = select(thresholds, select_drives, AlertConfig())
     print("selected:", best, flush=True)
-    chosen = replace(AlertConfig(), confidence_threshold=best["confidence_threshold"], warn_size=best["warn_size"],
-                     error_size=max(AlertConfig().error_size, 2 * best["warn_size"]), min_width=best["min_width"])
+    chosen = row_config(AlertConfig(), best)
     eval_drives = [drive_confidences(detector, s, args.frames, size, args.cache) for s in tqdm(_seeds(args.eval_seeds), desc="evaluation drives")]
     held_out = replay(chosen, eval_drives)
     per_drive = {s: replay(chosen, [d]) for s, d in zip(_seeds(args.eval_seeds), eval_drives)}
     print("held-out:", held_out, flush=True)
     if args.doc is not None:
         write_doc(args, rows, best, held_out, per_drive)
-    config = {k: v for k, v in asdict(chosen).items() if k != "roi_mask"}
+    config = {k: v for k, v in asdict(chosen).items() if k not in ("roi_mask", "class_names", "drivable_ids")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, {"grid": rows, "selected": best, "config": config, "held_out": held_out,
-                          "held_out_per_drive": per_drive, "select_seeds": args.select_seeds,
-                          "eval_seeds": args.eval_seeds, "frames": args.frames}, indent=1)
+    summary = {"selected": best, "config": config, "held_out": held_out, "held_out_per_drive": per_drive,
+               "select_seeds": args.select_seeds, "eval_seeds": args.eval_seeds, "frames": args.frames}
+    jsonio.atomic_write_bytes(args.out, grid_json(summary, rows).encode())
     return 0
 
 

@@ -90,9 +90,9 @@ class OutputRenderer:
         self.alert_name = f"{node_name.strip('/')}: alerts"
         self.hardware_id = hardware_id(metadata)
 
-    def alert(self, confidence: np.ndarray, stamp_ns: int) -> AlertRecord:
+    def alert(self, confidence: np.ndarray, stamp_ns: int, labels: Optional[np.ndarray] = None) -> AlertRecord:
         sec, nanosec = bagio.split_stamp(stamp_ns)
-        return alert_record(self.monitor.update(confidence, (sec, nanosec)))
+        return alert_record(self.monitor.update(confidence, (sec, nanosec), labels=labels))
 
     def messages(self, rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray, stamp_ns: int, frame_id: str,
                  alert: Optional[AlertRecord], wanted: Iterable[str]) -> dict[str, Any]:
