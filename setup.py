@@ -4,6 +4,7 @@
 file: data_files put launch/config/models where `ros2 launch` and `get_package_share_directory`
 find them, and console_scripts become the `ros2 run ros2_fed NAME` executables.
 """
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -35,14 +36,19 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
+        (
+            f"share/{PACKAGE}/config",
+            glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz"),
+        ),
         (f"share/{PACKAGE}/models", glob("models/*.safetensors") + glob("models/*.json")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="ros2_fed developers",
     maintainer_email="dev@ros2-fed.invalid",
-    description="FlowEneDet misclassification/OOD detection fused with semantic segmentation for ROS 2",
+    description=(
+        "FlowEneDet misclassification/OOD detection fused with semantic segmentation for ROS 2"
+    ),
     license="Apache-2.0",
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -40,6 +40,7 @@ FED runs through :func:`ros2_fed.fed.fused.fused_p_wrong`, an algebraically fuse
 parameter arithmetic is done once in Python (:meth:`FusedDetector.freeze`,
 :func:`ros2_fed.fed.fused.fold_fed`), so exported graphs hold the folded constants.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ros2_fed import GRAPH_VERSION, scores  # GRAPH_VERSION: in ros2_fed/__init__ (torch-free cache key)
+from ros2_fed import (
+    GRAPH_VERSION,
+    scores,
+)  # GRAPH_VERSION: in ros2_fed/__init__ (torch-free cache key)
 from ros2_fed.fed import FlowEneDet
 from ros2_fed.fed.fused import FoldedFED, can_fuse, fold_fed, fused_p_wrong
 from ros2_fed.fed.postprocess import make_postprocess
@@ -146,7 +150,9 @@ class FusedDetector(nn.Module):
         self.postprocess_name = postprocess
         self.postprocess_kwargs = dict(postprocess_kwargs or {})
         self.post = make_postprocess(postprocess, **self.postprocess_kwargs)
-        self.input_size = (int(input_size[0]), int(input_size[1])) if input_size is not None else None
+        self.input_size = (
+            (int(input_size[0]), int(input_size[1])) if input_size is not None else None
+        )
         self.fed_rate = float(fed_rate)
         self.label_mode = label_mode
         self.confidence_dtype = confidence_dtype
@@ -162,8 +168,13 @@ class FusedDetector(nn.Module):
             self._register_sml_statistics(fed, class_mean, class_std)
 
     @staticmethod
-    def _check_arguments(score: str, fed: Optional[FlowEneDet], label_mode: str, fed_rate: float,
-                         confidence_dtype: torch.dtype) -> None:
+    def _check_arguments(
+        score: str,
+        fed: Optional[FlowEneDet],
+        label_mode: str,
+        fed_rate: float,
+        confidence_dtype: torch.dtype,
+    ) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
         if score == "fed" and fed is None:
@@ -173,10 +184,16 @@ class FusedDetector(nn.Module):
         if float(fed_rate) not in FED_RATES:
             raise ValueError(f"fed_rate must be one of {FED_RATES}, got {fed_rate!r}")
         if confidence_dtype not in (torch.float32, torch.float16):
-            raise ValueError(f"confidence_dtype must be float32 or float16, got {confidence_dtype}")
+            raise ValueError(
+                f"confidence_dtype must be float32 or float16, got {confidence_dtype}"
+            )
 
-    def _set_labels_metadata(self, backbone: nn.Module, class_names: Optional[Sequence[str]],
-                             palette: Optional[Sequence[Sequence[int]]]) -> None:
+    def _set_labels_metadata(
+        self,
+        backbone: nn.Module,
+        class_names: Optional[Sequence[str]],
+        palette: Optional[Sequence[Sequence[int]]],
+    ) -> None:
         """Class names and palette: given, else the backbone's ``meta``."""
         backbone_meta = getattr(backbone, "meta", None) or {}
         if class_names is None:
@@ -194,19 +211,26 @@ class FusedDetector(nn.Module):
 
             self._infer_fn = inference_fn(self.inference)
 
-    def _register_sml_statistics(self, fed: Optional[FlowEneDet], class_mean: Optional[Tensor],
-                                 class_std: Optional[Tensor]) -> None:
+    def _register_sml_statistics(
+        self, fed: Optional[FlowEneDet], class_mean: Optional[Tensor], class_std: Optional[Tensor]
+    ) -> None:
         """SML's per-class logit mean / std as buffers: given, else the FED's standardiser."""
         if class_mean is None and fed is not None:
             class_mean, class_std = fed.standardizer.mean.clone(), fed.standardizer.std.clone()
         if class_mean is None or class_std is None:
-            raise ValueError("score='sml' needs class_mean/class_std (or a fed with logit statistics)")
+            raise ValueError(
+                "score='sml' needs class_mean/class_std (or a fed with logit statistics)"
+            )
         for name, value in (("class_mean", class_mean), ("class_std", class_std)):
             tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1).clone()
             self.register_buffer(name, tensor)
 
     @staticmethod
-    def _confidence_mapping(score: str, confidence_range: Optional[Sequence[float]], sigmoid: Optional[dict[str, float]]) -> dict[str, Any]:
+    def _confidence_mapping(
+        score: str,
+        confidence_range: Optional[Sequence[float]],
+        sigmoid: Optional[dict[str, float]],
+    ) -> dict[str, Any]:
         if score == "fed":
             return {"kind": "one_minus", "of": "p_wrong"}
         if score == "msp":
@@ -224,7 +248,12 @@ class FusedDetector(nn.Module):
         params.update(sigmoid or {})
         if not params["temperature"] > 0:
             raise ValueError("sigmoid temperature must be > 0")
-        return {"kind": "sigmoid", "of": f"-{score}_score", "offset": float(params["offset"]), "temperature": float(params["temperature"])}
+        return {
+            "kind": "sigmoid",
+            "of": f"-{score}_score",
+            "offset": float(params["offset"]),
+            "temperature": float(params["temperature"]),
+        }
 
     def freeze(self) -> "FusedDetector":
         """Pre-fold FED's parameters once (inference/export); eval mode.
@@ -281,7 +310,9 @@ class FusedDetector(nn.Module):
 
     # -- graph pieces ---------------------------------------------------------------
 
-    def _wrongness(self, logits: Tensor, features: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    def _wrongness(
+        self, logits: Tensor, features: Optional[Tensor]
+    ) -> tuple[Tensor, Optional[Tensor]]:
         """Score map (B, 1, h, w), higher = more likely wrong, plus argmax labels if computed."""
         if self.score == "fed":
             assert self.fed is not None
@@ -311,7 +342,9 @@ class FusedDetector(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, H, W, 3) uint8 RGB -> (labels uint8 (B, H, W), confidence (B, H, W))."""
         if images.dim() != 4 or images.shape[-1] != 3:
-            raise ValueError(f"FusedDetector expects (B, H, W, 3) RGB images, got {tuple(images.shape)}")
+            raise ValueError(
+                f"FusedDetector expects (B, H, W, 3) RGB images, got {tuple(images.shape)}"
+            )
         height, width = int(images.shape[1]), int(images.shape[2])
         x = images.permute(0, 3, 1, 2).to(torch.float32)
         if self.input_size is not None and self.input_size != (height, width):
@@ -372,9 +405,11 @@ class FusedDetector(nn.Module):
         allow_mismatch = bool(kwargs.pop("allow_backbone_mismatch", False))
         loader = backbone_loader or _default_backbone_loader()
         backbone = loader(backbone_path)
-        fed, fed_meta = (load_fed(fed_path) if fed_path is not None else (None, {}))
+        fed, fed_meta = load_fed(fed_path) if fed_path is not None else (None, {})
         if fed is not None:
-            check_backbone(fed_meta, fingerprint_of(backbone), f"FED checkpoint {fed_path}", allow_mismatch)
+            check_backbone(
+                fed_meta, fingerprint_of(backbone), f"FED checkpoint {fed_path}", allow_mismatch
+            )
         calibration = fed_meta.get("calibration")
         if kwargs.get("score", "fed") == "fed" and calibration:
             # The operating point holds for the post-processing it was measured with: that one
@@ -383,7 +418,9 @@ class FusedDetector(nn.Module):
                 kwargs["postprocess"] = calibration.get("postprocess", "none")
             if kwargs["postprocess"] == calibration.get("postprocess", "none"):
                 kwargs.setdefault("calibration", calibration)
-        if kwargs.get("class_names") is None and not (getattr(backbone, "meta", None) or {}).get("class_names"):
+        if kwargs.get("class_names") is None and not (getattr(backbone, "meta", None) or {}).get(
+            "class_names"
+        ):
             kwargs["class_names"] = fed_meta.get("class_names")
         stats = fed_meta.get("logit_statistics")
         if kwargs.get("score") == "sml" and kwargs.get("class_mean") is None and stats:
@@ -423,7 +460,9 @@ def detector_hash(detector: FusedDetector) -> str:
     return digest.hexdigest()
 
 
-def detector_from_config(backbone: nn.Module, fed: Optional[FlowEneDet], config: dict[str, Any]) -> FusedDetector:
+def detector_from_config(
+    backbone: nn.Module, fed: Optional[FlowEneDet], config: dict[str, Any]
+) -> FusedDetector:
     """Rebuild a FusedDetector from :meth:`FusedDetector.config` (bundles, caches).
 
     Buffers that are not part of the config (SML statistics) come from the caller's

@@ -12,6 +12,7 @@ values and no numpy, so they can live inside an exported (ONNX) graph; they are 
 stable forms (``log_softmax``, ``logsumexp``, ``expm1``) and stay finite for logits of
 magnitude 1e4 and more. Logits are assumed finite.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,7 +48,9 @@ def msp_score(logits: torch.Tensor) -> torch.Tensor:
     """
     probs = torch.softmax(logits, dim=1)
     top = logits.argmax(dim=1, keepdim=True)
-    classes = torch.arange(logits.shape[1], device=logits.device).view([1, -1] + [1] * (logits.dim() - 2))
+    classes = torch.arange(logits.shape[1], device=logits.device).view(
+        [1, -1] + [1] * (logits.dim() - 2)
+    )
     return (probs * (classes != top).to(probs.dtype)).sum(dim=1, keepdim=True)
 
 
@@ -211,15 +214,24 @@ def mc_dropout_score(
     return _mc_reduce(kind, prob_sum, ent_sum, passes)
 
 
-def _mc_passes(model: Union[nn.Module, Callable[..., Any]], args: tuple[Any, ...], passes: int,
-               seed: Optional[int], with_entropy: bool
-               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _mc_passes(
+    model: Union[nn.Module, Callable[..., Any]],
+    args: tuple[Any, ...],
+    passes: int,
+    seed: Optional[int],
+    with_entropy: bool,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Sum over ``passes`` stochastic passes of the softmax (and of its entropy if asked)."""
     device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
     rng_devices = [device] if device.type == "cuda" else []
-    rng_ctx = (torch.random.fork_rng(devices=rng_devices) if seed is not None
-               else contextlib.nullcontext())
-    mode_ctx = _mc_dropout_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    rng_ctx = (
+        torch.random.fork_rng(devices=rng_devices)
+        if seed is not None
+        else contextlib.nullcontext()
+    )
+    mode_ctx = (
+        _mc_dropout_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    )
 
     prob_sum: Optional[torch.Tensor] = None
     ent_sum: Optional[torch.Tensor] = None
@@ -238,8 +250,9 @@ def _mc_passes(model: Union[nn.Module, Callable[..., Any]], args: tuple[Any, ...
     return prob_sum, ent_sum
 
 
-def _mc_reduce(kind: str, prob_sum: torch.Tensor, ent_sum: Optional[torch.Tensor],
-               passes: int) -> torch.Tensor:
+def _mc_reduce(
+    kind: str, prob_sum: torch.Tensor, ent_sum: Optional[torch.Tensor], passes: int
+) -> torch.Tensor:
     """The MC-dropout score of the summed passes (see :func:`mc_dropout_score`)."""
     mean_p = prob_sum / passes
     if kind == "msp":
@@ -270,7 +283,9 @@ def compute_score(name: str, logits: torch.Tensor, **kw: Any) -> torch.Tensor:
     try:
         fn = SCORE_FUNCTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown score {name!r}; expected one of {sorted(SCORE_FUNCTIONS)}") from None
+        raise ValueError(
+            f"unknown score {name!r}; expected one of {sorted(SCORE_FUNCTIONS)}"
+        ) from None
     return fn(logits, **kw)
 
 
@@ -299,14 +314,31 @@ class BaselineScore(nn.Module):
         if name == "sml":
             if class_mean is None and num_classes is None:
                 raise ValueError("'sml' needs class_mean/class_std or num_classes")
-            n = int(num_classes) if class_mean is None else int(torch.as_tensor(class_mean).numel())
-            mean = torch.zeros(n) if class_mean is None else torch.as_tensor(class_mean, dtype=torch.float32).reshape(-1)
-            std = torch.ones(n) if class_std is None else torch.as_tensor(class_std, dtype=torch.float32).reshape(-1)
+            n = (
+                int(num_classes)
+                if class_mean is None
+                else int(torch.as_tensor(class_mean).numel())
+            )
+            mean = (
+                torch.zeros(n)
+                if class_mean is None
+                else torch.as_tensor(class_mean, dtype=torch.float32).reshape(-1)
+            )
+            std = (
+                torch.ones(n)
+                if class_std is None
+                else torch.as_tensor(class_std, dtype=torch.float32).reshape(-1)
+            )
             self.register_buffer("class_mean", mean.clone())
             self.register_buffer("class_std", std.clone())
             self.post = SMLPostprocess() if postprocess else None
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         if self.name == "sml":
-            return sml_score(logits, self.class_mean, self.class_std, postprocess=self.post if self.post is not None else False)
+            return sml_score(
+                logits,
+                self.class_mean,
+                self.class_std,
+                postprocess=self.post if self.post is not None else False,
+            )
         return SCORE_FUNCTIONS[self.name](logits, **self.kw)

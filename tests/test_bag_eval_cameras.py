@@ -12,6 +12,7 @@ FED-U (torch runtime, no export):
 - a one-camera bag still gives today's single report (no camera folders); ``--live`` with
   several cameras is refused with one line.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,20 +44,26 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     root = tmp_path_factory.mktemp("bag_eval_cameras")
     torch.manual_seed(0)
-    backbone = TinySeg(TinySegConfig(num_classes=19, widths=(8, 16, 32, 32),
-                                     decoder_channels=16)).eval()
+    backbone = TinySeg(
+        TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16)
+    ).eval()
     save_tinyseg(root / "tinyseg", backbone, SIZE)
     with torch.no_grad():
         logits, _ = backbone(torch.rand(2, 3, *SIZE) * 255)
     save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
-    sb.write_synthroad_bag(root / "rig", frames=FRAMES, size=SIZE, seed=0, ood_from_frame=1,
-                           cameras=len(CAMERAS))
+    sb.write_synthroad_bag(
+        root / "rig", frames=FRAMES, size=SIZE, seed=0, ood_from_frame=1, cameras=len(CAMERAS)
+    )
     saved = os.environ.get("ROS2_FED_CACHE")
     os.environ["ROS2_FED_CACHE"] = str(root / "cache")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield {"root": root, "bag": root / "rig", "backbone": str(root / "tinyseg"),
-           "fed": str(root / "fed_u")}
+    yield {
+        "root": root,
+        "bag": root / "rig",
+        "backbone": str(root / "tinyseg"),
+        "fed": str(root / "fed_u"),
+    }
     torch.set_num_threads(threads)
     if saved is None:
         os.environ.pop("ROS2_FED_CACHE", None)
@@ -66,8 +73,19 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def model_args(work: dict[str, Any]) -> list[str]:
     # no MC dropout: its random passes would make the reference oracle below order-dependent
-    return ["--backbone", work["backbone"], "--fed", work["fed"], "--runtime", "torch",
-            "--threads", "1", "--mcd-passes", "0", "--quiet"]
+    return [
+        "--backbone",
+        work["backbone"],
+        "--fed",
+        work["fed"],
+        "--runtime",
+        "torch",
+        "--threads",
+        "1",
+        "--mcd-passes",
+        "0",
+        "--quiet",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +99,9 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def test_per_camera_reports_equal_single_camera_runs(work: dict[str, Any],
-                                                     rig: dict[str, Any]) -> None:
+def test_per_camera_reports_equal_single_camera_runs(
+    work: dict[str, Any], rig: dict[str, Any]
+) -> None:
     out, report = rig["out"], rig["report"]
     assert report["complete"] is True and report["kind"] == "cameras"
     assert [c["name"] for c in report["cameras"]] == list(CAMERAS)
@@ -90,9 +109,22 @@ def test_per_camera_reports_equal_single_camera_runs(work: dict[str, Any],
     for name in ("cam0", "cam2"):  # (cam1 the same way; two keep the test short)
         image, labels, ood = sb.camera_topics(name)
         alone = work["root"] / f"alone_{name}"
-        code = bag_eval.main([str(work["bag"]), "--out", str(alone), "--topic", image,
-                              "--gt-topic", labels, "--ood-topic", ood,
-                              "--output-prefix", f"/fed_node/{name}"] + model_args(work))
+        code = bag_eval.main(
+            [
+                str(work["bag"]),
+                "--out",
+                str(alone),
+                "--topic",
+                image,
+                "--gt-topic",
+                labels,
+                "--ood-topic",
+                ood,
+                "--output-prefix",
+                f"/fed_node/{name}",
+            ]
+            + model_args(work)
+        )
         assert code == 0
         mine, single = _load(out / name / "report.json"), _load(alone / "report.json")
         assert mine["complete"] is True and "kind" not in mine
@@ -100,15 +132,24 @@ def test_per_camera_reports_equal_single_camera_runs(work: dict[str, Any],
             assert mine[key] == single[key], (name, key)
         for key in ("counts", "transitions", "per_frame", "detection", "config"):
             assert mine["alerts"][key] == single["alerts"][key], (name, key)
-        assert mine["bag"]["topics"] == single["bag"]["topics"] == {
-            "image": image, "image_type": "sensor_msgs/msg/Image", "labels": labels, "ood": ood}
+        assert (
+            mine["bag"]["topics"]
+            == single["bag"]["topics"]
+            == {
+                "image": image,
+                "image_type": "sensor_msgs/msg/Image",
+                "labels": labels,
+                "ood": ood,
+            }
+        )
         assert mine["frames"]["evaluated"] == FRAMES
         for file in ("report.md", "mosaic_worst.png", "mosaic_best.png", "alerts.png"):
             assert (out / name / file).is_file()
         topics = bagmod.open_info(out / name / "output_bag").topics
         assert set(topics) == {image, labels, ood} | {
-            f"/fed_node/{name}/{n}" for n in
-            ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")}
+            f"/fed_node/{name}/{n}"
+            for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
+        }
         entry = next(c for c in report["cameras"] if c["name"] == name)
         node_row = mine["metrics"]["methods"]["FED-U (node)"]
         assert entry["node"]["ood_auroc"] == node_row["ood"]["auroc"]
@@ -129,19 +170,23 @@ def _frames(path: Path, topics: dict[str, str]) -> dict[int, dict[str, np.ndarra
     return frames
 
 
-def test_pooled_metrics_equal_one_scorer_over_all_frames(work: dict[str, Any],
-                                                        rig: dict[str, Any]) -> None:
+def test_pooled_metrics_equal_one_scorer_over_all_frames(
+    work: dict[str, Any], rig: dict[str, Any]
+) -> None:
     out, report = rig["out"], rig["report"]
     pooled = report["pooled"]
     node = report["node_method"]
-    reference = ReferenceScores(ReferenceModel(backbone=work["backbone"],
-                                               feds={"FED-U": work["fed"]}, mcd_passes=0))
+    reference = ReferenceScores(
+        ReferenceModel(backbone=work["backbone"], feds={"FED-U": work["fed"]}, mcd_passes=0)
+    )
     one = Scorer(19, FRAMES * len(CAMERAS), SIZE[0] * SIZE[1], probability=[node])
     for name in CAMERAS:  # frame-major would do as well: pooled metrics do not depend on order
         image, labels, ood = sb.camera_topics(name)
         inputs = _frames(work["bag"], {image: "rgb", labels: "label", ood: "ood"})
-        outputs = _frames(out / name / "output_bag", {f"/fed_node/{name}/segmentation": "seg",
-                                                      f"/fed_node/{name}/confidence": "conf"})
+        outputs = _frames(
+            out / name / "output_bag",
+            {f"/fed_node/{name}/segmentation": "seg", f"/fed_node/{name}/confidence": "conf"},
+        )
         assert sorted(inputs) == sorted(outputs) and len(inputs) == FRAMES
         for stamp in sorted(inputs):
             f, o = inputs[stamp], outputs[stamp]
@@ -152,12 +197,17 @@ def test_pooled_metrics_equal_one_scorer_over_all_frames(work: dict[str, Any],
     got = pooled["metrics"]
     assert got["images"] == expected["images"] == FRAMES * len(CAMERAS)
     assert got["exact"] is expected["exact"] is True
-    assert set(got["methods"]) == set(expected["methods"]) == {node, "FED-U", "MSP", "MLG", "ENE",
-                                                                "ENT"}
+    assert (
+        set(got["methods"])
+        == set(expected["methods"])
+        == {node, "FED-U", "MSP", "MLG", "ENE", "ENT"}
+    )
     for method, row in expected["methods"].items():
         for kind in ("ood", "idm"):
-            assert got["methods"][method][kind] == pytest.approx(row[kind], rel=0, abs=1e-12), \
-                (method, kind)
+            assert got["methods"][method][kind] == pytest.approx(row[kind], rel=0, abs=1e-12), (
+                method,
+                kind,
+            )
     assert got["miou"] == pytest.approx(expected["miou"], abs=1e-12)
     # alert counts: the cameras' counts added
     cams = [_load(out / n / "report.json")["alerts"]["detection"] for n in CAMERAS]
@@ -233,16 +283,24 @@ def test_one_camera_bag_keeps_the_single_report(work: dict[str, Any], tmp_path: 
     out = tmp_path / "out"
     assert bag_eval.main([str(bag), "--out", str(out), "--no-reference"] + model_args(work)) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["output_bag", "report.json", "report.md", "mosaic_worst.png", "mosaic_best.png",
-         "alerts.png"])
+        [
+            "output_bag",
+            "report.json",
+            "report.md",
+            "mosaic_worst.png",
+            "mosaic_best.png",
+            "alerts.png",
+        ]
+    )
     report = _load(out / "report.json")
     assert "kind" not in report and "cameras" not in report and "pooled" not in report
     assert report["bag"]["topics"]["image"] == sb.IMAGE_TOPIC
     assert set(bagmod.open_info(out / "output_bag").topics) >= {sb.IMAGE_TOPIC, "/fed_node/alerts"}
 
 
-def test_camera_selection_and_live_refused(work: dict[str, Any], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_camera_selection_and_live_refused(
+    work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     info = bagmod.open_info(work["bag"])
     found = multicamera.find_cameras(info, [])
     assert [c.name for c in found] == list(CAMERAS)
@@ -250,7 +308,8 @@ def test_camera_selection_and_live_refused(work: dict[str, Any], tmp_path: Path,
     info.custom_data = {}  # a bag not written by fed_synthroad_bag: topics found under /NAME/
     assert multicamera.find_cameras(info, ["cam2", "cam0"], ground_truth=False) == [
         multicamera.Camera("cam2", "/cam2/image_raw"),
-        multicamera.Camera("cam0", "/cam0/image_raw")]
+        multicamera.Camera("cam0", "/cam0/image_raw"),
+    ]
     with pytest.raises(bagmod.BagError, match="camera rear: no image topics under /rear/"):
         multicamera.find_cameras(info, ["rear"])
     out = tmp_path / "live"
@@ -258,6 +317,16 @@ def test_camera_selection_and_live_refused(work: dict[str, Any], tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "live replay is single-camera" in err[0]
     assert _load(out / "report.json")["complete"] is False and not (out / "report.md").exists()
-    code = bag_eval.main([str(work["bag"]), "--cameras", "cam1", "--topic", "/cam1/image_raw",
-                          "--out", str(tmp_path / "both")] + model_args(work))
+    code = bag_eval.main(
+        [
+            str(work["bag"]),
+            "--cameras",
+            "cam1",
+            "--topic",
+            "/cam1/image_raw",
+            "--out",
+            str(tmp_path / "both"),
+        ]
+        + model_args(work)
+    )
     assert code == 2 and "do not combine it with --topic" in capsys.readouterr().err

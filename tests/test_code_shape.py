@@ -1,4 +1,5 @@
 """Checks on the code base itself: timing assertions are marked slow, dead helpers stay gone."""
+
 from __future__ import annotations
 
 import ast
@@ -16,8 +17,15 @@ def test_tests_that_time_themselves_are_marked_slow() -> None:
     unmarked = []
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and not _is_slow(node):
-                if any(isinstance(n, ast.Attribute) and n.attr == "perf_counter" for n in ast.walk(node)):
+            if (
+                isinstance(node, ast.FunctionDef)
+                and node.name.startswith("test_")
+                and not _is_slow(node)
+            ):
+                if any(
+                    isinstance(n, ast.Attribute) and n.attr == "perf_counter"
+                    for n in ast.walk(node)
+                ):
                     unmarked.append(f"{path.name}::{node.name}")
     assert not unmarked, unmarked
 
@@ -51,11 +59,16 @@ def _name_list_copies(path: Path) -> list[tuple[str, tuple[str, ...]]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             continue
-        names = tuple(e.value for e in node.elts
-                      if isinstance(e, ast.Constant) and isinstance(e.value, str))
+        names = tuple(
+            e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
+        )
         s = set(names)
-        if (len(s & _SCORE_NAMES) >= 4 or len(s & _RUNTIME_NAMES) >= 3
-                or len(s & _METHOD_NAMES) >= 4 or s == {"tensorrt", "torch-tensorrt"}):
+        if (
+            len(s & _SCORE_NAMES) >= 4
+            or len(s & _RUNTIME_NAMES) >= 3
+            or len(s & _METHOD_NAMES) >= 4
+            or s == {"tensorrt", "torch-tensorrt"}
+        ):
             found.append((f"{path.relative_to(ROOT)}:{node.lineno}", names))
     return found
 
@@ -69,8 +82,11 @@ def test_each_name_list_is_defined_once() -> None:
             rel = str(path.relative_to(ROOT))
             if rel in _NAME_LIST_HOMES:
                 continue
-            copies += [(where, names) for where, names in _name_list_copies(path)
-                       if (rel, names) not in _NAME_LIST_COPIES_ALLOWED]
+            copies += [
+                (where, names)
+                for where, names in _name_list_copies(path)
+                if (rel, names) not in _NAME_LIST_COPIES_ALLOWED
+            ]
     assert not copies, copies
 
 

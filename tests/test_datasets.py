@@ -1,8 +1,10 @@
-"""Dataset loaders, Cityscapes-C, synthroad (+ sequences), augmentation, eval sources, fed_synthroad.
+"""Dataset loaders, Cityscapes-C, synthroad (+ sequences), augmentation, eval sources,
+fed_synthroad.
 
 Every fixture tree is written here, in tmp_path, in the benchmark's published layout, with
 Pillow (not the OpenCV code under test), and every image is tiny.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,25 +14,66 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.datasets.anomaly import FishyscapesDataset, SMIYCDataset, make_anomaly_dataset, to_ood_labels
+from training.datasets.anomaly import (
+    FishyscapesDataset,
+    SMIYCDataset,
+    make_anomaly_dataset,
+    to_ood_labels,
+)
 from training.datasets.augment import JointAugment, make_train_augment
 from training.datasets.base import VOID
-from training.datasets.cityscapes import CityscapesDataset, label_ids_to_train_ids, train_ids_to_label_ids
+from training.datasets.cityscapes import (
+    CityscapesDataset,
+    label_ids_to_train_ids,
+    train_ids_to_label_ids,
+)
 from training.datasets.cityscapes_c import CORRUPTIONS, CityscapesCDataset, corrupt_image
-from training.datasets.synthroad import (FISHYSCAPES_DIR, TRAIN_IDS_USED, SynthRoadDataset, render_indexed,
-                                         write_dataset)
+from training.datasets.synthroad import (
+    FISHYSCAPES_DIR,
+    TRAIN_IDS_USED,
+    SynthRoadDataset,
+    render_indexed,
+    write_dataset,
+)
 from training.datasets.synthroad_sequence import make_sequence
 from training.eval_sources import DATASETS, make_source
 
 # cityscapesScripts helpers/labels.py: (name, labelId, trainId); -1 / 255 = not trained on.
 OFFICIAL_LABELS = [
-    ("unlabeled", 0, 255), ("ego vehicle", 1, 255), ("rectification border", 2, 255), ("out of roi", 3, 255),
-    ("static", 4, 255), ("dynamic", 5, 255), ("ground", 6, 255), ("road", 7, 0), ("sidewalk", 8, 1),
-    ("parking", 9, 255), ("rail track", 10, 255), ("building", 11, 2), ("wall", 12, 3), ("fence", 13, 4),
-    ("guard rail", 14, 255), ("bridge", 15, 255), ("tunnel", 16, 255), ("pole", 17, 5), ("polegroup", 18, 255),
-    ("traffic light", 19, 6), ("traffic sign", 20, 7), ("vegetation", 21, 8), ("terrain", 22, 9), ("sky", 23, 10),
-    ("person", 24, 11), ("rider", 25, 12), ("car", 26, 13), ("truck", 27, 14), ("bus", 28, 15),
-    ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16), ("motorcycle", 32, 17), ("bicycle", 33, 18),
+    ("unlabeled", 0, 255),
+    ("ego vehicle", 1, 255),
+    ("rectification border", 2, 255),
+    ("out of roi", 3, 255),
+    ("static", 4, 255),
+    ("dynamic", 5, 255),
+    ("ground", 6, 255),
+    ("road", 7, 0),
+    ("sidewalk", 8, 1),
+    ("parking", 9, 255),
+    ("rail track", 10, 255),
+    ("building", 11, 2),
+    ("wall", 12, 3),
+    ("fence", 13, 4),
+    ("guard rail", 14, 255),
+    ("bridge", 15, 255),
+    ("tunnel", 16, 255),
+    ("pole", 17, 5),
+    ("polegroup", 18, 255),
+    ("traffic light", 19, 6),
+    ("traffic sign", 20, 7),
+    ("vegetation", 21, 8),
+    ("terrain", 22, 9),
+    ("sky", 23, 10),
+    ("person", 24, 11),
+    ("rider", 25, 12),
+    ("car", 26, 13),
+    ("truck", 27, 14),
+    ("bus", 28, 15),
+    ("caravan", 29, 255),
+    ("trailer", 30, 255),
+    ("train", 31, 16),
+    ("motorcycle", 32, 17),
+    ("bicycle", 33, 18),
 ]
 
 
@@ -45,8 +88,11 @@ def _rgb(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,7 +115,9 @@ def make_cityscapes(root: Path, split: str = "val", h: int = 32, w: int = 40) ->
                 _save(gt / f"{stem}_gtFine_labelIds.png", label_ids)
             else:
                 _save(gt / f"{stem}_gtFine_labelTrainIds.png", train_ids)
-                _save(gt / f"{stem}_gtFine_labelIds.png", np.zeros_like(label_ids))  # must not be used
+                _save(
+                    gt / f"{stem}_gtFine_labelIds.png", np.zeros_like(label_ids)
+                )  # must not be used
             expected[stem] = (image, train_ids)
     return expected
 
@@ -78,8 +126,10 @@ def make_fishyscapes_laf(root: Path) -> dict[str, tuple]:
     """The official release: fishyscapes_lostandfound.zip + LostAndFound leftImg8bit images."""
     rng = np.random.default_rng(2)
     expected = {}
-    for fs_id, laf_id, split in (("0000", "04_Maurener_Weg_8_000000_000030", "test"),
-                                 ("0001", "13_Elberstrasse_000001_000100", "train")):
+    for fs_id, laf_id, split in (
+        ("0000", "04_Maurener_Weg_8_000000_000030", "test"),
+        ("0001", "13_Elberstrasse_000001_000100", "train"),
+    ):
         seq = laf_id.rsplit("_", 2)[0]
         image = _rgb(rng, 16, 24)
         _save(root / "leftImg8bit" / split / seq / f"{laf_id}_leftImg8bit.png", image)
@@ -108,18 +158,29 @@ def make_fishyscapes_static_official(root: Path, cityscapes_root: Path) -> dict[
     expected = {}
     for fs_id, cs_id in (("0000", "frankfurt_000000_000294"), ("0001", "lindau_000001_000019")):
         base = _rgb(rng, 12, 20)
-        _save(cityscapes_root / "leftImg8bit" / "val" / cs_id.split("_")[0] / f"{cs_id}_leftImg8bit.png", base)
+        _save(
+            cityscapes_root
+            / "leftImg8bit"
+            / "val"
+            / cs_id.split("_")[0]
+            / f"{cs_id}_leftImg8bit.png",
+            base,
+        )
         overlay = rng.integers(-300, 300, base.shape).astype(np.int16)
         (root / "fs_val_v3").mkdir(parents=True, exist_ok=True)
         np.savez(root / "fs_val_v3" / f"{fs_id}_{cs_id}_rgb.npz", rgb=overlay)
         raw = rng.choice(np.array([0, 1, 255], np.uint8), (12, 20))
         _save(root / "fs_val_v3" / f"{fs_id}_{cs_id}_labels.png", raw)
-        expected[f"{fs_id}_{cs_id}"] = (np.clip(base.astype(int) + overlay, 0, 255).astype(np.uint8), raw)
+        expected[f"{fs_id}_{cs_id}"] = (
+            np.clip(base.astype(int) + overlay, 0, 255).astype(np.uint8),
+            raw,
+        )
     return expected
 
 
 def make_smiyc(root: Path) -> dict[str, dict[str, tuple]]:
-    """dataset_AnomalyTrack (jpg/png) and dataset_ObstacleTrack (webp), labels_masks/*_labels_semantic.png."""
+    """dataset_AnomalyTrack (jpg/png) and dataset_ObstacleTrack (webp),
+    labels_masks/*_labels_semantic.png."""
     rng = np.random.default_rng(5)
     out: dict[str, dict[str, tuple]] = {"anomaly": {}, "obstacle": {}}
     track = root / "dataset_AnomalyTrack"
@@ -174,8 +235,10 @@ def test_cityscapes_train_ids_and_label_ids_fallback(tmp_path: Path) -> None:
 
 
 def test_cityscapes_missing_labels(tmp_path: Path) -> None:
-    _save(tmp_path / "leftImg8bit" / "test" / "berlin" / "berlin_000000_000019_leftImg8bit.png",
-          np.zeros((8, 8, 3), np.uint8))
+    _save(
+        tmp_path / "leftImg8bit" / "test" / "berlin" / "berlin_000000_000019_leftImg8bit.png",
+        np.zeros((8, 8, 3), np.uint8),
+    )
     with pytest.raises(FileNotFoundError):
         CityscapesDataset(tmp_path, split="test")
     s = CityscapesDataset(tmp_path, split="test", missing_labels="void")[0]
@@ -189,7 +252,9 @@ def test_read_label_palette_and_grey_rgb(tmp_path: Path) -> None:
 
     indices = np.array([[0, 1, 255], [13, 2, 0]], np.uint8)
     pal = Image.fromarray(indices, mode="P")
-    pal.putpalette([v for i in range(256) for v in ((i * 7) % 256, (i * 13) % 256, (i * 29) % 256)])
+    pal.putpalette(
+        [v for i in range(256) for v in ((i * 7) % 256, (i * 13) % 256, (i * 29) % 256)]
+    )
     pal.save(tmp_path / "p.png")
     assert np.array_equal(read_label(tmp_path / "p.png"), indices)
     _save(tmp_path / "g.png", np.repeat(indices[:, :, None], 3, axis=2))  # grey stored as RGB
@@ -243,8 +308,10 @@ def test_fishyscapes_processed_and_static_overlay(tmp_path: Path) -> None:
     # images already blended (fs_static_images_v3/*_rgb.png) need no Cityscapes
     for name, (image, _) in expected.items():
         _save(tmp_path / "fs" / "fs_static_images_v3" / f"{name}_rgb.png", image[::-1].copy())
-    _check_anomaly(FishyscapesDataset(tmp_path / "fs", "Static"),
-                   {k: (v[0][::-1], v[1]) for k, v in expected.items()})
+    _check_anomaly(
+        FishyscapesDataset(tmp_path / "fs", "Static"),
+        {k: (v[0][::-1], v[1]) for k, v in expected.items()},
+    )
     with pytest.raises(ValueError):
         FishyscapesDataset(tmp_path / "fs", "Web")
 
@@ -252,7 +319,9 @@ def test_fishyscapes_processed_and_static_overlay(tmp_path: Path) -> None:
 def test_smiyc_tracks(tmp_path: Path) -> None:
     expected = make_smiyc(tmp_path)
     _check_anomaly(SMIYCDataset(tmp_path, "RoadAnomaly21"), expected["anomaly"])
-    _check_anomaly(SMIYCDataset(tmp_path / "dataset_ObstacleTrack", "RoadObstacle21"), expected["obstacle"])
+    _check_anomaly(
+        SMIYCDataset(tmp_path / "dataset_ObstacleTrack", "RoadObstacle21"), expected["obstacle"]
+    )
     test = SMIYCDataset(tmp_path, "RoadAnomaly21", split="test")
     assert test.names == ["test0000"] and (test[0].ood == VOID).all()
     assert len(SMIYCDataset(tmp_path, "RoadAnomaly21", split="all")) == 3
@@ -269,16 +338,24 @@ def test_cityscapes_c_deterministic(tmp_path: Path) -> None:
     b = CityscapesCDataset(tmp_path, "gaussian_noise", 3)
     state = np.random.get_state()
     first = [a[i] for i in range(len(a))]
-    assert np.array_equal(np.random.get_state()[1], state[1]), "the caller's global RNG is restored"
+    assert np.array_equal(np.random.get_state()[1], state[1]), (
+        "the caller's global RNG is restored"
+    )
     for i in reversed(range(len(b))):  # another instance, another order: identical bytes
         s = b[i]
-        assert np.array_equal(s.image, first[i].image) and s.corruption == "gaussian_noise" and s.severity == 3
+        assert (
+            np.array_equal(s.image, first[i].image)
+            and s.corruption == "gaussian_noise"
+            and s.severity == 3
+        )
         assert np.array_equal(s.label, expected[s.name][1])
         assert not np.array_equal(s.image, expected[s.name][0])
     assert not np.array_equal(first[0].image, first[1].image)
     other = CityscapesCDataset(tmp_path, "gaussian_noise", 3, seed=1)[0].image
     assert not np.array_equal(other, first[0].image)
-    assert not np.array_equal(CityscapesCDataset(tmp_path, "gaussian_noise", 1)[0].image, first[0].image)
+    assert not np.array_equal(
+        CityscapesCDataset(tmp_path, "gaussian_noise", 1)[0].image, first[0].image
+    )
     with pytest.raises(ValueError):
         CityscapesCDataset(tmp_path, "rain", 1)
     with pytest.raises(ValueError):
@@ -302,10 +379,19 @@ def test_synthroad_render_deterministic_by_seed() -> None:
     a = render_indexed(0, "train", 0, 48, 96)
     b = render_indexed(0, "train", 0, 48, 96)
     c = render_indexed(1, "train", 0, 48, 96)
-    for x, y in ((a.image, b.image), (a.label_ids, b.label_ids), (a.train_ids, b.train_ids), (a.ood, b.ood)):
+    for x, y in (
+        (a.image, b.image),
+        (a.label_ids, b.label_ids),
+        (a.train_ids, b.train_ids),
+        (a.ood, b.ood),
+    ):
         assert x.tobytes() == y.tobytes()
     assert a.image.tobytes() != c.image.tobytes()
-    assert a.image.shape == (48, 96, 3) and a.image.dtype == np.uint8 and a.train_ids.dtype == np.uint8
+    assert (
+        a.image.shape == (48, 96, 3)
+        and a.image.dtype == np.uint8
+        and a.train_ids.dtype == np.uint8
+    )
     assert np.array_equal(label_ids_to_train_ids(a.label_ids), a.train_ids)
 
 
@@ -367,7 +453,11 @@ def test_synthroad_write_read_and_determinism(tmp_path: Path) -> None:
     train = SynthRoadDataset(tmp_path / "a", "train")
     assert len(train) == 2 and train.names[0] == "synthroad_000000_000000"
     s = train[0]
-    assert s.image.shape == (40, 80, 3) and s.label.shape == (40, 80) and set(np.unique(s.ood)) <= {0, VOID}
+    assert (
+        s.image.shape == (40, 80, 3)
+        and s.label.shape == (40, 80)
+        and set(np.unique(s.ood)) <= {0, VOID}
+    )
     frame = render_indexed(0, "train", 0, 40, 80)
     assert np.array_equal(s.image, frame.image) and np.array_equal(s.label, frame.train_ids)
     ood = SynthRoadDataset(tmp_path / "a", "ood")
@@ -378,10 +468,17 @@ def test_synthroad_write_read_and_determinism(tmp_path: Path) -> None:
         assert np.array_equal(ood[i].image, fishy[i].image)
     # a smaller rerun into the same folder leaves exactly the new counts behind
     write_dataset(tmp_path / "a", {"train": 1, "val": 1, "ood": 0}, 40, 80, seed=0)
-    assert len(SynthRoadDataset(tmp_path / "a", "train")) == 1 and len(SynthRoadDataset(tmp_path / "a", "ood")) == 0
+    assert (
+        len(SynthRoadDataset(tmp_path / "a", "train")) == 1
+        and len(SynthRoadDataset(tmp_path / "a", "ood")) == 0
+    )
     assert not list((tmp_path / "a" / FISHYSCAPES_DIR).rglob("*.png"))
-    assert _tree_digest(tmp_path / "a")["leftImg8bit/train/synthroad/synthroad_000000_000000_leftImg8bit.png"] == \
-        db["leftImg8bit/train/synthroad/synthroad_000000_000000_leftImg8bit.png"]
+    assert (
+        _tree_digest(tmp_path / "a")[
+            "leftImg8bit/train/synthroad/synthroad_000000_000000_leftImg8bit.png"
+        ]
+        == db["leftImg8bit/train/synthroad/synthroad_000000_000000_leftImg8bit.png"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,12 +490,18 @@ def test_sequence_deterministic_and_coherent() -> None:
     other = make_sequence(2, (48, 96), seed=4, ood_from_frame=4)
     assert len(seq) == 12
     for (i1, t1, o1), (i2, t2, o2) in zip(seq, again):
-        assert i1.tobytes() == i2.tobytes() and t1.tobytes() == t2.tobytes() and o1.tobytes() == o2.tobytes()
+        assert (
+            i1.tobytes() == i2.tobytes()
+            and t1.tobytes() == t2.tobytes()
+            and o1.tobytes() == o2.tobytes()
+        )
     assert seq[0][0].tobytes() != other[0][0].tobytes()
     counts = []
     for i, (image, train_ids, ood) in enumerate(seq):
         assert image.shape == (48, 96, 3) and image.dtype == np.uint8
-        assert train_ids.shape == ood.shape == (48, 96) and train_ids.dtype == ood.dtype == np.uint8
+        assert (
+            train_ids.shape == ood.shape == (48, 96) and train_ids.dtype == ood.dtype == np.uint8
+        )
         assert set(np.unique(ood)) <= {0, 1, VOID}
         assert (train_ids[ood == 1] == VOID).all()
         counts.append(int((ood == 1).sum()))
@@ -424,13 +527,21 @@ def test_augment_seeded_shapes_and_ignore_padding() -> None:
     y = aug(image, label, np.random.default_rng(11))
     assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
     for img, lab in a + [x]:
-        assert img.shape == (16, 16, 3) and lab.shape == (16, 16) and img.dtype == lab.dtype == np.uint8
+        assert (
+            img.shape == (16, 16, 3)
+            and lab.shape == (16, 16)
+            and img.dtype == lab.dtype == np.uint8
+        )
         assert set(np.unique(lab)) <= set(np.unique(label)) | {VOID}
     # small input, no rescale: padded bottom/right with image 0 and label 255 (never a class)
-    small = JointAugment(crop=(20, 30), scale_range=(1.0, 1.0), flip=False, cat_max_ratio=1.0, seed=0)
+    small = JointAugment(
+        crop=(20, 30), scale_range=(1.0, 1.0), flip=False, cat_max_ratio=1.0, seed=0
+    )
     img, lab = small(image[:10, :12], label[:10, :12])
     assert img.shape == (20, 30, 3) and lab.shape == (20, 30)
-    assert np.array_equal(img[:10, :12], image[:10, :12]) and np.array_equal(lab[:10, :12], label[:10, :12])
+    assert np.array_equal(img[:10, :12], image[:10, :12]) and np.array_equal(
+        lab[:10, :12], label[:10, :12]
+    )
     assert (lab[10:] == VOID).all() and (lab[:, 12:] == VOID).all()
     assert (img[10:] == 0).all() and (img[:, 12:] == 0).all()
     # flip only: mirrors image and label together
@@ -458,8 +569,16 @@ def _two_passes(source) -> list:
 
 
 def test_eval_sources_cover_every_dataset(tmp_path: Path) -> None:
-    assert set(DATASETS) == {"cityscapes", "cityscapes-c", "fishyscapes-lf", "fishyscapes-static",
-                             "road-anomaly21", "road-obstacle21", "synthroad", "synthroad-ood"}
+    assert set(DATASETS) == {
+        "cityscapes",
+        "cityscapes-c",
+        "fishyscapes-lf",
+        "fishyscapes-static",
+        "road-anomaly21",
+        "road-obstacle21",
+        "synthroad",
+        "synthroad-ood",
+    }
     make_cityscapes(tmp_path / "cs")
     make_fishyscapes_laf(tmp_path / "laf")
     make_fishyscapes_processed(tmp_path / "fs", "Static")
@@ -467,7 +586,12 @@ def test_eval_sources_cover_every_dataset(tmp_path: Path) -> None:
     write_dataset(tmp_path / "sr", {"val": 2, "ood": 2}, 32, 64, seed=0)
     cases = {  # name: (root, kwargs, has label, has ood)
         "cityscapes": (tmp_path / "cs", {}, True, False),
-        "cityscapes-c": (tmp_path / "cs", {"corruption": "impulse_noise", "severity": 4}, True, False),
+        "cityscapes-c": (
+            tmp_path / "cs",
+            {"corruption": "impulse_noise", "severity": 4},
+            True,
+            False,
+        ),
         "fishyscapes-lf": (tmp_path / "laf", {}, False, True),
         "fishyscapes-static": (tmp_path / "fs", {}, False, True),
         "road-anomaly21": (tmp_path / "smiyc", {}, False, True),
@@ -487,7 +611,9 @@ def test_eval_sources_cover_every_dataset(tmp_path: Path) -> None:
     limited = make_source("cityscapes", tmp_path / "cs", "val", limit=1)
     assert len(limited) == 1 and len(_two_passes(limited)) == 1
     clean = list(make_source("cityscapes", tmp_path / "cs", None).samples())[0]
-    corrupted = list(make_source("cityscapes-c", tmp_path / "cs", None, corruption="fog", severity=2).samples())[0]
+    corrupted = list(
+        make_source("cityscapes-c", tmp_path / "cs", None, corruption="fog", severity=2).samples()
+    )[0]
     assert clean.name == corrupted.name and not np.array_equal(clean.image, corrupted.image)
     assert np.array_equal(clean.label, corrupted.label)
     with pytest.raises(ValueError):
@@ -503,7 +629,9 @@ def test_cli_eval_accepts_every_dataset() -> None:
 
     parser = build_parser()
     for name in DATASETS:
-        args = parser.parse_args(["--backbone", "b", "--dataset", name, "--data-root", "r", "--out", "o"])
+        args = parser.parse_args(
+            ["--backbone", "b", "--dataset", name, "--data-root", "r", "--out", "o"]
+        )
         assert args.dataset == name
 
 
@@ -518,9 +646,29 @@ def test_cli_synthroad_help_and_tiny_run(tmp_path: Path, capsys: pytest.CaptureF
     assert exit_info.value.code == 0
     assert "fed_synthroad" in capsys.readouterr().out
     out = tmp_path / "sr"
-    assert main(["--out", str(out), "--train", "2", "--val", "1", "--ood", "1", "--size", "32x64", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--train",
+                "2",
+                "--val",
+                "1",
+                "--ood",
+                "1",
+                "--size",
+                "32x64",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
-    assert "wrote 4 images" in captured.out and "fed_synthroad" in captured.err  # tqdm bar on stderr
+    assert (
+        "wrote 4 images" in captured.out and "fed_synthroad" in captured.err
+    )  # tqdm bar on stderr
     for split, n in (("train", 2), ("val", 1), ("ood", 1)):
         ds = SynthRoadDataset(out, split)
         assert len(ds) == n and ds[0].image.shape == (32, 64, 3)

@@ -1,6 +1,7 @@
 """FusedDetector: the fused FED equals FlowEneDet, and every graph stage equals the same
 pipeline written out step by step with plain torch ops (the oracle) — labels, confidence
 mappings, resizing, FED rate, post-processing, dtypes, config round trip, identity hash."""
+
 from __future__ import annotations
 
 import math
@@ -78,7 +79,9 @@ def _perturbed_fed(cfg: FEDConfig, logits: torch.Tensor, feats) -> FlowEneDet:
 
     def make() -> FlowEneDet:
         fed = FlowEneDet(cfg)
-        fed.standardizer.set_statistics(torch.randn(cfg.num_classes), torch.rand(cfg.num_classes) + 0.5)
+        fed.standardizer.set_statistics(
+            torch.randn(cfg.num_classes), torch.rand(cfg.num_classes) + 0.5
+        )
         fed.initialize(logits, feats)
         with torch.no_grad():
             for p in fed.parameters():
@@ -102,10 +105,14 @@ def _fed_for(backbone: nn.Module, cond_dim: int = 0) -> FlowEneDet:
         logits, feats = backbone(torch.rand(2, 3, 64, 96) * 255)
         probe = backbone(torch.randint(0, 256, (1, 3, 40, 56)).float())
     cfg = FEDConfig(cond_dim=cond_dim, feat_channels=16 if cond_dim else 0)
-    return _lively(lambda: make_random_fed(cfg, logits, feats), (probe[0], probe[1] if cond_dim else None))
+    return _lively(
+        lambda: make_random_fed(cfg, logits, feats), (probe[0], probe[1] if cond_dim else None)
+    )
 
 
-def _reference(backbone: nn.Module, images: torch.Tensor, size=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference(
+    backbone: nn.Module, images: torch.Tensor, size=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = images.permute(0, 3, 1, 2).float()
     if size is not None:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -135,7 +142,11 @@ def test_fused_fed_equals_flowenedet(cfg: FEDConfig, feat_size) -> None:
         folded = fold_fed(fed)
         out = fused_p_wrong(fed, logits, feats, folded)
         again = fused_p_wrong(fed, logits, feats)  # folding per call gives the same numbers
-        oracle = fed.double().p_wrong(logits.double(), None if feats is None else feats.double()).float()
+        oracle = (
+            fed.double()
+            .p_wrong(logits.double(), None if feats is None else feats.double())
+            .float()
+        )
     assert ref.std() > 0.01, "degenerate test: p_wrong is constant"
     # both float32 paths are as close to the float64 oracle as float32 allows here
     assert float((ref - oracle).abs().max()) < 1e-4
@@ -204,7 +215,9 @@ def test_log1p_exact_keeps_relative_precision() -> None:
 def test_energy_inputs_exact_equals_fed_energy_inputs() -> None:
     logits = 10 * torch.randn(2, C, 9, 11)
     fed = _perturbed_fed(FEDConfig(), logits, None)
-    torch.testing.assert_close(energy_inputs_exact(fed, logits), fed.energy_inputs(logits), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        energy_inputs_exact(fed, logits), fed.energy_inputs(logits), rtol=1e-6, atol=1e-7
+    )
     with pytest.raises(ValueError, match="19-class"):
         energy_inputs_exact(fed, torch.randn(1, 5, 4, 4))
 
@@ -221,8 +234,12 @@ def test_fed_detector_matches_step_by_step_pipeline(backbone: StandIn, cond_dim:
         labels, conf = det(images)
         logits, feats = _reference(backbone, images)
         p = fed.p_wrong(logits, feats if cond_dim else None)
-        ref_conf = F.interpolate(1 - p, size=(45, 70), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
-        ref_labels = F.interpolate(logits, size=(45, 70), mode="bilinear", align_corners=False).argmax(1)
+        ref_conf = F.interpolate(1 - p, size=(45, 70), mode="bilinear", align_corners=False)[
+            :, 0
+        ].clamp(0, 1)
+        ref_labels = F.interpolate(
+            logits, size=(45, 70), mode="bilinear", align_corners=False
+        ).argmax(1)
     assert labels.dtype == torch.uint8 and labels.shape == (2, 45, 70)
     assert conf.dtype == torch.float32 and conf.shape == (2, 45, 70)
     assert conf.std() > 0.01, "degenerate test: constant confidence"
@@ -257,10 +274,17 @@ def test_baseline_confidence_mappings(backbone: StandIn, score: str) -> None:
             small = torch.sigmoid((certainty - params["offset"]) / params["temperature"])
         else:
             small = torch.ones_like(logits[:, :1], dtype=torch.float64)
-        ref = F.interpolate(small.float(), size=(33, 47), mode="bilinear", align_corners=False)[:, 0]
+        ref = F.interpolate(small.float(), size=(33, 47), mode="bilinear", align_corners=False)[
+            :, 0
+        ]
     torch.testing.assert_close(conf, ref.clamp(0, 1), rtol=0, atol=1e-5)
     assert 0 <= float(conf.min()) and float(conf.max()) <= 1
-    assert det.config()["confidence_mapping"]["kind"] in ("one_minus", "one_minus_normalised_entropy", "sigmoid", "constant")
+    assert det.config()["confidence_mapping"]["kind"] in (
+        "one_minus",
+        "one_minus_normalised_entropy",
+        "sigmoid",
+        "constant",
+    )
 
 
 def test_minmax_confidence_range_and_sigmoid_override(backbone: StandIn) -> None:
@@ -269,13 +293,26 @@ def test_minmax_confidence_range_and_sigmoid_override(backbone: StandIn) -> None
         logits, _ = _reference(backbone, images)
         ml = logits.amax(1, keepdim=True)
         lo, hi = float(ml.min()) + 1, float(ml.max()) - 1
-        _, conf = FusedDetector(backbone, None, score="maxlogit", confidence_range=(lo, hi))(images)
-        ref = F.interpolate(((ml - lo) / (hi - lo)).clamp(0, 1), size=(24, 32), mode="bilinear", align_corners=False)
+        _, conf = FusedDetector(backbone, None, score="maxlogit", confidence_range=(lo, hi))(
+            images
+        )
+        ref = F.interpolate(
+            ((ml - lo) / (hi - lo)).clamp(0, 1),
+            size=(24, 32),
+            mode="bilinear",
+            align_corners=False,
+        )
         # clamping before or after the (convex) bilinear upsampling differs; the graph maps,
         # upsamples, then clamps, so compare with the same order:
-        ref = F.interpolate((ml - lo) / (hi - lo), size=(24, 32), mode="bilinear", align_corners=False).clamp(0, 1)
-        _, conf_sig = FusedDetector(backbone, None, score="maxlogit", sigmoid={"offset": 3.0, "temperature": 0.5})(images)
-        ref_sig = F.interpolate(torch.sigmoid((ml - 3.0) / 0.5), size=(24, 32), mode="bilinear", align_corners=False)
+        ref = F.interpolate(
+            (ml - lo) / (hi - lo), size=(24, 32), mode="bilinear", align_corners=False
+        ).clamp(0, 1)
+        _, conf_sig = FusedDetector(
+            backbone, None, score="maxlogit", sigmoid={"offset": 3.0, "temperature": 0.5}
+        )(images)
+        ref_sig = F.interpolate(
+            torch.sigmoid((ml - 3.0) / 0.5), size=(24, 32), mode="bilinear", align_corners=False
+        )
     torch.testing.assert_close(conf, ref[:, 0], rtol=0, atol=1e-6)
     assert float(conf.min()) == 0.0 and float(conf.max()) == 1.0
     torch.testing.assert_close(conf_sig, ref_sig[:, 0], rtol=0, atol=1e-6)
@@ -293,8 +330,12 @@ def test_input_resize_fed_rate_and_postprocess(backbone: StandIn) -> None:
         assert logits.shape[-2:] == (12, 16)
         up = F.interpolate(logits, size=(24, 32), mode="bilinear", align_corners=False)
         p = make_postprocess("gaussian")(fed.p_wrong(up))
-        ref = F.interpolate(1 - p, size=(61, 83), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
-        ref_labels = F.interpolate(logits, size=(61, 83), mode="bilinear", align_corners=False).argmax(1)
+        ref = F.interpolate(1 - p, size=(61, 83), mode="bilinear", align_corners=False)[
+            :, 0
+        ].clamp(0, 1)
+        ref_labels = F.interpolate(
+            logits, size=(61, 83), mode="bilinear", align_corners=False
+        ).argmax(1)
     torch.testing.assert_close(conf, ref, rtol=0, atol=2e-5)
     assert torch.equal(labels, ref_labels.to(torch.uint8))
 
@@ -307,7 +348,9 @@ def test_sml_postprocess_uses_fed_resolution_labels(backbone: StandIn) -> None:
         _, conf = det(images)
         logits, _ = _reference(backbone, images)
         p = make_postprocess("sml")(fed.p_wrong(logits), logits.argmax(1))
-        ref = F.interpolate(1 - p, size=(40, 56), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+        ref = F.interpolate(1 - p, size=(40, 56), mode="bilinear", align_corners=False)[
+            :, 0
+        ].clamp(0, 1)
     torch.testing.assert_close(conf, ref, rtol=0, atol=2e-5)
     # score "sml" defaults to SML's own post-processing, statistics from the FED standardiser
     sml = FusedDetector(backbone, fed, score="sml")
@@ -316,12 +359,16 @@ def test_sml_postprocess_uses_fed_resolution_labels(backbone: StandIn) -> None:
 
 
 def test_nearest_labels_and_float16_confidence(backbone: StandIn) -> None:
-    det = FusedDetector(backbone, _fed_for(backbone), label_mode="nearest", confidence_dtype=torch.float16)
+    det = FusedDetector(
+        backbone, _fed_for(backbone), label_mode="nearest", confidence_dtype=torch.float16
+    )
     images = _images(2, 37, 50)
     with torch.no_grad():
         labels, conf = det(images)
         logits, _ = _reference(backbone, images)
-        ref = F.interpolate(logits.argmax(1, keepdim=True).float(), size=(37, 50), mode="nearest")[:, 0]
+        ref = F.interpolate(logits.argmax(1, keepdim=True).float(), size=(37, 50), mode="nearest")[
+            :, 0
+        ]
         _, conf32 = FusedDetector(backbone, det.fed)(images)
     assert torch.equal(labels, ref.to(torch.uint8))
     assert conf.dtype == torch.float16
@@ -342,7 +389,9 @@ def test_freeze_matches_unfrozen_and_train_invalidates(backbone: StandIn) -> Non
 
 def test_unfusable_fed_falls_back_to_p_wrong(backbone: StandIn) -> None:
     fed = _fed_for(backbone)
-    fed.flow.blocks[0].attention.net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Tanh(), nn.Conv2d(2, 1, 1), nn.ReLU())
+    fed.flow.blocks[0].attention.net = nn.Sequential(
+        nn.Conv2d(1, 2, 1), nn.Tanh(), nn.Conv2d(2, 1, 1), nn.ReLU()
+    )
     assert not can_fuse(fed)
     det = FusedDetector(backbone, fed)
     assert not det.fuse_fed
@@ -350,7 +399,9 @@ def test_unfusable_fed_falls_back_to_p_wrong(backbone: StandIn) -> None:
     with torch.no_grad():
         _, conf = det(images)
         logits, _ = _reference(backbone, images)
-        ref = F.interpolate(1 - fed.p_wrong(logits), size=(24, 24), mode="bilinear", align_corners=False)[:, 0]
+        ref = F.interpolate(
+            1 - fed.p_wrong(logits), size=(24, 24), mode="bilinear", align_corners=False
+        )[:, 0]
     torch.testing.assert_close(conf, ref, rtol=0, atol=1e-6)
 
 
@@ -370,8 +421,14 @@ def test_input_validation(backbone: StandIn) -> None:
 
 def test_config_round_trip_and_hash(backbone: StandIn) -> None:
     fed = _fed_for(backbone, 16)
-    det = FusedDetector(backbone, fed, postprocess="gaussian", input_size=(40, 40), label_mode="nearest",
-                        class_names=[f"c{i}" for i in range(C)])
+    det = FusedDetector(
+        backbone,
+        fed,
+        postprocess="gaussian",
+        input_size=(40, 40),
+        label_mode="nearest",
+        class_names=[f"c{i}" for i in range(C)],
+    )
     clone = detector_from_config(StandIn().eval(), FlowEneDet(fed.cfg).eval(), det.config())
     clone.load_state_dict(det.state_dict(), strict=True)
     assert clone.config() == det.config()
@@ -382,7 +439,9 @@ def test_config_round_trip_and_hash(backbone: StandIn) -> None:
     with torch.no_grad():
         clone.fed.head.beta.add_(0.1)
     assert detector_hash(clone) != detector_hash(det)
-    other = FusedDetector(backbone, fed, postprocess="none", input_size=(40, 40), label_mode="nearest")
+    other = FusedDetector(
+        backbone, fed, postprocess="none", input_size=(40, 40), label_mode="nearest"
+    )
     assert detector_hash(other) != detector_hash(det)
     # the state dict holds each tensor once (the fused FED adds no copies)
     assert not [k for k in det.state_dict() if "folded" in k]
@@ -393,7 +452,9 @@ def test_from_checkpoints_with_tinyseg(tmp_path) -> None:
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig
 
     tiny = TinySeg(TinySegConfig(widths=(4, 8, 8, 8), decoder_channels=8)).eval()
-    backbones.save_backbone(tiny, tmp_path / "bb", class_names=[f"k{i}" for i in range(C)], input_size=[32, 48])
+    backbones.save_backbone(
+        tiny, tmp_path / "bb", class_names=[f"k{i}" for i in range(C)], input_size=[32, 48]
+    )
     with torch.no_grad():
         logits, feats = tiny(torch.rand(1, 3, 32, 48) * 255)
     fed = make_random_fed(FEDConfig(cond_dim=4, feat_channels=8), logits, feats)
@@ -416,7 +477,9 @@ def test_sml_statistics_come_from_the_fed_metadata_when_fed_runs_on_raw_logits(t
     save_backbone(TinySeg(TinySegConfig()), tmp_path / "bb")
     fed = FlowEneDet(FEDConfig())
     mean, std = torch.linspace(-2, 2, 19), torch.linspace(0.5, 3, 19)
-    save_fed(tmp_path / "fed", fed, {"logit_statistics": {"mean": mean.tolist(), "std": std.tolist()}})
+    save_fed(
+        tmp_path / "fed", fed, {"logit_statistics": {"mean": mean.tolist(), "std": std.tolist()}}
+    )
     det = FusedDetector.from_checkpoints(tmp_path / "bb", tmp_path / "fed", score="sml")
     torch.testing.assert_close(det.class_mean, mean)
     torch.testing.assert_close(det.class_std, std)

@@ -1,4 +1,5 @@
 """FED flow: every layer and every design-space variant is a true bijection with exact log-det."""
+
 from __future__ import annotations
 
 import itertools
@@ -54,8 +55,12 @@ def test_actnorm_bijection_and_data_init(x64: torch.Tensor) -> None:
     batch = 3.0 + 2.0 * torch.randn(4, 2, 8, 8, dtype=torch.float64)
     y, _ = layer(batch)  # training mode: data-dependent initialisation on this batch
     assert bool(layer.initialized)
-    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(2, dtype=torch.float64), atol=1e-9, rtol=0)
-    torch.testing.assert_close(y.std(dim=(0, 2, 3), unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        y.mean(dim=(0, 2, 3)), torch.zeros(2, dtype=torch.float64), atol=1e-9, rtol=0
+    )
+    torch.testing.assert_close(
+        y.std(dim=(0, 2, 3), unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-5, rtol=0
+    )
     before = layer.bias.clone()
     layer(batch * 5)  # already initialised: no re-init
     torch.testing.assert_close(layer.bias, before)
@@ -74,8 +79,12 @@ def test_invconv_orthogonal_init_and_bijection(x64: torch.Tensor) -> None:
 @pytest.mark.parametrize("cond_channel", [0, 1])
 @pytest.mark.parametrize("cond_dim", [0, 3])
 @pytest.mark.parametrize("kernel", [3, 7, 11])
-def test_coupling_bijection(x64: torch.Tensor, cond_channel: int, cond_dim: int, kernel: int) -> None:
-    layer = AffineCoupling(cond_channel, cond_dim, hidden=3, kernel=kernel, scale_bound=2.0).double()
+def test_coupling_bijection(
+    x64: torch.Tensor, cond_channel: int, cond_dim: int, kernel: int
+) -> None:
+    layer = AffineCoupling(
+        cond_channel, cond_dim, hidden=3, kernel=kernel, scale_bound=2.0
+    ).double()
     _perturb(layer)
     cond = torch.randn(1, cond_dim, H, W, dtype=torch.float64) if cond_dim else None
     _check_layer(layer, x64, cond)
@@ -103,7 +112,9 @@ def test_coupling_ignores_transformed_half_in_its_networks(x64: torch.Tensor) ->
 
 
 @pytest.mark.parametrize("cond_channel", [0, 1])
-def test_invertible_attention_starts_as_identity_and_is_bijective(x64: torch.Tensor, cond_channel: int) -> None:
+def test_invertible_attention_starts_as_identity_and_is_bijective(
+    x64: torch.Tensor, cond_channel: int
+) -> None:
     layer = InvertibleAttention(cond_channel, hidden=3).double()
     y, ld = layer(x64)
     torch.testing.assert_close(y, x64)
@@ -113,8 +124,16 @@ def test_invertible_attention_starts_as_identity_and_is_bijective(x64: torch.Ten
 
 
 @pytest.mark.parametrize("cov,kernel,blocks,cond_dim", DESIGN_SPACE)
-def test_flow_design_space_bijection_and_logdet(cov: str, kernel: int, blocks: int, cond_dim: int) -> None:
-    cfg = FEDConfig(cov=cov, kernel=kernel, blocks=blocks, cond_dim=cond_dim, feat_channels=max(cond_dim, 1) * 2)
+def test_flow_design_space_bijection_and_logdet(
+    cov: str, kernel: int, blocks: int, cond_dim: int
+) -> None:
+    cfg = FEDConfig(
+        cov=cov,
+        kernel=kernel,
+        blocks=blocks,
+        cond_dim=cond_dim,
+        feat_channels=max(cond_dim, 1) * 2,
+    )
     model = FlowEneDet(cfg).double()
     logits = 3 * torch.randn(2, cfg.num_classes, H, W, dtype=torch.float64)
     feats = torch.randn(2, cfg.feat_channels, H, W, dtype=torch.float64) if cond_dim else None
@@ -137,7 +156,9 @@ def test_flow_block_every_layer_in_order(x64: torch.Tensor) -> None:
     cfg = FEDConfig(cond_dim=4, feat_channels=8, kernel=3)
     block = FlowBlock(1, cfg).double()
     cond = torch.randn(1, 4, H, W, dtype=torch.float64)
-    block(torch.randn(3, 2, H, W, dtype=torch.float64), torch.randn(3, 4, H, W, dtype=torch.float64))
+    block(
+        torch.randn(3, 2, H, W, dtype=torch.float64), torch.randn(3, 4, H, W, dtype=torch.float64)
+    )
     block.eval()
     _perturb(block)
     _check_layer(block, x64, cond)

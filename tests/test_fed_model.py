@@ -1,4 +1,6 @@
-"""FED model: shapes, parameter counts, initialisation, stable energy inputs, export, checkpoints."""
+"""FED model: shapes, parameter counts, initialisation, stable energy inputs, export,
+checkpoints."""
+
 from __future__ import annotations
 
 import io
@@ -18,15 +20,22 @@ def expected_parameter_count(cfg: FEDConfig) -> int:
     h, k, p = cfg.hidden, cfg.kernel, cfg.cond_dim
     net = ((1 + p) * h + h) + (h * h * k * k + h) + (h + 1)  # 1x1 -> KxK -> 1x1
     attention = (h + h) + (h + 1)
-    block = 4 + 4 + 2 * net + attention + 2 * p  # actnorm, 1x1 conv, scale+shift nets, iMap, cond actnorm
+    block = (
+        4 + 4 + 2 * net + attention + 2 * p
+    )  # actnorm, 1x1 conv, scale+shift nets, iMap, cond actnorm
     head = 2 + 2 + 2 + (1 if cfg.cov == "full" else 0)  # beta, mu, diag(U), off-diagonal
     return cfg.blocks * block + head
 
 
 @pytest.mark.parametrize(
     "cfg",
-    [FEDConfig(), FEDConfig(cond_dim=32, feat_channels=256), FEDConfig(cond_dim=128, feat_channels=768),
-     FEDConfig(cov="diag", kernel=11, blocks=4), FEDConfig(kernel=3, cond_dim=32, feat_channels=512)],
+    [
+        FEDConfig(),
+        FEDConfig(cond_dim=32, feat_channels=256),
+        FEDConfig(cond_dim=128, feat_channels=768),
+        FEDConfig(cov="diag", kernel=11, blocks=4),
+        FEDConfig(kernel=3, cond_dim=32, feat_channels=512),
+    ],
 )
 def test_parameter_counts(cfg: FEDConfig) -> None:
     model = FlowEneDet(cfg)
@@ -81,7 +90,9 @@ def test_condition_is_group_average_pooling() -> None:
     groups = [(0, 2), (2, 4), (4, 7)]  # floor(i*7/3) boundaries
     for i, (lo, hi) in enumerate(groups):
         torch.testing.assert_close(a[:, i], feats[:, lo:hi].mean(dim=1))
-    even = FlowEneDet(FEDConfig(cond_dim=4, feat_channels=8)).condition(torch.arange(8.0).view(1, 8, 1, 1))
+    even = FlowEneDet(FEDConfig(cond_dim=4, feat_channels=8)).condition(
+        torch.arange(8.0).view(1, 8, 1, 1)
+    )
     torch.testing.assert_close(even.flatten(), torch.tensor([0.5, 2.5, 4.5, 6.5]))
     assert sum(p.numel() for p in model.pool.parameters()) == 0, "the condition is compute-free"
 
@@ -103,8 +114,12 @@ def test_initialisation_follows_the_supplementary() -> None:
     x = model.energy_inputs(logits)
     y, _ = model.flow.blocks[0].actnorm(x)
     torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.std(dim=(0, 2, 3), unbiased=False), torch.ones(2), atol=1e-3, rtol=0)
-    assert all(bool(b.actnorm.initialized) and bool(b.cond_norm.initialized) for b in model.flow.blocks)
+    torch.testing.assert_close(
+        y.std(dim=(0, 2, 3), unbiased=False), torch.ones(2), atol=1e-3, rtol=0
+    )
+    assert all(
+        bool(b.actnorm.initialized) and bool(b.cond_norm.initialized) for b in model.flow.blocks
+    )
 
 
 def test_diag_covariance_has_no_off_diagonal() -> None:
@@ -117,7 +132,8 @@ def test_diag_covariance_has_no_off_diagonal() -> None:
 
 
 def test_head_formula() -> None:
-    """logit_m = logdet_m - softplus(beta_m) + log U_mm - 0.5 ((U (z - mu))_m)^2, written out by hand."""
+    """logit_m = logdet_m - softplus(beta_m) + log U_mm - 0.5 ((U (z - mu))_m)^2, written out by
+    hand."""
     model = FlowEneDet(FEDConfig())
     head = model.head
     with torch.no_grad():
@@ -132,8 +148,18 @@ def test_head_formula() -> None:
     c0, c1 = z[:, 0] - 0.5, z[:, 1] + 0.25
     u0 = d[0] * c0
     u1 = 0.8 * c0 + d[1] * c1
-    expected0 = ld[:, 0] - F.softplus(torch.tensor(0.3, dtype=torch.float64)) + torch.log(d[0]) - 0.5 * u0**2
-    expected1 = ld[:, 1] - F.softplus(torch.tensor(-1.2, dtype=torch.float64)) + torch.log(d[1]) - 0.5 * u1**2
+    expected0 = (
+        ld[:, 0]
+        - F.softplus(torch.tensor(0.3, dtype=torch.float64))
+        + torch.log(d[0])
+        - 0.5 * u0**2
+    )
+    expected1 = (
+        ld[:, 1]
+        - F.softplus(torch.tensor(-1.2, dtype=torch.float64))
+        + torch.log(d[1])
+        - 0.5 * u1**2
+    )
     out = head(z, ld)
     torch.testing.assert_close(out[:, 0], expected0)
     torch.testing.assert_close(out[:, 1], expected1)
@@ -220,15 +246,24 @@ def test_onnx_export_matches_eager(cond_dim: int) -> None:
             return self.fed.p_wrong(lg, ft if cond_dim else None)
 
     buffer = io.BytesIO()
-    torch.onnx.export(Wrapper(), (logits, feats), buffer, dynamo=False, opset_version=18,
-                      input_names=["logits", "features"], output_names=["p_wrong"])
+    torch.onnx.export(
+        Wrapper(),
+        (logits, feats),
+        buffer,
+        dynamo=False,
+        opset_version=18,
+        input_names=["logits", "features"],
+        output_names=["p_wrong"],
+    )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     feeds = {"logits": logits.numpy()}
     if cond_dim:
         feeds["features"] = feats.numpy()
-    (onnx_out,) = session.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}})
+    (onnx_out,) = session.run(
+        None, {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
+    )
     with torch.no_grad():
         eager = Wrapper()(logits, feats).numpy()
     np.testing.assert_allclose(onnx_out, eager, atol=1e-4, rtol=0)  # fp32 over 8 blocks
@@ -242,12 +277,16 @@ def test_checkpoint_round_trip_and_corruption(tmp_path) -> None:
     model.eval()
     tensor_path, json_path = save_fed(tmp_path / "fed_c", model, {"training": {"iters": 7}})
     meta = json.loads(json_path.read_text())
-    assert meta["kind"] == "fed" and meta["variant"] == "FED-C" and meta["training"] == {"iters": 7}
+    assert (
+        meta["kind"] == "fed" and meta["variant"] == "FED-C" and meta["training"] == {"iters": 7}
+    )
 
     loaded, loaded_meta = load_fed(tmp_path / "fed_c.json")
     assert loaded_meta["config"]["cond_dim"] == 32
     with torch.no_grad():
-        torch.testing.assert_close(loaded.p_wrong(logits, feats), model.p_wrong(logits, feats), atol=0, rtol=0)
+        torch.testing.assert_close(
+            loaded.p_wrong(logits, feats), model.p_wrong(logits, feats), atol=0, rtol=0
+        )
     assert not loaded.training
 
     data = bytearray(tensor_path.read_bytes())

@@ -6,6 +6,7 @@
 
 Message contents must equal what ``make_sequence`` renders, byte for byte (JPEG: close).
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -34,14 +35,17 @@ def _mcap_messages(path: Path) -> list[tuple[str, str, int, object]]:
 
     with open(path, "rb") as handle:
         reader = make_reader(handle, decoder_factories=[DecoderFactory()], validate_crcs=True)
-        return [(channel.topic, schema.name, message.log_time, ros)
-                for schema, channel, message, ros in reader.iter_decoded_messages()]
+        return [
+            (channel.topic, schema.name, message.log_time, ros)
+            for schema, channel, message, ros in reader.iter_decoded_messages()
+        ]
 
 
 def test_mcap_bag_matches_the_sequence(tmp_path: Path, sequence) -> None:
     out = tmp_path / "drive"
-    info = sb.write_synthroad_bag(out, frames=FRAMES, size=SIZE, fps=FPS, seed=SEED,
-                                  ood_from_frame=1)
+    info = sb.write_synthroad_bag(
+        out, frames=FRAMES, size=SIZE, fps=FPS, seed=SEED, ood_from_frame=1
+    )
     files = sorted(p.name for p in out.iterdir())
     assert files == ["drive.mcap", "metadata.yaml"]
     messages = _mcap_messages(out / "drive.mcap")
@@ -52,8 +56,11 @@ def test_mcap_bag_matches_the_sequence(tmp_path: Path, sequence) -> None:
         by_topic.setdefault(topic, []).append((log_time, ros))
     assert sorted(by_topic) == sorted([sb.IMAGE_TOPIC, sb.LABELS_TOPIC, sb.OOD_TOPIC])
     period = round(1e9 / FPS)
-    expected = {sb.IMAGE_TOPIC: ("rgb8", 3, 0), sb.LABELS_TOPIC: ("mono8", 1, 1),
-                sb.OOD_TOPIC: ("mono8", 1, 2)}
+    expected = {
+        sb.IMAGE_TOPIC: ("rgb8", 3, 0),
+        sb.LABELS_TOPIC: ("mono8", 1, 1),
+        sb.OOD_TOPIC: ("mono8", 1, 2),
+    }
     for topic, (encoding, channels, which) in expected.items():
         msgs = sorted(by_topic[topic], key=lambda m: m[0])
         assert len(msgs) == FRAMES
@@ -65,8 +72,10 @@ def test_mcap_bag_matches_the_sequence(tmp_path: Path, sequence) -> None:
             assert (ros.height, ros.width, ros.encoding) == (SIZE[0], SIZE[1], encoding)
             assert ros.step == SIZE[1] * channels and ros.is_bigendian == 0
             assert bytes(ros.data) == sequence[i][which].tobytes()
-    ood = [np.frombuffer(bytes(r.data), np.uint8)
-           for _, r in sorted(by_topic[sb.OOD_TOPIC], key=lambda m: m[0])]
+    ood = [
+        np.frombuffer(bytes(r.data), np.uint8)
+        for _, r in sorted(by_topic[sb.OOD_TOPIC], key=lambda m: m[0])
+    ]
     # OOD objects appear from frame 1
     assert not (ood[0] == 1).any() and any((o == 1).any() for o in ood[1:])
     assert info.ood_pixels == [int((o == 1).sum()) for o in ood]
@@ -93,22 +102,33 @@ def test_sqlite3_compressed_bag(tmp_path: Path, sequence) -> None:
     from sensor_msgs.msg import CompressedImage, Image
 
     out = tmp_path / "drive_db"
-    sb.write_synthroad_bag(out, frames=FRAMES, size=SIZE, fps=FPS, seed=SEED, ood_from_frame=1,
-                           storage="sqlite3", compressed=True)
+    sb.write_synthroad_bag(
+        out,
+        frames=FRAMES,
+        size=SIZE,
+        fps=FPS,
+        seed=SEED,
+        ood_from_frame=1,
+        storage="sqlite3",
+        compressed=True,
+    )
     db = sqlite3.connect(out / "drive_db.db3")
     topics = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, name, type FROM topics")}
-    rows = db.execute("SELECT topic_id, timestamp, data FROM messages "
-                      "ORDER BY timestamp, topic_id").fetchall()
+    rows = db.execute(
+        "SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp, topic_id"
+    ).fetchall()
     db.close()
     assert sorted(name for name, _ in topics.values()) == sorted(
-        [sb.COMPRESSED_TOPIC, sb.LABELS_TOPIC, sb.OOD_TOPIC])
+        [sb.COMPRESSED_TOPIC, sb.LABELS_TOPIC, sb.OOD_TOPIC]
+    )
     seen = {sb.COMPRESSED_TOPIC: 0, sb.LABELS_TOPIC: 0, sb.OOD_TOPIC: 0}
     for topic_id, timestamp, data in rows:
         name, msgtype = topics[topic_id]
         i = seen[name]
         seen[name] += 1
         msg = deserialize_message(
-            bytes(data), CompressedImage if msgtype.endswith("CompressedImage") else Image)
+            bytes(data), CompressedImage if msgtype.endswith("CompressedImage") else Image
+        )
         assert msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec == timestamp
         if name == sb.COMPRESSED_TOPIC:
             assert msg.format == "rgb8; jpeg compressed bgr8"
@@ -126,8 +146,12 @@ def test_sqlite3_compressed_bag(tmp_path: Path, sequence) -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    help_text = subprocess.run([sys.executable, "-m", "training.synthroad_bag", "--help"],
-                               capture_output=True, text=True, timeout=60)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "training.synthroad_bag", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert help_text.returncode == 0 and "--frames" in help_text.stdout
     assert "/camera/ood" in help_text.stdout
     args = ["--out", str(tmp_path / "c"), "--frames", "2", "--size", "32x48", "--quiet"]
@@ -140,9 +164,19 @@ def test_single_camera_custom_data_unchanged(tmp_path: Path) -> None:
     sb.write_synthroad_bag(tmp_path / "one", frames=1, size=(32, 48), cameras=1)
     meta = yaml.safe_load((tmp_path / "one" / "metadata.yaml").read_text())
     custom = yaml.safe_load(meta["rosbag2_bagfile_information"]["custom_data"][sb.CUSTOM_DATA_KEY])
-    assert list(custom) == ["storage", "frames", "size", "fps", "seed", "image_topic",
-                            "labels_topic", "ood_topic", "compressed", "ood_from_frame",
-                            "start_ns"]
+    assert list(custom) == [
+        "storage",
+        "frames",
+        "size",
+        "fps",
+        "seed",
+        "image_topic",
+        "labels_topic",
+        "ood_topic",
+        "compressed",
+        "ood_from_frame",
+        "start_ns",
+    ]
 
 
 def test_rig_bag_three_cameras(tmp_path: Path) -> None:
@@ -150,8 +184,9 @@ def test_rig_bag_three_cameras(tmp_path: Path) -> None:
     SEED + 1000 K, custom_data listing the cameras with their per-frame OOD pixel counts."""
     frames = 3
     out = tmp_path / "rig"
-    info = sb.write_synthroad_bag(out, frames=frames, size=SIZE, fps=FPS, seed=SEED,
-                                  ood_from_frame=1, cameras=3)
+    info = sb.write_synthroad_bag(
+        out, frames=frames, size=SIZE, fps=FPS, seed=SEED, ood_from_frame=1, cameras=3
+    )
     names = ["cam0", "cam1", "cam2"]
     assert [c.name for c in info.cameras] == names
     messages = _mcap_messages(out / "rig.mcap")
@@ -178,29 +213,65 @@ def test_rig_bag_three_cameras(tmp_path: Path) -> None:
                 assert bytes(ros.data) == expected[i][which].tobytes()
         images[name] = [expected[i][0] for i in range(frames)]
         entry = custom["cameras"][k]
-        assert entry == {"name": name, "seed": SEED + 1000 * k, "image_topic": image_topic,
-                         "labels_topic": labels_topic, "ood_topic": ood_topic, "frame_id": name,
-                         "ood_pixels": [int((e[2] == 1).sum()) for e in expected]}
+        assert entry == {
+            "name": name,
+            "seed": SEED + 1000 * k,
+            "image_topic": image_topic,
+            "labels_topic": labels_topic,
+            "ood_topic": ood_topic,
+            "frame_id": name,
+            "ood_pixels": [int((e[2] == 1).sum()) for e in expected],
+        }
     for a, b in [("cam0", "cam1"), ("cam0", "cam2"), ("cam1", "cam2")]:
         # distinct drives
         assert all(not np.array_equal(x, y) for x, y in zip(images[a], images[b]))
     assert custom["image_topic"] == "/cam0/image_raw" and custom["frames"] == frames
-    assert info.ood_pixels == [sum(c["ood_pixels"][i] for c in custom["cameras"])
-                               for i in range(frames)]
+    assert info.ood_pixels == [
+        sum(c["ood_pixels"][i] for c in custom["cameras"]) for i in range(frames)
+    ]
     assert any(info.ood_pixels)
 
 
 def test_rig_cli_names_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert sb.main(["--out", str(tmp_path / "r"), "--frames", "1", "--size", "32x48", "--quiet",
-                    "--compressed", "--storage", "sqlite3", "--camera-names", "front,rear"]) == 0
+    assert (
+        sb.main(
+            [
+                "--out",
+                str(tmp_path / "r"),
+                "--frames",
+                "1",
+                "--size",
+                "32x48",
+                "--quiet",
+                "--compressed",
+                "--storage",
+                "sqlite3",
+                "--camera-names",
+                "front,rear",
+            ]
+        )
+        == 0
+    )
     assert "front (seed 0): /front/image_raw/compressed" in capsys.readouterr().out
     db = sqlite3.connect(tmp_path / "r" / "r.db3")
     topics = sorted(row[0] for row in db.execute("SELECT name FROM topics"))
     db.close()
-    assert topics == sorted(["/front/image_raw/compressed", "/front/labels", "/front/ood",
-                             "/rear/image_raw/compressed", "/rear/labels", "/rear/ood"])
-    for bad in (["--camera-names", "front,front"], ["--camera-names", "front,9x"],
-                ["--cameras", "3", "--camera-names", "a,b"], ["--cameras", "0"]):
+    assert topics == sorted(
+        [
+            "/front/image_raw/compressed",
+            "/front/labels",
+            "/front/ood",
+            "/rear/image_raw/compressed",
+            "/rear/labels",
+            "/rear/ood",
+        ]
+    )
+    for bad in (
+        ["--camera-names", "front,front"],
+        ["--camera-names", "front,9x"],
+        ["--cameras", "3", "--camera-names", "a,b"],
+        ["--cameras", "0"],
+    ):
         args = ["--out", str(tmp_path / "bad"), "--frames", "1", "--size", "32x48", "--quiet"]
         assert sb.main(args + bad) == 2
         assert "fed_synthroad_bag: error:" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from several directions. custom_data then also lists the cameras (name, topics, 
 per-frame OOD pixel counts), which is how ``fed_bag_eval`` finds them. ``--cameras 1`` without
 names (the default) is the single-camera bag above, unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,12 +96,21 @@ class SynthroadBag:
     cameras: list[SynthroadCamera] = field(default_factory=list)
 
 
-def write_synthroad_bag(out: Path, frames: int = 60, size: tuple[int, int] = (256, 512),
-                        fps: float = 10.0, seed: int = 0, storage: str = "mcap",
-                        compressed: bool = False,
-                        ood_from_frame: Optional[int] = None, jpeg_quality: int = 95,
-                        start_ns: int = START_NS, progress: bool = False, cameras: int = 1,
-                        camera_names: Optional[Sequence[str]] = None) -> SynthroadBag:
+def write_synthroad_bag(
+    out: Path,
+    frames: int = 60,
+    size: tuple[int, int] = (256, 512),
+    fps: float = 10.0,
+    seed: int = 0,
+    storage: str = "mcap",
+    compressed: bool = False,
+    ood_from_frame: Optional[int] = None,
+    jpeg_quality: int = 95,
+    start_ns: int = START_NS,
+    progress: bool = False,
+    cameras: int = 1,
+    camera_names: Optional[Sequence[str]] = None,
+) -> SynthroadBag:
     """Render the drive and write it to the rosbag2 directory ``out`` (must not exist).
 
     ``cameras`` > 1 or ``camera_names``: a synchronised rig, camera i named ``camera_names[i]``
@@ -113,30 +123,56 @@ def write_synthroad_bag(out: Path, frames: int = 60, size: tuple[int, int] = (25
     names = _camera_names(cameras, camera_names)
     out = Path(out)
     if out.exists():
-        raise FileExistsError(f"{out} exists already; rosbag2 writers never overwrite "
-                              "(delete it first)")
+        raise FileExistsError(
+            f"{out} exists already; rosbag2 writers never overwrite (delete it first)"
+        )
     start = frames // 3 if ood_from_frame is None else int(ood_from_frame)
-    info = SynthroadBag(path=str(out), storage=storage, frames=int(frames),
-                        size=(int(size[0]), int(size[1])), fps=float(fps), seed=int(seed),
-                        image_topic=COMPRESSED_TOPIC if compressed else IMAGE_TOPIC,
-                        labels_topic=LABELS_TOPIC, ood_topic=OOD_TOPIC,
-                        compressed=bool(compressed), ood_from_frame=start,
-                        start_ns=int(start_ns))
+    info = SynthroadBag(
+        path=str(out),
+        storage=storage,
+        frames=int(frames),
+        size=(int(size[0]), int(size[1])),
+        fps=float(fps),
+        seed=int(seed),
+        image_topic=COMPRESSED_TOPIC if compressed else IMAGE_TOPIC,
+        labels_topic=LABELS_TOPIC,
+        ood_topic=OOD_TOPIC,
+        compressed=bool(compressed),
+        ood_from_frame=start,
+        start_ns=int(start_ns),
+    )
     if names is not None:
         return _write_rig(out, info, names, jpeg_quality, progress)
-    custom = {CUSTOM_DATA_KEY: json.dumps({k: v for k, v in asdict(info).items()
-                                           if k not in ("path", "ood_pixels", "cameras")})}
+    custom = {
+        CUSTOM_DATA_KEY: json.dumps(
+            {k: v for k, v in asdict(info).items() if k not in ("path", "ood_pixels", "cameras")}
+        )
+    }
     period_ns = round(1e9 / fps)
     with bagio.BagWriter(out, storage, custom_data=custom) as bag:
         bag.add_topic(info.image_topic, bagio.COMPRESSED_IMAGE if compressed else bagio.IMAGE)
         bag.add_topic(LABELS_TOPIC, bagio.IMAGE)
         bag.add_topic(OOD_TOPIC, bagio.IMAGE)
         sequence = _sequence(info, seed)
-        for i, frame in enumerate(tqdm(sequence, total=frames, desc="synthroad bag",
-                                       disable=not progress, dynamic_ncols=True)):
+        for i, frame in enumerate(
+            tqdm(
+                sequence,
+                total=frames,
+                desc="synthroad bag",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+        ):
             stamp = start_ns + i * period_ns
-            _write_frame(bag, frame, stamp, FRAME_ID, (info.image_topic, LABELS_TOPIC, OOD_TOPIC),
-                         compressed, jpeg_quality)
+            _write_frame(
+                bag,
+                frame,
+                stamp,
+                FRAME_ID,
+                (info.image_topic, LABELS_TOPIC, OOD_TOPIC),
+                compressed,
+                jpeg_quality,
+            )
             info.ood_pixels.append(int((frame.ood == 1).sum()))
     return info
 
@@ -154,8 +190,9 @@ def _camera_names(cameras: int, names: Optional[Sequence[str]]) -> Optional[list
         raise ValueError(f"{cameras} cameras but {len(names)} camera names ({', '.join(names)})")
     bad = [n for n in names if not _NAME.match(n)]
     if bad:
-        raise ValueError(f"camera names must be ROS name tokens ([A-Za-z][A-Za-z0-9_]*), "
-                         f"got {bad}")
+        raise ValueError(
+            f"camera names must be ROS name tokens ([A-Za-z][A-Za-z0-9_]*), got {bad}"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"camera names must be unique, got {names}")
     return names
@@ -165,12 +202,20 @@ def _sequence(info: SynthroadBag, seed: int) -> Iterator[Any]:
     """The drive of ``seed`` (synthroad ``Frame`` objects, one by one)."""
     from training.datasets.synthroad_sequence import iter_sequence
 
-    return iter_sequence(info.frames, info.size, seed, ood_from_frame=info.ood_from_frame,
-                         fps=info.fps)
+    return iter_sequence(
+        info.frames, info.size, seed, ood_from_frame=info.ood_from_frame, fps=info.fps
+    )
 
 
-def _write_frame(bag: bagio.BagWriter, frame: Any, stamp: int, frame_id: str,
-                 topics: tuple[str, str, str], compressed: bool, jpeg_quality: int) -> None:
+def _write_frame(
+    bag: bagio.BagWriter,
+    frame: Any,
+    stamp: int,
+    frame_id: str,
+    topics: tuple[str, str, str],
+    compressed: bool,
+    jpeg_quality: int,
+) -> None:
     """One camera frame: image, labels, OOD mask, all with the same stamp (also the log time)."""
     if compressed:
         image = bagio.compressed_message(frame.image, stamp, frame_id, "jpeg", jpeg_quality)
@@ -181,17 +226,28 @@ def _write_frame(bag: bagio.BagWriter, frame: Any, stamp: int, frame_id: str,
     bag.write(topics[2], stamp, bagio.image_message(frame.ood, "mono8", stamp, frame_id))
 
 
-def _write_rig(out: Path, info: SynthroadBag, names: list[str], jpeg_quality: int,
-               progress: bool) -> SynthroadBag:
+def _write_rig(
+    out: Path, info: SynthroadBag, names: list[str], jpeg_quality: int, progress: bool
+) -> SynthroadBag:
     """Several cameras, one drive (seed) each, written frame by frame with shared stamps."""
     for i, name in enumerate(names):
         image, labels, ood = camera_topics(name, info.compressed)
-        info.cameras.append(SynthroadCamera(name=name, seed=info.seed + CAMERA_SEED_STRIDE * i,
-                                            image_topic=image, labels_topic=labels, ood_topic=ood,
-                                            frame_id=name))
+        info.cameras.append(
+            SynthroadCamera(
+                name=name,
+                seed=info.seed + CAMERA_SEED_STRIDE * i,
+                image_topic=image,
+                labels_topic=labels,
+                ood_topic=ood,
+                frame_id=name,
+            )
+        )
     first = info.cameras[0]
-    info.image_topic, info.labels_topic, info.ood_topic = (first.image_topic, first.labels_topic,
-                                                           first.ood_topic)
+    info.image_topic, info.labels_topic, info.ood_topic = (
+        first.image_topic,
+        first.labels_topic,
+        first.ood_topic,
+    )
     period_ns = round(1e9 / info.fps)
     with bagio.BagWriter(out, info.storage, custom_data=_rig_custom(info)) as bag:
         for cam in info.cameras:
@@ -200,13 +256,26 @@ def _write_rig(out: Path, info: SynthroadBag, names: list[str], jpeg_quality: in
             bag.add_topic(cam.labels_topic, bagio.IMAGE)
             bag.add_topic(cam.ood_topic, bagio.IMAGE)
         sequences = zip(*(_sequence(info, cam.seed) for cam in info.cameras))
-        for i, rig in enumerate(tqdm(sequences, total=info.frames, desc="synthroad bag",
-                                     disable=not progress, dynamic_ncols=True)):
+        for i, rig in enumerate(
+            tqdm(
+                sequences,
+                total=info.frames,
+                desc="synthroad bag",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+        ):
             stamp = info.start_ns + i * period_ns
             for cam, frame in zip(info.cameras, rig):
-                _write_frame(bag, frame, stamp, cam.frame_id,
-                             (cam.image_topic, cam.labels_topic, cam.ood_topic), info.compressed,
-                             jpeg_quality)
+                _write_frame(
+                    bag,
+                    frame,
+                    stamp,
+                    cam.frame_id,
+                    (cam.image_topic, cam.labels_topic, cam.ood_topic),
+                    info.compressed,
+                    jpeg_quality,
+                )
                 cam.ood_pixels.append(int((frame.ood == 1).sum()))
             info.ood_pixels.append(sum(cam.ood_pixels[-1] for cam in info.cameras))
         for key, value in _rig_custom(info).items():  # now with the OOD pixel counts
@@ -235,32 +304,55 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_synthroad_bag", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path,
-                   help="rosbag2 directory to create (must not exist)")
+    p = argparse.ArgumentParser(
+        prog="fed_synthroad_bag",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="rosbag2 directory to create (must not exist)"
+    )
     p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
-    p.add_argument("--size", type=_size, default=(256, 512),
-                   help="frame size HxW (default 256x512)")
+    p.add_argument(
+        "--size", type=_size, default=(256, 512), help="frame size HxW (default 256x512)"
+    )
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the stamps (default 10)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
-    p.add_argument("--storage", choices=bagio.STORAGES, default="mcap",
-                   help="rosbag2 storage (default mcap)")
-    p.add_argument("--compressed", action="store_true",
-                   help=f"camera as CompressedImage JPEG on {COMPRESSED_TOPIC} instead of rgb8 "
-                        f"Image on {IMAGE_TOPIC} (several cameras: /NAME/image_raw/compressed)")
+    p.add_argument(
+        "--storage", choices=bagio.STORAGES, default="mcap", help="rosbag2 storage (default mcap)"
+    )
+    p.add_argument(
+        "--compressed",
+        action="store_true",
+        help=f"camera as CompressedImage JPEG on {COMPRESSED_TOPIC} instead of rgb8 "
+        f"Image on {IMAGE_TOPIC} (several cameras: /NAME/image_raw/compressed)",
+    )
     p.add_argument("--jpeg-quality", type=int, default=95)
-    p.add_argument("--ood-from", type=int, default=None, metavar="FRAME",
-                   help="first frame with OOD objects on the road (default frames // 3; "
-                        ">= frames: none)")
-    p.add_argument("--cameras", type=int, default=1, metavar="N",
-                   help="cameras of a synchronised rig (default 1: the /camera/... bag). N > 1: "
-                        "cam0..cam{N-1} on /NAME/image_raw, /NAME/labels, /NAME/ood "
-                        "(frame_id NAME), "
-                        "same stamps; different seeds (camera i: --seed + 1000 i): the renderer "
-                        "has no yaw, so each camera is its own drive")
-    p.add_argument("--camera-names", type=_names, default=None, metavar="NAME,NAME,...",
-                   help="name the cameras (e.g. front,left,right,rear; implies --cameras N)")
+    p.add_argument(
+        "--ood-from",
+        type=int,
+        default=None,
+        metavar="FRAME",
+        help="first frame with OOD objects on the road (default frames // 3; >= frames: none)",
+    )
+    p.add_argument(
+        "--cameras",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cameras of a synchronised rig (default 1: the /camera/... bag). N > 1: "
+        "cam0..cam{N-1} on /NAME/image_raw, /NAME/labels, /NAME/ood "
+        "(frame_id NAME), "
+        "same stamps; different seeds (camera i: --seed + 1000 i): the renderer "
+        "has no yaw, so each camera is its own drive",
+    )
+    p.add_argument(
+        "--camera-names",
+        type=_names,
+        default=None,
+        metavar="NAME,NAME,...",
+        help="name the cameras (e.g. front,left,right,rear; implies --cameras N)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -269,28 +361,43 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.monotonic()
     try:
-        info = write_synthroad_bag(args.out, frames=args.frames, size=args.size, fps=args.fps,
-                                   seed=args.seed, storage=args.storage,
-                                   compressed=args.compressed, ood_from_frame=args.ood_from,
-                                   jpeg_quality=args.jpeg_quality, progress=not args.quiet,
-                                   cameras=args.cameras, camera_names=args.camera_names)
+        info = write_synthroad_bag(
+            args.out,
+            frames=args.frames,
+            size=args.size,
+            fps=args.fps,
+            seed=args.seed,
+            storage=args.storage,
+            compressed=args.compressed,
+            ood_from_frame=args.ood_from,
+            jpeg_quality=args.jpeg_quality,
+            progress=not args.quiet,
+            cameras=args.cameras,
+            camera_names=args.camera_names,
+        )
     except (FileExistsError, ValueError) as exc:
         print(f"fed_synthroad_bag: error: {exc}", file=sys.stderr)
         return 2
     if info.cameras:
-        print(f"fed_synthroad_bag: wrote {len(info.cameras)} cameras x {info.frames} frames "
-              f"{info.size[0]}x{info.size[1]} at {info.fps:g} fps ({info.storage}) to {info.path} "
-              f"in {time.monotonic() - t0:.1f} s; same stamps on every camera")
+        print(
+            f"fed_synthroad_bag: wrote {len(info.cameras)} cameras x {info.frames} frames "
+            f"{info.size[0]}x{info.size[1]} at {info.fps:g} fps ({info.storage}) to {info.path} "
+            f"in {time.monotonic() - t0:.1f} s; same stamps on every camera"
+        )
         for cam in info.cameras:
             with_ood = sum(1 for n in cam.ood_pixels if n)
-            print(f"  {cam.name} (seed {cam.seed}): {cam.image_topic}, {cam.labels_topic}, "
-                  f"{cam.ood_topic}; OOD objects visible in {with_ood} frames")
+            print(
+                f"  {cam.name} (seed {cam.seed}): {cam.image_topic}, {cam.labels_topic}, "
+                f"{cam.ood_topic}; OOD objects visible in {with_ood} frames"
+            )
         return 0
     with_ood = sum(1 for n in info.ood_pixels if n)
-    print(f"fed_synthroad_bag: wrote {info.frames} frames {info.size[0]}x{info.size[1]} at "
-          f"{info.fps:g} fps ({info.storage}) to {info.path} in {time.monotonic() - t0:.1f} s; "
-          f"topics {info.image_topic}, "
-          f"{info.labels_topic}, {info.ood_topic}; OOD objects visible in {with_ood} frames")
+    print(
+        f"fed_synthroad_bag: wrote {info.frames} frames {info.size[0]}x{info.size[1]} at "
+        f"{info.fps:g} fps ({info.storage}) to {info.path} in {time.monotonic() - t0:.1f} s; "
+        f"topics {info.image_topic}, "
+        f"{info.labels_topic}, {info.ood_topic}; OOD objects visible in {with_ood} frames"
+    )
     return 0
 
 

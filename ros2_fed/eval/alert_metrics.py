@@ -10,6 +10,7 @@ of every run of positive frames are excused (the alert waits that many frames on
 ``false_alarm_rate`` = alerted negative frames / negative frames. "Alerted" = level WARN or
 above. Frames without an alert record (dropped) count as not alerted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,22 +34,26 @@ def largest_object_pixels(ood_mask: np.ndarray) -> int:
 
 @dataclass
 class AlertScore:
-    recall: Optional[float]            # None without positive frames
+    recall: Optional[float]  # None without positive frames
     false_alarm_rate: Optional[float]  # None without negative frames
-    positives: int                     # positive frames counted (after the excused ones)
+    positives: int  # positive frames counted (after the excused ones)
     excused: int
     negatives: int
     alerted_positives: int
     alerted_negatives: int
-    presence: list[Optional[bool]]     # per frame: True positive, False negative, None neither
+    presence: list[Optional[bool]]  # per frame: True positive, False negative, None neither
 
     def to_json(self) -> dict:
         return {k: v for k, v in vars(self).items()}
 
 
-def frame_presence(object_pixels: Sequence[Optional[int]], ood_pixels: Sequence[Optional[int]],
-                   min_object_pixels: int = MIN_OBJECT_PIXELS) -> list[Optional[bool]]:
-    """Per frame True (object >= min), False (no OOD pixel), None (smaller bits, or no ground truth)."""
+def frame_presence(
+    object_pixels: Sequence[Optional[int]],
+    ood_pixels: Sequence[Optional[int]],
+    min_object_pixels: int = MIN_OBJECT_PIXELS,
+) -> list[Optional[bool]]:
+    """Per frame True (object >= min), False (no OOD pixel), None (smaller bits, or no ground
+    truth)."""
     out: list[Optional[bool]] = []
     for obj, total in zip(object_pixels, ood_pixels):
         if obj is None or total is None:
@@ -62,9 +67,11 @@ def frame_presence(object_pixels: Sequence[Optional[int]], ood_pixels: Sequence[
     return out
 
 
-def score_alerts(levels: Sequence[Optional[int]], presence: Sequence[Optional[bool]],
-                 raise_frames: int) -> AlertScore:
-    """Recall over positive frames (first ``raise_frames`` of each run excused) and false-alarm rate."""
+def score_alerts(
+    levels: Sequence[Optional[int]], presence: Sequence[Optional[bool]], raise_frames: int
+) -> AlertScore:
+    """Recall over positive frames (first ``raise_frames`` of each run excused) and false-alarm
+    rate."""
     if len(levels) != len(presence):
         raise ValueError(f"{len(levels)} alert levels for {len(presence)} frames")
     positives = excused = negatives = hit = false = 0
@@ -81,18 +88,32 @@ def score_alerts(levels: Sequence[Optional[int]], presence: Sequence[Optional[bo
         elif present is False:
             negatives += 1
             false += alerted
-    return AlertScore(recall=hit / positives if positives else None,
-                      false_alarm_rate=false / negatives if negatives else None,
-                      positives=positives, excused=excused, negatives=negatives,
-                      alerted_positives=hit, alerted_negatives=false, presence=list(presence))
+    return AlertScore(
+        recall=hit / positives if positives else None,
+        false_alarm_rate=false / negatives if negatives else None,
+        positives=positives,
+        excused=excused,
+        negatives=negatives,
+        alerted_positives=hit,
+        alerted_negatives=false,
+        presence=list(presence),
+    )
 
 
-def detection_report(levels: Sequence[Optional[int]], object_pixels: Sequence[Optional[int]],
-                     ood_pixels: Sequence[Optional[int]], raise_frames: int,
-                     min_object_pixels: int = MIN_OBJECT_PIXELS) -> Optional[dict]:
+def detection_report(
+    levels: Sequence[Optional[int]],
+    object_pixels: Sequence[Optional[int]],
+    ood_pixels: Sequence[Optional[int]],
+    raise_frames: int,
+    min_object_pixels: int = MIN_OBJECT_PIXELS,
+) -> Optional[dict]:
     """The JSON a replay report carries, or None when no frame has OOD ground truth."""
     if all(p is None for p in object_pixels):
         return None
     presence = frame_presence(object_pixels, ood_pixels, min_object_pixels)
     score = score_alerts(levels, presence, raise_frames)
-    return {**score.to_json(), "min_object_pixels": min_object_pixels, "excused_onset_frames": raise_frames}
+    return {
+        **score.to_json(),
+        "min_object_pixels": min_object_pixels,
+        "excused_onset_frames": raise_frames,
+    }

@@ -4,6 +4,7 @@ Public names (stable, used by tools and tests): FEDConfig, FlowEneDet, Flow, and
 classes; post-processing lives in ``ros2_fed.fed.postprocess``, the folded inference form
 (``fold_fed``, ``fused_p_wrong``) in ``ros2_fed.fed.fused``.
 """
+
 from .condition import ChannelGroupPool
 from .config import FEDConfig
 from .energy import LogitStandardizer, energy_channels, stable_softplus

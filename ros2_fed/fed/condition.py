@@ -1,4 +1,5 @@
 """FED-C's compute-free condition: average-pool groups of backbone feature channels."""
+
 from __future__ import annotations
 
 import torch
@@ -29,9 +30,12 @@ class ChannelGroupPool(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.shape[1] != self.in_channels:
             raise ValueError(
-                f"FED-C expects {self.in_channels}-channel backbone features, got {features.shape[1]}"
+                f"FED-C expects {self.in_channels}-channel backbone features, got "
+                f"{features.shape[1]}"
             )
         if self.even:
             b, _, h, w = features.shape
-            return features.reshape(b, self.groups, self.in_channels // self.groups, h, w).mean(dim=2)
+            return features.reshape(b, self.groups, self.in_channels // self.groups, h, w).mean(
+                dim=2
+            )
         return nn.functional.conv2d(features, self.weight.to(features.dtype))

@@ -1,4 +1,5 @@
 """FEDConfig: the whole design space of the FED supplementary (Table 8) in one dataclass."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields

@@ -4,6 +4,7 @@ FED does not look at the C-dimensional logits directly: it looks at the negative
 energy ``s = logsumexp_c l'_c`` of the (optionally per-class standardised) logits and feeds
 the flow two channels, ``log sigmoid(s)`` and ``log(1 - sigmoid(s))``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,8 @@ class LogitStandardizer(nn.Module):
         std = torch.as_tensor(std, dtype=self.std.dtype).reshape(-1)
         if mean.numel() != self.mean.numel() or std.numel() != self.std.numel():
             raise ValueError(
-                f"logit statistics have {mean.numel()}/{std.numel()} classes, model has {self.mean.numel()}"
+                f"logit statistics have {mean.numel()}/{std.numel()} classes, model has "
+                f"{self.mean.numel()}"
             )
         if not torch.all(torch.isfinite(mean)) or not torch.all(std > 0):
             raise ValueError("logit statistics must be finite with std > 0")

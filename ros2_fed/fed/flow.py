@@ -1,4 +1,5 @@
 """The FED flow g(theta): L blocks of ActNorm -> 1x1 conv -> affine coupling -> iMap."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -25,7 +26,9 @@ class FlowBlock(nn.Module):
         self.actnorm = ActNorm(2)
         self.invconv = InvConv2x2()
         self.cond_norm = ActNorm(cfg.cond_dim) if cfg.conditional else None
-        self.coupling = AffineCoupling(cond_channel, cfg.cond_dim, cfg.hidden, cfg.kernel, cfg.scale_bound)
+        self.coupling = AffineCoupling(
+            cond_channel, cfg.cond_dim, cfg.hidden, cfg.kernel, cfg.scale_bound
+        )
         self.attention = InvertibleAttention(cond_channel, cfg.hidden)
 
     def _normalized_condition(self, cond: Optional[Tensor]) -> Optional[Tensor]:

@@ -9,6 +9,7 @@ parameter arithmetic is :func:`fold_fed`, done once in Python, so exported graph
 folded constants (:class:`FoldedFED`, one :class:`FoldedBlock` per flow block).
 ``log(1 + t)`` uses :func:`log1p_exact`, because ONNX has no Log1p.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,14 @@ from torch.nn import functional as F
 from .energy import stable_softplus
 from .flow import FlowBlock
 from .head import GaussianHead
-from .layers import (ActNorm, AffineCoupling, AttentionNet, CouplingNet, InvConv2x2,
-                     InvertibleAttention)
+from .layers import (
+    ActNorm,
+    AffineCoupling,
+    AttentionNet,
+    CouplingNet,
+    InvConv2x2,
+    InvertibleAttention,
+)
 from .model import FlowEneDet
 
 Tensor = torch.Tensor
@@ -126,9 +133,15 @@ class FoldedFED:
         def move(t: Optional[Tensor]) -> Optional[Tensor]:
             return None if t is None else t.to(device)
 
-        return FoldedFED([b.to(device) for b in self.blocks], move(self.cond_weight),
-                         move(self.cond_bias), self.pool_folded, self.head_weight.to(device),
-                         self.head_bias.to(device), self.const.to(device))
+        return FoldedFED(
+            [b.to(device) for b in self.blocks],
+            move(self.cond_weight),
+            move(self.cond_bias),
+            self.pool_folded,
+            self.head_weight.to(device),
+            self.head_bias.to(device),
+            self.const.to(device),
+        )
 
     @property
     def device(self) -> torch.device:
@@ -156,8 +169,9 @@ def _fold_block(block: FlowBlock, bound: float) -> FoldedBlock:
         torch.cat(bias).contiguous(),
         torch.cat([scale_net.spatial.weight, shift_net.spatial.weight], dim=0).contiguous(),
         torch.cat([scale_net.spatial.bias, shift_net.spatial.bias]).contiguous(),
-        torch.cat([scale_net.project.weight / bound, shift_net.project.weight],
-                  dim=0).contiguous(),
+        torch.cat(
+            [scale_net.project.weight / bound, shift_net.project.weight], dim=0
+        ).contiguous(),
         torch.cat([scale_net.project.bias / bound, shift_net.project.bias]).contiguous(),
         att_net.project.weight.detach().clone(),
         att_net.project.bias.detach().clone(),
@@ -177,8 +191,9 @@ def _fold_block_condition(block: FlowBlock) -> tuple[list[Tensor], list[Tensor]]
     return weights, biases
 
 
-def _fold_condition(fed: FlowEneDet, weights: list[Tensor], biases: list[Tensor]
-                    ) -> tuple[Optional[Tensor], Optional[Tensor], bool]:
+def _fold_condition(
+    fed: FlowEneDet, weights: list[Tensor], biases: list[Tensor]
+) -> tuple[Optional[Tensor], Optional[Tensor], bool]:
     """All blocks' condition terms as one 1x1 convolution: (weight, bias, pool folded in)."""
     if not weights:
         return None, None, False
@@ -189,7 +204,8 @@ def _fold_condition(fed: FlowEneDet, weights: list[Tensor], biases: list[Tensor]
     # Pooling is linear too: fold it into the 1x1 when one GEMM over all F feature
     # channels is no dearer than reading them for the mean plus a P-wide GEMM.
     pool_folded = pool is not None and (
-        pool.in_channels * out_ch <= 2 * (pool.in_channels + pool.groups * out_ch))
+        pool.in_channels * out_ch <= 2 * (pool.in_channels + pool.groups * out_ch)
+    )
     if pool_folded:
         cond_weight = cond_weight @ pool.weight[:, :, 0, 0].to(cond_weight)
     return cond_weight[:, :, None, None].contiguous(), cond_bias, pool_folded
@@ -201,14 +217,18 @@ def _fold_head(head: GaussianHead) -> tuple[Tensor, Tensor, Tensor]:
     off = head.u_offdiag[0] if head.u_offdiag is not None else diag.new_zeros(())
     mu = head.mu
     # q0 = d0 (z0 - mu0); q1 = d1 (z1 - mu1) + off (z0 - mu0)
-    weight = torch.stack([
-        -0.5 * torch.stack([off - diag[0], diag[1]]),
-        torch.stack([off + diag[0], diag[1]]),
-    ])[:, :, None, None]
-    bias = torch.stack([
-        -0.5 * (diag[0] * mu[0] - off * mu[0] - diag[1] * mu[1]),
-        -(diag[0] * mu[0] + off * mu[0] + diag[1] * mu[1]),
-    ])
+    weight = torch.stack(
+        [
+            -0.5 * torch.stack([off - diag[0], diag[1]]),
+            torch.stack([off + diag[0], diag[1]]),
+        ]
+    )[:, :, None, None]
+    bias = torch.stack(
+        [
+            -0.5 * (diag[0] * mu[0] - off * mu[0] - diag[1] * mu[1]),
+            -(diag[0] * mu[0] + off * mu[0] + diag[1] * mu[1]),
+        ]
+    )
     comp_bias = -stable_softplus(head.beta) + torch.log(diag)
     return weight.contiguous(), bias, comp_bias[1] - comp_bias[0]
 
@@ -232,8 +252,9 @@ def fold_fed(fed: FlowEneDet) -> FoldedFED:
             const = const + block.actnorm.log_scale[1] - block.actnorm.log_scale[0]
         cond_weight, cond_bias, pool_folded = _fold_condition(fed, cond_w, cond_b)
         head_weight, head_bias, head_const = _fold_head(fed.head)
-    return FoldedFED(blocks, cond_weight, cond_bias, pool_folded, head_weight, head_bias,
-                     const + head_const)
+    return FoldedFED(
+        blocks, cond_weight, cond_bias, pool_folded, head_weight, head_bias, const + head_const
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -258,21 +279,25 @@ def log1p_exact(t: Tensor) -> Tensor:
 def energy_inputs_exact(fed: FlowEneDet, logits: Tensor) -> Tensor:
     """``fed.energy_inputs(logits)`` with :func:`log1p_exact` (same value, exportable)."""
     if logits.shape[1] != fed.cfg.num_classes:
-        raise ValueError(
-            f"FED expects {fed.cfg.num_classes}-class logits, got {logits.shape[1]}")
+        raise ValueError(f"FED expects {fed.cfg.num_classes}-class logits, got {logits.shape[1]}")
     s = torch.logsumexp(fed.standardizer(logits), dim=1, keepdim=True)
     tail = log1p_exact(torch.exp(-torch.abs(s)))
     return torch.cat([-(torch.relu(-s) + tail), -(torch.relu(s) + tail)], dim=1)
 
 
-def fused_p_wrong(fed: FlowEneDet, logits: Tensor, features: Optional[Tensor] = None,
-                  folded: Optional[FoldedFED] = None) -> Tensor:
+def fused_p_wrong(
+    fed: FlowEneDet,
+    logits: Tensor,
+    features: Optional[Tensor] = None,
+    folded: Optional[FoldedFED] = None,
+) -> Tensor:
     """``fed.p_wrong(logits, features)`` with the flow algebraically fused (B, 1, h, w)."""
     return torch.sigmoid(fused_logit_difference(fed, logits, features, folded))
 
 
-def _condition_terms(fed: FlowEneDet, folded: FoldedFED, features: Optional[Tensor],
-                     size: torch.Size) -> list[Optional[Tensor]]:
+def _condition_terms(
+    fed: FlowEneDet, folded: FoldedFED, features: Optional[Tensor], size: torch.Size
+) -> list[Optional[Tensor]]:
     """Each block's condition contribution to its scale/shift pre-activations (or None)."""
     if folded.cond_weight is None:
         return [None] * len(folded.blocks)
@@ -280,8 +305,10 @@ def _condition_terms(fed: FlowEneDet, folded: FoldedFED, features: Optional[Tens
         raise ValueError("FED-C needs the backbone decoder features")
     if folded.pool_folded:
         if features.shape[1] != fed.pool.in_channels:
-            raise ValueError(f"FED-C expects {fed.pool.in_channels}-channel backbone features, "
-                             f"got {features.shape[1]}")
+            raise ValueError(
+                f"FED-C expects {fed.pool.in_channels}-channel backbone features, "
+                f"got {features.shape[1]}"
+            )
         terms = F.conv2d(features, folded.cond_weight, folded.cond_bias)
     else:
         terms = F.conv2d(fed.condition(features), folded.cond_weight, folded.cond_bias)
@@ -292,8 +319,9 @@ def _condition_terms(fed: FlowEneDet, folded: FoldedFED, features: Optional[Tens
     return list(terms.split(2 * fed.cfg.hidden, dim=1))
 
 
-def _fused_block(x: Tensor, block: FoldedBlock, cond: Optional[Tensor], hidden: int,
-                 kernel: int, bound: float) -> tuple[Tensor, Tensor]:
+def _fused_block(
+    x: Tensor, block: FoldedBlock, cond: Optional[Tensor], hidden: int, kernel: int, bound: float
+) -> tuple[Tensor, Tensor]:
     """One folded flow block: (its output, the wrong-minus-correct log-det it adds)."""
     pad = kernel // 2
     pre = F.conv2d(x, block.mix_weight, block.mix_bias)
@@ -304,8 +332,9 @@ def _fused_block(x: Tensor, block: FoldedBlock, cond: Optional[Tensor], hidden: 
     act = torch.relu(F.conv2d(act, block.spatial_weight, block.spatial_bias, groups=2))
     st = F.conv2d(act, block.project_weight, block.project_bias, groups=2)
     log_scale = bound * torch.tanh(st[:, 0:1])
-    log_att = torch.tanh(F.conv2d(torch.relu(pre_att), block.attention_weight,
-                                  block.attention_bias))
+    log_att = torch.tanh(
+        F.conv2d(torch.relu(pre_att), block.attention_weight, block.attention_bias)
+    )
     gain = log_scale + log_att
     y_d = y_d * torch.exp(gain) + st[:, 1:2] * torch.exp(log_att)
     if block.kept_channel == 0:  # transformed channel d = 1 - c
@@ -313,8 +342,12 @@ def _fused_block(x: Tensor, block: FoldedBlock, cond: Optional[Tensor], hidden: 
     return torch.cat([y_d, y_c], dim=1), -gain
 
 
-def fused_logit_difference(fed: FlowEneDet, logits: Tensor, features: Optional[Tensor] = None,
-                           folded: Optional[FoldedFED] = None) -> Tensor:
+def fused_logit_difference(
+    fed: FlowEneDet,
+    logits: Tensor,
+    features: Optional[Tensor] = None,
+    folded: Optional[FoldedFED] = None,
+) -> Tensor:
     """``logit_wrong - logit_correct`` of FED's two components, fused (B, 1, h, w).
 
     Per block (kept channel c, transformed channel d), with ActNorm ``e = exp(log_s)``:

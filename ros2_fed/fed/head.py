@@ -1,4 +1,5 @@
 """FED's base model g(beta, mu, U): one Gaussian-like component per flow output channel."""
+
 from __future__ import annotations
 
 import math

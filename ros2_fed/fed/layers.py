@@ -9,6 +9,7 @@ convolution's) is split evenly between them, because FED's base model scores eac
 The layers work on the 2-channel energy map of FED; the 1x1 convolution is the closed-form
 2x2 case (no slogdet/inverse ops, which do not export to ONNX/TensorRT).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -95,7 +96,9 @@ class InvConv2x2(nn.Module):
     def inverse(self, y: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         w = self.weight
         det = self._det()
-        inv = torch.stack([torch.stack([w[1, 1], -w[0, 1]]), torch.stack([-w[1, 0], w[0, 0]])]) / det
+        inv = (
+            torch.stack([torch.stack([w[1, 1], -w[0, 1]]), torch.stack([-w[1, 0], w[0, 0]])]) / det
+        )
         half = -0.5 * torch.log(torch.abs(det))
         return self._multiply(inv, y), half.expand_as(y)
 
@@ -168,7 +171,9 @@ class AffineCoupling(nn.Module):
     triangular Jacobian. The log-scale is tanh-limited to ``[-scale_bound, scale_bound]``.
     """
 
-    def __init__(self, cond_channel: int, cond_dim: int, hidden: int, kernel: int, scale_bound: float) -> None:
+    def __init__(
+        self, cond_channel: int, cond_dim: int, hidden: int, kernel: int, scale_bound: float
+    ) -> None:
         super().__init__()
         if cond_channel not in (0, 1):
             raise ValueError("cond_channel must be 0 or 1")
@@ -181,7 +186,9 @@ class AffineCoupling(nn.Module):
     def _scale_shift(self, kept: Tensor, cond: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         if self.cond_dim > 0:
             if cond is None:
-                raise ValueError("this coupling is conditional (FED-C): a condition tensor is required")
+                raise ValueError(
+                    "this coupling is conditional (FED-C): a condition tensor is required"
+                )
             kept = torch.cat([kept, cond], dim=1)
         raw = self.scale_net(kept)
         log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)

@@ -1,4 +1,5 @@
 """FlowEneDet: the tiny post-hoc detector of wrong pixels bolted onto a frozen backbone."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -28,14 +29,20 @@ class FlowEneDet(nn.Module):
         super().__init__()
         self.cfg = cfg or FEDConfig()
         self.standardizer = LogitStandardizer(self.cfg.num_classes)
-        self.pool = ChannelGroupPool(self.cfg.feat_channels, self.cfg.cond_dim) if self.cfg.conditional else None
+        self.pool = (
+            ChannelGroupPool(self.cfg.feat_channels, self.cfg.cond_dim)
+            if self.cfg.conditional
+            else None
+        )
         self.flow = Flow(self.cfg)
         self.head = GaussianHead(self.cfg.cov)
 
     def energy_inputs(self, logits: Tensor) -> Tensor:
         """(B, C, h, w) logits -> (B, 2, h, w) ``[log sigmoid(s), log(1 - sigmoid(s))]``."""
         if logits.shape[1] != self.cfg.num_classes:
-            raise ValueError(f"FED expects {self.cfg.num_classes}-class logits, got {logits.shape[1]}")
+            raise ValueError(
+                f"FED expects {self.cfg.num_classes}-class logits, got {logits.shape[1]}"
+            )
         return energy_channels(self.standardizer(logits))
 
     def condition(self, features: Optional[Tensor]) -> Optional[Tensor]:

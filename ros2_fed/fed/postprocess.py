@@ -12,6 +12,7 @@ them (see :func:`make_postprocess`). They are *score-agnostic*: they only move v
 spatially and never assume which direction means "wrong". SML itself applies them to the
 standardized max logit (higher = more confident); FED applies them to ``p_wrong``.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -97,10 +98,16 @@ class GaussianSmoothing(nn.Module):
         self.dilation = int(dilation)
         self.padding = padding
         self.pad = (self.kernel_size // 2) * self.dilation
-        self.register_buffer("weight", gaussian_kernel2d(self.kernel_size, self.sigma).view(1, 1, kernel_size, kernel_size))
+        self.register_buffer(
+            "weight",
+            gaussian_kernel2d(self.kernel_size, self.sigma).view(1, 1, kernel_size, kernel_size),
+        )
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, sigma={self.sigma}, dilation={self.dilation}, padding={self.padding!r}"
+        return (
+            f"kernel_size={self.kernel_size}, sigma={self.sigma}, dilation={self.dilation}, "
+            f"padding={self.padding!r}"
+        )
 
     def smooth(self, score: torch.Tensor) -> torch.Tensor:
         """Blur a (B, C, H, W) or (B, H, W) map; output has the input's shape (4-D for 3-D in)."""
@@ -158,13 +165,16 @@ class BoundarySuppression(nn.Module):
     class ids below 2**24. Works for any number of score channels (mask is broadcast).
     """
 
-    def __init__(self, boundary_width: int = 4, boundary_iteration: int = 4, footprint: str = "sml") -> None:
+    def __init__(
+        self, boundary_width: int = 4, boundary_iteration: int = 4, footprint: str = "sml"
+    ) -> None:
         super().__init__()
         if boundary_width < 0 or boundary_iteration < 0:
             raise ValueError("boundary_width and boundary_iteration must be >= 0")
         if boundary_iteration != 0 and boundary_width % boundary_iteration != 0:
             raise ValueError(
-                f"boundary_width ({boundary_width}) must be a multiple of boundary_iteration ({boundary_iteration})"
+                f"boundary_width ({boundary_width}) must be a multiple of boundary_iteration "
+                f"({boundary_iteration})"
             )
         if footprint not in ("sml", "square"):
             raise ValueError(f"footprint must be 'sml' or 'square', got {footprint!r}")
@@ -174,7 +184,9 @@ class BoundarySuppression(nn.Module):
         # Radii are fixed at construction: the graph unrolls into a fixed op sequence.
         diff = self.boundary_width // self.boundary_iteration if self.boundary_iteration else 0
         self.radii: list[int] = [
-            0 if (self.boundary_width == 0 or i == self.boundary_iteration - 1) else self.boundary_width - diff * i - 1
+            0
+            if (self.boundary_width == 0 or i == self.boundary_iteration - 1)
+            else self.boundary_width - diff * i - 1
             for i in range(self.boundary_iteration)
         ]
         self.register_buffer("box", torch.ones(1, 1, 3, 3))
@@ -248,8 +260,12 @@ class SMLPostprocess(nn.Module):
         footprint: str = "sml",
     ) -> None:
         super().__init__()
-        self.suppression = BoundarySuppression(boundary_width, boundary_iteration, footprint=footprint)
-        self.smoothing = GaussianSmoothing(kernel_size, sigma, dilation=dilation, padding="replicate")
+        self.suppression = BoundarySuppression(
+            boundary_width, boundary_iteration, footprint=footprint
+        )
+        self.smoothing = GaussianSmoothing(
+            kernel_size, sigma, dilation=dilation, padding="replicate"
+        )
 
     def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if labels is None:

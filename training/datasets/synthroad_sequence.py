@@ -19,6 +19,7 @@ Each frame is ``(image uint8 HxWx3 RGB, trainIds uint8 HxW with 255 = void, ood 
 the ``ood`` split. Everything is a function of ``seed`` (and the arguments): the same call gives
 byte-identical frames on every machine.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Optional
@@ -51,8 +52,14 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def _place_ood(objs: list[Obj], rng: np.random.Generator, cam_end: float, z_near: float,
-               start: int, n_frames: int) -> None:
+def _place_ood(
+    objs: list[Obj],
+    rng: np.random.Generator,
+    cam_end: float,
+    z_near: float,
+    start: int,
+    n_frames: int,
+) -> None:
     """Put the OOD objects ahead of the camera's final position, visible from ``start`` on."""
     placed: list[tuple[tuple[float, float], float, float]] = []  # (x range, z0, z1)
     for o in objs:
@@ -67,13 +74,18 @@ def _place_ood(objs: list[Obj], rng: np.random.Generator, cam_end: float, z_near
         placed.append((xr, z, z + size))
 
 
-def _tidy_traffic(objs: list[Obj], ood: list[Obj], cam_speed: float, rng: np.random.Generator) -> list[Obj]:
-    """Make the traffic consistent with a moving camera and static OOD objects (module docstring)."""
+def _tidy_traffic(
+    objs: list[Obj], ood: list[Obj], cam_speed: float, rng: np.random.Generator
+) -> list[Obj]:
+    """Make the traffic consistent with a moving camera and static OOD objects (module
+    docstring)."""
     ood_ranges = [_x_range(o, 0.8) for o in ood]
     ego = (-EGO_HALF_WIDTH, EGO_HALF_WIDTH)
     kept: list[Obj] = []
     for o in objs:
-        on_road = o.kind in _VEHICLES or (o.kind == "person" and o.speed == 0.0)  # crosswalk pedestrians
+        on_road = o.kind in _VEHICLES or (
+            o.kind == "person" and o.speed == 0.0
+        )  # crosswalk pedestrians
         if on_road and any(_overlap(_x_range(o), r) for r in ood_ranges):
             continue  # would stand in front of / drive through an OOD object
         if on_road and o.speed == 0.0 and _overlap(_x_range(o), ego):
@@ -104,8 +116,15 @@ def _tidy_traffic(objs: list[Obj], ood: list[Obj], cam_speed: float, rng: np.ran
     return [o for o in kept if id(o) not in drop]
 
 
-def iter_sequence(n_frames: int, size: tuple[int, int], seed: int, ood_from_frame: Optional[int] = None,
-                  ood: bool = True, fps: float = 10.0, speed: Optional[float] = None) -> Iterator[Frame]:
+def iter_sequence(
+    n_frames: int,
+    size: tuple[int, int],
+    seed: int,
+    ood_from_frame: Optional[int] = None,
+    ood: bool = True,
+    fps: float = 10.0,
+    speed: Optional[float] = None,
+) -> Iterator[Frame]:
     """Like ``make_sequence`` but yields ``synthroad.Frame`` objects (with labelIds) one by one."""
     height, width = (int(v) for v in size)
     if n_frames < 1:
@@ -130,16 +149,28 @@ def iter_sequence(n_frames: int, size: tuple[int, int], seed: int, ood_from_fram
     scene, cam = sample_scene(rng, height, width, ood=with_ood, travel=travel)
     ood_objs = [o for o in scene.objects if o.kind in _OOD_KINDS]
     if with_ood:
-        _place_ood(ood_objs, rng, cam_speed * (n_frames - 1) / fps, _z_near(scene, cam), start, n_frames)
-    scene.objects = ood_objs + _tidy_traffic([o for o in scene.objects if o.kind not in _OOD_KINDS], ood_objs,
-                                             cam_speed, rng)
+        _place_ood(
+            ood_objs, rng, cam_speed * (n_frames - 1) / fps, _z_near(scene, cam), start, n_frames
+        )
+    scene.objects = ood_objs + _tidy_traffic(
+        [o for o in scene.objects if o.kind not in _OOD_KINDS], ood_objs, cam_speed, rng
+    )
     for i in range(n_frames):
         t = i / fps
-        yield render_frame(scene, cam, np.random.default_rng([seed, 12, i]), cam_z=cam_speed * t, t=t, frame=i)
+        yield render_frame(
+            scene, cam, np.random.default_rng([seed, 12, i]), cam_z=cam_speed * t, t=t, frame=i
+        )
 
 
-def make_sequence(n_frames: int, size: tuple[int, int], seed: int, ood_from_frame: Optional[int] = None,
-                  ood: bool = True, fps: float = 10.0, speed: Optional[float] = None) -> SequenceFrames:
+def make_sequence(
+    n_frames: int,
+    size: tuple[int, int],
+    seed: int,
+    ood_from_frame: Optional[int] = None,
+    ood: bool = True,
+    fps: float = 10.0,
+    speed: Optional[float] = None,
+) -> SequenceFrames:
     """A drive of ``n_frames`` frames of ``size`` = (height, width), deterministic by ``seed``.
 
     ``ood_from_frame``: first frame with OOD objects on the road (default ``n_frames // 3``;
@@ -147,4 +178,7 @@ def make_sequence(n_frames: int, size: tuple[int, int], seed: int, ood_from_fram
     camera speed in m/s (default: drawn from 6-10 m/s, capped as the module docstring says).
     Returns ``[(image RGB uint8 HxWx3, trainIds uint8 HxW, ood uint8 HxW 0/1/255), ...]``.
     """
-    return [(f.image, f.train_ids, f.ood) for f in iter_sequence(n_frames, size, seed, ood_from_frame, ood, fps, speed)]
+    return [
+        (f.image, f.train_ids, f.ood)
+        for f in iter_sequence(n_frames, size, seed, ood_from_frame, ood, fps, speed)
+    ]

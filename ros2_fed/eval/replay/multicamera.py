@@ -24,6 +24,7 @@ a **pooled** row:
 Offline only for several cameras: ``--live`` replays one camera (a ``--cameras`` list of one
 name works); with two or more it is refused with a one-line error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,9 @@ def wanted(args: argparse.Namespace) -> bool:
         return False  # the normal path reports it
 
 
-def find_cameras(info: bagmod.BagInfo, names: list[str],
-                 ground_truth: bool = True) -> list[Camera]:
+def find_cameras(
+    info: bagmod.BagInfo, names: list[str], ground_truth: bool = True
+) -> list[Camera]:
     """The cameras to evaluate (``names`` empty: every camera of a rig bag)."""
     rig = {c["name"]: c for c in _rig(info)}
     if not names:
@@ -94,8 +96,12 @@ def find_cameras(info: bagmod.BagInfo, names: list[str],
     for name in names:
         if name in rig:
             entry = rig[name]
-            cam = Camera(name, entry.get("image_topic", ""), entry.get("labels_topic"),
-                         entry.get("ood_topic"))
+            cam = Camera(
+                name,
+                entry.get("image_topic", ""),
+                entry.get("labels_topic"),
+                entry.get("ood_topic"),
+            )
         else:
             cam = _guess(info, name)
         if not ground_truth:
@@ -107,8 +113,11 @@ def find_cameras(info: bagmod.BagInfo, names: list[str],
 def _guess(info: bagmod.BagInfo, name: str) -> Camera:
     topics = info.topics
     gt = {f"/{name}/labels", f"/{name}/ood"}
-    images = [t for t, i in topics.items() if t.startswith(f"/{name}/")
-              and i.msgtype in bagio.IMAGE_TYPES and t not in gt]
+    images = [
+        t
+        for t, i in topics.items()
+        if t.startswith(f"/{name}/") and i.msgtype in bagio.IMAGE_TYPES and t not in gt
+    ]
     preferred = [f"/{name}/{s}" for s in IMAGE_SUFFIXES if f"/{name}/{s}" in images]
     if preferred:
         image = preferred[0]
@@ -118,7 +127,8 @@ def _guess(info: bagmod.BagInfo, name: str) -> Camera:
         raise bagmod.BagError(
             f"{info.path}: camera {name}: {'several' if images else 'no'} image topics under "
             f"/{name}/ ({', '.join(sorted(images)) or 'none'}; topics in the bag: "
-            f"{info.describe_topics()})")
+            f"{info.describe_topics()})"
+        )
 
     def gt_topic(topic: str) -> Optional[str]:
         return topic if topic in topics and topics[topic].msgtype == bagio.IMAGE else None
@@ -138,12 +148,18 @@ def _camera_args(args: argparse.Namespace, cam: Camera) -> argparse.Namespace:
 def _check_out(out: Path, cameras: list[Camera], overwrite: bool) -> None:
     """Refuse before anything runs when OUT or a camera folder holds an earlier run."""
     folders = [out] + [out / cam.name for cam in cameras]
-    previous = [p for d in folders for p in [d / OUTPUT_BAG] + [d / n for n in rep.REPORT_FILES]
-                if p.exists()]
+    previous = [
+        p
+        for d in folders
+        for p in [d / OUTPUT_BAG] + [d / n for n in rep.REPORT_FILES]
+        if p.exists()
+    ]
     if previous and not overwrite:
-        raise OutputExistsError(f"{out} already holds an earlier run "
-                                f"({', '.join(str(p.relative_to(out)) for p in previous)}); "
-                                "use --overwrite or another --out")
+        raise OutputExistsError(
+            f"{out} already holds an earlier run "
+            f"({', '.join(str(p.relative_to(out)) for p in previous)}); "
+            "use --overwrite or another --out"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -164,8 +180,14 @@ class Pool:
         self.pixels += int(frames) * int(frame_pixels)
         exact = self.pixels <= EXACT_PIXEL_LIMIT and scorer.exact
         if self.scorer is None or (self.scorer.exact and not exact):
-            pooled = Scorer(scorer.num_classes, 0, 0, exact=exact,
-                            bins=scorer.bins, probability=sorted(scorer.probability))
+            pooled = Scorer(
+                scorer.num_classes,
+                0,
+                0,
+                exact=exact,
+                bins=scorer.bins,
+                probability=sorted(scorer.probability),
+            )
             if self.scorer is not None:
                 pooled.merge(self.scorer)  # exact pairs binned into the histograms
             self.scorer = pooled
@@ -179,8 +201,9 @@ def pooled_detection(detections: list[Optional[dict[str, Any]]]) -> Optional[dic
         return None
     out: dict[str, Any] = {k: sum(int(d.get(k) or 0) for d in got) for k in DETECTION_COUNTS}
     out["recall"] = out["alerted_positives"] / out["positives"] if out["positives"] else None
-    out["false_alarm_rate"] = (out["alerted_negatives"] / out["negatives"] if out["negatives"]
-                               else None)
+    out["false_alarm_rate"] = (
+        out["alerted_negatives"] / out["negatives"] if out["negatives"] else None
+    )
     out["min_object_pixels"] = got[0].get("min_object_pixels")
     out["excused_onset_frames"] = got[0].get("excused_onset_frames")
     out["cameras"] = len(got)
@@ -197,19 +220,26 @@ def _camera_entry(cam: Camera, report: dict[str, Any], out: Path) -> dict[str, A
     detection = dict(report["alerts"].get("detection") or {}) or None
     if detection:
         detection.pop("presence", None)
-    return {"name": cam.name, "topics": {"image": cam.image, "labels": cam.labels, "ood": cam.ood},
-            "report": str(out / cam.name / "report.json"),
-            "report_md": str(out / cam.name / "report.md"),
-            "output_bag": report["files"].get("output_bag"),
-            "frames": report["frames"], "node": _node_numbers(report),
-            "alerts": {"counts": report["alerts"].get("counts"), "detection": detection},
-            "latency_ms": report["latency_ms"], "throughput_fps": report.get("throughput_fps")}
+    return {
+        "name": cam.name,
+        "topics": {"image": cam.image, "labels": cam.labels, "ood": cam.ood},
+        "report": str(out / cam.name / "report.json"),
+        "report_md": str(out / cam.name / "report.md"),
+        "output_bag": report["files"].get("output_bag"),
+        "frames": report["frames"],
+        "node": _node_numbers(report),
+        "alerts": {"counts": report["alerts"].get("counts"), "detection": detection},
+        "latency_ms": report["latency_ms"],
+        "throughput_fps": report.get("throughput_fps"),
+    }
 
 
 def _pooled_section(pool: Pool, reports: list[dict[str, Any]]) -> dict[str, Any]:
     assert pool.scorer is not None
-    frames = {k: sum(int(r["frames"].get(k) or 0) for r in reports)
-              for k in ("in_bag", "evaluated", "dropped", "with_labels", "with_ood")}
+    frames = {
+        k: sum(int(r["frames"].get(k) or 0) for r in reports)
+        for k in ("in_bag", "evaluated", "dropped", "with_labels", "with_ood")
+    }
     counts: dict[str, int] = {}
     for r in reports:
         for level, n in (r["alerts"].get("counts") or {}).items():
@@ -219,14 +249,19 @@ def _pooled_section(pool: Pool, reports: list[dict[str, Any]]) -> dict[str, Any]
         sources.update(r.get("method_sources") or {})
     evaluated = frames["evaluated"]
     pooled: dict[str, Any] = {
-        "frames": frames, "metrics": pool.scorer.results(), "method_sources": sources,
+        "frames": frames,
+        "metrics": pool.scorer.results(),
+        "method_sources": sources,
         "node_method": reports[0].get("node_method"),
-        "alerts": {"counts": counts,
-                   "detection": pooled_detection([r["alerts"].get("detection") for r in reports])},
+        "alerts": {
+            "counts": counts,
+            "detection": pooled_detection([r["alerts"].get("detection") for r in reports]),
+        },
         "latency_ms": {**_percentiles(pool.latencies), "what": reports[0]["latency_ms"]["what"]},
         "throughput_fps": evaluated / pool.processing_s if pool.processing_s else None,
         "throughput_what": "frames / summed decode + inference time (cameras run one after "
-                           "another in one process)"}
+        "another in one process)",
+    }
     pooled["node"] = _node_numbers(pooled)
     return pooled
 
@@ -246,8 +281,9 @@ class CameraEvaluation(BagEvaluation):
         return super().assemble(scored, reference)
 
 
-def evaluate(args: argparse.Namespace, partial: dict[str, Any],
-             log: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+def evaluate(
+    args: argparse.Namespace, partial: dict[str, Any], log: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]]:
     """Every camera, then the pooled report; returns (report.md, report.json's content)."""
     t0 = time.monotonic()
     info, cameras = _check_arguments(args)
@@ -267,24 +303,31 @@ def evaluate(args: argparse.Namespace, partial: dict[str, Any],
 
 def _check_arguments(args: argparse.Namespace) -> tuple[bagmod.BagInfo, list[Camera]]:
     if args.topic or args.gt_topic or args.ood_topic:
-        raise UsageError("--cameras picks each camera's topics; do not combine it with --topic, "
-                         "--gt-topic or --ood-topic")
+        raise UsageError(
+            "--cameras picks each camera's topics; do not combine it with --topic, "
+            "--gt-topic or --ood-topic"
+        )
     info = bagmod.open_info(args.bag)
     cameras = find_cameras(info, _names(getattr(args, "cameras", None)), not args.no_gt)
     if not cameras:
         raise UsageError(f"{info.path}: no cameras: the bag lists none (--cameras NAME,NAME)")
     if args.mode == "live" and len(cameras) > 1:
-        raise UsageError("live replay is single-camera: use --offline for several cameras, or "
-                         "--cameras NAME for one")
+        raise UsageError(
+            "live replay is single-camera: use --offline for several cameras, or "
+            "--cameras NAME for one"
+        )
     return info, cameras
 
 
-def _run_camera(args: argparse.Namespace, cam: Camera, pool: Pool,
-                log: Callable[[str], None]) -> dict[str, Any]:
+def _run_camera(
+    args: argparse.Namespace, cam: Camera, pool: Pool, log: Callable[[str], None]
+) -> dict[str, Any]:
     """The camera's normal run into OUT/NAME/; its scores go into ``pool``; its report.json."""
-    log(f"camera {cam.name}: {cam.image}"
+    log(
+        f"camera {cam.name}: {cam.image}"
         + (f", labels {cam.labels}" if cam.labels else "")
-        + (f", OOD {cam.ood}" if cam.ood else ""))
+        + (f", OOD {cam.ood}" if cam.ood else "")
+    )
     run = CameraEvaluation(_camera_args(args, cam), {"camera": cam.name}, log)
     run.run()
     first = run.scan.frames[0]
@@ -296,22 +339,39 @@ def _run_camera(args: argparse.Namespace, cam: Camera, pool: Pool,
     return _read_json(Path(args.out) / cam.name / "report.json")
 
 
-def _assemble(args: argparse.Namespace, info: bagmod.BagInfo, cameras: list[Camera],
-              reports: list[dict[str, Any]], pool: Pool) -> dict[str, Any]:
+def _assemble(
+    args: argparse.Namespace,
+    info: bagmod.BagInfo,
+    cameras: list[Camera],
+    reports: list[dict[str, Any]],
+    pool: Pool,
+) -> dict[str, Any]:
     """OUT/report.json's content (``complete`` is set by :func:`write_report`)."""
     out = Path(args.out)
     return {
-        "complete": False, "tool": "fed_bag_eval", "kind": "cameras",
+        "complete": False,
+        "tool": "fed_bag_eval",
+        "kind": "cameras",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "mode": args.mode,
-        "bag": {"path": str(info.path), "storage": info.storage, "files": info.files,
-                "duration_s": info.duration_s, "cameras": [asdict(c) for c in cameras]},
-        "model": reports[0]["model"], "node_method": reports[0].get("node_method"),
+        "bag": {
+            "path": str(info.path),
+            "storage": info.storage,
+            "files": info.files,
+            "duration_s": info.duration_s,
+            "cameras": [asdict(c) for c in cameras],
+        },
+        "model": reports[0]["model"],
+        "node_method": reports[0].get("node_method"),
         "cameras": [_camera_entry(c, r, out) for c, r in zip(cameras, reports)],
         "pooled": _pooled_section(pool, reports),
-        "files": {"report_json": str(out / "report.json"), "report_md": str(out / "report.md"),
-                  **{f"camera_{c.name}": str(out / c.name) for c in cameras}}}
+        "files": {
+            "report_json": str(out / "report.json"),
+            "report_md": str(out / "report.md"),
+            **{f"camera_{c.name}": str(out / c.name) for c in cameras},
+        },
+    }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -339,57 +399,89 @@ def _pct(value: Any) -> str:
 
 def camera_table(report: dict[str, Any]) -> str:
     """Markdown: one row per camera (the node's numbers) and the POOLED row."""
-    head = ("| camera | frames | dropped | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | mIoU | "
-            "alert recall | false alarms | p50 ms | frames/s |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| camera | frames | dropped | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | mIoU | "
+        "alert recall | false alarms | p50 ms | frames/s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     rows = [(f"[{c['name']}]({c['name']}/report.md)", c) for c in report["cameras"]]
     rows.append(("**POOLED**", report["pooled"]))
     for label, item in rows:
         node, det = item.get("node") or {}, (item["alerts"].get("detection") or {})
         fps = item.get("throughput_fps")
-        lines.append("| " + " | ".join([
-            label, str(item["frames"]["evaluated"]), str(item["frames"]["dropped"]),
-            _pct(node.get("ood_auroc")), _pct(node.get("ood_ap")), _pct(node.get("ood_fpr95")),
-            _pct(node.get("idm_auroc")), _pct(node.get("miou")),
-            "–" if det.get("recall") is None else f"{det['recall']:.2f}",
-            "–" if det.get("false_alarm_rate") is None else f"{det['false_alarm_rate']:.2f}",
-            rep._ms(item["latency_ms"].get("p50")), "–" if fps is None else f"{fps:.1f}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    label,
+                    str(item["frames"]["evaluated"]),
+                    str(item["frames"]["dropped"]),
+                    _pct(node.get("ood_auroc")),
+                    _pct(node.get("ood_ap")),
+                    _pct(node.get("ood_fpr95")),
+                    _pct(node.get("idm_auroc")),
+                    _pct(node.get("miou")),
+                    "–" if det.get("recall") is None else f"{det['recall']:.2f}",
+                    "–"
+                    if det.get("false_alarm_rate") is None
+                    else f"{det['false_alarm_rate']:.2f}",
+                    rep._ms(item["latency_ms"].get("p50")),
+                    "–" if fps is None else f"{fps:.1f}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def markdown(report: dict[str, Any]) -> str:
     bag, pooled = report["bag"], report["pooled"]
     names = ", ".join(c["name"] for c in report["cameras"])
-    lines = [f"# fed_bag_eval: {Path(bag['path']).name} ({len(report['cameras'])} cameras)", "",
-             f"**Complete.** Cameras {names} ({bag['storage']}, {bag['duration_s']:.1f} s), each "
-             f"run {report['mode']} exactly like a single-camera fed_bag_eval; model: "
-             f"{report['model']['description']}. Each camera's full report (timeline, alerts, "
-             "mosaics, output bag) is in its own folder.", "",
-             "## Per camera and pooled", "",
-             f"The node's row (`{report.get('node_method')}`, score = 1 - confidence); values in "
-             "%. POOLED: pixel metrics over all cameras' frames together (OOD pooled over pixels, "
-             "IDM per frame then averaged, mIoU from the summed confusion matrices); alert recall "
-             "and false alarms from the cameras' frame counts added; latency over all frames.", "",
-             camera_table(report)]
+    lines = [
+        f"# fed_bag_eval: {Path(bag['path']).name} ({len(report['cameras'])} cameras)",
+        "",
+        f"**Complete.** Cameras {names} ({bag['storage']}, {bag['duration_s']:.1f} s), each "
+        f"run {report['mode']} exactly like a single-camera fed_bag_eval; model: "
+        f"{report['model']['description']}. Each camera's full report (timeline, alerts, "
+        "mosaics, output bag) is in its own folder.",
+        "",
+        "## Per camera and pooled",
+        "",
+        f"The node's row (`{report.get('node_method')}`, score = 1 - confidence); values in "
+        "%. POOLED: pixel metrics over all cameras' frames together (OOD pooled over pixels, "
+        "IDM per frame then averaged, mIoU from the summed confusion matrices); alert recall "
+        "and false alarms from the cameras' frame counts added; latency over all frames.",
+        "",
+        camera_table(report),
+    ]
     det = pooled["alerts"].get("detection")
-    lines += [line.replace("Alert detection", "Pooled alert detection", 1)
-              for line in rep.detection_lines(det)]
+    lines += [
+        line.replace("Alert detection", "Pooled alert detection", 1)
+        for line in rep.detection_lines(det)
+    ]
     lines += ["## Pooled: every method", "", rep.metrics_table(pooled)]
     lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
-    lines += ["", f"Finished in {report['timing']['total_s']:.1f} s. Every number is in "
-              "`report.json`."]
+    lines += [
+        "",
+        f"Finished in {report['timing']['total_s']:.1f} s. Every number is in `report.json`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(args: argparse.Namespace) -> int:
     """``fed_bag_eval`` for several cameras (``cli.main`` hands over when :func:`wanted`)."""
+
     def log(msg: str) -> None:
         if not args.quiet:
             print(f"fed_bag_eval: {msg}", file=sys.stderr, flush=True)
 
-    partial: dict[str, Any] = {"tool": "fed_bag_eval", "kind": "cameras", "mode": args.mode,
-                               "bag": {"path": str(args.bag)}}
+    partial: dict[str, Any] = {
+        "tool": "fed_bag_eval",
+        "kind": "cameras",
+        "mode": args.mode,
+        "bag": {"path": str(args.bag)},
+    }
     try:
         md, report = evaluate(args, partial, log)
     except BaseException as exc:
@@ -421,6 +513,8 @@ def main(args: argparse.Namespace) -> int:
     for line in rep.detection_lines(report["pooled"]["alerts"].get("detection")):
         if line:
             print(line.replace("**", "").replace("Alert detection", "Pooled alert detection", 1))
-    print(f"fed_bag_eval: report {md} (complete; one folder per camera: "
-          f"{', '.join(c['name'] for c in report['cameras'])})")
+    print(
+        f"fed_bag_eval: report {md} (complete; one folder per camera: "
+        f"{', '.join(c['name'] for c in report['cameras'])})"
+    )
     return 0

@@ -20,8 +20,8 @@ road. None of these shapes, textures or colours is drawn in train/val. In the la
 are void (labelId 0 -> trainId 255); their mask is written separately (0 in-distribution, 1 OOD,
 255 void = the ego hood and the unlabelled clutter).
 
-On-disk layout written by ``write_dataset`` / ``fed_synthroad`` (``{id}`` = ``synthroad_{SSSSSS}_{FFFFFF}``
-with S = 0 train, 1 val, 2 ood and F the frame index)::
+On-disk layout written by ``write_dataset`` / ``fed_synthroad`` (``{id}`` =
+``synthroad_{SSSSSS}_{FFFFFF}`` with S = 0 train, 1 val, 2 ood and F the frame index)::
 
     {out}/leftImg8bit/{split}/synthroad/{id}_leftImg8bit.png
     {out}/gtFine/{split}/synthroad/{id}_gtFine_labelIds.png        Cityscapes labelIds
@@ -36,16 +36,75 @@ a scene into frames (single images and drives), :mod:`.io` writes and reads the 
 Each image is rendered from ``np.random.default_rng([seed, split code, index])``, so it depends
 only on (seed, split, index): more images never change the first ones.
 """
-from .io import (CITY, FISHYSCAPES_DIR, OOD_SUFFIX, SPLITS, VERSION, SynthRoadDataset, image_id,
-                 render_indexed, write_dataset, write_frame)
+
+from .io import (
+    CITY,
+    FISHYSCAPES_DIR,
+    OOD_SUFFIX,
+    SPLITS,
+    VERSION,
+    SynthRoadDataset,
+    image_id,
+    render_indexed,
+    write_dataset,
+    write_frame,
+)
 from .render import Frame, render_frame, render_scene, render_scene_full, render_sequence
-from .scene import (BUILDING, CAR, FENCE, LIGHT, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, TERRAIN,
-                    TRAIN_IDS_USED, TRUCK, VEGETATION, WALL, Camera, Obj, Scene, sample_scene)
+from .scene import (
+    BUILDING,
+    CAR,
+    FENCE,
+    LIGHT,
+    PERSON,
+    POLE,
+    ROAD,
+    SIDEWALK,
+    SIGN,
+    SKY,
+    TERRAIN,
+    TRAIN_IDS_USED,
+    TRUCK,
+    VEGETATION,
+    WALL,
+    Camera,
+    Obj,
+    Scene,
+    sample_scene,
+)
 
 __all__ = [
-    "BUILDING", "CAR", "CITY", "FENCE", "FISHYSCAPES_DIR", "LIGHT", "OOD_SUFFIX", "PERSON", "POLE",
-    "ROAD", "SIDEWALK", "SIGN", "SKY", "SPLITS", "TERRAIN", "TRAIN_IDS_USED", "TRUCK",
-    "VEGETATION", "VERSION", "WALL", "Camera", "Frame", "Obj", "Scene", "SynthRoadDataset", "image_id",
-    "render_frame", "render_indexed", "render_scene", "render_scene_full", "render_sequence",
-    "sample_scene", "write_dataset", "write_frame",
+    "BUILDING",
+    "CAR",
+    "CITY",
+    "FENCE",
+    "FISHYSCAPES_DIR",
+    "LIGHT",
+    "OOD_SUFFIX",
+    "PERSON",
+    "POLE",
+    "ROAD",
+    "SIDEWALK",
+    "SIGN",
+    "SKY",
+    "SPLITS",
+    "TERRAIN",
+    "TRAIN_IDS_USED",
+    "TRUCK",
+    "VEGETATION",
+    "VERSION",
+    "WALL",
+    "Camera",
+    "Frame",
+    "Obj",
+    "Scene",
+    "SynthRoadDataset",
+    "image_id",
+    "render_frame",
+    "render_indexed",
+    "render_scene",
+    "render_scene_full",
+    "render_sequence",
+    "sample_scene",
+    "write_dataset",
+    "write_frame",
 ]

@@ -1,4 +1,5 @@
 """synthroad on disk: the Cityscapes / Fishyscapes layout writer and its loader."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,12 @@ import numpy as np
 
 from ros2_fed.jsonio import write_json
 from training.datasets.base import VOID, PathLike, Sample, Transform, read_label, write_png
-from training.datasets.cityscapes import (IMAGE_SUFFIX, LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX,
-                                          CityscapesDataset)
+from training.datasets.cityscapes import (
+    IMAGE_SUFFIX,
+    LABEL_IDS_SUFFIX,
+    TRAIN_IDS_SUFFIX,
+    CityscapesDataset,
+)
 
 from .render import Frame, render_scene_full
 from .scene import TRAIN_IDS_USED
@@ -26,7 +31,8 @@ def image_id(split: str, index: int) -> str:
 
 
 def render_indexed(seed: int, split: str, index: int, height: int, width: int) -> Frame:
-    """The frame ``(seed, split, index)`` -- identical wherever and in whatever order it is rendered."""
+    """The frame ``(seed, split, index)`` -- identical wherever and in whatever order it is
+    rendered."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     return render_scene_full(rng, height, width, ood=(split == "ood"))
 
@@ -62,13 +68,20 @@ def _remove_stale(out: Path, split: str, count: int) -> None:
         if not folder.is_dir():
             continue
         for path in folder.glob(f"{code}*.png"):
-            index = path.name[len(code):len(code) + 6]
+            index = path.name[len(code) : len(code) + 6]
             if index.isdigit() and int(index) >= count:
                 path.unlink()
 
 
-def write_dataset(out: PathLike, counts: dict[str, int], height: int, width: int, seed: int = 0,
-                  workers: int = 1, progress: Optional[Any] = None) -> dict[str, Any]:
+def write_dataset(
+    out: PathLike,
+    counts: dict[str, int],
+    height: int,
+    width: int,
+    seed: int = 0,
+    workers: int = 1,
+    progress: Optional[Any] = None,
+) -> dict[str, Any]:
     """Render and write every split in ``counts``; ``progress(n)`` is called after each image.
     Frames of those splits left over from an earlier run with larger counts are deleted (other
     splits are left alone). Returns the metadata also stored in ``synthroad.json``."""
@@ -81,7 +94,9 @@ def write_dataset(out: PathLike, counts: dict[str, int], height: int, width: int
     out.mkdir(parents=True, exist_ok=True)
     for split, n in counts.items():
         _remove_stale(out, split, n)
-    jobs = [(str(out), seed, split, i, height, width) for split, n in counts.items() for i in range(n)]
+    jobs = [
+        (str(out), seed, split, i, height, width) for split, n in counts.items() for i in range(n)
+    ]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
@@ -94,13 +109,27 @@ def write_dataset(out: PathLike, counts: dict[str, int], height: int, width: int
             _render_and_write(job)
             if progress is not None:
                 progress(1)
-    meta = {"generator": "synthroad", "version": VERSION, "seed": seed, "height": height, "width": width,
-            "counts": dict(counts), "city": CITY, "train_ids_used": list(TRAIN_IDS_USED),
-            "files": {"image": f"leftImg8bit/{{split}}/{CITY}/{{id}}{IMAGE_SUFFIX}",
-                      "label_ids": f"gtFine/{{split}}/{CITY}/{{id}}{LABEL_IDS_SUFFIX}",
-                      "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
-                      "ood": f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)",
-                      "fishyscapes": f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png"}}
+    meta = {
+        "generator": "synthroad",
+        "version": VERSION,
+        "seed": seed,
+        "height": height,
+        "width": width,
+        "counts": dict(counts),
+        "city": CITY,
+        "train_ids_used": list(TRAIN_IDS_USED),
+        "files": {
+            "image": f"leftImg8bit/{{split}}/{CITY}/{{id}}{IMAGE_SUFFIX}",
+            "label_ids": f"gtFine/{{split}}/{CITY}/{{id}}{LABEL_IDS_SUFFIX}",
+            "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
+            "ood": (
+                f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)"
+            ),
+            "fishyscapes": (
+                f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png"
+            ),
+        },
+    }
     write_json(out / "synthroad.json", meta)
     return meta
 
@@ -112,15 +141,21 @@ class SynthRoadDataset(CityscapesDataset):
     derived from the label (255 where void, else 0), so the same code path evaluates any split.
     """
 
-    def __init__(self, root: PathLike, split: str = "train", transform: Optional[Transform] = None) -> None:
+    def __init__(
+        self, root: PathLike, split: str = "train", transform: Optional[Transform] = None
+    ) -> None:
         super().__init__(root, split=split, transform=transform)
 
     def load(self, entry: tuple) -> Sample:
         sample = super().load(entry)
         name, image_path, _ = entry
-        ood_path = self.root / "gtFine" / self.split / image_path.parent.name / f"{name}{OOD_SUFFIX}"
+        ood_path = (
+            self.root / "gtFine" / self.split / image_path.parent.name / f"{name}{OOD_SUFFIX}"
+        )
         if ood_path.is_file():
             sample["ood"] = read_label(ood_path)
         else:
-            sample["ood"] = np.where(sample["label"] == VOID, np.uint8(VOID), np.uint8(0)).astype(np.uint8)
+            sample["ood"] = np.where(sample["label"] == VOID, np.uint8(VOID), np.uint8(0)).astype(
+                np.uint8
+            )
         return sample

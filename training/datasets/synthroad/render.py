@@ -3,6 +3,7 @@
 Ground, facades and lane marks are computed per pixel with numpy from their world
 coordinates; objects are painted far-to-near with OpenCV; a labelIds map is painted alongside.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,12 +14,35 @@ import cv2
 import numpy as np
 
 from training.datasets.base import VOID
-from training.datasets.cityscapes import (LABEL_ID_EGO_VEHICLE, LABEL_ID_STATIC,
-                                          LABEL_ID_UNLABELED, label_ids_to_train_ids)
+from training.datasets.cityscapes import (
+    LABEL_ID_EGO_VEHICLE,
+    LABEL_ID_STATIC,
+    LABEL_ID_UNLABELED,
+    label_ids_to_train_ids,
+)
 
-from .scene import (_OOD_KINDS, _OOD_MARK, BUILDING, CAR, FENCE, LIGHT, PERSON, POLE, ROAD,
-                    SIDEWALK, SIGN, SKY, TERRAIN, TRUCK, VEGETATION, WALL, Camera, Obj, Scene,
-                    sample_scene)
+from .scene import (
+    _OOD_KINDS,
+    _OOD_MARK,
+    BUILDING,
+    CAR,
+    FENCE,
+    LIGHT,
+    PERSON,
+    POLE,
+    ROAD,
+    SIDEWALK,
+    SIGN,
+    SKY,
+    TERRAIN,
+    TRUCK,
+    VEGETATION,
+    WALL,
+    Camera,
+    Obj,
+    Scene,
+    sample_scene,
+)
 
 
 class _Canvas:
@@ -34,17 +58,30 @@ class _Canvas:
         cv2.fillPoly(self.img, [p], tuple(float(c) for c in colour), cv2.LINE_AA, 4)
         cv2.fillPoly(self.lab, [p], int(label), cv2.LINE_8, 4)
 
-    def ellipse(self, cx: float, cy: float, ax: float, ay: float, colour: np.ndarray, label: int,
-                angle: float = 0.0) -> None:
+    def ellipse(
+        self,
+        cx: float,
+        cy: float,
+        ax: float,
+        ay: float,
+        colour: np.ndarray,
+        label: int,
+        angle: float = 0.0,
+    ) -> None:
         if ax < 0.3 and ay < 0.3:
             return
         c = (int(round(cx * 16)), int(round(cy * 16)))
         axes = (max(1, int(round(ax * 16))), max(1, int(round(ay * 16))))
-        cv2.ellipse(self.img, c, axes, angle, 0, 360, tuple(float(v) for v in colour), -1, cv2.LINE_AA, 4)
+        cv2.ellipse(
+            self.img, c, axes, angle, 0, 360, tuple(float(v) for v in colour), -1, cv2.LINE_AA, 4
+        )
         cv2.ellipse(self.lab, c, axes, angle, 0, 360, int(label), -1, cv2.LINE_8, 4)
 
     def _bbox_mask(self, pts: Any) -> Optional[tuple[int, int, np.ndarray]]:
-        polys = [np.asarray(p, np.float64).reshape(-1, 2) for p in (pts if isinstance(pts, list) else [pts])]
+        polys = [
+            np.asarray(p, np.float64).reshape(-1, 2)
+            for p in (pts if isinstance(pts, list) else [pts])
+        ]
         every = np.concatenate(polys)
         x0, y0 = np.floor(every.min(0)).astype(int)
         x1, y1 = np.ceil(every.max(0)).astype(int) + 1
@@ -54,18 +91,29 @@ class _Canvas:
             return None
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for p in polys:  # one call per polygon: a single call would XOR the overlaps
-            cv2.fillPoly(mask, [np.round((p - (x0, y0)) * 16).astype(np.int32).reshape(-1, 1, 2)], 1, cv2.LINE_8, 4)
+            cv2.fillPoly(
+                mask,
+                [np.round((p - (x0, y0)) * 16).astype(np.int32).reshape(-1, 1, 2)],
+                1,
+                cv2.LINE_8,
+                4,
+            )
         return x0, y0, mask
 
-    def darken(self, pts: np.ndarray, factor: float, on_labels: tuple[int, ...] = (ROAD, SIDEWALK, TERRAIN)) -> None:
+    def darken(
+        self,
+        pts: np.ndarray,
+        factor: float,
+        on_labels: tuple[int, ...] = (ROAD, SIDEWALK, TERRAIN),
+    ) -> None:
         """Cast a shadow: scale image pixels inside ``pts`` whose label is one of ``on_labels``."""
         found = self._bbox_mask(pts)
         if found is None:
             return
         x0, y0, mask = found
         h, w = mask.shape
-        region = self.img[y0:y0 + h, x0:x0 + w]
-        sel = (mask > 0) & np.isin(self.lab[y0:y0 + h, x0:x0 + w], on_labels)
+        region = self.img[y0 : y0 + h, x0 : x0 + w]
+        sel = (mask > 0) & np.isin(self.lab[y0 : y0 + h, x0 : x0 + w], on_labels)
         region[sel] = (region[sel] * factor).astype(np.uint8)
 
     def darken_ellipse(self, cx: float, cy: float, ax: float, ay: float, factor: float) -> None:
@@ -88,7 +136,8 @@ class _Canvas:
 
 
 def _sample_tile(tile: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Nearest lookup in a wrap-around power-of-two tile (bit mask = modulo, also for negatives)."""
+    """Nearest lookup in a wrap-around power-of-two tile (bit mask = modulo, also for
+    negatives)."""
     m = tile.shape[0] - 1
     return tile[v.astype(np.int32) & m, u.astype(np.int32) & m]
 
@@ -103,7 +152,9 @@ def _draw_sky(cv: _Canvas, s: Scene) -> None:
     t = np.clip(np.arange(rows, dtype=np.float32) / max(cam.horizon, 1.0), 0, 1)[:, None]
     grad = s.sky_top[None] * (1 - t) + s.sky_horizon[None] * t  # (rows, 3)
     if s.clouds > 0:
-        cloud = cv2.resize(s.tiles["coarse"][:8, :16], (cam.width, cam.height), interpolation=cv2.INTER_CUBIC)[:rows]
+        cloud = cv2.resize(
+            s.tiles["coarse"][:8, :16], (cam.width, cam.height), interpolation=cv2.INTER_CUBIC
+        )[:rows]
         amount = np.clip((cloud - (1.2 - s.clouds)) * 0.8, 0, 0.85)[:, :, None]
         sky = grad[:, None, :] + (np.float32(238) - grad[:, None, :]) * amount
     else:
@@ -131,8 +182,9 @@ def _ground_codes(s: Scene, x: np.ndarray, zw: np.ndarray) -> np.ndarray:
     if s.crosswalk is not None:
         z0, z1 = s.crosswalk
         zrows = (zw[:, 0] >= z0) & (zw[:, 0] <= z1)
-        code[zrows] = np.where(road[zrows] & (np.mod(x[zrows] - s.x_left, 1.0) < 0.5), np.uint8(_G_ZEBRA),
-                               code[zrows])
+        code[zrows] = np.where(
+            road[zrows] & (np.mod(x[zrows] - s.x_left, 1.0) < 0.5), np.uint8(_G_ZEBRA), code[zrows]
+        )
     dash = np.mod(zw + 1.3, 9.0) < 3.0  # (rows, 1)
     for k, (lx, kind, _) in enumerate(s.lane_lines):
         near = np.abs(x - lx) < 0.075
@@ -147,7 +199,11 @@ def _ground_palette(s: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     palette = np.empty((_G_LINE0 + len(s.lane_lines), 3), np.float32)
     amp = np.empty(len(palette), np.float32)
     palette[_G_ROAD], amp[_G_ROAD] = s.asphalt, 9
-    palette[_G_SW_L], palette[_G_SW_R], amp[[_G_SW_L, _G_SW_R]] = s.sidewalk_colour[0], s.sidewalk_colour[1], 7
+    palette[_G_SW_L], palette[_G_SW_R], amp[[_G_SW_L, _G_SW_R]] = (
+        s.sidewalk_colour[0],
+        s.sidewalk_colour[1],
+        7,
+    )
     palette[_G_CURB_L] = np.clip(s.sidewalk_colour[0] * 1.12 + 8, 0, 255)
     palette[_G_CURB_R] = np.clip(s.sidewalk_colour[1] * 1.12 + 8, 0, 255)
     amp[[_G_CURB_L, _G_CURB_R]] = 7
@@ -161,13 +217,15 @@ def _ground_palette(s: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return palette, amp, labels
 
 
-def _ground_gain(s: Scene, code: np.ndarray, x: np.ndarray, z: np.ndarray, zw: np.ndarray
-                 ) -> np.ndarray:
+def _ground_gain(
+    s: Scene, code: np.ndarray, x: np.ndarray, z: np.ndarray, zw: np.ndarray
+) -> np.ndarray:
     """Scalar shading: paving joints every 0.5 m on sidewalks (not where sub-pixel), shadow."""
     gain = np.ones(x.shape, np.float32)
     sidewalk = (code == _G_SW_L) | (code == _G_SW_R)
-    joint = (np.abs(x * 2 - np.round(x * 2)) < 0.07) | ((np.abs(zw * 2 - np.round(zw * 2)) < 0.07 * (1 + z / 8)) &
-                                                       (z < 40))
+    joint = (np.abs(x * 2 - np.round(x * 2)) < 0.07) | (
+        (np.abs(zw * 2 - np.round(zw * 2)) < 0.07 * (1 + z / 8)) & (z < 40)
+    )
     gain[sidewalk & joint] = 0.82
     if s.shadow is not None:
         side, edge, strength = s.shadow
@@ -193,7 +251,9 @@ def _draw_ground(cv: _Canvas, s: Scene, cam_z: float) -> None:
     shape = x.shape
     fine = _sample_tile(s.tiles["fine"], x * 9, np.broadcast_to(zw * 9, shape))
     coarse = _sample_tile(s.tiles["coarse"], x * 0.6 + 17, np.broadcast_to(zw * 0.6, shape))
-    tex = fine * (0.55 * (1 - np.clip(z / 60.0, 0, 1))) + coarse * 0.45  # fine grain fades with distance
+    tex = (
+        fine * (0.55 * (1 - np.clip(z / 60.0, 0, 1))) + coarse * 0.45
+    )  # fine grain fades with distance
 
     code = _ground_codes(s, x, zw)
     palette, amp, labels = _ground_palette(s)
@@ -222,17 +282,39 @@ def _draw_far(cv: _Canvas, s: Scene, cam_z: float) -> None:
             rad = (px[1] - px[0]) / n * 0.8
             for j, cx in enumerate(cxs):
                 lift = 0.75 + 0.25 * math.sin(i * 3.1 + j * 1.7)
-                cv.ellipse(cx, bottom[0] - (bottom[0] - top[0]) * lift * 0.6, rad, (bottom[0] - top[0]) * lift * 0.6,
-                           colour, VEGETATION)
-            cv.poly(np.array([[px[0], bottom[0] - (bottom[0] - top[0]) * 0.4], [px[1], bottom[0] -
-                              (bottom[0] - top[0]) * 0.4], [px[1], bottom[0]], [px[0], bottom[0]]]), colour, VEGETATION)
+                cv.ellipse(
+                    cx,
+                    bottom[0] - (bottom[0] - top[0]) * lift * 0.6,
+                    rad,
+                    (bottom[0] - top[0]) * lift * 0.6,
+                    colour,
+                    VEGETATION,
+                )
+            cv.poly(
+                np.array(
+                    [
+                        [px[0], bottom[0] - (bottom[0] - top[0]) * 0.4],
+                        [px[1], bottom[0] - (bottom[0] - top[0]) * 0.4],
+                        [px[1], bottom[0]],
+                        [px[0], bottom[0]],
+                    ]
+                ),
+                colour,
+                VEGETATION,
+            )
         else:
-            cv.poly(np.array([[px[0], top[0]], [px[1], top[1]], [px[1], bottom[0]], [px[0], bottom[0]]]),
-                    colour, BUILDING)
+            cv.poly(
+                np.array(
+                    [[px[0], top[0]], [px[1], top[1]], [px[1], bottom[0]], [px[0], bottom[0]]]
+                ),
+                colour,
+                BUILDING,
+            )
 
 
-def _facade_hits(cam: Camera, s: Scene, xb: float, segs: np.ndarray, cam_z: float, xs: np.ndarray
-                 ) -> Optional[tuple[np.ndarray, ...]]:
+def _facade_hits(
+    cam: Camera, s: Scene, xb: float, segs: np.ndarray, cam_z: float, xs: np.ndarray
+) -> Optional[tuple[np.ndarray, ...]]:
     """The image columns that see the wall plane at ``x = xb``: (columns, depth, world depth,
     segment index, segment kind, height with the vegetation's ragged crown line), or None."""
     dx = xs - np.float32(cam.vp_x)
@@ -250,13 +332,23 @@ def _facade_hits(cam: Camera, s: Scene, xb: float, segs: np.ndarray, cam_z: floa
     height = segs[idx, 3].copy()
     veg = kind == 1
     if veg.any():  # ragged crown line for vegetation masses
-        height[veg] += 1.5 * _sample_tile(s.tiles["coarse"], zw[veg] * 1.5, np.full(int(veg.sum()), 5.0))
+        height[veg] += 1.5 * _sample_tile(
+            s.tiles["coarse"], zw[veg] * 1.5, np.full(int(veg.sum()), 5.0)
+        )
     return cols, z, zw, idx, kind, height
 
 
-def _facade_colour(cam: Camera, s: Scene, segs: np.ndarray, z: np.ndarray, zw: np.ndarray,
-                   idx: np.ndarray, kind: np.ndarray, r_idx: np.ndarray, c_idx: np.ndarray
-                   ) -> np.ndarray:
+def _facade_colour(
+    cam: Camera,
+    s: Scene,
+    segs: np.ndarray,
+    z: np.ndarray,
+    zw: np.ndarray,
+    idx: np.ndarray,
+    kind: np.ndarray,
+    r_idx: np.ndarray,
+    c_idx: np.ndarray,
+) -> np.ndarray:
     """Colour of the facade pixels (r_idx, c_idx): windows, shop fronts, ledges, foliage, wall
     courses. Everything that depends on the column only is computed per column, then gathered."""
     u_col = zw - segs[idx, 0]
@@ -267,15 +359,18 @@ def _facade_colour(cam: Camera, s: Scene, segs: np.ndarray, z: np.ndarray, zw: n
     win_col = bld_col & (np.abs(fu - 0.5) < np.where(style == 1, 0.375, 0.225))
     shop_u = u_col / 4.0
     shop_col = bld_col & (style == 2) & (np.abs(shop_u - np.floor(shop_u) - 0.5) < 0.38)
-    col_gain = np.where(bld_col & (np.minimum(u_col, segs[idx, 1] - zw) < 0.25), 0.7, 1.0).astype(np.float32)
+    col_gain = np.where(bld_col & (np.minimum(u_col, segs[idx, 1] - zw) < 0.25), 0.7, 1.0).astype(
+        np.float32
+    )
     haze = np.clip(z / 250.0, 0, 0.5)[:, None]
     col_base = segs[idx, 4:7] * (1 - haze) + s.sky_horizon * haze
     col_glass = np.float32((60, 68, 84)) * (1 - haze) + s.sky_horizon * haze
     col_wid = np.floor(fu + np.floor(u_col / spacing)) * 7 + idx * 31
 
     zc = z[c_idx]
-    v = np.float32(cam.cam_h) + (np.float32(cam.horizon) - (r_idx.astype(np.float32) + 0.5)) * \
-        (zc / np.float32(cam.focal))
+    v = np.float32(cam.cam_h) + (np.float32(cam.horizon) - (r_idx.astype(np.float32) + 0.5)) * (
+        zc / np.float32(cam.focal)
+    )
     k = kind[c_idx]
     fh = floor_h[c_idx]
     fv_raw = v / fh
@@ -291,8 +386,11 @@ def _facade_colour(cam: Camera, s: Scene, segs: np.ndarray, z: np.ndarray, zw: n
     vv = k == 1
     if vv.any():
         uu, vvv = u_col[c_idx[vv]], v[vv]
-        gain[vv] = 1 + 0.2 * _sample_tile(s.tiles["fine"], uu * 12, vvv * 12) + \
-            0.15 * _sample_tile(s.tiles["coarse"], uu * 2, vvv * 2)
+        gain[vv] = (
+            1
+            + 0.2 * _sample_tile(s.tiles["fine"], uu * 12, vvv * 12)
+            + 0.15 * _sample_tile(s.tiles["coarse"], uu * 2, vvv * 2)
+        )
     wall = k == 2
     if wall.any():
         wv = v[wall] / 0.6
@@ -345,8 +443,9 @@ def _draw_fence(cv: _Canvas, fx: float, z0: float, z1: float, h: float, cam_z: f
     cv.textured(pts, FENCE, shade)
 
 
-def _box_faces(cam: Camera, x0: float, x1: float, y0: float, y1: float, z0: float, z1: float
-               ) -> list[tuple[str, np.ndarray]]:
+def _box_faces(
+    cam: Camera, x0: float, x1: float, y0: float, y1: float, z0: float, z1: float
+) -> list[tuple[str, np.ndarray]]:
     """Visible faces of an axis-aligned box, far faces first (side/top), then the near face."""
     faces = []
     if x0 > 0:  # camera sees the left side face
@@ -363,53 +462,76 @@ def _box_faces(cam: Camera, x0: float, x1: float, y0: float, y1: float, z0: floa
     return out
 
 
+def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Corners of an axis-aligned image rectangle, clockwise from the top left."""
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+
 def _draw_vehicle(cv: _Canvas, o: Obj, z: float) -> None:
     cam, p = cv.cam, o.params
-    w, length, h, colour = p["w"], p["l"], p["h"], p["colour"]
-    x0, x1 = o.x - w / 2, o.x + w / 2
+    x0, x1 = o.x - p["w"] / 2, o.x + p["w"] / 2
     # shadow on the road
-    sx, sy = cam.project(np.array([x0 - 0.1, x1 + 0.1, x1 + 0.1, x0 - 0.1]), np.zeros(4),
-                         np.array([z - 0.2, z - 0.2, z + length, z + length]))
+    sx, sy = cam.project(
+        np.array([x0 - 0.1, x1 + 0.1, x1 + 0.1, x0 - 0.1]),
+        np.zeros(4),
+        np.array([z - 0.2, z - 0.2, z + p["l"], z + p["l"]]),
+    )
     cv.darken(np.stack([sx, sy], 1), 0.45)
-    label = TRUCK if p["truck"] else CAR
     if p["truck"]:
-        cab_l = 2.0
-        body = (x0, x1, 0.45, h, z + (cab_l if not p["oncoming"] else 0), z + length)
-        cab = (x0 + 0.05, x1 - 0.05, 0.45, h * 0.8, z if not p["oncoming"] else z + length - cab_l,
-               z + cab_l if not p["oncoming"] else z + length)
-        parts = [(body, colour), (cab, p["cab_colour"])] if not p["oncoming"] else [(cab, p["cab_colour"]),
-                                                                                  (body, colour)]
-        for (a, b, c, d, e, f), col in sorted(parts, key=lambda t: -t[0][4]):
-            for name, poly in _box_faces(cam, a, b, c, d, e, f):
-                cv.poly(poly, col * {"side": 0.75, "top": 1.1, "front": 0.95}[name], label)
+        _draw_truck_body(cv, p, x0, x1, z)
     else:
-        lower = (x0, x1, 0.3, h * 0.6, z, z + length)
-        for name, poly in _box_faces(cam, *lower):
-            cv.poly(poly, colour * {"side": 0.78, "top": 1.12, "front": 0.95}[name], label)
-        inset = w * 0.1
-        cab = (x0 + inset, x1 - inset, h * 0.6, h, z + length * 0.25, z + length * 0.75)
-        for name, poly in _box_faces(cam, *cab):
-            glass = np.array([40, 48, 60], np.float32) + colour * 0.1
-            if name == "top":
-                cv.poly(poly, colour * 1.05, label)
-            else:
-                cv.poly(poly, colour * 0.9, label)
-                centre = poly.mean(0)
-                cv.poly(centre + (poly - centre) * np.array([0.82, 0.7]), glass * (0.9 if name == "side" else 1.0),
-                        label)
-    # wheels, lights and plate on the near face
+        _draw_car_body(cv, p, x0, x1, z)
+    _draw_vehicle_face(cv, o, x0, x1, z)
+
+
+def _draw_truck_body(cv: _Canvas, p: dict[str, Any], x0: float, x1: float, z: float) -> None:
+    """Cargo box and cab, the nearer one drawn last."""
+    h, length, oncoming, cab_l = p["h"], p["l"], p["oncoming"], 2.0
+    body = (x0, x1, 0.45, h, z + (cab_l if not oncoming else 0), z + length)
+    cab_z = (z, z + cab_l) if not oncoming else (z + length - cab_l, z + length)
+    cab = (x0 + 0.05, x1 - 0.05, 0.45, h * 0.8, *cab_z)
+    parts = [(body, p["colour"]), (cab, p["cab_colour"])]
+    parts = parts if not oncoming else parts[::-1]
+    for (a, b, c, d, e, f), col in sorted(parts, key=lambda t: -t[0][4]):
+        for name, poly in _box_faces(cv.cam, a, b, c, d, e, f):
+            cv.poly(poly, col * {"side": 0.75, "top": 1.1, "front": 0.95}[name], TRUCK)
+
+
+def _draw_car_body(cv: _Canvas, p: dict[str, Any], x0: float, x1: float, z: float) -> None:
+    """Lower body, then the cabin with its windows."""
+    h, length, colour = p["h"], p["l"], p["colour"]
+    for name, poly in _box_faces(cv.cam, x0, x1, 0.3, h * 0.6, z, z + length):
+        cv.poly(poly, colour * {"side": 0.78, "top": 1.12, "front": 0.95}[name], CAR)
+    inset = p["w"] * 0.1
+    cab = (x0 + inset, x1 - inset, h * 0.6, h, z + length * 0.25, z + length * 0.75)
+    for name, poly in _box_faces(cv.cam, *cab):
+        glass = np.array([40, 48, 60], np.float32) + colour * 0.1
+        if name == "top":
+            cv.poly(poly, colour * 1.05, CAR)
+        else:
+            cv.poly(poly, colour * 0.9, CAR)
+            centre = poly.mean(0)
+            window = centre + (poly - centre) * np.array([0.82, 0.7])
+            cv.poly(window, glass * (0.9 if name == "side" else 1.0), CAR)
+
+
+def _draw_vehicle_face(cv: _Canvas, o: Obj, x0: float, x1: float, z: float) -> None:
+    """Wheels, lights and number plate on the near face."""
+    cam, p = cv.cam, o.params
+    label = TRUCK if p["truck"] else CAR
     s = cam.focal / z
     gx, gy = cam.project(np.array([x0 + 0.3, x1 - 0.3]), np.zeros(2), np.array([z, z]))
+    tyre = np.array([18, 18, 20], np.float32)
     for cx in gx:
-        cv.ellipse(cx, gy[0] - 0.3 * s, 0.17 * s, 0.3 * s, np.array([18, 18, 20], np.float32), label)
-    ly = cam.project(np.array([0.0]), np.array([h * (0.45 if not p["truck"] else 0.25) + 0.2]), np.array([z]))[1][0]
-    lamp = np.array([245, 235, 200], np.float32) if p["oncoming"] else np.array([200, 20, 25], np.float32)
-    for cx in (cam.project(np.array([x0 + 0.22, x1 - 0.22]), np.zeros(2), np.array([z, z]))[0]):
+        cv.ellipse(cx, gy[0] - 0.3 * s, 0.17 * s, 0.3 * s, tyre, label)
+    lamp_up = np.array([p["h"] * (0.45 if not p["truck"] else 0.25) + 0.2])
+    ly = cam.project(np.array([0.0]), lamp_up, np.array([z]))[1][0]
+    lamp = np.array([245, 235, 200] if p["oncoming"] else [200, 20, 25], np.float32)
+    for cx in cam.project(np.array([x0 + 0.22, x1 - 0.22]), np.zeros(2), np.array([z, z]))[0]:
         cv.ellipse(cx, ly, 0.13 * s, 0.07 * s, lamp, label)
-    plate_x = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))[0][0]
-    cv.poly(np.array([[plate_x - 0.26 * s, ly + 0.1 * s], [plate_x + 0.26 * s, ly + 0.1 * s],
-                      [plate_x + 0.26 * s, ly + 0.22 * s], [plate_x - 0.26 * s, ly + 0.22 * s]]),
-            np.array([225, 225, 220], np.float32), label)
+    px = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))[0][0]
+    plate = _rect(px - 0.26 * s, ly + 0.1 * s, px + 0.26 * s, ly + 0.22 * s)
+    cv.poly(plate, np.array([225, 225, 220], np.float32), label)
 
 
 def _draw_person(cv: _Canvas, o: Obj, z: float) -> None:
@@ -418,72 +540,118 @@ def _draw_person(cv: _Canvas, o: Obj, z: float) -> None:
     fx, fy = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
     fx, fy = float(fx[0]), float(fy[0])
     h = p["h"] * s
-    hip = fy - 0.47 * h
-    shoulder = fy - 0.82 * h
-    stride = p["stride"] * h
-    leg_w = 0.06 * h
+    hip, shoulder = fy - 0.47 * h, fy - 0.82 * h
     cv.darken_ellipse(fx, fy, 0.16 * h, 0.03 * h, 0.6)
-    for sgn in (-1, 1):
-        foot = fx + sgn * stride / 2
-        cv.poly(np.array([[fx + sgn * 0.02 * h - leg_w, hip], [fx + sgn * 0.02 * h + leg_w, hip],
-                          [foot + leg_w * 0.7, fy], [foot - leg_w * 0.7, fy]]), p["legs"], PERSON)
+    _draw_legs(cv, p, fx, fy, h, hip)
     torso_w = 0.13 * h
-    cv.poly(np.array([[fx - torso_w, shoulder], [fx + torso_w, shoulder], [fx + torso_w * 0.9, hip + 0.03 * h],
-                      [fx - torso_w * 0.9, hip + 0.03 * h]]), p["top"], PERSON)
-    for sgn in (-1, 1):
-        cv.poly(np.array([[fx + sgn * torso_w, shoulder], [fx + sgn * (torso_w + 0.05 * h), shoulder + 0.01 * h],
-                          [fx + sgn * (torso_w + 0.06 * h) - sgn * stride * 0.3, hip],
-                          [fx + sgn * (torso_w + 0.01 * h) - sgn * stride * 0.3, hip]]), p["top"] * 0.9, PERSON)
+    torso = [
+        [fx - torso_w, shoulder],
+        [fx + torso_w, shoulder],
+        [fx + torso_w * 0.9, hip + 0.03 * h],
+        [fx - torso_w * 0.9, hip + 0.03 * h],
+    ]
+    cv.poly(np.array(torso), p["top"], PERSON)
+    _draw_arms(cv, p, fx, h, hip, shoulder, torso_w)
     head_r = 0.065 * h
     cv.ellipse(fx, shoulder - head_r * 1.1, head_r * 0.85, head_r, p["skin"], PERSON)
     cv.ellipse(fx, shoulder - head_r * 1.55, head_r * 0.85, head_r * 0.55, p["hair"], PERSON)
     if p["bag"]:
-        cv.poly(np.array([[fx + torso_w, hip - 0.1 * h], [fx + torso_w + 0.1 * h, hip - 0.1 * h],
-                          [fx + torso_w + 0.1 * h, hip + 0.05 * h], [fx + torso_w, hip + 0.05 * h]]),
-                p["legs"] * 0.7, PERSON)
+        bag = _rect(fx + torso_w, hip - 0.1 * h, fx + torso_w + 0.1 * h, hip + 0.05 * h)
+        cv.poly(bag, p["legs"] * 0.7, PERSON)
+
+
+def _draw_legs(cv: _Canvas, p: dict[str, Any], fx: float, fy: float, h: float, hip: float) -> None:
+    stride, leg_w = p["stride"] * h, 0.06 * h
+    for sgn in (-1, 1):
+        foot = fx + sgn * stride / 2
+        leg = [
+            [fx + sgn * 0.02 * h - leg_w, hip],
+            [fx + sgn * 0.02 * h + leg_w, hip],
+            [foot + leg_w * 0.7, fy],
+            [foot - leg_w * 0.7, fy],
+        ]
+        cv.poly(np.array(leg), p["legs"], PERSON)
+
+
+def _draw_arms(
+    cv: _Canvas,
+    p: dict[str, Any],
+    fx: float,
+    h: float,
+    hip: float,
+    shoulder: float,
+    torso_w: float,
+) -> None:
+    swing = p["stride"] * h * 0.3
+    for sgn in (-1, 1):
+        arm = [
+            [fx + sgn * torso_w, shoulder],
+            [fx + sgn * (torso_w + 0.05 * h), shoulder + 0.01 * h],
+            [fx + sgn * (torso_w + 0.06 * h) - sgn * swing, hip],
+            [fx + sgn * (torso_w + 0.01 * h) - sgn * swing, hip],
+        ]
+        cv.poly(np.array(arm), p["top"] * 0.9, PERSON)
 
 
 def _draw_pole(cv: _Canvas, o: Obj, z: float) -> None:
+    """A pole, with what it carries: a lamp arm, a sign or a traffic light."""
     cam, p = cv.cam, o.params
     s = cam.focal / z
     bx, by = cam.project(np.array([o.x]), np.zeros(1), np.array([z]))
     bx, by = float(bx[0]), float(by[0])
     top = by - p["h"] * s
     half = max(p["w"] * s / 2, 0.5)
-    cv.poly(np.array([[bx - half, top], [bx + half, top], [bx + half, by], [bx - half, by]]), p["colour"], POLE)
-    if o.kind == "lamp":
-        arm = -p["side"] * 1.4 * s
-        cv.poly(np.array([[bx, top], [bx + arm, top - 0.15 * s], [bx + arm, top - 0.05 * s], [bx, top + 0.1 * s]]),
-                p["colour"], POLE)
-        cv.ellipse(bx + arm, top - 0.02 * s, 0.25 * s, 0.07 * s, np.array([210, 210, 190], np.float32), POLE)
-    elif o.kind == "sign":
-        r = p["size"] * s / 2
-        cy = top + r
-        fill = p["fill"]
-        if p["shape"] == "circle":
-            cv.ellipse(bx, cy, r, r, np.array([235, 235, 235], np.float32), SIGN)
-            cv.ellipse(bx, cy, r * 0.78, r * 0.78, fill, SIGN)
-        elif p["shape"] == "triangle":
-            cv.poly(np.array([[bx, cy - r], [bx + r, cy + r * 0.75], [bx - r, cy + r * 0.75]]), np.array(
-                [200, 30, 30], np.float32), SIGN)
-            cv.poly(np.array([[bx, cy - r * 0.55], [bx + r * 0.6, cy + r * 0.5], [bx - r * 0.6, cy + r * 0.5]]),
-                    np.array([240, 240, 240], np.float32), SIGN)
-        elif p["shape"] == "square":
-            cv.poly(np.array([[bx - r, cy - r], [bx + r, cy - r], [bx + r, cy + r], [bx - r, cy + r]]), fill, SIGN)
-            cv.poly(np.array([[bx - r * 0.6, cy - r * 0.1], [bx + r * 0.6, cy - r * 0.1], [bx + r * 0.6, cy + r * 0.1],
-                              [bx - r * 0.6, cy + r * 0.1]]), np.array([245, 245, 245], np.float32), SIGN)
-        else:
-            cv.poly(np.array([[bx, cy - r], [bx + r, cy], [bx, cy + r], [bx - r, cy]]), np.array(
-                [235, 235, 235], np.float32), SIGN)
-            cv.poly(np.array([[bx, cy - r * 0.7], [bx + r * 0.7, cy], [bx, cy + r * 0.7], [bx - r * 0.7, cy]]),
-                    np.array([235, 195, 25], np.float32), SIGN)
-    elif o.kind == "light":
-        bw, bh = 0.35 * s, 0.95 * s
-        cv.poly(np.array([[bx - bw / 2, top], [bx + bw / 2, top], [bx + bw / 2, top + bh], [bx - bw / 2, top + bh]]),
-                np.array([30, 32, 30], np.float32), LIGHT)
-        colours = [np.array(c, np.float32) for c in ((230, 40, 30), (240, 180, 30), (40, 220, 90))]
-        for i, c in enumerate(colours):
-            cv.ellipse(bx, top + bh * (0.2 + 0.3 * i), bw * 0.3, bw * 0.3, c if i == p["lit"] else c * 0.25, LIGHT)
+    cv.poly(_rect(bx - half, top, bx + half, by), p["colour"], POLE)
+    head = {"lamp": _draw_lamp_head, "sign": _draw_sign, "light": _draw_light_head}.get(o.kind)
+    if head is not None:
+        head(cv, p, bx, top, s)
+
+
+def _draw_lamp_head(cv: _Canvas, p: dict[str, Any], bx: float, top: float, s: float) -> None:
+    arm = -p["side"] * 1.4 * s
+    outline = [
+        [bx, top],
+        [bx + arm, top - 0.15 * s],
+        [bx + arm, top - 0.05 * s],
+        [bx, top + 0.1 * s],
+    ]
+    cv.poly(np.array(outline), p["colour"], POLE)
+    bulb = np.array([210, 210, 190], np.float32)
+    cv.ellipse(bx + arm, top - 0.02 * s, 0.25 * s, 0.07 * s, bulb, POLE)
+
+
+def _draw_sign(cv: _Canvas, p: dict[str, Any], bx: float, top: float, s: float) -> None:
+    r = p["size"] * s / 2
+    cy = top + r
+    fill, white = p["fill"], np.array([235, 235, 235], np.float32)
+    if p["shape"] == "circle":
+        cv.ellipse(bx, cy, r, r, white, SIGN)
+        cv.ellipse(bx, cy, r * 0.78, r * 0.78, fill, SIGN)
+    elif p["shape"] == "triangle":
+        outer = [[bx, cy - r], [bx + r, cy + r * 0.75], [bx - r, cy + r * 0.75]]
+        inner = [[bx, cy - r * 0.55], [bx + r * 0.6, cy + r * 0.5], [bx - r * 0.6, cy + r * 0.5]]
+        cv.poly(np.array(outer), np.array([200, 30, 30], np.float32), SIGN)
+        cv.poly(np.array(inner), np.array([240, 240, 240], np.float32), SIGN)
+    elif p["shape"] == "square":
+        cv.poly(_rect(bx - r, cy - r, bx + r, cy + r), fill, SIGN)
+        bar = _rect(bx - r * 0.6, cy - r * 0.1, bx + r * 0.6, cy + r * 0.1)
+        cv.poly(bar, np.array([245, 245, 245], np.float32), SIGN)
+    else:
+        outer = [[bx, cy - r], [bx + r, cy], [bx, cy + r], [bx - r, cy]]
+        inner = [[bx, cy - r * 0.7], [bx + r * 0.7, cy], [bx, cy + r * 0.7], [bx - r * 0.7, cy]]
+        cv.poly(np.array(outer), white, SIGN)
+        cv.poly(np.array(inner), np.array([235, 195, 25], np.float32), SIGN)
+
+
+def _draw_light_head(cv: _Canvas, p: dict[str, Any], bx: float, top: float, s: float) -> None:
+    bw, bh = 0.35 * s, 0.95 * s
+    cv.poly(
+        _rect(bx - bw / 2, top, bx + bw / 2, top + bh), np.array([30, 32, 30], np.float32), LIGHT
+    )
+    colours = [np.array(c, np.float32) for c in ((230, 40, 30), (240, 180, 30), (40, 220, 90))]
+    for i, c in enumerate(colours):
+        lit = c if i == p["lit"] else c * 0.25
+        cv.ellipse(bx, top + bh * (0.2 + 0.3 * i), bw * 0.3, bw * 0.3, lit, LIGHT)
 
 
 def _draw_tree(cv: _Canvas, o: Obj, z: float) -> None:
@@ -493,8 +661,13 @@ def _draw_tree(cv: _Canvas, o: Obj, z: float) -> None:
     bx, by = float(bx[0]), float(by[0])
     trunk_top = by - p["trunk_h"] * s
     tw = max(0.14 * s, 0.6)
-    cv.poly(np.array([[bx - tw, trunk_top], [bx + tw, trunk_top], [bx + tw * 1.3, by], [bx - tw * 1.3, by]]),
-            np.array([75, 58, 40], np.float32), VEGETATION)
+    cv.poly(
+        np.array(
+            [[bx - tw, trunk_top], [bx + tw, trunk_top], [bx + tw * 1.3, by], [bx - tw * 1.3, by]]
+        ),
+        np.array([75, 58, 40], np.float32),
+        VEGETATION,
+    )
     r = p["crown"] * s
     if r < 0.5:
         return
@@ -523,7 +696,9 @@ def _draw_tree(cv: _Canvas, o: Obj, z: float) -> None:
 
 def _draw_bin(cv: _Canvas, o: Obj, z: float) -> None:
     cam, p = cv.cam, o.params
-    for name, poly in _box_faces(cam, o.x - p["w"] / 2, o.x + p["w"] / 2, 0.0, p["h"], z, z + p["w"]):
+    for name, poly in _box_faces(
+        cam, o.x - p["w"] / 2, o.x + p["w"] / 2, 0.0, p["h"], z, z + p["w"]
+    ):
         cv.poly(poly, p["colour"] * {"side": 0.8, "top": 1.2, "front": 1.0}[name], LABEL_ID_STATIC)
 
 
@@ -566,9 +741,18 @@ def _draw_cargo(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
         cv.textured(poly, _OOD_MARK, lambda xs, ys, f=factor: shade(xs, ys) * f)
     # a strap across the near face
     _, ty = cam.project(np.array([0.0]), np.array([h * 0.5]), np.array([z]))
-    cv.poly(np.array([[bx - size * s / 2, ty[0] - 0.04 * s], [bx + size * s / 2, ty[0] - 0.04 * s],
-                      [bx + size * s / 2, ty[0] + 0.04 * s], [bx - size * s / 2, ty[0] + 0.04 * s]]),
-            p["c2"] * 0.5, _OOD_MARK)
+    cv.poly(
+        np.array(
+            [
+                [bx - size * s / 2, ty[0] - 0.04 * s],
+                [bx + size * s / 2, ty[0] - 0.04 * s],
+                [bx + size * s / 2, ty[0] + 0.04 * s],
+                [bx - size * s / 2, ty[0] + 0.04 * s],
+            ]
+        ),
+        p["c2"] * 0.5,
+        _OOD_MARK,
+    )
 
 
 def _draw_animal(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
@@ -579,18 +763,50 @@ def _draw_animal(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
     body_y = by - H * 0.62
     for i in range(4):
         lx = bx + f * (-L * 0.35 + L * 0.7 * i / 3)
-        cv.poly(np.array([[lx - L * 0.035, body_y], [lx + L * 0.035, body_y], [lx + L * 0.03, by],
-                          [lx - L * 0.03, by]]), p["c1"] * 0.7, _OOD_MARK)
+        cv.poly(
+            np.array(
+                [
+                    [lx - L * 0.035, body_y],
+                    [lx + L * 0.035, body_y],
+                    [lx + L * 0.03, by],
+                    [lx - L * 0.03, by],
+                ]
+            ),
+            p["c1"] * 0.7,
+            _OOD_MARK,
+        )
     t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
-    cv.textured(np.stack([bx + np.cos(t) * L * 0.45, body_y + np.sin(t) * H * 0.28], 1), _OOD_MARK,
-                at.shade)
+    cv.textured(
+        np.stack([bx + np.cos(t) * L * 0.45, body_y + np.sin(t) * H * 0.28], 1),
+        _OOD_MARK,
+        at.shade,
+    )
     hx, hy = bx + f * L * 0.55, body_y - H * 0.35
-    cv.poly(np.array([[bx + f * L * 0.35, body_y - H * 0.12], [hx, hy - H * 0.05], [hx, hy + H * 0.12],
-                      [bx + f * L * 0.3, body_y + H * 0.05]]), p["c1"] * 0.9, _OOD_MARK)
+    cv.poly(
+        np.array(
+            [
+                [bx + f * L * 0.35, body_y - H * 0.12],
+                [hx, hy - H * 0.05],
+                [hx, hy + H * 0.12],
+                [bx + f * L * 0.3, body_y + H * 0.05],
+            ]
+        ),
+        p["c1"] * 0.9,
+        _OOD_MARK,
+    )
     cv.ellipse(hx + f * L * 0.06, hy, L * 0.11, H * 0.12, p["c1"], _OOD_MARK, angle=20 * f)
-    cv.poly(np.array([[bx - f * L * 0.44, body_y - H * 0.05], [bx - f * L * 0.6, body_y + H * 0.25],
-                      [bx - f * L * 0.57, body_y + H * 0.27], [bx - f * L * 0.42, body_y + H * 0.03]]),
-            p["c2"], _OOD_MARK)
+    cv.poly(
+        np.array(
+            [
+                [bx - f * L * 0.44, body_y - H * 0.05],
+                [bx - f * L * 0.6, body_y + H * 0.25],
+                [bx - f * L * 0.57, body_y + H * 0.27],
+                [bx - f * L * 0.42, body_y + H * 0.03],
+            ]
+        ),
+        p["c2"],
+        _OOD_MARK,
+    )
 
 
 def _draw_tyre(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
@@ -604,27 +820,69 @@ def _draw_cone(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
     bx, by = at.bx, at.by
     hh = o.params["size"] * at.s * 1.3
     w = o.params["size"] * at.s * 0.35
-    cv.poly(np.array([[bx - w * 1.3, by], [bx + w * 1.3, by], [bx + w * 1.3, by - 0.06 * hh],
-                      [bx - w * 1.3, by - 0.06 * hh]]), np.array([40, 40, 40], np.float32), _OOD_MARK)
-    cv.poly(np.array([[bx - w, by - 0.05 * hh], [bx + w, by - 0.05 * hh], [bx + w * 0.15, by - hh],
-                      [bx - w * 0.15, by - hh]]), np.array([255, 110, 10], np.float32), _OOD_MARK)
+    cv.poly(
+        np.array(
+            [
+                [bx - w * 1.3, by],
+                [bx + w * 1.3, by],
+                [bx + w * 1.3, by - 0.06 * hh],
+                [bx - w * 1.3, by - 0.06 * hh],
+            ]
+        ),
+        np.array([40, 40, 40], np.float32),
+        _OOD_MARK,
+    )
+    cv.poly(
+        np.array(
+            [
+                [bx - w, by - 0.05 * hh],
+                [bx + w, by - 0.05 * hh],
+                [bx + w * 0.15, by - hh],
+                [bx - w * 0.15, by - hh],
+            ]
+        ),
+        np.array([255, 110, 10], np.float32),
+        _OOD_MARK,
+    )
     for frac in (0.35, 0.65):
         y_ = by - frac * hh
         half = w * (1 - frac * 0.85)
-        cv.poly(np.array([[bx - half, y_ - 0.06 * hh], [bx + half, y_ - 0.06 * hh],
-                          [bx + half, y_ + 0.06 * hh], [bx - half, y_ + 0.06 * hh]]),
-                np.array([245, 245, 245], np.float32), _OOD_MARK)
+        cv.poly(
+            np.array(
+                [
+                    [bx - half, y_ - 0.06 * hh],
+                    [bx + half, y_ - 0.06 * hh],
+                    [bx + half, y_ + 0.06 * hh],
+                    [bx - half, y_ + 0.06 * hh],
+                ]
+            ),
+            np.array([245, 245, 245], np.float32),
+            _OOD_MARK,
+        )
 
 
 def _draw_barrel(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
     p, bx, by = o.params, at.bx, at.by
     w, hh = p["size"] * at.s * 0.35, p["size"] * at.s * 0.9
-    cv.poly(np.array([[bx - w, by - hh], [bx + w, by - hh], [bx + w, by], [bx - w, by]]), p["c1"],
-            _OOD_MARK)
+    cv.poly(
+        np.array([[bx - w, by - hh], [bx + w, by - hh], [bx + w, by], [bx - w, by]]),
+        p["c1"],
+        _OOD_MARK,
+    )
     for k in range(3):
         y_ = by - hh * (0.2 + 0.3 * k)
-        cv.poly(np.array([[bx - w, y_ - 0.04 * hh], [bx + w, y_ - 0.04 * hh], [bx + w, y_ + 0.04 * hh],
-                          [bx - w, y_ + 0.04 * hh]]), p["c2"], _OOD_MARK)
+        cv.poly(
+            np.array(
+                [
+                    [bx - w, y_ - 0.04 * hh],
+                    [bx + w, y_ - 0.04 * hh],
+                    [bx + w, y_ + 0.04 * hh],
+                    [bx - w, y_ + 0.04 * hh],
+                ]
+            ),
+            p["c2"],
+            _OOD_MARK,
+        )
     cv.ellipse(bx, by - hh, w, w * 0.25, p["c1"] * 1.15, _OOD_MARK)
 
 
@@ -632,13 +890,23 @@ def _draw_bag(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
     p, bx, by = o.params, at.bx, at.by
     t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
     rng = np.random.default_rng(p["seed"])
-    rr = (1 + 0.12 * rng.standard_normal(16))
+    rr = 1 + 0.12 * rng.standard_normal(16)
     w, hh = p["size"] * at.s * 0.5, p["size"] * at.s * 0.35
-    cv.textured(np.stack([bx + np.cos(t) * w * rr, by - hh + np.sin(t) * hh * rr], 1), _OOD_MARK,
-                at.shade)
-    cv.poly(np.array([[bx - w * 0.15, by - hh * 2.1], [bx + w * 0.15, by - hh * 2.1],
-                      [bx + w * 0.1, by - hh * 1.5], [bx - w * 0.1, by - hh * 1.5]]),
-            p["c2"], _OOD_MARK)
+    cv.textured(
+        np.stack([bx + np.cos(t) * w * rr, by - hh + np.sin(t) * hh * rr], 1), _OOD_MARK, at.shade
+    )
+    cv.poly(
+        np.array(
+            [
+                [bx - w * 0.15, by - hh * 2.1],
+                [bx + w * 0.15, by - hh * 2.1],
+                [bx + w * 0.1, by - hh * 1.5],
+                [bx - w * 0.1, by - hh * 1.5],
+            ]
+        ),
+        p["c2"],
+        _OOD_MARK,
+    )
 
 
 def _draw_debris(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
@@ -658,8 +926,15 @@ def _draw_debris(cv: _Canvas, o: Obj, z: float, at: _OodPlace) -> None:
     cv.textured(np.stack([px, py], 1), _OOD_MARK, at.shade)
 
 
-_OOD_DRAW = {"cargo": _draw_cargo, "animal": _draw_animal, "tyre": _draw_tyre, "cone": _draw_cone,
-             "barrel": _draw_barrel, "bag": _draw_bag, "debris": _draw_debris}
+_OOD_DRAW = {
+    "cargo": _draw_cargo,
+    "animal": _draw_animal,
+    "tyre": _draw_tyre,
+    "cone": _draw_cone,
+    "barrel": _draw_barrel,
+    "bag": _draw_bag,
+    "debris": _draw_debris,
+}
 
 
 def _draw_ood(cv: _Canvas, o: Obj, z: float) -> None:
@@ -673,8 +948,17 @@ def _draw_ood(cv: _Canvas, o: Obj, z: float) -> None:
     _OOD_DRAW.get(o.kind, _draw_debris)(cv, o, z, at)
 
 
-_DRAW = {"car": _draw_vehicle, "truck": _draw_vehicle, "person": _draw_person, "lamp": _draw_pole,
-         "sign": _draw_pole, "light": _draw_pole, "pole": _draw_pole, "tree": _draw_tree, "bin": _draw_bin}
+_DRAW = {
+    "car": _draw_vehicle,
+    "truck": _draw_vehicle,
+    "person": _draw_person,
+    "lamp": _draw_pole,
+    "sign": _draw_pole,
+    "light": _draw_pole,
+    "pole": _draw_pole,
+    "tree": _draw_tree,
+    "bin": _draw_bin,
+}
 
 
 def _draw_hood(cv: _Canvas, s: Scene) -> None:
@@ -682,7 +966,7 @@ def _draw_hood(cv: _Canvas, s: Scene) -> None:
     frac, curve, colour = s.hood
     xs = np.arange(cam.width, dtype=np.float32) + 0.5
     t = (xs - cam.width / 2) / (cam.width / 2)
-    top = cam.height * (1 - frac * (1 - curve * 0.5 * t ** 2))
+    top = cam.height * (1 - frac * (1 - curve * 0.5 * t**2))
     rows = np.arange(cam.height, dtype=np.float32)[:, None] + 0.5
     mask = rows >= top[None, :]
     r_idx, c_idx = np.nonzero(mask)
@@ -690,11 +974,15 @@ def _draw_hood(cv: _Canvas, s: Scene) -> None:
         return
     depth = (r_idx + 0.5 - top[c_idx]) / max(frac * cam.height, 1)
     reflection = s.sky_horizon * 0.35 * np.exp(-depth * 4)[:, None]
-    cv.img[r_idx, c_idx] = np.clip(colour * (0.7 + 0.3 * depth)[:, None] + reflection, 0, 255).astype(np.uint8)
+    cv.img[r_idx, c_idx] = np.clip(
+        colour * (0.7 + 0.3 * depth)[:, None] + reflection, 0, 255
+    ).astype(np.uint8)
     cv.lab[r_idx, c_idx] = LABEL_ID_EGO_VEHICLE
 
 
-def _apply_lighting(img: np.ndarray, light: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+def _apply_lighting(
+    img: np.ndarray, light: dict[str, Any], rng: np.random.Generator
+) -> np.ndarray:
     """Camera response: optional blur, per-channel tone curve (gamma, contrast, gain, colour cast)
     as one lookup table, vignetting, then sensor noise (triangular, std = ``light["noise"]``).
     Integer/OpenCV arithmetic throughout: this runs on every pixel of every frame."""
@@ -708,13 +996,15 @@ def _apply_lighting(img: np.ndarray, light: dict[str, Any], rng: np.random.Gener
     if light["vignette"] > 0:
         yy = (np.arange(h, dtype=np.float32)[:, None] - h / 2) / (h / 2)
         xx = (np.arange(w, dtype=np.float32)[None, :] - w / 2) / (w / 2)
-        gain = np.round((1 - light["vignette"] * 0.5 * (xx ** 2 + yy ** 2)) * 255).astype(np.uint8)
+        gain = np.round((1 - light["vignette"] * 0.5 * (xx**2 + yy**2)) * 255).astype(np.uint8)
         x = cv2.multiply(x, cv2.merge([gain, gain, gain]), scale=1 / 255.0)
     # Sum of two uniform bytes is triangular noise: 10x cheaper than Gaussian draws, same look.
     pair = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
     total = pair[0].astype(np.uint16)
     total += pair[1]
-    noise_lut = np.round((np.arange(511, dtype=np.float32) - 255) * (light["noise"] / 104.5)).astype(np.int16)
+    noise_lut = np.round(
+        (np.arange(511, dtype=np.float32) - 255) * (light["noise"] / 104.5)
+    ).astype(np.int16)
     out = x.astype(np.int16)
     out += noise_lut[total]
     return np.clip(out, 0, 255).astype(np.uint8)
@@ -730,9 +1020,15 @@ class Frame:
     ood: np.ndarray
 
 
-def render_frame(scene: Scene, cam: Camera, rng: np.random.Generator, cam_z: float = 0.0, t: float = 0.0,
-                 frame: Optional[int] = None) -> Frame:
-    """Render ``scene`` from camera position ``cam_z`` at time ``t`` (objects move with their speed).
+def render_frame(
+    scene: Scene,
+    cam: Camera,
+    rng: np.random.Generator,
+    cam_z: float = 0.0,
+    t: float = 0.0,
+    frame: Optional[int] = None,
+) -> Frame:
+    """Render ``scene`` from camera position ``cam_z`` at time ``t`` (objects move at their speed).
 
     ``rng`` only drives per-frame sensor noise; everything else is fixed by the scene.
     """
@@ -762,18 +1058,24 @@ def render_frame(scene: Scene, cam: Camera, rng: np.random.Generator, cam_z: flo
     label_ids = cv.lab.copy()
     label_ids[ood_pixels] = LABEL_ID_UNLABELED
     train_ids = label_ids_to_train_ids(label_ids)
-    ood = np.where(ood_pixels, np.uint8(1), np.where(train_ids == VOID, np.uint8(VOID), np.uint8(0))).astype(np.uint8)
+    ood = np.where(
+        ood_pixels, np.uint8(1), np.where(train_ids == VOID, np.uint8(VOID), np.uint8(0))
+    ).astype(np.uint8)
     return Frame(image, label_ids, train_ids, ood)
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int, ood: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One random frame: (image uint8 HxWx3 RGB, trainIds uint8 HxW, ood mask uint8 HxW 0/1/255)."""
+def render_scene(
+    rng: np.random.Generator, height: int, width: int, ood: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One random frame: (image uint8 HxWx3 RGB, trainIds uint8 HxW, ood mask uint8 HxW
+    0/1/255)."""
     frame = render_scene_full(rng, height, width, ood)
     return frame.image, frame.train_ids, frame.ood
 
 
-def render_scene_full(rng: np.random.Generator, height: int, width: int, ood: bool = False) -> Frame:
+def render_scene_full(
+    rng: np.random.Generator, height: int, width: int, ood: bool = False
+) -> Frame:
     """Like ``render_scene`` but also returns the labelIds map (what the disk writer stores)."""
     if height < 16 or width < 16:
         raise ValueError("synthroad frames must be at least 16 x 16")
@@ -781,9 +1083,16 @@ def render_scene_full(rng: np.random.Generator, height: int, width: int, ood: bo
     return render_frame(scene, cam, rng)
 
 
-def render_sequence(seed: int, n_frames: int, height: int, width: int, fps: float = 10.0,
-                    speed: Optional[float] = None, ood: bool = True,
-                    ood_frames: Optional[tuple[int, int]] = None) -> Iterator[Frame]:
+def render_sequence(
+    seed: int,
+    n_frames: int,
+    height: int,
+    width: int,
+    fps: float = 10.0,
+    speed: Optional[float] = None,
+    ood: bool = True,
+    ood_frames: Optional[tuple[int, int]] = None,
+) -> Iterator[Frame]:
     """A drive: the camera moves forward at ``speed`` m/s, other cars and pedestrians move too.
 
     The simple variant (traffic is not made consistent with the moving camera, OOD objects show
@@ -807,4 +1116,6 @@ def render_sequence(seed: int, n_frames: int, height: int, width: int, fps: floa
                 o.z = max(o.z, speed * stop / fps + 8.0)
     for i in range(n_frames):
         t = i / fps
-        yield render_frame(scene, cam, np.random.default_rng([seed, 8, i]), cam_z=speed * t, t=t, frame=i)
+        yield render_frame(
+            scene, cam, np.random.default_rng([seed, 8, i]), cam_z=speed * t, t=t, frame=i
+        )

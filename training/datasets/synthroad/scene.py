@@ -4,6 +4,7 @@ World coordinates: X right, Z forward, heights up, metres. A :class:`Scene` and 
 :class:`Camera` come from one ``np.random.Generator`` (:func:`sample_scene`); the renderer
 (:mod:`.render`) turns them into frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,16 +22,66 @@ _OOD_MARK = 250  # internal label for OOD pixels; becomes labelId 0 (unlabeled) 
 #: trainIds synthroad can produce (the rest of the 19 Cityscapes classes never appear).
 TRAIN_IDS_USED: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14)
 
-_CAR_COLOURS = np.array([(225, 225, 222), (30, 30, 34), (170, 172, 176), (105, 108, 112), (35, 45, 95),
-                         (140, 25, 25), (185, 170, 135), (35, 62, 45), (80, 20, 30), (60, 85, 125)], np.float32)
-_BUILDING_COLOURS = np.array([(200, 188, 160), (150, 150, 148), (150, 82, 62), (222, 220, 208), (118, 92, 72),
-                              (215, 198, 140), (150, 160, 176), (178, 150, 128), (110, 110, 115)], np.float32)
-_CLOTHES = np.array([(30, 30, 35), (40, 50, 90), (120, 30, 30), (200, 200, 200), (90, 80, 60), (60, 90, 60),
-                     (150, 120, 90), (70, 70, 80), (170, 60, 90)], np.float32)
+_CAR_COLOURS = np.array(
+    [
+        (225, 225, 222),
+        (30, 30, 34),
+        (170, 172, 176),
+        (105, 108, 112),
+        (35, 45, 95),
+        (140, 25, 25),
+        (185, 170, 135),
+        (35, 62, 45),
+        (80, 20, 30),
+        (60, 85, 125),
+    ],
+    np.float32,
+)
+_BUILDING_COLOURS = np.array(
+    [
+        (200, 188, 160),
+        (150, 150, 148),
+        (150, 82, 62),
+        (222, 220, 208),
+        (118, 92, 72),
+        (215, 198, 140),
+        (150, 160, 176),
+        (178, 150, 128),
+        (110, 110, 115),
+    ],
+    np.float32,
+)
+_CLOTHES = np.array(
+    [
+        (30, 30, 35),
+        (40, 50, 90),
+        (120, 30, 30),
+        (200, 200, 200),
+        (90, 80, 60),
+        (60, 90, 60),
+        (150, 120, 90),
+        (70, 70, 80),
+        (170, 60, 90),
+    ],
+    np.float32,
+)
 _SKIN = np.array([(224, 180, 150), (190, 140, 110), (140, 95, 70), (95, 65, 50)], np.float32)
 # Saturated colours and patterns reserved for OOD objects.
-_OOD_COLOURS = np.array([(235, 40, 205), (40, 225, 235), (150, 245, 30), (255, 135, 0), (145, 40, 225),
-                         (255, 80, 150), (250, 230, 40), (20, 200, 120), (255, 255, 255), (240, 20, 20)], np.float32)
+_OOD_COLOURS = np.array(
+    [
+        (235, 40, 205),
+        (40, 225, 235),
+        (150, 245, 30),
+        (255, 135, 0),
+        (145, 40, 225),
+        (255, 80, 150),
+        (250, 230, 40),
+        (20, 200, 120),
+        (255, 255, 255),
+        (240, 20, 20),
+    ],
+    np.float32,
+)
 
 _OOD_KINDS = ("cargo", "animal", "tyre", "cone", "barrel", "bag", "debris")
 
@@ -46,7 +97,9 @@ class Camera:
     horizon: float
     vp_x: float
 
-    def project(self, x: np.ndarray, up: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def project(
+        self, x: np.ndarray, up: np.ndarray, z: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         return self.vp_x + self.focal * x / z, self.horizon + self.focal * (self.cam_h - up) / z
 
 
@@ -75,7 +128,9 @@ class Scene:
     terrain: tuple[float, float]
     terrain_colour: np.ndarray
     facade_x: tuple[float, float]
-    facades: tuple[np.ndarray, np.ndarray]  # per side: rows of (z0, z1, kind, height, r, g, b, win_u, win_v, style)
+    facades: tuple[
+        np.ndarray, np.ndarray
+    ]  # per side: rows of (z0, z1, kind, height, r, g, b, win_u, win_v, style)
     far_mode: str
     far_blocks: np.ndarray  # rows of (x0, x1, height, r, g, b, kind)
     far_z: float
@@ -110,15 +165,27 @@ def _facade_row(rng: np.random.Generator, z0: float, z1: float, kind: int) -> li
         colour = _choice(rng, _BUILDING_COLOURS, 14)
         height = float(rng.uniform(7, 26))
     elif kind == 1:
-        colour = np.array([rng.uniform(35, 80), rng.uniform(65, 120), rng.uniform(20, 55)], np.float32)
+        colour = np.array(
+            [rng.uniform(35, 80), rng.uniform(65, 120), rng.uniform(20, 55)], np.float32
+        )
         height = float(rng.uniform(3, 11))
     elif kind == 2:
-        colour = np.clip(np.array([rng.uniform(120, 190)] * 3, np.float32) + rng.normal(0, 8, 3), 0, 255)
+        colour = np.clip(
+            np.array([rng.uniform(120, 190)] * 3, np.float32) + rng.normal(0, 8, 3), 0, 255
+        )
         height = float(rng.uniform(1.9, 3.2))
     else:
         colour, height = np.zeros(3, np.float32), 0.0
-    return [z0, z1, kind, height, *colour.tolist(), float(rng.uniform(1.8, 3.6)), float(rng.uniform(2.9, 3.6)),
-            float(rng.integers(3))]
+    return [
+        z0,
+        z1,
+        kind,
+        height,
+        *colour.tolist(),
+        float(rng.uniform(1.8, 3.6)),
+        float(rng.uniform(2.9, 3.6)),
+        float(rng.integers(3)),
+    ]
 
 
 def _sample_facades(rng: np.random.Generator, z_end: float) -> np.ndarray:
@@ -133,9 +200,14 @@ def _sample_facades(rng: np.random.Generator, z_end: float) -> np.ndarray:
 
 def _sample_camera(rng: np.random.Generator, height: int, width: int) -> Camera:
     focal = width * float(rng.uniform(0.75, 1.15))
-    return Camera(height, width, focal, float(rng.uniform(1.2, 1.5)),
-                  height * float(rng.uniform(0.36, 0.5)),
-                  width * (0.5 + float(rng.uniform(-0.12, 0.12))))
+    return Camera(
+        height,
+        width,
+        focal,
+        float(rng.uniform(1.2, 1.5)),
+        height * float(rng.uniform(0.36, 0.5)),
+        width * (0.5 + float(rng.uniform(-0.12, 0.12))),
+    )
 
 
 def _sample_sky(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -146,17 +218,23 @@ def _sample_sky(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         sky_top = np.array([g, g + rng.uniform(0, 8), g + rng.uniform(4, 16)], np.float32)
         sky_horizon = np.clip(sky_top + rng.uniform(10, 30), 0, 255).astype(np.float32)
     else:
-        sky_top = np.array([rng.uniform(40, 110), rng.uniform(100, 160), rng.uniform(170, 235)], np.float32)
-        sky_horizon = np.clip(sky_top + np.array([rng.uniform(60, 110), rng.uniform(50, 85), rng.uniform(10, 30)]),
-                              0, 250).astype(np.float32)
+        sky_top = np.array(
+            [rng.uniform(40, 110), rng.uniform(100, 160), rng.uniform(170, 235)], np.float32
+        )
+        sky_horizon = np.clip(
+            sky_top + np.array([rng.uniform(60, 110), rng.uniform(50, 85), rng.uniform(10, 30)]),
+            0,
+            250,
+        ).astype(np.float32)
     return sky_top, sky_horizon
 
 
 _LaneLines = list[tuple[float, str, np.ndarray]]  # (x, "solid" | "dashed", colour)
 
 
-def _sample_road(rng: np.random.Generator
-                 ) -> tuple[int, float, float, float, _LaneLines, np.ndarray]:
+def _sample_road(
+    rng: np.random.Generator,
+) -> tuple[int, float, float, float, _LaneLines, np.ndarray]:
     """(lanes, lane width, left edge, right edge, lane lines, asphalt colour)."""
     n_lanes = int(rng.choice([2, 3, 4], p=[0.5, 0.25, 0.25]))
     lane_w = float(rng.uniform(2.8, 3.6))
@@ -182,36 +260,54 @@ def _sample_road(rng: np.random.Generator
 def _sample_roadside(rng: np.random.Generator, x_left: float, x_right: float) -> tuple[Any, ...]:
     """(sidewalk widths and colours, terrain widths and colour, kerb width, facade x)."""
     sidewalk = (float(rng.uniform(1.8, 4.5)), float(rng.uniform(1.8, 4.5)))
-    sw_colours = tuple(np.clip(np.array([rng.uniform(140, 195)] * 3, np.float32) +
-                               np.array([rng.uniform(0, 25), rng.uniform(-5, 10), rng.uniform(-15, 5)]), 0, 255)
-                       .astype(np.float32) for _ in range(2))
+    sw_colours = tuple(
+        np.clip(
+            np.array([rng.uniform(140, 195)] * 3, np.float32)
+            + np.array([rng.uniform(0, 25), rng.uniform(-5, 10), rng.uniform(-15, 5)]),
+            0,
+            255,
+        ).astype(np.float32)
+        for _ in range(2)
+    )
     terrain = tuple(float(rng.uniform(1.0, 5.0)) if rng.random() < 0.4 else 0.0 for _ in range(2))
-    terrain_colour = np.array([rng.uniform(85, 150), rng.uniform(115, 160), rng.uniform(50, 95)], np.float32)
+    terrain_colour = np.array(
+        [rng.uniform(85, 150), rng.uniform(115, 160), rng.uniform(50, 95)], np.float32
+    )
     curb_w = 0.25
-    facade_x = (x_left - curb_w - sidewalk[0] - terrain[0] - float(rng.uniform(0, 1.5)),
-                x_right + curb_w + sidewalk[1] + terrain[1] + float(rng.uniform(0, 1.5)))
+    facade_x = (
+        x_left - curb_w - sidewalk[0] - terrain[0] - float(rng.uniform(0, 1.5)),
+        x_right + curb_w + sidewalk[1] + terrain[1] + float(rng.uniform(0, 1.5)),
+    )
     return sidewalk, sw_colours, terrain, terrain_colour, curb_w, facade_x
 
 
-def _sample_far_blocks(rng: np.random.Generator, far_mode: str, facade_x: tuple[float, float]
-                       ) -> np.ndarray:
+def _sample_far_blocks(
+    rng: np.random.Generator, far_mode: str, facade_x: tuple[float, float]
+) -> np.ndarray:
     """The end of the street: rows of (x0, x1, height, r, g, b, is_tree)."""
     span = max(abs(facade_x[0]), abs(facade_x[1])) * (3 if far_mode == "closed" else 60)
     blocks, x = [], -span
     while x < span:
         w = float(rng.uniform(0.08, 0.25)) * span
         is_tree = rng.random() < (0.15 if far_mode == "closed" else 0.35)
-        c = (np.array([rng.uniform(40, 80), rng.uniform(70, 110), rng.uniform(30, 60)], np.float32) if is_tree
-             else _choice(rng, _BUILDING_COLOURS, 14))
+        c = (
+            np.array([rng.uniform(40, 80), rng.uniform(70, 110), rng.uniform(30, 60)], np.float32)
+            if is_tree
+            else _choice(rng, _BUILDING_COLOURS, 14)
+        )
         h = float(rng.uniform(8, 30) if far_mode == "closed" else rng.uniform(6, 45))
         blocks.append([x, x + w, h, *c.tolist(), 1.0 if is_tree else 0.0])
         x += w
     return np.array(blocks, np.float32)
 
 
-def _sample_extras(rng: np.random.Generator, x_left: float, x_right: float,
-                   terrain: tuple[float, ...], facade_x: tuple[float, float]
-                   ) -> tuple[Any, Any, list[tuple[float, float, float, float]]]:
+def _sample_extras(
+    rng: np.random.Generator,
+    x_left: float,
+    x_right: float,
+    terrain: tuple[float, ...],
+    facade_x: tuple[float, float],
+) -> tuple[Any, Any, list[tuple[float, float, float, float]]]:
     """(crosswalk z range or None, shadow band or None, fences)."""
     crosswalk = None
     if rng.random() < 0.25:
@@ -231,14 +327,47 @@ def _sample_extras(rng: np.random.Generator, x_left: float, x_right: float,
 
 
 def _sample_light(rng: np.random.Generator) -> dict[str, Any]:
-    return {"gain": float(rng.uniform(0.7, 1.25)), "contrast": float(rng.uniform(0.75, 1.2)),
-            "cast": rng.uniform(0.88, 1.12, 3).astype(np.float32), "gamma": float(rng.uniform(0.8, 1.25)),
-            "noise": float(rng.uniform(1.0, 6.0)), "blur": bool(rng.random() < 0.3),
-            "vignette": float(rng.uniform(0.0, 0.35))}
+    return {
+        "gain": float(rng.uniform(0.7, 1.25)),
+        "contrast": float(rng.uniform(0.75, 1.2)),
+        "cast": rng.uniform(0.88, 1.12, 3).astype(np.float32),
+        "gamma": float(rng.uniform(0.8, 1.25)),
+        "noise": float(rng.uniform(1.0, 6.0)),
+        "blur": bool(rng.random() < 0.3),
+        "vignette": float(rng.uniform(0.0, 0.35)),
+    }
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = False,
-                 travel: float = 0.0) -> tuple[Scene, Camera]:
+def _sample_far_end(
+    rng: np.random.Generator, travel: float, facade_x: Any
+) -> tuple[str, float, tuple[Any, Any], Any]:
+    """(far mode, far distance, left/right facades, far blocks): a closed street ends in a
+    wall of blocks, an open one runs to the horizon."""
+    far_mode = "closed" if rng.random() < 0.35 else "open"
+    if far_mode == "closed":
+        far_z = float(rng.uniform(70, 130)) + travel
+    else:
+        far_z = float(rng.uniform(250, 450))
+
+    def facade_end() -> float:
+        return far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel
+
+    facades = (_sample_facades(rng, facade_end()), _sample_facades(rng, facade_end()))
+    return far_mode, far_z, facades, _sample_far_blocks(rng, far_mode, facade_x)
+
+
+def _sample_hood(rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
+    """The ego vehicle's hood: height, curvature, colour."""
+    return (
+        float(rng.uniform(0.05, 0.1)),
+        float(rng.uniform(0.3, 0.9)),
+        _choice(rng, _CAR_COLOURS, 8) * 0.6,
+    )
+
+
+def sample_scene(
+    rng: np.random.Generator, height: int, width: int, ood: bool = False, travel: float = 0.0
+) -> tuple[Scene, Camera]:
     """Draw a random scene and camera. ``travel``: metres the camera will move (sequences),
     so the street is long enough and objects are spread over it.
 
@@ -249,18 +378,37 @@ def sample_scene(rng: np.random.Generator, height: int, width: int, ood: bool = 
     n_lanes, lane_w, x_left, x_right, lines, asphalt = _sample_road(rng)
     roadside = _sample_roadside(rng, x_left, x_right)
     sidewalk, sw_colours, terrain, terrain_colour, curb_w, facade_x = roadside
-    far_mode = "closed" if rng.random() < 0.35 else "open"
-    far_z = float(rng.uniform(70, 130)) + travel if far_mode == "closed" else float(rng.uniform(250, 450))
-    facades = (_sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel),
-               _sample_facades(rng, far_z if far_mode == "closed" else float(rng.uniform(80, 160)) + travel))
-    blocks = _sample_far_blocks(rng, far_mode, facade_x)
+    far_mode, far_z, facades, blocks = _sample_far_end(rng, travel, facade_x)
     crosswalk, shadow, fences = _sample_extras(rng, x_left, x_right, terrain, facade_x)
-    hood = (float(rng.uniform(0.05, 0.1)), float(rng.uniform(0.3, 0.9)), _choice(rng, _CAR_COLOURS, 8) * 0.6)
+    hood = _sample_hood(rng)
     light = _sample_light(rng)
     tiles = {"fine": _noise_tile(rng, 128, 0.6), "coarse": _noise_tile(rng, 64, 2.5)}
-    scene = Scene(sky_top, sky_horizon, float(rng.uniform(0, 1)) if rng.random() < 0.6 else 0.0, x_left, x_right,
-                  lines, asphalt, curb_w, sidewalk, sw_colours, terrain, terrain_colour, facade_x, facades, far_mode,
-                  blocks, far_z, crosswalk, shadow, fences, [], hood, light, tiles)
+    scene = Scene(
+        sky_top,
+        sky_horizon,
+        float(rng.uniform(0, 1)) if rng.random() < 0.6 else 0.0,
+        x_left,
+        x_right,
+        lines,
+        asphalt,
+        curb_w,
+        sidewalk,
+        sw_colours,
+        terrain,
+        terrain_colour,
+        facade_x,
+        facades,
+        far_mode,
+        blocks,
+        far_z,
+        crosswalk,
+        shadow,
+        fences,
+        [],
+        hood,
+        light,
+        tiles,
+    )
     scene.objects = _sample_objects(rng, scene, cam, n_lanes, lane_w, ood, travel)
     return scene, cam
 
@@ -274,8 +422,10 @@ class _Placer:
         self.occupied: list[tuple[float, float, float, float]] = []  # (x0, x1, z0, z1) on the road
 
     def free(self, x0: float, x1: float, z0: float, z1: float, margin: float = 0.6) -> bool:
-        return all(x1 + margin < a or x0 - margin > b or z1 + margin < c or z0 - margin > d
-                   for a, b, c, d in self.occupied)
+        return all(
+            x1 + margin < a or x0 - margin > b or z1 + margin < c or z0 - margin > d
+            for a, b, c, d in self.occupied
+        )
 
     def add_vehicle(self, x: float, z: float, parked: bool, oncoming: bool) -> None:
         rng = self.rng
@@ -285,10 +435,20 @@ class _Placer:
         if not self.free(x - w / 2, x + w / 2, z, z + length, 1.0):
             return
         self.occupied.append((x - w / 2, x + w / 2, z, z + length))
-        params = {"w": w, "l": length, "h": float(rng.uniform(2.9, 3.6) if truck else rng.uniform(1.35, 1.65)),
-                  "colour": _choice(rng, _CAR_COLOURS, 10), "truck": truck, "oncoming": oncoming,
-                  "cab_colour": _choice(rng, _CAR_COLOURS, 10)}
-        speed = 0.0 if parked else (float(rng.uniform(-14, -8)) if oncoming else float(rng.uniform(5, 14)))
+        params = {
+            "w": w,
+            "l": length,
+            "h": float(rng.uniform(2.9, 3.6) if truck else rng.uniform(1.35, 1.65)),
+            "colour": _choice(rng, _CAR_COLOURS, 10),
+            "truck": truck,
+            "oncoming": oncoming,
+            "cab_colour": _choice(rng, _CAR_COLOURS, 10),
+        }
+        speed = (
+            0.0
+            if parked
+            else (float(rng.uniform(-14, -8)) if oncoming else float(rng.uniform(5, 14)))
+        )
         self.objs.append(Obj("truck" if truck else "car", x, z, params, speed))
 
 
@@ -301,13 +461,25 @@ def _place_ood(pl: _Placer, s: Scene, cam: Camera, travel: float) -> None:
     for _ in range(int(rng.integers(1, 4))):
         for _try in range(20):
             kind = str(rng.choice(["cargo", "animal", "tyre", "cone", "barrel", "bag", "debris"]))
-            size = float(rng.uniform(0.35, 1.3)) if kind not in ("cone", "tyre") else float(rng.uniform(0.4, 0.9))
+            size = (
+                float(rng.uniform(0.35, 1.3))
+                if kind not in ("cone", "tyre")
+                else float(rng.uniform(0.4, 0.9))
+            )
             if kind == "animal":
                 size = float(rng.uniform(0.8, 1.8))
             z = z_near + 26 * float(rng.random()) ** 1.5 + travel * float(rng.uniform(0.5, 0.9))
-            z_view = z if travel == 0 else z_near  # in a drive the camera gets close: stay in view there
-            lo = max(s.x_left + size / 2 + 0.2, (0.05 * cam.width - cam.vp_x) * z_view / cam.focal + size / 2)
-            hi = min(s.x_right - size / 2 - 0.2, (0.95 * cam.width - cam.vp_x) * z_view / cam.focal - size / 2)
+            z_view = (
+                z if travel == 0 else z_near
+            )  # in a drive the camera gets close: stay in view there
+            lo = max(
+                s.x_left + size / 2 + 0.2,
+                (0.05 * cam.width - cam.vp_x) * z_view / cam.focal + size / 2,
+            )
+            hi = min(
+                s.x_right - size / 2 - 0.2,
+                (0.95 * cam.width - cam.vp_x) * z_view / cam.focal - size / 2,
+            )
             if hi <= lo:
                 continue
             x = float(rng.uniform(lo, hi))
@@ -318,16 +490,21 @@ def _place_ood(pl: _Placer, s: Scene, cam: Camera, travel: float) -> None:
                 break
 
 
-def _place_vehicles(pl: _Placer, s: Scene, n_lanes: int, lane_w: float, z_max: float,
-                    travel: float) -> None:
+def _place_vehicles(
+    pl: _Placer, s: Scene, n_lanes: int, lane_w: float, z_max: float, travel: float
+) -> None:
     """Parked cars along the kerbs (wide streets), then moving traffic in the lanes."""
     rng = pl.rng
     for side_x, inward in ((s.x_left, 1), (s.x_right, -1)):
         if n_lanes >= 3 and rng.random() < 0.6:
             z = float(rng.uniform(3, 12))
             while z < z_max:
-                pl.add_vehicle(side_x + inward * float(rng.uniform(1.05, 1.3)), z, True,
-                               inward > 0 and n_lanes >= 2)
+                pl.add_vehicle(
+                    side_x + inward * float(rng.uniform(1.05, 1.3)),
+                    z,
+                    True,
+                    inward > 0 and n_lanes >= 2,
+                )
                 z += float(rng.uniform(5.5, 14))
     for _ in range(int(rng.poisson(4 + travel / 25)) + 1):
         lane = int(rng.integers(n_lanes))
@@ -336,15 +513,22 @@ def _place_vehicles(pl: _Placer, s: Scene, n_lanes: int, lane_w: float, z_max: f
         pl.add_vehicle(x, float(rng.uniform(4.5, z_max)), False, oncoming)
 
 
-def _place_people(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...], z_max: float,
-                  travel: float) -> None:
+def _place_people(
+    pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...], z_max: float, travel: float
+) -> None:
     """Pedestrians on the sidewalks and, with a crosswalk, on it."""
     rng = pl.rng
     for _ in range(int(rng.poisson(3 + travel / 20))):
         a, b = sw_ranges[int(rng.integers(2))]
-        pl.objs.append(Obj("person", float(rng.uniform(a + 0.3, b - 0.3)),
-                           float(rng.uniform(3, z_max * 0.7)), _person_params(rng),
-                           float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6))))
+        pl.objs.append(
+            Obj(
+                "person",
+                float(rng.uniform(a + 0.3, b - 0.3)),
+                float(rng.uniform(3, z_max * 0.7)),
+                _person_params(rng),
+                float(rng.choice([-1, 1])) * float(rng.uniform(0.8, 1.6)),
+            )
+        )
     if s.crosswalk is not None:
         for _ in range(int(rng.integers(0, 4))):
             x = float(rng.uniform(s.x_left, s.x_right))
@@ -353,8 +537,9 @@ def _place_people(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], .
                 pl.objs.append(Obj("person", x, z, _person_params(rng)))
 
 
-def _place_roadside(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...],
-                    z_max: float) -> None:
+def _place_roadside(
+    pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float], ...], z_max: float
+) -> None:
     """Street furniture, trees and unlabelled clutter along both kerbs."""
     rng = pl.rng
     for side, (a, b) in zip((-1, 1), sw_ranges):
@@ -366,31 +551,71 @@ def _place_roadside(pl: _Placer, s: Scene, sw_ranges: tuple[tuple[float, float],
             z += float(rng.uniform(10, 30))
         idx = 0 if side < 0 else 1
         if s.terrain[idx] > 0 or rng.random() < 0.5:
-            x_tree = (s.facade_x[idx] - side * 1.2) if s.terrain[idx] > 1.5 else (a + 0.6 if side < 0 else b - 0.6)
+            x_tree = (
+                (s.facade_x[idx] - side * 1.2)
+                if s.terrain[idx] > 1.5
+                else (a + 0.6 if side < 0 else b - 0.6)
+            )
             z = float(rng.uniform(3, 15))
             while z < z_max:
-                pl.objs.append(Obj("tree", x_tree + float(rng.uniform(-0.3, 0.3)), z, {
-                    "trunk_h": float(rng.uniform(1.8, 3.5)), "crown": float(rng.uniform(1.5, 3.5)),
-                    "colour": np.array([rng.uniform(30, 85), rng.uniform(60, 125), rng.uniform(15, 50)], np.float32),
-                    "seed": int(rng.integers(1 << 30))}))
+                pl.objs.append(
+                    Obj(
+                        "tree",
+                        x_tree + float(rng.uniform(-0.3, 0.3)),
+                        z,
+                        {
+                            "trunk_h": float(rng.uniform(1.8, 3.5)),
+                            "crown": float(rng.uniform(1.5, 3.5)),
+                            "colour": np.array(
+                                [rng.uniform(30, 85), rng.uniform(60, 125), rng.uniform(15, 50)],
+                                np.float32,
+                            ),
+                            "seed": int(rng.integers(1 << 30)),
+                        },
+                    )
+                )
                 z += float(rng.uniform(6, 16))
-        for _ in range(int(rng.poisson(0.8))):  # unlabelled clutter (void): bins and boxes on the sidewalk
+        for _ in range(
+            int(rng.poisson(0.8))
+        ):  # unlabelled clutter (void): bins and boxes on the sidewalk
             x, z = float(rng.uniform(a + 0.2, b - 0.2)), float(rng.uniform(4, 40))
-            pl.objs.append(Obj("bin", x, z, {
-                "colour": np.array([rng.uniform(30, 70), rng.uniform(50, 90), rng.uniform(30, 60)], np.float32)
-                if rng.random() < 0.5 else np.array([rng.uniform(70, 110)] * 3, np.float32),
-                "h": float(rng.uniform(0.7, 1.1)), "w": float(rng.uniform(0.45, 0.7))}))
+            pl.objs.append(
+                Obj(
+                    "bin",
+                    x,
+                    z,
+                    {
+                        "colour": np.array(
+                            [rng.uniform(30, 70), rng.uniform(50, 90), rng.uniform(30, 60)],
+                            np.float32,
+                        )
+                        if rng.random() < 0.5
+                        else np.array([rng.uniform(70, 110)] * 3, np.float32),
+                        "h": float(rng.uniform(0.7, 1.1)),
+                        "w": float(rng.uniform(0.45, 0.7)),
+                    },
+                )
+            )
 
 
-def _sample_objects(rng: np.random.Generator, s: Scene, cam: Camera, n_lanes: int, lane_w: float,
-                    ood: bool, travel: float) -> list[Obj]:
+def _sample_objects(
+    rng: np.random.Generator,
+    s: Scene,
+    cam: Camera,
+    n_lanes: int,
+    lane_w: float,
+    ood: bool,
+    travel: float,
+) -> list[Obj]:
     pl = _Placer(rng)
     z_max = 75.0 + travel
     if ood:  # OOD first: nothing may then be placed between the camera and them in their lane
         _place_ood(pl, s, cam, travel)
     _place_vehicles(pl, s, n_lanes, lane_w, z_max, travel)
-    sw_ranges = ((s.x_left - s.curb_w - s.sidewalk[0], s.x_left - s.curb_w),
-                 (s.x_right + s.curb_w, s.x_right + s.curb_w + s.sidewalk[1]))
+    sw_ranges = (
+        (s.x_left - s.curb_w - s.sidewalk[0], s.x_left - s.curb_w),
+        (s.x_right + s.curb_w, s.x_right + s.curb_w + s.sidewalk[1]),
+    )
     _place_people(pl, s, sw_ranges, z_max, travel)
     _place_roadside(pl, s, sw_ranges, z_max)
     return _unocclude(pl.objs, cam) if ood else pl.objs
@@ -404,7 +629,13 @@ def _extent(o: Obj) -> tuple[float, float, float, float, float]:
     if o.kind == "person":
         return o.x - 0.45, o.x + 0.45, o.z, o.z, p["h"]
     if o.kind == "tree":
-        return o.x - p["crown"] * 1.2, o.x + p["crown"] * 1.2, o.z, o.z, p["trunk_h"] + 2 * p["crown"]
+        return (
+            o.x - p["crown"] * 1.2,
+            o.x + p["crown"] * 1.2,
+            o.z,
+            o.z,
+            p["trunk_h"] + 2 * p["crown"],
+        )
     if o.kind == "bin":
         return o.x - p["w"] / 2, o.x + p["w"] / 2, o.z, o.z + p["w"], p["h"]
     if o.kind in _OOD_KINDS:
@@ -430,28 +661,41 @@ def _unocclude(objs: list[Obj], cam: Camera) -> list[Obj]:
     for o in objs:
         if o.kind not in _OOD_KINDS:
             a = _image_box(cam, o)
-            if any(o.z < b_obj.z and a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
-                   for b_obj, b in boxes):
+            if any(
+                o.z < b_obj.z and a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+                for b_obj, b in boxes
+            ):
                 continue
         kept.append(o)
     return kept
 
 
 def _person_params(rng: np.random.Generator) -> dict[str, Any]:
-    return {"h": float(rng.uniform(1.55, 1.92)), "top": _choice(rng, _CLOTHES, 15), "legs": _choice(rng, _CLOTHES, 10),
-            "skin": _choice(rng, _SKIN, 6), "hair": np.full(3, rng.uniform(15, 110), np.float32),
-            "stride": float(rng.uniform(-0.25, 0.25)), "bag": bool(rng.random() < 0.2)}
+    return {
+        "h": float(rng.uniform(1.55, 1.92)),
+        "top": _choice(rng, _CLOTHES, 15),
+        "legs": _choice(rng, _CLOTHES, 10),
+        "skin": _choice(rng, _SKIN, 6),
+        "hair": np.full(3, rng.uniform(15, 110), np.float32),
+        "stride": float(rng.uniform(-0.25, 0.25)),
+        "bag": bool(rng.random() < 0.2),
+    }
 
 
 def _pole_params(rng: np.random.Generator, kind: str, side: int) -> dict[str, Any]:
-    p: dict[str, Any] = {"h": float(rng.uniform(3.0, 8.0) if kind != "sign" else rng.uniform(2.3, 3.4)),
-                         "w": float(rng.uniform(0.08, 0.16)), "side": side,
-                         "colour": np.full(3, rng.uniform(70, 150), np.float32)}
+    p: dict[str, Any] = {
+        "h": float(rng.uniform(3.0, 8.0) if kind != "sign" else rng.uniform(2.3, 3.4)),
+        "w": float(rng.uniform(0.08, 0.16)),
+        "side": side,
+        "colour": np.full(3, rng.uniform(70, 150), np.float32),
+    }
     if kind == "sign":
         p["shape"] = str(rng.choice(["circle", "triangle", "square", "diamond"]))
         p["size"] = float(rng.uniform(0.5, 0.8))
-        p["fill"] = np.array([(200, 30, 30), (30, 70, 170), (240, 240, 240), (230, 200, 30)][int(rng.integers(4))],
-                             np.float32)
+        p["fill"] = np.array(
+            [(200, 30, 30), (30, 70, 170), (240, 240, 240), (230, 200, 30)][int(rng.integers(4))],
+            np.float32,
+        )
     if kind == "light":
         p["h"] = float(rng.uniform(2.6, 4.5))
         p["lit"] = int(rng.integers(3))
@@ -460,7 +704,14 @@ def _pole_params(rng: np.random.Generator, kind: str, side: int) -> dict[str, An
 
 def _ood_params(rng: np.random.Generator, kind: str, size: float) -> dict[str, Any]:
     c1, c2 = _choice(rng, _OOD_COLOURS, 10), _choice(rng, _OOD_COLOURS, 10)
-    return {"size": size, "c1": c1, "c2": c2, "pattern": str(rng.choice(["checker", "stripes", "dots", "plain"])),
-            "period": float(rng.uniform(0.08, 0.25)), "seed": int(rng.integers(1 << 30)),
-            "h": float(rng.uniform(0.3, 1.0)) * size, "yaw": float(rng.uniform(-0.6, 0.6)),
-            "facing": float(rng.choice([-1.0, 1.0]))}
+    return {
+        "size": size,
+        "c1": c1,
+        "c2": c2,
+        "pattern": str(rng.choice(["checker", "stripes", "dots", "plain"])),
+        "period": float(rng.uniform(0.08, 0.25)),
+        "seed": int(rng.integers(1 << 30)),
+        "h": float(rng.uniform(0.3, 1.0)) * size,
+        "yaw": float(rng.uniform(-0.6, 0.6)),
+        "facing": float(rng.choice([-1.0, 1.0])),
+    }
