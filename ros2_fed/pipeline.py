@@ -9,7 +9,8 @@ same outputs, or a replayed number would not be the node's. Everything here is s
 - what engine the parameters select (:class:`ModelSpec`, default model in ``models/``) and
   opening it (:func:`open_engine`, with the score check);
 - the camera-size handling (:func:`infer_at_camera_size`: host resize when the engine was
-  built for another size), warm-up, the latest-frame mailbox and the counters;
+  built for another size), warm-up and the counters (the per-camera mailbox and batching
+  live in :mod:`ros2_fed.cameras`);
 - the output names and the alert configuration (:func:`alert_config`, the one place that
   maps ``alerts.*`` parameters onto :class:`ros2_fed.alerts.AlertConfig`).
 
@@ -24,12 +25,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
 from ros2_fed import codec
-from ros2_fed.cameras import camera_problems, engine_batch, infer_batch, to_camera_size, to_engine_size
+from ros2_fed.cameras import camera_problems, engine_batch, infer_batch
 from ros2_fed.alerts import ROI_CHOICES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.engine.options import runtime_options
@@ -38,7 +39,6 @@ from ros2_fed.names import BASELINE_SCORES
 from ros2_fed.paths import default_models_dir
 
 ParamValue = Union[bool, int, float, str, tuple[str, ...]]
-T = TypeVar("T")
 
 NODE_NAME = "fed_node"
 RUNTIME_CHOICES = ("",) + RUNTIMES
@@ -542,8 +542,7 @@ def infer_at_camera_size(engine: Any, rgb: np.ndarray,
     Engines are built per input size; when the camera's differs the frame is resized on the
     host (area) and the outputs back (nearest for labels, linear for confidence).
     """
-    labels, confidence = engine.infer(to_engine_size(rgb, shape))
-    return to_camera_size(labels, confidence, rgb.shape[:2])
+    return infer_batch(engine, [rgb], shape)[0]  # any engine: batch 1, dynamic or fixed batch
 
 
 def warm_up(engine: Any, runs: int, shape: Optional[tuple[int, int]]) -> float:
@@ -622,49 +621,6 @@ def input_limits(params: Mapping[str, Any]) -> codec.InputLimits:
 # --------------------------------------------------------------------------------------
 # Latest-frame mailbox and counters
 # --------------------------------------------------------------------------------------
-
-
-class LatestFrameMailbox(Generic[T]):
-    """A one-slot mailbox: ``put`` replaces a pending item, ``get`` blocks for the next one.
-
-    Why: the engine must always work on the newest camera frame; anything older that has not
-    started yet is worthless and must not queue up (bounded memory, bounded latency).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Optional[T] = None
-        self._closed = False
-
-    def put(self, item: T) -> bool:
-        """Store ``item``; True when it replaced (dropped) an item nobody had taken yet."""
-        with self._cond:
-            dropped = self._item is not None
-            self._item = item
-            self._cond.notify()
-            return dropped
-
-    def get(self, timeout: Optional[float] = None) -> Optional[T]:
-        """The pending item (removing it), or None on close / timeout."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
-                return None
-            if self._closed:
-                return None
-            item, self._item = self._item, None
-            return item
-
-    def pending(self) -> bool:
-        """True when an item waits to be taken."""
-        with self._cond:
-            return self._item is not None
-
-    def close(self) -> None:
-        """Wake the consumer for good (pending item is discarded)."""
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
 
 
 class PipelineStats:

@@ -7,10 +7,7 @@ import ast
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -251,29 +248,6 @@ def test_camera_size_handling_resizes_on_the_host() -> None:
 def test_viz_palette_from_metadata() -> None:
     assert pipeline.viz_palette({"palette": [[1, 2, 3], [4, 5, 6]]}).tolist() == [[1, 2, 3], [4, 5, 6]]
     assert pipeline.viz_palette({"class_names": ["a", "b", "c"]}).shape == (3, 3)
-
-
-def test_mailbox_latest_wins_and_never_queues() -> None:
-    box: pipeline.LatestFrameMailbox[int] = pipeline.LatestFrameMailbox()
-    assert box.put(1) is False
-    assert box.put(2) is True  # 1 was never taken: dropped
-    assert box.put(3) is True
-    assert box.get(timeout=0.1) == 3
-    assert box.get(timeout=0.05) is None  # nothing queued behind it
-
-    got: list[Any] = []
-    consumer = threading.Thread(target=lambda: got.append(box.get()))
-    consumer.start()
-    time.sleep(0.05)
-    assert box.put(4) is False
-    consumer.join(timeout=2)
-    assert got == [4]
-
-    consumer = threading.Thread(target=lambda: got.append(box.get()))
-    consumer.start()
-    box.close()  # wakes a blocked consumer for shutdown
-    consumer.join(timeout=2)
-    assert got == [4, None] and not consumer.is_alive()
 
 
 def test_pipeline_stats_counts_and_percentiles() -> None:

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
                      help="fp16 = float16 backbone, float32 FED, typed in the graph (default for tensorrt and "
                           "torch-tensorrt); fp32 = everything float32 (default otherwise). INT8 is not supported")
-    out.add_argument("--batch", type=int, default=1)
+    out.add_argument("--batch", type=int, default=1,
+                     help="frames per run: the number of cameras of a surround-camera fed_node (cameras:=[...]). "
+                          "ONNX Runtime engines take any batch from 1 to N; TensorRT engines exactly N (padded)")
     out.add_argument("--opset", type=int, default=18)
     out.add_argument("--out", help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or ~/.cache/ros2_fed)")
     out.add_argument("--rebuild", action="store_true", help="ignore a cached engine and rebuild it")
