@@ -215,7 +215,10 @@ class FedNode(Node):
         bad = parameter_problems(self._params)
         if bad:
             raise StartupError("invalid parameters: " + "; ".join(bad))
-        self._calibration: dict[str, Any] = {}  # the engine's operating point, once it is open
+        self._calibration: dict[str, Any] = {}
+        self._class_names: Optional[list[str]] = (
+            None  # the engine's operating point, once it is open
+        )
         self._settings = OutputSettings.from_params(self._params)
 
         self._engine: Any = None
@@ -297,9 +300,10 @@ class FedNode(Node):
         self._palette = viz_palette(meta)
         self._hardware_id = self._hardware_id or hardware_id(meta)
         self._calibration = model_calibration(meta)
+        self._class_names = meta.get("class_names")  # the drivable alert ROI names classes
         self._settings = OutputSettings.from_params(self._params, self._calibration)
         try:
-            config = alert_config(self._params, self._calibration)
+            config = alert_config(self._params, self._calibration, self._class_names)
             for camera in self._cameras.values():
                 camera.monitor = alerts_mod.AlertMonitor(config)
         except (ValueError, OSError) as exc:
@@ -397,9 +401,10 @@ class FedNode(Node):
             return SetParametersResult(successful=False, reason="; ".join(problems))
         if changes_alerts(p.name for p in changes):
             try:
+                # reused by _apply_parameters
                 self._validated_alerts = alert_config(
-                    candidate, self._calibration
-                )  # reused by _apply_parameters
+                    candidate, self._calibration, self._class_names
+                )
             except (ValueError, OSError) as exc:
                 return SetParametersResult(successful=False, reason=f"alerts: {exc}")
         return SetParametersResult(successful=True)
@@ -413,7 +418,9 @@ class FedNode(Node):
         if self._state == "ready" and changes_alerts(p.name for p in changes):
             # The config built (and the ROI mask read) while validating: no second file read
             # that could fail after the change was accepted.
-            config = self._validated_alerts or alert_config(self._params, self._calibration)
+            config = self._validated_alerts or alert_config(
+                self._params, self._calibration, self._class_names
+            )
             self._validated_alerts = None
             with self._alert_lock:
                 for camera in self._cameras.values():
@@ -550,7 +557,7 @@ class FedNode(Node):
         """One camera's alert update and outputs (only those enabled and listened to)."""
         header = frame.msg.header
         with self._alert_lock:
-            state = camera.monitor.update(confidence, header.stamp)
+            state = camera.monitor.update(confidence, header.stamp, labels=labels)
         status = self._alert_status_of(camera, state)
         previous, camera.alert_status = camera.alert_status, status
 

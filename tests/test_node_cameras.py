@@ -97,6 +97,11 @@ def _outputs_of(client: Client, topics: dict[str, str], frame_id: str) -> dict[s
     }
 
 
+def _counter(msg: Any) -> int:
+    """The Stamp counter in a frame id ``PREFIX_N``."""
+    return int(msg.header.frame_id.rsplit("_", 1)[1])
+
+
 def _values(client: Client, proc: NodeProcess, since: float) -> dict[str, str]:
     return wait_until(lambda: latest_values(client, proc, since), 10, "a pipeline status")
 
@@ -172,7 +177,6 @@ def test_a_stopped_camera_does_not_stall_the_others(node: NodeProcess, client: C
         client.subscribe(topic, Image)
     pubs = _cameras(client, node)
     time.sleep(1.2)  # every camera silent past its input timeout
-    t0 = time.time()
     sent = 0
     end = time.monotonic() + 2.5
     while time.monotonic() < end:  # rear has stopped; front and left go on at 10 Hz
@@ -182,17 +186,20 @@ def test_a_stopped_camera_does_not_stall_the_others(node: NodeProcess, client: C
             pubs[cam].publish(msg)
         sent += 1
         time.sleep(0.1)
-    for cam, topic in topics.items():
-        got = [
-            m
-            for t, m in client.messages(topic)
-            if t >= t0 and m.header.frame_id.startswith(f"alive_{cam}")
-        ]
-        assert len(got) >= sent // 3, (
-            cam,
-            len(got),
-            sent,
-        )  # 0.15 s batches: at least every other frame
+    last = Stamp.counter
+
+    def alive(cam: str) -> list[Any]:
+        prefix = f"alive_{cam}"
+        return [m for t, m in client.messages(topics[cam]) if m.header.frame_id.startswith(prefix)]
+
+    for cam in topics:
+        # 0.15 s batches (slower on a loaded machine): outputs kept coming, up to the last frames
+        got = wait_until(
+            lambda c=cam: (g := alive(c)) and max(_counter(m) for m in g) >= last - 8 and g,
+            5,
+            f"{cam}'s last frames",
+        )
+        assert len(got) >= min(5, sent // 3), (cam, len(got), sent)
     statuses = [s for _, s in pipeline_status(client, node, time.time() - 0.5)]
     assert statuses, "no recent pipeline status"
     status = statuses[-1]

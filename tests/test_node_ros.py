@@ -66,6 +66,7 @@ ALERTS = {
     "alerts.raise_frames": 2,
     "alerts.clear_frames": 3,
     "alerts.roi": "full",
+    "alerts.size_reference": "height",  # sizes in image heights, as the comment above counts them
 }
 
 

@@ -12,10 +12,11 @@ path uses IOBinding with buffers bound once: each frame is one ``memcpy`` into t
 input and ``run_with_iobinding`` writing into the bound outputs (no per-frame allocation).
 
 Batches on a CPU run frame-parallel: one single-threaded run per frame, as many at once as
-there are threads (a surround-camera node's batch). Measured at 256x512 on 2 cores: 37 ms a
-frame this way against 61 ms for the batch of 4 run with 2 intra-op threads and 54 ms for
-frame after frame with 2 threads: a small network leaves the second intra-op thread idle much
-of the time, two frames side by side do not. GPU providers run the batch as one.
+there are threads (a surround-camera node's batch). Measured at 256x512 on 2 busy cores: 37 ms
+a frame this way against 61 ms for the batch of 4 run with 2 intra-op threads and 54 ms for
+frame after frame with 2 threads (38 / 49 ms on quiet cores): a small network leaves the second
+intra-op thread idle much of the time, two frames side by side do not. GPU providers run the
+batch as one.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""``--offline``: the engine fed_node would open, run in-process over every frame, as fast as possible.
+"""``--offline``: the engine fed_node would open, run in-process over every frame, at full speed.
 
 No ROS 2 graph, no dropped frames: every camera frame is decoded with the node's decoder,
 run through the engine exactly as the node runs it (host resize included), and its outputs
 are rendered with the node's viz/alert code and written to the output bag under the node's
 topic names. Latency here is decode + inference per frame.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
-
 
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay.bagio import BagWriter
@@ -27,9 +27,17 @@ class OfflineStats:
     frames: int = 0
 
 
-def run_offline(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWriter], topics: dict[str, str],
-                params: dict[str, Any], warmup_runs: int = 3, log: Callable[[str], None] = print,
-                stats: Optional[OfflineStats] = None, copy_inputs: bool = True) -> Iterator[FrameOutput]:
+def run_offline(
+    scan: bagmod.ScanResult,
+    spec: ModelSpec,
+    writer: Optional[BagWriter],
+    topics: dict[str, str],
+    params: dict[str, Any],
+    warmup_runs: int = 3,
+    log: Callable[[str], None] = print,
+    stats: Optional[OfflineStats] = None,
+    copy_inputs: bool = True,
+) -> Iterator[FrameOutput]:
     """Yield one :class:`FrameOutput` per camera frame; writes inputs + outputs to ``writer``.
 
     ``topics``: output name -> topic to write it under (the outputs to record).
@@ -54,16 +62,23 @@ def run_offline(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWr
             latency = time.monotonic() - t
             stats.processing_s += latency
             stats.frames += 1
-            alert = renderer.alert(confidence, frame.stamp_ns)
+            alert = renderer.alert(confidence, frame.stamp_ns, labels=labels)  # as fed_node
             if writer is not None:
                 if copy_inputs:
                     write_inputs(writer, sel, frame)
                 log_ns = frame.log_ns + int(latency * 1e9)
-                for name, msg in renderer.messages(rgb, labels, confidence, frame.stamp_ns, frame.frame_id, alert,
-                                                   topics).items():
+                for name, msg in renderer.messages(
+                    rgb, labels, confidence, frame.stamp_ns, frame.frame_id, alert, topics
+                ).items():
                     writer.write(topics[name], log_ns, msg)
-            yield FrameOutput(frame=frame, rgb=rgb, labels=labels, confidence=confidence, latency_s=latency,
-                              alert=alert)
+            yield FrameOutput(
+                frame=frame,
+                rgb=rgb,
+                labels=labels,
+                confidence=confidence,
+                latency_s=latency,
+                alert=alert,
+            )
         stats.wall_s = time.monotonic() - loop_start
     finally:
         closer = getattr(engine, "close", None)
