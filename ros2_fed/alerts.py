@@ -171,7 +171,7 @@ class AlertConfig:
     warn_size: float = 0.22
     error_size: float = 0.44
     hysteresis: float = 0.01
-    min_width: float = 0.02
+    min_width: float = 0.01
     raise_frames: int = 3
     clear_frames: int = 5
     roi: str = "drivable"

@@ -9,7 +9,8 @@
 
 Everything lands in ``runs/demo/`` (``--out``): ``synthroad_drive/`` (the input bag) and
 ``report/`` (report.md, report.json, mosaic_worst.png / mosaic_best.png, alerts.png,
-output_bag/ for Foxglove or ``ros2 bag play``, node.log). Re-running replaces them.
+overlay.png: camera | overlay at three frames, output_bag/ for Foxglove or ``ros2 bag play``,
+node.log). Re-running replaces them.
 ``--offline`` runs the engine in-process instead of through the node (no ROS 2 graph).
 """
 from __future__ import annotations
@@ -90,13 +91,38 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"ros2_fed demo: fed_bag_eval failed (exit code {code}); see {report_dir / 'report.json'}",
               file=sys.stderr)
         return code
+    overlay_strip(report_dir / "output_bag", report_dir / "overlay.png",
+                  [round(args.frames * f) for f in (0.25, 0.58, 0.92)])
     md = report_dir / "report.md"
     step("done")
     print(f"report:     {md.resolve()}")
     print(f"mosaics:    {(report_dir / 'mosaic_worst.png').resolve()}, {(report_dir / 'mosaic_best.png').resolve()}")
+    print(f"overlay:    {(report_dir / 'overlay.png').resolve()}")
     print(f"output bag: {(report_dir / 'output_bag').resolve()} (Foxglove Studio, or `ros2 bag play`)")
     print(f"total:      {time.monotonic() - start:.0f} s")
     return 0
+
+
+def overlay_strip(output_bag: Path, out: Path, frames: list[int],
+                  camera: str = "/camera/image_raw", overlay: str = "/fed_node/overlay") -> None:
+    """Camera | overlay side by side for the given frame indices, one row each (the picture the
+    README shows: red = uncertain, blue = certain)."""
+    import cv2
+    import numpy as np
+    from rosbags.highlevel import AnyReader
+
+    from ros2_fed import codec
+
+    images: dict[str, list[np.ndarray]] = {camera: [], overlay: []}
+    with AnyReader([output_bag]) as reader:
+        wanted = [c for c in reader.connections if c.topic in images]
+        for connection, _, raw in reader.messages(connections=wanted):
+            msg = reader.deserialize(raw, connection.msgtype)
+            images[connection.topic].append(codec.decode_rgb8(msg).image)
+    pairs = list(zip(images[camera], images[overlay]))
+    rows = [np.concatenate(pairs[i], axis=1) for i in frames if i < len(pairs)]
+    if rows:
+        cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
 if __name__ == "__main__":

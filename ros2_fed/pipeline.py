@@ -180,7 +180,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               range=(0.0, 1.0)),
     # -- alerts (changeable at run time; validated together by alert_config) ----------------
     ParamSpec("alerts.confidence_threshold", FROM_MODEL, "A pixel is uncertain when its confidence is below this; "
-              "negative = the model's calibrated operating point (fed_calibrate: 1 % of correct validation pixels "
+              "negative = the model's calibrated operating point (fed_calibrate: 5 % of correct validation pixels "
               f"fall below it), {_ALERT_DEFAULTS.confidence_threshold} for a model without calibration.",
               range=(FROM_MODEL, 1.0)),
     ParamSpec("alerts.warn_size", _ALERT_DEFAULTS.warn_size, "WARN when the largest uncertain region in the ROI "

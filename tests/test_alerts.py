@@ -549,10 +549,9 @@ def test_a_drive_without_an_unknown_object_stays_ok_with_the_defaults() -> None:
     levels = []
     for i in range(40):
         conf = np.ones(labels.shape, np.float32)
-        edges = cv2.Canny((rng.random(labels.shape) * 255).astype(np.uint8), 250, 255) > 0
-        conf[edges] = 0.2                                  # scattered 1-pixel uncertainty
+        conf[rng.random(labels.shape) < 0.05] = 0.2        # scattered 1-pixel uncertainty
         conf[100:116, 180:330] = 0.2                       # the buildings at the road's end, uncertain
-        conf[114:118, :] = 0.3                             # the road/building boundary
+        conf[114:116, :] = 0.3                             # the road/building boundary (2 px)
         levels.append(monitor.update(conf, (i, 0), labels=labels).level)
     assert levels == [OK] * 40
 
