@@ -26,9 +26,10 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Whole suite (unit + ros tests; gpu tests skip without CUDA).
+# Lint (ruff, line length 99 as ament_flake8), then the whole suite (unit + ros tests; gpu
+# tests skip without CUDA).
 # pytest exits 5 when it collected nothing: that is a failure here, never a green run.
-test: venv
+test: venv lint
 	@ROS_LOCALHOST_ONLY=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(PY) -m pytest -q $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc
 

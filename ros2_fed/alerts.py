@@ -1,7 +1,8 @@
 """Low-confidence alerts: "something the model does not understand is on the road ahead".
 
 Pure python (numpy + OpenCV, no rclpy). The node feeds every processed frame's confidence map
-(and the model's label map, ``labels=``) to an :class:`AlertMonitor` and publishes the returned :class:`AlertState` as a
+(and the model's label map, ``labels=``) to an :class:`AlertMonitor` and publishes the returned
+:class:`AlertState` as a
 ``diagnostic_msgs/DiagnosticStatus`` (``level`` -> status level, ``message`` -> message, every
 other field -> one KeyValue).
 
@@ -72,6 +73,7 @@ the level are kept (a streak counted under the old limits still counts), unless 
 (``roi``, ``roi_mask_file`` or the mask's content): then the monitor starts afresh (level OK,
 counters 0), because the old evidence was about a different part of the image.
 """
+
 from __future__ import annotations
 
 import enum
@@ -93,16 +95,40 @@ SIZE_REFERENCES = ("height", "horizon")
 #: Cityscapes trainIds, the label set of every backbone here (same as
 #: ``ros2_fed.backbones.base.CITYSCAPES_CLASSES``, repeated so this module needs no torch).
 CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 
 # The default ROI: (x, y) corners in image fractions, clockwise from bottom left. The bottom
 # spans the whole width (adjacent lanes) but stops at 90 % of the height: the last rows hold the
 # ego hood and the image border, where a model is uncertain in every frame (on synthroad drives
 # without any unknown object a corridor down to the last row alerted on 58 % of the frames).
 # The top is a third of the width at 40 % of the height, about the horizon of a forward camera.
-CORRIDOR: tuple[tuple[float, float], ...] = ((0.0, 0.9), (0.0, 0.75), (1 / 3, 0.4), (2 / 3, 0.4), (1.0, 0.75),
-                                            (1.0, 0.9))
+CORRIDOR: tuple[tuple[float, float], ...] = (
+    (0.0, 0.9),
+    (0.0, 0.75),
+    (1 / 3, 0.4),
+    (2 / 3, 0.4),
+    (1.0, 0.75),
+    (1.0, 0.9),
+)
 
 # Above this many pixels the region search runs on an any-pooled (2x, 4x, ...) mask.
 REGION_MAX_PIXELS = 640 * 960
@@ -183,18 +209,25 @@ class AlertConfig:
     min_distance: float = 0.3
     # Loaded from roi_mask_file when roi == "mask" (HxW bool), else None.
     roi_mask: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
-    # The model's class names (None: Cityscapes trainIds, CITYSCAPES_CLASSES); set by with_class_names.
+    # The model's class names (None: Cityscapes trainIds, CITYSCAPES_CLASSES); set by
+    # with_class_names.
     class_names: Optional[tuple[str, ...]] = field(default=None, init=False, compare=False)
     # drivable_classes resolved to class ids (sorted, unique).
     drivable_ids: tuple[int, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "confidence_threshold", _as_fraction("confidence_threshold", self.confidence_threshold))
+        set_(
+            self,
+            "confidence_threshold",
+            _as_fraction("confidence_threshold", self.confidence_threshold),
+        )
         for name in ("warn_size", "error_size", "hysteresis", "min_width"):
             set_(self, name, _as_size(name, getattr(self, name)))
         if self.warn_size > self.error_size:
-            raise ValueError(f"warn_size ({self.warn_size}) must not exceed error_size ({self.error_size})")
+            raise ValueError(
+                f"warn_size ({self.warn_size}) must not exceed error_size ({self.error_size})"
+            )
         set_(self, "raise_frames", _as_frames("raise_frames", self.raise_frames))
         set_(self, "clear_frames", _as_frames("clear_frames", self.clear_frames))
         if not isinstance(self.roi, str) or self.roi not in ROI_CHOICES:
@@ -207,17 +240,26 @@ class AlertConfig:
             set_(self, "roi_mask", mask)
         set_(self, "roi_closing", _as_size("roi_closing", self.roi_closing))
         if not isinstance(self.size_reference, str) or self.size_reference not in SIZE_REFERENCES:
-            raise ValueError(f"size_reference must be one of {', '.join(SIZE_REFERENCES)}, got {self.size_reference!r}")
+            raise ValueError(
+                f"size_reference must be one of {', '.join(SIZE_REFERENCES)}, got "
+                f"{self.size_reference!r}"
+            )
         set_(self, "horizon", _as_fraction("horizon", self.horizon))
         set_(self, "min_distance", _as_fraction("min_distance", self.min_distance))
         if self.min_distance <= 0:
-            raise ValueError("min_distance must be above 0 (a region at the horizon would be infinitely large)")
+            raise ValueError(
+                "min_distance must be above 0 (a region at the horizon would be infinitely large)"
+            )
         if not isinstance(self.drivable_classes, str):
-            raise ValueError(f"drivable_classes must be a string of class names or ids, got {self.drivable_classes!r}")
+            raise ValueError(
+                "drivable_classes must be a string of class names or ids, got "
+                f"{self.drivable_classes!r}"
+            )
         set_(self, "drivable_ids", self._drivable_ids(self.class_names))
 
     def _drivable_ids(self, class_names: Optional[tuple[str, ...]]) -> tuple[int, ...]:
-        """drivable_classes as ids; an unknown class is an error only when the drivable ROI is used."""
+        """drivable_classes as ids; an unknown class is an error only when the drivable ROI is
+        used."""
         try:
             return drivable_class_ids(self.drivable_classes, class_names)
         except ValueError:
@@ -246,18 +288,22 @@ class AlertConfig:
         if self.roi != other.roi:
             return False
         if self.roi == "drivable":
-            return self.drivable_ids == other.drivable_ids and self.roi_closing == other.roi_closing
+            return (
+                self.drivable_ids == other.drivable_ids and self.roi_closing == other.roi_closing
+            )
         if self.roi != "mask":
             return True
-        return (self.roi_mask_file == other.roi_mask_file
-                and np.array_equal(self.roi_mask, other.roi_mask))
+        return self.roi_mask_file == other.roi_mask_file and np.array_equal(
+            self.roi_mask, other.roi_mask
+        )
 
 
 def drivable_class_ids(spec: str, class_names: Optional[Sequence[str]] = None) -> tuple[int, ...]:
     """``"road,sidewalk"`` (names, case-insensitive, or integer ids) -> sorted unique class ids.
 
     Names are looked up in ``class_names`` (the model's), or in :data:`CITYSCAPES_CLASSES` when
-    the model has none. Raises ValueError for an unknown name, an id outside 0..254 or an empty list.
+    the model has none. Raises ValueError for an unknown name, an id outside 0..254 or an empty
+    list.
     """
     names = [str(n).strip().lower() for n in (class_names or CITYSCAPES_CLASSES)]
     ids = set()
@@ -272,13 +318,18 @@ def drivable_class_ids(spec: str, class_names: Optional[Sequence[str]] = None) -
         elif item.lower() in names:
             ids.add(names.index(item.lower()))
         else:
-            raise ValueError(f"drivable_classes: {item!r} is not one of the model's classes ({', '.join(names)})")
+            raise ValueError(
+                f"drivable_classes: {item!r} is not one of the model's classes "
+                f"({', '.join(names)})"
+            )
     if not ids:
         raise ValueError(f"drivable_classes must name at least one class, got {spec!r}")
     return tuple(sorted(ids))
 
 
-def drivable_mask(labels: np.ndarray, class_ids: Sequence[int], closing_side: int = 1) -> np.ndarray:
+def drivable_mask(
+    labels: np.ndarray, class_ids: Sequence[int], closing_side: int = 1
+) -> np.ndarray:
     """uint8 0/255: pixels labelled one of ``class_ids`` plus the holes they enclose.
 
     The class mask is first closed with a ``closing_side`` square (1: not at all), so that an
@@ -293,7 +344,9 @@ def drivable_mask(labels: np.ndarray, class_ids: Sequence[int], closing_side: in
     if closing_side > 1 and min(drivable.shape) >= closing_side:
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (closing_side, closing_side))
         drivable = cv2.morphologyEx(drivable, cv2.MORPH_CLOSE, kernel)
-    outside = cv2.copyMakeBorder(cv2.bitwise_not(drivable), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    outside = cv2.copyMakeBorder(
+        cv2.bitwise_not(drivable), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255
+    )
     cv2.floodFill(outside, None, (0, 0), 0)  # what is left of the non-drivable pixels: the holes
     return cv2.bitwise_or(drivable, outside[1:-1, 1:-1])
 
@@ -305,21 +358,25 @@ class AlertState:
 
     level: Level
     message: str
-    region_size: float               # sqrt(largest region area) / image height, this frame
-    fraction: float                  # uncertain ROI pixels / ROI pixels, this frame (informative)
-    confidence_threshold: float      # the threshold this frame was judged with
-    candidate: str                   # level name this frame alone supports (OK/WARN/ERROR)
-    consecutive: int                 # frames in a row (ending here) with this candidate level
-    clearing: int                    # frames in a row at/below the current level's clear limit (0 at OK)
-    region_bbox: Optional[tuple[int, int, int, int]]  # (x_min, y_min, x_max, y_max) inclusive, or None
-    region_area: int                 # pixels in that region (full resolution, after the opening)
+    region_size: float  # sqrt(largest region area) / image height, this frame
+    fraction: float  # uncertain ROI pixels / ROI pixels, this frame (informative)
+    confidence_threshold: float  # the threshold this frame was judged with
+    candidate: str  # level name this frame alone supports (OK/WARN/ERROR)
+    consecutive: int  # frames in a row (ending here) with this candidate level
+    clearing: int  # frames in a row at/below the current level's clear limit (0 at OK)
+    region_bbox: Optional[
+        tuple[int, int, int, int]
+    ]  # (x_min, y_min, x_max, y_max) inclusive, or None
+    region_area: int  # pixels in that region (full resolution, after the opening)
     uncertain_pixels: int
     roi: str
     roi_pixels: int
-    stamp: str                       # frame stamp as "sec.nanosec" (nanosec 9 digits)
+    stamp: str  # frame stamp as "sec.nanosec" (nanosec 9 digits)
 
 
-def corridor_mask(shape: tuple[int, int], corners: tuple[tuple[float, float], ...] = CORRIDOR) -> np.ndarray:
+def corridor_mask(
+    shape: tuple[int, int], corners: tuple[tuple[float, float], ...] = CORRIDOR
+) -> np.ndarray:
     """uint8 0/255 mask of the polygon ``corners`` (image fractions) at ``shape`` = (h, w)."""
     h, w = shape
     mask = np.zeros((h, w), np.uint8)
@@ -329,7 +386,8 @@ def corridor_mask(shape: tuple[int, int], corners: tuple[tuple[float, float], ..
 
 
 def stamp_to_str(stamp: Any) -> str:
-    """builtin_interfaces/Time-like (``sec``, ``nanosec``), ``(sec, nanosec)``, seconds or None -> "sec.nanosec"."""
+    """builtin_interfaces/Time-like (``sec``, ``nanosec``), ``(sec, nanosec)``, seconds or None ->
+    "sec.nanosec"."""
     if stamp is None:
         return ""
     if isinstance(stamp, str):
@@ -344,7 +402,9 @@ def stamp_to_str(stamp: Any) -> str:
         total = int(round(float(stamp) * 1e9))
         sec, nanosec = divmod(total, 1_000_000_000)
     else:
-        raise TypeError(f"unsupported stamp {stamp!r}: expected .sec/.nanosec, (sec, nanosec) or seconds")
+        raise TypeError(
+            f"unsupported stamp {stamp!r}: expected .sec/.nanosec, (sec, nanosec) or seconds"
+        )
     sec, nanosec = sec + nanosec // 1_000_000_000, nanosec % 1_000_000_000
     return f"{sec}.{nanosec:09d}"
 
@@ -361,10 +421,13 @@ def _component_areas(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=n)
 
 
-def _largest_component(m: np.ndarray) -> Optional[tuple[np.ndarray, int, tuple[int, int, int, int], int]]:
+def _largest_component(
+    m: np.ndarray,
+) -> Optional[tuple[np.ndarray, int, tuple[int, int, int, int], int]]:
     """(labels, id, inclusive bbox, area) of the largest 8-connected component of a uint8 mask.
 
-    Labels only, then areas by a label histogram and the bbox from the one component: about 3x faster than
+    Labels only, then areas by a label histogram and the bbox from the one component: about 3x
+    faster than
     connectedComponentsWithStats, whose per-component statistics dominate its cost.
     """
     n, labels = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
@@ -379,8 +442,9 @@ def _largest_component(m: np.ndarray) -> Optional[tuple[np.ndarray, int, tuple[i
     return labels, i, (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])), int(areas[i])
 
 
-def largest_region(mask: np.ndarray, max_pixels: int = REGION_MAX_PIXELS
-                   ) -> tuple[Optional[tuple[int, int, int, int]], int]:
+def largest_region(
+    mask: np.ndarray, max_pixels: int = REGION_MAX_PIXELS
+) -> tuple[Optional[tuple[int, int, int, int]], int]:
     """Largest 8-connected non-zero region of ``mask`` (HxW bool/uint8): (bbox, area) or (None, 0).
 
     ``bbox = (x_min, y_min, x_max, y_max)`` inclusive. Masks over ``max_pixels`` are any-pooled by
@@ -413,11 +477,11 @@ def largest_region(mask: np.ndarray, max_pixels: int = REGION_MAX_PIXELS
         return None, 0
     labels, i, (x, y, xe, ye), _ = found
     bw, bh = xe - x + 1, ye - y + 1
-    component = (labels[y:y + bh, x:x + bw] == i).view(np.uint8)
+    component = (labels[y : y + bh, x : x + bw] == i).view(np.uint8)
     up = cv2.resize(component, (bw * f, bh * f), interpolation=cv2.INTER_NEAREST)
     y0, x0 = y * f, x * f
     y1, x1 = min((y + bh) * f, h), min((x + bw) * f, w)
-    exact = np.logical_and(up[:y1 - y0, :x1 - x0], m[y0:y1, x0:x1])
+    exact = np.logical_and(up[: y1 - y0, : x1 - x0], m[y0:y1, x0:x1])
     area = int(np.count_nonzero(exact))
     if area == 0:  # cannot happen (a pooled pixel is non-zero only over a non-zero pixel)
         return None, 0
@@ -426,8 +490,9 @@ def largest_region(mask: np.ndarray, max_pixels: int = REGION_MAX_PIXELS
     return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1])), area
 
 
-def _largest_below_horizon(mask: np.ndarray, height: int, row0: int, horizon: float, min_distance: float
-                           ) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
+def _largest_below_horizon(
+    mask: np.ndarray, height: int, row0: int, horizon: float, min_distance: float
+) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
     """The 8-connected region of ``mask`` (rows ``row0..``) with the largest perspective size
     ``sqrt(area) / max(bottom row + 1 - horizon * height, min_distance * height)``."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
@@ -481,7 +546,8 @@ class AlertMonitor:
     # -- per frame ------------------------------------------------------------------------
 
     def _roi_mask(self, shape: tuple[int, int]) -> tuple[Optional[np.ndarray], int]:
-        """(uint8 0/255 mask or None for the row-slice ROIs, ROI pixel count) for this image size."""
+        """(uint8 0/255 mask or None for the row-slice ROIs, ROI pixel count) for this image
+        size."""
         cfg = self._config
         h, w = shape
         if cfg.roi == "full":
@@ -496,14 +562,17 @@ class AlertMonitor:
                 mask = cfg.roi_mask
                 assert mask is not None
                 if mask.shape != shape:
-                    mask = cv2.resize(mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+                    mask = cv2.resize(
+                        mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST
+                    ).astype(bool)
                 mask255 = np.where(mask, np.uint8(255), np.uint8(0))
             cache = (shape, mask255, int(np.count_nonzero(mask255)))
             self._roi_cache = cache
         return cache[1], cache[2]
 
-    def _uncertain(self, conf: np.ndarray, labels: Optional[np.ndarray]
-                   ) -> tuple[Optional[np.ndarray], int, int, int]:
+    def _uncertain(
+        self, conf: np.ndarray, labels: Optional[np.ndarray]
+    ) -> tuple[Optional[np.ndarray], int, int, int]:
         """(0/255 uncertain ROI mask of rows row0.., its pixel count, ROI pixels, row0)."""
         cfg = self._config
         h, w = conf.shape
@@ -522,8 +591,9 @@ class AlertMonitor:
             uncertain = cv2.bitwise_and(uncertain, mask255)
         return uncertain, int(cv2.countNonZero(uncertain)), roi_pixels, row0
 
-    def _largest_blob(self, uncertain: np.ndarray, height: int, row0: int
-                      ) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
+    def _largest_blob(
+        self, uncertain: np.ndarray, height: int, row0: int
+    ) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
         """The uncertain region judged (after removing strips thinner than ``min_width``):
         (bbox in image rows, area, size)."""
         cfg = self._config
@@ -538,7 +608,9 @@ class AlertMonitor:
             bbox = (bbox[0], bbox[1] + row0, bbox[2], bbox[3] + row0)
         return bbox, area, (math.sqrt(area) / height if height else 0.0)
 
-    def update(self, confidence: np.ndarray, stamp: Any = None, labels: Optional[np.ndarray] = None) -> AlertState:
+    def update(
+        self, confidence: np.ndarray, stamp: Any = None, labels: Optional[np.ndarray] = None
+    ) -> AlertState:
         """Judge one HxW confidence map (values in [0, 1]); returns the state after this frame.
 
         ``labels`` (the model's per-pixel class ids, HxW integers; resized with nearest neighbour
@@ -590,17 +662,26 @@ class AlertMonitor:
         return self._step(size)[0]
 
     def _step(self, size: float) -> tuple[Level, Level, int]:
-        """Advance the state machine by one frame: (level, this frame's candidate, clearing count)."""
+        """Advance the state machine by one frame: (level, this frame's candidate, clearing
+        count)."""
         cfg = self._config
         for k in (Level.WARN, Level.ERROR):
             self._above[k] = self._above[k] + 1 if size > cfg.limit(k) else 0
             self._below[k] = self._below[k] + 1 if size <= cfg.clear_limit(k) else 0
-        candidate = (Level.ERROR if size > cfg.error_size
-                     else Level.WARN if size > cfg.warn_size else Level.OK)
+        candidate = (
+            Level.ERROR
+            if size > cfg.error_size
+            else Level.WARN
+            if size > cfg.warn_size
+            else Level.OK
+        )
         self._streak = self._streak + 1 if candidate == self._candidate else 1
         self._candidate = candidate
-        risen = [k for k in (Level.ERROR, Level.WARN)
-                 if k > self._level and self._above[k] >= cfg.raise_frames]
+        risen = [
+            k
+            for k in (Level.ERROR, Level.WARN)
+            if k > self._level and self._above[k] >= cfg.raise_frames
+        ]
         if risen:
             self._level = risen[0]
         else:
@@ -609,19 +690,34 @@ class AlertMonitor:
         clearing = self._below[self._level] if self._level > Level.OK else 0
         return self._level, candidate, clearing
 
-    def _message(self, level: Level, candidate: Level, size: float, clearing: int,
-                 bbox: Optional[tuple[int, int, int, int]], area: int, roi: str) -> str:
+    def _message(
+        self,
+        level: Level,
+        candidate: Level,
+        size: float,
+        clearing: int,
+        bbox: Optional[tuple[int, int, int, int]],
+        area: int,
+        roi: str,
+    ) -> str:
         cfg = self._config
-        unit = "the image height" if cfg.size_reference == "height" else "its distance below the horizon"
-        text = (f"{level.name}: largest uncertain region in the {roi} ROI {100 * size:.1f}% of {unit} "
-                f"(confidence < {cfg.confidence_threshold:.2f})")
+        unit = (
+            "the image height"
+            if cfg.size_reference == "height"
+            else "its distance below the horizon"
+        )
+        text = (
+            f"{level.name}: largest uncertain region in the {roi} ROI {100 * size:.1f}% of {unit} "
+            f"(confidence < {cfg.confidence_threshold:.2f})"
+        )
         if level > Level.OK and self._above[level]:
             n = self._above[level]
             text += f" for {n} frame{'s' if n != 1 else ''}"
         if candidate > level:
             text += f"; {candidate.name} after {self._above[candidate]}/{cfg.raise_frames} frames"
         if level > Level.OK and clearing:
-            text += f"; clearing {clearing}/{cfg.clear_frames} frames at or below {100 * cfg.clear_limit(level):.1f}%"
+            limit = 100 * cfg.clear_limit(level)
+            text += f"; clearing {clearing}/{cfg.clear_frames} frames at or below {limit:.1f}%"
         if bbox is not None and area:
             text += f"; region bbox=({bbox[0]},{bbox[1]},{bbox[2]},{bbox[3]}) area={area} px"
         return text

@@ -1,4 +1,5 @@
-"""`make demo`: the main job end to end on the embedded default model, in a few minutes on 2 CPU cores.
+"""`make demo`: the main job end to end on the embedded default model, in a few minutes on 2 CPU
+cores.
 
 1. renders a short synthroad drive (60 frames, 256x512, 10 fps; OOD objects appear on the road
    from frame 20 on) into an MCAP rosbag2 with ground-truth topics (``fed_synthroad_bag``);
@@ -13,6 +14,7 @@ overlay.png: camera | overlay at three frames, output_bag/ for Foxglove or ``ros
 node.log). Re-running replaces them.
 ``--offline`` runs the engine in-process instead of through the node (no ROS 2 graph).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,23 +25,37 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 from ros2_fed.paths import default_models_dir
+from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ros2_fed.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default runs/demo)")
+    p = argparse.ArgumentParser(
+        prog="python -m ros2_fed.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="demo folder (default runs/demo)"
+    )
     p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--size", default="256x512", help="frame size HxW (the default model's input size)")
+    p.add_argument(
+        "--size", default="256x512", help="frame size HxW (the default model's input size)"
+    )
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rate", type=float, default=1.0, help="playback speed x recorded rate")
-    p.add_argument("--offline", action="store_true", help="engine in-process instead of the live fed_node")
-    p.add_argument("--models", type=Path, default=None,
-                   help="folder with tinyseg_synthroad / fed_u_synthroad / fed_c_synthroad checkpoints (default: the "
-                        "embedded default model, which the node then finds by itself)")
+    p.add_argument(
+        "--offline", action="store_true", help="engine in-process instead of the live fed_node"
+    )
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="folder with tinyseg_synthroad / fed_u_synthroad / fed_c_synthroad checkpoints "
+        "(default: the "
+        "embedded default model, which the node then finds by itself)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -48,11 +64,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.monotonic()
     models = args.models or default_models_dir()
-    missing = [str(models / f"{name}{suffix}") for name in (DEFAULT_BACKBONE, DEFAULT_FED)
-               for suffix in (".safetensors", ".json") if not (models / f"{name}{suffix}").is_file()]
+    missing = [
+        str(models / f"{name}{suffix}")
+        for name in (DEFAULT_BACKBONE, DEFAULT_FED)
+        for suffix in (".safetensors", ".json")
+        if not (models / f"{name}{suffix}").is_file()
+    ]
     if missing:
-        print("ros2_fed demo: the embedded default model is missing (" + ", ".join(missing) + "); "
-              "`make default-model` rebuilds it.", file=sys.stderr)
+        print(
+            "ros2_fed demo: the embedded default model is missing (" + ", ".join(missing) + "); "
+            "`make default-model` rebuilds it.",
+            file=sys.stderr,
+        )
         return 1
     out = args.out
     bag = out / "synthroad_drive"
@@ -65,8 +88,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\n== ros2_fed demo: {text} ({time.monotonic() - start:.0f} s)", flush=True)
 
     step(f"rendering a {args.frames}-frame {args.size} synthroad drive into {bag}")
-    cmd = [sys.executable, "-m", "training.synthroad_bag", "--out", str(bag), "--frames", str(args.frames),
-           "--size", args.size, "--fps", str(args.fps), "--seed", str(args.seed)] + (["--quiet"] if args.quiet else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.synthroad_bag",
+        "--out",
+        str(bag),
+        "--frames",
+        str(args.frames),
+        "--size",
+        args.size,
+        "--fps",
+        str(args.fps),
+        "--seed",
+        str(args.seed),
+    ] + (["--quiet"] if args.quiet else [])
     if subprocess.run(cmd).returncode != 0:
         print("ros2_fed demo: writing the bag failed", file=sys.stderr)
         return 1
@@ -74,37 +110,71 @@ def main(argv: Optional[list[str]] = None) -> int:
     from ros2_fed.eval.replay import cli as bag_eval
 
     mode = "--offline" if args.offline else "--live"
-    step(("running the default model over the bag in-process" if args.offline else
-          "starting fed_node with the default model and playing the bag into it live"))
+    step(
+        (
+            "running the default model over the bag in-process"
+            if args.offline
+            else "starting fed_node with the default model and playing the bag into it live"
+        )
+    )
     extra = ["--quiet"] if args.quiet else []
-    if args.models is not None:  # else fed_node opens the embedded default model on its own (empty model.*)
+    if (
+        args.models is not None
+    ):  # else fed_node opens the embedded default model on its own (empty model.*)
         extra += ["--backbone", str(models / DEFAULT_BACKBONE), "--fed", str(models / DEFAULT_FED)]
-    # Reference rows: FED-U (what the node runs) and FED-C from their checkpoints, next to the baselines.
+    # Reference rows: FED-U (what the node runs) and FED-C from their checkpoints, next to the
+    # baselines.
     fed_c = models / "fed_c_synthroad"
     if fed_c.with_suffix(".json").is_file() and fed_c.with_suffix(".safetensors").is_file():
-        extra += ["--reference-fed", f"FED-U={models / DEFAULT_FED}", "--reference-fed", f"FED-C={fed_c}"]
-    stats = sorted(models.glob("*logit_stat*.json"))  # per-class logit statistics: the SML baseline row
+        extra += [
+            "--reference-fed",
+            f"FED-U={models / DEFAULT_FED}",
+            "--reference-fed",
+            f"FED-C={fed_c}",
+        ]
+    stats = sorted(
+        models.glob("*logit_stat*.json")
+    )  # per-class logit statistics: the SML baseline row
     if stats:
         extra += ["--stats", str(stats[0])]
-    code = bag_eval.main([str(bag), mode, "--out", str(report_dir), "--overwrite", "--rate", str(args.rate)] + extra)
+    code = bag_eval.main(
+        [str(bag), mode, "--out", str(report_dir), "--overwrite", "--rate", str(args.rate)] + extra
+    )
     if code != 0:
-        print(f"ros2_fed demo: fed_bag_eval failed (exit code {code}); see {report_dir / 'report.json'}",
-              file=sys.stderr)
+        print(
+            f"ros2_fed demo: fed_bag_eval failed (exit code {code}); see "
+            f"{report_dir / 'report.json'}",
+            file=sys.stderr,
+        )
         return code
-    overlay_strip(report_dir / "output_bag", report_dir / "overlay.png",
-                  [round(args.frames * f) for f in (0.25, 0.58, 0.92)])
+    overlay_strip(
+        report_dir / "output_bag",
+        report_dir / "overlay.png",
+        [round(args.frames * f) for f in (0.25, 0.58, 0.92)],
+    )
     md = report_dir / "report.md"
     step("done")
     print(f"report:     {md.resolve()}")
-    print(f"mosaics:    {(report_dir / 'mosaic_worst.png').resolve()}, {(report_dir / 'mosaic_best.png').resolve()}")
+    print(
+        f"mosaics:    {(report_dir / 'mosaic_worst.png').resolve()}, "
+        f"{(report_dir / 'mosaic_best.png').resolve()}"
+    )
     print(f"overlay:    {(report_dir / 'overlay.png').resolve()}")
-    print(f"output bag: {(report_dir / 'output_bag').resolve()} (Foxglove Studio, or `ros2 bag play`)")
+    print(
+        f"output bag: {(report_dir / 'output_bag').resolve()} (Foxglove Studio, or `ros2 bag "
+        "play`)"
+    )
     print(f"total:      {time.monotonic() - start:.0f} s")
     return 0
 
 
-def overlay_strip(output_bag: Path, out: Path, frames: list[int],
-                  camera: str = "/camera/image_raw", overlay: str = "/fed_node/overlay") -> None:
+def overlay_strip(
+    output_bag: Path,
+    out: Path,
+    frames: list[int],
+    camera: str = "/camera/image_raw",
+    overlay: str = "/fed_node/overlay",
+) -> None:
     """Camera | overlay side by side for the given frame indices, one row each (the picture the
     README shows: red = uncertain, blue = certain)."""
     import cv2

@@ -6,6 +6,7 @@ another (the node's service account on the vehicle). Everything we write gets th
 ``open(path, "w")`` would give (0666 minus the umask), and is renamed into place so a reader
 never sees half a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,9 @@ def temporary_sibling(path: PathLike) -> Path:
     """An empty temporary file next to ``path`` (same file system, so ``os.replace`` is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=path.stem + ".", suffix=".tmp" + path.suffix, dir=path.parent
+    )
     os.close(fd)
     make_shareable(tmp)
     return Path(tmp)

@@ -1,4 +1,5 @@
 """ros2_fed.eval.alert_metrics: frame presence, excused onsets, recall and false alarms by hand."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,22 @@ from ros2_fed.eval.alert_metrics import frame_presence, largest_object_pixels, s
 
 def test_largest_object_is_one_connected_component() -> None:
     mask = np.zeros((40, 40), np.uint8)
-    mask[0:5, 0:5] = 1          # 25
-    mask[20:30, 20:30] = 1      # 100
-    mask[30, 30] = 1            # diagonal neighbour: same object (8-connected)
-    mask[35:40, 0:40] = 255     # void is not OOD
+    mask[0:5, 0:5] = 1  # 25
+    mask[20:30, 20:30] = 1  # 100
+    mask[30, 30] = 1  # diagonal neighbour: same object (8-connected)
+    mask[35:40, 0:40] = 255  # void is not OOD
     assert largest_object_pixels(mask) == 101
     assert largest_object_pixels(np.zeros((3, 3), np.uint8)) == 0
 
 
 def test_presence_classes() -> None:
-    assert frame_presence([150, 100, 99, 0, None], [150, 120, 99, 0, None]) == [True, True, None, False, None]
+    assert frame_presence([150, 100, 99, 0, None], [150, 120, 99, 0, None]) == [
+        True,
+        True,
+        None,
+        False,
+        None,
+    ]
 
 
 def test_recall_excuses_the_first_raise_frames_of_each_run() -> None:
@@ -44,7 +51,8 @@ def test_missing_records_count_as_not_alerted_and_empty_classes_are_none() -> No
 
 
 def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> None:
-    """training.alert_selection on two synthetic drives: an object blob from frame 5 on one of them."""
+    """training.alert_selection on two synthetic drives: an object blob from frame 5 on one of
+    them."""
     from dataclasses import replace
 
     from ros2_fed.alerts import AlertConfig
@@ -55,32 +63,55 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
         for i in range(12):
             conf = np.ones((100, 200), np.float32)
             if noise:
-                conf[60:62, :] = 0.6                     # a thin uncertain strip (boundary), every frame
+                conf[60:62, :] = 0.6  # a thin uncertain strip (boundary), every frame
             if with_object and i >= 5:
-                conf[70:80, 90:100] = 0.3                # a 10x10 object (size 0.1)
+                conf[70:80, 90:100] = 0.3  # a 10x10 object (size 0.1)
             frames.append(conf.astype(np.float16))
             presence.append(True if with_object and i >= 5 else False)
-        return frames, [None] * len(frames), presence   # no label maps: the drivable ROI is the corridor
+        return (
+            frames,
+            [None] * len(frames),
+            presence,
+        )  # no label maps: the drivable ROI is the corridor
 
     drives = [drive(True, True), drive(False, True)]
-    base = replace(AlertConfig(), confidence_threshold=0.5, min_width=0.0, warn_size=0.05, error_size=0.1,
-                   raise_frames=2, roi="corridor", size_reference="height")
+    base = replace(
+        AlertConfig(),
+        confidence_threshold=0.5,
+        min_width=0.0,
+        warn_size=0.05,
+        error_size=0.1,
+        raise_frames=2,
+        roi="corridor",
+        size_reference="height",
+    )
     result = sel.replay(base, drives)
-    # object frames 5..11: the first 2 excused, 5 counted, all alerted; the strip is 2x200 = size 0.2 but
+    # object frames 5..11: the first 2 excused, 5 counted, all alerted; the strip is 2x200 = size
+    # 0.2 but
     # its confidence 0.6 is above the threshold 0.5, so no false alarm
     assert (result["recall"], result["false_alarm_rate"], result["positives"]) == (1.0, 0.0, 5)
-    # with the threshold above the strip's confidence every frame from the second on alerts (no opening):
+    # with the threshold above the strip's confidence every frame from the second on alerts (no
+    # opening):
     # 17 negative frames (5 + 12), all but the first of each drive alerted
     noisy = sel.replay(replace(base, confidence_threshold=0.7), drives)
     assert noisy["false_alarm_rate"] == pytest.approx(15 / 17)
-    rows, best = sel.select({q: (0.5 if q <= 0.01 else 0.7) for q in sel.FALSE_ALARM_GRID}, drives, base)
-    assert len(rows) == sum(len(qs) * len(widths) * len(sel.WARN_SIZE_GRID[ref]) * len(sel.RAISE_FRAMES_GRID)
-                            for _, _, ref, _, _, qs, widths in sel.MEASURE_GRID)
+    rows, best = sel.select(
+        {q: (0.5 if q <= 0.01 else 0.7) for q in sel.FALSE_ALARM_GRID}, drives, base
+    )
+    assert len(rows) == sum(
+        len(qs) * len(widths) * len(sel.WARN_SIZE_GRID[ref]) * len(sel.RAISE_FRAMES_GRID)
+        for _, _, ref, _, _, qs, widths in sel.MEASURE_GRID
+    )
     assert {r["roi"] for r in rows} == {"corridor", "drivable"}
     assert {r["size_reference"] for r in rows} == {"height", "horizon"}
     chosen = sel.row_config(base, best)
     assert sel.replay(chosen, drives)["recall"] == best["recall"]
-    written = json.loads(sel.grid_json({"selected": best}, rows))   # docs/alerts_selection.json's layout
+    written = json.loads(
+        sel.grid_json({"selected": best}, rows)
+    )  # docs/alerts_selection.json's layout
     assert written["selected"] == best and len(written["grid"]) == len(rows)
-    assert dict(zip(written["grid_columns"], written["grid"][-1]))["warn_size"] == rows[-1]["warn_size"]
+    assert (
+        dict(zip(written["grid_columns"], written["grid"][-1]))["warn_size"]
+        == rows[-1]["warn_size"]
+    )
     assert best["false_alarm_rate"] <= sel.MAX_SELECTION_FALSE_ALARMS and best["recall"] == 1.0

@@ -5,6 +5,7 @@ The expected level sequences are written out by hand from the rules in the modul
 uncertain (0.0) square of side ``round(size * 100)`` pixels, so its region size is exactly
 ``size`` image heights; the state-machine tests use the round limits of :data:`BASE`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,16 @@ from ros2_fed.alerts import (
 
 OK, WARN, ERROR = Level.OK, Level.WARN, Level.ERROR
 H, W = 100, 200
-BASE = dict(warn_size=0.1, error_size=0.25, hysteresis=0.02, raise_frames=3, clear_frames=5, roi="full",
-            min_width=0.0, size_reference="height")
+BASE = dict(
+    warn_size=0.1,
+    error_size=0.25,
+    hysteresis=0.02,
+    raise_frames=3,
+    clear_frames=5,
+    roi="full",
+    min_width=0.0,
+    size_reference="height",
+)
 
 
 def cfg(**overrides) -> AlertConfig:
@@ -37,9 +46,21 @@ def cfg(**overrides) -> AlertConfig:
 
 
 def corridor_cfg(**overrides) -> AlertConfig:
-    """The corridor measured in image heights (the defaults before the drivable ROI; no labels needed)."""
-    return AlertConfig(**{**dict(roi="corridor", size_reference="height", warn_size=0.06, error_size=0.12,
-                                 min_width=0.01, raise_frames=2), **overrides})
+    """The corridor measured in image heights (the defaults before the drivable ROI; no labels
+    needed)."""
+    return AlertConfig(
+        **{
+            **dict(
+                roi="corridor",
+                size_reference="height",
+                warn_size=0.06,
+                error_size=0.12,
+                min_width=0.01,
+                raise_frames=2,
+            ),
+            **overrides,
+        }
+    )
 
 
 def frame(size: float, shape: tuple[int, int] = (H, W)) -> np.ndarray:
@@ -54,7 +75,8 @@ def run(monitor: AlertMonitor, sizes: list[float]) -> list[Level]:
 
 
 def at_level(level: Level, **config) -> AlertMonitor:
-    """A monitor driven to ``level`` (BASE: raise 3, clear 5, warn .1, error .25, hysteresis .02)."""
+    """A monitor driven to ``level`` (BASE: raise 3, clear 5, warn .1, error .25, hysteresis
+    .02)."""
     monitor = AlertMonitor(cfg(**config))
     run(monitor, [{OK: 0.0, WARN: 0.2, ERROR: 0.5}[level]] * monitor.config.raise_frames)
     assert monitor.level == level
@@ -62,6 +84,7 @@ def at_level(level: Level, **config) -> AlertMonitor:
 
 
 # -- levels and the state machine ---------------------------------------------------------
+
 
 def test_level_values_are_diagnostic_status_bytes() -> None:
     assert (int(Level.OK), int(Level.WARN), int(Level.ERROR)) == (0, 1, 2)
@@ -85,7 +108,14 @@ def test_error_path_and_error_frames_count_towards_warn() -> None:
     # straight from OK to ERROR after raise_frames ERROR frames
     assert run(AlertMonitor(cfg()), [0.5, 0.5, 0.5, 0.5]) == [OK, OK, ERROR, ERROR]
     # WARN, WARN, ERROR frames: WARN on the 3rd (all three count for WARN), ERROR on the 5th
-    assert run(AlertMonitor(cfg()), [0.2, 0.2, 0.3, 0.3, 0.3, 0.3]) == [OK, OK, WARN, WARN, ERROR, ERROR]
+    assert run(AlertMonitor(cfg()), [0.2, 0.2, 0.3, 0.3, 0.3, 0.3]) == [
+        OK,
+        OK,
+        WARN,
+        WARN,
+        ERROR,
+        ERROR,
+    ]
     # from WARN, one ERROR frame short does not raise
     monitor = at_level(WARN)
     assert run(monitor, [0.3, 0.3, 0.2, 0.3, 0.3, 0.2]) == [WARN] * 6
@@ -150,21 +180,38 @@ def test_state_fields_and_message() -> None:
     assert [s.level for s in states] == [OK, OK, WARN]
     s = states[-1]
     # side round(23.4) = 23: 529 px, size 0.23
-    assert s.region_size == pytest.approx(0.23) and s.uncertain_pixels == 529 and s.roi_pixels == H * W
+    assert (
+        s.region_size == pytest.approx(0.23)
+        and s.uncertain_pixels == 529
+        and s.roi_pixels == H * W
+    )
     assert s.fraction == pytest.approx(529 / (H * W))
     assert s.candidate == "WARN" and s.consecutive == 3 and s.clearing == 0
     assert s.stamp == "12.000000005"
     assert s.region_bbox == (0, 0, 22, 22) and s.region_area == 529
-    assert s.message.startswith("WARN: largest uncertain region in the full ROI 23.0% of the image height "
-                                "(confidence < 0.50) for 3 frames")
+    assert s.message.startswith(
+        "WARN: largest uncertain region in the full ROI 23.0% of the image height "
+        "(confidence < 0.50) for 3 frames"
+    )
     assert "region bbox=(0,0,22,22) area=529 px" in s.message
-    assert states[1].message.startswith("OK: largest uncertain region") and "WARN after 2/3 frames" in states[1].message
+    assert (
+        states[1].message.startswith("OK: largest uncertain region")
+        and "WARN after 2/3 frames" in states[1].message
+    )
     # the node turns every other field into a KeyValue: keep them plain
     for name, value in vars(s).items():
         if name not in ("level", "message"):
             assert value is None or isinstance(value, (int, float, str, tuple)), name
     assert {f.name for f in dataclasses.fields(AlertState)} >= {
-        "level", "message", "region_size", "fraction", "region_bbox", "region_area", "stamp", "consecutive"}
+        "level",
+        "message",
+        "region_size",
+        "fraction",
+        "region_bbox",
+        "region_area",
+        "stamp",
+        "consecutive",
+    }
     clearing = monitor.update(frame(0.0), (13, 0))
     assert clearing.level == WARN and clearing.clearing == 1 and clearing.region_bbox is None
     assert "clearing 1/5" in clearing.message and clearing.region_area == 0
@@ -180,6 +227,7 @@ def test_stamp_forms() -> None:
 
 
 # -- run-time configuration ------------------------------------------------------------------
+
 
 def test_config_change_takes_effect_next_frame_and_keeps_the_streak() -> None:
     monitor = AlertMonitor(cfg(warn_size=0.2))
@@ -216,12 +264,18 @@ def test_roi_change_resets_the_state() -> None:
 
 # -- regions of interest -----------------------------------------------------------------------
 
+
 def test_lower_half_ignores_the_top() -> None:
     conf = np.ones((21, W), np.float32)
     conf[:10] = 0.0  # rows 0-9: the upper half of 21 rows
     lower = AlertMonitor(cfg(roi="lower_half", raise_frames=1))
     state = lower.update(conf, (0, 0))
-    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 11 * W, None)
+    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (
+        OK,
+        0.0,
+        11 * W,
+        None,
+    )
     full = AlertMonitor(cfg(roi="full", raise_frames=1))
     assert full.update(conf, (0, 0)).level == ERROR
     # uncertain pixels in the lower half: full-image coordinates
@@ -246,7 +300,12 @@ def test_mask_roi_from_png(tmp_path) -> None:
     right = np.ones((H, W), np.float32)
     right[:, 100:] = 0.0
     state = monitor.update(right, (0, 0))
-    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (OK, 0.0, 10000, None)
+    assert (state.level, state.fraction, state.roi_pixels, state.region_bbox) == (
+        OK,
+        0.0,
+        10000,
+        None,
+    )
     quarter = np.ones((H, W), np.float32)
     quarter[:, :50] = 0.0
     state = monitor.update(quarter, (1, 0))
@@ -281,22 +340,27 @@ def test_mask_roi_file_change_resets(tmp_path) -> None:
 
 # -- the region rule: corridor, thin strips, resolution ----------------------------------------
 
+
 def test_corridor_is_the_road_ahead() -> None:
     mask = corridor_mask((100, 300))
-    assert mask[85, 0] and mask[85, 299] and mask[85, 150]            # low rows: full width
-    assert not mask[92:].any()                                        # the bottom tenth (hood): outside
-    assert mask[45, 150] and not mask[45, 20] and not mask[45, 280]   # near the horizon: the centre only
-    assert not mask[:39].any()                                        # above 40 % of the height: outside
-    state = AlertMonitor(AlertConfig(raise_frames=1)).update(np.ones((100, 300), np.float32), (0, 0))
+    assert mask[85, 0] and mask[85, 299] and mask[85, 150]  # low rows: full width
+    assert not mask[92:].any()  # the bottom tenth (hood): outside
+    assert (
+        mask[45, 150] and not mask[45, 20] and not mask[45, 280]
+    )  # near the horizon: the centre only
+    assert not mask[:39].any()  # above 40 % of the height: outside
+    state = AlertMonitor(AlertConfig(raise_frames=1)).update(
+        np.ones((100, 300), np.float32), (0, 0)
+    )
     assert state.roi == "corridor" and state.roi_pixels == int(np.count_nonzero(mask))
 
 
 def test_objects_outside_the_corridor_do_not_alert() -> None:
     conf = np.ones((100, 300), np.float32)
-    conf[5:25, 10:40] = 0.0      # sky / facade in the top-left corner
+    conf[5:25, 10:40] = 0.0  # sky / facade in the top-left corner
     monitor = AlertMonitor(corridor_cfg(raise_frames=1))
     assert monitor.update(conf, (0, 0)).level == OK
-    conf[60:75, 140:160] = 0.0   # on the road ahead
+    conf[60:75, 140:160] = 0.0  # on the road ahead
     state = monitor.update(conf, (1, 0))
     assert state.level == ERROR and state.region_bbox == (140, 60, 159, 74)
 
@@ -305,14 +369,14 @@ def test_thin_uncertain_strips_are_ignored_but_blobs_are_not() -> None:
     """Object boundaries give thin strips of uncertainty; an unknown object gives a blob."""
     conf = np.ones((100, 200), np.float32)
     for x in range(10, 190, 12):  # 2-pixel wide, 60-pixel tall "boundaries" (120 px each)
-        conf[40:100, x:x + 2] = 0.0
-    conf[60, 10:190] = 0.0        # joined by a 1-pixel line into one ~1,950 pixel region
+        conf[40:100, x : x + 2] = 0.0
+    conf[60, 10:190] = 0.0  # joined by a 1-pixel line into one ~1,950 pixel region
     thin = AlertMonitor(cfg(min_width=0.03, raise_frames=1))
     state = thin.update(conf, (0, 0))
     assert state.region_area == 0 and state.level == OK and state.uncertain_pixels > 1900
     # without the opening the joined strips are one big region
     assert AlertMonitor(cfg(min_width=0.0, raise_frames=1)).update(conf, (0, 0)).level == ERROR
-    conf[70:82, 100:112] = 0.0    # a 12x12 object (size 0.12 > warn 0.1)
+    conf[70:82, 100:112] = 0.0  # a 12x12 object (size 0.12 > warn 0.1)
     state = thin.update(conf, (1, 0))
     assert state.level == WARN and state.region_bbox[0] >= 98 and state.region_area >= 144
 
@@ -320,37 +384,39 @@ def test_thin_uncertain_strips_are_ignored_but_blobs_are_not() -> None:
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_region_size_does_not_depend_on_the_camera_resolution(scale: int) -> None:
     conf = np.ones((100 * scale, 200 * scale), np.float32)
-    conf[60 * scale:72 * scale, 90 * scale:102 * scale] = 0.0
+    conf[60 * scale : 72 * scale, 90 * scale : 102 * scale] = 0.0
     state = AlertMonitor(corridor_cfg(raise_frames=1)).update(conf, (0, 0))
     assert state.region_size == pytest.approx(0.12, abs=0.005)
 
 
 def test_hard_scene_stays_ok_and_an_object_raises_and_clears() -> None:
-    """Noisy, boundary-like uncertainty everywhere for 20 frames: OK; a compact object for 5: WARN+."""
+    """Noisy, boundary-like uncertainty everywhere for 20 frames: OK; a compact object for 5:
+    WARN+."""
     rng = np.random.default_rng(0)
     monitor = AlertMonitor(corridor_cfg(confidence_threshold=0.5))
     levels = []
     for i in range(30):
         conf = np.ones((256, 512), np.float32)
         edges = cv2.Canny((rng.random((256, 512)) * 255).astype(np.uint8), 250, 255) > 0
-        conf[edges] = 0.2                                  # scattered 1-pixel uncertainty
+        conf[edges] = 0.2  # scattered 1-pixel uncertainty
         if 20 <= i < 25:
-            conf[150:170, 240:265] = 0.1                   # a 20x25 object on the road
+            conf[150:170, 240:265] = 0.1  # a 20x25 object on the road
         levels.append(monitor.update(conf, (i, 0)).level)
     assert levels[:20] == [OK] * 20
-    assert levels[21:25] == [WARN] * 4                     # raise_frames 2 by default; size 0.087
-    assert levels[25:29] == [WARN] * 4 and levels[29] == OK   # clear_frames 5
+    assert levels[21:25] == [WARN] * 4  # raise_frames 2 by default; size 0.087
+    assert levels[25:29] == [WARN] * 4 and levels[29] == OK  # clear_frames 5
 
 
 # -- largest region ------------------------------------------------------------------------------
 
+
 def two_blobs(shape: tuple[int, int], small: tuple[int, int], big: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, bool)
     y, x = small
-    mask[y:y + 4, x:x + 5] = True                      # 20 px
+    mask[y : y + 4, x : x + 5] = True  # 20 px
     y, x = big
-    mask[y:y + 10, x:x + 7] = True                     # 70 px
-    mask[y + 10, x + 7] = True                         # diagonal neighbour: same region (8-conn.)
+    mask[y : y + 10, x : x + 7] = True  # 70 px
+    mask[y + 10, x + 7] = True  # diagonal neighbour: same region (8-conn.)
     return mask
 
 
@@ -378,29 +444,41 @@ def test_largest_region_full_hd() -> None:
 
 
 def stats_oracle(mask: np.ndarray) -> tuple[list[tuple[int, int, int, int]], int]:
-    """All largest regions' bboxes (ties) and the area, from OpenCV's own per-component statistics."""
+    """All largest regions' bboxes (ties) and the area, from OpenCV's own per-component
+    statistics."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     best = int(areas.max())
-    boxes = [(int(x), int(y), int(x + w - 1), int(y + h - 1)) for x, y, w, h, a in stats[1:] if a == best]
+    boxes = [
+        (int(x), int(y), int(x + w - 1), int(y + h - 1))
+        for x, y, w, h, a in stats[1:]
+        if a == best
+    ]
     return boxes, best
 
 
-@pytest.mark.parametrize("shape, density", [((37, 53), 0.3), ((200, 301), 0.45), ((512, 1024), 0.2),
-                                            ((480, 640), 0.55)])
-def test_largest_region_equals_opencv_statistics_on_random_masks(shape: tuple[int, int], density: float) -> None:
+@pytest.mark.parametrize(
+    "shape, density", [((37, 53), 0.3), ((200, 301), 0.45), ((512, 1024), 0.2), ((480, 640), 0.55)]
+)
+def test_largest_region_equals_opencv_statistics_on_random_masks(
+    shape: tuple[int, int], density: float
+) -> None:
     rng = np.random.default_rng(shape[0])
-    mask = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 2.0) > np.float32(0.5 + (0.5 - density) / 8)
+    mask = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 2.0) > np.float32(
+        0.5 + (0.5 - density) / 8
+    )
     boxes, area = stats_oracle(mask)
     bbox, got = largest_region(mask)
     assert got == area and bbox in boxes
 
 
 def test_largest_region_with_more_components_than_16_bit_labels() -> None:
-    # isolated pixels on a 2-pixel grid: 90000 components of area 1 (too many for 16-bit labels) ...
+    # isolated pixels on a 2-pixel grid: 90000 components of area 1 (too many for 16-bit labels)
+    # ...
     mask = np.zeros((600, 600), bool)
     mask[::2, ::2] = True
-    # ... but for one: (401, 400) and (401, 401) join the grid pixels at rows 400/402, columns 400/402
+    # ... but for one: (401, 400) and (401, 401) join the grid pixels at rows 400/402, columns
+    # 400/402
     mask[401, 400] = mask[401, 401] = True
     boxes, area = stats_oracle(mask)
     assert boxes == [(400, 400, 402, 402)] and area == 6
@@ -409,23 +487,27 @@ def test_largest_region_with_more_components_than_16_bit_labels() -> None:
 
 # -- validation ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"confidence_threshold": 1.5}, "confidence_threshold"),
-    ({"confidence_threshold": -0.1}, "confidence_threshold"),
-    ({"confidence_threshold": float("nan")}, "confidence_threshold"),
-    ({"confidence_threshold": "0.5"}, "confidence_threshold"),
-    ({"warn_size": 0.3, "error_size": 0.2}, "warn_size"),
-    ({"error_size": 1.2}, "error_size"),
-    ({"min_width": -0.1}, "min_width"),
-    ({"hysteresis": -0.01}, "hysteresis"),
-    ({"raise_frames": 0}, "raise_frames"),
-    ({"raise_frames": 2.5}, "raise_frames"),
-    ({"raise_frames": True}, "raise_frames"),
-    ({"clear_frames": 0}, "clear_frames"),
-    ({"roi": "upper_half"}, "roi"),
-    ({"roi": "mask"}, "roi_mask_file"),
-    ({"roi": "mask", "roi_mask_file": "/nonexistent/roi.png"}, "does not exist"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"confidence_threshold": 1.5}, "confidence_threshold"),
+        ({"confidence_threshold": -0.1}, "confidence_threshold"),
+        ({"confidence_threshold": float("nan")}, "confidence_threshold"),
+        ({"confidence_threshold": "0.5"}, "confidence_threshold"),
+        ({"warn_size": 0.3, "error_size": 0.2}, "warn_size"),
+        ({"error_size": 1.2}, "error_size"),
+        ({"min_width": -0.1}, "min_width"),
+        ({"hysteresis": -0.01}, "hysteresis"),
+        ({"raise_frames": 0}, "raise_frames"),
+        ({"raise_frames": 2.5}, "raise_frames"),
+        ({"raise_frames": True}, "raise_frames"),
+        ({"clear_frames": 0}, "clear_frames"),
+        ({"roi": "upper_half"}, "roi"),
+        ({"roi": "mask"}, "roi_mask_file"),
+        ({"roi": "mask", "roi_mask_file": "/nonexistent/roi.png"}, "does not exist"),
+    ],
+)
 def test_invalid_configs(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AlertConfig(**kwargs)
@@ -445,9 +527,17 @@ def test_invalid_mask_files(tmp_path) -> None:
 
 
 def test_valid_configs_and_coercion() -> None:
-    config = AlertConfig(warn_size=0.2, error_size=0.2, hysteresis=0, raise_frames=2.0, clear_frames=1)
-    assert config.raise_frames == 2 and isinstance(config.raise_frames, int) and config.hysteresis == 0.0
-    assert AlertConfig(confidence_threshold=1, warn_size=0, error_size=1).confidence_threshold == 1.0
+    config = AlertConfig(
+        warn_size=0.2, error_size=0.2, hysteresis=0, raise_frames=2.0, clear_frames=1
+    )
+    assert (
+        config.raise_frames == 2
+        and isinstance(config.raise_frames, int)
+        and config.hysteresis == 0.0
+    )
+    assert (
+        AlertConfig(confidence_threshold=1, warn_size=0, error_size=1).confidence_threshold == 1.0
+    )
     with pytest.raises(ValueError, match="HxW"):
         AlertMonitor(config).update(np.zeros((2, 3, 3), np.float32), (0, 0))
 
@@ -457,7 +547,9 @@ def test_config_fields_are_the_node_alert_parameters() -> None:
     threshold, whose parameter default means "from the model"."""
     from ros2_fed import pipeline
 
-    specs = {s.name[len("alerts."):]: s for s in pipeline.PARAMETERS if s.name.startswith("alerts.")}
+    specs = {
+        s.name[len("alerts.") :]: s for s in pipeline.PARAMETERS if s.name.startswith("alerts.")
+    }
     fields = {f.name: f for f in dataclasses.fields(AlertConfig) if f.init}
     assert set(specs) == set(fields)
     for name, spec in specs.items():
@@ -466,35 +558,50 @@ def test_config_fields_are_the_node_alert_parameters() -> None:
     assert specs["confidence_threshold"].default == pipeline.FROM_MODEL
 
 
-# -- the drivable ROI (the model's road/sidewalk and the holes they enclose) -----------------------
+# -- the drivable ROI (the model's road/sidewalk and the holes they enclose)
+# -----------------------
 
 ROAD, SIDEWALK, BUILDING, SKY, CAR = 0, 1, 2, 10, 13
 
 
 def street(shape: tuple[int, int] = (256, 512)) -> np.ndarray:
-    """A label map: sky on top, buildings to 45 % of the height, road below (sidewalk at the sides)."""
+    """A label map: sky on top, buildings to 45 % of the height, road below (sidewalk at the
+    sides)."""
     h, w = shape
     labels = np.full(shape, ROAD, np.uint8)
     labels[: int(0.3 * h)] = SKY
-    labels[int(0.3 * h): int(0.45 * h)] = BUILDING
-    labels[int(0.45 * h):, : w // 10] = SIDEWALK
-    labels[int(0.45 * h):, -w // 10:] = SIDEWALK
+    labels[int(0.3 * h) : int(0.45 * h)] = BUILDING
+    labels[int(0.45 * h) :, : w // 10] = SIDEWALK
+    labels[int(0.45 * h) :, -w // 10 :] = SIDEWALK
     return labels
 
 
 def drivable_cfg(**overrides) -> AlertConfig:
-    return AlertConfig(**{**dict(roi="drivable", size_reference="height", warn_size=0.06, error_size=0.12,
-                                 min_width=0.01, raise_frames=1, confidence_threshold=0.5), **overrides})
+    return AlertConfig(
+        **{
+            **dict(
+                roi="drivable",
+                size_reference="height",
+                warn_size=0.06,
+                error_size=0.12,
+                min_width=0.01,
+                raise_frames=1,
+                confidence_threshold=0.5,
+            ),
+            **overrides,
+        }
+    )
 
 
 def test_drivable_mask_is_the_road_and_its_holes() -> None:
     labels = street()
-    labels[150:170, 240:260] = CAR          # something on the road: a hole in the road mask
-    labels[100:120, 0:30] = CAR             # a car at the left border, touching the buildings: not a hole
+    labels[150:170, 240:260] = CAR  # something on the road: a hole in the road mask
+    labels[100:120, 0:30] = CAR  # a car at the left border, touching the buildings: not a hole
     mask = drivable_mask(labels, (ROAD, SIDEWALK))
     assert mask[160, 250] and mask[200, 10] and mask[200, 250]
     assert not mask[110, 10] and not mask[50, 250] and not mask[100, 250]
-    # joined to the buildings by a 2-pixel pole: not enclosed; a 5-pixel closing of the road closes it off
+    # joined to the buildings by a 2-pixel pole: not enclosed; a 5-pixel closing of the road closes
+    # it off
     labels[120:140, 300:320] = CAR
     labels[110:120, 309:311] = 5
     assert not drivable_mask(labels, (ROAD, SIDEWALK))[130, 310]
@@ -504,11 +611,15 @@ def test_drivable_mask_is_the_road_and_its_holes() -> None:
 
 def test_drivable_roi_alerts_on_an_object_on_the_road() -> None:
     labels = street()
-    labels[150:170, 240:262] = CAR          # labelled car, uncertain: an unknown object lying on the road
+    labels[150:170, 240:262] = CAR  # labelled car, uncertain: an unknown object lying on the road
     conf = np.ones(labels.shape, np.float32)
     conf[150:170, 240:262] = 0.1
     state = AlertMonitor(drivable_cfg()).update(conf, (0, 0), labels=labels)
-    assert state.level == WARN and state.roi == "drivable" and state.region_bbox == (240, 150, 261, 169)
+    assert (
+        state.level == WARN
+        and state.roi == "drivable"
+        and state.region_bbox == (240, 150, 261, 169)
+    )
     # the same object labelled road (the model took it for road) is inside the ROI as well
     state = AlertMonitor(drivable_cfg()).update(conf, (0, 0), labels=street())
     assert state.level == WARN
@@ -518,12 +629,14 @@ def test_drivable_roi_ignores_uncertain_buildings_and_sky_in_the_corridor() -> N
     """The false alarms of the corridor: distant in-distribution things near the horizon."""
     labels = street()
     conf = np.ones(labels.shape, np.float32)
-    conf[103:115, 200:300] = 0.1            # a distant building inside the corridor's top, uncertain
+    conf[103:115, 200:300] = 0.1  # a distant building inside the corridor's top, uncertain
     corridor = AlertMonitor(drivable_cfg(roi="corridor")).update(conf, (0, 0), labels=labels)
     assert corridor.level >= WARN
     state = AlertMonitor(drivable_cfg()).update(conf, (0, 0), labels=labels)
     assert state.level == OK and state.region_area == 0 and state.roi == "drivable"
-    assert state.roi_pixels == int(np.count_nonzero(corridor_mask(labels.shape) & (labels <= SIDEWALK)))
+    assert state.roi_pixels == int(
+        np.count_nonzero(corridor_mask(labels.shape) & (labels <= SIDEWALK))
+    )
 
 
 def test_drivable_roi_without_labels_is_the_corridor() -> None:
@@ -542,16 +655,17 @@ def test_drivable_roi_without_labels_is_the_corridor() -> None:
 
 
 def test_a_drive_without_an_unknown_object_stays_ok_with_the_defaults() -> None:
-    """Default settings, 40 frames of a street with boundary noise and uncertain buildings: OK throughout."""
+    """Default settings, 40 frames of a street with boundary noise and uncertain buildings: OK
+    throughout."""
     rng = np.random.default_rng(1)
     labels = street()
     monitor = AlertMonitor(AlertConfig(confidence_threshold=0.5))
     levels = []
     for i in range(40):
         conf = np.ones(labels.shape, np.float32)
-        conf[rng.random(labels.shape) < 0.05] = 0.2        # scattered 1-pixel uncertainty
-        conf[100:116, 180:330] = 0.2                       # the buildings at the road's end, uncertain
-        conf[114:116, :] = 0.3                             # the road/building boundary (2 px)
+        conf[rng.random(labels.shape) < 0.05] = 0.2  # scattered 1-pixel uncertainty
+        conf[100:116, 180:330] = 0.2  # the buildings at the road's end, uncertain
+        conf[114:116, :] = 0.3  # the road/building boundary (2 px)
         levels.append(monitor.update(conf, (i, 0), labels=labels).level)
     assert levels == [OK] * 40
 
@@ -584,23 +698,35 @@ def test_drivable_change_resets_the_state() -> None:
     conf[150:170, 240:262] = 0.1
     monitor = AlertMonitor(drivable_cfg())
     assert monitor.update(conf, (0, 0), labels=labels).level == WARN
-    monitor.config = drivable_cfg(warn_size=0.07)           # same ROI: the level is kept
+    monitor.config = drivable_cfg(warn_size=0.07)  # same ROI: the level is kept
     assert monitor.level == WARN
-    monitor.config = drivable_cfg(roi_closing=0.02)         # another ROI: afresh
+    monitor.config = drivable_cfg(roi_closing=0.02)  # another ROI: afresh
     assert monitor.level == OK
 
 
 def test_horizon_size_reference_measures_far_regions_as_near_ones() -> None:
-    """sqrt(area) / (bottom row + 1 - horizon row), at least min_distance: the same object near and far."""
-    config = AlertConfig(roi="full", size_reference="horizon", horizon=0.4, min_distance=0.1, min_width=0.0,
-                         warn_size=0.2, error_size=0.5, raise_frames=1, confidence_threshold=0.5)
+    """sqrt(area) / (bottom row + 1 - horizon row), at least min_distance: the same object near and
+    far."""
+    config = AlertConfig(
+        roi="full",
+        size_reference="horizon",
+        horizon=0.4,
+        min_distance=0.1,
+        min_width=0.0,
+        warn_size=0.2,
+        error_size=0.5,
+        raise_frames=1,
+        confidence_threshold=0.5,
+    )
     conf = np.ones((100, 200), np.float32)
-    conf[70:80, 20:30] = 0.0        # 10x10, bottom row 79: 40 rows below the horizon -> 0.25
-    conf[44:50, 100:106] = 0.0      # 6x6, bottom row 49: 10 rows below -> 0.6 (the far one is the largest)
+    conf[70:80, 20:30] = 0.0  # 10x10, bottom row 79: 40 rows below the horizon -> 0.25
+    conf[44:50, 100:106] = (
+        0.0  # 6x6, bottom row 49: 10 rows below -> 0.6 (the far one is the largest)
+    )
     state = AlertMonitor(config).update(conf, (0, 0))
     assert state.region_size == pytest.approx(0.6) and state.region_bbox == (100, 44, 105, 49)
     assert state.level == ERROR and "below the horizon" in state.message
-    conf[40:43, 150:153] = 0.0      # 3x3 at the horizon: measured at min_distance (10 rows): 0.3
+    conf[40:43, 150:153] = 0.0  # 3x3 at the horizon: measured at min_distance (10 rows): 0.3
     assert AlertMonitor(config).update(conf, (0, 0)).region_size == pytest.approx(0.6)
     far = np.ones((100, 200), np.float32)
     far[38:41, 150:153] = 0.0
@@ -608,6 +734,11 @@ def test_horizon_size_reference_measures_far_regions_as_near_ones() -> None:
     # lower_half: rows are counted in the image, not in the half
     half = AlertMonitor(dataclasses.replace(config, roi="lower_half")).update(conf, (0, 0))
     assert half.region_size == pytest.approx(0.25) and half.region_bbox == (20, 70, 29, 79)
-    for bad in ({"size_reference": "width"}, {"min_distance": 0.0}, {"horizon": 1.5}, {"roi_closing": -0.1}):
+    for bad in (
+        {"size_reference": "width"},
+        {"min_distance": 0.0},
+        {"horizon": 1.5},
+        {"roi_closing": -0.1},
+    ):
         with pytest.raises(ValueError):
             AlertConfig(**bad)

@@ -1,4 +1,5 @@
-"""fed_bag_eval (ros2_fed/eval/replay): output bags, the report's numbers, offline vs live, bad bags.
+"""fed_bag_eval (ros2_fed/eval/replay): output bags, the report's numbers, offline vs live, bad
+bags.
 
 A 6-frame 64x128 synthroad drive (training/synthroad_bag.py) and a random-weights TinySeg +
 FED-U saved to a temp folder (torch runtime: no export) are shared by the module.
@@ -16,6 +17,7 @@ FED-U saved to a temp folder (torch runtime: no export) are shared by the module
   naming it, exit code 2 (1 for the node), ``report.json`` with ``complete: false``, no
   ``report.md``, no output bag.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,22 +53,31 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Bag + random model + engine cache, shared by the module."""
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
     from ros2_fed.checkpoint import save_fed
-    from tests.fed_helpers import make_random_fed
     from ros2_fed.fed import FEDConfig
+    from tests.fed_helpers import make_random_fed
 
     root = tmp_path_factory.mktemp("bag_eval")
     torch.manual_seed(0)
-    backbone = TinySeg(TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16)).eval()
+    backbone = TinySeg(
+        TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16)
+    ).eval()
     save_tinyseg(root / "tinyseg", backbone, SIZE)
     with torch.no_grad():
         logits, _ = backbone(torch.rand(2, 3, *SIZE) * 255)
     save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
-    sb.write_synthroad_bag(root / "drive", frames=FRAMES, size=SIZE, fps=10.0, seed=0, ood_from_frame=1)
+    sb.write_synthroad_bag(
+        root / "drive", frames=FRAMES, size=SIZE, fps=10.0, seed=0, ood_from_frame=1
+    )
     saved = os.environ.get("ROS2_FED_CACHE")
     os.environ["ROS2_FED_CACHE"] = str(root / "cache")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield {"root": root, "bag": root / "drive", "backbone": str(root / "tinyseg"), "fed": str(root / "fed_u")}
+    yield {
+        "root": root,
+        "bag": root / "drive",
+        "backbone": str(root / "tinyseg"),
+        "fed": str(root / "fed_u"),
+    }
     torch.set_num_threads(threads)
     if saved is None:
         os.environ.pop("ROS2_FED_CACHE", None)
@@ -76,14 +87,26 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def model_args(work: dict[str, Any]) -> list[str]:
     # one thread: on a busy 2-core machine two OpenMP threads per process are many times slower
-    return ["--backbone", work["backbone"], "--fed", work["fed"], "--runtime", "torch", "--threads", "1",
-            "--mcd-passes", MCD]
+    return [
+        "--backbone",
+        work["backbone"],
+        "--fed",
+        work["fed"],
+        "--runtime",
+        "torch",
+        "--threads",
+        "1",
+        "--mcd-passes",
+        MCD,
+    ]
 
 
 @pytest.fixture(scope="module")
 def offline(work: dict[str, Any]) -> dict[str, Any]:
     out = work["root"] / "offline"
-    code = bag_eval.main([str(work["bag"]), "--offline", "--out", str(out), "--quiet"] + model_args(work))
+    code = bag_eval.main(
+        [str(work["bag"]), "--offline", "--out", str(out), "--quiet"] + model_args(work)
+    )
     assert code == 0
     return {"out": out, "report": json.loads((out / "report.json").read_text())}
 
@@ -97,8 +120,10 @@ def mcap_messages(path: Path) -> list[tuple[str, int, bytes, Any]]:
     assert len(files) == 1, files
     with open(files[0], "rb") as handle:
         reader = make_reader(handle, decoder_factories=[DecoderFactory()], validate_crcs=True)
-        return [(channel.topic, message.log_time, bytes(message.data), ros)
-                for _, channel, message, ros in reader.iter_decoded_messages()]
+        return [
+            (channel.topic, message.log_time, bytes(message.data), ros)
+            for _, channel, message, ros in reader.iter_decoded_messages()
+        ]
 
 
 def stamp(ros: Any) -> int:
@@ -106,7 +131,9 @@ def stamp(ros: Any) -> int:
 
 
 def as_array(ros: Any) -> np.ndarray:
-    dtype, channels = {"mono8": (np.uint8, 1), "rgb8": (np.uint8, 3), "32FC1": (np.float32, 1)}[ros.encoding]
+    dtype, channels = {"mono8": (np.uint8, 1), "rgb8": (np.uint8, 3), "32FC1": (np.float32, 1)}[
+        ros.encoding
+    ]
     arr = np.frombuffer(bytes(ros.data), dtype=dtype).reshape(ros.height, ros.width, channels)
     return arr[..., 0] if channels == 1 else arr
 
@@ -122,7 +149,12 @@ def bag_frames(bag: Path) -> list[dict[str, Any]]:
 def methods_close(a: dict[str, Any], b: dict[str, Any], tol: float) -> None:
     for kind in ("ood", "idm"):
         for key in ("auroc", "ap", "fpr_at_tpr"):
-            assert math.isclose(a[kind][key], b[kind][key], abs_tol=tol), (kind, key, a[kind][key], b[kind][key])
+            assert math.isclose(a[kind][key], b[kind][key], abs_tol=tol), (
+                kind,
+                key,
+                a[kind][key],
+                b[kind][key],
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -138,16 +170,30 @@ def test_output_bag_read_back_independently(work: dict[str, Any], offline: dict[
     topics: dict[str, list] = {}
     for topic, log_time, raw, ros in out_msgs:
         topics.setdefault(topic, []).append((log_time, raw, ros))
-    outputs = [f"/fed_node/{n}" for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")]
+    outputs = [
+        f"/fed_node/{n}"
+        for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
+    ]
     assert sorted(topics) == sorted([sb.IMAGE_TOPIC, sb.LABELS_TOPIC, sb.OOD_TOPIC] + outputs)
     assert all(len(v) == FRAMES for v in topics.values())
     # camera + ground truth: byte-identical copies with the recorded log times
     copied = {(t, lt, raw) for t, lt, raw, _ in out_msgs if t.startswith("/camera")}
     assert copied == {(t, lt, raw) for t, lt, raw, _ in in_msgs}
     # node outputs: what the engine gives for each frame, input header copied
-    engine = open_cached(work["backbone"], work["fed"], height=SIZE[0], width=SIZE[1], runtime="torch", warmup=0,
-                         progress=None)
-    cameras = {stamp(ros): (ros.header.frame_id, as_array(ros)) for t, _, _, ros in in_msgs if t == sb.IMAGE_TOPIC}
+    engine = open_cached(
+        work["backbone"],
+        work["fed"],
+        height=SIZE[0],
+        width=SIZE[1],
+        runtime="torch",
+        warmup=0,
+        progress=None,
+    )
+    cameras = {
+        stamp(ros): (ros.header.frame_id, as_array(ros))
+        for t, _, _, ros in in_msgs
+        if t == sb.IMAGE_TOPIC
+    }
     seg = {stamp(ros): ros for _, _, ros in topics["/fed_node/segmentation"]}
     conf = {stamp(ros): ros for _, _, ros in topics["/fed_node/confidence"]}
     assert set(seg) == set(conf) == set(cameras)
@@ -169,16 +215,28 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
 
     report = offline["report"]
     assert report["complete"] is True and report["frames"] == {
-        "in_bag": FRAMES, "evaluated": FRAMES, "dropped": 0, "with_labels": FRAMES, "with_ood": FRAMES}
+        "in_bag": FRAMES,
+        "evaluated": FRAMES,
+        "dropped": 0,
+        "with_labels": FRAMES,
+        "with_ood": FRAMES,
+    }
     assert report["metrics"]["images"] == FRAMES  # node and reference rows score the same frames
     frames = bag_frames(work["bag"])
-    samples = [EvalSample(name=str(i), image=f[sb.IMAGE_TOPIC], label=f[sb.LABELS_TOPIC], ood=f[sb.OOD_TOPIC])
-               for i, f in enumerate(frames)]
+    samples = [
+        EvalSample(
+            name=str(i), image=f[sb.IMAGE_TOPIC], label=f[sb.LABELS_TOPIC], ood=f[sb.OOD_TOPIC]
+        )
+        for i, f in enumerate(frames)
+    ]
     backbone = load_backbone(work["backbone"])
     fed, _ = load_fed(work["fed"])
-    settings = EvalSettings(fed_postprocess="none", mcd_passes=int(MCD), open_miou=False, figure_images=0)
-    expected = Evaluator(backbone, {"FED-U": fed}, 19, settings).evaluate(lambda: iter(samples), len(samples),
-                                                                          progress=False)
+    settings = EvalSettings(
+        fed_postprocess="none", mcd_passes=int(MCD), open_miou=False, figure_images=0
+    )
+    expected = Evaluator(backbone, {"FED-U": fed}, 19, settings).evaluate(
+        lambda: iter(samples), len(samples), progress=False
+    )
     got = report["metrics"]
     assert got["exact"] is expected["exact"] is True
     assert report["method_sources"]["FED-U (node)"] == "node"
@@ -186,7 +244,9 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
     assert reference == set(expected["methods"]) == {"FED-U", "MSP", "MLG", "ENE", "ENT", "MCD"}
     for name in reference:  # same code path on the same frames: identical
         for kind in ("ood", "idm"):
-            assert got["methods"][name][kind] == pytest.approx(expected["methods"][name][kind], rel=0, abs=1e-12), name
+            assert got["methods"][name][kind] == pytest.approx(
+                expected["methods"][name][kind], rel=0, abs=1e-12
+            ), name
     assert got["miou"]["reference"] == pytest.approx(expected["miou"], abs=1e-12)
     # the node's own row: its float32 confidence (1 - p) against FED-U computed in torch
     methods_close(got["methods"]["FED-U (node)"], expected["methods"]["FED-U"], 2e-3)
@@ -198,22 +258,33 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
     for name in ("mosaic_worst.png", "mosaic_best.png", "alerts.png"):
         assert (offline["out"] / name).stat().st_size > 1000
     lat = report["latency_ms"]
-    assert lat["n"] == FRAMES and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] and report["throughput_fps"] > 0
+    assert (
+        lat["n"] == FRAMES
+        and 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        and report["throughput_fps"] > 0
+    )
     assert len(report["alerts"]["per_frame"]) == FRAMES and report["alerts"]["transitions"]
-    # alert detection scored against the bag's OOD masks, by the rule in ros2_fed.eval.alert_metrics
+    # alert detection scored against the bag's OOD masks, by the rule in
+    # ros2_fed.eval.alert_metrics
     from ros2_fed.eval.alert_metrics import detection_report
 
     per_frame = report["alerts"]["per_frame"]
-    expected_detection = detection_report([f["level"] for f in per_frame], [f["ood_object_pixels"] for f in per_frame],
-                                          [f["ood_pixels"] for f in per_frame],
-                                          report["alerts"]["config"]["alerts.raise_frames"])
+    expected_detection = detection_report(
+        [f["level"] for f in per_frame],
+        [f["ood_object_pixels"] for f in per_frame],
+        [f["ood_pixels"] for f in per_frame],
+        report["alerts"]["config"]["alerts.raise_frames"],
+    )
     assert report["alerts"]["detection"] == expected_detection
-    assert report["alerts"]["detection"]["positives"] + report["alerts"]["detection"]["excused"] > 0
+    assert (
+        report["alerts"]["detection"]["positives"] + report["alerts"]["detection"]["excused"] > 0
+    )
     assert "Alert detection" in md and all(f["region_size"] is not None for f in per_frame)
 
 
 def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_path: Path) -> None:
-    """CompressedImage camera in a sqlite3 bag: the output bag is sqlite3 too, read with sqlite3 + rclpy."""
+    """CompressedImage camera in a sqlite3 bag: the output bag is sqlite3 too, read with sqlite3 +
+    rclpy."""
     pytest.importorskip("rclpy")
     import sqlite3
 
@@ -221,9 +292,16 @@ def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_p
     from sensor_msgs.msg import CompressedImage, Image
 
     bag = tmp_path / "drive_db"
-    sb.write_synthroad_bag(bag, frames=3, size=SIZE, seed=0, ood_from_frame=1, storage="sqlite3", compressed=True)
+    sb.write_synthroad_bag(
+        bag, frames=3, size=SIZE, seed=0, ood_from_frame=1, storage="sqlite3", compressed=True
+    )
     out = tmp_path / "out"
-    assert bag_eval.main([str(bag), "--out", str(out), "--quiet", "--no-reference"] + model_args(work)) == 0
+    assert (
+        bag_eval.main(
+            [str(bag), "--out", str(out), "--quiet", "--no-reference"] + model_args(work)
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] and report["bag"]["topics"]["image"] == sb.COMPRESSED_TOPIC
     assert report["frames"]["evaluated"] == 3 and "FED-U (node)" in report["metrics"]["methods"]
@@ -239,14 +317,27 @@ def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_p
             msg = deserialize_message(bytes(data), Image)
             assert (msg.height, msg.width, msg.encoding) == (SIZE[0], SIZE[1], "32FC1")
         if name == sb.COMPRESSED_TOPIC:
-            assert deserialize_message(bytes(data), CompressedImage).format == "rgb8; jpeg compressed bgr8"
-    assert counts == {t: 3 for t in [sb.COMPRESSED_TOPIC, sb.LABELS_TOPIC, sb.OOD_TOPIC] + [
-        f"/fed_node/{n}" for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")]}
+            assert (
+                deserialize_message(bytes(data), CompressedImage).format
+                == "rgb8; jpeg compressed bgr8"
+            )
+    assert counts == {
+        t: 3
+        for t in [sb.COMPRESSED_TOPIC, sb.LABELS_TOPIC, sb.OOD_TOPIC]
+        + [
+            f"/fed_node/{n}"
+            for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
+        ]
+    }
 
 
 def test_help() -> None:
-    done = subprocess.run([sys.executable, "-m", "ros2_fed.eval.replay.cli", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ros2_fed.eval.replay.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0
     for flag in ("--live", "--offline", "--gt-topic", "--ood-topic", "--rate", "--out"):
         assert flag in done.stdout
@@ -275,17 +366,25 @@ def _corrupt_chunk(bag: Path) -> None:
         chunk = make_reader(handle).get_summary().chunk_indexes[0]
     data = bytearray(path.read_bytes())
     middle = chunk.chunk_start_offset + chunk.chunk_length // 2
-    data[middle:middle + 32] = bytes(b ^ 0xFF for b in data[middle:middle + 32])  # pixel bytes: only the CRC knows
+    data[middle : middle + 32] = bytes(
+        b ^ 0xFF for b in data[middle : middle + 32]
+    )  # pixel bytes: only the CRC knows
     path.write_bytes(bytes(data))
 
 
-def test_bad_bags(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_bags(
+    work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     def run(bag: Path, name: str, *extra: str) -> tuple[Path, int, str]:
         out = tmp_path / name
         out.mkdir()
         (out / "report.md").write_text("an old report\n")  # must not survive a failed run
         (out / "report.json").write_text("{}")
-        code = bag_eval.main([str(bag), "--out", str(out), "--quiet", "--overwrite"] + model_args(work) + list(extra))
+        code = bag_eval.main(
+            [str(bag), "--out", str(out), "--quiet", "--overwrite"]
+            + model_args(work)
+            + list(extra)
+        )
         return out, code, capsys.readouterr().err
 
     out, code, err = run(work["bag"], "missing", "--topic", "/camera/front")
@@ -299,10 +398,20 @@ def test_bad_bags(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFi
         writer.add_topic(sb.IMAGE_TOPIC, bagio.DIAGNOSTIC_ARRAY)
         writer.write(sb.IMAGE_TOPIC, 1, bagio.diagnostic_array(1, "camera", []))
     out, code, err = run(wrong, "wrong", "--topic", sb.IMAGE_TOPIC)
-    _assert_failed(out, code, 2, err, [sb.IMAGE_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "sensor_msgs/msg/Image"])
+    _assert_failed(
+        out,
+        code,
+        2,
+        err,
+        [sb.IMAGE_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "sensor_msgs/msg/Image"],
+    )
 
-    out, code, err = run(work["bag"], "labels_as_ood", "--ood-topic", sb.LABELS_TOPIC, "--gt-topic", sb.OOD_TOPIC)
-    _assert_failed(out, code, 2, err, [sb.LABELS_TOPIC, "0 (in-distribution), 1 (OOD), 255 (void)"])
+    out, code, err = run(
+        work["bag"], "labels_as_ood", "--ood-topic", sb.LABELS_TOPIC, "--gt-topic", sb.OOD_TOPIC
+    )
+    _assert_failed(
+        out, code, 2, err, [sb.LABELS_TOPIC, "0 (in-distribution), 1 (OOD), 255 (void)"]
+    )
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(work["bag"], corrupt)
@@ -321,14 +430,20 @@ def test_bad_bags(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFi
     _assert_failed(out, code, 2, err, [str(tmp_path / "no_such_bag"), "not found"])
 
 
-def test_resized_frames_are_said_once(work: dict[str, Any], offline: dict[str, Any],
-                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resized_frames_are_said_once(
+    work: dict[str, Any],
+    offline: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """An engine for another size than the bag's frames (issue 16, finding 9): one note on stderr
     (even with --quiet) and in the report; none when the sizes match."""
     assert offline["report"]["model"]["resized"] is None
     out = tmp_path / "resized"
-    code = bag_eval.main([str(work["bag"]), "--out", str(out), "--quiet", "--no-reference",
-                          "--size", "48x96"] + model_args(work))
+    code = bag_eval.main(
+        [str(work["bag"]), "--out", str(out), "--quiet", "--no-reference", "--size", "48x96"]
+        + model_args(work)
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 0
     assert len(err) == 1 and "resized to the engine's input 48x96" in err[0], err
@@ -338,8 +453,9 @@ def test_resized_frames_are_said_once(work: dict[str, Any], offline: dict[str, A
     assert "**Resized:**" in (out / "report.md").read_text()
 
 
-def test_earlier_run_is_kept(work: dict[str, Any], tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_earlier_run_is_kept(
+    work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--out holding an earlier run, no --overwrite: one line, exit 2, the earlier report kept."""
     out = tmp_path / "earlier"
     out.mkdir()
@@ -351,11 +467,24 @@ def test_earlier_run_is_kept(work: dict[str, Any], tmp_path: Path,
 
 
 @pytest.mark.ros
-def test_dead_node_is_a_failed_run(work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dead_node_is_a_failed_run(
+    work: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "dead"
     environ = dict(os.environ)
-    code = bag_eval.main([str(work["bag"]), "--live", "--out", str(out), "--quiet", "--no-reference",
-                          "--node-command", f"{sys.executable} -c 'import sys; sys.exit(3)'"] + model_args(work))
+    code = bag_eval.main(
+        [
+            str(work["bag"]),
+            "--live",
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-reference",
+            "--node-command",
+            f"{sys.executable} -c 'import sys; sys.exit(3)'",
+        ]
+        + model_args(work)
+    )
     err = capsys.readouterr().err
     _assert_failed(out, code, 1, err, ["fed_node exited with code", "before it was ready"])
     assert dict(os.environ) == environ  # the discovery settings of the live run are undone
@@ -368,8 +497,22 @@ def test_dead_node_is_a_failed_run(work: dict[str, Any], tmp_path: Path, capsys:
 
 def _live(work: dict[str, Any], out: Path, *extra: str) -> tuple[dict[str, Any], str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "ros2_fed.eval.replay.cli", str(work["bag"]), "--live", "--out", str(out), "--quiet",
-           "--ready-timeout", "120"] + model_args(work) + list(extra)
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "ros2_fed.eval.replay.cli",
+            str(work["bag"]),
+            "--live",
+            "--out",
+            str(out),
+            "--quiet",
+            "--ready-timeout",
+            "120",
+        ]
+        + model_args(work)
+        + list(extra)
+    )
     done = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=240)
     node_log = (out / "node.log").read_text() if (out / "node.log").exists() else ""
     assert done.returncode == 0, done.stdout + done.stderr + node_log
@@ -392,14 +535,22 @@ def test_live_equals_offline(work: dict[str, Any], offline: dict[str, Any]) -> N
     lat = report["latency_ms"]
     assert lat["n"] == FRAMES and lat["p50"] > 0 and lat["what"] == "publish -> outputs received"
     # the recorded outputs are the node's, byte for byte what the offline run rendered
-    live_msgs = {(t, stamp(ros)): raw for t, _, raw, ros in mcap_messages(work["root"] / "live" / "output_bag")
-                 if t in ("/fed_node/segmentation", "/fed_node/confidence", "/fed_node/overlay")}
-    off_msgs = {(t, stamp(ros)): raw for t, _, raw, ros in mcap_messages(offline["out"] / "output_bag")
-                if t in ("/fed_node/segmentation", "/fed_node/confidence", "/fed_node/overlay")}
+    live_msgs = {
+        (t, stamp(ros)): raw
+        for t, _, raw, ros in mcap_messages(work["root"] / "live" / "output_bag")
+        if t in ("/fed_node/segmentation", "/fed_node/confidence", "/fed_node/overlay")
+    }
+    off_msgs = {
+        (t, stamp(ros)): raw
+        for t, _, raw, ros in mcap_messages(offline["out"] / "output_bag")
+        if t in ("/fed_node/segmentation", "/fed_node/confidence", "/fed_node/overlay")
+    }
     assert live_msgs.keys() == off_msgs.keys() and len(live_msgs) == 3 * FRAMES
     for key, raw in live_msgs.items():
-        assert as_array(bagio.deserialize(raw, bagio.IMAGE)).tobytes() == \
-            as_array(bagio.deserialize(off_msgs[key], bagio.IMAGE)).tobytes(), key
+        assert (
+            as_array(bagio.deserialize(raw, bagio.IMAGE)).tobytes()
+            == as_array(bagio.deserialize(off_msgs[key], bagio.IMAGE)).tobytes()
+        ), key
     assert "FED-U (node)" in stdout and "report" in stdout
 
 
@@ -407,8 +558,15 @@ def test_live_equals_offline(work: dict[str, Any], offline: dict[str, Any]) -> N
 def test_live_faster_than_real_time_drops_and_says_so(work: dict[str, Any]) -> None:
     """A 150 ms engine fed 20x the recorded 10 Hz: the node keeps only the newest frame."""
     out = work["root"] / "fast"
-    report, _ = _live(work, out, "--rate", "20", "--no-reference",
-                      "--node-command", f"{sys.executable} {HARNESS} --delay 0.15")
+    report, _ = _live(
+        work,
+        out,
+        "--rate",
+        "20",
+        "--no-reference",
+        "--node-command",
+        f"{sys.executable} {HARNESS} --delay 0.15",
+    )
     frames = report["frames"]
     assert report["complete"] is True
     assert frames["dropped"] > 0 and frames["evaluated"] + frames["dropped"] == FRAMES, frames

@@ -5,6 +5,7 @@ Parity criterion (issue 5): confidence max abs diff <= 1e-4 in fp32 and labels e
 A tiny random stand-in backbone keeps the file fast; ``gpu`` tests (TensorRT, CUDA EP,
 torch CUDA) are real and skip without CUDA / tensorrt.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,15 @@ from torch import nn
 
 from ros2_fed.checkpoint import save_fed
 from ros2_fed.detector import FusedDetector, detector_hash
-from ros2_fed.engine import Engine, EngineError, export_engine, export_onnx, open_cached, read_sidecar, sidecar_path
+from ros2_fed.engine import (
+    Engine,
+    EngineError,
+    export_engine,
+    export_onnx,
+    open_cached,
+    read_sidecar,
+    sidecar_path,
+)
 from ros2_fed.engine.cli_export import main as fed_export
 from ros2_fed.engine.onnx_engine import OnnxEngine
 from ros2_fed.engine.torch_engine import TorchEngine
@@ -106,8 +115,14 @@ PARITY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("score,cond,size,options", PARITY_CASES,
-                         ids=[f"{s}-{'C' if c else 'U'}-{h}x{w}-{'-'.join(o) or 'plain'}" for s, c, (h, w), o in PARITY_CASES])
+@pytest.mark.parametrize(
+    "score,cond,size,options",
+    PARITY_CASES,
+    ids=[
+        f"{s}-{'C' if c else 'U'}-{h}x{w}-{'-'.join(o) or 'plain'}"
+        for s, c, (h, w), o in PARITY_CASES
+    ],
+)
 def test_onnxruntime_equals_eager(tmp_path, backbone, feds, score, cond, size, options) -> None:
     fed = feds[cond] if score in ("fed", "sml") else None
     kwargs = dict(options)
@@ -118,7 +133,9 @@ def test_onnxruntime_equals_eager(tmp_path, backbone, feds, score, cond, size, o
     path, meta = export_onnx(det, tmp_path / "model.onnx", h, w)
     engine = Engine.open(path, warmup=1, intra_op_threads=2)
     assert isinstance(engine, OnnxEngine) and engine.input_shape == (h, w)
-    tol = 1e-3 if options.get("confidence_dtype") == torch.float16 else CONF_TOL  # one float16 ulp near 1
+    tol = (
+        1e-3 if options.get("confidence_dtype") == torch.float16 else CONF_TOL
+    )  # one float16 ulp near 1
     for seed in (0, 1):
         image = _image(h, w, seed)
         labels, conf = engine.infer(image)
@@ -141,16 +158,27 @@ def test_export_artifacts_checker_and_sidecar(tmp_path, backbone, feds) -> None:
     assert proto.opset_import[0].version == 18
     assert [i.name for i in proto.graph.input] == ["image"]
     assert [o.name for o in proto.graph.output] == ["labels", "confidence"]
-    assert {p.key: p.value for p in proto.metadata_props}["ros2_fed.model_hash"] == detector_hash(det)
+    assert {p.key: p.value for p in proto.metadata_props}["ros2_fed.model_hash"] == detector_hash(
+        det
+    )
     side = json.loads(sidecar_path(path).read_text())
     assert side == meta and side == read_sidecar(path)
-    for key, value in {"runtime": "onnxruntime", "precision": "fp32", "opset": 18, "score": "fed", "fed_variant": "FED-C",
-                       "input_tensor_shape": [1, 40, 56, 3], "input_shape": [40, 56], "model_hash": detector_hash(det),
-                       "runtime_version": ort.__version__}.items():
+    for key, value in {
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "opset": 18,
+        "score": "fed",
+        "fed_variant": "FED-C",
+        "input_tensor_shape": [1, 40, 56, 3],
+        "input_shape": [40, 56],
+        "model_hash": detector_hash(det),
+        "runtime_version": ort.__version__,
+    }.items():
         assert side[key] == value, key
     assert side["class_names"][3] == "k3" and side["confidence_mapping"]["kind"] == "one_minus"
     assert side["file_size"] == path.stat().st_size
-    # the fused FED is compact: no slogdet/inverse, and far fewer nodes than the layer-by-layer flow
+    # the fused FED is compact: no slogdet/inverse, and far fewer nodes than the layer-by-layer
+    # flow
     ops = {n.op_type for n in proto.graph.node}
     assert not ops & {"Inverse", "Det"}
     assert not list(tmp_path.glob("*.tmp*")), "temporary files left behind"
@@ -185,7 +213,7 @@ def _exported(tmp_path: Path, backbone, fed, name: str = "m.onnx", size=(32, 40)
 def test_corrupt_onnx_is_refused_with_the_file_named(tmp_path, backbone, feds) -> None:
     path = _exported(tmp_path, backbone, feds[0])
     data = bytearray(path.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
     path.write_bytes(bytes(data))
     with pytest.raises(EngineError, match=r"m\.onnx.*SHA-256"):
         Engine.open(path)
@@ -201,7 +229,9 @@ def test_corrupt_onnx_is_refused_with_the_file_named(tmp_path, backbone, feds) -
     garbage.write_bytes(b"\x08\x07not a protobuf at all" * 10)
     side.update(file_sha256=file_sha256(garbage), file_size=garbage.stat().st_size)
     sidecar_path(garbage).write_text(json.dumps(side))
-    with pytest.raises(EngineError, match=r"g\.onnx: (not a readable ONNX model|fails onnx.checker)"):
+    with pytest.raises(
+        EngineError, match=r"g\.onnx: (not a readable ONNX model|fails onnx.checker)"
+    ):
         Engine.open(garbage)
 
 
@@ -239,7 +269,9 @@ def test_sidecar_mismatch_shape_hash_and_expectations(tmp_path, backbone, feds) 
         Engine.open(path, expect={"precision": "fp16"})
     with pytest.raises(EngineError, match=r"m\.onnx: input_shape mismatch"):
         Engine.open(path, expect={"input_shape": [64, 80]})
-    assert Engine.open(path, expect={"input_shape": [32, 40], "model_hash": side["model_hash"]}, warmup=0)
+    assert Engine.open(
+        path, expect={"input_shape": [32, 40], "model_hash": side["model_hash"]}, warmup=0
+    )
     side["runtime"] = "tensorrt"
     sidecar_path(path).write_text(json.dumps(side))
     with pytest.raises(EngineError, match=r"m\.onnx: sidecar says runtime 'tensorrt'"):
@@ -256,7 +288,8 @@ def test_sidecar_mismatch_shape_hash_and_expectations(tmp_path, backbone, feds) 
         Engine.open(tmp_path / "missing.onnx")
 
 
-# ------------------------------------------------------------------------------ checkpoints, cache, bundle, CLI
+# ------------------------------------------------------------------------------ checkpoints,
+# cache, bundle, CLI
 
 
 @pytest.fixture()
@@ -267,7 +300,9 @@ def checkpoints(tmp_path):
 
     torch.manual_seed(3)
     tiny = TinySeg(TinySegConfig(widths=(4, 8, 8, 8), decoder_channels=8)).eval()
-    with torch.no_grad():  # trained-like logit spread (random init: logsumexp std ~1e-3, see StandIn)
+    with (
+        torch.no_grad()
+    ):  # trained-like logit spread (random init: logsumexp std ~1e-3, see StandIn)
         tiny.conv_seg.weight.mul_(100.0)
         tiny.conv_seg.bias.mul_(100.0)
     backbones.save_backbone(tiny, tmp_path / "ckpt" / "bb", input_size=[32, 48])
@@ -292,7 +327,9 @@ def test_open_cached_reuses_the_cache(tmp_path, checkpoints, monkeypatch) -> Non
 
     monkeypatch.setattr(export_module, "export_engine", spy)
     messages: list[str] = []
-    first = open_cached(backbone_path, fed_path, height=36, width=50, progress=messages.append, warmup=1)
+    first = open_cached(
+        backbone_path, fed_path, height=36, width=50, progress=messages.append, warmup=1
+    )
     assert first.cache_hit is False and len(calls) == 1
     assert first.path is not None and first.path.is_relative_to(tmp_path / "cache")
     assert any("cache miss" in m for m in messages)
@@ -300,15 +337,21 @@ def test_open_cached_reuses_the_cache(tmp_path, checkpoints, monkeypatch) -> Non
     image = _image(36, 50)
     out_first = first.infer(image)
 
-    second = open_cached(backbone_path, fed_path, height=36, width=50, progress=messages.append, warmup=1)
+    second = open_cached(
+        backbone_path, fed_path, height=36, width=50, progress=messages.append, warmup=1
+    )
     assert second.cache_hit is True and len(calls) == 1, "second open must not re-export"
     assert second.path == first.path and second.path.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(second.infer(image)[1], out_first[1])
 
     # anything in the key changes -> a new entry: shape, score, weights
-    other_shape = open_cached(backbone_path, fed_path, height=40, width=50, progress=None, warmup=0)
+    other_shape = open_cached(
+        backbone_path, fed_path, height=40, width=50, progress=None, warmup=0
+    )
     assert other_shape.cache_hit is False and len(calls) == 2
-    msp = open_cached(backbone_path, None, height=36, width=50, score="msp", progress=None, warmup=0)
+    msp = open_cached(
+        backbone_path, None, height=36, width=50, score="msp", progress=None, warmup=0
+    )
     assert msp.cache_hit is False and msp.metadata["score"] == "msp" and len(calls) == 3
     with torch.no_grad():
         fed.head.beta.add_(0.5)
@@ -321,7 +364,9 @@ def test_open_cached_reuses_the_cache(tmp_path, checkpoints, monkeypatch) -> Non
     data[-10] ^= 0xFF
     retrained.path.write_bytes(bytes(data))
     messages.clear()
-    healed = open_cached(backbone_path, fed_path, height=36, width=50, progress=messages.append, warmup=0)
+    healed = open_cached(
+        backbone_path, fed_path, height=36, width=50, progress=messages.append, warmup=0
+    )
     assert healed.cache_hit is False and len(calls) == 5
     assert any("cached engine unusable" in m and "SHA-256" in m for m in messages)
 
@@ -329,7 +374,9 @@ def test_open_cached_reuses_the_cache(tmp_path, checkpoints, monkeypatch) -> Non
 def test_torch_bundle_round_trip(tmp_path, checkpoints) -> None:
     backbone_path, fed_path, _ = checkpoints
     det = FusedDetector.from_checkpoints(backbone_path, fed_path, postprocess="gaussian").eval()
-    path, meta = export_engine(det, tmp_path / "bundle.safetensors", 32, 48, runtime="torch", progress=None)
+    path, meta = export_engine(
+        det, tmp_path / "bundle.safetensors", 32, 48, runtime="torch", progress=None
+    )
     engine = Engine.open(path, warmup=1)
     assert isinstance(engine, TorchEngine) and engine.input_shape == (32, 48)
     assert engine.metadata["model_hash"] == detector_hash(det) == meta["model_hash"]
@@ -339,7 +386,9 @@ def test_torch_bundle_round_trip(tmp_path, checkpoints) -> None:
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(conf, ref_conf, atol=1e-6, rtol=0)
     # and the bundle exports to ONNX with identical results (what fed_export --bundle does)
-    onnx_path, _ = export_engine(engine.detector, tmp_path / "from_bundle.onnx", 32, 48, progress=None)
+    onnx_path, _ = export_engine(
+        engine.detector, tmp_path / "from_bundle.onnx", 32, 48, progress=None
+    )
     assert np.abs(Engine.open(onnx_path).infer(image)[1] - ref_conf).max() <= CONF_TOL
     # corrupt bundle: refused, file named
     tensors = path
@@ -352,7 +401,14 @@ def test_torch_bundle_round_trip(tmp_path, checkpoints) -> None:
 
 def test_torch_bundle_needs_a_known_backbone(tmp_path, backbone, feds) -> None:
     with pytest.raises(EngineError, match="cannot bundle a StandIn backbone"):
-        export_engine(FusedDetector(backbone, feds[0]), tmp_path / "x.safetensors", 32, 32, runtime="torch", progress=None)
+        export_engine(
+            FusedDetector(backbone, feds[0]),
+            tmp_path / "x.safetensors",
+            32,
+            32,
+            runtime="torch",
+            progress=None,
+        )
 
 
 def test_fed_export_cli(tmp_path, checkpoints, capsys, monkeypatch) -> None:
@@ -362,32 +418,140 @@ def test_fed_export_cli(tmp_path, checkpoints, capsys, monkeypatch) -> None:
     assert exc.value.code == 0
     assert "--runtime" in capsys.readouterr().out
     out = tmp_path / "cli" / "engine.onnx"
-    rc = fed_export(["--backbone", str(backbone_path), "--fed", str(fed_path), "--height", "30", "--width", "44",
-                     "--postprocess", "gaussian", "--out", str(out)])
+    rc = fed_export(
+        [
+            "--backbone",
+            str(backbone_path),
+            "--fed",
+            str(fed_path),
+            "--height",
+            "30",
+            "--width",
+            "44",
+            "--postprocess",
+            "gaussian",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0 and out.is_file() and sidecar_path(out).is_file()
     engine = Engine.open(out, warmup=0)
     assert engine.metadata["postprocess"] == "gaussian" and engine.input_shape == (30, 44)
     # torch bundle, then ONNX from the bundle: same numbers as the direct export
     bundle = tmp_path / "cli" / "fused.safetensors"
-    assert fed_export(["--backbone", str(backbone_path), "--fed", str(fed_path), "--height", "30", "--width", "44",
-                       "--postprocess", "gaussian", "--runtime", "torch", "--out", str(bundle)]) == 0
-    assert fed_export(["--bundle", str(bundle), "--height", "30", "--width", "44", "--out", str(tmp_path / "b.onnx")]) == 0
+    assert (
+        fed_export(
+            [
+                "--backbone",
+                str(backbone_path),
+                "--fed",
+                str(fed_path),
+                "--height",
+                "30",
+                "--width",
+                "44",
+                "--postprocess",
+                "gaussian",
+                "--runtime",
+                "torch",
+                "--out",
+                str(bundle),
+            ]
+        )
+        == 0
+    )
+    assert (
+        fed_export(
+            [
+                "--bundle",
+                str(bundle),
+                "--height",
+                "30",
+                "--width",
+                "44",
+                "--out",
+                str(tmp_path / "b.onnx"),
+            ]
+        )
+        == 0
+    )
     image = _image(30, 44)
-    np.testing.assert_allclose(Engine.open(tmp_path / "b.onnx", warmup=0).infer(image)[1], engine.infer(image)[1],
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        Engine.open(tmp_path / "b.onnx", warmup=0).infer(image)[1],
+        engine.infer(image)[1],
+        atol=1e-6,
+        rtol=0,
+    )
     monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path / "cache"))
-    assert fed_export(["--backbone", str(backbone_path), "--score", "entropy", "--height", "30", "--width", "44"]) == 0
-    assert fed_export(["--backbone", str(backbone_path), "--score", "entropy", "--height", "30", "--width", "44"]) == 0
+    assert (
+        fed_export(
+            [
+                "--backbone",
+                str(backbone_path),
+                "--score",
+                "entropy",
+                "--height",
+                "30",
+                "--width",
+                "44",
+            ]
+        )
+        == 0
+    )
+    assert (
+        fed_export(
+            [
+                "--backbone",
+                str(backbone_path),
+                "--score",
+                "entropy",
+                "--height",
+                "30",
+                "--width",
+                "44",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "built and cached" in printed and "cache hit" in printed
-    rc = fed_export(["--backbone", str(tmp_path / "nope"), "--fed", str(fed_path), "--height", "30", "--width", "44",
-                     "--out", str(tmp_path / "n.onnx")])
+    rc = fed_export(
+        [
+            "--backbone",
+            str(tmp_path / "nope"),
+            "--fed",
+            str(fed_path),
+            "--height",
+            "30",
+            "--width",
+            "44",
+            "--out",
+            str(tmp_path / "n.onnx"),
+        ]
+    )
     assert rc == 1 and "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         fed_export(["--backbone", str(backbone_path), "--height", "30", "--width", "44"])
     assert exc.value.code == 2  # no FED and no baseline score
-    assert fed_export(["--backbone", str(backbone_path), "--fed", str(fed_path), "--height", "30", "--width", "44",
-                       "--precision", "fp16", "--out", str(tmp_path / "h.onnx")]) == 0  # typed fp16 graph, ORT runs it
+    assert (
+        fed_export(
+            [
+                "--backbone",
+                str(backbone_path),
+                "--fed",
+                str(fed_path),
+                "--height",
+                "30",
+                "--width",
+                "44",
+                "--precision",
+                "fp16",
+                "--out",
+                str(tmp_path / "h.onnx"),
+            ]
+        )
+        == 0
+    )  # typed fp16 graph, ORT runs it
     assert read_sidecar(tmp_path / "h.onnx")["precision"] == "fp16"
 
 
@@ -415,22 +579,34 @@ def test_tensorrt_absent_gives_a_clear_error(tmp_path, backbone, feds) -> None:
 
 # ------------------------------------------------------------------------------ GPU (skip here)
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)")
-TRT_CONF_TOL = 2e-2  # FP16 backbone (FED float32 in the typed graph): confidence within 0.02 of fp32 eager
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (no GPU on this machine)"
+)
+TRT_CONF_TOL = (
+    2e-2  # FP16 backbone (FED float32 in the typed graph): confidence within 0.02 of fp32 eager
+)
 TRT_LABEL_AGREEMENT = 0.99
 
 
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("cond", [0, 16])
-def test_tensorrt_fp16_build_reload_and_parity(tmp_path, backbone, feds, cond, monkeypatch) -> None:
+def test_tensorrt_fp16_build_reload_and_parity(
+    tmp_path, backbone, feds, cond, monkeypatch
+) -> None:
     pytest.importorskip("tensorrt", reason="TensorRT Python bindings not installed")
     from ros2_fed.engine.tensorrt_engine import TensorRTEngine
 
     det = FusedDetector(backbone, feds[cond])
-    path, meta = export_engine(det, tmp_path / "fed.engine", 96, 128, runtime="tensorrt", precision="fp16", progress=None)
+    path, meta = export_engine(
+        det, tmp_path / "fed.engine", 96, 128, runtime="tensorrt", precision="fp16", progress=None
+    )
     assert meta["precision"] == "fp16" and meta["gpu_name"] == torch.cuda.get_device_name(0)
-    assert meta["tensorrt_strongly_typed"] and meta["backbone_dtype"] == "float16" and meta["fed_dtype"] == "float32"
+    assert (
+        meta["tensorrt_strongly_typed"]
+        and meta["backbone_dtype"] == "float16"
+        and meta["fed_dtype"] == "float32"
+    )
     major, minor = torch.cuda.get_device_capability(0)
     assert meta["gpu_compute_capability"] == f"{major}.{minor}"
     engine = Engine.open(path, warmup=2)
@@ -438,7 +614,9 @@ def test_tensorrt_fp16_build_reload_and_parity(tmp_path, backbone, feds, cond, m
     # reload without rebuilding: a second open only deserialises (the builder is never called)
     import ros2_fed.engine.tensorrt_engine as trt_module
 
-    monkeypatch.setattr(trt_module, "build_tensorrt_engine", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr(
+        trt_module, "build_tensorrt_engine", lambda *a, **k: pytest.fail("rebuilt")
+    )
     again = Engine.open(path, warmup=1)
     for seed in range(3):
         image = _image(96, 128, seed)
@@ -456,10 +634,25 @@ def test_tensorrt_cache_reload_and_stale_version(tmp_path, checkpoints, monkeypa
     backbone_path, fed_path, _ = checkpoints
     monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path / "cache"))
     messages: list[str] = []
-    first = open_cached(backbone_path, fed_path, height=64, width=96, runtime="tensorrt", precision="fp16",
-                        progress=messages.append)
+    first = open_cached(
+        backbone_path,
+        fed_path,
+        height=64,
+        width=96,
+        runtime="tensorrt",
+        precision="fp16",
+        progress=messages.append,
+    )
     assert first.cache_hit is False and any("this takes minutes" in m for m in messages)
-    second = open_cached(backbone_path, fed_path, height=64, width=96, runtime="tensorrt", precision="fp16", progress=None)
+    second = open_cached(
+        backbone_path,
+        fed_path,
+        height=64,
+        width=96,
+        runtime="tensorrt",
+        precision="fp16",
+        progress=None,
+    )
     assert second.cache_hit is True
     side = read_sidecar(second.path)
     side["runtime_version"] = "0.0.1"
@@ -480,7 +673,9 @@ def test_onnxruntime_cuda_provider_parity(tmp_path, backbone, feds) -> None:
     image = _image(96, 128)
     labels, conf = engine.infer(image)
     ref_labels, ref_conf = _eager(det, image)
-    assert float(np.abs(conf - ref_conf).max()) <= 1e-3  # cuDNN convolution algorithms differ from CPU
+    assert (
+        float(np.abs(conf - ref_conf).max()) <= 1e-3
+    )  # cuDNN convolution algorithms differ from CPU
     assert float(np.mean(labels == ref_labels)) >= 0.999
 
 
@@ -494,12 +689,19 @@ def test_torch_cuda_engine_parity(backbone, feds) -> None:
     labels, conf = engine.infer(image)
     assert float(np.abs(conf - ref_conf).max()) <= 1e-3
     assert float(np.mean(labels == ref_labels)) >= 0.999
-    half = TorchEngine(FusedDetector(StandIn().eval(), feds[0]), input_shape=(64, 80), device="cuda", precision="fp16")
+    half = TorchEngine(
+        FusedDetector(StandIn().eval(), feds[0]),
+        input_shape=(64, 80),
+        device="cuda",
+        precision="fp16",
+    )
     assert half.infer(image)[1].dtype == np.float32
 
 
 @pytest.mark.parametrize("spin", [False, True])
-def test_onnx_spinning_option_reaches_the_session_and_keeps_outputs(tmp_path, backbone, feds, spin) -> None:
+def test_onnx_spinning_option_reaches_the_session_and_keeps_outputs(
+    tmp_path, backbone, feds, spin
+) -> None:
     det = FusedDetector(backbone, feds[0], score="fed")
     path, _ = export_onnx(det, tmp_path / "model.onnx", 48, 64)
     engine = Engine.open(path, warmup=0, allow_spinning=spin)
@@ -508,22 +710,38 @@ def test_onnx_spinning_option_reaches_the_session_and_keeps_outputs(tmp_path, ba
         assert session_options.get_session_config_entry(key) == ("1" if spin else "0")
     labels, conf = engine.infer(_image(48, 64, 0))
     ref_labels, ref_conf = _eager(det, _image(48, 64, 0))
-    assert float(np.abs(conf - ref_conf).max()) <= CONF_TOL and float(np.mean(labels == ref_labels)) >= LABEL_AGREEMENT
+    assert (
+        float(np.abs(conf - ref_conf).max()) <= CONF_TOL
+        and float(np.mean(labels == ref_labels)) >= LABEL_AGREEMENT
+    )
 
 
 def test_requested_gpu_provider_that_did_not_load_is_an_error(tmp_path, backbone, feds) -> None:
     """A silent CPU fallback of ONNX Runtime is refused when a GPU provider was asked for."""
     from ros2_fed.engine.onnx_engine import check_providers
 
-    check_providers("m.onnx", [("CUDAExecutionProvider", {}), "CPUExecutionProvider"],
-                    ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    with pytest.raises(EngineError, match=r"m\.onnx: ONNX Runtime did not load TensorrtExecutionProvider"):
-        check_providers("m.onnx", ["TensorrtExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
+    check_providers(
+        "m.onnx",
+        [("CUDAExecutionProvider", {}), "CPUExecutionProvider"],
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    with pytest.raises(
+        EngineError, match=r"m\.onnx: ONNX Runtime did not load TensorrtExecutionProvider"
+    ):
+        check_providers(
+            "m.onnx",
+            ["TensorrtExecutionProvider", "CPUExecutionProvider"],
+            ["CPUExecutionProvider"],
+        )
     with pytest.warns(RuntimeWarning, match="did not load CUDAExecutionProvider"):
-        check_providers("m.onnx", ["CUDAExecutionProvider"], ["CPUExecutionProvider"], strict=False)
+        check_providers(
+            "m.onnx", ["CUDAExecutionProvider"], ["CPUExecutionProvider"], strict=False
+        )
     if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
         pytest.skip("the CUDA provider works here: no fallback to observe")
     path = _exported(tmp_path, backbone, feds[0])
     with pytest.raises(EngineError, match="did not load CUDAExecutionProvider"):
         Engine.open(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], warmup=0)
-    assert Engine.open(path, providers=["CPUExecutionProvider"], warmup=0).providers == ["CPUExecutionProvider"]
+    assert Engine.open(path, providers=["CPUExecutionProvider"], warmup=0).providers == [
+        "CPUExecutionProvider"
+    ]

@@ -1,5 +1,6 @@
 """fed_node and the replay tool open engines with the same runtime options (one function),
 and the replay hands fed_node the same parameters it opens its own engine with."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,9 @@ from ros2_fed.engine.options import runtime_options
 def test_onnxruntime_gets_threads_and_no_spinning_by_default() -> None:
     assert runtime_options(".onnx") == {"allow_spinning": False}
     assert runtime_options(".onnxruntime", threads=3, cpu_spin_wait=True) == {
-        "intra_op_threads": 3, "allow_spinning": True}
+        "intra_op_threads": 3,
+        "allow_spinning": True,
+    }
     assert runtime_options(".onnx", device="cuda") == {"device": "cuda", "allow_spinning": False}
 
 

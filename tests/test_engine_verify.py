@@ -5,6 +5,7 @@ refused on each path -- ``fed_export --out``, ``fed_export`` into the cache, the
 fed_node opens it, ``fed_bag_eval`` -- and the error names the override; with the override
 it builds. Nothing is left under the final name after a refusal.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,13 +58,25 @@ def _err_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-def test_fed_export_out_is_refused(model: dict[str, str], disagreeing: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_fed_export_out_is_refused(
+    model: dict[str, str], disagreeing: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ros2_fed.engine import cli_export
 
     out = tmp_path / "m.onnx"
-    args = ["--backbone", model["backbone"], "--fed", model["fed"], "--height", str(SIZE[0]),
-            "--width", str(SIZE[1]), "--out", str(out), "--quiet"]
+    args = [
+        "--backbone",
+        model["backbone"],
+        "--fed",
+        model["fed"],
+        "--height",
+        str(SIZE[0]),
+        "--width",
+        str(SIZE[1]),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli_export.main(args) != 0
     err = _err_lines(capsys)
     assert len(err) == 1 and "disagrees" in err[0] and "--no-verify" in err[0], err
@@ -71,12 +84,22 @@ def test_fed_export_out_is_refused(model: dict[str, str], disagreeing: Path, tmp
     assert cli_export.main(args + ["--no-verify"]) == 0 and out.is_file()
 
 
-def test_fed_export_into_the_cache_is_refused(model: dict[str, str], disagreeing: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_fed_export_into_the_cache_is_refused(
+    model: dict[str, str], disagreeing: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ros2_fed.engine import cli_export
 
-    args = ["--backbone", model["backbone"], "--fed", model["fed"], "--height", str(SIZE[0]),
-            "--width", str(SIZE[1]), "--quiet"]
+    args = [
+        "--backbone",
+        model["backbone"],
+        "--fed",
+        model["fed"],
+        "--height",
+        str(SIZE[0]),
+        "--width",
+        str(SIZE[1]),
+        "--quiet",
+    ]
     assert cli_export.main(args) != 0
     err = _err_lines(capsys)
     assert len(err) == 1 and "disagrees" in err[0] and "--no-verify" in err[0], err
@@ -86,12 +109,20 @@ def test_fed_export_into_the_cache_is_refused(model: dict[str, str], disagreeing
 
 
 def test_the_node_cache_is_refused_and_an_unchecked_entry_rebuilt(
-        model: dict[str, str], disagreeing: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model: dict[str, str], disagreeing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ros2_fed.engine import open_cached
     from ros2_fed.pipeline import ModelSpec, StartupError, open_engine
 
-    spec = ModelSpec(backbone=model["backbone"], fed=model["fed"], height=SIZE[0], width=SIZE[1],
-                     runtime="onnxruntime", score="fed", threads=1)
+    spec = ModelSpec(
+        backbone=model["backbone"],
+        fed=model["fed"],
+        height=SIZE[0],
+        width=SIZE[1],
+        runtime="onnxruntime",
+        score="fed",
+        threads=1,
+    )
     with pytest.raises(StartupError, match=f"disagrees.*{export_mod.VERIFY_ENV}=0"):
         open_engine(spec)  # how fed_node opens it
     assert not list(disagreeing.rglob("*.onnx"))
@@ -101,17 +132,20 @@ def test_the_node_cache_is_refused_and_an_unchecked_entry_rebuilt(
     engine.close()
     monkeypatch.delenv(export_mod.VERIFY_ENV)
     with pytest.raises(export_mod.ExportVerificationError, match="--no-verify"):
-        open_cached(model["backbone"], model["fed"], height=SIZE[0], width=SIZE[1], warmup=0,
-                    progress=None)  # the unchecked entry is not reused: rebuilt, checked, refused
+        open_cached(
+            model["backbone"], model["fed"], height=SIZE[0], width=SIZE[1], warmup=0, progress=None
+        )  # the unchecked entry is not reused: rebuilt, checked, refused
 
 
-def test_a_checked_cache_entry_is_reused(model: dict[str, str], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_checked_cache_entry_is_reused(
+    model: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ros2_fed.engine import open_cached
 
     monkeypatch.delenv(export_mod.VERIFY_ENV, raising=False)
-    kwargs: dict[str, Any] = dict(height=SIZE[0], width=SIZE[1], warmup=0, progress=None,
-                                  cache=tmp_path / "cache")
+    kwargs: dict[str, Any] = dict(
+        height=SIZE[0], width=SIZE[1], warmup=0, progress=None, cache=tmp_path / "cache"
+    )
     first = open_cached(model["backbone"], model["fed"], **kwargs)
     assert first.cache_hit is False and first.metadata["verified"] is True
     first.close()
@@ -120,16 +154,29 @@ def test_a_checked_cache_entry_is_reused(model: dict[str, str], tmp_path: Path,
     again.close()
 
 
-def test_fed_bag_eval_is_refused(model: dict[str, str], disagreeing: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_fed_bag_eval_is_refused(
+    model: dict[str, str], disagreeing: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ros2_fed.eval.replay import cli as bag_eval
     from training import synthroad_bag as sb
 
-    sb.write_synthroad_bag(tmp_path / "drive", frames=2, size=SIZE, fps=10.0, seed=0,
-                           ood_from_frame=1)
-    args = [str(tmp_path / "drive"), "--offline", "--quiet", "--backbone", model["backbone"],
-            "--fed", model["fed"], "--runtime", "onnxruntime", "--threads", "1",
-            "--no-reference"]
+    sb.write_synthroad_bag(
+        tmp_path / "drive", frames=2, size=SIZE, fps=10.0, seed=0, ood_from_frame=1
+    )
+    args = [
+        str(tmp_path / "drive"),
+        "--offline",
+        "--quiet",
+        "--backbone",
+        model["backbone"],
+        "--fed",
+        model["fed"],
+        "--runtime",
+        "onnxruntime",
+        "--threads",
+        "1",
+        "--no-reference",
+    ]
     assert bag_eval.main(args + ["--out", str(tmp_path / "out")]) == 2
     err = _err_lines(capsys)
     assert len(err) == 1 and "disagrees" in err[0] and "--no-verify" in err[0], err

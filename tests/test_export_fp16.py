@@ -6,6 +6,7 @@ weights models/ holds): labels agree on >= 99 % of pixels, mean |confidence diff
 <= 0.01. Its graph is checked for the typing TensorRT relies on: uint8 cast first, backbone
 Convs in float16, FED in float32.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED  # noqa: E402
 
 H, W = 128, 256
 FLOAT, FLOAT16, UINT8 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8
-BACKBONE = default_models_dir() / DEFAULT_BACKBONE  # the node's default model, whatever weights it has
+BACKBONE = (
+    default_models_dir() / DEFAULT_BACKBONE
+)  # the node's default model, whatever weights it has
 FED = default_models_dir() / DEFAULT_FED
 
 
@@ -38,20 +41,44 @@ def _frames() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> dict[str, Path]:
-    if not BACKBONE.with_suffix(".safetensors").is_file() or not FED.with_suffix(".safetensors").is_file():
+    if (
+        not BACKBONE.with_suffix(".safetensors").is_file()
+        or not FED.with_suffix(".safetensors").is_file()
+    ):
         pytest.skip(f"default model not found in {default_models_dir()}")
     out = tmp_path_factory.mktemp("fp16")
     paths = {}
     for precision in ("fp32", "fp16"):
         path = out / f"{precision}.onnx"
-        assert fed_export(["--backbone", str(BACKBONE), "--fed", str(FED), "--height", str(H), "--width", str(W),
-                           "--precision", precision, "--out", str(path), "--quiet"]) == 0
+        assert (
+            fed_export(
+                [
+                    "--backbone",
+                    str(BACKBONE),
+                    "--fed",
+                    str(FED),
+                    "--height",
+                    str(H),
+                    "--width",
+                    str(W),
+                    "--precision",
+                    precision,
+                    "--out",
+                    str(path),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         paths[precision] = path
     return paths
 
 
 def test_fp16_export_matches_fp32_on_synthroad_frames(exports) -> None:
-    with Engine.open(exports["fp32"], warmup=0) as ref, Engine.open(exports["fp16"], warmup=0) as half:
+    with (
+        Engine.open(exports["fp32"], warmup=0) as ref,
+        Engine.open(exports["fp16"], warmup=0) as half,
+    ):
         stats = [parity(*half.infer(f), *ref.infer(f)) for f in _frames()]
     agreement = float(np.mean([s["label_agreement"] for s in stats]))
     mean_diff = float(np.mean([s["confidence_mean_abs_diff"] for s in stats]))
@@ -84,7 +111,9 @@ def test_fp16_graph_types_backbone_half_fed_float(exports) -> None:
     outputs = {o.name for o in proto.graph.output}
     inner = [n for n in nodes if n.op_type == "Cast" and n.output[0] not in outputs]
     casts = {(types[n.input[0]], next(a.i for a in n.attribute if a.name == "to")) for n in inner}
-    assert {(FLOAT, FLOAT16), (FLOAT16, FLOAT)} <= casts, "explicit casts into and out of the backbone"
+    assert {(FLOAT, FLOAT16), (FLOAT16, FLOAT)} <= casts, (
+        "explicit casts into and out of the backbone"
+    )
     assert all(src != dst for src, dst in casts), "no identity casts left inside the graph"
     assert types["labels"] == UINT8 and types["confidence"] == FLOAT
 
@@ -99,10 +128,16 @@ def test_fp32_graph_has_no_float16_and_casts_uint8_first(exports) -> None:
 
 def test_fp16_sidecar_says_what_ran_in_half(exports) -> None:
     meta = json.loads(exports["fp16"].with_name("fp16.onnx.json").read_text())
-    assert meta["precision"] == "fp16" and meta["backbone_dtype"] == "float16" and meta["fed_dtype"] == "float32"
+    assert (
+        meta["precision"] == "fp16"
+        and meta["backbone_dtype"] == "float16"
+        and meta["fed_dtype"] == "float32"
+    )
     ref = json.loads(exports["fp32"].with_name("fp32.onnx.json").read_text())
     assert ref["precision"] == "fp32" and ref["backbone_dtype"] == "float32"
-    assert meta["model_hash"] == ref["model_hash"], "same weights, same model; precision is its own field"
+    assert meta["model_hash"] == ref["model_hash"], (
+        "same weights, same model; precision is its own field"
+    )
 
 
 def test_export_leaves_the_callers_detector_float32(tmp_path) -> None:
@@ -120,7 +155,21 @@ def test_export_leaves_the_callers_detector_float32(tmp_path) -> None:
 
 def test_int8_is_refused_plainly(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        fed_export(["--backbone", str(BACKBONE), "--fed", str(FED), "--height", "64", "--width", "96",
-                    "--precision", "int8", "--out", str(tmp_path / "m.onnx")])
+        fed_export(
+            [
+                "--backbone",
+                str(BACKBONE),
+                "--fed",
+                str(FED),
+                "--height",
+                "64",
+                "--width",
+                "96",
+                "--precision",
+                "int8",
+                "--out",
+                str(tmp_path / "m.onnx"),
+            ]
+        )
     assert exit_info.value.code == 2 and "INT8 is not supported" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

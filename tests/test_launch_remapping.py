@@ -9,6 +9,7 @@ each name on its own (a rule for ``image`` leaves ``image/compressed`` where it 
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,12 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch" / "fed.launch.py"
+# Fast DDS reads its XML profile once per process, at the first participant: the probes below
+# must not be that first participant without it, or the ROS tests later in this process lose
+# the large-data transport they need for camera-sized frames.
+os.environ.setdefault(
+    "FASTDDS_DEFAULT_PROFILES_FILE", str(LAUNCH.parents[1] / "config" / "fastdds_large_data.xml")
+)
 
 
 def launch_helpers() -> dict:

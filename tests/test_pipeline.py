@@ -1,6 +1,7 @@
 """The pure pipeline shared by fed_node and fed_bag_eval: no rclpy, no torch; one parameter
 table (integers accepted for floats), default model resolution with missing files named, the
 camera-size handling, the mailbox and counters, and torch-free engine opening."""
+
 from __future__ import annotations
 
 import ast
@@ -20,8 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _loaded_after(code: str) -> set[str]:
     """Top-level modules loaded in a fresh interpreter after running ``code``."""
-    probe = code + "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    probe = (
+        code
+        + "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=str(REPO)
+    )
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -36,7 +42,15 @@ def test_engine_base_names_no_runtime_module() -> None:
     tree = ast.parse((REPO / "ros2_fed" / "engine" / "base.py").read_text())
     imported = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    runtimes = {"onnx_engine", "tensorrt_engine", "torch_engine", "export", "cache", "registry", "torch"}
+    runtimes = {
+        "onnx_engine",
+        "tensorrt_engine",
+        "torch_engine",
+        "export",
+        "cache",
+        "registry",
+        "torch",
+    }
     assert not {m for m in imported if m.split(".")[-1] in runtimes}, imported
 
 
@@ -53,18 +67,36 @@ def onnx_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("engine") / "model.onnx"
     models = REPO / "models"
-    assert fed_export(["--backbone", str(models / pipeline.DEFAULT_BACKBONE), "--fed", str(models / pipeline.DEFAULT_FED),
-                       "--height", "64", "--width", "128", "--out", str(out), "--quiet"]) == 0
+    assert (
+        fed_export(
+            [
+                "--backbone",
+                str(models / pipeline.DEFAULT_BACKBONE),
+                "--fed",
+                str(models / pipeline.DEFAULT_FED),
+                "--height",
+                "64",
+                "--width",
+                "128",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_opening_and_running_an_onnx_engine_loads_no_torch(onnx_engine: Path) -> None:
-    code = (f"import numpy as np\nfrom ros2_fed import pipeline\n"
-            f"spec = pipeline.ModelSpec(engine_path={str(onnx_engine)!r}).resolved()\n"
-            f"engine = pipeline.open_engine(spec)\n"
-            f"labels, conf = pipeline.infer_at_camera_size(engine, np.zeros((96, 160, 3), np.uint8), "
-            f"pipeline.engine_shape(engine))\n"
-            f"assert labels.shape == conf.shape == (96, 160), labels.shape\n")
+    code = (
+        f"import numpy as np\nfrom ros2_fed import pipeline\n"
+        f"spec = pipeline.ModelSpec(engine_path={str(onnx_engine)!r}).resolved()\n"
+        f"engine = pipeline.open_engine(spec)\n"
+        f"labels, conf = pipeline.infer_at_camera_size(engine, np.zeros((96, 160, 3), np.uint8), "
+        f"pipeline.engine_shape(engine))\n"
+        f"assert labels.shape == conf.shape == (96, 160), labels.shape\n"
+    )
     loaded = _loaded_after(code)
     assert "onnxruntime" in loaded  # it did run the engine
     assert "torch" not in loaded, sorted(loaded)
@@ -77,18 +109,31 @@ def test_a_cached_engine_opens_without_torch_once_built(tmp_path: Path) -> None:
 
     params = {"model.height": 32, "model.width": 64}
     spec = ModelSpec.from_params(params).resolved()
-    built = open_cached(spec.backbone, spec.fed, height=32, width=64, runtime=spec.runtime, score=spec.score,
-                        cache=tmp_path, warmup=0, progress=None)
+    built = open_cached(
+        spec.backbone,
+        spec.fed,
+        height=32,
+        width=64,
+        runtime=spec.runtime,
+        score=spec.score,
+        cache=tmp_path,
+        warmup=0,
+        progress=None,
+    )
     assert built.cache_hit is False
-    code = ("import os\nfrom ros2_fed import pipeline\n"
-            f"os.environ['ROS2_FED_CACHE'] = {str(tmp_path)!r}\n"
-            f"engine = pipeline.open_engine(pipeline.ModelSpec.from_params({params!r}).resolved())\n"
-            "assert engine.cache_hit is True, engine.cache_hit\n")
+    code = (
+        "import os\nfrom ros2_fed import pipeline\n"
+        f"os.environ['ROS2_FED_CACHE'] = {str(tmp_path)!r}\n"
+        f"engine = pipeline.open_engine(pipeline.ModelSpec.from_params({params!r}).resolved())\n"
+        "assert engine.cache_hit is True, engine.cache_hit\n"
+    )
     assert "torch" not in _loaded_after(code)
 
 
 def test_score_check_names_the_engine(onnx_engine: Path) -> None:
-    with pytest.raises(StartupError, match=r"model\.onnx computes score 'fed', parameter score asks for 'msp'"):
+    with pytest.raises(
+        StartupError, match=r"model\.onnx computes score 'fed', parameter score asks for 'msp'"
+    ):
         pipeline.open_engine(ModelSpec(engine_path=str(onnx_engine), score="msp").resolved())
 
 
@@ -107,12 +152,22 @@ def test_parameter_table_is_consistent() -> None:
 
 def test_integers_are_accepted_for_float_parameters() -> None:
     spec = pipeline.PARAMETER_SPECS["alerts.hysteresis"]
-    assert spec.coerce(1) == 1.0 and type(spec.coerce(1)) is float and spec.check(spec.coerce(1)) is None
+    assert (
+        spec.coerce(1) == 1.0
+        and type(spec.coerce(1)) is float
+        and spec.check(spec.coerce(1)) is None
+    )
     assert spec.check(1) is not None  # check itself stays strict: coerce first
-    assert spec.coerce(True) is True and spec.check(True) is not None  # a bool is not a number here
-    assert pipeline.PARAMETER_SPECS["alerts.raise_frames"].coerce(2.0) == 2.0  # no silent float -> int
+    assert (
+        spec.coerce(True) is True and spec.check(True) is not None
+    )  # a bool is not a number here
+    assert (
+        pipeline.PARAMETER_SPECS["alerts.raise_frames"].coerce(2.0) == 2.0
+    )  # no silent float -> int
     merged = pipeline.with_defaults({"viz.overlay_alpha": 1, "alerts.hysteresis": 0})
-    assert type(merged["viz.overlay_alpha"]) is float and type(merged["alerts.hysteresis"]) is float
+    assert (
+        type(merged["viz.overlay_alpha"]) is float and type(merged["alerts.hysteresis"]) is float
+    )
     assert pipeline.parameter_problems(merged) == []
     assert pipeline.alert_config({"alerts.hysteresis": 1}).hysteresis == 1.0
 
@@ -121,15 +176,21 @@ def test_parameter_problems_cover_ranges_and_cross_field() -> None:
     defaults = pipeline.parameter_defaults()
     assert pipeline.parameter_problems(defaults) == []
     assert "outside" in pipeline.parameter_problems({**defaults, "alerts.hysteresis": 1.5})[0]
-    assert "viz.confidence_min" in pipeline.parameter_problems({**defaults, "viz.confidence_min": 1.0,
-                                                                 "viz.confidence_max": 0.5})[0]
+    assert (
+        "viz.confidence_min"
+        in pipeline.parameter_problems(
+            {**defaults, "viz.confidence_min": 1.0, "viz.confidence_max": 0.5}
+        )[0]
+    )
     # one side from the model (negative): no cross-check until the model is known
     assert pipeline.parameter_problems({**defaults, "viz.confidence_min": 1.0}) == []
 
 
 def test_alert_parameters_build_an_alert_config() -> None:
     pipeline.alert_config(pipeline.parameter_defaults())
-    assert pipeline.alert_config({}).warn_size == pipeline.PARAMETER_SPECS["alerts.warn_size"].default
+    assert (
+        pipeline.alert_config({}).warn_size == pipeline.PARAMETER_SPECS["alerts.warn_size"].default
+    )
     with pytest.raises(ValueError):
         pipeline.alert_config({"alerts.warn_size": 0.9, "alerts.error_size": 0.2})
 
@@ -137,15 +198,28 @@ def test_alert_parameters_build_an_alert_config() -> None:
 def test_threshold_and_colour_range_come_from_the_model_unless_set() -> None:
     calibration = {"confidence_threshold": 0.83, "viz_range": [0.7, 0.99]}
     assert pipeline.alert_config({}, calibration).confidence_threshold == 0.83
-    assert pipeline.alert_config({"alerts.confidence_threshold": 0.6}, calibration).confidence_threshold == 0.6
-    assert pipeline.alert_config({}).confidence_threshold == 0.5  # an uncalibrated model: the fallback
+    assert (
+        pipeline.alert_config(
+            {"alerts.confidence_threshold": 0.6}, calibration
+        ).confidence_threshold
+        == 0.6
+    )
+    assert (
+        pipeline.alert_config({}).confidence_threshold == 0.5
+    )  # an uncalibrated model: the fallback
     settings = pipeline.OutputSettings.from_params({}, calibration)
     assert (settings.viz_min, settings.viz_max) == (0.7, 0.99)
     settings = pipeline.OutputSettings.from_params({"viz.confidence_min": 0.2}, calibration)
     assert (settings.viz_min, settings.viz_max) == (0.2, 0.99)
     settings = pipeline.OutputSettings.from_params({"viz.confidence_min": 0.995}, calibration)
-    assert (settings.viz_min, settings.viz_max) == (0.0, 1.0)  # explicit min above the model's max: full range
-    assert (pipeline.OutputSettings.from_params({}).viz_min, pipeline.OutputSettings.from_params({}).viz_max) == (0.0, 1.0)
+    assert (settings.viz_min, settings.viz_max) == (
+        0.0,
+        1.0,
+    )  # explicit min above the model's max: full range
+    assert (
+        pipeline.OutputSettings.from_params({}).viz_min,
+        pipeline.OutputSettings.from_params({}).viz_max,
+    ) == (0.0, 1.0)
     meta = {"detector": {"calibration": calibration}}
     assert pipeline.model_calibration(meta) == calibration and pipeline.model_calibration({}) == {}
 
@@ -161,15 +235,27 @@ def test_spec_calibration_reads_the_fed_checkpoint_or_the_engine_sidecar(tmp_pat
     engine.write_bytes(b"x")
     from ros2_fed.engine.base import ENGINE_FORMAT
 
-    sidecar = {"format": ENGINE_FORMAT, "format_version": 1, "runtime": "onnxruntime", "input_tensor_shape": [1, 2, 3, 3],
-               "model_hash": "h", "file_sha256": "s", "file_size": 1, "precision": "fp32",
-               "detector": {"calibration": {"confidence_threshold": 0.7}}}
+    sidecar = {
+        "format": ENGINE_FORMAT,
+        "format_version": 1,
+        "runtime": "onnxruntime",
+        "input_tensor_shape": [1, 2, 3, 3],
+        "model_hash": "h",
+        "file_sha256": "s",
+        "file_size": 1,
+        "precision": "fp32",
+        "detector": {"calibration": {"confidence_threshold": 0.7}},
+    }
     (tmp_path / "m.onnx.json").write_text(json.dumps(sidecar))
-    assert pipeline.spec_calibration(pipeline.ModelSpec(engine_path=str(engine))) == {"confidence_threshold": 0.7}
+    assert pipeline.spec_calibration(pipeline.ModelSpec(engine_path=str(engine))) == {
+        "confidence_threshold": 0.7
+    }
 
 
 def test_output_settings_follow_the_parameters() -> None:
-    settings = pipeline.OutputSettings.from_params({"publish.overlay": False, "viz.overlay_alpha": 1})
+    settings = pipeline.OutputSettings.from_params(
+        {"publish.overlay": False, "viz.overlay_alpha": 1}
+    )
     assert not settings.enabled("overlay") and settings.enabled("segmentation")
     assert settings.overlay_alpha == 1.0
     assert [name for name, _ in settings.publish] == list(pipeline.OUTPUT_NAMES)
@@ -183,7 +269,10 @@ def test_output_settings_follow_the_parameters() -> None:
 def test_default_model_and_node_defaults() -> None:
     spec = ModelSpec.from_params({}).resolved()
     models = REPO / "models"
-    assert Path(spec.backbone) == models / pipeline.DEFAULT_BACKBONE and Path(spec.fed) == models / pipeline.DEFAULT_FED
+    assert (
+        Path(spec.backbone) == models / pipeline.DEFAULT_BACKBONE
+        and Path(spec.fed) == models / pipeline.DEFAULT_FED
+    )
     assert (spec.height, spec.width, spec.runtime, spec.score) == (512, 1024, "onnxruntime", "fed")
     # replay: size 0 = the camera's
     assert (ModelSpec().resolved(64, 96).height, ModelSpec().resolved(64, 96).width) == (64, 96)
@@ -215,7 +304,8 @@ def test_backbone_without_fed_asks_for_a_score() -> None:
 
 
 class _SizedEngine:
-    """Labels = R, confidence = G / 255 at a fixed input size (refuses others, like a real engine)."""
+    """Labels = R, confidence = G / 255 at a fixed input size (refuses others, like a real
+    engine)."""
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.input_shape = shape
@@ -234,9 +324,15 @@ def test_camera_size_handling_resizes_on_the_host() -> None:
     frame = np.zeros((64, 96, 3), np.uint8)
     frame[:, 48:, 0] = 7
     frame[..., 1] = 255
-    assert pipeline.needs_resize(shape, frame) and not pipeline.needs_resize(shape, frame[:32, :48])
+    assert pipeline.needs_resize(shape, frame) and not pipeline.needs_resize(
+        shape, frame[:32, :48]
+    )
     labels, conf = pipeline.infer_at_camera_size(engine, frame, shape)
-    assert labels.shape == conf.shape == (64, 96) and labels.dtype == np.uint8 and conf.dtype == np.float32
+    assert (
+        labels.shape == conf.shape == (64, 96)
+        and labels.dtype == np.uint8
+        and conf.dtype == np.float32
+    )
     assert (labels[:, :40] == 0).all() and (labels[:, 56:] == 7).all() and np.allclose(conf, 1.0)
     assert engine.seen == [(32, 48, 3)]
     assert pipeline.engine_shape(object()) is None
@@ -246,7 +342,10 @@ def test_camera_size_handling_resizes_on_the_host() -> None:
 
 
 def test_viz_palette_from_metadata() -> None:
-    assert pipeline.viz_palette({"palette": [[1, 2, 3], [4, 5, 6]]}).tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert pipeline.viz_palette({"palette": [[1, 2, 3], [4, 5, 6]]}).tolist() == [
+        [1, 2, 3],
+        [4, 5, 6],
+    ]
     assert pipeline.viz_palette({"class_names": ["a", "b", "c"]}).shape == (3, 3)
 
 
@@ -259,6 +358,13 @@ def test_pipeline_stats_counts_and_percentiles() -> None:
     assert stats.on_bad_input("unknown_encoding") == 1
     assert stats.on_bad_input("truncated") == 2
     snap = stats.snapshot()
-    assert (snap["received"], snap["dropped"], snap["processed"], snap["bad_input_total"]) == (20, 10, 20, 2)
-    assert snap["latency_p50_ms"] == pytest.approx(15.5)  # the window holds the last 10 (11..20 ms)
+    assert (snap["received"], snap["dropped"], snap["processed"], snap["bad_input_total"]) == (
+        20,
+        10,
+        20,
+        2,
+    )
+    assert snap["latency_p50_ms"] == pytest.approx(
+        15.5
+    )  # the window holds the last 10 (11..20 ms)
     assert snap["bad_input_in_period"] == 2 and stats.snapshot()["bad_input_in_period"] == 0

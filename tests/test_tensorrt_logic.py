@@ -6,6 +6,7 @@ TensorRT cannot be installed here, so each fake mimics the API surface of one ma
 typed on both, that no removed API is touched, and that failures become one-line
 EngineErrors. The real build/run is in tests/test_engine.py (``gpu`` marker).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ros2_fed.engine.base import EngineError
 from ros2_fed.engine import tensorrt_engine as trt_engine
+from ros2_fed.engine.base import EngineError
 
 
 class Recorder:
@@ -28,8 +29,15 @@ class Recorder:
         self.calls: list[tuple[Any, ...]] = []
 
 
-def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True, engine_tensors=None,
-                  deserialize_raises: Exception | None = None, on_execute=None) -> types.ModuleType:
+def fake_tensorrt(
+    version: str,
+    *,
+    parse_ok: bool = True,
+    build_ok: bool = True,
+    engine_tensors=None,
+    deserialize_raises: Exception | None = None,
+    on_execute=None,
+) -> types.ModuleType:
     """A ``tensorrt`` module with the 10.x or 11.x surface (by the major of ``version``)."""
     major = int(version.split(".")[0])
     rec = Recorder()
@@ -57,7 +65,11 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
     if major == 10:
         NetworkDefinitionCreationFlag.EXPLICIT_BATCH = 0  # deprecated in 10, ignored
         NetworkDefinitionCreationFlag.STRONGLY_TYPED = 5
-        for flag in ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"):  # exist in 10, contradict strong typing
+        for flag in (
+            "FP16",
+            "INT8",
+            "OBEY_PRECISION_CONSTRAINTS",
+        ):  # exist in 10, contradict strong typing
             setattr(BuilderFlag, flag, flag)
 
     class Config:
@@ -100,8 +112,11 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
         def get_error(self, i: int) -> str:
             return f"node {i}: unsupported op\nstack trace line"
 
-    tensors = engine_tensors or {"image": ((1, 8, 12, 3), trt.uint8), "labels": ((1, 8, 12), trt.uint8),
-                                 "confidence": ((1, 8, 12), trt.float32)}
+    tensors = engine_tensors or {
+        "image": ((1, 8, 12, 3), trt.uint8),
+        "labels": ((1, 8, 12), trt.uint8),
+        "confidence": ((1, 8, 12), trt.float32),
+    }
 
     class CudaEngine:
         num_io_tensors = len(tensors)
@@ -139,15 +154,22 @@ def fake_tensorrt(version: str, *, parse_ok: bool = True, build_ok: bool = True,
                 raise deserialize_raises
             return CudaEngine() if data == b"serialized-engine" else None
 
-    for name, value in (("Logger", Logger), ("MemoryPoolType", MemoryPoolType), ("Builder", Builder),
-                        ("NetworkDefinitionCreationFlag", NetworkDefinitionCreationFlag), ("BuilderFlag", BuilderFlag),
-                        ("OnnxParser", OnnxParser), ("Runtime", Runtime)):
+    for name, value in (
+        ("Logger", Logger),
+        ("MemoryPoolType", MemoryPoolType),
+        ("Builder", Builder),
+        ("NetworkDefinitionCreationFlag", NetworkDefinitionCreationFlag),
+        ("BuilderFlag", BuilderFlag),
+        ("OnnxParser", OnnxParser),
+        ("Runtime", Runtime),
+    ):
         setattr(trt, name, value)
     return trt
 
 
 class FakeCudart(types.ModuleType):
-    """cuda-python's runtime API on host memory: "device" pointers index bytearrays, pinned memory is ctypes."""
+    """cuda-python's runtime API on host memory: "device" pointers index bytearrays, pinned memory
+    is ctypes."""
 
     class cudaError_t:  # noqa: N801 - cuda-python's names
         cudaSuccess = 0
@@ -214,17 +236,30 @@ class FakeCudart(types.ModuleType):
 def install_cudart(monkeypatch, cudart: FakeCudart) -> None:
     package, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
     package.bindings, bindings.runtime = bindings, cudart
-    for name, module in (("cuda", package), ("cuda.bindings", bindings), ("cuda.bindings.runtime", cudart)):
+    for name, module in (
+        ("cuda", package),
+        ("cuda.bindings", bindings),
+        ("cuda.bindings.runtime", cudart),
+    ):
         monkeypatch.setitem(sys.modules, name, module)
 
 
-def segmenting_tensorrt(cudart: FakeCudart, version: str = "11.4.1", ok: bool = True) -> types.ModuleType:
-    """A fake TensorRT whose engine computes labels = R % 19 and confidence = G / 255 in "device" memory."""
+def segmenting_tensorrt(
+    cudart: FakeCudart, version: str = "11.4.1", ok: bool = True
+) -> types.ModuleType:
+    """A fake TensorRT whose engine computes labels = R % 19 and confidence = G / 255 in "device"
+    memory."""
+
     def execute(addresses: dict[str, int]) -> bool:
-        image = np.frombuffer(bytes(cudart.device[addresses["image"]]), np.uint8).reshape(1, 8, 12, 3)
+        image = np.frombuffer(bytes(cudart.device[addresses["image"]]), np.uint8).reshape(
+            1, 8, 12, 3
+        )
         cudart.device[addresses["labels"]][:] = (image[..., 0] % 19).astype(np.uint8).tobytes()
-        cudart.device[addresses["confidence"]][:] = (image[..., 1] / np.float32(255)).astype(np.float32).tobytes()
+        cudart.device[addresses["confidence"]][:] = (
+            (image[..., 1] / np.float32(255)).astype(np.float32).tobytes()
+        )
         return ok
+
     return fake_tensorrt(version, on_execute=execute)
 
 
@@ -234,9 +269,19 @@ def engine_file(folder: Path, version: str = "11.4.1") -> tuple[Path, dict]:
 
     path = folder / "m.engine"
     path.write_bytes(b"serialized-engine")
-    meta = {"format": ENGINE_FORMAT, "format_version": 1, "runtime": "tensorrt", "runtime_version": version,
-            "input_tensor_shape": [1, 8, 12, 3], "model_hash": "x", "precision": "fp16", "gpu_name": "Fake GPU",
-            "gpu_compute_capability": "8.7", "file_size": path.stat().st_size, "file_sha256": file_sha256(path)}
+    meta = {
+        "format": ENGINE_FORMAT,
+        "format_version": 1,
+        "runtime": "tensorrt",
+        "runtime_version": version,
+        "input_tensor_shape": [1, 8, 12, 3],
+        "model_hash": "x",
+        "precision": "fp16",
+        "gpu_name": "Fake GPU",
+        "gpu_compute_capability": "8.7",
+        "file_size": path.stat().st_size,
+        "file_sha256": file_sha256(path),
+    }
     (folder / "m.engine.json").write_text(json.dumps(meta))
     return path, meta
 
@@ -244,11 +289,16 @@ def engine_file(folder: Path, version: str = "11.4.1") -> tuple[Path, dict]:
 @pytest.fixture
 def use_trt(monkeypatch):
     """Install a fake tensorrt in sys.modules; no GPU: device selection is faked too."""
+
     def install(trt: types.ModuleType) -> types.ModuleType:
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(trt_engine, "select_device",
-                            lambda device: {"name": "Fake GPU", "compute_capability": "8.7"})
+        monkeypatch.setattr(
+            trt_engine,
+            "select_device",
+            lambda device: {"name": "Fake GPU", "compute_capability": "8.7"},
+        )
         return trt
+
     return install
 
 
@@ -258,22 +308,35 @@ def test_build_is_strongly_typed_without_precision_flags(tmp_path, use_trt, vers
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(b"onnx")
     meta = {"precision": "fp16", "input_tensor_shape": [1, 8, 12, 3], "runtime": "onnxruntime"}
-    path, written = trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None,
-                                                     workspace_gib=0.5)
+    path, written = trt_engine.build_tensorrt_engine(
+        onnx_path, tmp_path / "m.engine", meta, progress=None, workspace_gib=0.5
+    )
     calls = trt.recorder.calls
     create = [c for c in calls if c[0] == "create_network"][0]
     if version.startswith("10."):
-        assert create == ("create_network", 1 << 5), "10.x: the STRONGLY_TYPED creation flag, nothing else"
+        assert create == ("create_network", 1 << 5), (
+            "10.x: the STRONGLY_TYPED creation flag, nothing else"
+        )
     else:
-        assert create == ("create_network",), "11.x: strongly typed is the only mode, no flag passed"
-    assert not [c for c in calls if c[0] == "set_flag"], "no builder precision flag on a strongly typed network"
+        assert create == ("create_network",), (
+            "11.x: strongly typed is the only mode, no flag passed"
+        )
+    assert not [c for c in calls if c[0] == "set_flag"], (
+        "no builder precision flag on a strongly typed network"
+    )
     assert ("set_memory_pool_limit", "WORKSPACE", 1 << 29) in calls
     assert path.read_bytes() == b"serialized-engine"
     side = json.loads((tmp_path / "m.engine.json").read_text())
     assert side == written
-    assert side["runtime"] == "tensorrt" and side["runtime_version"] == version and side["precision"] == "fp16"
+    assert (
+        side["runtime"] == "tensorrt"
+        and side["runtime_version"] == version
+        and side["precision"] == "fp16"
+    )
     assert side["gpu_name"] == "Fake GPU" and side["gpu_compute_capability"] == "8.7"
-    assert side["tensorrt_strongly_typed"] is True and side["file_size"] == len(b"serialized-engine")
+    assert side["tensorrt_strongly_typed"] is True and side["file_size"] == len(
+        b"serialized-engine"
+    )
 
 
 @pytest.mark.parametrize("version", ["8.6.1", "9.2.0", "12.0.0"])
@@ -285,7 +348,9 @@ def test_unsupported_versions_are_refused(use_trt, version) -> None:
 
 def test_tensorrt_that_cannot_load_is_an_engine_error(tmp_path, monkeypatch) -> None:
     """A bindings wheel without its libraries raises on import (not always ImportError)."""
-    (tmp_path / "tensorrt.py").write_text("raise OSError('libnvonnxparser.so.11: cannot open shared object file')\n")
+    (tmp_path / "tensorrt.py").write_text(
+        "raise OSError('libnvonnxparser.so.11: cannot open shared object file')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     with pytest.raises(EngineError, match=r"cannot load.*OSError: libnvonnxparser\.so\.11"):
@@ -299,7 +364,9 @@ def test_parser_and_builder_failures_are_one_line_engine_errors(tmp_path, use_tr
     use_trt(fake_tensorrt("11.4.1", parse_ok=False))
     with pytest.raises(EngineError) as info:
         trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
-    assert "parser rejected the graph: node 0: unsupported op; node 1: unsupported op" in str(info.value)
+    assert "parser rejected the graph: node 0: unsupported op; node 1: unsupported op" in str(
+        info.value
+    )
     assert "\n" not in str(info.value)
     use_trt(fake_tensorrt("10.16.1", build_ok=False))
     with pytest.raises(EngineError, match="TensorRT failed to build"):
@@ -310,12 +377,19 @@ def test_parser_and_builder_failures_are_one_line_engine_errors(tmp_path, use_tr
 def test_deserialise_failures_are_engine_errors(tmp_path) -> None:
     path = tmp_path / "m.engine"
     trt = fake_tensorrt("11.4.1")
-    with pytest.raises(EngineError, match=r"m\.engine: TensorRT cannot deserialise this engine \(see"):
+    with pytest.raises(
+        EngineError, match=r"m\.engine: TensorRT cannot deserialise this engine \(see"
+    ):
         trt_engine.deserialize(trt, path, b"garbage")
-    trt = fake_tensorrt("10.16.1", deserialize_raises=RuntimeError("CUDA error 209\nno kernel image"))
+    trt = fake_tensorrt(
+        "10.16.1", deserialize_raises=RuntimeError("CUDA error 209\nno kernel image")
+    )
     with pytest.raises(EngineError) as info:
         trt_engine.deserialize(trt, path, b"serialized-engine")
-    assert str(info.value) == f"{path}: TensorRT cannot deserialise this engine: RuntimeError: CUDA error 209"
+    assert (
+        str(info.value)
+        == f"{path}: TensorRT cannot deserialise this engine: RuntimeError: CUDA error 209"
+    )
 
 
 def test_io_tensors_are_checked_against_the_sidecar(tmp_path) -> None:
@@ -324,11 +398,22 @@ def test_io_tensors_are_checked_against_the_sidecar(tmp_path) -> None:
     trt = fake_tensorrt("11.4.1")
     _, engine, _ = trt_engine.deserialize(trt, path, b"serialized-engine")
     assert trt_engine.io_tensors(trt, engine, meta, path) == [
-        ("image", (1, 8, 12, 3), "uint8"), ("labels", (1, 8, 12), "uint8"), ("confidence", (1, 8, 12), "float32")]
-    with pytest.raises(EngineError, match=r"tensor 'image' has shape \[1, 8, 12, 3\], its sidecar says \[1, 16, 12, 3\]"):
+        ("image", (1, 8, 12, 3), "uint8"),
+        ("labels", (1, 8, 12), "uint8"),
+        ("confidence", (1, 8, 12), "float32"),
+    ]
+    with pytest.raises(
+        EngineError,
+        match=r"tensor 'image' has shape \[1, 8, 12, 3\], its sidecar says \[1, 16, 12, 3\]",
+    ):
         trt_engine.io_tensors(trt, engine, {"input_tensor_shape": [1, 16, 12, 3]}, path)
-    odd = fake_tensorrt("10.16.1", engine_tensors={"image": ((1, 8, 12, 3), "DataType.uint8"),
-                                                    "logits": ((1, 8, 12), "DataType.float32")})
+    odd = fake_tensorrt(
+        "10.16.1",
+        engine_tensors={
+            "image": ((1, 8, 12, 3), "DataType.uint8"),
+            "logits": ((1, 8, 12), "DataType.float32"),
+        },
+    )
     _, engine, _ = trt_engine.deserialize(odd, path, b"serialized-engine")
     with pytest.raises(EngineError, match=r"engine tensors \['image', 'logits'\]"):
         trt_engine.io_tensors(odd, engine, meta, path)
@@ -347,38 +432,75 @@ def test_gpu_model_and_compute_capability_must_match(tmp_path) -> None:
 def test_open_checks_version_before_touching_the_gpu(tmp_path, use_trt, monkeypatch) -> None:
     """A stale engine (other TensorRT) is refused with one line, before deserialising."""
     from ros2_fed.checkpoint import file_sha256
+    from ros2_fed.engine import cuda_memory
     from ros2_fed.engine.base import ENGINE_FORMAT
 
-    from ros2_fed.engine import cuda_memory
-
     use_trt(fake_tensorrt("11.4.1"))
-    monkeypatch.setattr(cuda_memory, "cuda_backend", lambda: pytest.fail("touched CUDA for a stale engine"))
-    monkeypatch.setattr(trt_engine, "deserialize", lambda *a: pytest.fail("deserialised a stale engine"))
+    monkeypatch.setattr(
+        cuda_memory, "cuda_backend", lambda: pytest.fail("touched CUDA for a stale engine")
+    )
+    monkeypatch.setattr(
+        trt_engine, "deserialize", lambda *a: pytest.fail("deserialised a stale engine")
+    )
     path = tmp_path / "m.engine"
     path.write_bytes(b"serialized-engine")
-    meta = {"format": ENGINE_FORMAT, "format_version": 1, "runtime": "tensorrt", "runtime_version": "10.16.1",
-            "input_tensor_shape": [1, 8, 12, 3], "model_hash": "x", "precision": "fp16",
-            "file_size": path.stat().st_size, "file_sha256": file_sha256(path)}
-    with pytest.raises(EngineError, match="built with TensorRT 10.16.1, this is TensorRT 11.4.1.*rebuild"):
+    meta = {
+        "format": ENGINE_FORMAT,
+        "format_version": 1,
+        "runtime": "tensorrt",
+        "runtime_version": "10.16.1",
+        "input_tensor_shape": [1, 8, 12, 3],
+        "model_hash": "x",
+        "precision": "fp16",
+        "file_size": path.stat().st_size,
+        "file_sha256": file_sha256(path),
+    }
+    with pytest.raises(
+        EngineError, match="built with TensorRT 10.16.1, this is TensorRT 11.4.1.*rebuild"
+    ):
         trt_engine.TensorRTEngine(path, meta)
 
 
 def test_cache_key_names_runtime_version_gpu_capability_precision_and_size() -> None:
     from ros2_fed.engine.cache import cache_key
 
-    base = dict(model_hash="h", height=512, width=1024, batch=1, precision="fp16", runtime="tensorrt",
-                runtime_version="10.16.1", gpu="Orin", opset=18, compute_capability="8.7")
+    base = dict(
+        model_hash="h",
+        height=512,
+        width=1024,
+        batch=1,
+        precision="fp16",
+        runtime="tensorrt",
+        runtime_version="10.16.1",
+        gpu="Orin",
+        opset=18,
+        compute_capability="8.7",
+    )
     key = cache_key(**base)
-    for field, other in (("runtime_version", "11.4.1"), ("gpu", "Thor"), ("compute_capability", "11.0"),
-                         ("precision", "fp32"), ("height", 1024), ("width", 2048)):
+    for field, other in (
+        ("runtime_version", "11.4.1"),
+        ("gpu", "Thor"),
+        ("compute_capability", "11.0"),
+        ("precision", "fp32"),
+        ("height", 1024),
+        ("width", 2048),
+    ):
         assert cache_key(**{**base, field: other}) != key, field
     assert cache_key(**base) == key
 
 
 def test_module_imports_without_tensorrt_or_torch() -> None:
-    code = ("import sys; import ros2_fed.engine.tensorrt_engine as m; "
-            "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules; print(m.SUPPORTED_MAJORS)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    code = (
+        "import sys; import ros2_fed.engine.tensorrt_engine as m; "
+        "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules; "
+        "print(m.SUPPORTED_MAJORS)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(10, 11)"
 
@@ -417,7 +539,10 @@ def test_cuda_and_execution_failures_are_one_line_engine_errors(tmp_path, monkey
     install_cudart(monkeypatch, cudart)
     monkeypatch.setitem(sys.modules, "tensorrt", segmenting_tensorrt(cudart, ok=False))
     engine = trt_engine.TensorRTEngine(path)
-    with pytest.raises(EngineError, match=r"m\.engine: TensorRT execution failed \(execute_async_v3 returned False\)"):
+    with pytest.raises(
+        EngineError,
+        match=r"m\.engine: TensorRT execution failed \(execute_async_v3 returned False\)",
+    ):
         engine.infer(np.zeros((8, 12, 3), np.uint8))
     wrong_gpu = dict(json.loads((tmp_path / "m.engine.json").read_text()), gpu_name="Orin")
     with pytest.raises(EngineError, match="built for GPU 'Orin', this is 'Fake GPU'"):
@@ -444,12 +569,18 @@ assert int(labels[0, 0]) == 40 % 19, labels
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_tensorrt_cache_key_asks_cuda_python_for_the_gpu(monkeypatch) -> None:
-    """The key of a TensorRT engine names this GPU and TensorRT; cuda-python answers (no torch needed)."""
+    """The key of a TensorRT engine names this GPU and TensorRT; cuda-python answers (no torch
+    needed)."""
     from ros2_fed.engine.cache import cache_key, engine_cache_key
 
     install_cudart(monkeypatch, FakeCudart())
@@ -478,13 +609,29 @@ def test_failed_build_leaves_the_users_files_alone(tmp_path, use_trt, capsys) ->
     save_fed(tmp_path / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
     out = tmp_path / "out"
     out.mkdir()
-    before = {name: f"the user's {name}".encode()
-              for name in ("keep.onnx", "keep.onnx.json", "keep.engine", "keep.engine.json")}
+    before = {
+        name: f"the user's {name}".encode()
+        for name in ("keep.onnx", "keep.onnx.json", "keep.engine", "keep.engine.json")
+    }
     for name, data in before.items():
         (out / name).write_bytes(data)
-    argv = ["--backbone", str(tmp_path / "tinyseg"), "--fed", str(tmp_path / "fed_u"),
-            "--height", "32", "--width", "64", "--runtime", "tensorrt",
-            "--precision", "fp32", "--out", str(out / "keep.engine"), "--quiet"]
+    argv = [
+        "--backbone",
+        str(tmp_path / "tinyseg"),
+        "--fed",
+        str(tmp_path / "fed_u"),
+        "--height",
+        "32",
+        "--width",
+        "64",
+        "--runtime",
+        "tensorrt",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out / "keep.engine"),
+        "--quiet",
+    ]
     use_trt(fake_tensorrt("11.4.1", build_ok=False))
     code = cli_export.main(argv)
     assert code != 0 and "TensorRT failed to build" in capsys.readouterr().err

@@ -11,6 +11,7 @@ Writes ``results.json`` (every number, incl. histogram error bounds when not exa
 correct / red = IDM or OOD / black = void, and each method's confidence normalised with
 dataset-wide statistics: red = uncertain, blue = certain).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ import torch
 from ros2_fed.checkpoint import load_fed
 from ros2_fed.fingerprint import ALLOW_FLAG, BackboneFingerprint, check_backbone, fingerprint_of
 from training.cli_errors import UsageError, one_line_warnings, report, user_errors
-from training.evaluation import EvalSettings, Evaluator
 from training.eval_sources import DATASETS, make_source
+from training.evaluation import EvalSettings, Evaluator
 from training.report import figure_row, write_figure, write_results
 
 DATASET_LAYOUTS = """\
@@ -51,36 +52,84 @@ dataset layouts (--data-root ROOT; label = Cityscapes trainIds, 255 void; OOD = 
       layout)
 More in training/datasets/{cityscapes,anomaly}.py and the README ("Dataset layouts").
 """
-SML_NOTE = ("SML: no row -- no logit statistics (pass --stats from fed_stats on this backbone, or "
-            "a --fed checkpoint trained with --stats, which records them)")
+SML_NOTE = (
+    "SML: no row -- no logit statistics (pass --stats from fed_stats on this backbone, or "
+    "a --fed checkpoint trained with --stats, which records them)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_eval", description=__doc__, epilog=DATASET_LAYOUTS,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)")
-    p.add_argument("--fed", action="append", default=[], metavar="NAME=PATH",
-                   help="FED checkpoint to evaluate, e.g. FED-U=models/fed_u_synthroad (repeatable)")
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS),
-                   help="benchmark: " + "; ".join(f"{name} = {what}" for name, what in sorted(DATASETS.items())))
-    p.add_argument("--data-root", required=True, type=Path,
-                   help="dataset folder (Cityscapes root, Fishyscapes / SMIYC folder, fed_synthroad --out)")
-    p.add_argument("--split", default=None, help="dataset split (default: the dataset's evaluation split)")
+    p = argparse.ArgumentParser(
+        prog="fed_eval",
+        description=__doc__,
+        epilog=DATASET_LAYOUTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)"
+    )
+    p.add_argument(
+        "--fed",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="FED checkpoint to evaluate, e.g. FED-U=models/fed_u_synthroad (repeatable)",
+    )
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=sorted(DATASETS),
+        help="benchmark: "
+        + "; ".join(f"{name} = {what}" for name, what in sorted(DATASETS.items())),
+    )
+    p.add_argument(
+        "--data-root",
+        required=True,
+        type=Path,
+        help="dataset folder (Cityscapes root, Fishyscapes / SMIYC folder, fed_synthroad --out)",
+    )
+    p.add_argument(
+        "--split", default=None, help="dataset split (default: the dataset's evaluation split)"
+    )
     p.add_argument("--corruption", default="snow", help="Cityscapes-C corruption name")
     p.add_argument("--severity", type=int, default=1, help="Cityscapes-C severity 1-4")
-    p.add_argument("--out", required=True, type=Path, help="folder for results.json, results.md, figures.png")
-    p.add_argument("--stats", type=Path, default=None,
-                   help="logit statistics JSON from fed_stats on this backbone (enables SML)")
-    p.add_argument(ALLOW_FLAG, action="store_true",
-                   help="evaluate FEDs or --stats made for another backbone anyway (a warning instead of an error)")
-    p.add_argument("--tta", action="store_true", help="scales 1, 0.5, 0.25 with FED inputs upsampled 4x")
-    p.add_argument("--slide", default=None, metavar="CROP,STRIDE",
-                   help="sliding-window inference, e.g. 1024,768 (default: the checkpoint's setting)")
-    p.add_argument("--fed-postprocess", choices=("gaussian", "sml", "none"), default="gaussian",
-                   help="post-processing of the FED score maps (default gaussian smoothing)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="folder for results.json, results.md, figures.png"
+    )
+    p.add_argument(
+        "--stats",
+        type=Path,
+        default=None,
+        help="logit statistics JSON from fed_stats on this backbone (enables SML)",
+    )
+    p.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="evaluate FEDs or --stats made for another backbone anyway (a warning instead of an "
+        "error)",
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="scales 1, 0.5, 0.25 with FED inputs upsampled 4x"
+    )
+    p.add_argument(
+        "--slide",
+        default=None,
+        metavar="CROP,STRIDE",
+        help="sliding-window inference, e.g. 1024,768 (default: the checkpoint's setting)",
+    )
+    p.add_argument(
+        "--fed-postprocess",
+        choices=("gaussian", "sml", "none"),
+        default="gaussian",
+        help="post-processing of the FED score maps (default gaussian smoothing)",
+    )
     p.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables)")
-    p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
-                   help="exact pooled OOD metrics (default: exact when small, histograms otherwise)")
+    p.add_argument(
+        "--exact",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="exact pooled OOD metrics (default: exact when small, histograms otherwise)",
+    )
     p.add_argument("--no-open-miou", action="store_true", help="skip the second (open-mIoU) pass")
     p.add_argument("--figures", type=int, default=4, help="images in figures.png")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -88,18 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _class_stats(args: argparse.Namespace, fed_meta: list[dict],
-                 backbone: BackboneFingerprint) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """SML statistics from --stats (checked against the backbone) or from a FED checkpoint that recorded them."""
+def _class_stats(
+    args: argparse.Namespace, fed_meta: list[dict], backbone: BackboneFingerprint
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """SML statistics from --stats (checked against the backbone) or from a FED checkpoint that
+    recorded them."""
     if args.stats is not None:
         if not args.stats.is_file():
             raise UsageError(f"--stats {args.stats}: file not found (write it with fed_stats)")
         data = json.loads(args.stats.read_text())
-        check_backbone(data, backbone, f"logit statistics {args.stats}", args.allow_backbone_mismatch)
+        check_backbone(
+            data, backbone, f"logit statistics {args.stats}", args.allow_backbone_mismatch
+        )
         return torch.tensor(data["mean"]), torch.tensor(data["std"])
     for meta in fed_meta:
         if "logit_statistics" in meta:
-            return torch.tensor(meta["logit_statistics"]["mean"]), torch.tensor(meta["logit_statistics"]["std"])
+            return torch.tensor(meta["logit_statistics"]["mean"]), torch.tensor(
+                meta["logit_statistics"]["std"]
+            )
     return None, None
 
 
@@ -107,7 +162,9 @@ def _palette(backbone: torch.nn.Module) -> list:
     """The checkpoint's palette (attribute or metadata), else the Cityscapes-style default."""
     from ros2_fed.backbones.base import default_palette
 
-    palette = getattr(backbone, "palette", None) or (getattr(backbone, "meta", None) or {}).get("palette")
+    palette = getattr(backbone, "palette", None) or (getattr(backbone, "meta", None) or {}).get(
+        "palette"
+    )
     return palette if palette else default_palette(int(getattr(backbone, "num_classes", 19)))
 
 
@@ -128,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
     fingerprint = fingerprint_of(backbone)
     if args.slide:
         crop, stride = (int(v) for v in args.slide.split(","))
-        backbone.meta["inference"] = {"mode": "slide", "crop_size": [crop, crop], "stride": [stride, stride]}
+        backbone.meta["inference"] = {
+            "mode": "slide",
+            "crop_size": [crop, crop],
+            "stride": [stride, stride],
+        }
     feds, metas = {}, []
     for spec in args.fed:
         name, _, path = spec.partition("=")
@@ -138,28 +199,62 @@ def run(args: argparse.Namespace) -> int:
         check_backbone(meta, fingerprint, f"FED checkpoint {path}", args.allow_backbone_mismatch)
         metas.append(meta)
     class_mean, class_std = _class_stats(args, metas, fingerprint)
-    settings = EvalSettings(tta_scales=(1.0, 0.5, 0.25) if args.tta else (), fed_postprocess=args.fed_postprocess,
-                            mcd_passes=args.mcd_passes, exact=args.exact, open_miou=not args.no_open_miou,
-                            figure_images=args.figures)
-    source = make_source(args.dataset, args.data_root, args.split, corruption=args.corruption,
-                         severity=args.severity, limit=args.limit)
-    evaluator = Evaluator(backbone, feds, int(getattr(backbone, "num_classes", None) or backbone.meta["num_classes"]), settings, class_mean, class_std)
+    settings = EvalSettings(
+        tta_scales=(1.0, 0.5, 0.25) if args.tta else (),
+        fed_postprocess=args.fed_postprocess,
+        mcd_passes=args.mcd_passes,
+        exact=args.exact,
+        open_miou=not args.no_open_miou,
+        figure_images=args.figures,
+    )
+    source = make_source(
+        args.dataset,
+        args.data_root,
+        args.split,
+        corruption=args.corruption,
+        severity=args.severity,
+        limit=args.limit,
+    )
+    evaluator = Evaluator(
+        backbone,
+        feds,
+        int(getattr(backbone, "num_classes", None) or backbone.meta["num_classes"]),
+        settings,
+        class_mean,
+        class_std,
+    )
     rows: list[tuple] = []
-    results = evaluator.evaluate(source.samples, len(source), on_figure=lambda *row: rows.append(row),
-                                 progress=not args.no_progress)
+    results = evaluator.evaluate(
+        source.samples,
+        len(source),
+        on_figure=lambda *row: rows.append(row),
+        progress=not args.no_progress,
+    )
     if class_mean is None:  # the SML row is missing: say why, in results.json and results.md
         results["notes"] = [SML_NOTE]
         print(f"fed_eval: note: {SML_NOTE}", file=sys.stderr)
-    results.update(dataset=args.dataset, data_root=str(args.data_root), backbone=str(args.backbone),
-                   fed={n: s for n, s in zip(feds, args.fed)}, tta=bool(args.tta), fed_postprocess=args.fed_postprocess)
+    results.update(
+        dataset=args.dataset,
+        data_root=str(args.data_root),
+        backbone=str(args.backbone),
+        fed={n: s for n, s in zip(feds, args.fed)},
+        tta=bool(args.tta),
+        fed_postprocess=args.fed_postprocess,
+    )
     title = f"{args.dataset} ({len(source)} images{', TTA' if args.tta else ''})"
     json_path, md_path = write_results(args.out, results, title)
     if rows:
         palette = np.asarray(_palette(backbone), dtype=np.uint8)
-        strips = [figure_row(s.image, pred, s.label, s.ood, maps, results["visual_range"], palette) for s, pred, maps in rows]
+        strips = [
+            figure_row(s.image, pred, s.label, s.ood, maps, results["visual_range"], palette)
+            for s, pred, maps in rows
+        ]
         write_figure(args.out / "figures.png", strips)
     print(md_path.read_text())
-    print(f"fed_eval: wrote {json_path}, {md_path}" + (f", {args.out / 'figures.png'}" if rows else ""))
+    print(
+        f"fed_eval: wrote {json_path}, {md_path}"
+        + (f", {args.out / 'figures.png'}" if rows else "")
+    )
     return 0
 
 

@@ -15,7 +15,8 @@ in-distribution / 1 OOD / 255 void; ``None`` = not available, so that metric is 
   ``corruption`` at ``severity`` (CityscapesCDataset)
 - ``fishyscapes-lf`` / ``fishyscapes-static``: Fishyscapes folder, validation only; label None,
   ood yes (FishyscapesDataset)
-- ``road-anomaly21`` / ``road-obstacle21``: SMIYC ``dataset_AnomalyTrack`` / ``dataset_ObstacleTrack``
+- ``road-anomaly21`` / ``road-obstacle21``: SMIYC ``dataset_AnomalyTrack`` /
+``dataset_ObstacleTrack``
   (or their parent), split ``val`` (labelled images); label None, ood yes (SMIYCDataset)
 - ``synthroad``: ``fed_synthroad --out`` folder, split ``val``; label yes, ood only for split
   ``ood`` (SynthRoadDataset)
@@ -28,6 +29,7 @@ Fishyscapes, ``seed=`` for Cityscapes-C, ``cities=`` for Cityscapes) pass throug
 Cityscapes val images: without ``cityscapes_root=`` they are looked for in ``root``,
 ``root/cityscapes`` and ``root/../cityscapes`` (each holding ``leftImg8bit/val``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,7 +42,9 @@ from training.evaluation import EvalSample
 #: Dataset name -> one-line description (``fed_eval --dataset`` choices).
 DATASETS: dict[str, str] = {
     "cityscapes": "Cityscapes (trainIds; IDM and mIoU)",
-    "cityscapes-c": "Cityscapes corrupted on the fly with imagecorruptions (--corruption, --severity 1-4)",
+    "cityscapes-c": (
+        "Cityscapes corrupted on the fly with imagecorruptions (--corruption, --severity 1-4)"
+    ),
     "fishyscapes-lf": "Fishyscapes Lost & Found validation (OOD 0/1/255)",
     "fishyscapes-static": "Fishyscapes Static validation (OOD 0/1/255)",
     "road-anomaly21": "SegmentMeIfYouCan RoadAnomaly21 (dataset_AnomalyTrack, OOD 0/1/255)",
@@ -50,30 +54,48 @@ DATASETS: dict[str, str] = {
 }
 
 DEFAULT_SPLITS: dict[str, str] = {
-    "cityscapes": "val", "cityscapes-c": "val", "fishyscapes-lf": "val", "fishyscapes-static": "val",
-    "road-anomaly21": "val", "road-obstacle21": "val", "synthroad": "val", "synthroad-ood": "ood",
+    "cityscapes": "val",
+    "cityscapes-c": "val",
+    "fishyscapes-lf": "val",
+    "fishyscapes-static": "val",
+    "road-anomaly21": "val",
+    "road-obstacle21": "val",
+    "synthroad": "val",
+    "synthroad-ood": "ood",
 }
 
 Converter = Callable[[dict], EvalSample]
 
 
 def _trainids_only(sample: dict) -> EvalSample:
-    return EvalSample(name=str(sample["name"]), image=sample["image"], label=sample["label"], ood=None)
+    return EvalSample(
+        name=str(sample["name"]), image=sample["image"], label=sample["label"], ood=None
+    )
 
 
 def _ood_only(sample: dict) -> EvalSample:
-    return EvalSample(name=str(sample["name"]), image=sample["image"], label=None, ood=sample["ood"])
+    return EvalSample(
+        name=str(sample["name"]), image=sample["image"], label=None, ood=sample["ood"]
+    )
 
 
 def _trainids_and_ood(sample: dict) -> EvalSample:
-    return EvalSample(name=str(sample["name"]), image=sample["image"], label=sample["label"], ood=sample["ood"])
+    return EvalSample(
+        name=str(sample["name"]), image=sample["image"], label=sample["label"], ood=sample["ood"]
+    )
 
 
 class EvalSource:
     """``len()`` images of ``dataset`` (the first ``limit``), as ``EvalSample``s, re-iterable."""
 
-    def __init__(self, name: str, dataset: Dataset, convert: Converter, limit: Optional[int] = None,
-                 split: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        dataset: Dataset,
+        convert: Converter,
+        limit: Optional[int] = None,
+        split: Optional[str] = None,
+    ) -> None:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         self.name, self.dataset, self.convert, self.split = name, dataset, convert, split
@@ -96,7 +118,9 @@ class EvalSource:
 
 def _fishyscapes_split(dataset: str, split: Optional[str]) -> None:
     if split not in (None, "val", "validation"):
-        raise ValueError(f"{dataset}: only the public validation set exists (split 'val'), got {split!r}")
+        raise ValueError(
+            f"{dataset}: only the public validation set exists (split 'val'), got {split!r}"
+        )
 
 
 def _find_cityscapes(root: Path) -> Optional[Path]:
@@ -108,8 +132,15 @@ def _find_cityscapes(root: Path) -> Optional[Path]:
     return None
 
 
-def make_source(dataset: str, root: Union[str, Path], split: Optional[str] = None, corruption: str = "snow",
-                severity: int = 1, limit: Optional[int] = None, **options: Any) -> EvalSource:
+def make_source(
+    dataset: str,
+    root: Union[str, Path],
+    split: Optional[str] = None,
+    corruption: str = "snow",
+    severity: int = 1,
+    limit: Optional[int] = None,
+    **options: Any,
+) -> EvalSource:
     """Build the evaluation source ``dataset`` (one of ``DATASETS``) from ``root``.
 
     ``split`` defaults to the dataset's evaluation split (``DEFAULT_SPLITS``); ``corruption`` and
@@ -117,7 +148,9 @@ def make_source(dataset: str, root: Union[str, Path], split: Optional[str] = Non
     split and ``FileNotFoundError`` when the folder holds no image of the requested split.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASETS))}")
+        raise ValueError(
+            f"unknown dataset {dataset!r}; choose one of {', '.join(sorted(DATASETS))}"
+        )
     root = Path(root)
     chosen = DEFAULT_SPLITS[dataset] if split is None else split
     convert: Converter
@@ -139,7 +172,9 @@ def make_source(dataset: str, root: Union[str, Path], split: Optional[str] = Non
             found = _find_cityscapes(root)
             if found is not None:
                 options["cityscapes_root"] = found
-        data = FishyscapesDataset(root, "LostAndFound" if dataset == "fishyscapes-lf" else "Static", **options)
+        data = FishyscapesDataset(
+            root, "LostAndFound" if dataset == "fishyscapes-lf" else "Static", **options
+        )
         convert = _ood_only
     elif dataset in ("road-anomaly21", "road-obstacle21"):
         from training.datasets.anomaly import SMIYCDataset
@@ -153,7 +188,11 @@ def make_source(dataset: str, root: Union[str, Path], split: Optional[str] = Non
         data = SynthRoadDataset(root, split=chosen, **options)
         # The in-distribution splits have no OOD pixel: an all-negative OOD mask would only add
         # undefined OOD metrics, so the OOD mask is used for the ood split (or when asked for).
-        convert = _trainids_and_ood if (dataset == "synthroad-ood" or chosen == "ood") else _trainids_only
+        convert = (
+            _trainids_and_ood
+            if (dataset == "synthroad-ood" or chosen == "ood")
+            else _trainids_only
+        )
     if len(data) == 0:
         raise FileNotFoundError(f"{dataset}: no images for split {chosen!r} under {root}")
     return EvalSource(dataset, data, convert, limit=limit, split=chosen)

@@ -11,20 +11,25 @@ label resolution. Accumulated:
 - closed mIoU, and open-mIoU with each method's threshold = mean over images of the
   F1-optimal threshold for "prediction is wrong" (OOD pixels included); a second pass.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ros2_fed.backbones.base import resize
 from ros2_fed.eval import metrics as M
-from ros2_fed.eval.method_scores import PROBABILITY_METHODS, EvalSettings, MethodScores, unit_scores
+from ros2_fed.eval.method_scores import (
+    PROBABILITY_METHODS,
+    EvalSettings,
+    MethodScores,
+    unit_scores,
+)
 
 VOID = 255
 
@@ -50,12 +55,21 @@ class Accumulators:
 class Evaluator:
     """Runs the two passes over a dataset and produces the Table-8-style results."""
 
-    def __init__(self, backbone: nn.Module, feds: dict[str, nn.Module], num_classes: int, settings: EvalSettings,
-                 class_mean: Optional[torch.Tensor] = None, class_std: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feds: dict[str, nn.Module],
+        num_classes: int,
+        settings: EvalSettings,
+        class_mean: Optional[torch.Tensor] = None,
+        class_std: Optional[torch.Tensor] = None,
+    ) -> None:
         self.backbone = backbone.eval()
         self.num_classes = num_classes
         self.settings = settings
-        self.methods = MethodScores(self.backbone, {k: v.eval() for k, v in feds.items()}, settings, class_mean, class_std)
+        self.methods = MethodScores(
+            self.backbone, {k: v.eval() for k, v in feds.items()}, settings, class_mean, class_std
+        )
         self.rng = np.random.default_rng(settings.seed)
 
     def _make_ood_accumulator(self, exact: bool):
@@ -63,9 +77,15 @@ class Evaluator:
             return M.ExactAccumulator(ignore_index=VOID)
         return M.HistogramAccumulator(bins=self.settings.bins, scale="logit", ignore_index=VOID)
 
-    def evaluate(self, samples: Callable[[], Iterable[EvalSample]], count: int,
-                 on_figure: Optional[Callable[[EvalSample, np.ndarray, dict[str, np.ndarray]], None]] = None,
-                 progress: bool = True) -> dict[str, Any]:
+    def evaluate(
+        self,
+        samples: Callable[[], Iterable[EvalSample]],
+        count: int,
+        on_figure: Optional[
+            Callable[[EvalSample, np.ndarray, dict[str, np.ndarray]], None]
+        ] = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
         """``samples`` is called once per pass and must yield the same images each time."""
         names = self.methods.names
         acc = Accumulators()
@@ -73,7 +93,9 @@ class Evaluator:
         exact = self.settings.exact
         has_ood = has_label = False
         figures: list[tuple[EvalSample, np.ndarray, dict[str, np.ndarray]]] = []
-        for index, sample in enumerate(tqdm(samples(), total=count, desc="fed_eval", disable=not progress, dynamic_ncols=True)):
+        for index, sample in enumerate(
+            tqdm(samples(), total=count, desc="fed_eval", disable=not progress, dynamic_ncols=True)
+        ):
             if exact is None:
                 exact = count * sample.image.shape[0] * sample.image.shape[1] <= 40_000_000
             pred, maps = self._run(sample)
@@ -85,33 +107,46 @@ class Evaluator:
                 self._reserve(acc, name, score)
                 if sample.ood is not None:
                     acc.ood.setdefault(name, self._make_ood_accumulator(exact)).update(
-                        unit_scores(score, name in PROBABILITY_METHODS), (valid_ood == 1).astype(np.uint8), ignore_mask=valid_ood == VOID)
+                        unit_scores(score, name in PROBABILITY_METHODS),
+                        (valid_ood == 1).astype(np.uint8),
+                        ignore_mask=valid_ood == VOID,
+                    )
                 if sample.label is not None:
                     idm_valid = sample.label != VOID
                     if sample.ood is not None:
                         idm_valid &= sample.ood != 1
                     acc.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).update(
-                        score, (pred != sample.label).astype(np.uint8), ignore_mask=~idm_valid)
+                        score, (pred != sample.label).astype(np.uint8), ignore_mask=~idm_valid
+                    )
                     wrong, valid = self._wrong(sample, pred)
                     if valid.any():
-                        acc.f1.setdefault(name, []).append(M.f1_optimal_threshold(score[valid], wrong[valid]))
+                        acc.f1.setdefault(name, []).append(
+                            M.f1_optimal_threshold(score[valid], wrong[valid])
+                        )
             if sample.label is not None:
                 conf.update(pred, sample.label)
             if index < self.settings.figure_images:
                 figures.append((sample, pred, maps))
 
         results: dict[str, Any] = {"images": count, "exact": bool(exact), "methods": {}}
-        thresholds = {n: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan") for n, v in acc.f1.items()}
+        thresholds = {
+            n: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan")
+            for n, v in acc.f1.items()
+        }
         for name in names:
             row: dict[str, Any] = {}
             if has_ood and name in acc.ood:
                 summary = acc.ood[name].summary()
                 row["ood"] = {k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr")}
                 if not exact:
-                    row["ood"]["error_bounds"] = {k: v for k, v in summary.items() if k.endswith("error_bound")}
+                    row["ood"]["error_bounds"] = {
+                        k: v for k, v in summary.items() if k.endswith("error_bound")
+                    }
             if has_label and name in acc.idm:
                 summary = acc.idm[name].summary()
-                row["idm"] = {k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")}
+                row["idm"] = {
+                    k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")
+                }
             row["open_threshold"] = thresholds.get(name, float("nan"))
             results["methods"][name] = row
         if has_label:
@@ -127,7 +162,9 @@ class Evaluator:
         return results
 
     def _run(self, sample: EvalSample) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        images = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)[None].float()
+        images = (
+            torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)[None].float()
+        )
         size = tuple(sample.image.shape[:2])
         logits, maps = self.methods(images, size)
         pred = logits.argmax(dim=1)[0].numpy().astype(np.uint8)
@@ -140,9 +177,19 @@ class Evaluator:
         valid = (sample.label != VOID) | ood
         return ((pred != sample.label) | ood).astype(np.uint8), valid
 
-    def _open_miou(self, samples, count: int, names: list[str], thresholds: dict[str, float], progress: bool) -> dict[str, float]:
-        matrices = {n: M.ConfusionMatrix(self.num_classes, ignore_index=VOID, open_set=True) for n in names}
-        for sample in tqdm(samples(), total=count, desc="fed_eval open-mIoU", disable=not progress, dynamic_ncols=True):
+    def _open_miou(
+        self, samples, count: int, names: list[str], thresholds: dict[str, float], progress: bool
+    ) -> dict[str, float]:
+        matrices = {
+            n: M.ConfusionMatrix(self.num_classes, ignore_index=VOID, open_set=True) for n in names
+        }
+        for sample in tqdm(
+            samples(),
+            total=count,
+            desc="fed_eval open-mIoU",
+            disable=not progress,
+            dynamic_ncols=True,
+        ):
             if sample.label is None:
                 continue
             pred, maps = self._run(sample)
@@ -152,7 +199,12 @@ class Evaluator:
             for name in names:
                 if not math.isnan(thresholds.get(name, float("nan"))):
                     matrices[name].update_open(pred, gt, maps[name], thresholds[name])
-        return {n: float(matrices[n].miou()[0]) if not math.isnan(thresholds.get(n, float("nan"))) else float("nan") for n in names}
+        return {
+            n: float(matrices[n].miou()[0])
+            if not math.isnan(thresholds.get(n, float("nan")))
+            else float("nan")
+            for n in names
+        }
 
     def _reserve(self, acc: Accumulators, name: str, score: np.ndarray) -> None:
         per_image = max(1, self.settings.reservoir // 50)

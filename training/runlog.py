@@ -1,4 +1,5 @@
 """Training logs people can read: CSV always, TensorBoard event files when available."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,9 @@ from typing import Any, Optional
 class RunLogger:
     """Append scalar rows to ``log.csv`` and, if tensorboard is installed, to event files."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True,
-                 elapsed_before: Optional[float] = None) -> None:
+    def __init__(
+        self, out_dir: Path, enabled: bool = True, elapsed_before: Optional[float] = None
+    ) -> None:
         """``elapsed_before``: where a resumed run's clock continues (the training state's saved
         value); None: from the last row of an existing log."""
         self.enabled = enabled
@@ -45,7 +47,11 @@ class RunLogger:
     def log(self, step: int, **scalars: Any) -> None:
         if not self.enabled:
             return
-        row = {"step": step, "elapsed_s": round(self._elapsed_before + time.monotonic() - self._start, 3), **scalars}
+        row = {
+            "step": step,
+            "elapsed_s": round(self._elapsed_before + time.monotonic() - self._start, 3),
+            **scalars,
+        }
         if self._fields is None:
             self._fields = list(row)
             with open(self.csv_path, "w", newline="") as handle:

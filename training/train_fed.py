@@ -5,6 +5,7 @@ iterations; x0.1 every 15,000; 50,000 iterations; batch 4; crop 512x1024; random
 0.5-2.0, crop, flip). Multi-process / multi-node: ``torchrun --nproc_per_node N -m
 training.train_fed ...`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,15 @@ import torch
 from tqdm import tqdm
 
 from ros2_fed.checkpoint import save_fed
-from ros2_fed.fileio import atomic_write_bytes
 from ros2_fed.fed import FEDConfig, FlowEneDet, count_parameters
-from ros2_fed.fingerprint import ALLOW_FLAG, FINGERPRINT_KEY, BackboneFingerprint, check_backbone, fingerprint_of
+from ros2_fed.fileio import atomic_write_bytes
+from ros2_fed.fingerprint import (
+    ALLOW_FLAG,
+    FINGERPRINT_KEY,
+    BackboneFingerprint,
+    check_backbone,
+    fingerprint_of,
+)
 from training.cli_errors import UsageError, one_line_warnings, report, user_errors
 from training.data import batch_stream, to_model_input
 from training.distributed import DistContext, all_reduce_mean, init_distributed, shutdown
@@ -33,59 +40,130 @@ from training.state import load_training_state, save_training_state
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)")
-    p.add_argument("--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout")
+    p = argparse.ArgumentParser(
+        prog="fed_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)"
+    )
+    p.add_argument(
+        "--data-root", required=True, type=Path, help="dataset root in the Cityscapes layout"
+    )
     p.add_argument("--split", default="train", help="dataset split to train on (default train)")
-    p.add_argument("--out", required=True, type=Path,
-                   help="run directory (checkpoints, log.csv, tb/ when tensorboard is installed); must not hold "
-                        "an earlier run unless --resume or --overwrite")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="run directory (checkpoints, log.csv, tb/ when tensorboard is installed); must not "
+        "hold "
+        "an earlier run unless --resume or --overwrite",
+    )
     p.add_argument("--name", default=None, help="checkpoint name (default: fed_u / fed_c)")
     g = p.add_argument_group("FED design (supplementary Table 8)")
-    g.add_argument("--variant", choices=("fed-u", "fed-c"), default="fed-u",
-                   help="FED-U (logits only) or FED-C (conditioned on backbone features)")
+    g.add_argument(
+        "--variant",
+        choices=("fed-u", "fed-c"),
+        default="fed-u",
+        help="FED-U (logits only) or FED-C (conditioned on backbone features)",
+    )
     g.add_argument("--cond-dim", type=int, default=32, help="P for FED-C (32 or 128)")
-    g.add_argument("--cov", choices=("full", "diag"), default="full", help="covariance of the flow's base density")
-    g.add_argument("--kernel", type=int, default=7, help="convolution kernel size of the coupling networks")
+    g.add_argument(
+        "--cov",
+        choices=("full", "diag"),
+        default="full",
+        help="covariance of the flow's base density",
+    )
+    g.add_argument(
+        "--kernel", type=int, default=7, help="convolution kernel size of the coupling networks"
+    )
     g.add_argument("--blocks", type=int, default=8, help="number of flow blocks")
-    g.add_argument("--hidden", type=int, default=FEDConfig.hidden, help="hidden channels of the coupling networks")
-    g.add_argument("--stats", type=Path, default=None, help="logit statistics JSON from fed_stats (standardise logits)")
-    g.add_argument("--void-as-wrong", action=argparse.BooleanOptionalAction, default=True,
-                   help="count void ground truth as 'wrong' (reference setup) or ignore it")
-    g.add_argument("--ignore-ego-vehicle", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --void-as-wrong: leave the ego vehicle (labelId 1) out of the target "
-                        "instead of calling it wrong (needs *_labelIds.png; default on)")
+    g.add_argument(
+        "--hidden",
+        type=int,
+        default=FEDConfig.hidden,
+        help="hidden channels of the coupling networks",
+    )
+    g.add_argument(
+        "--stats",
+        type=Path,
+        default=None,
+        help="logit statistics JSON from fed_stats (standardise logits)",
+    )
+    g.add_argument(
+        "--void-as-wrong",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="count void ground truth as 'wrong' (reference setup) or ignore it",
+    )
+    g.add_argument(
+        "--ignore-ego-vehicle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --void-as-wrong: leave the ego vehicle (labelId 1) out of the target "
+        "instead of calling it wrong (needs *_labelIds.png; default on)",
+    )
     o = p.add_argument_group("optimisation")
-    o.add_argument("--max-iters", type=int, default=50_000, help="training iterations (default 50,000)")
+    o.add_argument(
+        "--max-iters", type=int, default=50_000, help="training iterations (default 50,000)"
+    )
     o.add_argument("--batch-size", type=int, default=4, help="per process")
     o.add_argument("--crop", default="512x1024", help="HxW (1024x1024 for SegFormer-B2)")
     o.add_argument("--scale-range", default="0.5,2.0", help="random rescale range")
     o.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     o.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate after warm-up")
     o.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
-    o.add_argument("--warmup-iters", type=int, default=4_000,
-                   help="linear warm-up iterations (should be well below --max-iters)")
+    o.add_argument(
+        "--warmup-iters",
+        type=int,
+        default=4_000,
+        help="linear warm-up iterations (should be well below --max-iters)",
+    )
     o.add_argument("--warmup-start", type=float, default=1e-6, help="learning rate at iteration 0")
-    o.add_argument("--lr-step", type=int, default=15_000, help="multiply the learning rate by --lr-gamma every N iterations")
+    o.add_argument(
+        "--lr-step",
+        type=int,
+        default=15_000,
+        help="multiply the learning rate by --lr-gamma every N iterations",
+    )
     o.add_argument("--lr-gamma", type=float, default=0.1, help="step decay factor")
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="random seed (each rank adds its rank)")
     r.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
-    r.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op (OpenMP) threads per rank; 0 = OMP_NUM_THREADS when set, "
-                        "else the cores this process may use / (ranks on this host x "
-                        "(--workers + 1)), at least 1. OpenMP threads spin-wait at every "
-                        "operator's barrier, so more threads than free cores stall: on a 2-core "
-                        "machine under load 2 threads "
-                        "ran 0.2-0.8 it/s, 1 thread 1.2-4.6 it/s, with or without workers")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op (OpenMP) threads per rank; 0 = OMP_NUM_THREADS when set, "
+        "else the cores this process may use / (ranks on this host x "
+        "(--workers + 1)), at least 1. OpenMP threads spin-wait at every "
+        "operator's barrier, so more threads than free cores stall: on a 2-core "
+        "machine under load 2 threads "
+        "ran 0.2-0.8 it/s, 1 thread 1.2-4.6 it/s, with or without workers",
+    )
     r.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    r.add_argument("--log-every", type=int, default=20, help="write a log.csv row every N iterations")
-    r.add_argument("--ckpt-every", type=int, default=5_000, help="save a checkpoint and training state every N iterations")
-    r.add_argument("--resume", type=Path, default=None, help="training state to resume (OUT/last_state)")
-    r.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds an earlier run")
-    r.add_argument(ALLOW_FLAG, action="store_true",
-                   help="accept --stats or a --resume state made for another backbone than --backbone "
-                        "(a warning instead of an error)")
+    r.add_argument(
+        "--log-every", type=int, default=20, help="write a log.csv row every N iterations"
+    )
+    r.add_argument(
+        "--ckpt-every",
+        type=int,
+        default=5_000,
+        help="save a checkpoint and training state every N iterations",
+    )
+    r.add_argument(
+        "--resume", type=Path, default=None, help="training state to resume (OUT/last_state)"
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that holds an earlier run",
+    )
+    r.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="accept --stats or a --resume state made for another backbone than --backbone "
+        "(a warning instead of an error)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -106,7 +184,9 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     try:
         lo, hi = (float(v) for v in args.scale_range.split(","))
     except ValueError:
-        raise UsageError(f"--scale-range must look like LOW,HIGH, got {args.scale_range!r}") from None
+        raise UsageError(
+            f"--scale-range must look like LOW,HIGH, got {args.scale_range!r}"
+        ) from None
     if not 0 < lo <= hi:
         raise UsageError(f"--scale-range needs 0 < LOW <= HIGH, got {args.scale_range!r}")
     if args.stats is not None and not Path(args.stats).is_file():
@@ -115,18 +195,24 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         raise UsageError("--resume and --overwrite contradict each other")
     previous = earlier_run_files(args.out)
     if previous and args.resume is None and not args.overwrite:
-        raise UsageError(f"--out {args.out} already holds a run ({', '.join(p.name for p in previous[:3])}"
-                         f"{', ...' if len(previous) > 3 else ''}); pass --resume {args.out} to continue it, "
-                         "--overwrite to start afresh, or another --out")
+        raise UsageError(
+            f"--out {args.out} already holds a run ({', '.join(p.name for p in previous[:3])}"
+            f"{', ...' if len(previous) > 3 else ''}); pass --resume {args.out} to continue it, "
+            "--overwrite to start afresh, or another --out"
+        )
     warnings = []
     if args.warmup_iters >= args.max_iters:
-        warnings.append(f"--warmup-iters {args.warmup_iters} >= --max-iters {args.max_iters}: the learning rate "
-                        f"never reaches --lr {args.lr:g}")
+        warnings.append(
+            f"--warmup-iters {args.warmup_iters} >= --max-iters {args.max_iters}: the learning "
+            "rate "
+            f"never reaches --lr {args.lr:g}"
+        )
     return warnings
 
 
 def clear_earlier_run(out: Path) -> None:
-    """--overwrite: drop the log and training state so the new run does not append to or resume them."""
+    """--overwrite: drop the log and training state so the new run does not append to or resume
+    them."""
     for name in ("log.csv", "last_state.safetensors", "last_state.json"):
         (out / name).unlink(missing_ok=True)
 
@@ -136,8 +222,12 @@ def _make_augment(args: argparse.Namespace):
 
     lo, hi = (float(v) for v in args.scale_range.split(","))
     # Padding gets its own label so the target ignores it instead of calling it "wrong" void.
-    return make_train_augment(crop=parse_size(args.crop), scale_range=(lo, hi), flip=not args.no_flip,
-                              ignore_index=PAD_INDEX)
+    return make_train_augment(
+        crop=parse_size(args.crop),
+        scale_range=(lo, hi),
+        flip=not args.no_flip,
+        ignore_index=PAD_INDEX,
+    )
 
 
 def _make_dataset(args: argparse.Namespace):
@@ -147,17 +237,23 @@ def _make_dataset(args: argparse.Namespace):
     return CityscapesDataset(args.data_root, split=args.split, ego_index=ego)
 
 
-def _load_stats(path: Path, backbone: BackboneFingerprint, allow_mismatch: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_stats(
+    path: Path, backbone: BackboneFingerprint, allow_mismatch: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     data = json.loads(Path(path).read_text())
     check_backbone(data, backbone, f"logit statistics {path}", allow_mismatch)
-    return torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(data["std"], dtype=torch.float32)
+    return torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(
+        data["std"], dtype=torch.float32
+    )
 
 
 def _json_args(args: argparse.Namespace) -> dict[str, Any]:
     """The flags as JSON values: numbers and booleans stay what they are (``"cond_dim": 32``),
     paths become strings."""
-    return {k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
-            for k, v in vars(args).items()}
+    return {
+        k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in vars(args).items()
+    }
 
 
 def available_cores() -> int:
@@ -174,8 +270,9 @@ def default_threads(workers: int, cores: int, local_ranks: int = 1) -> int:
     return max(1, cores // (max(1, local_ranks) * (max(0, workers) + 1)))
 
 
-def choose_threads(args: argparse.Namespace, environ: Optional[dict[str, str]] = None,
-                   cores: Optional[int] = None) -> tuple[Optional[int], str]:
+def choose_threads(
+    args: argparse.Namespace, environ: Optional[dict[str, str]] = None, cores: Optional[int] = None
+) -> tuple[Optional[int], str]:
     """(threads to set, or None to keep torch's; why): --threads, else OMP_NUM_THREADS (torch
     follows it, torchrun sets it), else :func:`default_threads`."""
     env = os.environ if environ is None else environ
@@ -215,8 +312,15 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     with torch.no_grad():
         logits, feats = backbone(to_model_input(probe[0], device))
     cond_dim = args.cond_dim if args.variant == "fed-c" else 0
-    cfg = FEDConfig(cov=args.cov, kernel=args.kernel, blocks=args.blocks, cond_dim=cond_dim,
-                    num_classes=logits.shape[1], feat_channels=feats.shape[1] if cond_dim else 0, hidden=args.hidden)
+    cfg = FEDConfig(
+        cov=args.cov,
+        kernel=args.kernel,
+        blocks=args.blocks,
+        cond_dim=cond_dim,
+        num_classes=logits.shape[1],
+        feat_channels=feats.shape[1] if cond_dim else 0,
+        hidden=args.hidden,
+    )
     fed = FlowEneDet(cfg).to(device)
     if args.stats is not None:
         mean, std = _load_stats(args.stats, fingerprint, args.allow_backbone_mismatch)
@@ -225,17 +329,24 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
 
     if resume_path is not None:
         meta = load_training_state(Path(resume_path), fed, optimizer)
-        check_backbone(meta, fingerprint, f"training state {resume_path}", args.allow_backbone_mismatch)
+        check_backbone(
+            meta, fingerprint, f"training state {resume_path}", args.allow_backbone_mismatch
+        )
         start_iter = int(meta["iteration"])
         if meta.get("elapsed_s") is not None:
             elapsed_before = float(meta["elapsed_s"])
         if start_iter >= args.max_iters:
-            raise UsageError(f"{resume_path} is already at iteration {start_iter} >= --max-iters {args.max_iters}")
+            raise UsageError(
+                f"{resume_path} is already at iteration {start_iter} >= --max-iters "
+                f"{args.max_iters}"
+            )
     else:
         fed.initialize(logits, feats if cond_dim else None)  # data-dependent ActNorm init
     model: torch.nn.Module = fed
     if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(fed, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            fed, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     name = args.name or ("fed_c" if cond_dim else "fed_u")
     logger = RunLogger(args.out, enabled=ctx.is_main, elapsed_before=elapsed_before)
@@ -243,24 +354,51 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
         "backbone": str(args.backbone),
         "backbone_sha256": fingerprint.sha256,
         FINGERPRINT_KEY: fingerprint.to_json(),
-        "data_root": str(args.data_root), "split": args.split, "world_size": ctx.world_size,
+        "data_root": str(args.data_root),
+        "split": args.split,
+        "world_size": ctx.world_size,
         "args": _json_args(args),
     }
     extra_meta: dict = {FINGERPRINT_KEY: fingerprint.to_json()}
-    if args.stats is not None:  # recorded for SML too; FED's standardizer buffers hold the same numbers
-        extra_meta["logit_statistics"] = {"mean": mean.tolist(), "std": std.tolist(), "source": str(args.stats)}
+    if (
+        args.stats is not None
+    ):  # recorded for SML too; FED's standardizer buffers hold the same numbers
+        extra_meta["logit_statistics"] = {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "source": str(args.stats),
+        }
     if ctx.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
-        tqdm.write(f"fed_train: {cfg.variant} with {count_parameters(fed):,} parameters, iterations {start_iter}..{args.max_iters}")
+        tqdm.write(
+            f"fed_train: {cfg.variant} with {count_parameters(fed):,} parameters, iterations "
+            f"{start_iter}..{args.max_iters}"
+        )
 
-    batches = batch_stream(dataset, augment, args.batch_size, args.seed, ctx.rank, skip_batches=start_iter, workers=args.workers)
-    bar = tqdm(range(start_iter, args.max_iters), initial=start_iter, total=args.max_iters, desc="fed_train",
-               disable=args.no_progress or not ctx.is_main, dynamic_ncols=True)
+    batches = batch_stream(
+        dataset,
+        augment,
+        args.batch_size,
+        args.seed,
+        ctx.rank,
+        skip_batches=start_iter,
+        workers=args.workers,
+    )
+    bar = tqdm(
+        range(start_iter, args.max_iters),
+        initial=start_iter,
+        total=args.max_iters,
+        desc="fed_train",
+        disable=args.no_progress or not ctx.is_main,
+        dynamic_ncols=True,
+    )
     loss_value = float("nan")
     t0 = time.monotonic()
     fed.train()
     for iteration in bar:
-        lr = lr_at(iteration, args.lr, args.warmup_iters, args.warmup_start, args.lr_step, args.lr_gamma)
+        lr = lr_at(
+            iteration, args.lr, args.warmup_iters, args.warmup_start, args.lr_step, args.lr_gamma
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         images, labels = next(batches)
@@ -280,25 +418,44 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
             loss_value = float(all_reduce_mean(loss.detach(), ctx))
             wrong = float((target == 1).float().mean())
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            logger.log(done, loss=loss_value, lr=lr, wrong_fraction=wrong,
-                       iters_per_s=round((done - start_iter) / max(time.monotonic() - t0, 1e-9), 3))
+            logger.log(
+                done,
+                loss=loss_value,
+                lr=lr,
+                wrong_fraction=wrong,
+                iters_per_s=round((done - start_iter) / max(time.monotonic() - t0, 1e-9), 3),
+            )
         if ctx.is_main and (done % args.ckpt_every == 0 or done == args.max_iters):
             info = {**run_info, "elapsed_s": round(logger.elapsed_s(), 3)}
             save_training_state(state_path, fed, optimizer, done, info)
-            save_fed(args.out / f"{name}_iter{done:06d}", fed.eval(),
-                     {**extra_meta, "training": {**info, "iteration": done}})
+            save_fed(
+                args.out / f"{name}_iter{done:06d}",
+                fed.eval(),
+                {**extra_meta, "training": {**info, "iteration": done}},
+            )
             fed.train()
     bar.close()
     logger.close()
     if ctx.enabled:  # every rank records what it ended with: DDP desync is visible, not silent
         args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(args.out / f"weights_rank{ctx.rank}.sha256",
-                           (weights_digest(fed) + "\n").encode())
+        atomic_write_bytes(
+            args.out / f"weights_rank{ctx.rank}.sha256", (weights_digest(fed) + "\n").encode()
+        )
     final = args.out / name
     if ctx.is_main:
-        save_fed(final, fed.eval(), {**extra_meta, "training": {
-            **run_info, "iteration": args.max_iters, "final_loss": loss_value,
-            "elapsed_s": round(logger.elapsed_s(), 3)}})
+        save_fed(
+            final,
+            fed.eval(),
+            {
+                **extra_meta,
+                "training": {
+                    **run_info,
+                    "iteration": args.max_iters,
+                    "final_loss": loss_value,
+                    "elapsed_s": round(logger.elapsed_s(), 3),
+                },
+            },
+        )
         tqdm.write(f"fed_train: wrote {final}.safetensors / .json (final loss {loss_value:.4f})")
     shutdown(ctx)
     return final
@@ -331,8 +488,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             if threads is not None:
                 torch.set_num_threads(threads)
             if os.environ.get("RANK", "0") == "0":
-                tqdm.write(f"fed_train: {torch.get_num_threads()} torch thread(s) per process "
-                           f"({why})")
+                tqdm.write(
+                    f"fed_train: {torch.get_num_threads()} torch thread(s) per process ({why})"
+                )
             try:
                 train(args)
             finally:

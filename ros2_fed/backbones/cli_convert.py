@@ -1,10 +1,12 @@
-"""``fed_convert``: turn a user's backbone checkpoint into our ``NAME.safetensors`` + ``NAME.json``.
+"""``fed_convert``: turn a user's backbone checkpoint into our ``NAME.safetensors`` +
+``NAME.json``.
 
 Converting once means the vehicle never unpickles a ``.pth`` nor needs ``transformers``; the
 JSON carries everything the runtime needs (architecture, class names, palette, mean/std, input
 size, inference mode, provenance). The converted model is loaded back and compared with the
 source on a random image before the command reports success.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,31 +18,70 @@ from typing import Optional, Sequence
 import torch
 
 from .base import BackboneError
-from .loader import default_inference, detect_format, load_backbone, model_from_source, read_source, save_backbone
+from .loader import (
+    default_inference,
+    detect_format,
+    load_backbone,
+    model_from_source,
+    read_source,
+    save_backbone,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fed_convert",
-        description="Convert a segmentation backbone checkpoint (MMSegmentation 0.x .pth, Hugging Face SegFormer "
-                    "folder, or ros2_fed safetensors+JSON) to the ros2_fed format DST.safetensors + DST.json. "
-                    "No network access; nothing is downloaded.",
+        description="Convert a segmentation backbone checkpoint (MMSegmentation 0.x .pth, Hugging "
+        "Face SegFormer "
+        "folder, or ros2_fed safetensors+JSON) to the ros2_fed format DST.safetensors + DST.json. "
+        "No network access; nothing is downloaded.",
     )
-    parser.add_argument("src", help="MMSeg .pth file, HF folder (config.json + model.safetensors) or ros2_fed stem")
+    parser.add_argument(
+        "src", help="MMSeg .pth file, HF folder (config.json + model.safetensors) or ros2_fed stem"
+    )
     parser.add_argument("dst", help="output stem (DST.safetensors and DST.json are written)")
-    parser.add_argument("--class-names", help="JSON file with a list of class names (default: from the source, "
-                                              "else Cityscapes for 19 classes)")
-    parser.add_argument("--palette", help="JSON file with a list of [r, g, b] colours, one per class")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="typical input image size recorded in the JSON (default 1024 2048)")
-    parser.add_argument("--mode", choices=("whole", "slide"),
-                        help="inference mode (default: slide for SegFormer, whole for DeepLabV3+)")
-    parser.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="sliding-window crop (default 1024 1024)")
-    parser.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="sliding-window stride (default 768 768)")
-    parser.add_argument("--name", help="model name recorded in the JSON (default: derived from the architecture)")
-    parser.add_argument("--no-check", action="store_true", help="skip the reload-and-compare check")
+    parser.add_argument(
+        "--class-names",
+        help="JSON file with a list of class names (default: from the source, "
+        "else Cityscapes for 19 classes)",
+    )
+    parser.add_argument(
+        "--palette", help="JSON file with a list of [r, g, b] colours, one per class"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="typical input image size recorded in the JSON (default 1024 2048)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        help="inference mode (default: slide for SegFormer, whole for DeepLabV3+)",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="sliding-window crop (default 1024 1024)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="sliding-window stride (default 768 768)",
+    )
+    parser.add_argument(
+        "--name", help="model name recorded in the JSON (default: derived from the architecture)"
+    )
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip the reload-and-compare check"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     return parser
 
@@ -68,12 +109,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = model_from_source(src)
         meta: dict = {}
         if args.class_names:
-            meta["class_names"] = [str(c) for c in _read_json_list(args.class_names, "class names")]
+            meta["class_names"] = [
+                str(c) for c in _read_json_list(args.class_names, "class names")
+            ]
         if args.palette:
-            meta["palette"] = [[int(v) for v in c] for c in _read_json_list(args.palette, "palette")]
+            meta["palette"] = [
+                [int(v) for v in c] for c in _read_json_list(args.palette, "palette")
+            ]
         for key in ("class_names", "palette"):
             if key in meta and len(meta[key]) != model.num_classes:
-                raise BackboneError(f"{len(meta[key])} {key} given for a {model.num_classes}-class model")
+                raise BackboneError(
+                    f"{len(meta[key])} {key} given for a {model.num_classes}-class model"
+                )
         if args.input_size:
             meta["input_size"] = list(args.input_size)
         if args.name:
@@ -82,24 +129,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.mode:
             inference = {"mode": args.mode}
         if inference["mode"] == "slide":
-            inference["crop_size"] = list(args.crop_size or inference.get("crop_size", [1024, 1024]))
+            inference["crop_size"] = list(
+                args.crop_size or inference.get("crop_size", [1024, 1024])
+            )
             inference["stride"] = list(args.stride or inference.get("stride", [768, 768]))
         meta["inference"] = inference
         tensor_path, json_path = save_backbone(model, dst, **meta)
         if not args.no_check:
             reloaded = load_backbone(dst)
-            image = torch.randint(0, 256, (1, 3, 64, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+            image = torch.randint(
+                0,
+                256,
+                (1, 3, 64, 96),
+                dtype=torch.uint8,
+                generator=torch.Generator().manual_seed(0),
+            )
             with torch.inference_mode():
                 ref, _ = model(image)
                 got, _ = reloaded(image)
             diff = float((ref - got).abs().max())
             if not diff <= 1e-5:  # also catches NaN
-                raise BackboneError(f"{dst}: reloaded model differs from the source (max |diff| {diff:.3g})")
+                raise BackboneError(
+                    f"{dst}: reloaded model differs from the source (max |diff| {diff:.3g})"
+                )
     except BackboneError as exc:
         print(f"fed_convert: error: {exc}", file=sys.stderr)
         return 1
-    print(f"{fmt} -> ros2_fed: {model.meta.get('name', model.arch)} ({model.num_classes} classes, "
-          f"features {model.feature_channels} ch) written to {tensor_path} + {json_path.name}")
+    print(
+        f"{fmt} -> ros2_fed: {model.meta.get('name', model.arch)} ({model.num_classes} classes, "
+        f"features {model.feature_channels} ch) written to {tensor_path} + {json_path.name}"
+    )
     return 0
 
 

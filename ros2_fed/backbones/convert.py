@@ -10,6 +10,7 @@ into a column permutation. Nothing is left unused: an unknown key is an error th
 Everything here is pure tensor bookkeeping (no model construction): ``loader.py`` builds the
 model and loads strictly.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,7 +46,9 @@ def mmseg_state_dict(checkpoint: Any, source: str = "checkpoint") -> StateDict:
     a ``module.`` prefix (DataParallel) is stripped.
     """
     if not isinstance(checkpoint, dict):
-        raise BackboneError(f"{source}: expected a checkpoint dict, got {type(checkpoint).__name__}")
+        raise BackboneError(
+            f"{source}: expected a checkpoint dict, got {type(checkpoint).__name__}"
+        )
     sd = checkpoint.get("state_dict", checkpoint)
     if not isinstance(sd, dict):
         raise BackboneError(f"{source}: 'state_dict' is not a dict")
@@ -55,7 +58,7 @@ def mmseg_state_dict(checkpoint: Any, source: str = "checkpoint") -> StateDict:
             if key in ("meta", "optimizer"):
                 continue
             raise BackboneError(f"{source}: entry {key} is not a tensor")
-        key = key[len("module."):] if key.startswith("module.") else key
+        key = key[len("module.") :] if key.startswith("module.") else key
         if key.startswith(IGNORED_MMSEG_PREFIXES):
             continue
         out[key] = value
@@ -66,11 +69,14 @@ def mmseg_architecture(sd: StateDict, source: str = "checkpoint") -> str:
     """``"segformer"`` or ``"deeplabv3plus"`` from the key names."""
     if "backbone.layers.0.0.projection.weight" in sd:
         return "segformer"
-    if "backbone.stem.0.weight" in sd and any(k.startswith("decode_head.sep_bottleneck.") for k in sd):
+    if "backbone.stem.0.weight" in sd and any(
+        k.startswith("decode_head.sep_bottleneck.") for k in sd
+    ):
         return "deeplabv3plus"
     raise BackboneError(
         f"{source}: not a supported MMSegmentation model (expected SegFormer/MiT keys "
-        "'backbone.layers.0.0.projection.weight' or DeepLabV3+ ResNetV1c keys 'backbone.stem.0.weight' + "
+        "'backbone.layers.0.0.projection.weight' or DeepLabV3+ ResNetV1c keys "
+        "'backbone.stem.0.weight' + "
         "'decode_head.sep_bottleneck.*')"
     )
 
@@ -98,18 +104,34 @@ def infer_mmseg_config(sd: StateDict, source: str = "checkpoint") -> tuple[str, 
             depths.append(len(_indices(sd, rf"backbone\.layers\.{i}\.1\.(\d+)\.norm1\.weight$")))
             sr = sd.get(f"backbone.layers.{i}.1.0.attn.sr.weight")
             sr_ratios.append(int(sr.shape[-1]) if sr is not None else 1)
-            fc1 = _need(sd, f"backbone.layers.{i}.1.0.ffn.layers.0.weight", "read the MLP ratio", source)
+            fc1 = _need(
+                sd, f"backbone.layers.{i}.1.0.ffn.layers.0.weight", "read the MLP ratio", source
+            )
             mlp_ratios.append(float(fc1.shape[0]) / float(proj.shape[0]))
         if stages != list(range(len(stages))) or 0 in depths:
-            raise BackboneError(f"{source}: incomplete MiT encoder (stages {stages}, depths {depths})")
+            raise BackboneError(
+                f"{source}: incomplete MiT encoder (stages {stages}, depths {depths})"
+            )
         num_heads = [d // embed_dims[0] for d in embed_dims]
-        config = dict(num_classes=num_classes, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
-                      patch_sizes=patch_sizes, strides=[4] + [2] * (len(stages) - 1), sr_ratios=sr_ratios,
-                      mlp_ratios=mlp_ratios, qkv_bias="backbone.layers.0.1.0.attn.attn.in_proj_bias" in sd,
-                      ln_eps=1e-6, channels=channels, head_norm="decode_head.convs.0.bn.weight" in sd,
-                      dropout_ratio=0.1)
+        config = dict(
+            num_classes=num_classes,
+            embed_dims=embed_dims,
+            depths=depths,
+            num_heads=num_heads,
+            patch_sizes=patch_sizes,
+            strides=[4] + [2] * (len(stages) - 1),
+            sr_ratios=sr_ratios,
+            mlp_ratios=mlp_ratios,
+            qkv_bias="backbone.layers.0.1.0.attn.attn.in_proj_bias" in sd,
+            ln_eps=1e-6,
+            channels=channels,
+            head_norm="decode_head.convs.0.bn.weight" in sd,
+            dropout_ratio=0.1,
+        )
         return arch, config
-    blocks = [len(_indices(sd, rf"backbone\.layer{i}\.(\d+)\.conv1\.weight$")) for i in range(1, 5)]
+    blocks = [
+        len(_indices(sd, rf"backbone\.layer{i}\.(\d+)\.conv1\.weight$")) for i in range(1, 5)
+    ]
     if 0 in blocks:
         raise BackboneError(f"{source}: incomplete ResNet encoder (blocks per stage {blocks})")
     stem = _need(sd, "backbone.stem.6.weight", "read the stem width", source)
@@ -117,52 +139,78 @@ def infer_mmseg_config(sd: StateDict, source: str = "checkpoint") -> tuple[str, 
     c1 = _need(sd, "decode_head.c1_bottleneck.conv.weight", "read the c1 branch width", source)
     num_aspp = len(_indices(sd, r"decode_head\.aspp_modules\.(\d+)\."))
     if num_aspp != len(DEFAULT_ASPP_DILATIONS):
-        raise BackboneError(f"{source}: {num_aspp} ASPP branches; only the 4-branch (1, 12, 24, 36) head is known")
-    config = dict(num_classes=num_classes, blocks=blocks, stem_channels=int(stem.shape[0]),
-                  base_channels=int(base.shape[0]), strides=[1, 2, 1, 1], dilations=[1, 1, 2, 4],
-                  contract_dilation=True, channels=channels, c1_channels=int(c1.shape[0]),
-                  aspp_dilations=list(DEFAULT_ASPP_DILATIONS), dropout_ratio=0.1)
+        raise BackboneError(
+            f"{source}: {num_aspp} ASPP branches; only the 4-branch (1, 12, 24, 36) head is known"
+        )
+    config = dict(
+        num_classes=num_classes,
+        blocks=blocks,
+        stem_channels=int(stem.shape[0]),
+        base_channels=int(base.shape[0]),
+        strides=[1, 2, 1, 1],
+        dilations=[1, 1, 2, 4],
+        contract_dilation=True,
+        channels=channels,
+        c1_channels=int(c1.shape[0]),
+        aspp_dilations=list(DEFAULT_ASPP_DILATIONS),
+        dropout_ratio=0.1,
+    )
     return arch, config
 
 
 # ---------------------------------------------------------------------------- Hugging Face
 # transformers >= 5 renames SegFormer modules in memory (and reverts the names on save); map the
 # new names back to the on-disk (4.x) names so both spellings convert.
-_HF_NEW_TO_LEGACY: list[tuple[re.Pattern[str], str]] = [(re.compile(a), b) for a, b in [
-    (r"^segformer\.stages\.(\d+)\.patch_embeddings\.", r"segformer.encoder.patch_embeddings.\1."),
-    (r"^segformer\.stages\.(\d+)\.blocks\.", r"segformer.encoder.block.\1."),
-    (r"^segformer\.stages\.(\d+)\.layer_norm\.", r"segformer.encoder.layer_norm.\1."),
-    (r"\.attention\.q_proj\.", ".attention.self.query."),
-    (r"\.attention\.k_proj\.", ".attention.self.key."),
-    (r"\.attention\.v_proj\.", ".attention.self.value."),
-    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attention.self.sr."),
-    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attention.self.layer_norm."),
-    (r"\.attention\.o_proj\.", ".attention.output.dense."),
-    (r"\.mlp\.fc1\.", ".mlp.dense1."),
-    (r"\.mlp\.fc2\.", ".mlp.dense2."),
-    (r"\.layernorm_before\.", ".layer_norm_1."),
-    (r"\.layernorm_after\.", ".layer_norm_2."),
-    (r"^decode_head\.linear_projections\.", "decode_head.linear_c."),
-]]
+_HF_NEW_TO_LEGACY: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(a), b)
+    for a, b in [
+        (
+            r"^segformer\.stages\.(\d+)\.patch_embeddings\.",
+            r"segformer.encoder.patch_embeddings.\1.",
+        ),
+        (r"^segformer\.stages\.(\d+)\.blocks\.", r"segformer.encoder.block.\1."),
+        (r"^segformer\.stages\.(\d+)\.layer_norm\.", r"segformer.encoder.layer_norm.\1."),
+        (r"\.attention\.q_proj\.", ".attention.self.query."),
+        (r"\.attention\.k_proj\.", ".attention.self.key."),
+        (r"\.attention\.v_proj\.", ".attention.self.value."),
+        (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attention.self.sr."),
+        (r"\.attention\.sequence_reduction\.layer_norm\.", ".attention.self.layer_norm."),
+        (r"\.attention\.o_proj\.", ".attention.output.dense."),
+        (r"\.mlp\.fc1\.", ".mlp.dense1."),
+        (r"\.mlp\.fc2\.", ".mlp.dense2."),
+        (r"\.layernorm_before\.", ".layer_norm_1."),
+        (r"\.layernorm_after\.", ".layer_norm_2."),
+        (r"^decode_head\.linear_projections\.", "decode_head.linear_c."),
+    ]
+]
 
 _BLOCK = r"^segformer\.encoder\.block\.(\d+)\.(\d+)\."
-_HF_RULES: list[tuple[re.Pattern[str], str]] = [(re.compile(a), b) for a, b in [
-    (r"^segformer\.encoder\.patch_embeddings\.(\d+)\.proj\.", r"backbone.layers.\1.0.projection."),
-    (r"^segformer\.encoder\.patch_embeddings\.(\d+)\.layer_norm\.", r"backbone.layers.\1.0.norm."),
-    (r"^segformer\.encoder\.layer_norm\.(\d+)\.", r"backbone.layers.\1.2."),
-    (_BLOCK + r"layer_norm_1\.", r"backbone.layers.\1.1.\2.norm1."),
-    (_BLOCK + r"layer_norm_2\.", r"backbone.layers.\1.1.\2.norm2."),
-    (_BLOCK + r"attention\.self\.sr\.", r"backbone.layers.\1.1.\2.attn.sr."),
-    (_BLOCK + r"attention\.self\.layer_norm\.", r"backbone.layers.\1.1.\2.attn.norm."),
-    (_BLOCK + r"attention\.output\.dense\.", r"backbone.layers.\1.1.\2.attn.attn.out_proj."),
-    (_BLOCK + r"mlp\.dense1\.", r"backbone.layers.\1.1.\2.ffn.layers.0."),
-    (_BLOCK + r"mlp\.dwconv\.dwconv\.", r"backbone.layers.\1.1.\2.ffn.layers.1."),
-    (_BLOCK + r"mlp\.dense2\.", r"backbone.layers.\1.1.\2.ffn.layers.4."),
-    (r"^decode_head\.linear_c\.(\d+)\.proj\.", r"decode_head.convs.\1.conv."),
-    (r"^decode_head\.linear_fuse\.", "decode_head.fusion_conv.conv."),
-    (r"^decode_head\.batch_norm\.", "decode_head.fusion_conv.bn."),
-    (r"^decode_head\.classifier\.", "decode_head.conv_seg."),
-]]
+_HF_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(a), b)
+    for a, b in [
+        (
+            r"^segformer\.encoder\.patch_embeddings\.(\d+)\.proj\.",
+            r"backbone.layers.\1.0.projection.",
+        ),
+        (
+            r"^segformer\.encoder\.patch_embeddings\.(\d+)\.layer_norm\.",
+            r"backbone.layers.\1.0.norm.",
+        ),
+        (r"^segformer\.encoder\.layer_norm\.(\d+)\.", r"backbone.layers.\1.2."),
+        (_BLOCK + r"layer_norm_1\.", r"backbone.layers.\1.1.\2.norm1."),
+        (_BLOCK + r"layer_norm_2\.", r"backbone.layers.\1.1.\2.norm2."),
+        (_BLOCK + r"attention\.self\.sr\.", r"backbone.layers.\1.1.\2.attn.sr."),
+        (_BLOCK + r"attention\.self\.layer_norm\.", r"backbone.layers.\1.1.\2.attn.norm."),
+        (_BLOCK + r"attention\.output\.dense\.", r"backbone.layers.\1.1.\2.attn.attn.out_proj."),
+        (_BLOCK + r"mlp\.dense1\.", r"backbone.layers.\1.1.\2.ffn.layers.0."),
+        (_BLOCK + r"mlp\.dwconv\.dwconv\.", r"backbone.layers.\1.1.\2.ffn.layers.1."),
+        (_BLOCK + r"mlp\.dense2\.", r"backbone.layers.\1.1.\2.ffn.layers.4."),
+        (r"^decode_head\.linear_c\.(\d+)\.proj\.", r"decode_head.convs.\1.conv."),
+        (r"^decode_head\.linear_fuse\.", "decode_head.fusion_conv.conv."),
+        (r"^decode_head\.batch_norm\.", "decode_head.fusion_conv.bn."),
+        (r"^decode_head\.classifier\.", "decode_head.conv_seg."),
+    ]
+]
 _QKV = re.compile(_BLOCK + r"attention\.self\.(query|key|value)\.(weight|bias)$")
 
 
@@ -186,7 +234,9 @@ def hf_config_to_ours(hf_config: dict[str, Any], source: str = "config.json") ->
     if model_type != "segformer":
         raise BackboneError(f"{source}: model_type {model_type!r} is not 'segformer'")
     if hf_config.get("hidden_act", "gelu") != "gelu":
-        raise BackboneError(f"{source}: hidden_act {hf_config['hidden_act']!r} unsupported (only 'gelu')")
+        raise BackboneError(
+            f"{source}: hidden_act {hf_config['hidden_act']!r} unsupported (only 'gelu')"
+        )
     if hf_config.get("num_channels", 3) != 3:
         raise BackboneError(f"{source}: num_channels must be 3 (RGB)")
     if hf_config.get("reshape_last_stage", True) is False:
@@ -197,17 +247,27 @@ def hf_config_to_ours(hf_config: dict[str, Any], source: str = "config.json") ->
         raise BackboneError(f"{source}: no id2label/num_labels: cannot tell the number of classes")
     try:
         n = int(hf_config.get("num_encoder_blocks", 4))
-        config = dict(num_classes=num_classes, embed_dims=list(hf_config["hidden_sizes"]),
-                      depths=list(hf_config["depths"]), num_heads=list(hf_config["num_attention_heads"]),
-                      patch_sizes=list(hf_config["patch_sizes"]), strides=list(hf_config["strides"]),
-                      sr_ratios=list(hf_config["sr_ratios"]),
-                      mlp_ratios=[float(r) for r in hf_config["mlp_ratios"]], qkv_bias=True, ln_eps=1e-5,
-                      channels=int(hf_config["decoder_hidden_size"]), head_norm=False,
-                      dropout_ratio=float(hf_config.get("classifier_dropout_prob", 0.1)))
+        config = dict(
+            num_classes=num_classes,
+            embed_dims=list(hf_config["hidden_sizes"]),
+            depths=list(hf_config["depths"]),
+            num_heads=list(hf_config["num_attention_heads"]),
+            patch_sizes=list(hf_config["patch_sizes"]),
+            strides=list(hf_config["strides"]),
+            sr_ratios=list(hf_config["sr_ratios"]),
+            mlp_ratios=[float(r) for r in hf_config["mlp_ratios"]],
+            qkv_bias=True,
+            ln_eps=1e-5,
+            channels=int(hf_config["decoder_hidden_size"]),
+            head_norm=False,
+            dropout_ratio=float(hf_config.get("classifier_dropout_prob", 0.1)),
+        )
     except KeyError as exc:
         raise BackboneError(f"{source}: SegformerConfig field {exc.args[0]} missing") from exc
     if len(config["embed_dims"]) != n:
-        raise BackboneError(f"{source}: num_encoder_blocks={n} but {len(config['embed_dims'])} hidden_sizes")
+        raise BackboneError(
+            f"{source}: num_encoder_blocks={n} but {len(config['embed_dims'])} hidden_sizes"
+        )
     return config
 
 
@@ -219,7 +279,8 @@ def hf_class_names(hf_config: dict[str, Any]) -> Optional[list[str]]:
 
 
 def hf_to_ours(sd: StateDict, num_stages: int, source: str = "model.safetensors") -> StateDict:
-    """Convert a transformers ``SegformerForSemanticSegmentation`` state dict to our names/shapes."""
+    """Convert a transformers ``SegformerForSemanticSegmentation`` state dict to our
+    names/shapes."""
     sd = hf_legacy_names(sd)
     out: StateDict = {}
     qkv: dict[tuple[int, int, str], dict[str, torch.Tensor]] = {}
@@ -233,28 +294,39 @@ def hf_to_ours(sd: StateDict, num_stages: int, source: str = "model.safetensors"
         for pattern, repl in _HF_RULES:
             if pattern.match(key):
                 new = pattern.sub(repl, key)
-                if value.dim() == 2 and new.endswith(".weight") and (".ffn.layers." in new or ".convs." in new):
+                if (
+                    value.dim() == 2
+                    and new.endswith(".weight")
+                    and (".ffn.layers." in new or ".convs." in new)
+                ):
                     value = value[:, :, None, None]  # Linear -> 1x1 conv
                 out[new] = value
                 break
         else:
             unused.append(key)
     if unused:
-        raise BackboneError(f"{source}: unrecognised Hugging Face SegFormer keys: {', '.join(sorted(unused)[:8])}")
+        raise BackboneError(
+            f"{source}: unrecognised Hugging Face SegFormer keys: {', '.join(sorted(unused)[:8])}"
+        )
     for (stage, block, kind), parts in sorted(qkv.items()):
         missing = [p for p in ("query", "key", "value") if p not in parts]
         if missing:
             raise BackboneError(
-                f"{source}: missing key segformer.encoder.block.{stage}.{block}.attention.self.{missing[0]}.{kind}")
+                f"{source}: missing key "
+                f"segformer.encoder.block.{stage}.{block}.attention.self.{missing[0]}.{kind}"
+            )
         out[f"backbone.layers.{stage}.1.{block}.attn.attn.in_proj_{kind}"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]], dim=0)
+            [parts["query"], parts["key"], parts["value"]], dim=0
+        )
     fuse_key = "decode_head.fusion_conv.conv.weight"
     if fuse_key in out:
         # transformers concatenates the stage maps in reverse order (last stage first).
         w = out[fuse_key]
         d = w.shape[1] // num_stages
-        out[fuse_key] = torch.cat([w[:, (num_stages - 1 - k) * d:(num_stages - k) * d] for k in range(num_stages)],
-                                  dim=1)
+        out[fuse_key] = torch.cat(
+            [w[:, (num_stages - 1 - k) * d : (num_stages - k) * d] for k in range(num_stages)],
+            dim=1,
+        )
     bn_count = "decode_head.fusion_conv.bn.num_batches_tracked"
     if "decode_head.fusion_conv.bn.running_mean" in out and bn_count not in out:
         out[bn_count] = torch.tensor(0, dtype=torch.long)

@@ -11,6 +11,7 @@ file's SHA-256, so a truncated, corrupt or swapped engine is refused with an
 runtime fed garbage may crash the process instead of raising). A torch "engine" is a
 fused bundle, our ``NAME.safetensors`` + ``NAME.json`` checkpoint.
 """
+
 from __future__ import annotations
 
 import abc
@@ -30,9 +31,19 @@ ENGINE_FORMAT_VERSION = 1
 RUNTIMES = ("torch", "onnxruntime", "tensorrt", "torch-tensorrt")
 GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")  # engines compiled for one GPU model; FP16 default
 PRECISIONS = ("fp32", "fp16")  # INT8: not supported (TensorRT 11 takes it only as Q/DQ nodes)
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".safetensors": "torch",
-                     ".ep": "torch-tensorrt"}
-SUFFIX_BY_RUNTIME = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".safetensors", "torch-tensorrt": ".ep"}
+RUNTIME_BY_SUFFIX = {
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".safetensors": "torch",
+    ".ep": "torch-tensorrt",
+}
+SUFFIX_BY_RUNTIME = {
+    "onnxruntime": ".onnx",
+    "tensorrt": ".engine",
+    "torch": ".safetensors",
+    "torch-tensorrt": ".ep",
+}
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "confidence")
 
@@ -59,16 +70,31 @@ def read_sidecar(path: PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise EngineError(f"{path}: engine file not found")
     if not side.is_file():
-        raise EngineError(f"{path}: metadata sidecar {side.name} not found (export with fed_export, which writes both)")
+        raise EngineError(
+            f"{path}: metadata sidecar {side.name} not found (export with fed_export, which "
+            "writes both)"
+        )
     try:
         metadata = json.loads(side.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EngineError(f"{side}: sidecar is not valid JSON ({exc})") from exc
     if not isinstance(metadata, dict) or metadata.get("format") != ENGINE_FORMAT:
-        raise EngineError(f"{side}: not a ros2_fed engine sidecar (format={metadata.get('format') if isinstance(metadata, dict) else None!r})")
+        raise EngineError(
+            f"{side}: not a ros2_fed engine sidecar "
+            f"(format={metadata.get('format') if isinstance(metadata, dict) else None!r})"
+        )
     if int(metadata.get("format_version", 0)) > ENGINE_FORMAT_VERSION:
-        raise EngineError(f"{side}: format_version {metadata['format_version']} is newer than this ros2_fed")
-    for key in ("runtime", "input_tensor_shape", "model_hash", "file_sha256", "file_size", "precision"):
+        raise EngineError(
+            f"{side}: format_version {metadata['format_version']} is newer than this ros2_fed"
+        )
+    for key in (
+        "runtime",
+        "input_tensor_shape",
+        "model_hash",
+        "file_sha256",
+        "file_size",
+        "precision",
+    ):
         if key not in metadata:
             raise EngineError(f"{side}: sidecar lacks the {key!r} field")
     return metadata
@@ -80,7 +106,8 @@ def write_json_atomic(path: PathLike, data: dict[str, Any]) -> None:
 
 
 def install_engine_file(tmp: PathLike, path: PathLike, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Record ``tmp``'s hash and size in ``metadata``, rename it to ``path``, then write the sidecar.
+    """Record ``tmp``'s hash and size in ``metadata``, rename it to ``path``, then write the
+    sidecar.
 
     The one way every writer finishes an engine: the file lands whole (rename), and its sidecar
     only after it, so a reader never finds a sidecar describing a missing or half-written file.
@@ -101,15 +128,21 @@ def check_file_integrity(path: PathLike, metadata: dict[str, Any]) -> None:
     size = path.stat().st_size
     if size != int(metadata["file_size"]):
         raise EngineError(
-            f"{path}: file size {size} bytes does not match its sidecar ({metadata['file_size']} bytes): "
+            f"{path}: file size {size} bytes does not match its sidecar ({metadata['file_size']} "
+            "bytes): "
             "truncated or replaced engine file"
         )
     digest = file_sha256(path)
     if digest != metadata["file_sha256"]:
-        raise EngineError(f"{path}: SHA-256 {digest[:12]}... does not match its sidecar ({str(metadata['file_sha256'])[:12]}...): corrupt or replaced engine file")
+        raise EngineError(
+            f"{path}: SHA-256 {digest[:12]}... does not match its sidecar "
+            f"({str(metadata['file_sha256'])[:12]}...): corrupt or replaced engine file"
+        )
 
 
-def check_expected(path: PathLike, metadata: dict[str, Any], expect: Optional[dict[str, Any]]) -> None:
+def check_expected(
+    path: PathLike, metadata: dict[str, Any], expect: Optional[dict[str, Any]]
+) -> None:
     """Every ``expect`` key must equal the metadata's (e.g. model_hash, input_shape, precision)."""
     for key, wanted in (expect or {}).items():
         have = metadata.get(key)
@@ -118,11 +151,14 @@ def check_expected(path: PathLike, metadata: dict[str, Any], expect: Optional[di
         else:
             same = have == wanted
         if not same:
-            raise EngineError(f"{path}: {key} mismatch: the engine has {have!r}, expected {wanted!r}")
+            raise EngineError(
+                f"{path}: {key} mismatch: the engine has {have!r}, expected {wanted!r}"
+            )
 
 
 class Engine(abc.ABC):
-    """A compiled FusedDetector: ``infer(image HxWx3 uint8 RGB) -> (labels HxW uint8, confidence HxW float32)``.
+    """A compiled FusedDetector: ``infer(image HxWx3 uint8 RGB) -> (labels HxW uint8, confidence
+    HxW float32)``.
 
     ``input_shape`` is the (H, W) the engine was built for (engines are per input shape; the
     node knows its camera). ``metadata`` is the sidecar: class names, palette, score type,
@@ -137,9 +173,12 @@ class Engine(abc.ABC):
         self._metadata = dict(metadata)
         shape = tuple(int(v) for v in metadata["input_tensor_shape"])
         if len(shape) != 4 or shape[3] != 3:
-            raise EngineError(f"{self._path}: input_tensor_shape {list(shape)} is not (B, H, W, 3)")
+            raise EngineError(
+                f"{self._path}: input_tensor_shape {list(shape)} is not (B, H, W, 3)"
+            )
         self._tensor_shape = shape
-        #: True when ``open_cached`` reused a cached engine, False when it built one, None otherwise.
+        #: True when ``open_cached`` reused a cached engine, False when it built one, None
+        #: otherwise.
         self.cache_hit: Optional[bool] = None
 
     # -- description ---------------------------------------------------------------
@@ -168,13 +207,18 @@ class Engine(abc.ABC):
         return self._path
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self._path)!r}, input_shape={self.input_shape}, precision={self._metadata.get('precision')!r})"
+        precision = self._metadata.get("precision")
+        return (
+            f"{type(self).__name__}({str(self._path)!r}, input_shape={self.input_shape}, "
+            f"precision={precision!r})"
+        )
 
     # -- running -------------------------------------------------------------------
 
     @abc.abstractmethod
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, H, W, 3) uint8 C-contiguous -> (labels (B, H, W) uint8, confidence (B, H, W) float32).
+        """(B, H, W, 3) uint8 C-contiguous -> (labels (B, H, W) uint8, confidence (B, H, W)
+        float32).
 
         May return the engine's own (reused) buffers.
         """
@@ -186,13 +230,18 @@ class Engine(abc.ABC):
             raise ValueError(f"infer() takes uint8 RGB images, got {image.dtype}")
         single = image.ndim == 3
         batch = image[None] if single else image
-        smaller_ok = self.dynamic_batch and batch.ndim == 4 and 1 <= batch.shape[0] <= self._tensor_shape[0]
-        if batch.shape != self._tensor_shape and not (smaller_ok and batch.shape[1:] == self._tensor_shape[1:]):
+        smaller_ok = (
+            self.dynamic_batch and batch.ndim == 4 and 1 <= batch.shape[0] <= self._tensor_shape[0]
+        )
+        if batch.shape != self._tensor_shape and not (
+            smaller_ok and batch.shape[1:] == self._tensor_shape[1:]
+        ):
             b, h, w, _ = self._tensor_shape
             batches = f"1..{b}" if self.dynamic_batch else f"{b}"
             want = f"{h}x{w}x3" if b == 1 else f"{batches}x{h}x{w}x3 (or {h}x{w}x3 with batch 1)"
             raise ValueError(
-                f"{self._path}: engine built for {want} images, got {'x'.join(map(str, image.shape))}; "
+                f"{self._path}: engine built for {want} images, got "
+                f"{'x'.join(map(str, image.shape))}; "
                 "export an engine for this resolution (engines are per input shape)"
             )
         return np.ascontiguousarray(batch), single
@@ -252,10 +301,15 @@ class Engine(abc.ABC):
         suffix_runtime = RUNTIME_BY_SUFFIX.get(path.suffix)
         loader = ENGINE_LOADERS.get(path.suffix)
         if suffix_runtime is None or loader is None:
-            raise EngineError(f"{path}: unknown engine file type {path.suffix!r} (expected one of {sorted(RUNTIME_BY_SUFFIX)})")
+            raise EngineError(
+                f"{path}: unknown engine file type {path.suffix!r} (expected one of "
+                f"{sorted(RUNTIME_BY_SUFFIX)})"
+            )
         runtime = runtime or suffix_runtime
         if runtime != suffix_runtime:
-            raise EngineError(f"{path}: a {path.suffix} file is a {suffix_runtime} engine, not {runtime}")
+            raise EngineError(
+                f"{path}: a {path.suffix} file is a {suffix_runtime} engine, not {runtime}"
+            )
         engine = loader(path, expect, options)
         engine.warmup(warmup)
         return engine
@@ -269,7 +323,8 @@ ENGINE_LOADERS: dict[str, EngineLoader] = {}
 
 
 def register_engine_loader(suffix: str, loader: EngineLoader) -> None:
-    """Make ``Engine.open`` open ``NAME<suffix>`` files with ``loader`` (suffix from RUNTIME_BY_SUFFIX)."""
+    """Make ``Engine.open`` open ``NAME<suffix>`` files with ``loader`` (suffix from
+    RUNTIME_BY_SUFFIX)."""
     if suffix not in RUNTIME_BY_SUFFIX:
         raise ValueError(f"{suffix!r} is not an engine file suffix ({sorted(RUNTIME_BY_SUFFIX)})")
     ENGINE_LOADERS[suffix] = loader
@@ -279,7 +334,9 @@ def checked_sidecar(path: Path, runtime: str, expect: Optional[dict[str, Any]]) 
     """The sidecar of a runtime's engine file, checked for that runtime and ``expect``."""
     metadata = read_sidecar(path)
     if metadata["runtime"] != runtime:
-        raise EngineError(f"{path}: sidecar says runtime {metadata['runtime']!r}, the file type says {runtime!r}")
+        raise EngineError(
+            f"{path}: sidecar says runtime {metadata['runtime']!r}, the file type says {runtime!r}"
+        )
     check_expected(path, metadata, expect)
     return metadata
 

@@ -15,6 +15,7 @@ Every build is verified against the float32 eager detector (``export.verify_outp
 refusal names the override: ``ROS2_FED_VERIFY=0`` in the environment (fed_node), or the
 caller's flag. An entry built without the check is rebuilt (with it) when the check is on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,8 @@ def cache_dir() -> Path:
 
 
 def path_hash(path: PathLike) -> str:
-    """SHA-256 of a checkpoint's contents: our NAME.safetensors + NAME.json, a .pth, or a folder."""
+    """SHA-256 of a checkpoint's contents: our NAME.safetensors + NAME.json, a .pth, or a
+    folder."""
     from ros2_fed.checkpoint import checkpoint_paths
     from ros2_fed.fileio import file_sha256
 
@@ -60,7 +62,9 @@ def path_hash(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_options: dict[str, Any]) -> str:
+def source_model_hash(
+    backbone: PathLike, fed: Optional[PathLike], detector_options: dict[str, Any]
+) -> str:
     """Identity of "these checkpoints in this graph configuration" without loading them."""
     from ros2_fed import GRAPH_VERSION, __version__
 
@@ -77,27 +81,62 @@ def source_model_hash(backbone: PathLike, fed: Optional[PathLike], detector_opti
 from .base import GPU_RUNTIMES  # noqa: E402  (engines compiled for one GPU model)
 
 
-def cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
-              runtime_version: str, gpu: str, opset: int, compute_capability: Optional[str] = None) -> str:
+def cache_key(
+    model_hash: str,
+    height: int,
+    width: int,
+    batch: int,
+    precision: str,
+    runtime: str,
+    runtime_version: str,
+    gpu: str,
+    opset: int,
+    compute_capability: Optional[str] = None,
+) -> str:
     """Hex digest of everything that makes a built engine reusable (see the module docstring)."""
     from .export import EXPORT_GRAPH_VERSION
 
     fields = {
-        "model_hash": model_hash, "input": [batch, height, width, 3], "precision": precision, "runtime": runtime,
-        "runtime_version": runtime_version, "gpu": gpu, "compute_capability": compute_capability, "opset": opset,
+        "model_hash": model_hash,
+        "input": [batch, height, width, 3],
+        "precision": precision,
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "gpu": gpu,
+        "compute_capability": compute_capability,
+        "opset": opset,
         "export_graph_version": EXPORT_GRAPH_VERSION,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def engine_cache_key(model_hash: str, height: int, width: int, batch: int, precision: str, runtime: str,
-                     opset: int, device: int = 0) -> str:
-    """The cache key for this machine: the installed runtime's version and, for GPU runtimes, the GPU."""
+def engine_cache_key(
+    model_hash: str,
+    height: int,
+    width: int,
+    batch: int,
+    precision: str,
+    runtime: str,
+    opset: int,
+    device: int = 0,
+) -> str:
+    """The cache key for this machine: the installed runtime's version and, for GPU runtimes, the
+    GPU."""
     from .export import runtime_version
 
     gpu = _gpu_here(runtime, device)
-    return cache_key(model_hash, height, width, batch, precision, runtime, runtime_version(runtime), str(gpu["name"]),
-                     opset, gpu["compute_capability"])
+    return cache_key(
+        model_hash,
+        height,
+        width,
+        batch,
+        precision,
+        runtime,
+        runtime_version(runtime),
+        str(gpu["name"]),
+        opset,
+        gpu["compute_capability"],
+    )
 
 
 def _gpu_here(runtime: str, device: int) -> dict[str, Any]:
@@ -122,7 +161,9 @@ def _gpu_here(runtime: str, device: int) -> dict[str, Any]:
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
-    torch = sys.modules.get("torch")  # a torch value means torch is loaded: never load it for a cache hit
+    torch = sys.modules.get(
+        "torch"
+    )  # a torch value means torch is loaded: never load it for a cache hit
     out: dict[str, Any] = {}
     for key, value in sorted(options.items()):
         if torch is not None and isinstance(value, torch.dtype):
@@ -178,12 +219,20 @@ def open_cached(
     def build_detector() -> FusedDetector:  # torch: only when nothing cached can be used
         from ros2_fed.detector import FusedDetector
 
-        return FusedDetector.from_checkpoints(backbone, fed, backbone_loader=backbone_loader, **options)
+        return FusedDetector.from_checkpoints(
+            backbone, fed, backbone_loader=backbone_loader, **options
+        )
 
     if runtime == "torch":
         from .torch_engine import TorchEngine
 
-        engine = TorchEngine(build_detector(), input_shape=(height, width), batch=batch, precision=precision, **engine_options)
+        engine = TorchEngine(
+            build_detector(),
+            input_shape=(height, width),
+            batch=batch,
+            precision=precision,
+            **engine_options,
+        )
         engine.warmup(warmup)
         return engine
 
@@ -193,7 +242,11 @@ def open_cached(
     folder = Path(cache) if cache is not None else cache_dir()
     entry = folder / runtime / f"{height}x{width}-b{batch}-{precision}-{key}"
     path = entry / f"model{SUFFIX_BY_RUNTIME[runtime]}"
-    expect = {"model_hash": model_hash, "input_tensor_shape": [batch, height, width, 3], "precision": precision}
+    expect = {
+        "model_hash": model_hash,
+        "input_tensor_shape": [batch, height, width, 3],
+        "precision": precision,
+    }
 
     if path.is_file() and not rebuild:
         try:
@@ -210,14 +263,33 @@ def open_cached(
                 progress(f"cached engine {path} was built without the export check: rebuilding")
 
     if progress:
-        what = "building a GPU engine, this takes minutes" if runtime in GPU_RUNTIMES else "exporting ONNX"
+        what = (
+            "building a GPU engine, this takes minutes"
+            if runtime in GPU_RUNTIMES
+            else "exporting ONNX"
+        )
         progress(f"engine cache miss ({path}): {what}")
     entry.mkdir(parents=True, exist_ok=True)
     detector = build_detector()
-    export_engine(detector, path, height, width, runtime=runtime, precision=precision, batch=batch, opset=opset,
-                  model_hash=model_hash, progress=progress, device=device, verify=verify,
-                  override=override or CACHE_OVERRIDE,
-                  extra_metadata={"cache_key": key, "sources": {"backbone": str(backbone), "fed": str(fed) if fed else None}})
+    export_engine(
+        detector,
+        path,
+        height,
+        width,
+        runtime=runtime,
+        precision=precision,
+        batch=batch,
+        opset=opset,
+        model_hash=model_hash,
+        progress=progress,
+        device=device,
+        verify=verify,
+        override=override or CACHE_OVERRIDE,
+        extra_metadata={
+            "cache_key": key,
+            "sources": {"backbone": str(backbone), "fed": str(fed) if fed else None},
+        },
+    )
     engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
     engine.cache_hit = False
     return engine

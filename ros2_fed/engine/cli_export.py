@@ -1,4 +1,5 @@
-"""``fed_export``: build the fused engine (ONNX / TensorRT / torch-tensorrt / torch bundle) for one camera size.
+"""``fed_export``: build the fused engine (ONNX / TensorRT / torch-tensorrt / torch bundle) for one
+camera size.
 
 Examples::
 
@@ -14,6 +15,7 @@ Examples::
     fed_export --backbone dl_r101.pth --score msp --label-mode nearest \\
                --confidence-dtype float16 --height 1080 --width 1920 --out msp.onnx
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,58 +26,133 @@ from typing import Any, Optional, Sequence
 from ros2_fed.detector import LABEL_MODES, SCORES
 from ros2_fed.fingerprint import ALLOW_FLAG
 
-from .base import PRECISIONS, RUNTIMES, SUFFIX_BY_RUNTIME
-from .export import check_precision
-
 # Runtimes whose engines are built for a GPU: FP16 is their default precision.
-from .base import GPU_RUNTIMES  # noqa: E402
+from .base import (
+    GPU_RUNTIMES,
+    PRECISIONS,
+    RUNTIMES,
+    SUFFIX_BY_RUNTIME,
+)
+from .export import check_precision
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fed_export",
-        description="Export the fused segmentation + FED detector (camera pixels -> labels + confidence) "
-                    "as an ONNX Runtime, TensorRT or torch engine with a JSON metadata sidecar.",
+        description="Export the fused segmentation + FED detector (camera pixels -> labels + "
+        "confidence) "
+        "as an ONNX Runtime, TensorRT or torch engine with a JSON metadata sidecar.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
     )
     src = parser.add_argument_group("model")
-    src.add_argument("--backbone", help="backbone checkpoint: MMSeg .pth, Hugging Face SegFormer folder, or ours (NAME[.safetensors])")
+    src.add_argument(
+        "--backbone",
+        help="backbone checkpoint: MMSeg .pth, Hugging Face SegFormer folder, or ours "
+        "(NAME[.safetensors])",
+    )
     src.add_argument("--fed", help="FED checkpoint (NAME[.safetensors]); needed for --score fed")
-    src.add_argument("--bundle", help="a fused bundle (.safetensors) instead of --backbone/--fed; its detector settings are used")
-    src.add_argument(ALLOW_FLAG, action="store_true",
-                     help="build even when --fed was trained on another backbone (its fingerprint differs)")
+    src.add_argument(
+        "--bundle",
+        help="a fused bundle (.safetensors) instead of --backbone/--fed; its detector settings "
+        "are used",
+    )
+    src.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="build even when --fed was trained on another backbone (its fingerprint differs)",
+    )
     det = parser.add_argument_group("detector graph")
-    det.add_argument("--score", choices=SCORES, default=None, help="confidence source (default: fed with --fed, else required)")
-    det.add_argument("--postprocess", choices=("none", "gaussian", "sml"), default=None,
-                     help="score-map post-processing (default: sml for --score sml, else none)")
-    det.add_argument("--height", type=int, required=True, help="camera image height the engine takes")
-    det.add_argument("--width", type=int, required=True, help="camera image width the engine takes")
-    det.add_argument("--model-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                     help="resize inside the graph to this backbone input size (default: the camera size)")
-    det.add_argument("--fed-rate", type=float, choices=(0.25, 0.5, 1.0), default=0.25,
-                     help="FED resolution relative to the model input (0.25 = native 1/4-res logits)")
-    det.add_argument("--label-mode", choices=LABEL_MODES, default="bilinear",
-                     help="argmax of bilinearly upsampled logits, or nearest-upsampled 1/4-res argmax (cheaper)")
+    det.add_argument(
+        "--score",
+        choices=SCORES,
+        default=None,
+        help="confidence source (default: fed with --fed, else required)",
+    )
+    det.add_argument(
+        "--postprocess",
+        choices=("none", "gaussian", "sml"),
+        default=None,
+        help="score-map post-processing (default: sml for --score sml, else none)",
+    )
+    det.add_argument(
+        "--height", type=int, required=True, help="camera image height the engine takes"
+    )
+    det.add_argument(
+        "--width", type=int, required=True, help="camera image width the engine takes"
+    )
+    det.add_argument(
+        "--model-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="resize inside the graph to this backbone input size (default: the camera size)",
+    )
+    det.add_argument(
+        "--fed-rate",
+        type=float,
+        choices=(0.25, 0.5, 1.0),
+        default=0.25,
+        help="FED resolution relative to the model input (0.25 = native 1/4-res logits)",
+    )
+    det.add_argument(
+        "--label-mode",
+        choices=LABEL_MODES,
+        default="bilinear",
+        help="argmax of bilinearly upsampled logits, or nearest-upsampled 1/4-res argmax "
+        "(cheaper)",
+    )
     det.add_argument("--confidence-dtype", choices=("float32", "float16"), default="float32")
-    det.add_argument("--confidence-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                     help="min-max map of the certainty for maxlogit/energy/sml (dataset statistics) instead of the default sigmoid")
-    det.add_argument("--slide", type=int, nargs=4, metavar=("CROP_H", "CROP_W", "STRIDE_H", "STRIDE_W"), default=None,
-                     help="sliding-window backbone inference inside the graph (SegFormer: 1024 1024 768 768)")
+    det.add_argument(
+        "--confidence-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="min-max map of the certainty for maxlogit/energy/sml (dataset statistics) instead "
+        "of the default sigmoid",
+    )
+    det.add_argument(
+        "--slide",
+        type=int,
+        nargs=4,
+        metavar=("CROP_H", "CROP_W", "STRIDE_H", "STRIDE_W"),
+        default=None,
+        help="sliding-window backbone inference inside the graph (SegFormer: 1024 1024 768 768)",
+    )
     out = parser.add_argument_group("engine")
     out.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
-    out.add_argument("--precision", default=None, metavar="{" + ",".join(PRECISIONS) + "}",
-                     help="fp16 = float16 backbone, float32 FED, typed in the graph (default for tensorrt and "
-                          "torch-tensorrt); fp32 = everything float32 (default otherwise). INT8 is not supported")
-    out.add_argument("--batch", type=int, default=1,
-                     help="frames per run: the number of cameras of a surround-camera fed_node (cameras:=[...]). "
-                          "ONNX Runtime engines take any batch from 1 to N; TensorRT engines exactly N (padded)")
+    out.add_argument(
+        "--precision",
+        default=None,
+        metavar="{" + ",".join(PRECISIONS) + "}",
+        help="fp16 = float16 backbone, float32 FED, typed in the graph (default for tensorrt and "
+        "torch-tensorrt); fp32 = everything float32 (default otherwise). INT8 is not supported",
+    )
+    out.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="frames per run: the number of cameras of a surround-camera fed_node "
+        "(cameras:=[...]). "
+        "ONNX Runtime engines take any batch from 1 to N; TensorRT engines exactly N (padded)",
+    )
     out.add_argument("--opset", type=int, default=18)
-    out.add_argument("--out", help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or ~/.cache/ros2_fed)")
-    out.add_argument("--rebuild", action="store_true", help="ignore a cached engine and rebuild it")
-    out.add_argument("--no-verify", action="store_true",
-                     help="skip the check of the built engine against the float32 eager detector "
-                          "(done on every build, the engine cache's included)")
+    out.add_argument(
+        "--out",
+        help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or "
+        "~/.cache/ros2_fed)",
+    )
+    out.add_argument(
+        "--rebuild", action="store_true", help="ignore a cached engine and rebuild it"
+    )
+    out.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the check of the built engine against the float32 eager detector "
+        "(done on every build, the engine cache's included)",
+    )
     out.add_argument("--quiet", action="store_true")
     return parser
 
@@ -92,8 +169,14 @@ def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.confidence_range:
         options["confidence_range"] = tuple(args.confidence_range)
     if args.slide:
-        options["inference"] = {"mode": "slide", "crop_size": args.slide[:2], "stride": args.slide[2:]}
-    if args.allow_backbone_mismatch:  # only when given: cache keys of ordinary builds stay as they were
+        options["inference"] = {
+            "mode": "slide",
+            "crop_size": args.slide[:2],
+            "stride": args.slide[2:],
+        }
+    if (
+        args.allow_backbone_mismatch
+    ):  # only when given: cache keys of ordinary builds stay as they were
         options["allow_backbone_mismatch"] = True
     return options
 
@@ -127,7 +210,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--height, --width and --batch must be positive")
     score = args.score or ("fed" if args.fed else None)
     if args.backbone and score is None:
-        parser.error("no --fed checkpoint: pass --score msp|maxlogit|energy|entropy|sml|none for a baseline")
+        parser.error(
+            "no --fed checkpoint: pass --score msp|maxlogit|energy|entropy|sml|none for a baseline"
+        )
     if score == "fed" and args.backbone and not args.fed:
         parser.error("--score fed needs --fed")
 
@@ -142,9 +227,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .torch_engine import load_bundle
 
             detector, _ = load_bundle(args.bundle)
-            path, meta = export_engine(detector, _output_path(args.out, args.runtime), args.height, args.width,
-                                       runtime=args.runtime, precision=precision, batch=args.batch, opset=args.opset,
-                                       verify=not args.no_verify, progress=say)
+            path, meta = export_engine(
+                detector,
+                _output_path(args.out, args.runtime),
+                args.height,
+                args.width,
+                runtime=args.runtime,
+                precision=precision,
+                batch=args.batch,
+                opset=args.opset,
+                verify=not args.no_verify,
+                progress=say,
+            )
         elif args.out:
             from ros2_fed.detector import FusedDetector
 
@@ -154,28 +248,60 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             options = _detector_options(args)
             options.update(score=score, postprocess=args.postprocess)
             detector = FusedDetector.from_checkpoints(args.backbone, args.fed, **options)
-            path, meta = export_engine(detector, _output_path(args.out, args.runtime), args.height, args.width,
-                                       runtime=args.runtime, precision=precision, batch=args.batch, opset=args.opset,
-                                       model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
-                                       verify=not args.no_verify, progress=say)
+            path, meta = export_engine(
+                detector,
+                _output_path(args.out, args.runtime),
+                args.height,
+                args.width,
+                runtime=args.runtime,
+                precision=precision,
+                batch=args.batch,
+                opset=args.opset,
+                model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
+                verify=not args.no_verify,
+                progress=say,
+            )
         else:
             from .cache import open_cached
 
-            engine = open_cached(args.backbone, args.fed, height=args.height, width=args.width, runtime=args.runtime,
-                                 precision=precision, batch=args.batch, score=score, postprocess=args.postprocess,
-                                 detector_options=_detector_options(args), rebuild=args.rebuild, opset=args.opset,
-                                 warmup=0, progress=say, verify=not args.no_verify,
-                                 override="--no-verify")
+            engine = open_cached(
+                args.backbone,
+                args.fed,
+                height=args.height,
+                width=args.width,
+                runtime=args.runtime,
+                precision=precision,
+                batch=args.batch,
+                score=score,
+                postprocess=args.postprocess,
+                detector_options=_detector_options(args),
+                rebuild=args.rebuild,
+                opset=args.opset,
+                warmup=0,
+                progress=say,
+                verify=not args.no_verify,
+                override="--no-verify",
+            )
             path, meta = engine.path, engine.metadata
             say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
             engine.close()
-    except (EngineError, CheckpointError, BackboneError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (
+        EngineError,
+        CheckpointError,
+        BackboneError,
+        ValueError,
+        FileNotFoundError,
+        RuntimeError,
+    ) as exc:
         print(f"fed_export: error: {exc}", file=sys.stderr)
         return 1
     say(f"engine: {path}")
-    say(f"  runtime {meta['runtime']} {meta['runtime_version']}, precision {meta['precision']}, "
-        f"input {'x'.join(map(str, meta['input_tensor_shape']))} uint8 RGB, score {meta['score']}, "
-        f"model hash {str(meta['model_hash'])[:12]}")
+    say(
+        f"  runtime {meta['runtime']} {meta['runtime_version']}, precision {meta['precision']}, "
+        f"input {'x'.join(map(str, meta['input_tensor_shape']))} uint8 RGB, score "
+        f"{meta['score']}, "
+        f"model hash {str(meta['model_hash'])[:12]}"
+    )
     return 0
 
 

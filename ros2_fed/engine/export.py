@@ -15,6 +15,7 @@ and renamed, so a crash never leaves a half-written engine under the final name.
 torch is imported inside the functions: ``onnx_engine`` imports this module, and opening an
 ONNX engine must not load torch.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -38,9 +39,9 @@ from .base import (
     RUNTIMES,
     EngineError,
     PathLike,
-    tensor_shape,
     install_engine_file,
     sidecar_path,
+    tensor_shape,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,10 +60,13 @@ FP16_MAX_MEAN_CONFIDENCE_DIFF = 0.01
 # the override a refusal names: the CLIs' flag, or for the cache (fed_node) the environment.
 NO_VERIFY_FLAG = "--no-verify"
 VERIFY_ENV = "ROS2_FED_VERIFY"  # "0": the engine cache builds without the check
-CACHE_OVERRIDE = (f"{VERIFY_ENV}=0 in the environment of fed_node / the cache's user, or "
-                  f"{NO_VERIFY_FLAG} for fed_export and fed_bag_eval")
+CACHE_OVERRIDE = (
+    f"{VERIFY_ENV}=0 in the environment of fed_node / the cache's user, or "
+    f"{NO_VERIFY_FLAG} for fed_export and fed_bag_eval"
+)
 INT8_UNSUPPORTED = (
-    "INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes in the graph, which ros2_fed "
+    "INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes in the graph, which "
+    "ros2_fed "
     "does not write; use fp16"
 )
 
@@ -83,8 +87,12 @@ def runtime_version(runtime: str) -> str:
     """Installed version of a runtime ("absent" when it is not installed or cannot load)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    module = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch": "torch",
-              "torch-tensorrt": "torch_tensorrt"}.get(runtime, runtime)
+    module = {
+        "onnxruntime": "onnxruntime",
+        "tensorrt": "tensorrt",
+        "torch": "torch",
+        "torch-tensorrt": "torch_tensorrt",
+    }.get(runtime, runtime)
     try:
         return str(__import__(module).__version__)
     except Exception:  # ImportError, or torch_tensorrt's plain Exception without libnvinfer
@@ -102,7 +110,10 @@ def gpu_identity(device: int = 0) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"name": "cpu", "compute_capability": None}
     major, minor = torch.cuda.get_device_capability(device)
-    return {"name": str(torch.cuda.get_device_name(device)), "compute_capability": f"{major}.{minor}"}
+    return {
+        "name": str(torch.cuda.get_device_name(device)),
+        "compute_capability": f"{major}.{minor}",
+    }
 
 
 def gpu_name(device: int = 0) -> str:
@@ -143,7 +154,11 @@ def engine_metadata(
         onnx_version = str(onnx.__version__)
     except ImportError:  # pragma: no cover - onnx is a runtime requirement
         onnx_version = "absent"
-    gpu = gpu_identity() if runtime in ("tensorrt", "torch-tensorrt") else {"name": None, "compute_capability": None}
+    gpu = (
+        gpu_identity()
+        if runtime in ("tensorrt", "torch-tensorrt")
+        else {"name": None, "compute_capability": None}
+    )
     meta: dict[str, Any] = {
         "format": ENGINE_FORMAT,
         "format_version": ENGINE_FORMAT_VERSION,
@@ -162,8 +177,12 @@ def engine_metadata(
         "dynamic_batch": bool(dynamic_batch),
         "outputs": {
             "labels": {"dtype": "uint8", "shape": [int(batch), int(height), int(width)]},
-            "confidence": {"dtype": cfg["confidence_dtype"], "shape": [int(batch), int(height), int(width)],
-                           "range": [0.0, 1.0], "meaning": "1 = certain"},
+            "confidence": {
+                "dtype": cfg["confidence_dtype"],
+                "shape": [int(batch), int(height), int(width)],
+                "range": [0.0, 1.0],
+                "meaning": "1 = certain",
+            },
         },
         "model_hash": model_hash or detector_hash(detector),
         "score": cfg["score"],
@@ -186,7 +205,9 @@ def engine_metadata(
     return meta
 
 
-def _export_to_proto(graph: Any, example: torch.Tensor, opset: int, dynamic_batch: bool = False) -> Any:
+def _export_to_proto(
+    graph: Any, example: torch.Tensor, opset: int, dynamic_batch: bool = False
+) -> Any:
     """Trace + export with the TorchScript exporter; returns the ONNX ModelProto.
 
     ``dynamic_batch``: the batch dimension of the input and outputs is symbolic.
@@ -198,7 +219,9 @@ def _export_to_proto(graph: Any, example: torch.Tensor, opset: int, dynamic_batc
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python ints: shapes are fixed
+        warnings.simplefilter(
+            "ignore"
+        )  # TracerWarnings about shape-dependent Python ints: shapes are fixed
         with torch.no_grad():
             torch.onnx.export(
                 graph,
@@ -209,7 +232,9 @@ def _export_to_proto(graph: Any, example: torch.Tensor, opset: int, dynamic_batc
                 input_names=[INPUT_NAME],
                 output_names=list(OUTPUT_NAMES),
                 do_constant_folding=True,
-                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None,
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)}
+                if dynamic_batch
+                else None,
             )
     return onnx.load_from_string(buffer.getvalue())
 
@@ -229,7 +254,8 @@ def export_onnx(
     dynamic_batch: Optional[bool] = None,
     override: str = NO_VERIFY_FLAG,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export the fused graph to ``path`` (.onnx) and write ``path.json``; returns (path, metadata).
+    """Export the fused graph to ``path`` (.onnx) and write ``path.json``; returns (path,
+    metadata).
 
     ``batch`` > 1 (one frame per camera): by default the graph takes any batch from 1 to
     ``batch`` (``dynamic_batch``), so a batch with fewer new frames costs fewer frames, not
@@ -256,15 +282,25 @@ def export_onnx(
     example = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=device)
     dynamic = batch > 1 if dynamic_batch is None else bool(dynamic_batch)
     metadata = engine_metadata(
-        detector, runtime="onnxruntime", precision=precision, height=height, width=width, batch=batch,
-        model_hash=model_hash, opset=opset, extra=extra_metadata, dynamic_batch=dynamic,
+        detector,
+        runtime="onnxruntime",
+        precision=precision,
+        height=height,
+        width=width,
+        batch=batch,
+        model_hash=model_hash,
+        opset=opset,
+        extra=extra_metadata,
+        dynamic_batch=dynamic,
     )
     metadata["verified"] = bool(verify)
     try:
         proto = _export_to_proto(export_graph(detector, precision), example, opset, dynamic)
         remove_identity_casts(proto)
     except Exception as exc:
-        raise EngineError(f"{path}: torch.onnx.export of the fused detector failed: {exc}") from exc
+        raise EngineError(
+            f"{path}: torch.onnx.export of the fused detector failed: {exc}"
+        ) from exc
     del proto.metadata_props[:]
     for key, value in (
         ("model_hash", metadata["model_hash"]),
@@ -293,23 +329,38 @@ def export_onnx(
     return path, metadata
 
 
-def parity(labels: np.ndarray, confidence: np.ndarray, ref_labels: np.ndarray, ref_confidence: np.ndarray) -> dict[str, float]:
+def parity(
+    labels: np.ndarray, confidence: np.ndarray, ref_labels: np.ndarray, ref_confidence: np.ndarray
+) -> dict[str, float]:
     """Label agreement and confidence differences of one output against a reference."""
     diff = np.abs(np.asarray(confidence, np.float32) - np.asarray(ref_confidence, np.float32))
-    return {"label_agreement": float(np.mean(np.asarray(labels) == np.asarray(ref_labels))),
-            "confidence_mean_abs_diff": float(diff.mean()), "confidence_max_abs_diff": float(diff.max())}
+    return {
+        "label_agreement": float(np.mean(np.asarray(labels) == np.asarray(ref_labels))),
+        "confidence_mean_abs_diff": float(diff.mean()),
+        "confidence_max_abs_diff": float(diff.max()),
+    }
 
 
 def parity_ok(stats: dict[str, float], precision: str) -> bool:
     """The acceptance rule for ``precision`` against the float32 reference."""
     if precision == "fp16":
-        return (stats["label_agreement"] >= FP16_MIN_LABEL_AGREEMENT
-                and stats["confidence_mean_abs_diff"] <= FP16_MAX_MEAN_CONFIDENCE_DIFF)
+        return (
+            stats["label_agreement"] >= FP16_MIN_LABEL_AGREEMENT
+            and stats["confidence_mean_abs_diff"] <= FP16_MAX_MEAN_CONFIDENCE_DIFF
+        )
     return stats["label_agreement"] >= 0.999 and stats["confidence_max_abs_diff"] <= 1e-3
 
 
-def verify_outputs(labels: Any, confidence: Any, detector: FusedDetector, example: torch.Tensor,
-                   name: PathLike, what: str, precision: str, override: str) -> dict[str, float]:
+def verify_outputs(
+    labels: Any,
+    confidence: Any,
+    detector: FusedDetector,
+    example: torch.Tensor,
+    name: PathLike,
+    what: str,
+    precision: str,
+    override: str,
+) -> dict[str, float]:
     """The one export check: an engine's ``(labels, confidence)`` for ``example`` against the
     float32 eager detector (:func:`parity_ok`: fp32 confidence within 1e-3 and labels 99.9 %,
     fp16 mean confidence within 0.01 and labels 99 %). ExportVerificationError naming
@@ -318,15 +369,20 @@ def verify_outputs(labels: Any, confidence: Any, detector: FusedDetector, exampl
 
     with torch.no_grad():
         ref_labels, ref_conf = detector(example)
-    stats = parity(np.asarray(labels), np.asarray(confidence, np.float32),
-                   ref_labels.cpu().numpy(), ref_conf.float().cpu().numpy())
+    stats = parity(
+        np.asarray(labels),
+        np.asarray(confidence, np.float32),
+        ref_labels.cpu().numpy(),
+        ref_conf.float().cpu().numpy(),
+    )
     if not parity_ok(stats, precision):
         raise ExportVerificationError(
             f"{name}: {what} ({precision}) disagrees with the float32 eager detector "
             f"(confidence mean diff {stats['confidence_mean_abs_diff']:.2e}, max "
             f"{stats['confidence_max_abs_diff']:.2e}, labels agree "
             f"{stats['label_agreement']:.4%}); "
-            f"refused, nothing written. To use it anyway: {override}")
+            f"refused, nothing written. To use it anyway: {override}"
+        )
     return stats
 
 
@@ -339,11 +395,18 @@ def run_onnx(onnx_path: PathLike, example: torch.Tensor) -> tuple[np.ndarray, np
     return labels, confidence
 
 
-def _verify_onnx(onnx_path: Path, detector: FusedDetector, example: torch.Tensor, name: Path,
-                 precision: str, override: str = NO_VERIFY_FLAG) -> None:
+def _verify_onnx(
+    onnx_path: Path,
+    detector: FusedDetector,
+    example: torch.Tensor,
+    name: Path,
+    precision: str,
+    override: str = NO_VERIFY_FLAG,
+) -> None:
     labels, confidence = run_onnx(onnx_path, example)
-    verify_outputs(labels, confidence, detector, example, name, "ONNX Runtime", precision,
-                   override)
+    verify_outputs(
+        labels, confidence, detector, example, name, "ONNX Runtime", precision, override
+    )
 
 
 def export_engine(
@@ -384,9 +447,19 @@ def export_engine(
     if runtime == "onnxruntime":
         if progress:
             progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
-        return export_onnx(detector, path, height, width, batch=batch, opset=opset, precision=precision,
-                           model_hash=model_hash, extra_metadata=extra_metadata, verify=verify,
-                           override=override)
+        return export_onnx(
+            detector,
+            path,
+            height,
+            width,
+            batch=batch,
+            opset=opset,
+            precision=precision,
+            model_hash=model_hash,
+            extra_metadata=extra_metadata,
+            verify=verify,
+            override=override,
+        )
     if runtime == "tensorrt":
         from .tensorrt_engine import build_tensorrt_engine
 
@@ -398,13 +471,28 @@ def export_engine(
         staged = temporary_sibling(onnx_path.with_name(f".{onnx_path.stem}.staged.onnx"))
         try:
             # TensorRT builds for one fixed shape (no optimisation profiles): batch N pads.
-            _, onnx_meta = export_onnx(detector, staged, height, width, batch=batch, opset=opset,
-                                       precision=precision, model_hash=model_hash,
-                                       extra_metadata=extra_metadata, verify=verify,
-                                       dynamic_batch=False, override=override)
-            result = build_tensorrt_engine(staged, path, tensorrt_metadata(onnx_meta, device),
-                                           workspace_gib=workspace_gib, progress=progress,
-                                           device=device)
+            _, onnx_meta = export_onnx(
+                detector,
+                staged,
+                height,
+                width,
+                batch=batch,
+                opset=opset,
+                precision=precision,
+                model_hash=model_hash,
+                extra_metadata=extra_metadata,
+                verify=verify,
+                dynamic_batch=False,
+                override=override,
+            )
+            result = build_tensorrt_engine(
+                staged,
+                path,
+                tensorrt_metadata(onnx_meta, device),
+                workspace_gib=workspace_gib,
+                progress=progress,
+                device=device,
+            )
             os.replace(staged, onnx_path)  # the file, then its sidecar (as install_engine_file)
             os.replace(sidecar_path(staged), sidecar_path(onnx_path))
         finally:
@@ -414,24 +502,46 @@ def export_engine(
     if runtime == "torch-tensorrt":
         from .torch_tensorrt_engine import build_torch_tensorrt
 
-        return build_torch_tensorrt(detector, path, height, width, batch=batch, precision=precision,
-                                    model_hash=model_hash, extra_metadata=extra_metadata,
-                                    progress=progress, device=device, verify=verify,
-                                    override=override)
+        return build_torch_tensorrt(
+            detector,
+            path,
+            height,
+            width,
+            batch=batch,
+            precision=precision,
+            model_hash=model_hash,
+            extra_metadata=extra_metadata,
+            progress=progress,
+            device=device,
+            verify=verify,
+            override=override,
+        )
     from .torch_engine import save_bundle
 
     if progress:
         progress(f"writing torch bundle to {path}")
-    return save_bundle(path, detector, height, width, batch=batch, precision=precision, model_hash=model_hash,
-                       extra_metadata=extra_metadata)
+    return save_bundle(
+        path,
+        detector,
+        height,
+        width,
+        batch=batch,
+        precision=precision,
+        model_hash=model_hash,
+        extra_metadata=extra_metadata,
+    )
 
 
 def tensorrt_metadata(onnx_meta: dict[str, Any], device: int = 0) -> dict[str, Any]:
     """The sidecar of a TensorRT engine built from an ONNX export (before the engine exists)."""
     gpu = gpu_identity(device)
     meta = dict(onnx_meta)
-    meta.update(runtime="tensorrt", runtime_version=runtime_version("tensorrt"), gpu_name=gpu["name"],
-                gpu_compute_capability=gpu["compute_capability"])
+    meta.update(
+        runtime="tensorrt",
+        runtime_version=runtime_version("tensorrt"),
+        gpu_name=gpu["name"],
+        gpu_compute_capability=gpu["compute_capability"],
+    )
     for key in ("file_sha256", "file_size"):
         meta.pop(key, None)
     meta["onnx_sha256"] = onnx_meta["file_sha256"]

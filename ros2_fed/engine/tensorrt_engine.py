@@ -5,7 +5,8 @@ export already says which tensors are float16 (``fed_export --precision fp16``: 
 backbone, float32 FED, explicit Casts; see :mod:`.mixed_precision`), and TensorRT builds it as
 a *strongly typed* network, i.e. with exactly those types: the ``STRONGLY_TYPED`` creation
 flag on 10.x; on 11.x strong typing is the only mode and the precision flags are gone.
-So no builder precision flag is ever set (``BuilderFlag.FP16/INT8``, ``OBEY_PRECISION_CONSTRAINTS``,
+So no builder precision flag is ever set (``BuilderFlag.FP16/INT8``,
+``OBEY_PRECISION_CONSTRAINTS``,
 ``layer.precision`` and ``platform_has_fast_fp16`` do not exist in 11.x, and would contradict
 a strongly typed network in 10.x). INT8 is not supported: TensorRT 11 takes INT8 only as
 Q/DQ nodes in the graph, and ros2_fed does not export them.
@@ -20,6 +21,7 @@ TensorRT or CUDA becomes an :class:`EngineError` with one line naming the file.
 ``tensorrt`` (and cuda-python / torch) are imported lazily: this module imports without them,
 and every entry point then raises :class:`EngineError` saying what is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +30,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .base import (INPUT_NAME, OUTPUT_NAMES, Engine, EngineError, PathLike, check_file_integrity, install_engine_file,
-                   read_sidecar)
+from .base import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    Engine,
+    EngineError,
+    PathLike,
+    check_file_integrity,
+    install_engine_file,
+    read_sidecar,
+)
 
 SUPPORTED_MAJORS = (10, 11)
 
@@ -49,12 +59,15 @@ def import_tensorrt() -> Any:
         import tensorrt as trt  # type: ignore[import-not-found]
     except Exception as exc:  # noqa: BLE001 - any failure to load is "TensorRT unusable here"
         raise EngineError(
-            "TensorRT is not installed or cannot load: install TensorRT 10.x/11.x matching your CUDA (on Jetson: "
+            "TensorRT is not installed or cannot load: install TensorRT 10.x/11.x matching your "
+            "CUDA (on Jetson: "
             f"the JetPack packages), or pick runtime 'onnxruntime' ({one_line(exc)})"
         ) from exc
     major = tensorrt_major(trt)
     if major not in SUPPORTED_MAJORS:
-        raise EngineError(f"TensorRT {trt.__version__} is not supported: ros2_fed needs TensorRT 10.x or 11.x")
+        raise EngineError(
+            f"TensorRT {trt.__version__} is not supported: ros2_fed needs TensorRT 10.x or 11.x"
+        )
     return trt
 
 
@@ -99,7 +112,9 @@ def serialize_onnx(trt: Any, onnx_path: Path, workspace_gib: float, logger: Any 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineError(f"{onnx_path}: TensorRT failed to build the engine (see the TensorRT log above)")
+        raise EngineError(
+            f"{onnx_path}: TensorRT failed to build the engine (see the TensorRT log above)"
+        )
     return bytes(serialized)
 
 
@@ -122,7 +137,9 @@ def check_gpu(path: PathLike, metadata: dict[str, Any], gpu: dict[str, Any]) -> 
     if built[0] is not None and built[0] != here[0]:
         raise EngineError(f"{path}: built for GPU {built[0]!r}, this is {here[0]!r}: rebuild")
     if built[1] is not None and built[1] != here[1]:
-        raise EngineError(f"{path}: built for compute capability {built[1]}, this GPU has {here[1]}: rebuild")
+        raise EngineError(
+            f"{path}: built for compute capability {built[1]}, this GPU has {here[1]}: rebuild"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -148,8 +165,11 @@ def build_tensorrt_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     gpu = select_device(device)
     if progress:
-        progress(f"building TensorRT {trt.__version__} {metadata.get('precision')} engine (strongly typed) from "
-                 f"{onnx_path.name} on {gpu['name']}, this takes minutes ...")
+        progress(
+            f"building TensorRT {trt.__version__} {metadata.get('precision')} engine (strongly "
+            "typed) from "
+            f"{onnx_path.name} on {gpu['name']}, this takes minutes ..."
+        )
     try:
         data = serialize_onnx(trt, onnx_path, workspace_gib)
     except EngineError:
@@ -162,9 +182,14 @@ def build_tensorrt_engine(
     try:
         tmp.write_bytes(data)
         meta = dict(metadata)
-        meta.update(runtime="tensorrt", runtime_version=str(trt.__version__), gpu_name=gpu["name"],
-                    gpu_compute_capability=gpu["compute_capability"], workspace_gib=workspace_gib,
-                    tensorrt_strongly_typed=True)
+        meta.update(
+            runtime="tensorrt",
+            runtime_version=str(trt.__version__),
+            gpu_name=gpu["name"],
+            gpu_compute_capability=gpu["compute_capability"],
+            workspace_gib=workspace_gib,
+            tensorrt_strongly_typed=True,
+        )
         install_engine_file(tmp, engine_path, meta)
     finally:
         tmp.unlink(missing_ok=True)
@@ -184,23 +209,40 @@ def deserialize(trt: Any, path: Path, data: bytes) -> tuple[Any, Any, Any]:
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(data)
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"{path}: TensorRT cannot deserialise this engine: {one_line(exc)}") from exc
+        raise EngineError(
+            f"{path}: TensorRT cannot deserialise this engine: {one_line(exc)}"
+        ) from exc
     if engine is None:
-        raise EngineError(f"{path}: TensorRT cannot deserialise this engine (see the TensorRT log above)")
+        raise EngineError(
+            f"{path}: TensorRT cannot deserialise this engine (see the TensorRT log above)"
+        )
     try:
         context = engine.create_execution_context()
     except Exception as exc:  # noqa: BLE001
-        raise EngineError(f"{path}: TensorRT cannot create an execution context: {one_line(exc)}") from exc
+        raise EngineError(
+            f"{path}: TensorRT cannot create an execution context: {one_line(exc)}"
+        ) from exc
     if context is None:
-        raise EngineError(f"{path}: TensorRT cannot create an execution context (out of GPU memory?)")
+        raise EngineError(
+            f"{path}: TensorRT cannot create an execution context (out of GPU memory?)"
+        )
     return runtime, engine, context
 
 
-def io_tensors(trt: Any, engine: Any, metadata: dict[str, Any], path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+def io_tensors(
+    trt: Any, engine: Any, metadata: dict[str, Any], path: Path
+) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, numpy dtype name) of every I/O tensor, checked against the sidecar."""
     dtypes = {}
-    for trt_name, np_name in (("uint8", "uint8"), ("float32", "float32"), ("float16", "float16"), ("int32", "int32"),
-                              ("int8", "int8"), ("bool", "bool"), ("int64", "int64")):
+    for trt_name, np_name in (
+        ("uint8", "uint8"),
+        ("float32", "float32"),
+        ("float16", "float16"),
+        ("int32", "int32"),
+        ("int8", "int8"),
+        ("bool", "bool"),
+        ("int64", "int64"),
+    ):
         if hasattr(trt, trt_name):
             dtypes[getattr(trt, trt_name)] = np_name
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -210,12 +252,20 @@ def io_tensors(trt: Any, engine: Any, metadata: dict[str, Any], path: Path) -> l
     tensors = []
     for name in names:
         shape = tuple(int(v) for v in engine.get_tensor_shape(name))
-        want = tuple(metadata["input_tensor_shape"]) if name == INPUT_NAME else tuple(metadata["input_tensor_shape"][:3])
+        want = (
+            tuple(metadata["input_tensor_shape"])
+            if name == INPUT_NAME
+            else tuple(metadata["input_tensor_shape"][:3])
+        )
         if shape != want:
-            raise EngineError(f"{path}: tensor {name!r} has shape {list(shape)}, its sidecar says {list(want)}")
+            raise EngineError(
+                f"{path}: tensor {name!r} has shape {list(shape)}, its sidecar says {list(want)}"
+            )
         dtype = dtypes.get(engine.get_tensor_dtype(name))
         if dtype is None:
-            raise EngineError(f"{path}: tensor {name!r} has unsupported dtype {engine.get_tensor_dtype(name)}")
+            raise EngineError(
+                f"{path}: tensor {name!r} has unsupported dtype {engine.get_tensor_dtype(name)}"
+            )
         tensors.append((name, shape, dtype))
     return tensors
 
@@ -229,8 +279,14 @@ class TensorRTEngine(Engine):
 
     runtime = "tensorrt"
 
-    def __init__(self, path: PathLike, metadata: Optional[dict[str, Any]] = None, *, device: int = 0,
-                 check_gpu_model: bool = True) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        metadata: Optional[dict[str, Any]] = None,
+        *,
+        device: int = 0,
+        check_gpu_model: bool = True,
+    ) -> None:
         from .cuda_memory import cuda_backend
 
         path = Path(path)
@@ -243,12 +299,16 @@ class TensorRTEngine(Engine):
             raise EngineError(f"{path}: {exc}") from exc
         if str(metadata.get("runtime_version")) != str(trt.__version__):
             raise EngineError(
-                f"{path}: built with TensorRT {metadata.get('runtime_version')}, this is TensorRT {trt.__version__}; "
-                "engines are not portable across versions: rebuild (fed_export or the engine cache)"
+                f"{path}: built with TensorRT {metadata.get('runtime_version')}, this is TensorRT "
+                f"{trt.__version__}; "
+                "engines are not portable across versions: rebuild (fed_export or the engine "
+                "cache)"
             )
         try:
             self._cuda = cuda_backend()
-            gpu = self._cuda.select_device(device)  # the engine lives on the device current at deserialisation
+            gpu = self._cuda.select_device(
+                device
+            )  # the engine lives on the device current at deserialisation
         except EngineError as exc:
             raise EngineError(f"{path}: {exc}") from exc
         if check_gpu_model:
@@ -265,9 +325,15 @@ class TensorRTEngine(Engine):
                     raise EngineError(f"{path}: cannot bind tensor {name!r}")
             self._stream = self._cuda.stream()
         except EngineError as exc:
-            raise EngineError(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}") from exc
+            raise EngineError(
+                str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            ) from exc
         confidence = self._host[OUTPUT_NAMES[1]]
-        self._confidence = confidence if confidence.dtype == np.float32 else np.zeros(confidence.shape, np.float32)
+        self._confidence = (
+            confidence
+            if confidence.dtype == np.float32
+            else np.zeros(confidence.shape, np.float32)
+        )
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cuda, stream = self._cuda, self._stream
@@ -284,7 +350,9 @@ class TensorRTEngine(Engine):
         except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError & co.
             raise EngineError(f"{self._path}: TensorRT inference failed: {one_line(exc)}") from exc
         if not ok:
-            raise EngineError(f"{self._path}: TensorRT execution failed (execute_async_v3 returned False)")
+            raise EngineError(
+                f"{self._path}: TensorRT execution failed (execute_async_v3 returned False)"
+            )
         if confidence is not self._confidence:
             np.copyto(self._confidence, confidence)  # a float16 confidence output
         return labels, self._confidence

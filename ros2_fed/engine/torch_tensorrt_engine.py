@@ -15,6 +15,7 @@ Importing torch_tensorrt without a GPU or without TensorRT's libraries raises a 
 turns any failure into an :class:`EngineError` with one line. Needs torch (this route is
 torch by definition).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from .base import Engine, EngineError, PathLike, check_file_integrity, install_engine_file, read_sidecar
+from .base import (
+    Engine,
+    EngineError,
+    PathLike,
+    check_file_integrity,
+    install_engine_file,
+    read_sidecar,
+)
 from .tensorrt_engine import check_gpu, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +45,8 @@ def import_torch_tensorrt() -> Any:
         import torch_tensorrt  # type: ignore[import-not-found]
     except Exception as exc:  # noqa: BLE001 - torch_tensorrt raises a bare Exception without libnvinfer
         raise EngineError(
-            "torch-tensorrt is not usable here: it needs a CUDA GPU, TensorRT's libraries and the torch version it "
+            "torch-tensorrt is not usable here: it needs a CUDA GPU, TensorRT's libraries and the "
+            "torch version it "
             f"was built for; or pick runtime 'tensorrt' / 'onnxruntime' ({one_line(exc)})"
         ) from exc
     return torch_tensorrt
@@ -77,13 +86,28 @@ def build_torch_tensorrt(
     import torch
 
     detector = detector.freeze()
-    meta = engine_metadata(detector, runtime="torch-tensorrt", precision=precision, height=height, width=width,
-                           batch=batch, model_hash=model_hash, opset=None, extra=extra_metadata)
-    meta.update(gpu_name=gpu["name"], gpu_compute_capability=gpu["compute_capability"],
-                verified=bool(verify))
+    meta = engine_metadata(
+        detector,
+        runtime="torch-tensorrt",
+        precision=precision,
+        height=height,
+        width=width,
+        batch=batch,
+        model_hash=model_hash,
+        opset=None,
+        extra=extra_metadata,
+    )
+    meta.update(
+        gpu_name=gpu["name"],
+        gpu_compute_capability=gpu["compute_capability"],
+        verified=bool(verify),
+    )
     if progress:
-        progress(f"compiling with torch-tensorrt {torch_tensorrt.__version__} ({precision}, {height}x{width}) "
-                 f"on {gpu['name']}, this takes minutes ...")
+        progress(
+            f"compiling with torch-tensorrt {torch_tensorrt.__version__} ({precision}, "
+            f"{height}x{width}) "
+            f"on {gpu['name']}, this takes minutes ..."
+        )
     cuda = torch.device("cuda", int(device))
     graph = export_graph(detector, precision).to(cuda)
     example = torch.zeros((batch, height, width, 3), dtype=torch.uint8, device=cuda)
@@ -91,15 +115,27 @@ def build_torch_tensorrt(
     try:
         try:
             compiled = torch_tensorrt.compile(graph, ir="dynamo", arg_inputs=[example])
-            torch_tensorrt.save(compiled, str(tmp), output_format="exported_program", arg_inputs=[example])
+            torch_tensorrt.save(
+                compiled, str(tmp), output_format="exported_program", arg_inputs=[example]
+            )
         except Exception as exc:  # noqa: BLE001 - TensorRT/export errors of many types: one line
-            raise EngineError(f"{path}: torch-tensorrt compilation failed: {one_line(exc)}") from exc
+            raise EngineError(
+                f"{path}: torch-tensorrt compilation failed: {one_line(exc)}"
+            ) from exc
         if verify:
             check = torch.randint(0, 256, example.shape, dtype=torch.uint8, device=cuda)
             with torch.no_grad():
                 labels, confidence = compiled(check)
-            verify_outputs(labels.cpu().numpy(), confidence.float().cpu().numpy(),
-                           detector.to(cuda), check, path, "torch-tensorrt", precision, override)
+            verify_outputs(
+                labels.cpu().numpy(),
+                confidence.float().cpu().numpy(),
+                detector.to(cuda),
+                check,
+                path,
+                "torch-tensorrt",
+                precision,
+                override,
+            )
         install_engine_file(tmp, path, meta)
     finally:
         tmp.unlink(missing_ok=True)
@@ -115,28 +151,37 @@ def _select_device(device: int) -> dict[str, Any]:
     from .cuda_memory import TorchBackend
 
     if not torch.cuda.is_available():
-        raise EngineError("torch-tensorrt needs a CUDA GPU, and torch.cuda.is_available() is False")
+        raise EngineError(
+            "torch-tensorrt needs a CUDA GPU, and torch.cuda.is_available() is False"
+        )
     return TorchBackend(torch).select_device(device)
 
 
 class TorchTensorRTEngine(Engine):
-    """A saved torch-tensorrt exported program, loaded on CUDA ``device`` and run on a pinned-buffer path."""
+    """A saved torch-tensorrt exported program, loaded on CUDA ``device`` and run on a
+    pinned-buffer path."""
 
     runtime = "torch-tensorrt"
 
-    def __init__(self, path: PathLike, metadata: Optional[dict[str, Any]] = None, *, device: int = 0) -> None:
+    def __init__(
+        self, path: PathLike, metadata: Optional[dict[str, Any]] = None, *, device: int = 0
+    ) -> None:
         path = Path(path)
         metadata = metadata if metadata is not None else read_sidecar(path)
         super().__init__(path, metadata)
         check_file_integrity(path, metadata)
         try:
-            torch_tensorrt = import_torch_tensorrt()  # registers the TensorRT ops the program calls
+            torch_tensorrt = (
+                import_torch_tensorrt()
+            )  # registers the TensorRT ops the program calls
             gpu = _select_device(device)
         except EngineError as exc:
             raise EngineError(f"{path}: {exc}") from exc
         if str(metadata.get("runtime_version")) != str(torch_tensorrt.__version__):
-            raise EngineError(f"{path}: compiled with torch-tensorrt {metadata.get('runtime_version')}, this is "
-                              f"{torch_tensorrt.__version__}: rebuild (fed_export or the engine cache)")
+            raise EngineError(
+                f"{path}: compiled with torch-tensorrt {metadata.get('runtime_version')}, this is "
+                f"{torch_tensorrt.__version__}: rebuild (fed_export or the engine cache)"
+            )
         check_gpu(path, metadata, gpu)
         import torch
 
@@ -150,7 +195,9 @@ class TorchTensorRTEngine(Engine):
             self._labels_host = torch.empty(shape[:3], dtype=torch.uint8).pin_memory()
             self._conf_host = torch.empty(shape[:3], dtype=torch.float32).pin_memory()
         except Exception as exc:  # noqa: BLE001
-            raise EngineError(f"{path}: cannot load the torch-tensorrt program: {one_line(exc)}") from exc
+            raise EngineError(
+                f"{path}: cannot load the torch-tensorrt program: {one_line(exc)}"
+            ) from exc
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
@@ -163,7 +210,9 @@ class TorchTensorRTEngine(Engine):
                 self._conf_host.copy_(confidence, non_blocking=True)
                 torch.cuda.current_stream(self._device).synchronize()
         except Exception as exc:  # noqa: BLE001
-            raise EngineError(f"{self._path}: torch-tensorrt inference failed: {one_line(exc)}") from exc
+            raise EngineError(
+                f"{self._path}: torch-tensorrt inference failed: {one_line(exc)}"
+            ) from exc
         return self._labels_host.numpy(), self._conf_host.numpy()
 
     def close(self) -> None:

@@ -48,6 +48,7 @@ Segmentation: :func:`confusion_matrix` (np.bincount), streaming :class:`Confusio
 :func:`miou`, open-set :func:`open_miou` with the rejection threshold from
 :func:`f1_optimal_threshold` averaged over images (:func:`mean_f1_threshold`).
 """
+
 from __future__ import annotations
 
 import math
@@ -327,9 +328,7 @@ def _harmonic_span(d: np.ndarray, p: np.ndarray) -> np.ndarray:
     return h
 
 
-def histogram_error_bound(
-    pos_counts: Any, neg_counts: Any, tpr: float = 0.95
-) -> Dict[str, Any]:
+def histogram_error_bound(pos_counts: Any, neg_counts: Any, tpr: float = 0.95) -> Dict[str, Any]:
     """Guaranteed intervals for the exact metrics, given only per-bin class counts.
 
     Bins are in ascending score order (any monotone quantisation). Within a bin the exact
@@ -519,7 +518,9 @@ class HistogramAccumulator(_Accumulator):
         self.scale = scale
         t_lo, t_hi = self._transform(np.array([lo, hi])) if scale == "logit" else (lo, hi)
         self._tlo, self._thi = float(t_lo), float(t_hi)  # range in the binned coordinate
-        self.counts = np.zeros((self.bins, 2), dtype=np.int64)  # [:, 0] negatives, [:, 1] positives
+        self.counts = np.zeros(
+            (self.bins, 2), dtype=np.int64
+        )  # [:, 0] negatives, [:, 1] positives
 
     @staticmethod
     def _transform(p: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ Frames are matched to ground truth by header stamp (not log time): camera driver
 tools stamp with the capture time. Camera frames without ground truth are still replayed and
 scored where the metrics do not need it; ground truth without a camera frame is counted.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,8 @@ GT_ENCODINGS = ("mono8", "8UC1")
 
 
 class BagError(RuntimeError):
-    """The bag cannot be evaluated; the message names the file and the topic/type/message at fault."""
+    """The bag cannot be evaluated; the message names the file and the topic/type/message at
+    fault."""
 
 
 @dataclass
@@ -56,7 +58,10 @@ class BagInfo:
         return max(0, self.end_ns - self.start_ns) / 1e9
 
     def describe_topics(self) -> str:
-        return ", ".join(f"{t} ({i.msgtype}, {i.count} msgs)" for t, i in sorted(self.topics.items())) or "none"
+        return (
+            ", ".join(f"{t} ({i.msgtype}, {i.count} msgs)" for t, i in sorted(self.topics.items()))
+            or "none"
+        )
 
     @property
     def synthroad(self) -> dict[str, Any]:
@@ -165,7 +170,9 @@ def _read_custom_data(path: Path) -> dict[str, str]:
 
 def _storage_files(path: Path) -> list[str]:
     if path.is_dir():
-        return sorted(str(p) for p in path.iterdir() if p.suffix in (".mcap", ".db3")) or [str(path)]
+        return sorted(str(p) for p in path.iterdir() if p.suffix in (".mcap", ".db3")) or [
+            str(path)
+        ]
     return [str(path)]
 
 
@@ -177,7 +184,9 @@ def open_info(path: PathLike) -> BagInfo:
     if path.is_dir() and not (path / "metadata.yaml").is_file():
         raise BagError(f"{path}: not a rosbag2 directory (no metadata.yaml)")
     if path.is_file() and path.suffix not in (".mcap", ".db3"):
-        raise BagError(f"{path}: not a rosbag2 storage file (expected a bag directory, .mcap or .db3)")
+        raise BagError(
+            f"{path}: not a rosbag2 storage file (expected a bag directory, .mcap or .db3)"
+        )
     try:
         storage = bagio.storage_of(path)
     except ValueError as exc:
@@ -186,17 +195,35 @@ def open_info(path: PathLike) -> BagInfo:
     try:
         reader = _reader(path)
         with reader:
-            topics = {name: TopicInfo(t.msgtype, int(t.msgcount)) for name, t in reader.topics.items()}
+            topics = {
+                name: TopicInfo(t.msgtype, int(t.msgcount)) for name, t in reader.topics.items()
+            }
             start, end = int(reader.start_time), int(reader.end_time)
-    except Exception as exc:  # rosbags raises several types (ReaderError, AnyReaderError, yaml, sqlite3, ...)
-        raise BagError(f"{path}: cannot open the bag ({', '.join(files)}): {type(exc).__name__}: {exc} "
-                       "(truncated or corrupt storage file?)") from None
-    return BagInfo(path=path, storage=storage, files=files, topics=topics, start_ns=start,
-                   end_ns=end if end < 2**63 - 1 else start, custom_data=_read_custom_data(path))
+    except (
+        Exception
+    ) as exc:  # rosbags raises several types (ReaderError, AnyReaderError, yaml, sqlite3, ...)
+        raise BagError(
+            f"{path}: cannot open the bag ({', '.join(files)}): {type(exc).__name__}: {exc} "
+            "(truncated or corrupt storage file?)"
+        ) from None
+    return BagInfo(
+        path=path,
+        storage=storage,
+        files=files,
+        topics=topics,
+        start_ns=start,
+        end_ns=end if end < 2**63 - 1 else start,
+        custom_data=_read_custom_data(path),
+    )
 
 
-def select_topics(info: BagInfo, image: Optional[str] = None, labels: Optional[str] = None,
-                  ood: Optional[str] = None, ground_truth: bool = True) -> Selection:
+def select_topics(
+    info: BagInfo,
+    image: Optional[str] = None,
+    labels: Optional[str] = None,
+    ood: Optional[str] = None,
+    ground_truth: bool = True,
+) -> Selection:
     """Validate (or pick) the camera and ground-truth topics.
 
     Defaults: the topics a synthroad bag names in its metadata; else the only Image /
@@ -210,24 +237,34 @@ def select_topics(info: BagInfo, image: Optional[str] = None, labels: Optional[s
                 labels = labels if labels is not None else synth.get("labels_topic")
                 ood = ood if ood is not None else synth.get("ood_topic")
         else:
-            candidates = [t for t, i in info.topics.items() if i.msgtype in bagio.IMAGE_TYPES
-                          and t not in (labels, ood)]
+            candidates = [
+                t
+                for t, i in info.topics.items()
+                if i.msgtype in bagio.IMAGE_TYPES and t not in (labels, ood)
+            ]
             if len(candidates) != 1:
-                raise BagError(f"{info.path}: {'several' if candidates else 'no'} camera topics "
-                               f"({', '.join(candidates) or 'no Image/CompressedImage topic'}): pick one with --topic "
-                               f"(topics in the bag: {info.describe_topics()})")
+                raise BagError(
+                    f"{info.path}: {'several' if candidates else 'no'} camera topics "
+                    f"({', '.join(candidates) or 'no Image/CompressedImage topic'}): pick one "
+                    "with --topic "
+                    f"(topics in the bag: {info.describe_topics()})"
+                )
             image = candidates[0]
     if not ground_truth:
         labels = ood = None
 
     def check(topic: str, role: str, allowed: tuple[str, ...]) -> str:
         if topic not in info.topics:
-            raise BagError(f"{info.path}: {role} topic {topic} is not in the bag (topics in the bag: "
-                           f"{info.describe_topics()})")
+            raise BagError(
+                f"{info.path}: {role} topic {topic} is not in the bag (topics in the bag: "
+                f"{info.describe_topics()})"
+            )
         msgtype = info.topics[topic].msgtype
         if msgtype not in allowed:
-            raise BagError(f"{info.path}: {role} topic {topic} has type {msgtype}, expected "
-                           f"{' or '.join(allowed)}")
+            raise BagError(
+                f"{info.path}: {role} topic {topic} has type {msgtype}, expected "
+                f"{' or '.join(allowed)}"
+            )
         if info.topics[topic].count == 0:
             raise BagError(f"{info.path}: {role} topic {topic} has no messages")
         return msgtype
@@ -258,7 +295,9 @@ def read_messages(info: BagInfo, topics: list[str]) -> Iterator[tuple[str, str, 
         reader = _reader(info.path)
         reader.open()
     except Exception as exc:
-        raise BagError(f"{info.path}: cannot open the bag ({where}): {type(exc).__name__}: {exc}") from None
+        raise BagError(
+            f"{info.path}: cannot open the bag ({where}): {type(exc).__name__}: {exc}"
+        ) from None
     try:
         connections = [c for c in reader.connections if c.topic in topics]
         iterator = reader.messages(connections=connections)
@@ -267,17 +306,30 @@ def read_messages(info: BagInfo, topics: list[str]) -> Iterator[tuple[str, str, 
                 item = next(iterator)
             except StopIteration:
                 return
-            except (struct.error, EOFError, IndexError, ValueError, OSError, KeyError, TypeError) as exc:
+            except (
+                struct.error,
+                EOFError,
+                IndexError,
+                ValueError,
+                OSError,
+                KeyError,
+                TypeError,
+            ) as exc:
                 raise BagError(_corrupt(info, where, last, count, exc)) from None
-            except Exception as exc:  # ReaderError & co: chunk checksum/size, decompression, sqlite
+            except (
+                Exception
+            ) as exc:  # ReaderError & co: chunk checksum/size, decompression, sqlite
                 raise BagError(_corrupt(info, where, last, count, exc)) from None
             connection, log_ns, raw = item
             try:
                 msg = reader.deserialize(raw, connection.msgtype)
             except Exception as exc:
-                raise BagError(f"{info.path}: message {count} on {connection.topic} (log time {log_ns}) is not a "
-                               f"valid {connection.msgtype} ({type(exc).__name__}: {exc}); corrupt chunk in "
-                               f"{where}?") from None
+                raise BagError(
+                    f"{info.path}: message {count} on {connection.topic} (log time {log_ns}) is "
+                    "not a "
+                    f"valid {connection.msgtype} ({type(exc).__name__}: {exc}); corrupt chunk in "
+                    f"{where}?"
+                ) from None
             count += 1
             last = f"after message {count} ({connection.topic}, log time {log_ns})"
             yield connection.topic, connection.msgtype, int(log_ns), bytes(raw), msg
@@ -290,32 +342,50 @@ def read_messages(info: BagInfo, topics: list[str]) -> Iterator[tuple[str, str, 
 
 def _corrupt(info: BagInfo, where: str, last: str, count: int, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return (f"{info.path}: cannot read {where} {last}: {type(exc).__name__}: {text} (corrupt chunk or truncated "
-            f"file; {count} messages were readable)")
+    return (
+        f"{info.path}: cannot read {where} {last}: {type(exc).__name__}: {text} (corrupt chunk or "
+        "truncated "
+        f"file; {count} messages were readable)"
+    )
 
 
-def _gt_array(info: BagInfo, topic: str, msg: Any, kind: str, shape: Optional[tuple[int, int]]) -> np.ndarray:
+def _gt_array(
+    info: BagInfo, topic: str, msg: Any, kind: str, shape: Optional[tuple[int, int]]
+) -> np.ndarray:
     stamp = bagio.stamp_ns(msg)
     if str(msg.encoding) not in GT_ENCODINGS:
-        raise BagError(f"{info.path}: ground-truth topic {topic} message at stamp {stamp} has encoding "
-                       f"{msg.encoding!r}, expected mono8 ({'Cityscapes trainIds' if kind == 'labels' else '0/1/255'})")
+        raise BagError(
+            f"{info.path}: ground-truth topic {topic} message at stamp {stamp} has encoding "
+            f"{msg.encoding!r}, expected mono8 "
+            f"({'Cityscapes trainIds' if kind == 'labels' else '0/1/255'})"
+        )
     try:
         arr = codec.image_to_numpy(msg)
     except codec.ImageDecodeError as exc:
-        raise BagError(f"{info.path}: ground-truth topic {topic} message at stamp {stamp}: {exc}") from None
+        raise BagError(
+            f"{info.path}: ground-truth topic {topic} message at stamp {stamp}: {exc}"
+        ) from None
     if shape is not None and tuple(arr.shape[:2]) != tuple(shape):
-        raise BagError(f"{info.path}: ground-truth topic {topic} at stamp {stamp} is {arr.shape[0]}x{arr.shape[1]} "
-                       f"but the camera frame is {shape[0]}x{shape[1]}")
+        raise BagError(
+            f"{info.path}: ground-truth topic {topic} at stamp {stamp} is "
+            f"{arr.shape[0]}x{arr.shape[1]} "
+            f"but the camera frame is {shape[0]}x{shape[1]}"
+        )
     if kind == "ood":
         bad = (arr > 1) & (arr != 255)
         if bad.any():
             values = sorted(int(v) for v in np.unique(arr[bad])[:5])
-            raise BagError(f"{info.path}: OOD topic {topic} at stamp {stamp} has values {values}: OOD masks use "
-                           "0 (in-distribution), 1 (OOD), 255 (void); is it a trainId map? (use --gt-topic)")
+            raise BagError(
+                f"{info.path}: OOD topic {topic} at stamp {stamp} has values {values}: OOD masks "
+                "use "
+                "0 (in-distribution), 1 (OOD), 255 (void); is it a trainId map? (use --gt-topic)"
+            )
     return np.ascontiguousarray(arr)
 
 
-def _image_shape(info: BagInfo, topic: str, msgtype: str, msg: Any, index: int, decode: bool) -> tuple[int, int]:
+def _image_shape(
+    info: BagInfo, topic: str, msgtype: str, msg: Any, index: int, decode: bool
+) -> tuple[int, int]:
     stamp = bagio.stamp_ns(msg)
     try:
         if msgtype == bagio.IMAGE:
@@ -327,14 +397,23 @@ def _image_shape(info: BagInfo, topic: str, msgtype: str, msg: Any, index: int, 
             if arr is None:
                 return (0, 0)
     except codec.ImageDecodeError as exc:
-        raise BagError(f"{info.path}: camera message {index} on {topic} (stamp {stamp}) cannot be decoded "
-                       f"({exc.kind}): {exc}") from None
+        raise BagError(
+            f"{info.path}: camera message {index} on {topic} (stamp {stamp}) cannot be decoded "
+            f"({exc.kind}): {exc}"
+        ) from None
     return int(arr.shape[0]), int(arr.shape[1])
 
 
-def scan(path: PathLike, image: Optional[str] = None, labels: Optional[str] = None, ood: Optional[str] = None,
-         ground_truth: bool = True, decode_compressed: bool = True, limit: Optional[int] = None,
-         progress: bool = False) -> ScanResult:
+def scan(
+    path: PathLike,
+    image: Optional[str] = None,
+    labels: Optional[str] = None,
+    ood: Optional[str] = None,
+    ground_truth: bool = True,
+    decode_compressed: bool = True,
+    limit: Optional[int] = None,
+    progress: bool = False,
+) -> ScanResult:
     """Open and validate the bag, read every selected message once and index the camera frames.
 
     Raises :class:`BagError` on anything that would stop the evaluation later. ``limit``: only
@@ -346,9 +425,13 @@ def scan(path: PathLike, image: Optional[str] = None, labels: Optional[str] = No
     selection = select_topics(info, image, labels, ood, ground_truth)
     frames: list[FrameRef] = []
     by_stamp: dict[int, FrameRef] = {}
-    gt_stamps: dict[str, dict[int, tuple[int, int]]] = {t: {} for t in (selection.labels, selection.ood) if t}
+    gt_stamps: dict[str, dict[int, tuple[int, int]]] = {
+        t: {} for t in (selection.labels, selection.ood) if t
+    }
     total = sum(info.topics[t].count for t in selection.topics)
-    bar = tqdm(total=total, desc="checking bag", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=total, desc="checking bag", disable=not progress, dynamic_ncols=True, leave=False
+    )
     try:
         first_raw = b""
         for topic, msgtype, log_ns, raw, msg in read_messages(info, selection.topics):
@@ -358,13 +441,29 @@ def scan(path: PathLike, image: Optional[str] = None, labels: Optional[str] = No
                 if limit is not None and len(frames) >= limit:
                     continue
                 if stamp in by_stamp:
-                    raise BagError(f"{info.path}: camera topic {topic} has two messages with header stamp {stamp} "
-                                   "(frames are matched to ground truth and node outputs by stamp: stamps must be "
-                                   "unique)")
-                h, w = _image_shape(info, topic, msgtype, msg, len(frames),
-                                    decode=decode_compressed or msgtype == bagio.IMAGE)
-                ref = FrameRef(index=len(frames), stamp_ns=stamp, log_ns=log_ns, frame_id=str(msg.header.frame_id),
-                               height=h, width=w)
+                    raise BagError(
+                        f"{info.path}: camera topic {topic} has two messages with header stamp "
+                        f"{stamp} "
+                        "(frames are matched to ground truth and node outputs by stamp: stamps "
+                        "must be "
+                        "unique)"
+                    )
+                h, w = _image_shape(
+                    info,
+                    topic,
+                    msgtype,
+                    msg,
+                    len(frames),
+                    decode=decode_compressed or msgtype == bagio.IMAGE,
+                )
+                ref = FrameRef(
+                    index=len(frames),
+                    stamp_ns=stamp,
+                    log_ns=log_ns,
+                    frame_id=str(msg.header.frame_id),
+                    height=h,
+                    width=w,
+                )
                 frames.append(ref)
                 by_stamp[stamp] = ref
                 first_raw = first_raw or raw
@@ -372,7 +471,10 @@ def scan(path: PathLike, image: Optional[str] = None, labels: Optional[str] = No
                 kind = "labels" if topic == selection.labels else "ood"
                 arr = _gt_array(info, topic, msg, kind, None)
                 if stamp in gt_stamps[topic]:
-                    raise BagError(f"{info.path}: ground-truth topic {topic} has two messages with header stamp {stamp}")
+                    raise BagError(
+                        f"{info.path}: ground-truth topic {topic} has two messages with header "
+                        f"stamp {stamp}"
+                    )
                 gt_stamps[topic][stamp] = tuple(arr.shape[:2])
     finally:
         bar.close()
@@ -386,14 +488,19 @@ def scan(path: PathLike, image: Optional[str] = None, labels: Optional[str] = No
             if shape is None:
                 continue
             if ref.height and tuple(shape) != (ref.height, ref.width):
-                raise BagError(f"{info.path}: ground-truth topic {topic} at stamp {ref.stamp_ns} is "
-                               f"{shape[0]}x{shape[1]} but the camera frame is {ref.height}x{ref.width}")
+                raise BagError(
+                    f"{info.path}: ground-truth topic {topic} at stamp {ref.stamp_ns} is "
+                    f"{shape[0]}x{shape[1]} but the camera frame is {ref.height}x{ref.width}"
+                )
             setattr(ref, attr, True)
         result.gt_without_frame[topic] = sum(1 for s in stamps if s not in by_stamp)
         result.frames_without_gt[topic] = sum(1 for ref in frames if not getattr(ref, attr))
         if result.frames_without_gt[topic] == len(frames):
-            raise BagError(f"{info.path}: no message on ground-truth topic {topic} has the header stamp of a frame on "
-                           f"{selection.image} (ground truth is matched by header stamp)")
+            raise BagError(
+                f"{info.path}: no message on ground-truth topic {topic} has the header stamp of a "
+                "frame on "
+                f"{selection.image} (ground truth is matched by header stamp)"
+            )
     return result
 
 
@@ -404,7 +511,9 @@ def iter_frames(scan_result: ScanResult) -> Iterator[Frame]:
     refs = {ref.stamp_ns: ref for ref in scan_result.frames}
     pending: deque[int] = deque()
     images: dict[int, tuple[int, bytes, Any]] = {}
-    gt: dict[str, dict[int, tuple[np.ndarray, bytes, int]]] = {t: {} for t in (sel.labels, sel.ood) if t}
+    gt: dict[str, dict[int, tuple[np.ndarray, bytes, int]]] = {
+        t: {} for t in (sel.labels, sel.ood) if t
+    }
     emitted = 0
 
     def ready(stamp: int) -> bool:
@@ -420,7 +529,9 @@ def iter_frames(scan_result: ScanResult) -> Iterator[Frame]:
     def emit(stamp: int) -> Frame:
         ref = refs[stamp]
         log_ns, raw, msg = images.pop(stamp)
-        frame = Frame(index=ref.index, stamp_ns=stamp, log_ns=log_ns, frame_id=ref.frame_id, raw=raw, msg=msg)
+        frame = Frame(
+            index=ref.index, stamp_ns=stamp, log_ns=log_ns, frame_id=ref.frame_id, raw=raw, msg=msg
+        )
         if sel.labels and stamp in gt[sel.labels]:
             frame.label, frame.label_raw, frame.label_log_ns = gt[sel.labels].pop(stamp)
         if sel.ood and stamp in gt[sel.ood]:
@@ -447,5 +558,7 @@ def iter_frames(scan_result: ScanResult) -> Iterator[Frame]:
             yield emit(stamp)
             emitted += 1
     if emitted != len(scan_result.frames):
-        raise BagError(f"{info.path}: read {emitted} camera frames on {sel.image} but the first pass found "
-                       f"{len(scan_result.frames)}: the bag changed while it was being evaluated")
+        raise BagError(
+            f"{info.path}: read {emitted} camera frames on {sel.image} but the first pass found "
+            f"{len(scan_result.frames)}: the bag changed while it was being evaluated"
+        )

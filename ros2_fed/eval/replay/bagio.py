@@ -9,6 +9,7 @@ are what rclpy publishes and ``ros2 bag play`` / Foxglove / the ``mcap`` readers
 - :func:`serialize` / :func:`deserialize` convert to and from CDR bytes;
 - :class:`BagWriter` writes a rosbag2 (MCAP or sqlite3) from messages or raw CDR bytes.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -65,8 +66,14 @@ def stamp_ns(msg: Any) -> int:
 
 
 _ENCODINGS = {  # encoding -> (dtype, channels)
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1), "32FC1": (np.float32, 1),
-    "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4), "mono16": (np.uint16, 1), "8UC1": (np.uint8, 1),
+    "rgb8": (np.uint8, 3),
+    "bgr8": (np.uint8, 3),
+    "mono8": (np.uint8, 1),
+    "32FC1": (np.float32, 1),
+    "rgba8": (np.uint8, 4),
+    "bgra8": (np.uint8, 4),
+    "mono16": (np.uint16, 1),
+    "8UC1": (np.uint8, 1),
     "8UC3": (np.uint8, 3),
 }
 
@@ -79,16 +86,27 @@ def image_message(arr: np.ndarray, encoding: str, stamp: int, frame_id: str = ""
     arr = np.asarray(arr)
     have = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else -1)
     if have != channels or arr.dtype != np.dtype(dtype):
-        raise ValueError(f"{encoding} needs {channels} channel(s) of {np.dtype(dtype)}, got {arr.shape} {arr.dtype}")
+        raise ValueError(
+            f"{encoding} needs {channels} channel(s) of {np.dtype(dtype)}, got {arr.shape} "
+            f"{arr.dtype}"
+        )
     arr = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
     height, width = arr.shape[:2]
     Image = msg_class(IMAGE)
-    return Image(header=header(stamp, frame_id), height=height, width=width, encoding=encoding, is_bigendian=0,
-                 step=width * channels * arr.dtype.itemsize, data=arr.reshape(-1).view(np.uint8).copy())
+    return Image(
+        header=header(stamp, frame_id),
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * channels * arr.dtype.itemsize,
+        data=arr.reshape(-1).view(np.uint8).copy(),
+    )
 
 
-def compressed_message(rgb: np.ndarray, stamp: int, frame_id: str = "", fmt: str = "jpeg",
-                       quality: int = 95) -> Any:
+def compressed_message(
+    rgb: np.ndarray, stamp: int, frame_id: str = "", fmt: str = "jpeg", quality: int = 95
+) -> Any:
     """HxWx3 RGB uint8 -> ``sensor_msgs/msg/CompressedImage`` the way image_transport writes it
     (BGR data, format ``"rgb8; jpeg compressed bgr8"``)."""
     import cv2
@@ -96,13 +114,20 @@ def compressed_message(rgb: np.ndarray, stamp: int, frame_id: str = "", fmt: str
     if fmt not in ("jpeg", "png"):
         raise ValueError(f"fmt must be jpeg or png, got {fmt!r}")
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    params = (
+        [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        if fmt == "jpeg"
+        else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    )
     ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
     Compressed = msg_class(COMPRESSED_IMAGE)
-    return Compressed(header=header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8",
-                      data=np.ascontiguousarray(encoded.reshape(-1), dtype=np.uint8))
+    return Compressed(
+        header=header(stamp, frame_id),
+        format=f"rgb8; {fmt} compressed bgr8",
+        data=np.ascontiguousarray(encoded.reshape(-1), dtype=np.uint8),
+    )
 
 
 def diagnostic_array(stamp: int, frame_id: str, statuses: Iterable[dict[str, Any]]) -> Any:
@@ -113,14 +138,23 @@ def diagnostic_array(stamp: int, frame_id: str, statuses: Iterable[dict[str, Any
     Array = msg_class(DIAGNOSTIC_ARRAY)
     out = []
     for s in statuses:
-        out.append(Status(level=int(s.get("level", 0)), name=str(s.get("name", "")), message=str(s.get("message", "")),
-                          hardware_id=str(s.get("hardware_id", "")),
-                          values=[KeyValue(key=str(k), value=str(v)) for k, v in (s.get("values") or {}).items()]))
+        out.append(
+            Status(
+                level=int(s.get("level", 0)),
+                name=str(s.get("name", "")),
+                message=str(s.get("message", "")),
+                hardware_id=str(s.get("hardware_id", "")),
+                values=[
+                    KeyValue(key=str(k), value=str(v)) for k, v in (s.get("values") or {}).items()
+                ],
+            )
+        )
     return Array(header=header(stamp, frame_id), status=out)
 
 
 def serialize(msg: Any) -> bytes:
-    """CDR bytes of a rosbags message (what rclpy's ``serialize_message`` gives for the same content)."""
+    """CDR bytes of a rosbags message (what rclpy's ``serialize_message`` gives for the same
+    content)."""
     return bytes(typestore().serialize_cdr(msg, msg.__msgtype__))
 
 
@@ -143,7 +177,9 @@ def storage_of(path: PathLike) -> str:
 
             try:
                 info = yaml.safe_load(meta.read_text()) or {}
-                ident = str(info.get("rosbag2_bagfile_information", {}).get("storage_identifier", ""))
+                ident = str(
+                    info.get("rosbag2_bagfile_information", {}).get("storage_identifier", "")
+                )
             except Exception:  # unreadable metadata: fall back to the file suffixes
                 ident = ""
             if ident in STORAGES:
@@ -173,13 +209,22 @@ def _checksummed_mcap_writer() -> Any:
         from rosbags.rosbag2 import storage_mcap as sm
 
         base = sm.McapWriter
-        helpers = (sm.write_uint16, sm.write_uint32, sm.write_uint64, sm.write_string, sm.write_record, sm.PendingChunk)
+        helpers = (
+            sm.write_uint16,
+            sm.write_uint32,
+            sm.write_uint64,
+            sm.write_string,
+            sm.write_record,
+            sm.PendingChunk,
+        )
     except (ImportError, AttributeError):  # pragma: no cover - other rosbags versions
         return None
 
     class ChecksummedMcapWriter(base):  # type: ignore[misc, valid-type]
         def close_chunk(self) -> None:  # same records as rosbags 0.11.9, plus the CRC
-            write_uint16, write_uint32, write_uint64, write_string, write_record, PendingChunk = helpers
+            write_uint16, write_uint32, write_uint64, write_string, write_record, PendingChunk = (
+                helpers
+            )
             raw = self.chunk.bio.getvalue()
             rec = BytesIO()
             write_uint64(rec, self.chunk.message_start_time)
@@ -233,7 +278,8 @@ class _Call:
 
 
 class BagWriter:
-    """A rosbag2 being written: ``add_topic`` then ``write`` messages or CDR bytes, from any thread.
+    """A rosbag2 being written: ``add_topic`` then ``write`` messages or CDR bytes, from any
+    thread.
 
     ``storage``: "mcap" (default) or "sqlite3". One worker thread owns the rosbags writer
     (sqlite3 connections must stay in the thread that opened them); ``write`` queues the
@@ -243,7 +289,9 @@ class BagWriter:
     half-written bag is never mistaken for a complete one.
     """
 
-    def __init__(self, path: PathLike, storage: str = "mcap", custom_data: Optional[dict[str, str]] = None) -> None:
+    def __init__(
+        self, path: PathLike, storage: str = "mcap", custom_data: Optional[dict[str, str]] = None
+    ) -> None:
         import queue
 
         if storage not in STORAGES:
@@ -258,7 +306,9 @@ class BagWriter:
         self.counts: dict[str, int] = {}
         self.closed = False
         self._writer: Any = None
-        self._thread = threading.Thread(target=self._work, name=f"bag_writer:{self.path.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, name=f"bag_writer:{self.path.name}", daemon=True
+        )
         self._thread.start()
         try:
             self._call(lambda: self._open(custom_data or {}))
@@ -319,7 +369,8 @@ class BagWriter:
                 raise ValueError(f"{topic} already added with type {self._types[topic]}")
             return
         self._connections[topic] = self._call(
-            lambda: self._writer.add_connection(topic, msgtype, typestore=typestore()))
+            lambda: self._writer.add_connection(topic, msgtype, typestore=typestore())
+        )
         self._types[topic] = msgtype
         self.counts[topic] = 0
 

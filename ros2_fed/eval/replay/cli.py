@@ -33,6 +33,7 @@ dropout); alert timeline; latency p50/p95/p99; throughput; dropped frames.
 
 Exit codes: 0 done, 2 unusable input (bag, topics, arguments), 1 the run failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ros2_fed.engine.export import NO_VERIFY_FLAG, VERIFY_ENV, ExportVerificationError
 from ros2_fed.eval.alert_metrics import detection_report
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
@@ -56,14 +58,25 @@ from ros2_fed.eval.replay import report as rep
 from ros2_fed.eval.replay.errors import LiveError, OutputExistsError, UsageError
 from ros2_fed.eval.replay.model import fed_variant, parse_param, read_params_file
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, OUTPUT_TYPES, REQUIRED_OUTPUTS, FrameOutput
-from ros2_fed.eval.replay.scoring import (FrameStat, ReferenceModel, ReferenceScores, Scorer,
-                                          frame_stat)
-from ros2_fed.engine.export import NO_VERIFY_FLAG, VERIFY_ENV, ExportVerificationError
+from ros2_fed.eval.replay.scoring import (
+    FrameStat,
+    ReferenceModel,
+    ReferenceScores,
+    Scorer,
+    frame_stat,
+)
 from ros2_fed.fingerprint import ALLOW_FLAG, BackboneMismatchError
-from ros2_fed.pipeline import (OUTPUT_NAMES, RUNTIME_CHOICES, SCORE_CHOICES, ModelSpec, StartupError,
-                               resolve_from_model, spec_calibration)
+from ros2_fed.names import METHOD_BY_SCORE as SCORE_ABBREV
+from ros2_fed.pipeline import (
+    OUTPUT_NAMES,
+    RUNTIME_CHOICES,
+    SCORE_CHOICES,
+    ModelSpec,
+    StartupError,
+    resolve_from_model,
+    spec_calibration,
+)
 
-from ros2_fed.names import METHOD_BY_SCORE as SCORE_ABBREV  # noqa: E402
 OUTPUT_BAG = "output_bag"
 
 
@@ -76,73 +89,191 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fed_bag_eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fed_bag_eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("bag", type=Path, help="rosbag2 directory, or a .mcap / .db3 file")
     p.add_argument("--out", required=True, type=Path, help="output folder (report + output_bag/)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--offline", dest="mode", action="store_const", const="offline",
-                      help="run the engine in-process over every frame, as fast as possible (default)")
-    mode.add_argument("--live", dest="mode", action="store_const", const="live",
-                      help="play the bag through a running fed_node over ROS 2 topics and record its outputs")
+    mode.add_argument(
+        "--offline",
+        dest="mode",
+        action="store_const",
+        const="offline",
+        help="run the engine in-process over every frame, as fast as possible (default)",
+    )
+    mode.add_argument(
+        "--live",
+        dest="mode",
+        action="store_const",
+        const="live",
+        help="play the bag through a running fed_node over ROS 2 topics and record its outputs",
+    )
     p.set_defaults(mode="offline")
     g = p.add_argument_group("topics")
-    g.add_argument("--topic", default=None, help="camera topic (sensor_msgs/Image or CompressedImage)")
-    g.add_argument("--gt-topic", default=None, help="ground truth: mono8 Cityscapes trainIds (255 = void)")
+    g.add_argument(
+        "--topic", default=None, help="camera topic (sensor_msgs/Image or CompressedImage)"
+    )
+    g.add_argument(
+        "--gt-topic", default=None, help="ground truth: mono8 Cityscapes trainIds (255 = void)"
+    )
     g.add_argument("--ood-topic", default=None, help="ground truth: mono8 OOD mask 0 / 1 / 255")
-    g.add_argument("--no-gt", action="store_true", help="ignore ground truth (no detection metrics)")
+    g.add_argument(
+        "--no-gt", action="store_true", help="ignore ground truth (no detection metrics)"
+    )
     g.add_argument("--limit", type=int, default=None, help="only the first N camera frames")
-    g.add_argument("--cameras", default=None, metavar="NAME,NAME",
-                   help="several cameras (default: those a fed_synthroad_bag --cameras bag "
-                        "lists): each evaluated into OUT/NAME/ as a complete report, plus "
-                        "OUT/report.md with per-camera and pooled metrics "
-                        "(ros2_fed/eval/replay/multicamera.py); offline only: live replay is "
-                        "single-camera, --live with two or more cameras is refused")
-    g = p.add_argument_group("model (what fed_node is started with; default: the embedded default model)")
-    g.add_argument("--engine", default="", help="engine file (fed_export: .onnx / .engine / fused .safetensors)")
-    g.add_argument("--backbone", default="", help="backbone checkpoint (empty = the default model)")
-    g.add_argument("--fed", default="", help="FED checkpoint (empty with --backbone empty = the default FED-U)")
-    g.add_argument("--size", type=_size, default=None, help="engine input HxW (default: the camera frame size)")
+    g.add_argument(
+        "--cameras",
+        default=None,
+        metavar="NAME,NAME",
+        help="several cameras (default: those a fed_synthroad_bag --cameras bag "
+        "lists): each evaluated into OUT/NAME/ as a complete report, plus "
+        "OUT/report.md with per-camera and pooled metrics "
+        "(ros2_fed/eval/replay/multicamera.py); offline only: live replay is "
+        "single-camera, --live with two or more cameras is refused",
+    )
+    g = p.add_argument_group(
+        "model (what fed_node is started with; default: the embedded default model)"
+    )
+    g.add_argument(
+        "--engine",
+        default="",
+        help="engine file (fed_export: .onnx / .engine / fused .safetensors)",
+    )
+    g.add_argument(
+        "--backbone", default="", help="backbone checkpoint (empty = the default model)"
+    )
+    g.add_argument(
+        "--fed",
+        default="",
+        help="FED checkpoint (empty with --backbone empty = the default FED-U)",
+    )
+    g.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        help="engine input HxW (default: the camera frame size)",
+    )
     g.add_argument("--runtime", default="", choices=RUNTIME_CHOICES)
     g.add_argument("--score", default="", choices=SCORE_CHOICES)
-    g.add_argument("--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)")
+    g.add_argument(
+        "--threads", type=int, default=0, help="runtime CPU threads (0 = runtime default)"
+    )
     g.add_argument("--device", default="", help="runtime device (cpu, cuda, cuda:1)")
-    g.add_argument(NO_VERIFY_FLAG, action="store_true",
-                   help="build the node's engine (on a cache miss) without checking it against "
-                        f"the float32 eager detector ({VERIFY_ENV}=0 for this run and the node)")
-    g.add_argument("--params-file", default=None, help="fed_node parameter YAML (e.g. config/fed.yaml)")
-    g.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
-                   help="a fed_node parameter, e.g. -p alerts.confidence_threshold:=0.6 (repeatable)")
+    g.add_argument(
+        NO_VERIFY_FLAG,
+        action="store_true",
+        help="build the node's engine (on a cache miss) without checking it against "
+        f"the float32 eager detector ({VERIFY_ENV}=0 for this run and the node)",
+    )
+    g.add_argument(
+        "--params-file", default=None, help="fed_node parameter YAML (e.g. config/fed.yaml)"
+    )
+    g.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="a fed_node parameter, e.g. -p alerts.confidence_threshold:=0.6 (repeatable)",
+    )
     g = p.add_argument_group("live mode")
-    g.add_argument("--rate", type=float, default=1.0, help="playback speed x recorded rate (default 1)")
-    g.add_argument("--node-command", default=None,
-                   help="command that starts the node instead of 'python -m ros2_fed.node' (ROS args are appended)")
-    g.add_argument("--attach", default=None, metavar="NODE",
-                   help="use an already running fed_node (fully qualified name, e.g. /fed_node) instead of starting one")
-    g.add_argument("--input-topic", default=None, help="with --attach: the node's input topic (default <ns>/image)")
-    g.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the started node (default: random)")
-    g.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the node to be ready")
+    g.add_argument(
+        "--rate", type=float, default=1.0, help="playback speed x recorded rate (default 1)"
+    )
+    g.add_argument(
+        "--node-command",
+        default=None,
+        help="command that starts the node instead of 'python -m ros2_fed.node' (ROS args are "
+        "appended)",
+    )
+    g.add_argument(
+        "--attach",
+        default=None,
+        metavar="NODE",
+        help="use an already running fed_node (fully qualified name, e.g. /fed_node) instead of "
+        "starting one",
+    )
+    g.add_argument(
+        "--input-topic",
+        default=None,
+        help="with --attach: the node's input topic (default <ns>/image)",
+    )
+    g.add_argument(
+        "--domain-id",
+        type=int,
+        default=None,
+        help="ROS_DOMAIN_ID for the started node (default: random)",
+    )
+    g.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the node to be ready",
+    )
     g = p.add_argument_group("reference methods (fed_eval on the same frames)")
     g.add_argument("--no-reference", action="store_true", help="only the node's own scores")
-    g.add_argument("--reference-fed", action="append", default=[], metavar="NAME=PATH",
-                   help="FED checkpoints for reference rows (default: the model's FED)")
-    g.add_argument("--reference-postprocess", default=None, choices=("none", "gaussian", "sml"),
-                   help="FED post-processing of the reference rows (default: the engine's)")
-    g.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables the MCD row)")
-    g.add_argument("--stats", default=None, help="logit statistics JSON for SML (default: from the FED checkpoint)")
-    g.add_argument(ALLOW_FLAG, action="store_true",
-                   help="use reference FEDs, --stats or an --engine made for another backbone than --backbone "
-                        "(a warning instead of an error)")
-    g.add_argument("--reference-threads", type=int, default=1,
-                   help="torch threads for the reference rows (default 1: several OpenMP threads on a busy "
-                        "machine are many times slower; 0 = torch's default)")
+    g.add_argument(
+        "--reference-fed",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="FED checkpoints for reference rows (default: the model's FED)",
+    )
+    g.add_argument(
+        "--reference-postprocess",
+        default=None,
+        choices=("none", "gaussian", "sml"),
+        help="FED post-processing of the reference rows (default: the engine's)",
+    )
+    g.add_argument(
+        "--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables the MCD row)"
+    )
+    g.add_argument(
+        "--stats",
+        default=None,
+        help="logit statistics JSON for SML (default: from the FED checkpoint)",
+    )
+    g.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="use reference FEDs, --stats or an --engine made for another backbone than "
+        "--backbone "
+        "(a warning instead of an error)",
+    )
+    g.add_argument(
+        "--reference-threads",
+        type=int,
+        default=1,
+        help="torch threads for the reference rows (default 1: several OpenMP threads on a busy "
+        "machine are many times slower; 0 = torch's default)",
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--record", default=",".join(OUTPUT_NAMES),
-                   help=f"node outputs written to the output bag (default all: {','.join(OUTPUT_NAMES)})")
-    g.add_argument("--output-prefix", default="/fed_node", help="topic prefix of the outputs in the output bag")
-    g.add_argument("--no-copy-input", action="store_true", help="do not copy camera + ground truth into the output bag")
-    g.add_argument("--mosaic-frames", type=int, default=3, help="frames in each of the worst / best mosaics")
-    g.add_argument("--overwrite", action="store_true", help="replace the report and output bag of an earlier run")
+    g.add_argument(
+        "--record",
+        default=",".join(OUTPUT_NAMES),
+        help=f"node outputs written to the output bag (default all: {','.join(OUTPUT_NAMES)})",
+    )
+    g.add_argument(
+        "--output-prefix",
+        default="/fed_node",
+        help="topic prefix of the outputs in the output bag",
+    )
+    g.add_argument(
+        "--no-copy-input",
+        action="store_true",
+        help="do not copy camera + ground truth into the output bag",
+    )
+    g.add_argument(
+        "--mosaic-frames", type=int, default=3, help="frames in each of the worst / best mosaics"
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report and output bag of an earlier run",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars, fewer messages")
     return p
 
@@ -162,8 +293,14 @@ def _percentiles(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None, "n": 0}
     arr = np.asarray(values, dtype=np.float64) * 1e3
-    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
-            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()), "max": float(arr.max()), "n": int(arr.size)}
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "p99": float(np.percentile(arr, 99)),
+        "mean": float(arr.mean()),
+        "max": float(arr.max()),
+        "n": int(arr.size),
+    }
 
 
 def _prepare_out(out: Path, overwrite: bool) -> Path:
@@ -172,8 +309,9 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     previous = [p for p in [output_bag] + [out / n for n in rep.REPORT_FILES] if p.exists()]
     if previous and not overwrite:
         names = ", ".join(p.name for p in previous)
-        raise OutputExistsError(f"{out} already holds an earlier run ({names}); "
-                                "use --overwrite or another --out")
+        raise OutputExistsError(
+            f"{out} already holds an earlier run ({names}); use --overwrite or another --out"
+        )
     if output_bag.exists():
         shutil.rmtree(output_bag)
     rep.clear_previous(out)
@@ -189,9 +327,11 @@ def _node_row(spec: ModelSpec, metadata: dict[str, Any]) -> str:
     return f"{SCORE_ABBREV.get(score, score or 'node')} (node)"
 
 
-def _joined_live_outputs(scan: bagmod.ScanResult, output_bag: Path, topics: dict[str, str],
-                         live: Any) -> Iterator[FrameOutput]:
-    """Camera frames joined (by stamp) with the segmentation + confidence recorded from the node."""
+def _joined_live_outputs(
+    scan: bagmod.ScanResult, output_bag: Path, topics: dict[str, str], live: Any
+) -> Iterator[FrameOutput]:
+    """Camera frames joined (by stamp) with the segmentation + confidence recorded from the
+    node."""
     from ros2_fed import codec
 
     have = {s for s, got in live.outputs.items() if all(n in got for n in REQUIRED_OUTPUTS)}
@@ -207,17 +347,27 @@ def _joined_live_outputs(scan: bagmod.ScanResult, output_bag: Path, topics: dict
             try:
                 topic, _, _, _, msg = next(messages)
             except StopIteration:
-                raise bagmod.BagError(f"{output_bag}: the recorded outputs of frame {frame.index} (stamp {stamp}) "
-                                      "are missing from the output bag") from None
-            pending.setdefault(bagio.stamp_ns(msg), {})[names[topic]] = np.array(codec.image_to_numpy(msg))
+                raise bagmod.BagError(
+                    f"{output_bag}: the recorded outputs of frame {frame.index} (stamp {stamp}) "
+                    "are missing from the output bag"
+                ) from None
+            pending.setdefault(bagio.stamp_ns(msg), {})[names[topic]] = np.array(
+                codec.image_to_numpy(msg)
+            )
         got = pending.pop(stamp)
-        yield FrameOutput(frame=frame, rgb=frame.rgb(), labels=got["segmentation"].astype(np.uint8, copy=False),
-                          confidence=got["confidence"].astype(np.float32, copy=False),
-                          latency_s=float(live.latency_s(stamp) or math.nan), alert=live.alerts.get(stamp))
+        yield FrameOutput(
+            frame=frame,
+            rgb=frame.rgb(),
+            labels=got["segmentation"].astype(np.uint8, copy=False),
+            confidence=got["confidence"].astype(np.float32, copy=False),
+            latency_s=float(live.latency_s(stamp) or math.nan),
+            alert=live.alerts.get(stamp),
+        )
 
 
 def _bool_param(params: dict[str, Any], name: str) -> bool:
-    """A boolean node parameter as fed_node would take it (a non-bool is its start-up error too)."""
+    """A boolean node parameter as fed_node would take it (a non-bool is its start-up error
+    too)."""
     value = params.get(name, False)
     if not isinstance(value, bool):
         raise UsageError(f"parameter {name} must be true or false, got {value!r}")
@@ -242,13 +392,19 @@ class _Scored:
 def _timeline_entry(item: FrameOutput, stat: FrameStat, level: Optional[int]) -> dict[str, Any]:
     frame, alert = item.frame, item.alert
     stamp = f"{frame.stamp_ns // 10**9}.{frame.stamp_ns % 10**9:09d}"
-    return {"index": frame.index, "stamp": stamp,
-            "level": level, "level_name": rep.level_name(level),
-            "fraction": alert.fraction if alert is not None else None,
-            "region_size": alert.region_size if alert is not None else None,
-            "uncertain_fraction": stat.uncertain_fraction, "mean_confidence": stat.mean_confidence,
-            "auroc": stat.auroc, "ood_pixels": stat.ood_pixels,
-            "ood_object_pixels": stat.ood_object_pixels}
+    return {
+        "index": frame.index,
+        "stamp": stamp,
+        "level": level,
+        "level_name": rep.level_name(level),
+        "fraction": alert.fraction if alert is not None else None,
+        "region_size": alert.region_size if alert is not None else None,
+        "uncertain_fraction": stat.uncertain_fraction,
+        "mean_confidence": stat.mean_confidence,
+        "auroc": stat.auroc,
+        "ood_pixels": stat.ood_pixels,
+        "ood_object_pixels": stat.ood_object_pixels,
+    }
 
 
 def _transitions(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -262,8 +418,10 @@ def _transitions(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _level_counts(levels: list[Optional[int]]) -> dict[str, int]:
-    counts = {LEVEL_NAMES.get(k, str(k)): sum(1 for lv in levels if lv == k)
-              for k in sorted({lv for lv in levels if lv is not None})}
+    counts = {
+        LEVEL_NAMES.get(k, str(k)): sum(1 for lv in levels if lv == k)
+        for k in sorted({lv for lv in levels if lv is not None})
+    }
     if any(lv is None for lv in levels):
         counts["no alert received"] = sum(1 for lv in levels if lv is None)
     return counts
@@ -310,8 +468,10 @@ class BagEvaluation:
             scored = self.score(stream, reference)
             report = self.assemble(scored, reference)
             timeline_png = self.timeline_png(scored, report)
-            report["timing"] = {**{k: round(v, 2) for k, v in self.timing.items()},
-                                "total_s": time.monotonic() - self.t_start}
+            report["timing"] = {
+                **{k: round(v, 2) for k, v in self.timing.items()},
+                "total_s": time.monotonic() - self.t_start,
+            }
             return rep.write_report(self.out, report, scored.picker, timeline_png), report
         except BaseException:
             self.writer.abort()  # no half-written output bag next to a failure report
@@ -325,8 +485,9 @@ class BagEvaluation:
         record = [n.strip() for n in str(self.args.record).split(",") if n.strip()]
         unknown = [n for n in record if n not in OUTPUT_NAMES]
         if unknown:
-            raise UsageError(f"--record: unknown outputs {unknown} "
-                             f"(choose from {', '.join(OUTPUT_NAMES)})")
+            raise UsageError(
+                f"--record: unknown outputs {unknown} (choose from {', '.join(OUTPUT_NAMES)})"
+            )
         return record + [name for name in REQUIRED_OUTPUTS if name not in record]
 
     def node_parameters(self) -> dict[str, Any]:
@@ -342,15 +503,24 @@ class BagEvaluation:
     # -- the bag ---------------------------------------------------------------------------
     def scan_bag(self) -> bagmod.ScanResult:
         args = self.args
-        scan = bagmod.scan(args.bag, image=args.topic, labels=args.gt_topic, ood=args.ood_topic,
-                           ground_truth=not args.no_gt, limit=args.limit, progress=self.progress)
+        scan = bagmod.scan(
+            args.bag,
+            image=args.topic,
+            labels=args.gt_topic,
+            ood=args.ood_topic,
+            ground_truth=not args.no_gt,
+            limit=args.limit,
+            progress=self.progress,
+        )
         sel, first = scan.selection, scan.frames[0]
         self.timing["check_bag_s"] = time.monotonic() - self.t_start
         self.sizes = sorted({(f.height, f.width) for f in scan.frames})
-        self.log(f"bag {scan.info.path} ({scan.info.storage}): {len(scan.frames)} frames "
-                 f"{first.height}x{first.width} on {sel.image}"
-                 + (f", labels {sel.labels}" if sel.labels else "")
-                 + (f", OOD {sel.ood}" if sel.ood else ""))
+        self.log(
+            f"bag {scan.info.path} ({scan.info.storage}): {len(scan.frames)} frames "
+            f"{first.height}x{first.width} on {sel.image}"
+            + (f", labels {sel.labels}" if sel.labels else "")
+            + (f", OOD {sel.ood}" if sel.ood else "")
+        )
         self.partial["bag"] = {"path": str(scan.info.path), "frames": len(scan.frames)}
         return scan
 
@@ -358,20 +528,26 @@ class BagEvaluation:
     def resolve_model(self) -> ModelSpec:
         """What fed_node would be started with: the flags, else the node parameters."""
         args, params, first = self.args, self.params, self.scan.frames[0]
-        height, width = args.size or (int(params.get("model.height", 0) or 0),
-                                      int(params.get("model.width", 0) or 0))
+        height, width = args.size or (
+            int(params.get("model.height", 0) or 0),
+            int(params.get("model.width", 0) or 0),
+        )
 
         def param(name: str) -> str:
             return str(params.get(name, "") or "")
 
-        spec = ModelSpec(engine_path=args.engine or param("engine_path"),
-                         backbone=args.backbone or param("model.backbone"),
-                         fed=args.fed or param("model.fed"), height=int(height or 0),
-                         width=int(width or 0), runtime=args.runtime or param("runtime"),
-                         score=args.score or param("score"),
-                         threads=int(args.threads or params.get("threads", 0) or 0),
-                         device=args.device or param("device"),
-                         cpu_spin_wait=_bool_param(params, "cpu_spin_wait"))
+        spec = ModelSpec(
+            engine_path=args.engine or param("engine_path"),
+            backbone=args.backbone or param("model.backbone"),
+            fed=args.fed or param("model.fed"),
+            height=int(height or 0),
+            width=int(width or 0),
+            runtime=args.runtime or param("runtime"),
+            score=args.score or param("score"),
+            threads=int(args.threads or params.get("threads", 0) or 0),
+            device=args.device or param("device"),
+            cpu_spin_wait=_bool_param(params, "cpu_spin_wait"),
+        )
         try:
             spec = spec.resolved(first.height, first.width)
         except StartupError as exc:  # a missing file or model choice: the arguments' fault
@@ -400,20 +576,29 @@ class BagEvaluation:
         if not other:
             return None
         engine = f"{size[0]}x{size[1]}"
-        note = (f"camera frames of {', '.join(other)} are resized to the engine's input {engine} "
-                "(area) and its outputs back to the frame size, as fed_node does; metrics are at "
-                "the frame size")
+        note = (
+            f"camera frames of {', '.join(other)} are resized to the engine's input {engine} "
+            "(area) and its outputs back to the frame size, as fed_node does; metrics are at "
+            "the frame size"
+        )
         print(f"fed_bag_eval: note: {note}", file=sys.stderr, flush=True)
         return {"frames": other, "engine": engine, "note": note}
 
     # -- the output bag --------------------------------------------------------------------
     def open_output_bag(self) -> bagio.BagWriter:
         scan = self.scan
-        custom = {"ros2_fed.fed_bag_eval": json.dumps({"source": str(scan.info.path),
-                                                       "mode": self.args.mode,
-                                                       "model": self.spec.describe()})}
-        custom.update({k: v for k, v in scan.info.custom_data.items()
-                       if k == bagmod.SYNTHROAD_KEY})
+        custom = {
+            "ros2_fed.fed_bag_eval": json.dumps(
+                {
+                    "source": str(scan.info.path),
+                    "mode": self.args.mode,
+                    "model": self.spec.describe(),
+                }
+            )
+        }
+        custom.update(
+            {k: v for k, v in scan.info.custom_data.items() if k == bagmod.SYNTHROAD_KEY}
+        )
         return bagio.BagWriter(self.output_bag, scan.info.storage, custom_data=custom)
 
     def add_topics(self) -> None:
@@ -435,9 +620,17 @@ class BagEvaluation:
         from ros2_fed.eval.replay.offline import OfflineStats, run_offline
 
         self.offline_stats = OfflineStats()
-        return run_offline(self.scan, self.spec, self.writer, self.topics, self.params,
-                           warmup_runs=int(self.params.get("warmup_runs", 3)), log=self.log,
-                           stats=self.offline_stats, copy_inputs=not self.args.no_copy_input)
+        return run_offline(
+            self.scan,
+            self.spec,
+            self.writer,
+            self.topics,
+            self.params,
+            warmup_runs=int(self.params.get("warmup_runs", 3)),
+            log=self.log,
+            stats=self.offline_stats,
+            copy_inputs=not self.args.no_copy_input,
+        )
 
     def live_stream(self) -> Iterator[FrameOutput]:
         import shlex
@@ -447,13 +640,28 @@ class BagEvaluation:
         args = self.args
         node_params = {k: v for k, v in self.params.items() if k not in self.spec.node_params()}
         node_command = shlex.split(args.node_command) if args.node_command else None
-        options = LiveOptions(rate=args.rate, node_command=node_command, attach=args.attach,
-                              input_topic=args.input_topic, domain_id=args.domain_id,
-                              params_file=args.params_file, params=node_params,
-                              ready_timeout_s=args.ready_timeout, log_path=self.out / "node.log")
+        options = LiveOptions(
+            rate=args.rate,
+            node_command=node_command,
+            attach=args.attach,
+            input_topic=args.input_topic,
+            domain_id=args.domain_id,
+            params_file=args.params_file,
+            params=node_params,
+            ready_timeout_s=args.ready_timeout,
+            log_path=self.out / "node.log",
+        )
         t_live = time.monotonic()
-        self.live = run_live(self.scan, self.spec, self.writer, self.topics, options, log=self.log,
-                             progress=self.progress, copy_inputs=not args.no_copy_input)
+        self.live = run_live(
+            self.scan,
+            self.spec,
+            self.writer,
+            self.topics,
+            options,
+            log=self.log,
+            progress=self.progress,
+            copy_inputs=not args.no_copy_input,
+        )
         self.timing["live_run_s"] = time.monotonic() - t_live
         self.timing["node_start_s"] = self.live.node_start_s
         self.writer.close()
@@ -474,10 +682,16 @@ class BagEvaluation:
         if not feds and spec.fed and spec.score == "fed":
             feds[fed_variant(spec) or "FED-U"] = spec.fed
         postprocess = args.reference_postprocess or (
-            "sml" if spec.score == "sml" else spec_calibration(spec).get("postprocess", "none"))
-        reference = ReferenceModel(backbone=spec.backbone, feds=feds, fed_postprocess=postprocess,
-                                   mcd_passes=max(0, args.mcd_passes), stats=args.stats,
-                                   allow_backbone_mismatch=args.allow_backbone_mismatch)
+            "sml" if spec.score == "sml" else spec_calibration(spec).get("postprocess", "none")
+        )
+        reference = ReferenceModel(
+            backbone=spec.backbone,
+            feds=feds,
+            fed_postprocess=postprocess,
+            mcd_passes=max(0, args.mcd_passes),
+            stats=args.stats,
+            allow_backbone_mismatch=args.allow_backbone_mismatch,
+        )
         if args.reference_threads > 0:
             import torch
 
@@ -492,9 +706,12 @@ class BagEvaluation:
         scored = _Scored()
         t_score = time.monotonic()
         live = self.args.mode == "live"
-        bar = tqdm(total=len(self.scan.frames),
-                   desc="evaluating" if live else "running + evaluating",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(self.scan.frames),
+            desc="evaluating" if live else "running + evaluating",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         try:
             for item in stream:
                 bar.update(1)
@@ -508,8 +725,10 @@ class BagEvaluation:
             self.writer.close()
         if scored.scorer is None:
             if live:
-                raise LiveError(f"fed_node produced no output for any of the "
-                                f"{len(self.scan.frames)} frames (see {self.out / 'node.log'})")
+                raise LiveError(
+                    f"fed_node produced no output for any of the "
+                    f"{len(self.scan.frames)} frames (see {self.out / 'node.log'})"
+                )
             raise RuntimeError("no frame was processed")
         return scored
 
@@ -522,40 +741,62 @@ class BagEvaluation:
         metadata = self.offline_stats.engine_metadata if self.offline_stats is not None else {}
         backbone_meta = _checkpoint_meta(self.spec.backbone)
         names = metadata.get("class_names") or backbone_meta.get("class_names") or []
-        num_classes = int(metadata.get("num_classes") or backbone_meta.get("num_classes")
-                          or len(names) or 19)
+        num_classes = int(
+            metadata.get("num_classes") or backbone_meta.get("num_classes") or len(names) or 19
+        )
         scored.metadata = metadata
         scored.node_row = _node_row(self.spec, metadata)
-        scored.scorer = Scorer(num_classes, len(self.scan.frames), first.height * first.width,
-                               probability=[scored.node_row])
+        scored.scorer = Scorer(
+            num_classes,
+            len(self.scan.frames),
+            first.height * first.width,
+            probability=[scored.node_row],
+        )
         if reference is not None:
             feds = list(reference.feds) or "no FED"
-            self.log(f"reference methods: {reference.backbone} + {feds} "
-                     f"(post-processing {reference.fed_postprocess}, "
-                     f"MCD passes {reference.mcd_passes})")
+            self.log(
+                f"reference methods: {reference.backbone} + {feds} "
+                f"(post-processing {reference.fed_postprocess}, "
+                f"MCD passes {reference.mcd_passes})"
+            )
             try:
                 scored.ref_scores = ReferenceScores(reference, engine_metadata=metadata)
             except BackboneMismatchError as exc:
                 raise UsageError(str(exc)) from None
         palette = metadata.get("palette") or backbone_meta.get("palette")
         pal = np.asarray(palette, np.uint8) if palette else viz.default_palette(num_classes)
-        scored.picker = rep.MosaicPicker(self.args.mosaic_frames, pal,
-                                         float(self.merged["viz.confidence_min"]),
-                                         float(self.merged["viz.confidence_max"]),
-                                         frames=len(self.scan.frames))
+        scored.picker = rep.MosaicPicker(
+            self.args.mosaic_frames,
+            pal,
+            float(self.merged["viz.confidence_min"]),
+            float(self.merged["viz.confidence_max"]),
+            frames=len(self.scan.frames),
+        )
 
     @staticmethod
     def score_frame(scored: _Scored, item: FrameOutput, threshold: float) -> None:
         assert scored.scorer is not None and scored.picker is not None
         frame = item.frame
         if frame.label is not None or frame.ood is not None:
-            scored.scorer.update(item.labels, {scored.node_row: 1.0 - item.confidence},
-                                 frame.label, frame.ood, "node")
+            scored.scorer.update(
+                item.labels,
+                {scored.node_row: 1.0 - item.confidence},
+                frame.label,
+                frame.ood,
+                "node",
+            )
             if scored.ref_scores is not None:
                 ref_pred, maps = scored.ref_scores(item.rgb)
                 scored.scorer.update(ref_pred, maps, frame.label, frame.ood, "reference")
-        stat = frame_stat(frame.index, frame.stamp_ns, item.labels, item.confidence, frame.label,
-                          frame.ood, threshold)
+        stat = frame_stat(
+            frame.index,
+            frame.stamp_ns,
+            item.labels,
+            item.confidence,
+            frame.label,
+            frame.ood,
+            threshold,
+        )
         scored.stats.append(stat)
         scored.picker.offer(stat, item.rgb, item.labels, item.confidence, frame.label, frame.ood)
         level = item.alert.level if item.alert is not None else None
@@ -576,32 +817,48 @@ class BagEvaluation:
             "complete": False,
             "tool": "fed_bag_eval",
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "arguments": {k: (str(v) if isinstance(v, Path) else v)
-                          for k, v in vars(args).items()},
+            "arguments": {
+                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            },
             "mode": args.mode,
             "rate": args.rate if args.mode == "live" else None,
             "bag": self.bag_section(),
             "model": self.model_section(scored.metadata),
             "params": self.params,
             "output_prefix": "/" + args.output_prefix.strip("/"),
-            "frames": {"in_bag": len(scan.frames), "evaluated": len(stats),
-                       "dropped": len(scan.frames) - len(stats),
-                       "with_labels": sum(1 for f in scan.frames if f.has_label),
-                       "with_ood": sum(1 for f in scan.frames if f.has_ood)},
+            "frames": {
+                "in_bag": len(scan.frames),
+                "evaluated": len(stats),
+                "dropped": len(scan.frames) - len(stats),
+                "with_labels": sum(1 for f in scan.frames if f.has_label),
+                "with_ood": sum(1 for f in scan.frames if f.has_ood),
+            },
             "metrics": results,
-            "method_sources": {name: ("node" if name == scored.node_row else "reference")
-                               for name in results["methods"]},
+            "method_sources": {
+                name: ("node" if name == scored.node_row else "reference")
+                for name in results["methods"]
+            },
             "node_method": scored.node_row,
-            "reference": {"backbone": reference.backbone, "feds": reference.feds,
-                          "fed_postprocess": reference.fed_postprocess,
-                          "mcd_passes": reference.mcd_passes} if reference is not None else None,
-            "latency_ms": {**_percentiles(scored.latencies),
-                           "what": "publish -> outputs received" if args.mode == "live"
-                           else "decode + inference"},
+            "reference": {
+                "backbone": reference.backbone,
+                "feds": reference.feds,
+                "fed_postprocess": reference.fed_postprocess,
+                "mcd_passes": reference.mcd_passes,
+            }
+            if reference is not None
+            else None,
+            "latency_ms": {
+                **_percentiles(scored.latencies),
+                "what": "publish -> outputs received"
+                if args.mode == "live"
+                else "decode + inference",
+            },
             "alerts": self.alerts_section(scored),
             "frames_ranked": self.ranked_section(scored),
-            "files": {"output_bag": str(self.output_bag),
-                      "node_log": str(self.out / "node.log") if args.mode == "live" else None},
+            "files": {
+                "output_bag": str(self.output_bag),
+                "node_log": str(self.out / "node.log") if args.mode == "live" else None,
+            },
         }
         if args.mode == "offline":
             self.add_offline_throughput(report)
@@ -611,95 +868,142 @@ class BagEvaluation:
 
     def bag_section(self) -> dict[str, Any]:
         scan, sel = self.scan, self.scan.selection
-        return {"path": str(scan.info.path), "storage": scan.info.storage,
-                "files": scan.info.files, "duration_s": scan.info.duration_s,
-                "size": ", ".join(f"{h}x{w}" for h, w in self.sizes),
-                "topics": {"image": sel.image, "image_type": sel.image_type, "labels": sel.labels,
-                           "ood": sel.ood},
-                "ground_truth_without_frame": scan.gt_without_frame,
-                "frames_without_ground_truth": scan.frames_without_gt}
+        return {
+            "path": str(scan.info.path),
+            "storage": scan.info.storage,
+            "files": scan.info.files,
+            "duration_s": scan.info.duration_s,
+            "size": ", ".join(f"{h}x{w}" for h, w in self.sizes),
+            "topics": {
+                "image": sel.image,
+                "image_type": sel.image_type,
+                "labels": sel.labels,
+                "ood": sel.ood,
+            },
+            "ground_truth_without_frame": scan.gt_without_frame,
+            "frames_without_ground_truth": scan.frames_without_gt,
+        }
 
     def model_section(self, metadata: dict[str, Any]) -> dict[str, Any]:
         spec = self.spec
-        keys = ("runtime", "runtime_version", "score", "postprocess", "fed_variant", "input_shape",
-                "precision", "model_hash")
-        return {"description": spec.describe(), "engine_path": spec.engine_path,
-                "backbone": spec.backbone, "fed": spec.fed, "height": spec.height,
-                "width": spec.width,
-                "runtime": spec.runtime, "score": spec.score, "threads": spec.threads,
-                "cpu_spin_wait": spec.cpu_spin_wait,
-                "engine": {k: metadata.get(k) for k in keys if k in metadata},
-                "resized": self.resize}
+        keys = (
+            "runtime",
+            "runtime_version",
+            "score",
+            "postprocess",
+            "fed_variant",
+            "input_shape",
+            "precision",
+            "model_hash",
+        )
+        return {
+            "description": spec.describe(),
+            "engine_path": spec.engine_path,
+            "backbone": spec.backbone,
+            "fed": spec.fed,
+            "height": spec.height,
+            "width": spec.width,
+            "runtime": spec.runtime,
+            "score": spec.score,
+            "threads": spec.threads,
+            "cpu_spin_wait": spec.cpu_spin_wait,
+            "engine": {k: metadata.get(k) for k in keys if k in metadata},
+            "resized": self.resize,
+        }
 
     def alerts_section(self, scored: _Scored) -> dict[str, Any]:
         stats, merged = scored.stats, self.merged
         self.detection = detection_report(
-            scored.levels, [s.ood_object_pixels for s in stats],
+            scored.levels,
+            [s.ood_object_pixels for s in stats],
             [s.ood_pixels if s.ood_object_pixels is not None else None for s in stats],
-            int(merged["alerts.raise_frames"]))
-        return {"counts": _level_counts(scored.levels),
-                "transitions": _transitions(scored.timeline),
-                "per_frame": scored.timeline, "detection": self.detection,
-                "config": {k: v for k, v in merged.items() if k.startswith("alerts.")}}
+            int(merged["alerts.raise_frames"]),
+        )
+        return {
+            "counts": _level_counts(scored.levels),
+            "transitions": _transitions(scored.timeline),
+            "per_frame": scored.timeline,
+            "detection": self.detection,
+            "config": {k: v for k, v in merged.items() if k.startswith("alerts.")},
+        }
 
     @staticmethod
     def ranked_section(scored: _Scored) -> dict[str, Any]:
         picker = scored.picker
         by_index = {s.index: s for s in scored.stats}
         with_auroc = any(s.auroc is not None for s in scored.stats)
+
         def ranked(which: str) -> list[dict[str, Any]]:
             return [rep.stat_dict(by_index[i]) for i in picker.indices(which)] if picker else []
 
-        return {"worst": ranked("worst"), "best": ranked("best"),
-                "by": "per-frame AuROC (node score vs misclassified or OOD)" if with_auroc
-                else "uncertain fraction"}
+        return {
+            "worst": ranked("worst"),
+            "best": ranked("best"),
+            "by": "per-frame AuROC (node score vs misclassified or OOD)"
+            if with_auroc
+            else "uncertain fraction",
+        }
 
     def add_offline_throughput(self, report: dict[str, Any]) -> None:
         stats = self.offline_stats
         assert stats is not None
         evaluated = report["frames"]["evaluated"]
         report["throughput_fps"] = evaluated / stats.processing_s if stats.processing_s else 0.0
-        report["throughput_what"] = (f"decode + inference in this process; engine load "
-                                     f"{stats.load_s:.1f} s, loop incl. writing the bag "
-                                     f"{stats.wall_s:.1f} s")
+        report["throughput_what"] = (
+            f"decode + inference in this process; engine load "
+            f"{stats.load_s:.1f} s, loop incl. writing the bag "
+            f"{stats.wall_s:.1f} s"
+        )
 
     def add_live_section(self, report: dict[str, Any]) -> None:
         live = self.live
         assert live is not None
         evaluated = report["frames"]["evaluated"]
         report["throughput_fps"] = evaluated / live.span_s if live.span_s > 0 else 0.0
-        report["throughput_what"] = ("node outputs received per second, "
-                                     "first publish to last output")
+        report["throughput_what"] = (
+            "node outputs received per second, first publish to last output"
+        )
         node_dropped = None
         if live.node_pipeline and live.node_pipeline_start:
             try:
-                node_dropped = (int(live.node_pipeline["frames_dropped"])
-                                - int(live.node_pipeline_start["frames_dropped"]))
+                node_dropped = int(live.node_pipeline["frames_dropped"]) - int(
+                    live.node_pipeline_start["frames_dropped"]
+                )
             except (KeyError, ValueError):
                 node_dropped = None
         report["frames"]["node_dropped"] = node_dropped
-        report["live"] = {"domain_id": live.domain_id, "node_command": live.node_command,
-                          "ready": live.ready_line, "published": live.published,
-                          "play_s": live.play_s, "span_s": live.span_s,
-                          "warmup_frames": live.warmup_frames,
-                          "late_publishes": live.late_publishes,
-                          "node_exit_code": live.node_exit_code,
-                          "node_pipeline_before": live.node_pipeline_start,
-                          "node_pipeline_after": live.node_pipeline}
+        report["live"] = {
+            "domain_id": live.domain_id,
+            "node_command": live.node_command,
+            "ready": live.ready_line,
+            "published": live.published,
+            "play_s": live.play_s,
+            "span_s": live.span_s,
+            "warmup_frames": live.warmup_frames,
+            "late_publishes": live.late_publishes,
+            "node_exit_code": live.node_exit_code,
+            "node_pipeline_before": live.node_pipeline_start,
+            "node_pipeline_after": live.node_pipeline,
+        }
 
     def timeline_png(self, scored: _Scored, report: dict[str, Any]) -> Optional[np.ndarray]:
         if not scored.stats:
             return None
         detection = report["alerts"]["detection"]
         presence = detection["presence"] if detection else [None] * len(scored.stats)
-        return rep.timeline_image(scored.stats, scored.levels,
-                                  float(self.merged["alerts.warn_size"]),
-                                  float(self.merged["alerts.error_size"]),
-                                  [t["region_size"] for t in scored.timeline], presence)
+        return rep.timeline_image(
+            scored.stats,
+            scored.levels,
+            float(self.merged["alerts.warn_size"]),
+            float(self.merged["alerts.error_size"]),
+            [t["region_size"] for t in scored.timeline],
+            presence,
+        )
 
 
-def evaluate(args: argparse.Namespace, partial: dict[str, Any],
-             log: Any) -> tuple[Path, dict[str, Any]]:
+def evaluate(
+    args: argparse.Namespace, partial: dict[str, Any], log: Any
+) -> tuple[Path, dict[str, Any]]:
     """The whole run; raises on any failure (the caller writes the failure report)."""
     return BagEvaluation(args, partial, log).run()
 
@@ -730,8 +1034,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.quiet:
             print(f"fed_bag_eval: {msg}", file=sys.stderr, flush=True)
 
-    partial: dict[str, Any] = {"tool": "fed_bag_eval", "mode": args.mode,
-                               "bag": {"path": str(args.bag)}}
+    partial: dict[str, Any] = {
+        "tool": "fed_bag_eval",
+        "mode": args.mode,
+        "bag": {"path": str(args.bag)},
+    }
     try:
         md, report = evaluate(args, partial, log)
     except BaseException as exc:

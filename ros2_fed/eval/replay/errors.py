@@ -4,6 +4,7 @@
 :class:`LiveError` 1; :class:`OutputExistsError` is a usage error that must not write a
 failure report (the folder holds an earlier run's).
 """
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
-"""``--live``: play the bag through a running fed_node over real ROS 2 topics and record its outputs.
+"""``--live``: play the bag through a running fed_node over real ROS 2 topics and record its
+outputs.
 
 The only replay module that imports rclpy. What happens:
 
@@ -19,6 +20,7 @@ The only replay module that imports rclpy. What happens:
 
 Latency is publish -> last required output received (wall clock, this host).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,13 +48,22 @@ from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay.bagio import BagWriter
 from ros2_fed.eval.replay.errors import LiveError
 from ros2_fed.eval.replay.model import param_text
-from ros2_fed.pipeline import ModelSpec
-from ros2_fed.paths import fastdds_profile
 from ros2_fed.eval.replay.offline import write_inputs
-from ros2_fed.eval.replay.outputs import OUTPUT_TYPES, REQUIRED_OUTPUTS, AlertRecord, alert_from_message
+from ros2_fed.eval.replay.outputs import (
+    OUTPUT_TYPES,
+    REQUIRED_OUTPUTS,
+    AlertRecord,
+    alert_from_message,
+)
+from ros2_fed.paths import fastdds_profile
+from ros2_fed.pipeline import ModelSpec
 
 WARMUP_FRAME_ID = "fed_bag_eval/warmup"
-MSG_CLASSES = {bagio.IMAGE: Image, bagio.COMPRESSED_IMAGE: CompressedImage, bagio.DIAGNOSTIC_ARRAY: DiagnosticArray}
+MSG_CLASSES = {
+    bagio.IMAGE: Image,
+    bagio.COMPRESSED_IMAGE: CompressedImage,
+    bagio.DIAGNOSTIC_ARRAY: DiagnosticArray,
+}
 
 
 @dataclass
@@ -77,18 +88,28 @@ class LiveResult:
     ready_line: str = ""
     published: int = 0
     pub_times: dict[int, float] = field(default_factory=dict)  # stamp -> monotonic publish time
-    outputs: dict[int, dict[str, float]] = field(default_factory=dict)  # stamp -> {output: recv time}
+    outputs: dict[int, dict[str, float]] = field(
+        default_factory=dict
+    )  # stamp -> {output: recv time}
     alerts: dict[int, AlertRecord] = field(default_factory=dict)
-    node_pipeline: dict[str, str] = field(default_factory=dict)  # last /diagnostics pipeline values
-    node_pipeline_start: dict[str, str] = field(default_factory=dict)  # ... before the bag was played
+    node_pipeline: dict[str, str] = field(
+        default_factory=dict
+    )  # last /diagnostics pipeline values
+    node_pipeline_start: dict[str, str] = field(
+        default_factory=dict
+    )  # ... before the bag was played
     node_exit_code: Optional[int] = None
     warmup_frames: int = 0
     play_s: float = 0.0  # first publish -> last publish
     span_s: float = 0.0  # first publish -> last output
     late_publishes: int = 0  # frames published more than 10 ms after their due time
-    node_start_s: float = 0.0  # node process start -> "ready" (incl. an engine export on a cache miss)
+    node_start_s: float = (
+        0.0  # node process start -> "ready" (incl. an engine export on a cache miss)
+    )
 
-    def latency_s(self, stamp: int, required: tuple[str, ...] = REQUIRED_OUTPUTS) -> Optional[float]:
+    def latency_s(
+        self, stamp: int, required: tuple[str, ...] = REQUIRED_OUTPUTS
+    ) -> Optional[float]:
         got = self.outputs.get(stamp, {})
         if not all(name in got for name in required) or stamp not in self.pub_times:
             return None
@@ -96,10 +117,11 @@ class LiveResult:
 
 
 def _stamp_of(raw: bytes) -> tuple[int, str]:
-    """(header stamp ns, frame_id) straight from CDR bytes (every recorded type starts with a Header)."""
+    """(header stamp ns, frame_id) straight from CDR bytes (every recorded type starts with a
+    Header)."""
     endian = "<" if raw[1] == 1 else ">"
     sec, nanosec, length = struct.unpack_from(endian + "iII", raw, 4)
-    frame_id = raw[16:16 + max(0, length - 1)].decode("utf-8", "replace")
+    frame_id = raw[16 : 16 + max(0, length - 1)].decode("utf-8", "replace")
     return sec * 1_000_000_000 + nanosec, frame_id
 
 
@@ -126,8 +148,15 @@ class NodeProcess:
         self.cmd = cmd
         self.lines: list[str] = []
         self._log = open(log_path, "w") if log_path is not None else None
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     bufsize=1, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -154,7 +183,10 @@ class NodeProcess:
                     return line
             if not self.alive():
                 self._reader.join(timeout=2)
-                raise LiveError(f"fed_node exited with code {self.proc.returncode} before it was ready:\n{self.tail()}")
+                raise LiveError(
+                    f"fed_node exited with code {self.proc.returncode} before it was "
+                    f"ready:\n{self.tail()}"
+                )
             time.sleep(0.05)
         raise LiveError(f"fed_node was not ready after {timeout:.0f} s:\n{self.tail()}")
 
@@ -216,9 +248,17 @@ class LiveSession:
     and share ``self.lock``. ``os.environ`` is changed only while :meth:`run` runs.
     """
 
-    def __init__(self, scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWriter],
-                 topics: dict[str, str], options: LiveOptions, log: Callable[[str], None] = print,
-                 progress: bool = False, copy_inputs: bool = True) -> None:
+    def __init__(
+        self,
+        scan: bagmod.ScanResult,
+        spec: ModelSpec,
+        writer: Optional[BagWriter],
+        topics: dict[str, str],
+        options: LiveOptions,
+        log: Callable[[str], None] = print,
+        progress: bool = False,
+        copy_inputs: bool = True,
+    ) -> None:
         if options.rate <= 0:
             raise ValueError("--rate must be > 0")
         self.scan, self.spec, self.writer, self.topics = scan, spec, writer, topics
@@ -267,8 +307,9 @@ class LiveSession:
             fqn = "/" + options.attach.strip("/")
             namespace = fqn.rsplit("/", 1)[0]
             self.node_prefix = fqn
-            self.input_topic = (options.input_topic
-                                or f"{namespace}/image" + ("/compressed" if compressed else ""))
+            self.input_topic = options.input_topic or f"{namespace}/image" + (
+                "/compressed" if compressed else ""
+            )
             self.domain = None
             self.result.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
             self.env = ros_environment(self.result.domain_id)
@@ -287,11 +328,16 @@ class LiveSession:
         cmd += ["--ros-args", "-r", f"__ns:={self.namespace}", "-r", "__node:=fed_node"]
         if options.params_file:
             cmd += ["--params-file", str(options.params_file)]
-        params = {**self.spec.node_params(),
-                  "input_transport": "compressed" if self.sel.compressed else "raw",
-                  "input_qos.reliability": "reliable", "input_qos.depth": 10,
-                  "output_qos.reliability": "reliable", "output_qos.depth": 10,
-                  "diagnostics.period": 0.5, **options.params}
+        params = {
+            **self.spec.node_params(),
+            "input_transport": "compressed" if self.sel.compressed else "raw",
+            "input_qos.reliability": "reliable",
+            "input_qos.depth": 10,
+            "output_qos.reliability": "reliable",
+            "output_qos.depth": 10,
+            "diagnostics.period": 0.5,
+            **options.params,
+        }
         for key, value in params.items():
             cmd += ["-p", f"{key}:={param_text(value)}"]
         return cmd
@@ -314,12 +360,14 @@ class LiveSession:
         """Raise the first recording error, or the node's death, as a LiveError."""
         if self.callback_errors:
             exc = self.callback_errors[0]
-            raise LiveError(f"recording the node's outputs failed: "
-                            f"{type(exc).__name__}: {exc}") from exc
+            raise LiveError(
+                f"recording the node's outputs failed: {type(exc).__name__}: {exc}"
+            ) from exc
         node = self.node
         if node is not None and not node.alive():
-            raise LiveError(f"fed_node exited with code {node.proc.returncode} during the run:\n"
-                            f"{node.tail()}")
+            raise LiveError(
+                f"fed_node exited with code {node.proc.returncode} during the run:\n{node.tail()}"
+            )
 
     # -- this process's graph ------------------------------------------------------------------
     def join_graph(self) -> None:
@@ -330,21 +378,36 @@ class LiveSession:
         self.ros_node = ros_node
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(ros_node)
-        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                              reliability=ReliabilityPolicy.RELIABLE,
-                              durability=DurabilityPolicy.VOLATILE)
+        reliable = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=100,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.VOLATILE,
+        )
         for name in sorted(set(self.topics) | set(REQUIRED_OUTPUTS) | {"alerts"}):
             self.subs[name] = ros_node.create_subscription(
-                MSG_CLASSES[OUTPUT_TYPES[name]], f"{self.node_prefix}/{name}",
-                lambda raw, name=name: self.on_output(raw, name), reliable, raw=True)
-        ros_node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics,
-                                     QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+                MSG_CLASSES[OUTPUT_TYPES[name]],
+                f"{self.node_prefix}/{name}",
+                lambda raw, name=name: self.on_output(raw, name),
+                reliable,
+                raw=True,
+            )
+        ros_node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            self.on_diagnostics,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
         self.publisher = ros_node.create_publisher(
-            MSG_CLASSES[self.sel.image_type], self.input_topic,
-            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.RELIABLE))
-        self.spin_thread = threading.Thread(target=self.spin, name="fed_bag_eval_spin",
-                                            daemon=True)
+            MSG_CLASSES[self.sel.image_type],
+            self.input_topic,
+            QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+            ),
+        )
+        self.spin_thread = threading.Thread(
+            target=self.spin, name="fed_bag_eval_spin", daemon=True
+        )
         self.spin_thread.start()
 
     def spin(self) -> None:
@@ -398,16 +461,22 @@ class LiveSession:
         timeout = self.options.answer_timeout_s
         deadline = time.monotonic() + timeout
         publisher, subs = self.publisher, self.subs
-        while not (publisher.get_subscription_count() > 0
-                   and all(s.get_publisher_count() > 0 for s in subs.values())):
+        while not (
+            publisher.get_subscription_count() > 0
+            and all(s.get_publisher_count() > 0 for s in subs.values())
+        ):
             self.check_node()
             if time.monotonic() > deadline:
-                missing = [f"{self.node_prefix}/{n}" for n, s in subs.items()
-                           if s.get_publisher_count() == 0]
+                missing = [
+                    f"{self.node_prefix}/{n}"
+                    for n, s in subs.items()
+                    if s.get_publisher_count() == 0
+                ]
                 if publisher.get_subscription_count() == 0:
                     missing.insert(0, f"a subscriber on {self.input_topic}")
-                raise LiveError(f"no fed_node found within {timeout:.0f} s: "
-                                f"missing {', '.join(missing)}")
+                raise LiveError(
+                    f"no fed_node found within {timeout:.0f} s: missing {', '.join(missing)}"
+                )
             time.sleep(0.05)
 
     def warm_up(self) -> None:
@@ -420,8 +489,10 @@ class LiveSession:
         while not answered:
             self.check_node()
             if time.monotonic() > deadline:
-                raise LiveError(f"fed_node did not answer a warm-up frame on {self.input_topic} "
-                                f"within {timeout:.0f} s (outputs seen: {self.warm_seen})")
+                raise LiveError(
+                    f"fed_node did not answer a warm-up frame on {self.input_topic} "
+                    f"within {timeout:.0f} s (outputs seen: {self.warm_seen})"
+                )
             self.result.warmup_frames += 1
             warm.header.stamp.sec, warm.header.stamp.nanosec = 0, self.result.warmup_frames
             warm.header.frame_id = WARMUP_FRAME_ID
@@ -454,10 +525,15 @@ class LiveSession:
 
         result, rate = self.result, self.options.rate
         frames: queue.Queue = queue.Queue(maxsize=32)
-        threading.Thread(target=self.prefetch, args=(frames,), name="fed_bag_eval_reader",
-                         daemon=True).start()
-        bar = tqdm(total=len(self.scan.frames), desc=f"playing x{rate:g}",
-                   disable=not self.progress, dynamic_ncols=True)
+        threading.Thread(
+            target=self.prefetch, args=(frames,), name="fed_bag_eval_reader", daemon=True
+        ).start()
+        bar = tqdm(
+            total=len(self.scan.frames),
+            desc=f"playing x{rate:g}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         log_start = self.scan.frames[0].log_ns
         t0 = time.monotonic() + 0.2
         last_pub = None
@@ -494,8 +570,11 @@ class LiveSession:
         """Published frames still missing one of the recorded outputs."""
         wanted = set(self.subs)
         with self.lock:
-            return sum(1 for s in self.result.pub_times
-                       if not all(n in self.result.outputs.get(s, {}) for n in wanted))
+            return sum(
+                1
+                for s in self.result.pub_times
+                if not all(n in self.result.outputs.get(s, {}) for n in wanted)
+            )
 
     def collect_stragglers(self) -> None:
         """Wait for outstanding outputs until nothing new arrived for ``settle_s``."""
@@ -532,9 +611,17 @@ class LiveSession:
             self.log(f"fed_node stopped (exit code {self.result.node_exit_code})")
 
 
-def run_live(scan: bagmod.ScanResult, spec: ModelSpec, writer: Optional[BagWriter],
-             topics: dict[str, str], options: LiveOptions, log: Callable[[str], None] = print,
-             progress: bool = False, copy_inputs: bool = True) -> LiveResult:
+def run_live(
+    scan: bagmod.ScanResult,
+    spec: ModelSpec,
+    writer: Optional[BagWriter],
+    topics: dict[str, str],
+    options: LiveOptions,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+    copy_inputs: bool = True,
+) -> LiveResult:
     """Play ``scan``'s frames through fed_node; outputs go to ``writer`` under ``topics``."""
-    return LiveSession(scan, spec, writer, topics, options, log=log, progress=progress,
-                       copy_inputs=copy_inputs).run()
+    return LiveSession(
+        scan, spec, writer, topics, options, log=log, progress=progress, copy_inputs=copy_inputs
+    ).run()

@@ -6,6 +6,7 @@ What engine they select, its defaults and how it is opened and run are the node'
 ``-p NAME:=VALUE`` arguments, writes them back as ``-p`` text for a node process, and names
 the FED variant of a checkpoint for the report. Pure python: no rclpy here.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,8 @@ def read_params_file(path: PathLike, node_name: str = NODE_NAME) -> dict[str, An
 
 
 def parse_param(text: str) -> tuple[str, Any]:
-    """``name:=value`` or ``name=value`` -> (name, YAML-typed value), like ``-p`` on the command line."""
+    """``name:=value`` or ``name=value`` -> (name, YAML-typed value), like ``-p`` on the command
+    line."""
     import yaml
 
     sep = ":=" if ":=" in text else "="
@@ -80,6 +82,9 @@ def fed_variant(spec: ModelSpec) -> Optional[str]:
 
     try:
         meta = json.loads(checkpoint_paths(spec.fed)[1].read_text())
-        return str(meta.get("variant") or ("FED-C" if meta.get("config", {}).get("cond_dim", 0) else "FED-U"))
+        return str(
+            meta.get("variant")
+            or ("FED-C" if meta.get("config", {}).get("cond_dim", 0) else "FED-U")
+        )
     except (OSError, ValueError):
         return "FED"

@@ -5,6 +5,7 @@ Files are written only when the whole run finished: first the PNGs, then ``repor
 fails writes ``report.json`` with ``"complete": false`` and the error instead, and no
 ``report.md``; stale report files of an earlier run in the same folder are removed first.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -23,7 +24,6 @@ from ros2_fed.viz import ground_truth_view
 
 REPORT_FILES = ("report.md", "report.json", "mosaic_worst.png", "mosaic_best.png", "alerts.png")
 from ros2_fed.names import METHOD_ORDER  # noqa: E402
-
 
 _jsonable = strict  # NaN/inf -> null: one definition, ros2_fed.jsonio
 
@@ -60,8 +60,15 @@ class MosaicPicker:
     while streaming; ranking: per-frame AuROC of the node's score against "prediction wrong"
     (IDM or OOD) when ground truth exists, else the uncertain fraction (more = worse)."""
 
-    def __init__(self, k: int, palette: np.ndarray, vmin: float = 0.0, vmax: float = 1.0, tile_width: int = 320,
-                 frames: int = 0) -> None:
+    def __init__(
+        self,
+        k: int,
+        palette: np.ndarray,
+        vmin: float = 0.0,
+        vmax: float = 1.0,
+        tile_width: int = 320,
+        frames: int = 0,
+    ) -> None:
         self.want = int(k)
         self.k = 4 * int(k)  # candidates kept; the mosaic picks k of them that are not neighbours
         self.gap = max(1, int(frames) // max(1, 4 * int(k)))
@@ -78,8 +85,15 @@ class MosaicPicker:
             return True, 1.0 - stat.auroc
         return False, stat.uncertain_fraction
 
-    def offer(self, stat: FrameStat, rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
-              label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> None:
+    def offer(
+        self,
+        stat: FrameStat,
+        rgb: np.ndarray,
+        labels: np.ndarray,
+        confidence: np.ndarray,
+        label: Optional[np.ndarray],
+        ood: Optional[np.ndarray],
+    ) -> None:
         if self.k <= 0:
             return
         by_auroc, bad = self.badness(stat)
@@ -101,8 +115,15 @@ class MosaicPicker:
             item = _Candidate(-bad, stat.index, tiles, captions)
             (heapq.heappush if len(self.best) < self.k else heapq.heapreplace)(self.best, item)
 
-    def _tiles(self, stat: FrameStat, rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
-               label: Optional[np.ndarray], ood: Optional[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    def _tiles(
+        self,
+        stat: FrameStat,
+        rgb: np.ndarray,
+        labels: np.ndarray,
+        confidence: np.ndarray,
+        label: Optional[np.ndarray],
+        ood: Optional[np.ndarray],
+    ) -> tuple[list[np.ndarray], list[str]]:
         import cv2
 
         from ros2_fed import viz
@@ -114,25 +135,47 @@ class MosaicPicker:
         def small(img: np.ndarray, nearest: bool) -> np.ndarray:
             if (h, w) == (th, tw):
                 return np.ascontiguousarray(img)
-            return cv2.resize(np.ascontiguousarray(img), (tw, th),
-                              interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+            return cv2.resize(
+                np.ascontiguousarray(img),
+                (tw, th),
+                interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA,
+            )
 
-        gt = (ground_truth_view(labels, label, ood) if (label is not None or ood is not None)
-              else np.zeros_like(rgb))
-        tiles = [small(rgb, False), small(viz.colorize(labels, self.palette), True),
-                 small(viz.confidence_to_rgb(confidence, self.vmin, self.vmax), False), small(gt, True)]
-        quality = f"AuROC {100 * stat.auroc:.1f}" if stat.auroc is not None else \
-            f"{100 * stat.uncertain_fraction:.0f}% uncertain"
-        captions = [f"#{stat.index} input ({quality})", "segmentation", "confidence",
-                    "ground truth" if (label is not None or ood is not None) else "no ground truth"]
+        gt = (
+            ground_truth_view(labels, label, ood)
+            if (label is not None or ood is not None)
+            else np.zeros_like(rgb)
+        )
+        tiles = [
+            small(rgb, False),
+            small(viz.colorize(labels, self.palette), True),
+            small(viz.confidence_to_rgb(confidence, self.vmin, self.vmax), False),
+            small(gt, True),
+        ]
+        quality = (
+            f"AuROC {100 * stat.auroc:.1f}"
+            if stat.auroc is not None
+            else f"{100 * stat.uncertain_fraction:.0f}% uncertain"
+        )
+        captions = [
+            f"#{stat.index} input ({quality})",
+            "segmentation",
+            "confidence",
+            "ground truth" if (label is not None or ood is not None) else "no ground truth",
+        ]
         return tiles, captions
 
     def ranked(self, which: str) -> list[_Candidate]:
-        """The ``k`` picked frames, worst (or best) first, at least ``gap`` frames apart when possible."""
-        pool = sorted(self.worst if which == "worst" else self.best, key=lambda c: (-c.key, abs(c.index)))
+        """The ``k`` picked frames, worst (or best) first, at least ``gap`` frames apart when
+        possible."""
+        pool = sorted(
+            self.worst if which == "worst" else self.best, key=lambda c: (-c.key, abs(c.index))
+        )
         picked: list[_Candidate] = []
         for c in pool:
-            if len(picked) < self.want and all(abs(abs(c.index) - abs(p.index)) >= self.gap for p in picked):
+            if len(picked) < self.want and all(
+                abs(abs(c.index) - abs(p.index)) >= self.gap for p in picked
+            ):
                 picked.append(c)
         for c in pool:  # too few far-apart frames: fill up with the next ranked
             if len(picked) < self.want and c not in picked:
@@ -153,9 +196,16 @@ class MosaicPicker:
         return viz.mosaic(tiles, captions, columns=4)
 
 
-def timeline_image(stats: list[FrameStat], levels: list[Optional[int]], warn_size: float, error_size: float,
-                   region_sizes: Sequence[Optional[float]], presence: Sequence[Optional[bool]],
-                   width: int = 900, height: int = 220) -> np.ndarray:
+def timeline_image(
+    stats: list[FrameStat],
+    levels: list[Optional[int]],
+    warn_size: float,
+    error_size: float,
+    region_sizes: Sequence[Optional[float]],
+    presence: Sequence[Optional[bool]],
+    width: int = 900,
+    height: int = 220,
+) -> np.ndarray:
     """Per frame: the alert rule's region size (white line, WARN / ERROR limits as lines), the
     published alert level (band: green / orange / red) and, under it, the ground truth: is an
     unknown object of >= 100 px visible (white = yes, dark = no OOD pixel, grey = smaller bits or
@@ -178,25 +228,41 @@ def timeline_image(stats: list[FrameStat], levels: list[Optional[int]], warn_siz
 
     for i, level in enumerate(levels):
         x0, x1 = x_range(i)
-        img[level_y0:level_y0 + band, x0:x1] = colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
+        img[level_y0 : level_y0 + band, x0:x1] = (
+            colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
+        )
     for i, present in enumerate(presence):
         x0, x1 = x_range(i)
-        img[truth_y0:truth_y0 + band, x0:x1] = truth_colours[present]
+        img[truth_y0 : truth_y0 + band, x0:x1] = truth_colours[present]
 
     def y_of(v: float) -> int:
         return int(round(4 + (1.0 - min(max(v / top, 0.0), 1.0)) * (plot_h - 8)))
 
     for v, colour in ((warn_size, (240, 160, 0)), (error_size, (220, 40, 40))):
         cv2.line(img, (0, y_of(v)), (width - 1, y_of(v)), colour, 1, cv2.LINE_AA)
-    points = np.array([[int((i + 0.5) * width / n), y_of(v)] for i, v in enumerate(region_sizes) if v is not None],
-                      np.int32)
+    points = np.array(
+        [
+            [int((i + 0.5) * width / n), y_of(v)]
+            for i, v in enumerate(region_sizes)
+            if v is not None
+        ],
+        np.int32,
+    )
     if len(points) > 1:
         cv2.polylines(img, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
     for p in points:
         cv2.circle(img, (int(p[0]), int(p[1])), 2, (255, 255, 255), -1, cv2.LINE_AA)
-    cv2.putText(img, "largest uncertain region (white) vs WARN/ERROR limits; alert level band; "
-                "truth: unknown object >= 100 px (white)", (6, height - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
-                (230, 230, 230), 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        "largest uncertain region (white) vs WARN/ERROR limits; alert level band; "
+        "truth: unknown object >= 100 px (white)",
+        (6, height - 7),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.36,
+        (230, 230, 230),
+        1,
+        cv2.LINE_AA,
+    )
     return img
 
 
@@ -205,11 +271,17 @@ def detection_lines(detection: Optional[dict[str, Any]]) -> list[str]:
     if not detection:
         return ["No OOD ground truth in this bag: alert recall and false alarms not scored.", ""]
     recall, false = detection.get("recall"), detection.get("false_alarm_rate")
-    return [f"Alert detection (WARN or above; object = unknown object of >= {detection['min_object_pixels']} px, "
-            f"the first {detection['excused_onset_frames']} frames of each appearance excused): "
-            f"**recall {'–' if recall is None else f'{recall:.2f}'}** over {detection['positives']} frames with an "
-            f"object, **false alarms {'–' if false is None else f'{false:.2f}'}** over {detection['negatives']} "
-            "frames without any OOD pixel.", ""]
+    return [
+        "Alert detection (WARN or above; object = unknown object of >= "
+        f"{detection['min_object_pixels']} px, "
+        f"the first {detection['excused_onset_frames']} frames of each appearance excused): "
+        f"**recall {'–' if recall is None else f'{recall:.2f}'}** over {detection['positives']} "
+        "frames with an "
+        f"object, **false alarms {'–' if false is None else f'{false:.2f}'}** over "
+        f"{detection['negatives']} "
+        "frames without any OOD pixel.",
+        "",
+    ]
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -242,11 +314,16 @@ def console_summary(report: dict[str, Any]) -> list[str]:
     """What fed_bag_eval prints after a complete run (after the metrics table)."""
     lat = report["latency_ms"]
     frames = report["frames"]
-    lines = [f"frames: {frames['evaluated']} evaluated, {frames['dropped']} dropped; "
-             f"latency ({lat['what']}) p50 {_ms(lat['p50'])} ms, p95 {_ms(lat['p95'])} ms, "
-             f"p99 {_ms(lat['p99'])} ms; {report['throughput_fps']:.1f} frames/s"]
-    lines += [line.replace("**", "") for line in detection_lines(report["alerts"].get("detection"))
-              if line]
+    lines = [
+        f"frames: {frames['evaluated']} evaluated, {frames['dropped']} dropped; "
+        f"latency ({lat['what']}) p50 {_ms(lat['p50'])} ms, p95 {_ms(lat['p95'])} ms, "
+        f"p99 {_ms(lat['p99'])} ms; {report['throughput_fps']:.1f} frames/s"
+    ]
+    lines += [
+        line.replace("**", "")
+        for line in detection_lines(report["alerts"].get("detection"))
+        if line
+    ]
     return lines
 
 
@@ -257,16 +334,28 @@ def method_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     sources = report.get("method_sources") or {}
     miou = metrics.get("miou") or {}
     node = [m for m in methods if sources.get(m) == "node"]
-    ref = sorted((m for m in methods if sources.get(m) != "node"),
-                 key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    ref = sorted(
+        (m for m in methods if sources.get(m) != "node"),
+        key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99,
+    )
     rows = []
     for name in node + ref:
         row = methods[name]
         ood, idm = row.get("ood") or {}, row.get("idm") or {}
         source = sources.get(name, "reference")
-        rows.append({"method": name, "source": source, "ood_auroc": ood.get("auroc"), "ood_ap": ood.get("ap"),
-                     "ood_fpr95": ood.get("fpr_at_tpr"), "idm_auroc": idm.get("auroc"), "idm_ap": idm.get("ap"),
-                     "idm_fpr95": idm.get("fpr_at_tpr"), "miou": miou.get("node" if source == "node" else "reference")})
+        rows.append(
+            {
+                "method": name,
+                "source": source,
+                "ood_auroc": ood.get("auroc"),
+                "ood_ap": ood.get("ap"),
+                "ood_fpr95": ood.get("fpr_at_tpr"),
+                "idm_auroc": idm.get("auroc"),
+                "idm_ap": idm.get("ap"),
+                "idm_fpr95": idm.get("fpr_at_tpr"),
+                "miou": miou.get("node" if source == "node" else "reference"),
+            }
+        )
     return rows
 
 
@@ -274,13 +363,30 @@ def metrics_table(report: dict[str, Any]) -> str:
     rows = method_rows(report)
     if not rows:
         return "_no ground truth in the bag: no detection metrics_\n"
-    head = ("| method | source | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | mIoU |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| method | source | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | "
+        "mIoU |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
-        lines.append("| " + " | ".join([r["method"], r["source"], _pct(r["ood_auroc"]), _pct(r["ood_ap"]),
-                                        _pct(r["ood_fpr95"]), _pct(r["idm_auroc"]), _pct(r["idm_ap"]),
-                                        _pct(r["idm_fpr95"]), _pct(r["miou"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["method"],
+                    r["source"],
+                    _pct(r["ood_auroc"]),
+                    _pct(r["ood_ap"]),
+                    _pct(r["ood_fpr95"]),
+                    _pct(r["idm_auroc"]),
+                    _pct(r["idm_ap"]),
+                    _pct(r["idm_fpr95"]),
+                    _pct(r["miou"]),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -290,47 +396,89 @@ def markdown(report: dict[str, Any]) -> str:
     lat = report.get("latency_ms") or {}
     mode = report["mode"]
     lines = [f"# fed_bag_eval: {Path(bag['path']).name}", ""]
-    what = (f"played through a running `fed_node` at x{report['rate']:g} the recorded rate" if mode == "live"
-            else "run offline (in-process engine, every frame)")
-    lines += [f"**Complete.** {frames['in_bag']} frames ({bag['size']}, {bag['storage']}, "
-              f"{bag['duration_s']:.1f} s) {what}; model: {report['model']['description']}.", ""]
+    what = (
+        f"played through a running `fed_node` at x{report['rate']:g} the recorded rate"
+        if mode == "live"
+        else "run offline (in-process engine, every frame)"
+    )
+    lines += [
+        f"**Complete.** {frames['in_bag']} frames ({bag['size']}, {bag['storage']}, "
+        f"{bag['duration_s']:.1f} s) {what}; model: {report['model']['description']}.",
+        "",
+    ]
     resized = (report.get("model") or {}).get("resized")
     if resized:
         lines += [f"**Resized:** {resized['note']}.", ""]
-    lines += [f"- evaluated: **{frames['evaluated']}** frames; dropped: **{frames['dropped']}**"
-              + (f" (the node's own count: {frames.get('node_dropped')})" if frames.get("node_dropped") is not None else "")
-              + (f"; with trainId ground truth: {frames['with_labels']}, with OOD masks: {frames['with_ood']}"
-                 if frames.get("with_labels") or frames.get("with_ood") else "; no ground truth"),
-              f"- camera topic `{bag['topics']['image']}`"
-              + (f", labels `{bag['topics']['labels']}`" if bag["topics"].get("labels") else "")
-              + (f", OOD `{bag['topics']['ood']}`" if bag["topics"].get("ood") else ""),
-              f"- output bag: `{report['files'].get('output_bag')}` (open it in Foxglove Studio, or "
-              f"`ros2 bag play` it and watch `{report['output_prefix']}/overlay` in rviz)", ""]
-    lines += ["## Detection and segmentation", "",
-              "OOD: pixels pooled over all frames (void ignored); IDM: misclassified in-distribution pixels, per "
-              "frame then averaged; values in %. `node` = what fed_node published (score = 1 - confidence); "
-              "`reference` = fed_eval's methods on the same decoded frames (FED from the checkpoint in torch with the "
-              f"engine's post-processing `{(report.get('reference') or {}).get('fed_postprocess', '–')}`, and the "
-              "baselines MSP, max-logit MLG, energy ENE, entropy ENT, SML, MC dropout MCD).", "",
-              metrics_table(report)]
-    lines += ["## Latency and throughput", "",
-              "| | p50 | p95 | p99 | mean | max |", "|---|---|---|---|---|---|",
-              f"| {lat.get('what', 'latency')} (ms) | {_ms(lat.get('p50'))} | {_ms(lat.get('p95'))} | "
-              f"{_ms(lat.get('p99'))} | {_ms(lat.get('mean'))} | {_ms(lat.get('max'))} |", "",
-              f"Throughput: **{report['throughput_fps']:.1f} frames/s** ({report.get('throughput_what', '')})."]
+    lines += [
+        f"- evaluated: **{frames['evaluated']}** frames; dropped: **{frames['dropped']}**"
+        + (
+            f" (the node's own count: {frames.get('node_dropped')})"
+            if frames.get("node_dropped") is not None
+            else ""
+        )
+        + (
+            f"; with trainId ground truth: {frames['with_labels']}, with OOD masks: "
+            f"{frames['with_ood']}"
+            if frames.get("with_labels") or frames.get("with_ood")
+            else "; no ground truth"
+        ),
+        f"- camera topic `{bag['topics']['image']}`"
+        + (f", labels `{bag['topics']['labels']}`" if bag["topics"].get("labels") else "")
+        + (f", OOD `{bag['topics']['ood']}`" if bag["topics"].get("ood") else ""),
+        f"- output bag: `{report['files'].get('output_bag')}` (open it in Foxglove Studio, or "
+        f"`ros2 bag play` it and watch `{report['output_prefix']}/overlay` in rviz)",
+        "",
+    ]
+    lines += [
+        "## Detection and segmentation",
+        "",
+        "OOD: pixels pooled over all frames (void ignored); IDM: misclassified in-distribution "
+        "pixels, per "
+        "frame then averaged; values in %. `node` = what fed_node published (score = 1 - "
+        "confidence); "
+        "`reference` = fed_eval's methods on the same decoded frames (FED from the checkpoint in "
+        "torch with the "
+        "engine's post-processing "
+        f"`{(report.get('reference') or {}).get('fed_postprocess', '–')}`, and the "
+        "baselines MSP, max-logit MLG, energy ENE, entropy ENT, SML, MC dropout MCD).",
+        "",
+        metrics_table(report),
+    ]
+    lines += [
+        "## Latency and throughput",
+        "",
+        "| | p50 | p95 | p99 | mean | max |",
+        "|---|---|---|---|---|---|",
+        f"| {lat.get('what', 'latency')} (ms) | {_ms(lat.get('p50'))} | {_ms(lat.get('p95'))} | "
+        f"{_ms(lat.get('p99'))} | {_ms(lat.get('mean'))} | {_ms(lat.get('max'))} |",
+        "",
+        f"Throughput: **{report['throughput_fps']:.1f} frames/s** "
+        f"({report.get('throughput_what', '')}).",
+    ]
     if mode == "live":
         live = report.get("live") or {}
-        lines += ["", f"Played {live.get('published')} frames in {live.get('play_s', 0):.1f} s "
-                      f"(bag: {bag['duration_s']:.1f} s at x{report['rate']:g}); {live.get('warmup_frames')} warm-up "
-                      f"frame(s) before the bag; ROS_DOMAIN_ID {live.get('domain_id')}; node log `{report['files'].get('node_log')}`."]
+        lines += [
+            "",
+            f"Played {live.get('published')} frames in {live.get('play_s', 0):.1f} s "
+            f"(bag: {bag['duration_s']:.1f} s at x{report['rate']:g}); "
+            f"{live.get('warmup_frames')} warm-up "
+            f"frame(s) before the bag; ROS_DOMAIN_ID {live.get('domain_id')}; node log "
+            f"`{report['files'].get('node_log')}`.",
+        ]
     alerts = report.get("alerts") or {}
     lines += ["", "## Alerts", ""]
     if alerts.get("transitions") is not None:
         counts = alerts.get("counts", {})
-        lines += ["Frames per level: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", ""]
+        lines += [
+            "Frames per level: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
+            "",
+        ]
         lines += detection_lines(alerts.get("detection"))
         if alerts["transitions"]:
-            lines += ["| frame | stamp | level | largest uncertain region (image heights) |", "|---|---|---|---|"]
+            lines += [
+                "| frame | stamp | level | largest uncertain region (image heights) |",
+                "|---|---|---|---|",
+            ]
             for t in alerts["transitions"]:
                 size = "–" if t.get("region_size") is None else f"{t['region_size']:.3f}"
                 lines.append(f"| {t['index']} | {t['stamp']} | {t['level_name']} | {size} |")
@@ -345,19 +493,44 @@ def markdown(report: dict[str, Any]) -> str:
         key = f"mosaic_{which}"
         if report["files"].get(key):
             ranked = report.get("frames_ranked", {}).get(which, [])
-            desc = ", ".join(f"#{f['index']}" + (f" (AuROC {100 * f['auroc']:.1f})" if f.get("auroc") is not None else
-                                                 f" ({100 * f['uncertain_fraction']:.0f} % uncertain)") for f in ranked)
-            lines += [f"**{which.capitalize()} frames** {desc}: input | segmentation | confidence (red = uncertain, "
-                      "blue = certain) | ground truth (blue = correct, red = misclassified or OOD, black = void)", "",
-                      f"![{which} frames]({Path(report['files'][key]).name})", ""]
+            desc = ", ".join(
+                f"#{f['index']}"
+                + (
+                    f" (AuROC {100 * f['auroc']:.1f})"
+                    if f.get("auroc") is not None
+                    else f" ({100 * f['uncertain_fraction']:.0f} % uncertain)"
+                )
+                for f in ranked
+            )
+            lines += [
+                f"**{which.capitalize()} frames** {desc}: input | segmentation | confidence (red "
+                "= uncertain, "
+                "blue = certain) | ground truth (blue = correct, red = misclassified or OOD, "
+                "black = void)",
+                "",
+                f"![{which} frames]({Path(report['files'][key]).name})",
+                "",
+            ]
     lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
-    phases = ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s" for k, v in report["timing"].items() if k != "total_s")
-    lines += ["", f"Finished in {report['timing']['total_s']:.1f} s ({phases}). Every number is in `report.json`."]
+    phases = ", ".join(
+        f"{k[:-2].replace('_', ' ')} {v:.1f} s"
+        for k, v in report["timing"].items()
+        if k != "total_s"
+    )
+    lines += [
+        "",
+        f"Finished in {report['timing']['total_s']:.1f} s ({phases}). Every number is in "
+        "`report.json`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: Path, report: dict[str, Any], picker: Optional[MosaicPicker],
-                 timeline: Optional[np.ndarray]) -> Path:
+def write_report(
+    out_dir: Path,
+    report: dict[str, Any],
+    picker: Optional[MosaicPicker],
+    timeline: Optional[np.ndarray],
+) -> Path:
     """PNGs, then report.json (complete), then report.md; returns the report.md path."""
     files = report.setdefault("files", {})
     if picker is not None:

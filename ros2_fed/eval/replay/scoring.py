@@ -14,6 +14,7 @@ frames x pixels <= 4e7, else histograms), IDM per image (void and OOD ignored; i
 a wrong pixel skipped) and averaged, closed mIoU from the confusion matrix. So a report's
 numbers equal ``fed_eval``'s on the same frames (the tests check it against the Evaluator).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,9 @@ class FrameStat:
     uncertain_fraction: float  # confidence < the alert threshold, whole frame
     wrong_fraction: Optional[float] = None  # IDM or OOD among valid pixels
     ood_pixels: int = 0
-    ood_object_pixels: Optional[int] = None  # largest OOD object (8-connected); None: no OOD ground truth
+    ood_object_pixels: Optional[int] = (
+        None  # largest OOD object (8-connected); None: no OOD ground truth
+    )
     auroc: Optional[float] = None  # node score vs "prediction wrong" (IDM or OOD), this frame
     ood_auroc: Optional[float] = None
 
@@ -54,11 +57,20 @@ class Scorer:
     ``exact``: None = exact when ``frames * pixels`` is small (Evaluator's rule).
     """
 
-    def __init__(self, num_classes: int, frames: int, frame_pixels: int, exact: Optional[bool] = None,
-                 bins: int = M.DEFAULT_BINS, probability: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        frames: int,
+        frame_pixels: int,
+        exact: Optional[bool] = None,
+        bins: int = M.DEFAULT_BINS,
+        probability: Sequence[str] = (),
+    ) -> None:
         self.num_classes = int(num_classes)
         self.frames = int(frames)
-        self.exact = bool(frames * frame_pixels <= EXACT_PIXEL_LIMIT) if exact is None else bool(exact)
+        self.exact = (
+            bool(frames * frame_pixels <= EXACT_PIXEL_LIMIT) if exact is None else bool(exact)
+        )
         self.bins = bins
         self.probability = set(PROBABILITY_METHODS) | set(probability)
         self.ood: dict[str, Any] = {}
@@ -74,8 +86,14 @@ class Scorer:
             return M.ExactAccumulator(ignore_index=VOID)
         return M.HistogramAccumulator(bins=self.bins, scale="logit", ignore_index=VOID)
 
-    def update(self, pred: np.ndarray, maps: dict[str, np.ndarray], label: Optional[np.ndarray],
-               ood: Optional[np.ndarray], pred_key: str = "node") -> None:
+    def update(
+        self,
+        pred: np.ndarray,
+        maps: dict[str, np.ndarray],
+        label: Optional[np.ndarray],
+        ood: Optional[np.ndarray],
+        pred_key: str = "node",
+    ) -> None:
         """One frame: ``pred`` labels, ``maps`` {method: score HxW, higher = more likely wrong}.
 
         ``pred_key`` names whose segmentation ``pred`` is (one confusion matrix per key).
@@ -88,16 +106,21 @@ class Scorer:
                 self.names.append(name)
             if ood is not None:
                 self.ood.setdefault(name, self._ood_accumulator()).update(
-                    unit_scores(score, name in self.probability), (ood == 1).astype(np.uint8),
-                    ignore_mask=ood == VOID)
+                    unit_scores(score, name in self.probability),
+                    (ood == 1).astype(np.uint8),
+                    ignore_mask=ood == VOID,
+                )
             if label is not None:
                 idm_valid = label != VOID
                 if ood is not None:
                     idm_valid &= ood != 1
                 self.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).update(
-                    score, (pred != label).astype(np.uint8), ignore_mask=~idm_valid)
+                    score, (pred != label).astype(np.uint8), ignore_mask=~idm_valid
+                )
         if label is not None:
-            self.conf.setdefault(pred_key, M.ConfusionMatrix(self.num_classes, ignore_index=VOID)).update(pred, label)
+            self.conf.setdefault(
+                pred_key, M.ConfusionMatrix(self.num_classes, ignore_index=VOID)
+            ).update(pred, label)
 
     def merge(self, other: "Scorer") -> "Scorer":
         """Add ``other``'s frames (e.g. another camera's): the results then equal one scorer fed
@@ -129,7 +152,8 @@ class Scorer:
         return max(self.frames_by_key.values(), default=0)
 
     def results(self) -> dict[str, Any]:
-        """``Evaluator.evaluate``'s result layout: images, exact, methods{name: {ood, idm}}, miou."""
+        """``Evaluator.evaluate``'s result layout: images, exact, methods{name: {ood, idm}},
+        miou."""
         out: dict[str, Any] = {"images": self.images, "exact": self.exact, "methods": {}}
         for name in self.names:
             row: dict[str, Any] = {}
@@ -137,10 +161,15 @@ class Scorer:
                 summary = self.ood[name].summary()
                 row["ood"] = {k: _num(summary[k]) for k in ("auroc", "ap", "fpr_at_tpr")}
                 if not self.exact:
-                    row["ood"]["error_bounds"] = {k: _num(v) for k, v in summary.items() if k.endswith("error_bound")}
+                    row["ood"]["error_bounds"] = {
+                        k: _num(v) for k, v in summary.items() if k.endswith("error_bound")
+                    }
             if self.has_label and name in self.idm:
                 summary = self.idm[name].summary()
-                row["idm"] = {k: _num(summary[k]) for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")}
+                row["idm"] = {
+                    k: _num(summary[k])
+                    for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")
+                }
             out["methods"][name] = row
         if self.has_label:
             out["miou"] = {}
@@ -148,7 +177,9 @@ class Scorer:
             for key, matrix in self.conf.items():
                 miou, per_class = matrix.miou()
                 out["miou"][key] = _num(miou)
-                out["per_class_iou"][key] = [None if math.isnan(v) else float(v) for v in per_class]
+                out["per_class_iou"][key] = [
+                    None if math.isnan(v) else float(v) for v in per_class
+                ]
         return out
 
 
@@ -160,11 +191,22 @@ def _num(value: Any) -> Any:
     return value
 
 
-def frame_stat(index: int, stamp_ns: int, pred: np.ndarray, confidence: np.ndarray, label: Optional[np.ndarray],
-               ood: Optional[np.ndarray], threshold: float) -> FrameStat:
+def frame_stat(
+    index: int,
+    stamp_ns: int,
+    pred: np.ndarray,
+    confidence: np.ndarray,
+    label: Optional[np.ndarray],
+    ood: Optional[np.ndarray],
+    threshold: float,
+) -> FrameStat:
     """Per-frame summary of the node's output against the ground truth (if any)."""
-    stat = FrameStat(index=index, stamp_ns=stamp_ns, mean_confidence=float(np.mean(confidence)),
-                     uncertain_fraction=float(np.mean(confidence < threshold)))
+    stat = FrameStat(
+        index=index,
+        stamp_ns=stamp_ns,
+        mean_confidence=float(np.mean(confidence)),
+        uncertain_fraction=float(np.mean(confidence < threshold)),
+    )
     if label is None and ood is None:
         return stat
     wrong = np.zeros(pred.shape, bool)
@@ -208,7 +250,9 @@ class ReferenceModel:
     fed_postprocess: str = "none"  # must match the engine's post-processing to compare rows
     mcd_passes: int = 8
     stats: Optional[str] = None  # logit statistics JSON (SML); default: from a FED checkpoint
-    allow_backbone_mismatch: bool = False  # FEDs / statistics / engine made for another backbone: warn only
+    allow_backbone_mismatch: bool = (
+        False  # FEDs / statistics / engine made for another backbone: warn only
+    )
 
 
 class ReferenceScores:
@@ -217,7 +261,12 @@ class ReferenceScores:
     Lazy: loads the torch models only when the report asks for reference rows.
     """
 
-    def __init__(self, model: ReferenceModel, seed: int = 0, engine_metadata: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        model: ReferenceModel,
+        seed: int = 0,
+        engine_metadata: Optional[dict[str, Any]] = None,
+    ) -> None:
         """``engine_metadata``: the sidecar of the engine the node rows come from; its backbone
         must be the reference backbone, or the two rows compare different models."""
         import json
@@ -251,8 +300,12 @@ class ReferenceScores:
                     class_mean = torch.tensor(meta["logit_statistics"]["mean"])
                     class_std = torch.tensor(meta["logit_statistics"]["std"])
                     break
-        self.settings = EvalSettings(fed_postprocess=model.fed_postprocess, mcd_passes=model.mcd_passes,
-                                     open_miou=False, seed=seed)
+        self.settings = EvalSettings(
+            fed_postprocess=model.fed_postprocess,
+            mcd_passes=model.mcd_passes,
+            open_miou=False,
+            seed=seed,
+        )
         self.methods = MethodScores(self.backbone, feds, self.settings, class_mean, class_std)
         self.num_classes = int(getattr(self.backbone, "num_classes", 0) or 0)
 
