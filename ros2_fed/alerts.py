@@ -85,6 +85,7 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
+from ros2_fed.names import CITYSCAPES_CLASSES
 from ros2_fed.viz import confidence_map
 
 #: The ``alerts.roi`` choices (the one list: the node's parameter and the selection import it).
@@ -92,29 +93,6 @@ ROI_CHOICES = ("corridor", "drivable", "full", "lower_half", "mask")
 #: The ``alerts.size_reference`` choices: what a region's side is divided by (see the docstring).
 SIZE_REFERENCES = ("height", "horizon")
 #: The class names a model without its own (``class_names`` in the engine metadata) is read with:
-#: Cityscapes trainIds, the label set of every backbone here (same as
-#: ``ros2_fed.backbones.base.CITYSCAPES_CLASSES``, repeated so this module needs no torch).
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
 
 # The default ROI: (x, y) corners in image fractions, clockwise from bottom left. The bottom
 # spans the whole width (adjacent lanes) but stops at 90 % of the height: the last rows hold the

@@ -15,15 +15,10 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from ros2_fed import names
+
 # Cityscapes trainId colours (RGB), trainIds 0..18.
-# fmt: off
-CITYSCAPES_PALETTE: np.ndarray = np.array([
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
-], dtype=np.uint8)
-# fmt: on
+CITYSCAPES_PALETTE: np.ndarray = np.array(names.CITYSCAPES_PALETTE, dtype=np.uint8)
 CITYSCAPES_PALETTE.setflags(write=False)
 
 UNCERTAIN_RGB = (255, 0, 0)  # confidence at or below vmin

@@ -50,6 +50,19 @@ _NAME_LIST_HOMES = {"ros2_fed/names.py", "ros2_fed/engine/base.py"}
 _NAME_LIST_COPIES_ALLOWED = {("ros2_fed/engine/export.py", ("tensorrt", "torch-tensorrt"))}
 
 
+_CITYSCAPES_NAMES = {"road", "sidewalk", "traffic light", "traffic sign", "motorcycle", "bicycle"}
+
+
+def _is_cityscapes_palette(node: ast.AST) -> bool:
+    """A literal holding the first two Cityscapes colours (road, sidewalk)."""
+    rows = [
+        tuple(e.value for e in elt.elts if isinstance(e, ast.Constant))
+        for elt in getattr(node, "elts", [])
+        if isinstance(elt, (ast.Tuple, ast.List))
+    ]
+    return (128, 64, 128) in rows and (244, 35, 232) in rows
+
+
 def _name_list_copies(path: Path) -> list[tuple[str, tuple[str, ...]]]:
     """Tuple/list/set literals that spell out a score, runtime or method name list.
 
@@ -68,14 +81,16 @@ def _name_list_copies(path: Path) -> list[tuple[str, tuple[str, ...]]]:
             or len(s & _RUNTIME_NAMES) >= 3
             or len(s & _METHOD_NAMES) >= 4
             or s == {"tensorrt", "torch-tensorrt"}
+            or len(s & _CITYSCAPES_NAMES) >= 3
+            or _is_cityscapes_palette(node)
         ):
             found.append((f"{path.relative_to(ROOT)}:{node.lineno}", names))
     return found
 
 
 def test_each_name_list_is_defined_once() -> None:
-    """Score, runtime and method names are spelled out in ros2_fed/names.py or
-    ros2_fed/engine/base.py and imported everywhere else."""
+    """Score, runtime and method names, the Cityscapes classes and palette are spelled out in
+    ros2_fed/names.py or ros2_fed/engine/base.py and imported everywhere else."""
     copies = []
     for folder in ("ros2_fed", "training", "benchmarks"):
         for path in sorted((ROOT / folder).rglob("*.py")):

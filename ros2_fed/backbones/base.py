@@ -14,23 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ros2_fed.names import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
 # MMSegmentation's ImageNet normalisation in RGB order (``img_norm_cfg`` with ``to_rgb=True``).
 IMAGENET_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 IMAGENET_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
-
-# fmt: off
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
-CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
-# fmt: on
 
 
 class BackboneError(RuntimeError):

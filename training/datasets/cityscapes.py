@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from ros2_fed.names import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from training.datasets.base import (
     VOID,
     FileListDataset,
@@ -33,20 +34,11 @@ from training.datasets.base import (
 )
 
 # fmt: off
-CLASS_NAMES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
+CLASS_NAMES: tuple[str, ...] = CITYSCAPES_CLASSES
 NUM_CLASSES = len(CLASS_NAMES)
 
 #: Official Cityscapes colours, indexed by trainId.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)
+PALETTE: tuple[tuple[int, int, int], ...] = CITYSCAPES_PALETTE
 
 #: Official labelId -> trainId (cityscapesScripts labels.py); every other id, incl. the
 #: void ids 0-6, 9, 10, 14-16, 18, 29, 30 and license plate (-1), is 255.
