@@ -94,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_input_and_mode_args(p)
+    _add_topic_args(p)
+    _add_model_args(p)
+    _add_live_args(p)
+    _add_reference_args(p)
+    _add_output_args(p)
+    return p
+
+
+def _add_input_and_mode_args(p: argparse.ArgumentParser) -> None:
+    """The bag, the output folder and offline / live: what every run needs."""
     p.add_argument("bag", type=Path, help="rosbag2 directory, or a .mcap / .db3 file")
     p.add_argument("--out", required=True, type=Path, help="output folder (report + output_bag/)")
     mode = p.add_mutually_exclusive_group()
@@ -112,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="play the bag through a running fed_node over ROS 2 topics and record its outputs",
     )
     p.set_defaults(mode="offline")
+
+
+def _add_topic_args(p: argparse.ArgumentParser) -> None:
+    """Which camera and ground-truth topics of the bag are read."""
     g = p.add_argument_group("topics")
     g.add_argument(
         "--topic", default=None, help="camera topic (sensor_msgs/Image or CompressedImage)"
@@ -134,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(ros2_fed/eval/replay/multicamera.py); offline only: live replay is "
         "single-camera, --live with two or more cameras is refused",
     )
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model, mirroring what fed_node is started with."""
     g = p.add_argument_group(
         "model (what fed_node is started with; default: the embedded default model)"
     )
@@ -179,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:=VALUE",
         help="a fed_node parameter, e.g. -p alerts.confidence_threshold:=0.6 (repeatable)",
     )
+
+
+def _add_live_args(p: argparse.ArgumentParser) -> None:
+    """Options that only matter when the bag is played through a running fed_node."""
     g = p.add_argument_group("live mode")
     g.add_argument(
         "--rate", type=float, default=1.0, help="playback speed x recorded rate (default 1)"
@@ -213,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds to wait for the node to be ready",
     )
+
+
+def _add_reference_args(p: argparse.ArgumentParser) -> None:
+    """The fed_eval reference rows computed on the same frames."""
     g = p.add_argument_group("reference methods (fed_eval on the same frames)")
     g.add_argument("--no-reference", action="store_true", help="only the node's own scores")
     g.add_argument(
@@ -250,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads for the reference rows (default 1: several OpenMP threads on a busy "
         "machine are many times slower; 0 = torch's default)",
     )
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """What is written to the output bag and the report folder."""
     g = p.add_argument_group("output")
     g.add_argument(
         "--record",
@@ -275,7 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the report and output bag of an earlier run",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars, fewer messages")
-    return p
 
 
 def _checkpoint_meta(path: str) -> dict[str, Any]:
