@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ros2_fed.detector import LABEL_MODES, SCORES
 from ros2_fed.fingerprint import ALLOW_FLAG
@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
     )
+    _add_model_args(parser)
+    _add_detector_args(parser)
+    _add_engine_args(parser)
+    return parser
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Which checkpoints (or fused bundle) the engine is built from."""
     src = parser.add_argument_group("model")
     src.add_argument(
         "--backbone",
@@ -62,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build even when --fed was trained on another backbone (its fingerprint differs)",
     )
+
+
+def _add_detector_args(parser: argparse.ArgumentParser) -> None:
+    """What the detector graph computes: the score, its post-processing and the input size."""
     det = parser.add_argument_group("detector graph")
     det.add_argument(
         "--score",
@@ -121,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sliding-window backbone inference inside the graph (SegFormer: 1024 1024 768 768)",
     )
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """How the graph is turned into an engine file: runtime, precision, batch and output."""
     out = parser.add_argument_group("engine")
     out.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     out.add_argument(
@@ -154,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(done on every build, the engine cache's included)",
     )
     out.add_argument("--quiet", action="store_true")
-    return parser
 
 
 def _detector_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,6 +212,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    precision, score = _checked_precision_and_score(parser, args)
+
+    from ros2_fed.backbones import BackboneError
+    from ros2_fed.checkpoint import CheckpointError
+
+    from .base import EngineError
+
+    try:
+        if args.bundle:
+            path, meta = _export_bundle(args, precision, say)
+        elif args.out:
+            path, meta = _export_checkpoints(args, precision, score, say)
+        else:
+            path, meta = _build_or_reuse_cached(args, precision, score, say)
+    except (
+        EngineError,
+        CheckpointError,
+        BackboneError,
+        ValueError,
+        FileNotFoundError,
+        RuntimeError,
+    ) as exc:
+        print(f"fed_export: error: {exc}", file=sys.stderr)
+        return 1
+    _say_engine(say, path, meta)
+    return 0
+
+
+def _checked_precision_and_score(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[str, Optional[str]]:
+    """Refuse inconsistent flags before anything heavy is imported; resolve the defaults."""
     precision = args.precision or ("fp16" if args.runtime in GPU_RUNTIMES else "fp32")
     try:
         check_precision(precision)
@@ -215,86 +262,88 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     if score == "fed" and args.backbone and not args.fed:
         parser.error("--score fed needs --fed")
+    return precision, score
 
-    from ros2_fed.backbones import BackboneError
-    from ros2_fed.checkpoint import CheckpointError
 
-    from .base import EngineError
+def _export_bundle(args: argparse.Namespace, precision: str, say: Callable[[str], None]):
+    """--bundle: the fused bundle's detector settings are used as they are."""
+    from .export import export_engine
+    from .torch_engine import load_bundle
 
-    try:
-        if args.bundle:
-            from .export import export_engine
-            from .torch_engine import load_bundle
+    detector, _ = load_bundle(args.bundle)
+    return export_engine(
+        detector,
+        _output_path(args.out, args.runtime),
+        args.height,
+        args.width,
+        runtime=args.runtime,
+        precision=precision,
+        batch=args.batch,
+        opset=args.opset,
+        verify=not args.no_verify,
+        progress=say,
+    )
 
-            detector, _ = load_bundle(args.bundle)
-            path, meta = export_engine(
-                detector,
-                _output_path(args.out, args.runtime),
-                args.height,
-                args.width,
-                runtime=args.runtime,
-                precision=precision,
-                batch=args.batch,
-                opset=args.opset,
-                verify=not args.no_verify,
-                progress=say,
-            )
-        elif args.out:
-            from ros2_fed.detector import FusedDetector
 
-            from .cache import _jsonable, source_model_hash
-            from .export import export_engine
+def _export_checkpoints(
+    args: argparse.Namespace, precision: str, score: Optional[str], say: Callable[[str], None]
+):
+    """--backbone/--fed with --out: built to the given file, outside the engine cache."""
+    from ros2_fed.detector import FusedDetector
 
-            options = _detector_options(args)
-            options.update(score=score, postprocess=args.postprocess)
-            detector = FusedDetector.from_checkpoints(args.backbone, args.fed, **options)
-            path, meta = export_engine(
-                detector,
-                _output_path(args.out, args.runtime),
-                args.height,
-                args.width,
-                runtime=args.runtime,
-                precision=precision,
-                batch=args.batch,
-                opset=args.opset,
-                model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
-                verify=not args.no_verify,
-                progress=say,
-            )
-        else:
-            from .cache import open_cached
+    from .cache import _jsonable, source_model_hash
+    from .export import export_engine
 
-            engine = open_cached(
-                args.backbone,
-                args.fed,
-                height=args.height,
-                width=args.width,
-                runtime=args.runtime,
-                precision=precision,
-                batch=args.batch,
-                score=score,
-                postprocess=args.postprocess,
-                detector_options=_detector_options(args),
-                rebuild=args.rebuild,
-                opset=args.opset,
-                warmup=0,
-                progress=say,
-                verify=not args.no_verify,
-                override="--no-verify",
-            )
-            path, meta = engine.path, engine.metadata
-            say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
-            engine.close()
-    except (
-        EngineError,
-        CheckpointError,
-        BackboneError,
-        ValueError,
-        FileNotFoundError,
-        RuntimeError,
-    ) as exc:
-        print(f"fed_export: error: {exc}", file=sys.stderr)
-        return 1
+    options = _detector_options(args)
+    options.update(score=score, postprocess=args.postprocess)
+    detector = FusedDetector.from_checkpoints(args.backbone, args.fed, **options)
+    return export_engine(
+        detector,
+        _output_path(args.out, args.runtime),
+        args.height,
+        args.width,
+        runtime=args.runtime,
+        precision=precision,
+        batch=args.batch,
+        opset=args.opset,
+        model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
+        verify=not args.no_verify,
+        progress=say,
+    )
+
+
+def _build_or_reuse_cached(
+    args: argparse.Namespace, precision: str, score: Optional[str], say: Callable[[str], None]
+):
+    """No --out: the engine cache, the same entry fed_node would open."""
+    from .cache import open_cached
+
+    engine = open_cached(
+        args.backbone,
+        args.fed,
+        height=args.height,
+        width=args.width,
+        runtime=args.runtime,
+        precision=precision,
+        batch=args.batch,
+        score=score,
+        postprocess=args.postprocess,
+        detector_options=_detector_options(args),
+        rebuild=args.rebuild,
+        opset=args.opset,
+        warmup=0,
+        progress=say,
+        verify=not args.no_verify,
+        override="--no-verify",
+    )
+    path, meta = engine.path, engine.metadata
+    say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
+    engine.close()
+    return path, meta
+
+
+def _say_engine(say: Callable[[str], None], path, meta: dict[str, Any]) -> None:
+    """The one-line summary of what was built (or reused)."""
     say(f"engine: {path}")
     say(
         f"  runtime {meta['runtime']} {meta['runtime_version']}, precision {meta['precision']}, "
@@ -302,7 +351,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{meta['score']}, "
         f"model hash {str(meta['model_hash'])[:12]}"
     )
-    return 0
 
 
 if __name__ == "__main__":
