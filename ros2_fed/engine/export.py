@@ -139,27 +139,39 @@ def engine_metadata(
     ``file_sha256`` / ``file_size`` are added by the writer once the file exists.
     ``dynamic_batch``: the engine runs any batch from 1 to ``batch`` (else exactly ``batch``).
     """
-    import torch
-
-    from ros2_fed import __version__
-    from ros2_fed.detector import detector_hash
-
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     check_precision(precision)
     cfg = detector.config()
+    onnx_version = _onnx_version()
+    meta: dict[str, Any] = {
+        **_runtime_fields(runtime, precision),
+        **_io_fields(cfg, height, width, batch, dynamic_batch),
+        **_model_fields(detector, cfg, model_hash),
+        **_version_fields(opset, onnx_version),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def _onnx_version() -> str:
+    """The onnx package version, or "absent" (the sidecar says which exporter made the graph)."""
     try:
         import onnx
 
-        onnx_version = str(onnx.__version__)
+        return str(onnx.__version__)
     except ImportError:  # pragma: no cover - onnx is a runtime requirement
-        onnx_version = "absent"
+        return "absent"
+
+
+def _runtime_fields(runtime: str, precision: str) -> dict[str, Any]:
+    """Format, runtime, precision and (for compiled engines) the GPU it is only valid on."""
     gpu = (
         gpu_identity()
         if runtime in ("tensorrt", "torch-tensorrt")
         else {"name": None, "compute_capability": None}
     )
-    meta: dict[str, Any] = {
+    return {
         "format": ENGINE_FORMAT,
         "format_version": ENGINE_FORMAT_VERSION,
         "runtime": runtime,
@@ -169,6 +181,14 @@ def engine_metadata(
         "fed_dtype": "float32",
         "gpu_name": gpu["name"],
         "gpu_compute_capability": gpu["compute_capability"],
+    }
+
+
+def _io_fields(
+    cfg: dict[str, Any], height: int, width: int, batch: int, dynamic_batch: bool
+) -> dict[str, Any]:
+    """The input tensor and the two outputs, as a caller must feed and read them."""
+    return {
         "input_name": INPUT_NAME,
         "input_dtype": "uint8",
         "input_layout": "BHWC, RGB, 0..255",
@@ -184,6 +204,16 @@ def engine_metadata(
                 "meaning": "1 = certain",
             },
         },
+    }
+
+
+def _model_fields(
+    detector: FusedDetector, cfg: dict[str, Any], model_hash: Optional[str]
+) -> dict[str, Any]:
+    """What the engine computes: model hash, score, classes and the backbone fingerprint."""
+    from ros2_fed.detector import detector_hash
+
+    return {
         "model_hash": model_hash or detector_hash(detector),
         "score": cfg["score"],
         "postprocess": cfg["postprocess"],
@@ -194,6 +224,16 @@ def engine_metadata(
         "palette": cfg["palette"],
         "detector": cfg,
         FINGERPRINT_KEY: fingerprint_of(detector.backbone).to_json(),
+    }
+
+
+def _version_fields(opset: Optional[int], onnx_version: str) -> dict[str, Any]:
+    """The software that built the engine, and when."""
+    import torch
+
+    from ros2_fed import __version__
+
+    return {
         "opset": opset,
         "export_graph_version": EXPORT_GRAPH_VERSION,
         "torch_version": str(torch.__version__),
@@ -201,8 +241,6 @@ def engine_metadata(
         "ros2_fed_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    meta.update(extra or {})
-    return meta
 
 
 def _export_to_proto(
@@ -267,10 +305,7 @@ def export_onnx(
     random image and refuses an export that disagrees (:func:`verify_outputs`; the error names
     ``override``, how to skip the check). The sidecar records ``"verified"``.
     """
-    import onnx
     import torch
-
-    from .mixed_precision import export_graph, remove_identity_casts
 
     path = Path(path)
     if path.suffix != ".onnx":
@@ -294,6 +329,27 @@ def export_onnx(
         dynamic_batch=dynamic,
     )
     metadata["verified"] = bool(verify)
+    proto = _checked_onnx_proto(detector, example, path, precision, opset, dynamic, metadata)
+    _write_verified_onnx(
+        proto, path, metadata, detector, example, precision, override, verify, dynamic
+    )
+    return path, metadata
+
+
+def _checked_onnx_proto(
+    detector: FusedDetector,
+    example: torch.Tensor,
+    path: Path,
+    precision: str,
+    opset: int,
+    dynamic: bool,
+    metadata: dict[str, Any],
+) -> Any:
+    """The exported graph with its metadata properties, refused unless onnx.checker passes."""
+    import onnx
+
+    from .mixed_precision import export_graph, remove_identity_casts
+
     try:
         proto = _export_to_proto(export_graph(detector, precision), example, opset, dynamic)
         remove_identity_casts(proto)
@@ -315,7 +371,25 @@ def export_onnx(
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise EngineError(f"{path}: exported graph fails onnx.checker: {exc}") from exc
+    return proto
 
+
+def _write_verified_onnx(
+    proto: Any,
+    path: Path,
+    metadata: dict[str, Any],
+    detector: FusedDetector,
+    example: torch.Tensor,
+    precision: str,
+    override: str,
+    verify: bool,
+    dynamic: bool,
+) -> None:
+    """Save to a temporary sibling, check it there, and only then move it (and its sidecar)
+    into place: a refused export leaves nothing behind."""
+    import onnx
+
+    batch = int(example.shape[0])
     tmp = temporary_sibling(path)
     try:
         onnx.save(proto, str(tmp))
@@ -326,7 +400,6 @@ def export_onnx(
         install_engine_file(tmp, path, metadata)
     finally:
         tmp.unlink(missing_ok=True)
-    return path, metadata
 
 
 def parity(
@@ -444,12 +517,74 @@ def export_engine(
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     check_precision(precision)
+    common: dict[str, Any] = {
+        "batch": batch,
+        "precision": precision,
+        "model_hash": model_hash,
+        "extra_metadata": extra_metadata,
+    }
+    checked = {"verify": verify, "override": override}
     if runtime == "onnxruntime":
         if progress:
             progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
-        return export_onnx(
+        return export_onnx(detector, path, height, width, opset=opset, **common, **checked)
+    if runtime == "tensorrt":
+        return _export_tensorrt(
             detector,
             path,
+            height,
+            width,
+            opset=opset,
+            progress=progress,
+            workspace_gib=workspace_gib,
+            device=device,
+            **common,
+            **checked,
+        )
+    if runtime == "torch-tensorrt":
+        from .torch_tensorrt_engine import build_torch_tensorrt
+
+        return build_torch_tensorrt(
+            detector, path, height, width, progress=progress, device=device, **common, **checked
+        )
+    from .torch_engine import save_bundle
+
+    if progress:
+        progress(f"writing torch bundle to {path}")
+    return save_bundle(path, detector, height, width, **common)
+
+
+def _export_tensorrt(
+    detector: FusedDetector,
+    path: Path,
+    height: int,
+    width: int,
+    *,
+    opset: int,
+    progress: Optional[Callable[[str], None]],
+    workspace_gib: float,
+    device: int,
+    batch: int,
+    precision: str,
+    model_hash: Optional[str],
+    extra_metadata: Optional[dict[str, Any]],
+    verify: bool,
+    override: str,
+) -> tuple[Path, dict[str, Any]]:
+    """The ONNX of the same precision next to ``path``, then TensorRT's engine built from it."""
+    from .tensorrt_engine import build_tensorrt_engine
+
+    onnx_path = path.with_suffix(".onnx")
+    if progress:
+        progress(f"exporting {precision} ONNX ({height}x{width}) for {onnx_path}")
+    # The ONNX goes to a staged name and replaces an existing onnx_path only once the
+    # engine is built: a failed build leaves the user's files as they were.
+    staged = temporary_sibling(onnx_path.with_name(f".{onnx_path.stem}.staged.onnx"))
+    try:
+        # TensorRT builds for one fixed shape (no optimisation profiles): batch N pads.
+        _, onnx_meta = export_onnx(
+            detector,
+            staged,
             height,
             width,
             batch=batch,
@@ -458,78 +593,23 @@ def export_engine(
             model_hash=model_hash,
             extra_metadata=extra_metadata,
             verify=verify,
+            dynamic_batch=False,
             override=override,
         )
-    if runtime == "tensorrt":
-        from .tensorrt_engine import build_tensorrt_engine
-
-        onnx_path = path.with_suffix(".onnx")
-        if progress:
-            progress(f"exporting {precision} ONNX ({height}x{width}) for {onnx_path}")
-        # The ONNX goes to a staged name and replaces an existing onnx_path only once the
-        # engine is built: a failed build leaves the user's files as they were.
-        staged = temporary_sibling(onnx_path.with_name(f".{onnx_path.stem}.staged.onnx"))
-        try:
-            # TensorRT builds for one fixed shape (no optimisation profiles): batch N pads.
-            _, onnx_meta = export_onnx(
-                detector,
-                staged,
-                height,
-                width,
-                batch=batch,
-                opset=opset,
-                precision=precision,
-                model_hash=model_hash,
-                extra_metadata=extra_metadata,
-                verify=verify,
-                dynamic_batch=False,
-                override=override,
-            )
-            result = build_tensorrt_engine(
-                staged,
-                path,
-                tensorrt_metadata(onnx_meta, device),
-                workspace_gib=workspace_gib,
-                progress=progress,
-                device=device,
-            )
-            os.replace(staged, onnx_path)  # the file, then its sidecar (as install_engine_file)
-            os.replace(sidecar_path(staged), sidecar_path(onnx_path))
-        finally:
-            staged.unlink(missing_ok=True)
-            sidecar_path(staged).unlink(missing_ok=True)
-        return result
-    if runtime == "torch-tensorrt":
-        from .torch_tensorrt_engine import build_torch_tensorrt
-
-        return build_torch_tensorrt(
-            detector,
+        result = build_tensorrt_engine(
+            staged,
             path,
-            height,
-            width,
-            batch=batch,
-            precision=precision,
-            model_hash=model_hash,
-            extra_metadata=extra_metadata,
+            tensorrt_metadata(onnx_meta, device),
+            workspace_gib=workspace_gib,
             progress=progress,
             device=device,
-            verify=verify,
-            override=override,
         )
-    from .torch_engine import save_bundle
-
-    if progress:
-        progress(f"writing torch bundle to {path}")
-    return save_bundle(
-        path,
-        detector,
-        height,
-        width,
-        batch=batch,
-        precision=precision,
-        model_hash=model_hash,
-        extra_metadata=extra_metadata,
-    )
+        os.replace(staged, onnx_path)  # the file, then its sidecar (as install_engine_file)
+        os.replace(sidecar_path(staged), sidecar_path(onnx_path))
+    finally:
+        staged.unlink(missing_ok=True)
+        sidecar_path(staged).unlink(missing_ok=True)
+    return result
 
 
 def tensorrt_metadata(onnx_meta: dict[str, Any], device: int = 0) -> dict[str, Any]:
