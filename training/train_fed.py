@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fed_train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _add_io_args(p)
+    _add_design_args(p.add_argument_group("FED design (supplementary Table 8)"))
+    _add_optim_args(p.add_argument_group("optimisation"))
+    _add_run_args(p.add_argument_group("run"))
+    return p
+
+
+def _add_io_args(p: argparse.ArgumentParser) -> None:
+    """Inputs and outputs: the ungrouped flags every run needs."""
     p.add_argument(
         "--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)"
     )
@@ -59,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         "an earlier run unless --resume or --overwrite",
     )
     p.add_argument("--name", default=None, help="checkpoint name (default: fed_u / fed_c)")
-    g = p.add_argument_group("FED design (supplementary Table 8)")
+
+
+def _add_design_args(g: argparse._ArgumentGroup) -> None:
+    """The FED architecture and target (what the checkpoint's config records)."""
     g.add_argument(
         "--variant",
         choices=("fed-u", "fed-c"),
@@ -102,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --void-as-wrong: leave the ego vehicle (labelId 1) out of the target "
         "instead of calling it wrong (needs *_labelIds.png; default on)",
     )
-    o = p.add_argument_group("optimisation")
+
+
+def _add_optim_args(o: argparse._ArgumentGroup) -> None:
+    """Optimiser, schedule and augmentation: the supplementary's recipe as defaults."""
     o.add_argument(
         "--max-iters", type=int, default=50_000, help="training iterations (default 50,000)"
     )
@@ -126,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiply the learning rate by --lr-gamma every N iterations",
     )
     o.add_argument("--lr-gamma", type=float, default=0.1, help="step decay factor")
-    r = p.add_argument_group("run")
+
+
+def _add_run_args(r: argparse._ArgumentGroup) -> None:
+    """How the run executes (seed, threads, device, logging, checkpoints, resume)."""
     r.add_argument("--seed", type=int, default=0, help="random seed (each rank adds its rank)")
     r.add_argument("--workers", type=int, default=2, help="data-loader worker processes per rank")
     r.add_argument(
@@ -165,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(a warning instead of an error)",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 def earlier_run_files(out: Path) -> list[Path]:
@@ -286,33 +304,99 @@ def choose_threads(
     return default_threads(args.workers, cores, ranks), why
 
 
+@dataclass
+class _Run:
+    """What the loop, its checkpoints and the final save share, so each step takes one argument."""
+
+    args: argparse.Namespace
+    ctx: DistContext
+    backbone: torch.nn.Module
+    fed: FlowEneDet
+    model: torch.nn.Module  # fed, or fed wrapped in DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    logger: RunLogger
+    name: str
+    cond_dim: int
+    start_iter: int
+    run_info: dict
+    extra_meta: dict
+
+
 def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     """Run the training loop; returns the final FED checkpoint path (rank 0 writes it)."""
-    from ros2_fed.backbones import load_backbone
-
     ctx = ctx or init_distributed(args.device)
     torch.manual_seed(args.seed + ctx.rank)
-    device = ctx.device
-    backbone = load_backbone(args.backbone).to(device).eval()
+    backbone, fingerprint = _frozen_backbone(args.backbone, ctx.device)
+    dataset = _make_dataset(args)
+    augment = _make_augment(args)
+    logits, feats = _probe(args, ctx, backbone, dataset, augment)
+    cfg = _fed_config(args, logits, feats)
+    fed = FlowEneDet(cfg).to(ctx.device)
+    stats = _standardize(args, fed, fingerprint)
+    optimizer = torch.optim.AdamW(fed.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start_iter, elapsed_before = _resume_or_initialize(
+        args, fed, optimizer, fingerprint, logits, feats
+    )
+    run = _Run(
+        args=args,
+        ctx=ctx,
+        backbone=backbone,
+        fed=fed,
+        model=_wrap_ddp(fed, ctx),
+        optimizer=optimizer,
+        logger=RunLogger(args.out, enabled=ctx.is_main, elapsed_before=elapsed_before),
+        name=args.name or ("fed_c" if cfg.cond_dim else "fed_u"),
+        cond_dim=cfg.cond_dim,
+        start_iter=start_iter,
+        run_info=_run_info(args, fingerprint, ctx),
+        extra_meta=_extra_meta(args, fingerprint, stats),
+    )
+    if ctx.is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+        tqdm.write(
+            f"fed_train: {cfg.variant} with {count_parameters(fed):,} parameters, iterations "
+            f"{start_iter}..{args.max_iters}"
+        )
+    loss_value = _train_loop(run, dataset, augment)
+    run.logger.close()
+    final = _finish(run, loss_value)
+    shutdown(ctx)
+    return final
+
+
+def _frozen_backbone(
+    path: str, device: torch.device
+) -> tuple[torch.nn.Module, BackboneFingerprint]:
+    """The backbone in eval mode without gradients (FED learns from its outputs only), and its
+    fingerprint (recorded in every checkpoint, checked against --stats and --resume)."""
+    from ros2_fed.backbones import load_backbone
+
+    backbone = load_backbone(path).to(device).eval()
     fingerprint = fingerprint_of(backbone)
     for param in backbone.parameters():
         param.requires_grad_(False)
+    return backbone, fingerprint
 
-    dataset = _make_dataset(args)
-    augment = _make_augment(args)
-    state_path = args.out / "last_state"
-    start_iter = 0
-    elapsed_before: Optional[float] = None  # a resumed run's saved training time
-    resume_path = args.resume
-    if resume_path is not None and Path(resume_path).is_dir():
-        resume_path = Path(resume_path) / "last_state"
 
-    # Peek one batch to size FED from the backbone (classes, feature channels).
+def _probe(
+    args: argparse.Namespace,
+    ctx: DistContext,
+    backbone: torch.nn.Module,
+    dataset: Any,
+    augment: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone logits and features on one peeked batch: they size FED (classes, feature
+    channels) and feed its data-dependent ActNorm init."""
     probe = next(batch_stream(dataset, augment, args.batch_size, args.seed, ctx.rank, workers=0))
     with torch.no_grad():
-        logits, feats = backbone(to_model_input(probe[0], device))
+        logits, feats = backbone(to_model_input(probe[0], ctx.device))
+    return logits, feats
+
+
+def _fed_config(args: argparse.Namespace, logits: torch.Tensor, feats: torch.Tensor) -> FEDConfig:
+    """FED's architecture from the design flags, sized by the backbone's outputs."""
     cond_dim = args.cond_dim if args.variant == "fed-c" else 0
-    cfg = FEDConfig(
+    return FEDConfig(
         cov=args.cov,
         kernel=args.kernel,
         blocks=args.blocks,
@@ -321,36 +405,63 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
         feat_channels=feats.shape[1] if cond_dim else 0,
         hidden=args.hidden,
     )
-    fed = FlowEneDet(cfg).to(device)
-    if args.stats is not None:
-        mean, std = _load_stats(args.stats, fingerprint, args.allow_backbone_mismatch)
-        fed.standardizer.set_statistics(mean, std)
-    optimizer = torch.optim.AdamW(fed.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 
-    if resume_path is not None:
-        meta = load_training_state(Path(resume_path), fed, optimizer)
-        check_backbone(
-            meta, fingerprint, f"training state {resume_path}", args.allow_backbone_mismatch
-        )
-        start_iter = int(meta["iteration"])
-        if meta.get("elapsed_s") is not None:
-            elapsed_before = float(meta["elapsed_s"])
-        if start_iter >= args.max_iters:
-            raise UsageError(
-                f"{resume_path} is already at iteration {start_iter} >= --max-iters "
-                f"{args.max_iters}"
-            )
-    else:
-        fed.initialize(logits, feats if cond_dim else None)  # data-dependent ActNorm init
-    model: torch.nn.Module = fed
-    if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            fed, device_ids=[device.index] if device.type == "cuda" else None
-        )
 
-    name = args.name or ("fed_c" if cond_dim else "fed_u")
-    logger = RunLogger(args.out, enabled=ctx.is_main, elapsed_before=elapsed_before)
-    run_info = {
+def _standardize(
+    args: argparse.Namespace, fed: FlowEneDet, fingerprint: BackboneFingerprint
+) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """--stats: load the logit (mean, std) into FED's standardizer; None without --stats."""
+    if args.stats is None:
+        return None
+    mean, std = _load_stats(args.stats, fingerprint, args.allow_backbone_mismatch)
+    fed.standardizer.set_statistics(mean, std)
+    return mean, std
+
+
+def _resume_or_initialize(
+    args: argparse.Namespace,
+    fed: FlowEneDet,
+    optimizer: torch.optim.Optimizer,
+    fingerprint: BackboneFingerprint,
+    logits: torch.Tensor,
+    feats: torch.Tensor,
+) -> tuple[int, Optional[float]]:
+    """(start iteration, a resumed run's saved training time): --resume restores FED and the
+    optimiser; a fresh run gets the data-dependent ActNorm init from the probe batch."""
+    resume_path = args.resume
+    if resume_path is not None and Path(resume_path).is_dir():
+        resume_path = Path(resume_path) / "last_state"
+    if resume_path is None:
+        fed.initialize(logits, feats if fed.cfg.cond_dim else None)  # data-dependent ActNorm init
+        return 0, None
+    meta = load_training_state(Path(resume_path), fed, optimizer)
+    check_backbone(
+        meta, fingerprint, f"training state {resume_path}", args.allow_backbone_mismatch
+    )
+    start_iter = int(meta["iteration"])
+    elapsed_before = float(meta["elapsed_s"]) if meta.get("elapsed_s") is not None else None
+    if start_iter >= args.max_iters:
+        raise UsageError(
+            f"{resume_path} is already at iteration {start_iter} >= --max-iters {args.max_iters}"
+        )
+    return start_iter, elapsed_before
+
+
+def _wrap_ddp(fed: FlowEneDet, ctx: DistContext) -> torch.nn.Module:
+    """FED itself, or under several ranks wrapped in DistributedDataParallel (gradient sync)."""
+    if not ctx.enabled:
+        return fed
+    device = ctx.device
+    return torch.nn.parallel.DistributedDataParallel(
+        fed, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _run_info(
+    args: argparse.Namespace, fingerprint: BackboneFingerprint, ctx: DistContext
+) -> dict[str, Any]:
+    """The run's provenance, recorded in the training state and every checkpoint."""
+    return {
         "backbone": str(args.backbone),
         "backbone_sha256": fingerprint.sha256,
         FINGERPRINT_KEY: fingerprint.to_json(),
@@ -359,34 +470,43 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
         "world_size": ctx.world_size,
         "args": _json_args(args),
     }
+
+
+def _extra_meta(
+    args: argparse.Namespace,
+    fingerprint: BackboneFingerprint,
+    stats: Optional[tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, Any]:
+    """Checkpoint metadata besides the training info: the backbone fingerprint and, with
+    --stats, the logit statistics (recorded for SML too; FED's standardizer buffers hold the
+    same numbers)."""
     extra_meta: dict = {FINGERPRINT_KEY: fingerprint.to_json()}
-    if (
-        args.stats is not None
-    ):  # recorded for SML too; FED's standardizer buffers hold the same numbers
+    if stats is not None:
+        mean, std = stats
         extra_meta["logit_statistics"] = {
             "mean": mean.tolist(),
             "std": std.tolist(),
             "source": str(args.stats),
         }
-    if ctx.is_main:
-        args.out.mkdir(parents=True, exist_ok=True)
-        tqdm.write(
-            f"fed_train: {cfg.variant} with {count_parameters(fed):,} parameters, iterations "
-            f"{start_iter}..{args.max_iters}"
-        )
+    return extra_meta
 
+
+def _train_loop(run: _Run, dataset: Any, augment: Any) -> float:
+    """Iterations start_iter..--max-iters with logging and checkpoints; returns the last logged
+    (all-ranks mean) loss, NaN when no row was logged."""
+    args, ctx = run.args, run.ctx
     batches = batch_stream(
         dataset,
         augment,
         args.batch_size,
         args.seed,
         ctx.rank,
-        skip_batches=start_iter,
+        skip_batches=run.start_iter,
         workers=args.workers,
     )
     bar = tqdm(
-        range(start_iter, args.max_iters),
-        initial=start_iter,
+        range(run.start_iter, args.max_iters),
+        initial=run.start_iter,
         total=args.max_iters,
         desc="fed_train",
         disable=args.no_progress or not ctx.is_main,
@@ -394,70 +514,109 @@ def train(args: argparse.Namespace, ctx: Optional[DistContext] = None) -> Path:
     )
     loss_value = float("nan")
     t0 = time.monotonic()
-    fed.train()
+    run.fed.train()
     for iteration in bar:
-        lr = lr_at(
-            iteration, args.lr, args.warmup_iters, args.warmup_start, args.lr_step, args.lr_gamma
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, labels = next(batches)
-        labels = labels.to(device)
-        with torch.no_grad():
-            logits, feats = backbone(to_model_input(images, device))
-            target = wrong_pixel_target(logits, labels, args.void_as_wrong)
-        loss = fed_loss(model(logits, feats if cond_dim else None), target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite FED loss at iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+        lr = _set_lr(run.optimizer, args, iteration)
+        loss, target = _step(run, next(batches), iteration)
         done = iteration + 1
         if done % args.log_every == 0 or done == args.max_iters:
-            loss_value = float(all_reduce_mean(loss.detach(), ctx))
-            wrong = float((target == 1).float().mean())
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            logger.log(
-                done,
-                loss=loss_value,
-                lr=lr,
-                wrong_fraction=wrong,
-                iters_per_s=round((done - start_iter) / max(time.monotonic() - t0, 1e-9), 3),
-            )
+            loss_value = _log_row(run, bar, done, loss, target, lr, t0)
         if ctx.is_main and (done % args.ckpt_every == 0 or done == args.max_iters):
-            info = {**run_info, "elapsed_s": round(logger.elapsed_s(), 3)}
-            save_training_state(state_path, fed, optimizer, done, info)
-            save_fed(
-                args.out / f"{name}_iter{done:06d}",
-                fed.eval(),
-                {**extra_meta, "training": {**info, "iteration": done}},
-            )
-            fed.train()
+            _save_checkpoint(run, done)
     bar.close()
-    logger.close()
+    return loss_value
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, args: argparse.Namespace, iteration: int) -> float:
+    """The schedule's learning rate for this iteration, set on every parameter group."""
+    lr = lr_at(
+        iteration, args.lr, args.warmup_iters, args.warmup_start, args.lr_step, args.lr_gamma
+    )
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _step(
+    run: _Run, batch: tuple[torch.Tensor, torch.Tensor], iteration: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch (the backbone and the target need no gradients); returns
+    (loss, wrong-pixel target)."""
+    device = run.ctx.device
+    images, labels = batch
+    labels = labels.to(device)
+    with torch.no_grad():
+        logits, feats = run.backbone(to_model_input(images, device))
+        target = wrong_pixel_target(logits, labels, run.args.void_as_wrong)
+    loss = fed_loss(run.model(logits, feats if run.cond_dim else None), target)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite FED loss at iteration {iteration}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return loss, target
+
+
+def _log_row(
+    run: _Run,
+    bar: tqdm,
+    done: int,
+    loss: torch.Tensor,
+    target: torch.Tensor,
+    lr: float,
+    t0: float,
+) -> float:
+    """The all-ranks mean loss into the progress bar and a log.csv row; returns it."""
+    loss_value = float(all_reduce_mean(loss.detach(), run.ctx))
+    wrong = float((target == 1).float().mean())
+    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+    run.logger.log(
+        done,
+        loss=loss_value,
+        lr=lr,
+        wrong_fraction=wrong,
+        iters_per_s=round((done - run.start_iter) / max(time.monotonic() - t0, 1e-9), 3),
+    )
+    return loss_value
+
+
+def _save_checkpoint(run: _Run, done: int) -> None:
+    """Rank 0: the training state (for --resume) and a numbered FED checkpoint."""
+    info = {**run.run_info, "elapsed_s": round(run.logger.elapsed_s(), 3)}
+    save_training_state(run.args.out / "last_state", run.fed, run.optimizer, done, info)
+    save_fed(
+        run.args.out / f"{run.name}_iter{done:06d}",
+        run.fed.eval(),
+        {**run.extra_meta, "training": {**info, "iteration": done}},
+    )
+    run.fed.train()
+
+
+def _finish(run: _Run, loss_value: float) -> Path:
+    """Every rank's weight digest (DDP desync is visible, not silent), then rank 0 writes the
+    final checkpoint; returns its path."""
+    args, ctx, fed = run.args, run.ctx, run.fed
     if ctx.enabled:  # every rank records what it ended with: DDP desync is visible, not silent
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
             args.out / f"weights_rank{ctx.rank}.sha256", (weights_digest(fed) + "\n").encode()
         )
-    final = args.out / name
+    final = args.out / run.name
     if ctx.is_main:
         save_fed(
             final,
             fed.eval(),
             {
-                **extra_meta,
+                **run.extra_meta,
                 "training": {
-                    **run_info,
+                    **run.run_info,
                     "iteration": args.max_iters,
                     "final_loss": loss_value,
-                    "elapsed_s": round(logger.elapsed_s(), 3),
+                    "elapsed_s": round(run.logger.elapsed_s(), 3),
                 },
             },
         )
         tqdm.write(f"fed_train: wrote {final}.safetensors / .json (final loss {loss_value:.4f})")
-    shutdown(ctx)
     return final
 
 
