@@ -168,39 +168,64 @@ def _record_statistics(fed: Path, stats: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training import calibrate, cli_eval, fed_ablation
-
     start = time.monotonic()
     data, select_root = args.work / "synthroad", args.work / "synthroad_select"
     backbone = args.work / "tinyseg_synthroad"
     ablation = args.work / "ablation"
+    eval_dir = args.work / "eval_ood"
 
     def step(msg: str) -> None:
         print(f"\n== default model: {msg} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
 
     step("synthroad")
-    if not _data(
-        args,
-        data,
-        {"train": args.train_images, "val": args.val_images, "ood": args.ood_images},
-        args.seed,
-    ):
-        return 1
-    if not _data(
-        args, select_root, {"train": 0, "val": 0, "ood": args.select_images}, args.seed + 1
-    ):
+    if not _datasets(args, data, select_root):
         return 1
     step("the TinySeg backbone (resumable)")
     if not _backbone(args, data, backbone):
         return 1
     step("FED ablation (statistics, rows, selection)")
+    if not _ablation(args, backbone, data, select_root, ablation):
+        return 1
+    choice = json.loads((ablation / "choice.json").read_text())
+    shipped = _shipped_rows(ablation / "choice.json", ablation / "eval_select" / "results.json")
+    step(f"calibrating {shipped} on val (post-processing {choice['postprocess']})")
+    _calibrate(backbone, data, ablation, shipped, choice["postprocess"])
+    step("evaluating on the held-out synthroad OOD split")
+    if not _evaluate(backbone, data, ablation, shipped, choice["postprocess"], eval_dir):
+        return 1
+    step("copying to models/")
+    _copy_to_models(args.models, backbone, ablation, shipped, eval_dir)
+    step(f"done; the node's default FED is the chosen row {choice['row']} ({choice['why']})")
+    print((args.models / "synthroad_ood_results.md").read_text())
+    return 0
+
+
+def _datasets(args: argparse.Namespace, data: Path, select_root: Path) -> bool:
+    """Step 1: train / val / held-out OOD splits, then the selection OOD split from seed + 1 (so
+    the rows are chosen on other images than the reported ones)."""
+    return _data(
+        args,
+        data,
+        {"train": args.train_images, "val": args.val_images, "ood": args.ood_images},
+        args.seed,
+    ) and _data(
+        args, select_root, {"train": 0, "val": 0, "ood": args.select_images}, args.seed + 1
+    )
+
+
+def _ablation(
+    args: argparse.Namespace, backbone: Path, data: Path, select_root: Path, ablation: Path
+) -> bool:
+    """Step 4: the FED ablation, skipped when its choice and every row's checkpoint exist."""
+    from training import fed_ablation
+
     done = (ablation / "choice.json").is_file() and all(
         fed_ablation.checkpoint(ablation, row).with_suffix(".safetensors").is_file()
         for row in fed_ablation.ROWS
     )
-    if (
-        not done
-        and fed_ablation.main(
+    return (
+        done
+        or fed_ablation.main(
             [
                 "--backbone",
                 str(backbone),
@@ -216,26 +241,42 @@ def run(args: argparse.Namespace) -> int:
                 str(args.fed_iters),
             ]
         )
-        != 0
-    ):
-        return 1
-    choice = json.loads((ablation / "choice.json").read_text())
-    shipped = _shipped_rows(ablation / "choice.json", ablation / "eval_select" / "results.json")
-    step(f"calibrating {shipped} on val (post-processing {choice['postprocess']})")
-    for name, row in shipped.items():
+        == 0
+    )
+
+
+def _calibrate(
+    backbone: Path, data: Path, ablation: Path, shipped: dict[str, str], postprocess: str
+) -> None:
+    """Step 5: each shipped FED calibrated on val at the shipped operating point, with its
+    ablation row and the logit statistics recorded in its metadata."""
+    from training import calibrate, fed_ablation
+
+    for row in shipped.values():
         record = calibrate.calibrate(
             str(backbone),
             fed_ablation.checkpoint(ablation, row),
             data,
             "val",
             CALIBRATION_FALSE_ALARM,
-            choice["postprocess"],
+            postprocess,
         )
         record["ablation_row"] = row
         calibrate.write_into(fed_ablation.checkpoint(ablation, row), record)
         _record_statistics(fed_ablation.checkpoint(ablation, row), ablation / "logit_stats.json")
-    step("evaluating on the held-out synthroad OOD split")
-    eval_dir = args.work / "eval_ood"
+
+
+def _evaluate(
+    backbone: Path,
+    data: Path,
+    ablation: Path,
+    shipped: dict[str, str],
+    postprocess: str,
+    eval_dir: Path,
+) -> bool:
+    """Step 6: fed_eval of the shipped FEDs and every baseline on the held-out OOD split."""
+    from training import cli_eval, fed_ablation
+
     feds = [
         a
         for name, row in shipped.items()
@@ -244,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             f"{name.upper().replace('_', '-')}={fed_ablation.checkpoint(ablation, row)}",
         )
     ]
-    if (
+    return (
         cli_eval.main(
             [
                 "--backbone",
@@ -259,30 +300,34 @@ def run(args: argparse.Namespace) -> int:
                 "--stats",
                 str(ablation / "logit_stats.json"),
                 "--fed-postprocess",
-                choice["postprocess"],
+                postprocess,
             ]
         )
-        != 0
-    ):
-        return 1
-    step("copying to models/")
-    args.models.mkdir(parents=True, exist_ok=True)
+        == 0
+    )
+
+
+def _copy_to_models(
+    models: Path, backbone: Path, ablation: Path, shipped: dict[str, str], eval_dir: Path
+) -> None:
+    """Step 7: the backbone, the shipped FEDs and the evaluation's table and figure to models/
+    under their shipped names."""
+    from training import fed_ablation
+
+    models.mkdir(parents=True, exist_ok=True)
     sources = [(backbone, "tinyseg_synthroad")] + [
         (fed_ablation.checkpoint(ablation, row), f"{name}_synthroad")
         for name, row in shipped.items()
     ]
     for src, name in sources:
         for suffix in (".safetensors", ".json"):
-            shutil.copyfile(f"{src}{suffix}", args.models / f"{name}{suffix}")
+            shutil.copyfile(f"{src}{suffix}", models / f"{name}{suffix}")
     for name in ("results.md", "results.json", "figures.png"):
         if (eval_dir / name).exists():
             target = (
                 "synthroad_ood_figures.png" if name == "figures.png" else f"synthroad_ood_{name}"
             )
-            shutil.copyfile(eval_dir / name, args.models / target)
-    step(f"done; the node's default FED is the chosen row {choice['row']} ({choice['why']})")
-    print((args.models / "synthroad_ood_results.md").read_text())
-    return 0
+            shutil.copyfile(eval_dir / name, models / target)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
