@@ -209,33 +209,17 @@ def open_cached(
     ``override``: how the refusal tells the user to skip the check (default: the environment
     variable and the CLIs' flag).
     """
-    from .export import CACHE_OVERRIDE, check_precision, export_engine
+    from .export import check_precision
 
     check_precision(precision)
     verify = verify_enabled() if verify is None else bool(verify)
     options = dict(detector_options or {})
     options.update(score=score, postprocess=postprocess)
-
-    def build_detector() -> FusedDetector:  # torch: only when nothing cached can be used
-        from ros2_fed.detector import FusedDetector
-
-        return FusedDetector.from_checkpoints(
-            backbone, fed, backbone_loader=backbone_loader, **options
-        )
-
+    build_detector = _detector_builder(backbone, fed, backbone_loader, options)
     if runtime == "torch":
-        from .torch_engine import TorchEngine
-
-        engine = TorchEngine(
-            build_detector(),
-            input_shape=(height, width),
-            batch=batch,
-            precision=precision,
-            **engine_options,
+        return _open_torch(
+            build_detector(), height, width, batch, precision, warmup, engine_options
         )
-        engine.warmup(warmup)
-        return engine
-
     model_hash = source_model_hash(backbone, fed, _jsonable(options))
     device = _device_index(engine_options.get("device"))
     key = engine_cache_key(model_hash, height, width, batch, precision, runtime, opset, device)
@@ -247,48 +231,130 @@ def open_cached(
         "input_tensor_shape": [batch, height, width, 3],
         "precision": precision,
     }
-
     if path.is_file() and not rebuild:
-        try:
-            engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
-        except EngineError as exc:
-            if progress:
-                progress(f"cached engine unusable, rebuilding: {exc}")
-        else:
-            if not verify or engine.metadata.get("verified") is True:
-                engine.cache_hit = True
-                return engine
-            engine.close()
-            if progress:
-                progress(f"cached engine {path} was built without the export check: rebuilding")
+        engine = _open_cached_entry(path, verify, warmup, expect, progress, engine_options)
+        if engine is not None:
+            return engine
+    build = {"runtime": runtime, "precision": precision, "batch": batch, "opset": opset}
+    build.update(model_hash=model_hash, device=device, verify=verify, override=override)
+    sources = {"backbone": str(backbone), "fed": str(fed) if fed else None}
+    return _build_into_cache(
+        build_detector,
+        path,
+        height,
+        width,
+        build,
+        key,
+        sources,
+        warmup,
+        expect,
+        progress,
+        engine_options,
+    )
+
+
+def _detector_builder(
+    backbone: PathLike,
+    fed: Optional[PathLike],
+    backbone_loader: Optional[Callable[[PathLike], torch.nn.Module]],
+    options: dict[str, Any],
+) -> Callable[[], FusedDetector]:
+    """The eager detector, built only when nothing cached can be used (or for torch)."""
+
+    def build_detector() -> FusedDetector:
+        from ros2_fed.detector import FusedDetector
+
+        return FusedDetector.from_checkpoints(
+            backbone, fed, backbone_loader=backbone_loader, **options
+        )
+
+    return build_detector
+
+
+def _open_torch(
+    detector: FusedDetector,
+    height: int,
+    width: int,
+    batch: int,
+    precision: str,
+    warmup: int,
+    engine_options: dict[str, Any],
+) -> Engine:
+    """runtime="torch": the eager detector itself, nothing to cache."""
+    from .torch_engine import TorchEngine
+
+    engine = TorchEngine(
+        detector,
+        input_shape=(height, width),
+        batch=batch,
+        precision=precision,
+        **engine_options,
+    )
+    engine.warmup(warmup)
+    return engine
+
+
+def _open_cached_entry(
+    path: Path,
+    verify: bool,
+    warmup: int,
+    expect: dict[str, Any],
+    progress: Optional[Callable[[str], None]],
+    engine_options: dict[str, Any],
+) -> Optional[Engine]:
+    """The cached engine, or None when it must be rebuilt (unusable, or unchecked while
+    ``verify`` asks for the export check)."""
+    try:
+        engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
+    except EngineError as exc:
+        if progress:
+            progress(f"cached engine unusable, rebuilding: {exc}")
+        return None
+    if not verify or engine.metadata.get("verified") is True:
+        engine.cache_hit = True
+        return engine
+    engine.close()
+    if progress:
+        progress(f"cached engine {path} was built without the export check: rebuilding")
+    return None
+
+
+def _build_into_cache(
+    build_detector: Callable[[], FusedDetector],
+    path: Path,
+    height: int,
+    width: int,
+    build: dict[str, Any],
+    key: str,
+    sources: dict[str, Optional[str]],
+    warmup: int,
+    expect: dict[str, Any],
+    progress: Optional[Callable[[str], None]],
+    engine_options: dict[str, Any],
+) -> Engine:
+    """A cache miss: export the engine into its cache entry and open it.
+
+    ``build``: runtime, precision, batch, opset, model_hash, device, verify and override.
+    """
+    from .export import CACHE_OVERRIDE, export_engine
 
     if progress:
         what = (
             "building a GPU engine, this takes minutes"
-            if runtime in GPU_RUNTIMES
+            if build["runtime"] in GPU_RUNTIMES
             else "exporting ONNX"
         )
         progress(f"engine cache miss ({path}): {what}")
-    entry.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     detector = build_detector()
     export_engine(
         detector,
         path,
         height,
         width,
-        runtime=runtime,
-        precision=precision,
-        batch=batch,
-        opset=opset,
-        model_hash=model_hash,
         progress=progress,
-        device=device,
-        verify=verify,
-        override=override or CACHE_OVERRIDE,
-        extra_metadata={
-            "cache_key": key,
-            "sources": {"backbone": str(backbone), "fed": str(fed) if fed else None},
-        },
+        extra_metadata={"cache_key": key, "sources": sources},
+        **{**build, "override": build["override"] or CACHE_OVERRIDE},
     )
     engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
     engine.cache_hit = False
