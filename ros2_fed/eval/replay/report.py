@@ -218,22 +218,64 @@ def timeline_image(
     truth_y0 = height - legend - band
     level_y0 = truth_y0 - gap - band
     plot_h = level_y0 - gap
+    _draw_timeline_bands(img, levels, presence, n, band, level_y0, truth_y0)
+    _draw_region_sizes(img, region_sizes, warn_size, error_size, n, plot_h)
+    cv2.putText(
+        img,
+        "largest uncertain region (white) vs WARN/ERROR limits; alert level band; "
+        "truth: unknown object >= 100 px (white)",
+        (6, height - 7),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.36,
+        (230, 230, 230),
+        1,
+        cv2.LINE_AA,
+    )
+    return img
+
+
+def _timeline_x_range(i: int, width: int, n: int) -> tuple[int, int]:
+    """Columns of frame ``i`` of ``n`` (at least one pixel wide)."""
+    x0 = int(i * width / n)
+    return x0, max(int((i + 1) * width / n), x0 + 1)
+
+
+def _draw_timeline_bands(
+    img: np.ndarray,
+    levels: list[Optional[int]],
+    presence: Sequence[Optional[bool]],
+    n: int,
+    band: int,
+    level_y0: int,
+    truth_y0: int,
+) -> None:
+    """The alert level band and, under it, the ground-truth band, one column per frame."""
+    width = img.shape[1]
     colours = {0: (40, 160, 60), 1: (240, 160, 0), 2: (220, 40, 40), 3: (120, 120, 120)}
     truth_colours = {True: (250, 250, 250), False: (50, 50, 50), None: (120, 120, 120)}
-    top = max([error_size * 1.5] + [s for s in region_sizes if s is not None])
-
-    def x_range(i: int) -> tuple[int, int]:
-        x0 = int(i * width / n)
-        return x0, max(int((i + 1) * width / n), x0 + 1)
-
     for i, level in enumerate(levels):
-        x0, x1 = x_range(i)
+        x0, x1 = _timeline_x_range(i, width, n)
         img[level_y0 : level_y0 + band, x0:x1] = (
             colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
         )
     for i, present in enumerate(presence):
-        x0, x1 = x_range(i)
+        x0, x1 = _timeline_x_range(i, width, n)
         img[truth_y0 : truth_y0 + band, x0:x1] = truth_colours[present]
+
+
+def _draw_region_sizes(
+    img: np.ndarray,
+    region_sizes: Sequence[Optional[float]],
+    warn_size: float,
+    error_size: float,
+    n: int,
+    plot_h: int,
+) -> None:
+    """The alert rule's region size per frame (white line) against the WARN / ERROR limits."""
+    import cv2
+
+    width = img.shape[1]
+    top = max([error_size * 1.5] + [s for s in region_sizes if s is not None])
 
     def y_of(v: float) -> int:
         return int(round(4 + (1.0 - min(max(v / top, 0.0), 1.0)) * (plot_h - 8)))
@@ -252,18 +294,6 @@ def timeline_image(
         cv2.polylines(img, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
     for p in points:
         cv2.circle(img, (int(p[0]), int(p[1])), 2, (255, 255, 255), -1, cv2.LINE_AA)
-    cv2.putText(
-        img,
-        "largest uncertain region (white) vs WARN/ERROR limits; alert level band; "
-        "truth: unknown object >= 100 px (white)",
-        (6, height - 7),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.36,
-        (230, 230, 230),
-        1,
-        cv2.LINE_AA,
-    )
-    return img
 
 
 def detection_lines(detection: Optional[dict[str, Any]]) -> list[str]:
@@ -391,9 +421,19 @@ def metrics_table(report: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    lines = _summary_lines(report)
+    lines += _detection_section(report)
+    lines += _latency_section(report)
+    lines += _alerts_section(report.get("alerts") or {}, report["files"])
+    lines += _frames_section(report)
+    lines += _files_section(report)
+    return "\n".join(lines) + "\n"
+
+
+def _summary_lines(report: dict[str, Any]) -> list[str]:
+    """Title, what was run on which bag, frame counts, topics and the output bag."""
     bag = report["bag"]
     frames = report["frames"]
-    lat = report.get("latency_ms") or {}
     mode = report["mode"]
     lines = [f"# fed_bag_eval: {Path(bag['path']).name}", ""]
     what = (
@@ -429,7 +469,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"`ros2 bag play` it and watch `{report['output_prefix']}/overlay` in rviz)",
         "",
     ]
-    lines += [
+    return lines
+
+
+def _detection_section(report: dict[str, Any]) -> list[str]:
+    """The metrics table: the node's scores next to fed_eval's reference methods."""
+    return [
         "## Detection and segmentation",
         "",
         "OOD: pixels pooled over all frames (void ignored); IDM: misclassified in-distribution "
@@ -444,7 +489,13 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         metrics_table(report),
     ]
-    lines += [
+
+
+def _latency_section(report: dict[str, Any]) -> list[str]:
+    """Latency percentiles, throughput and (live) how the bag was played."""
+    bag = report["bag"]
+    lat = report.get("latency_ms") or {}
+    lines = [
         "## Latency and throughput",
         "",
         "| | p50 | p95 | p99 | mean | max |",
@@ -455,7 +506,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Throughput: **{report['throughput_fps']:.1f} frames/s** "
         f"({report.get('throughput_what', '')}).",
     ]
-    if mode == "live":
+    if report["mode"] == "live":
         live = report.get("live") or {}
         lines += [
             "",
@@ -465,8 +516,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"frame(s) before the bag; ROS_DOMAIN_ID {live.get('domain_id')}; node log "
             f"`{report['files'].get('node_log')}`.",
         ]
-    alerts = report.get("alerts") or {}
-    lines += ["", "## Alerts", ""]
+    return lines
+
+
+def _alerts_section(alerts: dict[str, Any], files: dict[str, Any]) -> list[str]:
+    """Frames per alert level, detection scores, the level changes and the timeline image."""
+    lines = ["", "## Alerts", ""]
     if alerts.get("transitions") is not None:
         counts = alerts.get("counts", {})
         lines += [
@@ -484,11 +539,16 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {t['index']} | {t['stamp']} | {t['level_name']} | {size} |")
         else:
             lines.append("No level change during the run.")
-        if report["files"].get("alerts_png"):
-            lines += ["", f"![alert timeline]({Path(report['files']['alerts_png']).name})"]
+        if files.get("alerts_png"):
+            lines += ["", f"![alert timeline]({Path(files['alerts_png']).name})"]
     else:
         lines.append("No alerts recorded.")
-    lines += ["", "## Frames", ""]
+    return lines
+
+
+def _frames_section(report: dict[str, Any]) -> list[str]:
+    """The worst / best frame mosaics with the frames they show."""
+    lines = ["", "## Frames", ""]
     for which in ("worst", "best"):
         key = f"mosaic_{which}"
         if report["files"].get(key):
@@ -511,7 +571,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"![{which} frames]({Path(report['files'][key]).name})",
                 "",
             ]
-    lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
+    return lines
+
+
+def _files_section(report: dict[str, Any]) -> list[str]:
+    """Every file written, and how long each phase took."""
+    lines = ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
     phases = ", ".join(
         f"{k[:-2].replace('_', ' ')} {v:.1f} s"
         for k, v in report["timing"].items()
@@ -522,7 +587,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Finished in {report['timing']['total_s']:.1f} s ({phases}). Every number is in "
         "`report.json`.",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_report(
