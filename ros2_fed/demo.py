@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ros2_fed.paths import default_models_dir
 from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
@@ -64,12 +64,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.monotonic()
     models = args.models or default_models_dir()
-    missing = [
-        str(models / f"{name}{suffix}")
-        for name in (DEFAULT_BACKBONE, DEFAULT_FED)
-        for suffix in (".safetensors", ".json")
-        if not (models / f"{name}{suffix}").is_file()
-    ]
+    missing = _missing_default_model(models)
     if missing:
         print(
             "ros2_fed demo: the embedded default model is missing (" + ", ".join(missing) + "); "
@@ -88,6 +83,39 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"\n== ros2_fed demo: {text} ({time.monotonic() - start:.0f} s)", flush=True)
 
     step(f"rendering a {args.frames}-frame {args.size} synthroad drive into {bag}")
+    if not _render_bag(args, bag):
+        print("ros2_fed demo: writing the bag failed", file=sys.stderr)
+        return 1
+    code = _evaluate_bag(args, models, bag, report_dir, step)
+    if code != 0:
+        print(
+            f"ros2_fed demo: fed_bag_eval failed (exit code {code}); see "
+            f"{report_dir / 'report.json'}",
+            file=sys.stderr,
+        )
+        return code
+    overlay_strip(
+        report_dir / "output_bag",
+        report_dir / "overlay.png",
+        [round(args.frames * f) for f in (0.25, 0.58, 0.92)],
+    )
+    step("done")
+    _print_outputs(report_dir, start)
+    return 0
+
+
+def _missing_default_model(models: Path) -> list[str]:
+    """The default model's files that are not there (the demo needs both checkpoints)."""
+    return [
+        str(models / f"{name}{suffix}")
+        for name in (DEFAULT_BACKBONE, DEFAULT_FED)
+        for suffix in (".safetensors", ".json")
+        if not (models / f"{name}{suffix}").is_file()
+    ]
+
+
+def _render_bag(args: argparse.Namespace, bag: Path) -> bool:
+    """Step 1: the synthroad drive, written by fed_synthroad_bag in a child process."""
     cmd = [
         sys.executable,
         "-m",
@@ -103,10 +131,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--seed",
         str(args.seed),
     ] + (["--quiet"] if args.quiet else [])
-    if subprocess.run(cmd).returncode != 0:
-        print("ros2_fed demo: writing the bag failed", file=sys.stderr)
-        return 1
+    return subprocess.run(cmd).returncode == 0
 
+
+def _evaluate_bag(
+    args: argparse.Namespace,
+    models: Path,
+    bag: Path,
+    report_dir: Path,
+    step: Callable[[str], None],
+) -> int:
+    """Step 2: fed_bag_eval over the bag (live through fed_node, or --offline); its exit code."""
     from ros2_fed.eval.replay import cli as bag_eval
 
     mode = "--offline" if args.offline else "--live"
@@ -118,6 +153,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
     )
     extra = ["--quiet"] if args.quiet else []
+    extra += _model_args(args, models)
+    return bag_eval.main(
+        [str(bag), mode, "--out", str(report_dir), "--overwrite", "--rate", str(args.rate)] + extra
+    )
+
+
+def _model_args(args: argparse.Namespace, models: Path) -> list[str]:
+    """fed_bag_eval's model and reference-row flags for the demo's checkpoints."""
+    extra: list[str] = []
     if (
         args.models is not None
     ):  # else fed_node opens the embedded default model on its own (empty model.*)
@@ -137,23 +181,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     )  # per-class logit statistics: the SML baseline row
     if stats:
         extra += ["--stats", str(stats[0])]
-    code = bag_eval.main(
-        [str(bag), mode, "--out", str(report_dir), "--overwrite", "--rate", str(args.rate)] + extra
-    )
-    if code != 0:
-        print(
-            f"ros2_fed demo: fed_bag_eval failed (exit code {code}); see "
-            f"{report_dir / 'report.json'}",
-            file=sys.stderr,
-        )
-        return code
-    overlay_strip(
-        report_dir / "output_bag",
-        report_dir / "overlay.png",
-        [round(args.frames * f) for f in (0.25, 0.58, 0.92)],
-    )
+    return extra
+
+
+def _print_outputs(report_dir: Path, start: float) -> None:
+    """Step 3: where the report, mosaics, overlay and output bag are."""
     md = report_dir / "report.md"
-    step("done")
     print(f"report:     {md.resolve()}")
     print(
         f"mosaics:    {(report_dir / 'mosaic_worst.png').resolve()}, "
@@ -165,7 +198,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         "play`)"
     )
     print(f"total:      {time.monotonic() - start:.0f} s")
-    return 0
 
 
 def overlay_strip(
