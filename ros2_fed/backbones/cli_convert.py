@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -107,51 +107,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fmt = detect_format(args.src)
         src = read_source(args.src)
         model = model_from_source(src)
-        meta: dict = {}
-        if args.class_names:
-            meta["class_names"] = [
-                str(c) for c in _read_json_list(args.class_names, "class names")
-            ]
-        if args.palette:
-            meta["palette"] = [
-                [int(v) for v in c] for c in _read_json_list(args.palette, "palette")
-            ]
-        for key in ("class_names", "palette"):
-            if key in meta and len(meta[key]) != model.num_classes:
-                raise BackboneError(
-                    f"{len(meta[key])} {key} given for a {model.num_classes}-class model"
-                )
-        if args.input_size:
-            meta["input_size"] = list(args.input_size)
-        if args.name:
-            meta["name"] = args.name
-        inference = dict(model.meta.get("inference") or default_inference(model.arch))
-        if args.mode:
-            inference = {"mode": args.mode}
-        if inference["mode"] == "slide":
-            inference["crop_size"] = list(
-                args.crop_size or inference.get("crop_size", [1024, 1024])
-            )
-            inference["stride"] = list(args.stride or inference.get("stride", [768, 768]))
-        meta["inference"] = inference
+        meta = _output_metadata(args, model)
         tensor_path, json_path = save_backbone(model, dst, **meta)
         if not args.no_check:
-            reloaded = load_backbone(dst)
-            image = torch.randint(
-                0,
-                256,
-                (1, 3, 64, 96),
-                dtype=torch.uint8,
-                generator=torch.Generator().manual_seed(0),
-            )
-            with torch.inference_mode():
-                ref, _ = model(image)
-                got, _ = reloaded(image)
-            diff = float((ref - got).abs().max())
-            if not diff <= 1e-5:  # also catches NaN
-                raise BackboneError(
-                    f"{dst}: reloaded model differs from the source (max |diff| {diff:.3g})"
-                )
+            _check_reload(model, dst)
     except BackboneError as exc:
         print(f"fed_convert: error: {exc}", file=sys.stderr)
         return 1
@@ -160,6 +119,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"features {model.feature_channels} ch) written to {tensor_path} + {json_path.name}"
     )
     return 0
+
+
+def _output_metadata(args: argparse.Namespace, model: Any) -> dict:
+    """The sidecar fields the flags set: class names, palette, input size, name, inference."""
+    meta: dict = {}
+    if args.class_names:
+        meta["class_names"] = [str(c) for c in _read_json_list(args.class_names, "class names")]
+    if args.palette:
+        meta["palette"] = [[int(v) for v in c] for c in _read_json_list(args.palette, "palette")]
+    for key in ("class_names", "palette"):
+        if key in meta and len(meta[key]) != model.num_classes:
+            raise BackboneError(
+                f"{len(meta[key])} {key} given for a {model.num_classes}-class model"
+            )
+    if args.input_size:
+        meta["input_size"] = list(args.input_size)
+    if args.name:
+        meta["name"] = args.name
+    inference = dict(model.meta.get("inference") or default_inference(model.arch))
+    if args.mode:
+        inference = {"mode": args.mode}
+    if inference["mode"] == "slide":
+        inference["crop_size"] = list(args.crop_size or inference.get("crop_size", [1024, 1024]))
+        inference["stride"] = list(args.stride or inference.get("stride", [768, 768]))
+    meta["inference"] = inference
+    return meta
+
+
+def _check_reload(model: Any, dst: Path) -> None:
+    """The written files load back into a model that gives the source's logits."""
+    reloaded = load_backbone(dst)
+    image = torch.randint(
+        0,
+        256,
+        (1, 3, 64, 96),
+        dtype=torch.uint8,
+        generator=torch.Generator().manual_seed(0),
+    )
+    with torch.inference_mode():
+        ref, _ = model(image)
+        got, _ = reloaded(image)
+    diff = float((ref - got).abs().max())
+    if not diff <= 1e-5:  # also catches NaN
+        raise BackboneError(
+            f"{dst}: reloaded model differs from the source (max |diff| {diff:.3g})"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

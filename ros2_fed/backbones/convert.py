@@ -95,40 +95,49 @@ def infer_mmseg_config(sd: StateDict, source: str = "checkpoint") -> tuple[str, 
     seg = _need(sd, "decode_head.conv_seg.weight", "read the number of classes", source)
     num_classes, channels = int(seg.shape[0]), int(seg.shape[1])
     if arch == "segformer":
-        stages = _indices(sd, r"backbone\.layers\.(\d+)\.0\.projection\.weight$")
-        embed_dims, patch_sizes, depths, sr_ratios, mlp_ratios = [], [], [], [], []
-        for i in stages:
-            proj = sd[f"backbone.layers.{i}.0.projection.weight"]
-            embed_dims.append(int(proj.shape[0]))
-            patch_sizes.append(int(proj.shape[-1]))
-            depths.append(len(_indices(sd, rf"backbone\.layers\.{i}\.1\.(\d+)\.norm1\.weight$")))
-            sr = sd.get(f"backbone.layers.{i}.1.0.attn.sr.weight")
-            sr_ratios.append(int(sr.shape[-1]) if sr is not None else 1)
-            fc1 = _need(
-                sd, f"backbone.layers.{i}.1.0.ffn.layers.0.weight", "read the MLP ratio", source
-            )
-            mlp_ratios.append(float(fc1.shape[0]) / float(proj.shape[0]))
-        if stages != list(range(len(stages))) or 0 in depths:
-            raise BackboneError(
-                f"{source}: incomplete MiT encoder (stages {stages}, depths {depths})"
-            )
-        num_heads = [d // embed_dims[0] for d in embed_dims]
-        config = dict(
-            num_classes=num_classes,
-            embed_dims=embed_dims,
-            depths=depths,
-            num_heads=num_heads,
-            patch_sizes=patch_sizes,
-            strides=[4] + [2] * (len(stages) - 1),
-            sr_ratios=sr_ratios,
-            mlp_ratios=mlp_ratios,
-            qkv_bias="backbone.layers.0.1.0.attn.attn.in_proj_bias" in sd,
-            ln_eps=1e-6,
-            channels=channels,
-            head_norm="decode_head.convs.0.bn.weight" in sd,
-            dropout_ratio=0.1,
+        return arch, _segformer_config(sd, source, num_classes, channels)
+    return arch, _deeplab_config(sd, source, num_classes, channels)
+
+
+def _segformer_config(
+    sd: StateDict, source: str, num_classes: int, channels: int
+) -> dict[str, Any]:
+    """MiT encoder + SegFormer head: per-stage widths, depths and ratios from the shapes."""
+    stages = _indices(sd, r"backbone\.layers\.(\d+)\.0\.projection\.weight$")
+    embed_dims, patch_sizes, depths, sr_ratios, mlp_ratios = [], [], [], [], []
+    for i in stages:
+        proj = sd[f"backbone.layers.{i}.0.projection.weight"]
+        embed_dims.append(int(proj.shape[0]))
+        patch_sizes.append(int(proj.shape[-1]))
+        depths.append(len(_indices(sd, rf"backbone\.layers\.{i}\.1\.(\d+)\.norm1\.weight$")))
+        sr = sd.get(f"backbone.layers.{i}.1.0.attn.sr.weight")
+        sr_ratios.append(int(sr.shape[-1]) if sr is not None else 1)
+        fc1 = _need(
+            sd, f"backbone.layers.{i}.1.0.ffn.layers.0.weight", "read the MLP ratio", source
         )
-        return arch, config
+        mlp_ratios.append(float(fc1.shape[0]) / float(proj.shape[0]))
+    if stages != list(range(len(stages))) or 0 in depths:
+        raise BackboneError(f"{source}: incomplete MiT encoder (stages {stages}, depths {depths})")
+    num_heads = [d // embed_dims[0] for d in embed_dims]
+    return dict(
+        num_classes=num_classes,
+        embed_dims=embed_dims,
+        depths=depths,
+        num_heads=num_heads,
+        patch_sizes=patch_sizes,
+        strides=[4] + [2] * (len(stages) - 1),
+        sr_ratios=sr_ratios,
+        mlp_ratios=mlp_ratios,
+        qkv_bias="backbone.layers.0.1.0.attn.attn.in_proj_bias" in sd,
+        ln_eps=1e-6,
+        channels=channels,
+        head_norm="decode_head.convs.0.bn.weight" in sd,
+        dropout_ratio=0.1,
+    )
+
+
+def _deeplab_config(sd: StateDict, source: str, num_classes: int, channels: int) -> dict[str, Any]:
+    """ResNet-D8 encoder + DeepLabV3+ head: blocks per stage and branch widths from the shapes."""
     blocks = [
         len(_indices(sd, rf"backbone\.layer{i}\.(\d+)\.conv1\.weight$")) for i in range(1, 5)
     ]
@@ -142,7 +151,7 @@ def infer_mmseg_config(sd: StateDict, source: str = "checkpoint") -> tuple[str, 
         raise BackboneError(
             f"{source}: {num_aspp} ASPP branches; only the 4-branch (1, 12, 24, 36) head is known"
         )
-    config = dict(
+    return dict(
         num_classes=num_classes,
         blocks=blocks,
         stem_channels=int(stem.shape[0]),
@@ -155,7 +164,6 @@ def infer_mmseg_config(sd: StateDict, source: str = "checkpoint") -> tuple[str, 
         aspp_dilations=list(DEFAULT_ASPP_DILATIONS),
         dropout_ratio=0.1,
     )
-    return arch, config
 
 
 # ---------------------------------------------------------------------------- Hugging Face
