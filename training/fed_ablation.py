@@ -204,8 +204,6 @@ def table(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from training import stats as stats_cli
-
     args = build_parser().parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
@@ -214,9 +212,40 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     stats = args.work / "logit_stats.json"
-    if (
-        not stats.is_file()
-        and stats_cli.main(
+    if not _ensure_stats(args, stats):
+        return 1
+    for row in rows:
+        print(f"fed_ablation: row {row}: {ROWS[row][0]}", flush=True)
+        train_row(args, row, stats)
+    select = evaluate(args, rows, args.select_root, args.work / "eval_select", "none", stats)
+    held_out = evaluate(args, rows, args.data_root, args.work / "eval_ood", "none", stats)
+    chosen, why = choose(select, rows)
+    entries = [(r, ROWS[r][0]) for r in rows]
+    entries += _score_postprocessing(args, chosen, select, held_out, stats)
+    post_choice = max(
+        ["none", *POSTPROCESS[1:]],
+        key=lambda p: select[chosen if p == "none" else f"{chosen}+{p}"]["ood"]["ap"],
+    )
+    entries += [(b, "baseline") for b in BASELINES if b in select]
+    lines = _doc_lines(args, entries, select, held_out, chosen, why, post_choice)
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text("\n".join(lines) + "\n")
+    write_json(
+        args.work / "choice.json",
+        {"row": chosen, "postprocess": post_choice, "why": why, "args": ROWS[chosen][1]},
+    )
+    print("\n".join(lines))
+    return 0
+
+
+def _ensure_stats(args: argparse.Namespace, stats: Path) -> bool:
+    """The backbone's logit statistics (the std row and SML need them), computed once: a resumed
+    ablation reuses the file."""
+    from training import stats as stats_cli
+
+    return (
+        stats.is_file()
+        or stats_cli.main(
             [
                 "--backbone",
                 args.backbone,
@@ -227,16 +256,20 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "--no-progress",
             ]
         )
-        != 0
-    ):
-        return 1
-    for row in rows:
-        print(f"fed_ablation: row {row}: {ROWS[row][0]}", flush=True)
-        train_row(args, row, stats)
-    select = evaluate(args, rows, args.select_root, args.work / "eval_select", "none", stats)
-    held_out = evaluate(args, rows, args.data_root, args.work / "eval_ood", "none", stats)
-    chosen, why = choose(select, rows)
-    entries = [(r, ROWS[r][0]) for r in rows]
+        == 0
+    )
+
+
+def _score_postprocessing(
+    args: argparse.Namespace,
+    chosen: str,
+    select: dict[str, Any],
+    held_out: dict[str, Any],
+    stats: Path,
+) -> list[tuple[str, str]]:
+    """Re-score the chosen row with each post-processing on both splits (added to ``select`` and
+    ``held_out`` as ``ROW+POST``); returns their table entries."""
+    entries = []
     for post in POSTPROCESS[1:]:
         select.update(
             {
@@ -262,12 +295,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             }
         )
         entries.append((f"{chosen}+{post}", f"{chosen} with {post} post-processing"))
-    post_choice = max(
-        ["none", *POSTPROCESS[1:]],
-        key=lambda p: select[chosen if p == "none" else f"{chosen}+{p}"]["ood"]["ap"],
-    )
-    entries += [(b, "baseline") for b in BASELINES if b in select]
-    lines = [
+    return entries
+
+
+def _doc_lines(
+    args: argparse.Namespace,
+    entries: list[tuple[str, str]],
+    select: dict[str, Any],
+    held_out: dict[str, Any],
+    chosen: str,
+    why: str,
+    post_choice: str,
+) -> list[str]:
+    """The markdown written to --doc (and printed): the setup, the table, the choice."""
+    return [
         f"# FED ablation on the default backbone ({args.backbone})",
         "",
         f"Every row: same schedule ({args.iters} iterations, batch 4, crop {args.crop}, "
@@ -283,14 +324,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         "selection OOD AP).",
         "",
     ]
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text("\n".join(lines) + "\n")
-    write_json(
-        args.work / "choice.json",
-        {"row": chosen, "postprocess": post_choice, "why": why, "args": ROWS[chosen][1]},
-    )
-    print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":
