@@ -598,11 +598,17 @@ def _declared_format(fmt: str) -> tuple[str, bool]:
 
 def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[DecodeNote]]:
     """CompressedImage -> (HxW | HxWx3 RGB array, notes); see compressed_to_numpy."""
-    import cv2
-
     fmt = str(getattr(msg, "format", ""))
     named, rgb_order = _declared_format(fmt)
     buf = _as_uint8(msg.data)
+    actual, notes = _sniffed_format(buf, fmt, named)
+    header = _checked_header(buf, actual, limits)
+    image = _imdecode_checked(buf, actual, fmt, header)
+    return _rgb_order(image, rgb_order), notes
+
+
+def _sniffed_format(buf: np.ndarray, fmt: str, named: str) -> tuple[str, list[DecodeNote]]:
+    """The format the magic bytes say (the data wins over the declared format, with a note)."""
     if buf.size == 0:
         raise ImageDecodeError(
             "corrupt_compressed", f"CompressedImage ({fmt!r}) has no data (0 bytes)"
@@ -624,6 +630,12 @@ def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[
                 f"decoded as {actual}",
             )
         )
+    return actual, notes
+
+
+def _checked_header(buf: np.ndarray, actual: str, limits: InputLimits) -> CompressedHeader:
+    """The image header, refused before decoding when the data or the decoded frame (or the
+    decoder's peak memory) would exceed the input limits."""
     if buf.size > limits.max_decoded_bytes:
         raise ImageDecodeError(
             "too_large",
@@ -644,6 +656,15 @@ def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[
             f"(peak {header.peak_bytes} while decoding): more than one rgb8 frame of "
             f"max_input_pixels={limits.max_pixels} ({limits.max_decoded_bytes} bytes; peak: two)",
         )
+    return header
+
+
+def _imdecode_checked(
+    buf: np.ndarray, actual: str, fmt: str, header: CompressedHeader
+) -> np.ndarray:
+    """OpenCV's decode, refused when it fails or disagrees with the header's size."""
+    import cv2
+
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -661,7 +682,7 @@ def _decode_compressed(msg: Any, limits: InputLimits) -> tuple[np.ndarray, list[
             f"{actual} decoded to {image.shape[1]}x{image.shape[0]} but its "
             f"header says {header.width}x{header.height}",
         )
-    return _rgb_order(image, rgb_order), notes
+    return image
 
 
 def _rgb_order(image: np.ndarray, rgb_order: bool) -> np.ndarray:
