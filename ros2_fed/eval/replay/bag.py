@@ -252,33 +252,35 @@ def select_topics(
             image = candidates[0]
     if not ground_truth:
         labels = ood = None
-
-    def check(topic: str, role: str, allowed: tuple[str, ...]) -> str:
-        if topic not in info.topics:
-            raise BagError(
-                f"{info.path}: {role} topic {topic} is not in the bag (topics in the bag: "
-                f"{info.describe_topics()})"
-            )
-        msgtype = info.topics[topic].msgtype
-        if msgtype not in allowed:
-            raise BagError(
-                f"{info.path}: {role} topic {topic} has type {msgtype}, expected "
-                f"{' or '.join(allowed)}"
-            )
-        if info.topics[topic].count == 0:
-            raise BagError(f"{info.path}: {role} topic {topic} has no messages")
-        return msgtype
-
-    image_type = check(image, "camera", bagio.IMAGE_TYPES)
+    image_type = _check_topic(info, image, "camera", bagio.IMAGE_TYPES)
     if labels:
-        check(labels, "ground-truth label", (GT_TYPE,))
+        _check_topic(info, labels, "ground-truth label", (GT_TYPE,))
     if ood:
-        check(ood, "ground-truth OOD", (GT_TYPE,))
+        _check_topic(info, ood, "ground-truth OOD", (GT_TYPE,))
     if labels and labels == ood:
         raise BagError(f"{info.path}: {labels} given as both the label and the OOD topic")
     if image in (labels, ood):
         raise BagError(f"{info.path}: {image} given as both the camera and a ground-truth topic")
     return Selection(image=image, image_type=image_type, labels=labels or None, ood=ood or None)
+
+
+def _check_topic(info: BagInfo, topic: str, role: str, allowed: tuple[str, ...]) -> str:
+    """The topic's message type; a BagError naming ``role`` when it is absent, of another type
+    or empty (caught here, before any frame is evaluated)."""
+    if topic not in info.topics:
+        raise BagError(
+            f"{info.path}: {role} topic {topic} is not in the bag (topics in the bag: "
+            f"{info.describe_topics()})"
+        )
+    msgtype = info.topics[topic].msgtype
+    if msgtype not in allowed:
+        raise BagError(
+            f"{info.path}: {role} topic {topic} has type {msgtype}, expected "
+            f"{' or '.join(allowed)}"
+        )
+    if info.topics[topic].count == 0:
+        raise BagError(f"{info.path}: {role} topic {topic} has no messages")
+    return msgtype
 
 
 # --------------------------------------------------------------------------------------
@@ -440,47 +442,82 @@ def scan(
             if topic == selection.image:
                 if limit is not None and len(frames) >= limit:
                     continue
-                if stamp in by_stamp:
-                    raise BagError(
-                        f"{info.path}: camera topic {topic} has two messages with header stamp "
-                        f"{stamp} "
-                        "(frames are matched to ground truth and node outputs by stamp: stamps "
-                        "must be "
-                        "unique)"
-                    )
-                h, w = _image_shape(
-                    info,
-                    topic,
-                    msgtype,
-                    msg,
-                    len(frames),
-                    decode=decode_compressed or msgtype == bagio.IMAGE,
+                decode = decode_compressed or msgtype == bagio.IMAGE
+                _index_camera_frame(
+                    info, topic, msgtype, log_ns, msg, stamp, frames, by_stamp, decode
                 )
-                ref = FrameRef(
-                    index=len(frames),
-                    stamp_ns=stamp,
-                    log_ns=log_ns,
-                    frame_id=str(msg.header.frame_id),
-                    height=h,
-                    width=w,
-                )
-                frames.append(ref)
-                by_stamp[stamp] = ref
                 first_raw = first_raw or raw
             else:
-                kind = "labels" if topic == selection.labels else "ood"
-                arr = _gt_array(info, topic, msg, kind, None)
-                if stamp in gt_stamps[topic]:
-                    raise BagError(
-                        f"{info.path}: ground-truth topic {topic} has two messages with header "
-                        f"stamp {stamp}"
-                    )
-                gt_stamps[topic][stamp] = tuple(arr.shape[:2])
+                _index_ground_truth(info, selection, topic, msg, stamp, gt_stamps)
     finally:
         bar.close()
     if not frames:
         raise BagError(f"{info.path}: camera topic {selection.image} has no messages")
     result = ScanResult(info=info, selection=selection, frames=frames, first_raw=first_raw)
+    _match_ground_truth(result, gt_stamps, by_stamp)
+    return result
+
+
+def _index_camera_frame(
+    info: BagInfo,
+    topic: str,
+    msgtype: str,
+    log_ns: int,
+    msg: Any,
+    stamp: int,
+    frames: list[FrameRef],
+    by_stamp: dict[int, FrameRef],
+    decode: bool,
+) -> None:
+    """Append the camera message as the next frame; stamps must be unique (frames are matched
+    to ground truth and node outputs by stamp)."""
+    if stamp in by_stamp:
+        raise BagError(
+            f"{info.path}: camera topic {topic} has two messages with header stamp "
+            f"{stamp} "
+            "(frames are matched to ground truth and node outputs by stamp: stamps "
+            "must be "
+            "unique)"
+        )
+    h, w = _image_shape(info, topic, msgtype, msg, len(frames), decode=decode)
+    ref = FrameRef(
+        index=len(frames),
+        stamp_ns=stamp,
+        log_ns=log_ns,
+        frame_id=str(msg.header.frame_id),
+        height=h,
+        width=w,
+    )
+    frames.append(ref)
+    by_stamp[stamp] = ref
+
+
+def _index_ground_truth(
+    info: BagInfo,
+    selection: Selection,
+    topic: str,
+    msg: Any,
+    stamp: int,
+    gt_stamps: dict[str, dict[int, tuple[int, int]]],
+) -> None:
+    """Record the ground-truth message's size under its stamp (decoding it checks it)."""
+    kind = "labels" if topic == selection.labels else "ood"
+    arr = _gt_array(info, topic, msg, kind, None)
+    if stamp in gt_stamps[topic]:
+        raise BagError(
+            f"{info.path}: ground-truth topic {topic} has two messages with header stamp {stamp}"
+        )
+    gt_stamps[topic][stamp] = tuple(arr.shape[:2])
+
+
+def _match_ground_truth(
+    result: ScanResult,
+    gt_stamps: dict[str, dict[int, tuple[int, int]]],
+    by_stamp: dict[int, FrameRef],
+) -> None:
+    """Mark the frames that have ground truth (same stamp, same size) and count the strays;
+    a ground-truth topic that matches no frame at all is an error."""
+    info, selection, frames = result.info, result.selection, result.frames
     for topic, stamps in gt_stamps.items():
         attr = "has_label" if topic == selection.labels else "has_ood"
         for ref in frames:
@@ -501,7 +538,6 @@ def scan(
                 "frame on "
                 f"{selection.image} (ground truth is matched by header stamp)"
             )
-    return result
 
 
 def iter_frames(scan_result: ScanResult) -> Iterator[Frame]:
