@@ -74,7 +74,7 @@ def build_torch_tensorrt(
     (``export.verify_outputs``) before the file is moved into place."""
     from ros2_fed.fileio import temporary_sibling
 
-    from .export import check_precision, engine_metadata, verify_outputs
+    from .export import check_precision
     from .mixed_precision import export_graph
 
     path = Path(path)
@@ -86,22 +86,8 @@ def build_torch_tensorrt(
     import torch
 
     detector = detector.freeze()
-    meta = engine_metadata(
-        detector,
-        runtime="torch-tensorrt",
-        precision=precision,
-        height=height,
-        width=width,
-        batch=batch,
-        model_hash=model_hash,
-        opset=None,
-        extra=extra_metadata,
-    )
-    meta.update(
-        gpu_name=gpu["name"],
-        gpu_compute_capability=gpu["compute_capability"],
-        verified=bool(verify),
-    )
+    shape = {"height": height, "width": width, "batch": batch}
+    meta = _program_metadata(detector, gpu, precision, shape, model_hash, extra_metadata, verify)
     if progress:
         progress(
             f"compiling with torch-tensorrt {torch_tensorrt.__version__} ({precision}, "
@@ -113,35 +99,89 @@ def build_torch_tensorrt(
     example = torch.zeros((batch, height, width, 3), dtype=torch.uint8, device=cuda)
     tmp = temporary_sibling(path)
     try:
-        try:
-            compiled = torch_tensorrt.compile(graph, ir="dynamo", arg_inputs=[example])
-            torch_tensorrt.save(
-                compiled, str(tmp), output_format="exported_program", arg_inputs=[example]
-            )
-        except Exception as exc:  # noqa: BLE001 - TensorRT/export errors of many types: one line
-            raise EngineError(
-                f"{path}: torch-tensorrt compilation failed: {one_line(exc)}"
-            ) from exc
+        compiled = _compile_and_save(torch_tensorrt, graph, example, tmp, path)
         if verify:
-            check = torch.randint(0, 256, example.shape, dtype=torch.uint8, device=cuda)
-            with torch.no_grad():
-                labels, confidence = compiled(check)
-            verify_outputs(
-                labels.cpu().numpy(),
-                confidence.float().cpu().numpy(),
-                detector.to(cuda),
-                check,
-                path,
-                "torch-tensorrt",
-                precision,
-                override,
-            )
+            _verify_compiled(compiled, detector, example, path, precision, override)
         install_engine_file(tmp, path, meta)
     finally:
         tmp.unlink(missing_ok=True)
     if progress:
         progress(f"torch-tensorrt program written to {path}")
     return path, meta
+
+
+def _program_metadata(
+    detector: FusedDetector,
+    gpu: dict[str, Any],
+    precision: str,
+    shape: dict[str, int],
+    model_hash: Optional[str],
+    extra_metadata: Optional[dict[str, Any]],
+    verify: bool,
+) -> dict[str, Any]:
+    """The sidecar: the engine metadata for the GPU the program is compiled on (and only valid
+    on). ``shape``: height, width and batch."""
+    from .export import engine_metadata
+
+    meta = engine_metadata(
+        detector,
+        runtime="torch-tensorrt",
+        precision=precision,
+        height=shape["height"],
+        width=shape["width"],
+        batch=shape["batch"],
+        model_hash=model_hash,
+        opset=None,
+        extra=extra_metadata,
+    )
+    meta.update(
+        gpu_name=gpu["name"],
+        gpu_compute_capability=gpu["compute_capability"],
+        verified=bool(verify),
+    )
+    return meta
+
+
+def _compile_and_save(torch_tensorrt: Any, graph: Any, example: Any, tmp: Path, path: Path) -> Any:
+    """torch-tensorrt's dynamo compile, saved as an exported program to ``tmp``; any failure is
+    one EngineError line."""
+    try:
+        compiled = torch_tensorrt.compile(graph, ir="dynamo", arg_inputs=[example])
+        torch_tensorrt.save(
+            compiled, str(tmp), output_format="exported_program", arg_inputs=[example]
+        )
+    except Exception as exc:  # noqa: BLE001 - TensorRT/export errors of many types: one line
+        raise EngineError(f"{path}: torch-tensorrt compilation failed: {one_line(exc)}") from exc
+    return compiled
+
+
+def _verify_compiled(
+    compiled: Any,
+    detector: FusedDetector,
+    example: Any,
+    path: Path,
+    precision: str,
+    override: str,
+) -> None:
+    """The compiled module on a random image against the eager detector, on the same GPU."""
+    import torch
+
+    from .export import verify_outputs
+
+    cuda = example.device
+    check = torch.randint(0, 256, example.shape, dtype=torch.uint8, device=cuda)
+    with torch.no_grad():
+        labels, confidence = compiled(check)
+    verify_outputs(
+        labels.cpu().numpy(),
+        confidence.float().cpu().numpy(),
+        detector.to(cuda),
+        check,
+        path,
+        "torch-tensorrt",
+        precision,
+        override,
+    )
 
 
 def _select_device(device: int) -> dict[str, Any]:
