@@ -90,65 +90,17 @@ class Evaluator:
         names = self.methods.names
         acc = Accumulators()
         conf = M.ConfusionMatrix(self.num_classes, ignore_index=VOID)
-        exact = self.settings.exact
-        has_ood = has_label = False
         figures: list[tuple[EvalSample, np.ndarray, dict[str, np.ndarray]]] = []
-        for index, sample in enumerate(
-            tqdm(samples(), total=count, desc="fed_eval", disable=not progress, dynamic_ncols=True)
-        ):
-            if exact is None:
-                exact = count * sample.image.shape[0] * sample.image.shape[1] <= 40_000_000
-            pred, maps = self._run(sample)
-            valid_ood = sample.ood if sample.ood is not None else None
-            has_ood |= sample.ood is not None
-            has_label |= sample.label is not None
-            for name in names:
-                score = maps[name]
-                self._reserve(acc, name, score)
-                if sample.ood is not None:
-                    acc.ood.setdefault(name, self._make_ood_accumulator(exact)).update(
-                        unit_scores(score, name in PROBABILITY_METHODS),
-                        (valid_ood == 1).astype(np.uint8),
-                        ignore_mask=valid_ood == VOID,
-                    )
-                if sample.label is not None:
-                    idm_valid = sample.label != VOID
-                    if sample.ood is not None:
-                        idm_valid &= sample.ood != 1
-                    acc.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).update(
-                        score, (pred != sample.label).astype(np.uint8), ignore_mask=~idm_valid
-                    )
-                    wrong, valid = self._wrong(sample, pred)
-                    if valid.any():
-                        acc.f1.setdefault(name, []).append(
-                            M.f1_optimal_threshold(score[valid], wrong[valid])
-                        )
-            if sample.label is not None:
-                conf.update(pred, sample.label)
-            if index < self.settings.figure_images:
-                figures.append((sample, pred, maps))
-
+        exact, has_ood, has_label = self._first_pass(samples, count, progress, acc, conf, figures)
         results: dict[str, Any] = {"images": count, "exact": bool(exact), "methods": {}}
         thresholds = {
             n: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan")
             for n, v in acc.f1.items()
         }
         for name in names:
-            row: dict[str, Any] = {}
-            if has_ood and name in acc.ood:
-                summary = acc.ood[name].summary()
-                row["ood"] = {k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr")}
-                if not exact:
-                    row["ood"]["error_bounds"] = {
-                        k: v for k, v in summary.items() if k.endswith("error_bound")
-                    }
-            if has_label and name in acc.idm:
-                summary = acc.idm[name].summary()
-                row["idm"] = {
-                    k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")
-                }
-            row["open_threshold"] = thresholds.get(name, float("nan"))
-            results["methods"][name] = row
+            results["methods"][name] = self._method_row(
+                acc, name, has_ood, has_label, exact, thresholds
+            )
         if has_label:
             miou, per_class = conf.miou()
             results["miou"] = float(miou)
@@ -160,6 +112,95 @@ class Evaluator:
             for sample, pred, maps in figures:
                 on_figure(sample, pred, maps)
         return results
+
+    def _first_pass(
+        self,
+        samples: Callable[[], Iterable[EvalSample]],
+        count: int,
+        progress: bool,
+        acc: Accumulators,
+        conf: M.ConfusionMatrix,
+        figures: list[tuple[EvalSample, np.ndarray, dict[str, np.ndarray]]],
+    ) -> tuple[Optional[bool], bool, bool]:
+        """Score every image once into the accumulators, the closed-set confusion matrix and the
+        figure list; returns (exact, has_ood, has_label). Unset --exact is decided at the first
+        image: exact when the whole set is small enough to keep every pixel."""
+        exact = self.settings.exact
+        has_ood = has_label = False
+        for index, sample in enumerate(
+            tqdm(samples(), total=count, desc="fed_eval", disable=not progress, dynamic_ncols=True)
+        ):
+            if exact is None:
+                exact = count * sample.image.shape[0] * sample.image.shape[1] <= 40_000_000
+            pred, maps = self._run(sample)
+            has_ood |= sample.ood is not None
+            has_label |= sample.label is not None
+            for name in self.methods.names:
+                self._accumulate(acc, name, sample, pred, maps[name], exact)
+            if sample.label is not None:
+                conf.update(pred, sample.label)
+            if index < self.settings.figure_images:
+                figures.append((sample, pred, maps))
+        return exact, has_ood, has_label
+
+    def _accumulate(
+        self,
+        acc: Accumulators,
+        name: str,
+        sample: EvalSample,
+        pred: np.ndarray,
+        score: np.ndarray,
+        exact: bool,
+    ) -> None:
+        """One method's score map on one image: the figure reservoir, the pooled OOD metric (OOD
+        pixels positive, void ignored), the per-image IDM metric (wrong in-distribution pixels
+        positive, void and OOD ignored) and the image's F1-optimal threshold for open-mIoU."""
+        self._reserve(acc, name, score)
+        if sample.ood is not None:
+            acc.ood.setdefault(name, self._make_ood_accumulator(exact)).update(
+                unit_scores(score, name in PROBABILITY_METHODS),
+                (sample.ood == 1).astype(np.uint8),
+                ignore_mask=sample.ood == VOID,
+            )
+        if sample.label is not None:
+            idm_valid = sample.label != VOID
+            if sample.ood is not None:
+                idm_valid &= sample.ood != 1
+            acc.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).update(
+                score, (pred != sample.label).astype(np.uint8), ignore_mask=~idm_valid
+            )
+            wrong, valid = self._wrong(sample, pred)
+            if valid.any():
+                acc.f1.setdefault(name, []).append(
+                    M.f1_optimal_threshold(score[valid], wrong[valid])
+                )
+
+    @staticmethod
+    def _method_row(
+        acc: Accumulators,
+        name: str,
+        has_ood: bool,
+        has_label: bool,
+        exact: Optional[bool],
+        thresholds: dict[str, float],
+    ) -> dict[str, Any]:
+        """One method's results: OOD metrics (with error bounds when histogrammed), IDM metrics
+        and its open-mIoU threshold."""
+        row: dict[str, Any] = {}
+        if has_ood and name in acc.ood:
+            summary = acc.ood[name].summary()
+            row["ood"] = {k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr")}
+            if not exact:
+                row["ood"]["error_bounds"] = {
+                    k: v for k, v in summary.items() if k.endswith("error_bound")
+                }
+        if has_label and name in acc.idm:
+            summary = acc.idm[name].summary()
+            row["idm"] = {
+                k: summary[k] for k in ("auroc", "ap", "fpr_at_tpr", "n_images", "n_skipped")
+            }
+        row["open_threshold"] = thresholds.get(name, float("nan"))
+        return row
 
     def _run(self, sample: EvalSample) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         images = (
