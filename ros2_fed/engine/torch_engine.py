@@ -137,6 +137,45 @@ def load_bundle(path: PathLike) -> tuple[FusedDetector, dict[str, Any]]:
     return detector.eval(), meta
 
 
+def _torch_metadata(
+    detector: FusedDetector,
+    metadata: Optional[dict[str, Any]],
+    input_shape: Optional[Sequence[int]],
+    batch: int,
+    precision: str,
+) -> dict[str, Any]:
+    """The engine's metadata: a copy of ``metadata`` when it is for this input size, else made
+    from the detector (keeping a given model hash); input size from the argument, the metadata
+    or the detector, in that order."""
+    from .export import engine_metadata
+
+    if input_shape is None:
+        if metadata is not None:
+            input_shape = metadata["input_tensor_shape"]
+        elif detector.input_size is not None:
+            input_shape = detector.input_size
+        else:
+            raise ValueError(
+                "TorchEngine needs input_shape=(H, W) when the detector has no input_size"
+            )
+    height, width = as_hw(input_shape)
+    if metadata is None or tuple(as_hw(metadata["input_tensor_shape"])) != (height, width):
+        base = metadata
+        metadata = engine_metadata(
+            detector,
+            runtime="torch",
+            precision=precision,
+            height=height,
+            width=width,
+            batch=batch,
+            model_hash=(base or {}).get("model_hash"),
+            opset=None,
+        )
+    metadata = dict(metadata)
+    metadata["precision"] = precision
+    return metadata
+
+
 class TorchEngine(Engine):
     """Eager PyTorch: the reference every other runtime is compared with.
 
@@ -159,8 +198,6 @@ class TorchEngine(Engine):
         precision: str = "fp32",
         threads: Optional[int] = None,
     ) -> None:
-        from .export import engine_metadata
-
         self.device = torch.device(device)
         if precision not in ("fp32", "fp16"):
             raise EngineError(
@@ -169,30 +206,7 @@ class TorchEngine(Engine):
             )
         if precision == "fp16" and self.device.type != "cuda":
             raise EngineError(f"{path or 'torch engine'}: fp16 eager inference needs CUDA")
-        if input_shape is None:
-            if metadata is not None:
-                input_shape = metadata["input_tensor_shape"]
-            elif detector.input_size is not None:
-                input_shape = detector.input_size
-            else:
-                raise ValueError(
-                    "TorchEngine needs input_shape=(H, W) when the detector has no input_size"
-                )
-        height, width = as_hw(input_shape)
-        if metadata is None or tuple(as_hw(metadata["input_tensor_shape"])) != (height, width):
-            base = metadata
-            metadata = engine_metadata(
-                detector,
-                runtime="torch",
-                precision=precision,
-                height=height,
-                width=width,
-                batch=batch,
-                model_hash=(base or {}).get("model_hash"),
-                opset=None,
-            )
-        metadata = dict(metadata)
-        metadata["precision"] = precision
+        metadata = _torch_metadata(detector, metadata, input_shape, batch, precision)
         metadata["device"] = str(self.device)
         super().__init__(path, metadata)
         if threads:
@@ -204,7 +218,7 @@ class TorchEngine(Engine):
             if precision == "fp16"
             else contextlib.nullcontext()
         )
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # frames go through pinned host buffers
             self._in_host = torch.empty(shape, dtype=torch.uint8).pin_memory()
             self._in_dev = torch.empty(shape, dtype=torch.uint8, device=self.device)
             self._labels_host = torch.empty(shape[:3], dtype=torch.uint8).pin_memory()
