@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DATASET_LAYOUTS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_model_args(p)
+    _add_data_args(p)
+    _add_scoring_args(p)
+    _add_run_args(p)
+    return p
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """What is evaluated: the backbone and the FED checkpoints."""
     p.add_argument(
         "--backbone", required=True, help="backbone checkpoint (ours, MMSeg .pth or HF folder)"
     )
@@ -75,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="FED checkpoint to evaluate, e.g. FED-U=models/fed_u_synthroad (repeatable)",
     )
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """Which benchmark it is evaluated on, and where the results go."""
     p.add_argument(
         "--dataset",
         required=True,
@@ -96,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, type=Path, help="folder for results.json, results.md, figures.png"
     )
+
+
+def _add_scoring_args(p: argparse.ArgumentParser) -> None:
+    """How the scores are computed: SML statistics, backbone checks, inference mode, FED
+    post-processing, MC dropout."""
     p.add_argument(
         "--stats",
         type=Path,
@@ -124,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="post-processing of the FED score maps (default gaussian smoothing)",
     )
     p.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables)")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """How the run executes: metric mode, second pass, figures, image limit, progress bar."""
     p.add_argument(
         "--exact",
         action=argparse.BooleanOptionalAction,
@@ -134,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=int, default=4, help="images in figures.png")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 def _class_stats(
@@ -179,34 +200,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the results; user errors raise (``main`` reports them in one line)."""
-    from ros2_fed.backbones import load_backbone
-
-    backbone = load_backbone(args.backbone).eval()
-    fingerprint = fingerprint_of(backbone)
-    if args.slide:
-        crop, stride = (int(v) for v in args.slide.split(","))
-        backbone.meta["inference"] = {
-            "mode": "slide",
-            "crop_size": [crop, crop],
-            "stride": [stride, stride],
-        }
-    feds, metas = {}, []
-    for spec in args.fed:
-        name, _, path = spec.partition("=")
-        if not path:
-            name, path = Path(spec).name, spec
-        feds[name], meta = load_fed(path)
-        check_backbone(meta, fingerprint, f"FED checkpoint {path}", args.allow_backbone_mismatch)
-        metas.append(meta)
+    backbone, fingerprint = _load_backbone(args)
+    feds, metas = _load_feds(args, fingerprint)
     class_mean, class_std = _class_stats(args, metas, fingerprint)
-    settings = EvalSettings(
-        tta_scales=(1.0, 0.5, 0.25) if args.tta else (),
-        fed_postprocess=args.fed_postprocess,
-        mcd_passes=args.mcd_passes,
-        exact=args.exact,
-        open_miou=not args.no_open_miou,
-        figure_images=args.figures,
-    )
+    settings = _settings(args)
     source = make_source(
         args.dataset,
         args.data_root,
@@ -241,7 +238,65 @@ def run(args: argparse.Namespace) -> int:
         tta=bool(args.tta),
         fed_postprocess=args.fed_postprocess,
     )
-    title = f"{args.dataset} ({len(source)} images{', TTA' if args.tta else ''})"
+    _write_outputs(args, backbone, results, rows, len(source))
+    return 0
+
+
+def _load_backbone(args: argparse.Namespace) -> tuple[torch.nn.Module, BackboneFingerprint]:
+    """The backbone in eval mode and its fingerprint (taken before --slide changes its inference
+    setting, so FEDs trained on it still match)."""
+    from ros2_fed.backbones import load_backbone
+
+    backbone = load_backbone(args.backbone).eval()
+    fingerprint = fingerprint_of(backbone)
+    if args.slide:
+        crop, stride = (int(v) for v in args.slide.split(","))
+        backbone.meta["inference"] = {
+            "mode": "slide",
+            "crop_size": [crop, crop],
+            "stride": [stride, stride],
+        }
+    return backbone, fingerprint
+
+
+def _load_feds(
+    args: argparse.Namespace, fingerprint: BackboneFingerprint
+) -> tuple[dict[str, torch.nn.Module], list[dict]]:
+    """({name: FED}, their metadata) from the --fed NAME=PATH flags (a bare PATH is named after
+    its file), each checked against the backbone."""
+    feds, metas = {}, []
+    for spec in args.fed:
+        name, _, path = spec.partition("=")
+        if not path:
+            name, path = Path(spec).name, spec
+        feds[name], meta = load_fed(path)
+        check_backbone(meta, fingerprint, f"FED checkpoint {path}", args.allow_backbone_mismatch)
+        metas.append(meta)
+    return feds, metas
+
+
+def _settings(args: argparse.Namespace) -> EvalSettings:
+    """The evaluation settings the flags ask for."""
+    return EvalSettings(
+        tta_scales=(1.0, 0.5, 0.25) if args.tta else (),
+        fed_postprocess=args.fed_postprocess,
+        mcd_passes=args.mcd_passes,
+        exact=args.exact,
+        open_miou=not args.no_open_miou,
+        figure_images=args.figures,
+    )
+
+
+def _write_outputs(
+    args: argparse.Namespace,
+    backbone: torch.nn.Module,
+    results: dict,
+    rows: list[tuple],
+    images: int,
+) -> None:
+    """results.json, results.md, figures.png (when there are figure rows), and the table and the
+    written paths on stdout."""
+    title = f"{args.dataset} ({images} images{', TTA' if args.tta else ''})"
     json_path, md_path = write_results(args.out, results, title)
     if rows:
         palette = np.asarray(_palette(backbone), dtype=np.uint8)
@@ -255,7 +310,6 @@ def run(args: argparse.Namespace) -> int:
         f"fed_eval: wrote {json_path}, {md_path}"
         + (f", {args.out / 'figures.png'}" if rows else "")
     )
-    return 0
 
 
 if __name__ == "__main__":
