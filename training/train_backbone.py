@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -118,28 +118,14 @@ def state_path(out: Path) -> Path:
 def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
     """Train (or resume) and return the model in eval mode and the minutes spent in all
     sessions."""
-    from training.datasets.augment import make_train_augment
-    from training.datasets.cityscapes import CLASS_NAMES, CityscapesDataset
-
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset = CityscapesDataset(args.data_root, split=args.split)
-    lo, hi = (float(v) for v in args.scale_range.split(","))
-    augment = make_train_augment(crop=parse_size(args.crop), scale_range=(lo, hi), flip=True)
-    cfg = TinySegConfig(
-        num_classes=len(CLASS_NAMES),
-        widths=tuple(args.widths),
-        decoder_channels=args.decoder_channels,
-    )
-    model = TinySeg(cfg)
+    dataset, augment = _training_data(args)
+    model = _new_model(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    start, minutes_before = 0, 0.0
     state = state_path(args.out)
-    if args.resume and Path(f"{state}.safetensors").is_file():
-        meta = load_training_state(state, model, optimizer, kind=STATE_KIND)
-        start, minutes_before = int(meta["iteration"]), float(meta.get("minutes", 0.0))
-        print(f"fed_train_backbone: resuming {state} at iteration {start}", flush=True)
+    start, minutes_before = _resume(args, state, model, optimizer)
     logger = RunLogger(args.out.parent / f"{args.out.name}_log")
     batches = batch_stream(
         dataset, augment, args.batch_size, args.seed, skip_batches=start, workers=args.workers
@@ -158,17 +144,9 @@ def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
     for iteration in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, iteration)
-        images, labels = next(batches)
-        labels = labels.long()
-        logits, _ = model(to_model_input(images, torch.device("cpu")))
-        logits = upsample_to(logits, tuple(labels.shape[-2:]))
-        loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        valid = labels != IGNORE_INDEX
-        correct += int((logits.argmax(1) == labels)[valid].sum())
-        total += int(valid.sum())
+        loss, step_correct, step_total = _step(model, optimizer, next(batches))
+        correct += step_correct
+        total += step_total
         done = iteration + 1
         minutes = minutes_before + (time.monotonic() - session_start) / 60
         if done % args.log_every == 0:
@@ -184,6 +162,59 @@ def train_backbone(args: argparse.Namespace) -> tuple[TinySeg, float]:
             )
     logger.close()
     return model.eval(), minutes_before + (time.monotonic() - session_start) / 60
+
+
+def _training_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The training split and its augmentation (random rescale in --scale-range, crop, flip)."""
+    from training.datasets.augment import make_train_augment
+    from training.datasets.cityscapes import CityscapesDataset
+
+    dataset = CityscapesDataset(args.data_root, split=args.split)
+    lo, hi = (float(v) for v in args.scale_range.split(","))
+    augment = make_train_augment(crop=parse_size(args.crop), scale_range=(lo, hi), flip=True)
+    return dataset, augment
+
+
+def _new_model(args: argparse.Namespace) -> TinySeg:
+    """A freshly initialised TinySeg for the Cityscapes classes (draws from the seeded RNG)."""
+    from training.datasets.cityscapes import CLASS_NAMES
+
+    cfg = TinySegConfig(
+        num_classes=len(CLASS_NAMES),
+        widths=tuple(args.widths),
+        decoder_channels=args.decoder_channels,
+    )
+    return TinySeg(cfg)
+
+
+def _resume(
+    args: argparse.Namespace, state: Path, model: TinySeg, optimizer: torch.optim.Optimizer
+) -> tuple[int, float]:
+    """(start iteration, minutes of earlier sessions): from the training state with --resume when
+    it exists, else (0, 0.0)."""
+    if not (args.resume and Path(f"{state}.safetensors").is_file()):
+        return 0, 0.0
+    meta = load_training_state(state, model, optimizer, kind=STATE_KIND)
+    start, minutes_before = int(meta["iteration"]), float(meta.get("minutes", 0.0))
+    print(f"fed_train_backbone: resuming {state} at iteration {start}", flush=True)
+    return start, minutes_before
+
+
+def _step(
+    model: TinySeg, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, int, int]:
+    """One cross-entropy step at label resolution; returns (loss, correct pixels, labelled
+    pixels) for the running pixel accuracy."""
+    images, labels = batch
+    labels = labels.long()
+    logits, _ = model(to_model_input(images, torch.device("cpu")))
+    logits = upsample_to(logits, tuple(labels.shape[-2:]))
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    valid = labels != IGNORE_INDEX
+    return loss, int((logits.argmax(1) == labels)[valid].sum()), int(valid.sum())
 
 
 @torch.no_grad()
