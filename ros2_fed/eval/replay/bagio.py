@@ -203,9 +203,6 @@ def _checksummed_mcap_writer() -> Any:
     writer should the (pinned) rosbags internals differ.
     """
     try:
-        from binascii import crc32
-        from io import BytesIO
-
         from rosbags.rosbag2 import storage_mcap as sm
 
         base = sm.McapWriter
@@ -222,49 +219,57 @@ def _checksummed_mcap_writer() -> Any:
 
     class ChecksummedMcapWriter(base):  # type: ignore[misc, valid-type]
         def close_chunk(self) -> None:  # same records as rosbags 0.11.9, plus the CRC
-            write_uint16, write_uint32, write_uint64, write_string, write_record, PendingChunk = (
-                helpers
-            )
-            raw = self.chunk.bio.getvalue()
-            rec = BytesIO()
-            write_uint64(rec, self.chunk.message_start_time)
-            write_uint64(rec, self.chunk.message_end_time)
-            write_uint64(rec, len(raw))
-            write_uint32(rec, crc32(raw))
-            compressed = self.compressor(raw)
-            write_string(rec, self.compression)
-            write_uint64(rec, len(compressed))
-            rec.write(compressed)
-            chunk_start = self.bio.tell()
-            write_record(self.bio, 0x06, rec)
-            chunk_end = self.bio.tell()
-            offsets: list[tuple[int, int]] = []
-            for cid, msgs in self.chunk.msgs.items():
-                offsets.append((cid, self.bio.tell()))
-                rec = BytesIO()
-                write_uint16(rec, cid)
-                write_uint32(rec, len(msgs) * 16)
-                for ts, offset in msgs:
-                    write_uint64(rec, ts)
-                    write_uint64(rec, offset)
-                write_record(self.bio, 0x07, rec)
-            rec = BytesIO()
-            write_uint64(rec, self.chunk.message_start_time)
-            write_uint64(rec, self.chunk.message_end_time)
-            write_uint64(rec, chunk_start)
-            write_uint64(rec, chunk_end - chunk_start)
-            write_uint32(rec, len(offsets) * 10)
-            for cid, offset in offsets:
-                write_uint16(rec, cid)
-                write_uint64(rec, offset)
-            write_uint64(rec, self.bio.tell() - chunk_end)
-            write_string(rec, self.compression)
-            write_uint64(rec, len(compressed))
-            write_uint64(rec, len(raw))
-            self.chunks.append(rec)
-            self.chunk = PendingChunk(2**63 - 1, 0, BytesIO(), sm.defaultdict(list))
+            _close_chunk_with_crc(self, helpers, sm.defaultdict)
 
     return ChecksummedMcapWriter
+
+
+def _close_chunk_with_crc(writer: Any, helpers: tuple[Any, ...], defaultdict: Any) -> None:
+    """rosbags' McapWriter.close_chunk with the chunk's CRC-32: the chunk record, its message
+    indexes and the chunk index entry, then a fresh pending chunk. ``helpers``: rosbags'
+    record writers and PendingChunk."""
+    from binascii import crc32
+    from io import BytesIO
+
+    write_uint16, write_uint32, write_uint64, write_string, write_record, PendingChunk = helpers
+    raw = writer.chunk.bio.getvalue()
+    rec = BytesIO()
+    write_uint64(rec, writer.chunk.message_start_time)
+    write_uint64(rec, writer.chunk.message_end_time)
+    write_uint64(rec, len(raw))
+    write_uint32(rec, crc32(raw))
+    compressed = writer.compressor(raw)
+    write_string(rec, writer.compression)
+    write_uint64(rec, len(compressed))
+    rec.write(compressed)
+    chunk_start = writer.bio.tell()
+    write_record(writer.bio, 0x06, rec)
+    chunk_end = writer.bio.tell()
+    offsets: list[tuple[int, int]] = []
+    for cid, msgs in writer.chunk.msgs.items():
+        offsets.append((cid, writer.bio.tell()))
+        rec = BytesIO()
+        write_uint16(rec, cid)
+        write_uint32(rec, len(msgs) * 16)
+        for ts, offset in msgs:
+            write_uint64(rec, ts)
+            write_uint64(rec, offset)
+        write_record(writer.bio, 0x07, rec)
+    rec = BytesIO()
+    write_uint64(rec, writer.chunk.message_start_time)
+    write_uint64(rec, writer.chunk.message_end_time)
+    write_uint64(rec, chunk_start)
+    write_uint64(rec, chunk_end - chunk_start)
+    write_uint32(rec, len(offsets) * 10)
+    for cid, offset in offsets:
+        write_uint16(rec, cid)
+        write_uint64(rec, offset)
+    write_uint64(rec, writer.bio.tell() - chunk_end)
+    write_string(rec, writer.compression)
+    write_uint64(rec, len(compressed))
+    write_uint64(rec, len(raw))
+    writer.chunks.append(rec)
+    writer.chunk = PendingChunk(2**63 - 1, 0, BytesIO(), defaultdict(list))
 
 
 class _Call:
