@@ -153,46 +153,63 @@ def make_source(
         )
     root = Path(root)
     chosen = DEFAULT_SPLITS[dataset] if split is None else split
-    convert: Converter
-    if dataset == "cityscapes":
-        from training.datasets.cityscapes import CityscapesDataset
-
-        data: Dataset = CityscapesDataset(root, split=chosen, **options)
-        convert = _trainids_only
-    elif dataset == "cityscapes-c":
-        from training.datasets.cityscapes_c import CityscapesCDataset
-
-        data = CityscapesCDataset(root, corruption, severity, split=chosen, **options)
-        convert = _trainids_only
-    elif dataset in ("fishyscapes-lf", "fishyscapes-static"):
-        from training.datasets.anomaly import FishyscapesDataset
-
-        _fishyscapes_split(dataset, split)
-        if dataset == "fishyscapes-static" and "cityscapes_root" not in options:
-            found = _find_cityscapes(root)
-            if found is not None:
-                options["cityscapes_root"] = found
-        data = FishyscapesDataset(
-            root, "LostAndFound" if dataset == "fishyscapes-lf" else "Static", **options
-        )
-        convert = _ood_only
-    elif dataset in ("road-anomaly21", "road-obstacle21"):
-        from training.datasets.anomaly import SMIYCDataset
-
-        track = "RoadAnomaly21" if dataset == "road-anomaly21" else "RoadObstacle21"
-        data = SMIYCDataset(root, track, split=chosen, **options)
-        convert = _ood_only
-    else:  # synthroad, synthroad-ood
-        from training.datasets.synthroad import SynthRoadDataset
-
-        data = SynthRoadDataset(root, split=chosen, **options)
-        # The in-distribution splits have no OOD pixel: an all-negative OOD mask would only add
-        # undefined OOD metrics, so the OOD mask is used for the ood split (or when asked for).
-        convert = (
-            _trainids_and_ood
-            if (dataset == "synthroad-ood" or chosen == "ood")
-            else _trainids_only
-        )
+    data, convert = _open_dataset(dataset, root, split, chosen, corruption, severity, options)
     if len(data) == 0:
         raise FileNotFoundError(f"{dataset}: no images for split {chosen!r} under {root}")
     return EvalSource(dataset, data, convert, limit=limit, split=chosen)
+
+
+def _open_dataset(
+    dataset: str,
+    root: Path,
+    split: Optional[str],
+    chosen: str,
+    corruption: str,
+    severity: int,
+    options: dict[str, Any],
+) -> tuple[Dataset, Converter]:
+    """The dataset reader for one benchmark name and the converter to its EvalSample (which of
+    trainIds / OOD mask the benchmark has); readers are imported only when asked for."""
+    if dataset == "cityscapes":
+        from training.datasets.cityscapes import CityscapesDataset
+
+        return CityscapesDataset(root, split=chosen, **options), _trainids_only
+    if dataset == "cityscapes-c":
+        from training.datasets.cityscapes_c import CityscapesCDataset
+
+        data = CityscapesCDataset(root, corruption, severity, split=chosen, **options)
+        return data, _trainids_only
+    if dataset in ("fishyscapes-lf", "fishyscapes-static"):
+        return _fishyscapes(dataset, root, split, options), _ood_only
+    if dataset in ("road-anomaly21", "road-obstacle21"):
+        from training.datasets.anomaly import SMIYCDataset
+
+        track = "RoadAnomaly21" if dataset == "road-anomaly21" else "RoadObstacle21"
+        return SMIYCDataset(root, track, split=chosen, **options), _ood_only
+    # synthroad, synthroad-ood
+    from training.datasets.synthroad import SynthRoadDataset
+
+    data = SynthRoadDataset(root, split=chosen, **options)
+    # The in-distribution splits have no OOD pixel: an all-negative OOD mask would only add
+    # undefined OOD metrics, so the OOD mask is used for the ood split (or when asked for).
+    convert = (
+        _trainids_and_ood if (dataset == "synthroad-ood" or chosen == "ood") else _trainids_only
+    )
+    return data, convert
+
+
+def _fishyscapes(
+    dataset: str, root: Path, split: Optional[str], options: dict[str, Any]
+) -> Dataset:
+    """Fishyscapes Lost & Found or Static (validation only); Static overlays on Cityscapes val
+    images, looked for near ``root`` unless ``cityscapes_root`` is given."""
+    from training.datasets.anomaly import FishyscapesDataset
+
+    _fishyscapes_split(dataset, split)
+    if dataset == "fishyscapes-static" and "cityscapes_root" not in options:
+        found = _find_cityscapes(root)
+        if found is not None:
+            options["cityscapes_root"] = found
+    return FishyscapesDataset(
+        root, "LostAndFound" if dataset == "fishyscapes-lf" else "Static", **options
+    )
