@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -221,35 +222,56 @@ def open_cached(
             build_detector(), height, width, batch, precision, warmup, engine_options
         )
     model_hash = source_model_hash(backbone, fed, _jsonable(options))
+    where = _cache_entry(
+        model_hash, cache, runtime, (height, width, batch), precision, opset, engine_options
+    )
+    if where.path.is_file() and not rebuild:
+        engine = _open_cached_entry(where, verify, warmup, progress, engine_options)
+        if engine is not None:
+            return engine
+    export = {"runtime": runtime, "precision": precision, "batch": batch, "opset": opset}
+    export.update(model_hash=where.model_hash, device=where.device, verify=verify)
+    export["override"] = override
+    sources = {"backbone": str(backbone), "fed": str(fed) if fed else None}
+    return _build_into_cache(
+        build_detector, where, height, width, export, sources, warmup, progress, engine_options
+    )
+
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    """One engine's place in the cache, and what its sidecar must say for it to be reused."""
+
+    model_hash: str
+    device: int
+    key: str
+    path: Path
+    expect: dict[str, Any]
+
+
+def _cache_entry(
+    model_hash: str,
+    cache: Optional[PathLike],
+    runtime: str,
+    size: tuple[int, int, int],
+    precision: str,
+    opset: int,
+    engine_options: dict[str, Any],
+) -> _CacheEntry:
+    """The entry keyed by the sources and detector options (``model_hash``), the input ``size``
+    (height, width, batch), precision, runtime, opset and GPU (the ``device`` engine option)."""
+    height, width, batch = size
     device = _device_index(engine_options.get("device"))
     key = engine_cache_key(model_hash, height, width, batch, precision, runtime, opset, device)
     folder = Path(cache) if cache is not None else cache_dir()
     entry = folder / runtime / f"{height}x{width}-b{batch}-{precision}-{key}"
-    path = entry / f"model{SUFFIX_BY_RUNTIME[runtime]}"
     expect = {
         "model_hash": model_hash,
         "input_tensor_shape": [batch, height, width, 3],
         "precision": precision,
     }
-    if path.is_file() and not rebuild:
-        engine = _open_cached_entry(path, verify, warmup, expect, progress, engine_options)
-        if engine is not None:
-            return engine
-    build = {"runtime": runtime, "precision": precision, "batch": batch, "opset": opset}
-    build.update(model_hash=model_hash, device=device, verify=verify, override=override)
-    sources = {"backbone": str(backbone), "fed": str(fed) if fed else None}
-    return _build_into_cache(
-        build_detector,
-        path,
-        height,
-        width,
-        build,
-        key,
-        sources,
-        warmup,
-        expect,
-        progress,
-        engine_options,
+    return _CacheEntry(
+        model_hash, device, key, entry / f"model{SUFFIX_BY_RUNTIME[runtime]}", expect
     )
 
 
@@ -295,17 +317,17 @@ def _open_torch(
 
 
 def _open_cached_entry(
-    path: Path,
+    where: _CacheEntry,
     verify: bool,
     warmup: int,
-    expect: dict[str, Any],
     progress: Optional[Callable[[str], None]],
     engine_options: dict[str, Any],
 ) -> Optional[Engine]:
     """The cached engine, or None when it must be rebuilt (unusable, or unchecked while
     ``verify`` asks for the export check)."""
+    path = where.path
     try:
-        engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
+        engine = Engine.open(path, warmup=warmup, expect=where.expect, **engine_options)
     except EngineError as exc:
         if progress:
             progress(f"cached engine unusable, rebuilding: {exc}")
@@ -321,14 +343,12 @@ def _open_cached_entry(
 
 def _build_into_cache(
     build_detector: Callable[[], FusedDetector],
-    path: Path,
+    where: _CacheEntry,
     height: int,
     width: int,
     build: dict[str, Any],
-    key: str,
     sources: dict[str, Optional[str]],
     warmup: int,
-    expect: dict[str, Any],
     progress: Optional[Callable[[str], None]],
     engine_options: dict[str, Any],
 ) -> Engine:
@@ -338,6 +358,7 @@ def _build_into_cache(
     """
     from .export import CACHE_OVERRIDE, export_engine
 
+    path = where.path
     if progress:
         what = (
             "building a GPU engine, this takes minutes"
@@ -353,10 +374,10 @@ def _build_into_cache(
         height,
         width,
         progress=progress,
-        extra_metadata={"cache_key": key, "sources": sources},
+        extra_metadata={"cache_key": where.key, "sources": sources},
         **{**build, "override": build["override"] or CACHE_OVERRIDE},
     )
-    engine = Engine.open(path, warmup=warmup, expect=expect, **engine_options)
+    engine = Engine.open(path, warmup=warmup, expect=where.expect, **engine_options)
     engine.cache_hit = False
     return engine
 

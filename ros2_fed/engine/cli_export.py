@@ -101,6 +101,12 @@ def _add_detector_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="resize inside the graph to this backbone input size (default: the camera size)",
     )
+    _add_resolution_and_output_args(det)
+
+
+def _add_resolution_and_output_args(det: argparse._ArgumentGroup) -> None:
+    """The rest of the detector graph group: FED resolution, label and confidence outputs,
+    sliding-window inference."""
     det.add_argument(
         "--fed-rate",
         type=float,

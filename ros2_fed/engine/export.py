@@ -517,29 +517,18 @@ def export_engine(
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     check_precision(precision)
-    common: dict[str, Any] = {
-        "batch": batch,
-        "precision": precision,
-        "model_hash": model_hash,
-        "extra_metadata": extra_metadata,
-    }
+    # What every builder takes, and what the verifying ones (all but the torch bundle) add.
+    common: dict[str, Any] = {"batch": batch, "precision": precision, "model_hash": model_hash}
+    common["extra_metadata"] = extra_metadata
     checked = {"verify": verify, "override": override}
     if runtime == "onnxruntime":
         if progress:
             progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
         return export_onnx(detector, path, height, width, opset=opset, **common, **checked)
     if runtime == "tensorrt":
+        trt = {"opset": opset, "progress": progress, "workspace_gib": workspace_gib}
         return _export_tensorrt(
-            detector,
-            path,
-            height,
-            width,
-            opset=opset,
-            progress=progress,
-            workspace_gib=workspace_gib,
-            device=device,
-            **common,
-            **checked,
+            detector, path, height, width, device=device, **trt, **common, **checked
         )
     if runtime == "torch-tensorrt":
         from .torch_tensorrt_engine import build_torch_tensorrt
