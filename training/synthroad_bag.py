@@ -126,7 +126,6 @@ def write_synthroad_bag(
         raise FileExistsError(
             f"{out} exists already; rosbag2 writers never overwrite (delete it first)"
         )
-    start = frames // 3 if ood_from_frame is None else int(ood_from_frame)
     info = SynthroadBag(
         path=str(out),
         storage=storage,
@@ -138,39 +137,47 @@ def write_synthroad_bag(
         labels_topic=LABELS_TOPIC,
         ood_topic=OOD_TOPIC,
         compressed=bool(compressed),
-        ood_from_frame=start,
+        ood_from_frame=frames // 3 if ood_from_frame is None else int(ood_from_frame),
         start_ns=int(start_ns),
     )
     if names is not None:
         return _write_rig(out, info, names, jpeg_quality, progress)
+    return _write_single(out, info, jpeg_quality, progress)
+
+
+def _write_single(
+    out: Path, info: SynthroadBag, jpeg_quality: int, progress: bool
+) -> SynthroadBag:
+    """The single-camera bag: the /camera/... topics with frame_id "camera"; its custom_data is
+    known up front (no per-camera OOD counts)."""
     custom = {
         CUSTOM_DATA_KEY: json.dumps(
             {k: v for k, v in asdict(info).items() if k not in ("path", "ood_pixels", "cameras")}
         )
     }
-    period_ns = round(1e9 / fps)
-    with bagio.BagWriter(out, storage, custom_data=custom) as bag:
-        bag.add_topic(info.image_topic, bagio.COMPRESSED_IMAGE if compressed else bagio.IMAGE)
+    period_ns = round(1e9 / info.fps)
+    with bagio.BagWriter(out, info.storage, custom_data=custom) as bag:
+        bag.add_topic(info.image_topic, bagio.COMPRESSED_IMAGE if info.compressed else bagio.IMAGE)
         bag.add_topic(LABELS_TOPIC, bagio.IMAGE)
         bag.add_topic(OOD_TOPIC, bagio.IMAGE)
-        sequence = _sequence(info, seed)
+        sequence = _sequence(info, info.seed)
         for i, frame in enumerate(
             tqdm(
                 sequence,
-                total=frames,
+                total=info.frames,
                 desc="synthroad bag",
                 disable=not progress,
                 dynamic_ncols=True,
             )
         ):
-            stamp = start_ns + i * period_ns
+            stamp = info.start_ns + i * period_ns
             _write_frame(
                 bag,
                 frame,
                 stamp,
                 FRAME_ID,
                 (info.image_topic, LABELS_TOPIC, OOD_TOPIC),
-                compressed,
+                info.compressed,
                 jpeg_quality,
             )
             info.ood_pixels.append(int((frame.ood == 1).sum()))
