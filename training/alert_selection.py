@@ -300,17 +300,21 @@ def write_doc(
     args: argparse.Namespace, rows: list[dict], best: dict, held_out: dict, per_drive: dict
 ) -> None:
     """Markdown: the choice, the held-out result per drive, and the selection grid's best rows."""
-    header = [
-        "| roi | roi_closing | size reference (horizon/min_distance) | calibration FA | threshold "
-        "| min_width "
-        "| warn_size | raise_frames | recall | false alarms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    lines = _doc_summary(args, best, held_out)
+    lines += [
+        f"| {seed} | {_f(r['recall'])} | {r['positives']} | {_f(r['false_alarm_rate'])} | "
+        f"{r['negatives']} |"
+        for seed, r in per_drive.items()
     ]
-    families: dict[tuple, list[dict]] = {}
-    for r in rows:
-        key = (r["roi"], r["roi_closing"], r["size_reference"], r["horizon"], r["min_distance"])
-        families.setdefault(key, []).append(r)
-    lines = [
+    lines += _grid_lines(rows)
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text("\n".join(lines) + "\n")
+
+
+def _doc_summary(args: argparse.Namespace, best: dict, held_out: dict) -> list[str]:
+    """The doc's head: how drives and metrics were set up, the chosen setting, the held-out
+    totals, and the per-drive table's header."""
+    return [
         f"# Alert rule: defaults selected on synthroad drives ({args.fed})",
         "",
         f"Selection drives: seeds {args.select_seeds}; held-out drives: seeds {args.eval_seeds} "
@@ -332,12 +336,22 @@ def write_doc(
         "| held-out drive seed | recall | frames with object | false alarms | frames without |",
         "|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {seed} | {_f(r['recall'])} | {r['positives']} | {_f(r['false_alarm_rate'])} | "
-        f"{r['negatives']} |"
-        for seed, r in per_drive.items()
+
+
+def _grid_lines(rows: list[dict]) -> list[str]:
+    """The selection grid's best row per region measurement (ROI, closing, size reference),
+    under the 0.05 false-alarm cap and then under the selection cap."""
+    header = [
+        "| roi | roi_closing | size reference (horizon/min_distance) | calibration FA | threshold "
+        "| min_width "
+        "| warn_size | raise_frames | recall | false alarms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [
+    families: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["roi"], r["roi_closing"], r["size_reference"], r["horizon"], r["min_distance"])
+        families.setdefault(key, []).append(r)
+    lines = [
         "",
         f"Selection grid: the best row of each region measurement with selection false alarms <= "
         f"{MAX_SELECTION_FALSE_ALARMS} (and <= 0.05 for comparison):",
@@ -355,8 +369,7 @@ def write_doc(
                         )
                     )
                 )
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 #: The columns of the JSON's grid rows (one list per row; every row has the same frame counts,
