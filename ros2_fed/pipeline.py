@@ -633,9 +633,10 @@ def help_text(summary: str) -> str:
             extra.append(f"range [{spec.range[0]}, {spec.range[1]}]")
         if spec.choices:
             extra.append("one of " + "|".join(c or "''" for c in spec.choices))
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
         lines.append(
             f"  {spec.name} ({spec.type_name}, default "
-            f"{spec.default!r}{', ro' if spec.read_only else ''})"
+            f"{default!r}{', ro' if spec.read_only else ''})"
         )
         lines.append(f"      {spec.description}" + (f" [{'; '.join(extra)}]" if extra else ""))
     lines += [
