@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Optional
 
 import torch
 
@@ -16,3 +19,38 @@ def make_random_fed(
     fed = FlowEneDet(cfg)
     fed.initialize(logits, features if cfg.conditional else None)
     return fed.eval()
+
+
+def save_tiny_model(root: Path, size: tuple[int, int]) -> dict[str, str]:
+    """A small random TinySeg and a FED-U on its logits, saved under ``root`` (seed 0):
+    {"backbone": stem, "fed": stem}, what the replay tests hand to fed_bag_eval."""
+    from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
+    from ros2_fed.checkpoint import save_fed
+
+    torch.manual_seed(0)
+    backbone = TinySeg(
+        TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16)
+    ).eval()
+    save_tinyseg(root / "tinyseg", backbone, size)
+    with torch.no_grad():
+        logits, _ = backbone(torch.rand(2, 3, *size) * 255)
+    save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    return {"backbone": str(root / "tinyseg"), "fed": str(root / "fed_u")}
+
+
+@contextlib.contextmanager
+def private_engine_cache(root: Path) -> Iterator[None]:
+    """An engine cache under ``root`` and one torch thread (a busy 2-core machine), restored
+    afterwards."""
+    saved = os.environ.get("ROS2_FED_CACHE")
+    os.environ["ROS2_FED_CACHE"] = str(root / "cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if saved is None:
+            os.environ.pop("ROS2_FED_CACHE", None)
+        else:
+            os.environ["ROS2_FED_CACHE"] = saved

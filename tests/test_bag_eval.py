@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import cli as bag_eval
@@ -51,38 +50,15 @@ MCD = "2"  # MC-dropout passes (the baseline row exists, cheaply)
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Bag + random model + engine cache, shared by the module."""
-    from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import save_fed
-    from ros2_fed.fed import FEDConfig
-    from tests.fed_helpers import make_random_fed
+    from tests.fed_helpers import private_engine_cache, save_tiny_model
 
     root = tmp_path_factory.mktemp("bag_eval")
-    torch.manual_seed(0)
-    backbone = TinySeg(
-        TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16)
-    ).eval()
-    save_tinyseg(root / "tinyseg", backbone, SIZE)
-    with torch.no_grad():
-        logits, _ = backbone(torch.rand(2, 3, *SIZE) * 255)
-    save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    model = save_tiny_model(root, SIZE)
     sb.write_synthroad_bag(
         root / "drive", frames=FRAMES, size=SIZE, fps=10.0, seed=0, ood_from_frame=1
     )
-    saved = os.environ.get("ROS2_FED_CACHE")
-    os.environ["ROS2_FED_CACHE"] = str(root / "cache")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield {
-        "root": root,
-        "bag": root / "drive",
-        "backbone": str(root / "tinyseg"),
-        "fed": str(root / "fed_u"),
-    }
-    torch.set_num_threads(threads)
-    if saved is None:
-        os.environ.pop("ROS2_FED_CACHE", None)
-    else:
-        os.environ["ROS2_FED_CACHE"] = saved
+    with private_engine_cache(root):
+        yield {"root": root, "bag": root / "drive", **model}
 
 
 def model_args(work: dict[str, Any]) -> list[str]:

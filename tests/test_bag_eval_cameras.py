@@ -16,13 +16,11 @@ FED-U (torch runtime, no export):
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import cli as bag_eval
@@ -37,38 +35,15 @@ SAME = ("frames", "metrics", "method_sources", "node_method", "frames_ranked", "
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import save_fed
-    from ros2_fed.fed import FEDConfig
-    from tests.fed_helpers import make_random_fed
+    from tests.fed_helpers import private_engine_cache, save_tiny_model
 
     root = tmp_path_factory.mktemp("bag_eval_cameras")
-    torch.manual_seed(0)
-    backbone = TinySeg(
-        TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16)
-    ).eval()
-    save_tinyseg(root / "tinyseg", backbone, SIZE)
-    with torch.no_grad():
-        logits, _ = backbone(torch.rand(2, 3, *SIZE) * 255)
-    save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    model = save_tiny_model(root, SIZE)
     sb.write_synthroad_bag(
         root / "rig", frames=FRAMES, size=SIZE, seed=0, ood_from_frame=1, cameras=len(CAMERAS)
     )
-    saved = os.environ.get("ROS2_FED_CACHE")
-    os.environ["ROS2_FED_CACHE"] = str(root / "cache")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield {
-        "root": root,
-        "bag": root / "rig",
-        "backbone": str(root / "tinyseg"),
-        "fed": str(root / "fed_u"),
-    }
-    torch.set_num_threads(threads)
-    if saved is None:
-        os.environ.pop("ROS2_FED_CACHE", None)
-    else:
-        os.environ["ROS2_FED_CACHE"] = saved
+    with private_engine_cache(root):
+        yield {"root": root, "bag": root / "rig", **model}
 
 
 def model_args(work: dict[str, Any]) -> list[str]:
