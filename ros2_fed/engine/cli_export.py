@@ -273,22 +273,10 @@ def _checked_precision_and_score(
 
 def _export_bundle(args: argparse.Namespace, precision: str, say: Callable[[str], None]):
     """--bundle: the fused bundle's detector settings are used as they are."""
-    from .export import export_engine
     from .torch_engine import load_bundle
 
     detector, _ = load_bundle(args.bundle)
-    return export_engine(
-        detector,
-        _output_path(args.out, args.runtime),
-        args.height,
-        args.width,
-        runtime=args.runtime,
-        precision=precision,
-        batch=args.batch,
-        opset=args.opset,
-        verify=not args.no_verify,
-        progress=say,
-    )
+    return _export_to_out(args, detector, precision, say)
 
 
 def _export_checkpoints(
@@ -298,11 +286,25 @@ def _export_checkpoints(
     from ros2_fed.detector import FusedDetector
 
     from .cache import _jsonable, source_model_hash
-    from .export import export_engine
 
     options = _detector_options(args)
     options.update(score=score, postprocess=args.postprocess)
     detector = FusedDetector.from_checkpoints(args.backbone, args.fed, **options)
+    model_hash = source_model_hash(args.backbone, args.fed, _jsonable(options))
+    return _export_to_out(args, detector, precision, say, model_hash=model_hash)
+
+
+def _export_to_out(
+    args: argparse.Namespace,
+    detector: Any,
+    precision: str,
+    say: Callable[[str], None],
+    model_hash: Optional[str] = None,
+):
+    """Build ``detector`` into the --out file with the shared export flags (size, runtime,
+    precision, batch, opset, verification)."""
+    from .export import export_engine
+
     return export_engine(
         detector,
         _output_path(args.out, args.runtime),
@@ -312,7 +314,7 @@ def _export_checkpoints(
         precision=precision,
         batch=args.batch,
         opset=args.opset,
-        model_hash=source_model_hash(args.backbone, args.fed, _jsonable(options)),
+        model_hash=model_hash,
         verify=not args.no_verify,
         progress=say,
     )
