@@ -25,7 +25,10 @@ Per frame
   a distant building or truck at the road's end is not; a frame without ``labels`` uses the
   corridor), ``full`` (the whole image), ``lower_half`` (rows ``h // 2 .. h - 1``; for an odd
   height the middle row is inside) or ``mask`` (a PNG, non-zero = inside, resized with nearest
-  neighbour to the image size when it differs). Class names are the model's
+  neighbour to the image size when it differs). With ``roi_margin > 0`` the ROI (all but
+  ``full`` and ``lower_half``) loses its pixels closer than ``round(roi_margin * h)`` pixels to
+  its edge (:func:`shrink`): the road's edges and kerbs, uncertain in ordinary scenes, while an
+  object lying on the road is a hole inside it. Class names are the model's
   (:meth:`AlertConfig.with_class_names`), Cityscapes trainIds for a model without names.
 * Thin structures are removed: a morphological opening with a square of side
   ``max(1, round(min_width * h))`` pixels drops uncertain strips narrower than that (object
@@ -182,6 +185,7 @@ class AlertConfig:
     roi_mask_file: str = ""
     drivable_classes: str = "road,sidewalk"
     roi_closing: float = 0.0
+    roi_margin: float = 0.0
     size_reference: str = "horizon"
     horizon: float = 0.4
     min_distance: float = 0.3
@@ -217,6 +221,7 @@ class AlertConfig:
             mask.setflags(write=False)
             set_(self, "roi_mask", mask)
         set_(self, "roi_closing", _as_size("roi_closing", self.roi_closing))
+        set_(self, "roi_margin", _as_size("roi_margin", self.roi_margin))
         if not isinstance(self.size_reference, str) or self.size_reference not in SIZE_REFERENCES:
             raise ValueError(
                 f"size_reference must be one of {', '.join(SIZE_REFERENCES)}, got "
@@ -263,7 +268,7 @@ class AlertConfig:
         return max(self.limit(level) - self.hysteresis, 0.0)
 
     def same_roi(self, other: "AlertConfig") -> bool:
-        if self.roi != other.roi:
+        if self.roi != other.roi or self.roi_margin != other.roi_margin:
             return False
         if self.roi == "drivable":
             return (
@@ -327,6 +332,21 @@ def drivable_mask(
     )
     cv2.floodFill(outside, None, (0, 0), 0)  # what is left of the non-drivable pixels: the holes
     return cv2.bitwise_or(drivable, outside[1:-1, 1:-1])
+
+
+def margin_pixels(margin: float, height: int) -> int:
+    """``roi_margin`` (image heights) in pixels for an image ``height`` rows high."""
+    return round(margin * height)
+
+
+def shrink(mask255: np.ndarray, margin: int) -> np.ndarray:
+    """``mask255`` (uint8 0/255) without its pixels closer than ``margin`` pixels (Chebyshev) to
+    its edge: an erosion with a ``2 * margin + 1`` square. Pixels outside the image do not count as
+    outside the mask (the corridor's bottom rows stay)."""
+    if margin <= 0:
+        return mask255
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
+    return cv2.erode(mask255, kernel, borderType=cv2.BORDER_REPLICATE)
 
 
 @dataclass
@@ -544,6 +564,8 @@ class AlertMonitor:
                         mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST
                     ).astype(bool)
                 mask255 = np.where(mask, np.uint8(255), np.uint8(0))
+            if cfg.roi != "drivable":  # the drivable ROI is shrunk per frame, after the labels
+                mask255 = shrink(mask255, margin_pixels(cfg.roi_margin, h))
             cache = (shape, mask255, int(np.count_nonzero(mask255)))
             self._roi_cache = cache
         return cache[1], cache[2]
@@ -558,6 +580,7 @@ class AlertMonitor:
         if labels is not None:  # roi == "drivable": the corridor's drivable pixels and their holes
             side = max(1, round(cfg.roi_closing * h))
             mask255 = cv2.bitwise_and(mask255, drivable_mask(labels, cfg.drivable_ids, side))
+            mask255 = shrink(mask255, margin_pixels(cfg.roi_margin, h))
             roi_pixels = int(cv2.countNonZero(mask255))
         row0 = h // 2 if cfg.roi == "lower_half" else 0
         view = np.ascontiguousarray(conf[row0:])

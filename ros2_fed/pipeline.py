@@ -389,6 +389,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         range=(0.0, 1.0),
     ),
     ParamSpec(
+        "alerts.roi_margin",
+        _ALERT_DEFAULTS.roi_margin,
+        "Pixels closer than this (image heights) to the ROI's edge are left out: the road's "
+        "edges and kerbs, where a model is uncertain in ordinary scenes; 0 = the whole ROI.",
+        range=(0.0, 1.0),
+    ),
+    ParamSpec(
         "alerts.size_reference",
         _ALERT_DEFAULTS.size_reference,
         "What a region's side (sqrt of its "

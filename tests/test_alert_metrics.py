@@ -96,14 +96,14 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
     noisy = sel.replay(replace(base, confidence_threshold=0.7), drives)
     assert noisy["false_alarm_rate"] == pytest.approx(15 / 17)
     rows, best = sel.select(
-        {q: (0.5 if q <= 0.01 else 0.7) for q in sel.FALSE_ALARM_GRID}, drives, base
+        {q: (0.5 if q <= 0.02 else 0.7) for q in sel.FALSE_ALARM_GRID}, drives, base
     )
     assert len(rows) == sum(
         len(qs) * len(widths) * len(sel.WARN_SIZE_GRID[ref]) * len(sel.RAISE_FRAMES_GRID)
-        for _, _, ref, _, _, qs, widths in sel.MEASURE_GRID
+        for _, _, _, ref, _, _, qs, widths in sel.MEASURE_GRID
     )
-    assert {r["roi"] for r in rows} == {"corridor", "drivable"}
-    assert {r["size_reference"] for r in rows} == {"height", "horizon"}
+    assert {r["roi_margin"] for r in rows} == {m for _, _, m, *_ in sel.MEASURE_GRID}
+    assert {r["size_reference"] for r in rows} == {"horizon"}
     chosen = sel.row_config(base, best)
     assert sel.replay(chosen, drives)["recall"] == best["recall"]
     written = json.loads(

@@ -24,6 +24,7 @@ from ros2_fed.alerts import (
     drivable_class_ids,
     drivable_mask,
     largest_region,
+    shrink,
     stamp_to_str,
 )
 
@@ -702,6 +703,48 @@ def test_drivable_change_resets_the_state() -> None:
     assert monitor.level == WARN
     monitor.config = drivable_cfg(roi_closing=0.02)  # another ROI: afresh
     assert monitor.level == OK
+
+
+def test_roi_margin_drops_the_roads_edges_but_keeps_an_object_on_it() -> None:
+    """The false alarms left by the drivable ROI: uncertain strips along its outer edge."""
+    labels = street()
+    labels[115:, :40] = BUILDING  # the sidewalk ends at a wall 40 px from the left border
+    conf = np.ones(labels.shape, np.float32)
+    conf[190:230, 40:43] = 0.1  # a 3-px uncertain strip along the wall, 120 px
+    conf[150:160, 240:250] = 0.1  # a 10x10 object in the middle of the road, 100 px
+    config = drivable_cfg(min_width=0.0, warn_size=0.01, error_size=0.5)
+    plain = AlertMonitor(config).update(conf, (0, 0), labels=labels)
+    assert plain.region_bbox == (40, 190, 42, 229)  # the strip is the largest region
+    margin = AlertMonitor(dataclasses.replace(config, roi_margin=3 / 256)).update(
+        conf, (0, 0), labels=labels
+    )
+    assert margin.region_bbox == (240, 150, 249, 159) and margin.region_area == 100
+    assert margin.roi_pixels < plain.roi_pixels
+    # the margin is in image heights: the same scene at twice the size gives the same result
+    big = cv2.resize(conf, (1024, 512), interpolation=cv2.INTER_NEAREST)
+    big_labels = cv2.resize(labels, (1024, 512), interpolation=cv2.INTER_NEAREST)
+    state = AlertMonitor(dataclasses.replace(config, roi_margin=3 / 256)).update(
+        big, (0, 0), labels=big_labels
+    )
+    assert state.region_bbox == (480, 300, 499, 319)
+    # the image border is not an edge: the corridor's bottom rows stay in the ROI
+    assert shrink(np.full((20, 20), 255, np.uint8), 3).all()
+    # a margin change is another ROI: the monitor starts afresh
+    monitor = AlertMonitor(config)
+    assert monitor.update(conf, (0, 0), labels=labels).level == WARN
+    monitor.config = dataclasses.replace(config, roi_margin=0.01)
+    assert monitor.level == OK
+    with pytest.raises(ValueError, match="roi_margin"):
+        AlertConfig(roi_margin=1.5)
+
+
+def test_roi_margin_shrinks_the_corridor_once() -> None:
+    conf = np.ones((256, 512), np.float32)
+    config = AlertConfig(roi="corridor", roi_margin=0.02)
+    state = AlertMonitor(config).update(conf, (0, 0))
+    corridor = corridor_mask((256, 512))
+    assert state.roi_pixels == int(np.count_nonzero(shrink(corridor, 5)))
+    assert state.roi_pixels < int(np.count_nonzero(corridor))
 
 
 def test_horizon_size_reference_measures_far_regions_as_near_ones() -> None:
