@@ -39,6 +39,7 @@ BASE = dict(
     roi="full",
     min_width=0.0,
     size_reference="height",
+    roi_margin=0.0,  # the margin has its own tests
 )
 
 
@@ -53,6 +54,7 @@ def corridor_cfg(**overrides) -> AlertConfig:
         **{
             **dict(
                 roi="corridor",
+                roi_margin=0.0,
                 size_reference="height",
                 warn_size=0.06,
                 error_size=0.12,
@@ -582,6 +584,7 @@ def drivable_cfg(**overrides) -> AlertConfig:
         **{
             **dict(
                 roi="drivable",
+                roi_margin=0.0,
                 size_reference="height",
                 warn_size=0.06,
                 error_size=0.12,
