@@ -175,17 +175,17 @@ class AlertConfig:
     """
 
     confidence_threshold: float = 0.5
-    warn_size: float = 0.16
-    error_size: float = 0.32
+    warn_size: float = 0.22
+    error_size: float = 0.44
     hysteresis: float = 0.01
-    min_width: float = 0.02
+    min_width: float = 0.01
     raise_frames: int = 3
     clear_frames: int = 5
     roi: str = "drivable"
     roi_mask_file: str = ""
     drivable_classes: str = "road,sidewalk"
-    roi_closing: float = 0.0
-    roi_margin: float = 0.012
+    roi_closing: float = 0.06
+    roi_margin: float = 0.02
     size_reference: str = "horizon"
     horizon: float = 0.4
     min_distance: float = 0.2

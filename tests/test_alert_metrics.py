@@ -115,3 +115,38 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
         == rows[-1]["warn_size"]
     )
     assert best["false_alarm_rate"] <= sel.MAX_SELECTION_FALSE_ALARMS and best["recall"] == 1.0
+
+
+@pytest.mark.slow
+def test_alert_selection_scores_the_shipped_defaults_on_new_drives(tmp_path) -> None:
+    """--defaults-only: no grid, the shipped AlertConfig at the FED's calibrated threshold."""
+    from pathlib import Path
+
+    from ros2_fed.alerts import AlertConfig
+    from training import alert_selection as sel
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    out = tmp_path / "defaults.json"
+    code = sel.main(
+        [
+            "--backbone",
+            str(models / "tinyseg_synthroad"),
+            "--fed",
+            str(models / "fed_u_synthroad"),
+            "--data-root",
+            str(tmp_path / "unused"),
+            "--defaults-only",
+            "--eval-seeds",
+            "7",
+            "--frames",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    result = json.loads(out.read_text())
+    calibrated = json.loads((models / "fed_u_synthroad.json").read_text())["calibration"]
+    assert code == 0 and set(result["per_drive"]) == {"7"}
+    assert result["config"]["confidence_threshold"] == calibrated["confidence_threshold"]
+    assert result["config"]["roi_margin"] == AlertConfig().roi_margin
+    assert result["pooled"]["negatives"] == 4 and result["pooled"]["positives"] == 0
