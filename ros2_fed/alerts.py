@@ -28,7 +28,10 @@ Per frame
   neighbour to the image size when it differs). With ``roi_margin > 0`` the ROI (all but
   ``full`` and ``lower_half``) loses its pixels closer than ``round(roi_margin * h)`` pixels to
   its edge (:func:`shrink`): the road's edges and kerbs, uncertain in ordinary scenes, while an
-  object lying on the road is a hole inside it. Class names are the model's
+  object lying on the road is a hole inside it. In the drivable ROI, pixels the model labels one
+  of ``ignore_classes`` (default sidewalk) are then left out as well: a model unsure whether a
+  zebra crossing or a paving is road or sidewalk is unsure about the ground, not about an object
+  on it; they still shape the road (closing, holes). Class names are the model's
   (:meth:`AlertConfig.with_class_names`), Cityscapes trainIds for a model without names.
 * Thin structures are removed: a morphological opening with a square of side
   ``max(1, round(min_width * h))`` pixels drops uncertain strips narrower than that (object
@@ -175,17 +178,18 @@ class AlertConfig:
     """
 
     confidence_threshold: float = 0.5
-    warn_size: float = 0.22
-    error_size: float = 0.44
+    warn_size: float = 0.18
+    error_size: float = 0.36
     hysteresis: float = 0.01
-    min_width: float = 0.01
+    min_width: float = 0.02
     raise_frames: int = 3
     clear_frames: int = 5
     roi: str = "drivable"
     roi_mask_file: str = ""
     drivable_classes: str = "road,sidewalk"
+    ignore_classes: str = "sidewalk"
     roi_closing: float = 0.06
-    roi_margin: float = 0.02
+    roi_margin: float = 0.012
     size_reference: str = "horizon"
     horizon: float = 0.4
     min_distance: float = 0.2
@@ -196,6 +200,8 @@ class AlertConfig:
     class_names: Optional[tuple[str, ...]] = field(default=None, init=False, compare=False)
     # drivable_classes resolved to class ids (sorted, unique).
     drivable_ids: tuple[int, ...] = field(default=(), init=False)
+    # ignore_classes resolved to class ids (sorted, unique; empty: none ignored).
+    ignore_ids: tuple[int, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -238,7 +244,13 @@ class AlertConfig:
                 "drivable_classes must be a string of class names or ids, got "
                 f"{self.drivable_classes!r}"
             )
+        if not isinstance(self.ignore_classes, str):
+            raise ValueError(
+                "ignore_classes must be a string of class names or ids, got "
+                f"{self.ignore_classes!r}"
+            )
         set_(self, "drivable_ids", self._drivable_ids(self.class_names))
+        set_(self, "ignore_ids", self._ignore_ids(self.class_names))
 
     def _drivable_ids(self, class_names: Optional[tuple[str, ...]]) -> tuple[int, ...]:
         """drivable_classes as ids; an unknown class is an error only when the drivable ROI is
@@ -250,13 +262,26 @@ class AlertConfig:
                 raise
             return ()
 
+    def _ignore_ids(self, class_names: Optional[tuple[str, ...]]) -> tuple[int, ...]:
+        """ignore_classes as ids (may be empty); like drivable_classes, only the drivable ROI
+        reads labels, so only there is an unknown class an error."""
+        if not self.ignore_classes.strip():
+            return ()
+        try:
+            return drivable_class_ids(self.ignore_classes, class_names, "ignore_classes")
+        except ValueError:
+            if self.roi == "drivable":
+                raise
+            return ()
+
     def with_class_names(self, class_names: Optional[Any]) -> "AlertConfig":
         """This config for a model with these class names (None or empty: Cityscapes trainIds)."""
         names = tuple(str(n) for n in class_names) if class_names else None
-        ids = self._drivable_ids(names)
+        ids, ignored = self._drivable_ids(names), self._ignore_ids(names)
         out = replace(self)
         object.__setattr__(out, "class_names", names)
         object.__setattr__(out, "drivable_ids", ids)
+        object.__setattr__(out, "ignore_ids", ignored)
         return out
 
     def limit(self, level: Level) -> float:
@@ -272,7 +297,9 @@ class AlertConfig:
             return False
         if self.roi == "drivable":
             return (
-                self.drivable_ids == other.drivable_ids and self.roi_closing == other.roi_closing
+                self.drivable_ids == other.drivable_ids
+                and self.roi_closing == other.roi_closing
+                and self.ignore_ids == other.ignore_ids
             )
         if self.roi != "mask":
             return True
@@ -281,7 +308,9 @@ class AlertConfig:
         )
 
 
-def drivable_class_ids(spec: str, class_names: Optional[Sequence[str]] = None) -> tuple[int, ...]:
+def drivable_class_ids(
+    spec: str, class_names: Optional[Sequence[str]] = None, name: str = "drivable_classes"
+) -> tuple[int, ...]:
     """``"road,sidewalk"`` (names, case-insensitive, or integer ids) -> sorted unique class ids.
 
     Names are looked up in ``class_names`` (the model's), or in :data:`CITYSCAPES_CLASSES` when
@@ -296,17 +325,16 @@ def drivable_class_ids(spec: str, class_names: Optional[Sequence[str]] = None) -
         if item.isdigit():
             value = int(item)
             if value > 254:
-                raise ValueError(f"drivable_classes: class id {value} is outside 0..254")
+                raise ValueError(f"{name}: class id {value} is outside 0..254")
             ids.add(value)
         elif item.lower() in names:
             ids.add(names.index(item.lower()))
         else:
             raise ValueError(
-                f"drivable_classes: {item!r} is not one of the model's classes "
-                f"({', '.join(names)})"
+                f"{name}: {item!r} is not one of the model's classes ({', '.join(names)})"
             )
     if not ids:
-        raise ValueError(f"drivable_classes must name at least one class, got {spec!r}")
+        raise ValueError(f"{name} must name at least one class, got {spec!r}")
     return tuple(sorted(ids))
 
 
@@ -581,6 +609,10 @@ class AlertMonitor:
             side = max(1, round(cfg.roi_closing * h))
             mask255 = cv2.bitwise_and(mask255, drivable_mask(labels, cfg.drivable_ids, side))
             mask255 = shrink(mask255, margin_pixels(cfg.roi_margin, h))
+            if cfg.ignore_ids:  # after the margin: ignored classes still make the road's shape
+                lut = np.full(256, 255, np.uint8)
+                lut[list(cfg.ignore_ids)] = 0
+                mask255 = cv2.bitwise_and(mask255, cv2.LUT(np.ascontiguousarray(labels), lut))
             roi_pixels = int(cv2.countNonZero(mask255))
         row0 = h // 2 if cfg.roi == "lower_half" else 0
         view = np.ascontiguousarray(conf[row0:])

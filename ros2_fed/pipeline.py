@@ -382,6 +382,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "ROI.",
     ),
     ParamSpec(
+        "alerts.ignore_classes",
+        _ALERT_DEFAULTS.ignore_classes,
+        "Drivable ROI: uncertain pixels the model labels one of these classes (comma-separated "
+        "names or ids; empty = none) do not count: uncertainty about the ground (a zebra "
+        "crossing taken for sidewalk), not about an object on it.",
+    ),
+    ParamSpec(
         "alerts.roi_closing",
         _ALERT_DEFAULTS.roi_closing,
         "Drivable ROI: close gaps narrower than this "

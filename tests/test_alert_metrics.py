@@ -100,7 +100,7 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
     )
     assert len(rows) == sum(
         len(qs) * len(widths) * len(sel.WARN_SIZE_GRID[ref]) * len(sel.RAISE_FRAMES_GRID)
-        for _, _, _, ref, _, _, qs, widths in sel.MEASURE_GRID
+        for _, _, _, _, ref, _, _, qs, widths in sel.MEASURE_GRID
     )
     assert {r["roi_margin"] for r in rows} == {m for _, _, m, *_ in sel.MEASURE_GRID}
     assert {r["size_reference"] for r in rows} == {"horizon"}

@@ -585,6 +585,7 @@ def drivable_cfg(**overrides) -> AlertConfig:
             **dict(
                 roi="drivable",
                 roi_margin=0.0,
+                ignore_classes="",
                 size_reference="height",
                 warn_size=0.06,
                 error_size=0.12,
@@ -739,6 +740,36 @@ def test_roi_margin_drops_the_roads_edges_but_keeps_an_object_on_it() -> None:
     assert monitor.level == OK
     with pytest.raises(ValueError, match="roi_margin"):
         AlertConfig(roi_margin=1.5)
+
+
+def test_ignored_classes_do_not_count_but_still_shape_the_road() -> None:
+    """A zebra crossing the model takes for sidewalk, uncertain, inside the road: ground the model
+    is unsure about, not an object on it."""
+    labels = street()
+    labels[150:160, 200:300] = SIDEWALK  # the crossing, labelled sidewalk
+    labels[200:215, 240:255] = CAR  # an object on the road, labelled car
+    conf = np.ones(labels.shape, np.float32)
+    conf[150:160, 200:300] = 0.1  # 1,000 uncertain crossing pixels
+    conf[200:215, 240:255] = 0.1  # 225 uncertain object pixels
+    config = drivable_cfg(warn_size=0.01, error_size=0.5)
+    counted = AlertMonitor(config).update(conf, (0, 0), labels=labels)
+    assert counted.region_bbox == (200, 150, 299, 159)
+    ignoring = dataclasses.replace(config, ignore_classes="sidewalk")
+    state = AlertMonitor(ignoring).update(conf, (0, 0), labels=labels)
+    assert state.region_bbox == (240, 200, 254, 214) and state.region_area == 225
+    # the sidewalk still makes the road's shape: an object on the sidewalk strip is still a hole
+    assert ignoring.ignore_ids == (SIDEWALK,) and ignoring.drivable_ids == (ROAD, SIDEWALK)
+    # by the model's own names, or none at all
+    named = AlertConfig(ignore_classes="terrain")
+    assert named.with_class_names(["road", "sidewalk", "terrain"]).ignore_ids == (2,)
+    with pytest.raises(ValueError, match="ignore_classes"):
+        named.with_class_names(["road", "sidewalk"])
+    assert AlertConfig(ignore_classes=" ").ignore_ids == ()
+    # another set of ignored classes is another ROI: the monitor starts afresh
+    monitor = AlertMonitor(config)
+    assert monitor.update(conf, (0, 0), labels=labels).level == WARN
+    monitor.config = ignoring
+    assert monitor.level == OK
 
 
 def test_roi_margin_shrinks_the_corridor_once() -> None:

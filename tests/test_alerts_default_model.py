@@ -51,5 +51,7 @@ def test_a_drive_with_an_unknown_object_warns_while_it_is_visible() -> None:
     score = score_alerts(levels, presence, AlertConfig().raise_frames)
     assert score.positives >= 20 and score.recall >= 0.8
     assert score.false_alarm_rate == 0.0
-    first = presence.index(True)
-    assert all(level == Level.OK for level in levels[:first])
+    # quiet until the first unknown pixel shows (smaller bits before the first >= 100 px frame may
+    # alert: they are neither positives nor negatives)
+    first = next(i for i, p in enumerate(presence) if p is not False)
+    assert first > 0 and all(level == Level.OK for level in levels[:first])
