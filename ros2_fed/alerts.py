@@ -83,6 +83,7 @@ counters 0), because the old evidence was about a different part of the image.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -362,6 +363,16 @@ def drivable_mask(
     return cv2.bitwise_or(drivable, outside[1:-1, 1:-1])
 
 
+@functools.lru_cache(maxsize=16)
+def _keep_lut(ignore_ids: tuple[int, ...]) -> np.ndarray:
+    """uint8 lookup table: 0 for the ignored class ids, 255 for every other label (built once per
+    set of ids, not per frame)."""
+    lut = np.full(256, 255, np.uint8)
+    lut[list(ignore_ids)] = 0
+    lut.setflags(write=False)
+    return lut
+
+
 def margin_pixels(margin: float, height: int) -> int:
     """``roi_margin`` (image heights) in pixels for an image ``height`` rows high."""
     return round(margin * height)
@@ -610,9 +621,8 @@ class AlertMonitor:
             mask255 = cv2.bitwise_and(mask255, drivable_mask(labels, cfg.drivable_ids, side))
             mask255 = shrink(mask255, margin_pixels(cfg.roi_margin, h))
             if cfg.ignore_ids:  # after the margin: ignored classes still make the road's shape
-                lut = np.full(256, 255, np.uint8)
-                lut[list(cfg.ignore_ids)] = 0
-                mask255 = cv2.bitwise_and(mask255, cv2.LUT(np.ascontiguousarray(labels), lut))
+                kept = cv2.LUT(np.ascontiguousarray(labels), _keep_lut(cfg.ignore_ids))
+                mask255 = cv2.bitwise_and(mask255, kept)
             roi_pixels = int(cv2.countNonZero(mask255))
         row0 = h // 2 if cfg.roi == "lower_half" else 0
         view = np.ascontiguousarray(conf[row0:])

@@ -432,6 +432,20 @@ def grid_json(summary: dict, rows: list[dict]) -> str:
     return head + ',\n "grid": [\n' + grid + "\n ]\n}\n"
 
 
+def _drives(
+    detector: torch.nn.Module,
+    seeds: list[int],
+    args: argparse.Namespace,
+    size: tuple[int, int],
+    desc: str,
+) -> list[Drive]:
+    """The drives of ``seeds`` through ``detector`` (rendered once into ``--cache``)."""
+    return [
+        drive_confidences(detector, s, args.frames, size, args.cache)
+        for s in tqdm(seeds, desc=desc)
+    ]
+
+
 def config_json(config: AlertConfig) -> dict[str, Any]:
     """The settable fields of ``config`` (the node's ``alerts.*`` parameters)."""
     return {
@@ -459,10 +473,7 @@ def evaluate_defaults(args: argparse.Namespace, size: tuple[int, int]) -> int:
         args.backbone, args.fed, score="fed", postprocess=args.postprocess
     ).eval()
     seeds = _seeds(args.eval_seeds)
-    drives = [
-        drive_confidences(detector, s, args.frames, size, args.cache)
-        for s in tqdm(seeds, desc="drives")
-    ]
+    drives = _drives(detector, seeds, args, size, "drives")
     summary = {
         "config": config_json(config),
         "pooled": replay(config, drives),
@@ -500,17 +511,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     detector = FusedDetector.from_checkpoints(
         args.backbone, args.fed, score="fed", postprocess=args.postprocess
     ).eval()
-    select_drives = [
-        drive_confidences(detector, s, args.frames, size, args.cache)
-        for s in tqdm(_seeds(args.select_seeds), desc="selection drives")
-    ]
+    select_drives = _drives(detector, _seeds(args.select_seeds), args, size, "selection drives")
     rows, best = select(thresholds, select_drives, AlertConfig())
     print("selected:", best, flush=True)
     chosen = row_config(AlertConfig(), best)
-    eval_drives = [
-        drive_confidences(detector, s, args.frames, size, args.cache)
-        for s in tqdm(_seeds(args.eval_seeds), desc="evaluation drives")
-    ]
+    eval_drives = _drives(detector, _seeds(args.eval_seeds), args, size, "evaluation drives")
     held_out = replay(chosen, eval_drives)
     per_drive = {s: replay(chosen, [d]) for s, d in zip(_seeds(args.eval_seeds), eval_drives)}
     print("held-out:", held_out, flush=True)
