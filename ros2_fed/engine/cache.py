@@ -7,7 +7,8 @@ engine is only valid for the TensorRT release and the GPU model it was built wit
 Building a TensorRT engine takes minutes and an ONNX export seconds; a node restart must not
 pay that again. :func:`open_cached` hashes the checkpoints (file contents, not names) with the
 detector configuration into a model hash, derives the cache key from it and the rest, and
-reuses ``$ROS2_FED_CACHE/<runtime>/<key>/`` (default ``~/.cache/ros2_fed``) when it holds a
+reuses ``<cache>/<runtime>/<key>/`` (``ros2_fed.paths.engine_cache_dir``: ``$ROS2_FED_CACHE``,
+else ``$XDG_CACHE_HOME/ros2_fed``, else ``~/.cache/ros2_fed``) when it holds a
 valid engine for that key. A cached engine that fails validation (corrupt, truncated,
 different TensorRT) is rebuilt with a message, never used.
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ros2_fed.paths import engine_cache_dir
+
 from .base import SUFFIX_BY_RUNTIME, Engine, EngineError, PathLike
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,12 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ros2_fed.detector import FusedDetector
 
-CACHE_ENV = "ROS2_FED_CACHE"
-
 
 def cache_dir() -> Path:
-    """``$ROS2_FED_CACHE`` or ``~/.cache/ros2_fed``."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/ros2_fed").expanduser()
+    """``$ROS2_FED_CACHE``, else ``$XDG_CACHE_HOME/ros2_fed``, else ``~/.cache/ros2_fed``."""
+    return engine_cache_dir()
 
 
 def path_hash(path: PathLike) -> str:

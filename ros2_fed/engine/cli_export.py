@@ -163,8 +163,8 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--opset", type=int, default=18)
     out.add_argument(
         "--out",
-        help="output file or folder (default: the engine cache, $ROS2_FED_CACHE or "
-        "~/.cache/ros2_fed)",
+        help="output file or folder (default: the engine cache, $ROS2_FED_CACHE, else "
+        "$XDG_CACHE_HOME/ros2_fed, else ~/.cache/ros2_fed)",
     )
     out.add_argument(
         "--rebuild", action="store_true", help="ignore a cached engine and rebuild it"
