@@ -60,6 +60,7 @@ from ros2_fed import (
 from ros2_fed.fed import FlowEneDet
 from ros2_fed.fed.fused import FoldedFED, can_fuse, fold_fed, fused_p_wrong
 from ros2_fed.fed.postprocess import make_postprocess
+from ros2_fed.logit_statistics import statistics_from_metadata
 from ros2_fed.names import SCORES
 
 Tensor = torch.Tensor
@@ -422,7 +423,7 @@ class FusedDetector(nn.Module):
             "class_names"
         ):
             kwargs["class_names"] = fed_meta.get("class_names")
-        stats = fed_meta.get("logit_statistics")
+        stats = statistics_from_metadata(fed_meta, f"FED checkpoint {fed_path}")
         if kwargs.get("score") == "sml" and kwargs.get("class_mean") is None and stats:
             # A FED trained on raw logits keeps identity standardiser buffers; the statistics
             # `fed_stats --into` recorded for SML live in its metadata. Without this SML would

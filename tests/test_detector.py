@@ -478,7 +478,15 @@ def test_sml_statistics_come_from_the_fed_metadata_when_fed_runs_on_raw_logits(t
     fed = FlowEneDet(FEDConfig())
     mean, std = torch.linspace(-2, 2, 19), torch.linspace(0.5, 3, 19)
     save_fed(
-        tmp_path / "fed", fed, {"logit_statistics": {"mean": mean.tolist(), "std": std.tolist()}}
+        tmp_path / "fed",
+        fed,
+        {
+            "logit_statistics": {
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "definition": "correct",
+            }
+        },
     )
     det = FusedDetector.from_checkpoints(tmp_path / "bb", tmp_path / "fed", score="sml")
     torch.testing.assert_close(det.class_mean, mean)

@@ -187,7 +187,14 @@ def test_bag_eval_reference_checks_feds_stats_and_engine(
         )
     stats = tmp_path / "stats.json"
     stats.write_text(
-        json.dumps({"mean": [0.0] * 19, "std": [1.0] * 19, FINGERPRINT_KEY: fp0.to_json()})
+        json.dumps(
+            {
+                "mean": [0.0] * 19,
+                "std": [1.0] * 19,
+                "definition": "correct",
+                FINGERPRINT_KEY: fp0.to_json(),
+            }
+        )
     )
     with pytest.raises(BackboneMismatchError, match="stats.json"):
         ReferenceScores(ReferenceModel(backbone=str(root / "bb2"), stats=str(stats)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -63,26 +65,75 @@ def test_fed_loss_upsamples_and_ignores_void() -> None:
     assert component.grad is not None
 
 
-def test_logit_statistics_equal_a_direct_computation() -> None:
+@pytest.mark.parametrize("definition", ["correct", "predicted"])
+def test_logit_statistics_equal_a_direct_computation(definition: str) -> None:
     gen = torch.Generator().manual_seed(3)
-    stats = LogitStatistics(4)
+    stats = LogitStatistics(4, definition)
     all_logits, all_labels = [], []
     for _ in range(3):
         logits = torch.randn(2, 4, 5, 6, generator=gen) * 3 + 1
+        logits[:, 3] -= 20  # class 3 is never predicted
         labels = torch.randint(0, 4, (2, 5, 6), generator=gen)
-        labels[labels == 3] = 255  # class 3 never labelled
+        labels[labels == 3] = 255  # ... and never labelled
         stats.update(logits, labels)
         all_logits.append(logits)
         all_labels.append(labels)
     logits = torch.cat(all_logits).permute(0, 2, 3, 1).reshape(-1, 4).double().numpy()
     labels = torch.cat(all_labels).reshape(-1).numpy()
+    predicted, max_logit = logits.argmax(axis=1), logits.max(axis=1)
+    labelled = labels != 255
     mean, std = stats.result()
     for c in range(3):
-        values = logits[labels == c, c]
+        if definition == "correct":
+            values = max_logit[labelled & (labels == c) & (predicted == c)]
+        else:
+            values = max_logit[labelled & (predicted == c)]
         assert mean[c].item() == pytest.approx(values.mean(), abs=1e-5)
         assert std[c].item() == pytest.approx(values.std(), abs=1e-5)
     assert (mean[3].item(), std[3].item()) == (0.0, 1.0)
     assert stats.to_json()["count"][3] == 0
+    assert stats.to_json()["definition"] == definition
+
+
+def test_a_wrong_pixel_never_enters_the_authors_statistics() -> None:
+    """Hand-made: three pixels of class 0, one of them misclassified as class 1 with a huge
+    logit. The authors' statistics (argmax == ground truth == c) leave it out; SML's
+    predicted-class statistics file it under class 1; void never counts."""
+    logits = torch.tensor(
+        [[[[5.0, 7.0, 1.0, 3.0]], [[0.0, 0.0, 50.0, 9.0]]]]
+    )  # (1, 2 classes, 1, 4 pixels)
+    labels = torch.tensor([[[0, 0, 0, 255]]])
+    correct = LogitStatistics(2, "correct")
+    correct.update(logits, labels)
+    mean, std = correct.result()
+    assert mean[0].item() == pytest.approx(6.0) and std[0].item() == pytest.approx(1.0)
+    assert correct.count.tolist() == [2.0, 0.0]
+    predicted = LogitStatistics(2, "predicted")
+    predicted.update(logits, labels)
+    assert predicted.count.tolist() == [2.0, 1.0]
+    assert predicted.result()[0][1].item() == pytest.approx(50.0)
+
+
+def test_statistics_of_the_retired_definition_are_refused(tmp_path) -> None:
+    from ros2_fed.logit_statistics import (
+        StatisticsDefinitionError,
+        read_statistics_file,
+        statistics_from_metadata,
+    )
+
+    old = {
+        "mean": [1.0],
+        "std": [1.0],
+        "definition": "logit c over pixels whose ground truth is c",
+    }
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(old))
+    with pytest.raises(StatisticsDefinitionError, match="recompute them with fed_stats"):
+        read_statistics_file(path)
+    path.write_text(json.dumps({**old, "definition": "correct"}))
+    assert read_statistics_file(path)["definition"] == "correct"
+    with pytest.warns(UserWarning, match="unsupported definition"):
+        assert statistics_from_metadata({"logit_statistics": old}, "FED") == old
 
 
 def test_sampler_stream_is_resumable() -> None:

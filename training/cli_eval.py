@@ -15,7 +15,6 @@ dataset-wide statistics: red = uncertain, blue = certain).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,6 +24,7 @@ import torch
 
 from ros2_fed.checkpoint import load_fed
 from ros2_fed.fingerprint import ALLOW_FLAG, BackboneFingerprint, check_backbone, fingerprint_of
+from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata
 from training.cli_errors import UsageError, one_line_warnings, report, user_errors
 from training.eval_sources import DATASETS, make_source
 from training.evaluation import EvalSettings, Evaluator
@@ -166,16 +166,15 @@ def _class_stats(
     if args.stats is not None:
         if not args.stats.is_file():
             raise UsageError(f"--stats {args.stats}: file not found (write it with fed_stats)")
-        data = json.loads(args.stats.read_text())
+        data = read_statistics_file(args.stats)
         check_backbone(
             data, backbone, f"logit statistics {args.stats}", args.allow_backbone_mismatch
         )
         return torch.tensor(data["mean"]), torch.tensor(data["std"])
     for meta in fed_meta:
-        if "logit_statistics" in meta:
-            return torch.tensor(meta["logit_statistics"]["mean"]), torch.tensor(
-                meta["logit_statistics"]["std"]
-            )
+        stats = statistics_from_metadata(meta, "FED checkpoint")
+        if stats is not None:
+            return torch.tensor(stats["mean"]), torch.tensor(stats["std"])
     return None, None
 
 

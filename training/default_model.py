@@ -161,6 +161,7 @@ def _record_statistics(fed: Path, stats: Path) -> None:
     meta["logit_statistics"] = {
         "mean": data["mean"],
         "std": data["std"],
+        "definition": data["definition"],
         "source": str(stats),
         "images": data.get("images"),
     }

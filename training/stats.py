@@ -1,9 +1,11 @@
 """`fed_stats`: per-class logit statistics of a frozen backbone over its training set.
 
-For every class c: mean and standard deviation of logit c over the training pixels whose
-ground truth is c (fed-method.md; the statistics SML and FED's optional standardisation use).
-Logits are bilinearly resized to label resolution first, as the backbone's predictions are.
-Sums run in float64 per class, so any dataset size streams in constant memory.
+For every class c: mean and standard deviation of the max logit over the training pixels the
+definition selects (fed-method.md): by default the FED authors' (argmax == ground truth == c,
+the backbone's mistakes left out), or SML's (pixels predicted as c, ``--definition predicted``).
+Void pixels never count. The definition is recorded in the JSON; readers refuse files without
+one. Logits are bilinearly resized to label resolution first, as the backbone's predictions
+are. Sums run in float64 per class, so any dataset size streams in constant memory.
 """
 
 from __future__ import annotations
@@ -26,26 +28,37 @@ from ros2_fed.fingerprint import (
     fingerprint_of,
 )
 from ros2_fed.jsonio import write_json
+from ros2_fed.logit_statistics import DEFAULT_DEFINITION, DEFINITIONS
 from training.cli_errors import one_line_warnings, report, user_errors
 from training.data import sample_arrays, to_model_input
 from training.objective import IGNORE_INDEX, upsample_to
 
 
 class LogitStatistics:
-    """Streaming per-class count / sum / sum of squares of the logit of the true class."""
+    """Streaming per-class count / sum / sum of squares of the max logit of selected pixels."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, definition: str = DEFAULT_DEFINITION) -> None:
+        if definition not in DEFINITIONS:
+            raise ValueError(f"definition must be one of {list(DEFINITIONS)}, got {definition!r}")
         self.num_classes = num_classes
+        self.definition = definition
         self.count = torch.zeros(num_classes, dtype=torch.float64)
         self.total = torch.zeros(num_classes, dtype=torch.float64)
         self.total_sq = torch.zeros(num_classes, dtype=torch.float64)
 
+    def _selected(self, predicted: torch.Tensor, labels: torch.Tensor) -> tuple:
+        """(pixel mask, class of each selected pixel) under this definition."""
+        labelled = (labels != IGNORE_INDEX) & (labels < self.num_classes)
+        if self.definition == "correct":
+            keep = labelled & (predicted == labels)
+            return keep, labels[keep]
+        return labelled, predicted[labelled]
+
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """logits (B, C, H, W) at label resolution, labels (B, H, W) trainIds with 255 void."""
-        labels = labels.long()
-        valid = (labels != IGNORE_INDEX) & (labels < self.num_classes)
-        cls = labels[valid]
-        value = logits.permute(0, 2, 3, 1)[valid].gather(1, cls[:, None])[:, 0].double().cpu()
+        max_logit, predicted = logits.max(dim=1)
+        keep, cls = self._selected(predicted, labels.long())
+        value = max_logit[keep].double().cpu()
         cls = cls.cpu()
         self.count += torch.bincount(cls, minlength=self.num_classes).double()
         self.total += torch.bincount(cls, weights=value, minlength=self.num_classes)
@@ -69,8 +82,8 @@ class LogitStatistics:
             "mean": mean.tolist(),
             "std": std.tolist(),
             "count": [int(c) for c in self.count.tolist()],
-            "definition": "logit c over pixels whose ground truth is c "
-            "(logits resized to label resolution)",
+            "definition": self.definition,
+            "definition_text": DEFINITIONS[self.definition] + " (logits at label resolution)",
         }
 
 
@@ -82,9 +95,10 @@ def compute_logit_statistics(
     device: torch.device,
     total: Optional[int] = None,
     progress: bool = True,
+    definition: str = DEFAULT_DEFINITION,
 ) -> LogitStatistics:
     """One pass over (image, label) samples, one image at a time."""
-    stats = LogitStatistics(num_classes)
+    stats = LogitStatistics(num_classes, definition)
     for sample in tqdm(
         samples, total=total, desc="fed_stats", disable=not progress, dynamic_ncols=True
     ):
@@ -117,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="also record the statistics in this FED checkpoint's metadata for SML (repeatable); "
         "FED's own standardisation is fixed at training time (fed_train --stats)",
+    )
+    p.add_argument(
+        "--definition",
+        choices=list(DEFINITIONS),
+        default=DEFAULT_DEFINITION,
+        help="which pixels: " + "; ".join(f"{k}: {v}" for k, v in DEFINITIONS.items()),
     )
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument(
@@ -152,6 +172,7 @@ def _record_into(
     meta["logit_statistics"] = {
         "mean": mean.tolist(),
         "std": std.tolist(),
+        "definition": stats.definition,
         "source": str(source),
         "images": images,
         FINGERPRINT_KEY: fingerprint.to_json(),
@@ -185,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         device,
         total=count,
         progress=not args.no_progress,
+        definition=args.definition,
     )
     payload = {
         **stats.to_json(),

@@ -9,7 +9,6 @@ training.train_fed ...`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -31,6 +30,7 @@ from ros2_fed.fingerprint import (
     check_backbone,
     fingerprint_of,
 )
+from ros2_fed.logit_statistics import read_statistics_file
 from training.cli_errors import UsageError, one_line_warnings, report, user_errors
 from training.data import batch_stream, to_model_input
 from training.distributed import DistContext, all_reduce_mean, init_distributed, shutdown
@@ -90,6 +90,13 @@ def _add_design_args(g: argparse._ArgumentGroup) -> None:
         "--kernel", type=int, default=7, help="convolution kernel size of the coupling networks"
     )
     g.add_argument("--blocks", type=int, default=8, help="number of flow blocks")
+    g.add_argument(
+        "--out-floor",
+        type=float,
+        default=FEDConfig.out_floor,
+        help="clamp log P(out) = log(FLOOR + 1 - P(in)) as the FED authors do (default 1e-6); "
+        "0: unbounded",
+    )
     g.add_argument(
         "--hidden",
         type=int,
@@ -258,7 +265,7 @@ def _make_dataset(args: argparse.Namespace):
 def _load_stats(
     path: Path, backbone: BackboneFingerprint, allow_mismatch: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    data = json.loads(Path(path).read_text())
+    data = read_statistics_file(path)
     check_backbone(data, backbone, f"logit statistics {path}", allow_mismatch)
     return torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(
         data["std"], dtype=torch.float32
@@ -404,6 +411,7 @@ def _fed_config(args: argparse.Namespace, logits: torch.Tensor, feats: torch.Ten
         num_classes=logits.shape[1],
         feat_channels=feats.shape[1] if cond_dim else 0,
         hidden=args.hidden,
+        out_floor=args.out_floor,
     )
 
 
@@ -486,6 +494,7 @@ def _extra_meta(
         extra_meta["logit_statistics"] = {
             "mean": mean.tolist(),
             "std": std.tolist(),
+            "definition": read_statistics_file(args.stats)["definition"],
             "source": str(args.stats),
         }
     return extra_meta

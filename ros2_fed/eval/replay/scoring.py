@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from ros2_fed.eval import metrics as M
 from ros2_fed.eval.alert_metrics import largest_object_pixels
 from ros2_fed.eval.method_scores import PROBABILITY_METHODS, unit_scores
 from ros2_fed.fingerprint import check_backbone, fingerprint_of
+from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata
 
 VOID = 255
 EXACT_PIXEL_LIMIT = 40_000_000  # Evaluator's rule: exact pooled OOD metrics up to this many pixels
@@ -269,7 +269,6 @@ class ReferenceScores:
     ) -> None:
         """``engine_metadata``: the sidecar of the engine the node rows come from; its backbone
         must be the reference backbone, or the two rows compare different models."""
-        import json
 
         import torch
 
@@ -291,14 +290,15 @@ class ReferenceScores:
             metas.append(meta)
         class_mean = class_std = None
         if model.stats:
-            data = json.loads(Path(model.stats).read_text())
+            data = read_statistics_file(model.stats)
             check_backbone(data, fingerprint, f"logit statistics {model.stats}", allow)
             class_mean, class_std = torch.tensor(data["mean"]), torch.tensor(data["std"])
         else:
             for meta in metas:
-                if "logit_statistics" in meta:
-                    class_mean = torch.tensor(meta["logit_statistics"]["mean"])
-                    class_std = torch.tensor(meta["logit_statistics"]["std"])
+                stats = statistics_from_metadata(meta, "FED checkpoint")
+                if stats is not None:
+                    class_mean = torch.tensor(stats["mean"])
+                    class_std = torch.tensor(stats["std"])
                     break
         self.settings = EvalSettings(
             fed_postprocess=model.fed_postprocess,
