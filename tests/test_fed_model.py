@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -173,11 +174,36 @@ def test_energy_inputs_are_finite_for_extreme_logits(magnitude: float) -> None:
     logits[0, :, 0, 0] = magnitude  # all classes extreme at one pixel
     x = model.energy_inputs(logits)
     assert torch.all(torch.isfinite(x))
-    assert torch.all(x <= 0), "both channels are log-probabilities"
+    assert torch.all(x[:, 0] <= 0), "log P(in) is a log-probability"
+    # log P(out) = log(floor + 1 - P(in)) lies in [log(floor), log(1 + floor)]
+    floor = model.cfg.out_floor
+    assert torch.all(x[:, 1] >= math.log(floor) - 1e-4)
+    assert torch.all(x[:, 1] <= math.log1p(floor) + 1e-7)
+
+
+def test_out_channel_clamp_is_the_authors_formula() -> None:
+    """log P(out) = log(1e-6 + 1 - exp(log P(in))) (the FED authors' code), bounded below by
+    about -13.8; out_floor=0 keeps the unbounded -softplus(s)."""
+    logits = torch.linspace(-30, 30, 19 * 16, dtype=torch.float64).reshape(1, 19, 4, 4)
+    clamped = FlowEneDet(FEDConfig()).double().energy_inputs(logits)
+    expected = torch.log(1e-6 + 1 - torch.exp(clamped[:, 0]))
+    torch.testing.assert_close(clamped[:, 1], expected, rtol=1e-9, atol=1e-9)
+    assert clamped[:, 1].min() >= math.log(1e-6) - 1e-9
+    raw = FlowEneDet(FEDConfig(out_floor=0.0)).double().energy_inputs(logits)
+    assert raw[:, 1].min() < -13.9
+    torch.testing.assert_close(raw[:, 0], clamped[:, 0])
+
+
+def test_checkpoints_without_out_floor_load_unclamped() -> None:
+    """Configs written before the clamp existed keep their behaviour (no clamp)."""
+    data = FEDConfig().to_dict()
+    del data["out_floor"]
+    assert FEDConfig.from_dict(data).out_floor == 0.0
+    assert FEDConfig().out_floor == 1e-6
 
 
 def test_energy_inputs_match_the_naive_formula_where_finite() -> None:
-    model = FlowEneDet(FEDConfig()).double()
+    model = FlowEneDet(FEDConfig(out_floor=0.0)).double()
     logits = 4 * torch.randn(2, 19, 6, 6, dtype=torch.float64)
     s = torch.log(torch.exp(logits).sum(dim=1, keepdim=True))
     naive = torch.cat([torch.log(torch.sigmoid(s)), torch.log(1 - torch.sigmoid(s))], dim=1)

@@ -23,6 +23,9 @@ class FEDConfig:
     feat_channels: int = 0  # channels of the backbone decoder feature map (FED-C only)
     hidden: int = 2  # width of the coupling/attention networks (FED is meant to be tiny)
     scale_bound: float = 2.0  # |log-scale| of a coupling is at most this (tanh-limited)
+    # log P(out) = log(out_floor + 1 - P(in)): the authors' clamp (about -13.8 at most); 0 keeps
+    # the unbounded -softplus(s). Checkpoints written before the option existed load with 0.
+    out_floor: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.cov not in ("full", "diag"):
@@ -44,6 +47,8 @@ class FEDConfig:
             raise ValueError(f"FEDConfig.hidden must be >= 1, got {self.hidden}")
         if self.scale_bound <= 0:
             raise ValueError(f"FEDConfig.scale_bound must be > 0, got {self.scale_bound}")
+        if not 0.0 <= self.out_floor < 1.0:
+            raise ValueError(f"FEDConfig.out_floor must be in [0, 1), got {self.out_floor}")
 
     @property
     def conditional(self) -> bool:
@@ -65,4 +70,4 @@ class FEDConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown FEDConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{"out_floor": 0.0, **data})

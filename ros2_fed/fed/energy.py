@@ -52,12 +52,18 @@ class LogitStandardizer(nn.Module):
         return (logits - self.mean.view(shape)) / self.std.view(shape)
 
 
-def energy_channels(logits: torch.Tensor) -> torch.Tensor:
+def energy_channels(logits: torch.Tensor, out_floor: float = 0.0) -> torch.Tensor:
     """Two-channel FED input ``[log sigmoid(s), log(1 - sigmoid(s))]``, s = logsumexp(logits).
 
+    ``out_floor > 0`` is the FED authors' clamp ``log(out_floor + 1 - sigmoid(s))``: confident
+    pixels (large s) all get about ``log(out_floor)`` instead of ``-s``, so the flow spends its
+    capacity on the uncertain end, where wrong and unknown pixels live. ``1 - sigmoid(s)`` is
+    computed as ``exp(-softplus(s))``, exact where ``1 - sigmoid`` would round to 0.
     Shape (B, C, h, w) -> (B, 2, h, w); finite for any finite logits.
     """
     s = torch.logsumexp(logits, dim=1, keepdim=True)
     x_in = -stable_softplus(-s)
     x_out = -stable_softplus(s)
+    if out_floor > 0:
+        x_out = torch.log(torch.exp(x_out) + out_floor)
     return torch.cat([x_in, x_out], dim=1)

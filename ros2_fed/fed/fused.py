@@ -282,7 +282,10 @@ def energy_inputs_exact(fed: FlowEneDet, logits: Tensor) -> Tensor:
         raise ValueError(f"FED expects {fed.cfg.num_classes}-class logits, got {logits.shape[1]}")
     s = torch.logsumexp(fed.standardizer(logits), dim=1, keepdim=True)
     tail = log1p_exact(torch.exp(-torch.abs(s)))
-    return torch.cat([-(torch.relu(-s) + tail), -(torch.relu(s) + tail)], dim=1)
+    x_out = -(torch.relu(s) + tail)
+    if fed.cfg.out_floor > 0:
+        x_out = torch.log(torch.exp(x_out) + fed.cfg.out_floor)
+    return torch.cat([-(torch.relu(-s) + tail), x_out], dim=1)
 
 
 def fused_p_wrong(

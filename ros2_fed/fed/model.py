@@ -43,7 +43,7 @@ class FlowEneDet(nn.Module):
             raise ValueError(
                 f"FED expects {self.cfg.num_classes}-class logits, got {logits.shape[1]}"
             )
-        return energy_channels(self.standardizer(logits))
+        return energy_channels(self.standardizer(logits), self.cfg.out_floor)
 
     def condition(self, features: Optional[Tensor]) -> Optional[Tensor]:
         """FED-C's pooled condition (B, P, h', w'); None for FED-U."""
