@@ -52,7 +52,7 @@ import torch  # noqa: E402
 
 from ros2_fed.detector import FusedDetector  # noqa: E402
 from ros2_fed.engine.base import SUFFIX_BY_RUNTIME  # noqa: E402
-from ros2_fed.engine.export import parity, parity_ok  # noqa: E402
+from ros2_fed.engine.verify import parity, parity_ok  # noqa: E402
 from ros2_fed.jsonio import write_json  # noqa: E402
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -542,7 +542,7 @@ def add_fed_share(rows: list[Row]) -> None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    from ros2_fed.engine.export import gpu_identity, runtime_version
+    from ros2_fed.engine.metadata import gpu_identity, runtime_version
 
     env = {
         "python": platform.python_version(),

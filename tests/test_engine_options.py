@@ -46,7 +46,7 @@ def test_every_parameter_replay_hands_fed_node_is_declared_with_its_type() -> No
 
 
 def test_replay_rejects_a_non_boolean_spin_parameter() -> None:
-    from ros2_fed.eval.replay.cli import UsageError, _bool_param
+    from ros2_fed.eval.replay.evaluation import UsageError, _bool_param
 
     assert _bool_param({"cpu_spin_wait": True}, "cpu_spin_wait") is True
     assert _bool_param({}, "cpu_spin_wait") is False

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ros2_fed.engine import export as export_mod
+from ros2_fed.engine import verify as verify_mod
 
 SIZE = (32, 64)
 
@@ -41,15 +41,15 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture
 def disagreeing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """ONNX Runtime's confidence off by 0.2 (an export that does not compute what eager does)."""
-    real = export_mod.run_onnx
+    real = verify_mod.run_onnx
 
     def shifted(path: Any, example: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         labels, confidence = real(path, example)
         return labels, np.clip(confidence + 0.2, 0.0, 1.0)
 
-    monkeypatch.setattr(export_mod, "run_onnx", shifted)
+    monkeypatch.setattr(verify_mod, "run_onnx", shifted)
     monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(export_mod.VERIFY_ENV, raising=False)
+    monkeypatch.delenv(verify_mod.VERIFY_ENV, raising=False)
     torch.set_num_threads(1)
     return tmp_path / "cache"
 
@@ -123,15 +123,15 @@ def test_the_node_cache_is_refused_and_an_unchecked_entry_rebuilt(
         score="fed",
         threads=1,
     )
-    with pytest.raises(StartupError, match=f"disagrees.*{export_mod.VERIFY_ENV}=0"):
+    with pytest.raises(StartupError, match=f"disagrees.*{verify_mod.VERIFY_ENV}=0"):
         open_engine(spec)  # how fed_node opens it
     assert not list(disagreeing.rglob("*.onnx"))
-    monkeypatch.setenv(export_mod.VERIFY_ENV, "0")
+    monkeypatch.setenv(verify_mod.VERIFY_ENV, "0")
     engine = open_engine(spec)
     assert engine.metadata["verified"] is False
     engine.close()
-    monkeypatch.delenv(export_mod.VERIFY_ENV)
-    with pytest.raises(export_mod.ExportVerificationError, match="--no-verify"):
+    monkeypatch.delenv(verify_mod.VERIFY_ENV)
+    with pytest.raises(verify_mod.ExportVerificationError, match="--no-verify"):
         open_cached(
             model["backbone"], model["fed"], height=SIZE[0], width=SIZE[1], warmup=0, progress=None
         )  # the unchecked entry is not reused: rebuilt, checked, refused
@@ -142,7 +142,7 @@ def test_a_checked_cache_entry_is_reused(
 ) -> None:
     from ros2_fed.engine import open_cached
 
-    monkeypatch.delenv(export_mod.VERIFY_ENV, raising=False)
+    monkeypatch.delenv(verify_mod.VERIFY_ENV, raising=False)
     kwargs: dict[str, Any] = dict(
         height=SIZE[0], width=SIZE[1], warmup=0, progress=None, cache=tmp_path / "cache"
     )
@@ -181,4 +181,4 @@ def test_fed_bag_eval_is_refused(
     err = _err_lines(capsys)
     assert len(err) == 1 and "disagrees" in err[0] and "--no-verify" in err[0], err
     assert bag_eval.main(args + ["--out", str(tmp_path / "out2"), "--no-verify"]) == 0
-    assert export_mod.VERIFY_ENV not in os.environ  # restored after the run
+    assert verify_mod.VERIFY_ENV not in os.environ  # restored after the run

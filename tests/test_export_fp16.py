@@ -20,8 +20,8 @@ pytest.importorskip("onnxruntime")
 
 from ros2_fed.engine import Engine  # noqa: E402
 from ros2_fed.engine.cli_export import main as fed_export  # noqa: E402
-from ros2_fed.engine.export import FP16_MAX_MEAN_CONFIDENCE_DIFF, FP16_MIN_LABEL_AGREEMENT, parity  # noqa: E402
 from ros2_fed.engine.mixed_precision import tensor_elem_types  # noqa: E402
+from ros2_fed.engine.verify import FP16_MAX_MEAN_CONFIDENCE_DIFF, FP16_MIN_LABEL_AGREEMENT, parity  # noqa: E402
 from ros2_fed.paths import default_models_dir  # noqa: E402
 from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED  # noqa: E402
 

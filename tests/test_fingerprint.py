@@ -124,11 +124,11 @@ def test_detector_from_checkpoints_checks_the_fed(two_backbones: dict[str, Any])
 
 def test_engine_sidecar_records_the_backbone(two_backbones: dict[str, Any]) -> None:
     from ros2_fed.detector import FusedDetector
-    from ros2_fed.engine.export import engine_metadata
+    from ros2_fed.engine.metadata import sidecar_metadata
 
     root = two_backbones["root"]
     detector = FusedDetector.from_checkpoints(root / "bb0", root / "fed_bb0")
-    meta = engine_metadata(detector, runtime="onnxruntime", precision="fp32", height=32, width=64)
+    meta = sidecar_metadata(detector, runtime="onnxruntime", precision="fp32", height=32, width=64)
     assert meta[FINGERPRINT_KEY] == two_backbones["fp0"].to_json()
     json.dumps(meta)
 

@@ -31,7 +31,7 @@ from .base import (
 LAZY_NAMES = {
     "cache_dir": ".cache",
     "open_cached": ".cache",
-    "engine_metadata": ".export",
+    "sidecar_metadata": ".metadata",
     "export_engine": ".export",
     "export_onnx": ".export",
 }
@@ -43,11 +43,11 @@ __all__ = [
     "PRECISIONS",
     "RUNTIMES",
     "cache_dir",
-    "engine_metadata",
     "export_engine",
     "export_onnx",
     "open_cached",
     "read_sidecar",
+    "sidecar_metadata",
     "sidecar_path",
 ]
 

@@ -12,7 +12,7 @@ else ``$XDG_CACHE_HOME/ros2_fed``, else ``~/.cache/ros2_fed``) when it holds a
 valid engine for that key. A cached engine that fails validation (corrupt, truncated,
 different TensorRT) is rebuilt with a message, never used.
 
-Every build is verified against the float32 eager detector (``export.verify_outputs``); a
+Every build is verified against the float32 eager detector (``verify.verify_outputs``); a
 refusal names the override: ``ROS2_FED_VERIFY=0`` in the environment (fed_node), or the
 caller's flag. An entry built without the check is rebuilt (with it) when the check is on.
 """
@@ -96,7 +96,7 @@ def cache_key(
     compute_capability: Optional[str] = None,
 ) -> str:
     """Hex digest of everything that makes a built engine reusable (see the module docstring)."""
-    from .export import EXPORT_GRAPH_VERSION
+    from .metadata import EXPORT_GRAPH_VERSION
 
     fields = {
         "model_hash": model_hash,
@@ -124,7 +124,7 @@ def engine_cache_key(
 ) -> str:
     """The cache key for this machine: the installed runtime's version and, for GPU runtimes, the
     GPU."""
-    from .export import runtime_version
+    from .metadata import runtime_version
 
     gpu = _gpu_here(runtime, device)
     return cache_key(
@@ -157,7 +157,7 @@ def _gpu_here(runtime: str, device: int) -> dict[str, Any]:
             return cuda_backend().select_device(device)
         except EngineError:
             return {"name": "cpu", "compute_capability": None}
-    from .export import gpu_identity
+    from .metadata import gpu_identity
 
     return gpu_identity(device)
 
@@ -211,7 +211,7 @@ def open_cached(
     ``override``: how the refusal tells the user to skip the check (default: the environment
     variable and the CLIs' flag).
     """
-    from .export import check_precision
+    from .metadata import check_precision
 
     check_precision(precision)
     verify = verify_enabled() if verify is None else bool(verify)
@@ -357,7 +357,8 @@ def _build_into_cache(
 
     ``build``: runtime, precision, batch, opset, model_hash, device, verify and override.
     """
-    from .export import CACHE_OVERRIDE, export_engine
+    from .export import export_engine
+    from .verify import CACHE_OVERRIDE
 
     path = where.path
     if progress:
@@ -385,7 +386,7 @@ def _build_into_cache(
 
 def verify_enabled() -> bool:
     """The export check of cache builds: on unless ``$ROS2_FED_VERIFY`` is 0/false/no/off."""
-    from .export import VERIFY_ENV
+    from .verify import VERIFY_ENV
 
     return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 

@@ -33,7 +33,7 @@ from .base import (
     RUNTIMES,
     SUFFIX_BY_RUNTIME,
 )
-from .export import check_precision
+from .metadata import check_precision
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,8 @@ float16, FED and everything after it in float32, with explicit Casts between
 (:mod:`.mixed_precision`); TensorRT builds it strongly typed and ONNX Runtime runs it on CPU.
 INT8 is not supported. The ONNX file carries the model hash in its ``metadata_props`` too, so
 a sidecar paired with the wrong file is caught on open. Files are written to a temporary name
-and renamed, so a crash never leaves a half-written engine under the final name.
+and renamed, so a crash never leaves a half-written engine under the final name. The sidecar
+is filled by :mod:`.metadata`, the check against eager is :mod:`.verify`.
 
 torch is imported inside the functions: ``onnx_engine`` imports this module, and opening an
 ONNX engine must not load torch.
@@ -18,31 +19,25 @@ ONNX engine must not load torch.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import numpy as np
-
 from ros2_fed.fileio import temporary_sibling
-from ros2_fed.fingerprint import FINGERPRINT_KEY, fingerprint_of
 
 from .base import (
-    ENGINE_FORMAT,
-    ENGINE_FORMAT_VERSION,
     INPUT_NAME,
     OUTPUT_NAMES,
-    PRECISIONS,
     RUNTIMES,
     EngineError,
     PathLike,
     install_engine_file,
     sidecar_path,
-    tensor_shape,
 )
+from .metadata import ONNX_META_PREFIX, check_precision, sidecar_metadata, tensorrt_metadata
+from .verify import NO_VERIFY_FLAG, verify_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -50,197 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ros2_fed.detector import FusedDetector
 
 DEFAULT_OPSET = 18
-ONNX_META_PREFIX = "ros2_fed."
-# Bump when the exported graph changes for the same detector (part of the engine cache key).
-EXPORT_GRAPH_VERSION = 2  # 2: uint8 cast first, typed fp16 backbone
-# fp16 graph vs the fp32 eager detector: what an export must meet (and the tests check).
-FP16_MIN_LABEL_AGREEMENT = 0.99
-FP16_MAX_MEAN_CONFIDENCE_DIFF = 0.01
-# Every engine build compares its output with the float32 eager detector (verify_outputs);
-# the override a refusal names: the CLIs' flag, or for the cache (fed_node) the environment.
-NO_VERIFY_FLAG = "--no-verify"
-VERIFY_ENV = "ROS2_FED_VERIFY"  # "0": the engine cache builds without the check
-CACHE_OVERRIDE = (
-    f"{VERIFY_ENV}=0 in the environment of fed_node / the cache's user, or "
-    f"{NO_VERIFY_FLAG} for fed_export and fed_bag_eval"
-)
-INT8_UNSUPPORTED = (
-    "INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes in the graph, which "
-    "ros2_fed "
-    "does not write; use fp16"
-)
-
-
-class ExportVerificationError(EngineError):
-    """A built engine's output disagrees with the float32 eager detector; nothing was installed."""
-
-
-def check_precision(precision: str) -> None:
-    """ValueError for a precision the exporter cannot write (INT8 named plainly)."""
-    if precision == "int8":
-        raise ValueError(INT8_UNSUPPORTED)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-
-
-def runtime_version(runtime: str) -> str:
-    """Installed version of a runtime ("absent" when it is not installed or cannot load)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    module = {
-        "onnxruntime": "onnxruntime",
-        "tensorrt": "tensorrt",
-        "torch": "torch",
-        "torch-tensorrt": "torch_tensorrt",
-    }.get(runtime, runtime)
-    try:
-        return str(__import__(module).__version__)
-    except Exception:  # ImportError, or torch_tensorrt's plain Exception without libnvinfer
-        return "absent"
-
-
-def gpu_identity(device: int = 0) -> dict[str, Any]:
-    """Name and compute capability of CUDA ``device`` (``{"name": "cpu", ...}`` without CUDA).
-
-    Engines compiled by TensorRT are only valid on the GPU model they were built for, so both
-    go into the sidecar and the cache key.
-    """
-    import torch
-
-    if not torch.cuda.is_available():
-        return {"name": "cpu", "compute_capability": None}
-    major, minor = torch.cuda.get_device_capability(device)
-    return {
-        "name": str(torch.cuda.get_device_name(device)),
-        "compute_capability": f"{major}.{minor}",
-    }
-
-
-def gpu_name(device: int = 0) -> str:
-    """Name of CUDA ``device``, or "cpu"."""
-    return str(gpu_identity(device)["name"])
-
-
-def engine_metadata(
-    detector: FusedDetector,
-    *,
-    runtime: str,
-    precision: str,
-    height: int,
-    width: int,
-    batch: int = 1,
-    model_hash: Optional[str] = None,
-    opset: Optional[int] = DEFAULT_OPSET,
-    extra: Optional[dict[str, Any]] = None,
-    dynamic_batch: bool = False,
-) -> dict[str, Any]:
-    """Everything a consumer (node, eval, cache) needs to know about an engine, JSON-able.
-
-    ``file_sha256`` / ``file_size`` are added by the writer once the file exists.
-    ``dynamic_batch``: the engine runs any batch from 1 to ``batch`` (else exactly ``batch``).
-    """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    check_precision(precision)
-    cfg = detector.config()
-    onnx_version = _onnx_version()
-    meta: dict[str, Any] = {
-        **_runtime_fields(runtime, precision),
-        **_io_fields(cfg, height, width, batch, dynamic_batch),
-        **_model_fields(detector, cfg, model_hash),
-        **_version_fields(opset, onnx_version),
-    }
-    meta.update(extra or {})
-    return meta
-
-
-def _onnx_version() -> str:
-    """The onnx package version, or "absent" (the sidecar says which exporter made the graph)."""
-    try:
-        import onnx
-
-        return str(onnx.__version__)
-    except ImportError:  # pragma: no cover - onnx is a runtime requirement
-        return "absent"
-
-
-def _runtime_fields(runtime: str, precision: str) -> dict[str, Any]:
-    """Format, runtime, precision and (for compiled engines) the GPU it is only valid on."""
-    gpu = (
-        gpu_identity()
-        if runtime in ("tensorrt", "torch-tensorrt")
-        else {"name": None, "compute_capability": None}
-    )
-    return {
-        "format": ENGINE_FORMAT,
-        "format_version": ENGINE_FORMAT_VERSION,
-        "runtime": runtime,
-        "runtime_version": runtime_version(runtime),
-        "precision": precision,
-        "backbone_dtype": "float16" if precision == "fp16" else "float32",
-        "fed_dtype": "float32",
-        "gpu_name": gpu["name"],
-        "gpu_compute_capability": gpu["compute_capability"],
-    }
-
-
-def _io_fields(
-    cfg: dict[str, Any], height: int, width: int, batch: int, dynamic_batch: bool
-) -> dict[str, Any]:
-    """The input tensor and the two outputs, as a caller must feed and read them."""
-    return {
-        "input_name": INPUT_NAME,
-        "input_dtype": "uint8",
-        "input_layout": "BHWC, RGB, 0..255",
-        "input_tensor_shape": tensor_shape(height, width, batch),
-        "input_shape": [int(height), int(width)],
-        "dynamic_batch": bool(dynamic_batch),
-        "outputs": {
-            "labels": {"dtype": "uint8", "shape": [int(batch), int(height), int(width)]},
-            "confidence": {
-                "dtype": cfg["confidence_dtype"],
-                "shape": [int(batch), int(height), int(width)],
-                "range": [0.0, 1.0],
-                "meaning": "1 = certain",
-            },
-        },
-    }
-
-
-def _model_fields(
-    detector: FusedDetector, cfg: dict[str, Any], model_hash: Optional[str]
-) -> dict[str, Any]:
-    """What the engine computes: model hash, score, classes and the backbone fingerprint."""
-    from ros2_fed.detector import detector_hash
-
-    return {
-        "model_hash": model_hash or detector_hash(detector),
-        "score": cfg["score"],
-        "postprocess": cfg["postprocess"],
-        "confidence_mapping": cfg["confidence_mapping"],
-        "fed_variant": cfg["fed_variant"],
-        "num_classes": cfg["num_classes"],
-        "class_names": cfg["class_names"],
-        "palette": cfg["palette"],
-        "detector": cfg,
-        FINGERPRINT_KEY: fingerprint_of(detector.backbone).to_json(),
-    }
-
-
-def _version_fields(opset: Optional[int], onnx_version: str) -> dict[str, Any]:
-    """The software that built the engine, and when."""
-    import torch
-
-    from ros2_fed import __version__
-
-    return {
-        "opset": opset,
-        "export_graph_version": EXPORT_GRAPH_VERSION,
-        "torch_version": str(torch.__version__),
-        "onnx_version": onnx_version,
-        "ros2_fed_version": __version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _export_to_proto(
@@ -302,8 +106,8 @@ def export_onnx(
     ``precision``: "fp32", or "fp16" (float16 backbone, float32 FED; see :mod:`.mixed_precision`).
     The file is checked with ``onnx.checker`` before it is moved into place. ``verify``
     (default) also runs it once in ONNX Runtime (CPU) against the float32 eager detector on a
-    random image and refuses an export that disagrees (:func:`verify_outputs`; the error names
-    ``override``, how to skip the check). The sidecar records ``"verified"``.
+    random image and refuses an export that disagrees (:func:`.verify.verify_outputs`; the
+    error names ``override``, how to skip the check). The sidecar records ``"verified"``.
     """
     import torch
 
@@ -316,7 +120,7 @@ def export_onnx(
     device = next(iter(detector.parameters()), torch.empty(0)).device
     example = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=device)
     dynamic = batch > 1 if dynamic_batch is None else bool(dynamic_batch)
-    metadata = engine_metadata(
+    metadata = sidecar_metadata(
         detector,
         runtime="onnxruntime",
         precision=precision,
@@ -394,92 +198,12 @@ def _write_verified_onnx(
     try:
         onnx.save(proto, str(tmp))
         if verify:
-            _verify_onnx(tmp, detector, example, path, precision, override)
+            verify_onnx(tmp, detector, example, path, precision, override)
             if dynamic and batch > 1:  # a backbone that bakes the traced batch in fails here
-                _verify_onnx(tmp, detector, example[:1], path, precision, override)
+                verify_onnx(tmp, detector, example[:1], path, precision, override)
         install_engine_file(tmp, path, metadata)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def parity(
-    labels: np.ndarray, confidence: np.ndarray, ref_labels: np.ndarray, ref_confidence: np.ndarray
-) -> dict[str, float]:
-    """Label agreement and confidence differences of one output against a reference."""
-    diff = np.abs(np.asarray(confidence, np.float32) - np.asarray(ref_confidence, np.float32))
-    return {
-        "label_agreement": float(np.mean(np.asarray(labels) == np.asarray(ref_labels))),
-        "confidence_mean_abs_diff": float(diff.mean()),
-        "confidence_max_abs_diff": float(diff.max()),
-    }
-
-
-def parity_ok(stats: dict[str, float], precision: str) -> bool:
-    """The acceptance rule for ``precision`` against the float32 reference."""
-    if precision == "fp16":
-        return (
-            stats["label_agreement"] >= FP16_MIN_LABEL_AGREEMENT
-            and stats["confidence_mean_abs_diff"] <= FP16_MAX_MEAN_CONFIDENCE_DIFF
-        )
-    return stats["label_agreement"] >= 0.999 and stats["confidence_max_abs_diff"] <= 1e-3
-
-
-def verify_outputs(
-    labels: Any,
-    confidence: Any,
-    detector: FusedDetector,
-    example: torch.Tensor,
-    name: PathLike,
-    what: str,
-    precision: str,
-    override: str,
-) -> dict[str, float]:
-    """The one export check: an engine's ``(labels, confidence)`` for ``example`` against the
-    float32 eager detector (:func:`parity_ok`: fp32 confidence within 1e-3 and labels 99.9 %,
-    fp16 mean confidence within 0.01 and labels 99 %). ExportVerificationError naming
-    ``override`` when it disagrees; returns the parity figures."""
-    import torch
-
-    with torch.no_grad():
-        ref_labels, ref_conf = detector(example)
-    stats = parity(
-        np.asarray(labels),
-        np.asarray(confidence, np.float32),
-        ref_labels.cpu().numpy(),
-        ref_conf.float().cpu().numpy(),
-    )
-    if not parity_ok(stats, precision):
-        raise ExportVerificationError(
-            f"{name}: {what} ({precision}) disagrees with the float32 eager detector "
-            f"(confidence mean diff {stats['confidence_mean_abs_diff']:.2e}, max "
-            f"{stats['confidence_max_abs_diff']:.2e}, labels agree "
-            f"{stats['label_agreement']:.4%}); "
-            f"refused, nothing written. To use it anyway: {override}"
-        )
-    return stats
-
-
-def run_onnx(onnx_path: PathLike, example: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, confidence)`` of an ONNX file for ``example`` in ONNX Runtime (CPU)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    labels, confidence = session.run(list(OUTPUT_NAMES), {INPUT_NAME: example.cpu().numpy()})
-    return labels, confidence
-
-
-def _verify_onnx(
-    onnx_path: Path,
-    detector: FusedDetector,
-    example: torch.Tensor,
-    name: Path,
-    precision: str,
-    override: str = NO_VERIFY_FLAG,
-) -> None:
-    labels, confidence = run_onnx(onnx_path, example)
-    verify_outputs(
-        labels, confidence, detector, example, name, "ONNX Runtime", precision, override
-    )
 
 
 def export_engine(
@@ -509,9 +233,9 @@ def export_engine(
     fused bundle ``NAME.safetensors`` + ``NAME.json``.
 
     ``verify`` (default): the built output is compared with the float32 eager detector before
-    anything is moved into place (:func:`verify_outputs`; ONNX Runtime for the onnxruntime and
-    tensorrt ONNX, the compiled module for torch-tensorrt; the torch bundle is the eager
-    detector). A refusal names ``override``.
+    anything is moved into place (:func:`.verify.verify_outputs`; ONNX Runtime for the
+    onnxruntime and tensorrt ONNX, the compiled module for torch-tensorrt; the torch bundle is
+    the eager detector). A refusal names ``override``.
     """
     path = Path(path)
     if runtime not in RUNTIMES:
@@ -599,19 +323,3 @@ def _export_tensorrt(
         staged.unlink(missing_ok=True)
         sidecar_path(staged).unlink(missing_ok=True)
     return result
-
-
-def tensorrt_metadata(onnx_meta: dict[str, Any], device: int = 0) -> dict[str, Any]:
-    """The sidecar of a TensorRT engine built from an ONNX export (before the engine exists)."""
-    gpu = gpu_identity(device)
-    meta = dict(onnx_meta)
-    meta.update(
-        runtime="tensorrt",
-        runtime_version=runtime_version("tensorrt"),
-        gpu_name=gpu["name"],
-        gpu_compute_capability=gpu["compute_capability"],
-    )
-    for key in ("file_sha256", "file_size"):
-        meta.pop(key, None)
-    meta["onnx_sha256"] = onnx_meta["file_sha256"]
-    return meta

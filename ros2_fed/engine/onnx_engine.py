@@ -37,7 +37,7 @@ from .base import (
     check_file_integrity,
     read_sidecar,
 )
-from .export import ONNX_META_PREFIX
+from .metadata import ONNX_META_PREFIX
 
 PROVIDER_PREFERENCE = (
     "TensorrtExecutionProvider",

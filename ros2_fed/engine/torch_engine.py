@@ -58,13 +58,13 @@ def save_bundle(
 
     from ros2_fed.checkpoint import save_checkpoint
 
-    from .export import engine_metadata
+    from .metadata import sidecar_metadata
 
     path = Path(path)
     if path.suffix not in ("", ".safetensors", ".json"):
         raise ValueError(f"{path}: a torch bundle is NAME.safetensors (+ NAME.json)")
     # A bundle's model_hash is always the tensor hash: load_bundle re-hashes and compares.
-    meta = engine_metadata(
+    meta = sidecar_metadata(
         detector,
         runtime="torch",
         precision=precision,
@@ -147,7 +147,7 @@ def _torch_metadata(
     """The engine's metadata: a copy of ``metadata`` when it is for this input size, else made
     from the detector (keeping a given model hash); input size from the argument, the metadata
     or the detector, in that order."""
-    from .export import engine_metadata
+    from .metadata import sidecar_metadata
 
     if input_shape is None:
         if metadata is not None:
@@ -161,7 +161,7 @@ def _torch_metadata(
     height, width = as_hw(input_shape)
     if metadata is None or tuple(as_hw(metadata["input_tensor_shape"])) != (height, width):
         base = metadata
-        metadata = engine_metadata(
+        metadata = sidecar_metadata(
             detector,
             runtime="torch",
             precision=precision,

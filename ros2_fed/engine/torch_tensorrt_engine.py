@@ -71,10 +71,10 @@ def build_torch_tensorrt(
     + sidecar.
 
     ``verify``: the compiled module's output on a random image against the eager detector
-    (``export.verify_outputs``) before the file is moved into place."""
+    (``verify.verify_outputs``) before the file is moved into place."""
     from ros2_fed.fileio import temporary_sibling
 
-    from .export import check_precision
+    from .metadata import check_precision
     from .mixed_precision import export_graph
 
     path = Path(path)
@@ -121,9 +121,9 @@ def _program_metadata(
 ) -> dict[str, Any]:
     """The sidecar: the engine metadata for the GPU the program is compiled on (and only valid
     on). ``shape``: height, width and batch."""
-    from .export import engine_metadata
+    from .metadata import sidecar_metadata
 
-    meta = engine_metadata(
+    meta = sidecar_metadata(
         detector,
         runtime="torch-tensorrt",
         precision=precision,
@@ -166,7 +166,7 @@ def _verify_compiled(
     """The compiled module on a random image against the eager detector, on the same GPU."""
     import torch
 
-    from .export import verify_outputs
+    from .verify import verify_outputs
 
     cuda = example.device
     check = torch.randint(0, 256, example.shape, dtype=torch.uint8, device=cuda)

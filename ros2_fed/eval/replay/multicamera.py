@@ -38,14 +38,14 @@ from typing import Any, Callable, Optional
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import report as rep
-from ros2_fed.eval.replay.cli import (
+from ros2_fed.eval.replay.errors import OutputExistsError, UsageError
+from ros2_fed.eval.replay.evaluation import (
     OUTPUT_BAG,
     BagEvaluation,
-    _failure,
-    _percentiles,
-    _prepare_out,
+    failure_of,
+    percentiles,
+    prepare_out,
 )
-from ros2_fed.eval.replay.errors import OutputExistsError, UsageError
 from ros2_fed.eval.replay.scoring import EXACT_PIXEL_LIMIT, Scorer
 
 IMAGE_SUFFIXES = ("image_raw", "image_raw/compressed", "image", "image/compressed")
@@ -257,7 +257,7 @@ def _pooled_section(pool: Pool, reports: list[dict[str, Any]]) -> dict[str, Any]
             "counts": counts,
             "detection": pooled_detection([r["alerts"].get("detection") for r in reports]),
         },
-        "latency_ms": {**_percentiles(pool.latencies), "what": reports[0]["latency_ms"]["what"]},
+        "latency_ms": {**percentiles(pool.latencies), "what": reports[0]["latency_ms"]["what"]},
         "throughput_fps": evaluated / pool.processing_s if pool.processing_s else None,
         "throughput_what": "frames / summed decode + inference time (cameras run one after "
         "another in one process)",
@@ -290,7 +290,7 @@ def evaluate(
     partial["cameras"] = [c.name for c in cameras]
     out = Path(args.out)
     _check_out(out, cameras, args.overwrite)
-    _prepare_out(out, args.overwrite)  # no stale report or output bag next to the new ones
+    prepare_out(out, args.overwrite)  # no stale report or output bag next to the new ones
     pool, reports = Pool(), []
     for cam in cameras:
         partial["camera"] = cam.name
@@ -485,7 +485,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         md, report = evaluate(args, partial, log)
     except BaseException as exc:
-        failure = _failure(exc)
+        failure = failure_of(exc)
         if failure is None:
             raise
         message, code = failure
