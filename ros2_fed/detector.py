@@ -375,12 +375,18 @@ class FusedDetector(nn.Module):
             size = (max(1, round(base[0] * self.fed_rate)), max(1, round(base[1] * self.fed_rate)))
             fed_logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         wrong, small_labels = self._wrongness(fed_logits, features)
-        if self.postprocess_name != "none":
-            if small_labels is None and self.postprocess_name == "sml":
-                small_labels = fed_logits.argmax(dim=1)
+        if self.postprocess_name == "sml":
+            # At image resolution, as the FED authors run it: the score upsampled first, the
+            # boundaries from the labels the node publishes.
+            wrong = F.interpolate(wrong, size=out_size, mode="bilinear", align_corners=False)
+            wrong = self.post(wrong, labels.long())
+        elif self.postprocess_name != "none":
             wrong = self.post(wrong, small_labels)
         confidence = self._to_confidence(wrong, fed_logits.shape[1])
-        confidence = F.interpolate(confidence, size=out_size, mode="bilinear", align_corners=False)
+        if tuple(confidence.shape[-2:]) != out_size:
+            confidence = F.interpolate(
+                confidence, size=out_size, mode="bilinear", align_corners=False
+            )
         confidence = confidence.clamp(0.0, 1.0)[:, 0]
         return labels, confidence.to(self.confidence_dtype)
 

@@ -340,18 +340,24 @@ def test_input_resize_fed_rate_and_postprocess(backbone: StandIn) -> None:
     assert torch.equal(labels, ref_labels.to(torch.uint8))
 
 
-def test_sml_postprocess_uses_fed_resolution_labels(backbone: StandIn) -> None:
+def test_sml_postprocess_runs_at_image_resolution(backbone: StandIn) -> None:
+    """As the FED authors run it: p_wrong upsampled to the image first, boundaries from the
+    argmax of the upsampled logits (the labels the node publishes), then SML's suppression and
+    dilated smoothing at image resolution."""
     fed = _fed_for(backbone)
     det = FusedDetector(backbone, fed, postprocess="sml")
     images = _images(1, 40, 56)
     with torch.no_grad():
-        _, conf = det(images)
+        labels, conf = det(images)
         logits, _ = _reference(backbone, images)
-        p = make_postprocess("sml")(fed.p_wrong(logits), logits.argmax(1))
-        ref = F.interpolate(1 - p, size=(40, 56), mode="bilinear", align_corners=False)[
-            :, 0
-        ].clamp(0, 1)
+        up = F.interpolate(logits, size=(40, 56), mode="bilinear", align_corners=False)
+        p = F.interpolate(fed.p_wrong(logits), size=(40, 56), mode="bilinear", align_corners=False)
+        ref = (1 - make_postprocess("sml")(p, up.argmax(1)))[:, 0].clamp(0, 1)
+        at_quarter = make_postprocess("sml")(fed.p_wrong(logits), logits.argmax(1))
+        quarter = F.interpolate(1 - at_quarter, size=(40, 56), mode="bilinear")[:, 0]
+    assert torch.equal(labels, up.argmax(1).to(torch.uint8))
     torch.testing.assert_close(conf, ref, rtol=0, atol=2e-5)
+    assert (conf - quarter.clamp(0, 1)).abs().max() > 1e-3  # not the 1/4-resolution filter
     # score "sml" defaults to SML's own post-processing, statistics from the FED standardiser
     sml = FusedDetector(backbone, fed, score="sml")
     assert sml.postprocess_name == "sml"

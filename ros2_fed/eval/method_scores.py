@@ -92,12 +92,18 @@ class MethodScores:
             )
         return out
 
-    def _fed(self, logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        labels = logits.argmax(dim=1)
+    def _fed(
+        self, logits: torch.Tensor, features: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """FED's scores; SML post-processing runs at image resolution (``size``) as the FED
+        authors run it: p_wrong and logits upsampled first, boundaries from the argmax. The
+        Gaussian stays at FED's resolution (the paper's 7x7 filter is sized for it)."""
+        at_image = self.settings.fed_postprocess == "sml"
+        labels = (resize(logits, size) if at_image else logits).argmax(dim=1)
         out = {}
         for name, fed in self.feds.items():
             p = fed.p_wrong(logits, features if fed.cfg.conditional else None)
-            out[name] = self.fed_post(p, labels)
+            out[name] = self.fed_post(resize(p, size) if at_image else p, labels)
         return out
 
     @torch.inference_mode()
@@ -107,7 +113,7 @@ class MethodScores:
         """(logits at label resolution, {method: score (H, W)}) for one image batch of 1."""
         logits, features = infer(self.backbone, images)
         if not self.settings.tta_scales:
-            maps = {**self._fed(logits, features), **self._baselines(logits, size)}
+            maps = {**self._fed(logits, features, size), **self._baselines(logits, size)}
         else:
             # Paper TTA: scales (1, 1/2, 1/4) with FED's inputs upsampled 4x (FED at 1/4, 1/2, 1 of
             # the image resolution), every score averaged at label resolution. The segmentation
@@ -116,7 +122,7 @@ class MethodScores:
             for out in multiscale(self.backbone, images, self.settings.tta_scales):
                 up = tuple(4 * s for s in out.logits.shape[-2:])
                 per_scale = {
-                    **self._fed(resize(out.logits, up), resize(out.features, up)),
+                    **self._fed(resize(out.logits, up), resize(out.features, up), size),
                     **self._baselines(out.logits, size),
                 }
                 for k, v in per_scale.items():
