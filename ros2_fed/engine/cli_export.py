@@ -242,8 +242,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ) as exc:
         print(f"fed_export: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # disk full, file-size limit, read-only folder: nothing was installed
+        print(write_error_line(exc, args), file=sys.stderr)
+        return 1
     _say_engine(say, path, meta)
     return 0
+
+
+def write_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """One line naming the file and the OS's reason (the engine files are written to temporary
+    names and renamed, so a failed write leaves earlier files as they were)."""
+    reason = exc.strerror or str(exc)
+    name = Path(exc.filename) if exc.filename else None
+    if args.out:
+        target = _output_path(args.out, args.runtime)
+        where = str(target)
+    else:
+        from ros2_fed.paths import engine_cache_dir
+
+        target = engine_cache_dir()
+        where = f"the engine cache {target} (ROS2_FED_CACHE or --out choose another folder)"
+    ours = name is None or name.parent == target.parent or name in target.parents
+    if ours or target in name.parents:
+        return f"fed_export: error: cannot write {where}: {reason}"
+    return f"fed_export: error: {name}: {reason}"
 
 
 def _checked_precision_and_score(
