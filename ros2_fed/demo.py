@@ -10,20 +10,24 @@ cores.
 
 Everything lands in ``runs/demo/`` (``--out``): ``synthroad_drive/`` (the input bag) and
 ``report/`` (report.md, report.json, mosaic_worst.png / mosaic_best.png, alerts.png,
-overlay.png: camera | overlay at three frames, output_bag/ for Foxglove or ``ros2 bag play``,
-node.log). Re-running replaces them.
+overlay.png: camera | overlay at three frames with a colour bar, summary.md / summary.json: the
+run's figures and the machine, output_bag/ for Foxglove or ``ros2 bag play``, node.log).
+Re-running replaces them.
 ``--offline`` runs the engine in-process instead of through the node (no ROS 2 graph).
+``--docs docs`` (``make demo-docs``) also writes the figures into the documentation:
+docs/demo.md, docs/demo_results.json and docs/demo_{alerts,overlay,mosaic_worst}.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ros2_fed.paths import default_models_dir
 from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
@@ -57,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded default model, which the node then finds by itself)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="also write the run's figures page, JSON and pictures into this docs folder",
+    )
     return p
 
 
@@ -86,6 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not _render_bag(args, bag):
         print("ros2_fed demo: writing the bag failed", file=sys.stderr)
         return 1
+    timings = {"render": time.monotonic() - start}
     code = _evaluate_bag(args, models, bag, report_dir, step)
     if code != 0:
         print(
@@ -94,14 +105,56 @@ def main(argv: Optional[list[str]] = None) -> int:
             file=sys.stderr,
         )
         return code
+    timings["evaluate"] = time.monotonic() - start - timings["render"]
+    _write_figures(args, models, report_dir, timings, start)
+    step("done")
+    _print_outputs(report_dir, start)
+    return 0
+
+
+def _write_figures(
+    args: argparse.Namespace,
+    models: Path,
+    report_dir: Path,
+    timings: dict[str, float],
+    start: float,
+) -> None:
+    """Step 3: the overlay picture, the run's summary (and, with --docs, the docs' copies)."""
+    from ros2_fed import demo_results
+    from ros2_fed.eval.replay.report import metrics_table
+
+    report = json.loads((report_dir / "report.json").read_text())
+    vmin, vmax, threshold = colour_scale(models, report)
     overlay_strip(
         report_dir / "output_bag",
         report_dir / "overlay.png",
         [round(args.frames * f) for f in (0.25, 0.58, 0.92)],
+        scale=(vmin, vmax, threshold),
     )
-    step("done")
-    _print_outputs(report_dir, start)
-    return 0
+    timings["total"] = time.monotonic() - start
+    summary = demo_results.summarize(report, timings)
+    table = metrics_table(report)
+    demo_results.write_summary(report_dir, summary, table)
+    if args.docs is not None:
+        for path in demo_results.publish(report_dir, args.docs, summary, table):
+            print(f"docs:       {path}")
+
+
+def colour_scale(models: Path, report: dict[str, Any]) -> tuple[float, float, float]:
+    """The overlay's colour range and the alert threshold the run used: its parameters over
+    the default FED's calibration (what fed_node resolves the same way)."""
+    from ros2_fed.pipeline import resolve_from_model
+
+    fed_json = models / f"{DEFAULT_FED}.json"
+    calibration = (
+        json.loads(fed_json.read_text()).get("calibration") if fed_json.is_file() else None
+    )
+    merged = resolve_from_model(report.get("params") or {}, calibration)
+    return (
+        float(merged["viz.confidence_min"]),
+        float(merged["viz.confidence_max"]),
+        float(merged["alerts.confidence_threshold"]),
+    )
 
 
 def _missing_default_model(models: Path) -> list[str]:
@@ -206,14 +259,17 @@ def overlay_strip(
     frames: list[int],
     camera: str = "/camera/image_raw",
     overlay: str = "/fed_node/overlay",
+    scale: tuple[float, float, Optional[float]] = (0.0, 1.0, None),
 ) -> None:
-    """Camera | overlay side by side for the given frame indices, one row each (the picture the
-    README shows: red = uncertain, blue = certain)."""
+    """Camera | overlay side by side for the given frame indices, one row each, with frame
+    numbers, a caption and a colour bar for ``scale`` = (vmin, vmax, alert threshold) (the
+    picture the README shows: red = uncertain, blue = certain)."""
     import cv2
     import numpy as np
     from rosbags.highlevel import AnyReader
 
     from ros2_fed import codec
+    from ros2_fed.figures import overlay_figure
 
     images: dict[str, list[np.ndarray]] = {camera: [], overlay: []}
     with AnyReader([output_bag]) as reader:
@@ -222,9 +278,10 @@ def overlay_strip(
             msg = reader.deserialize(raw, connection.msgtype)
             images[connection.topic].append(codec.decode_rgb8(msg).image)
     pairs = list(zip(images[camera], images[overlay]))
-    rows = [np.concatenate(pairs[i], axis=1) for i in frames if i < len(pairs)]
+    rows = [(i, *pairs[i]) for i in frames if i < len(pairs)]
     if rows:
-        cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+        figure = overlay_figure(rows, *scale)
+        cv2.imwrite(str(out), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
 
 
 if __name__ == "__main__":

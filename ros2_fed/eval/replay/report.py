@@ -204,96 +204,14 @@ def timeline_image(
     region_sizes: Sequence[Optional[float]],
     presence: Sequence[Optional[bool]],
     width: int = 900,
-    height: int = 220,
 ) -> np.ndarray:
-    """Per frame: the alert rule's region size (white line, WARN / ERROR limits as lines), the
-    published alert level (band: green / orange / red) and, under it, the ground truth: is an
-    unknown object of >= 100 px visible (white = yes, dark = no OOD pixel, grey = smaller bits or
-    no ground truth)."""
-    import cv2
+    """The alert timeline (``ros2_fed.figures.alert_timeline``: region size on a scale with the
+    WARN / ERROR limits, alert level band, ground-truth band, frame numbers, legend)."""
+    from ros2_fed.figures import alert_timeline
 
-    img = np.full((height, width, 3), 24, np.uint8)
-    n = max(len(stats), 1)
-    band, gap, legend = 16, 4, 22
-    truth_y0 = height - legend - band
-    level_y0 = truth_y0 - gap - band
-    plot_h = level_y0 - gap
-    _draw_timeline_bands(img, levels, presence, n, band, level_y0, truth_y0)
-    _draw_region_sizes(img, region_sizes, warn_size, error_size, n, plot_h)
-    cv2.putText(
-        img,
-        "largest uncertain region (white) vs WARN/ERROR limits; alert level band; "
-        "truth: unknown object >= 100 px (white)",
-        (6, height - 7),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.36,
-        (230, 230, 230),
-        1,
-        cv2.LINE_AA,
+    return alert_timeline(
+        [s.index for s in stats], levels, warn_size, error_size, region_sizes, presence, width
     )
-    return img
-
-
-def _timeline_x_range(i: int, width: int, n: int) -> tuple[int, int]:
-    """Columns of frame ``i`` of ``n`` (at least one pixel wide)."""
-    x0 = int(i * width / n)
-    return x0, max(int((i + 1) * width / n), x0 + 1)
-
-
-def _draw_timeline_bands(
-    img: np.ndarray,
-    levels: list[Optional[int]],
-    presence: Sequence[Optional[bool]],
-    n: int,
-    band: int,
-    level_y0: int,
-    truth_y0: int,
-) -> None:
-    """The alert level band and, under it, the ground-truth band, one column per frame."""
-    width = img.shape[1]
-    colours = {0: (40, 160, 60), 1: (240, 160, 0), 2: (220, 40, 40), 3: (120, 120, 120)}
-    truth_colours = {True: (250, 250, 250), False: (50, 50, 50), None: (120, 120, 120)}
-    for i, level in enumerate(levels):
-        x0, x1 = _timeline_x_range(i, width, n)
-        img[level_y0 : level_y0 + band, x0:x1] = (
-            colours.get(level, (60, 60, 60)) if level is not None else (60, 60, 60)
-        )
-    for i, present in enumerate(presence):
-        x0, x1 = _timeline_x_range(i, width, n)
-        img[truth_y0 : truth_y0 + band, x0:x1] = truth_colours[present]
-
-
-def _draw_region_sizes(
-    img: np.ndarray,
-    region_sizes: Sequence[Optional[float]],
-    warn_size: float,
-    error_size: float,
-    n: int,
-    plot_h: int,
-) -> None:
-    """The alert rule's region size per frame (white line) against the WARN / ERROR limits."""
-    import cv2
-
-    width = img.shape[1]
-    top = max([error_size * 1.5] + [s for s in region_sizes if s is not None])
-
-    def y_of(v: float) -> int:
-        return int(round(4 + (1.0 - min(max(v / top, 0.0), 1.0)) * (plot_h - 8)))
-
-    for v, colour in ((warn_size, (240, 160, 0)), (error_size, (220, 40, 40))):
-        cv2.line(img, (0, y_of(v)), (width - 1, y_of(v)), colour, 1, cv2.LINE_AA)
-    points = np.array(
-        [
-            [int((i + 0.5) * width / n), y_of(v)]
-            for i, v in enumerate(region_sizes)
-            if v is not None
-        ],
-        np.int32,
-    )
-    if len(points) > 1:
-        cv2.polylines(img, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
-    for p in points:
-        cv2.circle(img, (int(p[0]), int(p[1])), 2, (255, 255, 255), -1, cv2.LINE_AA)
 
 
 def detection_lines(detection: Optional[dict[str, Any]]) -> list[str]:
