@@ -32,7 +32,10 @@ On-disk layout written by ``write_dataset`` / ``fed_synthroad`` (``{id}`` =
     {out}/synthroad.json                                           generator settings and counts
 
 Modules: :mod:`.scene` draws the street, camera and objects (no pixels), :mod:`.render` turns
-a scene into frames (single images and drives), :mod:`.io` writes and reads the layout above.
+a scene into frames (single images and drives), :mod:`.io` writes and reads the layout above,
+:mod:`.void` adds unlabelled void clutter to chosen splits (``fed_synthroad --void-clutter``;
+docs/synthroad_void.md), drawn by :mod:`.void_ground` and :mod:`.void_things` on the
+:mod:`.canvas` every object shares.
 Each image is rendered from ``np.random.default_rng([seed, split code, index])``, so it depends
 only on (seed, split, index): more images never change the first ones.
 """
@@ -46,6 +49,7 @@ from .io import (
     SynthRoadDataset,
     image_id,
     render_indexed,
+    sample_indexed,
     write_dataset,
     write_frame,
 )
@@ -71,6 +75,7 @@ from .scene import (
     Scene,
     sample_scene,
 )
+from .void import VOID_FAMILIES, VoidClutter, add_void_clutter
 
 __all__ = [
     "BUILDING",
@@ -90,9 +95,12 @@ __all__ = [
     "TERRAIN",
     "TRAIN_IDS_USED",
     "TRUCK",
+    "VOID_FAMILIES",
     "VEGETATION",
     "VERSION",
+    "VoidClutter",
     "WALL",
+    "add_void_clutter",
     "Camera",
     "Frame",
     "Obj",
@@ -104,6 +112,7 @@ __all__ = [
     "render_scene",
     "render_scene_full",
     "render_sequence",
+    "sample_indexed",
     "sample_scene",
     "write_dataset",
     "write_frame",

@@ -16,8 +16,9 @@ from training.datasets.cityscapes import (
     CityscapesDataset,
 )
 
-from .render import Frame, render_scene_full
-from .scene import TRAIN_IDS_USED
+from .render import Frame, render_frame, render_scene_full
+from .scene import TRAIN_IDS_USED, Camera, Scene, sample_scene
+from .void import VoidClutter, add_void_clutter, clutter_rng
 
 VERSION = 1
 CITY = "synthroad"
@@ -30,11 +31,38 @@ def image_id(split: str, index: int) -> str:
     return f"{CITY}_{SPLITS[split]:06d}_{index:06d}"
 
 
-def render_indexed(seed: int, split: str, index: int, height: int, width: int) -> Frame:
-    """The frame ``(seed, split, index)`` -- identical wherever and in whatever order it is
-    rendered."""
+def sample_indexed(
+    seed: int,
+    split: str,
+    index: int,
+    height: int,
+    width: int,
+    clutter: Optional[VoidClutter] = None,
+) -> tuple[Scene, Camera, np.random.Generator]:
+    """The scene of frame ``(seed, split, index)`` with its void clutter (if ``clutter`` applies
+    to ``split``), and the generator left for its sensor noise."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    return render_scene_full(rng, height, width, ood=(split == "ood"))
+    scene, cam = sample_scene(rng, height, width, ood=(split == "ood"))
+    if clutter is not None and clutter.applies(split):
+        add_void_clutter(scene, cam, clutter_rng(seed, SPLITS[split], index), clutter.share)
+    return scene, cam, rng
+
+
+def render_indexed(
+    seed: int,
+    split: str,
+    index: int,
+    height: int,
+    width: int,
+    clutter: Optional[VoidClutter] = None,
+) -> Frame:
+    """The frame ``(seed, split, index)`` -- identical wherever and in whatever order it is
+    rendered. Void clutter draws from its own stream: without it (``clutter`` None, share 0 or
+    another split) the frame is exactly the clutter-free one."""
+    if clutter is None or not clutter.applies(split):
+        rng = np.random.default_rng([seed, SPLITS[split], index])
+        return render_scene_full(rng, height, width, ood=(split == "ood"))
+    return render_frame(*sample_indexed(seed, split, index, height, width, clutter))
 
 
 def write_frame(out: PathLike, split: str, index: int, frame: Frame) -> str:
@@ -52,9 +80,10 @@ def write_frame(out: PathLike, split: str, index: int, frame: Frame) -> str:
     return name
 
 
-def _render_and_write(job: tuple[str, int, str, int, int, int]) -> str:
-    out, seed, split, index, height, width = job
-    return write_frame(out, split, index, render_indexed(seed, split, index, height, width))
+def _render_and_write(job: tuple[str, int, str, int, int, int, VoidClutter]) -> str:
+    out, seed, split, index, height, width, clutter = job
+    frame = render_indexed(seed, split, index, height, width, clutter)
+    return write_frame(out, split, index, frame)
 
 
 def _remove_stale(out: Path, split: str, count: int) -> None:
@@ -73,6 +102,31 @@ def _remove_stale(out: Path, split: str, count: int) -> None:
                 path.unlink()
 
 
+_FILES = {
+    "image": f"leftImg8bit/{{split}}/{CITY}/{{id}}{IMAGE_SUFFIX}",
+    "label_ids": f"gtFine/{{split}}/{CITY}/{{id}}{LABEL_IDS_SUFFIX}",
+    "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
+    "ood": f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)",
+    "fishyscapes": f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png",
+}
+
+
+def _run(jobs: list[tuple], workers: int, progress: Optional[Any]) -> None:
+    """Render and write ``jobs``, in ``workers`` processes when more than one."""
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=4):
+                if progress is not None:
+                    progress(1)
+        return
+    for job in jobs:
+        _render_and_write(job)
+        if progress is not None:
+            progress(1)
+
+
 def write_dataset(
     out: PathLike,
     counts: dict[str, int],
@@ -81,10 +135,16 @@ def write_dataset(
     seed: int = 0,
     workers: int = 1,
     progress: Optional[Any] = None,
+    void_clutter: Optional[VoidClutter] = None,
 ) -> dict[str, Any]:
     """Render and write every split in ``counts``; ``progress(n)`` is called after each image.
     Frames of those splits left over from an earlier run with larger counts are deleted (other
-    splits are left alone). Returns the metadata also stored in ``synthroad.json``."""
+    splits are left alone). ``void_clutter``: unlabelled clutter rendered into some splits
+    (default none). Returns the metadata also stored in ``synthroad.json``."""
+    clutter = void_clutter if void_clutter is not None else VoidClutter()
+    for split in clutter.splits:
+        if split not in SPLITS:
+            raise ValueError(f"void clutter split {split!r}; choose from {', '.join(SPLITS)}")
     for split, n in counts.items():
         if split not in SPLITS:
             raise ValueError(f"unknown synthroad split {split!r}; choose from {', '.join(SPLITS)}")
@@ -95,20 +155,11 @@ def write_dataset(
     for split, n in counts.items():
         _remove_stale(out, split, n)
     jobs = [
-        (str(out), seed, split, i, height, width) for split, n in counts.items() for i in range(n)
+        (str(out), seed, split, i, height, width, clutter)
+        for split, n in counts.items()
+        for i in range(n)
     ]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=4):
-                if progress is not None:
-                    progress(1)
-    else:
-        for job in jobs:
-            _render_and_write(job)
-            if progress is not None:
-                progress(1)
+    _run(jobs, workers, progress)
     meta = {
         "generator": "synthroad",
         "version": VERSION,
@@ -118,17 +169,8 @@ def write_dataset(
         "counts": dict(counts),
         "city": CITY,
         "train_ids_used": list(TRAIN_IDS_USED),
-        "files": {
-            "image": f"leftImg8bit/{{split}}/{CITY}/{{id}}{IMAGE_SUFFIX}",
-            "label_ids": f"gtFine/{{split}}/{CITY}/{{id}}{LABEL_IDS_SUFFIX}",
-            "train_ids": f"gtFine/{{split}}/{CITY}/{{id}}{TRAIN_IDS_SUFFIX}",
-            "ood": (
-                f"gtFine/{{split}}/{CITY}/{{id}}{OOD_SUFFIX} (0 in-distribution, 1 OOD, 255 void)"
-            ),
-            "fishyscapes": (
-                f"{FISHYSCAPES_DIR}/original/{{id}}.png + {FISHYSCAPES_DIR}/labels/{{id}}.png"
-            ),
-        },
+        "void_clutter": clutter.meta(),
+        "files": _FILES,
     }
     write_json(out / "synthroad.json", meta)
     return meta
