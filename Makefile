@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv lint test test-fast demo default-model clean
+.PHONY: venv lint test test-fast demo demo-docs docs default-model clean
 
 # Re-run the install whenever a requirement file or the package definition changes.
 $(STAMP): requirements/runtime.txt requirements/test.txt requirements/no-deps.txt setup.py setup.cfg
@@ -39,6 +39,16 @@ test-fast: venv
 
 demo: venv
 	$(PY) -m ros2_fed.demo
+
+# The demo, then its figures (timings, latency, recall, the machine) and pictures into docs/
+# (docs/demo.md, docs/demo_results.json, docs/demo_*.png): the numbers the docs show.
+demo-docs: venv
+	$(PY) -m ros2_fed.demo --docs docs
+
+# The documentation site (MkDocs + Material, mkdocs.yml) into site/; --strict: a broken link or
+# a page missing from the navigation fails.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # Reproduce the shipped default model (synthroad -> TinySeg -> FED-U/FED-C -> eval) into models/.
 default-model: venv

@@ -78,6 +78,8 @@ def summarize(report: dict[str, Any], timings: dict[str, float]) -> dict[str, An
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "playback_s": (report.get("live") or {}).get("play_s"),
+        "mcd_passes": (report.get("reference") or {}).get("mcd_passes"),
         "mode": report.get("mode"),
         "bag": {k: (report.get("bag") or {}).get(k) for k in ("size", "duration_s", "storage")},
         "frames": {k: frames.get(k) for k in ("in_bag", "evaluated", "dropped", "node_dropped")},
@@ -115,6 +117,7 @@ def summary_rows(summary: dict[str, Any]) -> list[str]:
         ("demo wall time (venv ready)", _fmt(t.get("total"), "{:.0f} s")),
         ("rendering the bag", _fmt(t.get("render"), "{:.0f} s")),
         ("node start, playback and scoring", _fmt(t.get("evaluate"), "{:.0f} s")),
+        ("of which live playback into the node", _fmt(summary.get("playback_s"), "{:.1f} s")),
         ("frames in the bag / evaluated / dropped", _frames_cell(frames)),
         (f"latency {lat.get('what') or ''} p50 / p95 / p99", _latency_cell(lat)),
         (
@@ -158,8 +161,12 @@ def page(
         "<!-- Written by `make demo-docs` (python -m ros2_fed.demo --docs docs); edit "
         "ros2_fed/demo_results.py, not this file. -->",
         "",
-        "What `make demo` measured on one run: a 60-frame synthroad drive (unknown objects on the "
-        "road from frame 20 on) played into `fed_node` with the embedded default model. "
+        f"What `make demo` measured on one run: a {summary['frames']['in_bag']}-frame "
+        f"{summary['bag']['size']} synthroad drive (unknown objects appear on the road partway "
+        "through) played into `fed_node` with the embedded default model. Most of "
+        "the time is scoring: the reference methods recompute the backbone for every frame"
+        + (f", MC dropout {summary['mcd_passes']} times" if summary.get("mcd_passes") else "")
+        + ". "
         "`make demo-docs` re-runs it and rewrites this page, "
         f"[`{names.get('summary.json', 'summary.json')}`]"
         f"({names.get('summary.json', 'summary.json')}) and the pictures below.",

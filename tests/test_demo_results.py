@@ -15,6 +15,7 @@ from ros2_fed import demo_results
 
 REPORT = {
     "mode": "live",
+    "live": {"play_s": 6.04},
     "bag": {"size": "256x512", "duration_s": 5.9, "storage": "mcap"},
     "frames": {"in_bag": 60, "evaluated": 59, "dropped": 1, "node_dropped": 0},
     "latency_ms": {"what": "publish -> outputs received", "p50": 41.4, "p95": 63.2, "p99": 70.9},
@@ -55,6 +56,7 @@ def test_page_shows_the_figures_and_the_machine() -> None:
     text = demo_results.page(summary, TABLE)
     assert f"| machine | {summary['machine']['cpu']}, {summary['machine']['cores']} cores" in text
     assert "| demo wall time (venv ready) | 62 s |" in text
+    assert "| of which live playback into the node | 6.0 s |" in text
     assert "| frames in the bag / evaluated / dropped | 60 / 59 / 1" in text
     assert "p50 / p95 / p99 | 41 / 63 / 71 ms |" in text
     assert "| first WARN / first ERROR frame | 42 / 48 |" in text
