@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -15,8 +16,15 @@ from ros2_fed.fed import FEDConfig, FlowEneDet
 def make_random_fed(
     cfg: FEDConfig, logits: torch.Tensor, features: Optional[torch.Tensor] = None
 ) -> FlowEneDet:
-    """A FED with data-initialised ActNorms (tests with random backbones)."""
+    """A FED with data-initialised ActNorms (tests with random backbones).
+
+    Random backbones can put every pixel deep in the confident tail; with the authors' clamp of
+    log P(out) that channel is then one constant, ActNorm's data init divides by its ~0 spread
+    and the graph becomes ill-conditioned (rounding amplified ~1e6x). Such logits get the
+    unclamped channel, as no trained backbone produces them."""
     fed = FlowEneDet(cfg)
+    if cfg.out_floor > 0 and float(fed.energy_inputs(logits)[:, 1].std()) < 1e-2:
+        fed = FlowEneDet(replace(cfg, out_floor=0.0))
     fed.initialize(logits, features if cfg.conditional else None)
     return fed.eval()
 
