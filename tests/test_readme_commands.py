@@ -129,3 +129,32 @@ def test_the_checker_refuses_what_a_fresh_clone_cannot_run() -> None:
         check_runs_here(["fed_export", "--no-such-flag"])
     marked = command_blocks(f"{VEHICLE_ONLY}\n```bash\nrviz2\n```\n")[0]
     assert marked.vehicle_only
+
+
+def docs_cli_commands() -> list[tuple[str, list[str]]]:
+    """(page, words) of every fed_* command in the docs pages' shell blocks."""
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for block in command_blocks(page.read_text()):
+            if block.language in ("bash", "sh"):
+                found += [(page.name, w) for w in commands(block) if w[0].startswith("fed_")]
+    return found
+
+
+@pytest.mark.slow
+def test_every_flag_the_docs_pages_give_a_cli_exists() -> None:
+    """The docs pages' fed_* examples use only flags their --help lists."""
+    helps: dict[str, str] = {}
+    wrong = []
+    for page, words in docs_cli_commands():
+        name = words[0]
+        if name not in helps:
+            proc = subprocess.run(
+                [str(BIN / name), "--help"], capture_output=True, text=True, timeout=300
+            )
+            assert proc.returncode == 0, f"{name} --help: {proc.stderr}"
+            helps[name] = proc.stdout
+        for flag in (w.split("=", 1)[0] for w in words if w.startswith("--")):
+            if flag not in helps[name]:
+                wrong.append(f"{page}: {name} {flag}")
+    assert len(helps) >= 5 and not wrong, wrong
