@@ -23,6 +23,8 @@ LABEL_ID_RAIL_TRACK = 10
 #: Standard rail gauge (m): tram rails sit this far apart.
 _GAUGE = 1.435
 
+#: Largest radius factor of a puddle's outline (harmonic amplitudes below add up to it).
+_WOBBLE = 1 + 0.22 + 0.22 + 0.3 * 0.22 * 2
 Shade = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -38,12 +40,12 @@ def _ground_xz(cam: Camera, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray,
     return (xs - cam.vp_x) * z / cam.focal, z
 
 
-def _rotated_rect(o: Obj, z: float, w: float, d: float, yaw: float) -> tuple[np.ndarray, ...]:
-    """Ground corners of a w x d rectangle whose near edge is at depth z, turned by ``yaw``."""
+def _rotated_rect(o: Obj, zc: float, w: float, d: float, yaw: float) -> tuple[np.ndarray, ...]:
+    """Ground corners of a w x d rectangle centred at depth ``zc``, turned by ``yaw``."""
     u = np.array([-w / 2, w / 2, w / 2, -w / 2])
     v = np.array([-d / 2, -d / 2, d / 2, d / 2])
     c, s = np.cos(yaw), np.sin(yaw)
-    return o.x + u * c - v * s, z + d / 2 + u * s + v * c
+    return o.x + u * c - v * s, zc + u * s + v * c
 
 
 def _noise_shade(cam: Camera, p: dict[str, Any], x0: float, z0: float, period: float) -> Shade:
@@ -70,11 +72,14 @@ def sample_patch(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """A repaired rectangle: fresh dark asphalt or grey concrete, with a tar seam."""
     fresh = rng.random() < 0.5
     colour = scene.asphalt * float(rng.uniform(0.45, 0.65)) if fresh else pick(rng, STONE)
+    pw, pd, yaw = rng.uniform(0.8, 3.5), rng.uniform(0.6, 3.0), rng.uniform(-0.35, 0.35)
+    c, s = abs(np.cos(yaw)), abs(np.sin(yaw))
     return {
-        "w": float(rng.uniform(0.8, 3.5)),
-        "d": float(rng.uniform(0.6, 3.0)),
+        "w": float(pw * c + pd * s + 0.2),  # the turned patch and its seam
+        "d": float(pw * s + pd * c + 0.2),
         "h": 0.0,
-        "yaw": float(rng.uniform(-0.35, 0.35)),
+        "size": (float(pw), float(pd)),
+        "yaw": float(yaw),
         "colour": np.asarray(colour, np.float32),
         "tile": _tile(rng),
         "grain": float(rng.uniform(0.05, 0.18)),
@@ -83,9 +88,10 @@ def sample_patch(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
 
 def draw_patch(cv: _Canvas, o: Obj, z: float) -> None:
     p = o.params
-    gx, gz = _rotated_rect(o, z, p["w"] + 0.12, p["d"] + 0.12, p["yaw"])
+    (pw, pd), zc = p["size"], z + p["d"] / 2
+    gx, gz = _rotated_rect(o, zc, pw + 0.12, pd + 0.12, p["yaw"])
     cv.poly(_ground_points(cv.cam, gx, gz), p["colour"] * 0.55, LABEL_ID_GROUND)
-    gx, gz = _rotated_rect(o, z, p["w"], p["d"], p["yaw"])
+    gx, gz = _rotated_rect(o, zc, pw, pd, p["yaw"])
     shade = _noise_shade(cv.cam, p, o.x, z, 0.2)
     cv.textured(_ground_points(cv.cam, gx, gz), LABEL_ID_GROUND, shade)
 
@@ -128,7 +134,7 @@ def sample_grate(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
 
 def draw_grate(cv: _Canvas, o: Obj, z: float) -> None:
     cam, p = cv.cam, o.params
-    gx, gz = _rotated_rect(o, z, p["w"], p["d"], 0.0)
+    gx, gz = _rotated_rect(o, z + p["d"] / 2, p["w"], p["d"], 0.0)
     colour, slot = p["colour"], p["slot"]
 
     def shade(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -144,10 +150,12 @@ def sample_puddle(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """Standing water: a smooth blob that mirrors the sky over darkened asphalt."""
     mirror = float(rng.uniform(0.3, 0.65))
     colour = scene.sky_horizon * mirror + scene.asphalt * 0.45 * (1 - mirror)
+    radii = rng.uniform(0.35, 1.1), rng.uniform(0.3, 0.95)
     return {
-        "w": float(rng.uniform(1.0, 3.6)),
-        "d": float(rng.uniform(0.8, 3.0)),
+        "w": float(2 * radii[0] * _WOBBLE),
+        "d": float(2 * radii[1] * _WOBBLE),
         "h": 0.0,
+        "radii": (float(radii[0]), float(radii[1])),
         "colour": np.asarray(colour, np.float32),
         "harmonics": rng.uniform(-0.22, 0.22, (2, 2)),
         "phase": rng.uniform(0, 2 * np.pi, 2),
@@ -162,8 +170,8 @@ def draw_puddle(cv: _Canvas, o: Obj, z: float) -> None:
     (a1, b1), (a2, b2) = p["harmonics"]
     wobble = 1 + a1 * np.cos(t + p["phase"][0]) + a2 * np.cos(2 * t + p["phase"][1])
     wobble += b1 * np.sin(3 * t) * 0.3 + b2 * np.sin(2 * t) * 0.3
-    rx, rz = p["w"] / 2, p["d"] / 2
-    gx, gz = o.x + rx * wobble * np.cos(t), z + rz + rz * wobble * np.sin(t)
+    (rx, rz), zc = p["radii"], z + p["d"] / 2
+    gx, gz = o.x + rx * wobble * np.cos(t), zc + rz * wobble * np.sin(t)
     shade = _noise_shade(cv.cam, p, o.x, z, 0.5)
     cv.textured(_ground_points(cv.cam, gx, gz), LABEL_ID_GROUND, shade)
 
@@ -183,7 +191,7 @@ def sample_rails(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
 
 def draw_rails(cv: _Canvas, o: Obj, z: float) -> None:
     cam, p = cv.cam, o.params
-    gx, gz = _rotated_rect(o, z, p["w"], p["d"], 0.0)
+    gx, gz = _rotated_rect(o, z + p["d"] / 2, p["w"], p["d"], 0.0)
     bed, steel, stone = p["bed"], p["steel"], p["stone"]
 
     def shade(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -65,10 +65,13 @@ def draw_bench(cv: _Canvas, o: Obj, z: float) -> None:
 def sample_bollards(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """2-6 slender square posts in a line along the kerb."""
     n, gap, size = int(rng.integers(2, 7)), float(rng.uniform(1.2, 2.4)), rng.uniform(0.12, 0.2)
+    post = float(rng.uniform(0.75, 1.1))
     return {
-        "w": float(size),
+        "w": float(size * 1.2),  # the caps overhang
         "d": float((n - 1) * gap + size),
-        "h": float(rng.uniform(0.75, 1.1)),
+        "h": post + 0.05,
+        "post": post,
+        "size": float(size),
         "n": n,
         "gap": gap,
         "colour": pick(rng, PAINT if rng.random() < 0.5 else METAL),
@@ -77,11 +80,11 @@ def sample_bollards(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
 
 def draw_bollards(cv: _Canvas, o: Obj, z: float) -> None:
     p = o.params
-    half = p["w"] / 2
+    half, size, post = p["size"] / 2, p["size"], p["post"]
     for k in reversed(range(p["n"])):
         zk = z + k * p["gap"]
-        _boxes(cv, [(o.x - half, o.x + half, 0.0, p["h"], zk, zk + p["w"])], p["colour"], _STATIC)
-        cap = (o.x - half * 1.2, o.x + half * 1.2, p["h"], p["h"] + 0.05, zk, zk + p["w"])
+        _boxes(cv, [(o.x - half, o.x + half, 0.0, post, zk, zk + size)], p["colour"], _STATIC)
+        cap = (o.x - half * 1.2, o.x + half * 1.2, post, post + 0.05, zk, zk + size)
         _boxes(cv, [cap], p["colour"] * 0.7, _STATIC)
 
 
@@ -142,58 +145,28 @@ def draw_mailbox(cv: _Canvas, o: Obj, z: float) -> None:
 # ----------------------------------------------------------------------------- ticket machine
 def sample_ticket_machine(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """A tall parking-ticket machine: cabinet with a screen, a keypad and a little roof."""
+    body = float(rng.uniform(1.5, 1.85))
     return {
-        "w": float(rng.uniform(0.45, 0.6)),
+        "w": float(rng.uniform(0.45, 0.6)) + 0.08,  # the roof overhangs
         "d": 0.35,
-        "h": float(rng.uniform(1.5, 1.85)),
+        "h": body + 0.06,
+        "body": body,
         "colour": pick(rng, PAINT if rng.random() < 0.6 else METAL),
     }
 
 
 def draw_ticket_machine(cv: _Canvas, o: Obj, z: float) -> None:
     p = o.params
-    x0, x1, h, c = o.x - p["w"] / 2, o.x + p["w"] / 2, p["h"], p["colour"]
+    half, h, c = p["w"] / 2 - 0.04, p["body"], p["colour"]
+    x0, x1 = o.x - half, o.x + half
     _boxes(cv, [(x0, x1, 0.0, h, z, z + p["d"])], c, _STATIC)
-    _boxes(cv, [(x0 - 0.04, x1 + 0.04, h, h + 0.06, z - 0.05, z + p["d"])], c * 0.7, _STATIC)
+    _boxes(cv, [(x0 - 0.04, x1 + 0.04, h, h + 0.06, z, z + p["d"])], c * 0.7, _STATIC)
     bx, by, s = _base(cv.cam, o.x, z)
-    w = p["w"] * s / 2
+    w = half * s
     screen = _rect(bx - w * 0.7, by - h * s * 0.85, bx + w * 0.7, by - h * s * 0.68)
     cv.poly(screen, _DARK + 20, _STATIC)
     keypad = _rect(bx - w * 0.5, by - h * s * 0.6, bx + w * 0.5, by - h * s * 0.45)
     cv.poly(keypad, c * 0.6 + 60, _STATIC)
-
-
-# ------------------------------------------------------------------------------------ planter
-def sample_planter(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
-    """A tub for flowers: a trapezoid wider at the top, a rim, soil and a few blossoms."""
-    return {
-        "w": float(rng.uniform(0.6, 1.3)),
-        "d": float(rng.uniform(0.5, 0.9)),
-        "h": float(rng.uniform(0.4, 0.7)),
-        "colour": pick(rng, STONE if rng.random() < 0.5 else WOOD),
-        "flowers": rng.uniform(-1, 1, (int(rng.integers(0, 6)), 2)),
-        "bloom": pick(rng, POSTER),
-    }
-
-
-def draw_planter(cv: _Canvas, o: Obj, z: float) -> None:
-    p = o.params
-    bx, by, s = _base(cv.cam, o.x, z)
-    w, h = p["w"] * s / 2, p["h"] * s
-    tub = np.array([[bx - w, by - h], [bx + w, by - h], [bx + w * 0.8, by], [bx - w * 0.8, by]])
-    cv.poly(tub, p["colour"], _STATIC)
-    cv.poly(
-        _rect(bx - w * 1.03, by - h - 0.06 * s, bx + w * 1.03, by - h), p["colour"] * 1.15, _STATIC
-    )
-    for fx, fy in p["flowers"]:
-        cv.ellipse(
-            bx + fx * w * 0.8,
-            by - h - (0.1 + 0.05 * fy) * s,
-            0.05 * s,
-            0.04 * s,
-            p["bloom"],
-            _STATIC,
-        )
 
 
 # ----------------------------------------------------------------------------------- hoarding
@@ -239,10 +212,12 @@ def draw_hoarding(cv: _Canvas, o: Obj, z: float) -> None:
 # -------------------------------------------------------------------------------- scaffolding
 def sample_scaffolding(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """Tube scaffolding in front of a facade: standards, ledgers and plank decks."""
+    top_deck = float(rng.uniform(5.0, 12.0))
     return {
         "w": 0.1,
         "d": float(rng.uniform(6.0, 20.0)),
-        "h": float(rng.uniform(5.0, 12.0)),
+        "h": top_deck + 1.0,  # standards and guard rail reach a metre above the top deck
+        "top_deck": top_deck,
         "bay": float(rng.uniform(2.0, 2.6)),
         "lift": float(rng.uniform(1.9, 2.2)),
         "tube": pick(rng, METAL) * 0.5 + 75,
@@ -253,24 +228,26 @@ def sample_scaffolding(rng: np.random.Generator, scene: Scene) -> dict[str, Any]
 def draw_scaffolding(cv: _Canvas, o: Obj, z: float) -> None:
     cam, p = cv.cam, o.params
     z0 = max(z - p["d"], 1.5)
-    for lift in np.arange(p["lift"], p["h"] + 1e-6, p["lift"]):
+    for lift in np.arange(p["lift"], p["top_deck"] + 1e-6, p["lift"]):
         deck = _plane_quad(cam, o.x, z0, z, lift - 0.2, lift)
         cv.poly(deck, p["plank"], _STATIC)
         rail = _plane_quad(cam, o.x, z0, z, lift + 0.95, lift + 1.0)
         cv.poly(rail, p["tube"], _STATIC)
     for zk in np.arange(z, z0 - 1e-6, -p["bay"]):
         for dz in (-0.03, 0.03):  # a standard seen from either side stays a few cm wide
-            post = _plane_quad(cam, o.x, zk - 0.03, zk + dz + 0.03, 0.0, p["h"] + 1.0)
+            post = _plane_quad(cam, o.x, zk - 0.03, zk + dz + 0.03, 0.0, p["h"])
             cv.poly(post, p["tube"], _STATIC)
 
 
 # ----------------------------------------------------------------------------------- stroller
 def sample_stroller(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """A pram in profile: small wheels, a bassinet with a folding hood, a push handle."""
+    length = float(rng.uniform(0.75, 0.95))
     return {
-        "w": 0.6,
-        "d": float(rng.uniform(0.75, 0.95)),
+        "w": length * 1.35,  # seen side-on: across the street, handle included
+        "d": 0.6,
         "h": float(rng.uniform(1.0, 1.1)),
+        "length": length,
         "facing": float(rng.choice([-1.0, 1.0])),
         "body": pick(rng, FABRIC),
         "frame": pick(rng, METAL),
@@ -280,7 +257,7 @@ def sample_stroller(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
 def draw_stroller(cv: _Canvas, o: Obj, z: float) -> None:
     p = o.params
     bx, by, s = _base(cv.cam, o.x, z)
-    L, H, f = p["d"] * s, p["h"] * s, p["facing"]
+    L, H, f = p["length"] * s, p["h"] * s, p["facing"]
     wheel_r = 0.1 * s
     for end in (-0.38, 0.38):
         cv.ellipse(bx + end * L, by - wheel_r, wheel_r, wheel_r, _DARK, _DYNAMIC)
@@ -299,10 +276,12 @@ def draw_stroller(cv: _Canvas, o: Obj, z: float) -> None:
 # --------------------------------------------------------------------------- shopping trolley
 def sample_trolley(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
     """A supermarket trolley in profile: see-through wire basket on a wheeled frame."""
+    length = float(rng.uniform(0.8, 0.95))
     return {
-        "w": 0.55,
-        "d": float(rng.uniform(0.8, 0.95)),
+        "w": length * 1.3,  # seen side-on: across the street, handle included
+        "d": 0.55,
         "h": float(rng.uniform(0.95, 1.05)),
+        "length": length,
         "facing": float(rng.choice([-1.0, 1.0])),
         "wire": pick(rng, METAL) * 0.6 + 80,
         "handle": pick(rng, PAINT),
@@ -313,7 +292,7 @@ def sample_trolley(rng: np.random.Generator, scene: Scene) -> dict[str, Any]:
 def draw_trolley(cv: _Canvas, o: Obj, z: float) -> None:
     p = o.params
     bx, by, s = _base(cv.cam, o.x, z)
-    L, H, f, wire = p["d"] * s, p["h"] * s, p["facing"], p["wire"]
+    L, H, f, wire = p["length"] * s, p["h"] * s, p["facing"], p["wire"]
     period = max(p["mesh"] * s, 1.5)
     basket = [[bx - f * 0.5 * L, by - 0.95 * H], [bx + f * 0.5 * L, by - 0.95 * H]]
     basket += [[bx + f * 0.42 * L, by - 0.45 * H], [bx - f * 0.25 * L, by - 0.45 * H]]
@@ -341,7 +320,7 @@ def sample_roadworks_fence(rng: np.random.Generator, scene: Scene) -> dict[str, 
     """Mobile site-fence panels facing the camera: wire mesh in a tube frame on concrete feet."""
     n, panel = int(rng.integers(1, 4)), float(rng.uniform(2.2, 3.5))
     return {
-        "w": n * panel,
+        "w": n * panel + 0.6,  # the feet stick out at both ends
         "d": 0.5,
         "h": float(rng.uniform(1.8, 2.0)),
         "n": n,
@@ -354,7 +333,7 @@ def sample_roadworks_fence(rng: np.random.Generator, scene: Scene) -> dict[str, 
 def draw_roadworks_fence(cv: _Canvas, o: Obj, z: float) -> None:
     p = o.params
     bx, by, s = _base(cv.cam, o.x, z)
-    W, H, tube = p["w"] * s, p["h"] * s, p["tube"]
+    W, H, tube = (p["w"] - 0.6) * s, p["h"] * s, p["tube"]
     x0, period, t = bx - W / 2, max(p["mesh"] * s, 1.5), max(0.03 * s, 0.6)
 
     def shade(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
