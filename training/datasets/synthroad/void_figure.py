@@ -3,8 +3,8 @@
     python -m training.datasets.synthroad.void_figure                 # docs/synthroad_void.png
     python -m training.datasets.synthroad.void_figure --measure 200   # + the share table
 
-The picture: training images with clutter, and the same images with the clutter's void pixels
-tinted. The share: clutter void pixels (void with clutter, not void without it) over non-hood
+The picture: training images with clutter, next to their labels with the clutter's void in
+cyan. The share: clutter void pixels (void with clutter, not void without it) over non-hood
 pixels, and the part of them belonging to objects placed on the carriageway.
 """
 
@@ -20,13 +20,13 @@ from typing import Optional
 import numpy as np
 
 from training.datasets.base import VOID, write_png
-from training.datasets.cityscapes import LABEL_ID_EGO_VEHICLE
+from training.datasets.cityscapes import LABEL_ID_EGO_VEHICLE, colorize
 
 from .io import render_indexed, sample_indexed
 from .render import Frame, render_frame
 from .void import VoidClutter
 
-_TINT = np.array([0, 255, 255], np.float32)
+_CLUTTER_COLOUR = np.array([0, 255, 255], np.uint8)
 
 
 def clutter_mask(with_clutter: Frame, without: Frame) -> np.ndarray:
@@ -74,14 +74,15 @@ def measure(
 def mosaic(
     clutter: VoidClutter, indices: list[int], size: tuple[int, int] = (256, 512), seed: int = 0
 ) -> np.ndarray:
-    """Rows of (image with clutter | the same with its clutter void tinted)."""
+    """Rows of (image with clutter | its labels: Cityscapes colours, clutter void cyan, the
+    other void -- hood, bins -- black)."""
     rows = []
     for i in indices:
         full = render_indexed(seed, "train", i, *size, clutter)
         mask = clutter_mask(full, render_indexed(seed, "train", i, *size))
-        tinted = full.image.astype(np.float32)
-        tinted[mask] = tinted[mask] * 0.45 + _TINT * 0.55
-        rows.append(np.concatenate([full.image, tinted.astype(np.uint8)], 1))
+        labels = colorize(full.train_ids)
+        labels[mask] = _CLUTTER_COLOUR
+        rows.append(np.concatenate([full.image, labels], 1))
     return np.concatenate(rows, 0)
 
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("docs/synthroad_void.png"))
     p.add_argument("--share", type=float, default=0.04, help="clutter share (default 0.04)")
-    p.add_argument("--images", default="0,1,2,3,4", help="train indices in the picture")
+    p.add_argument("--images", default="1,3,5,7,8", help="train indices in the picture")
     p.add_argument("--size", default="128x256", help="picture tile size HxW (default 128x256)")
     p.add_argument("--measure", type=int, default=0, help="also measure the share on N images")
     return p
