@@ -107,6 +107,9 @@ class FusedDetector(nn.Module):
         fed_rate: resolution of FED / the score relative to the model input: 0.25 (native
             logits), 0.5 or 1.0 (logits bilinearly upsampled first). For ``score="sml"``, 1.0
             is SML as published (its post-processing is sized in image pixels).
+        fed_extra_rates: multi-scale FED (the paper's "set of multi-scale FED detectors with
+            aggregation"): the same FED also runs at these rates (each in ``FED_RATES``) and
+            its scores are averaged at ``fed_rate``. Costs one FED pass per rate.
         label_mode: "bilinear" (argmax of upsampled logits) | "nearest".
         confidence_dtype: torch.float32 or torch.float16.
         confidence_range: (low, high) min-max map for maxlogit/energy/sml instead of the
@@ -128,6 +131,7 @@ class FusedDetector(nn.Module):
         postprocess: Optional[str] = None,
         input_size: Optional[Sequence[int]] = None,
         fed_rate: float = 0.25,
+        fed_extra_rates: Sequence[float] = (),
         label_mode: str = "bilinear",
         confidence_dtype: torch.dtype = torch.float32,
         confidence_range: Optional[Sequence[float]] = None,
@@ -155,6 +159,10 @@ class FusedDetector(nn.Module):
             (int(input_size[0]), int(input_size[1])) if input_size is not None else None
         )
         self.fed_rate = float(fed_rate)
+        self.fed_extra_rates = tuple(float(r) for r in fed_extra_rates)
+        for rate in self.fed_extra_rates:
+            if rate not in FED_RATES or score != "fed":
+                raise ValueError(f"fed_extra_rates needs score 'fed' and rates in {FED_RATES}")
         self.label_mode = label_mode
         self.confidence_dtype = confidence_dtype
         self._set_labels_metadata(backbone, class_names, palette)
@@ -294,6 +302,7 @@ class FusedDetector(nn.Module):
             "postprocess_kwargs": self.postprocess_kwargs,
             "input_size": list(self.input_size) if self.input_size else None,
             "fed_rate": self.fed_rate,
+            "fed_extra_rates": list(self.fed_extra_rates),
             "label_mode": self.label_mode,
             "confidence_dtype": "float16" if self.confidence_dtype == torch.float16 else "float32",
             "confidence_mapping": self.mapping,
@@ -340,6 +349,14 @@ class FusedDetector(nn.Module):
             return (certainty - low) / (high - low)
         return torch.sigmoid((certainty - self.mapping["offset"]) / self.mapping["temperature"])
 
+    @staticmethod
+    def _logits_at(logits: Tensor, rate: float, base: tuple[int, int]) -> Tensor:
+        """The backbone's 1/4-rate logits bilinearly resampled to ``rate`` of ``base``."""
+        if rate == 0.25:
+            return logits
+        size = (max(1, round(base[0] * rate)), max(1, round(base[1] * rate)))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, H, W, 3) uint8 RGB -> (labels uint8 (B, H, W), confidence (B, H, W))."""
         if images.dim() != 4 or images.shape[-1] != 3:
@@ -369,12 +386,16 @@ class FusedDetector(nn.Module):
             confidence = (labels == labels).to(self.confidence_dtype)
             return labels, confidence
 
-        fed_logits = logits
-        if self.fed_rate != 0.25:
-            base = self.input_size or out_size
-            size = (max(1, round(base[0] * self.fed_rate)), max(1, round(base[1] * self.fed_rate)))
-            fed_logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        base = self.input_size or out_size
+        fed_logits = self._logits_at(logits, self.fed_rate, base)
         wrong, small_labels = self._wrongness(fed_logits, features)
+        for rate in self.fed_extra_rates:
+            extra, _ = self._wrongness(self._logits_at(logits, rate, base), features)
+            wrong = wrong + F.interpolate(
+                extra, size=wrong.shape[-2:], mode="bilinear", align_corners=False
+            )
+        if self.fed_extra_rates:
+            wrong = wrong / (1 + len(self.fed_extra_rates))
         if self.postprocess_name == "sml":
             # At image resolution, as the FED authors run it: the score upsampled first, the
             # boundaries from the labels the node publishes.
@@ -495,6 +516,7 @@ def detector_from_config(
         postprocess_kwargs=config.get("postprocess_kwargs") or None,
         input_size=config.get("input_size"),
         fed_rate=config.get("fed_rate", 0.25),
+        fed_extra_rates=config.get("fed_extra_rates") or (),
         label_mode=config.get("label_mode", "bilinear"),
         confidence_dtype=dtype,
         class_names=config.get("class_names"),

@@ -498,3 +498,26 @@ def test_sml_statistics_come_from_the_fed_metadata_when_fed_runs_on_raw_logits(t
     torch.testing.assert_close(det.class_mean, mean)
     torch.testing.assert_close(det.class_std, std)
     torch.testing.assert_close(det.fed.standardizer.std, torch.ones(19))  # FED itself unchanged
+
+
+def test_multi_scale_fed_in_the_fused_graph(backbone: StandIn) -> None:
+    """fed_extra_rates: the same FED at 1/4 and 1/2 of the input, averaged at 1/4; the config
+    round-trips so engines and caches rebuild it."""
+    from ros2_fed.detector import detector_from_config
+
+    fed = _fed_for(backbone)
+    det = FusedDetector(backbone, fed, fed_extra_rates=(0.5,))
+    images = _images(1, 40, 56)
+    with torch.no_grad():
+        _, conf = det(images)
+        logits, _ = _reference(backbone, images)
+        half = F.interpolate(logits, size=(20, 28), mode="bilinear", align_corners=False)
+        p_half = F.interpolate(fed.p_wrong(half), size=logits.shape[-2:], mode="bilinear")
+        p = (fed.p_wrong(logits) + p_half) / 2
+        ref = F.interpolate(1 - p, size=(40, 56), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(conf, ref.clamp(0, 1), rtol=0, atol=2e-5)
+    assert det.config()["fed_extra_rates"] == [0.5]
+    rebuilt = detector_from_config(backbone, fed, det.config())
+    assert rebuilt.fed_extra_rates == (0.5,)
+    with pytest.raises(ValueError, match="fed_extra_rates"):
+        FusedDetector(backbone, fed, fed_extra_rates=(0.3,))

@@ -141,6 +141,13 @@ def _add_scoring_args(p: argparse.ArgumentParser) -> None:
         default="gaussian",
         help="post-processing of the FED score maps (default gaussian smoothing)",
     )
+    p.add_argument(
+        "--fed-extra-rates",
+        default="",
+        metavar="R[,R]",
+        help="multi-scale FED: also run each FED at these rates of the image (0.5, 1.0) and "
+        "average its scores (the fused engine's fed_extra_rates); default none",
+    )
     p.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables)")
 
 
@@ -236,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         fed={n: s for n, s in zip(feds, args.fed)},
         tta=bool(args.tta),
         fed_postprocess=args.fed_postprocess,
+        fed_extra_rates=list(_extra_rates(args)),
     )
     _write_outputs(args, backbone, results, rows, len(source))
     return 0
@@ -274,11 +282,27 @@ def _load_feds(
     return feds, metas
 
 
+def _extra_rates(args: argparse.Namespace) -> tuple[float, ...]:
+    """--fed-extra-rates as numbers; multi-scale FED and --tta are two different evaluations."""
+    try:
+        rates = tuple(float(r) for r in args.fed_extra_rates.split(",") if r.strip())
+    except ValueError:
+        raise UsageError(
+            f"--fed-extra-rates {args.fed_extra_rates!r}: expected e.g. 0.5"
+        ) from None
+    if rates and args.tta:
+        raise UsageError("--fed-extra-rates and --tta cannot be combined")
+    if any(not 0 < r <= 1 for r in rates):
+        raise UsageError(f"--fed-extra-rates {args.fed_extra_rates}: rates in (0, 1]")
+    return rates
+
+
 def _settings(args: argparse.Namespace) -> EvalSettings:
     """The evaluation settings the flags ask for."""
     return EvalSettings(
         tta_scales=(1.0, 0.5, 0.25) if args.tta else (),
         fed_postprocess=args.fed_postprocess,
+        fed_extra_rates=_extra_rates(args),
         mcd_passes=args.mcd_passes,
         exact=args.exact,
         open_miou=not args.no_open_miou,

@@ -39,6 +39,9 @@ class EvalSettings:
 
     tta_scales: Sequence[float] = ()  # e.g. (1.0, 0.5, 0.25); empty = single scale
     fed_postprocess: str = "gaussian"  # paper: 7x7 Gaussian (or "sml", "none")
+    # multi-scale FED: rates of the image FED also runs at (its native 1/4 always), scores
+    # averaged at 1/4; the fused engine's ``fed_extra_rates``
+    fed_extra_rates: Sequence[float] = ()
     mcd_passes: int = 8  # 0 disables the MC-dropout baseline
     exact: Optional[bool] = None  # None: exact when the dataset is small, histograms otherwise
     bins: int = M.DEFAULT_BINS
@@ -102,9 +105,19 @@ class MethodScores:
         labels = (resize(logits, size) if at_image else logits).argmax(dim=1)
         out = {}
         for name, fed in self.feds.items():
-            p = fed.p_wrong(logits, features if fed.cfg.conditional else None)
+            p = self._p_wrong(fed, logits, features if fed.cfg.conditional else None, size)
             out[name] = self.fed_post(resize(p, size) if at_image else p, labels)
         return out
+
+    def _p_wrong(
+        self, fed: nn.Module, logits: torch.Tensor, features, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """FED's p_wrong at the logits' resolution, averaged with its extra rates (of ``size``)."""
+        p = fed.p_wrong(logits, features)
+        for rate in self.settings.fed_extra_rates:
+            at = (max(1, round(size[0] * rate)), max(1, round(size[1] * rate)))
+            p = p + resize(fed.p_wrong(resize(logits, at), features), tuple(logits.shape[-2:]))
+        return p / (1 + len(self.settings.fed_extra_rates))
 
     @torch.inference_mode()
     def __call__(
