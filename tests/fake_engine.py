@@ -29,10 +29,7 @@ def expected_outputs(
 
 
 class FakeEngine:
-    """The :class:`ros2_fed.engine.base.InferenceEngine` interface:
-    ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
-
-    path = None  # no engine file
+    """Engine contract: ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
 
     def __init__(
         self,
@@ -56,9 +53,6 @@ class FakeEngine:
             "runtime": "fake",
             "name": "fake-engine",
         }
-
-    def close(self) -> None:
-        """Nothing to release."""
 
     def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if image.ndim == 4 and self.batch_size > 1:

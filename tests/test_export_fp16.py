@@ -151,25 +151,3 @@ def test_export_leaves_the_callers_detector_float32(tmp_path) -> None:
     det = FusedDetector.from_checkpoints(BACKBONE, FED)
     export_onnx(det, tmp_path / "m.onnx", 64, 96, precision="fp16")
     assert {p.dtype for p in det.parameters()} == {torch.float32}
-
-
-def test_int8_is_refused_plainly(tmp_path, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        fed_export(
-            [
-                "--backbone",
-                str(BACKBONE),
-                "--fed",
-                str(FED),
-                "--height",
-                "64",
-                "--width",
-                "96",
-                "--precision",
-                "int8",
-                "--out",
-                str(tmp_path / "m.onnx"),
-            ]
-        )
-    assert exit_info.value.code == 2 and "INT8 is not supported" in capsys.readouterr().err
-    assert not (tmp_path / "m.onnx").exists()

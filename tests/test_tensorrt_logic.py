@@ -1,10 +1,14 @@
 """TensorRT code paths that need no GPU, run against fake ``tensorrt`` modules (10.x and 11.x).
 
 TensorRT cannot be installed here, so each fake mimics the API surface of one major version:
-10.x has ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` and still the weak-typing flags;
-11.x has neither. The fakes record every call, so the tests see that the build is strongly
-typed on both, that no removed API is touched, and that failures become one-line
-EngineErrors. The real build/run is in tests/test_engine.py (``gpu`` marker).
+10.x has ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` and still the weak-typing flags and
+the implicit-INT8 calibrator API; 11.x has none of them (its builder config takes no attribute
+it does not have, as a pybind object). The fakes record every call, so the tests see that the
+build is strongly typed on both, that no removed API is touched, and that failures become
+one-line EngineErrors. Their ONNX parser applies the real parser's explicit-quantisation rules
+to a real ONNX file (int8 zero points that are all zero; no int32 DequantizeLinear), so an
+int8 graph in the wrong Q/DQ scheme fails here as it would on a vehicle. The real build/run is
+in tests/test_engine.py (``gpu`` marker).
 """
 
 from __future__ import annotations
@@ -73,11 +77,22 @@ def fake_tensorrt(
             setattr(BuilderFlag, flag, flag)
 
     class Config:
+        # 11.x: a pybind object without the implicit-INT8 attributes (setting one raises).
+        __slots__ = ("int8_calibrator",) if major == 10 else ()
+
         def set_memory_pool_limit(self, pool: str, size: int) -> None:
             rec.calls.append(("set_memory_pool_limit", pool, size))
 
         def set_flag(self, flag: Any) -> None:
             rec.calls.append(("set_flag", flag))
+
+    if major == 10:
+
+        class IInt8EntropyCalibrator2:  # implicit INT8 calibration: deprecated in 10, gone in 11
+            def __init__(self) -> None:
+                rec.calls.append(("IInt8EntropyCalibrator2",))
+
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
     class Network:
         def __init__(self, flags: int) -> None:
@@ -103,14 +118,19 @@ def fake_tensorrt(
 
     class OnnxParser:
         def __init__(self, network: Network, logger: Logger) -> None:
-            self.num_errors = 0 if parse_ok else 2
+            self.errors = [] if parse_ok else ["node 0: unsupported op", "node 1: unsupported op"]
+
+        @property
+        def num_errors(self) -> int:
+            return len(self.errors)
 
         def parse_from_file(self, path: str) -> bool:
             rec.calls.append(("parse_from_file", path))
-            return parse_ok
+            self.errors += explicit_quantization_errors(path)
+            return not self.errors
 
         def get_error(self, i: int) -> str:
-            return f"node {i}: unsupported op\nstack trace line"
+            return f"{self.errors[i]}\nstack trace line"
 
     tensors = engine_tensors or {
         "image": ((1, 8, 12, 3), trt.uint8),
@@ -165,6 +185,42 @@ def fake_tensorrt(
     ):
         setattr(trt, name, value)
     return trt
+
+
+def explicit_quantization_errors(path: str) -> list[str]:
+    """The real ONNX parser's Q/DQ rules applied to ``path`` when it is an ONNX file (the
+    byte-string stand-ins of other tests are not): symmetric int8 only, no int32 dequantise."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    try:
+        proto = onnx.load(path)
+    except Exception:  # noqa: BLE001 - not an ONNX file: the stand-in bytes parse
+        return []
+    constants = {init.name: init for init in proto.graph.initializer}
+    errors = []
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        data = constants.get(node.input[0])
+        if (
+            node.op_type == "DequantizeLinear"
+            and data is not None
+            and data.data_type == onnx.TensorProto.INT32
+        ):
+            errors.append(f"{node.name}: only activation datatypes allowed as input")
+            continue
+        zero = constants.get(node.input[2]) if len(node.input) > 2 else None
+        if (
+            zero is None
+            or zero.data_type != onnx.TensorProto.INT8
+            or numpy_helper.to_array(zero).any()
+        ):
+            errors.append(
+                f"{node.name}: Assertion failed: shiftIsAllZeros(zeroPoint) && TRT only "
+                "supports symmetric quantization - zeroPt must be all zeros"
+            )
+    return errors
 
 
 class FakeCudart(types.ModuleType):
@@ -644,3 +700,106 @@ def test_failed_build_leaves_the_users_files_alone(tmp_path, use_trt, capsys) ->
     engine_side = json.loads((out / "keep.engine.json").read_text())
     assert engine_side["onnx_sha256"] == onnx_side["file_sha256"] and onnx_side["verified"] is True
     assert (out / "keep.engine").read_bytes() == b"serialized-engine"
+
+
+# --------------------------------------------------------------------------------------
+# INT8: the Q/DQ graph through the same strongly typed build
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory) -> Path:
+    """Six synthroad frames in a Cityscapes-layout root (what fed_synthroad writes)."""
+    from training.cli_synthroad import main as fed_synthroad
+
+    root = tmp_path_factory.mktemp("calibration")
+    argv = ["--out", str(root), "--train", "0", "--val", "6", "--ood", "0", "--size", "64x128"]
+    assert fed_synthroad(argv) == 0
+    return root
+
+
+def default_model_argv(out: Path, calibration: Path) -> list[str]:
+    from ros2_fed.paths import default_models_dir
+    from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
+
+    models = default_models_dir()
+    if not (models / f"{DEFAULT_BACKBONE}.safetensors").is_file():
+        pytest.skip(f"default model not found in {models}")
+    return [
+        "--backbone",
+        str(models / DEFAULT_BACKBONE),
+        "--fed",
+        str(models / DEFAULT_FED),
+        "--height",
+        "64",
+        "--width",
+        "128",
+        "--precision",
+        "int8",
+        "--calibration-data",
+        str(calibration),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
+@pytest.mark.parametrize("version", ["10.16.1", "11.4.1"])
+def test_int8_qdq_onnx_builds_strongly_typed_without_int8_flags(
+    tmp_path, use_trt, calibration_dir, version
+) -> None:
+    """fed_export --runtime tensorrt --precision int8: TensorRT's Q/DQ scheme (the fake parser
+    applies the real one's rules), a strongly typed network, no INT8 flag or calibrator."""
+    from ros2_fed.engine import cli_export
+    from ros2_fed.engine.int8 import calibration_set
+    from ros2_fed.engine.tensorrt_engine import tensorrt_qdq_problems
+
+    trt = use_trt(fake_tensorrt(version))
+    out = tmp_path / "m.engine"
+    assert (
+        cli_export.main([*default_model_argv(out, calibration_dir), "--runtime", "tensorrt"]) == 0
+    )
+    calls = trt.recorder.calls
+    create = [c for c in calls if c[0] == "create_network"][0]
+    assert create == (
+        ("create_network", 1 << 5) if version.startswith("10.") else ("create_network",)
+    )
+    assert not [c for c in calls if c[0] in ("set_flag", "IInt8EntropyCalibrator2")]
+    parsed = [c for c in calls if c[0] == "parse_from_file"]
+    assert parsed and isinstance(parsed[0][1], str)
+    engine_side = json.loads((tmp_path / "m.engine.json").read_text())
+    onnx_side = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert engine_side["precision"] == "int8" and engine_side["tensorrt_explicit_quantization"]
+    assert engine_side["tensorrt_strongly_typed"] is True and onnx_side["verified"] is True
+    fingerprint = calibration_set(calibration_dir).fingerprint
+    assert engine_side["calibration_fingerprint"] == fingerprint
+    assert onnx_side["int8"]["scheme"] == "tensorrt" and onnx_side["int8"]["quantized_ops"]["Conv"]
+    assert tensorrt_qdq_problems(tmp_path / "m.onnx") == []
+    assert not explicit_quantization_errors(str(tmp_path / "m.onnx"))
+    if version.startswith("11."):  # the fake has 11.x's surface: implicit INT8 is gone
+        assert not hasattr(trt.BuilderFlag, "INT8") and not hasattr(trt, "IInt8EntropyCalibrator2")
+        with pytest.raises(AttributeError):
+            trt.Builder(None).create_builder_config().int8_calibrator = object()
+
+
+def test_int8_graph_of_the_cpu_scheme_is_refused_before_tensorrt_parses(
+    tmp_path, use_trt, calibration_dir, monkeypatch
+) -> None:
+    """An int8 ONNX written for ONNX Runtime (uint8 activations, int32 bias) is named as such in
+    one line before TensorRT sees it; past that check the (fake) parser rejects it too."""
+    from ros2_fed.engine import cli_export
+
+    onnx_path = tmp_path / "cpu.onnx"
+    assert cli_export.main(default_model_argv(onnx_path, calibration_dir)) == 0
+    meta = json.loads((tmp_path / "cpu.onnx.json").read_text())
+    assert meta["int8"]["scheme"] == "onnxruntime"
+    trt = use_trt(fake_tensorrt("11.4.1"))
+    with pytest.raises(EngineError) as info:
+        trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
+    assert "not in TensorRT's Q/DQ scheme" in str(info.value)
+    assert "--runtime tensorrt --precision int8" in str(info.value) and "\n" not in str(info.value)
+    assert not [c for c in trt.recorder.calls if c[0] == "parse_from_file"]
+    monkeypatch.setattr(trt_engine, "check_int8_graph", lambda path, metadata: None)
+    with pytest.raises(EngineError, match="parser rejected the graph: .*zeroPt must be all zeros"):
+        trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
+    assert not (tmp_path / "m.engine").exists()

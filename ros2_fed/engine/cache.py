@@ -25,11 +25,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ros2_fed.paths import engine_cache_dir
 
 from .base import SUFFIX_BY_RUNTIME, Engine, EngineError, PathLike
+from .int8 import CalibrationSet, calibration_for
+from .metadata import check_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -94,8 +96,12 @@ def cache_key(
     gpu: str,
     opset: int,
     compute_capability: Optional[str] = None,
+    calibration: Optional[str] = None,
 ) -> str:
-    """Hex digest of everything that makes a built engine reusable (see the module docstring)."""
+    """Hex digest of everything that makes a built engine reusable (see the module docstring).
+
+    ``calibration``: the fingerprint of an int8 engine's calibration images (other precisions
+    have none, and their keys do not name it)."""
     from .metadata import EXPORT_GRAPH_VERSION
 
     fields = {
@@ -109,6 +115,8 @@ def cache_key(
         "opset": opset,
         "export_graph_version": EXPORT_GRAPH_VERSION,
     }
+    if calibration is not None:
+        fields["calibration"] = calibration
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -121,9 +129,10 @@ def engine_cache_key(
     runtime: str,
     opset: int,
     device: int = 0,
+    calibration: Optional[str] = None,
 ) -> str:
     """The cache key for this machine: the installed runtime's version and, for GPU runtimes, the
-    GPU."""
+    GPU (``calibration``: an int8 engine's calibration fingerprint)."""
     from .metadata import runtime_version
 
     gpu = _gpu_here(runtime, device)
@@ -138,6 +147,7 @@ def engine_cache_key(
         str(gpu["name"]),
         opset,
         gpu["compute_capability"],
+        calibration,
     )
 
 
@@ -198,6 +208,7 @@ def open_cached(
     progress: Optional[Callable[[str], None]] = print,
     verify: Optional[bool] = None,
     override: Optional[str] = None,
+    calibration: Optional[Union[PathLike, CalibrationSet]] = None,
     **engine_options: Any,
 ) -> Engine:
     """The engine for these checkpoints at (height, width): from the cache, or built and cached.
@@ -209,11 +220,10 @@ def open_cached(
 
     ``verify``: check a build against the eager detector (None: on unless ``ROS2_FED_VERIFY=0``);
     ``override``: how the refusal tells the user to skip the check (default: the environment
-    variable and the CLIs' flag).
+    variable and the CLIs' flag). ``calibration``: an int8 engine's images (folder or set).
     """
-    from .metadata import check_precision
-
     check_precision(precision)
+    calibration = calibration_for(precision, calibration)
     verify = verify_enabled() if verify is None else bool(verify)
     options = dict(detector_options or {})
     options.update(score=score, postprocess=postprocess)
@@ -223,8 +233,9 @@ def open_cached(
             build_detector(), height, width, batch, precision, warmup, engine_options
         )
     model_hash = source_model_hash(backbone, fed, _jsonable(options))
+    shape = (height, width, batch)
     where = _cache_entry(
-        model_hash, cache, runtime, (height, width, batch), precision, opset, engine_options
+        model_hash, cache, runtime, shape, precision, opset, engine_options, calibration
     )
     if where.path.is_file() and not rebuild:
         engine = _open_cached_entry(where, verify, warmup, progress, engine_options)
@@ -232,7 +243,7 @@ def open_cached(
             return engine
     export = {"runtime": runtime, "precision": precision, "batch": batch, "opset": opset}
     export.update(model_hash=where.model_hash, device=where.device, verify=verify)
-    export["override"] = override
+    export.update(override=override, calibration=calibration)
     sources = {"backbone": str(backbone), "fed": str(fed) if fed else None}
     return _build_into_cache(
         build_detector, where, height, width, export, sources, warmup, progress, engine_options
@@ -258,12 +269,17 @@ def _cache_entry(
     precision: str,
     opset: int,
     engine_options: dict[str, Any],
+    calibration: Optional[CalibrationSet] = None,
 ) -> _CacheEntry:
     """The entry keyed by the sources and detector options (``model_hash``), the input ``size``
-    (height, width, batch), precision, runtime, opset and GPU (the ``device`` engine option)."""
+    (height, width, batch), precision (int8: and the calibration images), runtime, opset and
+    GPU (the ``device`` engine option)."""
     height, width, batch = size
     device = _device_index(engine_options.get("device"))
-    key = engine_cache_key(model_hash, height, width, batch, precision, runtime, opset, device)
+    images = calibration.fingerprint if calibration is not None else None
+    key = engine_cache_key(
+        model_hash, height, width, batch, precision, runtime, opset, device, images
+    )
     folder = Path(cache) if cache is not None else cache_dir()
     entry = folder / runtime / f"{height}x{width}-b{batch}-{precision}-{key}"
     expect = {
@@ -271,6 +287,8 @@ def _cache_entry(
         "input_tensor_shape": [batch, height, width, 3],
         "precision": precision,
     }
+    if images is not None:
+        expect["calibration_fingerprint"] = images
     return _CacheEntry(
         model_hash, device, key, entry / f"model{SUFFIX_BY_RUNTIME[runtime]}", expect
     )

@@ -11,6 +11,11 @@ Examples::
     # the same typed fp16 graph for ONNX Runtime (runs on CPU too)
     fed_export --backbone models/tinyseg --fed models/fed_u --height 512 --width 1024 \\
                --precision fp16 --out tinyseg_fp16.onnx
+    # INT8: backbone quantised on calibration images (a folder, or a Cityscapes-layout root),
+    # FED float32; ONNX Runtime's CPU engine, or --runtime tensorrt for TensorRT's Q/DQ scheme
+    fed_export --backbone models/tinyseg_synthroad --fed models/fed_u_synthroad \\
+               --height 512 --width 1024 --precision int8 --calibration-data calib/ \\
+               --out tinyseg_int8.onnx
     # MSP baseline, labels from nearest-upsampled argmax, FP16 confidence
     fed_export --backbone dl_r101.pth --score msp --label-mode nearest \\
                --confidence-dtype float16 --height 1080 --width 1920 --out msp.onnx
@@ -33,6 +38,7 @@ from .base import (
     RUNTIMES,
     SUFFIX_BY_RUNTIME,
 )
+from .int8 import DEFAULT_CALIBRATION_IMAGES, SCHEMES
 from .metadata import check_precision
 
 
@@ -150,7 +156,23 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="{" + ",".join(PRECISIONS) + "}",
         help="fp16 = float16 backbone, float32 FED, typed in the graph (default for tensorrt and "
-        "torch-tensorrt); fp32 = everything float32 (default otherwise). INT8 is not supported",
+        "torch-tensorrt); fp32 = everything float32 (default otherwise); int8 = backbone "
+        "quantised (Q/DQ nodes, needs --calibration-data), FED float32; onnxruntime and "
+        "tensorrt only",
+    )
+    out.add_argument(
+        "--calibration-data",
+        metavar="DIR",
+        help="int8: images the activation ranges are measured on, at the engine's camera size "
+        "(a folder of images, or a Cityscapes-layout root: its leftImg8bit/ images)",
+    )
+    out.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        metavar="N",
+        help="int8: use at most N of the calibration images, spread evenly over the sorted list "
+        "(default %(default)s)",
     )
     out.add_argument(
         "--batch",
@@ -290,7 +312,27 @@ def _checked_precision_and_score(
         )
     if score == "fed" and args.backbone and not args.fed:
         parser.error("--score fed needs --fed")
+    _check_int8_flags(parser, args, precision)
     return precision, score
+
+
+def _check_int8_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, precision: str
+) -> None:
+    """int8 needs calibration images and a runtime with a Q/DQ path; nothing else takes them."""
+    if precision != "int8":
+        if args.calibration_data:
+            parser.error("--calibration-data is for --precision int8")
+        return
+    if args.runtime not in SCHEMES:
+        parser.error(f"--precision int8 is built for --runtime {' or '.join(sorted(SCHEMES))}")
+    if not args.calibration_data:
+        parser.error(
+            "--precision int8 needs --calibration-data DIR (a folder of images, or a "
+            "Cityscapes-layout root)"
+        )
+    if args.calibration_images < 1:
+        parser.error("--calibration-images must be >= 1")
 
 
 def _export_bundle(args: argparse.Namespace, precision: str, say: Callable[[str], None]):
@@ -339,7 +381,17 @@ def _export_to_out(
         model_hash=model_hash,
         verify=not args.no_verify,
         progress=say,
+        calibration=_calibration(args),
     )
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """The int8 calibration set the flags name (None without --calibration-data)."""
+    from .int8 import calibration_set
+
+    if not args.calibration_data:
+        return None
+    return calibration_set(args.calibration_data, args.calibration_images)
 
 
 def _build_or_reuse_cached(
@@ -365,6 +417,7 @@ def _build_or_reuse_cached(
         progress=say,
         verify=not args.no_verify,
         override="--no-verify",
+        calibration=_calibration(args),
     )
     path, meta = engine.path, engine.metadata
     say("cache hit: reused the cached engine" if engine.cache_hit else "built and cached")
@@ -381,6 +434,14 @@ def _say_engine(say: Callable[[str], None], path, meta: dict[str, Any]) -> None:
         f"{meta['score']}, "
         f"model hash {str(meta['model_hash'])[:12]}"
     )
+    if "int8" in meta:
+        int8 = meta["int8"]
+        calibration = int8["calibration"]
+        say(
+            f"  int8 ({int8['scheme']} scheme): quantised {int8['quantized_ops']} in the "
+            f"backbone, FED float32; calibrated on {calibration['images']} images of "
+            f"{calibration['root']} (fingerprint {calibration['fingerprint'][:12]})"
+        )
 
 
 if __name__ == "__main__":

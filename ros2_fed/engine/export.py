@@ -8,7 +8,11 @@ The first op casts the uint8 image to float (TensorRT's importer wants that befo
 layer). ``precision="fp16"`` writes a typed mixed-precision graph: the backbone computes in
 float16, FED and everything after it in float32, with explicit Casts between
 (:mod:`.mixed_precision`); TensorRT builds it strongly typed and ONNX Runtime runs it on CPU.
-INT8 is not supported. The ONNX file carries the model hash in its ``metadata_props`` too, so
+``precision="int8"`` quantises the backbone of the float32 graph with ONNX Runtime's static
+quantisation on calibration images (Q/DQ nodes, :mod:`.int8`): FED and everything after it stay
+float32; the Q/DQ scheme is the one of the runtime the engine is for (ONNX Runtime's CPU
+kernels, or TensorRT's symmetric explicit quantisation), and the export is verified on a
+calibration image. The ONNX file carries the model hash in its ``metadata_props`` too, so
 a sidecar paired with the wrong file is caught on open. Files are written to a temporary name
 and renamed, so a crash never leaves a half-written engine under the final name. The sidecar
 is filled by :mod:`.metadata`, the check against eager is :mod:`.verify`.
@@ -23,7 +27,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ros2_fed.fileio import temporary_sibling
 
@@ -36,6 +40,14 @@ from .base import (
     install_engine_file,
     sidecar_path,
 )
+from .int8 import (
+    SCHEMES,
+    CalibrationSet,
+    calibration_batches,
+    calibration_for,
+    quantize_backbone,
+    scheme_for,
+)
 from .metadata import ONNX_META_PREFIX, check_precision, sidecar_metadata, tensorrt_metadata
 from .verify import NO_VERIFY_FLAG, verify_onnx
 
@@ -43,6 +55,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ros2_fed.detector import FusedDetector
+
+CalibrationLike = Union[CalibrationSet, PathLike]
 
 DEFAULT_OPSET = 18
 
@@ -95,6 +109,8 @@ def export_onnx(
     verify: bool = True,
     dynamic_batch: Optional[bool] = None,
     override: str = NO_VERIFY_FLAG,
+    calibration: Optional[CalibrationLike] = None,
+    quantize_for: str = "onnxruntime",
 ) -> tuple[Path, dict[str, Any]]:
     """Export the fused graph to ``path`` (.onnx) and write ``path.json``; returns (path,
     metadata).
@@ -103,11 +119,13 @@ def export_onnx(
     ``batch`` (``dynamic_batch``), so a batch with fewer new frames costs fewer frames, not
     padding (ONNX Runtime on a CPU: batching saves nothing per frame, padding costs in full).
 
-    ``precision``: "fp32", or "fp16" (float16 backbone, float32 FED; see :mod:`.mixed_precision`).
-    The file is checked with ``onnx.checker`` before it is moved into place. ``verify``
-    (default) also runs it once in ONNX Runtime (CPU) against the float32 eager detector on a
-    random image and refuses an export that disagrees (:func:`.verify.verify_outputs`; the
-    error names ``override``, how to skip the check). The sidecar records ``"verified"``.
+    ``precision``: "fp32", "fp16" (float16 backbone, float32 FED; :mod:`.mixed_precision`) or
+    "int8" (backbone quantised on ``calibration`` -- a :class:`.int8.CalibrationSet` or a
+    folder -- in the Q/DQ scheme of ``quantize_for``; :mod:`.int8`). The file is checked with
+    ``onnx.checker`` before it is moved into place. ``verify`` (default) also runs it once in
+    ONNX Runtime (CPU) against the float32 eager detector on a random image (int8: on a
+    calibration image) and refuses an export that disagrees (:func:`.verify.verify_outputs`;
+    the error names ``override``, how to skip the check). The sidecar records ``"verified"``.
     """
     import torch
 
@@ -115,29 +133,65 @@ def export_onnx(
     if path.suffix != ".onnx":
         raise ValueError(f"{path}: ONNX exports must end in .onnx")
     check_precision(precision)
+    calibration = _int8_calibration(precision, calibration, quantize_for)
     path.parent.mkdir(parents=True, exist_ok=True)
     detector = detector.freeze()
     device = next(iter(detector.parameters()), torch.empty(0)).device
     example = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=device)
     dynamic = batch > 1 if dynamic_batch is None else bool(dynamic_batch)
-    metadata = sidecar_metadata(
-        detector,
-        runtime="onnxruntime",
-        precision=precision,
-        height=height,
-        width=width,
-        batch=batch,
-        model_hash=model_hash,
-        opset=opset,
-        extra=extra_metadata,
-        dynamic_batch=dynamic,
-    )
+    fields = {"precision": precision, "height": height, "width": width, "batch": batch}
+    fields.update(model_hash=model_hash, opset=opset, extra=extra_metadata, dynamic_batch=dynamic)
+    metadata = sidecar_metadata(detector, runtime="onnxruntime", **fields)
     metadata["verified"] = bool(verify)
     proto = _checked_onnx_proto(detector, example, path, precision, opset, dynamic, metadata)
+    if calibration is not None:
+        proto, example = _quantized(proto, path, metadata, calibration, quantize_for, example)
     _write_verified_onnx(
         proto, path, metadata, detector, example, precision, override, verify, dynamic
     )
     return path, metadata
+
+
+def _int8_calibration(
+    precision: str, calibration: Optional[CalibrationLike], quantize_for: str
+) -> Optional[CalibrationSet]:
+    """The calibration set of an int8 export (None for fp32/fp16); ValueError when int8 has
+    none or targets a runtime without a Q/DQ scheme, or a set is given for another precision."""
+    if precision == "int8":
+        scheme_for(quantize_for)
+    return calibration_for(precision, calibration)
+
+
+def _quantized(
+    proto: Any,
+    path: Path,
+    metadata: dict[str, Any],
+    calibration: CalibrationSet,
+    quantize_for: str,
+    example: torch.Tensor,
+) -> tuple[Any, torch.Tensor]:
+    """The float32 graph with its backbone quantised (the sidecar gets the ``int8`` summary and
+    the calibration fingerprint), and the calibration frames the export is verified on: a
+    random image is far outside the calibrated ranges, the check is about the camera's
+    images."""
+    import onnx
+    import torch
+
+    batch, height, width = (int(v) for v in example.shape[:3])
+    quantized, summary = quantize_backbone(
+        proto, calibration, height=height, width=width, batch=batch, runtime=quantize_for
+    )
+    quantized.producer_name = proto.producer_name
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(proto.metadata_props)
+    try:
+        onnx.checker.check_model(quantized, full_check=True)
+    except Exception as exc:
+        raise EngineError(f"{path}: the int8 graph fails onnx.checker: {exc}") from exc
+    metadata["int8"] = summary
+    metadata["calibration_fingerprint"] = calibration.fingerprint
+    frames = next(calibration_batches(calibration, height, width, batch))
+    return quantized, torch.from_numpy(frames).to(example.device)
 
 
 def _checked_onnx_proto(
@@ -154,8 +208,9 @@ def _checked_onnx_proto(
 
     from .mixed_precision import export_graph, remove_identity_casts
 
+    graph = export_graph(detector, "fp32" if precision == "int8" else precision)
     try:
-        proto = _export_to_proto(export_graph(detector, precision), example, opset, dynamic)
+        proto = _export_to_proto(graph, example, opset, dynamic)
         remove_identity_casts(proto)
     except Exception as exc:
         raise EngineError(
@@ -223,10 +278,12 @@ def export_engine(
     workspace_gib: float = 4.0,
     device: int = 0,
     override: str = NO_VERIFY_FLAG,
+    calibration: Optional[CalibrationLike] = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Build the engine for ``runtime`` at ``path`` with its sidecar; returns (path, metadata).
 
-    onnxruntime: ``path`` is the .onnx (fp32, or the typed fp16 graph). tensorrt: the ONNX
+    onnxruntime: ``path`` is the .onnx (fp32, the typed fp16 graph, or the int8 Q/DQ graph
+    quantised on ``calibration``; int8 is built for onnxruntime and tensorrt). tensorrt: the ONNX
     of the same precision goes next to it (``path.with_suffix(".onnx")``) and TensorRT builds
     it strongly typed into ``path`` (.engine/.plan). torch-tensorrt: the detector compiled by
     torch-tensorrt's dynamo path, saved as an exported program (.ep). torch: ``path`` is a
@@ -238,22 +295,19 @@ def export_engine(
     the eager detector). A refusal names ``override``.
     """
     path = Path(path)
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    check_precision(precision)
+    _check_runtime_precision(runtime, precision)
     # What every builder takes, and what the verifying ones (all but the torch bundle) add.
     common: dict[str, Any] = {"batch": batch, "precision": precision, "model_hash": model_hash}
     common["extra_metadata"] = extra_metadata
     checked = {"verify": verify, "override": override}
+    onnx_args = {"opset": opset, "calibration": calibration, **common, **checked}
     if runtime == "onnxruntime":
         if progress:
             progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
-        return export_onnx(detector, path, height, width, opset=opset, **common, **checked)
+        return export_onnx(detector, path, height, width, **onnx_args)
     if runtime == "tensorrt":
-        trt = {"opset": opset, "progress": progress, "workspace_gib": workspace_gib}
-        return _export_tensorrt(
-            detector, path, height, width, device=device, **trt, **common, **checked
-        )
+        trt = {"progress": progress, "workspace_gib": workspace_gib, "device": device}
+        return _export_tensorrt(detector, path, height, width, **trt, **onnx_args)
     if runtime == "torch-tensorrt":
         from .torch_tensorrt_engine import build_torch_tensorrt
 
@@ -265,6 +319,16 @@ def export_engine(
     if progress:
         progress(f"writing torch bundle to {path}")
     return save_bundle(path, detector, height, width, **common)
+
+
+def _check_runtime_precision(runtime: str, precision: str) -> None:
+    """ValueError for an unknown runtime or precision, or int8 for a runtime without a Q/DQ
+    scheme (torch, torch-tensorrt)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+    check_precision(precision)
+    if precision == "int8" and runtime not in SCHEMES:
+        raise ValueError(f"int8 engines are built for {sorted(SCHEMES)}, not {runtime}")
 
 
 def _export_tensorrt(
@@ -283,8 +347,10 @@ def _export_tensorrt(
     extra_metadata: Optional[dict[str, Any]],
     verify: bool,
     override: str,
+    calibration: Optional[CalibrationLike],
 ) -> tuple[Path, dict[str, Any]]:
-    """The ONNX of the same precision next to ``path``, then TensorRT's engine built from it."""
+    """The ONNX of the same precision next to ``path`` (int8: TensorRT's Q/DQ scheme), then
+    TensorRT's engine built from it."""
     from .tensorrt_engine import build_tensorrt_engine
 
     onnx_path = path.with_suffix(".onnx")
@@ -308,6 +374,8 @@ def _export_tensorrt(
             verify=verify,
             dynamic_batch=False,
             override=override,
+            calibration=calibration,
+            quantize_for="tensorrt",
         )
         result = build_tensorrt_engine(
             staged,

@@ -30,17 +30,12 @@ if TYPE_CHECKING:  # pragma: no cover
 ONNX_META_PREFIX = "ros2_fed."
 # Bump when the exported graph changes for the same detector (part of the engine cache key).
 EXPORT_GRAPH_VERSION = 2  # 2: uint8 cast first, typed fp16 backbone
-INT8_UNSUPPORTED = (
-    "INT8 is not supported: TensorRT 11 takes INT8 only as Q/DQ nodes in the graph, which "
-    "ros2_fed "
-    "does not write; use fp16"
-)
+# What the backbone computes in, per precision (FED is float32 in every engine).
+BACKBONE_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
 
 
 def check_precision(precision: str) -> None:
-    """ValueError for a precision the exporter cannot write (INT8 named plainly)."""
-    if precision == "int8":
-        raise ValueError(INT8_UNSUPPORTED)
+    """ValueError for a precision the exporter cannot write."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
 
@@ -131,7 +126,7 @@ def _runtime_fields(runtime: str, precision: str) -> dict[str, Any]:
         "runtime": runtime,
         "runtime_version": runtime_version(runtime),
         "precision": precision,
-        "backbone_dtype": "float16" if precision == "fp16" else "float32",
+        "backbone_dtype": BACKBONE_DTYPES.get(precision, "float32"),
         "fed_dtype": "float32",
         "gpu_name": gpu["name"],
         "gpu_compute_capability": gpu["compute_capability"],

@@ -69,8 +69,8 @@ def export_graph(detector: FusedDetector, precision: str) -> ExportGraph:
     if precision not in BACKBONE_DTYPES:
         raise ValueError(
             f"precision {precision!r} cannot be exported: expected one of "
-            f"{sorted(BACKBONE_DTYPES)} (INT8 is not supported: TensorRT 11 takes INT8 only as "
-            "Q/DQ nodes, which ros2_fed does not write)"
+            f"{sorted(BACKBONE_DTYPES)} (int8 is the fp32 graph quantised afterwards: "
+            "engine/int8.py)"
         )
     if precision == "fp32":
         return ExportGraph(detector).eval()

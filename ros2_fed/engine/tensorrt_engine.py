@@ -8,8 +8,15 @@ flag on 10.x; on 11.x strong typing is the only mode and the precision flags are
 So no builder precision flag is ever set (``BuilderFlag.FP16/INT8``,
 ``OBEY_PRECISION_CONSTRAINTS``,
 ``layer.precision`` and ``platform_has_fast_fp16`` do not exist in 11.x, and would contradict
-a strongly typed network in 10.x). INT8 is not supported: TensorRT 11 takes INT8 only as
-Q/DQ nodes in the graph, and ros2_fed does not export them.
+a strongly typed network in 10.x). INT8 is the same strongly typed build: ``fed_export
+--precision int8 --runtime tensorrt`` writes the backbone's quantisation as QuantizeLinear /
+DequantizeLinear nodes (:mod:`.int8`, TensorRT's scheme), which TensorRT builds by *explicit
+quantisation* -- NVIDIA's guide: "Use explicit quantization with Strong Typing. Precision-control
+build flags are not required and should not be specified". 11.x has no INT8 flag or
+calibrator at all (``BuilderFlag.INT8``, ``int8_calibrator``, ``IInt8EntropyCalibrator2`` are
+gone); the same ONNX builds on 10.x with ``STRONGLY_TYPED``. Before building, an int8 ONNX is
+checked for what TensorRT's ONNX parser rejects (:func:`tensorrt_qdq_problems`: non-zero or
+uint8 zero points, int32 bias DequantizeLinear), with one line saying how to re-export.
 
 Run: the CUDA device is selected before the engine is deserialised (an engine lives on the
 device that was current then). Device and pinned host memory and the stream come from
@@ -99,7 +106,8 @@ def create_network(trt: Any, builder: Any) -> Any:
 def serialize_onnx(trt: Any, onnx_path: Path, workspace_gib: float, logger: Any = None) -> bytes:
     """Parse the ONNX file into a strongly typed network and build it; the serialised engine.
 
-    No precision flag is set: the graph's own types decide every layer's precision.
+    No precision flag is set: the graph's own types decide every layer's precision, and its
+    Q/DQ nodes where int8 runs (fp32, fp16 and int8 exports build alike).
     """
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -116,6 +124,45 @@ def serialize_onnx(trt: Any, onnx_path: Path, workspace_gib: float, logger: Any 
             f"{onnx_path}: TensorRT failed to build the engine (see the TensorRT log above)"
         )
     return bytes(serialized)
+
+
+def tensorrt_qdq_problems(onnx_path: PathLike) -> list[str]:
+    """What TensorRT's ONNX parser would reject in a Q/DQ graph, one line per node (empty when
+    it builds): TensorRT quantisation is symmetric int8 (every zero point an int8 zero) and
+    DequantizeLinear takes only 8-bit inputs (no int32 bias)."""
+    import onnx
+    from onnx import numpy_helper
+
+    INT8 = onnx.TensorProto.INT8  # noqa: N806 - onnx's name
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    constants = {init.name: init for init in proto.graph.initializer}
+    problems = []
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        data = constants.get(node.input[0])
+        zero = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "DequantizeLinear" and data is not None and data.data_type != INT8:
+            kind = onnx.TensorProto.DataType.Name(data.data_type).lower()
+            problems.append(f"{node.name}: dequantises {kind} constants (TensorRT: int8 only)")
+        elif zero is None or zero.data_type != INT8:
+            problems.append(f"{node.name}: zero point is not int8 (TensorRT quantises to int8)")
+        elif np.any(numpy_helper.to_array(zero)):
+            problems.append(f"{node.name}: non-zero zero point (TensorRT is symmetric)")
+    return problems
+
+
+def check_int8_graph(onnx_path: PathLike, metadata: dict[str, Any]) -> None:
+    """EngineError before TensorRT parses an int8 ONNX it would reject (one line, how to fix)."""
+    if metadata.get("precision") != "int8":
+        return
+    problems = tensorrt_qdq_problems(onnx_path)
+    if problems:
+        raise EngineError(
+            f"{onnx_path}: this int8 graph is not in TensorRT's Q/DQ scheme ({len(problems)} "
+            f"nodes, e.g. {problems[0]}): export it with fed_export --runtime tensorrt "
+            "--precision int8"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -163,12 +210,12 @@ def build_tensorrt_engine(
     """
     trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    check_int8_graph(onnx_path, metadata)
     gpu = select_device(device)
     if progress:
         progress(
             f"building TensorRT {trt.__version__} {metadata.get('precision')} engine (strongly "
-            "typed) from "
-            f"{onnx_path.name} on {gpu['name']}, this takes minutes ..."
+            f"typed) from {onnx_path.name} on {gpu['name']}, this takes minutes ..."
         )
     try:
         data = serialize_onnx(trt, onnx_path, workspace_gib)
@@ -189,6 +236,7 @@ def build_tensorrt_engine(
             gpu_compute_capability=gpu["compute_capability"],
             workspace_gib=workspace_gib,
             tensorrt_strongly_typed=True,
+            tensorrt_explicit_quantization=metadata.get("precision") == "int8",
         )
         install_engine_file(tmp, engine_path, meta)
     finally:

@@ -81,6 +81,8 @@ def build_torch_tensorrt(
     if path.suffix != SUFFIX:
         raise ValueError(f"{path}: a torch-tensorrt program ends in {SUFFIX}")
     check_precision(precision)
+    if precision == "int8":  # a Q/DQ graph is built by --runtime tensorrt (engine/int8.py)
+        raise ValueError("INT8 is not supported by torch-tensorrt: use --runtime tensorrt")
     torch_tensorrt = import_torch_tensorrt()
     gpu = _select_device(device)
     import torch

@@ -22,6 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
 # fp16 graph vs the fp32 eager detector: what an export must meet (and the tests check).
 FP16_MIN_LABEL_AGREEMENT = 0.99
 FP16_MAX_MEAN_CONFIDENCE_DIFF = 0.01
+# int8 graph (quantised backbone, float32 FED) vs the fp32 eager detector on a calibration
+# image. The default model measured 99.5 % label agreement and 0.002 mean confidence difference
+# on held-out synthroad frames (docs/int8.md); the rule leaves room for harder scenes but
+# refuses a broken quantisation (a wrong range or scheme flips whole regions).
+INT8_MIN_LABEL_AGREEMENT = 0.98
+INT8_MAX_MEAN_CONFIDENCE_DIFF = 0.02
 # Every engine build compares its output with the float32 eager detector (verify_outputs);
 # the override a refusal names: the CLIs' flag, or for the cache (fed_node) the environment.
 NO_VERIFY_FLAG = "--no-verify"
@@ -55,6 +61,11 @@ def parity_ok(stats: dict[str, float], precision: str) -> bool:
             stats["label_agreement"] >= FP16_MIN_LABEL_AGREEMENT
             and stats["confidence_mean_abs_diff"] <= FP16_MAX_MEAN_CONFIDENCE_DIFF
         )
+    if precision == "int8":
+        return (
+            stats["label_agreement"] >= INT8_MIN_LABEL_AGREEMENT
+            and stats["confidence_mean_abs_diff"] <= INT8_MAX_MEAN_CONFIDENCE_DIFF
+        )
     return stats["label_agreement"] >= 0.999 and stats["confidence_max_abs_diff"] <= 1e-3
 
 
@@ -70,7 +81,8 @@ def verify_outputs(
 ) -> dict[str, float]:
     """The one export check: an engine's ``(labels, confidence)`` for ``example`` against the
     float32 eager detector (:func:`parity_ok`: fp32 confidence within 1e-3 and labels 99.9 %,
-    fp16 mean confidence within 0.01 and labels 99 %). ExportVerificationError naming
+    fp16 mean confidence within 0.01 and labels 99 %, int8 mean confidence within 0.02 and
+    labels 98 %). ExportVerificationError naming
     ``override`` when it disagrees; returns the parity figures."""
     import torch
 
