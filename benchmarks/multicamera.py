@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from node_overhead import cdr_frame_id, frames_for, parse_size, ros_env  # noqa: E402
+from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME  # noqa: E402
 
 CAMERAS = 4
 OUTPUTS = ("segmentation", "confidence", "alerts")  # what a planner downstream takes
@@ -149,7 +150,7 @@ class Cameras:
         self.subs = []
         for prefix in config.output_prefixes:
             for name in OUTPUTS:
-                if name == "alerts":
+                if not OUTPUT_BY_NAME[name].is_image:
                     self.subs.append(
                         self.node.create_subscription(
                             DiagnosticArray, f"{prefix}/{name}", lambda m: None, reliable

@@ -40,7 +40,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-OUTPUTS = ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
+
+from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME, OUTPUT_NAMES  # noqa: E402
+
+OUTPUTS = OUTPUT_NAMES  # every output the node publishes (the outputs table)
 TARGET_SIZE = (512, 1024)
 TARGET_RATIO = 0.10
 
@@ -171,7 +174,7 @@ class Client:
             # Image outputs arrive serialized (raw=True): turning megabytes of CDR into Python
             # objects is this client's cost (rviz is C++), not the node's; the frame id is read
             # straight from the CDR header.
-            if name == "alerts":
+            if not OUTPUT_BY_NAME[name].is_image:
                 self.subs.append(
                     self.node.create_subscription(
                         DiagnosticArray,

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
 
 __all__ = [
     "OK",
     "WARN",
     "ERROR",
+    "STALE",
     "Clock",
+    "Status",
     "LogDecision",
     "KindThrottle",
     "WatchdogState",
@@ -26,8 +28,21 @@ __all__ = [
     "worst_status",
 ]
 
-OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic_msgs/DiagnosticStatus levels
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Status:
+    """One diagnostic status without ROS: what the node publishes as a DiagnosticStatus and the
+    replay writes into its output bag (``name`` and ``hardware_id`` filled in by whoever knows
+    the node and the camera)."""
+
+    level: int
+    message: str = ""
+    values: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""
+    hardware_id: str = ""
 
 
 # --------------------------------------------------------------------------------------

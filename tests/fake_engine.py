@@ -29,7 +29,10 @@ def expected_outputs(
 
 
 class FakeEngine:
-    """Engine contract: ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
+    """The :class:`ros2_fed.engine.base.InferenceEngine` interface:
+    ``infer(rgb) -> (labels uint8 HxW, confidence float32 HxW)``."""
+
+    path = None  # no engine file
 
     def __init__(
         self,
@@ -53,6 +56,9 @@ class FakeEngine:
             "runtime": "fake",
             "name": "fake-engine",
         }
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if image.ndim == 4 and self.batch_size > 1:

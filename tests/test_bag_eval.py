@@ -193,6 +193,7 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
     assert report["complete"] is True and report["frames"] == {
         "in_bag": FRAMES,
         "evaluated": FRAMES,
+        "bad_input": {},
         "dropped": 0,
         "with_labels": FRAMES,
         "with_ood": FRAMES,

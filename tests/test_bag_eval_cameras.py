@@ -30,7 +30,28 @@ from training import synthroad_bag as sb
 
 FRAMES, SIZE, CAMERAS = 4, (64, 128), ("cam0", "cam1", "cam2")
 #: what a single run's report must equal between the rig run and the camera run alone
-SAME = ("frames", "metrics", "method_sources", "node_method", "frames_ranked", "output_prefix")
+SAME = ("frames", "method_sources", "node_method", "output_prefix")
+#: ... and what only within float tolerance: the rig runs one engine batch of 3 frames (as a
+#: ``cameras:=[...]`` fed_node does), the camera alone batches of 1; the engine's arithmetic
+#: differs in the last bits between batch sizes
+CLOSE = ("metrics", "frames_ranked")
+TOLERANCE = 1e-4
+
+
+def assert_close(a: Any, b: Any, where: tuple = ()) -> None:
+    """Equal structure, strings and integers; floats within TOLERANCE."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_close(a[key], b[key], where + (key,))
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, where + (i,))
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, abs=TOLERANCE), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +126,10 @@ def test_per_camera_reports_equal_single_camera_runs(
         assert mine["complete"] is True and "kind" not in mine
         for key in SAME:
             assert mine[key] == single[key], (name, key)
+        for key in CLOSE:
+            assert_close(mine[key], single[key], (name, key))
         for key in ("counts", "transitions", "per_frame", "detection", "config"):
-            assert mine["alerts"][key] == single["alerts"][key], (name, key)
+            assert_close(mine["alerts"][key], single["alerts"][key], (name, "alerts", key))
         assert (
             mine["bag"]["topics"]
             == single["bag"]["topics"]

@@ -1,4 +1,5 @@
-"""Surround-camera core: names and topics, the per-camera mailbox, batched inference."""
+"""Surround-camera core: names and topics, the per-camera mailbox and the batches it forms,
+batched inference."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from ros2_fed.cameras import (
     CameraMailbox,
     camera_names,
     camera_problems,
-    infer_batch,
     input_topic,
     output_topic,
+    stamp_batches,
 )
 from ros2_fed.pipeline import ModelSpec, parameter_problems, with_defaults
+from ros2_fed.pipeline.inference import infer_batch
 from tests.fake_engine import FakeEngine, expected_outputs
 
 
@@ -86,6 +88,29 @@ def test_mailbox_wakes_the_consumer_for_any_camera_and_on_close() -> None:
     box.close()
     closer.join(2)
     assert got[-1] is None and not closer.is_alive()
+
+
+def test_stamp_batches_put_each_stamp_in_one_batch_in_arrival_order() -> None:
+    """Offline arrivals: every camera's frame of a stamp in one batch; a new stamp, or a
+    camera's second frame of one stamp, starts the next; nothing is dropped."""
+    arrivals = [
+        ("left", 1, "l1"),
+        ("front", 1, "f1"),
+        ("rear", 1, "r1"),
+        ("front", 2, "f2"),  # rear misses stamp 2
+        ("left", 2, "l2"),
+        ("left", 2, "l2b"),  # the same camera again: a batch of its own
+        ("rear", 3, "r3"),
+    ]
+    batches = list(stamp_batches(arrivals))
+    assert batches == [
+        {"left": "l1", "front": "f1", "rear": "r1"},
+        {"front": "f2", "left": "l2"},
+        {"left": "l2b"},
+        {"rear": "r3"},
+    ]
+    assert [list(b) for b in batches][0] == ["left", "front", "rear"]  # arrival order
+    assert list(stamp_batches([])) == []
 
 
 def BatchEngine(batch_size: int, dynamic: bool, input_shape=(32, 48)) -> FakeEngine:

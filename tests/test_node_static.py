@@ -15,7 +15,7 @@ import yaml
 pytest.importorskip("rclpy")
 
 from ros2_fed import node as fed_node
-from ros2_fed import pipeline
+from ros2_fed import pipeline, ros_messages
 from ros2_fed.eval.replay.model import flatten_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_fastdds_profile_is_a_default_large_shm_profile() -> None:
 def test_parameter_table_is_consistent() -> None:
     for spec in pipeline.PARAMETERS:
         assert spec.description and spec.check(spec.default) is None, spec
-        descriptor = fed_node.parameter_descriptor(spec)
+        descriptor = ros_messages.parameter_descriptor(spec)
         assert (
             descriptor.description == spec.description and descriptor.read_only == spec.read_only
         )
@@ -201,7 +201,7 @@ def test_integer_for_a_float_parameter_becomes_a_double() -> None:
     callback (and its parameter-file overrides) turn it into the DOUBLE rclpy would insist on."""
     from rclpy.parameter import Parameter
 
-    param = fed_node.coerced(Parameter("alerts.hysteresis", value=1))
+    param = ros_messages.coerced(Parameter("alerts.hysteresis", value=1))
     assert param.type_ == Parameter.Type.DOUBLE and param.value == 1.0
     for unchanged in (
         Parameter("alerts.raise_frames", value=2),
@@ -209,4 +209,4 @@ def test_integer_for_a_float_parameter_becomes_a_double() -> None:
         Parameter("alerts.hysteresis", value="x"),
         Parameter("not.declared", value=1),
     ):
-        assert fed_node.coerced(unchanged) is unchanged
+        assert ros_messages.coerced(unchanged) is unchanged

@@ -207,18 +207,18 @@ def test_threshold_and_colour_range_come_from_the_model_unless_set() -> None:
     assert (
         pipeline.alert_config({}).confidence_threshold == 0.5
     )  # an uncalibrated model: the fallback
-    settings = pipeline.OutputSettings.from_params({}, calibration)
+    settings = pipeline.output_settings({}, calibration)
     assert (settings.viz_min, settings.viz_max) == (0.7, 0.99)
-    settings = pipeline.OutputSettings.from_params({"viz.confidence_min": 0.2}, calibration)
+    settings = pipeline.output_settings({"viz.confidence_min": 0.2}, calibration)
     assert (settings.viz_min, settings.viz_max) == (0.2, 0.99)
-    settings = pipeline.OutputSettings.from_params({"viz.confidence_min": 0.995}, calibration)
+    settings = pipeline.output_settings({"viz.confidence_min": 0.995}, calibration)
     assert (settings.viz_min, settings.viz_max) == (
         0.0,
         1.0,
     )  # explicit min above the model's max: full range
     assert (
-        pipeline.OutputSettings.from_params({}).viz_min,
-        pipeline.OutputSettings.from_params({}).viz_max,
+        pipeline.output_settings({}).viz_min,
+        pipeline.output_settings({}).viz_max,
     ) == (0.0, 1.0)
     meta = {"detector": {"calibration": calibration}}
     assert pipeline.model_calibration(meta) == calibration and pipeline.model_calibration({}) == {}
@@ -253,9 +253,7 @@ def test_spec_calibration_reads_the_fed_checkpoint_or_the_engine_sidecar(tmp_pat
 
 
 def test_output_settings_follow_the_parameters() -> None:
-    settings = pipeline.OutputSettings.from_params(
-        {"publish.overlay": False, "viz.overlay_alpha": 1}
-    )
+    settings = pipeline.output_settings({"publish.overlay": False, "viz.overlay_alpha": 1})
     assert not settings.enabled("overlay") and settings.enabled("segmentation")
     assert settings.overlay_alpha == 1.0
     assert [name for name, _ in settings.publish] == list(pipeline.OUTPUT_NAMES)
@@ -305,11 +303,16 @@ def test_backbone_without_fed_asks_for_a_score() -> None:
 
 class _SizedEngine:
     """Labels = R, confidence = G / 255 at a fixed input size (refuses others, like a real
-    engine)."""
+    engine); the InferenceEngine interface."""
 
-    def __init__(self, shape: tuple[int, int]) -> None:
+    batch_size, dynamic_batch, metadata, path = 1, False, {}, None
+
+    def __init__(self, shape: tuple[int, int] | None) -> None:
         self.input_shape = shape
         self.seen: list[tuple[int, ...]] = []
+
+    def close(self) -> None:
+        pass
 
     def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert image.shape[:2] == self.input_shape, image.shape
@@ -335,7 +338,7 @@ def test_camera_size_handling_resizes_on_the_host() -> None:
     )
     assert (labels[:, :40] == 0).all() and (labels[:, 56:] == 7).all() and np.allclose(conf, 1.0)
     assert engine.seen == [(32, 48, 3)]
-    assert pipeline.engine_shape(object()) is None
+    assert pipeline.engine_shape(_SizedEngine(None)) is None
     assert pipeline.warm_up(engine, 2, shape) >= 0 and len(engine.seen) == 3
     with pytest.raises(StartupError, match="warm-up failed on a 10x10 frame"):
         pipeline.warm_up(engine, 1, (10, 10))

@@ -1,7 +1,8 @@
 """The one Engine interface every runtime implements, the sidecar format, and ``Engine.open``.
 
 Pure python (numpy only): the runtime modules subclass :class:`Engine` and are opened through
-:data:`ENGINE_LOADERS`; this module imports none of them.
+:data:`ENGINE_LOADERS`; this module imports none of them. :class:`InferenceEngine` is the
+interface the node's frame path types its engine with.
 
 An engine file is ``NAME.onnx`` / ``NAME.engine`` (or ``.plan``) plus a JSON sidecar
 ``NAME.onnx.json`` / ``NAME.engine.json``. The sidecar says what the file is (runtime and its
@@ -17,7 +18,7 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -154,6 +155,30 @@ def check_expected(
             raise EngineError(
                 f"{path}: {key} mismatch: the engine has {have!r}, expected {wanted!r}"
             )
+
+
+class InferenceEngine(Protocol):
+    """What the frame path (``ros2_fed.pipeline``) needs of an engine: :class:`Engine` has it,
+    and so does a test's stand-in. ``input_shape`` None: the engine takes any size."""
+
+    @property
+    def input_shape(self) -> Optional[tuple[int, int]]: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def dynamic_batch(self) -> bool: ...
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+    @property
+    def path(self) -> Optional[Path]: ...
+
+    def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 
 class Engine(abc.ABC):

@@ -97,10 +97,11 @@ class FrameRef:
     stamp_ns: int
     log_ns: int
     frame_id: str
-    height: int
+    height: int  # from the message header (0 when it cannot be read): nothing is decoded
     width: int
     has_label: bool = False
     has_ood: bool = False
+    usable: bool = True  # the header's size is within the decoding limits
 
 
 @dataclass
@@ -108,9 +109,14 @@ class ScanResult:
     info: BagInfo
     selection: Selection
     frames: list[FrameRef]
-    first_raw: bytes = b""  # CDR of the first camera message (live warm-up frame)
+    first_raw: bytes = b""  # CDR of the first usable camera message (live warm-up frame)
     gt_without_frame: dict[str, int] = field(default_factory=dict)  # topic -> count
     frames_without_gt: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> list[FrameRef]:
+        """The frames whose size is within the decoding limits (the others the node refuses)."""
+        return [f for f in self.frames if f.usable]
 
     @property
     def has_labels(self) -> bool:
@@ -138,9 +144,9 @@ class Frame:
     ood_raw: Optional[bytes] = None
     ood_log_ns: Optional[int] = None
 
-    def rgb(self) -> np.ndarray:
-        """HxWx3 uint8 RGB (ros2_fed.codec, the node's decoder)."""
-        return np.array(codec.to_rgb8(self.msg), dtype=np.uint8, order="C")  # writable copy
+    def rgb(self, limits: codec.InputLimits) -> np.ndarray:
+        """HxWx3 uint8 RGB, decoded as the node decodes (ros2_fed.codec, the node's limits)."""
+        return np.array(codec.to_rgb8(self.msg, limits), dtype=np.uint8, order="C")  # writable
 
 
 # --------------------------------------------------------------------------------------
@@ -385,25 +391,25 @@ def _gt_array(
     return np.ascontiguousarray(arr)
 
 
-def _image_shape(
-    info: BagInfo, topic: str, msgtype: str, msg: Any, index: int, decode: bool
-) -> tuple[int, int]:
-    stamp = bagio.stamp_ns(msg)
+def header_size(msgtype: str, msg: Any) -> tuple[int, int]:
+    """(H, W) a camera message says it has, without decoding it: the Image fields, or the
+    JPEG/PNG header of a CompressedImage; (0, 0) when that cannot be read (the frame path
+    refuses such a frame and counts it by kind, as the node does)."""
+    if msgtype == bagio.IMAGE:
+        return int(msg.height), int(msg.width)
     try:
-        if msgtype == bagio.IMAGE:
-            arr = codec.image_to_numpy(msg)
-            if decode:
-                codec.to_rgb8(msg)
-        else:
-            arr = codec.to_rgb8(msg) if decode else None
-            if arr is None:
-                return (0, 0)
-    except codec.ImageDecodeError as exc:
-        raise BagError(
-            f"{info.path}: camera message {index} on {topic} (stamp {stamp}) cannot be decoded "
-            f"({exc.kind}): {exc}"
-        ) from None
-    return int(arr.shape[0]), int(arr.shape[1])
+        header = codec.read_compressed_header(msg.data)
+    except codec.ImageDecodeError:
+        return 0, 0
+    return int(header.height), int(header.width)
+
+
+def _within(limits: codec.InputLimits, height: int, width: int) -> bool:
+    try:
+        limits.check(width, height, "frame")
+    except codec.ImageDecodeError:
+        return False
+    return True
 
 
 def scan(
@@ -412,14 +418,16 @@ def scan(
     labels: Optional[str] = None,
     ood: Optional[str] = None,
     ground_truth: bool = True,
-    decode_compressed: bool = True,
+    limits: codec.InputLimits = codec.InputLimits(),
     limit: Optional[int] = None,
     progress: bool = False,
 ) -> ScanResult:
     """Open and validate the bag, read every selected message once and index the camera frames.
 
-    Raises :class:`BagError` on anything that would stop the evaluation later. ``limit``: only
-    the first N camera frames (and their ground truth) count.
+    Raises :class:`BagError` on anything that would stop the evaluation later. Camera frames
+    are not decoded here: a frame the node would refuse (``limits``, a corrupt image) is the
+    frame path's to count, not the bag's fault. ``limit``: only the first N camera frames (and
+    their ground truth) count.
     """
     from tqdm import tqdm
 
@@ -442,17 +450,21 @@ def scan(
             if topic == selection.image:
                 if limit is not None and len(frames) >= limit:
                     continue
-                decode = decode_compressed or msgtype == bagio.IMAGE
-                _index_camera_frame(
-                    info, topic, msgtype, log_ns, msg, stamp, frames, by_stamp, decode
-                )
-                first_raw = first_raw or raw
+                ref = _index_camera_frame(info, topic, msgtype, log_ns, msg, frames, by_stamp)
+                ref.usable = _within(limits, ref.height, ref.width)
+                first_raw = first_raw or (raw if ref.usable else b"")
             else:
                 _index_ground_truth(info, selection, topic, msg, stamp, gt_stamps)
     finally:
         bar.close()
     if not frames:
         raise BagError(f"{info.path}: camera topic {selection.image} has no messages")
+    if not any(ref.usable for ref in frames):
+        raise BagError(
+            f"{info.path}: none of the {len(frames)} camera frames on {selection.image} can be "
+            f"decoded within the node's input limits (max_input_pixels {limits.max_pixels}, "
+            f"at least {limits.min_side} pixels a side)"
+        )
     result = ScanResult(info=info, selection=selection, frames=frames, first_raw=first_raw)
     _match_ground_truth(result, gt_stamps, by_stamp)
     return result
@@ -464,13 +476,12 @@ def _index_camera_frame(
     msgtype: str,
     log_ns: int,
     msg: Any,
-    stamp: int,
     frames: list[FrameRef],
     by_stamp: dict[int, FrameRef],
-    decode: bool,
-) -> None:
+) -> FrameRef:
     """Append the camera message as the next frame; stamps must be unique (frames are matched
     to ground truth and node outputs by stamp)."""
+    stamp = bagio.stamp_ns(msg)
     if stamp in by_stamp:
         raise BagError(
             f"{info.path}: camera topic {topic} has two messages with header stamp "
@@ -479,7 +490,7 @@ def _index_camera_frame(
             "must be "
             "unique)"
         )
-    h, w = _image_shape(info, topic, msgtype, msg, len(frames), decode=decode)
+    h, w = header_size(msgtype, msg)
     ref = FrameRef(
         index=len(frames),
         stamp_ns=stamp,
@@ -490,6 +501,7 @@ def _index_camera_frame(
     )
     frames.append(ref)
     by_stamp[stamp] = ref
+    return ref
 
 
 def _index_ground_truth(
@@ -524,7 +536,7 @@ def _match_ground_truth(
             shape = stamps.get(ref.stamp_ns)
             if shape is None:
                 continue
-            if ref.height and tuple(shape) != (ref.height, ref.width):
+            if ref.usable and tuple(shape) != (ref.height, ref.width):
                 raise BagError(
                     f"{info.path}: ground-truth topic {topic} at stamp {ref.stamp_ns} is "
                     f"{shape[0]}x{shape[1]} but the camera frame is {ref.height}x{ref.width}"
@@ -583,7 +595,8 @@ def iter_frames(scan_result: ScanResult) -> Iterator[Frame]:
             pending.append(stamp)
         else:
             kind = "labels" if topic == sel.labels else "ood"
-            shape = (refs[stamp].height, refs[stamp].width) if refs[stamp].height else None
+            ref = refs[stamp]
+            shape = (ref.height, ref.width) if ref.usable else None
             gt[topic][stamp] = (_gt_array(info, topic, msg, kind, shape), raw, log_ns)
         while pending and ready(pending[0]):
             yield emit(pending.popleft())

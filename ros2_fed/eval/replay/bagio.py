@@ -19,9 +19,10 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-IMAGE = "sensor_msgs/msg/Image"
+from ros2_fed.pipeline.outputs import DIAGNOSTICS_MESSAGE as DIAGNOSTIC_ARRAY
+from ros2_fed.pipeline.outputs import IMAGE_MESSAGE as IMAGE
+
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
-DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 STORAGES = ("mcap", "sqlite3")
 PathLike = Union[str, Path]

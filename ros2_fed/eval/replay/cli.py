@@ -36,22 +36,21 @@ Exit codes: 0 done, 2 unusable input (bag, topics, arguments), 1 the run failed.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-from typing import Any, Optional
+from ros2_fed import stopping
 
-from ros2_fed.engine.verify import NO_VERIFY_FLAG, VERIFY_ENV
-from ros2_fed.eval.replay import bag as bagmod
-from ros2_fed.eval.replay import report as rep
-from ros2_fed.eval.replay.errors import LiveError, OutputExistsError, UsageError
-from ros2_fed.eval.replay.evaluation import evaluate, failure_of
-from ros2_fed.fingerprint import ALLOW_FLAG
-from ros2_fed.pipeline import (
-    OUTPUT_NAMES,
-    RUNTIME_CHOICES,
-    SCORE_CHOICES,
-)
+stopping.install()  # first: a signal during the imports below ends the process cleanly
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+from ros2_fed.engine.verify import NO_VERIFY_FLAG, VERIFY_ENV  # noqa: E402
+from ros2_fed.eval.replay import report as rep  # noqa: E402
+from ros2_fed.eval.replay.evaluation import evaluate, report_failure  # noqa: E402
+from ros2_fed.fingerprint import ALLOW_FLAG  # noqa: E402
+from ros2_fed.pipeline.outputs import OUTPUT_NAMES  # noqa: E402
+from ros2_fed.pipeline.params import RUNTIME_CHOICES, SCORE_CHOICES  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -299,27 +298,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         "bag": {"path": str(args.bag)},
     }
     try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         md, report = evaluate(args, partial, log)
     except BaseException as exc:
-        failure = failure_of(exc)
-        if failure is None:
-            raise
-        message, code = failure
-        if isinstance(exc, OutputExistsError):  # the earlier run's report stays as it is
-            print(f"fed_bag_eval: error: {message}", file=sys.stderr)
-            return code
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-            path = rep.write_failure(args.out, message, partial)
-            where = f" (nothing was evaluated to completion; see {path})"
-        except OSError:
-            where = ""
-        print(f"fed_bag_eval: error: {message}{where}", file=sys.stderr)
-        if code == 1 and not isinstance(exc, (bagmod.BagError, UsageError, LiveError)):
-            import traceback
-
-            traceback.print_exception(exc, file=sys.stderr)
-        return code
+        return report_failure(exc, Path(args.out), partial)
+    finally:
+        stopping.stopping()
     print(rep.metrics_table(report))
     for line in rep.console_summary(report):
         print(line)

@@ -7,6 +7,7 @@ Why apart from the command line: the rig replay (:mod:`.multicamera`) runs one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -20,6 +21,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from ros2_fed import stopping
 from ros2_fed.engine.verify import VERIFY_ENV, ExportVerificationError
 from ros2_fed.eval.alert_metrics import detection_report
 from ros2_fed.eval.replay import bag as bagmod
@@ -37,13 +39,9 @@ from ros2_fed.eval.replay.scoring import (
 )
 from ros2_fed.fingerprint import BackboneMismatchError
 from ros2_fed.names import METHOD_BY_SCORE as SCORE_ABBREV
-from ros2_fed.pipeline import (
-    OUTPUT_NAMES,
-    ModelSpec,
-    StartupError,
-    resolve_from_model,
-    spec_calibration,
-)
+from ros2_fed.pipeline.model_spec import ModelSpec, spec_calibration
+from ros2_fed.pipeline.outputs import OUTPUT_NAMES
+from ros2_fed.pipeline.params import StartupError, input_limits, resolve_from_model
 
 OUTPUT_BAG = "output_bag"
 
@@ -98,7 +96,7 @@ def _node_row(spec: ModelSpec, metadata: dict[str, Any]) -> str:
 
 
 def _joined_live_outputs(
-    scan: bagmod.ScanResult, output_bag: Path, topics: dict[str, str], live: Any
+    scan: bagmod.ScanResult, output_bag: Path, topics: dict[str, str], live: Any, limits: Any
 ) -> Iterator[FrameOutput]:
     """Camera frames joined (by stamp) with the segmentation + confidence recorded from the
     node."""
@@ -127,7 +125,7 @@ def _joined_live_outputs(
         got = pending.pop(stamp)
         yield FrameOutput(
             frame=frame,
-            rgb=frame.rgb(),
+            rgb=frame.rgb(limits),
             labels=got["segmentation"].astype(np.uint8, copy=False),
             confidence=got["confidence"].astype(np.float32, copy=False),
             latency_s=float(live.latency_s(stamp) or math.nan),
@@ -197,6 +195,22 @@ def _level_counts(levels: list[Optional[int]]) -> dict[str, int]:
     return counts
 
 
+@contextlib.contextmanager
+def verify_setting(no_verify: bool) -> Iterator[None]:
+    """``--no-verify``: the engine cache here (offline) and in the node (live) builds without
+    the check against eager while the run lasts."""
+    saved = os.environ.get(VERIFY_ENV)
+    if no_verify:
+        os.environ[VERIFY_ENV] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(VERIFY_ENV, None)
+        else:
+            os.environ[VERIFY_ENV] = saved
+
+
 class BagEvaluation:
     """One fed_bag_eval run in named steps; :meth:`run` raises on any failure."""
 
@@ -210,42 +224,47 @@ class BagEvaluation:
         self.offline_stats: Any = None  # OfflineStats
 
     def run(self) -> tuple[Path, dict[str, Any]]:
-        if not self.args.no_verify:
-            return self.run_steps()
-        saved = os.environ.get(VERIFY_ENV)
-        os.environ[VERIFY_ENV] = "0"  # the engine cache here (offline) and in the node (live)
-        try:
-            return self.run_steps()
-        finally:
-            if saved is None:
-                os.environ.pop(VERIFY_ENV, None)
-            else:
-                os.environ[VERIFY_ENV] = saved
+        """The whole run: prepare, the frames through the node (or its frame path), scored,
+        the report written."""
+        with verify_setting(self.args.no_verify):
+            self.prepare()
+            try:
+                self.score(self.start_stream())
+                return self.finish()
+            except BaseException:
+                self.writer.abort()  # no half-written output bag next to a failure report
+                raise
 
-    def run_steps(self) -> tuple[Path, dict[str, Any]]:
+    def prepare(self) -> None:
+        """Everything before the first frame: arguments, bag, model, output bag, reference."""
         record = self.check_arguments()
         self.params = self.node_parameters()
+        self.limits = input_limits(self.params)
         self.output_bag = prepare_out(self.out, self.args.overwrite)
         self.scan = self.scan_bag()
         self.spec = self.resolve_model()
         self.resize = self.resize_notice()
         self.topics = {name: f"/{self.args.output_prefix.strip('/')}/{name}" for name in record}
+        self.merged = resolve_from_model(self.params, spec_calibration(self.spec))
         self.writer = self.open_output_bag()
         try:
             self.add_topics()
-            stream = self.start_stream()
-            reference = self.reference_model()
-            scored = self.score(stream, reference)
-            report = self.assemble(scored, reference)
-            timeline_png = self.timeline_png(scored, report)
-            report["timing"] = {
-                **{k: round(v, 2) for k, v in self.timing.items()},
-                "total_s": time.monotonic() - self.t_start,
-            }
-            return rep.write_report(self.out, report, scored.picker, timeline_png), report
+            self.reference = self.reference_model()
         except BaseException:
-            self.writer.abort()  # no half-written output bag next to a failure report
+            self.writer.abort()
             raise
+        self.scored = _Scored()
+
+    def finish(self) -> tuple[Path, dict[str, Any]]:
+        """The report from what was scored; returns (report.md, report.json's content)."""
+        scored = self.scored
+        report = self.assemble(scored, self.reference)
+        timeline_png = self.timeline_png(scored, report)
+        report["timing"] = {
+            **{k: round(v, 2) for k, v in self.timing.items()},
+            "total_s": time.monotonic() - self.t_start,
+        }
+        return rep.write_report(self.out, report, scored.picker, timeline_png), report
 
     # -- arguments -------------------------------------------------------------------------
     def check_arguments(self) -> list[str]:
@@ -279,12 +298,13 @@ class BagEvaluation:
             labels=args.gt_topic,
             ood=args.ood_topic,
             ground_truth=not args.no_gt,
+            limits=self.limits,
             limit=args.limit,
             progress=self.progress,
         )
-        sel, first = scan.selection, scan.frames[0]
+        sel, first = scan.selection, scan.usable[0]
         self.timing["check_bag_s"] = time.monotonic() - self.t_start
-        self.sizes = sorted({(f.height, f.width) for f in scan.frames})
+        self.sizes = sorted({(f.height, f.width) for f in scan.usable})
         self.log(
             f"bag {scan.info.path} ({scan.info.storage}): {len(scan.frames)} frames "
             f"{first.height}x{first.width} on {sel.image}"
@@ -297,7 +317,7 @@ class BagEvaluation:
     # -- the model -------------------------------------------------------------------------
     def resolve_model(self) -> ModelSpec:
         """What fed_node would be started with: the flags, else the node parameters."""
-        args, params, first = self.args, self.params, self.scan.frames[0]
+        args, params, first = self.args, self.params, self.scan.usable[0]
         height, width = args.size or (
             int(params.get("model.height", 0) or 0),
             int(params.get("model.width", 0) or 0),
@@ -386,21 +406,27 @@ class BagEvaluation:
             return self.offline_stream()
         return self.live_stream()
 
-    def offline_stream(self) -> Iterator[FrameOutput]:
-        from ros2_fed.eval.replay.offline import OfflineStats, run_offline
+    def camera_stream(self, name: str = "") -> Any:
+        """This camera as one stream of an offline run (``name``: the node's camera name)."""
+        from ros2_fed.eval.replay.offline import CameraStream
 
-        self.offline_stats = OfflineStats()
-        return run_offline(
-            self.scan,
+        stream = CameraStream(
+            name, self.scan, self.writer, self.topics, not self.args.no_copy_input
+        )
+        self.offline_stats = stream.stats
+        return stream
+
+    def offline_stream(self) -> Iterator[FrameOutput]:
+        from ros2_fed.eval.replay.offline import run_offline
+
+        frames = run_offline(
+            [self.camera_stream()],
             self.spec,
-            self.writer,
-            self.topics,
             self.params,
             warmup_runs=int(self.params.get("warmup_runs", 3)),
             log=self.log,
-            stats=self.offline_stats,
-            copy_inputs=not self.args.no_copy_input,
         )
+        return (item for _, item in frames)
 
     def live_stream(self) -> Iterator[FrameOutput]:
         import shlex
@@ -435,7 +461,9 @@ class BagEvaluation:
         self.timing["live_run_s"] = time.monotonic() - t_live
         self.timing["node_start_s"] = self.live.node_start_s
         self.writer.close()
-        return _joined_live_outputs(self.scan, self.output_bag, self.topics, self.live)
+        return _joined_live_outputs(
+            self.scan, self.output_bag, self.topics, self.live, self.limits
+        )
 
     # -- score -------------------------------------------------------------------------------
     def reference_model(self) -> Optional[ReferenceModel]:
@@ -468,46 +496,55 @@ class BagEvaluation:
             torch.set_num_threads(args.reference_threads)
         return reference
 
-    def score(self, stream: Iterator[FrameOutput], reference: Optional[ReferenceModel]) -> _Scored:
+    def score(self, stream: Iterator[FrameOutput]) -> None:
+        """Every frame of ``stream`` scored (a progress bar unless --quiet), then
+        :meth:`end_scoring`."""
         from tqdm import tqdm
 
-        self.merged = resolve_from_model(self.params, spec_calibration(self.spec))
-        threshold = float(self.merged["alerts.confidence_threshold"])
-        scored = _Scored()
         t_score = time.monotonic()
-        live = self.args.mode == "live"
         bar = tqdm(
             total=len(self.scan.frames),
-            desc="evaluating" if live else "running + evaluating",
+            desc="evaluating" if self.args.mode == "live" else "running + evaluating",
             disable=not self.progress,
             dynamic_ncols=True,
         )
         try:
             for item in stream:
                 bar.update(1)
-                if scored.scorer is None:
-                    self.start_scoring(scored, reference)
-                self.score_frame(scored, item, threshold)
+                self.consume(item)
         finally:
             bar.close()
-        self.timing["evaluate_s" if live else "run_and_evaluate_s"] = time.monotonic() - t_score
+        self.end_scoring(time.monotonic() - t_score)
+
+    def consume(self, item: FrameOutput) -> None:
+        """One frame the node (or its frame path) processed: scored, timed, kept for the
+        report."""
+        if self.scored.scorer is None:
+            self.start_scoring(self.scored, self.reference)
+        threshold = float(self.merged["alerts.confidence_threshold"])
+        self.score_frame(self.scored, item, threshold)
+
+    def end_scoring(self, seconds: float) -> None:
+        """After the last frame: the offline output bag closed; a run without a single
+        processed frame is a failure."""
+        live = self.args.mode == "live"
+        self.timing["evaluate_s" if live else "run_and_evaluate_s"] = seconds
         if not live:
             self.writer.close()
-        if scored.scorer is None:
+        if self.scored.scorer is None:
             if live:
                 raise LiveError(
                     f"fed_node produced no output for any of the "
                     f"{len(self.scan.frames)} frames (see {self.out / 'node.log'})"
                 )
             raise RuntimeError("no frame was processed")
-        return scored
 
     def start_scoring(self, scored: _Scored, reference: Optional[ReferenceModel]) -> None:
         """On the first frame (the offline engine is open by then): scorer, reference rows,
         mosaics."""
         from ros2_fed import viz
 
-        first = self.scan.frames[0]
+        first = self.scan.usable[0]
         metadata = self.offline_stats.engine_metadata if self.offline_stats is not None else {}
         backbone_meta = _checkpoint_meta(self.spec.backbone)
         names = metadata.get("class_names") or backbone_meta.get("class_names") or []
@@ -579,7 +616,7 @@ class BagEvaluation:
     def assemble(self, scored: _Scored, reference: Optional[ReferenceModel]) -> dict[str, Any]:
         """report.json's content (``complete`` is set by ``rep.write_report``)."""
         assert scored.scorer is not None
-        args, scan, stats = self.args, self.scan, scored.stats
+        args, stats = self.args, scored.stats
         t_results = time.monotonic()
         results = scored.scorer.results()
         self.timing["pooled_metrics_s"] = time.monotonic() - t_results
@@ -596,13 +633,7 @@ class BagEvaluation:
             "model": self.model_section(scored.metadata),
             "params": self.params,
             "output_prefix": "/" + args.output_prefix.strip("/"),
-            "frames": {
-                "in_bag": len(scan.frames),
-                "evaluated": len(stats),
-                "dropped": len(scan.frames) - len(stats),
-                "with_labels": sum(1 for f in scan.frames if f.has_label),
-                "with_ood": sum(1 for f in scan.frames if f.has_ood),
-            },
+            "frames": self.frames_section(len(stats)),
             "metrics": results,
             "method_sources": {
                 name: ("node" if name == scored.node_row else "reference")
@@ -635,6 +666,36 @@ class BagEvaluation:
         else:
             self.add_live_section(report)
         return report
+
+    def frames_section(self, evaluated: int) -> dict[str, Any]:
+        """Frames in the bag, scored, refused as bad input (by the node's kind names: the
+        frame path's counters offline, the node's own live) and dropped (the rest)."""
+        frames = self.scan.frames
+        bad = self.bad_input()
+        return {
+            "in_bag": len(frames),
+            "evaluated": evaluated,
+            "bad_input": bad,
+            "dropped": len(frames) - evaluated - sum(bad.values()),
+            "with_labels": sum(1 for f in frames if f.has_label),
+            "with_ood": sum(1 for f in frames if f.has_ood),
+        }
+
+    def bad_input(self) -> dict[str, int]:
+        """Refused frames by kind: offline the frame path's count, live the node's (its
+        /diagnostics ``bad_input.KIND`` values after the bag minus before)."""
+        if self.offline_stats is not None:
+            return dict(self.offline_stats.bad_input)
+        if self.live is None:
+            return {}
+        before, after = self.live.node_pipeline_start, self.live.node_pipeline
+        prefix = "bad_input."
+        counts = {
+            key[len(prefix) :]: int(value) - int(before.get(key, 0))
+            for key, value in after.items()
+            if key.startswith(prefix)
+        }
+        return {kind: n for kind, n in counts.items() if n > 0}
 
     def bag_section(self) -> dict[str, Any]:
         scan, sel = self.scan, self.scan.selection
@@ -779,9 +840,10 @@ def evaluate(
 
 
 def failure_of(exc: BaseException) -> Optional[tuple[str, int]]:
-    """(message, exit code) of a failed run, by the exception's type; None: not ours to handle."""
+    """(message, exit code) of a failed run, by the exception's type; None: not ours to handle.
+    A stop signal (SIGINT / SIGTERM) is a requested end, exit code 0."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return "interrupted", 130
+        return ("stopped by a signal", 0) if stopping.received() else ("interrupted", 130)
     if isinstance(exc, (bagmod.BagError, UsageError)):
         return str(exc), 2  # the arguments' fault
     if isinstance(exc.__cause__, (BackboneMismatchError, ExportVerificationError)):
@@ -791,3 +853,33 @@ def failure_of(exc: BaseException) -> Optional[tuple[str, int]]:
     if isinstance(exc, Exception):
         return f"{type(exc).__name__}: {exc}", 1
     return None
+
+
+def report_failure(
+    exc: BaseException, out: Path, partial: dict[str, Any], camera: Optional[str] = None
+) -> int:
+    """A run that did not complete: ``report.json`` saying why (``complete: false``; in the
+    camera's folder too), one line on stderr (a traceback for an unexpected failure); the exit
+    code. An earlier run's report is left as it is when that was the problem."""
+    failure = failure_of(exc)
+    if failure is None:
+        raise exc
+    message, code = failure
+    if isinstance(exc, OutputExistsError):
+        print(f"fed_bag_eval: error: {message}", file=sys.stderr)
+        return code
+    message = f"camera {camera}: {message}" if camera else message
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if camera and (out / camera).is_dir():
+            rep.write_failure(out / camera, message, partial)
+        path = rep.write_failure(out, message, partial)
+        where = f" (nothing was evaluated to completion; see {path})"
+    except OSError:
+        where = ""
+    print(f"fed_bag_eval: {'error: ' if code else ''}{message}{where}", file=sys.stderr)
+    if code == 1 and not isinstance(exc, (bagmod.BagError, UsageError, LiveError)):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    return code

@@ -56,7 +56,7 @@ from ros2_fed.eval.replay.outputs import (
     alert_from_message,
 )
 from ros2_fed.paths import fastdds_profile
-from ros2_fed.pipeline import ModelSpec
+from ros2_fed.pipeline.model_spec import ModelSpec
 
 WARMUP_FRAME_ID = "fed_bag_eval/warmup"
 MSG_CLASSES = {

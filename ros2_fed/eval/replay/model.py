@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ros2_fed.pipeline import NODE_NAME, ModelSpec
+from ros2_fed.pipeline.model_spec import ModelSpec
+from ros2_fed.pipeline.params import NODE_NAME
 
 PathLike = Union[str, Path]
 

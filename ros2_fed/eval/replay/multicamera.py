@@ -7,9 +7,12 @@ camera's topics come from that list, else from the bag: the first of ``/NAME/ima
 Image / CompressedImage topic under ``/NAME/``), with ground truth on ``/NAME/labels`` and
 ``/NAME/ood`` when the bag has them.
 
-Each camera is evaluated exactly as ``fed_bag_eval --topic <its camera> --gt-topic <its
-labels> --ood-topic <its OOD mask> --output-prefix <prefix>/NAME --out OUT/NAME`` would (the
-same class, the same code path), so ``OUT/NAME/`` holds that camera's complete normal report
+The rig runs as a ``cameras:=[NAME, ...]`` fed_node runs it: one engine for all cameras (the
+cached engine is built for a batch of one frame per camera), every camera's frame of one stamp
+in one batch (:func:`ros2_fed.cameras.stamp_batches`, the node's mailbox), through the node's
+frame path. Each camera is then scored and reported as ``fed_bag_eval --topic <its camera>
+--gt-topic <its labels> --ood-topic <its OOD mask> --output-prefix <prefix>/NAME --out
+OUT/NAME`` would (the same class), so ``OUT/NAME/`` holds that camera's complete normal report
 and output bag (outputs under ``/fed_node/NAME/...``, the topics a ``cameras:=[...]`` fed_node
 publishes). ``OUT/report.json`` + ``OUT/report.md`` then hold a table with a row per camera and
 a **pooled** row:
@@ -31,10 +34,11 @@ import argparse
 import datetime as _dt
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ros2_fed import stopping
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import report as rep
@@ -42,10 +46,12 @@ from ros2_fed.eval.replay.errors import OutputExistsError, UsageError
 from ros2_fed.eval.replay.evaluation import (
     OUTPUT_BAG,
     BagEvaluation,
-    failure_of,
     percentiles,
     prepare_out,
+    report_failure,
+    verify_setting,
 )
+from ros2_fed.eval.replay.offline import run_offline
 from ros2_fed.eval.replay.scoring import EXACT_PIXEL_LIMIT, Scorer
 
 IMAGE_SUFFIXES = ("image_raw", "image_raw/compressed", "image", "image/compressed")
@@ -259,8 +265,8 @@ def _pooled_section(pool: Pool, reports: list[dict[str, Any]]) -> dict[str, Any]
         },
         "latency_ms": {**percentiles(pool.latencies), "what": reports[0]["latency_ms"]["what"]},
         "throughput_fps": evaluated / pool.processing_s if pool.processing_s else None,
-        "throughput_what": "frames / summed decode + inference time (cameras run one after "
-        "another in one process)",
+        "throughput_what": "frames / time in the node's frame path (decode, engine, alerts; "
+        "every camera's frames of one stamp in one engine batch)",
     }
     pooled["node"] = _node_numbers(pooled)
     return pooled
@@ -269,16 +275,6 @@ def _pooled_section(pool: Pool, reports: list[dict[str, Any]]) -> dict[str, Any]
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-
-
-class CameraEvaluation(BagEvaluation):
-    """One camera's ordinary fed_bag_eval run, keeping what it scored for the pool."""
-
-    scored: Any = None
-
-    def assemble(self, scored: Any, reference: Any) -> dict[str, Any]:
-        self.scored = scored
-        return super().assemble(scored, reference)
 
 
 def evaluate(
@@ -291,14 +287,65 @@ def evaluate(
     out = Path(args.out)
     _check_out(out, cameras, args.overwrite)
     prepare_out(out, args.overwrite)  # no stale report or output bag next to the new ones
+    runs = {
+        cam.name: BagEvaluation(_camera_args(args, cam), {"camera": cam.name}, log)
+        for cam in cameras
+    }
+    with verify_setting(args.no_verify):
+        if args.mode == "live":  # one camera (more are refused above)
+            partial["camera"] = cameras[0].name
+            runs[cameras[0].name].run()
+        else:
+            _run_rig(runs, partial, log)
+    partial.pop("camera", None)
     pool, reports = Pool(), []
     for cam in cameras:
-        partial["camera"] = cam.name
-        reports.append(_run_camera(args, cam, pool, log))
-    partial.pop("camera", None)
+        reports.append(_pool_camera(runs[cam.name], pool, out / cam.name))
     report = _assemble(args, info, cameras, reports, pool)
     report["timing"] = {"total_s": time.monotonic() - t0}
     return write_report(out, report), report
+
+
+def _run_rig(
+    runs: dict[str, BagEvaluation], partial: dict[str, Any], log: Callable[[str], None]
+) -> None:
+    """The rig offline as fed_node with ``cameras:=[...]`` runs it: one engine for all cameras
+    (a cached engine built for a batch of one frame per camera), the frames of one stamp in one
+    batch, each camera's frames scored and written into its own report and output bag."""
+    for name, run in runs.items():
+        partial["camera"] = name
+        run.prepare()
+    partial.pop("camera", None)
+    first = next(iter(runs.values()))
+    spec = replace(first.spec, batch=len(runs))
+    streams = []
+    for name, run in runs.items():
+        run.spec = spec
+        streams.append(run.camera_stream(name))
+    t0 = time.monotonic()
+    try:
+        warmup = int(first.params.get("warmup_runs", 3))
+        for camera, item in run_offline(streams, spec, first.params, warmup, log=log):
+            runs[camera].consume(item)
+        for name, run in runs.items():
+            partial["camera"] = name
+            run.end_scoring(time.monotonic() - t0)
+            run.finish()
+    except BaseException:
+        for run in runs.values():
+            run.writer.abort()
+        raise
+
+
+def _pool_camera(run: BagEvaluation, pool: Pool, folder: Path) -> dict[str, Any]:
+    """The camera's scores into ``pool``; its report.json."""
+    first = run.scan.usable[0]
+    pool.add(run.scored.scorer, len(run.scan.frames), first.height * first.width)
+    pool.latencies += run.scored.latencies
+    if run.offline_stats is not None:
+        pool.processing_s += run.offline_stats.processing_s
+    run.scored = None  # the camera's score arrays are in the pool now
+    return _read_json(folder / "report.json")
 
 
 def _check_arguments(args: argparse.Namespace) -> tuple[bagmod.BagInfo, list[Camera]]:
@@ -317,26 +364,6 @@ def _check_arguments(args: argparse.Namespace) -> tuple[bagmod.BagInfo, list[Cam
             "--cameras NAME for one"
         )
     return info, cameras
-
-
-def _run_camera(
-    args: argparse.Namespace, cam: Camera, pool: Pool, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """The camera's normal run into OUT/NAME/; its scores go into ``pool``; its report.json."""
-    log(
-        f"camera {cam.name}: {cam.image}"
-        + (f", labels {cam.labels}" if cam.labels else "")
-        + (f", OOD {cam.ood}" if cam.ood else "")
-    )
-    run = CameraEvaluation(_camera_args(args, cam), {"camera": cam.name}, log)
-    run.run()
-    first = run.scan.frames[0]
-    pool.add(run.scored.scorer, len(run.scan.frames), first.height * first.width)
-    pool.latencies += run.scored.latencies
-    if run.offline_stats is not None:
-        pool.processing_s += run.offline_stats.processing_s
-    run.scored = None  # the camera's score arrays are in the pool now
-    return _read_json(Path(args.out) / cam.name / "report.json")
 
 
 def _assemble(
@@ -483,32 +510,12 @@ def main(args: argparse.Namespace) -> int:
         "bag": {"path": str(args.bag)},
     }
     try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         md, report = evaluate(args, partial, log)
     except BaseException as exc:
-        failure = failure_of(exc)
-        if failure is None:
-            raise
-        message, code = failure
-        if isinstance(exc, OutputExistsError):
-            print(f"fed_bag_eval: error: {message}", file=sys.stderr)
-            return code
-        camera = partial.get("camera")
-        if camera:
-            message = f"camera {camera}: {message}"
-        try:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            if camera and (Path(args.out) / camera).is_dir():
-                rep.write_failure(Path(args.out) / camera, message, partial)
-            path = rep.write_failure(Path(args.out), message, partial)
-            where = f" (nothing was evaluated to completion; see {path})"
-        except OSError:
-            where = ""
-        print(f"fed_bag_eval: error: {message}{where}", file=sys.stderr)
-        if code == 1 and not isinstance(exc, (bagmod.BagError, UsageError)):
-            import traceback
-
-            traceback.print_exception(exc, file=sys.stderr)
-        return code
+        return report_failure(exc, Path(args.out), partial, partial.get("camera"))
+    finally:
+        stopping.stopping()
     print(camera_table(report))
     for line in rep.detection_lines(report["pooled"]["alerts"].get("detection")):
         if line:

@@ -1,39 +1,26 @@
 """The node's outputs as bag messages, and what one replayed frame produced.
 
-:class:`OutputRenderer` turns ``(rgb, labels, confidence)`` into the messages fed_node
-publishes (``~/segmentation`` mono8, ``~/segmentation_color`` rgb8, ``~/confidence`` 32FC1,
-``~/overlay`` rgb8, ``~/alerts`` DiagnosticArray) with the same ``ros2_fed.viz`` /
-``ros2_fed.alerts`` calls and the input header, so an offline run's output bag looks like a
-live one's. Pure python (rosbags messages, no rclpy).
+The outputs themselves come from the frame path (:mod:`ros2_fed.pipeline.outputs`, the table
+the node publishes from); here they only become rosbags messages with the input's header
+(:func:`bag_messages`), so an offline run's output bag holds what a live one records. An alert
+is kept as the :class:`AlertRecord` the report reads, from the frame path's status or from a
+recorded ``~/alerts`` message. Pure python (rosbags messages, no rclpy).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay.bag import Frame
-from ros2_fed.pipeline import (
-    NODE_NAME,
-    OutputSettings,
-    alert_config,
-    alert_values,
-    hardware_id,
-    model_calibration,
-    output_images,
-    viz_palette,
-)
+from ros2_fed.health import Status
+from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME, OUTPUTS
 
-OUTPUT_TYPES = {
-    "segmentation": bagio.IMAGE,
-    "segmentation_color": bagio.IMAGE,
-    "confidence": bagio.IMAGE,
-    "overlay": bagio.IMAGE,
-    "alerts": bagio.DIAGNOSTIC_ARRAY,
-}
+#: The message type of every output topic (from the outputs table).
+OUTPUT_TYPES = {output.name: output.message for output in OUTPUTS}
 REQUIRED_OUTPUTS = ("segmentation", "confidence")  # what the metrics need
 LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
@@ -75,13 +62,11 @@ class FrameOutput:
     alert: Optional[AlertRecord] = None
 
 
-def alert_record(state: Any) -> AlertRecord:
-    """An ``AlertMonitor`` state as fed_node puts it in its DiagnosticStatus."""
-    return AlertRecord(
-        level=int(state.level),
-        message=str(getattr(state, "message", "")),
-        values=alert_values(state),
-    )
+def alert_record(status: Optional[Status]) -> Optional[AlertRecord]:
+    """The frame path's alert status as the report keeps it."""
+    if status is None:
+        return None
+    return AlertRecord(int(status.level), str(status.message), dict(status.values))
 
 
 def alert_from_message(msg: Any) -> Optional[AlertRecord]:
@@ -98,57 +83,24 @@ def alert_from_message(msg: Any) -> Optional[AlertRecord]:
     )
 
 
-class OutputRenderer:
-    """fed_node's output messages for one frame (same viz calls, same header)."""
-
-    def __init__(
-        self, metadata: dict[str, Any], params: dict[str, Any], node_name: str = NODE_NAME
-    ) -> None:
-        from ros2_fed import alerts
-
-        calibration = model_calibration(metadata)  # as fed_node: the engine's operating point
-        self.settings = OutputSettings.from_params(params, calibration)
-        self.palette = viz_palette(metadata)
-        config = alert_config(params, calibration, metadata.get("class_names"))  # as fed_node
-        self.monitor = alerts.AlertMonitor(config)
-        self.alert_name = f"{node_name.strip('/')}: alerts"
-        self.hardware_id = hardware_id(metadata)
-
-    def alert(
-        self, confidence: np.ndarray, stamp_ns: int, labels: Optional[np.ndarray] = None
-    ) -> AlertRecord:
-        sec, nanosec = bagio.split_stamp(stamp_ns)
-        return alert_record(self.monitor.update(confidence, (sec, nanosec), labels=labels))
-
-    def messages(
-        self,
-        rgb: np.ndarray,
-        labels: np.ndarray,
-        confidence: np.ndarray,
-        stamp_ns: int,
-        frame_id: str,
-        alert: Optional[AlertRecord],
-        wanted: Iterable[str],
-    ) -> dict[str, Any]:
-        wanted = set(wanted)
-        out: dict[str, Any] = {
-            name: bagio.image_message(image, encoding, stamp_ns, frame_id)
-            for name, (image, encoding) in output_images(
-                rgb, labels, confidence, self.settings, self.palette, wanted
-            ).items()
-        }
-        if "alerts" in wanted and alert is not None:
-            out["alerts"] = bagio.diagnostic_array(
-                stamp_ns,
-                frame_id,
-                [
-                    {
-                        "level": alert.level,
-                        "name": self.alert_name,
-                        "message": alert.message,
-                        "hardware_id": self.hardware_id,
-                        "values": alert.values,
-                    }
-                ],
-            )
-        return out
+def bag_messages(payloads: Mapping[str, Any], stamp_ns: int, frame_id: str) -> dict[str, Any]:
+    """Rendered outputs (:meth:`FrameProcessor.render`) as rosbags messages with the input's
+    header: images in the row's encoding, diagnostics as a DiagnosticArray."""
+    out: dict[str, Any] = {}
+    for name, payload in payloads.items():
+        output = OUTPUT_BY_NAME[name]
+        if output.is_image:
+            out[name] = bagio.image_message(payload, output.encoding, stamp_ns, frame_id)
+        else:
+            statuses = [
+                {
+                    "level": s.level,
+                    "name": s.name,
+                    "message": s.message,
+                    "hardware_id": s.hardware_id,
+                    "values": s.values,
+                }
+                for s in payload
+            ]
+            out[name] = bagio.diagnostic_array(stamp_ns, frame_id, statuses)
+    return out

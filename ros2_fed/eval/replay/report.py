@@ -258,12 +258,23 @@ def _ms(value: Any) -> str:
     return f"{float(value):.1f}"
 
 
+def bad_input_text(frames: dict[str, Any]) -> str:
+    """The refused frames by the node's kind names: ", refused as bad input: 2 (too_large 1,
+    step_mismatch 1)", or "" when there were none."""
+    bad = frames.get("bad_input") or {}
+    if not bad:
+        return ""
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(bad.items()))
+    return f", refused as bad input: {sum(bad.values())} ({kinds})"
+
+
 def console_summary(report: dict[str, Any]) -> list[str]:
     """What fed_bag_eval prints after a complete run (after the metrics table)."""
     lat = report["latency_ms"]
     frames = report["frames"]
     lines = [
-        f"frames: {frames['evaluated']} evaluated, {frames['dropped']} dropped; "
+        f"frames: {frames['evaluated']} evaluated, {frames['dropped']} dropped"
+        f"{bad_input_text(frames)}; "
         f"latency ({lat['what']}) p50 {_ms(lat['p50'])} ms, p95 {_ms(lat['p95'])} ms, "
         f"p99 {_ms(lat['p99'])} ms; {report['throughput_fps']:.1f} frames/s"
     ]
@@ -369,6 +380,7 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         lines += [f"**Resized:** {resized['note']}.", ""]
     lines += [
         f"- evaluated: **{frames['evaluated']}** frames; dropped: **{frames['dropped']}**"
+        + bad_input_text(frames)
         + (
             f" (the node's own count: {frames.get('node_dropped')})"
             if frames.get("node_dropped") is not None

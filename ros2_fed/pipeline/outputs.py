@@ -1,0 +1,173 @@
+"""Everything fed_node publishes per camera frame, declared once: :data:`OUTPUTS`.
+
+Why one table: the node's publishers, the replay's output bag, ``fed_node --help``, the
+``publish.NAME`` parameters (and so ``config/fed.yaml``) and the benchmarks all read these rows,
+so adding an output is one row plus its renderer. A renderer turns one processed camera frame
+(:class:`RenderInput`) into the output's payload: an array for an image output (published with
+the row's encoding), a list of :class:`~ros2_fed.health.Status` for a diagnostics output.
+Pure: numpy and ros2_fed.viz, no rclpy, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from ros2_fed import viz
+from ros2_fed.health import Status
+
+# ROS message types an output can have (the node and the replay each convert these two).
+IMAGE_MESSAGE = "sensor_msgs/msg/Image"
+DIAGNOSTICS_MESSAGE = "diagnostic_msgs/msg/DiagnosticArray"
+ALERT_STAGE = "alerts"  # the per-frame stage whose status ~/alerts carries
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """The run-time switchable output settings, swapped as a whole so a frame sees one
+    consistent set (``publish``: (name, on) per output, in table order)."""
+
+    publish: tuple[tuple[str, bool], ...] = ()
+    viz_min: float = 0.0
+    viz_max: float = 1.0
+    overlay_alpha: float = 0.5
+
+    def enabled(self, name: str) -> bool:
+        return dict(self.publish).get(name, False)
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    """What a renderer sees of one processed camera frame."""
+
+    rgb: np.ndarray
+    labels: np.ndarray
+    confidence: np.ndarray
+    settings: OutputSettings
+    palette: np.ndarray
+    statuses: Mapping[str, Status] = field(default_factory=dict)
+
+
+Renderer = Callable[[RenderInput], Any]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output topic ``~/NAME`` (``~/CAMERA/NAME`` with cameras)."""
+
+    name: str
+    message: str  # IMAGE_MESSAGE | DIAGNOSTICS_MESSAGE
+    encoding: str  # image encoding; "" for a diagnostics output
+    render: Renderer
+    default_on: bool
+    what: str  # one line for --help and the publish.NAME parameter
+
+    @property
+    def is_image(self) -> bool:
+        return self.message == IMAGE_MESSAGE
+
+    @property
+    def parameter(self) -> str:
+        return f"publish.{self.name}"
+
+    @property
+    def parameter_description(self) -> str:
+        return f"Publish ~/{self.name} ({self.what})."
+
+
+def _segmentation(frame: RenderInput) -> np.ndarray:
+    return frame.labels
+
+
+def _segmentation_color(frame: RenderInput) -> np.ndarray:
+    return viz.colorize(frame.labels, frame.palette)
+
+
+def _confidence(frame: RenderInput) -> np.ndarray:
+    return frame.confidence.astype(np.float32, copy=False)
+
+
+def _overlay(frame: RenderInput) -> np.ndarray:
+    settings = frame.settings
+    colours = viz.confidence_to_rgb(frame.confidence, settings.viz_min, settings.viz_max)
+    return viz.overlay(frame.rgb, colours, settings.overlay_alpha)
+
+
+def _alerts(frame: RenderInput) -> Optional[list[Status]]:
+    status = frame.statuses.get(ALERT_STAGE)
+    return [status] if status is not None else None
+
+
+OUTPUTS: tuple[Output, ...] = (
+    Output("segmentation", IMAGE_MESSAGE, "mono8", _segmentation, True, "mono8 train ids"),
+    Output(
+        "segmentation_color",
+        IMAGE_MESSAGE,
+        "rgb8",
+        _segmentation_color,
+        True,
+        "rgb8, class palette",
+    ),
+    Output("confidence", IMAGE_MESSAGE, "32FC1", _confidence, True, "32FC1, 1 = certain"),
+    Output(
+        "overlay",
+        IMAGE_MESSAGE,
+        "rgb8",
+        _overlay,
+        True,
+        "rgb8 camera image blended with the red (uncertain) - blue (certain) confidence map, "
+        "for rviz",
+    ),
+    Output(
+        "alerts",
+        DIAGNOSTICS_MESSAGE,
+        "",
+        _alerts,
+        True,
+        "DiagnosticArray, one status per processed frame",
+    ),
+)
+OUTPUT_BY_NAME: dict[str, Output] = {output.name: output for output in OUTPUTS}
+#: Everything the node publishes under ``~/`` (besides /diagnostics), in table order.
+OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_BY_NAME)
+
+
+def default_settings() -> OutputSettings:
+    """Every output at its default, the full colour range."""
+    return OutputSettings(publish=tuple((o.name, o.default_on) for o in OUTPUTS))
+
+
+def render(frame: RenderInput, wanted: Any) -> dict[str, Any]:
+    """The payload of every output named in ``wanted`` (table order); an output whose renderer
+    has nothing for this frame (no alert status) is left out. Only what is wanted is computed:
+    colourising and blending cost more than the engine on small models."""
+    wanted = set(wanted)
+    out: dict[str, Any] = {}
+    for output in OUTPUTS:
+        if output.name in wanted:
+            payload = output.render(frame)
+            if payload is not None:
+                out[output.name] = payload
+    return out
+
+
+def viz_palette(metadata: Mapping[str, Any]) -> np.ndarray:
+    """The engine's palette as (N, 3) uint8, or viz's default when the engine has none."""
+    palette = metadata.get("palette")
+    if palette is not None:
+        arr = np.asarray(palette, dtype=np.uint8)
+        if arr.ndim == 2 and arr.shape[1] == 3 and len(arr):
+            return arr
+    return viz.default_palette(max(len(metadata.get("class_names") or []), 1))
+
+
+def outputs_help() -> list[str]:
+    """``--help`` lines: one per output (topic, encoding or message type, default on/off)."""
+    lines = []
+    for output in OUTPUTS:
+        kind = output.encoding or output.message.rsplit("/", 1)[-1]
+        default = "on" if output.default_on else "off"
+        lines.append(f"  ~/{output.name:<19} {kind:<16} {default:<4} {output.what}")
+    return lines

@@ -1,0 +1,98 @@
+"""Per-frame stages after the engine: the low-confidence alerts, and whatever comes next.
+
+Why an interface: the frame path (:class:`~ros2_fed.pipeline.processor.FrameProcessor`) runs
+every stage on every good frame of every camera, in order, the same way in the node and in the
+replay; a new per-frame check (a scene-health monitor, say) is one class here plus one entry in
+:data:`DEFAULT_STAGES`. Its status then goes to /diagnostics (``<node>: [<camera> ]<stage>``)
+and into the replay's output bag, and it changes with its parameters at run time.
+
+A stage keeps its own per-camera state; the processor calls :meth:`FrameStage.update` from one
+thread (the node's worker) and :meth:`FrameStage.apply` from another (parameter changes).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
+
+from ros2_fed.alerts import AlertConfig, AlertMonitor, AlertState
+from ros2_fed.health import Status
+
+from .outputs import ALERT_STAGE
+from .params import alert_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .processor import CameraResult
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a stage may need of the model: the engine's sidecar, its calibrated operating
+    point (``fed_calibrate``) and class names."""
+
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    calibration: Mapping[str, Any] = field(default_factory=dict)
+    class_names: Optional[Sequence[str]] = None
+
+
+class FrameStage(Protocol):
+    """One per-frame step. ``parameter_prefix``: the node parameters it reads (``alerts.``);
+    :meth:`configure` builds (and so validates) its settings from a whole parameter set,
+    :meth:`apply` takes them into effect, :meth:`update` judges one camera's frame."""
+
+    name: str
+    parameter_prefix: str
+
+    def configure(self, params: Mapping[str, Any]) -> Any: ...
+
+    def apply(self, config: Any) -> None: ...
+
+    def update(self, camera: str, frame: CameraResult) -> Status: ...
+
+
+StageFactory = Callable[[ModelInfo, Sequence[str]], FrameStage]
+
+
+def alert_status(state: AlertState) -> Status:
+    """An alert state as its diagnostic status: level, message, every other field a value."""
+    values = {str(k): str(v) for k, v in vars(state).items() if k not in ("level", "message")}
+    return Status(int(state.level), str(state.message), values)
+
+
+class AlertStage:
+    """Low-confidence alerts (:mod:`ros2_fed.alerts`): one monitor per camera, one
+    configuration from the ``alerts.*`` parameters and the model's calibration."""
+
+    name = ALERT_STAGE
+    parameter_prefix = "alerts."
+
+    def __init__(self, model: ModelInfo, cameras: Sequence[str]) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self._monitors = {camera: AlertMonitor() for camera in cameras}
+
+    def configure(self, params: Mapping[str, Any]) -> AlertConfig:
+        """ValueError (inconsistent limits, unknown drivable class), OSError (ROI mask)."""
+        return alert_config(params, self._model.calibration, self._model.class_names)
+
+    def apply(self, config: AlertConfig) -> None:
+        with self._lock:
+            for monitor in self._monitors.values():
+                monitor.config = config
+
+    @property
+    def config(self) -> AlertConfig:
+        with self._lock:
+            return next(iter(self._monitors.values())).config
+
+    def update(self, camera: str, frame: CameraResult) -> Status:
+        with self._lock:
+            state = self._monitors[camera].update(
+                frame.confidence, frame.stamp, labels=frame.labels
+            )
+        return alert_status(state)
+
+
+#: The stages every frame goes through, in order.
+DEFAULT_STAGES: tuple[StageFactory, ...] = (AlertStage,)

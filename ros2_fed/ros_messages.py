@@ -1,0 +1,140 @@
+"""The rclpy side of the pipeline's plain types, for fed_node.
+
+Why apart from the node: the node's module is its wiring (who subscribes, which thread does
+what); how a :class:`~ros2_fed.pipeline.params.ParamSpec` becomes a ParameterDescriptor, a
+reliability name a QoS profile, a :class:`~ros2_fed.health.Status` a DiagnosticStatus and an
+output payload its message are conversions, said once here. With ros2_fed/node.py the only
+module of the installed node that imports rclpy (the replay's live mode has its own).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+)
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from ros2_fed import codec
+from ros2_fed.cameras import output_topic
+from ros2_fed.health import Status
+from ros2_fed.pipeline.outputs import OUTPUTS, Output
+from ros2_fed.pipeline.params import PARAMETER_SPECS, PARAMETERS, ParamSpec, ParamValue
+
+PARAMETER_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+    tuple: ParameterType.PARAMETER_STRING_ARRAY,
+}
+
+
+def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The rclpy descriptor for a spec (description, type, range, read_only)."""
+    descriptor = ParameterDescriptor(
+        name=spec.name,
+        type=PARAMETER_TYPES[type(spec.default)],
+        description=spec.description,
+        read_only=spec.read_only,
+    )
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+    if spec.range is not None and isinstance(spec.default, int):
+        low, high = int(spec.range[0]), int(spec.range[1])
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+    elif spec.range is not None:
+        low, high = float(spec.range[0]), float(spec.range[1])
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=low, to_value=high, step=0.0)
+        ]
+    return descriptor
+
+
+def coerced(param: Parameter) -> Parameter:
+    """``param`` in its spec's type (an integer for a float parameter becomes a double)."""
+    spec = PARAMETER_SPECS.get(param.name)
+    if spec is None or param.type_ == Parameter.Type.NOT_SET:
+        return param
+    value = spec.coerce(param.value)
+    return param if value is param.value else Parameter(param.name, value=value)
+
+
+def qos(reliability: str, depth: int = 10) -> QoSProfile:
+    policy = (
+        ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    )
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        reliability=policy,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+RELIABLE = qos("reliable")  # alerts and diagnostics: always reliable
+
+
+def to_status(status: Status) -> DiagnosticStatus:
+    """A pipeline status as the ROS message (levels are bytes in rclpy)."""
+    return DiagnosticStatus(
+        level=bytes([int(status.level)]),
+        name=status.name,
+        message=status.message,
+        hardware_id=status.hardware_id,
+        values=[KeyValue(key=str(k), value=str(v)) for k, v in status.values.items()],
+    )
+
+
+def to_message(output: Output, payload: Any, header: Any) -> Any:
+    """One output's payload as its message type, with the input's header."""
+    if output.is_image:
+        return codec.numpy_to_image(payload, output.encoding, header)
+    return DiagnosticArray(header=header, status=[to_status(s) for s in payload])
+
+
+def declare(node: Node, spec: ParamSpec) -> ParamValue:
+    """Declare one parameter; its value in the spec's type. A string list is declared by type
+    (an empty default would be a byte array to rclpy) and is empty when not given."""
+    if not isinstance(spec.default, tuple):
+        node.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+        return spec.coerce(node.get_parameter(spec.name).value)
+    node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, parameter_descriptor(spec))
+    try:
+        return spec.coerce(node.get_parameter(spec.name).value)
+    except ParameterUninitializedException:
+        return spec.default
+
+
+def declare_parameters(node: Node) -> dict[str, ParamValue]:
+    """Every parameter of the table declared on ``node``; their values. Integers are taken for
+    float parameters: in a parameter file and -p (before rclpy's type check at declaration)
+    and at run time (a pre-set callback, before its check on set)."""
+    overrides = getattr(node, "_parameter_overrides", None)
+    for name, param in list(overrides.items() if isinstance(overrides, dict) else ()):
+        overrides[name] = coerced(param)
+    node.add_pre_set_parameters_callback(lambda params: [coerced(p) for p in params])
+    return {spec.name: declare(node, spec) for spec in PARAMETERS}
+
+
+def output_publishers(node: Node, camera: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """One publisher per row of the outputs table (``~/CAMERA/NAME``, ``~/NAME`` for the single
+    camera): images with the ``output_qos.*`` parameters, diagnostics always reliable."""
+    images = qos(str(params["output_qos.reliability"]), int(params["output_qos.depth"]))
+    return {
+        o.name: node.create_publisher(
+            Image if o.is_image else DiagnosticArray,
+            output_topic(camera, o.name),
+            images if o.is_image else RELIABLE,
+        )
+        for o in OUTPUTS
+    }
