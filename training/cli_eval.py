@@ -162,6 +162,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-open-miou", action="store_true", help="skip the second (open-mIoU) pass")
     p.add_argument("--figures", type=int, default=4, help="images in figures.png")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument(
+        "--save-scores",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write every image's prediction and score maps, as scored, to DIR/NAME.npz "
+        "(for independent checks of the metrics)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -232,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         len(source),
         on_figure=lambda *row: rows.append(row),
         progress=not args.no_progress,
+        on_image=_score_writer(args.save_scores),
     )
     if class_mean is None:  # the SML row is missing: say why, in results.json and results.md
         results["notes"] = [SML_NOTE]
@@ -308,6 +317,19 @@ def _settings(args: argparse.Namespace) -> EvalSettings:
         open_miou=not args.no_open_miou,
         figure_images=args.figures,
     )
+
+
+def _score_writer(folder: Optional[Path]):
+    """``on_image`` callback writing ``folder/NAME.npz`` (``pred`` + one array per method)."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(sample, pred: np.ndarray, maps: dict[str, np.ndarray]) -> None:
+        name = Path(sample.name).name.replace("/", "_")
+        np.savez_compressed(folder / f"{name}.npz", pred=pred, **maps)
+
+    return write
 
 
 def _write_outputs(

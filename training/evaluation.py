@@ -85,13 +85,17 @@ class Evaluator:
             Callable[[EvalSample, np.ndarray, dict[str, np.ndarray]], None]
         ] = None,
         progress: bool = True,
+        on_image: Optional[Callable[[EvalSample, np.ndarray, dict[str, np.ndarray]], None]] = None,
     ) -> dict[str, Any]:
-        """``samples`` is called once per pass and must yield the same images each time."""
+        """``samples`` is called once per pass and must yield the same images each time;
+        ``on_image`` sees every image's prediction and score maps exactly as they are scored."""
         names = self.methods.names
         acc = Accumulators()
         conf = M.ConfusionMatrix(self.num_classes, ignore_index=VOID)
         figures: list[tuple[EvalSample, np.ndarray, dict[str, np.ndarray]]] = []
-        exact, has_ood, has_label = self._first_pass(samples, count, progress, acc, conf, figures)
+        exact, has_ood, has_label = self._first_pass(
+            samples, count, progress, acc, conf, figures, on_image
+        )
         results: dict[str, Any] = {"images": count, "exact": bool(exact), "methods": {}}
         thresholds = {
             n: float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan")
@@ -121,6 +125,7 @@ class Evaluator:
         acc: Accumulators,
         conf: M.ConfusionMatrix,
         figures: list[tuple[EvalSample, np.ndarray, dict[str, np.ndarray]]],
+        on_image: Optional[Callable[[EvalSample, np.ndarray, dict[str, np.ndarray]], None]],
     ) -> tuple[Optional[bool], bool, bool]:
         """Score every image once into the accumulators, the closed-set confusion matrix and the
         figure list; returns (exact, has_ood, has_label). Unset --exact is decided at the first
@@ -141,6 +146,8 @@ class Evaluator:
                 conf.update(pred, sample.label)
             if index < self.settings.figure_images:
                 figures.append((sample, pred, maps))
+            if on_image is not None:
+                on_image(sample, pred, maps)
         return exact, has_ood, has_label
 
     def _accumulate(
