@@ -180,8 +180,9 @@ def test_output_bag_read_back_independently(work: dict[str, Any], offline: dict[
         np.testing.assert_array_equal(as_array(seg[s]), labels)
         np.testing.assert_allclose(as_array(conf[s]), confidence, rtol=0, atol=1e-6)
     for _, _, ros in topics["/fed_node/alerts"]:
-        assert len(ros.status) == 1 and ros.status[0].name == "fed_node: alerts"
+        assert [s.name for s in ros.status] == ["fed_node: alerts", "fed_node: scene"]
         assert {kv.key for kv in ros.status[0].values} >= {"fraction", "confidence_threshold"}
+        assert {kv.key for kv in ros.status[1].values} >= {"uncertain_fraction", "warn_fraction"}
 
 
 def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, Any]) -> None:

@@ -492,7 +492,8 @@ def test_end_to_end_full_hd(nodes: dict[str, NodeProcess], client: Client) -> No
         and np.corrcoef(overlay[..., 1].ravel()[::97], frame[..., 1].ravel()[::97])[0, 1] > 0.2
     )
     statuses = got["alerts"].status
-    assert len(statuses) == 1 and statuses[0].name.endswith("fed_node: alerts")
+    assert len(statuses) == 2 and statuses[0].name.endswith("fed_node: alerts")
+    assert statuses[1].name.endswith("fed_node: scene")  # scene health rides along
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "bgra8", "mono8"])

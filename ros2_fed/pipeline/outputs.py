@@ -22,6 +22,7 @@ from ros2_fed.health import Status
 IMAGE_MESSAGE = "sensor_msgs/msg/Image"
 DIAGNOSTICS_MESSAGE = "diagnostic_msgs/msg/DiagnosticArray"
 ALERT_STAGE = "alerts"  # the per-frame stage whose status ~/alerts carries
+SCENE_STAGE = "scene"  # scene health: ~/alerts carries its status after the alert status
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,12 @@ def _overlay(frame: RenderInput) -> np.ndarray:
 
 
 def _alerts(frame: RenderInput) -> Optional[list[Status]]:
+    """The alert status first (readers of one status take it), then the scene status."""
     status = frame.statuses.get(ALERT_STAGE)
-    return [status] if status is not None else None
+    if status is None:
+        return None
+    scene = frame.statuses.get(SCENE_STAGE)
+    return [status] if scene is None else [status, scene]
 
 
 OUTPUTS: tuple[Output, ...] = (
@@ -126,7 +131,7 @@ OUTPUTS: tuple[Output, ...] = (
         "",
         _alerts,
         True,
-        "DiagnosticArray, one status per processed frame",
+        "DiagnosticArray per processed frame: the alert status, then the scene status",
     ),
 )
 OUTPUT_BY_NAME: dict[str, Output] = {output.name: output for output in OUTPUTS}

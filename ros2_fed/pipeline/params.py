@@ -19,6 +19,7 @@ from ros2_fed.alerts import ROI_CHOICES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.cameras import camera_problems
 from ros2_fed.engine.base import RUNTIMES
 from ros2_fed.names import BASELINE_SCORES
+from ros2_fed.scene import SceneConfig, calibrated_config
 
 from .outputs import OUTPUTS, OutputSettings, outputs_help
 
@@ -31,6 +32,7 @@ TRANSPORT_CHOICES = ("raw", "compressed")
 RELIABILITY_CHOICES = ("best_effort", "reliable")
 FROM_MODEL = -1.0  # a threshold / colour-range parameter at this value takes the model's own
 _ALERT_DEFAULTS = AlertConfig()
+_SCENE_DEFAULTS = SceneConfig()
 
 
 class StartupError(RuntimeError):
@@ -380,6 +382,102 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "magnified more than at this distance.",
         range=(0.0, 1.0),
     ),
+    # -- scene health (changeable at run time; validated together by scene_config) --------
+    ParamSpec(
+        "scene.confidence_threshold",
+        FROM_MODEL,
+        "Scene health: a pixel counts as uncertain below this confidence; negative = the "
+        "threshold the model's scene statistic was calibrated with (fed_calibrate: its alert "
+        f"operating point), {_SCENE_DEFAULTS.confidence_threshold} for a model without "
+        "calibration.",
+        range=(FROM_MODEL, 1.0),
+    ),
+    ParamSpec(
+        "scene.warn_fraction",
+        FROM_MODEL,
+        "WARN (degraded) when more than this share of the image above the hood is uncertain; "
+        "negative = from the model's calibration (the 99th percentile of the share on clean "
+        f"validation frames), {_SCENE_DEFAULTS.warn_fraction} without one.",
+        range=(FROM_MODEL, 1.0),
+    ),
+    ParamSpec(
+        "scene.error_fraction",
+        FROM_MODEL,
+        "ERROR (perception unusable) above this uncertain share (>= scene.warn_fraction); "
+        "negative = from the model's calibration (0.4 of the way from its WARN limit to 1), "
+        f"{_SCENE_DEFAULTS.error_fraction} without one.",
+        range=(FROM_MODEL, 1.0),
+    ),
+    ParamSpec(
+        "scene.hysteresis",
+        _SCENE_DEFAULTS.hysteresis,
+        "A scene level clears only when the uncertain share falls this far below its limit.",
+        range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "scene.raise_frames",
+        _SCENE_DEFAULTS.raise_frames,
+        "Consecutive frames above a scene limit before the level rises.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "scene.clear_frames",
+        _SCENE_DEFAULTS.clear_frames,
+        "Consecutive frames at or below limit - hysteresis (camera faults: without a fault) "
+        "before a scene level falls.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "scene.hood",
+        FROM_MODEL,
+        "Bottom share of the rows left out of the uncertain share (the ego hood); negative = "
+        f"as calibrated, {_SCENE_DEFAULTS.hood} without a calibration.",
+        range=(FROM_MODEL, 1.0),
+    ),
+    ParamSpec(
+        "scene.dark_level",
+        _SCENE_DEFAULTS.dark_level,
+        "A pixel is dark when every channel is at or below this (0-255).",
+        range=(0, 255),
+    ),
+    ParamSpec(
+        "scene.bright_level",
+        _SCENE_DEFAULTS.bright_level,
+        "A pixel is saturated when every channel is at or above this (0-255).",
+        range=(0, 255),
+    ),
+    ParamSpec(
+        "scene.fault_share",
+        _SCENE_DEFAULTS.fault_share,
+        "A frame is black (saturated) when at least this share of its pixels is dark (saturated).",
+        range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "scene.uniform_std",
+        _SCENE_DEFAULTS.uniform_std,
+        "A frame is uniform (blocked lens, exposure failure) when its luminance's standard "
+        "deviation (0-255) is below this; 0 = never.",
+        range=(0.0, 255.0),
+    ),
+    ParamSpec(
+        "scene.fault_frames",
+        _SCENE_DEFAULTS.fault_frames,
+        "Consecutive black, saturated or uniform frames before the scene status is ERROR.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "scene.frozen_frames",
+        _SCENE_DEFAULTS.frozen_frames,
+        "WARN (camera frozen) after this many frames in a row with the previous frame's exact "
+        "bytes while the stamps advance; 0 = off.",
+        range=(0, 100000),
+    ),
+    ParamSpec(
+        "scene.frozen_error_frames",
+        _SCENE_DEFAULTS.frozen_error_frames,
+        "ERROR after this many identical frames in a row; 0 = never.",
+        range=(0, 100000),
+    ),
     # -- diagnostics ------------------------------------------------------------------------
     ParamSpec(
         "diagnostics.period",
@@ -431,6 +529,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 PARAMETER_SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 PARAMETER_NAMES: frozenset[str] = frozenset(PARAMETER_SPECS)
 ALERT_PREFIX = "alerts."
+SCENE_PREFIX = "scene."
+#: scene.* parameters whose negative value means "from the model's calibration".
+SCENE_FROM_MODEL = ("confidence_threshold", "warn_fraction", "error_fraction", "hood")
 
 
 def parameter_defaults() -> dict[str, ParamValue]:
@@ -524,6 +625,18 @@ def alert_config(
     return config.with_class_names(class_names) if class_names else config
 
 
+def scene_config(
+    params: Mapping[str, Any], calibration: Optional[Mapping[str, Any]] = None
+) -> SceneConfig:
+    """The :class:`ros2_fed.scene.SceneConfig` of a parameter set (defaults for missing
+    ``scene.*``): the model's scene calibration (``calibration["scene"]``), explicit parameters
+    on top. Raises ValueError for inconsistent limits."""
+    merged = with_defaults(params)
+    fields = {k[len(SCENE_PREFIX) :]: v for k, v in merged.items() if k.startswith(SCENE_PREFIX)}
+    explicit = {k: v for k, v in fields.items() if not (k in SCENE_FROM_MODEL and v < 0)}
+    return calibrated_config(calibration, **explicit)
+
+
 def changes_alerts(names: Any) -> bool:
     """Whether a change of these parameter names touches the alert configuration."""
     return any(str(name).startswith(ALERT_PREFIX) for name in names)
@@ -564,11 +677,11 @@ def help_text(summary: str) -> str:
         "  out: (each switchable with its publish.NAME parameter)",
         *outputs_help(),
         "  and /diagnostics (diagnostic_msgs/DiagnosticArray): the pipeline status and each",
-        "       camera's latest alert status",
+        "       camera's latest alert and scene statuses",
         "  with cameras:=[front, left, ...]: in NAME/image (or NAME/image/compressed), out "
         "~/NAME/<output>;",
-        "       /diagnostics: one pipeline status (per-camera NAME.* values) and one alert status "
-        "per camera",
+        "       /diagnostics: one pipeline status (per-camera NAME.* values) and one alert and "
+        "one scene status per camera",
         "",
         "parameters (ro = read-only after start-up; integers are accepted for float parameters):",
     ]

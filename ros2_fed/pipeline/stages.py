@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Se
 
 from ros2_fed.alerts import AlertConfig, AlertMonitor, AlertState
 from ros2_fed.health import Status
+from ros2_fed.scene import SceneConfig, SceneMonitor, frame_digest
 
-from .outputs import ALERT_STAGE
-from .params import alert_config
+from .outputs import ALERT_STAGE, SCENE_STAGE
+from .params import alert_config, scene_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .processor import CameraResult
@@ -94,5 +95,34 @@ class AlertStage:
         return alert_status(state)
 
 
+class SceneStage:
+    """Scene health (:mod:`ros2_fed.scene`): is the whole frame out of the model's depth, or
+    the camera broken? One monitor per camera, one configuration from the ``scene.*``
+    parameters and the model's scene calibration."""
+
+    name = SCENE_STAGE
+    parameter_prefix = "scene."
+
+    def __init__(self, model: ModelInfo, cameras: Sequence[str]) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self._monitors = {camera: SceneMonitor() for camera in cameras}
+
+    def configure(self, params: Mapping[str, Any]) -> SceneConfig:
+        """ValueError for inconsistent limits."""
+        return scene_config(params, self._model.calibration)
+
+    def apply(self, config: SceneConfig) -> None:
+        with self._lock:
+            for monitor in self._monitors.values():
+                monitor.config = config
+
+    def update(self, camera: str, frame: CameraResult) -> Status:
+        digest = frame_digest(frame.message, frame.rgb)  # outside the lock: the frame's own
+        with self._lock:
+            state = self._monitors[camera].update(frame.rgb, frame.confidence, frame.stamp, digest)
+        return Status(int(state.level), state.message, state.values())
+
+
 #: The stages every frame goes through, in order.
-DEFAULT_STAGES: tuple[StageFactory, ...] = (AlertStage,)
+DEFAULT_STAGES: tuple[StageFactory, ...] = (AlertStage, SceneStage)
