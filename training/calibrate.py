@@ -9,7 +9,10 @@ in-distribution validation images and picks:
   classified validation pixels fall (a per-pixel false-alarm rate on in-distribution frames);
 - ``viz_range`` ``[low, high]``: the overlay's red..blue scale; ``high`` is the median confidence
   of correct pixels (typical road = fully blue) and the threshold sits at a quarter of the
-  scale, so everything the alerts count as uncertain is drawn red.
+  scale, so everything the alerts count as uncertain is drawn red;
+- ``scene``: the in-domain distribution of the scene-health statistic (``ros2_fed.scene``: the
+  share of each frame above the ego hood whose confidence is below that threshold) over the
+  same frames, and the WARN / ERROR limits the node's scene status takes from it.
 
 The result goes into the FED checkpoint's metadata (``--into``), the engine's sidecar carries it
 and ``fed_node`` uses it unless a parameter overrides it. Void pixels (the ego hood, unlabelled
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ros2_fed import scene
 from ros2_fed.fingerprint import ALLOW_FLAG
 from ros2_fed.jsonio import write_json
 from training.cli_errors import one_line_warnings, report, user_errors
@@ -72,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument(
+        "--scene-hood",
+        type=float,
+        default=scene.SceneConfig().hood,
+        help="bottom share of the rows the scene statistic leaves out (the ego hood; default "
+        "%(default)s, the node's scene.hood follows the calibration)",
+    )
+    p.add_argument(
         "--into", action="store_true", help="write the result into the FED checkpoint's metadata"
     )
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
@@ -89,14 +100,19 @@ def confidences(
     samples: Iterable[tuple[np.ndarray, np.ndarray]],
     total: Optional[int] = None,
     progress: bool = True,
+    scene_frames: Optional[list[np.ndarray]] = None,
+    scene_hood: float = scene.SceneConfig().hood,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(confidence of correct pixels, confidence of wrong pixels) over labelled, non-void
-    pixels."""
+    pixels. ``scene_frames``: a list that receives each frame's
+    :func:`ros2_fed.scene.confidence_histogram` (every pixel above the hood, void included)."""
     correct, wrong = [], []
     with torch.no_grad():
         for image, label in tqdm(samples, total=total, desc="fed_calibrate", disable=not progress):
             labels, conf = detector(torch.from_numpy(np.ascontiguousarray(image))[None])
             labels, conf = labels[0].numpy(), conf[0].float().numpy()
+            if scene_frames is not None:
+                scene_frames.append(scene.confidence_histogram(conf, scene_hood))
             valid = label != VOID
             hit = (labels == label) & valid
             correct.append(conf[hit])
@@ -138,8 +154,11 @@ def validation_confidences(
     limit: Optional[int] = None,
     progress: bool = True,
     allow_backbone_mismatch: bool = False,
+    scene_frames: Optional[list[np.ndarray]] = None,
+    scene_hood: float = scene.SceneConfig().hood,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(correct, wrong) pixel confidences of the node's graph over ``split``, and what was run."""
+    """(correct, wrong) pixel confidences of the node's graph over ``split``, and what was run
+    (``scene_frames``: see :func:`confidences`)."""
     from ros2_fed.checkpoint import load_fed
     from ros2_fed.detector import FusedDetector
     from training.data import sample_arrays
@@ -160,7 +179,9 @@ def validation_confidences(
     if count == 0:
         raise ValueError(f"no images in {data_root} split {split}")
     samples = (sample_arrays(dataset[i]) for i in range(count))
-    correct, wrong = confidences(detector, samples, total=count, progress=progress)
+    correct, wrong = confidences(
+        detector, samples, count, progress, scene_frames=scene_frames, scene_hood=scene_hood
+    )
     return (
         correct,
         wrong,
@@ -178,12 +199,36 @@ def calibrate(
     limit: Optional[int] = None,
     progress: bool = True,
     allow_backbone_mismatch: bool = False,
+    scene_hood: float = scene.SceneConfig().hood,
 ) -> dict[str, Any]:
-    """Run the node's graph over ``split`` and return the calibration record."""
+    """Run the node's graph over ``split`` and return the calibration record (the operating
+    point, the scene statistic's in-domain distribution at it, what was run)."""
+    frames: list[np.ndarray] = []
     correct, wrong, run = validation_confidences(
-        backbone, fed, data_root, split, postprocess, limit, progress, allow_backbone_mismatch
+        backbone,
+        fed,
+        data_root,
+        split,
+        postprocess,
+        limit,
+        progress,
+        allow_backbone_mismatch,
+        scene_frames=frames,
+        scene_hood=scene_hood,
     )
-    return {**operating_point(correct, wrong, false_alarm), **run}
+    point = operating_point(correct, wrong, false_alarm)
+    return {
+        **point,
+        "scene": scene_statistics(frames, point["confidence_threshold"], scene_hood),
+        **run,
+    }
+
+
+def scene_statistics(frames: list[np.ndarray], threshold: float, hood: float) -> dict[str, Any]:
+    """The scene record (:func:`ros2_fed.scene.scene_record`) from per-frame confidence
+    histograms at the calibrated threshold."""
+    fractions = [scene.fraction_below(histogram, threshold) for histogram in frames]
+    return scene.scene_record(fractions, threshold, hood)
 
 
 def write_into(fed: Path, record: dict[str, Any]) -> None:
@@ -214,6 +259,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 args.limit,
                 progress=not args.no_progress,
                 allow_backbone_mismatch=args.allow_backbone_mismatch,
+                scene_hood=args.scene_hood,
             )
     except (*user_errors(), OSError) as exc:
         return report("fed_calibrate", exc)
@@ -227,6 +273,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"({100 * args.false_alarm:g} % of correct {args.split} pixels below it; it flags "
         f"{100 * (record['wrong_recall'] or 0):.1f} % of wrong pixels), overlay range [{low:.4f}, "
         f"{high:.4f}]" + (f" -> {args.fed}.json" if args.into else "")
+    )
+    sc = record["scene"]
+    print(
+        f"fed_calibrate: scene statistic (uncertain share above the hood) on {sc['frames']} "
+        f"frames: median {100 * sc['quantiles']['0.5']:.1f} %, 99th percentile "
+        f"{100 * sc['quantiles']['0.99']:.1f} % -> scene WARN above "
+        f"{100 * sc['warn_fraction']:.1f} %, ERROR above {100 * sc['error_fraction']:.1f} %"
     )
     return 0
 
