@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ros2_fed import stopping
 
-stopping.install()  # first: a signal during the imports below ends the process cleanly
+stopping.install_for("fed_node", __name__)  # first: a signal during the imports below stops it
 
 import contextlib  # noqa: E402
 import queue  # noqa: E402
@@ -220,13 +220,8 @@ class FedNode(Node):
         """Each camera's wanted outputs (enabled and listened to), with its input's header."""
         changed = False
         for result, received in done:
-            pubs, settings = self._pubs[result.camera], self._processor.settings
-            wanted = [
-                n
-                for n, pub in pubs.items()
-                if settings.enabled(n) and pub.get_subscription_count()
-            ]
-            header = result.message.header
+            pubs, header = self._pubs[result.camera], result.message.header
+            wanted = [name for name, pub in pubs.items() if pub.get_subscription_count()]
             for name, payload in self._processor.render(result, wanted).items():
                 pubs[name].publish(ros.to_message(OUTPUT_BY_NAME[name], payload, header))
             latency = time.monotonic() - received
@@ -300,19 +295,20 @@ class FedNode(Node):
 
 
 def main(args: Optional[list[str]] = None, engine_factory: Optional[EngineFactory] = None) -> int:
-    """Console script ``fed_node``: returns the process exit code (1 = could not start)."""
+    """Console script ``fed_node``: returns the process exit code (1 = could not start). It
+    owns the process's SIGINT / SIGTERM from here on (:mod:`ros2_fed.stopping`)."""
     argv = list(sys.argv if args is None else args)
     user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
         print(help_text((__doc__ or "").strip().splitlines()[0]))
         return 0
-    rclpy.init(args=argv)
+    stopping.install()
+    stopping.started()  # a stop signal is a KeyboardInterrupt from here on
     node: Optional[FedNode] = None
-    stopped = ""
+    stopped = "during start-up"
     try:
-        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
+        rclpy.init(args=argv)
         node = FedNode(engine_factory=engine_factory)
-        stopped = "during start-up"
         node.start()
         stopped = ""
         rclpy.spin(node)
@@ -343,6 +339,7 @@ def _shut_down(node: Optional[FedNode]) -> None:
             node.destroy_node()
     finally:
         rclpy.try_shutdown()
+        stopping.stopping()  # rclpy's shutdown put back the handler it found
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from fake_engine import FakeEngine, expected_outputs  # noqa: E402
+from ros2_fed.pipeline.outputs import OUTPUTS  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -46,13 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "node_harness.py"
 PARAMS_FILE = REPO / "config" / "fed.yaml"
 FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"
-OUTPUT_TOPICS = {
-    "segmentation": Image,
-    "segmentation_color": Image,
-    "confidence": Image,
-    "overlay": Image,
-    "alerts": DiagnosticArray,
-}
+OUTPUT_TOPICS = {o.name: Image if o.is_image else DiagnosticArray for o in OUTPUTS}  # the table
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 RUN = f"t{os.getpid()}_{random.SystemRandom().randrange(1 << 16):04x}"
 # Alert settings the raw node starts with (the alerts tests count frames against them).

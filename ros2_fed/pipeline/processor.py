@@ -240,14 +240,17 @@ class FrameProcessor:
         return Status(status.level, status.message, values, name, self.hardware_id)
 
     def render(self, result: CameraResult, wanted: Iterable[str]) -> dict[str, Any]:
-        """The payloads of the wanted outputs of one inferred frame (see :mod:`.outputs`)."""
-        if not result.ok:
+        """The payloads of one inferred frame's outputs that are wanted (subscribed to, or
+        recorded) and switched on (``publish.NAME``); see :mod:`.outputs`."""
+        settings = self.settings
+        wanted = [name for name in wanted if settings.enabled(name)]
+        if not result.ok or not wanted:
             return {}
         frame = outputs.RenderInput(
             rgb=result.rgb,
             labels=result.labels,
             confidence=result.confidence,
-            settings=self.settings,
+            settings=settings,
             palette=self.palette,
             statuses=result.statuses,
         )

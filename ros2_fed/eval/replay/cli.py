@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from ros2_fed import stopping
 
-stopping.install()  # first: a signal during the imports below ends the process cleanly
+stopping.install_for("fed_bag_eval", __name__)  # first: a signal during the imports stops it
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -301,7 +301,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         md, report = evaluate(args, partial, log)
     except BaseException as exc:
-        return report_failure(exc, Path(args.out), partial)
+        return stopping.leave_if_stopped(report_failure(exc, Path(args.out), partial))
     finally:
         stopping.stopping()
     print(rep.metrics_table(report))

@@ -513,7 +513,8 @@ def main(args: argparse.Namespace) -> int:
         stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         md, report = evaluate(args, partial, log)
     except BaseException as exc:
-        return report_failure(exc, Path(args.out), partial, partial.get("camera"))
+        code = report_failure(exc, Path(args.out), partial, partial.get("camera"))
+        return stopping.leave_if_stopped(code)
     finally:
         stopping.stopping()
     print(camera_table(report))
