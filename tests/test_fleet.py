@@ -1,0 +1,293 @@
+"""fed_fleet_eval (ros2_fed/eval/fleet) with the local executor: worker processes on this machine.
+
+Tiny synthroad bags (4 frames of 64x128) and a random TinySeg + FED-U (torch runtime):
+
+- a scorer state survives ``.npz`` bytes exactly (exact and histogram), and the merge of loaded
+  states equals the merge of the originals;
+- discovery: folders, bare files, list files, stable unique ids, a task per rig camera, an
+  unreadable bag as a failed task;
+- a run over 4 good bags, a corrupt one and one without the camera topic: 4 bag folders, 2
+  failed rows with their reasons, POOLED equal to ONE scorer over every frame of every bag
+  (counts exactly, metrics to 1e-12), each bag's state equal to its own report;
+- resume: a re-run evaluates nothing, a run interrupted after some bags evaluates only the rest;
+- a worker killed by SIGKILL has its bag retried; with the bags handed out in shuffled order
+  to one worker the pooled numbers are identical; without retries it is a failed row;
+- other settings than the finished bags' are refused unless --redo.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ros2_fed.eval.fleet import cli as fleet_cli
+from ros2_fed.eval.fleet import discovery, state
+from ros2_fed.eval.fleet.report import row_badness
+from ros2_fed.eval.fleet.task import CRASH_ENV, scene_share
+from ros2_fed.eval.replay.errors import UsageError
+from ros2_fed.eval.replay.scoring import Scorer
+from tests import fleet_helpers as fh
+from training import synthroad_bag as sb
+
+# --------------------------------------------------------------------------------------
+# Scorer state
+# --------------------------------------------------------------------------------------
+
+
+def _random_scorer(seed: int, exact: bool) -> Scorer:
+    rng = np.random.default_rng(seed)
+    scorer = Scorer(5, 3, 16 * 20, exact=exact, probability=["node"])
+    for _ in range(3):
+        label = rng.integers(0, 5, (16, 20)).astype(np.uint8)
+        label[0, :4] = 255
+        ood = (rng.random((16, 20)) < 0.2).astype(np.uint8)
+        ood[1, :3] = 255
+        pred = np.where(rng.random((16, 20)) < 0.7, label, 1).astype(np.uint8)
+        maps = {"node": rng.random((16, 20)).astype(np.float32), "MSP": rng.random((16, 20))}
+        scorer.update(pred, maps, label, ood, "node")
+    return scorer
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_scorer_state_round_trip_is_exact(exact: bool) -> None:
+    a, b = _random_scorer(0, exact), _random_scorer(1, exact)
+    loaded_a = state.scorer_from_bytes(state.scorer_to_bytes(a))
+    assert loaded_a.results() == a.results()
+    merged_loaded = loaded_a.merge(state.scorer_from_bytes(state.scorer_to_bytes(b)))
+    merged = _random_scorer(0, exact).merge(_random_scorer(1, exact))
+    assert merged_loaded.results() == merged.results()
+    assert merged_loaded.images == 6
+
+
+def test_scorer_state_refuses_other_files() -> None:
+    with pytest.raises(ValueError, match="not a scorer state"):
+        state.scorer_from_bytes(b"PK\x03\x04 not an npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(b'{"format": "other"}', np.uint8))
+    with pytest.raises(ValueError, match="format"):
+        state.scorer_from_bytes(buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------------
+# Discovery and report helpers
+# --------------------------------------------------------------------------------------
+
+
+def test_discovery(tmp_path: Path) -> None:
+    sb.write_synthroad_bag(tmp_path / "a" / "drive", frames=1, size=(32, 64), seed=0)
+    sb.write_synthroad_bag(tmp_path / "b" / "drive", frames=1, size=(32, 64), seed=1)
+    rig = tmp_path / "rig"
+    sb.write_synthroad_bag(rig, frames=1, size=(32, 64), seed=2, cameras=2)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(next((tmp_path / "a" / "drive").glob("*.mcap")), loose / "single.mcap")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metadata.yaml").write_text("not: [a, rosbag2")
+    listing = tmp_path / "bags.txt"
+    listing.write_text("# fleet\nrig\nloose/single.mcap  # a bare file\n\nbroken\n")
+
+    tasks = discovery.make_tasks([str(tmp_path / "a"), str(tmp_path / "b"), str(listing)])
+    ids = [t.id for t in tasks]
+    assert len(set(ids)) == len(ids) == 6
+    assert ids[0].startswith("drive-") and ids[1].startswith("drive-")  # same name: hashed
+    assert ids[2:4] == ["rig--cam0", "rig--cam1"]
+    assert [t.topic for t in tasks[2:4]] == ["/cam0/image_raw", "/cam1/image_raw"]
+    assert tasks[2].gt_topic == "/cam0/labels" and tasks[3].ood_topic == "/cam1/ood"
+    assert ids[4] == "single" and tasks[4].bag.endswith("single.mcap") and not tasks[4].error
+    assert ids[5] == "broken" and "broken: " in tasks[5].error  # a failed row, never run
+    assert discovery.make_tasks([str(tmp_path / "a"), str(tmp_path / "b"), str(listing)]) == tasks
+    assert [t.id for t in discovery.make_tasks([str(tmp_path)])][:2] == ["a__drive", "b__drive"]
+    with pytest.raises(UsageError, match="no such bag"):
+        discovery.make_tasks([str(tmp_path / "nothing")])
+
+
+def test_scene_share_and_row_order() -> None:
+    assert scene_share({}) is None
+    assert scene_share({"scene": {"counts": {"OK": 3, "WARN": 1}}}) == {"OK": 0.75, "WARN": 0.25}
+    assert scene_share({"scene": {"share": {"OK": 0.5, "ERROR": 0.5}}}) == {
+        "OK": 0.5,
+        "ERROR": 0.5,
+    }
+    rows = [
+        {"id": "c", "node": {}},
+        {"id": "b", "node": {"ood_auroc": 0.9}},
+        {"id": "a", "node": {"ood_auroc": None, "idm_auroc": 0.6}},
+    ]
+    assert [r["id"] for r in sorted(rows, key=row_badness)] == ["a", "b", "c"]
+
+
+def test_help_lists_the_fleet_and_model_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        fleet_cli.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--executor", "--ray-address", "--workers", "--redo", "--backbone", "--cameras"):
+        assert flag in text
+
+
+# --------------------------------------------------------------------------------------
+# A local run
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.fed_helpers import private_engine_cache, save_tiny_model
+
+    root = tmp_path_factory.mktemp("fleet")
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    model = save_tiny_model(root, fh.SIZE)
+    fleet = fh.write_fleet(root, good=4)
+    with private_engine_cache(root):
+        yield {"root": root, "model": model, **fleet}
+    if saved is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
+
+
+def run_fleet(work: dict[str, Any], out: Path, *extra: str, inputs: Any = None) -> int:
+    inputs = [str(work["fleet"])] if inputs is None else inputs
+    argv = inputs + ["--out", str(out), "--quiet"] + fh.model_args(work["model"]) + list(extra)
+    return fleet_cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def first(work: dict[str, Any]) -> dict[str, Any]:
+    out = work["root"] / "out"
+    code = run_fleet(work, out, "--workers", "2")
+    return {"out": out, "code": code, "report": fh.read_report(out)}
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_run_rows_failures_and_files(work: dict[str, Any], first: dict[str, Any]) -> None:
+    report, out = first["report"], first["out"]
+    assert first["code"] == 1  # the report is written, some bags failed
+    assert report["complete"] is True
+    assert report["counts"] == {
+        "tasks": 6,
+        "done": 4,
+        "evaluated_now": 4,
+        "resumed": 0,
+        "failed": 2,
+    }
+    assert sorted(r["id"] for r in report["rows"]) == work["good"]
+    failed = {f["id"]: f["reason"] for f in report["failed"]}
+    assert "checksum" in failed["bad_corrupt"] and "bad_corrupt" in failed["bad_corrupt"]
+    assert "no camera topics" in failed["bad_no_camera"]
+    assert all("\n" not in reason for reason in failed.values())
+    values = [row_badness(r) for r in report["rows"]]
+    assert values == sorted(values)  # worst first
+    for bag_id in work["good"]:
+        folder = out / "bags" / bag_id
+        bag_report = json.loads((folder / "report.json").read_text())
+        assert bag_report["complete"] is True and (folder / "report.md").is_file()
+        own = state.scorer_from_bytes((folder / "scorer_state.npz").read_bytes())
+        assert own.results() == bag_report["metrics"]
+    assert not list((out / "bags").glob(".tmp-*"))
+    md = (out / "report.md").read_text()
+    assert "**POOLED**" in md and "bad_corrupt" in md and "checksum" in md
+    assert report["pooled"]["frames"]["evaluated"] == 4 * fh.FRAMES
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_pooled_equals_one_scorer_over_all_frames(
+    work: dict[str, Any], first: dict[str, Any]
+) -> None:
+    bags = [work["fleet"] / bag_id for bag_id in sorted(work["good"])]
+    want = fh.oracle_results(bags, work["model"])
+    fh.assert_results_equal(first["report"]["pooled"]["metrics"], want)
+    assert want["exact"] is True and want["images"] == 4 * fh.FRAMES
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_worst_frames_of_the_fleet(first: dict[str, Any]) -> None:
+    frames = first["report"]["worst_frames"]
+    assert len(frames) == min(20, 4 * fh.FRAMES)
+    keys = [(not f["by_auroc"], -f["badness"]) for f in frames]
+    assert keys == sorted(keys)
+    assert all(f["topic"] == sb.IMAGE_TOPIC and "." in f["stamp"] and f["what"] for f in frames)
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_resume_skips_finished_bags(work: dict[str, Any], first: dict[str, Any]) -> None:
+    out = work["root"] / "resume"
+    shutil.copytree(first["out"], out)
+    before = {p: p.stat().st_mtime_ns for p in (out / "bags").glob("*/summary.json")}
+    assert run_fleet(work, out, "--workers", "2") == 1
+    report = fh.read_report(out)
+    assert report["counts"]["evaluated_now"] == 0 and report["counts"]["resumed"] == 4
+    assert {p: p.stat().st_mtime_ns for p in (out / "bags").glob("*/summary.json")} == before
+    # an interrupted run: two bags never finished, one left a half-written folder
+    for bag_id in work["good"][1:3]:
+        shutil.rmtree(out / "bags" / bag_id)
+    (out / "bags" / f".tmp-{work['good'][1]}-123").mkdir()
+    assert run_fleet(work, out, "--workers", "2") == 1
+    report = fh.read_report(out)
+    assert report["counts"]["evaluated_now"] == 2 and report["counts"]["resumed"] == 2
+    assert not list((out / "bags").glob(".tmp-*"))
+    assert report["pooled"]["metrics"] == first["report"]["pooled"]["metrics"]
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_killed_worker_is_retried_and_order_does_not_matter(
+    work: dict[str, Any], first: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker, bags handed out in shuffled order, its process SIGKILLed on one bag."""
+    marker = work["root"] / "killed_once"
+    monkeypatch.setenv(CRASH_ENV, f"{work['good'][2]}:{marker}")
+    make_tasks = fleet_cli.make_tasks
+
+    def shuffled(*args: Any, **kwargs: Any) -> list[discovery.BagTask]:
+        tasks = make_tasks(*args, **kwargs)
+        random.Random(7).shuffle(tasks)
+        return tasks
+
+    monkeypatch.setattr(fleet_cli, "make_tasks", shuffled)
+    out = work["root"] / "shuffled"
+    assert run_fleet(work, out, "--workers", "1") == 1
+    report = fh.read_report(out)
+    assert marker.is_file()  # the worker really was killed once
+    attempts = {r["id"]: r["attempts"] for r in report["rows"]}
+    assert attempts[work["good"][2]] == 2 and attempts[work["good"][0]] == 1
+    assert report["counts"]["done"] == 4
+    assert report["pooled"]["metrics"] == first["report"]["pooled"]["metrics"]
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_worker_dying_without_retries_is_a_failed_row(
+    work: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CRASH_ENV, f"{work['good'][1]}:{work['root'] / 'killed_no_retry'}")
+    out = work["root"] / "no_retry"
+    inputs = [str(work["fleet"] / bag_id) for bag_id in work["good"][:2]]
+    assert run_fleet(work, out, "--workers", "1", "--retries", "0", inputs=inputs) == 1
+    report = fh.read_report(out)
+    (failed,) = report["failed"]
+    assert failed["id"] == work["good"][1] and "died once (killed by SIGKILL)" in failed["reason"]
+    assert [r["id"] for r in report["rows"]] == [work["good"][0]]
+
+
+@pytest.mark.slow  # worker processes (spawned interpreters importing torch)
+def test_other_settings_are_refused_unless_redo(
+    work: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = work["root"] / "settings"
+    inputs = [str(work["fleet"] / work["good"][0])]
+    assert run_fleet(work, out, "--workers", "1", inputs=inputs) == 0
+    changed = ["-p", "alerts.confidence_threshold:=0.7"]
+    assert run_fleet(work, out, "--workers", "1", *changed, inputs=inputs) == 2
+    assert "other settings (param)" in capsys.readouterr().err
+    assert run_fleet(work, out, "--workers", "1", "--redo", *changed, inputs=inputs) == 0
+    report = fh.read_report(out)
+    assert report["counts"]["evaluated_now"] == 1 and report["settings"]["param"] == changed[1:]
