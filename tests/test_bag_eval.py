@@ -530,6 +530,34 @@ def test_live_equals_offline(work: dict[str, Any], offline: dict[str, Any]) -> N
             == as_array(bagio.deserialize(off_msgs[key], bagio.IMAGE)).tobytes()
         ), key
     assert "FED-U (node)" in stdout and "report" in stdout
+    # every frame: the same labels, confidence within 1e-4, the same alert level and region
+    live_frames, off_frames = (
+        _outputs_by_stamp(work["root"] / "live"),
+        _outputs_by_stamp(offline["out"]),
+    )
+    assert live_frames.keys() == off_frames.keys() and len(live_frames) == FRAMES
+    for key, got in live_frames.items():
+        want = off_frames[key]
+        np.testing.assert_array_equal(got["segmentation"], want["segmentation"])
+        np.testing.assert_allclose(got["confidence"], want["confidence"], rtol=0, atol=1e-4)
+    live_alerts, off_alerts = (
+        report["alerts"]["per_frame"],
+        offline["report"]["alerts"]["per_frame"],
+    )
+    assert [a["level"] for a in live_alerts] == [a["level"] for a in off_alerts]
+    assert [a["stamp"] for a in live_alerts] == [a["stamp"] for a in off_alerts]
+    for got, want in zip(live_alerts, off_alerts):
+        assert got["region_size"] == pytest.approx(want["region_size"], abs=1e-6), got
+
+
+def _outputs_by_stamp(out: Path) -> dict[int, dict[str, np.ndarray]]:
+    """{stamp: {"segmentation" | "confidence": array}} of a run's output bag (mcap reader)."""
+    frames: dict[int, dict[str, np.ndarray]] = {}
+    for topic, _, _, ros in mcap_messages(out / "output_bag"):
+        name = topic.rsplit("/", 1)[-1]
+        if topic.startswith("/fed_node/") and name in ("segmentation", "confidence"):
+            frames.setdefault(stamp(ros), {})[name] = np.array(as_array(ros))
+    return frames
 
 
 @pytest.mark.ros
@@ -551,3 +579,97 @@ def test_live_faster_than_real_time_drops_and_says_so(work: dict[str, Any]) -> N
     assert frames["node_dropped"] == frames["dropped"], frames
     md = (out / "report.md").read_text()
     assert f"dropped: **{frames['dropped']}**" in md
+
+
+# --------------------------------------------------------------------------------------
+# Bad frames: refused as the node refuses them, counted under its kind names
+# --------------------------------------------------------------------------------------
+
+MAX_PIXELS = 1024 * 1024  # the node's max_input_pixels for these runs (a frame is 64x128)
+RSS_MARGIN_MIB = 300  # a bag with a bomb may cost the replay at most this much more
+# ... and in fact: far less than decoding the bomb would (4000 x 4000 grey + rgb: 61 MiB)
+RSS_DECODE_MIB = 40
+
+_PEAK_RSS = (
+    "import runpy, sys\n"
+    "try:\n"
+    "    runpy.run_module('ros2_fed.eval.replay.cli', run_name='__main__')\n"
+    "finally:\n"
+    "    with open('/proc/self/status') as status:\n"
+    "        peak = [line for line in status if line.startswith('VmHWM:')][0].split()[1]\n"
+    "    print(f'PEAK_RSS_KB {peak}', file=sys.stderr)\n"
+)
+
+
+def _spoilt_copy(src: Path, dst: Path, topic: str, index: int, spoil: Any) -> None:
+    """``src`` with camera message ``index`` on ``topic`` replaced by ``spoil(msg)``."""
+    from ros2_fed.eval.replay import bag as bagmod
+
+    info = bagmod.open_info(src)
+    with bagio.BagWriter(dst, info.storage, custom_data=info.custom_data) as writer:
+        for name, meta in info.topics.items():
+            writer.add_topic(name, meta.msgtype)
+        seen = 0
+        for name, _, log_ns, raw, msg in bagmod.read_messages(info, list(info.topics)):
+            if name == topic:
+                if seen == index:
+                    raw = bagio.serialize(spoil(msg))
+                seen += 1
+            writer.write(name, log_ns, raw)
+
+
+def _bomb(msg: Any) -> Any:
+    from tests.input_bombs import png_bytes
+
+    msg.data = np.frombuffer(png_bytes(4000, 4000, depth=1, colour=0), np.uint8).copy()
+    msg.format = "png"
+    return msg
+
+
+def _wrong_step(msg: Any) -> Any:
+    msg.step = msg.width * 3 - 1  # rows one byte short
+    return msg
+
+
+def _replay_peak(work: dict[str, Any], bag: Path, out: Path) -> tuple[dict[str, Any], float]:
+    """report.json and peak RSS (MiB) of fed_bag_eval --offline in a fresh process."""
+    cmd = [sys.executable, "-c", _PEAK_RSS, str(bag), "--offline", "--out", str(out)]
+    cmd += ["--quiet", "--no-reference", "-p", f"max_input_pixels:={MAX_PIXELS}"]
+    done = subprocess.run(
+        cmd + model_args(work), cwd=str(REPO), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    peak_kb = int(done.stderr.split("PEAK_RSS_KB ")[-1].split()[0])
+    return json.loads((out / "report.json").read_text()), peak_kb / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["too_large", "step_mismatch"])
+def test_bad_frames_are_counted_as_the_node_counts_them(
+    work: dict[str, Any], tmp_path: Path, kind: str
+) -> None:
+    """A decompression bomb (a PNG the codec's default limit would decode, the node's
+    max_input_pixels refuses) and a frame whose rows are one byte short: the replay refuses
+    them under the node's kind names, scores the other frames, and the bomb costs no memory."""
+    if kind == "too_large":
+        clean = tmp_path / "clean"
+        sb.write_synthroad_bag(
+            clean, frames=FRAMES, size=SIZE, seed=0, ood_from_frame=1, compressed=True
+        )
+        topic, spoil = sb.COMPRESSED_TOPIC, _bomb
+    else:
+        clean, topic, spoil = work["bag"], sb.IMAGE_TOPIC, _wrong_step
+    spoilt = tmp_path / "spoilt"
+    _spoilt_copy(clean, spoilt, topic, 2, spoil)
+    report, peak = _replay_peak(work, spoilt, tmp_path / "out_spoilt")
+    assert report["complete"] is True
+    frames = report["frames"]
+    assert frames["bad_input"] == {kind: 1}, frames
+    assert frames["evaluated"] == FRAMES - 1 and frames["dropped"] == 0, frames
+    assert len(report["alerts"]["per_frame"]) == FRAMES - 1
+    md = (tmp_path / "out_spoilt" / "report.md").read_text()
+    assert f"refused as bad input: 1 ({kind} 1)" in md
+    if kind == "too_large":
+        _, clean_peak = _replay_peak(work, clean, tmp_path / "out_clean")
+        assert peak - clean_peak < RSS_MARGIN_MIB
+        assert peak - clean_peak < RSS_DECODE_MIB, (peak, clean_peak)

@@ -284,3 +284,83 @@ def test_alert_statuses_per_camera_in_diagnostics(node: NodeProcess, client: Cli
     prefix = f"{node.namespace.lstrip('/')}/fed_node"
     assert {f"{prefix}: {cam} alerts" for cam in CAMERAS} <= names
     assert f"{prefix}: pipeline" in names
+
+
+def _rig_bag(path: Any, stamps: int) -> None:
+    """``stamps`` frames of every camera on ``/CAMERA/image``, one stamp for all cameras of a
+    tick (the frames the node test sends), 10 Hz."""
+    from ros2_fed.eval.replay import bagio
+
+    with bagio.BagWriter(path, "mcap") as writer:
+        for cam in CAMERAS:
+            writer.add_topic(f"/{cam}/image", bagio.IMAGE)
+        for k in range(stamps):
+            stamp = 1_700_000_000_000_000_000 + k * 100_000_000
+            for cam in CAMERAS:
+                writer.write(
+                    f"/{cam}/image", stamp + 1000, bagio.image_message(_frame(cam), "rgb8", stamp)
+                )
+
+
+def _offline_batches(tmp_path: Any, stamps: int) -> dict[str, str]:
+    """The rig through the replay's offline frame path, with the node's kind of engine."""
+    from fake_engine import FakeEngine
+    from ros2_fed.eval.replay import bag as bagmod
+    from ros2_fed.eval.replay.offline import CameraStream, run_offline
+    from ros2_fed.pipeline.model_spec import ModelSpec
+
+    path = tmp_path / "rig"
+    _rig_bag(path, stamps)
+    streams = [
+        CameraStream(cam, bagmod.scan(path, image=f"/{cam}/image", ground_truth=False))
+        for cam in CAMERAS
+    ]
+
+    def opener(spec: Any, progress: Any = None) -> FakeEngine:
+        return FakeEngine(batch_size=3, dynamic_batch=True)  # what node_harness --batch 3 runs
+
+    done = list(run_offline(streams, ModelSpec(), {}, warmup_runs=0, engine_opener=opener))
+    assert [camera for camera, _ in done] == [c for _ in range(stamps) for c in CAMERAS]
+    return streams[0].stats.engine_batches
+
+
+def test_a_rig_replayed_offline_forms_the_batches_the_node_forms(
+    node: NodeProcess, client: Client, tmp_path: Any
+) -> None:
+    """The same arrivals -- every camera's frame of a tick arriving together while the engine
+    runs the tick before -- make the same engine batches in the node and in the offline rig
+    replay: one batch of three frames per tick."""
+    stamps = 4
+    offline = _offline_batches(tmp_path, stamps)
+    assert (offline["engine_batches"], offline["engine_frames"]) == (str(stamps), str(3 * stamps))
+    topics = {cam: _topics(node, cam)["segmentation"] for cam in CAMERAS}
+    subs = [client.subscribe(t, Image) for t in topics.values()]
+    wait_until(lambda: all(s.get_publisher_count() > 0 for s in subs), 30, "output publishers")
+    pubs = _cameras(client, node)
+    time.sleep(2 * BATCH_DELAY_S)  # earlier tests' frames are done
+    before = _values(client, node, time.time())
+
+    def send(cams: tuple[str, ...], tick: str) -> dict[str, str]:
+        ids = {}
+        for cam in cams:
+            msg = image_msg(_frame(cam), "rgb8")
+            ids[cam] = Stamp.header(msg, f"rig_{tick}")[2]
+            pubs[cam].publish(msg)
+        return ids
+
+    def arrived(ids: dict[str, str]) -> bool:
+        return all(
+            any(m.header.frame_id == ids[c] for _, m in client.messages(topics[c])) for c in ids
+        )
+
+    previous = send(("front",), "primer")  # the engine is busy when the first tick arrives
+    time.sleep(BATCH_DELAY_S / 3)  # the worker has taken the primer (else tick 0 replaces it)
+    current = send(CAMERAS, "0")
+    for tick in range(1, stamps + 1):
+        wait_until(lambda: arrived(previous), 10, f"the outputs before tick {tick}")
+        previous, current = current, send(CAMERAS, str(tick)) if tick < stamps else {}
+    wait_until(lambda: arrived(previous), 10, "the last tick's outputs")
+    after = _values(client, node, time.time() + BATCH_DELAY_S)
+    batches = int(after["engine_batches"]) - int(before["engine_batches"]) - 1  # the primer
+    frames = int(after["engine_frames"]) - int(before["engine_frames"]) - 1
+    assert (str(batches), str(frames)) == (offline["engine_batches"], offline["engine_frames"])

@@ -173,7 +173,11 @@ class BatchCounter:
 
     def values(self) -> dict[str, str]:
         mean = self.frames / self.batches if self.batches else 0.0
-        return {"engine_batches": str(self.batches), "engine_frames_per_batch": f"{mean:.2f}"}
+        return {
+            "engine_batches": str(self.batches),
+            "engine_frames": str(self.frames),
+            "engine_frames_per_batch": f"{mean:.2f}",
+        }
 
 
 def camera_totals(

@@ -6,7 +6,8 @@ and the others go on); runs the good ones as one engine batch; and passes each c
 through the per-frame stages (alerts, ...). :meth:`FrameProcessor.render` then makes the
 outputs a caller wants from the outputs table. The node publishes what comes out, the replay
 writes it into a bag and scores it: neither has per-frame logic of its own, so a replayed
-number is the node's.
+number is the node's. A camera whose stamps go backwards (a bag played again) starts its
+stages afresh.
 
 Thread use as in the node: ``run`` on the worker, ``render`` on the worker or a publisher
 thread, ``configure`` / ``apply`` from parameter callbacks. Pure: no rclpy, no torch.
@@ -116,6 +117,7 @@ class FrameProcessor:
         self.batches = BatchCounter()
         self.stages = [factory(self.model, self.cameras) for factory in stages]
         self._latest: dict[tuple[str, str], Status] = {}
+        self._stamps: dict[str, int] = {}  # each camera's newest stamp (ns)
         self._lock = threading.Lock()
         self.settings = outputs.default_settings()
         self.apply(self.configure(p))
@@ -165,8 +167,21 @@ class FrameProcessor:
         self.batches.on_batch(len(good))
         for result, (labels, confidence) in zip(good, outputs_):
             result.labels, result.confidence, result.inference_s = labels, confidence, inference_s
+            self._restart_if_rewound(result)
             self._judge(result)
         return results
+
+    def _restart_if_rewound(self, result: CameraResult) -> None:
+        """A camera whose stamps go backwards (a bag played again, a looped recording) starts
+        its stages afresh: hysteresis across a jump back in time means nothing."""
+        stamp = _stamp_ns(result.stamp)
+        previous = self._stamps.get(result.camera)
+        if stamp is None:
+            return
+        self._stamps[result.camera] = stamp
+        if previous is not None and stamp < previous:
+            for stage in self.stages:
+                stage.reset(result.camera)
 
     def _decode(self, camera: str, frame: Any) -> CameraResult:
         result = CameraResult(camera, frame)
@@ -255,3 +270,11 @@ class FrameProcessor:
             statuses=result.statuses,
         )
         return outputs.render(frame, wanted)
+
+
+def _stamp_ns(stamp: Any) -> Optional[int]:
+    """A header stamp (``sec``, ``nanosec``) in nanoseconds; None without one."""
+    try:
+        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    except (AttributeError, TypeError, ValueError):
+        return None

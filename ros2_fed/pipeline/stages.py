@@ -40,7 +40,8 @@ class ModelInfo:
 class FrameStage(Protocol):
     """One per-frame step. ``parameter_prefix``: the node parameters it reads (``alerts.``);
     :meth:`configure` builds (and so validates) its settings from a whole parameter set,
-    :meth:`apply` takes them into effect, :meth:`update` judges one camera's frame."""
+    :meth:`apply` takes them into effect, :meth:`update` judges one camera's frame,
+    :meth:`reset` starts a camera afresh."""
 
     name: str
     parameter_prefix: str
@@ -50,6 +51,9 @@ class FrameStage(Protocol):
     def apply(self, config: Any) -> None: ...
 
     def update(self, camera: str, frame: CameraResult) -> Status: ...
+
+    def reset(self, camera: str) -> None:
+        """Forget ``camera``'s history: its time went backwards (a bag played again)."""
 
 
 StageFactory = Callable[[ModelInfo, Sequence[str]], FrameStage]
@@ -94,6 +98,10 @@ class AlertStage:
             )
         return alert_status(state)
 
+    def reset(self, camera: str) -> None:
+        with self._lock:
+            self._monitors[camera].reset()
+
 
 class SceneStage:
     """Scene health (:mod:`ros2_fed.scene`): is the whole frame out of the model's depth, or
@@ -122,6 +130,10 @@ class SceneStage:
         with self._lock:
             state = self._monitors[camera].update(frame.rgb, frame.confidence, frame.stamp, digest)
         return Status(int(state.level), state.message, state.values())
+
+    def reset(self, camera: str) -> None:
+        with self._lock:
+            self._monitors[camera] = SceneMonitor(self._monitors[camera].config)
 
 
 #: The stages every frame goes through, in order.

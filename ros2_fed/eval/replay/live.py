@@ -11,9 +11,11 @@ The only replay module that imports rclpy. What happens:
    byte** as stored (raw CDR, header stamps untouched) at the recorded rate x ``--rate``, and a
    recorder subscribes (raw) to the node's outputs and writes them straight into the output
    bag, matching every output to its input by header stamp;
-3. before playing, a warm-up frame (stamp 0, frame_id ``fed_bag_eval/warmup``) is sent until
-   its outputs come back, so discovery is complete both ways and no bag frame is lost to it
-   (the warm-up frame is not recorded, but it does pass through the node's alert monitor);
+3. before playing, a warm-up frame (the bag's first usable frame, frame_id
+   ``fed_bag_eval/warmup``, stamped after the bag's last frame) is sent until its outputs come
+   back, so discovery is complete both ways and no bag frame is lost to it. It is not recorded;
+   the bag's first frame then steps back in time, and the node starts its per-frame stages
+   (alerts, scene) afresh for it, so the warm-up leaves no trace in what is scored;
 4. after the last frame the recorder waits for outstanding outputs; a frame without
    segmentation + confidence is a dropped frame. The node's own counters (from
    /diagnostics) go into the report next to ours.
@@ -479,6 +481,13 @@ class LiveSession:
                 )
             time.sleep(0.05)
 
+    @property
+    def warmup_stamp(self) -> int:
+        """Warm-up frames are stamped a second after the bag's last frame: the bag's first
+        frame then steps back in time and the node starts its per-frame stages afresh, as the
+        offline run does (the warm-up leaves no trace in the alert hysteresis)."""
+        return max(ref.stamp_ns for ref in self.scan.frames) + 1_000_000_000
+
     def warm_up(self) -> None:
         """Send the warm-up frame until all its outputs come back; the node's counters then."""
         timeout = self.options.answer_timeout_s
@@ -494,7 +503,8 @@ class LiveSession:
                     f"within {timeout:.0f} s (outputs seen: {self.warm_seen})"
                 )
             self.result.warmup_frames += 1
-            warm.header.stamp.sec, warm.header.stamp.nanosec = 0, self.result.warmup_frames
+            stamp = self.warmup_stamp + self.result.warmup_frames
+            warm.header.stamp.sec, warm.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             warm.header.frame_id = WARMUP_FRAME_ID
             self.publisher.publish(bagio.serialize(warm))
             until = time.monotonic() + 3.0

@@ -39,6 +39,7 @@ class OfflineStats:
     frames: int = 0  # frames through the frame path, refused ones included
     bad_input: dict[str, int] = field(default_factory=dict)  # refused frames by the node's kind
     input_notes: dict[str, int] = field(default_factory=dict)
+    engine_batches: dict[str, str] = field(default_factory=dict)  # the run's, as /diagnostics
 
 
 @dataclass
@@ -84,6 +85,7 @@ def run_offline(
             snap = processor.stats[stream.name].snapshot()
             stream.stats.bad_input = snap["bad_input"]
             stream.stats.input_notes = snap["input_notes"]
+            stream.stats.engine_batches = processor.batches.values()
             stream.stats.wall_s = time.monotonic() - loop_start
     finally:
         engine.close()
