@@ -96,9 +96,11 @@ def alert_timeline(
     presence: Sequence[Optional[bool]],
     width: int = 900,
     size_unit: str = "",
+    scene_levels: Optional[Sequence[Optional[int]]] = None,
 ) -> np.ndarray:
     """Per frame: the alert rule's largest uncertain region (white line, on a size axis with the
-    WARN / ERROR limits), the published alert level (band) and, under it, the ground truth (is an
+    WARN / ERROR limits), the published alert level (band), the scene status' level (band, when
+    ``scene_levels`` are given: :mod:`ros2_fed.scene`) and, under them, the ground truth (is an
     unknown object of >= 100 px visible?), over a frame-number axis, with a legend."""
     n = max(len(frame_numbers), 1)
     sizes = [s for s in region_sizes if s is not None and math.isfinite(s)]
@@ -107,13 +109,16 @@ def alert_timeline(
     plot = _Frame(62, width - 14, 34, 174, n, size_top)
     band, gap = 14, 4
     level_y0 = plot.bottom + 8
-    truth_y0 = level_y0 + band + gap
+    scene_y0 = level_y0 + band + gap
+    truth_y0 = scene_y0 + (band + gap if scene_levels is not None else 0)
     axis_y = truth_y0 + band
     img = np.full((axis_y + 64, width, 3), BACKGROUND, np.uint8)
     put_text(img, "Alert timeline: the largest uncertain region on the road, per frame", (8, 16))
     _draw_size_axis(img, plot, step, warn_size, error_size, size_unit)
     _draw_region_line(img, plot, region_sizes)
     _draw_bands(img, plot, levels, presence, level_y0, truth_y0, band)
+    if scene_levels is not None:
+        _draw_level_band(img, plot, scene_levels, scene_y0, band, "scene")
     _draw_frame_axis(img, plot, frame_numbers, axis_y)
     _draw_timeline_legend(img, axis_y + 46)
     return img
@@ -176,6 +181,22 @@ def _draw_bands(
         img[truth_y0 : truth_y0 + band, x0:x1] = TRUTH_COLOURS[present]
     put_text(img, "alert", (plot.left - 7, level_y0 + band - 3), 0.35, TEXT, "right")
     put_text(img, "truth", (plot.left - 7, truth_y0 + band - 3), 0.35, TEXT, "right")
+
+
+def _draw_level_band(
+    img: np.ndarray,
+    plot: _Frame,
+    levels: Sequence[Optional[int]],
+    y0: int,
+    band: int,
+    label: str,
+) -> None:
+    """One labelled band of status levels, one column per frame (no status: dark grey)."""
+    for i, level in enumerate(levels):
+        x0, x1 = plot.x_range(i)
+        colour = NO_MESSAGE if level is None else LEVEL_COLOURS.get(int(level), NO_MESSAGE)
+        img[y0 : y0 + band, x0:x1] = colour
+    put_text(img, label, (plot.left - 7, y0 + band - 3), 0.35, TEXT, "right")
 
 
 def _draw_frame_axis(

@@ -123,13 +123,15 @@ def _joined_live_outputs(
                 codec.image_to_numpy(msg)
             )
         got = pending.pop(stamp)
+        alert = live.alerts.get(stamp)
         yield FrameOutput(
             frame=frame,
             rgb=frame.rgb(limits),
             labels=got["segmentation"].astype(np.uint8, copy=False),
             confidence=got["confidence"].astype(np.float32, copy=False),
             latency_s=float(live.latency_s(stamp) or math.nan),
-            alert=live.alerts.get(stamp),
+            alert=alert,
+            scene=alert.scene if alert is not None else None,  # on ~/alerts after the alert
         )
 
 
@@ -155,6 +157,7 @@ class _Scored:
     levels: list[Optional[int]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    scene_timeline: list[dict[str, Any]] = field(default_factory=list)  # the scene status
 
 
 def _timeline_entry(item: FrameOutput, stat: FrameStat, level: Optional[int]) -> dict[str, Any]:
@@ -611,6 +614,7 @@ class BagEvaluation:
         if not math.isnan(item.latency_s):
             scored.latencies.append(item.latency_s)
         scored.timeline.append(_timeline_entry(item, stat, level))
+        scored.scene_timeline.append(rep.scene_entry(frame.index, frame.stamp_ns, item.scene))
 
     # -- assemble ----------------------------------------------------------------------------
     def assemble(self, scored: _Scored, reference: Optional[ReferenceModel]) -> dict[str, Any]:
@@ -655,6 +659,7 @@ class BagEvaluation:
                 else "decode + inference",
             },
             "alerts": self.alerts_section(scored),
+            "scene": rep.scene_section(scored.scene_timeline, self.partial.get("camera") or ""),
             "frames_ranked": self.ranked_section(scored),
             "files": {
                 "output_bag": str(self.output_bag),
@@ -829,6 +834,7 @@ class BagEvaluation:
             float(self.merged["alerts.error_size"]),
             [t["region_size"] for t in scored.timeline],
             presence,
+            scene_levels=[t["level"] for t in scored.scene_timeline],
         )
 
 

@@ -235,6 +235,7 @@ def _camera_entry(cam: Camera, report: dict[str, Any], out: Path) -> dict[str, A
         "frames": report["frames"],
         "node": _node_numbers(report),
         "alerts": {"counts": report["alerts"].get("counts"), "detection": detection},
+        "scene": rep.scene_summary(report.get("scene")),
         "latency_ms": report["latency_ms"],
         "throughput_fps": report.get("throughput_fps"),
     }
@@ -393,6 +394,7 @@ def _assemble(
         "node_method": reports[0].get("node_method"),
         "cameras": [_camera_entry(c, r, out) for c, r in zip(cameras, reports)],
         "pooled": _pooled_section(pool, reports),
+        "scene": rep.rig_scene({c.name: r.get("scene") for c, r in zip(cameras, reports)}),
         "files": {
             "report_json": str(out / "report.json"),
             "report_md": str(out / "report.md"),
@@ -487,6 +489,7 @@ def markdown(report: dict[str, Any]) -> str:
         line.replace("Alert detection", "Pooled alert detection", 1)
         for line in rep.detection_lines(det)
     ]
+    lines += rep.rig_scene_lines(report.get("scene"))
     lines += ["## Pooled: every method", "", rep.metrics_table(pooled)]
     lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
     lines += [

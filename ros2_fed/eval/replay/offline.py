@@ -24,7 +24,7 @@ from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay.bagio import BagWriter
 from ros2_fed.eval.replay.outputs import FrameOutput, alert_record, bag_messages
 from ros2_fed.pipeline.model_spec import ModelSpec, open_engine
-from ros2_fed.pipeline.outputs import ALERT_STAGE
+from ros2_fed.pipeline.outputs import ALERT_STAGE, SCENE_STAGE
 from ros2_fed.pipeline.processor import CameraResult, FrameProcessor
 
 
@@ -125,6 +125,7 @@ def _run_batch(
                     confidence=result.confidence,
                     latency_s=latency,
                     alert=alert_record(result.statuses.get(ALERT_STAGE)),
+                    scene=alert_record(result.statuses.get(SCENE_STAGE)),
                 ),
             )
 

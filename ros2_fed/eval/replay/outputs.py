@@ -17,7 +17,7 @@ import numpy as np
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay.bag import Frame
 from ros2_fed.health import Status
-from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME, OUTPUTS
+from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME, OUTPUTS, SCENE_STAGE
 
 #: The message type of every output topic (from the outputs table).
 OUTPUT_TYPES = {output.name: output.message for output in OUTPUTS}
@@ -27,9 +27,13 @@ LEVEL_NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
 @dataclass
 class AlertRecord:
+    """One diagnostic status as the report keeps it (the alert status, or the scene status:
+    ``scene`` is the scene status that came with an alert status on ``~/alerts``)."""
+
     level: int
     message: str = ""
     values: dict[str, str] = field(default_factory=dict)
+    scene: Optional["AlertRecord"] = None
 
     @property
     def region_size(self) -> Optional[float]:
@@ -60,6 +64,7 @@ class FrameOutput:
     confidence: np.ndarray
     latency_s: float  # offline: decode + inference; live: publish -> last required output received
     alert: Optional[AlertRecord] = None
+    scene: Optional[AlertRecord] = None  # the scene status (ros2_fed.scene)
 
 
 def alert_record(status: Optional[Status]) -> Optional[AlertRecord]:
@@ -70,10 +75,17 @@ def alert_record(status: Optional[Status]) -> Optional[AlertRecord]:
 
 
 def alert_from_message(msg: Any) -> Optional[AlertRecord]:
-    """The first status of a recorded ``~/alerts`` DiagnosticArray."""
+    """The first status of a recorded ``~/alerts`` DiagnosticArray, with the scene status that
+    follows it (name ending in ``scene``) as its ``scene``."""
     if not msg.status:
         return None
-    status = msg.status[0]
+    record = _record(msg.status[0])
+    scenes = [s for s in msg.status[1:] if str(s.name).endswith(SCENE_STAGE)]
+    record.scene = _record(scenes[0]) if scenes else None
+    return record
+
+
+def _record(status: Any) -> AlertRecord:
     level = status.level
     level = level[0] if isinstance(level, (bytes, bytearray)) else int(level)
     return AlertRecord(

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ros2_fed.eval.replay.outputs import LEVEL_NAMES
+from ros2_fed.eval.replay.outputs import LEVEL_NAMES, AlertRecord
 from ros2_fed.eval.replay.scoring import FrameStat
 from ros2_fed.fileio import atomic_write_bytes
 from ros2_fed.jsonio import strict, write_json
@@ -204,14 +204,135 @@ def timeline_image(
     region_sizes: Sequence[Optional[float]],
     presence: Sequence[Optional[bool]],
     width: int = 900,
+    scene_levels: Optional[Sequence[Optional[int]]] = None,
 ) -> np.ndarray:
     """The alert timeline (``ros2_fed.figures.alert_timeline``: region size on a scale with the
-    WARN / ERROR limits, alert level band, ground-truth band, frame numbers, legend)."""
+    WARN / ERROR limits, alert level band, scene level band, ground-truth band, frame numbers,
+    legend)."""
     from ros2_fed.figures import alert_timeline
 
     return alert_timeline(
-        [s.index for s in stats], levels, warn_size, error_size, region_sizes, presence, width
+        [s.index for s in stats],
+        levels,
+        warn_size,
+        error_size,
+        region_sizes,
+        presence,
+        width,
+        scene_levels=scene_levels,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Scene health (ros2_fed.scene): the status per frame and its summary
+# --------------------------------------------------------------------------------------
+
+SCENE_LEVELS = ("OK", "WARN", "ERROR")
+
+
+def scene_entry(index: int, stamp_ns: int, record: Optional[AlertRecord]) -> dict[str, Any]:
+    """One frame of the scene timeline (level None: no scene status for it)."""
+    values = record.values if record is not None else {}
+
+    def number(key: str) -> Optional[float]:
+        try:
+            return float(values[key])
+        except (KeyError, ValueError):
+            return None
+
+    level = record.level if record is not None else None
+    return {
+        "index": index,
+        "stamp": f"{stamp_ns // 10**9}.{stamp_ns % 10**9:09d}",
+        "level": level,
+        "level_name": level_name(level),
+        "uncertain_fraction": number("uncertain_fraction"),
+        "warn_fraction": number("warn_fraction"),
+        "error_fraction": number("error_fraction"),
+        "fault": values.get("fault", ""),
+        "identical_frames": number("identical_frames"),
+        "message": record.message if record is not None else "",
+    }
+
+
+def scene_section(timeline: list[dict[str, Any]], camera: str = "") -> dict[str, Any]:
+    """report.json's ``scene``: frames per level and their share (``per_camera`` keyed by the
+    node's camera name, ``camera`` for a single-camera node), the level changes and every
+    frame."""
+    levels = [t["level"] for t in timeline]
+    counts = {name: sum(1 for lv in levels if lv == k) for k, name in enumerate(SCENE_LEVELS)}
+    missing = sum(1 for lv in levels if lv is None)
+    share = {name: (n / len(levels) if levels else None) for name, n in counts.items()}
+    summary = {"frames": len(levels), "counts": counts, "share": share, "no_status": missing}
+    transitions, previous = [], object()
+    for entry in timeline:
+        if entry["level"] != previous:
+            transitions.append(entry)
+            previous = entry["level"]
+    first = next((t for t in timeline if t["warn_fraction"] is not None), {})
+    return {
+        **summary,
+        "per_camera": {camera or "camera": summary},
+        "limits": {k: first.get(k) for k in ("warn_fraction", "error_fraction")},
+        "transitions": transitions,
+        "per_frame": timeline,
+    }
+
+
+def scene_summary(scene: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """Frames, counts and share per level of a report's ``scene`` (None without one)."""
+    if not scene:
+        return None
+    return {k: scene.get(k) for k in ("frames", "counts", "share", "no_status")}
+
+
+def rig_scene(per_camera: dict[str, Optional[dict[str, Any]]]) -> dict[str, Any]:
+    """A rig report's ``scene``: each camera's share per level, and all frames pooled."""
+    cameras = {name: scene_summary(scene) for name, scene in per_camera.items()}
+    known = [c for c in cameras.values() if c]
+    frames = sum(int(c["frames"]) for c in known)
+    counts = {name: sum(int(c["counts"][name]) for c in known) for name in SCENE_LEVELS}
+    share = {name: (n / frames if frames else None) for name, n in counts.items()}
+    return {"per_camera": cameras, "pooled": {"frames": frames, "counts": counts, "share": share}}
+
+
+def rig_scene_lines(scene: Optional[dict[str, Any]]) -> list[str]:
+    """Markdown: each camera's scene status share per level (a rig report)."""
+    if not scene:
+        return []
+    parts = [
+        f"{name} " + "/".join(_pct(c["share"][level]) for level in SCENE_LEVELS)
+        for name, c in scene["per_camera"].items()
+        if c and c.get("frames")
+    ]
+    return [
+        "Scene status, share of frames OK / WARN / ERROR (%): " + "; ".join(parts) + ".",
+        "",
+    ]
+
+
+def scene_lines(scene: Optional[dict[str, Any]]) -> list[str]:
+    """Markdown: the scene status' share per level and its level changes."""
+    lines = ["", "## Scene health", ""]
+    if not scene or not scene.get("frames") or scene.get("no_status") == scene.get("frames"):
+        return lines + ["No scene status recorded."]
+    share = ", ".join(f"{name} {_pct(value)} %" for name, value in scene["share"].items())
+    limits = scene.get("limits") or {}
+    lines += [
+        f"Share of frames per level: {share} (uncertain share of the image: WARN above "
+        f"{_pct(limits.get('warn_fraction'))} %, ERROR above "
+        f"{_pct(limits.get('error_fraction'))} %). The timeline above shows the level per "
+        "frame in the `scene` band.",
+        "",
+        "| frame | stamp | level | uncertain share (%) | message |",
+        "|---|---|---|---|---|",
+    ]
+    for t in scene["transitions"]:
+        lines.append(
+            f"| {t['index']} | {t['stamp']} | {t['level_name']} | "
+            f"{_pct(t['uncertain_fraction'])} | {t['message']} |"
+        )
+    return lines
 
 
 def detection_lines(detection: Optional[dict[str, Any]]) -> list[str]:
@@ -354,6 +475,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += _detection_section(report)
     lines += _latency_section(report)
     lines += _alerts_section(report.get("alerts") or {}, report["files"])
+    lines += scene_lines(report.get("scene"))
     lines += _frames_section(report)
     lines += _files_section(report)
     return "\n".join(lines) + "\n"
