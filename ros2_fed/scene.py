@@ -41,6 +41,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
+import cv2
 import numpy as np
 
 from ros2_fed.alerts import Level, stamp_to_str
@@ -117,16 +118,20 @@ class FaultMeasures:
 
 def fault_measures(rgb: np.ndarray, dark_level: int, bright_level: int) -> FaultMeasures:
     """Dark / bright pixel shares and luminance spread of an HxWx3 uint8 frame, on an even
-    subsample of about :data:`FAULT_SAMPLE_ROWS` rows (a few thousand pixels: tens of µs)."""
+    subsample of about :data:`FAULT_SAMPLE_ROWS` rows (a few thousand pixels: about 0.05 ms
+    for a 512x1024 frame)."""
     step = max(1, rgb.shape[0] // FAULT_SAMPLE_ROWS)
     sample = np.ascontiguousarray(rgb[::step, ::step])
-    pixels = sample.reshape(-1, sample.shape[-1])
-    if pixels.size == 0:
+    if sample.size == 0:
         return FaultMeasures(0.0, 0.0, 0.0)
-    dark = np.count_nonzero(pixels.max(axis=1) <= dark_level) / len(pixels)
-    bright = np.count_nonzero(pixels.min(axis=1) >= bright_level) / len(pixels)
-    luma = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return FaultMeasures(float(dark), float(bright), float(luma.std()))
+    r, g, b = sample[..., 0], sample[..., 1], sample[..., 2]
+    brightest = np.maximum(np.maximum(r, g), b)
+    darkest = np.minimum(np.minimum(r, g), b)
+    pixels = brightest.size
+    dark = np.count_nonzero(brightest <= dark_level) / pixels
+    bright = np.count_nonzero(darkest >= bright_level) / pixels
+    _, std = cv2.meanStdDev(cv2.cvtColor(sample, cv2.COLOR_RGB2GRAY))
+    return FaultMeasures(float(dark), float(bright), float(std[0, 0]))
 
 
 def frame_digest(message: Any, rgb: Optional[np.ndarray] = None) -> int:
