@@ -3,9 +3,9 @@
 ``~/alerts`` answers "is something unknown on the road ahead?" and judges compact regions on
 purpose; a frame that is uncertain *everywhere* (fog, snow, a dirty or blocked lens, night, a
 camera pointed where the model was never trained) or a camera that is broken is a different
-question, answered here per camera, per frame. Pure python (numpy + zlib, no rclpy, no torch):
-the frame path's scene stage (:class:`ros2_fed.pipeline.stages.SceneStage`) feeds each frame
-to a :class:`SceneMonitor`, and ``fed_calibrate`` measures the statistic's in-domain
+question, answered here per camera, per frame. Pure python (numpy, OpenCV, zlib; no rclpy, no
+torch): the frame path's scene stage (:class:`ros2_fed.pipeline.stages.SceneStage`) feeds each
+frame to a :class:`SceneMonitor`, and ``fed_calibrate`` measures the statistic's in-domain
 distribution with the same functions.
 
 Judged per frame
