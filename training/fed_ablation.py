@@ -30,6 +30,8 @@ from ros2_fed.jsonio import write_json
 from ros2_fed.names import BASELINE_METHODS as BASELINES
 
 POSTPROCESS = ("none", "gaussian", "sml")
+#: multi-scale FED: the extra rate (of the image) the chosen FED is also tried at
+MULTI_SCALE = (0.5,)
 
 # The training split FED learns from: "plain" = the backbone's own training split (its void is
 # a bin on the sidewalk), "void" = the same scenes with the Cityscapes-like void clutter
@@ -167,7 +169,13 @@ def train_row(args: argparse.Namespace, row: str, stats: Path) -> None:
 
 
 def evaluate(
-    args: argparse.Namespace, rows: list[str], root: Path, out: Path, postprocess: str, stats: Path
+    args: argparse.Namespace,
+    rows: list[str],
+    root: Path,
+    out: Path,
+    postprocess: str,
+    stats: Path,
+    extra_rates: str = "",
 ) -> dict[str, Any]:
     from training import cli_eval
 
@@ -187,6 +195,8 @@ def evaluate(
             str(stats),
             "--fed-postprocess",
             postprocess,
+            "--fed-extra-rates",
+            extra_rates,
             "--mcd-passes",
             "0",
             "--no-open-miou",
@@ -266,15 +276,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     select, held_out = _score_all(args, rows, stats)
     candidates = [f"{r}+{p}" for r in rows for p in POSTPROCESS]
     chosen, why = choose(select, candidates)
-    row, post = chosen.split("+")
+    chosen, why = _multi_scale(args, chosen, why, select, held_out, stats)
+    row, post = chosen.split("+")[:2]
     entries = [(c, f"{ROWS[c.split('+')[0]][0]}; {c.split('+')[1]}") for c in candidates]
+    entries += [
+        (c, f"{ROWS[c.split('+')[0]][0]}; {c.split('+')[1]}; multi-scale FED (1/4 + 1/2)")
+        for c in select
+        if c.endswith("+ms")
+    ]
     entries += [(b, "baseline") for b in BASELINES if b in select]
     lines = _doc_lines(args, entries, select, held_out, chosen, why)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text("\n".join(lines) + "\n")
     write_json(
         args.work / "choice.json",
-        {"row": row, "postprocess": post, "why": why, "args": ROWS[row][1]},
+        {
+            "row": row,
+            "postprocess": post,
+            "fed_extra_rates": list(MULTI_SCALE) if chosen.endswith("+ms") else [],
+            "why": why,
+            "args": ROWS[row][1],
+        },
     )
     write_json(args.work / "scores.json", {"select": select, "held_out": held_out})
     print("\n".join(lines))
@@ -303,6 +325,28 @@ def _ensure_stats(args: argparse.Namespace, stats: Path) -> bool:
         )
         == 0
     )
+
+
+def _multi_scale(
+    args: argparse.Namespace,
+    chosen: str,
+    why: str,
+    select: dict[str, Any],
+    held_out: dict[str, Any],
+    stats: Path,
+) -> tuple[str, str]:
+    """The paper's multi-scale lever on the chosen pair: its FED also at 1/2 of the image,
+    scores averaged; kept only if the same rule prefers it on the selection split."""
+    row, post = chosen.split("+")
+    rates = ",".join(str(r) for r in MULTI_SCALE)
+    for root, name, into in (
+        (args.select_root, "eval_select", select),
+        (args.data_root, "eval_ood", held_out),
+    ):
+        scores = evaluate(args, [row], root, args.work / f"{name}_{post}_ms", post, stats, rates)
+        into[f"{chosen}+ms"] = scores[row]
+    best, best_why = choose(select, [chosen, f"{chosen}+ms"])
+    return (best, best_why) if best != chosen else (chosen, why)
 
 
 def _score_all(
