@@ -148,6 +148,14 @@ def test_per_camera_reports_equal_single_camera_runs(
             f"/fed_node/{name}/{n}"
             for n in ("segmentation", "segmentation_color", "confidence", "overlay", "alerts")
         }
+        # the statuses are named as a cameras:=[...] fed_node names them
+        info = bagmod.open_info(out / name / "output_bag")
+        alerts = [m for _, _, _, _, m in bagmod.read_messages(info, [f"/fed_node/{name}/alerts"])]
+        assert len(alerts) == FRAMES
+        assert [s.name for s in alerts[0].status] == [
+            f"fed_node: {name} alerts",
+            f"fed_node: {name} scene",
+        ]
         entry = next(c for c in report["cameras"] if c["name"] == name)
         node_row = mine["metrics"]["methods"]["FED-U (node)"]
         assert entry["node"]["ood_auroc"] == node_row["ood"]["auroc"]
