@@ -34,3 +34,17 @@ def test_choice_falls_back_to_fpr95_then_ap() -> None:
 def test_rows_name_their_training_data() -> None:
     assert {data for _, _, data in ROWS.values()} == {"plain", "void"}
     assert all(("--void-as-wrong" in a) == (d == "void") for _, a, d in ROWS.values())
+
+
+def test_target_lines_report_met_and_missed() -> None:
+    from training.fed_ablation import target_lines
+
+    held = {
+        "MSP": {"ood": {"ap": 0.05, "fpr_at_tpr": 0.44}, "idm": {"auroc": 0.93}},
+        "SML": {"ood": {"ap": 0.20, "fpr_at_tpr": 0.35}, "idm": {"auroc": 0.77}},
+        "X+none": {"ood": {"ap": 0.30, "fpr_at_tpr": 0.36}, "idm": {"auroc": 0.925}},
+    }
+    text = "\n".join(target_lines("X+none", held))
+    assert "| OOD AP above every baseline | yes | 30.00 vs SML 20.00 |" in text
+    assert "| OOD FPR95 below every baseline | **no** | 36.00 vs SML 35.00 |" in text
+    assert "| IDM AuROC within 1 point of the best baseline | yes |" in text

@@ -394,6 +394,36 @@ def _doc_lines(
         "",
         f"**Chosen for the node: {chosen}** ({why}).",
         "",
+        *target_lines(chosen, held_out),
+    ]
+
+
+def target_lines(chosen: str, held_out: dict[str, Any]) -> list[str]:
+    """The chosen pair against every single-pass baseline on the held-out split: met or missed,
+    with the numbers (open-mIoU: models/synthroad_ood_results.md, written by make default-model)."""
+    me = held_out[chosen]
+    base = {b: held_out[b] for b in BASELINES if b in held_out}
+    best_ap = max(base, key=lambda b: base[b]["ood"]["ap"])
+    best_fpr = min(base, key=lambda b: base[b]["ood"]["fpr_at_tpr"])
+    best_idm = max(base, key=lambda b: base[b]["idm"]["auroc"])
+    checks = [
+        ("OOD AP above every baseline", me["ood"]["ap"] > base[best_ap]["ood"]["ap"],
+         f"{_pct(me['ood']['ap'])} vs {best_ap} {_pct(base[best_ap]['ood']['ap'])}"),
+        ("OOD FPR95 below every baseline",
+         me["ood"]["fpr_at_tpr"] < base[best_fpr]["ood"]["fpr_at_tpr"],
+         f"{_pct(me['ood']['fpr_at_tpr'])} vs {best_fpr} "
+         f"{_pct(base[best_fpr]['ood']['fpr_at_tpr'])}"),
+        ("IDM AuROC within 1 point of the best baseline",
+         me["idm"]["auroc"] >= base[best_idm]["idm"]["auroc"] - 0.01,
+         f"{_pct(me['idm']['auroc'])} vs {best_idm} {_pct(base[best_idm]['idm']['auroc'])}"),
+    ]  # fmt: skip
+    return [
+        f"Held-out split, {chosen} against the single-pass baselines:",
+        "",
+        "| target | met | held-out |",
+        "|---|---|---|",
+        *[f"| {name} | {'yes' if ok else '**no**'} | {numbers} |" for name, ok, numbers in checks],
+        "",
     ]
 
 
