@@ -400,7 +400,7 @@ def _doc_lines(
 
 def target_lines(chosen: str, held_out: dict[str, Any]) -> list[str]:
     """The chosen pair against every single-pass baseline on the held-out split: met or missed,
-    with the numbers (open-mIoU: models/synthroad_ood_results.md, written by make default-model)."""
+    with the numbers (open-mIoU: models/synthroad_ood_results.md, by make default-model)."""
     me = held_out[chosen]
     base = {b: held_out[b] for b in BASELINES if b in held_out}
     best_ap = max(base, key=lambda b: base[b]["ood"]["ap"])
