@@ -32,7 +32,7 @@ def test_choice_falls_back_to_fpr95_then_ap() -> None:
 
 
 def test_rows_name_their_training_data() -> None:
-    assert {data for _, _, data in ROWS.values()} == {"plain", "void"}
+    assert {data for _, _, data in ROWS.values()} <= {"plain", "void"}
     assert all(("--void-as-wrong" in a) == (d == "void") for _, a, d in ROWS.values())
 
 

@@ -36,15 +36,13 @@ MULTI_SCALE = (0.5,)
 # The training split FED learns from: "plain" = the backbone's own training split (its void is
 # a bin on the sidewalk), "void" = the same scenes with the Cityscapes-like void clutter
 # (docs/synthroad_void.md), so "void = wrong" teaches FED what unlabelled objects look like.
+# The earlier recipe (plain data, void ignored, no clamp) scored held-out OOD AP 12.34 / FPR95
+# 38.06 with Gaussian post-processing (git history of docs/fed_ablation.md); every row here
+# learns from the clutter.
 DATA = ("plain", "void")
 
 # name -> (what changes, fed_train arguments beyond the shared schedule, training data)
 ROWS: dict[str, tuple[str, list[str], str]] = {
-    "U-plain": (
-        "FED-U, void ignored, training split without clutter (the earlier recipe)",
-        ["--variant", "fed-u", "--no-void-as-wrong"],
-        "plain",
-    ),
     "U-void": (
         "FED-U, void clutter = wrong (the paper's setting)",
         ["--variant", "fed-u", "--void-as-wrong"],
