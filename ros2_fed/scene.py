@@ -386,6 +386,12 @@ class SceneMonitor:
         )
         return replace(state, message=self._message(state, frozen))
 
+    def step_statistic(self, fraction: float) -> Level:
+        """Advance only the statistic's two-level rule by one recorded uncertain fraction;
+        returns its level (for replaying recorded fractions under other limits)."""
+        self._step_statistic(fraction)
+        return self._c.level
+
     def _fault(self, m: FaultMeasures) -> str:
         cfg = self.config
         if m.dark_share >= cfg.fault_share:

@@ -83,7 +83,10 @@ def test_frame_miou_matches_a_direct_count() -> None:
 
 def test_summary_targets_page_and_figures(tmp_path: Path) -> None:
     res = results()
-    calibration = {"scene": {"warn_fraction": 0.17, "error_fraction": 0.5, "quantiles": {}}}
+    from ros2_fed.scene import scene_record
+
+    in_domain = scene_record(np.linspace(0.02, 0.15, 101), 0.8, 0.1)  # WARN above ~0.15
+    calibration = {"confidence_threshold": 0.8, "scene": in_domain}
     cost = {"shape": [512, 1024], "runs": 3, "min_ms": 0.5, "median_ms": 0.6, "p95_ms": 0.9}
     args = vars(scene_eval.build_parser().parse_args([]))
     summary = scene_report.summarise(res, calibration, cost, "given", args, 10, 10.0)
@@ -95,9 +98,14 @@ def test_summary_targets_page_and_figures(tmp_path: Path) -> None:
     saturated = next(t for t in summary["targets"] if t["target"].startswith("saturated"))
     assert not saturated["met"] and "7 frames" in saturated["measured"]
     assert summary["faults"]["frozen"]["warn_delay_s"] == pytest.approx(0.5)
+    rows = summary["warn_tradeoff"]  # the recorded fractions replayed under other limits
+    assert rows[0]["from"] == "model" and len(rows) == 1 + len(scene_report.WARN_LIMITS)
+    clean = [row["clean"] for row in rows]
+    assert clean == sorted(clean, reverse=True) and clean[0] > 0 and clean[-1] == 0
     scene_report.write(summary, res, tmp_path)
     page = (tmp_path / "scene.md").read_text()
     assert "python -m training.scene_eval" in page and "| **no** |" in page
+    assert "## The WARN limit" in page
     assert json.loads((tmp_path / "scene_results.json").read_text())["clean"]["frames"] == 20
     for name in ("scene_warn_share.png", "scene_vs_miou.png"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", default="600-609", help="clean drive seeds (default 600-609)")
     p.add_argument(
+        "--check-seeds",
+        default="5000-5019",
+        help="clean drives the WARN rule was checked on before the evaluation (reported apart; "
+        "default 5000-5019; empty: none)",
+    )
+    p.add_argument(
         "--corrupt-drives",
         type=int,
         default=4,
@@ -113,6 +119,8 @@ def conditions(args: argparse.Namespace) -> list[Condition]:
     seeds = tuple(seed_list(args.seeds))
     names = CORRUPTIONS if args.corruptions == "all" else tuple(args.corruptions.split(","))
     out = [Condition("clean", "clean", 0, seeds)]
+    if args.check_seeds:
+        out.append(Condition("clean_check", "clean_check", 0, tuple(seed_list(args.check_seeds))))
     for name in names:
         drives = args.slow_drives if name in SLOW_CORRUPTIONS else args.corrupt_drives
         for severity in seed_list(args.severities):
@@ -205,7 +213,7 @@ def condition_frames(condition: Condition, images: np.ndarray, seed: int) -> Ite
         if condition.kind == "corruption":
             image_id = f"scene_eval/{seed}/{i}"
             yield corrupt_image(image, condition.name, condition.severity, image_id)
-        elif condition.kind == "clean" or i < FAULT_ONSET:
+        elif condition.kind in ("clean", "clean_check") or i < FAULT_ONSET:
             yield image
         elif condition.kind == "frozen":
             yield images[FAULT_ONSET]  # the same bytes again and again, stamps advancing

@@ -131,6 +131,39 @@ def _targets(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _tradeoff(summary: dict[str, Any]) -> list[str]:
+    """The WARN limit's trade-off, from the recorded fractions replayed under other limits."""
+    check = summary.get("clean_check") or {}
+    lines = [
+        "## The WARN limit: false alarms against sensitivity",
+        "",
+        "The same recorded per-frame statistic replayed through the scene rule under other "
+        "`scene.warn_fraction` values (the other parameters at their defaults; camera faults "
+        "left out). WARN-or-above share in %:",
+        "",
+        "| scene.warn_fraction | clean drives | check drives | lowest of the six at severity "
+        ">= 4 | every corruption at severity >= 3 (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in summary.get("warn_tradeoff") or []:
+        label = f"{row['warn_fraction']:.3f}" + (
+            " (the model's)" if row["from"] == "model" else ""
+        )
+        lines.append(
+            f"| {label} | {_pct(row['clean'], 2)} | {_pct(row['clean_check'], 2)} | "
+            f"{_pct(row['severe_lowest'])} ({row['severe_lowest_of']}) | "
+            f"{_pct(row['severity_3_up_mean'])} |"
+        )
+    if check.get("frames"):
+        lines += [
+            "",
+            f"Check drives: before this evaluation the rule was run on {check['frames']} frames "
+            f"of {check['drives']} other clean drives (seeds {check['seeds']}) and left as it "
+            "was; they are reported here, not used to choose anything.",
+        ]
+    return lines + [""]
+
+
 def _table(summary: dict[str, Any]) -> list[str]:
     table = summary["corruptions"]
     severities = sorted({int(s) for cells in table.values() for s in cells})
@@ -223,6 +256,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += _setup(summary)
     lines += _targets(summary)
     lines += _table(summary)
+    lines += _tradeoff(summary)
     lines += _faults(summary)
     lines += _correlation(summary)
     lines += _cost(summary)

@@ -27,6 +27,8 @@ FAULT_MAX_FRAMES = 5  # black / saturated: ERROR within this many frames of the 
 FROZEN_MAX_S = 1.0
 SPEARMAN_MAX = -0.6
 FILES = ("scene_results.json", "scene_warn_share.png", "scene_vs_miou.png", "scene.md")
+#: Other WARN limits the recorded fractions are replayed under (the trade-off table).
+WARN_LIMITS = (0.2, 0.22, 0.25, 0.3)
 
 
 def _frames(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +149,7 @@ def summarise(
     for r in results.values():
         if r["kind"] == "corruption":
             corruptions.setdefault(r["name"], {})[str(r["severity"])] = shares(r)
-        elif r["kind"] != "clean":
+        elif r["kind"] not in ("clean", "clean_check"):
             onset = fault_onset + (r["kind"] == "frozen")  # frozen: the first repeated frame
             faults[r["kind"]] = {
                 **shares(r),
@@ -174,13 +176,66 @@ def summarise(
                 str(q): float(np.quantile(fractions, q)) for q in (0.5, 0.9, 0.99, 1.0)
             },
         },
+        "clean_check": {
+            **(shares(results["clean_check"]) if "clean_check" in results else {}),
+            "seeds": args.get("check_seeds"),
+        },
         "corruptions": corruptions,
         "faults": faults,
+        "warn_tradeoff": warn_tradeoff(results, calibration),
         "correlation": correlation(results),
         "cost_ms": cost,
     }
     summary["targets"] = targets(summary)
     return summary
+
+
+def _replayed_share(result: dict[str, Any], config: Any) -> float:
+    """Share of a condition's frames at WARN or above when its recorded fractions go through
+    the statistic's rule under ``config`` (a fresh monitor per drive; camera faults left out)."""
+    from ros2_fed.scene import SceneMonitor
+
+    levels = []
+    for drive in result["drives"].values():
+        monitor = SceneMonitor(config)
+        levels += [int(monitor.step_statistic(f["fraction"])) for f in drive]
+    return float(np.mean(np.array(levels) >= 1))
+
+
+def warn_tradeoff(results: dict[str, Any], calibration: dict[str, Any]) -> list[dict[str, Any]]:
+    """False alarms on clean drives against the share at WARN on the severe corruptions (the
+    target's six at severity >= 4) and on every corruption at severity >= 3, for the model's
+    WARN limit and for :data:`WARN_LIMITS`, the other scene parameters at their defaults."""
+    from ros2_fed.pipeline.params import scene_config
+
+    rows = []
+    model = scene_config({}, calibration)
+    for limit in (model.warn_fraction,) + tuple(w for w in WARN_LIMITS if w > model.warn_fraction):
+        config = scene_config({"scene.warn_fraction": limit}, calibration)
+        severe = {
+            f"{r['name']} {r['severity']}": _replayed_share(r, config)
+            for r in results.values()
+            if r["kind"] == "corruption" and r["name"] in SEVERE and r["severity"] >= SEVERE_FROM
+        }
+        broad = [
+            _replayed_share(r, config)
+            for r in results.values()
+            if r["kind"] == "corruption" and r["severity"] >= 3
+        ]
+        rows.append(
+            {
+                "warn_fraction": float(limit),
+                "from": "model" if limit == model.warn_fraction else "parameter",
+                "clean": _replayed_share(results["clean"], config),
+                "clean_check": _replayed_share(results["clean_check"], config)
+                if "clean_check" in results
+                else None,
+                "severe_lowest": min(severe.values()) if severe else None,
+                "severe_lowest_of": min(severe, key=severe.get) if severe else None,
+                "severity_3_up_mean": float(np.mean(broad)) if broad else None,
+            }
+        )
+    return rows
 
 
 def headline(summary: dict[str, Any]) -> str:
