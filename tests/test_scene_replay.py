@@ -118,3 +118,21 @@ def test_the_replay_scene_timeline_equals_the_node(
     node = [{k: t[k] for k in keys} for t in live["scene"]["per_frame"]]
     replay = [{k: t[k] for k in keys} for t in offline["report"]["scene"]["per_frame"]]
     assert node == replay
+
+
+def test_a_rig_report_lists_every_camera_scene_share(work: dict[str, Any]) -> None:
+    from training import synthroad_bag as sb
+
+    rig = work["root"] / "rig"
+    sb.write_synthroad_bag(rig, frames=4, size=(H, W), fps=10.0, seed=3, cameras=2)
+    out = work["root"] / "rig_out"
+    args = ["--backbone", work["backbone"], "--fed", work["fed"], "--runtime", "torch"]
+    args += ["--threads", "1", "--no-reference"]
+    assert bag_eval.main([str(rig), "--offline", "--out", str(out), "--quiet"] + args) == 0
+    scene = json.loads((out / "report.json").read_text())["scene"]
+    assert set(scene["per_camera"]) == {"cam0", "cam1"} and scene["pooled"]["frames"] == 8
+    for name, camera in scene["per_camera"].items():
+        assert camera["frames"] == 4 and sum(camera["share"].values()) == pytest.approx(1.0)
+        own = json.loads((out / name / "report.json").read_text())["scene"]
+        assert own["per_camera"] == {name: camera}
+    assert "Scene status, share of frames OK / WARN / ERROR" in (out / "report.md").read_text()
