@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from training import synthroad_bag as sb
 
@@ -61,9 +61,12 @@ def read_report(out: Path) -> dict[str, Any]:
     return json.loads((out / "report.json").read_text())
 
 
-def oracle_results(bags: list[Path], model: dict[str, str]) -> dict[str, Any]:
+def oracle_results(
+    bags: list[Path], model: dict[str, str], exact: Optional[bool] = None
+) -> dict[str, Any]:
     """ONE Scorer over every frame of every bag (in this order), fed straight from the frame
-    path (``run_offline``), without any per-bag state, file or merge."""
+    path (``run_offline``), without any per-bag state, file or merge (``exact``: the Scorer's
+    own rule when None)."""
     from ros2_fed.eval.replay import bag as bagmod
     from ros2_fed.eval.replay.offline import CameraStream, run_offline
     from ros2_fed.eval.replay.scoring import Scorer
@@ -74,7 +77,7 @@ def oracle_results(bags: list[Path], model: dict[str, str]) -> dict[str, Any]:
     spec = ModelSpec(
         backbone=model["backbone"], fed=model["fed"], runtime="torch", threads=1
     ).resolved(*SIZE)
-    scorer = Scorer(19, frames, SIZE[0] * SIZE[1], probability=["FED-U (node)"])
+    scorer = Scorer(19, frames, SIZE[0] * SIZE[1], exact=exact, probability=["FED-U (node)"])
     for scan in scans:
         for _, item in run_offline([CameraStream("", scan)], spec, {}, 0, log=lambda m: None):
             scorer.update(

@@ -42,9 +42,9 @@ from training import synthroad_bag as sb
 # --------------------------------------------------------------------------------------
 
 
-def _random_scorer(seed: int, exact: bool) -> Scorer:
+def _random_frames(seed: int) -> list[tuple[Any, ...]]:
     rng = np.random.default_rng(seed)
-    scorer = Scorer(5, 3, 16 * 20, exact=exact, probability=["node"])
+    frames = []
     for _ in range(3):
         label = rng.integers(0, 5, (16, 20)).astype(np.uint8)
         label[0, :4] = 255
@@ -52,8 +52,19 @@ def _random_scorer(seed: int, exact: bool) -> Scorer:
         ood[1, :3] = 255
         pred = np.where(rng.random((16, 20)) < 0.7, label, 1).astype(np.uint8)
         maps = {"node": rng.random((16, 20)).astype(np.float32), "MSP": rng.random((16, 20))}
+        frames.append((pred, maps, label, ood))
+    return frames
+
+
+def _scorer(frames: list[tuple[Any, ...]], exact: bool) -> Scorer:
+    scorer = Scorer(5, len(frames), 16 * 20, exact=exact, probability=["node"])
+    for pred, maps, label, ood in frames:
         scorer.update(pred, maps, label, ood, "node")
     return scorer
+
+
+def _random_scorer(seed: int, exact: bool) -> Scorer:
+    return _scorer(_random_frames(seed), exact)
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -65,6 +76,23 @@ def test_scorer_state_round_trip_is_exact(exact: bool) -> None:
     merged = _random_scorer(0, exact).merge(_random_scorer(1, exact))
     assert merged_loaded.results() == merged.results()
     assert merged_loaded.images == 6
+
+
+@pytest.mark.parametrize("frames_per_bag", [3, 10**6])  # 10**6: the pool turns histogram
+def test_pool_equals_one_scorer_over_all_frames(frames_per_bag: int) -> None:
+    """Bags pooled from their stored states equal one scorer fed every frame: exact while
+    frames x pixels <= 4e7, else histograms (the exact pairs binned as that scorer would)."""
+    from ros2_fed.eval.fleet.pooling import FleetPool
+
+    bags = [_random_frames(seed) for seed in range(4)]
+    pool = FleetPool()
+    for frames in bags:
+        stored = state.scorer_to_bytes(_scorer(frames, exact=True))
+        pool.add(state.scorer_from_bytes(stored), frames_per_bag, 16 * 20)
+    exact = frames_per_bag == 3
+    one = _scorer([f for frames in bags for f in frames], exact=exact)
+    assert pool.scorer is not None and pool.scorer.exact is exact
+    fh.assert_results_equal(pool.scorer.results(), one.results())
 
 
 def test_scorer_state_refuses_other_files() -> None:
@@ -282,12 +310,39 @@ def test_worker_dying_without_retries_is_a_failed_row(
 def test_other_settings_are_refused_unless_redo(
     work: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Here the other setting is --histograms: the redone bag's state bins its scores, and
+    POOLED equals one histogram scorer over its frames."""
     out = work["root"] / "settings"
-    inputs = [str(work["fleet"] / work["good"][0])]
-    assert run_fleet(work, out, "--workers", "1", inputs=inputs) == 0
-    changed = ["-p", "alerts.confidence_threshold:=0.7"]
-    assert run_fleet(work, out, "--workers", "1", *changed, inputs=inputs) == 2
-    assert "other settings (param)" in capsys.readouterr().err
-    assert run_fleet(work, out, "--workers", "1", "--redo", *changed, inputs=inputs) == 0
+    bag = work["fleet"] / work["good"][0]
+    assert run_fleet(work, out, "--workers", "1", inputs=[str(bag)]) == 0
+    assert run_fleet(work, out, "--workers", "1", "--histograms", inputs=[str(bag)]) == 2
+    assert "other settings (histograms)" in capsys.readouterr().err
+    code = run_fleet(work, out, "--workers", "1", "--redo", "--histograms", inputs=[str(bag)])
+    assert code == 0
     report = fh.read_report(out)
-    assert report["counts"]["evaluated_now"] == 1 and report["settings"]["param"] == changed[1:]
+    assert report["counts"]["evaluated_now"] == 1 and report["settings"]["histograms"] is True
+    stored = state.scorer_from_bytes((out / "bags" / "drive_00" / "scorer_state.npz").read_bytes())
+    assert stored.exact is False and report["pooled"]["metrics"]["exact"] is False
+    want = fh.oracle_results([bag], work["model"], exact=False)
+    fh.assert_results_equal(report["pooled"]["metrics"], want)
+
+
+@pytest.mark.slow
+def test_benchmark_prints_its_table(tmp_path: Path) -> None:
+    """benchmarks/fleet.py end to end on tiny settings (timings are not judged)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fleet.py"
+    argv = [sys.executable, str(script), "--bags", "2", "--frames", "2", "--size", "64x128"]
+    argv += ["--executors", "local", "--workers", "1", "--repeats", "1", "--work", str(tmp_path)]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| local | 1 |")]
+    assert len(rows) == 1 and "load average" in done.stdout

@@ -73,6 +73,13 @@ def _add_bag_options(p: argparse.ArgumentParser) -> None:
         help="also compute fed_eval's reference rows (torch, every frame: slow; default off)",
     )
     p.add_argument("--mosaic-frames", type=int, default=3, help="frames per bag mosaic")
+    p.add_argument(
+        "--histograms",
+        action="store_true",
+        help="score every bag with histograms (2^16 bins, error bounds in the reports) instead "
+        "of exact score/label pairs: a state of at most ~1 MB per method to send back instead "
+        "of 5 bytes per pixel (bags over 4e7 pixels, and the pool beyond, use them anyway)",
+    )
     p.set_defaults(threads=1, no_reference=True)
 
 
@@ -157,6 +164,7 @@ class FleetRun:
         self.failed: list[dict[str, Any]] = []
         self.frames_now = 0
         self.evaluated_now = 0
+        self.executor_s = 0.0  # executor start (workers, Ray) + every bag, without discovery
 
     def run(self) -> tuple[Path, dict[str, Any]]:
         t0 = time.monotonic()
@@ -172,7 +180,9 @@ class FleetRun:
                 if task.error:
                     self.on_result(BagResult(task, False, task.error), progress)
             runnable = [t for t in todo if not t.error]
+            t_run = time.monotonic()
             executor.run(runnable, lambda result: self.on_result(result, progress))
+            self.executor_s = time.monotonic() - t_run
         finally:
             progress.close()
             executor.close()
@@ -180,7 +190,7 @@ class FleetRun:
 
     def on_result(self, result: BagResult, progress: Progress) -> None:
         if result.ok:
-            result.summary["attempts"] = result.attempts
+            result.summary.update(attempts=result.attempts, round_trip_s=result.round_trip_s)
             result.files[SUMMARY_FILE] = json_bytes(result.summary)
             store.write_bag(self.out, result)
             self.evaluated_now += 1
@@ -221,6 +231,7 @@ class FleetRun:
             },
             "timing": {
                 "wall_s": wall_s,
+                "executor_s": self.executor_s,
                 "frames_now": self.frames_now,
                 "frames_per_s": self.frames_now / wall_s if wall_s > 0 else 0.0,
                 "bags_per_s": self.evaluated_now / wall_s if wall_s > 0 else 0.0,

@@ -9,6 +9,7 @@ itself (corrupt, missing topic) is a failed row at once: running it again would 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -35,9 +36,11 @@ class RetryBook:
 
     retries: int = 1
     attempts: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, float] = field(default_factory=dict)  # when the last attempt was handed out
 
     def started(self, task: BagTask) -> None:
         self.attempts[task.id] = self.attempts.get(task.id, 0) + 1
+        self.sent[task.id] = time.monotonic()
 
     def died(self, task: BagTask, how: str) -> Optional[BagResult]:
         """None: run it again; else the failed result (its worker died too often)."""
@@ -53,7 +56,10 @@ class RetryBook:
         )
 
     def finished(self, result: BagResult) -> BagResult:
+        """``result`` with its attempts and round trip (handed out -> result back here)."""
         result.attempts = self.attempts.get(result.task.id, 1)
+        sent = self.sent.get(result.task.id)
+        result.round_trip_s = time.monotonic() - sent if sent is not None else None
         return result
 
 

@@ -25,8 +25,11 @@ from ros2_fed.eval.fleet.executor import ResultCallback, RetryBook, worker_envir
 
 def _worker_main(conn: Connection, options: dict[str, Any]) -> None:
     """A worker: tasks from the pipe, results back, until None or the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     from ros2_fed.eval.fleet.task import EngineCache, evaluate_task
+    from ros2_fed.eval.replay import cli  # noqa: F401  (imported before the signals are set)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     engines = EngineCache()
     try:

@@ -2,11 +2,12 @@
 :class:`~ros2_fed.eval.replay.evaluation.BagEvaluation`, with the engine kept open across tasks.
 
 Why a subclass and not a copy: the numbers must be exactly the single-bag tool's (same frame
-path, scorer, report). Three things differ for a fleet, and only those are overridden: the
-engine comes from the worker's :class:`EngineCache` (opened once, warmed up once), no output bag
-is written (a fleet's inputs are terabytes; ``fed_bag_eval`` on one bag writes one), and the
-result is returned as bytes (report, PNGs, the scorer state) for the driver to store: on a Ray
-cluster the worker's disk is not the driver's.
+path, scorer, report). What differs for a fleet is overridden, nothing else: the engine comes
+from the worker's :class:`EngineCache` (opened once, warmed up once), no output bag is written
+(a fleet's inputs are terabytes; ``fed_bag_eval`` on one bag writes one), ``--histograms``
+scores with histograms from the first frame, and the result is returned as bytes (report, PNGs,
+the scorer state) for the driver to store: on a Ray cluster the worker's disk is not the
+driver's.
 
 Test hook: ``ROS2_FED_FLEET_CRASH_ON=TASK_ID:MARKER`` kills the worker process (SIGKILL, as the
 out-of-memory killer would) when it starts ``TASK_ID`` and ``MARKER`` does not exist yet (it is
@@ -35,7 +36,7 @@ from ros2_fed.eval.fleet.state import scorer_to_bytes
 from ros2_fed.eval.replay import report as rep
 from ros2_fed.eval.replay.evaluation import BagEvaluation, failure_of
 from ros2_fed.eval.replay.offline import CameraStream, run_offline
-from ros2_fed.eval.replay.scoring import FrameStat
+from ros2_fed.eval.replay.scoring import FrameStat, Scorer
 from ros2_fed.pipeline.model_spec import ModelSpec, open_engine
 
 CRASH_ENV = "ROS2_FED_FLEET_CRASH_ON"
@@ -55,6 +56,7 @@ class BagResult:
     summary: dict[str, Any] = field(default_factory=dict)
     attempts: int = 1
     worker: str = ""
+    round_trip_s: Optional[float] = None  # the executor's: handed out -> result back
 
 
 class KeptOpen:
@@ -139,6 +141,16 @@ class FleetBagEvaluation(BagEvaluation):
     def open_output_bag(self) -> Any:
         return _NoOutputBag()
 
+    def start_scoring(self, scored: Any, reference: Any) -> None:
+        """The bag's scorer, with ``--histograms`` one that bins from the first frame (a state
+        of O(bins), not O(pixels), to send back)."""
+        super().start_scoring(scored, reference)
+        if getattr(self.args, "histograms", False) and scored.scorer is not None:
+            old = scored.scorer
+            scored.scorer = Scorer(
+                old.num_classes, old.frames, 0, exact=False, probability=sorted(old.probability)
+            )
+
     def camera_stream(self, name: str = "") -> CameraStream:
         stream = CameraStream(name, self.scan, None, self.topics, copy_inputs=False)
         self.offline_stats = stream.stats
@@ -201,13 +213,15 @@ def evaluate_task(
         return BagResult(task, False, task.error, worker=worker)
     _crash_hook(task.id)
     out = Path(tempfile.mkdtemp(prefix="fed_fleet_"))
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     try:
         run = FleetBagEvaluation(bag_arguments(options, task, out / "bag"), engines)
         _, report = run.run()
         files = _bag_files(run, report, out / "bag")
         summary = bag_summary(task, run, report, len(files[STATE_FILE]))
-        summary.update(wall_s=time.monotonic() - t0, worker=worker)
+        summary.update(
+            wall_s=time.monotonic() - t0, cpu_s=time.process_time() - cpu0, worker=worker
+        )
         return BagResult(task, True, files=files, summary=summary, worker=worker)
     except Exception as exc:
         failure = failure_of(exc)
