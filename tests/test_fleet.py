@@ -12,7 +12,10 @@ Tiny synthroad bags (4 frames of 64x128) and a random TinySeg + FED-U (torch run
 - resume: a re-run evaluates nothing, a run interrupted after some bags evaluates only the rest;
 - a worker killed by SIGKILL has its bag retried; with the bags handed out in shuffled order
   to one worker the pooled numbers are identical; without retries it is a failed row;
-- other settings than the finished bags' are refused unless --redo.
+- other settings than the finished bags' are refused unless --redo (here --histograms, whose
+  pooled row equals one histogram scorer);
+- each bag's scene status share (the scene-health stage) is in its row; progress is a bar on a
+  terminal and plain lines otherwise; the benchmark script runs.
 """
 
 from __future__ import annotations
@@ -153,6 +156,38 @@ def test_scene_share_and_row_order() -> None:
     assert [r["id"] for r in sorted(rows, key=row_badness)] == ["a", "b", "c"]
 
 
+def test_progress_lines_off_a_terminal_and_a_bar_on_one() -> None:
+    from ros2_fed.eval.fleet.progress import Progress
+    from ros2_fed.eval.fleet.task import BagResult
+
+    class Stream(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    done = BagResult(discovery.BagTask("a", "a"), True, summary={"frames": {"evaluated": 20}})
+    failed = BagResult(discovery.BagTask("b", "b"), False, "b: bag not found")
+    plain = Stream(tty=False)
+    progress = Progress(3, stream=plain)
+    progress.update(done)
+    progress.update(failed)
+    progress.close()
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in plain.getvalue()
+    assert lines[0].startswith("fed_fleet_eval: [1/3] a done | 0 failed |") and "ETA" in lines[0]
+    assert "[2/3] b FAILED: b: bag not found | 1 failed" in lines[1]
+    terminal = Stream(tty=True)
+    progress = Progress(3, stream=terminal)
+    progress.update(done)
+    progress.update(failed)
+    progress.close()
+    assert "2/3" in terminal.getvalue() and "failed 1" in terminal.getvalue()
+    assert "\r" in terminal.getvalue()  # a bar redrawn in place
+
+
 def test_help_lists_the_fleet_and_model_options(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         fleet_cli.main(["--help"])
@@ -222,9 +257,14 @@ def test_run_rows_failures_and_files(work: dict[str, Any], first: dict[str, Any]
         assert bag_report["complete"] is True and (folder / "report.md").is_file()
         own = state.scorer_from_bytes((folder / "scorer_state.npz").read_bytes())
         assert own.results() == bag_report["metrics"]
+        row = next(r for r in report["rows"] if r["id"] == bag_id)
+        share = bag_report["scene"]["share"]  # the scene-health stage's per-level share
+        assert row["scene"] == {k: v for k, v in share.items() if v is not None}
+    assert sum(report["pooled"]["scene"].values()) == pytest.approx(1.0)
     assert not list((out / "bags").glob(".tmp-*"))
     md = (out / "report.md").read_text()
     assert "**POOLED**" in md and "bad_corrupt" in md and "checksum" in md
+    assert "| scene status |" in md
     assert report["pooled"]["frames"]["evaluated"] == 4 * fh.FRAMES
 
 
