@@ -386,3 +386,33 @@ def test_benchmark_prints_its_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| local | 1 |")]
     assert len(rows) == 1 and "load average" in done.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_bags_and_the_same_command_resumes(work: dict[str, Any]) -> None:
+    """SIGINT to a real fed_fleet_eval process after its first bag: exit 0, only complete bag
+    folders; the same command then evaluates only the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = work["root"] / "ctrl_c"
+    argv = [sys.executable, "-m", "ros2_fed.eval.fleet.cli", str(work["fleet"]), "--out", str(out)]
+    argv += ["--workers", "1", "--quiet"] + fh.model_args(work["model"])
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list((out / "bags").glob("drive_*/summary.json")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and "stopped; finished bags are kept" in err, err[-2000:]
+    assert "Traceback" not in err and "leaked" not in err, err[-2000:]
+    done = {p.parent.name for p in (out / "bags").glob("*/summary.json")}
+    assert 1 <= len(done) < 4 and not (out / "report.json").exists()
+    assert all((out / "bags" / d / "scorer_state.npz").is_file() for d in done)
+    assert run_fleet(work, out, "--workers", "1") == 1
+    report = fh.read_report(out)
+    assert report["counts"]["resumed"] == len(done)
+    assert report["counts"]["evaluated_now"] == 4 - len(done)

@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import threading
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -30,6 +31,10 @@ def _worker_main(conn: Connection, options: dict[str, Any]) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())  # not its default process-shared lock: a worker ended
+    # mid-bag would leave that semaphore for the parent's resource tracker to warn about
 
     engines = EngineCache()
     try:
