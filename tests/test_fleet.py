@@ -254,7 +254,8 @@ def test_run_rows_failures_and_files(work: dict[str, Any], first: dict[str, Any]
     for bag_id in work["good"]:
         folder = out / "bags" / bag_id
         bag_report = json.loads((folder / "report.json").read_text())
-        assert bag_report["complete"] is True and (folder / "report.md").is_file()
+        assert bag_report["complete"] is True and bag_report["files"]["output_bag"] is None
+        assert "- output bag: none (fed_fleet_eval" in (folder / "report.md").read_text()
         own = state.scorer_from_bytes((folder / "scorer_state.npz").read_bytes())
         assert own.results() == bag_report["metrics"]
         row = next(r for r in report["rows"] if r["id"] == bag_id)

@@ -43,6 +43,10 @@ CRASH_ENV = "ROS2_FED_FLEET_CRASH_ON"
 STATE_FILE = "scorer_state.npz"
 SUMMARY_FILE = "summary.json"
 WORST_FRAMES = 20  # per bag, and of the fleet
+NO_OUTPUT_BAG = (
+    "- output bag: none (fed_fleet_eval writes none; `fed_bag_eval BAG --out DIR` on this bag "
+    "writes one to watch in rviz or Foxglove)"
+)
 
 
 @dataclass
@@ -257,9 +261,9 @@ def _bag_files(run: FleetBagEvaluation, report: dict[str, Any], out: Path) -> di
     report["files"]["output_bag"] = None
     report["files"]["scorer_state"] = STATE_FILE
     report["arguments"]["out"] = None
-    text = rep.markdown(report).replace(
-        "- output bag: `None`",
-        "- output bag: not written by fed_fleet_eval (`fed_bag_eval BAG --out DIR` writes one)",
+    text = "\n".join(
+        NO_OUTPUT_BAG if line.startswith("- output bag:") else line
+        for line in rep.markdown(report).split("\n")
     )
     files["report.json"] = json_bytes(report)
     files["report.md"] = text.encode()
