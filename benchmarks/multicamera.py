@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from node_overhead import cdr_frame_id, frames_for, parse_size, ros_env  # noqa: E402
+from ros2_fed.pipeline.model_spec import DEFAULT_FED  # noqa: E402
 from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME  # noqa: E402
 
 CAMERAS = 4
@@ -394,9 +395,7 @@ def parse_plan(
         default=str(REPO / "models" / "tinyseg_synthroad"),
         help="backbone checkpoint (default: the embedded default model)",
     )
-    parser.add_argument(
-        "--fed", default=str(REPO / "models" / "fed_u_synthroad"), help="FED checkpoint"
-    )
+    parser.add_argument("--fed", default=str(REPO / "models" / DEFAULT_FED), help="FED checkpoint")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     try:

@@ -41,6 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ros2_fed.pipeline.model_spec import DEFAULT_FED  # noqa: E402
 from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME, OUTPUT_NAMES  # noqa: E402
 
 OUTPUTS = OUTPUT_NAMES  # every output the node publishes (the outputs table)
@@ -358,7 +359,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument(
         "--fed",
-        default=str(REPO / "models" / "fed_u_synthroad"),
+        default=str(REPO / "models" / DEFAULT_FED),
         help="FED checkpoint ('' = none)",
     )
     parser.add_argument("--score", default="msp", help="baseline score when --fed is ''")

@@ -3,7 +3,7 @@ cores.
 
 1. renders a short synthroad drive (60 frames, 256x512, 10 fps; OOD objects appear on the road
    from frame 20 on) into an MCAP rosbag2 with ground-truth topics (``fed_synthroad_bag``);
-2. starts the real ``fed_node`` with the shipped default model (TinySeg + FED-U from models/;
+2. starts the real ``fed_node`` with the shipped default model (TinySeg + FED-C from models/;
    the first start exports and caches the ONNX engine), plays the bag into it over ROS 2 at the
    recorded rate and records everything it publishes (``fed_bag_eval --live``);
 3. prints where the report is, and its metrics table.
@@ -219,16 +219,11 @@ def _model_args(args: argparse.Namespace, models: Path) -> list[str]:
         args.models is not None
     ):  # else fed_node opens the embedded default model on its own (empty model.*)
         extra += ["--backbone", str(models / DEFAULT_BACKBONE), "--fed", str(models / DEFAULT_FED)]
-    # Reference rows: FED-U (what the node runs) and FED-C from their checkpoints, next to the
-    # baselines.
-    fed_c = models / "fed_c_synthroad"
-    if fed_c.with_suffix(".json").is_file() and fed_c.with_suffix(".safetensors").is_file():
-        extra += [
-            "--reference-fed",
-            f"FED-U={models / DEFAULT_FED}",
-            "--reference-fed",
-            f"FED-C={fed_c}",
-        ]
+    # Reference rows: both shipped FEDs (the node runs DEFAULT_FED) next to the baselines.
+    feds = {"FED-U": models / "fed_u_synthroad", "FED-C": models / "fed_c_synthroad"}
+    if all(p.with_suffix(".json").is_file() for p in feds.values()):
+        for name, path in feds.items():
+            extra += ["--reference-fed", f"{name}={path}"]
     stats = sorted(
         models.glob("*logit_stat*.json")
     )  # per-class logit statistics: the SML baseline row

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ros2_fed.eval.alert_metrics import frame_presence, largest_object_pixels, score_alerts
+from ros2_fed.pipeline import DEFAULT_FED
 
 
 def test_largest_object_is_one_connected_component() -> None:
@@ -132,7 +133,7 @@ def test_alert_selection_scores_the_shipped_defaults_on_new_drives(tmp_path) -> 
             "--backbone",
             str(models / "tinyseg_synthroad"),
             "--fed",
-            str(models / "fed_u_synthroad"),
+            str(models / DEFAULT_FED),
             "--data-root",
             str(tmp_path / "unused"),
             "--defaults-only",
@@ -145,7 +146,7 @@ def test_alert_selection_scores_the_shipped_defaults_on_new_drives(tmp_path) -> 
         ]
     )
     result = json.loads(out.read_text())
-    calibrated = json.loads((models / "fed_u_synthroad.json").read_text())["calibration"]
+    calibrated = json.loads((models / f"{DEFAULT_FED}.json").read_text())["calibration"]
     assert code == 0 and set(result["per_drive"]) == {"7"}
     assert result["config"]["confidence_threshold"] == calibrated["confidence_threshold"]
     assert result["config"]["roi_margin"] == AlertConfig().roi_margin

@@ -15,6 +15,7 @@ import torch
 
 from ros2_fed.alerts import AlertConfig, AlertMonitor, Level
 from ros2_fed.eval.alert_metrics import score_alerts
+from ros2_fed.pipeline import DEFAULT_FED
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -23,7 +24,7 @@ def _drive_levels(seed: int) -> tuple[list[int], list]:
     from ros2_fed.detector import FusedDetector
     from training.alert_selection import render_drive
 
-    fed = MODELS / "fed_u_synthroad"
+    fed = MODELS / DEFAULT_FED  # what fed_node runs
     threshold = json.loads(fed.with_suffix(".json").read_text())["calibration"][
         "confidence_threshold"
     ]

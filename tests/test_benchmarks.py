@@ -102,5 +102,5 @@ def test_node_overhead_runs_through_a_real_node() -> None:
 def test_default_engine_times_the_node_engine_against_the_target(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ROS2_FED_CACHE", str(tmp_path))  # the subprocess builds its engine there
     out = run_script("default_engine.py", "--size", "64x128", "--runs", "3")
-    assert "default engine (tinyseg_synthroad + fed_u_synthroad" in out and "median" in out
+    assert "default engine (tinyseg_synthroad + fed_c_synthroad" in out and "median" in out
     assert "target <= 40 ms" in out

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ros2_fed import demo_results
+from ros2_fed.pipeline import DEFAULT_FED
 
 REPORT = {
     "mode": "live",
@@ -108,7 +109,7 @@ def test_overlay_scale_is_the_models_calibration_unless_set() -> None:
     from ros2_fed.paths import default_models_dir
 
     models = default_models_dir()
-    calibration = json.loads((models / "fed_u_synthroad.json").read_text())["calibration"]
+    calibration = json.loads((models / f"{DEFAULT_FED}.json").read_text())["calibration"]
     vmin, vmax, threshold = colour_scale(models, {"params": {}})
     assert [vmin, vmax] == calibration["viz_range"]
     assert threshold == calibration["confidence_threshold"]

@@ -11,7 +11,7 @@ evaluation drives (``--eval-seeds``, which include the demo drive, seed 0) and w
 ``--out``.
 
     python -m training.alert_selection \\
-        --backbone models/tinyseg_synthroad --fed models/fed_u_synthroad \\
+        --backbone models/tinyseg_synthroad --fed models/fed_c_synthroad \\
         --data-root runs/default_model/synthroad --cache runs/default_model/drives \\
         --out docs/alerts_selection.json --doc docs/alerts.md
 """

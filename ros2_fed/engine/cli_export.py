@@ -13,7 +13,7 @@ Examples::
                --precision fp16 --out tinyseg_fp16.onnx
     # INT8: backbone quantised on calibration images (a folder, or a Cityscapes-layout root),
     # FED float32; ONNX Runtime's CPU engine, or --runtime tensorrt for TensorRT's Q/DQ scheme
-    fed_export --backbone models/tinyseg_synthroad --fed models/fed_u_synthroad \\
+    fed_export --backbone models/tinyseg_synthroad --fed models/fed_c_synthroad \\
                --height 512 --width 1024 --precision int8 --calibration-data calib/ \\
                --out tinyseg_int8.onnx
     # MSP baseline, labels from nearest-upsampled argmax, FP16 confidence

@@ -23,7 +23,7 @@ from ros2_fed.paths import default_models_dir
 from .params import StartupError, with_defaults
 
 DEFAULT_BACKBONE = "tinyseg_synthroad"  # the embedded default model (models/)
-DEFAULT_FED = "fed_u_synthroad"
+DEFAULT_FED = "fed_c_synthroad"  # the ablation's winner (docs/fed_ablation.md)
 DEFAULT_RUNTIME = "onnxruntime"
 
 

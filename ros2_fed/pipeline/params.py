@@ -106,7 +106,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "model.fed",
         "",
         "FED checkpoint used when engine_path is empty; empty = the default model's "
-        "FED-U (models/fed_u_synthroad) when model.backbone is empty too, else none (then set "
+        "FED-C (models/fed_c_synthroad) when model.backbone is empty too, else none (then set "
         "score).",
         read_only=True,
     ),
