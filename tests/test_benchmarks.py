@@ -104,3 +104,9 @@ def test_default_engine_times_the_node_engine_against_the_target(tmp_path, monke
     out = run_script("default_engine.py", "--size", "64x128", "--runs", "3")
     assert "default engine (tinyseg_synthroad + fed_c_synthroad" in out and "median" in out
     assert "target <= 40 ms" in out
+
+
+def test_multiscale_fed_prints_its_cost_ratio(tmp_path, monkeypatch) -> None:
+    out = run_script("multiscale_fed.py", "--size", "64x128", "--runs", "2", "--threads", "1")
+    assert "FED at 1/4 (node default): median" in out and "(1.00x)" in out
+    assert "multi-scale FED, 1/4 + 1/2: median" in out
