@@ -23,6 +23,7 @@ CONSOLE_SCRIPTS: list[str] = [
     "fed_eval = training.cli_eval:main",
     "fed_default_model = training.default_model:main",
     "fed_node = ros2_fed.node:main",
+    "fed_lifecycle_node = ros2_fed.lifecycle_node:main",
     "fed_bag_eval = ros2_fed.eval.replay.cli:main",
     "fed_fleet_eval = ros2_fed.eval.fleet.cli:main",
     "fed_synthroad_bag = training.synthroad_bag:main",

@@ -17,6 +17,10 @@ Arguments:
   input_transport  raw | compressed; empty = the value in params_file
   namespace        namespace of the node (its outputs are <namespace>/fed_node/...)
   log_level        debug | info | warn | error | fatal
+  managed          true: start fed_lifecycle_node, a ROS 2 managed (lifecycle) node that loads
+                   its engine on ``configure`` and subscribes on ``activate`` (driven by a
+                   lifecycle manager or ``ros2 lifecycle set /fed_node configure``); false
+                   (default): fed_node, which loads its engine and publishes on its own
   fastdds_profile  Fast DDS XML profile for camera-sized messages (default: the installed
                    config/fastdds_large_data.xml, unless FASTDDS_DEFAULT_PROFILES_FILE is
                    already set). Why: with Fast DDS defaults best-effort images of ~1 MB and
@@ -31,12 +35,13 @@ import re
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 from launch import LaunchDescription
 
 PACKAGE = "ros2_fed"
 EXECUTABLE = "fed_node"
+LIFECYCLE_EXECUTABLE = "fed_lifecycle_node"
 PARAMS_FILE = "fed.yaml"
 FASTDDS_PROFILE = "fastdds_large_data.xml"
 
@@ -76,8 +81,14 @@ def camera_remappings(
     return rules
 
 
+def is_true(text: str) -> bool:
+    """A launch argument's boolean (``managed:=true``)."""
+    return text.strip().lower() in ("true", "1", "yes", "on")
+
+
 def _node(context, *args, **kwargs):
-    """Build the node with overrides only for the arguments actually given."""
+    """Build the node (managed: the lifecycle node) with overrides only for the arguments
+    actually given."""
     overrides = {}
     for name in ("engine_path", "input_transport"):
         value = LaunchConfiguration(name).perform(context)
@@ -91,19 +102,21 @@ def _node(context, *args, **kwargs):
         cameras,
         name_list(LaunchConfiguration("camera_topics").perform(context)),
     )
-    return [
-        Node(
-            package=PACKAGE,
-            executable=EXECUTABLE,
-            name="fed_node",
-            namespace=LaunchConfiguration("namespace"),
-            parameters=[LaunchConfiguration("params_file"), overrides],
-            remappings=remappings,
-            ros_arguments=["--log-level", LaunchConfiguration("log_level")],
-            output="screen",
-            emulate_tty=True,
-        )
-    ]
+    options = dict(
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=remappings,
+        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        output="screen",
+        emulate_tty=True,
+    )
+    if is_true(LaunchConfiguration("managed").perform(context)):
+        return [
+            LifecycleNode(
+                package=PACKAGE, executable=LIFECYCLE_EXECUTABLE, name="fed_node", **options
+            )
+        ]
+    return [Node(package=PACKAGE, executable=EXECUTABLE, name="fed_node", **options)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -149,6 +162,12 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "log_level", default_value="info", description="ROS log level of fed_node"
+            ),
+            DeclareLaunchArgument(
+                "managed",
+                default_value="false",
+                description="true: a managed (lifecycle) node, engine loaded on configure, "
+                "input on activate; false: fed_node starts on its own",
             ),
             DeclareLaunchArgument(
                 "fastdds_profile",

@@ -28,7 +28,14 @@ from ros2_fed import codec
 from ros2_fed.cameras import output_topic
 from ros2_fed.health import Status
 from ros2_fed.pipeline.outputs import OUTPUTS, Output
-from ros2_fed.pipeline.params import PARAMETER_SPECS, PARAMETERS, ParamSpec, ParamValue
+from ros2_fed.pipeline.params import (
+    PARAMETER_SPECS,
+    PARAMETERS,
+    ParamSpec,
+    ParamValue,
+    StartupError,
+    given_value_problems,
+)
 
 PARAMETER_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -122,8 +129,17 @@ def declare_parameters(node: Node) -> dict[str, ParamValue]:
     overrides = getattr(node, "_parameter_overrides", None)
     for name, param in list(overrides.items() if isinstance(overrides, dict) else ()):
         overrides[name] = coerced(param)
+    problems = given_value_problems({n: p.value for n, p in (overrides or {}).items()})
+    if problems:  # rclpy's own refusal at declaration would be a traceback
+        raise StartupError("invalid parameters: " + "; ".join(problems))
     node.add_pre_set_parameters_callback(lambda params: [coerced(p) for p in params])
     return {spec.name: declare(node, spec) for spec in PARAMETERS}
+
+
+def given_parameter_names(node: Node) -> list[str]:
+    """The parameter names given to ``node`` at start-up (its parameter files and -p)."""
+    overrides = getattr(node, "_parameter_overrides", None)
+    return list(overrides) if isinstance(overrides, dict) else []
 
 
 def output_publishers(node: Node, camera: str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -113,3 +113,62 @@ def test_launch_cameras_without_topics_keep_the_node_names() -> None:
 def test_launch_refuses_a_topic_count_that_does_not_match() -> None:
     with pytest.raises(ValueError, match="2 topics for 3 cameras"):
         launch_remappings("", "a,b,c", "/x,/y")
+
+
+# ------------------------------------------------------------------ managed:=true (lifecycle)
+
+
+def _calls_in(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == name
+    ]
+
+
+def test_launch_managed_starts_the_lifecycle_executable() -> None:
+    """managed:=true builds launch_ros's LifecycleNode (it needs name and namespace) on the
+    fed_lifecycle_node console script, with the same parameters and remappings as the plain
+    node; managed is declared, default false."""
+    tree = ast.parse(LAUNCH.read_text())
+    consts = {
+        t.id: ast.literal_eval(s.value)
+        for s in tree.body
+        if isinstance(s, ast.Assign)
+        for t in s.targets
+        if isinstance(t, ast.Name) and isinstance(s.value, ast.Constant)
+    }
+    node_fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_node")
+    (managed,) = _calls_in(node_fn, "LifecycleNode")
+    (plain,) = _calls_in(node_fn, "Node")
+    for call in (managed, plain):
+        kwargs = {kw.arg: kw.value for kw in call.keywords}
+        assert ast.literal_eval(kwargs["name"]) == "fed_node"
+        assert ast.unparse(kwargs[None]) == "options"  # the same **options for both
+    options = next(
+        c
+        for c in _calls_in(node_fn, "dict")
+        if {"namespace", "remappings"} <= {k.arg for k in c.keywords}
+    )
+    assert {"namespace", "parameters", "remappings"} <= {k.arg for k in options.keywords}
+    executable = {kw.arg: kw.value for kw in managed.keywords}["executable"]
+    assert consts[executable.id] == "fed_lifecycle_node"
+    setup = (LAUNCH.parents[1] / "setup.py").read_text()
+    assert '"fed_lifecycle_node = ros2_fed.lifecycle_node:main"' in setup
+    declared = {
+        ast.literal_eval(c.args[0]): {k.arg: k.value for k in c.keywords}
+        for c in _calls_in(tree, "DeclareLaunchArgument")
+    }
+    assert ast.literal_eval(declared["managed"]["default_value"]) == "false"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("True", True), ("1", True), ("false", False), ("", False), ("no", False)],
+)
+def test_launch_managed_argument_values(text: str, expected: bool) -> None:
+    tree = ast.parse(LAUNCH.read_text())
+    helper = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "is_true")
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[helper], type_ignores=[]), str(LAUNCH), "exec"), namespace)
+    assert namespace["is_true"](text) is expected

@@ -56,6 +56,8 @@ class ModelSpec:
     device: str = ""
     cpu_spin_wait: bool = False
     batch: int = 1  # of the cached engine (one frame per camera); an engine file fixes its own
+    precision: str = "fp32"  # of the cached engine; an engine file carries its own
+    calibration: str = ""  # int8: the calibration images' folder
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "ModelSpec":
@@ -73,6 +75,8 @@ class ModelSpec:
             device=str(p["device"]),
             cpu_spin_wait=bool(p["cpu_spin_wait"]),
             batch=max(1, len(p["cameras"])),
+            precision=str(p["precision"]),
+            calibration=str(p["calibration_data"]),
         )
 
     def resolved(self, height: int = 0, width: int = 0) -> "ModelSpec":
@@ -87,6 +91,8 @@ class ModelSpec:
             return spec
         if not spec.height or not spec.width:
             raise StartupError("no engine input size: set model.height and model.width")
+        if spec.calibration and not Path(spec.calibration).is_dir():
+            raise StartupError(f"calibration_data folder not found: {spec.calibration}")
         backbone, fed = spec.backbone, spec.fed
         if not backbone:
             models = default_models_dir()
@@ -132,6 +138,8 @@ class ModelSpec:
                     "model.fed": self.fed if self.score == "fed" else "",
                     "model.height": int(self.height),
                     "model.width": int(self.width),
+                    "precision": self.precision,
+                    "calibration_data": self.calibration,
                 }
             )
         params.update(
@@ -152,7 +160,10 @@ class ModelSpec:
         fed = Path(self.fed).name if self.fed and self.score == "fed" else "no FED"
         batch = f", batch {self.batch}" if self.batch > 1 else ""
         size = f"{self.height}x{self.width}{batch}"
-        return f"{Path(self.backbone).name} + {fed} ({self.score}, {self.runtime}, {size})"
+        precision = f", {self.precision}" if self.precision != "fp32" else ""
+        return (
+            f"{Path(self.backbone).name} + {fed} ({self.score}, {self.runtime}{precision}, {size})"
+        )
 
 
 def check_score(engine: InferenceEngine, spec: ModelSpec) -> None:
@@ -203,6 +214,8 @@ def open_engine(
             runtime=spec.runtime,
             score=spec.score,
             batch=int(spec.batch),
+            precision=spec.precision,
+            calibration=spec.calibration or None,
             warmup=0,
             progress=progress,
             **options,

@@ -11,13 +11,14 @@ the "from the model" fallbacks (:func:`resolve_from_model`), the alert configura
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from ros2_fed import codec
 from ros2_fed.alerts import ROI_CHOICES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.cameras import camera_problems
-from ros2_fed.engine.base import RUNTIMES
+from ros2_fed.engine.base import PRECISIONS, RUNTIMES
 from ros2_fed.names import BASELINE_SCORES
 from ros2_fed.scene import SceneConfig, calibrated_config
 
@@ -168,6 +169,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         choices=SCORE_CHOICES,
     ),
     ParamSpec(
+        "precision",
+        "fp32",
+        f"Precision of the cached engine (engine_path empty): {'|'.join(PRECISIONS)}. int8 "
+        "quantises the backbone (FED and the score stay float32) with activation ranges measured "
+        "on the images in calibration_data; the first start builds it (docs/int8.md). An engine "
+        "file carries its own precision.",
+        read_only=True,
+        choices=PRECISIONS,
+    ),
+    ParamSpec(
+        "calibration_data",
+        "",
+        "precision int8: the calibration images, a folder of images or a Cityscapes-layout root "
+        "(frames of this camera; resized to the engine size). Part of the cached engine's key: "
+        "other images build another engine. Required for int8, empty otherwise.",
+        read_only=True,
+    ),
+    ParamSpec(
         "cameras",
         (),
         "Surround cameras served by this one node and one batched engine, e.g. "
@@ -184,6 +203,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Dummy inferences before the node reports ready (lazy init, autotuning).",
         read_only=True,
         range=(0, 100),
+    ),
+    ParamSpec(
+        "strict_parameters",
+        False,
+        "A parameter name the node does not declare (a misspelling in a parameter file or -p): "
+        "off = a WARN line naming the closest declared parameter, and the node starts; on = one "
+        "FATAL line and exit 1.",
+        read_only=True,
     ),
     # -- input ---------------------------------------------------------------------------
     ParamSpec(
@@ -573,7 +600,48 @@ def parameter_problems(params: Mapping[str, Any]) -> list[str]:
     )
     if not problems and low >= 0 and high >= 0 and low >= high:
         problems.append("viz.confidence_min must be below viz.confidence_max")
+    if not problems:
+        problems += _precision_problems(params)
     return problems
+
+
+def _precision_problems(params: Mapping[str, Any]) -> list[str]:
+    """int8 needs calibration images; they mean nothing to another precision."""
+    precision = params.get("precision", "fp32")
+    calibration = params.get("calibration_data", "")
+    if precision == "int8" and not calibration and not params.get("engine_path"):
+        return [
+            "precision int8 needs calibration_data: a folder of this camera's images (or a "
+            "Cityscapes-layout root) to measure the activation ranges on (docs/int8.md)"
+        ]
+    if calibration and precision != "int8":
+        return [f"calibration_data is for precision int8 (precision is {precision})"]
+    return []
+
+
+def given_value_problems(values: Mapping[str, Any]) -> list[str]:
+    """Why values given for declared parameters (parameter file, -p) are unusable, checked
+    before rclpy declares them (its own refusal is a traceback, not a message)."""
+    problems = []
+    for name, value in values.items():
+        spec = PARAMETER_SPECS.get(name)
+        if spec is None or (isinstance(spec.default, tuple) and not value):
+            continue  # unknown names: unknown_parameters; an empty list: any array type
+        problem = spec.check(spec.coerce(value))
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def unknown_parameters(given: Iterable[str], declared: Iterable[str]) -> list[str]:
+    """One message per given name that is not declared, naming the closest declared one."""
+    known = sorted(set(declared))
+    messages = []
+    for name in sorted(set(given) - set(known)):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" - did you mean {close[0]}?" if close else ""
+        messages.append(f"unknown parameter {name}{hint}")
+    return messages
 
 
 def resolve_from_model(
