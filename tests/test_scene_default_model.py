@@ -1,7 +1,8 @@
-"""The shipped default model's scene status on a rendered synthroad drive, through the node's
-frame path (the engine fed_node opens for the default checkpoints, torch runtime here; the
-node's default parameters; frames as rgb8 messages at 10 Hz): the clean drive stays OK, the
-same drive under severity-5 fog (imagecorruptions) goes WARN or worse from its second frame on.
+"""The default model's scene status on a rendered synthroad drive, through the node's frame
+path (the engine fed_node opens for its default checkpoints, torch runtime here; the node's
+default parameters, so the model's own scene calibration; frames as rgb8 messages at 10 Hz): the
+clean drive stays OK, the same drive under severity-5 fog (imagecorruptions) goes WARN or worse
+from its second frame on.
 
 Drive seed 690: not one of the evaluation's (docs/scene.md) nor the alert rule's.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ros2_fed.pipeline.model_spec import DEFAULT_BACKBONE, DEFAULT_FED
 from training import scene_eval
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -26,8 +28,8 @@ def drive(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("scene_default")
     with private_engine_cache(root):
         spec = ModelSpec(
-            backbone=str(MODELS / "tinyseg_synthroad"),
-            fed=str(MODELS / "fed_u_synthroad"),
+            backbone=str(MODELS / DEFAULT_BACKBONE),
+            fed=str(MODELS / DEFAULT_FED),
             height=256,
             width=512,
             runtime="torch",
@@ -48,11 +50,10 @@ def _levels(drive: dict, condition: scene_eval.Condition) -> list[dict]:
 def test_a_clean_drive_stays_ok(drive: dict) -> None:
     records = _levels(drive, scene_eval.Condition("clean", "clean", 0, (SEED,)))
     assert [r["level"] for r in records] == [0] * FRAMES
-    assert max(r["fraction"] for r in records) < 0.2 and min(r["miou"] for r in records) > 0.4
+    assert min(r["miou"] for r in records) > 0.4
 
 
 @pytest.mark.slow
 def test_a_severity_5_fog_drive_goes_warn_or_worse(drive: dict) -> None:
     records = _levels(drive, scene_eval.Condition("corruption", "fog", 5, (SEED,)))
     assert all(r["level"] >= 1 for r in records[1:]), [r["level"] for r in records]
-    assert min(r["fraction"] for r in records) > 0.3  # clean frames: below 0.2

@@ -34,6 +34,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ros2_fed.jsonio import write_json
+from ros2_fed.paths import default_models_dir
+from ros2_fed.pipeline.model_spec import DEFAULT_BACKBONE, DEFAULT_FED
 
 FPS = 10.0
 START_NS = 1_700_000_000 * 1_000_000_000
@@ -65,8 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--backbone", default="models/tinyseg_synthroad", help="backbone checkpoint")
-    p.add_argument("--fed", default="models/fed_u_synthroad", help="FED checkpoint")
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help=f"backbone checkpoint (default: fed_node's default, models/{DEFAULT_BACKBONE})",
+    )
+    p.add_argument(
+        "--fed", default=None, help=f"FED checkpoint (default: fed_node's, models/{DEFAULT_FED})"
+    )
     p.add_argument(
         "--calibration-root",
         type=Path,
@@ -138,26 +146,31 @@ def calibrated_fed(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
     """(FED checkpoint to run, its calibration, how it was obtained): the given one when it
     has a scene record, else a copy under --work with fed_calibrate's record on the val split."""
     from ros2_fed.checkpoint import load_fed
+    from ros2_fed.fileio import file_sha256
     from training import calibrate
 
     _, meta = load_fed(args.fed)
     old = dict(meta.get("calibration") or {})
     if "scene" in old:
-        return str(args.fed), old, f"the scene record in {args.fed}"
+        return str(args.fed), old, f"the scene record in `{args.fed}` (fed_calibrate)"
+    source = file_sha256(f"{args.fed}.safetensors")[:12] + file_sha256(f"{args.fed}.json")[:12]
+    copy = args.work / "fed_calibrated" / source / Path(args.fed).name
+    how = f"fed_calibrate's record on {args.calibration_root} (val split), written into a copy"
+    if Path(f"{copy}.json").is_file():  # this very checkpoint, calibrated before
+        _, meta = load_fed(copy)
+        return str(copy), dict(meta["calibration"]), f"{how} ({copy})"
     root = args.calibration_root
     render_val_split(root, args.size)
     print(f"scene_eval: {args.fed} has no scene record: fed_calibrate on {root} (val)")
     record = calibrate.calibrate(
         args.backbone, Path(args.fed), root, "val", old.get("false_alarm", 0.05), progress=False
     )
-    copy = args.work / "fed_calibrated" / Path(args.fed).name
     copy.parent.mkdir(parents=True, exist_ok=True)
     for suffix in (".safetensors", ".json"):
         shutil.copyfile(f"{args.fed}{suffix}", f"{copy}{suffix}")
     merged = {**old, **record}
     calibrate.write_into(copy, merged)
-    how = f"fed_calibrate's record on {root} (val split, {record['images']} images)"
-    return str(copy), merged, how + f", written into a copy ({copy})"
+    return str(copy), merged, f"{how} ({copy})"
 
 
 def render_val_split(root: Path, size: str) -> None:
@@ -271,8 +284,11 @@ def run_drive(
 def run_condition(
     args: argparse.Namespace, engine: Any, condition: Condition, size: tuple[int, int]
 ) -> dict[str, Any]:
-    """One condition on its drives, from the cache under --work when already run."""
-    path = args.work / "results" / f"{condition.key}.json"
+    """One condition on its drives, from the cache under --work when already run with this
+    model (the cache is keyed by the engine's model hash: weights, graph and calibration)."""
+    path = (
+        args.work / "results" / str(engine.metadata["model_hash"])[:16] / f"{condition.key}.json"
+    )
     if path.is_file():
         return json.loads(path.read_text())
     t0 = time.monotonic()
@@ -329,6 +345,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from training import scene_report
 
     args = build_parser().parse_args(argv)
+    args.backbone = args.backbone or str(default_models_dir() / DEFAULT_BACKBONE)
+    args.fed = args.fed or str(default_models_dir() / DEFAULT_FED)
     size = tuple(int(v) for v in args.size.split("x"))
     fed, calibration, how = calibrated_fed(args)
     engine = open_node_engine(args, fed)
