@@ -261,3 +261,18 @@ def test_bad_parameters_stop_the_lifecycle_node_at_start(env: dict[str, str]) ->
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
     fatal = [line for line in (out.stdout + out.stderr).splitlines() if "FATAL" in line]
     assert out.returncode == 1 and len(fatal) == 1 and "model.height" in fatal[0], out
+
+
+def test_a_stop_signal_while_active_exits_cleanly(env: dict[str, str], client: Client) -> None:
+    """SIGINT to an active managed node (as launch stops it): exit code 0, no traceback."""
+    namespace = f"/{RUN}_lifecycle_signal"
+    harness = Path(__file__).resolve().parent / "node_harness.py"
+    proc = NodeProcess(env, namespace, node=[sys.executable, str(harness), "--lifecycle"])
+    try:
+        wait_until(lambda: proc.count("waiting for configure") or not proc.alive(), 60, "start")
+        boss = Supervisor(client, f"{namespace}/fed_node")
+        assert boss.transition("configure")[0] and boss.transition("activate")[0]
+        assert boss.state() == "active"
+    finally:
+        code = proc.stop()
+    assert code == 0 and "Traceback" not in proc.output, proc.output
