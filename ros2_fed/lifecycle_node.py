@@ -132,6 +132,7 @@ def main(args: Optional[list[str]] = None, engine_factory: Optional[EngineFactor
         lambda: FedLifecycleNode(engine_factory=engine_factory),
         announce,
         spin_until_shut_down,
+        executable="fed_lifecycle_node",
     )
 
 

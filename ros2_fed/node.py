@@ -74,6 +74,7 @@ def run_node(
     make_node: Callable[[], NodeT],
     start: Callable[[NodeT], None],
     spin: Callable[[NodeT], None] = rclpy.spin,
+    executable: str = NODE_NAME,
 ) -> int:
     """A fed node process from ``--help`` to exit: ``make_node`` (after rclpy.init),
     ``start`` it, ``spin`` it until a signal (or until ``spin`` returns); a StartupError is
@@ -81,7 +82,7 @@ def run_node(
     argv = list(sys.argv if args is None else args)
     user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
-        print(help_text((doc or "").strip().splitlines()[0]))
+        print(help_text((doc or "").strip().splitlines()[0], executable))
         return 0
     stopping.install()
     stopping.started()  # a stop signal is a KeyboardInterrupt from here on

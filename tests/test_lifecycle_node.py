@@ -276,3 +276,12 @@ def test_a_stop_signal_while_active_exits_cleanly(env: dict[str, str], client: C
     finally:
         code = proc.stop()
     assert code == 0 and "Traceback" not in proc.output, proc.output
+
+
+def test_help_names_the_lifecycle_executable(capsys: pytest.CaptureFixture[str]) -> None:
+    from ros2_fed import lifecycle_node
+
+    assert lifecycle_node.main(["fed_lifecycle_node", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ros2 run ros2_fed fed_lifecycle_node")
+    assert "managed (lifecycle) node" in out and "strict_parameters" in out

@@ -732,10 +732,11 @@ def input_limits(params: Mapping[str, Any]) -> codec.InputLimits:
     )
 
 
-def help_text(summary: str) -> str:
-    """``fed_node --help``: topics and every parameter with type, default and constraints."""
+def help_text(summary: str, executable: str = NODE_NAME) -> str:
+    """``fed_node --help`` (or ``executable``'s): topics and every parameter with type, default
+    and constraints."""
     lines = [
-        "usage: ros2 run ros2_fed fed_node [--ros-args -p NAME:=VALUE ... --params-file "
+        f"usage: ros2 run ros2_fed {executable} [--ros-args -p NAME:=VALUE ... --params-file "
         "config/fed.yaml]",
         "",
         summary,
