@@ -179,8 +179,8 @@ class AlertConfig:
     """
 
     confidence_threshold: float = 0.5
-    warn_size: float = 0.18
-    error_size: float = 0.36
+    warn_size: float = 0.35
+    error_size: float = 0.7
     hysteresis: float = 0.01
     min_width: float = 0.02
     raise_frames: int = 3

@@ -13,7 +13,7 @@ Judged per frame
 * **The model's confidence as a whole**: the *uncertain fraction*, the share of the image
   above the ego hood (the bottom ``hood`` of the rows is left out) whose confidence is below
   the model's calibrated operating threshold (NaN counts as uncertain). By construction about
-  5 % of correct in-domain pixels fall below that threshold, so the fraction already means the
+  2 % of correct in-domain pixels fall below that threshold, so the fraction already means the
   same for every model; its per-frame spread on clean validation frames (``fed_calibrate``)
   sets the limits: WARN above the in-domain 99th percentile (a frame more uncertain than 99 %
   of clean frames), ERROR ("perception unusable") :data:`ERROR_SHARE` of the way from there to

@@ -42,7 +42,7 @@ VIZ_THRESHOLD_POSITION = 0.25
 
 #: Share of correct validation pixels below the threshold: the shipped models' operating point,
 #: at which the default alert rule was selected (docs/alerts.md).
-DEFAULT_FALSE_ALARM = 0.05
+DEFAULT_FALSE_ALARM = 0.02
 
 
 def build_parser() -> argparse.ArgumentParser:

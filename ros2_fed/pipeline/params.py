@@ -291,7 +291,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "alerts.confidence_threshold",
         FROM_MODEL,
         "A pixel is uncertain when its confidence is below this; "
-        "negative = the model's calibrated operating point (fed_calibrate: 5 % of correct "
+        "negative = the model's calibrated operating point (fed_calibrate: 2 % of correct "
         "validation pixels "
         f"fall below it), {_ALERT_DEFAULTS.confidence_threshold} for a model without calibration.",
         range=(FROM_MODEL, 1.0),
