@@ -95,11 +95,13 @@ def test_histogram_fraction_matches_the_exact_one() -> None:
         assert scene.fraction_below(hist, threshold) == pytest.approx(exact, abs=2e-3)
 
 
-def test_record_limits_come_from_the_in_domain_distribution() -> None:
+def test_limits_come_from_the_in_domain_distribution() -> None:
     record = scene.scene_record(np.arange(1, 101) / 1000, 0.8, 0.1)
-    warn, error = record["warn_fraction"], record["error_fraction"]
-    assert warn == pytest.approx(np.quantile(np.arange(1, 101) / 1000, 0.99))
+    warn, error = scene.limits_from_distribution(record["quantiles"])
+    q99 = np.quantile(np.arange(1, 101) / 1000, 0.99)
+    assert warn == pytest.approx(scene.WARN_HEADROOM * q99)
     assert error == pytest.approx(warn + scene.ERROR_SHARE * (1 - warn))
+    assert scene.limits_from_distribution({"0.99": 0.7})[0] == 1.0  # never above 1
     assert record["frames"] == 100 and record["statistic"] == scene.STATISTIC
     with pytest.raises(ValueError):
         scene.scene_record([], 0.8, 0.1)
@@ -108,10 +110,14 @@ def test_record_limits_come_from_the_in_domain_distribution() -> None:
 def test_limits_from_the_model_unless_a_parameter_says_otherwise() -> None:
     cfg = P.scene_config({}, CALIBRATION)
     assert cfg.limits_from == "model" and cfg.confidence_threshold == THRESHOLD
-    assert cfg.warn_fraction == pytest.approx(CALIBRATION["scene"]["warn_fraction"])
+    warn, error = scene.limits_from_distribution(CALIBRATION["scene"]["quantiles"])
+    assert (cfg.warn_fraction, cfg.error_fraction) == pytest.approx((warn, error))
     cfg = P.scene_config({"scene.warn_fraction": 0.3, "scene.hood": 0.2}, CALIBRATION)
     assert cfg.limits_from == "parameters" and cfg.warn_fraction == 0.3 and cfg.hood == 0.2
-    assert cfg.error_fraction == pytest.approx(CALIBRATION["scene"]["error_fraction"])
+    assert cfg.error_fraction == pytest.approx(error)
+    # limits a record stored with an earlier rule are not read: the node's rule applies
+    stale = {**CALIBRATION, "scene": {**CALIBRATION["scene"], "warn_fraction": 0.01}}
+    assert P.scene_config({}, stale).warn_fraction == pytest.approx(warn)
     bare = P.scene_config({}, {"confidence_threshold": 0.7})
     assert bare.limits_from == "uncalibrated" and bare.confidence_threshold == 0.7
     assert (bare.warn_fraction, bare.error_fraction) == (

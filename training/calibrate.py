@@ -275,11 +275,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"{high:.4f}]" + (f" -> {args.fed}.json" if args.into else "")
     )
     sc = record["scene"]
+    warn, error = scene.limits_from_distribution(sc["quantiles"])
     print(
         f"fed_calibrate: scene statistic (uncertain share above the hood) on {sc['frames']} "
         f"frames: median {100 * sc['quantiles']['0.5']:.1f} %, 99th percentile "
-        f"{100 * sc['quantiles']['0.99']:.1f} % -> scene WARN above "
-        f"{100 * sc['warn_fraction']:.1f} %, ERROR above {100 * sc['error_fraction']:.1f} %"
+        f"{100 * sc['quantiles']['0.99']:.1f} % -> the node's scene status WARN above "
+        f"{100 * warn:.1f} %, ERROR above {100 * error:.1f} %"
     )
     return 0
 

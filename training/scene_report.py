@@ -27,8 +27,9 @@ FAULT_MAX_FRAMES = 5  # black / saturated: ERROR within this many frames of the 
 FROZEN_MAX_S = 1.0
 SPEARMAN_MAX = -0.6
 FILES = ("scene_results.json", "scene_warn_share.png", "scene_vs_miou.png", "scene.md")
-#: Other WARN limits the recorded fractions are replayed under (the trade-off table).
-WARN_LIMITS = (0.2, 0.22, 0.25, 0.3)
+#: Headrooms over the in-domain 99th percentile the recorded fractions are replayed under
+#: (the trade-off table; ros2_fed.scene.WARN_HEADROOM was chosen among them on check drives).
+HEADROOMS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 
 
 def _frames(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,6 +165,7 @@ def summarise(
     summary = {
         "model": {"backbone": args["backbone"], "fed": args["fed"], "calibration": how},
         "scene_calibration": calibration.get("scene"),
+        "limits": _limits(calibration),
         "parameters": {
             name: spec.default
             for name, spec in PARAMETER_SPECS.items()
@@ -190,6 +192,20 @@ def summarise(
     return summary
 
 
+def _limits(calibration: dict[str, Any]) -> dict[str, Any]:
+    """The WARN / ERROR limits the node takes from this calibration, and the headroom."""
+    from ros2_fed.pipeline.params import scene_config
+    from ros2_fed.scene import WARN_HEADROOM
+
+    config = scene_config({}, calibration)
+    return {
+        "warn": config.warn_fraction,
+        "error": config.error_fraction,
+        "from": config.limits_from,
+        "headroom": WARN_HEADROOM,
+    }
+
+
 def _replayed_share(result: dict[str, Any], config: Any) -> float:
     """Share of a condition's frames at WARN or above when its recorded fractions go through
     the statistic's rule under ``config`` (a fresh monitor per drive; camera faults left out)."""
@@ -204,14 +220,22 @@ def _replayed_share(result: dict[str, Any], config: Any) -> float:
 
 def warn_tradeoff(results: dict[str, Any], calibration: dict[str, Any]) -> list[dict[str, Any]]:
     """False alarms on clean drives against the share at WARN on the severe corruptions (the
-    target's six at severity >= 4) and on every corruption at severity >= 3, for the model's
-    WARN limit and for :data:`WARN_LIMITS`, the other scene parameters at their defaults."""
+    target's six at severity >= 4) and on every corruption at severity >= 3, with the WARN
+    limit at each of :data:`HEADROOMS` times the in-domain 99th percentile (the ERROR limit and
+    the other scene parameters as the node takes them)."""
     from ros2_fed.pipeline.params import scene_config
+    from ros2_fed.scene import WARN_HEADROOM, limits_from_distribution
 
+    scene = (calibration or {}).get("scene")
+    if not scene:
+        return []
     rows = []
     model = scene_config({}, calibration)
-    for limit in (model.warn_fraction,) + tuple(w for w in WARN_LIMITS if w > model.warn_fraction):
-        config = scene_config({"scene.warn_fraction": limit}, calibration)
+    for headroom in HEADROOMS:
+        limit = limits_from_distribution(scene["quantiles"], headroom)[0]
+        error = max(model.error_fraction, limit)
+        params = {"scene.warn_fraction": limit, "scene.error_fraction": error}
+        config = scene_config(params, calibration)
         severe = {
             f"{r['name']} {r['severity']}": _replayed_share(r, config)
             for r in results.values()
@@ -224,8 +248,9 @@ def warn_tradeoff(results: dict[str, Any], calibration: dict[str, Any]) -> list[
         ]
         rows.append(
             {
+                "headroom": headroom,
                 "warn_fraction": float(limit),
-                "from": "model" if limit == model.warn_fraction else "parameter",
+                "from": "model" if headroom == WARN_HEADROOM else "parameter",
                 "clean": _replayed_share(results["clean"], config),
                 "clean_check": _replayed_share(results["clean_check"], config)
                 if "clean_check" in results
@@ -337,14 +362,14 @@ def scatter_figure(results: dict[str, Any], summary: dict[str, Any]) -> np.ndarr
         for f in _frames(r):
             if not math.isnan(f["miou"]):
                 cv2.circle(img, _xy(plot, f["fraction"], f["miou"]), 1, colour, -1)
-    cal = summary.get("scene_calibration") or {}
-    for key, level in (("warn_fraction", 1), ("error_fraction", 2)):
-        if key in cal:
-            x = _xy(plot, cal[key], 0)[0]
+    limits = summary.get("limits") or {}
+    for key, level in (("warn", 1), ("error", 2)):
+        if limits.get(key) is not None:
+            x = _xy(plot, limits[key], 0)[0]
             cv2.line(img, (x, plot[2]), (x, plot[3]), F.LEVEL_COLOURS[level], 1)
             F.put_text(
                 img,
-                f"{F.LEVEL_LABELS[level]} {cal[key]:.2f}",
+                f"{F.LEVEL_LABELS[level]} {limits[key]:.2f}",
                 (x + 3, plot[2] + 12),
                 0.35,
                 F.LEVEL_COLOURS[level],

@@ -423,8 +423,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "scene.warn_fraction",
         FROM_MODEL,
         "WARN (degraded) when more than this share of the image above the hood is uncertain; "
-        "negative = from the model's calibration (the 99th percentile of the share on clean "
-        f"validation frames), {_SCENE_DEFAULTS.warn_fraction} without one.",
+        "negative = from the model's calibration (twice the 99th percentile of the share on "
+        f"clean validation frames), {_SCENE_DEFAULTS.warn_fraction} without one.",
         range=(FROM_MODEL, 1.0),
     ),
     ParamSpec(
