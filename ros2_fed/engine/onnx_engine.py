@@ -279,8 +279,10 @@ def session_options(
     intra_op_threads: Optional[int] = None,
     inter_op_threads: Optional[int] = None,
     allow_spinning: Optional[bool] = None,
+    memory_pattern: Optional[bool] = None,
 ) -> Any:
-    """ONNX Runtime SessionOptions: graph optimisation level, thread counts, spinning."""
+    """ONNX Runtime SessionOptions: graph optimisation level, thread counts, spinning, memory
+    pattern (None: off unless ``ROS2_FED_ORT_MEMORY_PATTERN=1``, for comparing footprints)."""
     import onnxruntime as ort
 
     if optimization not in OPTIMIZATION_LEVELS:
@@ -300,6 +302,11 @@ def session_options(
             ),
         )
     )[optimization]
+    # Memory patterns pre-plan one block per run from the first run's allocations: at 512x1024
+    # the default engine held 137 MiB more with it (node RSS 480 vs 343 MiB) for no faster frame.
+    if memory_pattern is None:
+        memory_pattern = os.environ.get("ROS2_FED_ORT_MEMORY_PATTERN", "0") == "1"
+    options.enable_mem_pattern = bool(memory_pattern)
     if intra_op_threads:
         options.intra_op_num_threads = int(intra_op_threads)
     if inter_op_threads:
