@@ -52,8 +52,8 @@ LEVELS = (
     (
         "WARN",
         "`degraded:`",
-        "more of the image is uncertain than on 99 % of the model's clean validation frames, "
-        "or the camera is frozen",
+        "the uncertain share of the image is more than twice what 99 % of the model's clean "
+        "validation frames have, or the camera is frozen",
     ),
     (
         "ERROR",
