@@ -81,6 +81,9 @@ def fake_tensorrt(
         __slots__ = ("int8_calibrator",) if major == 10 else ()
 
         def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            # pybind11 takes no float for a size_t, and only a MemoryPoolType member
+            if type(size) is not int or size < 0 or pool != MemoryPoolType.WORKSPACE:
+                raise TypeError("set_memory_pool_limit(): incompatible function arguments")
             rec.calls.append(("set_memory_pool_limit", pool, size))
 
         def set_flag(self, flag: Any) -> None:
@@ -125,12 +128,46 @@ def fake_tensorrt(
             return len(self.errors)
 
         def parse_from_file(self, path: str) -> bool:
+            if not isinstance(path, str):  # pybind11: a str, not an os.PathLike
+                raise TypeError("parse_from_file(): incompatible function arguments")
             rec.calls.append(("parse_from_file", path))
             self.errors += explicit_quantization_errors(path)
             return not self.errors
 
-        def get_error(self, i: int) -> str:
-            return f"{self.errors[i]}\nstack trace line"
+        def get_error(self, i: int) -> "ParserError":
+            return ParserError(self.errors[i])
+
+    class ParserError:
+        """Not a str: the real parser hands out objects with desc() / node() / code()."""
+
+        def __init__(self, text: str) -> None:
+            self._text = text
+
+        def desc(self) -> str:
+            return self._text
+
+        def node(self) -> int:
+            return 0
+
+        def __str__(self) -> str:
+            return f"{self._text}\nstack trace line"
+
+    class Dims:
+        """TensorRT's Dims: a sequence of ints, not a tuple (never equal to one)."""
+
+        def __init__(self, shape: tuple[int, ...]) -> None:
+            self._shape = list(shape)
+
+        def __len__(self) -> int:
+            return len(self._shape)
+
+        def __getitem__(self, i: int) -> int:
+            return self._shape[i]
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Dims) and other._shape == self._shape
+
+        __hash__ = None  # type: ignore[assignment]
 
     tensors = engine_tensors or {
         "image": ((1, 8, 12, 3), trt.uint8),
@@ -144,8 +181,8 @@ def fake_tensorrt(
         def get_tensor_name(self, i: int) -> str:
             return list(tensors)[i]
 
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return tensors[name][0]
+        def get_tensor_shape(self, name: str) -> Dims:
+            return Dims(tensors[name][0])
 
         def get_tensor_dtype(self, name: str) -> str:
             return tensors[name][1]
@@ -181,6 +218,8 @@ def fake_tensorrt(
         ("NetworkDefinitionCreationFlag", NetworkDefinitionCreationFlag),
         ("BuilderFlag", BuilderFlag),
         ("OnnxParser", OnnxParser),
+        ("ParserError", ParserError),
+        ("Dims", Dims),
         ("Runtime", Runtime),
     ):
         setattr(trt, name, value)
@@ -242,6 +281,11 @@ class FakeCudart(types.ModuleType):
         self.current: int | None = None
         self.fail_malloc = fail_malloc
         self._next = 0x1000
+        #: work queued on a stream; it completes only at cudaStreamSynchronize, as on a GPU
+        self.pending: list[Any] = []
+
+    def enqueue(self, work: Any) -> None:
+        self.pending.append(work)
 
     def cudaGetDeviceCount(self):  # noqa: N802
         return (0, 1)
@@ -270,13 +314,26 @@ class FakeCudart(types.ModuleType):
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
         assert stream == 77 and self.current == 0, "copies on the engine's stream, device selected"
+        if type(nbytes) is not int:
+            raise TypeError("cudaMemcpyAsync: nbytes must be an int")
         if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
-            self.device[dst][:nbytes] = ctypes.string_at(src, nbytes)
+            data = ctypes.string_at(src, nbytes)  # pinned source: read when the copy runs
+
+            def copy() -> None:
+                self.device[dst][:nbytes] = data
+
         else:
-            ctypes.memmove(dst, bytes(self.device[src][:nbytes]), nbytes)
+
+            def copy() -> None:
+                ctypes.memmove(dst, bytes(self.device[src][:nbytes]), nbytes)
+
+        self.enqueue(copy)
         return (0,)
 
     def cudaStreamSynchronize(self, stream):  # noqa: N802
+        assert stream == 77, "synchronizes the engine's stream"
+        while self.pending:
+            self.pending.pop(0)()
         return (0,)
 
     def cudaGetErrorString(self, err):  # noqa: N802
@@ -301,22 +358,37 @@ def install_cudart(monkeypatch, cudart: FakeCudart) -> None:
 
 
 def segmenting_tensorrt(
-    cudart: FakeCudart, version: str = "11.4.1", ok: bool = True
+    cudart: FakeCudart,
+    version: str = "11.4.1",
+    ok: bool = True,
+    confidence_dtype: Any = np.float32,
 ) -> types.ModuleType:
     """A fake TensorRT whose engine computes labels = R % 19 and confidence = G / 255 in "device"
     memory."""
 
-    def execute(addresses: dict[str, int]) -> bool:
+    def compute(addresses: dict[str, int]) -> None:
         image = np.frombuffer(bytes(cudart.device[addresses["image"]]), np.uint8).reshape(
             1, 8, 12, 3
         )
         cudart.device[addresses["labels"]][:] = (image[..., 0] % 19).astype(np.uint8).tobytes()
         cudart.device[addresses["confidence"]][:] = (
-            (image[..., 1] / np.float32(255)).astype(np.float32).tobytes()
+            (image[..., 1] / np.float32(255)).astype(confidence_dtype).tobytes()
         )
+
+    def execute(addresses: dict[str, int]) -> bool:
+        bound = dict(addresses)
+        cudart.enqueue(lambda: compute(bound))  # runs in stream order, at synchronize
         return ok
 
-    return fake_tensorrt(version, on_execute=execute)
+    trt = fake_tensorrt("11.4.1" if version is None else version, on_execute=execute)
+    if confidence_dtype == np.float16:
+        trt_tensors = {
+            "image": ((1, 8, 12, 3), trt.uint8),
+            "labels": ((1, 8, 12), trt.uint8),
+            "confidence": ((1, 8, 12), trt.float16),
+        }
+        trt = fake_tensorrt(trt.__version__, on_execute=execute, engine_tensors=trt_tensors)
+    return trt
 
 
 def engine_file(folder: Path, version: str = "11.4.1") -> tuple[Path, dict]:
