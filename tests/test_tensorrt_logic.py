@@ -875,3 +875,80 @@ def test_int8_graph_of_the_cpu_scheme_is_refused_before_tensorrt_parses(
     with pytest.raises(EngineError, match="parser rejected the graph: .*zeroPt must be all zeros"):
         trt_engine.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
     assert not (tmp_path / "m.engine").exists()
+
+
+# Bugs tried by hand that the earlier fakes let through; each mutant of tensorrt_engine.py
+# must fail here, as it would on a vehicle.
+MUTATIONS = {
+    "float pool size": ("int(workspace_gib * (1 << 30))", "workspace_gib * (1 << 30)"),
+    "Path to the parser": ("parse_from_file(str(onnx_path))", "parse_from_file(onnx_path)"),
+    "no synchronize": ("            cuda.synchronize(stream)\n", ""),
+}
+
+
+def mutant(name: str) -> types.ModuleType:
+    """tensorrt_engine.py with one mutation, loaded as a sibling module of the package."""
+    import importlib.util
+
+    before, after = MUTATIONS[name]
+    source = Path(trt_engine.__file__).read_text()
+    assert source.count(before) == 1, f"mutation {name!r} no longer applies"
+    spec = importlib.util.spec_from_loader("ros2_fed.engine._tensorrt_mutant", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "ros2_fed.engine"
+    exec(compile(source.replace(before, after), trt_engine.__file__, "exec"), module.__dict__)
+    return module
+
+
+def build_fails(module: types.ModuleType, tmp_path: Path, monkeypatch) -> bool:
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.16.1"))
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"onnx")
+    meta = {"precision": "fp16", "input_tensor_shape": [1, 8, 12, 3], "runtime": "onnxruntime"}
+    monkeypatch.setattr(
+        module, "select_device", lambda device: {"name": "Fake GPU", "compute_capability": "8.7"}
+    )
+    try:
+        module.build_tensorrt_engine(onnx_path, tmp_path / "m.engine", meta, progress=None)
+    except (TypeError, EngineError):
+        return True
+    return False
+
+
+def run_is_wrong(module: types.ModuleType, tmp_path: Path, monkeypatch) -> bool:
+    cudart = FakeCudart()
+    install_cudart(monkeypatch, cudart)
+    monkeypatch.setitem(sys.modules, "tensorrt", segmenting_tensorrt(cudart))
+    path, _ = engine_file(tmp_path)
+    engine = module.TensorRTEngine(path)
+    image = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    labels, _ = engine.infer(image)
+    return not np.array_equal(labels, image[..., 0] % 19)
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_each_known_bug_fails_against_the_fakes(tmp_path, monkeypatch, name) -> None:
+    module = mutant(name)
+    check = run_is_wrong if name == "no synchronize" else build_fails
+    assert check(module, tmp_path, monkeypatch), f"the {name!r} mutant passed the fakes"
+    # the unmutated module passes the same check
+    (tmp_path / "ok").mkdir()
+    assert not check(trt_engine, tmp_path / "ok", monkeypatch)
+
+
+def test_float16_confidence_output_is_returned_as_float32(tmp_path, monkeypatch) -> None:
+    """An fp16 engine whose confidence tensor is float16: the caller still gets float32."""
+    cudart = FakeCudart()
+    install_cudart(monkeypatch, cudart)
+    trt = segmenting_tensorrt(cudart, confidence_dtype=np.float16)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    path, _ = engine_file(tmp_path)
+    engine = trt_engine.TensorRTEngine(path)
+    assert engine._host["confidence"].dtype == np.float16
+    for seed in range(2):
+        image = np.random.default_rng(seed).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+        labels, confidence = engine.infer(image)
+        assert confidence.dtype == np.float32 and confidence.shape == (8, 12)
+        np.testing.assert_array_equal(labels, image[..., 0] % 19)
+        np.testing.assert_allclose(confidence, image[..., 1] / 255.0, atol=1e-3)
+    engine.close()
