@@ -952,3 +952,98 @@ def test_float16_confidence_output_is_returned_as_float32(tmp_path, monkeypatch)
         np.testing.assert_array_equal(labels, image[..., 0] % 19)
         np.testing.assert_allclose(confidence, image[..., 1] / 255.0, atol=1e-3)
     engine.close()
+
+
+def fake_cuda_torch(monkeypatch) -> types.SimpleNamespace:
+    """torch with a "cuda" that is host memory: the CUDA calls TorchBackend makes, no GPU."""
+    import contextlib
+
+    import torch
+
+    class Stream:
+        def __init__(self, device: Any) -> None:
+            self.cuda_stream, self.synchronized = 99, 0
+
+        def synchronize(self) -> None:
+            self.synchronized += 1
+
+    streams: list[Stream] = []
+
+    def make_stream(device: Any) -> Stream:
+        streams.append(Stream(device))
+        return streams[-1]
+
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True,
+        device_count=lambda: 1,
+        set_device=lambda device: None,
+        get_device_capability=lambda device: (8, 7),
+        get_device_name=lambda device: "Fake GPU",
+        Stream=make_stream,
+        stream=lambda stream: contextlib.nullcontext(),
+        streams=streams,
+    )
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # no CUDA to pin for
+    return types.SimpleNamespace(
+        cuda=cuda,
+        uint8=torch.uint8,
+        device=lambda kind, index: torch.device("cpu"),
+        empty=torch.empty,
+    )
+
+
+def test_torch_backend_allocates_copies_and_reports_failures(monkeypatch) -> None:
+    from ros2_fed.engine.cuda_memory import TorchBackend
+
+    fake = fake_cuda_torch(monkeypatch)
+    backend = TorchBackend(fake)
+    assert backend.select_device(0) == {"name": "Fake GPU", "compute_capability": "8.7"}
+    with pytest.raises(EngineError, match="CUDA device 3 does not exist"):
+        backend.select_device(3)
+    stream = backend.stream()
+    device = backend.device_alloc(24)
+    host_in, host_out = (
+        backend.host_array((2, 3), "float32"),
+        backend.host_array((2, 3), "float32"),
+    )
+    host_in[:] = np.arange(6, dtype=np.float32).reshape(2, 3)
+    backend.upload(device, host_in, stream)
+    backend.download(host_out, device, stream)
+    backend.synchronize(stream)
+    np.testing.assert_array_equal(host_out, host_in)
+    assert fake.cuda.streams[0].synchronized == 1
+    fake.empty = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("CUDA out of memory\nmore"))
+    with pytest.raises(
+        EngineError, match=r"^CUDA allocation failed: RuntimeError: CUDA out of memory$"
+    ):
+        backend.device_alloc(8)
+    backend.close()
+
+
+def test_engine_runs_through_the_torch_backend_without_cuda_python(tmp_path, monkeypatch) -> None:
+    """No cuda-python: CUDA memory comes from torch; the frame goes through torch's buffers."""
+    from ros2_fed.engine import cuda_memory
+
+    monkeypatch.setattr(cuda_memory, "import_cudart", lambda: None)
+    fake = fake_cuda_torch(monkeypatch)
+    monkeypatch.setitem(sys.modules, "torch", fake)
+
+    def execute(addresses: dict[str, int]) -> bool:  # "device" pointers are host addresses here
+        image = np.frombuffer(ctypes.string_at(addresses["image"], 8 * 12 * 3), np.uint8)
+        image = image.reshape(8, 12, 3)
+        labels = (image[..., 0] % 19).astype(np.uint8).tobytes()
+        confidence = (image[..., 1] / np.float32(255)).astype(np.float32).tobytes()
+        ctypes.memmove(addresses["labels"], labels, len(labels))
+        ctypes.memmove(addresses["confidence"], confidence, len(confidence))
+        return True
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.1", on_execute=execute))
+    path, _ = engine_file(tmp_path)
+    engine = trt_engine.TensorRTEngine(path)
+    assert engine._cuda.name == "torch"
+    image = np.random.default_rng(2).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    labels, confidence = engine.infer(image)
+    np.testing.assert_array_equal(labels, image[..., 0] % 19)
+    np.testing.assert_allclose(confidence, image[..., 1] / 255.0, rtol=1e-6)
+    assert fake.cuda.streams[0].synchronized >= 1
+    engine.close()
