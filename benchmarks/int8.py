@@ -48,6 +48,7 @@ from ros2_fed.engine.int8 import calibration_set
 from ros2_fed.engine.onnx_engine import OnnxEngine
 from ros2_fed.engine.options import runtime_options
 from ros2_fed.eval.metrics import auroc, average_precision
+from ros2_fed.jsonio import write_json
 from ros2_fed.paths import default_models_dir
 from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 
@@ -346,7 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "accuracy": acc,
             "int8": {name: pair["int8_summary"] for name, pair in pairs.items()},
         }
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=float))
+        write_json(args.json, figures, indent=1)
     return 0
 
 
