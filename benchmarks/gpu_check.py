@@ -8,7 +8,8 @@ runtime mode and compares its outputs with the float32 detector run on the CPU:
   FED: the graph ``fed_export --precision fp16`` writes and TensorRT builds); fp32 and typed
   fp16 replayed as CUDA graphs;
 - TensorRT fp32 / fp16 (strongly typed, from the ONNX export) when ``tensorrt`` imports, and
-  torch-tensorrt fp16 when ``torch_tensorrt`` imports; otherwise listed as skipped, with why;
+  torch-tensorrt fp16 when ``torch_tensorrt`` imports; otherwise listed as skipped, with why
+  (a runtime that is there but raises is listed as FAILED, and the exit status is 1);
 - ONNX Runtime fp32 / typed fp16 on the CPU (``--device cpu``, or ``--onnxruntime``).
 
 Per row: median and p90 latency per frame (host image in -> host outputs, copies included),
@@ -385,9 +386,10 @@ def run_checks(
     budget_s: float,
     onnxruntime: bool,
     say: Callable[[str], None],
-) -> tuple[list[Row], dict[str, str]]:
+) -> tuple[list[Row], dict[str, str], dict[str, str]]:
     start = time.perf_counter()
     todo, skipped = modes(device, onnxruntime)
+    failed: dict[str, str] = {}  # a runtime that was there and broke: not a skip
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -408,10 +410,7 @@ def run_checks(
                         times = time_runner(runner, images[0], runs, warmup)
                         stats = mean_parity(runner, images, refs)
                     except Exception as exc:  # noqa: BLE001 - one failing runtime must not hide the others
-                        skipped[f"{model} {variant} {key}"] = (
-                            f"failed: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-                        )
+                        failed[f"{model} {variant} {key}"] = failure(exc)
                         continue
                     if (
                         variant == "backbone only"
@@ -437,7 +436,7 @@ def run_checks(
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
     add_fed_share(rows)
-    return rows, skipped
+    return rows, skipped, failed
 
 
 #: Runtime modes of the surround-camera rows, best first (those that run here are used).
@@ -459,9 +458,10 @@ def run_batch_checks(
     warmup: int,
     onnxruntime: bool,
     say: Callable[[str], None],
-) -> tuple[list[BatchRow], dict[str, str]]:
+) -> tuple[list[BatchRow], dict[str, str], dict[str, str]]:
     """Batch 1 against batch ``batch`` for each model's ``+ FED-U`` detector, per runtime mode."""
     todo, skipped = modes(device, onnxruntime)
+    failed: dict[str, str] = {}
     rows: list[BatchRow] = []
     frames_in = np.stack([images[i % len(images)] for i in range(batch)])
     with tempfile.TemporaryDirectory() as tmp:
@@ -481,9 +481,7 @@ def run_batch_checks(
                     batched = time_runner(runner, frames_in, runs, warmup)
                     labels, _ = runner(frames_in)
                 except Exception as exc:  # noqa: BLE001 - one failing runtime must not hide the others
-                    skipped[f"{model} batch {batch} {key[0]} {key[1]}"] = (
-                        f"failed: {type(exc).__name__}: {exc}"
-                    )
+                    failed[f"{model} batch {batch} {key[0]} {key[1]}"] = failure(exc)
                     continue
                 agree = float(np.mean([(labels[i] == refs[i][0]).mean() for i in range(batch)]))
                 rows.append(
@@ -497,7 +495,13 @@ def run_batch_checks(
                         agree,
                     )
                 )
-    return rows, skipped
+    return rows, skipped, failed
+
+
+def failure(exc: BaseException) -> str:
+    """One line for a runtime that raised."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def batch_markdown(rows: Sequence[BatchRow]) -> list[str]:
@@ -566,6 +570,7 @@ def markdown(
     env: dict[str, Any],
     settings: dict[str, Any],
     batch_rows: Sequence[BatchRow] = (),
+    failed: Optional[dict[str, str]] = None,
 ) -> str:
     def pct(v: Optional[float], digits: int = 1) -> str:
         return "—" if v is None else f"{100 * v:.{digits}f} %"
@@ -594,6 +599,9 @@ def markdown(
             f"{'yes' if r.parity_ok else 'NO'} |"
         )
     lines += batch_markdown(batch_rows)
+    if failed:
+        lines += ["", "FAILED (the runtime is installed but did not run):", ""]
+        lines += [f"- FAILED {what}: {why}" for what, why in failed.items()]
     lines += ["", "Skipped:", ""]
     lines += [f"- {what}: {why}" for what, why in skipped.items()] or ["- nothing"]
     return "\n".join(lines) + "\n"
@@ -668,15 +676,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     models = default_models() if args.tiny else paper_models()
     images, frame_kind = frames(size[0], size[1], args.frames)
-    rows, skipped = run_checks(
+    rows, skipped, failed = run_checks(
         models, device, size, images, runs, warmup, args.budget_s, args.onnxruntime, say
     )
     batch_rows: list[BatchRow] = []
     if args.batch > 1:
-        batch_rows, batch_skipped = run_batch_checks(
+        batch_rows, batch_skipped, batch_failed = run_batch_checks(
             models, device, size, images, args.batch, runs, warmup, args.onnxruntime, say
         )
         skipped.update({k: v for k, v in batch_skipped.items() if k not in skipped})
+        failed.update(batch_failed)
     env = environment(device)
     settings = {
         "size": f"{size[0]}x{size[1]}",
@@ -687,7 +696,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(rows, skipped, env, settings, batch_rows)
+    text = markdown(rows, skipped, env, settings, batch_rows, failed)
     (out / "gpu_check.md").write_text(text)
     write_json(
         out / "gpu_check.json",
@@ -696,10 +705,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "settings": settings,
             "rows": [asdict(r) for r in rows],
             "skipped": skipped,
+            "failed": failed,
             "batch_rows": [dict(asdict(r), gain=r.gain) for r in batch_rows],
         },
     )
     print(text)
+    if failed:
+        print(f"gpu_check: FAILED: {len(failed)} runtime check(s) raised", file=sys.stderr)
+        return 1
     return 0
 
 

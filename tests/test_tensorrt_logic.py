@@ -1047,3 +1047,39 @@ def test_engine_runs_through_the_torch_backend_without_cuda_python(tmp_path, mon
     np.testing.assert_allclose(confidence, image[..., 1] / 255.0, rtol=1e-6)
     assert fake.cuda.streams[0].synchronized >= 1
     engine.close()
+
+
+def test_gpu_check_reports_a_runtime_that_raises_as_failed(tmp_path, monkeypatch, capsys) -> None:
+    """A TensorRT that is installed but breaks is a failure of the GPU check, not a skip."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gpu_check", repo / "benchmarks/gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look it up
+    spec.loader.exec_module(gpu_check)
+
+    def broken_tensorrt(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("TensorRT build failed\n[stack]")
+
+    def modes(device: Any, onnxruntime: bool) -> tuple[dict, dict]:
+        run = {
+            ("torch", "fp32"): gpu_check.torch_runner("fp32"),
+            ("TensorRT", "fp16"): broken_tensorrt,
+        }
+        return run, {"torch-tensorrt": "not installed"}
+
+    monkeypatch.setattr(gpu_check, "modes", modes)
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--device", "cpu", "--tiny", "--runs", "1", "--warmup", "0"]
+    status = gpu_check.main([*argv, "--frames", "1", "--batch", "0", "--quiet"])
+    assert status == 1
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert set(report["failed"]) == {
+        f"default (TinySeg) {variant} TensorRT fp16"
+        for variant in ("backbone only", "+ FED-U", "+ FED-C")
+    }
+    assert all(v == "RuntimeError: TensorRT build failed" for v in report["failed"].values())
+    assert not any("TensorRT" in k for k in report["skipped"])
+    assert "- FAILED default (TinySeg) + FED-U TensorRT fp16" in (out / "gpu_check.md").read_text()
+    assert {r["runtime"] for r in report["rows"]} == {"torch"}
