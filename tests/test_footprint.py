@@ -9,11 +9,13 @@ test measures the default the node really gets.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,6 +54,26 @@ def test_default_session_holds_far_less_memory_at_camera_size() -> None:
     """Measured: 247 MiB with the default against 415 MiB with the memory pattern on."""
     default, with_pattern = _probe_rss_mib(""), _probe_rss_mib("1")
     assert default <= with_pattern - 100, (default, with_pattern)
+
+
+@pytest.mark.slow
+def test_footprint_benchmark_measures_the_node_both_ways() -> None:
+    """benchmarks/footprint.py end to end, one round: a real fed_node per setting."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "footprint.py"), "--rounds", "1"]
+        + ["--frames", "1"],
+        env=dict(os.environ, OMP_NUM_THREADS="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(REPO),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split("|") for line in out.stdout.splitlines() if "memory pattern" in line]
+    assert len(rows) == 2, out.stdout
+    rss = {row[1].strip(): float(row[2]) for row in rows}
+    assert rss["memory pattern off (default)"] < rss["memory pattern on"], rss
+    assert "RSS goal <= 300 MiB" in out.stdout
 
 
 def _conv_chain() -> bytes:
