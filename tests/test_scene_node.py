@@ -97,9 +97,15 @@ def test_one_blocked_camera_errors_and_the_others_stay_ok(
     )
 
     def settled() -> Any:
+        """Levels as expected and the blocked camera's fault counted: the uncertain-fraction
+        rule may reach ERROR on a black frame a frame before the fault rule does."""
         latest = _scene_statuses(client, node)
         levels = {cam: s.level[0] for cam, s in latest.items()}
-        return latest if levels == {"front": 0, "left": 2, "rear": 0} else None
+        if levels != {"front": 0, "left": 2, "rear": 0}:
+            return None
+        values = {kv.key: kv.value for kv in latest[BLOCKED].values}
+        faulted = values.get("fault") == "black" and int(values.get("fault_frames", 0)) >= 3
+        return latest if faulted else None
 
     sent = [0]
 
