@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -39,42 +39,8 @@ from .diagnostics import (
 from .inference import engine_batch, engine_shape, infer_batch, needs_resize, warm_up
 from .model_spec import model_calibration
 from .params import NODE_NAME, input_limits, output_settings, with_defaults
+from .results import CameraResult
 from .stages import DEFAULT_STAGES, ModelInfo, StageFactory
-
-
-@dataclass(eq=False)
-class CameraResult:
-    """One camera's frame after :meth:`FrameProcessor.run`: decoded and inferred, or refused.
-
-    ``inference_s`` is the engine time of the whole batch the frame ran in; ``statuses`` the
-    per-frame stages' verdicts by stage name; ``changed``: a stage's level differs from that
-    camera's previous frame (aggregators should hear of it at once).
-    """
-
-    camera: str
-    message: Any
-    rgb: Optional[np.ndarray] = None
-    labels: Optional[np.ndarray] = None
-    confidence: Optional[np.ndarray] = None
-    bad_input: Optional[codec.ImageDecodeError] = None
-    bad_input_total: int = 0  # this camera's bad frames so far, this one included
-    notes: tuple[codec.DecodeNote, ...] = ()
-    resized: bool = False  # the frame is not the engine's size: resized on the host
-    decode_s: float = 0.0
-    inference_s: float = 0.0
-    statuses: dict[str, Status] = field(default_factory=dict)
-    changed: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """Decoded and run through the engine."""
-        return self.labels is not None
-
-    @property
-    def stamp(self) -> Any:
-        """The input message's header stamp (None for a bare frame)."""
-        header = getattr(self.message, "header", None)
-        return getattr(header, "stamp", None)
 
 
 @dataclass(frozen=True)

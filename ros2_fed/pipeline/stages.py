@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from ros2_fed.alerts import AlertConfig, AlertMonitor, AlertState
 from ros2_fed.health import Status
@@ -22,9 +22,7 @@ from ros2_fed.scene import SceneConfig, SceneMonitor, frame_digest
 
 from .outputs import ALERT_STAGE, SCENE_STAGE
 from .params import alert_config, scene_config
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .processor import CameraResult
+from .results import CameraResult
 
 
 @dataclass(frozen=True)
