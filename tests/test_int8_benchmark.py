@@ -1,14 +1,34 @@
 """benchmarks/int8.py runs end to end on tiny settings and prints its three tables.
 
 Why: the script is how the INT8 speed and accuracy figures in docs/int8.md are produced;
-nothing else exercises it. Timings are not asserted (tests never judge speed).
+nothing else exercises it. Its default-model row must name the model fed_node ships with (a
+stale "FED-U" label on a FED-C run is how the page's figures went wrong once). Timings are not
+asserted (tests never judge speed).
 """
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+from ros2_fed.paths import default_models_dir
+from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
 from tests.test_benchmarks import run_script, tables
+
+
+def shipped_fed_variant() -> str:
+    """FED-U / FED-C of the shipped default FED checkpoint, read from its JSON file (a
+    conditional flow has a condition vector: cond_dim > 0), not from the code under test."""
+    meta = json.loads((default_models_dir() / f"{DEFAULT_FED}.json").read_text())
+    return "FED-C" if meta["config"]["cond_dim"] > 0 else "FED-U"
+
+
+def test_the_shipped_default_fed_is_fed_c() -> None:
+    # docs/int8.md, README and the ablation (docs/fed_ablation.md) describe FED-C as the default
+    assert DEFAULT_FED == "fed_c_synthroad"
+    assert shipped_fed_variant() == "FED-C"
 
 
 @pytest.mark.slow
@@ -32,17 +52,32 @@ def test_int8_benchmark_prints_speed_profile_and_accuracy(tmp_path) -> None:
         str(figures),
     )
     speed, profile, accuracy = tables(out)
+    default_row = f"default model ({DEFAULT_BACKBONE} + {DEFAULT_FED}, {shipped_fed_variant()})"
     assert [row[0] for row in speed] == [
         "TinySeg (embedded default architecture) + FED-U",
-        "default model (TinySeg + FED-U)",
+        default_row,
     ]
     for row in speed:  # wall-clock and CPU-time speed-ups
         assert all(row[i].startswith("**") and row[i].endswith("x**") for i in (3, 6)), row
     assert any(row[3] == "QLinearConv" for row in profile), "the int8 engine runs int8 convs"
-    assert [row[0] for row in accuracy][:4] == [
+    assert [row[0] for row in accuracy] == [
         "mIoU (val)",
         "OOD AP of 1 - confidence (ood)",
         "OOD AuROC (ood)",
         "misclassification AuROC (val)",
+        "labels agree with fp32 (val)",
+        "confidence difference (val)",
     ]
-    assert figures.is_file() and "accuracy" in figures.read_text()
+    # the JSON file (what docs/int8.md's figures are copied from) holds the printed figures
+    data = json.loads(figures.read_text())
+    assert data["default_model"] == default_row
+    assert set(data["int8"]) == {row[0] for row in speed}
+    assert data["setup"]["size"] == [64, 128] and data["setup"]["calibration_images"] == 2
+    assert data["setup"]["command"].startswith("python benchmarks/int8.py --arch tiny")
+    acc = data["accuracy"]
+    assert len(acc["agreement"]) == len(acc["conf_mean"]) == len(acc["conf_p999"]) == 2
+    assert accuracy[4][2].startswith(f"{100 * np.mean(acc['agreement']):.2f} %")
+    assert f"max {acc['conf_max']:.3f}" in accuracy[5][2]
+    assert max(acc["conf_p999"]) <= acc["conf_max"]
+    for engine in ("fp32", "int8"):
+        assert f"{100 * acc[engine]['miou']:.2f}" == accuracy[0][1 if engine == "fp32" else 2]
