@@ -32,7 +32,9 @@ from typing import Any, Callable, Optional, TypeVar  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
+from rclpy.utilities import remove_ros_args  # noqa: E402
 
+from ros2_fed import ros_args  # noqa: E402
 from ros2_fed.node_wiring import EngineFactory, FedWiring  # noqa: E402
 from ros2_fed.pipeline.logs import ready_report  # noqa: E402
 from ros2_fed.pipeline.params import NODE_NAME, StartupError, help_text  # noqa: E402
@@ -77,25 +79,34 @@ def run_node(
     executable: str = NODE_NAME,
 ) -> int:
     """A fed node process from ``--help`` to exit: ``make_node`` (after rclpy.init),
-    ``start`` it, ``spin`` it until a signal (or until ``spin`` returns); a StartupError is
-    one FATAL line and exit 1, a stop signal at any moment exit 0."""
+    ``start`` it, ``spin`` it until a signal (or until ``spin`` returns); a StartupError or
+    ROS arguments rcl refuses (:mod:`ros2_fed.ros_args`) are one FATAL line and exit 1, a stop
+    signal at any moment exit 0."""
     argv = list(sys.argv if args is None else args)
     user_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in user_args or "--help" in user_args:
-        print(help_text((doc or "").strip().splitlines()[0], executable))
-        return 0
+        return _print_help(help_text((doc or "").strip().splitlines()[0], executable))
+    refused = ros_args.problem(argv, remove_ros_args)
+    if refused:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {refused}")
+        return 1
     stopping.install()
     stopping.started()  # a stop signal is a KeyboardInterrupt from here on
     node: Optional[NodeT] = None
     stopped = "during start-up"
     try:
-        rclpy.init(args=argv)
+        try:
+            rclpy.init(args=argv)
+        except Exception as exc:  # what the check above let through: still one line, exit 1
+            if stopping.received() is not None:
+                raise KeyboardInterrupt from exc
+            raise StartupError(ros_args.rcl_message(str(exc))) from exc
         node = make_node()
         start(node)
         stopped = ""
         spin(node)
     except StartupError as exc:
-        if rclpy.ok():
+        if rclpy.ok() or stopping.received() is None:
             logger = node.get_logger() if node else rclpy.logging.get_logger(NODE_NAME)
             logger.fatal(f"cannot start: {exc}")
             return 1
@@ -108,6 +119,15 @@ def run_node(
         _shut_down(node)
     if stopped and stopping.received() is not None:
         rclpy.logging.get_logger(NODE_NAME).info(f"stopped by a signal {stopped}")
+    return 0
+
+
+def _print_help(text: str) -> int:
+    """``--help`` on stdout; a reader that stops early (``| head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        stopping.quiet_broken_pipe()
     return 0
 
 

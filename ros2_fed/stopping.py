@@ -106,6 +106,17 @@ def leave_if_stopped(code: int) -> int:
     return code
 
 
+def quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``fed_node --help | head``): what is still buffered goes
+    to /dev/null, so the interpreter's last flush raises no BrokenPipeError at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 def received() -> Optional[int]:
     """The first stop signal received, or None."""
     return _state["received"]
