@@ -67,6 +67,16 @@ def frame_presence(
     return out
 
 
+def counted_frames(presence: Sequence[Optional[bool]], raise_frames: int) -> list[bool]:
+    """Per frame: does the recall count it? Positive frames after the first ``raise_frames`` of
+    their run of positive frames (the alert waits that many frames on purpose)."""
+    out, run = [], 0
+    for present in presence:
+        run = run + 1 if present else 0
+        out.append(bool(present) and run > raise_frames)
+    return out
+
+
 def score_alerts(
     levels: Sequence[Optional[int]], presence: Sequence[Optional[bool]], raise_frames: int
 ) -> AlertScore:
@@ -75,12 +85,10 @@ def score_alerts(
     if len(levels) != len(presence):
         raise ValueError(f"{len(levels)} alert levels for {len(presence)} frames")
     positives = excused = negatives = hit = false = 0
-    run = 0
-    for level, present in zip(levels, presence):
-        run = run + 1 if present else 0
+    for level, present, counted in zip(levels, presence, counted_frames(presence, raise_frames)):
         alerted = level is not None and level >= WARN
         if present:
-            if run <= raise_frames:
+            if not counted:
                 excused += 1
                 continue
             positives += 1
