@@ -110,3 +110,27 @@ def test_multiscale_fed_prints_its_cost_ratio(tmp_path, monkeypatch) -> None:
     out = run_script("multiscale_fed.py", "--size", "64x128", "--runs", "2", "--threads", "1")
     assert "FED at 1/4 (node default): median" in out and "(1.00x)" in out
     assert "multi-scale FED, 1/4 + 1/2: median" in out
+
+
+@pytest.mark.slow
+def test_conversion_speed_is_a_ratio_to_a_copy_and_gates_on_it(capsys) -> None:
+    """Full-HD conversions in copies of the same bytes (the former wall-clock asserts of
+    test_codec / test_viz, now a ratio measured in one run): exit 0 within the default bound,
+    exit 1 when the bound is below what the colour map costs (it is never as cheap as a copy)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "conversion_speed", REPO / "benchmarks" / "conversion_speed.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--runs", "5"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert [r[0] for r in rows] == [
+        "numpy_to_image rgb8",
+        "numpy_to_image 32FC1",
+        "to_rgb8 from bgr8",
+        "confidence_to_rgb",
+    ]
+    assert all(float(r[3]) <= module.DEFAULT_MAX_RATIO for r in rows), rows
+    assert module.main(["--size", "64x128", "--runs", "2", "--max-ratio", "1"]) == 1

@@ -6,7 +6,6 @@ import array
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -648,25 +647,14 @@ def test_to_rgb8_refuses_what_has_no_rgb_meaning(encoding: str) -> None:
     assert err.value.kind == "unknown_encoding" and encoding in str(err.value)
 
 
-@pytest.mark.slow  # asserts wall-clock time: flaky on a loaded machine, kept out of `make test`
-def test_full_hd_is_fast() -> None:
-    """1920x1080: conversions are a few ms (loose bound: this machine is shared)."""
+def test_full_hd_converts_exactly() -> None:
+    """1920x1080 through the node's conversions (their speed, in copies of the same bytes, is
+    benchmarks/conversion_speed.py's: tests never time themselves)."""
     rgb = np.random.default_rng(0).integers(0, 256, size=(1080, 1920, 3), dtype=np.uint8)
     conf = np.random.default_rng(1).random((1080, 1920), dtype=np.float32)
-    bgr_msg = raw_msg(rgb[..., ::-1], "bgr8")
-
-    def best(fn, runs: int = 5) -> float:
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    assert best(lambda: codec.numpy_to_image(rgb, "rgb8")) < 0.05
-    assert best(lambda: codec.numpy_to_image(conf, "32FC1")) < 0.05
-    assert best(lambda: codec.to_rgb8(bgr_msg)) < 0.05
-    np.testing.assert_array_equal(codec.to_rgb8(bgr_msg), rgb)
+    np.testing.assert_array_equal(codec.to_rgb8(raw_msg(rgb[..., ::-1], "bgr8")), rgb)
+    np.testing.assert_array_equal(codec.image_to_numpy(codec.numpy_to_image(rgb, "rgb8")), rgb)
+    np.testing.assert_array_equal(codec.image_to_numpy(codec.numpy_to_image(conf, "32FC1")), conf)
 
 
 # --------------------------------------------------------------------------------------

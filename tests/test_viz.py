@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -99,15 +98,14 @@ def test_confidence_ramp_is_monotone_and_smooth() -> None:
     assert tuple(lut[1]) == (255, 0, 0) and tuple(lut[255]) == (0, 0, 255)
 
 
-@pytest.mark.slow  # asserts wall-clock time: flaky on a loaded machine, kept out of `make test`
-def test_confidence_full_hd_is_fast() -> None:
+def test_confidence_full_hd_shape() -> None:
+    """1920x1080 in, one RGB image out (its speed, in copies of the same bytes, is
+    benchmarks/conversion_speed.py's: tests never time themselves)."""
     conf = np.random.default_rng(0).random((1080, 1920), dtype=np.float32)
-    viz.confidence_to_rgb(conf)
-    t0 = time.perf_counter()
+    conf[0, :3] = (0.0, 1.0, np.nan)
     out = viz.confidence_to_rgb(conf)
-    elapsed = time.perf_counter() - t0
-    assert out.shape == (1080, 1920, 3)
-    assert elapsed < 0.1, elapsed  # a few ms normally; generous for a loaded CI machine
+    assert out.shape == (1080, 1920, 3) and out.dtype == np.uint8
+    assert out[0, :3].tolist() == [[255, 0, 0], [0, 0, 255], [0, 0, 0]]  # red, blue, NaN black
 
 
 def test_overlay_alpha_endpoints_and_blend() -> None:
