@@ -13,7 +13,9 @@ from typing import Any, Optional
 from training import synthroad_bag as sb
 
 SIZE = (64, 128)
-FRAMES = 4
+#: Frames of good bag i: unequal, so a per-bag mean or an unweighted share is told from
+#: the fleet's own (16 frames in all).
+BAG_FRAMES = (2, 4, 7, 3)
 
 
 def corrupt_chunk(bag: Path) -> None:
@@ -30,12 +32,13 @@ def corrupt_chunk(bag: Path) -> None:
 
 
 def write_fleet(root: Path, good: int) -> dict[str, Any]:
-    """``root/fleet/drive_NN`` good bags (seeds 0..good-1), ``bad_corrupt`` (a corrupt chunk)
-    and ``bad_no_camera`` (diagnostics only: no camera topic)."""
+    """``root/fleet/drive_NN`` good bags (seeds 0..good-1, ``BAG_FRAMES[i]`` frames each),
+    ``bad_corrupt`` (a corrupt chunk) and ``bad_no_camera`` (diagnostics only: no camera
+    topic)."""
     fleet = root / "fleet"
     for i in range(good):
         sb.write_synthroad_bag(
-            fleet / f"drive_{i:02d}", frames=FRAMES, size=SIZE, seed=i, ood_from_frame=1
+            fleet / f"drive_{i:02d}", frames=BAG_FRAMES[i], size=SIZE, seed=i, ood_from_frame=1
         )
     shutil.copytree(fleet / "drive_00", fleet / "bad_corrupt")
     corrupt_chunk(fleet / "bad_corrupt")

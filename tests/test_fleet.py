@@ -1,6 +1,7 @@
 """fed_fleet_eval (ros2_fed/eval/fleet) with the local executor: worker processes on this machine.
 
-Tiny synthroad bags (4 frames of 64x128) and a random TinySeg + FED-U (torch runtime):
+Tiny synthroad bags of unequal length (2, 4, 7 and 3 frames of 64x128) and a random TinySeg +
+FED-U (torch runtime); pooling also on hand-made bags of 2, 4 and 7 frames:
 
 - a scorer state survives ``.npz`` bytes exactly (exact and histogram), and the merge of loaded
   states equals the merge of the originals;
@@ -26,7 +27,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -96,6 +97,129 @@ def test_pool_equals_one_scorer_over_all_frames(frames_per_bag: int) -> None:
     one = _scorer([f for frames in bags for f in frames], exact=exact)
     assert pool.scorer is not None and pool.scorer.exact is exact
     fh.assert_results_equal(pool.scorer.results(), one.results())
+
+
+# Bags of unequal length (2, 4 and 7 frames) whose models differ in accuracy and in how well
+# their scores separate wrong pixels, so the mean of
+# per-bag IDM means, an unweighted scene share or a pool that forgets a bag all give other
+# numbers than one scorer over the 13 frames.
+UNEQUAL = ((2, 0.9, 1.0), (4, 0.6, 0.3), (7, 0.3, 0.05))  # frames, right share, separation
+H16, W20 = 16, 20
+
+
+def _bag_frames(seed: int, frames: int, right: float, apart: float) -> list[tuple[Any, ...]]:
+    """float64 scores (no ties), wrong pixels scored higher on average, some void and OOD."""
+    rng = np.random.default_rng(100 + seed)
+    out = []
+    for _ in range(frames):
+        label = rng.integers(0, 5, (H16, W20)).astype(np.uint8)
+        label[0, :4] = 255
+        ood = (rng.random((H16, W20)) < 0.2).astype(np.uint8)
+        ood[1, :3] = 255
+        pred = np.where(rng.random((H16, W20)) < right, label, (label + 1) % 5).astype(np.uint8)
+        score = rng.random((H16, W20)) + apart * (pred != label) + 0.5 * (ood == 1)
+        out.append((pred, {"node": score / 3.0}, label, ood))
+    return out
+
+
+def _unequal_bags() -> list[list[tuple[Any, ...]]]:
+    return [_bag_frames(i, *bag) for i, bag in enumerate(UNEQUAL)]
+
+
+def _sklearn_oracle(bags: list[list[tuple[Any, ...]]]) -> dict[str, Any]:
+    """scikit-learn on the concatenated pixels (OOD: void ignored, pooled) and per frame (IDM:
+    void and OOD ignored, frames with one class skipped, the rest averaged over frames)."""
+    skm = pytest.importorskip("sklearn.metrics")
+    scores, truth, idm = [], [], []
+    for pred, maps, label, ood in (frame for bag in bags for frame in bag):
+        keep = ood != 255
+        scores.append(maps["node"][keep])
+        truth.append(ood[keep] == 1)
+        valid = (label != 255) & (ood != 1)
+        wrong = (pred != label)[valid]
+        if 0 < wrong.sum() < wrong.size:
+            s = maps["node"][valid]
+            idm.append((skm.roc_auc_score(wrong, s), skm.average_precision_score(wrong, s)))
+    s, y = np.concatenate(scores), np.concatenate(truth)
+    fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    return {
+        "ood_auroc": skm.roc_auc_score(y, s),
+        "ood_ap": skm.average_precision_score(y, s),
+        "ood_fpr95": float(fpr[np.argmax(tpr >= 0.95)]),
+        "idm_auroc": float(np.mean([a for a, _ in idm])),
+        "idm_ap": float(np.mean([ap for _, ap in idm])),
+        "idm_images": len(idm),
+        "idm_bag_means": [  # the wrong answer: the plain mean of the bags' means
+            _scorer(bag, exact=True).results()["methods"]["node"]["idm"]["auroc"] for bag in bags
+        ],
+    }
+
+
+def _pool(bags: list[list[tuple[Any, ...]]], limit: Optional[int] = None) -> Any:
+    """The bags' exact states, stored and read back, pooled in this order."""
+    from ros2_fed.eval.fleet.pooling import FleetPool
+
+    pool = FleetPool() if limit is None else FleetPool(exact_pixel_limit=limit)
+    exact_after = []
+    for frames in bags:
+        stored = state.scorer_to_bytes(_scorer(frames, exact=True))
+        pool.add(state.scorer_from_bytes(stored), len(frames), H16 * W20)
+        exact_after.append(pool.scorer.exact)
+    return pool, exact_after
+
+
+def test_pool_of_unequal_bags_equals_scikit_learn_on_all_frames() -> None:
+    """2, 4 and 7 frames: POOLED OOD equals scikit-learn on the 13 frames' pixels, IDM the mean
+    over the 13 frames (not over the 3 bags), counts exact."""
+    bags = _unequal_bags()
+    want = _sklearn_oracle(bags)
+    pool, exact_after = _pool(bags)
+    assert exact_after == [True, True, True]
+    got = pool.scorer.results()
+    node = got["methods"]["node"]
+    assert got["images"] == 13 and node["idm"]["n_images"] == want["idm_images"] == 13
+    assert node["ood"]["auroc"] == pytest.approx(want["ood_auroc"], abs=1e-12)
+    assert node["ood"]["ap"] == pytest.approx(want["ood_ap"], abs=1e-12)
+    assert node["ood"]["fpr_at_tpr"] == pytest.approx(want["ood_fpr95"], abs=1e-12)
+    assert node["idm"]["auroc"] == pytest.approx(want["idm_auroc"], abs=1e-12)
+    assert node["idm"]["ap"] == pytest.approx(want["idm_ap"], abs=1e-12)
+    # the test data tells the frame mean from the mean of bag means
+    assert abs(np.mean(want["idm_bag_means"]) - want["idm_auroc"]) > 0.01
+
+
+def test_pool_crossing_the_exact_limit_between_bags_keeps_every_bag() -> None:
+    """The limit (5 frames of 16x20 here) is crossed by the third bag: the two exact bags'
+    pairs are binned into the histograms, so POOLED equals ONE histogram scorer over all 13
+    frames, and its OOD AuROC is within its error bound of scikit-learn's on all of them."""
+    bags = _unequal_bags()
+    pool, exact_after = _pool(bags, limit=5 * H16 * W20)
+    assert exact_after == [True, False, False]  # 2 frames exact, 6 frames over the limit
+    pool, exact_after = _pool(bags, limit=10 * H16 * W20)
+    assert exact_after == [True, True, False]  # crossed by the third bag (6 -> 13 frames)
+    got = pool.scorer.results()
+    one = _scorer([frame for bag in bags for frame in bag], exact=False)
+    fh.assert_results_equal(got, one.results())
+    assert got["images"] == 13 and got["exact"] is False
+    want = _sklearn_oracle(bags)
+    ood = got["methods"]["node"]["ood"]
+    assert abs(ood["auroc"] - want["ood_auroc"]) <= ood["error_bounds"]["auroc_error_bound"]
+    assert got["methods"]["node"]["idm"]["auroc"] == pytest.approx(want["idm_auroc"], abs=1e-12)
+
+
+def test_pooled_scene_share_weights_each_bag_by_its_frames() -> None:
+    """2 frames all OK, 4 frames half WARN, 7 frames all ERROR (hand-counted: OK 4 of 13,
+    WARN 2 of 13, ERROR 7 of 13); a bag without a scene share adds no frame."""
+    from ros2_fed.eval.fleet.pooling import pooled_scene
+
+    summaries = [
+        {"scene": {"OK": 1.0}, "frames": {"evaluated": 2}},
+        {"scene": {"OK": 0.5, "WARN": 0.5}, "frames": {"evaluated": 4}},
+        {"scene": {"ERROR": 1.0}, "frames": {"evaluated": 7}},
+        {"scene": None, "frames": {"evaluated": 100}},
+    ]
+    got = pooled_scene(summaries)
+    assert got == pytest.approx({"OK": 4 / 13, "WARN": 2 / 13, "ERROR": 7 / 13}, abs=1e-15)
+    assert pooled_scene([{"scene": None, "frames": {"evaluated": 3}}]) is None
 
 
 def test_scorer_state_refuses_other_files() -> None:
@@ -262,11 +386,22 @@ def test_run_rows_failures_and_files(work: dict[str, Any], first: dict[str, Any]
         share = bag_report["scene"]["share"]  # the scene-health stage's per-level share
         assert row["scene"] == {k: v for k, v in share.items() if v is not None}
     assert sum(report["pooled"]["scene"].values()) == pytest.approx(1.0)
+    counts: dict[str, int] = {}  # the fleet's share: every bag's frames per level, counted
+    for bag_id in work["good"]:
+        scene = json.loads((out / "bags" / bag_id / "report.json").read_text())["scene"]
+        for level, n in scene["counts"].items():
+            counts[level] = counts.get(level, 0) + int(n)
+    total = sum(counts.values())
+    assert total == sum(fh.BAG_FRAMES)
+    want = {level: n / total for level, n in counts.items() if n}
+    assert {k: v for k, v in report["pooled"]["scene"].items() if v} == pytest.approx(want)
     assert not list((out / "bags").glob(".tmp-*"))
     md = (out / "report.md").read_text()
     assert "**POOLED**" in md and "bad_corrupt" in md and "checksum" in md
     assert "| scene status |" in md
-    assert report["pooled"]["frames"]["evaluated"] == 4 * fh.FRAMES
+    assert report["pooled"]["frames"]["evaluated"] == sum(fh.BAG_FRAMES)
+    frames = {r["id"]: r["frames"]["evaluated"] for r in report["rows"]}
+    assert [frames[bag_id] for bag_id in sorted(work["good"])] == list(fh.BAG_FRAMES)
 
 
 @pytest.mark.slow  # worker processes (spawned interpreters importing torch)
@@ -276,13 +411,13 @@ def test_pooled_equals_one_scorer_over_all_frames(
     bags = [work["fleet"] / bag_id for bag_id in sorted(work["good"])]
     want = fh.oracle_results(bags, work["model"])
     fh.assert_results_equal(first["report"]["pooled"]["metrics"], want)
-    assert want["exact"] is True and want["images"] == 4 * fh.FRAMES
+    assert want["exact"] is True and want["images"] == sum(fh.BAG_FRAMES)
 
 
 @pytest.mark.slow  # worker processes (spawned interpreters importing torch)
 def test_worst_frames_of_the_fleet(first: dict[str, Any]) -> None:
     frames = first["report"]["worst_frames"]
-    assert len(frames) == min(20, 4 * fh.FRAMES)
+    assert len(frames) == min(20, sum(fh.BAG_FRAMES))
     keys = [(not f["by_auroc"], -f["badness"]) for f in frames]
     assert keys == sorted(keys)
     assert all(f["topic"] == sb.IMAGE_TOPIC and "." in f["stamp"] and f["what"] for f in frames)

@@ -65,15 +65,17 @@ class MeanAverager:
 
 
 class FleetPool:
-    """The bags' scorers merged one by one (exactness decided like one scorer's)."""
+    """The bags' scorers merged one by one (exactness decided like one scorer's, at
+    ``exact_pixel_limit``: the scorer's own limit; smaller in tests, to cross it between bags)."""
 
-    def __init__(self) -> None:
+    def __init__(self, exact_pixel_limit: int = EXACT_PIXEL_LIMIT) -> None:
         self.scorer: Optional[Scorer] = None
         self.pixels = 0  # frames x frame pixels, over the bags so far
+        self.exact_pixel_limit = int(exact_pixel_limit)
 
     def add(self, scorer: Scorer, frames: int, frame_pixels: int) -> None:
         self.pixels += int(frames) * int(frame_pixels)
-        exact = self.pixels <= EXACT_PIXEL_LIMIT and scorer.exact
+        exact = self.pixels <= self.exact_pixel_limit and scorer.exact
         if self.scorer is None or (self.scorer.exact and not exact):
             pooled = Scorer(
                 scorer.num_classes,
