@@ -96,15 +96,69 @@ def test_histogram_fraction_matches_the_exact_one() -> None:
 
 
 def test_limits_come_from_the_in_domain_distribution() -> None:
+    """Worked by hand: the 99th percentile of 0.001 .. 0.100 is 0.09901 (linear, position
+    98.01); WARN 2 x 0.09901 = 0.19802; ERROR 0.19802 + 0.4 x (1 - 0.19802) = 0.518812."""
     record = scene.scene_record(np.arange(1, 101) / 1000, 0.8, 0.1)
+    assert record["quantiles"]["0.99"] == pytest.approx(0.09901, abs=1e-15)
     warn, error = scene.limits_from_distribution(record["quantiles"])
-    q99 = np.quantile(np.arange(1, 101) / 1000, 0.99)
-    assert warn == pytest.approx(scene.WARN_HEADROOM * q99)
-    assert error == pytest.approx(warn + scene.ERROR_SHARE * (1 - warn))
+    assert warn == pytest.approx(0.19802, abs=1e-15)
+    assert error == pytest.approx(0.518812, abs=1e-15)
     assert scene.limits_from_distribution({"0.99": 0.7})[0] == 1.0  # never above 1
     assert record["frames"] == 100 and record["statistic"] == scene.STATISTIC
     with pytest.raises(ValueError):
         scene.scene_record([], 0.8, 0.1)
+
+
+# What fed_node computes at start-up for its default model (models/fed_c_synthroad, the
+# scene record fed_calibrate stored in it: in-domain 99th percentile 0.08177524027617121 of
+# the uncertain share on 100 clean validation frames), read once from the node's rule and
+# written here as numbers (docs/scene.md: WARN above 16.4 %, ERROR above 49.8 %;
+# docs/scene_results.json "limits"). A change of the rule or its constants changes them.
+SHIPPED_WARN, SHIPPED_ERROR = 0.16355048055234242, 0.4981302883314055
+
+
+def shipped_scene_config() -> scene.SceneConfig:
+    """The default model's scene configuration under the node's default parameters."""
+    import json
+
+    from ros2_fed.paths import default_models_dir
+    from ros2_fed.pipeline import DEFAULT_FED
+
+    checkpoint = json.loads((default_models_dir() / f"{DEFAULT_FED}.json").read_text())
+    return P.scene_config({}, checkpoint["calibration"])
+
+
+def test_the_shipped_default_models_scene_limits() -> None:
+    cfg = shipped_scene_config()
+    assert cfg.limits_from == "model"
+    assert cfg.warn_fraction == pytest.approx(SHIPPED_WARN, rel=1e-12)
+    assert cfg.error_fraction == pytest.approx(SHIPPED_ERROR, rel=1e-12)
+    assert (cfg.confidence_threshold, cfg.hood) == pytest.approx((0.7086498737335205, 0.1))
+
+
+def test_a_share_exactly_at_the_shipped_limit_is_not_over_it() -> None:
+    """The rule is "above the limit": exactly at WARN (or ERROR) never raises it, the next
+    float up does after raise_frames (2)."""
+    cfg = shipped_scene_config()
+    monitor = scene.SceneMonitor(cfg)
+    assert [monitor.step_statistic(SHIPPED_WARN) for _ in range(10)] == [Level.OK] * 10
+    above = float(np.nextafter(SHIPPED_WARN, 1.0))
+    assert [monitor.step_statistic(above) for _ in range(2)] == [Level.OK, Level.WARN]
+    assert [monitor.step_statistic(SHIPPED_ERROR) for _ in range(10)] == [Level.WARN] * 10
+    above = float(np.nextafter(SHIPPED_ERROR, 1.0))
+    assert [monitor.step_statistic(above) for _ in range(2)] == [Level.WARN, Level.ERROR]
+
+
+def test_a_frame_exactly_at_the_limit_through_the_frame_path() -> None:
+    """29 of the 58 rows above the hood uncertain: the share is exactly 0.5, the WARN limit;
+    the frame is OK with candidate OK; 30 rows (0.517) raise WARN on the second frame."""
+    proc = processor(**{"scene.warn_fraction": 0.5, "scene.error_fraction": 0.9})
+    assert levels(proc, [textured(i, uncertain=29 / 64) for i in range(6)]) == [0] * 6
+    status = proc.latest_statuses()[-1]
+    assert status.values["uncertain_fraction"] == "0.5000"
+    assert status.values["candidate"] == "OK" and status.message.startswith("ok:")
+    assert levels(proc, [textured(i, uncertain=30 / 64) for i in range(2)]) == [0, 1]
+    assert proc.latest_statuses()[-1].values["candidate"] == "WARN"
 
 
 def test_limits_from_the_model_unless_a_parameter_says_otherwise() -> None:

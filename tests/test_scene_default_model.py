@@ -57,3 +57,18 @@ def test_a_clean_drive_stays_ok(drive: dict) -> None:
 def test_a_severity_5_fog_drive_goes_warn_or_worse(drive: dict) -> None:
     records = _levels(drive, scene_eval.Condition("corruption", "fog", 5, (SEED,)))
     assert all(r["level"] >= 1 for r in records[1:]), [r["level"] for r in records]
+
+
+@pytest.mark.slow
+def test_the_engine_fed_node_opens_carries_the_pinned_scene_limits(drive: dict) -> None:
+    """The calibration the frame path reads from the opened engine gives the limits pinned in
+    tests/test_scene.py (numbers, not re-derived from the rule)."""
+    from ros2_fed.pipeline import params as P
+    from ros2_fed.pipeline.model_spec import model_calibration
+    from tests.test_scene import SHIPPED_ERROR, SHIPPED_WARN
+
+    cfg = P.scene_config({}, model_calibration(drive["engine"].metadata))
+    assert cfg.limits_from == "model"
+    assert (cfg.warn_fraction, cfg.error_fraction) == pytest.approx(
+        (SHIPPED_WARN, SHIPPED_ERROR), rel=1e-12
+    )
