@@ -2,8 +2,9 @@
 
 A block runs here when each of its commands is a make target (checked with `make -n`), one of
 this package's console scripts, or `python -m MODULE` / `python SCRIPT.py`; those are run with
-`--help` and every `--flag` the README uses must be in that help. A block that needs a ROS 2
-workspace, a camera or a GPU is preceded by the marker line `<!-- vehicle-only -->`.
+`--help` and every `--flag` the README uses must be in that help, as a whole token (`--fed` is
+not found in `--fed-extra-rates`). A block that needs a ROS 2 workspace, a camera or a GPU is
+preceded by the marker line `<!-- vehicle-only -->`.
 
 Why: the README is what a new user copies first; a renamed make target or CLI flag there is the
 first thing they trip over.
@@ -77,6 +78,19 @@ def help_command(words: list[str]) -> list[str] | None:
     return None
 
 
+def help_flags(help_text: str) -> set[str]:
+    """The ``--flags`` a --help text names, as whole tokens (``--fed`` is not named by a help
+    that only knows ``--fed-extra-rates``)."""
+    return set(re.findall(r"(?<![\w-])--[A-Za-z0-9][\w-]*", help_text))
+
+
+def unknown_flags(words: list[str], help_text: str) -> list[str]:
+    """The ``--flags`` of a command (``--flag=value`` too) its --help does not name."""
+    known = help_flags(help_text)
+    flags = (w.split("=", 1)[0] for w in words if w.startswith("--"))
+    return [flag for flag in flags if flag not in known]
+
+
 def check_runs_here(words: list[str]) -> None:
     if words[0] == "make":
         targets = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
@@ -93,8 +107,8 @@ def check_runs_here(words: list[str]) -> None:
     )
     proc = subprocess.run(call, cwd=str(ROOT), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for flag in (w.split("=", 1)[0] for w in words if w.startswith("--")):
-        assert flag in proc.stdout, f"{words[0]} --help does not know {flag}"
+    for flag in unknown_flags(words, proc.stdout):
+        raise AssertionError(f"{words[0]} --help does not know {flag}")
 
 
 README_BLOCKS = command_blocks((ROOT / "README.md").read_text())
@@ -127,6 +141,22 @@ def test_the_checker_refuses_what_a_fresh_clone_cannot_run() -> None:
         check_runs_here(["make", "no-such-target"])
     with pytest.raises(AssertionError, match="does not know --no-such-flag"):
         check_runs_here(["fed_export", "--no-such-flag"])
+    # a flag that is only the start of a real one (--calibration-data) is not known
+    with pytest.raises(AssertionError, match="does not know --calibration$"):
+        check_runs_here(["fed_export", "--calibration=DIR"])
+    check_runs_here(["fed_export", "--calibration-data", "DIR", "--fed=FED"])
+
+
+def test_flags_are_matched_as_whole_tokens() -> None:
+    help_text = "usage: x [--fed FED] [--fed-extra-rates RATES]\n  --out-dir DIR, -o DIR\n"
+    assert help_flags(help_text) == {"--fed", "--fed-extra-rates", "--out-dir"}
+    assert unknown_flags(["x", "--fed", "F", "--fed-extra-rates=0.5"], help_text) == []
+    assert unknown_flags(["x", "--fed-extra", "--out", "--fe"], help_text) == [
+        "--fed-extra",
+        "--out",
+        "--fe",
+    ]
+    assert unknown_flags(["x", "--fed"], "  --fed-extra-rates RATES") == ["--fed"]
     marked = command_blocks(f"{VEHICLE_ONLY}\n```bash\nrviz2\n```\n")[0]
     assert marked.vehicle_only
 
@@ -154,7 +184,5 @@ def test_every_flag_the_docs_pages_give_a_cli_exists() -> None:
             )
             assert proc.returncode == 0, f"{name} --help: {proc.stderr}"
             helps[name] = proc.stdout
-        for flag in (w.split("=", 1)[0] for w in words if w.startswith("--")):
-            if flag not in helps[name]:
-                wrong.append(f"{page}: {name} {flag}")
+        wrong += [f"{page}: {name} {flag}" for flag in unknown_flags(words, helps[name])]
     assert len(helps) >= 5 and not wrong, wrong
