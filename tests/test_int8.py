@@ -4,7 +4,8 @@ The default model (models/, whatever weights it holds) is exported at 128x256 tw
 int8, the int8 one calibrated on synthroad val frames 0-11 written by ``fed_synthroad`` in the
 Cityscapes layout. Checked: the graph walk (Q/DQ nodes only inside the backbone: FED's inputs,
 its log-densities and the score head stay float32), the numbers on *other* synthroad val
-frames (100-111: not calibrated on), the sidecar, and the command's refusals.
+frames (100-111: not calibrated on), the sidecar, and the command's refusals; on a tiny graph,
+that onnxruntime's calibrator reads every calibration image once.
 
 Tolerances (the default model measured 99.5 % label agreement, 0.002 mean and 0.05-0.06 max
 confidence difference, mIoU unchanged to 0.001 on 24 held-out frames at 256x512):
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -312,3 +314,70 @@ def test_engine_cache_keys_name_the_calibration_set(tmp_path) -> None:
         engine.close()
     with pytest.raises(ValueError, match="int8 needs calibration images"):
         open_cached(model["backbone"], model["fed"], **common)
+
+
+GREYS = (10, 60, 110, 160, 210)  # one flat grey per calibration image: which one was read
+
+
+def tiny_fused_graph(height: int, width: int) -> Any:
+    """A graph shaped like the export: uint8 NHWC ``image`` -> float NCHW -> a conv on the
+    image and one after it under the backbone scope -> a float op outside it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w0 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w0")
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w1")
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT, name="/prep/cast"),
+        helper.make_node("Transpose", ["f"], ["x"], perm=[0, 3, 1, 2], name="/prep/nchw"),
+        helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1] * 4, name="/detector/backbone/c0"),
+        helper.make_node("Relu", ["c0"], ["r0"], name="/detector/backbone/r0"),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1] * 4, name="/detector/backbone/c1"),
+        helper.make_node("Sigmoid", ["c1"], ["out"], name="/detector/head/sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, height, width, 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [w0, w1],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_quantiser_reads_every_calibration_image(tmp_path, monkeypatch, batch) -> None:
+    """What onnxruntime's calibrator actually pulls from the data reader, counted: each of the
+    5 images once, in order (batch 2: 3 batches, the last one's frame repeated to fill)."""
+    import cv2
+    from onnxruntime import quantization as ortq
+
+    from ros2_fed.engine.int8 import quantize_backbone
+
+    for i, grey in enumerate(GREYS):  # other sizes than the engine's: resized on reading
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((20 + i, 30, 3), grey, np.uint8))
+    calibration = calibration_set(tmp_path)
+    read: list[np.ndarray] = []
+    quantize_static = ortq.quantize_static
+
+    def counting(model_input, model_output, reader, **kwargs):
+        class Counting(ortq.CalibrationDataReader):
+            def get_next(self):
+                item = reader.get_next()
+                if item is not None:
+                    read.append(np.array(item["image"]))
+                return item
+
+        return quantize_static(model_input, model_output, Counting(), **kwargs)
+
+    monkeypatch.setattr(ortq, "quantize_static", counting)
+    proto, summary = quantize_backbone(
+        tiny_fused_graph(16, 24), calibration, height=16, width=24, batch=batch
+    )
+    assert all(b.shape == (batch, 16, 24, 3) and b.dtype == np.uint8 for b in read)
+    greys = [sorted(set(frame.reshape(-1).tolist())) for b in read for frame in b]
+    want = [[g] for g in GREYS] + ([[GREYS[-1]]] if batch == 2 else [])
+    assert greys == want
+    assert summary["calibration"]["images"] == len(GREYS)
+    assert summary["quantized_ops"] == {"Conv": 1}  # the conv on the image stays float
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
