@@ -15,8 +15,9 @@ runtime mode and compares its outputs with the float32 detector run on the CPU:
 Per row: median and p90 latency per frame (host image in -> host outputs, copies included),
 the FED share (1 - backbone-only median / this detector's median, same runtime), label
 agreement and confidence differences against CPU fp32 on synthroad frames (random frames when
-OpenCV is missing), and whether the parity rule of that precision holds (fp32: labels >= 99.9 %,
-max |diff| <= 1e-3; fp16: labels >= 99 %, mean |diff| <= 0.01).
+OpenCV is missing), and whether the parity rule of that precision holds (ros2_fed.engine.verify:
+fp32: labels >= 99.9 %, 99.9th percentile of |diff| <= 1e-3 on the worst frame; fp16: labels
+>= 99 %, mean |diff| <= 0.01).
 
 Surround cameras (``--batch N``, default 4): the ``+ FED-U`` detector once more per runtime,
 batch 1 against batch N (one frame per camera, what a ``cameras:=[...]`` fed_node runs): ms per
@@ -372,6 +373,7 @@ def mean_parity(
     return {
         "label_agreement": float(np.mean([s["label_agreement"] for s in stats])),
         "confidence_mean_abs_diff": float(np.mean([s["confidence_mean_abs_diff"] for s in stats])),
+        "confidence_p999_abs_diff": float(max(s["confidence_p999_abs_diff"] for s in stats)),
         "confidence_max_abs_diff": float(max(s["confidence_max_abs_diff"] for s in stats)),
     }
 

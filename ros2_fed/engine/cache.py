@@ -376,7 +376,7 @@ def _build_into_cache(
     ``build``: runtime, precision, batch, opset, model_hash, device, verify and override.
     """
     from .export import export_engine
-    from .verify import CACHE_OVERRIDE
+    from .verify import CACHE_OVERRIDE, parity_text
 
     path = where.path
     if progress:
@@ -399,6 +399,9 @@ def _build_into_cache(
     )
     engine = Engine.open(path, warmup=warmup, expect=where.expect, **engine_options)
     engine.cache_hit = False
+    figures = engine.metadata.get("verification")
+    if progress and figures:
+        progress(f"verified against the float32 eager detector: {parity_text(figures)}")
     return engine
 
 

@@ -49,7 +49,7 @@ from .int8 import (
     scheme_for,
 )
 from .metadata import ONNX_META_PREFIX, check_precision, sidecar_metadata, tensorrt_metadata
-from .verify import NO_VERIFY_FLAG, verify_onnx
+from .verify import NO_VERIFY_FLAG, verification_example, verify_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -123,9 +123,10 @@ def export_onnx(
     "int8" (backbone quantised on ``calibration`` -- a :class:`.int8.CalibrationSet` or a
     folder -- in the Q/DQ scheme of ``quantize_for``; :mod:`.int8`). The file is checked with
     ``onnx.checker`` before it is moved into place. ``verify`` (default) also runs it once in
-    ONNX Runtime (CPU) against the float32 eager detector on a random image (int8: on a
-    calibration image) and refuses an export that disagrees (:func:`.verify.verify_outputs`;
-    the error names ``override``, how to skip the check). The sidecar records ``"verified"``.
+    ONNX Runtime (CPU) against the float32 eager detector on the seeded noise frames it was
+    traced on (:func:`.verify.verification_example`; int8: on calibration frames) and refuses
+    an export that disagrees (:func:`.verify.verify_outputs`; the error names ``override``, how
+    to skip the check). The sidecar records ``"verified"`` and the figures (``"verification"``).
     """
     import torch
 
@@ -137,7 +138,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     detector = detector.freeze()
     device = next(iter(detector.parameters()), torch.empty(0)).device
-    example = torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, device=device)
+    example = verification_example(batch, height, width, device)
     dynamic = batch > 1 if dynamic_batch is None else bool(dynamic_batch)
     fields = {"precision": precision, "height": height, "width": width, "batch": batch}
     fields.update(model_hash=model_hash, opset=opset, extra=extra_metadata, dynamic_batch=dynamic)
@@ -253,7 +254,8 @@ def _write_verified_onnx(
     try:
         onnx.save(proto, str(tmp))
         if verify:
-            verify_onnx(tmp, detector, example, path, precision, override)
+            stats = verify_onnx(tmp, detector, example, path, precision, override)
+            metadata["verification"] = {"checked_in": "onnxruntime", "frames": batch, **stats}
             if dynamic and batch > 1:  # a backbone that bakes the traced batch in fails here
                 verify_onnx(tmp, detector, example[:1], path, precision, override)
         install_engine_file(tmp, path, metadata)

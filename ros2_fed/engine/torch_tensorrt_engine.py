@@ -70,7 +70,7 @@ def build_torch_tensorrt(
     """Compile ``detector`` for (batch, height, width) on CUDA ``device``; writes ``path`` (.ep)
     + sidecar.
 
-    ``verify``: the compiled module's output on a random image against the eager detector
+    ``verify``: the compiled module's output on seeded noise frames against the eager detector
     (``verify.verify_outputs``) before the file is moved into place."""
     from ros2_fed.fileio import temporary_sibling
 
@@ -165,13 +165,14 @@ def _verify_compiled(
     precision: str,
     override: str,
 ) -> None:
-    """The compiled module on a random image against the eager detector, on the same GPU."""
+    """The compiled module on the seeded noise frames of every build's check against the eager
+    detector, on the same GPU."""
     import torch
 
-    from .verify import verify_outputs
+    from .verify import verification_example, verify_outputs
 
     cuda = example.device
-    check = torch.randint(0, 256, example.shape, dtype=torch.uint8, device=cuda)
+    check = verification_example(*(int(v) for v in example.shape[:3]), device=cuda)
     with torch.no_grad():
         labels, confidence = compiled(check)
     verify_outputs(
