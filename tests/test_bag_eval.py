@@ -260,6 +260,54 @@ def test_report_numbers_equal_fed_eval(work: dict[str, Any], offline: dict[str, 
     assert "Alert detection" in md and all(f["region_size"] is not None for f in per_frame)
 
 
+def test_early_warning_section_from_the_bag_and_the_node_outputs(
+    work: dict[str, Any], offline: dict[str, Any]
+) -> None:
+    """report.json's early warning equals the metric recomputed from the bag's OOD masks, the
+    output bag's confidence maps, the published levels and the stamps (10 Hz: 0.1 s a frame)."""
+    from ros2_fed.eval.early_warning import early_warning_report, frame_objects
+
+    report = offline["report"]
+    ew = report["early_warning"]
+    config = report["alerts"]["config"]
+    threshold = float(config["alerts.confidence_threshold"])
+    conf = {
+        stamp(ros): as_array(ros)
+        for t, _, _, ros in mcap_messages(offline["out"] / "output_bag")
+        if t == "/fed_node/confidence"
+    }
+    oods = {
+        stamp(ros): as_array(ros)
+        for t, _, _, ros in mcap_messages(work["bag"])
+        if t == sb.OOD_TOPIC
+    }
+    order = sorted(oods)
+    levels = [f["level"] for f in report["alerts"]["per_frame"]]
+    expected = early_warning_report(
+        levels,
+        [frame_objects(oods[s], conf[s], threshold) for s in order],
+        [(s - order[0]) / 1e9 for s in order],
+        int(config["alerts.raise_frames"]),
+        horizon=float(config["alerts.horizon"]),
+    )
+    assert expected is not None and ew["appearances"]
+    assert len(ew["appearances"]) == len(expected["appearances"])
+    for got, want in zip(ew["appearances"], expected["appearances"]):
+        assert {k: v for k, v in got.items() if k != "delay_s"} == {
+            k: v for k, v in want.items() if k != "delay_s"
+        }
+        assert (got["delay_s"] is None) == (want["delay_s"] is None)
+        assert got["delay_s"] == pytest.approx(want["delay_s"], abs=1e-9)
+    assert ew["alert_recall_by_size"] == expected["alert_recall_by_size"]
+    assert ew["detector_recall_by_size"] == expected["detector_recall_by_size"]
+    # at 64x128 the 100 px onset is 6 px: the first frame whose largest object has >= 6 px
+    per_frame = report["alerts"]["per_frame"]
+    first = next(f["index"] for f in per_frame if (f["ood_object_pixels"] or 0) >= 6)
+    assert ew["appearances"][0]["onset"] == first
+    md = (offline["out"] / "report.md").read_text()
+    assert "## Early warning" in md and "| object size (OOD px at 256x512) |" in md
+
+
 def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_path: Path) -> None:
     """CompressedImage camera in a sqlite3 bag: the output bag is sqlite3 too, read with sqlite3 +
     rclpy."""
@@ -404,8 +452,12 @@ def test_bad_bags(
     out, code, err = run(truncated, "out_truncated")
     _assert_failed(out, code, 2, err, [str(path), "truncated or corrupt"])
 
-    out, code, err = run(tmp_path / "no_such_bag", "nobag")
-    _assert_failed(out, code, 2, err, [str(tmp_path / "no_such_bag"), "not found"])
+    # a bag that is not there is a usage error found before anything is written to OUT
+    nobag = tmp_path / "nobag"
+    code = bag_eval.main([str(tmp_path / "no_such_bag"), "--out", str(nobag)] + model_args(work))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'no_such_bag'}: bag not found" in err, err
+    assert not nobag.exists()
 
 
 def test_resized_frames_are_said_once(

@@ -243,6 +243,12 @@ class FleetRun:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from ros2_fed.eval.replay.cli import node_parameter_problems
+
+    problems = node_parameter_problems(args.params_file, args.param)
+    if problems:  # before any worker starts: else every bag fails the same way
+        print(f"fed_fleet_eval: error: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     stopping.install()  # the run owns SIGINT / SIGTERM: finished bags stay, the rest stops
     try:
         stopping.started()

@@ -46,11 +46,19 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Optional  # noqa: E402
 
 from ros2_fed.engine.verify import NO_VERIFY_FLAG, VERIFY_ENV  # noqa: E402
-from ros2_fed.eval.replay import report as rep  # noqa: E402
-from ros2_fed.eval.replay.evaluation import evaluate, report_failure  # noqa: E402
 from ros2_fed.fingerprint import ALLOW_FLAG  # noqa: E402
 from ros2_fed.pipeline.outputs import OUTPUT_NAMES  # noqa: E402
-from ros2_fed.pipeline.params import RUNTIME_CHOICES, SCORE_CHOICES  # noqa: E402
+from ros2_fed.pipeline.params import (  # noqa: E402
+    PARAMETER_NAMES,
+    RUNTIME_CHOICES,
+    SCORE_CHOICES,
+    given_value_problems,
+    unknown_parameters,
+)
+from ros2_fed.ros_args import params_file_problem  # noqa: E402
+
+# rclpy declares these on every node: a parameter file for the node may set them
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -281,9 +289,54 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars, fewer messages")
 
 
+def node_parameter_problems(params_file: Optional[str], overrides: list[str]) -> list[str]:
+    """Why ``--params-file`` / ``-p`` would not start fed_node as meant, checked against the
+    node's parameter table before any engine or worker starts: a name the node does not declare
+    (with its "did you mean"; the node itself would only warn, but an evaluation of a
+    misspelled setting measures another one) or a value it refuses. Each names its source."""
+    from ros2_fed.eval.replay.model import parse_param, read_params_file
+
+    sources: list[tuple[str, dict[str, Any]]] = []
+    if params_file:
+        problem = params_file_problem(params_file)
+        if problem:
+            return [problem]
+        try:
+            sources.append((f"--params-file {params_file}", read_params_file(params_file)))
+        except ValueError as exc:
+            return [str(exc)]
+    for text in overrides:
+        try:
+            sources.append((f"-p {text}", dict([parse_param(text)])))
+        except ValueError as exc:
+            return [f"-p {text}: {exc}"]
+    declared = [*PARAMETER_NAMES, *ROS_PARAMETERS]
+    problems = []
+    for source, given in sources:
+        found = unknown_parameters(given, declared) + given_value_problems(given)
+        problems += [f"{source}: {text}" for text in found]
+    return problems
+
+
+def usage_problem(args: argparse.Namespace) -> Optional[str]:
+    """The first reason the arguments cannot make a run, found before anything is loaded or
+    written (exit code 2, nothing in OUT); None when they can."""
+    bag = getattr(args, "bag", None)
+    if bag is not None and not Path(bag).exists():
+        return f"{bag}: bag not found"
+    problems = node_parameter_problems(args.params_file, args.param)
+    return "; ".join(problems) if problems else None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from ros2_fed.eval.replay import multicamera
+    problem = usage_problem(args)
+    if problem:
+        print(f"fed_bag_eval: error: {problem}", file=sys.stderr)
+        return 2
+    from ros2_fed.eval.replay import multicamera  # the heavy imports (torch) after the check
+    from ros2_fed.eval.replay import report as rep
+    from ros2_fed.eval.replay.evaluation import evaluate, report_failure
 
     if multicamera.wanted(args):  # several cameras: a report each + a pooled one
         return multicamera.main(args)
