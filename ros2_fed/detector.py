@@ -400,7 +400,7 @@ class FusedDetector(nn.Module):
             # At image resolution, as the FED authors run it: the score upsampled first, the
             # boundaries from the labels the node publishes.
             wrong = F.interpolate(wrong, size=out_size, mode="bilinear", align_corners=False)
-            wrong = self.post(wrong, labels.long())
+            wrong = self.post(wrong, labels)
         elif self.postprocess_name != "none":
             wrong = self.post(wrong, small_labels)
         confidence = self._to_confidence(wrong, fed_logits.shape[1])

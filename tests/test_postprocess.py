@@ -19,6 +19,7 @@ from ros2_fed.fed.postprocess import (
     GaussianSmoothing,
     NoPostprocess,
     SMLPostprocess,
+    gaussian_kernel1d,
     gaussian_kernel2d,
     make_postprocess,
 )
@@ -118,6 +119,27 @@ def test_gaussian_kernel_matches_opencv(k, sigma):
     assert abs(float(kern.double().sum()) - 1.0) < 1e-6
     g = cv2.getGaussianKernel(k, sigma, ktype=cv2.CV_64F)
     np.testing.assert_allclose(kern.numpy(), g @ g.T, atol=1e-7)
+
+
+def test_gaussian_kernel1d_is_the_separable_factor():
+    g = gaussian_kernel1d(7, 1.0)
+    np.testing.assert_allclose(g.numpy(), cv2.getGaussianKernel(7, 1.0, ktype=cv2.CV_64F)[:, 0])
+    outer = torch.outer(g, g).numpy()
+    np.testing.assert_allclose(outer, gaussian_kernel2d(7, 1.0).numpy(), atol=1e-8)
+
+
+@pytest.mark.parametrize("dilation,padding", [(1, "replicate"), (6, "replicate"), (2, "reflect")])
+def test_separable_gaussian_equals_the_2d_convolution(dilation, padding):
+    """Two 1-D passes are the 2-D kernel's convolution up to float rounding (pad included)."""
+    x = torch.from_numpy(np.random.default_rng(7).random((2, 2, 31, 45)).astype(np.float32))
+    m = GaussianSmoothing(7, 1.0, dilation=dilation, padding=padding)
+    pad = 3 * dilation
+    y2d = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x.reshape(-1, 1, 31, 45), (pad,) * 4, mode=padding),
+        gaussian_kernel2d(7, 1.0).view(1, 1, 7, 7),
+        dilation=dilation,
+    ).reshape(x.shape)
+    torch.testing.assert_close(m(x), y2d, atol=1e-6, rtol=0)
 
 
 def test_gaussian_smoothing_matches_scipy_and_cv2():
@@ -333,6 +355,25 @@ def _check_onnx_parity(module, path) -> float:
         worst = max(worst, float(np.abs(got - want).max()))
     assert worst <= 1e-5
     return worst
+
+
+def test_sml_exports_without_two_dimensional_convolutions(tmp_path):
+    """What makes SML cheap in ONNX Runtime: the Gaussian as a 7-tap vertical and a 7-tap
+    horizontal convolution (14 taps, not 49), the box sums as average pools, and the shared
+    diamond dilations (3 cross dilations for radii 3, 2, 1, not 3 + 2 + 1)."""
+    import onnx
+
+    module = make_postprocess("sml").eval()
+    _export(module, tmp_path / "sml.onnx", dynamo=False)
+    graph = onnx.load(str(tmp_path / "sml.onnx")).graph
+    inits = {i.name: tuple(i.dims) for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    shapes = sorted(inits.get(n.input[1], ("?",))[-2:] for n in convs)
+    assert shapes == [(1, 7), (7, 1)], shapes
+    pools = [n for n in graph.node if n.op_type == "AveragePool"]
+    assert len(pools) == 5  # the stacked counts once + one masked mean per iteration
+    # 2 max-pools for the label dilation (cross), 1 for the erosion, 2 per shared cross dilation
+    assert sum(n.op_type == "MaxPool" for n in graph.node) == 3 + 2 * 3
 
 
 @pytest.mark.parametrize("name", ["gaussian", "sml"])
