@@ -25,7 +25,9 @@ from typing import Any, Callable, Iterable, Optional
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
 
 from ros2_fed import ros_messages as ros
 from ros2_fed.cameras import CameraMailbox, camera_names, input_topic
@@ -42,6 +44,7 @@ from ros2_fed.pipeline.params import (
     with_changes,
 )
 from ros2_fed.pipeline.processor import CameraResult, FrameProcessor
+from ros2_fed.recording.stage import RECORD_STAGE
 
 EngineFactory = Callable[[], InferenceEngine]
 WATCHDOG_PERIOD_S = 0.1  # how often the watchdog is checked: its level changes go out within this
@@ -77,7 +80,9 @@ class FedWiring:
             camera: ros.output_publishers(self, camera, self._params) for camera in self._cameras
         }
         self._subs: dict[str, Any] = {}
+        self._inputs: dict[str, tuple[str, str]] = {}  # camera -> (topic, ROS type) as received
         self._watchdogs: dict[str, InputWatchdog] = {}
+        self.create_service(Trigger, "~/save_clip", self._save_clip)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.create_timer(float(self._params["diagnostics.period"]), self._publish_diagnostics)
@@ -150,6 +155,8 @@ class FedWiring:
         self._threads = []
         processor, self._processor = self._processor, None
         if processor is not None:
+            processor.close()  # an open clip is written as it is
+            self._log(processor.drain_lines())
             processor.engine.close()
 
     def close(self) -> None:
@@ -166,12 +173,15 @@ class FedWiring:
         input_qos = ros.qos(str(p["input_qos.reliability"]), int(p["input_qos.depth"]))
         for camera in self._cameras:
             self._watchdogs[camera] = InputWatchdog(*timeouts)
+            kind = CompressedImage if compressed else Image
             self._subs[camera] = self.create_subscription(
-                CompressedImage if compressed else Image,
+                kind,
                 input_topic(camera, compressed),
                 lambda msg, cam=camera: self._on_image(cam, msg),
                 input_qos,
             )
+            msgtype = "sensor_msgs/msg/" + kind.__name__
+            self._inputs[camera] = (self._subs[camera].topic_name, msgtype)
         self._state = READY
         return [sub.topic_name for sub in self._subs.values()]
 
@@ -217,6 +227,12 @@ class FedWiring:
         """Executor thread: O(1) - hand the frame to the worker, newest wins per camera."""
         if self._state != READY or self._processor is None:
             return
+        topic, msgtype = self._inputs[camera]
+        stamp = msg.header.stamp
+        self._processor.observe(  # kept for clips (nothing when recording is off)
+            topic, msgtype, msg, len(msg.data), stamp.sec * 1_000_000_000 + stamp.nanosec,
+            serialize_message,
+        )  # fmt: skip
         dropped = self._mailbox.put(camera, (msg, time.monotonic()))
         self._processor.stats[camera].on_received(dropped)
         self._watchdogs[camera].frame_received()
@@ -230,6 +246,7 @@ class FedWiring:
                     continue
                 results = processor.run({cam: msg for cam, (msg, _) in frames.items()})
                 self._log(line for r in results for line in self._frame_log.lines(r))
+                self._log(processor.drain_lines())
                 done = [(r, frames[r.camera][1]) for r in results if r.ok]
                 if self._outbox is not None:
                     self._outbox.put(done)  # waits while the previous batch is being published
@@ -272,6 +289,16 @@ class FedWiring:
             changed |= result.changed
         if changed:  # aggregators see level changes at once, not a period later
             self._publish_diagnostics()
+
+    def _save_clip(self, request: Any, response: Any) -> Any:
+        """``~/save_clip`` (std_srvs/Trigger): a clip around the newest frame, now."""
+        processor = self._processor
+        if processor is None:
+            response.success, response.message = False, f"not ready ({self._state})"
+            return response
+        response.success, response.message = processor.stage(RECORD_STAGE).save_clip()
+        self.get_logger().info(f"~/save_clip: {response.message}")
+        return response
 
     def _log(self, lines: Iterable[tuple[str, str]]) -> None:
         """(severity, text) lines; one call site per severity (rclpy fixes a site's severity)."""
@@ -323,6 +350,8 @@ class FedWiring:
             return
         statuses = [self._pipeline_status(level, message)]
         processor = self._processor
+        if processor is not None:
+            self._log(processor.drain_lines())  # the clip writer's, without waiting for a frame
         statuses += processor.latest_statuses() if processor is not None else []
         array = DiagnosticArray(status=[ros.to_status(s) for s in statuses])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -20,6 +20,7 @@ from ros2_fed.alerts import ROI_CHOICES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.cameras import camera_problems
 from ros2_fed.engine.base import PRECISIONS, RUNTIMES
 from ros2_fed.names import BASELINE_SCORES
+from ros2_fed.recording.config import ALERT_TRIGGER_LEVELS, CONFIDENCE_FORMATS, RecordConfig
 from ros2_fed.scene import SceneConfig, calibrated_config
 
 from .outputs import OUTPUTS, OutputSettings, outputs_help
@@ -34,6 +35,7 @@ RELIABILITY_CHOICES = ("best_effort", "reliable")
 FROM_MODEL = -1.0  # a threshold / colour-range parameter at this value takes the model's own
 _ALERT_DEFAULTS = AlertConfig()
 _SCENE_DEFAULTS = SceneConfig()
+_RECORD_DEFAULTS = RecordConfig()
 
 
 class StartupError(RuntimeError):
@@ -505,6 +507,67 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "ERROR after this many identical frames in a row; 0 = never.",
         range=(0, 100000),
     ),
+    # -- clip recording (changeable at run time; validated together by record_config) -----
+    ParamSpec(
+        "record.enabled",
+        _RECORD_DEFAULTS.enabled,
+        "Record clips around alerts, scene warnings and ~/save_clip requests into record.dir "
+        "(MCAP, docs/data_engine.md).",
+    ),
+    ParamSpec(
+        "record.dir",
+        _RECORD_DEFAULTS.dir,
+        "Folder of the clips and their index.jsonl; required when record.enabled is true.",
+    ),
+    ParamSpec(
+        "record.before",
+        _RECORD_DEFAULTS.before,
+        "Seconds of camera messages before the trigger that a clip holds.",
+        range=(0.0, 600.0),
+    ),
+    ParamSpec(
+        "record.after",
+        _RECORD_DEFAULTS.after,
+        "Seconds after the (last merged) trigger that a clip holds.",
+        range=(0.0, 600.0),
+    ),
+    ParamSpec(
+        "record.min_alert_level",
+        _RECORD_DEFAULTS.min_alert_level,
+        "An alert rising to this level starts a clip; OFF: alerts never do.",
+        choices=ALERT_TRIGGER_LEVELS,
+    ),
+    ParamSpec(
+        "record.scene",
+        _RECORD_DEFAULTS.scene,
+        "A scene status rising to WARN or ERROR starts a clip.",
+    ),
+    ParamSpec(
+        "record.min_interval",
+        _RECORD_DEFAULTS.min_interval,
+        "Seconds from one clip's trigger before an alert or scene trigger may start the next "
+        "(a trigger inside an open clip extends it; ~/save_clip is never limited).",
+        range=(0.0, 86400.0),
+    ),
+    ParamSpec(
+        "record.max_buffer_mb",
+        _RECORD_DEFAULTS.max_buffer_mb,
+        "Memory bound of the rolling buffer and of one clip (MiB); the oldest messages go first.",
+        range=(1.0, 65536.0),
+    ),
+    ParamSpec(
+        "record.max_total_mb",
+        _RECORD_DEFAULTS.max_total_mb,
+        "Disk budget of record.dir's clips (MiB): the oldest clips are deleted first.",
+        range=(1.0, 16777216.0),
+    ),
+    ParamSpec(
+        "record.confidence_format",
+        _RECORD_DEFAULTS.confidence_format,
+        "How a clip holds the confidence map: an 8-bit png (lossless) or jpeg CompressedImage, "
+        "or off.",
+        choices=CONFIDENCE_FORMATS,
+    ),
     # -- diagnostics ------------------------------------------------------------------------
     ParamSpec(
         "diagnostics.period",
@@ -602,6 +665,8 @@ def parameter_problems(params: Mapping[str, Any]) -> list[str]:
         problems.append("viz.confidence_min must be below viz.confidence_max")
     if not problems:
         problems += _precision_problems(params)
+    if not problems:
+        problems += record_config_problems(params)
     return problems
 
 
@@ -703,6 +768,36 @@ def scene_config(
     fields = {k[len(SCENE_PREFIX) :]: v for k, v in merged.items() if k.startswith(SCENE_PREFIX)}
     explicit = {k: v for k, v in fields.items() if not (k in SCENE_FROM_MODEL and v < 0)}
     return calibrated_config(calibration, **explicit)
+
+
+RECORD_PREFIX = "record."
+
+
+def record_config_problems(params: Mapping[str, Any]) -> list[str]:
+    """Why the ``record.*`` parameters cannot record (recording on without a folder)."""
+    values = {
+        name[len(RECORD_PREFIX) :]: PARAMETER_SPECS[name].coerce(value)
+        for name, value in params.items()
+        if name.startswith(RECORD_PREFIX) and name in PARAMETER_SPECS
+    }
+    try:
+        RecordConfig(**values)
+    except (TypeError, ValueError) as exc:
+        return [str(exc)]
+    return []
+
+
+def record_config(params: Mapping[str, Any]) -> RecordConfig:
+    """The :class:`ros2_fed.recording.config.RecordConfig` of a parameter set (defaults for
+    missing ``record.*``); ValueError when it cannot record."""
+    p = with_defaults(params)
+    return RecordConfig(
+        **{
+            name[len(RECORD_PREFIX) :]: PARAMETER_SPECS[name].coerce(p[name])
+            for name in PARAMETER_SPECS
+            if name.startswith(RECORD_PREFIX)
+        }
+    )
 
 
 def changes_alerts(names: Any) -> bool:

@@ -82,6 +82,8 @@ class FrameProcessor:
         self.stats = {camera: PipelineStats(window) for camera in self.cameras}
         self.batches = BatchCounter()
         self.stages = [factory(self.model, self.cameras) for factory in stages]
+        for stage in self._stages_with("bind_node"):
+            stage.bind_node(self.node_name)
         self._latest: dict[tuple[str, str], Status] = {}
         self._stamps: dict[str, int] = {}  # each camera's newest stamp (ns)
         self._lock = threading.Lock()
@@ -137,6 +139,27 @@ class FrameProcessor:
             self._judge(result)
         return results
 
+    def observe(
+        self, topic: str, msgtype: str, message: Any, nbytes: int, stamp: int, encode: Any = None
+    ) -> None:
+        """An input message as received, before the mailbox (any thread): for the stages that
+        keep input (the clip recorder). ``message``: CDR bytes, or an object ``encode`` turns
+        into CDR bytes later."""
+        for stage in self._stages_with("observe"):
+            stage.observe(topic, msgtype, message, nbytes, stamp, encode)
+
+    def drain_lines(self) -> list[tuple[str, str]]:
+        """(severity, text) log lines the stages have for the node since the last call."""
+        return [line for stage in self._stages_with("drain_lines") for line in stage.drain_lines()]
+
+    def close(self) -> None:
+        """The stream ended: stages that hold work (an open clip) finish it."""
+        for stage in self._stages_with("close"):
+            stage.close()
+
+    def _stages_with(self, method: str) -> list[Any]:
+        return [stage for stage in self.stages if callable(getattr(stage, method, None))]
+
     def _restart_if_rewound(self, result: CameraResult) -> None:
         """A camera whose stamps go backwards (a bag played again, a looped recording) starts
         its stages afresh: hysteresis across a jump back in time means nothing."""
@@ -174,6 +197,8 @@ class FrameProcessor:
         """Every stage on one inferred frame; remembers the statuses for /diagnostics."""
         for stage in self.stages:
             status = stage.update(result.camera, result)
+            if status is None:  # a sink with nothing to report
+                continue
             status = Status(
                 status.level,
                 status.message,

@@ -8,6 +8,12 @@ and into the replay's output bag, and it changes with its parameters at run time
 
 A stage keeps its own per-camera state; the processor calls :meth:`FrameStage.update` from one
 thread (the node's worker) and :meth:`FrameStage.apply` from another (parameter changes).
+
+A stage may be a *sink* (the clip recorder, :mod:`ros2_fed.recording`): ``update`` returns None
+when it has nothing to report, and it may do its work off the worker thread. Optional methods
+the processor calls when a stage has them: ``bind_node(name)`` (the node's name, for topic
+names), ``observe(...)`` (every input message as received), ``drain_lines()`` (log lines for
+the node) and ``close()`` (the stream ended).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from ros2_fed.alerts import AlertConfig, AlertMonitor, AlertState
 from ros2_fed.health import Status
+from ros2_fed.recording.stage import RecordStage
 from ros2_fed.scene import SceneConfig, SceneMonitor, frame_digest
 
 from .outputs import ALERT_STAGE, SCENE_STAGE
@@ -48,7 +55,7 @@ class FrameStage(Protocol):
 
     def apply(self, config: Any) -> None: ...
 
-    def update(self, camera: str, frame: CameraResult) -> Status: ...
+    def update(self, camera: str, frame: CameraResult) -> Optional[Status]: ...
 
     def reset(self, camera: str) -> None:
         """Forget ``camera``'s history: its time went backwards (a bag played again)."""
@@ -135,4 +142,4 @@ class SceneStage:
 
 
 #: The stages every frame goes through, in order.
-DEFAULT_STAGES: tuple[StageFactory, ...] = (AlertStage, SceneStage)
+DEFAULT_STAGES: tuple[StageFactory, ...] = (AlertStage, SceneStage, RecordStage)
