@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ros2_fed.names import BASELINE_METHODS
 from ros2_fed.paths import default_models_dir
 from ros2_fed.pipeline import DEFAULT_FED
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 SCENE_PAGE = (ROOT / "docs" / "scene.md").read_text()
 NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?)"
-SINGLE_PASS = ("MSP", "MLG", "ENE", "ENT", "SML")  # baselines of one forward pass (not MCD)
+SINGLE_PASS = BASELINE_METHODS  # the baselines of one forward pass (MC dropout is not)
 ORDINALS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}
 COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
@@ -68,16 +69,18 @@ def method(name: str) -> dict[str, Any]:
     return DETECTION["methods"][name]
 
 
+#: The node's default detector's row (FED-C): the variant its checkpoint records.
+NODE_FED = read_json(default_models_dir() / f"{DEFAULT_FED}.json")["variant"]
+
+
 def test_the_readme_names_the_nodes_default_detector() -> None:
-    default = read_json(default_models_dir() / f"{DEFAULT_FED}.json")
-    name = "FED-C" if "fed_c" in DEFAULT_FED else "FED-U"
-    assert f"the node's {name}" in WORKS
+    assert f"the node's {NODE_FED} finds" in WORKS
     assert DETECTION["dataset"] == "synthroad-ood" and DETECTION["exact"] is True
-    assert name in DETECTION["methods"] and default  # the checkpoint the node loads exists
+    assert NODE_FED in DETECTION["methods"]
 
 
 def test_ood_ap_and_fpr95_against_the_best_single_pass_baseline() -> None:
-    fed = method("FED-C")["ood"]
+    fed = method(NODE_FED)["ood"]
     ap_fed, best, ap_best = find(rf"OOD AP \*\*{NUMBER}\*\* vs (\w+) {NUMBER}", WORKS)
     fpr_fed, fpr_best = find(rf"FPR95 \*\*{NUMBER}\*\* vs {NUMBER}", WORKS)
     assert_printed(ap_fed, fed["ap"], 100)
@@ -94,13 +97,13 @@ def test_ood_ap_and_fpr95_against_the_best_single_pass_baseline() -> None:
 
 def test_idm_auroc_and_open_miou_against_the_best_method() -> None:
     idm_fed, idm_best = find(rf"IDM AuROC {NUMBER} vs {NUMBER} for MC dropout", WORKS)
-    assert_printed(idm_fed, method("FED-C")["idm"]["auroc"], 100)
+    assert_printed(idm_fed, method(NODE_FED)["idm"]["auroc"], 100)
     others = {n: m["idm"]["auroc"] for n, m in DETECTION["methods"].items()}
     assert max(others, key=others.get) == "MCD"
     assert_printed(idm_best, others["MCD"], 100)
     open_fed, open_best = find(rf"open-mIoU \({NUMBER} vs {NUMBER} for SML\)", WORKS)
     open_miou = DETECTION["open_miou"]
-    assert_printed(open_fed, open_miou["FED-C"], 100)
+    assert_printed(open_fed, open_miou[NODE_FED], 100)
     assert max(open_miou, key=open_miou.get) == "SML"
     assert_printed(open_best, open_miou["SML"], 100)
 
@@ -225,7 +228,7 @@ def test_scene_page_clean_drives_and_cost() -> None:
 def test_the_checks_can_fail() -> None:
     """A figure one unit off in its last digit is caught."""
     with pytest.raises(AssertionError):
-        assert_printed("29.67", method("FED-C")["ood"]["ap"], 100)
+        assert_printed("29.67", method(NODE_FED)["ood"]["ap"], 100)
     with pytest.raises(AssertionError):
         assert_printed("0.4", 0.49)
     assert_printed("0.5", 0.49)  # rounded as printed

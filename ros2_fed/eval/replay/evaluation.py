@@ -292,6 +292,8 @@ class BagEvaluation:
             params[key] = value
         return params
 
+        if getattr(self.args, "clips", None) is not None:  # --clips DIR: the node's recorder
+            params.update({"record.enabled": True, "record.dir": str(self.args.clips)})
     # -- the bag ---------------------------------------------------------------------------
     def scan_bag(self) -> bagmod.ScanResult:
         args = self.args
