@@ -132,6 +132,11 @@ def test_pooled_drives_of_unequal_length_take_the_median_of_the_pooled_list() ->
     pooled = pool_early_warning([a, None, b])
     assert pooled is not None and pooled["drives"] == 2
     assert [x["source"] for x in pooled["appearances"]] == ["A", "B", "B", "B"]
+    b["appearances"][0]["source"] = ""  # unnamed appearances take the report's name
+    named = pool_early_warning([a, None, b], sources=["x", "y", "z"])
+    assert [x["source"] for x in named["appearances"]] == ["A", "z", "B", "B"]
+    with pytest.raises(ValueError):
+        pool_early_warning([a, b], sources=["x"])
     s = pooled["summary"]
     assert (s["appearances"], s["never_alerted"]) == (4, 1)
     assert s["median_frames"] == 2  # of 0, 2, 5 (mean 2.33)

@@ -36,7 +36,7 @@ Definitions (all sizes are OOD pixels of the drive's ground truth, 1 = OOD):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional, Sequence
 
 import cv2
@@ -400,14 +400,25 @@ def definitions() -> dict[str, Any]:
     }
 
 
-def pool_early_warning(reports: Sequence[Optional[dict[str, Any]]]) -> Optional[dict[str, Any]]:
+def pool_early_warning(
+    reports: Sequence[Optional[dict[str, Any]]], sources: Optional[Sequence[str]] = None
+) -> Optional[dict[str, Any]]:
     """Several drives' / bags' :func:`early_warning_report` JSONs as one: appearances
     concatenated (in the given order), the delay summary recomputed over the pooled list, the
-    per-bin counts added. Exactly what one report over all frames gives (per-drive runs)."""
-    got = [r for r in reports if r]
+    per-bin counts added. Exactly what one report over all frames gives (per-drive runs).
+    ``sources`` (one per report) names the appearances that do not name their drive yet."""
+    if sources is not None and len(sources) != len(reports):
+        raise ValueError(f"{len(sources)} sources for {len(reports)} reports")
+    names = list(sources) if sources is not None else [""] * len(reports)
+    got = [(r, name) for r, name in zip(reports, names) if r]
     if not got:
         return None
-    appearances = [Appearance.from_json(a) for r in got for a in r["appearances"]]
+    appearances = [
+        replace(a, source=a.source or name)
+        for r, name in got
+        for a in (Appearance.from_json(d) for d in r["appearances"])
+    ]
+    got = [r for r, _ in got]  # type: ignore[misc]
 
     def added(key: str, unit: str) -> list[dict[str, Any]]:
         counts = [sum(int(r[key][b][unit]) for r in got) for b in range(len(SIZE_BINS))]

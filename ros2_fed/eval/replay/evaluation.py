@@ -24,6 +24,7 @@ import numpy as np
 from ros2_fed import stopping
 from ros2_fed.engine.verify import VERIFY_ENV, ExportVerificationError
 from ros2_fed.eval.alert_metrics import detection_report
+from ros2_fed.eval.early_warning import FrameObjects, early_warning_report, frame_objects
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import report as rep
@@ -158,6 +159,7 @@ class _Scored:
     latencies: list[float] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     scene_timeline: list[dict[str, Any]] = field(default_factory=list)  # the scene status
+    objects: list[Optional[FrameObjects]] = field(default_factory=list)  # early warning
 
 
 def _timeline_entry(item: FrameOutput, stat: FrameStat, level: Optional[int]) -> dict[str, Any]:
@@ -290,10 +292,10 @@ class BagEvaluation:
         for text in self.args.param:
             key, value = parse_param(text)
             params[key] = value
-        return params
-
         if getattr(self.args, "clips", None) is not None:  # --clips DIR: the node's recorder
             params.update({"record.enabled": True, "record.dir": str(self.args.clips)})
+        return params
+
     # -- the bag ---------------------------------------------------------------------------
     def scan_bag(self) -> bagmod.ScanResult:
         args = self.args
@@ -610,6 +612,9 @@ class BagEvaluation:
             threshold,
         )
         scored.stats.append(stat)
+        scored.objects.append(
+            None if frame.ood is None else frame_objects(frame.ood, item.confidence, threshold)
+        )
         scored.picker.offer(stat, item.rgb, item.labels, item.confidence, frame.label, frame.ood)
         level = item.alert.level if item.alert is not None else None
         scored.levels.append(level)
@@ -661,6 +666,7 @@ class BagEvaluation:
                 else "decode + inference",
             },
             "alerts": self.alerts_section(scored),
+            "early_warning": self.early_warning_section(scored),
             "scene": rep.scene_section(scored.scene_timeline, self.partial.get("camera") or ""),
             "frames_ranked": self.ranked_section(scored),
             "files": {
@@ -764,6 +770,19 @@ class BagEvaluation:
             "detection": self.detection,
             "config": {k: v for k, v in merged.items() if k.startswith("alerts.")},
         }
+
+    def early_warning_section(self, scored: _Scored) -> Optional[dict[str, Any]]:
+        """First-alert delay per object appearance and recall by size
+        (``ros2_fed.eval.early_warning``); None without OOD ground truth."""
+        stats = scored.stats
+        return early_warning_report(
+            scored.levels,
+            scored.objects,
+            [s.stamp_ns / 1e9 for s in stats],
+            int(self.merged["alerts.raise_frames"]),
+            horizon=float(self.merged["alerts.horizon"]),
+            indices=[s.index for s in stats],
+        )
 
     @staticmethod
     def ranked_section(scored: _Scored) -> dict[str, Any]:

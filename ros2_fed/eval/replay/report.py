@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ros2_fed.eval.early_warning_markdown import early_warning_lines
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, AlertRecord
 from ros2_fed.eval.replay.scoring import FrameStat
 from ros2_fed.fileio import atomic_write_bytes
@@ -475,6 +476,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += _detection_section(report)
     lines += _latency_section(report)
     lines += _alerts_section(report.get("alerts") or {}, report["files"])
+    lines += early_warning_lines(report.get("early_warning"))
     lines += scene_lines(report.get("scene"))
     lines += _frames_section(report)
     lines += _files_section(report)
