@@ -286,6 +286,14 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the report and output bag of an earlier run",
     )
+    g.add_argument(
+        "--clips",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="cut the clips the node would record (record.* parameters) from this drive into DIR "
+        "(MCAP files + index.jsonl; the same as -p record.enabled:=true -p record.dir:=DIR)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars, fewer messages")
 
 

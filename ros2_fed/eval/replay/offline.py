@@ -81,6 +81,9 @@ def run_offline(
         loop_start = time.monotonic()
         for batch in stamp_batches(_arrivals(streams)):
             yield from _run_batch(processor, by_name, batch)
+        processor.close()  # clips (record.*): the open one is written, the disk waited for
+        for line in processor.drain_lines():
+            log(line[1])
         for stream in streams:
             snap = processor.stats[stream.name].snapshot()
             stream.stats.bad_input = snap["bad_input"]
@@ -106,6 +109,9 @@ def _camera_arrivals(stream: CameraStream) -> Iterator[tuple[str, int, bagmod.Fr
 def _run_batch(
     processor: FrameProcessor, streams: dict[str, CameraStream], batch: dict[str, bagmod.Frame]
 ) -> Iterator[tuple[str, FrameOutput]]:
+    for camera, frame in batch.items():  # as the node's subscription sees them (clips)
+        sel = streams[camera].scan.selection
+        processor.observe(sel.image, sel.image_type, frame.raw, len(frame.raw), frame.stamp_ns)
     t0 = time.monotonic()
     results = processor.run({camera: frame.msg for camera, frame in batch.items()})
     share = (time.monotonic() - t0) / len(results)
