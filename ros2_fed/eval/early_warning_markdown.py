@@ -22,6 +22,12 @@ def number(value: Any, digits: int = 1) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def _delay(frames: Any, seconds: Any) -> str:
+    if frames == NEVER:
+        return NEVER
+    return f"{number(frames)} frames ({number(seconds, 2)} s)"
+
+
 def delay_text(summary: dict[str, Any]) -> str:
     """One sentence: median / p90 first-alert delay, and the never-alerted count."""
     s = summary
@@ -29,15 +35,15 @@ def delay_text(summary: dict[str, Any]) -> str:
         return "No object appearance reached 100 px: no first-alert delay to measure."
     text = (
         f"{s['appearances']} object appearance(s), **{s['never_alerted']} never alerted**. "
-        f"First-alert delay after the object reached 100 px: **median {number(s['median_frames'])}"
-        f" frames ({number(s['median_s'], 2)} s)**, p90 {number(s['p90_frames'])} frames "
-        f"({number(s['p90_s'], 2)} s) over the {s['alerted']} alerted"
+        "First-alert delay after the object reached 100 px: "
+        f"**median {_delay(s['median_frames'], s['median_s'])}**, "
+        f"p90 {_delay(s['p90_frames'], s['p90_s'])} over the {s['alerted']} alerted"
     )
     if s["never_alerted"]:
         text += (
-            f"; with the never-alerted ones counted as never: median "
-            f"{number(s['median_frames_all'])} frames ({number(s['median_s_all'], 2)} s), p90 "
-            f"{number(s['p90_frames_all'])} frames ({number(s['p90_s_all'], 2)} s)"
+            "; with the never-alerted ones counted as never: median "
+            f"{_delay(s['median_frames_all'], s['median_s_all'])}, p90 "
+            f"{_delay(s['p90_frames_all'], s['p90_s_all'])}"
         )
     return text + "."
 

@@ -13,6 +13,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Optional
 
+from ros2_fed.eval.early_warning import pool_early_warning
+from ros2_fed.eval.early_warning_markdown import early_warning_lines
 from ros2_fed.eval.fleet.task import WORST_FRAMES
 from ros2_fed.eval.replay import report as rep
 from ros2_fed.fileio import atomic_write_bytes
@@ -52,6 +54,20 @@ def models(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+#: Appearances listed in the fleet's report.md (never-alerted first); all are in report.json.
+APPEARANCES_SHOWN = 50
+
+
+def pooled_early_warning(summaries: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """Every bag's object appearances in one list (bag-id order, each named by its bag), the
+    median / p90 first-alert delay over that list and the per-size counts added: what one
+    report over all the fleet's drives gives, whatever the workers' order."""
+    ordered = sorted(summaries, key=lambda s: s["id"])
+    return pool_early_warning(
+        [s.get("early_warning") for s in ordered], [s["id"] for s in ordered]
+    )
+
+
 def assemble(
     summaries: list[dict[str, Any]],
     pooled: dict[str, Any],
@@ -67,7 +83,7 @@ def assemble(
         **run,
         "models": models(summaries),
         "rows": [{k: v for k, v in r.items() if k != "worst_frames"} for r in rows],
-        "pooled": pooled,
+        "pooled": {**pooled, "early_warning": pooled_early_warning(summaries)},
         "worst_frames": fleet_worst_frames(summaries),
         "failed": sorted(failed, key=lambda f: f["id"]),
     }
@@ -188,6 +204,9 @@ def markdown(report: dict[str, Any]) -> str:
         line.replace("Alert detection", "Pooled alert detection", 1)
         for line in rep.detection_lines(pooled["alerts"].get("detection"))
     ]
+    lines += early_warning_lines(
+        pooled.get("early_warning"), "## Early warning (pooled)", APPEARANCES_SHOWN
+    )
     lines += ["## Pooled: every method", "", rep.metrics_table(pooled)]
     lines += [f"## The {WORST_FRAMES} worst frames of the fleet", ""]
     lines += [

@@ -292,6 +292,7 @@ def bag_summary(
         "node_method": report.get("node_method"),
         "node": nodes[0] if nodes else {},
         "alerts": {"counts": report["alerts"].get("counts"), "detection": detection},
+        "early_warning": report.get("early_warning"),
         "scene": scene_share(report),
         "worst_frames": worst_frames(run.scored.stats, run.scored.levels),
         "throughput_fps": report.get("throughput_fps"),
