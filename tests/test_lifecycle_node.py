@@ -151,8 +151,9 @@ def output_ids(client: Client, topic: str) -> list[int]:
 def test_transitions_under_a_running_camera(
     env: dict[str, str], client: Client, onnx_engine: Path
 ) -> None:
-    """configure loads the engine (nothing subscribed yet), activate publishes, deactivate
-    publishes nothing more and keeps the engine, re-activate is instant, cleanup and shutdown
+    """configure loads the engine (nothing subscribed yet), activate subscribes once and
+    publishes, deactivate unsubscribes (0 subscriptions on the camera topic), publishes nothing
+    more and keeps the engine, re-activate is instant with 1 subscription, cleanup and shutdown
     end the process with code 0; /diagnostics follows every state."""
     namespace = f"/{RUN}_lifecycle"
     proc = NodeProcess(
@@ -179,6 +180,7 @@ def test_transitions_under_a_running_camera(
 
         ok, activate_s = boss.transition("activate")
         assert ok and boss.state() == "active"
+        wait_until(lambda: camera.pub.get_subscription_count() == 1, 10, "the camera subscription")
         wait_until(lambda: seg.get_publisher_count() > 0, 30, "segmentation publisher")
         wait_until(lambda: len(output_ids(client, topic)) >= 5, 30, "outputs while active")
         assert diag_values(wait_lifecycle(client, namespace, "active"))["state"] == "ready"
@@ -186,6 +188,13 @@ def test_transitions_under_a_running_camera(
         ok, _ = boss.transition("deactivate")
         last_sent = camera.sent  # every frame after this one was sent to an inactive node
         assert ok and boss.state() == "inactive"
+        # the node's subscription to the camera is gone (not merely ignored), seen from the
+        # camera's publisher in this process
+        wait_until(
+            lambda: camera.pub.get_subscription_count() == 0,
+            10,
+            "no camera subscription after deactivate",
+        )
         wait_until(lambda: camera.sent >= last_sent + 20, 10, "frames sent while inactive")
         time.sleep(0.5)  # anything the node still published would have arrived by now
         late = [i for i in output_ids(client, topic) if i > last_sent]
@@ -200,6 +209,10 @@ def test_transitions_under_a_running_camera(
             "outputs after re-activate",
         )
         assert proc.count("configured: engine loaded") == 1  # the engine was not loaded again
+        # exactly one subscription again (a deactivate that kept the old one would leave two)
+        wait_until(lambda: camera.pub.get_subscription_count() >= 1, 10, "re-subscribed")
+        time.sleep(0.5)  # a second subscription would be discovered by now
+        assert camera.pub.get_subscription_count() == 1
         assert reactivate_s < max(0.5, configure_s / 2), (configure_s, reactivate_s)
         print(
             f"\nlifecycle with an ONNX engine at 64x128: configure {configure_s * 1000:.0f} ms, "
