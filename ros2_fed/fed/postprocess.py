@@ -99,7 +99,7 @@ class GaussianSmoothing(nn.Module):
     same 49 taps spread over a 37x37 window, a cheap wide low-pass.
 
     The 2-D kernel is the outer product of :func:`gaussian_kernel1d` with itself and both
-    paddings are separable, so the blur runs as a vertical then a horizontal 1-D pass (2k taps
+    paddings are separable, so the blur runs as a horizontal then a vertical 1-D pass (2k taps
     instead of k*k; the same numbers up to float rounding, about 1e-7 on scores in [0, 1]).
     ``weight`` keeps the 2-D kernel for reference.
 
@@ -128,9 +128,7 @@ class GaussianSmoothing(nn.Module):
             "weight",
             gaussian_kernel2d(self.kernel_size, self.sigma).view(1, 1, kernel_size, kernel_size),
         )
-        g = gaussian_kernel1d(self.kernel_size, self.sigma)
-        self.register_buffer("weight_v", g.view(1, 1, kernel_size, 1).clone())
-        self.register_buffer("weight_h", g.view(1, 1, 1, kernel_size).clone())
+        self.register_buffer("weight_1d", gaussian_kernel1d(self.kernel_size, self.sigma))
 
     def extra_repr(self) -> str:
         return (
@@ -139,16 +137,22 @@ class GaussianSmoothing(nn.Module):
         )
 
     def smooth(self, score: torch.Tensor) -> torch.Tensor:
-        """Blur a (B, C, H, W) or (B, H, W) map; output has the input's shape (4-D for 3-D in)."""
+        """Blur a (B, C, H, W) or (B, H, W) map; output has the input's shape (4-D for 3-D in).
+
+        Both 1-D passes run as 1-D convolutions over rows (the vertical one on the transposed
+        map): a one-channel 2-D convolution is far dearer in ONNX Runtime on a CPU.
+        """
         x = _as_4d(score)
         shape = x.shape
-        y = x.reshape(-1, 1, shape[2], shape[3])
+        y = x.reshape(-1, shape[2], shape[3])
         if self.pad > 0:
             y = F.pad(y, (self.pad, self.pad, self.pad, self.pad), mode=_PAD_MODES[self.padding])
-        dev = dict(device=y.device, dtype=y.dtype)
-        y = F.conv2d(y, self.weight_v.to(**dev), dilation=(self.dilation, 1))
-        y = F.conv2d(y, self.weight_h.to(**dev), dilation=(1, self.dilation))
-        return y.reshape(shape)
+        kernel = self.weight_1d.to(device=y.device, dtype=y.dtype).view(1, 1, self.kernel_size)
+        n, h, w = y.shape[0], y.shape[1], y.shape[2]
+        rows = F.conv1d(y.reshape(n * h, 1, w), kernel, dilation=self.dilation)
+        cols = rows.reshape(n, h, shape[3]).transpose(1, 2).reshape(n * shape[3], 1, h)
+        cols = F.conv1d(cols, kernel, dilation=self.dilation)
+        return cols.reshape(n, shape[3], shape[2]).transpose(1, 2).reshape(shape)
 
     def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.smooth(score)
@@ -194,9 +198,8 @@ class BoundarySuppression(nn.Module):
        ``avg = where(count == 0, prev, sum / count)``; ``out = where(nb == 0, avg, prev)``.
 
     Computed here in an equivalent, cheaper order: the masks and counts depend on the labels
-    only, so every iteration's ``nb`` and ``count`` come from one pass over a stacked map
-    (the diamond dilations of radius 1..r are nested, each computed once), and each iteration
-    is then one masked box mean and one ``where(nb == 0 and count > 0, sum / count, prev)``.
+    only (the diamond dilations of radius 1..r are nested, each computed once), and each
+    iteration is one masked box mean and one ``where(nb == 0 and count > 0, sum / count, prev)``.
     Box sums are average pools (:func:`_box3x3_mean`), so values agree with the reference to
     float rounding (about 1e-7 on scores in [0, 1]) rather than bit for bit.
 
@@ -270,19 +273,20 @@ class BoundarySuppression(nn.Module):
             out[r] = grown
         return out
 
-    def masks(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What every iteration needs from the labels alone, stacked over iterations (B, I, H, W):
-        the non-boundary masks (float {0, 1}), the 3x3 mean of each mask (count / 9, never 0
-        where it is used) and where a pixel is replaced (in the band and with a neighbour
-        outside it)."""
+    def masks(self, labels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """What each iteration needs from the labels alone: its non-boundary mask (float
+        {0, 1}), the 3x3 mean of that mask (count / 9, clamped to 1/9 where it is 0: those
+        pixels are never replaced) and where a pixel is replaced (in the band, with at least
+        one neighbour outside it)."""
         boundaries = self.find_boundaries(labels)
         grown = self._expansions(boundaries, self.radii)
-        non_boundary = torch.cat([(grown[r] == 0).to(torch.float32) for r in self.radii], dim=1)
-        count = _box3x3_mean(non_boundary)
-        replace = (non_boundary == 0) & (count > 0)
-        # The unused branch of where() stays finite: count is 0 only where nothing is replaced.
-        count = torch.where(count > 0, count, torch.ones_like(count))
-        return non_boundary, count, replace
+        out = []
+        for r in self.radii:
+            non_boundary = (grown[r] == 0).to(torch.float32)
+            count = _box3x3_mean(non_boundary)
+            replace = (non_boundary == 0) & (count > 0)
+            out.append((non_boundary, torch.clamp(count, min=1.0 / 9.0), replace))
+        return out
 
     def forward(self, score: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if labels is None:
@@ -290,13 +294,9 @@ class BoundarySuppression(nn.Module):
         out = _as_4d(score)
         if self.boundary_iteration == 0:
             return out
-        non_boundary, count, replace = self.masks(labels)
-        non_boundary = non_boundary.to(out.dtype)
-        count = count.to(out.dtype)
-        for i in range(len(self.radii)):
-            keep = non_boundary[:, i : i + 1]
-            total = _box3x3_mean(out * keep)
-            out = torch.where(replace[:, i : i + 1], total / count[:, i : i + 1], out)
+        for keep, count, replace in self.masks(labels):
+            total = _box3x3_mean(out * keep.to(out.dtype))
+            out = torch.where(replace, total / count.to(out.dtype), out)
         return out
 
 
