@@ -319,11 +319,15 @@ def test_the_button_clips_the_newest_frame(tmp_path: Path) -> None:
     s.update("", frame(t, 0))
     ok, text = s.save_clip()
     assert ok and "started" in text
+    status = s.node_status()
+    assert status.level == 0 and status.values["clip_open"] == "true"
+    assert status.values["recording"] == "on" and status.values["clips_written"] == "0"
     s.close()
     (path,) = tmp_path.glob("*.mcap")
     assert read_clip(path)[0][METADATA_NAME]["reason"] == "manual"
     off = RecordStage(SimpleNamespace(metadata={}), ("",))
     assert off.save_clip()[0] is False and off.update("", frame(t, 2)) is None
+    assert off.node_status() is None
 
 
 def test_confidence_goes_in_as_eight_bits_and_nan_is_uncertain() -> None:
@@ -336,3 +340,25 @@ def test_entries_count_their_overhead() -> None:
     s.apply(RecordConfig(enabled=True, dir="/nonexistent-ros2-fed-test", max_buffer_mb=1))
     s.observe(CAMERA_TOPIC, IMAGE, b"x" * 100, 100, 0)
     assert s._buffer.nbytes == 100 + ENTRY_OVERHEAD
+
+
+def test_a_clip_is_written_under_a_hidden_part_name_and_renamed_when_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What makes a kill -9 safe: while bytes go to disk, no file is called *.mcap."""
+    from ros2_fed.recording import writer as writer_module
+
+    real, seen = writer_module.write_mcap, []
+
+    def watching(path: Path, *args) -> None:
+        real(path, *args)
+        seen.append((path.name, sorted(p.name for p in tmp_path.glob("*.mcap"))))
+
+    monkeypatch.setattr(writer_module, "write_mcap", watching)
+    writer = ClipWriter(str(tmp_path), 10**9, "", msgdef)
+    writer.submit(one_clip(1_765_000_000 * S))
+    writer.close()
+    assert seen == [(".clip_20251206T054640.000Z_alert_front.mcap.part", [])]
+    assert [p.name for p in tmp_path.glob("*.mcap")] == [
+        "clip_20251206T054640.000Z_alert_front.mcap"
+    ]

@@ -217,14 +217,29 @@ class FrameProcessor:
         return next(stage for stage in self.stages if stage.name == name)
 
     def latest_statuses(self) -> list[Status]:
-        """Every camera's newest status of every stage (cameras in order, then stages)."""
+        """Every camera's newest status of every stage (cameras in order, then stages), then
+        the node-wide status of each stage that has one (the clip recorder's), as it is now."""
         with self._lock:
-            return [
+            per_camera = [
                 self._latest[(camera, stage.name)]
                 for camera in self.cameras
                 for stage in self.stages
                 if (camera, stage.name) in self._latest
             ]
+        node_wide = [
+            (stage.name, stage.node_status()) for stage in self._stages_with("node_status")
+        ]
+        return per_camera + [
+            Status(
+                s.level,
+                s.message,
+                s.values,
+                status_name(self.node_name, SINGLE_CAMERA, name),
+                self.hardware_id,
+            )
+            for name, s in node_wide
+            if s is not None
+        ]
 
     def pipeline_status(
         self,

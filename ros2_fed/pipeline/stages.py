@@ -12,8 +12,9 @@ thread (the node's worker) and :meth:`FrameStage.apply` from another (parameter 
 A stage may be a *sink* (the clip recorder, :mod:`ros2_fed.recording`): ``update`` returns None
 when it has nothing to report, and it may do its work off the worker thread. Optional methods
 the processor calls when a stage has them: ``bind_node(name)`` (the node's name, for topic
-names), ``observe(...)`` (every input message as received), ``drain_lines()`` (log lines for
-the node) and ``close()`` (the stream ended).
+names), ``observe(...)`` (every input message as received), ``node_status()`` (one status for
+the whole node on /diagnostics, fresh at each publication, or None), ``drain_lines()`` (log
+lines for the node) and ``close()`` (the stream ended).
 """
 
 from __future__ import annotations

@@ -163,15 +163,16 @@ class RecordStage:
         with self._lock:
             self._add(entry)
 
-    def update(self, camera: str, frame: Any) -> Optional[Status]:
+    def update(self, camera: str, frame: Any) -> None:
         """One processed frame: its confidence map and statuses join the buffer; a rising
-        alert or scene level triggers a clip; the clip whose end this frame passes is written."""
+        alert or scene level triggers a clip; the clip whose end this frame passes is written.
+        A sink: its status is the node's (:meth:`node_status`), not a camera's."""
         if self._writer is None:
             return None
         stamp = stamp_ns(frame.stamp)
         with self._lock:
             if stamp is None or self._writer is None:
-                return self._status()
+                return None
             self._newest[camera] = stamp
             self._close(self._planner.due(stamp))
             for entry in self._frame_entries(camera, frame, stamp):
@@ -179,7 +180,13 @@ class RecordStage:
             for trigger in self._triggers(camera, frame.statuses, stamp):
                 self._trigger(trigger)
             self._note_region(frame.statuses.get(ALERT_STAGE))
-            return self._status()
+        return None
+
+    def node_status(self) -> Optional[Status]:
+        """The recorder on /diagnostics (``fed_node: record``): on, clips, bytes, last error;
+        None while recording is off."""
+        with self._lock:
+            return self._status() if self._writer is not None else None
 
     def save_clip(self, camera: str = "") -> tuple[bool, str]:
         """The driver's button (``~/save_clip``): a clip around the newest frame."""
@@ -305,9 +312,7 @@ class RecordStage:
         self._close(self._planner.flush())
 
     def _status(self) -> Status:
-        stats = self._writer.stats() if self._writer is not None else None
-        if stats is None:
-            return Status(0, "recording off")
+        stats = self._writer.stats()
         values = {
             "recording": "on",
             "dir": str(self._config.dir),
