@@ -117,6 +117,13 @@ def quiet_broken_pipe() -> None:
         pass
 
 
+def interrupted_exit_code() -> int:
+    """The exit code of a command whose run a KeyboardInterrupt ended, after it said what it
+    kept: 0 for a stop signal (SIGINT / SIGTERM, as every command here), 130 for an interrupt
+    that was not one (a program calling the command's ``main`` without :func:`install`)."""
+    return leave_if_stopped(0 if _state["received"] is not None else 130)
+
+
 def received() -> Optional[int]:
     """The first stop signal received, or None."""
     return _state["received"]

@@ -7,8 +7,9 @@ hyper-parameters go to the JSON sidecar.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -38,6 +39,17 @@ def save_training_state(
         config=model.cfg.to_dict(),
     )
     save_checkpoint(path, tensors, meta, kind=kind)
+
+
+def saved_iteration(path: Path) -> Optional[int]:
+    """The iteration the training state at ``path`` holds (from its JSON alone), None when there
+    is none: what a stopped run says it kept."""
+    try:
+        meta = json.loads(Path(f"{path}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    iteration = meta.get("iteration") if isinstance(meta, dict) else None
+    return iteration if isinstance(iteration, int) else None
 
 
 def load_training_state(

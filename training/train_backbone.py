@@ -12,23 +12,31 @@ validation mIoU when ``--val-split`` names an existing split.
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from pathlib import Path
-from typing import Any, Optional
+from ros2_fed import stopping
 
-import numpy as np
-import torch
-from torch.nn import functional as F
-from tqdm import tqdm
+stopping.install_for("fed_train_backbone", __name__)  # first: a signal during the imports
 
-from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-from training.data import batch_stream, to_model_input
-from training.objective import IGNORE_INDEX, upsample_to
-from training.runlog import RunLogger
-from training.schedule import parse_size
-from training.state import load_training_state, save_training_state
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg  # noqa: E402
+from training.data import batch_stream, to_model_input  # noqa: E402
+from training.objective import IGNORE_INDEX, upsample_to  # noqa: E402
+from training.runlog import RunLogger  # noqa: E402
+from training.schedule import parse_size  # noqa: E402
+from training.state import (  # noqa: E402
+    load_training_state,
+    save_training_state,
+    saved_iteration,
+)
 
 STATE_KIND = "backbone-train-state"
 
@@ -218,16 +226,19 @@ def _step(
 
 
 @torch.no_grad()
-def validation_miou(model: TinySeg, data_root: Path, split: str) -> tuple[float, list[float]]:
+def validation_miou(
+    model: TinySeg, data_root: Path, split: str, progress: bool = True
+) -> tuple[float, list[float]]:
     """Whole-image mIoU on ``split`` (classes present in the split only), per-class IoU (NaN =
-    absent)."""
+    absent); a bar unless ``progress`` is off (--no-progress)."""
     from ros2_fed.eval.metrics import confusion_matrix, miou
     from training.data import sample_arrays
     from training.datasets.cityscapes import CityscapesDataset
 
     dataset = CityscapesDataset(data_root, split=split)
     conf = np.zeros((model.num_classes, model.num_classes), np.int64)
-    for index in tqdm(range(len(dataset)), desc=f"mIoU on {split}", leave=False):
+    bar = tqdm(range(len(dataset)), desc=f"mIoU on {split}", leave=False, disable=not progress)
+    for index in bar:
         image, label = sample_arrays(dataset[index])
         logits, _ = model(
             torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
@@ -240,7 +251,30 @@ def validation_miou(model: TinySeg, data_root: Path, split: str) -> tuple[float,
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    model, minutes = train_backbone(args)
+    try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
+        model, minutes = train_backbone(args)
+        return _finish(args, model, minutes)
+    except KeyboardInterrupt:
+        tqdm.write(f"fed_train_backbone: stopped; {kept_after_stop(args.out)}", file=sys.stderr)
+        return stopping.interrupted_exit_code()
+
+
+def kept_after_stop(out: Path) -> str:
+    """What a stopped run leaves: the training state written every --ckpt-every iterations (no
+    checkpoint at --out yet), and how to go on from it."""
+    state = state_path(out)
+    iteration = saved_iteration(state)
+    if iteration is None:
+        return f"nothing was saved yet (the training state {state} is written every --ckpt-every)"
+    return (
+        f"kept the training state of iteration {iteration} in {state} (no checkpoint at {out} "
+        "yet): the same command with --resume continues from it"
+    )
+
+
+def _finish(args: argparse.Namespace, model: TinySeg, minutes: float) -> int:
+    """Validation mIoU when a validation split exists, then the checkpoint."""
     info = {
         "data_root": str(args.data_root),
         "iters": args.iters,
@@ -251,7 +285,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "minutes": round(minutes, 2),
     }
     if args.val_split and (args.data_root / "leftImg8bit" / args.val_split).is_dir():
-        value, per_class = validation_miou(model, args.data_root, args.val_split)
+        value, per_class = validation_miou(
+            model, args.data_root, args.val_split, progress=not args.no_progress
+        )
         info.update(
             val_split=args.val_split,
             val_miou=round(100 * value, 2),

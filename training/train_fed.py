@@ -8,36 +8,44 @@ training.train_fed ...`` (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
+from ros2_fed import stopping
 
-import torch
-from tqdm import tqdm
+stopping.install_for("fed_train", __name__)  # first: a signal during the imports below stops it
 
-from ros2_fed.checkpoint import save_fed
-from ros2_fed.fed import FEDConfig, FlowEneDet, count_parameters
-from ros2_fed.fileio import atomic_write_bytes
-from ros2_fed.fingerprint import (
+import argparse  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Optional  # noqa: E402
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ros2_fed.checkpoint import save_fed  # noqa: E402
+from ros2_fed.fed import FEDConfig, FlowEneDet, count_parameters  # noqa: E402
+from ros2_fed.fileio import atomic_write_bytes  # noqa: E402
+from ros2_fed.fingerprint import (  # noqa: E402
     ALLOW_FLAG,
     FINGERPRINT_KEY,
     BackboneFingerprint,
     check_backbone,
     fingerprint_of,
 )
-from ros2_fed.logit_statistics import read_statistics_file
-from training.cli_errors import UsageError, one_line_warnings, report, user_errors
-from training.data import batch_stream, to_model_input
-from training.distributed import DistContext, all_reduce_mean, init_distributed, shutdown
-from training.objective import EGO_INDEX, PAD_INDEX, fed_loss, wrong_pixel_target
-from training.runlog import RunLogger
-from training.schedule import lr_at, parse_size
-from training.state import load_training_state, save_training_state
+from ros2_fed.logit_statistics import read_statistics_file  # noqa: E402
+from training.cli_errors import UsageError, one_line_warnings, report, user_errors  # noqa: E402
+from training.data import batch_stream, to_model_input  # noqa: E402
+from training.distributed import DistContext, all_reduce_mean, init_distributed, shutdown  # noqa: E402
+from training.objective import EGO_INDEX, PAD_INDEX, fed_loss, wrong_pixel_target  # noqa: E402
+from training.runlog import RunLogger  # noqa: E402
+from training.schedule import lr_at, parse_size  # noqa: E402
+from training.state import (  # noqa: E402
+    load_training_state,
+    save_training_state,
+    saved_iteration,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -660,12 +668,30 @@ def main(argv: Optional[list[str]] = None) -> int:
                     f"fed_train: {torch.get_num_threads()} torch thread(s) per process ({why})"
                 )
             try:
+                stopping.started()  # a stop signal is a KeyboardInterrupt from here on
                 train(args)
             finally:
                 torch.set_num_threads(saved)  # in-process callers (tests, ablation) keep theirs
         except user_errors() as exc:
             return report("fed_train", exc)
+        except KeyboardInterrupt:
+            if os.environ.get("RANK", "0") == "0":
+                tqdm.write(f"fed_train: stopped; {kept_after_stop(args.out)}", file=sys.stderr)
+            return stopping.interrupted_exit_code()
     return 0
+
+
+def kept_after_stop(out: Path) -> str:
+    """What a stopped run leaves in ``out``: the last training state and FED checkpoint (written
+    every --ckpt-every iterations), and how to go on from it."""
+    iteration = saved_iteration(Path(out) / "last_state")
+    if iteration is None:
+        return f"nothing was saved in {out} yet (a checkpoint is written every --ckpt-every)"
+    return (
+        f"kept the training state of iteration {iteration} in {Path(out) / 'last_state'} "
+        f"(and the FED checkpoints *_iterNNNNNN in {out}): the same command with --resume {out} "
+        "continues from it"
+    )
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ camera size.
 Examples::
 
     # ONNX Runtime engine into the cache (what fed_node opens by default)
-    fed_export --backbone models/tinyseg --fed models/fed_u --height 512 --width 1024
+    fed_export --backbone models/tinyseg_synthroad --fed models/fed_c_synthroad \\
+               --height 512 --width 1024
     # TensorRT FP16 engine (typed graph: fp16 backbone, fp32 FED) to an explicit file (minutes)
     fed_export --backbone sf_b2.pth --fed fed_c --height 1024 --width 2048 \\
                --runtime tensorrt --precision fp16 --out engines/sf_b2_fedc.engine
     # the same typed fp16 graph for ONNX Runtime (runs on CPU too)
-    fed_export --backbone models/tinyseg --fed models/fed_u --height 512 --width 1024 \\
-               --precision fp16 --out tinyseg_fp16.onnx
+    fed_export --backbone models/tinyseg_synthroad --fed models/fed_c_synthroad \\
+               --height 512 --width 1024 --precision fp16 --out tinyseg_fp16.onnx
     # INT8: backbone quantised on calibration images (a folder, or a Cityscapes-layout root),
     # FED float32; ONNX Runtime's CPU engine, or --runtime tensorrt for TensorRT's Q/DQ scheme
     fed_export --backbone models/tinyseg_synthroad --fed models/fed_c_synthroad \\
@@ -23,23 +24,27 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from ros2_fed import stopping
 
-from ros2_fed.detector import LABEL_MODES, SCORES
-from ros2_fed.fingerprint import ALLOW_FLAG
+stopping.install_for("fed_export", __name__)  # first: a signal during the imports below stops it
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Optional, Sequence  # noqa: E402
+
+from ros2_fed.detector import LABEL_MODES, SCORES  # noqa: E402
+from ros2_fed.fingerprint import ALLOW_FLAG  # noqa: E402
 
 # Runtimes whose engines are built for a GPU: FP16 is their default precision.
-from .base import (
+from .base import (  # noqa: E402
     GPU_RUNTIMES,
     PRECISIONS,
     RUNTIMES,
     SUFFIX_BY_RUNTIME,
 )
-from .int8 import DEFAULT_CALIBRATION_IMAGES, SCHEMES
-from .metadata import check_precision
+from .int8 import DEFAULT_CALIBRATION_IMAGES, SCHEMES  # noqa: E402
+from .metadata import check_precision  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .base import EngineError
 
     try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         if args.bundle:
             path, meta = _export_bundle(args, precision, say)
         elif args.out:
@@ -267,8 +273,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as exc:  # disk full, file-size limit, read-only folder: nothing was installed
         print(write_error_line(exc, args), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"fed_export: stopped; {kept_after_stop(args)}", file=sys.stderr, flush=True)
+        return stopping.interrupted_exit_code()
+    finally:
+        stopping.stopping()
     _say_engine(say, path, meta)
     return 0
+
+
+def kept_after_stop(args: argparse.Namespace) -> str:
+    """What a stopped export leaves: the engine files are written under temporary names and
+    renamed, so nothing half-built is installed and an earlier engine stays as it was."""
+    if args.out:
+        target = _output_path(args.out, args.runtime)
+        return f"nothing was written to {target} (an earlier file there is as it was)"
+    from ros2_fed.paths import engine_cache_dir
+
+    cache = engine_cache_dir()
+    return f"nothing was added to the engine cache {cache} (its engines are as they were)"
 
 
 def write_error_line(exc: OSError, args: argparse.Namespace) -> str:
