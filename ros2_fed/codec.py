@@ -40,6 +40,14 @@ holds at its peak must fit in two such frames: cv2.imdecode's Python binding cop
 (2 bytes a sample) next to the array. So decoding plus the conversion to rgb8 never holds more
 than two maximal frames.
 
+Camera encodings (USB, GMSL and machine-vision cameras deliver these): YUV 4:2:2 as ``yuv422``
+/ ``uyvy`` (U Y0 V Y1) and ``yuv422_yuy2`` / ``yuyv`` (Y0 U Y1 V), even width; ``nv12`` /
+``nv21`` (a Y plane, then a half-height plane of interleaved chroma, ``step * height * 3/2``
+bytes, even sides); Bayer mosaics ``bayer_rggb8``, ``bayer_bggr8``, ``bayer_gbrg8``,
+``bayer_grbg8`` and their ``16`` forms (the high byte, then demosaiced). They pass the same size
+checks as every encoding before a byte of data is read, and OpenCV converts them to RGB.
+:func:`image_to_numpy` returns their raw layout (HxWx2, (H*3/2)xW, HxW).
+
 Generic encodings (``<depth>C<n>``; the bare depth means C1) carry no colour meaning. For the
 engine (:func:`to_rgb8` / :func:`decode_rgb8`) they are interpreted by channel count and
 noted (``generic_encoding``) on every frame:
@@ -74,6 +82,8 @@ __all__ = [
     "MAX_BYTES",
     "DEFAULT_MAX_INPUT_PIXELS",
     "MIN_USEFUL_SIDE",
+    "NAMED_ENCODINGS",
+    "CAMERA_ENCODINGS",
     "encoding_info",
     "image_to_numpy",
     "sniff_format",
@@ -225,6 +235,28 @@ _NAMED: dict[str, tuple[np.dtype, int, str]] = {
     "bgra16": (np.dtype(np.uint16), 4, "bgra"),
     "mono16": (np.dtype(np.uint16), 1, "mono"),
 }
+# Camera-native encodings (USB, GMSL, machine-vision): decoded to RGB with OpenCV. YUV 4:2:2 is
+# two bytes a pixel (a chroma pair shared by two pixels), so its width must be even; NV12/NV21
+# are a full-size Y plane then a half-height plane of interleaved chroma (step bytes a row in
+# both), so the data holds step * height * 3/2 bytes and both sides must be even.
+_CAMERA: dict[str, tuple[np.dtype, int, str]] = {
+    "yuv422": (np.dtype(np.uint8), 2, "uyvy"),  # sensor_msgs: U Y0 V Y1
+    "uyvy": (np.dtype(np.uint8), 2, "uyvy"),
+    "yuv422_yuy2": (np.dtype(np.uint8), 2, "yuyv"),  # sensor_msgs: Y0 U Y1 V
+    "yuyv": (np.dtype(np.uint8), 2, "yuyv"),
+    "nv12": (np.dtype(np.uint8), 1, "nv12"),  # Y plane, then U V U V ...
+    "nv21": (np.dtype(np.uint8), 1, "nv21"),  # Y plane, then V U V U ...
+}
+for _pattern in ("rggb", "bggr", "gbrg", "grbg"):  # the colour filter's first two rows
+    _CAMERA[f"bayer_{_pattern}8"] = (np.dtype(np.uint8), 1, f"bayer_{_pattern}")
+    _CAMERA[f"bayer_{_pattern}16"] = (np.dtype(np.uint16), 1, f"bayer_{_pattern}")
+_NAMED.update(_CAMERA)
+#: Every named encoding accepted on input (the generic ``<depth>C<n>`` ones besides), and those
+#: decoded on input only (no output is published in them).
+NAMED_ENCODINGS = tuple(_NAMED)
+CAMERA_ENCODINGS = tuple(_CAMERA)
+_EVEN_WIDTH = ("uyvy", "yuyv", "nv12", "nv21")
+_CHROMA_PLANE = ("nv12", "nv21")  # a half-height chroma plane below the Y plane
 _GENERIC_DEPTHS = {
     "8U": np.dtype(np.uint8),
     "8S": np.dtype(np.int8),
@@ -311,7 +343,9 @@ def _data_len(data: Any) -> int:
 
 
 def _check_image(msg: Any, limits: InputLimits) -> tuple[np.dtype, int, str, int, int, int]:
-    """Validate an Image's metadata against its data length, touching no pixel data."""
+    """Validate an Image's metadata against its data length, touching no pixel data; (dtype,
+    channels, layout, rows of step bytes, width, step): rows is the height but for NV12/NV21,
+    whose chroma plane follows the Y plane."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     encoding = str(msg.encoding)
     limits.check_upper(width, height, encoding or "image")  # before the data is looked at
@@ -329,29 +363,44 @@ def _check_image(msg: Any, limits: InputLimits) -> tuple[np.dtype, int, str, int
             "step_mismatch",
             f"{encoding} step {step} is not a multiple of the {itemsize}-byte element size",
         )
-    expected = step * height
+    if layout in _EVEN_WIDTH and (width % 2 or (layout in _CHROMA_PLANE and height % 2)):
+        sides = "width and height" if layout in _CHROMA_PLANE else "width"
+        raise ImageDecodeError(
+            "step_mismatch",
+            f"{encoding} {width}x{height}: its chroma is shared by pixel pairs, so the {sides} "
+            "must be even",
+        )
+    rows = height + height // 2 if layout in _CHROMA_PLANE else height
+    expected = step * rows
     if expected > MAX_BYTES:
         raise ImageDecodeError(
             "too_large",
-            f"{encoding} {width}x{height} with step {step}: step*height = {expected} bytes "
-            f"exceeds MAX_BYTES={MAX_BYTES}",
+            f"{encoding} {width}x{height} with step {step}: step*{rows_text(layout)} = "
+            f"{expected} bytes exceeds MAX_BYTES={MAX_BYTES}",
         )
     size = _data_len(msg.data)
     if size != expected:
         what = "short" if size < expected else "long"
         raise ImageDecodeError(
             "truncated",
-            f"{encoding} {width}x{height}: data is {size} bytes but step*height = "
-            f"{step}*{height} = {expected} (too {what})",
+            f"{encoding} {width}x{height}: data is {size} bytes but step*{rows_text(layout)} "
+            f"= {step}*{rows} = {expected} (too {what})",
         )
     # too_small last: a malformed message is reported as such
     limits.check(width, height, encoding)
-    return dtype, channels, layout, height, width, step
+    return dtype, channels, layout, rows, width, step
+
+
+def rows_text(layout: str) -> str:
+    """How many rows of ``step`` bytes an encoding's data holds, as its messages say it."""
+    return "height*3/2" if layout in _CHROMA_PLANE else "height"
 
 
 def _view(
     msg: Any, dtype: np.dtype, channels: int, height: int, width: int, step: int
 ) -> np.ndarray:
+    """The data as an array of the encoding (``height``: the rows of ``step`` bytes, for
+    NV12/NV21 the Y rows then the chroma rows, as OpenCV takes them)."""
     buf = _as_uint8(msg.data)
     big = bool(msg.is_bigendian)
     if dtype.itemsize > 1:
@@ -756,9 +805,27 @@ def _rgb_from(arr: np.ndarray, layout: str, what: str) -> np.ndarray:
         return cv2.cvtColor(arr, cv2.COLOR_RGBA2RGB)
     if layout == "bgra":
         return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
+    if layout in _CAMERA_CODES:
+        return cv2.cvtColor(arr, getattr(cv2, _CAMERA_CODES[layout]))
     raise ImageDecodeError(
         "unknown_encoding", f"{what} with {arr.shape[-1]} channels cannot be converted to rgb8"
     )
+
+
+# OpenCV's conversion of each camera layout to RGB. OpenCV names a Bayer code by the second
+# row's second and third pixels, one step off from the ROS name (the first row's first two):
+# ROS bayer_rggb8 is OpenCV's BayerBG (OpenCV 5's alias BayerRGGB is the same code; the old
+# names exist in OpenCV 4 too). Checked on synthetic mosaics in tests/test_codec_encodings.py.
+_CAMERA_CODES = {
+    "uyvy": "COLOR_YUV2RGB_UYVY",
+    "yuyv": "COLOR_YUV2RGB_YUYV",
+    "nv12": "COLOR_YUV2RGB_NV12",
+    "nv21": "COLOR_YUV2RGB_NV21",
+    "bayer_rggb": "COLOR_BayerBG2RGB",
+    "bayer_bggr": "COLOR_BayerRG2RGB",
+    "bayer_gbrg": "COLOR_BayerGR2RGB",
+    "bayer_grbg": "COLOR_BayerGB2RGB",
+}
 
 
 def decode_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> Decoded:
@@ -768,8 +835,9 @@ def decode_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> Decoded:
     rgb8 is returned as a view of the message (strided when rows are padded); other
     encodings are converted into a new contiguous array: bgr8 channel order reversed,
     rgba8/bgra8 alpha dropped, mono replicated to three channels, 16-bit unsigned ``>> 8``,
-    float ``clip(x, 0, 1) * 255`` rounded (NaN -> 0). Generic encodings as the module
-    docstring says (noted ``generic_encoding``); a compressed ``format`` that names another
+    float ``clip(x, 0, 1) * 255`` rounded (NaN -> 0); camera encodings (YUV 4:2:2, NV12/NV21,
+    Bayer) by OpenCV's conversions, 16-bit Bayer from the high byte. Generic encodings as the
+    module docstring says (noted ``generic_encoding``); a compressed ``format`` that names another
     codec than the data is noted ``format_mismatch``. ``limits`` apply to every frame.
     """
     if hasattr(msg, "format"):
@@ -796,6 +864,8 @@ def to_rgb8(msg: Any, limits: InputLimits = _DEFAULT_LIMITS) -> np.ndarray:
 def _checked_array(arr: Any, encoding: str) -> np.ndarray:
     """``arr`` as a native-order C-contiguous array matching ``encoding`` (ValueError
     otherwise)."""
+    if str(encoding) in _CAMERA:
+        raise ValueError(f"{encoding} is read on input only; outputs are rgb8, mono8, ...")
     try:
         dtype, channels, _ = _encoding(str(encoding))
     except ImageDecodeError as exc:

@@ -250,8 +250,8 @@ def bad_raw_messages() -> dict[str, tuple[Any, str, Optional[str]]]:
     """label -> (message, expected kind, a fragment the error message must contain)."""
     unknown = good_rgb_msg()
     unknown.encoding = "yuv_fancy42"
-    bayer = good_rgb_msg()
-    bayer.encoding = "bayer_rggb8"
+    nv24 = good_rgb_msg()
+    nv24.encoding = "nv24"
     empty_encoding = good_rgb_msg()
     empty_encoding.encoding = ""
     too_many_channels = good_rgb_msg()
@@ -298,7 +298,7 @@ def bad_raw_messages() -> dict[str, tuple[Any, str, Optional[str]]]:
     )
     return {
         "unknown encoding": (unknown, "unknown_encoding", "yuv_fancy42"),
-        "bayer": (bayer, "unknown_encoding", "bayer_rggb8"),
+        "unsupported camera encoding": (nv24, "unknown_encoding", "nv24"),
         "empty encoding": (empty_encoding, "unknown_encoding", "''"),
         "8UC5": (too_many_channels, "unknown_encoding", "8UC5"),
         "step < row": (short_step, "step_mismatch", "step 27"),
