@@ -151,3 +151,8 @@ def test_alert_selection_scores_the_shipped_defaults_on_new_drives(tmp_path) -> 
     assert result["config"]["confidence_threshold"] == calibrated["confidence_threshold"]
     assert result["config"]["roi_margin"] == AlertConfig().roi_margin
     assert result["pooled"]["negatives"] == 4 and result["pooled"]["positives"] == 0
+    # seed 7 shows no unknown object: no appearance, no component to find
+    warning = result["early_warning"]
+    assert warning["pooled"]["summary"]["appearances"] == 0
+    assert warning["per_drive"]["7"]["never_alerted"] == 0
+    assert sum(r["components"] for r in warning["pooled"]["detector_recall_by_size"]) == 0

@@ -32,6 +32,13 @@ from tqdm import tqdm
 from ros2_fed import jsonio
 from ros2_fed.alerts import AlertConfig, AlertMonitor
 from ros2_fed.eval.alert_metrics import frame_presence, largest_object_pixels, score_alerts
+from ros2_fed.eval.early_warning import (
+    FrameObjects,
+    early_warning_report,
+    frame_objects,
+    pool_early_warning,
+)
+from ros2_fed.eval.early_warning_markdown import early_warning_lines
 
 FALSE_ALARM_GRID = (0.005, 0.01, 0.02, 0.05)
 MIN_WIDTH_GRID = (0.0, 0.01, 0.02, 0.03)
@@ -57,6 +64,8 @@ MEASURE_GRID = [
 # and 0.42 / 0.06 on the held-out ones: the margin cost far more recall than it saved in false
 # alarms, so the cap is the target now (docs/alerts.md reports both).
 MAX_SELECTION_FALSE_ALARMS = 0.1
+#: Frame rate of the rendered drives (the stamps the early-warning delays are measured in).
+DRIVE_FPS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,28 +129,45 @@ def render_drive(
     seed: int, frames: int, size: tuple[int, int], cache: Optional[Path] = None
 ) -> tuple[np.ndarray, list[Optional[bool]]]:
     """(images N x H x W x 3, presence per frame) of one drive; kept in ``cache`` when given."""
+    images, presence, _ = render_drive_truth(seed, frames, size, cache)
+    return images, presence
+
+
+def render_drive_truth(
+    seed: int, frames: int, size: tuple[int, int], cache: Optional[Path] = None
+) -> tuple[np.ndarray, list[Optional[bool]], np.ndarray]:
+    """(images N x H x W x 3, presence per frame, OOD masks N x H x W bool) of one drive; kept
+    in ``cache`` when given (a cached drive without its masks is rendered again)."""
     from training.datasets.synthroad_sequence import make_sequence
 
     path = None if cache is None else cache / f"drive_{seed}_{frames}_{size[0]}x{size[1]}.npz"
     if path is not None and path.is_file():
         data = np.load(path)
-        presence = [None if p < 0 else bool(p) for p in data["presence"]]
-        return data["images"], presence
+        if "ood_bits" in data:
+            presence = [None if p < 0 else bool(p) for p in data["presence"]]
+            masks = np.unpackbits(data["ood_bits"], axis=-1, count=size[1]).astype(bool)
+            return data["images"], presence, masks
     ood, start = drive_plan(seed, frames)
-    images, objects, totals = [], [], []
-    for image, _, ood_mask in make_sequence(frames, size, seed, ood_from_frame=start, ood=ood):
+    images, objects, totals, masks = [], [], [], []
+    for image, _, ood_mask in make_sequence(
+        frames, size, seed, ood_from_frame=start, ood=ood, fps=DRIVE_FPS
+    ):
         images.append(image)
         objects.append(largest_object_pixels(ood_mask))
         totals.append(int((ood_mask == 1).sum()))
+        masks.append(ood_mask == 1)
     presence = frame_presence(objects, totals)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
         np.savez(
-            path,
+            tmp,
             images=np.stack(images),
             presence=np.array([-1 if p is None else int(p) for p in presence]),
+            ood_bits=np.packbits(np.stack(masks), axis=-1),
         )
-    return np.stack(images), presence
+        tmp.replace(path)
+    return np.stack(images), presence, np.stack(masks)
 
 
 #: One drive: (confidence maps float16, label maps uint8 or None, presence per frame).
@@ -204,6 +230,59 @@ def replay(config: AlertConfig, drives: Sequence[Drive]) -> dict[str, Any]:
     """Pooled frame-level recall / false-alarm rate of ``config`` over drives (a fresh monitor
     each)."""
     return score_sizes(config, region_sizes(config, drives), drives)
+
+
+def drive_objects(
+    drive: Drive, masks: np.ndarray, threshold: float
+) -> list[Optional[FrameObjects]]:
+    """Each frame's OOD objects (``ros2_fed.eval.early_warning.frame_objects``) with the pixel
+    detector's verdict at ``threshold`` on the drive's confidence maps."""
+    return [
+        frame_objects(mask.view(np.uint8), conf.astype(np.float32), threshold)
+        for mask, conf in zip(masks, drive[0])
+    ]
+
+
+def early_warning(
+    config: AlertConfig,
+    drives: Sequence[Drive],
+    objects: Sequence[Sequence[Optional[FrameObjects]]],
+    seeds: Sequence[int],
+) -> dict[str, Any]:
+    """First-alert delays and recall by size of ``config`` over drives (a fresh monitor each):
+    ``{"pooled": ..., "per_drive": {seed: delay summary}}`` (``ros2_fed.eval.early_warning``)."""
+    reports = []
+    for sizes, drive_objs in zip(region_sizes(config, drives), objects):
+        monitor = AlertMonitor(config)
+        levels = [int(monitor.step(size)) for size in sizes]
+        reports.append(
+            early_warning_report(
+                levels,
+                drive_objs,
+                [i / DRIVE_FPS for i in range(len(levels))],
+                config.raise_frames,
+                horizon=config.horizon,
+            )
+        )
+    pooled = pool_early_warning(reports, [f"drive {s}" for s in seeds])
+    return {
+        "pooled": pooled,
+        "per_drive": {s: (r["summary"] if r else None) for s, r in zip(seeds, reports)},
+    }
+
+
+def drives_objects(
+    drives: Sequence[Drive],
+    seeds: Sequence[int],
+    args: argparse.Namespace,
+    size: tuple[int, int],
+    threshold: float,
+) -> list[list[Optional[FrameObjects]]]:
+    """The drives' OOD objects (masks from ``--cache``, rendered again without one)."""
+    return [
+        drive_objects(d, render_drive_truth(s, args.frames, size, args.cache)[2], threshold)
+        for d, s in zip(drives, seeds)
+    ]
 
 
 def row_config(base: AlertConfig, row: dict) -> AlertConfig:
@@ -308,15 +387,23 @@ def _row(r: dict) -> str:
 
 
 def write_doc(
-    args: argparse.Namespace, rows: list[dict], best: dict, held_out: dict, per_drive: dict
+    args: argparse.Namespace,
+    rows: list[dict],
+    best: dict,
+    held_out: dict,
+    per_drive: dict,
+    warning: Optional[dict] = None,
 ) -> None:
-    """Markdown: the choice, the held-out result per drive, and the selection grid's best rows."""
+    """Markdown: the choice, the held-out result per drive, the held-out early warning, and the
+    selection grid's best rows."""
     lines = _doc_summary(args, best, held_out)
     lines += [
         f"| {seed} | {_f(r['recall'])} | {r['positives']} | {_f(r['false_alarm_rate'])} | "
         f"{r['negatives']} |"
         for seed, r in per_drive.items()
     ]
+    if warning is not None:
+        lines += early_warning_lines(warning["pooled"], "### Held-out drives: early warning")
     lines += _grid_lines(rows)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text("\n".join(lines) + "\n")
@@ -474,10 +561,12 @@ def evaluate_defaults(args: argparse.Namespace, size: tuple[int, int]) -> int:
     ).eval()
     seeds = _seeds(args.eval_seeds)
     drives = _drives(detector, seeds, args, size, "drives")
+    objects = drives_objects(drives, seeds, args, size, threshold)
     summary = {
         "config": config_json(config),
         "pooled": replay(config, drives),
         "per_drive": {s: replay(config, [d]) for s, d in zip(seeds, drives)},
+        "early_warning": early_warning(config, drives, objects, seeds),
         "eval_seeds": args.eval_seeds,
         "frames": args.frames,
     }
@@ -519,14 +608,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     held_out = replay(chosen, eval_drives)
     per_drive = {s: replay(chosen, [d]) for s, d in zip(_seeds(args.eval_seeds), eval_drives)}
     print("held-out:", held_out, flush=True)
+    eval_seeds = _seeds(args.eval_seeds)
+    warning = early_warning(
+        chosen,
+        eval_drives,
+        drives_objects(eval_drives, eval_seeds, args, size, chosen.confidence_threshold),
+        eval_seeds,
+    )
     if args.doc is not None:
-        write_doc(args, rows, best, held_out, per_drive)
+        write_doc(args, rows, best, held_out, per_drive, warning)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "selected": best,
         "config": config_json(chosen),
         "held_out": held_out,
         "held_out_per_drive": per_drive,
+        "held_out_early_warning": warning,
         "select_seeds": args.select_seeds,
         "eval_seeds": args.eval_seeds,
         "frames": args.frames,
