@@ -224,6 +224,13 @@ def test_pooled_metrics_equal_one_scorer_over_all_frames(
     assert det["false_alarm_rate"] == det["alerted_negatives"] / det["negatives"]
     assert pooled["frames"]["evaluated"] == FRAMES * len(CAMERAS)
     assert pooled["latency_ms"]["n"] == FRAMES * len(CAMERAS)
+    # early warning: every camera's appearances, named by camera, delays over the pooled list
+    from ros2_fed.eval.early_warning import pool_early_warning
+
+    own = [_load(out / n / "report.json")["early_warning"] for n in CAMERAS]
+    assert pooled["early_warning"] == pool_early_warning(own, list(CAMERAS))
+    assert {a["source"] for a in pooled["early_warning"]["appearances"]} <= set(CAMERAS)
+    assert "## Early warning (pooled over the cameras)" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("modes", [(True, True), (False, False), (False, True)])

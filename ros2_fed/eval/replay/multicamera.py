@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ros2_fed import stopping
+from ros2_fed.eval.early_warning import pool_early_warning
+from ros2_fed.eval.early_warning_markdown import early_warning_lines
 from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay import report as rep
@@ -393,7 +395,12 @@ def _assemble(
         "model": reports[0]["model"],
         "node_method": reports[0].get("node_method"),
         "cameras": [_camera_entry(c, r, out) for c, r in zip(cameras, reports)],
-        "pooled": _pooled_section(pool, reports),
+        "pooled": {
+            **_pooled_section(pool, reports),
+            "early_warning": pool_early_warning(
+                [r.get("early_warning") for r in reports], [c.name for c in cameras]
+            ),
+        },
         "scene": rep.rig_scene({c.name: r.get("scene") for c, r in zip(cameras, reports)}),
         "files": {
             "report_json": str(out / "report.json"),
@@ -490,6 +497,9 @@ def markdown(report: dict[str, Any]) -> str:
         for line in rep.detection_lines(det)
     ]
     lines += rep.rig_scene_lines(report.get("scene"))
+    lines += early_warning_lines(
+        pooled.get("early_warning"), "## Early warning (pooled over the cameras)", limit=50
+    )
     lines += ["## Pooled: every method", "", rep.metrics_table(pooled)]
     lines += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in report["files"].items() if v]
     lines += [
