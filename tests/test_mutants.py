@@ -98,13 +98,18 @@ def run_tests(root: Path, tests: tuple[str, ...], junit: Path, timeout: float) -
     return {"outcomes": got, "output": done.stdout[-4000:] + done.stderr[-2000:]}
 
 
+def slug(mutant: Mutant) -> str:
+    """The mutant's test id: its name in lower-case words joined by dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", mutant.name.lower()).strip("-")
+
+
 def base_id(test: str) -> str:
     return test.split("[")[0]
 
 
 @pytest.mark.parametrize(
     "mutant",
-    [pytest.param(m, marks=[pytest.mark.slow] if m.slow else [], id=m.name) for m in MUTANTS],
+    [pytest.param(m, marks=[pytest.mark.slow] if m.slow else [], id=slug(m)) for m in MUTANTS],
 )
 def test_each_mutant_fails_its_tests(copy: Path, tmp_path: Path, mutant: Mutant) -> None:
     target = copy / mutant.path
@@ -141,4 +146,4 @@ def test_every_mutant_applies_once_and_names_existing_tests() -> None:
             assert (REPO / path).is_file() and f"def {base_id(name)}(" in (
                 REPO / path
             ).read_text(), test
-    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+    assert len({slug(m) for m in MUTANTS}) == len(MUTANTS)

@@ -191,6 +191,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "fed_node held 484 MiB at 512x1024 with it, 345 MiB without",
     ),
     Mutant(
+        "footprint: the node's engine opened with the memory pattern",
+        "ros2_fed/engine/onnx_engine.py",
+        (
+            Edit(
+                "            inter_op_threads,\n            allow_spinning,\n        )\n",
+                "            inter_op_threads,\n            allow_spinning,\n"
+                "            memory_pattern=True,\n        )\n",
+            ),
+        ),
+        ("tests/test_footprint.py::test_footprint_benchmark_measures_the_node_both_ways",),
+        "session_options' default stays off, so only a real fed_node's RSS tells",
+        slow=True,
+    ),
+    Mutant(
         "lifecycle: deactivate keeps the camera subscription",
         "ros2_fed/node_wiring.py",
         (Edit("            self.destroy_subscription(sub)\n", "            pass\n"),),
