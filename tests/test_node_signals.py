@@ -9,10 +9,14 @@ Contract: exit code 0, no traceback, no ERROR or FATAL line, whatever the stage.
 Stages are hit on purpose with tests/signal_harness.py (it prints when the engine starts and
 ends loading; warm-up takes warmup_runs x --delay). Each case runs FED_SIGNAL_REPEATS times
 (default 2; ``FED_SIGNAL_REPEATS=5`` for a longer soak). The installed commands themselves
-(``fed_node``, ``fed_bag_eval --live``) are signalled at +0.1 / +0.3 / +0.6 / +1 s after they
-start, while Python still imports them, and must also stop within 2 s without a rosout error;
-fed_bag_eval must leave no fed_node behind. A signal within the interpreter's own start-up
-(before the first line of ros2_fed runs, some 50 ms) keeps Python's default behaviour.
+(``fed_node``, ``fed_bag_eval --live``) are signalled at +0.1 / +0.3 / +0.6 / +1 s after their
+first line ran (the moment their stop handler shows in /proc: a loaded machine can take longer
+than that to start the interpreter at all), while Python still imports them, and must also
+stop on the signal without a rosout error: before the work in hand is done (fed_node never
+says "ready", fed_bag_eval writes no complete report) and well before the 30 s kill that a
+lost signal ends in; fed_bag_eval must leave no fed_node behind. No tighter clock: a loaded
+machine stretches any stop. A signal within the interpreter's own start-up (before the first
+line of ros2_fed runs, some 50 ms on an idle machine) keeps Python's default behaviour.
 """
 
 from __future__ import annotations
@@ -181,14 +185,26 @@ def test_signal_exits_cleanly(
 # From the first moment: the installed commands, signalled while Python still imports them
 # --------------------------------------------------------------------------------------
 
-MOMENTS = (0.1, 0.3, 0.6, 1.0)  # seconds after the process started
-STOP_WITHIN_S = 2.0
+MOMENTS = (0.1, 0.3, 0.6, 1.0)  # seconds after the command's first line installed its handler
+KILL_AFTER_S = 30.0  # a process still running this long after the signal lost it: killed
+STOP_WITHIN_S = KILL_AFTER_S / 3  # generous: a stop that waits for nothing is far quicker
 
 
 def _command(name: str, module: str) -> list[str]:
     """The console script as a user runs it (``python -m`` where it is not installed)."""
     script = Path(sys.executable).with_name(name)
     return [str(script)] if script.is_file() else [sys.executable, "-m", module]
+
+
+def _stop_handler_installed(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGTERM: Python itself never does, so this is the moment
+    the command's first line (ros2_fed.stopping.install) ran."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")))
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def _signal_at(
@@ -200,7 +216,8 @@ def _signal_at(
     **popen: Any,
 ) -> tuple[int, float, str]:
     """(exit code, seconds from the signal to the exit, output) of ``cmd`` signalled ``delay``
-    s after its start (or after ``after()`` came true); killed after 30 s: code -999."""
+    s after its stop handler is installed (or after ``after()`` came true); killed after
+    KILL_AFTER_S: code -999."""
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -210,23 +227,29 @@ def _signal_at(
         text=True,
         **popen,
     )
+    wait_until(
+        lambda: _stop_handler_installed(proc.pid) or proc.poll() is not None, 120, "its handler"
+    )
     if after is not None:
         wait_until(lambda: after() or proc.poll() is not None, 120, "the moment to signal")
     time.sleep(delay)
     sent = time.monotonic()
     proc.send_signal(sig)
     try:
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=KILL_AFTER_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-        return -999, 30.0, out
+        return -999, KILL_AFTER_S, out
     return proc.returncode, time.monotonic() - sent, out
 
 
-def _assert_clean_stop(code: int, took: float, out: str, what: str) -> None:
+def _assert_clean_stop(code: int, took: float, out: str, what: str, unfinished: str) -> None:
+    """Exit 0 on the signal (not at the kill), before the work ended (``unfinished`` is what
+    only a run that went on to its end prints), with no traceback, ERROR or rosout error."""
     assert code == 0, f"{what}: exit {code}\n{out[-3000:]}"
     assert took <= STOP_WITHIN_S, f"{what}: {took:.2f} s after the signal\n{out[-3000:]}"
+    assert unfinished not in out, f"{what}: went on to {unfinished!r}\n{out[-3000:]}"
     bad = [
         line
         for line in out.splitlines()
@@ -241,13 +264,13 @@ def test_fed_node_stops_cleanly_from_its_first_moment(
     env: dict[str, str], onnx_engine: Path, sig_name: str
 ) -> None:
     """SIGINT / SIGTERM at +0.1 / +0.3 / +0.6 / +1 s of ``fed_node`` (imports, rclpy, the
-    engine): exit 0 within 2 s, no traceback, no ERROR, no rosout error."""
+    engine): exit 0 on the signal, before "ready", no traceback, no ERROR, no rosout error."""
     for delay in MOMENTS:
         ns = f"/{RUN}_first_{sig_name}_{int(delay * 10)}"
         cmd = _command("fed_node", "ros2_fed.node")
         cmd += ["--ros-args", "-r", f"__ns:={ns}", "-p", f"engine_path:={onnx_engine}"]
         code, took, out = _signal_at(cmd, env, delay, SIGNALS[sig_name])
-        _assert_clean_stop(code, took, out, f"{sig_name} at +{delay} s")
+        _assert_clean_stop(code, took, out, f"{sig_name} at +{delay} s", "ready:")
 
 
 @pytest.mark.slow
@@ -267,8 +290,7 @@ def test_fed_node_started_with_sigint_ignored_still_stops(
             signal.SIGINT,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
-        _assert_clean_stop(code, took, out, f"SIGINT (inherited ignored) at +{delay} s")
-        assert "ready:" not in out, out[-2000:]
+        _assert_clean_stop(code, took, out, f"SIGINT (inherited ignored) at +{delay} s", "ready:")
 
 
 @pytest.fixture(scope="module")
@@ -301,8 +323,8 @@ def test_bag_eval_live_stops_cleanly_and_stops_its_node(
     env: dict[str, str], onnx_engine: Path, drive: Path, tmp_path: Path, sig_name: str
 ) -> None:
     """``fed_bag_eval --live`` signalled at +0.1 / +0.3 / +0.6 / +1 s and while its node plays
-    the bag: exit 0 within 2 s, no traceback, no ERROR line, and the node it started is gone
-    (its log shows no error either)."""
+    the bag: exit 0 on the signal, before the bag's end, no traceback, no ERROR line, and the
+    node it started is gone (its log shows no error either)."""
     for i, moment in enumerate(MOMENTS + ("playing",)):
         domain = 150 + i + 10 * sorted(SIGNALS).index(sig_name)
         out_dir = tmp_path / f"run{i}"
@@ -316,7 +338,8 @@ def test_bag_eval_live_stops_cleanly_and_stops_its_node(
         delay = 1.0 if moment == "playing" else float(moment)
         code, took, out = _signal_at(cmd, env, delay, SIGNALS[sig_name], after=playing)
         node_log = log.read_text() if log.is_file() else ""
-        _assert_clean_stop(code, took, out + node_log, f"{sig_name} at {moment}")
+        # only a run that played the whole bag prints "report ... (complete)"
+        _assert_clean_stop(code, took, out + node_log, f"{sig_name} at {moment}", "(complete)")
         assert "error" not in out.lower(), out[-2000:]
         time.sleep(0.2)
         assert not _node_processes(domain), f"{sig_name} at {moment}: fed_node left running"
