@@ -254,6 +254,7 @@ def frame(t_ns: int, alert: int, scene: int = 0, size: float = 0.1) -> SimpleNam
         stamp=SimpleNamespace(sec=t_ns // S, nanosec=t_ns % S),
         message=SimpleNamespace(header=SimpleNamespace(frame_id="cam")),
         confidence=np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
+        labels=np.arange(12, dtype=np.uint8).reshape(3, 4),
         statuses=statuses,
     )
 
@@ -288,10 +289,20 @@ def test_a_rising_alert_gives_one_clip_with_the_camera_confidence_and_statuses(
     cams = [log for topic, log, _ in messages if topic == CAMERA_TOPIC]
     assert cams == [t_trigger + k * S // 10 for k in range(-5, 4)]  # frames 5..13
     topics = {topic for topic, _, _ in messages}
-    assert topics == {CAMERA_TOPIC, "/fed_node/confidence/compressed", "/fed_node/alerts"}
+    assert topics == {
+        CAMERA_TOPIC,
+        "/fed_node/confidence/compressed",
+        "/fed_node/segmentation/compressed",
+        "/fed_node/alerts",
+    }
     assert float(meta["region_size"]) == pytest.approx(0.23)  # the largest in the clip: 13
     conf = [d for topic, _, d in messages if topic == "/fed_node/confidence/compressed"][0]
     assert conf.format == "mono8; png compressed mono8"
+    seg = [d for topic, _, d in messages if topic == "/fed_node/segmentation/compressed"][0]
+    import cv2
+
+    decoded = cv2.imdecode(np.frombuffer(bytes(seg.data), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded.tolist() == np.arange(12).reshape(3, 4).tolist()  # the train ids, lossless
 
 
 def test_no_clip_from_a_clean_drive_nor_from_a_level_that_stays_up(tmp_path: Path) -> None:

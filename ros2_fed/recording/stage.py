@@ -27,6 +27,7 @@ from .writer import ClipWriter
 
 RECORD_STAGE = "record"
 CONFIDENCE_OUTPUT = "confidence/compressed"  # the 8-bit confidence map's topic in a clip
+SEGMENTATION_OUTPUT = "segmentation/compressed"  # train ids as a PNG: a labeller's pre-label
 STATUS_OUTPUT = "alerts"  # the alert and scene statuses, as on the node's ~/alerts
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
@@ -53,7 +54,8 @@ def msgdef(msgtype: str) -> str:
     return typestore().generate_msgdef(msgtype, ros_version=2)[0]
 
 
-def _encode_confidence(payload: tuple[np.ndarray, int, str, str]) -> bytes:
+def _encode_mono(payload: tuple[np.ndarray, int, str, str]) -> bytes:
+    """An 8-bit map (confidence 0..255, train ids) as a CompressedImage's CDR."""
     from ros2_fed.messages import compressed_message, serialize
 
     image, stamp, frame_id, fmt = payload
@@ -246,7 +248,19 @@ class RecordStage:
                     stamp,
                     (image, stamp, frame_id, fmt),
                     image.nbytes + ENTRY_OVERHEAD,
-                    _encode_confidence,
+                    _encode_mono,
+                )  # fmt: skip
+            )
+        if frame.labels is not None:  # train ids compress to almost nothing as a PNG
+            labels = np.array(frame.labels, dtype=np.uint8)
+            out.append(
+                Entry(
+                    self._topic(camera, SEGMENTATION_OUTPUT),
+                    COMPRESSED_IMAGE,
+                    stamp,
+                    (labels, stamp, frame_id, "png"),
+                    labels.nbytes + ENTRY_OVERHEAD,
+                    _encode_mono,
                 )  # fmt: skip
             )
         statuses = [frame.statuses[n] for n in (ALERT_STAGE, SCENE_STAGE) if n in frame.statuses]

@@ -80,6 +80,13 @@ def _add_bag_options(p: argparse.ArgumentParser) -> None:
         "of exact score/label pairs: a state of at most ~1 MB per method to send back instead "
         "of 5 bytes per pixel (bags over 4e7 pixels, and the pool beyond, use them anyway)",
     )
+    p.add_argument(
+        "--clips",
+        action="store_true",
+        help="cut the clips fed_node would record (record.* parameters) from every bag, then "
+        "rank and fold them into a labelling queue: OUT/clips/ (clips.md, clips.json, "
+        "clips_mosaic.png, labelling/ in the Cityscapes layout)",
+    )
     p.set_defaults(threads=1, no_reference=True)
 
 
@@ -238,7 +245,21 @@ class FleetRun:
             },
         }
         report = fleet_report.assemble(summaries, pooled, self.failed, run)
+        if self.options.get("clips"):
+            report["clips"] = self.clip_queue(tasks)
         return fleet_report.write(self.out, report), report
+
+    def clip_queue(self, tasks: list[BagTask]) -> dict[str, Any]:
+        """Every finished bag's clips ranked and folded into OUT/clips/ (the queue's counts)."""
+        from ros2_fed.eval import clip_queue
+
+        folders = [
+            (t.id, store.bag_dir(self.out, t.id) / "clips")
+            for t in tasks
+            if store.is_done(self.out, t.id)
+        ]
+        queue = clip_queue.build_queue(folders, self.out / "clips")
+        return {k: queue[k] for k in ("clips_found", "clips_queued", "clips_folded")}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -217,5 +217,15 @@ def markdown(report: dict[str, Any]) -> str:
         worst_table(report["worst_frames"]),
     ]
     lines += ["## Failed bags", ""] + failed_table(report["failed"])
+    clips = report.get("clips")
+    if clips:  # --clips
+        lines += [
+            "## Labelling queue",
+            "",
+            f"{clips['clips_queued']} clips queued of {clips['clips_found']} cut from the bags "
+            f"({clips['clips_folded']} near-duplicates folded): [clips/clips.md](clips/clips.md), "
+            "frames and pre-labels in `clips/labelling/`.",
+            "",
+        ]
     lines += ["## Model and settings", ""] + model_lines(report)
     return "\n".join(lines) + "\n"

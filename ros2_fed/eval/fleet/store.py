@@ -90,6 +90,7 @@ def write_bag(out: Path, result: BagResult) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, data in result.files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)  # clips/ of --clips
         with open(tmp / name, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -200,6 +200,7 @@ def bag_arguments(options: dict[str, Any], task: BagTask, out: Path) -> argparse
     for key, value in options.items():
         setattr(args, key, tuple(value) if key == "size" and value else value)
     args.cameras = None
+    args.clips = out.parent / "clips" if options.get("clips") else None
     if task.camera:
         args.topic, args.gt_topic, args.ood_topic = task.topic, task.gt_topic, task.ood_topic
         if args.no_gt:
@@ -269,6 +270,9 @@ def _bag_files(run: FleetBagEvaluation, report: dict[str, Any], out: Path) -> di
     files["report.md"] = text.encode()
     assert run.scored.scorer is not None
     files[STATE_FILE] = scorer_to_bytes(run.scored.scorer)
+    clips = out.parent / "clips"  # --clips: the clips and their index travel with the result
+    if clips.is_dir():
+        files.update({f"clips/{p.name}": p.read_bytes() for p in sorted(clips.iterdir())})
     return files
 
 
