@@ -306,6 +306,10 @@ def test_early_warning_section_from_the_bag_and_the_node_outputs(
     assert ew["appearances"][0]["onset"] == first
     md = (offline["out"] / "report.md").read_text()
     assert "## Early warning" in md and "| object size (OOD px at 256x512) |" in md
+    from ros2_fed.eval.replay.report import console_summary
+
+    printed = [line for line in console_summary(report) if line.startswith("Early warning: ")]
+    assert len(printed) == 1 and "**" not in printed[0] and "First-alert delay" in printed[0]
 
 
 def test_sqlite3_compressed_bag_gives_sqlite3_output(work: dict[str, Any], tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ros2_fed.eval.early_warning_markdown import early_warning_lines
+from ros2_fed.eval.early_warning_markdown import delay_text, early_warning_lines
 from ros2_fed.eval.replay.outputs import LEVEL_NAMES, AlertRecord
 from ros2_fed.eval.replay.scoring import FrameStat
 from ros2_fed.fileio import atomic_write_bytes
@@ -405,6 +405,9 @@ def console_summary(report: dict[str, Any]) -> list[str]:
         for line in detection_lines(report["alerts"].get("detection"))
         if line
     ]
+    if report.get("early_warning"):
+        text = delay_text(report["early_warning"]["summary"]).replace("**", "")
+        lines.append("Early warning: " + text)
     return lines
 
 
