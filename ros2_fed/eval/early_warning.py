@@ -24,8 +24,9 @@ Definitions (all sizes are OOD pixels of the drive's ground truth, 1 = OOD):
   good; written as ``"never"`` in JSON). Median: the middle value, the mean of the two middle ones
   for an even count. p90: nearest rank, the ``ceil(0.9 n)``-th smallest value.
 * **Recall by size** (:data:`SIZE_BINS`, lower edge inclusive: 300 px is in 300-1,000):
-  - the alert (:func:`recall_by_size`): the frames the headline recall counts (largest object >=
-    the scaled 100 px, the first ``raise_frames`` of each run of such frames excused), binned by
+  - the alert (:func:`recall_by_size`): the frames with the largest object >= the scaled 100 px,
+    the first ``raise_frames`` of each run of such frames excused (at 256x512 exactly the frames
+    ``alert_metrics``' headline recall counts; that one keeps 100 px at every size), binned by
     their largest object; recall = frames at WARN or above / frames;
   - the pixel detector (:func:`component_recall_by_size`): every ground-truth OOD component of
     >= the scaled 100 px in every frame; it is **detected** when at least

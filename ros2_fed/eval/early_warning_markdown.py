@@ -132,7 +132,8 @@ def early_warning_lines(
         never_alerted_text(report["appearances"]),
         "",
         f"Recall by object size (bins by the largest object, lower edge inclusive; the alert's "
-        f"frames as in the headline recall; a ground-truth component is found by the pixel "
+        f"frames as in the headline recall, with 100 px scaled; a ground-truth component is "
+        f"found by the pixel "
         f"detector when >= {100 * report['detected_fraction']:.0f} % of its pixels are below "
         f"the confidence threshold):",
         "",
