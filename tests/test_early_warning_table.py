@@ -100,3 +100,38 @@ def test_the_figures_section_is_replaced_and_the_rest_of_the_page_kept(tmp_path:
     page.write_text("# Early warning\n\nintro\n")
     update_section(page, f"{HEADING}\n\nappended\n")
     assert page.read_text() == f"# Early warning\n\nintro\n\n{HEADING}\n\nappended\n"
+
+
+@pytest.mark.slow  # renders a short drive and runs the shipped model on it
+def test_the_table_command_writes_json_and_the_page_and_resumes(tmp_path: Path) -> None:
+    import json
+
+    from training import early_warning_table as table
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    common = [
+        "--backbone",
+        str(models / "tinyseg_synthroad"),
+        "--fed",
+        str(models / "fed_c_synthroad"),
+        "--frames",
+        "4",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+        str(tmp_path / "table.json"),
+        "--doc",
+        str(tmp_path / "page.md"),
+    ]
+    assert table.main(["--sets", "0"] + common) == 0
+    (cached,) = (tmp_path / "cache").glob("result_0_*.json")
+    # drive 0 from the cache, drive 1 not computed: the set says so
+    assert table.main(["--sets", "0-1", "--cached-only"] + common) == 0
+    got = json.loads((tmp_path / "table.json").read_text())
+    assert got["sets"]["0-1"]["drives"] == [0] and got["sets"]["0-1"]["missing_drives"] == [1]
+    assert got["sets"]["0-1"]["early_warning"] == json.loads(cached.read_text())[
+        "early_warning"
+    ] | {"drives": 1}
+    page = (tmp_path / "page.md").read_text()
+    assert page.startswith("# Early warning") and table.HEADING in page
+    assert "| 0-1 (1 of 2) |" in page
