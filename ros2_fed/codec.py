@@ -474,6 +474,15 @@ def sniff_format(data: Any) -> Optional[str]:
     return None
 
 
+def _cut_magic(head: bytes) -> Optional[str]:
+    """``"jpeg"`` | ``"png"`` when ``head`` (all the data there is) is the start of that magic:
+    a file cut off before its signature ended, not another format."""
+    for fmt, magic in (("jpeg", _JPEG_MAGIC), ("png", _PNG_MAGIC)):
+        if 0 < len(head) < len(magic) and magic.startswith(head):
+            return fmt
+    return None
+
+
 def _corrupt(fmt: str, why: str) -> ImageDecodeError:
     return ImageDecodeError(
         "corrupt_compressed", f"{fmt} header cannot be read: {why}; not decoded"
@@ -610,6 +619,9 @@ def read_compressed_header(data: Any) -> CompressedHeader:
     cannot be read completely).
     """
     fmt = sniff_format(data)
+    cut = _cut_magic(bytes(_as_uint8(data)[:8])) if fmt is None else None
+    if cut is not None:
+        raise _corrupt(cut, f"the data is cut off inside its signature ({_data_len(data)} bytes)")
     if fmt is None:
         raise ImageDecodeError(
             "unknown_format",
@@ -663,6 +675,13 @@ def _sniffed_format(buf: np.ndarray, fmt: str, named: str) -> tuple[str, list[De
             "corrupt_compressed", f"CompressedImage ({fmt!r}) has no data (0 bytes)"
         )
     actual = sniff_format(buf)
+    cut = _cut_magic(bytes(buf[:8])) if actual is None else None
+    if cut is not None:
+        raise ImageDecodeError(
+            "corrupt_compressed",
+            f"CompressedImage format {fmt!r}: a truncated {cut.upper()} ({buf.size} bytes, "
+            "cut off inside its signature); not decoded",
+        )
     if actual is None:
         kind = "corrupt_compressed" if named in COMPRESSED_FORMATS else "unknown_format"
         raise ImageDecodeError(

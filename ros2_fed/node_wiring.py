@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterNotDeclaredException
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
@@ -96,6 +97,16 @@ class FedWiring:
             raise StartupError("; ".join(problems) + " (strict_parameters is on)")
         for text in problems:
             self.get_logger().warning(text + " (ignored)")
+
+    def _check_undeclared_parameters(self, parameter_list: list[Parameter]) -> None:
+        """A run-time set of an undeclared name is refused naming it and the closest declared
+        one (rclpy's own refusal reads "undeclared parameter(s): []": it lists none)."""
+        names = [p.name for p in parameter_list if p.name not in self._parameters]
+        if names and not self._allow_undeclared_parameters:
+            raise ParameterNotDeclaredException(
+                "; ".join(unknown_parameters(names, self._parameters))
+            )
+        super()._check_undeclared_parameters(parameter_list)  # type: ignore[misc]
 
     # -- engine --------------------------------------------------------------------------
 

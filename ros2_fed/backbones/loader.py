@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -271,17 +273,49 @@ def save_backbone(model: nn.Module, path: PathLike, **meta: Any) -> tuple[Path, 
 
 
 # ---------------------------------------------------------------------------------- readers
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNPICKLING_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError)
+
+
+def _tensors_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: no pickled code runs. A refusal is a BackboneError
+    with torch's specific reason alone: its terminal colours and its advice to load the file
+    with ``weights_only=False`` or to allow-list the global are dropped (not for a file from
+    an unknown source)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol ..."
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except _UNPICKLING_ERRORS as exc:
+        raise BackboneError(
+            f"{path}: not loaded: torch.load(weights_only=True) refused it ({_reason(exc)}). "
+            "Only checkpoints of plain tensors are accepted; where the file is trusted, re-save "
+            "its state dict with torch.save(model.state_dict(), PATH)"
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """torch's specific reason for a refused load, on one line."""
+    text = _ANSI.sub("", str(exc))
+    found = re.search(
+        r"WeightsUnpickler error:(.*?)(?: Please use `torch\.serialization|\n\s*\n|$)", text, re.S
+    )
+    if found and found.group(1).strip():
+        return " ".join(found.group(1).split()).rstrip(". ")
+    reasons = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        line = " ".join(paragraph.split())
+        if line.startswith(("Weights only load failed", "Check the documentation")):
+            continue
+        line = line.split(" Please use `torch.serialization", 1)[0]
+        reasons.append(line.rstrip(". "))
+    return "; ".join(r for r in reasons if r) or type(exc).__name__
+
+
 def _read_mmseg(path: Path) -> BackboneSource:
     if not path.is_file():
         raise BackboneError(f"{path}: file not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise BackboneError(
-            f"{path}: cannot be read with torch.load(weights_only=True) "
-            f"({str(exc).splitlines()[0]}); "
-            "only plain tensor checkpoints are accepted"
-        ) from exc
+    checkpoint = _tensors_only(path)
     sd = mmseg_state_dict(checkpoint, str(path))
     arch, config = infer_mmseg_config(sd, str(path))
     meta: dict[str, Any] = {"sha256": file_sha256(path)}
@@ -311,12 +345,7 @@ def _read_hf(folder: Path) -> BackboneSource:
             raise BackboneError(f"{weights_path}: cannot read safetensors ({exc})") from exc
     elif (folder / "pytorch_model.bin").is_file():  # older hub folders; a plain state dict
         weights_path = folder / "pytorch_model.bin"
-        try:
-            raw = torch.load(weights_path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise BackboneError(
-                f"{weights_path}: cannot be read with torch.load(weights_only=True) ({exc})"
-            ) from exc
+        raw = _tensors_only(weights_path)
     else:
         raise BackboneError(
             f"{weights_path}: not found (sharded checkpoints: re-save with save_pretrained "

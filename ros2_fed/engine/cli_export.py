@@ -268,7 +268,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         FileNotFoundError,
         RuntimeError,
     ) as exc:
-        print(f"fed_export: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OSError) and _names_the_output(exc, args):  # e.g. --out /proc/x.onnx
+            print(write_error_line(exc, args), file=sys.stderr)
+        else:
+            print(f"fed_export: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, file-size limit, read-only folder: nothing was installed
         print(write_error_line(exc, args), file=sys.stderr)
@@ -292,6 +295,21 @@ def kept_after_stop(args: argparse.Namespace) -> str:
 
     cache = engine_cache_dir()
     return f"nothing was added to the engine cache {cache} (its engines are as they were)"
+
+
+def _names_the_output(exc: OSError, args: argparse.Namespace) -> bool:
+    """Whether ``exc`` is about a file the export writes (its temporary name included), not
+    about an input such as a missing checkpoint."""
+    if not exc.filename:
+        return False
+    if args.out:
+        target = _output_path(args.out, args.runtime)
+    else:
+        from ros2_fed.paths import engine_cache_dir
+
+        target = engine_cache_dir() / "engine"
+    name = Path(exc.filename)
+    return name.parent == target.parent or target.parent in name.parents
 
 
 def write_error_line(exc: OSError, args: argparse.Namespace) -> str:

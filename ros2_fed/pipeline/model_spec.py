@@ -203,10 +203,10 @@ def open_engine(
             ) from exc
         check_score(engine, spec)
         return engine
-    if progress:
-        progress(f"opening the cached engine for {spec.describe()} (the first start builds it)")
+    if progress:  # a miss says so itself (engine cache miss ...: building), a hit below
+        progress(f"opening the cached engine for {spec.describe()}")
     try:
-        return open_cached(
+        engine = open_cached(
             spec.backbone,
             spec.fed or None,
             height=int(spec.height),
@@ -224,6 +224,9 @@ def open_engine(
         raise StartupError(
             f"cannot build/open the engine for {spec.describe()}: {type(exc).__name__}: {exc}"
         ) from exc
+    if progress and getattr(engine, "cache_hit", False):
+        progress(f"engine cache hit: {getattr(engine, 'path', '')}")
+    return engine
 
 
 def model_calibration(metadata: Optional[Mapping[str, Any]]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from typing import Any, Optional  # noqa: E402
 
 from ros2_fed.engine.verify import NO_VERIFY_FLAG, VERIFY_ENV  # noqa: E402
 from ros2_fed.fingerprint import ALLOW_FLAG  # noqa: E402
+from ros2_fed.pipeline.model_spec import DEFAULT_FED  # noqa: E402
 from ros2_fed.pipeline.outputs import OUTPUT_NAMES  # noqa: E402
 from ros2_fed.pipeline.params import (  # noqa: E402
     PARAMETER_NAMES,
@@ -148,7 +149,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--fed",
         default="",
-        help="FED checkpoint (empty with --backbone empty = the default FED-U)",
+        help=f"FED checkpoint (empty with --backbone empty = the default model's, "
+        f"models/{DEFAULT_FED})",
     )
     g.add_argument(
         "--size",

@@ -356,7 +356,7 @@ class LiveSession:
         t_ready = time.monotonic()
         self.result.ready_line = self.node.wait_ready(self.options.ready_timeout_s)
         self.result.node_start_s = time.monotonic() - t_ready
-        self.log(f"fed_node {self.result.ready_line.split('ready:', 1)[-1].strip()[:200]}")
+        self.log(f"fed_node {self.result.ready_line.split('ready:', 1)[-1].strip()}")
 
     def check_node(self) -> None:
         """Raise the first recording error, or the node's death, as a LiveError."""
