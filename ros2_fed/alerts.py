@@ -49,6 +49,14 @@ Per frame
   horizon from growing without bound. The region judged is then the one with the largest such
   size (all regions measured at full resolution), not the one with the most pixels.
 * ``fraction`` (uncertain ROI pixels / ROI pixels, before the opening) is reported, not judged.
+* With ``rule = "track"`` the frame is not judged by its largest region alone: every remaining
+  component is a candidate, followed over frames by a :class:`~ros2_fed.region_tracker.
+  RegionTracker` (persistence ``track_hits`` of ``track_window`` frames, contrast against a ring
+  at least ``track_min_contrast``, approach -- area grown by ``track_growth`` over
+  ``track_growth_frames`` frames with the bottom not rising -- multiplying the size by
+  ``track_gain``; see that module). The strongest track's **evidence** replaces the size below,
+  except that ERROR also needs the track's own size above ``error_size`` (a large or close
+  region): the value judged is ``min(evidence, max(size, error_size))``.
 * The **candidate** level of the frame alone is ERROR when ``size > error_size``, WARN when
   ``size > warn_size``, else OK.
 
@@ -93,12 +101,18 @@ import cv2
 import numpy as np
 
 from ros2_fed.names import CITYSCAPES_CLASSES
+from ros2_fed.region_tracker import RegionTracker, TrackConfig, TrackResult, candidates
 from ros2_fed.viz import confidence_map
 
 #: The ``alerts.roi`` choices (the one list: the node's parameter and the selection import it).
 ROI_CHOICES = ("corridor", "drivable", "full", "lower_half", "mask")
 #: The ``alerts.size_reference`` choices: what a region's side is divided by (see the docstring).
 SIZE_REFERENCES = ("height", "horizon")
+#: The ``alerts.rule`` choices: judge each frame's largest region (``region``) or regions tracked
+#: over frames (``track``, :mod:`ros2_fed.region_tracker`).
+RULES = ("region", "track")
+#: The AlertConfig fields that make its :class:`~ros2_fed.region_tracker.TrackConfig`.
+TRACK_FIELDS = tuple(f"track_{name}" for name in TrackConfig.__dataclass_fields__)
 #: The class names a model without its own (``class_names`` in the engine metadata) is read with:
 
 # The default ROI: (x, y) corners in image fractions, clockwise from bottom left. The bottom
@@ -194,6 +208,14 @@ class AlertConfig:
     size_reference: str = "horizon"
     horizon: float = 0.4
     min_distance: float = 0.2
+    rule: str = "region"
+    track_hits: int = 3
+    track_window: int = 4
+    track_min_contrast: float = 0.0
+    track_growth: float = 1.2
+    track_growth_frames: int = 8
+    track_gain: float = 1.5
+    track_match_distance: float = 0.06
     # Loaded from roi_mask_file when roi == "mask" (HxW bool), else None.
     roi_mask: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     # The model's class names (None: Cityscapes trainIds, CITYSCAPES_CLASSES); set by
@@ -250,8 +272,16 @@ class AlertConfig:
                 "ignore_classes must be a string of class names or ids, got "
                 f"{self.ignore_classes!r}"
             )
+        if not isinstance(self.rule, str) or self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        self.track_config  # validates the track_* fields (ValueError naming the field)
         set_(self, "drivable_ids", self._drivable_ids(self.class_names))
         set_(self, "ignore_ids", self._ignore_ids(self.class_names))
+
+    @property
+    def track_config(self) -> TrackConfig:
+        """The ``track_*`` fields as the region tracker's settings."""
+        return TrackConfig(**{name[len("track_") :]: getattr(self, name) for name in TRACK_FIELDS})
 
     def _drivable_ids(self, class_names: Optional[tuple[str, ...]]) -> tuple[int, ...]:
         """drivable_classes as ids; an unknown class is an error only when the drivable ROI is
@@ -409,6 +439,10 @@ class AlertState:
     roi: str
     roi_pixels: int
     stamp: str  # frame stamp as "sec.nanosec" (nanosec 9 digits)
+    rule: str = "region"  # the rule that judged the frame (alerts.rule)
+    evidence: float = 0.0  # what the state machine was fed: region_size, or the track's evidence
+    track: int = -1  # rule track: the judged track's id (-1: none counts)
+    track_hits: int = 0  # rule track: frames of the last track_window the judged track was seen
 
 
 def corridor_mask(
@@ -544,6 +578,13 @@ def _largest_below_horizon(
     return (x, y + row0, x + bw - 1, y + row0 + bh - 1), area, float(sizes[i])
 
 
+def track_value(evidence: float, size: float, error_size: float) -> float:
+    """What rule ``track`` feeds the state machine: the strongest track's ``evidence``, but
+    above ``error_size`` (ERROR) only when the track's own ``size`` is (a large or close region),
+    however strong a smaller track's evidence."""
+    return min(evidence, max(size, error_size))
+
+
 class AlertMonitor:
     """The alert state machine (see the module docstring for the exact rules).
 
@@ -566,6 +607,8 @@ class AlertMonitor:
         self._config = config
         if roi_changed:
             self.reset()
+        else:
+            self._tracker.config = config.track_config
 
     @property
     def level(self) -> Level:
@@ -579,6 +622,7 @@ class AlertMonitor:
         self._candidate: Optional[Level] = None
         self._streak = 0
         self._roi_cache: Optional[tuple[tuple[int, int], Optional[np.ndarray], int]] = None
+        self._tracker = RegionTracker(self._config.track_config)
 
     # -- per frame ------------------------------------------------------------------------
 
@@ -634,16 +678,21 @@ class AlertMonitor:
             uncertain = cv2.bitwise_and(uncertain, mask255)
         return uncertain, int(cv2.countNonZero(uncertain)), roi_pixels, row0
 
+    def _opened(self, uncertain: np.ndarray, height: int) -> np.ndarray:
+        """``uncertain`` without strips thinner than ``min_width``."""
+        side = max(1, round(self._config.min_width * height))
+        if side > 1 and min(uncertain.shape) >= side:
+            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+            uncertain = cv2.morphologyEx(uncertain, cv2.MORPH_OPEN, kernel)
+        return uncertain
+
     def _largest_blob(
         self, uncertain: np.ndarray, height: int, row0: int
     ) -> tuple[Optional[tuple[int, int, int, int]], int, float]:
         """The uncertain region judged (after removing strips thinner than ``min_width``):
         (bbox in image rows, area, size)."""
         cfg = self._config
-        side = max(1, round(cfg.min_width * height))
-        if side > 1 and min(uncertain.shape) >= side:
-            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-            uncertain = cv2.morphologyEx(uncertain, cv2.MORPH_OPEN, kernel)
+        uncertain = self._opened(uncertain, height)
         if cfg.size_reference == "horizon":
             return _largest_below_horizon(uncertain, height, row0, cfg.horizon, cfg.min_distance)
         bbox, area = largest_region(uncertain)
@@ -679,12 +728,23 @@ class AlertMonitor:
         bbox: Optional[tuple[int, int, int, int]] = None
         area = 0
         size = 0.0
-        if count:
-            bbox, area, size = self._largest_blob(uncertain, h, row0)
-        level, candidate, clearing = self._step(size)
+        track, hits = -1, 0
+        if cfg.rule == "track":
+            judged = self._tracked(conf, uncertain if count else None, h, row0)
+            evidence = judged.evidence
+            if judged.track is not None:
+                last = judged.track.last
+                bbox, area, size = last.bbox, last.area, last.size
+                track, hits = judged.track.id, judged.track.hits(cfg.track_window)
+            evidence = track_value(evidence, size, cfg.error_size)
+        else:
+            if count:
+                bbox, area, size = self._largest_blob(uncertain, h, row0)
+            evidence = size
+        level, candidate, clearing = self._step(evidence)
         return AlertState(
             level=level,
-            message=self._message(level, candidate, size, clearing, bbox, area, roi),
+            message=self._message(level, candidate, evidence, clearing, bbox, area, roi, track),
             region_size=float(size),
             fraction=float(fraction),
             confidence_threshold=cfg.confidence_threshold,
@@ -697,7 +757,26 @@ class AlertMonitor:
             roi=roi,
             roi_pixels=int(roi_pixels),
             stamp=stamp_to_str(stamp),
+            rule=cfg.rule,
+            evidence=float(evidence),
+            track=track,
+            track_hits=hits,
         )
+
+    def _tracked(
+        self, conf: np.ndarray, uncertain: Optional[np.ndarray], height: int, row0: int
+    ) -> TrackResult:
+        """Rule ``track``: this frame's candidate regions into the tracker (none when nothing is
+        uncertain: the tracks still age); the strongest track."""
+        cfg = self._config
+        found = []
+        if uncertain is not None:
+            opened = self._opened(uncertain, height)
+            view = np.array(conf[row0:], np.float32)  # a copy: NaN patched
+            cv2.patchNaNs(view, 0.0)  # NaN confidence: fully uncertain
+            horizon = cfg.horizon if cfg.size_reference == "horizon" else None
+            found = candidates(opened, view, height, row0, horizon, cfg.min_distance)
+        return self._tracker.update(found, height)
 
     def step(self, size: float) -> Level:
         """Advance the state machine by one frame whose region size is ``size`` (what ``update``
@@ -742,6 +821,7 @@ class AlertMonitor:
         bbox: Optional[tuple[int, int, int, int]],
         area: int,
         roi: str,
+        track: int = -1,
     ) -> str:
         cfg = self._config
         unit = (
@@ -749,10 +829,17 @@ class AlertMonitor:
             if cfg.size_reference == "height"
             else "its distance below the horizon"
         )
-        text = (
-            f"{level.name}: largest uncertain region in the {roi} ROI {100 * size:.1f}% of {unit} "
-            f"(confidence < {cfg.confidence_threshold:.2f})"
-        )
+        if cfg.rule == "track":
+            what = f"tracked uncertain region {track}" if track >= 0 else "no tracked region"
+            text = (
+                f"{level.name}: {what} in the {roi} ROI, evidence {100 * size:.1f}% of {unit} "
+                f"(confidence < {cfg.confidence_threshold:.2f})"
+            )
+        else:
+            text = (
+                f"{level.name}: largest uncertain region in the {roi} ROI {100 * size:.1f}% of "
+                f"{unit} (confidence < {cfg.confidence_threshold:.2f})"
+            )
         if level > Level.OK and self._above[level]:
             n = self._above[level]
             text += f" for {n} frame{'s' if n != 1 else ''}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from ros2_fed import codec
-from ros2_fed.alerts import ROI_CHOICES, SIZE_REFERENCES, AlertConfig
+from ros2_fed.alerts import ROI_CHOICES, RULES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.cameras import camera_problems
 from ros2_fed.engine.base import PRECISIONS, RUNTIMES
 from ros2_fed.names import BASELINE_SCORES
@@ -409,6 +409,62 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Smallest distance below the horizon "
         "(image heights) a region is measured with (size_reference horizon): far regions are not "
         "magnified more than at this distance.",
+        range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "alerts.rule",
+        _ALERT_DEFAULTS.rule,
+        "What a frame is judged by: region (its largest uncertain region's size) | track (every "
+        "uncertain region, followed over frames: the strongest track's evidence, see "
+        "alerts.track_*; ERROR still needs a region above alerts.error_size).",
+        choices=RULES,
+    ),
+    ParamSpec(
+        "alerts.track_hits",
+        _ALERT_DEFAULTS.track_hits,
+        "Rule track: a tracked region counts once seen in at least this many of the last "
+        "alerts.track_window frames (flicker does not).",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "alerts.track_window",
+        _ALERT_DEFAULTS.track_window,
+        "Rule track: the frames alerts.track_hits counts over (>= alerts.track_hits); a track "
+        "unseen this long is dropped.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "alerts.track_min_contrast",
+        _ALERT_DEFAULTS.track_min_contrast,
+        "Rule track: a region counts only when its mean uncertainty (1 - confidence) exceeds "
+        "that of a ring around it (half its box's longer side wide) by at least this.",
+        range=(-1.0, 1.0),
+    ),
+    ParamSpec(
+        "alerts.track_growth",
+        _ALERT_DEFAULTS.track_growth,
+        "Rule track: a track approaches when its area grew by at least this factor over the last "
+        "alerts.track_growth_frames frames and its bottom row did not rise.",
+        range=(1.0, 100.0),
+    ),
+    ParamSpec(
+        "alerts.track_growth_frames",
+        _ALERT_DEFAULTS.track_growth_frames,
+        "Rule track: the frames the growth of a track is measured over.",
+        range=(1, 1000),
+    ),
+    ParamSpec(
+        "alerts.track_gain",
+        _ALERT_DEFAULTS.track_gain,
+        "Rule track: an approaching track's evidence is its size times this (1 = approach "
+        "ignored); other tracks' evidence is their size.",
+        range=(1.0, 100.0),
+    ),
+    ParamSpec(
+        "alerts.track_match_distance",
+        _ALERT_DEFAULTS.track_match_distance,
+        "Rule track: a region continues the track whose last box it overlaps, else the one whose "
+        "last centroid is nearest within this distance (image heights).",
         range=(0.0, 1.0),
     ),
     # -- scene health (changeable at run time; validated together by scene_config) --------
