@@ -75,7 +75,7 @@ RULES = {
         "confidence_p999_abs_diff",
         FP32_MAX_P999_CONFIDENCE_DIFF,
         f"labels agree on >= {FP32_MIN_LABEL_AGREEMENT:.1%} of pixels and the "
-        f"{CONFIDENCE_QUANTILE:.1%} percentile of |confidence diff| <= "
+        f"{CONFIDENCE_QUANTILE * 100:g}th percentile of |confidence diff| <= "
         f"{FP32_MAX_P999_CONFIDENCE_DIFF:g}",
     ),
     "fp16": Rule(
