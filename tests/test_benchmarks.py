@@ -6,6 +6,7 @@ so without these they rot silently. Timings are not asserted (tests never judge 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,26 @@ def test_conversion_speed_is_a_ratio_to_a_copy_and_gates_on_it(capsys) -> None:
     ]
     assert all(float(r[3]) <= module.DEFAULT_MAX_RATIO for r in rows), rows
     assert module.main(["--size", "64x128", "--runs", "2", "--max-ratio", "1"]) == 1
+
+
+def test_recording_times_the_frame_path_with_recording_on_and_off(tmp_path) -> None:
+    out = run_script(
+        "recording.py",
+        "--fake-delay-ms",
+        "5",
+        "--size",
+        "48x64",
+        "--frames",
+        "20",
+        "--rounds",
+        "2",
+        "--json",
+        str(tmp_path / "r.json"),
+    )
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["off", "on"]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["frames_per_setting"] == 40  # 2 rounds of 20 frames
+    ratio = result["median_ms"]["on"] / result["median_ms"]["off"]
+    assert result["ratio_on_off"] == pytest.approx(ratio)
+    assert f"ratio on / off {ratio:.3f} wall" in out

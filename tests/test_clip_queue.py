@@ -38,7 +38,7 @@ def record(
 ) -> None:
     """One drive through the recorder: a clip from the first WARN to the end."""
     stage = RecordStage(SimpleNamespace(metadata={"model_hash": "m"}), ("",))
-    stage.apply(RecordConfig(enabled=True, dir=str(folder), before=1.0, after=10.0))
+    stage.apply((RecordConfig(enabled=True, dir=str(folder), before=1.0, after=10.0), 2.0))
     image = texture(seed)
     for i, (level, size, sc) in enumerate(zip(levels, sizes, scene)):
         t = T0 + int(start_s * S) + i * S // 10

@@ -261,7 +261,7 @@ def frame(t_ns: int, alert: int, scene: int = 0, size: float = 0.1) -> SimpleNam
 
 def stage(tmp_path: Path, **config) -> RecordStage:
     s = RecordStage(SimpleNamespace(metadata={"model_hash": "m"}), ("",))
-    s.apply(RecordConfig(enabled=True, dir=str(tmp_path), **config))
+    s.apply((RecordConfig(enabled=True, dir=str(tmp_path), **config), 2.0))
     return s
 
 
@@ -348,7 +348,7 @@ def test_confidence_goes_in_as_eight_bits_and_nan_is_uncertain() -> None:
 
 def test_entries_count_their_overhead() -> None:
     s = RecordStage(SimpleNamespace(metadata={}), ("",))
-    s.apply(RecordConfig(enabled=True, dir="/nonexistent-ros2-fed-test", max_buffer_mb=1))
+    s.apply((RecordConfig(enabled=True, dir="/nonexistent-ros2-fed-test", max_buffer_mb=1), 2.0))
     s.observe(CAMERA_TOPIC, IMAGE, b"x" * 100, 100, 0)
     assert s._buffer.nbytes == 100 + ENTRY_OVERHEAD
 
@@ -373,3 +373,19 @@ def test_a_clip_is_written_under_a_hidden_part_name_and_renamed_when_complete(
     assert [p.name for p in tmp_path.glob("*.mcap")] == [
         "clip_20251206T054640.000Z_alert_front.mcap"
     ]
+
+
+def test_a_new_folder_at_run_time_finishes_the_open_clip_in_the_old_one(tmp_path: Path) -> None:
+    s = RecordStage(SimpleNamespace(metadata={}), ("",))
+    a, b = tmp_path / "a", tmp_path / "b"
+    s.apply((RecordConfig(enabled=True, dir=str(a), before=0.2, after=5.0), 2.0))
+    t = 1_765_000_000 * S
+    s.update("", frame(t, 0))
+    s.update("", frame(t + S // 10, 1))  # WARN: a clip opens (ends 5 s later)
+    s.apply((RecordConfig(enabled=True, dir=str(b), before=0.2, after=5.0), 2.0))
+    assert [p.name for p in a.glob("*.mcap")] == ["clip_20251206T054640.100Z_alert.mcap"]
+    meta = read_clip(next(a.glob("*.mcap")))[0][METADATA_NAME]
+    assert meta["complete"] == "false"  # cut short by the change
+    s.update("", frame(t + 2 * S // 10, 1))  # still WARN: no new rise, no clip in b
+    s.apply((RecordConfig(enabled=False, dir=str(b)), 2.0))
+    assert not s.enabled and s.node_status() is None and not list(b.glob("*.mcap"))

@@ -23,7 +23,7 @@ trigger, folded clips), ``clips_mosaic.png`` (the trigger frames of the top clip
 model's confidence beside them) and ``labelling/``: every ``frame_step``-th camera frame of
 each queued clip (and its trigger frame) as ``leftImg8bit/train/CLIP/CLIP_000000_NNNNNN_
 leftImg8bit.png`` with the model's prediction as ``gtFine/train/CLIP/..._gtFine_labelTrainIds
-.png``: the Cityscapes layout ``fed_train --dataset cityscapes`` and labelling tools read.
+.png``: the Cityscapes layout ``fed_train --data-root`` and labelling tools read.
 """
 
 from __future__ import annotations

@@ -902,6 +902,8 @@ def help_text(summary: str, executable: str = NODE_NAME) -> str:
         "~/NAME/<output>;",
         "       /diagnostics: one pipeline status (per-camera NAME.* values) and one alert and "
         "one scene status per camera",
+        "services: ~/save_clip (std_srvs/Trigger): a clip around the newest frame "
+        "(record.*; docs/data_engine.md)",
         "",
         "parameters (ro = read-only after start-up; integers are accepted for float parameters):",
     ]

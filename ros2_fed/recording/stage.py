@@ -103,7 +103,6 @@ class RecordStage:
         self._writer: Optional[ClipWriter] = None
         self._levels: dict[tuple[str, str], int] = {}
         self._newest: dict[str, int] = {}  # each camera's newest processed stamp
-        self.log_throttle_s = 2.0
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -111,32 +110,37 @@ class RecordStage:
         """The node's name: a clip's topics are the node's absolute topic names."""
         self._node = node_name.strip("/") or self._node
 
-    def configure(self, params: Mapping[str, Any]) -> RecordConfig:
-        """ValueError for an unusable combination (recording on without a folder)."""
-        from ros2_fed.pipeline.params import record_config
+    def configure(self, params: Mapping[str, Any]) -> tuple[RecordConfig, float]:
+        """The ``record.*`` settings and the node's error-log throttle; ValueError for an
+        unusable combination (recording on without a folder)."""
+        from ros2_fed.pipeline.params import record_config, with_defaults
 
-        return record_config(params)
+        throttle = float(with_defaults(params)["diagnostics.error_log_throttle"])
+        return record_config(params), throttle
 
-    def apply(self, config: RecordConfig) -> None:
+    def apply(self, settings: tuple[RecordConfig, float]) -> None:
+        """Take new settings: a new folder (or recording off) finishes the open clip in the old
+        one; the old writer finishes its queue off the frame path's lock."""
+        config, throttle = settings
+        retired = None
         with self._lock:
             old, self._config = self._config, config
             self._buffer.configure(config.before_ns + SLACK_NS, config.max_buffer_bytes)
             self._planner.configure(
                 config.before_ns, config.after_ns, config.min_interval_ns, config.max_buffer_bytes
             )
-            stop = self._writer is not None and (not config.enabled or old.dir != config.dir)
-            if stop:
+            if self._writer is not None and (not config.enabled or old.dir != config.dir):
                 self._finish_open_clip()
-                writer, self._writer = self._writer, None
-                writer.close()
+                retired, self._writer = self._writer, None
                 self._buffer.clear()
             if config.enabled and self._writer is None:
                 self._writer = ClipWriter(
-                    config.dir, config.max_total_bytes, self._model_hash, msgdef,
-                    self.log_throttle_s,
-                )  # fmt: skip
+                    config.dir, config.max_total_bytes, self._model_hash, msgdef, throttle
+                )
             if self._writer is not None:
                 self._writer.max_total_bytes = config.max_total_bytes
+        if retired is not None:
+            retired.close()
 
     @property
     def config(self) -> RecordConfig:
