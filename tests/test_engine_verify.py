@@ -302,6 +302,10 @@ def test_each_frame_is_judged_and_a_refusal_names_frames_and_pixels() -> None:
         labels, conf, reference, torch.zeros(3), "m.onnx", "ONNX Runtime", "fp32", "--x"
     )
     assert stats["confidence_max_abs_diff"] == pytest.approx(0.3, rel=1e-6)
+    with pytest.raises(verify_mod.ExportVerificationError, match="shapes"):  # 2 frames for 3
+        verify_mod.verify_outputs(
+            labels[:2], conf[:2], reference, torch.zeros(3), "m.onnx", "ONNX Runtime", "fp32", "-"
+        )
 
 
 def test_the_verification_frames_are_seeded() -> None:

@@ -166,6 +166,12 @@ def verify_outputs(
     frames = _as_frames(
         labels, confidence, ref_labels.cpu().numpy(), ref_conf.float().cpu().numpy()
     )
+    if frames[0].shape != frames[2].shape or frames[1].shape != frames[3].shape:
+        raise ExportVerificationError(
+            f"{name}: {what} ({precision}) outputs shapes {frames[0].shape} and "
+            f"{frames[1].shape}, the float32 eager detector {frames[2].shape}; refused, nothing "
+            f"written. To use it anyway: {override}"
+        )
     per_frame = [parity(*frame) for frame in zip(*frames)]
     failed = [i for i, stats in enumerate(per_frame) if not parity_ok(stats, precision)]
     if failed:
