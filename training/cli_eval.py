@@ -26,7 +26,7 @@ from ros2_fed.checkpoint import load_fed
 from ros2_fed.fingerprint import ALLOW_FLAG, BackboneFingerprint, check_backbone, fingerprint_of
 from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata
 from training.cli_errors import UsageError, one_line_warnings, report, user_errors
-from training.eval_sources import DATASETS, make_source
+from training.eval_sources import COMPONENT_TRACKS, DATASETS, make_source
 from training.evaluation import EvalSettings, Evaluator
 from training.report import figure_row, write_figure, write_results
 
@@ -45,8 +45,8 @@ dataset layouts (--data-root ROOT; label = Cityscapes trainIds, 255 void; OOD = 
   road-anomaly21, road-obstacle21 (SegmentMeIfYouCan; split val = the labelled images)
       ROOT/images/NAME.{jpg,png,webp} + ROOT/labels_masks/NAME_labels_semantic.png
       (ROOT = dataset_AnomalyTrack / dataset_ObstacleTrack, or the folder holding them)
-  synthroad, synthroad-ood (fed_synthroad --out ROOT; splits train / val / ood)
-      the Cityscapes layout with CITY = synthroad, plus for the ood split
+  synthroad, synthroad-ood, synthroad-obstacle (fed_synthroad --out ROOT; splits train / val /
+      ood / obstacle) the Cityscapes layout with CITY = synthroad, plus for the ood split
       ROOT/gtFine/ood/synthroad/*_gtFine_oodIds.png (0 / 1 / 255) and
       ROOT/fishyscapes_ood/{original,labels}/  (the same frames in the processed Fishyscapes
       layout)
@@ -149,6 +149,14 @@ def _add_scoring_args(p: argparse.ArgumentParser) -> None:
         "average its scores (the fused engine's fed_extra_rates); default none",
     )
     p.add_argument("--mcd-passes", type=int, default=8, help="MC-dropout passes (0 disables)")
+    p.add_argument(
+        "--component-track",
+        choices=("anomaly", "obstacle", "off"),
+        default=None,
+        help="SegmentMeIfYouCan component metrics (sIoU, PPV, mean F1) with that track's size "
+        "limits: anomaly = predicted components >= 500 px, ground truth >= 100 px; obstacle = "
+        "50 / 10 px (default: obstacle for road-obstacle21 and synthroad-obstacle, else anomaly)",
+    )
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -169,6 +177,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="also write every image's prediction and score maps, as scored, to DIR/NAME.npz "
         "(for independent checks of the metrics)",
+    )
+    p.add_argument(
+        "--from-scores",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="score the maps an earlier --save-scores DIR wrote (same models and flags) instead "
+        "of running the models: the metrics alone, e.g. after scoring parts of a split apart",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -233,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         settings,
         class_mean,
         class_std,
+        saved_scores=_score_reader(args.from_scores),
     )
     rows: list[tuple] = []
     results = evaluator.evaluate(
@@ -316,7 +333,29 @@ def _settings(args: argparse.Namespace) -> EvalSettings:
         exact=args.exact,
         open_miou=not args.no_open_miou,
         figure_images=args.figures,
+        component_track=args.component_track or COMPONENT_TRACKS.get(args.dataset, "anomaly"),
     )
+
+
+def _score_file(folder: Path, sample) -> Path:
+    return folder / f"{Path(sample.name).name.replace('/', '_')}.npz"
+
+
+def _score_reader(folder: Optional[Path]):
+    """``Evaluator(saved_scores=...)``: each image's (pred, maps) from ``folder/NAME.npz``."""
+    if folder is None:
+        return None
+    if not folder.is_dir():
+        raise UsageError(f"--from-scores {folder}: no such folder (write it with --save-scores)")
+
+    def read(sample) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        path = _score_file(folder, sample)
+        if not path.is_file():
+            raise UsageError(f"--from-scores: {path} missing (not scored with --save-scores)")
+        with np.load(path) as data:
+            return data["pred"], {k: data[k] for k in data.files if k != "pred"}
+
+    return read
 
 
 def _score_writer(folder: Optional[Path]):
@@ -326,8 +365,7 @@ def _score_writer(folder: Optional[Path]):
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(sample, pred: np.ndarray, maps: dict[str, np.ndarray]) -> None:
-        name = Path(sample.name).name.replace("/", "_")
-        np.savez_compressed(folder / f"{name}.npz", pred=pred, **maps)
+        np.savez_compressed(_score_file(folder, sample), pred=pred, **maps)
 
     return write
 

@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="OOD images: unseen objects on the road (default 100)",
     )
     p.add_argument(
+        "--obstacle",
+        type=_count,
+        default=0,
+        help="obstacle images (RoadObstacle21-style: 1-3 small objects of the seven OOD kinds "
+        "far ahead on the road, most under 1,000 px at 256x512; the OOD mask is void off the "
+        "road). The reported split: --obstacle 100 --seed 9901 "
+        "(training/datasets/synthroad/seeds.py). Default 0",
+    )
+    p.add_argument(
         "--size", type=_size, default=(256, 512), help="frame size HxW (default 256x512)"
     )
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
@@ -110,6 +119,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from training.datasets.synthroad import VoidClutter, write_dataset
 
     counts = {"train": args.train, "val": args.val, "ood": args.ood}
+    if args.obstacle:  # only when asked for: an earlier obstacle split in --out is left alone
+        counts["obstacle"] = args.obstacle
     total = sum(counts.values())
     height, width = args.size
     start = time.monotonic()

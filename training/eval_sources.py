@@ -21,6 +21,9 @@ in-distribution / 1 OOD / 255 void; ``None`` = not available, so that metric is 
 - ``synthroad``: ``fed_synthroad --out`` folder, split ``val``; label yes, ood only for split
   ``ood`` (SynthRoadDataset)
 - ``synthroad-ood``: the same folder, split ``ood``; label yes (OOD pixels void), ood yes
+- ``synthroad-obstacle``: the same folder, split ``obstacle`` (``fed_synthroad --obstacle N``:
+  small objects far ahead, RoadObstacle21-style, ood void everywhere off the road); label yes,
+  ood yes
 
 Accepted on-disk layouts are documented in ``training/datasets/{cityscapes,anomaly,synthroad}.py``.
 Loader-specific keywords (``cityscapes_root=`` / ``images_root=`` / ``version=`` / ``layout=`` for
@@ -51,6 +54,10 @@ DATASETS: dict[str, str] = {
     "road-obstacle21": "SegmentMeIfYouCan RoadObstacle21 (dataset_ObstacleTrack, OOD 0/1/255)",
     "synthroad": "synthroad in-distribution split (trainIds; IDM and mIoU)",
     "synthroad-ood": "synthroad OOD split (trainIds + OOD 0/1/255)",
+    "synthroad-obstacle": (
+        "synthroad obstacle split: small objects far ahead, scored on the road only (trainIds + "
+        "OOD 0/1/255)"
+    ),
 }
 
 DEFAULT_SPLITS: dict[str, str] = {
@@ -62,6 +69,14 @@ DEFAULT_SPLITS: dict[str, str] = {
     "road-obstacle21": "val",
     "synthroad": "val",
     "synthroad-ood": "ood",
+    "synthroad-obstacle": "obstacle",
+}
+
+#: The SegmentMeIfYouCan component-metric configuration (component_metrics.TRACKS) a dataset is
+#: scored with; every other dataset uses the anomaly track's size limits.
+COMPONENT_TRACKS: dict[str, str] = {
+    "road-obstacle21": "obstacle",
+    "synthroad-obstacle": "obstacle",
 }
 
 Converter = Callable[[dict], EvalSample]
@@ -186,14 +201,16 @@ def _open_dataset(
 
         track = "RoadAnomaly21" if dataset == "road-anomaly21" else "RoadObstacle21"
         return SMIYCDataset(root, track, split=chosen, **options), _ood_only
-    # synthroad, synthroad-ood
+    # synthroad, synthroad-ood, synthroad-obstacle
     from training.datasets.synthroad import SynthRoadDataset
 
     data = SynthRoadDataset(root, split=chosen, **options)
     # The in-distribution splits have no OOD pixel: an all-negative OOD mask would only add
     # undefined OOD metrics, so the OOD mask is used for the ood split (or when asked for).
     convert = (
-        _trainids_and_ood if (dataset == "synthroad-ood" or chosen == "ood") else _trainids_only
+        _trainids_and_ood
+        if (dataset in ("synthroad-ood", "synthroad-obstacle") or chosen in ("ood", "obstacle"))
+        else _trainids_only
     )
     return data, convert
 

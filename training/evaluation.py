@@ -9,7 +9,10 @@ label resolution. Accumulated:
 - IDM (label source with trainIds): positives = in-distribution pixels whose predicted label
   is wrong, void and OOD ignored, metrics per image and averaged over images;
 - closed mIoU, and open-mIoU with each method's threshold = mean over images of the
-  F1-optimal threshold for "prediction is wrong" (OOD pixels included); a second pass.
+  F1-optimal threshold for "prediction is wrong" (OOD pixels included); a second pass;
+- SegmentMeIfYouCan's component metrics (sIoU, PPV, mean F1; ros2_fed.eval.component_metrics)
+  at the split's best pixel-F1 threshold, from the exact accumulator's kept scores and each
+  image's OOD mask (exact mode only: histograms keep no per-pixel scores).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ros2_fed.eval import metrics as M
+from ros2_fed.eval.component_metrics import method_components, track_of
 from ros2_fed.eval.method_scores import (
     PROBABILITY_METHODS,
     EvalSettings,
@@ -50,6 +54,7 @@ class Accumulators:
     idm: dict[str, M.PerImageAverager] = field(default_factory=dict)
     f1: dict[str, list[float]] = field(default_factory=dict)
     reservoir: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    ood_truth: list[np.ndarray] = field(default_factory=list)  # every image's OOD mask, in order
 
 
 class Evaluator:
@@ -63,7 +68,11 @@ class Evaluator:
         settings: EvalSettings,
         class_mean: Optional[torch.Tensor] = None,
         class_std: Optional[torch.Tensor] = None,
+        saved_scores: Optional[Callable[[EvalSample], tuple[np.ndarray, dict]]] = None,
     ) -> None:
+        """``saved_scores``: where each image's (prediction, score maps) come from instead of
+        running the models (``fed_eval --from-scores``: the maps ``--save-scores`` wrote)."""
+        self.saved_scores = saved_scores
         self.backbone = backbone.eval()
         self.num_classes = num_classes
         self.settings = settings
@@ -105,6 +114,13 @@ class Evaluator:
             results["methods"][name] = self._method_row(
                 acc, name, has_ood, has_label, exact, thresholds
             )
+            components = self._components(acc, name, exact)
+            if components is not None:
+                results["methods"][name]["components"] = components
+        if has_ood and not exact and track_of(self.settings.component_track) is not None:
+            results.setdefault("notes", []).append(
+                "component metrics: not computed (they need the exact mode, --exact)"
+            )
         if has_label:
             miou, per_class = conf.miou()
             results["miou"] = float(miou)
@@ -139,6 +155,8 @@ class Evaluator:
                 exact = count * sample.image.shape[0] * sample.image.shape[1] <= 40_000_000
             pred, maps = self._run(sample)
             has_ood |= sample.ood is not None
+            if sample.ood is not None:
+                acc.ood_truth.append(sample.ood)
             has_label |= sample.label is not None
             for name in self.methods.names:
                 self._accumulate(acc, name, sample, pred, maps[name], exact)
@@ -209,7 +227,21 @@ class Evaluator:
         row["open_threshold"] = thresholds.get(name, float("nan"))
         return row
 
+    def _components(self, acc: Accumulators, name: str, exact: Optional[bool]) -> Optional[dict]:
+        """SegmentMeIfYouCan's component metrics of one method (exact mode): its kept scores
+        thresholded at the split's best pixel F1, with the images' OOD masks."""
+        if not exact or name not in acc.ood:
+            return None
+        track = track_of(self.settings.component_track)
+        return method_components(acc.ood[name], acc.ood_truth, track, name in PROBABILITY_METHODS)
+
     def _run(self, sample: EvalSample) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.saved_scores is not None:
+            pred, maps = self.saved_scores(sample)
+            missing = [n for n in self.methods.names if n not in maps]
+            if missing:
+                raise ValueError(f"{sample.name}: no saved scores of {', '.join(missing)}")
+            return pred, maps
         images = (
             torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)[None].float()
         )

@@ -21,19 +21,25 @@ def _pct(value: Optional[float]) -> str:
 
 
 def markdown_table(results: dict[str, Any], title: str = "") -> str:
-    """Rows = methods; OOD AuROC/AP/FPR95, IDM AuROC/AP/FPR95, mIoU, open-mIoU (all in %)."""
+    """Rows = methods; OOD AuROC/AP/FPR95, IDM AuROC/AP/FPR95, mIoU, open-mIoU, and the
+    SegmentMeIfYouCan component metrics sIoU / PPV / mean F1 when computed (all in %)."""
     methods = sorted(
         results["methods"], key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99
     )
+    components = any("components" in results["methods"][m] for m in methods)
     head = (
         "| method | OOD AuROC | OOD AP | OOD FPR95 | IDM AuROC | IDM AP | IDM FPR95 | mIoU | "
-        "open-mIoU |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "open-mIoU |"
+        + (" sIoU gt | PPV | mean F1 |" if components else "")
+        + "\n|---|---|---|---|---|---|---|---|---|"
+        + ("---|---|---|" if components else "")
     )
     rows = []
     for name in methods:
         row = results["methods"][name]
         ood, idm = row.get("ood", {}), row.get("idm", {})
+        comp = row.get("components") or {}
+        extra = [_pct(comp.get(k)) for k in ("siou_gt", "ppv", "f1_mean")] if components else []
         rows.append(
             "| "
             + " | ".join(
@@ -47,6 +53,7 @@ def markdown_table(results: dict[str, Any], title: str = "") -> str:
                     _pct(idm.get("fpr_at_tpr")),
                     _pct(results.get("miou")),
                     _pct(results.get("open_miou", {}).get(name)),
+                    *extra,
                 ]
             )
             + " |"
@@ -57,6 +64,14 @@ def markdown_table(results: dict[str, Any], title: str = "") -> str:
         "IDM averaged per image; mIoU is the backbone's (same for every row); open-mIoU threshold "
         "= mean per-image F1-optimal threshold."
     ]
+    if components:
+        track = next(r["components"] for r in results["methods"].values() if "components" in r)
+        notes.append(
+            f"sIoU gt / PPV / mean F1: SegmentMeIfYouCan component metrics ({track['track']}: "
+            f"predicted components >= {track['min_pred_size']} px, ground-truth components >= "
+            f"{track['min_gt_size']} px, 8-connected), each method thresholded at its best pixel "
+            "F1 on this split; mean F1 over sIoU thresholds 0.25-0.75."
+        )
     notes += [str(note) for note in results.get("notes") or []]  # e.g. why the SML row is missing
     prefix = f"### {title}\n\n" if title else ""
     return prefix + head + "\n" + "\n".join(rows) + "\n\n" + "\n\n".join(notes) + "\n"

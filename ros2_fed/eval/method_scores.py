@@ -46,6 +46,8 @@ class EvalSettings:
     exact: Optional[bool] = None  # None: exact when the dataset is small, histograms otherwise
     bins: int = M.DEFAULT_BINS
     open_miou: bool = True
+    # SegmentMeIfYouCan component metrics (ros2_fed.eval.component_metrics.TRACKS; "off" = none)
+    component_track: str = "anomaly"
     figure_images: int = 4
     reservoir: int = 200_000  # pixels kept per method for dataset-wide visual normalisation
     seed: int = 0

@@ -464,6 +464,10 @@ class ExactAccumulator(_Accumulator):
             return binary_curve(np.zeros(0), np.zeros(0, dtype=bool))
         return binary_curve(np.concatenate(self._scores), np.concatenate(self._labels))
 
+    def frame_scores(self) -> List[np.ndarray]:
+        """The kept scores, one array per ``update`` (its valid pixels in row-major order)."""
+        return list(self._scores)
+
     def merge(self, other: "ExactAccumulator") -> "ExactAccumulator":
         """Add another accumulator's pairs (e.g. another camera's): still exact."""
         if not isinstance(other, ExactAccumulator):

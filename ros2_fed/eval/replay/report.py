@@ -477,6 +477,7 @@ def metrics_table(report: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     lines = _summary_lines(report)
     lines += _detection_section(report)
+    lines += component_lines(report)
     lines += _latency_section(report)
     lines += _alerts_section(report.get("alerts") or {}, report["files"])
     lines += early_warning_lines(report.get("early_warning"))
@@ -546,6 +547,41 @@ def _detection_section(report: dict[str, Any]) -> list[str]:
         "",
         metrics_table(report),
     ]
+
+
+def component_lines(report: dict[str, Any]) -> list[str]:
+    """The "Component metrics" section: SegmentMeIfYouCan's sIoU / PPV / mean F1 per method
+    (report.json: metrics.methods.NAME.components), when the frames had OOD masks."""
+    methods = (report.get("metrics") or {}).get("methods") or {}
+    rows = []
+    for r in method_rows(report):
+        c = methods[r["method"]].get("components")
+        if c:
+            rows.append((r["method"], r["source"], c))
+    if not rows:
+        return []
+    first = rows[0][2]
+    lines = [
+        "",
+        "## Component metrics",
+        "",
+        "SegmentMeIfYouCan's component-level metrics (road-anomaly-benchmark, "
+        f"{first['track']}): each method's score thresholded at its best pixel F1 over these "
+        f"frames, predicted components under {first['min_pred_size']} px dropped, ground-truth "
+        f"components under {first['min_gt_size']} px void, 8-connected; sIoU per ground-truth "
+        "component, PPV per predicted one, F1 over sIoU thresholds 0.25-0.75; values in %.",
+        "",
+        "| method | source | sIoU gt | PPV | mean F1 | F1 at 0.5 | objects | predicted "
+        "components | threshold |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, source, c in rows:
+        lines.append(
+            f"| {name} | {source} | {_pct(c['siou_gt'])} | {_pct(c['ppv'])} | "
+            f"{_pct(c['f1_mean'])} | {_pct(c['f1'].get('0.50'))} | {c['gt_components']} | "
+            f"{c['pred_components']} | {c['threshold']:.4g} |"
+        )
+    return lines
 
 
 def _latency_section(report: dict[str, Any]) -> list[str]:

@@ -11,8 +11,10 @@ open-mIoU second pass), fed with score maps from anywhere:
 
 Same accumulators, same masks, same rules: OOD pooled over pixels (void ignored; exact when
 frames x pixels <= 4e7, else histograms), IDM per image (void and OOD ignored; images without
-a wrong pixel skipped) and averaged, closed mIoU from the confusion matrix. So a report's
-numbers equal ``fed_eval``'s on the same frames (the tests check it against the Evaluator).
+a wrong pixel skipped) and averaged, closed mIoU from the confusion matrix, and (exact mode)
+SegmentMeIfYouCan's component metrics at the best pixel-F1 threshold
+(``ros2_fed.eval.component_metrics``). So a report's numbers equal ``fed_eval``'s on the same
+frames (the tests check it against the Evaluator).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from ros2_fed.eval import metrics as M
 from ros2_fed.eval.alert_metrics import largest_object_pixels
+from ros2_fed.eval.component_metrics import method_components, track_of
 from ros2_fed.eval.method_scores import PROBABILITY_METHODS, unit_scores
 from ros2_fed.fingerprint import check_backbone, fingerprint_of
 from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata
@@ -65,8 +68,12 @@ class Scorer:
         exact: Optional[bool] = None,
         bins: int = M.DEFAULT_BINS,
         probability: Sequence[str] = (),
+        component_track: str = "anomaly",
     ) -> None:
         self.num_classes = int(num_classes)
+        self.component_track = component_track  # component_metrics.TRACKS name, or "off"
+        self.ood_truth: dict[str, list[np.ndarray]] = {}  # per method: each frame's OOD mask
+        self._last_ood: Optional[tuple[np.ndarray, np.ndarray]] = None  # (given, kept copy)
         self.frames = int(frames)
         self.exact = (
             bool(frames * frame_pixels <= EXACT_PIXEL_LIMIT) if exact is None else bool(exact)
@@ -101,10 +108,12 @@ class Scorer:
         self.frames_by_key[pred_key] = self.frames_by_key.get(pred_key, 0) + 1
         self.has_ood |= ood is not None
         self.has_label |= label is not None
+        truth = self._kept_truth(ood)
         for name, score in maps.items():
             if name not in self.names:
                 self.names.append(name)
             if ood is not None:
+                self.ood_truth.setdefault(name, []).append(truth)
                 self.ood.setdefault(name, self._ood_accumulator()).update(
                     unit_scores(score, name in self.probability),
                     (ood == 1).astype(np.uint8),
@@ -121,6 +130,15 @@ class Scorer:
             self.conf.setdefault(
                 pred_key, M.ConfusionMatrix(self.num_classes, ignore_index=VOID)
             ).update(pred, label)
+
+    def _kept_truth(self, ood: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """A copy of the frame's OOD mask for the component metrics, one per frame (the node's
+        and the reference's updates of a frame pass the same array)."""
+        if ood is None or not self.exact:
+            return None
+        if self._last_ood is None or self._last_ood[0] is not ood:
+            self._last_ood = (ood, np.array(ood, copy=True))
+        return self._last_ood[1]
 
     def merge(self, other: "Scorer") -> "Scorer":
         """Add ``other``'s frames (e.g. another camera's): the results then equal one scorer fed
@@ -139,6 +157,8 @@ class Scorer:
             self.frames_by_key[key] = self.frames_by_key.get(key, 0) + count
         for name, acc in other.ood.items():
             self.ood.setdefault(name, self._ood_accumulator()).merge(acc)
+        for name, truths in other.ood_truth.items():
+            self.ood_truth.setdefault(name, []).extend(truths)
         for name, avg in other.idm.items():
             self.idm.setdefault(name, M.PerImageAverager(ignore_index=VOID)).merge(avg)
         for key, matrix in other.conf.items():
@@ -164,6 +184,14 @@ class Scorer:
                     row["ood"]["error_bounds"] = {
                         k: _num(v) for k, v in summary.items() if k.endswith("error_bound")
                     }
+                components = method_components(
+                    self.ood[name],
+                    self.ood_truth.get(name, []),
+                    track_of(self.component_track) if self.exact else None,
+                    name in self.probability,
+                )
+                if components is not None:
+                    row["components"] = components
             if self.has_label and name in self.idm:
                 summary = self.idm[name].summary()
                 row["idm"] = {

@@ -16,13 +16,17 @@ from training.datasets.cityscapes import (
     CityscapesDataset,
 )
 
-from .render import Frame, render_frame, render_scene_full
+from .render import Frame, render_frame, render_scene_full, road_only
 from .scene import TRAIN_IDS_USED, Camera, Scene, sample_scene
 from .void import VoidClutter, add_void_clutter, clutter_rng
 
 VERSION = 1
 CITY = "synthroad"
-SPLITS: dict[str, int] = {"train": 0, "val": 1, "ood": 2}
+#: Split -> split code (the second entry of every frame's seed, and S in its file name).
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "ood": 2, "obstacle": 3}
+#: Splits with OOD objects: ``ood`` (on the road, near and far) and ``obstacle`` (small, far
+#: ahead, scored on the road only, RoadObstacle21-style).
+OOD_SPLITS = ("ood", "obstacle")
 OOD_SUFFIX = "_gtFine_oodIds.png"
 FISHYSCAPES_DIR = "fishyscapes_ood"
 
@@ -42,7 +46,9 @@ def sample_indexed(
     """The scene of frame ``(seed, split, index)`` with its void clutter (if ``clutter`` applies
     to ``split``), and the generator left for its sensor noise."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
-    scene, cam = sample_scene(rng, height, width, ood=(split == "ood"))
+    scene, cam = sample_scene(
+        rng, height, width, ood=(split in OOD_SPLITS), obstacle=(split == "obstacle")
+    )
     if clutter is not None and clutter.applies(split):
         add_void_clutter(scene, cam, clutter_rng(seed, SPLITS[split], index), clutter.share)
     return scene, cam, rng
@@ -61,8 +67,11 @@ def render_indexed(
     another split) the frame is exactly the clutter-free one."""
     if clutter is None or not clutter.applies(split):
         rng = np.random.default_rng([seed, SPLITS[split], index])
-        return render_scene_full(rng, height, width, ood=(split == "ood"))
-    return render_frame(*sample_indexed(seed, split, index, height, width, clutter))
+        return render_scene_full(
+            rng, height, width, ood=(split in OOD_SPLITS), obstacle=(split == "obstacle")
+        )
+    frame = render_frame(*sample_indexed(seed, split, index, height, width, clutter))
+    return road_only(frame) if split == "obstacle" else frame
 
 
 def write_frame(out: PathLike, split: str, index: int, frame: Frame) -> str:

@@ -968,13 +968,23 @@ def render_scene(
 
 
 def render_scene_full(
-    rng: np.random.Generator, height: int, width: int, ood: bool = False
+    rng: np.random.Generator, height: int, width: int, ood: bool = False, obstacle: bool = False
 ) -> Frame:
-    """Like ``render_scene`` but also returns the labelIds map (what the disk writer stores)."""
+    """Like ``render_scene`` but also returns the labelIds map (what the disk writer stores).
+    ``obstacle``: small objects far ahead, scored on the road only (:func:`road_only`)."""
     if height < 16 or width < 16:
         raise ValueError("synthroad frames must be at least 16 x 16")
-    scene, cam = sample_scene(rng, height, width, ood=ood)
-    return render_frame(scene, cam, rng)
+    scene, cam = sample_scene(rng, height, width, ood=ood, obstacle=obstacle)
+    frame = render_frame(scene, cam, rng)
+    return road_only(frame) if obstacle else frame
+
+
+def road_only(frame: Frame) -> Frame:
+    """The frame with its OOD mask restricted to the road, as RoadObstacle21 labels it: 1 on
+    the objects, 0 on the road, 255 (void) everywhere else."""
+    road = frame.label_ids == ROAD
+    ood = np.where(frame.ood == 1, np.uint8(1), np.where(road, np.uint8(0), np.uint8(VOID)))
+    return Frame(frame.image, frame.label_ids, frame.train_ids, ood.astype(np.uint8))
 
 
 def render_sequence(

@@ -366,10 +366,17 @@ def _sample_hood(rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
 
 
 def sample_scene(
-    rng: np.random.Generator, height: int, width: int, ood: bool = False, travel: float = 0.0
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    ood: bool = False,
+    travel: float = 0.0,
+    obstacle: bool = False,
 ) -> tuple[Scene, Camera]:
     """Draw a random scene and camera. ``travel``: metres the camera will move (sequences),
-    so the street is long enough and objects are spread over it.
+    so the street is long enough and objects are spread over it. ``obstacle``: the OOD objects
+    are small and far ahead on the road (the obstacle split, :func:`_place_obstacles`) instead
+    of :func:`_place_ood`'s; without it the draws are exactly those of before.
 
     The draws happen in a fixed order (camera, sky, road, roadside, far end, extras, hood,
     light, textures, clouds, objects): changing it changes every dataset of a seed."""
@@ -409,7 +416,7 @@ def sample_scene(
         light,
         tiles,
     )
-    scene.objects = _sample_objects(rng, scene, cam, n_lanes, lane_w, ood, travel)
+    scene.objects = _sample_objects(rng, scene, cam, n_lanes, lane_w, ood, travel, obstacle)
     return scene, cam
 
 
@@ -485,6 +492,46 @@ def _place_ood(pl: _Placer, s: Scene, cam: Camera, travel: float) -> None:
             x = float(rng.uniform(lo, hi))
             if pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
                 # keep the line of sight free
+                pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))
+                pl.objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
+                break
+
+
+#: Obstacle split (RoadObstacle21-like): metres ahead of the camera the objects stand at, and
+#: their sizes (m; cones and tyres a range of their own, as in the OOD split).
+OBSTACLE_DEPTH = (8.0, 30.0)
+OBSTACLE_SIZE = (0.35, 1.0)
+OBSTACLE_SMALL_SIZE = (0.35, 0.8)
+OBSTACLE_ANIMAL_SIZE = (0.7, 1.5)
+
+
+def _place_obstacles(pl: _Placer, s: Scene, cam: Camera) -> None:
+    """1-3 small objects of the seven OOD kinds far ahead on the road (most cover well under
+    1,000 px at 256x512, as the obstacles of RoadObstacle21 do), their line of sight kept free."""
+    rng = pl.rng
+    near, far = OBSTACLE_DEPTH
+    for _ in range(int(rng.integers(1, 4))):
+        for _try in range(20):
+            kind = str(rng.choice(_OOD_KINDS))
+            lo_size, hi_size = {
+                "cone": OBSTACLE_SMALL_SIZE,
+                "tyre": OBSTACLE_SMALL_SIZE,
+                "animal": OBSTACLE_ANIMAL_SIZE,
+            }.get(kind, OBSTACLE_SIZE)
+            size = float(rng.uniform(lo_size, hi_size))
+            z = near + (far - near) * float(rng.random())
+            lo = max(
+                s.x_left + size / 2 + 0.2,
+                (0.05 * cam.width - cam.vp_x) * z / cam.focal + size / 2,
+            )
+            hi = min(
+                s.x_right - size / 2 - 0.2,
+                (0.95 * cam.width - cam.vp_x) * z / cam.focal - size / 2,
+            )
+            if hi <= lo:
+                continue
+            x = float(rng.uniform(lo, hi))
+            if pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
                 pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))
                 pl.objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
                 break
@@ -606,10 +653,14 @@ def _sample_objects(
     lane_w: float,
     ood: bool,
     travel: float,
+    obstacle: bool = False,
 ) -> list[Obj]:
     pl = _Placer(rng)
     z_max = 75.0 + travel
-    if ood:  # OOD first: nothing may then be placed between the camera and them in their lane
+    if obstacle:
+        _place_obstacles(pl, s, cam)
+        ood = True
+    elif ood:  # OOD first: nothing may then be placed between the camera and them in their lane
         _place_ood(pl, s, cam, travel)
     _place_vehicles(pl, s, n_lanes, lane_w, z_max, travel)
     sw_ranges = (
