@@ -17,8 +17,9 @@ header stamp): ``--gt-topic`` Cityscapes trainIds (255 = void), ``--ood-topic`` 
 
 Modes: ``--offline`` (default) opens the engine fed_node would open and runs it over every frame
 in this process, as fast as possible. ``--live`` starts fed_node (its own ROS_DOMAIN_ID,
-localhost discovery, large-data transport), publishes the camera messages at the recorded rate
-times ``--rate`` and records what the node publishes; frames the node skips (it always works on
+localhost discovery, large-data transport, the node's own QoS unless ``--reliable``),
+publishes the camera messages at the recorded rate times ``--rate`` and records what the node
+publishes; frames the node skips (it always works on
 the newest frame) are counted as dropped -- at ``--rate 1`` with a node that keeps up, none.
 
 Output (``--out DIR``): ``output_bag/`` (same storage as the input: the camera and ground-truth
@@ -188,6 +189,13 @@ def _add_live_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live mode")
     g.add_argument(
         "--rate", type=float, default=1.0, help="playback speed x recorded rate (default 1)"
+    )
+    g.add_argument(
+        "--reliable",
+        action="store_true",
+        help="start the node with reliable QoS, keep last 10, for input and outputs (default: "
+        "the node's own QoS, as shipped best-effort input of depth 1: frames lost on the way "
+        "count as dropped, as on the vehicle); the report's live.qos says which",
     )
     g.add_argument(
         "--node-command",

@@ -453,6 +453,7 @@ class BagEvaluation:
             params=node_params,
             ready_timeout_s=args.ready_timeout,
             log_path=self.out / "node.log",
+            reliable=bool(getattr(args, "reliable", False)),
         )
         t_live = time.monotonic()
         self.live = run_live(
@@ -839,6 +840,11 @@ class BagEvaluation:
             "warmup_frames": live.warmup_frames,
             "late_publishes": live.late_publishes,
             "node_exit_code": live.node_exit_code,
+            # the QoS the node ran with ({} for --attach): its own unless --reliable
+            "qos": live.qos,
+            "qos_source": "--reliable"
+            if getattr(self.args, "reliable", False)
+            else "the node's parameters",
             "node_pipeline_before": live.node_pipeline_start,
             "node_pipeline_after": live.node_pipeline,
         }

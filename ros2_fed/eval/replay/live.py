@@ -5,7 +5,10 @@ The only replay module that imports rclpy. What happens:
 
 1. a fed_node process is started (``python -m ros2_fed.node``, or ``--node-command``) in its
    own ROS_DOMAIN_ID with localhost-only discovery and the large-data Fast DDS profile, the
-   model given as ``-p`` parameters, reliable input QoS; its log goes to ``OUT/node.log``.
+   model given as ``-p`` parameters, and its own QoS (as shipped: best-effort input of depth 1,
+   so a frame lost on the way counts as dropped, as on the vehicle; ``--reliable``: reliable,
+   keep last 10, both ways; the report's ``live.qos`` says which); its log goes to
+   ``OUT/node.log``.
    ``--attach NODE`` uses a node that is already running instead (current domain);
 2. this process joins the same domain: a player publishes the camera messages **byte for
    byte** as stored (raw CDR, header stamps untouched) at the recorded rate x ``--rate``, and a
@@ -49,7 +52,7 @@ from ros2_fed.eval.replay import bag as bagmod
 from ros2_fed.eval.replay import bagio
 from ros2_fed.eval.replay.bagio import BagWriter
 from ros2_fed.eval.replay.errors import LiveError
-from ros2_fed.eval.replay.model import param_text
+from ros2_fed.eval.replay.model import param_text, read_params_file
 from ros2_fed.eval.replay.offline import write_inputs
 from ros2_fed.eval.replay.outputs import (
     OUTPUT_TYPES,
@@ -59,6 +62,7 @@ from ros2_fed.eval.replay.outputs import (
 )
 from ros2_fed.paths import fastdds_profile
 from ros2_fed.pipeline.model_spec import ModelSpec
+from ros2_fed.pipeline.params import with_defaults
 
 WARMUP_FRAME_ID = "fed_bag_eval/warmup"
 MSG_CLASSES = {
@@ -66,6 +70,35 @@ MSG_CLASSES = {
     bagio.COMPRESSED_IMAGE: CompressedImage,
     bagio.DIAGNOSTIC_ARRAY: DiagnosticArray,
 }
+
+
+# --reliable: every frame delivered (reliable, keep last 10), to measure the node, not the link
+RELIABLE_QOS = {
+    "input_qos.reliability": "reliable",
+    "input_qos.depth": 10,
+    "output_qos.reliability": "reliable",
+    "output_qos.depth": 10,
+}
+
+
+def node_qos(params_file: Optional[str], params: dict[str, Any], reliable: bool) -> dict[str, Any]:
+    """The QoS parameters the started node runs with: its own (the shipped best-effort input of
+    depth 1 unless the parameter file or ``-p`` say otherwise), or with ``--reliable``
+    :data:`RELIABLE_QOS`; an explicit ``-p`` wins either way."""
+    given = read_params_file(params_file) if params_file else {}
+    if reliable:
+        given.update(RELIABLE_QOS)
+    given.update(params)
+    merged = with_defaults(given)
+    return {name: merged[name] for name in RELIABLE_QOS}
+
+
+def qos_text(qos: dict[str, Any]) -> str:
+    """``input best_effort depth 1, output reliable depth 1``."""
+    return ", ".join(
+        f"{side} {qos[f'{side}_qos.reliability']} depth {qos[f'{side}_qos.depth']}"
+        for side in ("input", "output")
+    )
 
 
 @dataclass
@@ -81,6 +114,7 @@ class LiveOptions:
     answer_timeout_s: float = 60.0  # warm-up frame round trip
     settle_s: float = 3.0  # wait this long after the last output for stragglers
     log_path: Optional[Path] = None
+    reliable: bool = False  # --reliable: RELIABLE_QOS instead of the node's own QoS
 
 
 @dataclass
@@ -101,6 +135,7 @@ class LiveResult:
         default_factory=dict
     )  # ... before the bag was played
     node_exit_code: Optional[int] = None
+    qos: dict[str, Any] = field(default_factory=dict)  # the started node's QoS parameters
     warmup_frames: int = 0
     play_s: float = 0.0  # first publish -> last publish
     span_s: float = 0.0  # first publish -> last output
@@ -333,10 +368,7 @@ class LiveSession:
         params = {
             **self.spec.node_params(),
             "input_transport": "compressed" if self.sel.compressed else "raw",
-            "input_qos.reliability": "reliable",
-            "input_qos.depth": 10,
-            "output_qos.reliability": "reliable",
-            "output_qos.depth": 10,
+            **(RELIABLE_QOS if options.reliable else {}),
             "diagnostics.period": 0.5,
             **options.params,
         }
@@ -347,6 +379,12 @@ class LiveSession:
     def start_node(self) -> None:
         cmd = self.node_command()
         self.result.node_command = cmd
+        options = self.options
+        self.result.qos = node_qos(options.params_file, options.params, options.reliable)
+        source = (
+            "--reliable" if options.reliable else "the node's own; --reliable: reliable depth 10"
+        )
+        self.log(f"fed_node QoS: {qos_text(self.result.qos)} ({source})")
         self.log(f"starting fed_node (ROS_DOMAIN_ID={self.domain}): {' '.join(cmd)}")
         self.node = NodeProcess(cmd, self.env, self.options.log_path)
 
@@ -380,10 +418,15 @@ class LiveSession:
         self.ros_node = ros_node
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(ros_node)
-        reliable = QoSProfile(
+        # the outputs as the node sends them: a reliable reader would not match a best-effort
+        # writer (an attached node's QoS is not known: reliable, as before)
+        best_effort = self.result.qos.get("output_qos.reliability") == "best_effort"
+        outputs_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=100,
-            reliability=ReliabilityPolicy.RELIABLE,
+            reliability=ReliabilityPolicy.BEST_EFFORT
+            if best_effort
+            else ReliabilityPolicy.RELIABLE,
             durability=DurabilityPolicy.VOLATILE,
         )
         for name in sorted(set(self.topics) | set(REQUIRED_OUTPUTS) | {"alerts"}):
@@ -391,7 +434,7 @@ class LiveSession:
                 MSG_CLASSES[OUTPUT_TYPES[name]],
                 f"{self.node_prefix}/{name}",
                 lambda raw, name=name: self.on_output(raw, name),
-                reliable,
+                outputs_qos,
                 raw=True,
             )
         ros_node.create_subscription(
