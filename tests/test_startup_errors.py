@@ -145,3 +145,30 @@ def test_help_into_a_closed_pipe_is_no_traceback(ros_env: dict[str, str]) -> Non
         os.close(write)
     assert out.returncode == 0, out.stderr
     assert "BrokenPipeError" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+FALLBACK = """
+import sys
+from ros2_fed import node, ros_args
+ros_args.problem = lambda argv, parse: None  # as if the check let something through
+sys.exit(node.main(["fed_node", "--ros-args", "-r", "image"]))
+"""
+
+
+@pytest.mark.ros
+def test_what_the_check_lets_through_is_still_one_fatal_line_and_exit_1(
+    ros_env: dict[str, str],
+) -> None:
+    """rclpy.init's own refusal, past the check: rcl prints its line, then ours; exit 1."""
+    out = subprocess.run(
+        [sys.executable, "-c", FALLBACK],
+        env=ros_env,
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    fatal = [line for line in (out.stdout + out.stderr).splitlines() if "[FATAL]" in line]
+    assert out.returncode == 1, out.stderr
+    assert len(fatal) == 1 and "cannot start: bad remap -r image: " in fatal[0], out.stderr
+    assert "Traceback" not in out.stderr
