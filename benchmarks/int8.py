@@ -327,10 +327,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         calibration = calibration_set(images)
         models = make_models(args.arch, *size)
         default_row = list(models)[-1]
-        pairs = {
+        # the verified default model first: a refused export ends the run before the long ones
+        exported = {
             name: export_pair(name, det, verify, folder, size, calibration, say)
-            for name, (det, verify) in models.items()
+            for name, (det, verify) in reversed(models.items())
         }
+        pairs = {name: exported[name] for name in models}
         options = runtime_options(".onnx", threads=args.threads)  # what fed_node opens with
         engines = {
             (name, p): OnnxEngine(pair[p], **options)
@@ -361,6 +363,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         }
         write_json(args.json, figures, indent=1)
     return 0
+
+
+def tables_from_json(figures: dict[str, Any]) -> tuple[str, str, str]:
+    """The speed, profile and accuracy tables of a ``--json`` file, as the run printed them
+    (docs/int8.md carries them verbatim; tests/test_int8_benchmark.py checks that it does)."""
+    times: Times = {
+        tuple(key.rsplit(" / ", 1)): value  # type: ignore[misc]
+        for key, value in figures["times_s"].items()
+    }
+    models = list(dict.fromkeys(name for name, _ in times))
+    profiles = figures["profiles_ms"]
+    return (
+        speed_table(times, models),
+        profile_table(profiles["fp32"], profiles["int8"]),
+        accuracy_table(figures["accuracy"], figures["setup"]["eval_frames"]),
+    )
 
 
 def images_first_frame(calibration: Any, size: tuple[int, int]) -> np.ndarray:

@@ -8,14 +8,28 @@ asserted (tests never judge speed).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ros2_fed.paths import default_models_dir
 from ros2_fed.pipeline import DEFAULT_BACKBONE, DEFAULT_FED
-from tests.test_benchmarks import run_script, tables
+from tests.test_benchmarks import REPO, run_script, tables
+
+PAGE = REPO / "docs" / "int8.md"
+#: The results files docs/int8.md's figures come from, and the tables the page carries of each.
+RESULTS = {"int8_results.json": (0, 1, 2), "int8_results_128x256.json": (2,)}
+
+
+def benchmark_module():
+    spec = importlib.util.spec_from_file_location("int8_benchmark", REPO / "benchmarks/int8.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shipped_fed_variant() -> str:
@@ -81,3 +95,30 @@ def test_int8_benchmark_prints_speed_profile_and_accuracy(tmp_path) -> None:
     assert max(acc["conf_p999"]) <= acc["conf_max"]
     for engine in ("fp32", "int8"):
         assert f"{100 * acc[engine]['miou']:.2f}" == accuracy[0][1 if engine == "fp32" else 2]
+
+
+@pytest.mark.parametrize("name", sorted(RESULTS))
+def test_docs_int8_figures_are_those_of_the_results_file(name: str) -> None:
+    """docs/int8.md carries each results file's tables verbatim, names the command that wrote
+    it, and was measured on the shipped default model; its headline figures, recomputed here
+    from the raw numbers in the file, are the ones on the page."""
+    page = PAGE.read_text()
+    figures = json.loads((Path(PAGE.parent) / name).read_text())
+    assert f"]({name})" in page, f"docs/int8.md does not link {name}"
+    assert figures["setup"]["command"] in page
+    assert figures["setup"]["command"].endswith(f"--json docs/{name}")
+    assert figures["default_model"].endswith(f"+ {DEFAULT_FED}, {shipped_fed_variant()})")
+    rendered = benchmark_module().tables_from_json(figures)
+    for index in RESULTS[name]:
+        for line in rendered[index].splitlines():
+            assert line in page, f"{name}: {line!r} is not on docs/int8.md"
+    acc = figures["accuracy"]
+    assert f"{100 * np.mean(acc['agreement']):.2f} %" in page
+    assert f"max {acc['conf_max']:.3f}" in page
+    if 0 in RESULTS[name]:  # the speed table: CPU-time speed-up of the default model
+        times = figures["times_s"]
+        cpu = [
+            statistics.median(times[f"{figures['default_model']} / {p}"]["cpu"])
+            for p in ("fp32", "int8")
+        ]
+        assert f"**{cpu[0] / cpu[1]:.2f}x**" in page
