@@ -6,7 +6,7 @@ import contextlib
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -29,11 +29,26 @@ def make_random_fed(
     return fed.eval()
 
 
+def save_fed_for(
+    path: Path, fed: FlowEneDet, backbone: Path, metadata: Optional[dict[str, Any]] = None
+) -> tuple[Path, Path]:
+    """Save ``fed`` as fed_train does: with the fingerprint of the saved backbone checkpoint it
+    belongs to (read back with load_backbone, as every consumer computes it), so loading it
+    checks the backbone instead of warning about an older file without a fingerprint."""
+    from ros2_fed.backbones import load_backbone
+    from ros2_fed.checkpoint import save_fed
+    from ros2_fed.fingerprint import FINGERPRINT_KEY, fingerprint_of
+
+    with torch.random.fork_rng(devices=[]):  # building the backbone must not move the seed
+        fingerprint = fingerprint_of(load_backbone(backbone))
+    return save_fed(path, fed, {FINGERPRINT_KEY: fingerprint.to_json(), **(metadata or {})})
+
+
 def save_tiny_model(root: Path, size: tuple[int, int]) -> dict[str, str]:
-    """A small random TinySeg and a FED-U on its logits, saved under ``root`` (seed 0):
+    """A small random TinySeg and a FED-U on its logits (with its fingerprint), saved under
+    ``root`` (seed 0):
     {"backbone": stem, "fed": stem}, what the replay tests hand to fed_bag_eval."""
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import save_fed
 
     torch.manual_seed(0)
     backbone = TinySeg(
@@ -42,7 +57,8 @@ def save_tiny_model(root: Path, size: tuple[int, int]) -> dict[str, str]:
     save_tinyseg(root / "tinyseg", backbone, size)
     with torch.no_grad():
         logits, _ = backbone(torch.rand(2, 3, *size) * 255)
-    save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    fed = make_random_fed(FEDConfig(num_classes=19), logits)
+    save_fed_for(root / "fed_u", fed, root / "tinyseg")
     return {"backbone": str(root / "tinyseg"), "fed": str(root / "fed_u")}
 
 

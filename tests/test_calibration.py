@@ -46,12 +46,12 @@ def test_saturated_confidences_still_give_a_usable_colour_range() -> None:
 def test_fed_calibrate_end_to_end(tmp_path) -> None:
     from ros2_fed import pipeline
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import load_fed, save_fed
+    from ros2_fed.checkpoint import load_fed
     from ros2_fed.detector import FusedDetector
     from ros2_fed.engine.base import read_sidecar
     from ros2_fed.engine.export import export_engine
     from ros2_fed.fed import FEDConfig
-    from tests.fed_helpers import make_random_fed
+    from tests.fed_helpers import make_random_fed, save_fed_for
     from training import calibrate, cli_synthroad
 
     assert (
@@ -81,7 +81,9 @@ def test_fed_calibrate_end_to_end(tmp_path) -> None:
     save_tinyseg(tmp_path / "bb", backbone, (64, 128))
     with torch.no_grad():
         logits, _ = backbone(torch.rand(1, 3, 64, 128) * 255)
-    save_fed(tmp_path / "fed", make_random_fed(FEDConfig(num_classes=19), logits))
+    save_fed_for(
+        tmp_path / "fed", make_random_fed(FEDConfig(num_classes=19), logits), tmp_path / "bb"
+    )
 
     out = tmp_path / "cal.json"
     assert (

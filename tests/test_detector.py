@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ros2_fed.checkpoint import save_fed
 from ros2_fed.detector import (
     DEFAULT_SIGMOID,
     FusedDetector,
@@ -30,7 +29,7 @@ from ros2_fed.fed.fused import (
     log1p_exact,
 )
 from ros2_fed.fed.postprocess import make_postprocess
-from tests.fed_helpers import make_random_fed
+from tests.fed_helpers import make_random_fed, save_fed_for
 
 C = 19
 
@@ -464,7 +463,7 @@ def test_from_checkpoints_with_tinyseg(tmp_path) -> None:
     with torch.no_grad():
         logits, feats = tiny(torch.rand(1, 3, 32, 48) * 255)
     fed = make_random_fed(FEDConfig(cond_dim=4, feat_channels=8), logits, feats)
-    save_fed(tmp_path / "fed", fed)
+    save_fed_for(tmp_path / "fed", fed, tmp_path / "bb")
     det = FusedDetector.from_checkpoints(tmp_path / "bb", tmp_path / "fed").eval()
     assert det.class_names == [f"k{i}" for i in range(C)]
     assert det.palette is not None and len(det.palette) == C
@@ -483,9 +482,10 @@ def test_sml_statistics_come_from_the_fed_metadata_when_fed_runs_on_raw_logits(t
     save_backbone(TinySeg(TinySegConfig()), tmp_path / "bb")
     fed = FlowEneDet(FEDConfig())
     mean, std = torch.linspace(-2, 2, 19), torch.linspace(0.5, 3, 19)
-    save_fed(
+    save_fed_for(
         tmp_path / "fed",
         fed,
+        tmp_path / "bb",
         {
             "logit_statistics": {
                 "mean": mean.tolist(),

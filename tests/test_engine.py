@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-from ros2_fed.checkpoint import save_fed
 from ros2_fed.detector import FusedDetector, detector_hash
 from ros2_fed.engine import (
     Engine,
@@ -31,7 +30,7 @@ from ros2_fed.engine.cli_export import main as fed_export
 from ros2_fed.engine.onnx_engine import OnnxEngine
 from ros2_fed.engine.torch_engine import TorchEngine
 from ros2_fed.fed import FEDConfig
-from tests.fed_helpers import make_random_fed
+from tests.fed_helpers import make_random_fed, save_fed_for
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -309,7 +308,7 @@ def checkpoints(tmp_path):
     with torch.no_grad():
         logits, feats = tiny(torch.rand(1, 3, 32, 48) * 255)
     fed = make_random_fed(FEDConfig(cond_dim=4, feat_channels=8), logits, feats)
-    save_fed(tmp_path / "ckpt" / "fed", fed)
+    save_fed_for(tmp_path / "ckpt" / "fed", fed, tmp_path / "ckpt" / "bb")
     return tmp_path / "ckpt" / "bb", tmp_path / "ckpt" / "fed", fed
 
 
@@ -355,7 +354,7 @@ def test_open_cached_reuses_the_cache(tmp_path, checkpoints, monkeypatch) -> Non
     assert msp.cache_hit is False and msp.metadata["score"] == "msp" and len(calls) == 3
     with torch.no_grad():
         fed.head.beta.add_(0.5)
-    save_fed(fed_path, fed)
+    save_fed_for(fed_path, fed, backbone_path)
     retrained = open_cached(backbone_path, fed_path, height=36, width=50, progress=None, warmup=0)
     assert retrained.cache_hit is False and retrained.path != first.path and len(calls) == 4
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-from ros2_fed.checkpoint import save_fed
 from ros2_fed.detector import FusedDetector
 from ros2_fed.fed import FEDConfig, FlowEneDet
+from tests.fed_helpers import save_fed_for
 from training import cli_eval, cli_synthroad, stats
 from training.evaluation import EvalSettings, MethodScores
 
@@ -69,7 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             FEDConfig(blocks=2, kernel=3, cond_dim=cond, feat_channels=32 if cond else 0)
         )
         fed.initialize(logits.detach(), feats.detach() if cond else None)
-        save_fed(root / name, fed.eval(), {})
+        save_fed_for(root / name, fed.eval(), root / "tinyseg")
     return {"root": root, "data": data}
 
 

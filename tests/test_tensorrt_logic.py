@@ -724,17 +724,20 @@ def test_failed_build_leaves_the_users_files_alone(tmp_path, use_trt, capsys) ->
     import torch
 
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import save_fed
     from ros2_fed.engine import cli_export
     from ros2_fed.fed import FEDConfig
-    from tests.fed_helpers import make_random_fed
+    from tests.fed_helpers import make_random_fed, save_fed_for
 
     torch.manual_seed(0)
     backbone = TinySeg(TinySegConfig(num_classes=19, widths=(8, 16, 32, 32), decoder_channels=16))
     save_tinyseg(tmp_path / "tinyseg", backbone.eval(), (32, 64))
     with torch.no_grad():
         logits, _ = backbone(torch.rand(2, 3, 32, 64) * 255)
-    save_fed(tmp_path / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    save_fed_for(
+        tmp_path / "fed_u",
+        make_random_fed(FEDConfig(num_classes=19), logits),
+        tmp_path / "tinyseg",
+    )
     out = tmp_path / "out"
     out.mkdir()
     before = {
