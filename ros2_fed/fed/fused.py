@@ -93,8 +93,10 @@ class FoldedBlock(NamedTuple):
 
     ``mix_*``: the 1x1 convolution producing ``[y_c, y_d, pre_scale, pre_shift, pre_att]``
     from the block input; ``spatial_*``: the scale and shift networks' KxK layers as one
-    grouped convolution; ``project_*``: their last 1x1 layers, grouped, producing
-    ``[scale / bound, shift]``; ``attention_*``: the attention network's last 1x1 layer.
+    convolution with a block-diagonal weight (the zero blocks add exact zeros; ONNX Runtime on
+    a CPU runs it faster than the same layers as a two-group convolution); ``project_*``: their
+    last 1x1 layers, grouped, producing ``[scale / bound, shift]``; ``attention_*``: the
+    attention network's last 1x1 layer.
     """
 
     kept_channel: int
@@ -148,6 +150,16 @@ class FoldedFED:
         return self.head_weight.device
 
 
+def _block_diagonal(first: Tensor, second: Tensor) -> Tensor:
+    """Two (out, in, k, k) convolution weights as one acting on their concatenated inputs."""
+    out_a, in_a = first.shape[:2]
+    out_b, in_b = second.shape[:2]
+    weight = first.new_zeros(out_a + out_b, in_a + in_b, *first.shape[2:])
+    weight[:out_a, :in_a] = first
+    weight[out_a:, in_a:] = second
+    return weight.contiguous()
+
+
 def _fold_block(block: FlowBlock, bound: float) -> FoldedBlock:
     """ActNorm, the 2x2 convolution and the three networks' first layers as one 1x1 conv."""
     c = block.coupling.cond_channel
@@ -167,7 +179,7 @@ def _fold_block(block: FlowBlock, bound: float) -> FoldedBlock:
         c,
         torch.cat(rows, dim=0)[:, :, None, None].contiguous(),
         torch.cat(bias).contiguous(),
-        torch.cat([scale_net.spatial.weight, shift_net.spatial.weight], dim=0).contiguous(),
+        _block_diagonal(scale_net.spatial.weight, shift_net.spatial.weight),
         torch.cat([scale_net.spatial.bias, shift_net.spatial.bias]).contiguous(),
         torch.cat(
             [scale_net.project.weight / bound, shift_net.project.weight], dim=0
@@ -276,11 +288,18 @@ def log1p_exact(t: Tensor) -> Tensor:
     return torch.where(tiny, t, torch.log(u) * (t / torch.where(tiny, torch.ones_like(d), d)))
 
 
+def logsumexp_channels(x: Tensor) -> Tensor:
+    """``torch.logsumexp(x, dim=1, keepdim=True)`` spelled out (max, exp, sum, log): the same
+    stable formula, and in ONNX Runtime on a CPU about half the time of its ReduceLogSumExp."""
+    peak = x.amax(dim=1, keepdim=True)
+    return peak + torch.log(torch.exp(x - peak).sum(dim=1, keepdim=True))
+
+
 def energy_inputs_exact(fed: FlowEneDet, logits: Tensor) -> Tensor:
     """``fed.energy_inputs(logits)`` with :func:`log1p_exact` (same value, exportable)."""
     if logits.shape[1] != fed.cfg.num_classes:
         raise ValueError(f"FED expects {fed.cfg.num_classes}-class logits, got {logits.shape[1]}")
-    s = torch.logsumexp(fed.standardizer(logits), dim=1, keepdim=True)
+    s = logsumexp_channels(fed.standardizer(logits))
     tail = log1p_exact(torch.exp(-torch.abs(s)))
     x_out = -(torch.relu(s) + tail)
     if fed.cfg.out_floor > 0:
@@ -332,7 +351,7 @@ def _fused_block(
     if cond is not None:
         pre_st = pre_st + cond
     act = F.pad(torch.relu(pre_st), (pad, pad, pad, pad), mode="reflect")
-    act = torch.relu(F.conv2d(act, block.spatial_weight, block.spatial_bias, groups=2))
+    act = torch.relu(F.conv2d(act, block.spatial_weight, block.spatial_bias))
     st = F.conv2d(act, block.project_weight, block.project_bias, groups=2)
     log_scale = bound * torch.tanh(st[:, 0:1])
     log_att = torch.tanh(
