@@ -7,7 +7,10 @@ with the node's CPU options (2 threads, no spinning): the node's default (score 
 with its calibrated post-processing) and the backbone alone (score ``none``: labels only, the
 same argmax at camera size). Both are timed on synthroad frames in alternation, frame by frame
 with the order swapped every frame, after a warm-up, so that other jobs on a shared machine
-slow both alike; medians are reported.
+slow both alike; medians are reported. Besides wall time each frame's process CPU time is
+recorded (all threads; ONNX Runtime's threads do not spin, so waiting costs none): on a
+machine whose cores other jobs hold, wall time mostly measures how long each operator waits
+for a core, and the CPU-time ratio is the closer estimate of the ratio on an idle machine.
 
 Targets: the default engine at most 1.25x the backbone-only engine at 512x1024, and at most
 40 ms per frame at 256x512, on 2 CPU cores.
@@ -54,20 +57,23 @@ def frames(height: int, width: int, count: int) -> list[np.ndarray]:
 
 def time_alternating(
     engines: dict[str, Any], images: list[np.ndarray], runs: int, warmup: int
-) -> dict[str, list[float]]:
-    """ms per frame of each engine, run in turn on the same frame, the order swapped each frame."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall ms, process CPU ms) per frame of each engine, run in turn on the same frame, the
+    order swapped each frame."""
     names = list(engines)
     for i in range(warmup):
         for name in names:
             engines[name].infer(images[i % len(images)])
-    times: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for i in range(runs):
         order = names if i % 2 == 0 else names[::-1]
         for name in order:
-            start = time.perf_counter()
+            cpu_start, start = time.process_time(), time.perf_counter()
             engines[name].infer(images[i % len(images)])
-            times[name].append(1000 * (time.perf_counter() - start))
-    return times
+            wall[name].append(1000 * (time.perf_counter() - start))
+            cpu[name].append(1000 * (time.process_time() - cpu_start))
+    return wall, cpu
 
 
 def measure_size(size: str, threads: int, runs: int, warmup: int) -> dict[str, Any]:
@@ -79,7 +85,7 @@ def measure_size(size: str, threads: int, runs: int, warmup: int) -> dict[str, A
         ).resolved()
         engines[row] = open_engine(spec)
         described[row] = spec.describe()
-    times = time_alternating(engines, frames(height, width, 8), runs, warmup)
+    times, cpu = time_alternating(engines, frames(height, width, 8), runs, warmup)
     for engine in engines.values():
         close = getattr(engine, "close", None)
         if close:
@@ -89,12 +95,18 @@ def measure_size(size: str, threads: int, runs: int, warmup: int) -> dict[str, A
             "engine": described[row],
             "median_ms": statistics.median(t),
             "p95_ms": float(np.percentile(t, 95)),
+            "cpu_median_ms": statistics.median(cpu[row]),
             "times_ms": [round(v, 2) for v in t],
+            "cpu_times_ms": [round(v, 2) for v in cpu[row]],
         }
         for row, t in times.items()
     }
-    ratio = rows["default"]["median_ms"] / rows["backbone only"]["median_ms"]
-    return {"rows": rows, "ratio": ratio}
+    default, alone = rows["default"], rows["backbone only"]
+    return {
+        "rows": rows,
+        "ratio": default["median_ms"] / alone["median_ms"],
+        "cpu_ratio": default["cpu_median_ms"] / alone["cpu_median_ms"],
+    }
 
 
 def report(result: dict[str, Any]) -> list[str]:
@@ -102,10 +114,13 @@ def report(result: dict[str, Any]) -> list[str]:
     for size, figures in result["sizes"].items():
         for row, r in figures["rows"].items():
             lines.append(
-                f"{size} {row:13s} median {r['median_ms']:7.1f} ms, p95 {r['p95_ms']:7.1f} ms"
-                f"  ({r['engine']})"
+                f"{size} {row:13s} median {r['median_ms']:7.1f} ms, p95 {r['p95_ms']:7.1f} ms,"
+                f" CPU {r['cpu_median_ms']:7.1f} ms  ({r['engine']})"
             )
-        lines.append(f"{size} default / backbone only: {figures['ratio']:.3f}x")
+        lines.append(
+            f"{size} default / backbone only: {figures['ratio']:.3f}x wall, "
+            f"{figures['cpu_ratio']:.3f}x CPU time"
+        )
     for name, target in result["targets"].items():
         lines.append(
             f"target {name}: {target['value']:.3f} vs {target['limit']}: "
@@ -117,12 +132,13 @@ def report(result: dict[str, Any]) -> list[str]:
 def targets(sizes: dict[str, Any]) -> dict[str, Any]:
     out = {}
     if RATIO_SIZE in sizes:
-        value = sizes[RATIO_SIZE]["ratio"]
-        out[f"ratio at {RATIO_SIZE}"] = {
-            "value": value,
-            "limit": TARGET_RATIO,
-            "met": value <= TARGET_RATIO,
-        }
+        for key, name in (("ratio", "ratio"), ("cpu_ratio", "CPU-time ratio")):
+            value = sizes[RATIO_SIZE][key]
+            out[f"{name} at {RATIO_SIZE}"] = {
+                "value": value,
+                "limit": TARGET_RATIO,
+                "met": value <= TARGET_RATIO,
+            }
     if MS_SIZE in sizes:
         value = sizes[MS_SIZE]["rows"]["default"]["median_ms"]
         out[f"default ms at {MS_SIZE}"] = {
