@@ -94,6 +94,8 @@ class SynthroadBag:
     ood_pixels: list[int] = field(default_factory=list)
     #: empty for the single-camera bag (the /camera/... topics)
     cameras: list[SynthroadCamera] = field(default_factory=list)
+    #: only these OOD kinds (None: all seven; then absent from custom_data, as before)
+    ood_kinds: Optional[list[str]] = None
 
 
 def write_synthroad_bag(
@@ -110,17 +112,23 @@ def write_synthroad_bag(
     progress: bool = False,
     cameras: int = 1,
     camera_names: Optional[Sequence[str]] = None,
+    ood_kinds: Optional[Sequence[str]] = None,
 ) -> SynthroadBag:
     """Render the drive and write it to the rosbag2 directory ``out`` (must not exist).
 
     ``cameras`` > 1 or ``camera_names``: a synchronised rig, camera i named ``camera_names[i]``
     (default ``cam{i}``) and rendered from seed ``seed + CAMERA_SEED_STRIDE * i``.
+    ``ood_kinds``: only these OOD kinds on the road (training/datasets/synthroad_sequence.py).
     """
     if frames < 1:
         raise ValueError("frames must be >= 1")
     if fps <= 0:
         raise ValueError("fps must be > 0")
     names = _camera_names(cameras, camera_names)
+    if ood_kinds is not None:
+        from training.datasets.synthroad_sequence import check_ood_kinds
+
+        ood_kinds = check_ood_kinds(ood_kinds)
     out = Path(out)
     if out.exists():
         raise FileExistsError(
@@ -139,6 +147,7 @@ def write_synthroad_bag(
         compressed=bool(compressed),
         ood_from_frame=frames // 3 if ood_from_frame is None else int(ood_from_frame),
         start_ns=int(start_ns),
+        ood_kinds=None if ood_kinds is None else list(ood_kinds),
     )
     if names is not None:
         return _write_rig(out, info, names, jpeg_quality, progress)
@@ -150,11 +159,7 @@ def _write_single(
 ) -> SynthroadBag:
     """The single-camera bag: the /camera/... topics with frame_id "camera"; its custom_data is
     known up front (no per-camera OOD counts)."""
-    custom = {
-        CUSTOM_DATA_KEY: json.dumps(
-            {k: v for k, v in asdict(info).items() if k not in ("path", "ood_pixels", "cameras")}
-        )
-    }
+    custom = {CUSTOM_DATA_KEY: json.dumps(_settings(info))}
     period_ns = round(1e9 / info.fps)
     with bagio.BagWriter(out, info.storage, custom_data=custom) as bag:
         bag.add_topic(info.image_topic, bagio.COMPRESSED_IMAGE if info.compressed else bagio.IMAGE)
@@ -210,7 +215,12 @@ def _sequence(info: SynthroadBag, seed: int) -> Iterator[Any]:
     from training.datasets.synthroad_sequence import iter_sequence
 
     return iter_sequence(
-        info.frames, info.size, seed, ood_from_frame=info.ood_from_frame, fps=info.fps
+        info.frames,
+        info.size,
+        seed,
+        ood_from_frame=info.ood_from_frame,
+        fps=info.fps,
+        ood_kinds=info.ood_kinds,
     )
 
 
@@ -290,8 +300,14 @@ def _write_rig(
     return info
 
 
+def _settings(info: SynthroadBag) -> dict[str, Any]:
+    """The generation settings for custom_data (``ood_kinds`` only when set)."""
+    skip = ("path", "ood_pixels", "cameras") + (("ood_kinds",) if info.ood_kinds is None else ())
+    return {k: v for k, v in asdict(info).items() if k not in skip}
+
+
 def _rig_custom(info: SynthroadBag) -> dict[str, str]:
-    data = {k: v for k, v in asdict(info).items() if k not in ("path", "ood_pixels", "cameras")}
+    data = _settings(info)
     data["cameras"] = [asdict(cam) for cam in info.cameras]
     return {CUSTOM_DATA_KEY: json.dumps(data)}
 
@@ -311,6 +327,8 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from training.datasets.synthroad.scene import _OOD_KINDS
+
     p = argparse.ArgumentParser(
         prog="fed_synthroad_bag",
         description=__doc__,
@@ -360,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME,NAME,...",
         help="name the cameras (e.g. front,left,right,rear; implies --cameras N)",
     )
+    p.add_argument(
+        "--ood-kinds",
+        type=_names,
+        default=None,
+        metavar="KIND,KIND,...",
+        help=f"only these OOD kinds on the road (of {', '.join(_OOD_KINDS)}; default all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -381,6 +406,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             progress=not args.quiet,
             cameras=args.cameras,
             camera_names=args.camera_names,
+            ood_kinds=args.ood_kinds,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"fed_synthroad_bag: error: {exc}", file=sys.stderr)

@@ -13,6 +13,9 @@ synthroad street (same renderer, palette and label conventions as the dataset, s
   of the ``ood`` split, never seen in training) lie on the road ahead, first 25-40 m away, then
   closer every frame; the camera's speed is capped so that they are still in front of it, above
   the ego hood, in the last frame. Road users that would drive through them are removed.
+  ``ood_kinds`` restricts them to some of the seven kinds (each object's kind redrawn from its
+  own stream, ``[seed, 13]``; its place, size and colours kept): drives of one kind, e.g. to
+  mine and evaluate a kind the model has never seen (docs/data_engine.md).
 
 Each frame is ``(image uint8 HxWx3 RGB, trainIds uint8 HxW with 255 = void, ood uint8 HxW with
 0 in-distribution / 1 OOD / 255 void)``; OOD pixels are void (255) in the trainIds, exactly as in
@@ -22,7 +25,7 @@ byte-identical frames on every machine.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -116,6 +119,22 @@ def _tidy_traffic(
     return [o for o in kept if id(o) not in drop]
 
 
+def check_ood_kinds(kinds: Sequence[str]) -> list[str]:
+    """``kinds`` as a list, refused with the valid names when empty or not OOD kinds."""
+    kinds = [str(k) for k in kinds]
+    bad = [k for k in kinds if k not in _OOD_KINDS]
+    if not kinds or bad:
+        raise ValueError(f"OOD kinds must be some of {', '.join(_OOD_KINDS)}; got {kinds}")
+    return kinds
+
+
+def _restrict_kinds(objs: list[Obj], kinds: Sequence[str], rng: np.random.Generator) -> None:
+    """Give every OOD object one of ``kinds`` (place, size and look as drawn)."""
+    kinds = check_ood_kinds(kinds)
+    for o in objs:
+        o.kind = str(rng.choice(kinds))
+
+
 def iter_sequence(
     n_frames: int,
     size: tuple[int, int],
@@ -124,8 +143,10 @@ def iter_sequence(
     ood: bool = True,
     fps: float = 10.0,
     speed: Optional[float] = None,
+    ood_kinds: Optional[Sequence[str]] = None,
 ) -> Iterator[Frame]:
-    """Like ``make_sequence`` but yields ``synthroad.Frame`` objects (with labelIds) one by one."""
+    """Like ``make_sequence`` but yields ``synthroad.Frame`` objects (with labelIds) one by one;
+    ``ood_kinds``: only these OOD kinds (module docstring; None: all seven, draws unchanged)."""
     height, width = (int(v) for v in size)
     if n_frames < 1:
         raise ValueError("n_frames must be >= 1")
@@ -148,6 +169,8 @@ def iter_sequence(
     travel = cam_speed * n_frames / fps
     scene, cam = sample_scene(rng, height, width, ood=with_ood, travel=travel)
     ood_objs = [o for o in scene.objects if o.kind in _OOD_KINDS]
+    if ood_kinds is not None:
+        _restrict_kinds(ood_objs, ood_kinds, np.random.default_rng([seed, 13]))
     if with_ood:
         _place_ood(
             ood_objs, rng, cam_speed * (n_frames - 1) / fps, _z_near(scene, cam), start, n_frames
