@@ -85,6 +85,7 @@ def test_alert_selection_replays_drives_and_respects_the_false_alarm_cap() -> No
         raise_frames=2,
         roi="corridor",
         size_reference="height",
+        rule="region",
     )
     result = sel.replay(base, drives)
     # object frames 5..11: the first 2 excused, 5 counted, all alerted; the strip is 2x200 = size

@@ -39,6 +39,7 @@ def test_alert_selection_early_warning_on_hand_made_drives() -> None:
         raise_frames=2,
         roi="corridor",
         size_reference="height",
+        rule="region",
     )
     (d1, m1), (d2, m2) = _drive(5), _drive(12)  # the second drive never shows the object
     objects = [sel.drive_objects(d1, m1, 0.5), sel.drive_objects(d2, m2, 0.5)]
@@ -122,6 +123,8 @@ def test_the_table_command_writes_json_and_the_page_and_resumes(tmp_path: Path) 
         str(tmp_path / "table.json"),
         "--doc",
         str(tmp_path / "page.md"),
+        "--rule",
+        "region",
     ]
     assert table.main(["--sets", "0"] + common) == 0
     (cached,) = (tmp_path / "cache").glob("result_0_*.json")
@@ -135,3 +138,21 @@ def test_the_table_command_writes_json_and_the_page_and_resumes(tmp_path: Path) 
     page = (tmp_path / "page.md").read_text()
     assert page.startswith("# Early warning") and table.HEADING in page
     assert "| 0-1 (1 of 2) |" in page
+
+
+def test_cached_results_are_keyed_by_what_acts() -> None:
+    """The track settings do not act under rule region (a cached region result stays valid when
+    they change); under rule track, and for any other setting, the key changes."""
+    from training.early_warning_table import fingerprint
+
+    def key(**config) -> str:
+        base = {"rule": "region", "track_hits": 3, "warn_size": 0.35, **config}
+        return fingerprint(
+            {"config": base, "fed": "f", "backbone": "b", "postprocess": None, "frames": 60}
+            | {"size": "256x512"}
+        )
+
+    assert key(track_hits=5) == key()
+    assert key(warn_size=0.3) != key()
+    assert key(rule="track") != key()
+    assert key(rule="track", track_hits=5) != key(rule="track")

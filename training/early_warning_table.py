@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 from tqdm import tqdm
 
 from ros2_fed import jsonio
-from ros2_fed.alerts import AlertConfig, AlertMonitor
+from ros2_fed.alerts import RULES, AlertConfig, AlertMonitor
 from ros2_fed.eval.alert_metrics import score_alerts
 from ros2_fed.eval.early_warning import early_warning_report, pool_early_warning
 from ros2_fed.eval.early_warning_markdown import appearance_table, number
@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--doc", type=Path, default=Path("docs/early_warning.md"), help="markdown page to update"
     )
     p.add_argument(
+        "--rule",
+        choices=RULES,
+        default=None,
+        help="the alert rule to replay (default: AlertConfig's, what fed_node runs)",
+    )
+    p.add_argument(
         "--cached-only",
         action="store_true",
         help="no inference: the table from the drive results already in --cache (a set with "
@@ -79,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 def fingerprint(result: dict[str, Any]) -> str:
     """What a cached drive result depends on (models, post-processing, alert config, frames)."""
     keys = ("config", "fed", "backbone", "postprocess", "frames", "size")
-    text = json.dumps({k: result[k] for k in keys}, sort_keys=True, default=str)
+    data = {k: result[k] for k in keys}
+    if data["config"].get("rule", "region") == "region":  # the track settings do not act then
+        data["config"] = {k: v for k, v in data["config"].items() if not k.startswith("track_")}
+    text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -140,9 +149,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         HEADING,
         "",
-        f"The shipped alert defaults at the FED's calibrated threshold "
-        f"({result['config']['confidence_threshold']:.4f}, what fed_node runs with "
-        f"`{result['fed']}`), {result['frames']} frames a drive at 10 Hz, every fourth drive "
+        f"The alert defaults (rule `{result['config'].get('rule', 'region')}`) at the FED's "
+        f"calibrated threshold ({result['config']['confidence_threshold']:.4f}, as fed_node "
+        f"runs `{result['fed']}`), {result['frames']} frames a drive at 10 Hz, every fourth drive "
         "without an unknown object; `python -m training.early_warning_table`. Delay: frames from "
         "the first frame where the object covers 100 px to the first WARN or above (median / "
         'p90 over the alerted appearances; "with never": never-alerted appearances counted '
@@ -217,6 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"early_warning_table: {args.fed} has no calibration", file=sys.stderr)
         return 2
     config = replace(AlertConfig(), confidence_threshold=threshold)
+    if args.rule is not None:
+        config = replace(config, rule=args.rule)
     result: dict[str, Any] = {
         "config": sel.config_json(config),
         "fed": str(args.fed),
