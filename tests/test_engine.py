@@ -9,6 +9,7 @@ torch CUDA) are real and skip without CUDA / tensorrt.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +385,12 @@ def test_torch_bundle_round_trip(tmp_path, checkpoints) -> None:
     ref_labels, ref_conf = _eager(det, image)
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(conf, ref_conf, atol=1e-6, rtol=0)
+    # a read-only frame (a ROS or bag message buffer): the same output, and no torch warning
+    frozen = image.copy()
+    frozen.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(engine.infer(frozen)[0], ref_labels)
     # and the bundle exports to ONNX with identical results (what fed_export --bundle does)
     onnx_path, _ = export_engine(
         engine.detector, tmp_path / "from_bundle.onnx", 32, 48, progress=None
@@ -739,7 +746,14 @@ def test_requested_gpu_provider_that_did_not_load_is_an_error(tmp_path, backbone
     if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
         pytest.skip("the CUDA provider works here: no fallback to observe")
     path = _exported(tmp_path, backbone, feds[0])
-    with pytest.raises(EngineError, match="did not load CUDAExecutionProvider"):
+    with (
+        pytest.raises(EngineError, match="did not load CUDAExecutionProvider"),
+        warnings.catch_warnings(),
+    ):
+        # asking a CPU-only ONNX Runtime for CUDA on purpose: its own UserWarning says so too
+        warnings.filterwarnings(
+            "ignore", "Specified provider 'CUDAExecutionProvider'", UserWarning
+        )
         Engine.open(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], warmup=0)
     assert Engine.open(path, providers=["CPUExecutionProvider"], warmup=0).providers == [
         "CPUExecutionProvider"

@@ -258,7 +258,10 @@ class TorchEngine(Engine):
                 self._conf_host.copy_(confidence, non_blocking=True)
                 torch.cuda.current_stream(self.device).synchronize()
                 return self._labels_host.numpy(), self._conf_host.numpy()
-            labels, confidence = self.detector(torch.from_numpy(batch))
+            # a read-only frame (a ROS or bag message buffer) is copied: torch has no read-only
+            # tensors and warns on every such frame
+            frame = batch if batch.flags.writeable else batch.copy()
+            labels, confidence = self.detector(torch.from_numpy(frame))
             return labels.numpy(), confidence.float().numpy()
 
     def close(self) -> None:
