@@ -17,7 +17,10 @@ the default model's accuracy on synthroad frames it was not calibrated on: label
 confidence against fp32 on val frames, and the confidence's OOD AP / AuROC on ood frames and
 its misclassification (IDM) AuROC on val frames, for both engines.
 
-    python benchmarks/int8.py              # the figures in docs/int8.md (minutes on 2 cores)
+    # the figures in docs/int8.md (tens of minutes on 2 cores), and its 128x256 table:
+    python benchmarks/int8.py --json docs/int8_results.json
+    python benchmarks/int8.py --size 128x256 --calibration-images 12 --eval-frames 12 \\
+        --json docs/int8_results_128x256.json
     python benchmarks/int8.py --arch tiny --size 64x128 --runs 2 --calibration-images 2 \\
         --eval-frames 2                    # smoke run
 """
