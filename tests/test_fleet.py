@@ -38,6 +38,7 @@ from ros2_fed.eval.fleet.report import row_badness
 from ros2_fed.eval.fleet.task import CRASH_ENV, scene_share
 from ros2_fed.eval.replay.errors import UsageError
 from ros2_fed.eval.replay.scoring import Scorer
+from ros2_fed.jsonio import strict
 from tests import fleet_helpers as fh
 from training import synthroad_bag as sb
 
@@ -75,11 +76,48 @@ def _random_scorer(seed: int, exact: bool) -> Scorer:
 def test_scorer_state_round_trip_is_exact(exact: bool) -> None:
     a, b = _random_scorer(0, exact), _random_scorer(1, exact)
     loaded_a = state.scorer_from_bytes(state.scorer_to_bytes(a))
-    assert loaded_a.results() == a.results()
+    assert strict(loaded_a.results()) == strict(a.results())  # NaN (no component) as None
     merged_loaded = loaded_a.merge(state.scorer_from_bytes(state.scorer_to_bytes(b)))
     merged = _random_scorer(0, exact).merge(_random_scorer(1, exact))
-    assert merged_loaded.results() == merged.results()
+    assert strict(merged_loaded.results()) == strict(merged.results())
     assert merged_loaded.images == 6
+
+
+def test_scorer_state_keeps_each_frame_for_the_component_metrics() -> None:
+    """Frames of unequal size with objects above the benchmark's size limits: the component
+    metrics of a stored-and-loaded (and merged) state equal the original's, frame by frame."""
+
+    def frame(h: int, w: int, box: tuple[int, int, int, int], hit: bool) -> tuple[Any, ...]:
+        ood = np.zeros((h, w), np.uint8)
+        y0, y1, x0, x1 = box
+        ood[y0:y1, x0:x1] = 1
+        ood[0, :] = 255  # a void row
+        score = np.full((h, w), 0.1)
+        if hit:
+            score[y0:y1, x0:x1] = 0.9
+        return np.zeros((h, w), np.uint8), {"node": score}, None, ood
+
+    a = _scorer(
+        [frame(64, 80, (10, 40, 10, 40), True), frame(48, 96, (5, 30, 50, 90), False)], True
+    )
+    b = _scorer([frame(72, 72, (20, 50, 20, 52), True)], True)
+    loaded = state.scorer_from_bytes(state.scorer_to_bytes(a))
+    comps = loaded.results()["methods"]["node"]["components"]
+    assert comps == a.results()["methods"]["node"]["components"]
+    assert comps["gt_components"] == 2 and comps["frames"] == 2  # both objects >= 100 px
+    merged = loaded.merge(state.scorer_from_bytes(state.scorer_to_bytes(b)))
+    direct = _scorer(
+        [
+            frame(64, 80, (10, 40, 10, 40), True),
+            frame(48, 96, (5, 30, 50, 90), False),
+            frame(72, 72, (20, 50, 20, 52), True),
+        ],
+        True,
+    )
+    assert (
+        merged.results()["methods"]["node"]["components"]
+        == (direct.results()["methods"]["node"]["components"])
+    )
 
 
 @pytest.mark.parametrize("frames_per_bag", [3, 10**6])  # 10**6: the pool turns histogram
@@ -381,7 +419,7 @@ def test_run_rows_failures_and_files(work: dict[str, Any], first: dict[str, Any]
         assert bag_report["complete"] is True and bag_report["files"]["output_bag"] is None
         assert "- output bag: none (fed_fleet_eval" in (folder / "report.md").read_text()
         own = state.scorer_from_bytes((folder / "scorer_state.npz").read_bytes())
-        assert own.results() == bag_report["metrics"]
+        assert strict(own.results()) == strict(bag_report["metrics"])
         row = next(r for r in report["rows"] if r["id"] == bag_id)
         share = bag_report["scene"]["share"]  # the scene-health stage's per-level share
         assert row["scene"] == {k: v for k, v in share.items() if v is not None}

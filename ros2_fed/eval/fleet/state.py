@@ -7,7 +7,9 @@ with ``allow_pickle=False`` is numbers only: one JSON entry (``meta``) says what
 What a scorer holds and how it is stored:
 
 - exact OOD accumulators: every valid (score, label) pair, one array each (the frames' arrays
-  concatenated: the curve is built from their concatenation anyway);
+  concatenated, with each frame's length, so the component metrics see the frames again);
+- each frame's OOD mask (the component metrics' truth), once per frame, and per method the
+  frames it scored;
 - histogram OOD accumulators: their bin counts and binning (bins, range, scale);
 - IDM per-image averagers: one row per image of its metrics (auroc, ap, fpr@..., f1...);
 - confusion matrices: the matrix.
@@ -44,6 +46,7 @@ def scorer_to_bytes(scorer: Scorer) -> bytes:
         "has_ood": scorer.has_ood,
         "has_label": scorer.has_label,
         "frames_by_key": dict(scorer.frames_by_key),
+        "component_track": scorer.component_track,
         "ood": [
             _ood_entry(i, name, acc, arrays) for i, (name, acc) in enumerate(scorer.ood.items())
         ],
@@ -52,6 +55,7 @@ def scorer_to_bytes(scorer: Scorer) -> bytes:
         ],
         "conf": [_conf_entry(i, key, m, arrays) for i, (key, m) in enumerate(scorer.conf.items())],
     }
+    _truth_arrays(scorer, arrays)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -64,6 +68,7 @@ def _ood_entry(i: int, name: str, acc: Any, arrays: dict[str, np.ndarray]) -> di
         scores, labels = acc._scores, acc._labels
         arrays[f"ood{i}_scores"] = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         arrays[f"ood{i}_labels"] = np.concatenate(labels) if labels else np.zeros(0, np.uint8)
+        arrays[f"ood{i}_lengths"] = np.asarray([len(x) for x in scores], np.int64)
         entry["kind"] = "exact"
         return entry
     if not isinstance(acc, M.HistogramAccumulator):
@@ -71,6 +76,42 @@ def _ood_entry(i: int, name: str, acc: Any, arrays: dict[str, np.ndarray]) -> di
     arrays[f"ood{i}_counts"] = acc.counts
     entry.update(kind="histogram", bins=acc.bins, range=list(acc.range), scale=acc.scale)
     return entry
+
+
+def _truth_arrays(scorer: Scorer, arrays: dict[str, np.ndarray]) -> None:
+    """The frames' OOD masks once each (methods share a frame's mask), and per method (in the
+    order of ``scorer.ood``) the indices of the masks it scored."""
+    unique: dict[int, int] = {}
+    masks: list[np.ndarray] = []
+    for i, name in enumerate(scorer.ood):
+        index = []
+        for mask in scorer.ood_truth.get(name, []):
+            if mask is None:  # a histogram scorer keeps no masks
+                index.append(-1)
+                continue
+            if id(mask) not in unique:
+                unique[id(mask)] = len(masks)
+                masks.append(mask)
+            index.append(unique[id(mask)])
+        arrays[f"ood{i}_truth_index"] = np.asarray(index, np.int64)
+    arrays["truth_shapes"] = np.asarray([m.shape for m in masks], np.int64).reshape(-1, 2)
+    flat = [np.asarray(m, np.uint8).reshape(-1) for m in masks]
+    arrays["truth_data"] = np.concatenate(flat) if flat else np.zeros(0, np.uint8)
+
+
+def _load_truths(scorer: Scorer, arrays: dict[str, np.ndarray]) -> None:
+    """The masks :func:`_truth_arrays` stored, back into ``scorer.ood_truth`` (none in a state
+    written before the component metrics: those have no per-frame scores either)."""
+    if "truth_shapes" not in arrays:
+        return
+    data, masks, start = arrays["truth_data"], [], 0
+    for h, w in arrays["truth_shapes"]:
+        masks.append(data[start : start + h * w].reshape(h, w))
+        start += h * w
+    for i, name in enumerate(scorer.ood):
+        index = arrays.get(f"ood{i}_truth_index")
+        if index is not None and index.size:
+            scorer.ood_truth[name] = [masks[k] if k >= 0 else None for k in index]
 
 
 def _idm_entry(
@@ -117,6 +158,7 @@ def scorer_from_bytes(data: bytes) -> Scorer:
         exact=meta["exact"],
         bins=meta["bins"],
         probability=meta["probability"],
+        component_track=meta.get("component_track", "anomaly"),
     )
     scorer.names = list(meta["names"])
     scorer.has_ood, scorer.has_label = bool(meta["has_ood"]), bool(meta["has_label"])
@@ -125,6 +167,7 @@ def scorer_from_bytes(data: bytes) -> Scorer:
         scorer.ood[entry["name"]] = _load_ood(i, entry, arrays)
     for i, entry in enumerate(meta["idm"]):
         scorer.idm[entry["name"]] = _load_idm(i, entry, arrays)
+    _load_truths(scorer, arrays)
     for i, entry in enumerate(meta["conf"]):
         matrix = M.ConfusionMatrix(entry["num_classes"], entry["ignore_index"], entry["open_set"])
         matrix.matrix = arrays[f"conf{i}"].astype(np.int64)
@@ -136,9 +179,12 @@ def _load_ood(i: int, entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> A
     if entry["kind"] == "exact":
         acc = M.ExactAccumulator(ignore_index=entry["ignore_index"])
         scores, labels = arrays[f"ood{i}_scores"], arrays[f"ood{i}_labels"]
-        if scores.size:
-            acc._scores.append(scores)
-            acc._labels.append(labels)
+        lengths = arrays.get(f"ood{i}_lengths")
+        if lengths is None:  # a state from before per-frame lengths: one block
+            lengths = np.asarray([scores.size] if scores.size else [], np.int64)
+        cuts = np.cumsum(lengths)[:-1]
+        acc._scores.extend(np.split(scores, cuts) if lengths.size else [])
+        acc._labels.extend(np.split(labels, cuts) if lengths.size else [])
         return acc
     hist = M.HistogramAccumulator(
         bins=entry["bins"],
