@@ -97,7 +97,10 @@ def test_node_overhead_runs_through_a_real_node() -> None:
         float(rows[0][4]),
         int(rows[0][-1]),
     )
-    assert engine_ms >= 30 and node_ms >= 30 and e2e_ms >= node_ms and frames == 3, out
+    # every figure contains the stand-in's 30 ms sleep; end-to-end is not compared with the
+    # node's own p50, which /diagnostics takes over all the frames the node saw (warm-up too),
+    # not over these 3, so on a loaded machine either may be the larger
+    assert engine_ms >= 30 and node_ms >= 30 and e2e_ms >= 30 and frames == 3, out
 
 
 def test_default_engine_times_the_node_engine_against_the_backbone_alone(
