@@ -578,12 +578,13 @@ def test_eval_sources_cover_every_dataset(tmp_path: Path) -> None:
         "road-obstacle21",
         "synthroad",
         "synthroad-ood",
+        "synthroad-obstacle",
     }
     make_cityscapes(tmp_path / "cs")
     make_fishyscapes_laf(tmp_path / "laf")
     make_fishyscapes_processed(tmp_path / "fs", "Static")
     make_smiyc(tmp_path / "smiyc")
-    write_dataset(tmp_path / "sr", {"val": 2, "ood": 2}, 32, 64, seed=0)
+    write_dataset(tmp_path / "sr", {"val": 2, "ood": 2, "obstacle": 2}, 32, 64, seed=0)
     cases = {  # name: (root, kwargs, has label, has ood)
         "cityscapes": (tmp_path / "cs", {}, True, False),
         "cityscapes-c": (
@@ -598,6 +599,7 @@ def test_eval_sources_cover_every_dataset(tmp_path: Path) -> None:
         "road-obstacle21": (tmp_path / "smiyc" / "dataset_ObstacleTrack", {}, False, True),
         "synthroad": (tmp_path / "sr", {}, True, False),
         "synthroad-ood": (tmp_path / "sr", {}, True, True),
+        "synthroad-obstacle": (tmp_path / "sr", {}, True, True),
     }
     from training.evaluation import EvalSample
 
@@ -606,8 +608,10 @@ def test_eval_sources_cover_every_dataset(tmp_path: Path) -> None:
         for s in samples:
             assert isinstance(s, EvalSample) and s.image.dtype == np.uint8 and s.image.ndim == 3
             assert (s.label is not None) == has_label and (s.ood is not None) == has_ood, name
-        if name == "synthroad-ood":
-            assert all((s.ood == 1).any() for s in samples)
+        if name in ("synthroad-ood", "synthroad-obstacle"):
+            assert all((s.ood == 1).any() for s in samples), name
+        if name == "synthroad-obstacle":
+            assert all("_000003_" in s.name for s in samples)
     limited = make_source("cityscapes", tmp_path / "cs", "val", limit=1)
     assert len(limited) == 1 and len(_two_passes(limited)) == 1
     clean = list(make_source("cityscapes", tmp_path / "cs", None).samples())[0]
