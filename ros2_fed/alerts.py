@@ -209,13 +209,14 @@ class AlertConfig:
     horizon: float = 0.4
     min_distance: float = 0.2
     rule: str = "region"
-    track_hits: int = 3
-    track_window: int = 4
-    track_min_contrast: float = 0.0
-    track_growth: float = 1.2
-    track_growth_frames: int = 8
-    track_gain: float = 1.5
-    track_match_distance: float = 0.06
+    # the tracker's defaults are TrackConfig's (one definition)
+    track_hits: int = TrackConfig.hits
+    track_window: int = TrackConfig.window
+    track_min_contrast: float = TrackConfig.min_contrast
+    track_growth: float = TrackConfig.growth
+    track_growth_frames: int = TrackConfig.growth_frames
+    track_gain: float = TrackConfig.gain
+    track_match_distance: float = TrackConfig.match_distance
     # Loaded from roi_mask_file when roi == "mask" (HxW bool), else None.
     roi_mask: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     # The model's class names (None: Cityscapes trainIds, CITYSCAPES_CLASSES); set by

@@ -49,11 +49,12 @@ MAX_CANDIDATES = 16
 class TrackConfig:
     """Track scoring settings (the ``alerts.track_*`` parameters without the prefix)."""
 
-    hits: int = 3
-    window: int = 4
-    min_contrast: float = 0.0
-    growth: float = 1.2
-    growth_frames: int = 8
+    # Selected on synthroad selection drives (training/track_selection.py, docs/alerts.md).
+    hits: int = 5
+    window: int = 6
+    min_contrast: float = 0.1
+    growth: float = 1.15
+    growth_frames: int = 5
     gain: float = 1.5
     match_distance: float = 0.06
 

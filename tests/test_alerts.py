@@ -40,6 +40,7 @@ BASE = dict(
     min_width=0.0,
     size_reference="height",
     roi_margin=0.0,  # the margin has its own tests
+    rule="region",  # this file is the region rule's; tests/test_region_tracker.py the tracker's
 )
 
 
@@ -60,6 +61,7 @@ def corridor_cfg(**overrides) -> AlertConfig:
                 error_size=0.12,
                 min_width=0.01,
                 raise_frames=2,
+                rule="region",
             ),
             **overrides,
         }
@@ -592,6 +594,7 @@ def drivable_cfg(**overrides) -> AlertConfig:
                 min_width=0.01,
                 raise_frames=1,
                 confidence_threshold=0.5,
+                rule="region",
             ),
             **overrides,
         }
@@ -785,6 +788,7 @@ def test_horizon_size_reference_measures_far_regions_as_near_ones() -> None:
     """sqrt(area) / (bottom row + 1 - horizon row), at least min_distance: the same object near and
     far."""
     config = AlertConfig(
+        rule="region",
         roi="full",
         size_reference="horizon",
         horizon=0.4,

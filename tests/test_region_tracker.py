@@ -291,3 +291,22 @@ def test_the_node_parameters_set_the_tracker() -> None:
     assert config.track_config == TrackConfig(hits=2, gain=3.0)
     with pytest.raises(ValueError, match="track_hits.*track_window"):
         alert_config({"alerts.track_hits": 6, "alerts.track_window": 5})
+
+
+def test_the_selection_replays_what_the_monitor_judges() -> None:
+    """training.track_selection replays recorded candidates with other tracker settings; the
+    values it feeds the state machine must be the monitor's own evidence, frame by frame."""
+    from training.drive_cache import CachedDrive
+    from training.track_selection import record_candidates, track_values
+
+    seq = growing(10) + [[]] * 3 + [[(20, 50, 12)] if i % 2 else [] for i in range(8)]
+    conf = np.stack([frame(blobs) for blobs in seq]).astype(np.float16)
+    n = len(seq)
+    zeros = np.zeros(n, np.int64)
+    drive = CachedDrive(0, conf, np.zeros(conf.shape, np.uint8), zeros, zeros, zeros)
+    recorded = record_candidates(BASE, drive)
+    for config in (BASE, replace(BASE, track_gain=2.5, track_hits=2, track_window=3)):
+        monitor = AlertMonitor(config)
+        live = [monitor.update(c.astype(np.float32)).evidence for c in conf]
+        replayed = track_values(config.track_config, recorded, H, config.error_size)
+        assert replayed == pytest.approx(live) and max(live) > 0
