@@ -171,7 +171,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"cameras": cameras, "size": args.size, "starts": rows}))
+        from ros2_fed.jsonio import write_json
+
+        write_json(args.out, {"cameras": cameras, "size": args.size, "starts": rows})
     return 0 if all(r["outcome"] == "ready" for r in rows) else 1
 
 

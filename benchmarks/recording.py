@@ -17,7 +17,6 @@ in the clips, per second of camera time.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -143,7 +142,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if conf_rate is not None:
         print(f"confidence maps in clips: {conf_rate / 1e6:.2f} MB per second of camera time")
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        from ros2_fed.jsonio import write_json
+
+        write_json(args.json, result)
     return 0
 
 

@@ -38,6 +38,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ros2_fed import codec
+from ros2_fed.jsonio import write_json
 from ros2_fed.recording.writer import INDEX_NAME, METADATA_NAME
 
 LEVEL_WARN, LEVEL_ERROR = 1, 2
@@ -243,7 +244,7 @@ def build_queue(
         },
         "queue": [{"rank": r, "city": f"clip{r:04d}", **c.row()} for r, c in enumerate(ranked, 1)],
     }
-    (out / "clips.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "clips.json", result)
     (out / "clips.md").write_text(markdown(result), encoding="utf-8")
     if ranked:
         write_mosaic(out / "clips_mosaic.png", ranked[:MOSAIC_CLIPS], content)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ros2_fed.health import KindThrottle
+from ros2_fed.jsonio import dumps
 
 from .planner import Clip
 
@@ -198,7 +199,7 @@ class ClipWriter:
 
     def _append_index(self, record: dict[str, Any]) -> None:
         with open(self.folder / INDEX_NAME, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(dumps(record, indent=None, sort_keys=True))  # one line, strict JSON
             f.flush()
             os.fsync(f.fileno())
 
