@@ -64,11 +64,18 @@ def camera_remappings(
 
     One camera: ``image`` and ``image/compressed`` from ``camera_topic``. Surround cameras:
     ``NAME/image`` and ``NAME/image/compressed`` from the camera's entry in ``camera_topics``
-    (none given: the node's own ``NAME/image`` names stay as they are).
+    (none given: the node's own ``NAME/image`` names stay as they are). ``camera_info`` (or
+    ``NAME/camera_info``) from the topic next to the image, as camera drivers name it
+    (``/cam/image_raw`` -> ``/cam/camera_info``).
     """
     if not cameras:
         camera = camera_base_topic(camera_topic)
-        return [("image", camera), ("image/compressed", camera + "/compressed")]
+        info = camera.rsplit("/", 1)[0] + "/camera_info"
+        return [
+            ("image", camera),
+            ("image/compressed", camera + "/compressed"),
+            ("camera_info", info),
+        ]
     if camera_topics and len(camera_topics) != len(cameras):
         raise ValueError(
             f"camera_topics has {len(camera_topics)} topics for {len(cameras)} cameras "
@@ -78,6 +85,7 @@ def camera_remappings(
     for name, topic in zip(cameras, camera_topics):
         base = camera_base_topic(topic)
         rules += [(f"{name}/image", base), (f"{name}/image/compressed", base + "/compressed")]
+        rules.append((f"{name}/camera_info", base.rsplit("/", 1)[0] + "/camera_info"))
     return rules
 
 

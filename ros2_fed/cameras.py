@@ -51,6 +51,12 @@ def input_topic(camera: str, compressed: bool) -> str:
     return base + "/compressed" if compressed else base
 
 
+def camera_info_topic(camera: str) -> str:
+    """The (relative, remappable) CameraInfo topic next to ``camera``'s image, as camera
+    drivers and image_transport name it (``camera_info``, ``front/camera_info``)."""
+    return f"{camera}/camera_info" if camera else "camera_info"
+
+
 def output_topic(camera: str, output: str) -> str:
     """The private topic of one output of ``camera`` (``~/overlay``, ``~/front/overlay``)."""
     return f"~/{camera}/{output}" if camera else f"~/{output}"

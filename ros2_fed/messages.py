@@ -102,8 +102,19 @@ def compressed_message(
     image: np.ndarray, stamp: int, frame_id: str = "", fmt: str = "jpeg", quality: int = 95
 ) -> Any:
     """HxWx3 RGB or HxW mono uint8 -> ``sensor_msgs/msg/CompressedImage`` the way
-    image_transport writes it (colour as BGR data, format ``"rgb8; jpeg compressed bgr8"``;
-    mono as ``"mono8; png compressed mono8"``)."""
+    image_transport writes it (see :func:`encode_compressed`)."""
+    text, data = encode_compressed(image, fmt, quality)
+    Compressed = msg_class(COMPRESSED_IMAGE)
+    return Compressed(header=header(stamp, frame_id), format=text, data=data)
+
+
+def encode_compressed(
+    image: np.ndarray, fmt: str = "jpeg", quality: int = 95
+) -> tuple[str, np.ndarray]:
+    """HxWx3 RGB or HxW mono uint8 -> (format string, encoded bytes as uint8) the way
+    image_transport's compressed plugin writes them (colour as BGR data, format
+    ``"rgb8; jpeg compressed bgr8"``; mono as ``"mono8; png compressed mono8"``). The node's
+    ``~/NAME/compressed`` outputs and the bags share it."""
     import cv2
 
     if fmt not in ("jpeg", "png"):
@@ -119,12 +130,8 @@ def compressed_message(
     ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", pixels, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} image as {fmt}")
-    Compressed = msg_class(COMPRESSED_IMAGE)
-    return Compressed(
-        header=header(stamp, frame_id),
-        format=f"mono8; {fmt} compressed mono8" if mono else f"rgb8; {fmt} compressed bgr8",
-        data=np.ascontiguousarray(encoded.reshape(-1), dtype=np.uint8),
-    )
+    text = f"mono8; {fmt} compressed mono8" if mono else f"rgb8; {fmt} compressed bgr8"
+    return text, np.ascontiguousarray(encoded.reshape(-1), dtype=np.uint8)
 
 
 def diagnostic_array(stamp: int, frame_id: str, statuses: Iterable[dict[str, Any]]) -> Any:

@@ -17,6 +17,7 @@ engine when input is switched off is never published.
 from __future__ import annotations
 
 import contextlib
+import copy
 import queue
 import threading
 import time
@@ -27,17 +28,18 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterNotDeclaredException
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
 from ros2_fed import ros_messages as ros
-from ros2_fed.cameras import CameraMailbox, camera_names, input_topic
+from ros2_fed.cameras import CameraMailbox, camera_info_topic, camera_names, input_topic
 from ros2_fed.engine.base import InferenceEngine
 from ros2_fed.health import STALE, InputWatchdog, Status
 from ros2_fed.pipeline import diagnostics as diag
 from ros2_fed.pipeline.logs import FrameLog, watchdog_lines
 from ros2_fed.pipeline.model_spec import ModelSpec, open_engine
-from ros2_fed.pipeline.outputs import OUTPUT_BY_NAME
+from ros2_fed.pipeline.outputs import OUTPUTS
 from ros2_fed.pipeline.params import (
     StartupError,
     parameter_problems,
@@ -81,6 +83,8 @@ class FedWiring:
             camera: ros.output_publishers(self, camera, self._params) for camera in self._cameras
         }
         self._subs: dict[str, Any] = {}
+        self._info_subs: dict[str, Any] = {}  # camera -> its camera_info subscription
+        self._camera_info: dict[str, Any] = {}  # camera -> the newest CameraInfo received
         self._inputs: dict[str, tuple[str, str]] = {}  # camera -> (topic, ROS type) as received
         self._watchdogs: dict[str, InputWatchdog] = {}
         self.create_service(Trigger, "~/save_clip", self._save_clip)
@@ -193,15 +197,23 @@ class FedWiring:
             )
             msgtype = "sensor_msgs/msg/" + kind.__name__
             self._inputs[camera] = (self._subs[camera].topic_name, msgtype)
+            self._info_subs[camera] = self.create_subscription(
+                CameraInfo,
+                camera_info_topic(camera),
+                lambda msg, cam=camera: self._camera_info.__setitem__(cam, msg),
+                input_qos,
+            )
         self._state = READY
         return [sub.topic_name for sub in self._subs.values()]
 
     def _unsubscribe(self, state: str) -> None:
         """Input off (the engine stays): frames pending or in the engine are not published."""
         self._state = state
-        for sub in self._subs.values():
+        for sub in [*self._subs.values(), *self._info_subs.values()]:
             self.destroy_subscription(sub)
         self._subs.clear()
+        self._info_subs.clear()
+        self._camera_info.clear()
         self._watchdogs.clear()
         self._mailbox.take_all(timeout=0.0)  # drop what is waiting
 
@@ -284,22 +296,56 @@ class FedWiring:
                 self._log_error(f"publishing failed: {type(exc).__name__}: {exc}")
 
     def _publish(self, done: list[tuple[CameraResult, float]]) -> None:
-        """Each camera's wanted outputs (enabled and listened to), with its input's header;
-        nothing while the input is off."""
+        """Each camera's wanted outputs (enabled and listened to, raw or compressed), its
+        newest CameraInfo and the frame's latency, with its input's header; nothing while the
+        input is off."""
         processor = self._processor
         if self._state != READY or processor is None:
             return
         changed = False
         for result, received in done:
             pubs, header = self._pubs[result.camera], result.message.header
-            wanted = [name for name, pub in pubs.items() if pub.get_subscription_count()]
-            for name, payload in processor.render(result, wanted).items():
-                pubs[name].publish(ros.to_message(OUTPUT_BY_NAME[name], payload, header))
+            listened = {key for key, pub in pubs.items() if pub.get_subscription_count()}
+            wanted = [
+                o.name
+                for o in OUTPUTS
+                if o.name in listened or (o.compressed and ros.compressed_key(o) in listened)
+            ]
+            settings = processor.settings
+            payloads = processor.render(result, wanted)
+            for output in OUTPUTS:
+                payload = payloads.get(output.name)
+                if payload is None:
+                    continue
+                if output.name in listened:
+                    pubs[output.name].publish(ros.to_message(output, payload, header))
+                key = ros.compressed_key(output)
+                if output.compressed and key in listened:
+                    pubs[key].publish(ros.to_compressed(payload, settings, header))
+            self._publish_extras(result.camera, pubs, listened, header, received)
             latency = time.monotonic() - received
             processor.stats[result.camera].on_processed(latency, result.inference_s)
             changed |= result.changed
         if changed:  # aggregators see level changes at once, not a period later
             self._publish_diagnostics()
+
+    def _publish_extras(
+        self, camera: str, pubs: dict[str, Any], listened: set[str], header: Any, received: float
+    ) -> None:
+        """The camera's newest CameraInfo with the frame's header (none before one arrived),
+        and the frame's processing time and stamp-to-publish latency in ms."""
+        info = self._camera_info.get(camera)
+        if info is not None and ros.CAMERA_INFO in listened:
+            info = copy.copy(info)  # the subscription's message stays as received
+            info.header = header
+            pubs[ros.CAMERA_INFO].publish(info)
+        if ros.PROCESSING_TIME in listened:
+            ms = (time.monotonic() - received) * 1000.0
+            pubs[ros.PROCESSING_TIME].publish(Float64(data=ms))
+        if ros.PIPELINE_LATENCY in listened:
+            stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+            ms = (self.get_clock().now().nanoseconds - stamp) / 1e6
+            pubs[ros.PIPELINE_LATENCY].publish(Float64(data=ms))
 
     def _save_clip(self, request: Any, response: Any) -> Any:
         """``~/save_clip`` (std_srvs/Trigger): a clip around the newest frame, now."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point32, PolygonStamped
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -22,12 +23,22 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Float64
 
 from ros2_fed import codec
 from ros2_fed.cameras import output_topic
 from ros2_fed.health import Status
-from ros2_fed.pipeline.outputs import OUTPUTS, Output
+from ros2_fed.messages import encode_compressed
+from ros2_fed.pipeline.outputs import (
+    COMPRESSED_SUFFIX,
+    DIAGNOSTICS_MESSAGE,
+    IMAGE_MESSAGE,
+    OUTPUTS,
+    POLYGON_MESSAGE,
+    Output,
+    OutputSettings,
+)
 from ros2_fed.pipeline.params import (
     PARAMETER_SPECS,
     PARAMETERS,
@@ -102,11 +113,41 @@ def to_status(status: Status) -> DiagnosticStatus:
     )
 
 
+MESSAGE_CLASSES = {
+    IMAGE_MESSAGE: Image,
+    DIAGNOSTICS_MESSAGE: DiagnosticArray,
+    POLYGON_MESSAGE: PolygonStamped,
+}
+CAMERA_INFO = "camera_info"  # input topic next to the image, and the output ~/camera_info
+#: Per-frame latency, as Autoware's nodes publish it (its tier4_debug_msgs/Float64Stamped is
+#: not a standard package): std_msgs/Float64 in milliseconds.
+PROCESSING_TIME = "debug/processing_time_ms"  # frame received -> its outputs published
+PIPELINE_LATENCY = "debug/pipeline_latency_ms"  # the frame's header stamp -> published
+LATENCY_TOPICS = (PROCESSING_TIME, PIPELINE_LATENCY)
+
+
 def to_message(output: Output, payload: Any, header: Any) -> Any:
     """One output's payload as its message type, with the input's header."""
     if output.is_image:
         return codec.numpy_to_image(payload, output.encoding, header)
+    if output.message == POLYGON_MESSAGE:
+        points = [Point32(x=float(x), y=float(y), z=0.0) for x, y in payload]
+        msg = PolygonStamped(header=header)
+        msg.polygon.points = points
+        return msg
     return DiagnosticArray(header=header, status=[to_status(s) for s in payload])
+
+
+def to_compressed(payload: Any, settings: OutputSettings, header: Any) -> CompressedImage:
+    """An image output's payload as image_transport's CompressedImage (format string such as
+    ``"rgb8; jpeg compressed bgr8"``), with the input's header."""
+    text, data = encode_compressed(payload, settings.compressed_format, settings.jpeg_quality)
+    return CompressedImage(header=header, format=text, data=data.tobytes())
+
+
+def compressed_key(output: Output) -> str:
+    """The publisher key (and topic under ~/) of an output's compressed variant."""
+    return f"{output.topic_name}/{COMPRESSED_SUFFIX}"
 
 
 def declare(node: Node, spec: ParamSpec) -> ParamValue:
@@ -143,14 +184,26 @@ def given_parameter_names(node: Node) -> list[str]:
 
 
 def output_publishers(node: Node, camera: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """One publisher per row of the outputs table (``~/CAMERA/NAME``, ``~/NAME`` for the single
-    camera): images with the ``output_qos.*`` parameters, diagnostics always reliable."""
+    """One publisher per row of the outputs table (``~/CAMERA/TOPIC``, ``~/TOPIC`` for the
+    single camera; keyed by the row's name), ``TOPIC/compressed`` for the rows that have it,
+    ``camera_info`` and the latency topics: images (and what goes with them) with the
+    ``output_qos.*`` parameters, alerts always reliable."""
     images = qos(str(params["output_qos.reliability"]), int(params["output_qos.depth"]))
-    return {
+    pubs = {
         o.name: node.create_publisher(
-            Image if o.is_image else DiagnosticArray,
-            output_topic(camera, o.name),
+            MESSAGE_CLASSES[o.message],
+            output_topic(camera, o.topic_name),
             images if o.is_image else RELIABLE,
         )
         for o in OUTPUTS
     }
+    for o in OUTPUTS:
+        if o.compressed:
+            key = compressed_key(o)
+            pubs[key] = node.create_publisher(CompressedImage, output_topic(camera, key), images)
+    pubs[CAMERA_INFO] = node.create_publisher(
+        CameraInfo, output_topic(camera, CAMERA_INFO), images
+    )
+    for key in LATENCY_TOPICS:
+        pubs[key] = node.create_publisher(Float64, output_topic(camera, key), RELIABLE)
+    return pubs

@@ -172,3 +172,12 @@ def test_launch_managed_argument_values(text: str, expected: bool) -> None:
     namespace: dict = {}
     exec(compile(ast.Module(body=[helper], type_ignores=[]), str(LAUNCH), "exec"), namespace)
     assert namespace["is_true"](text) is expected
+
+
+def test_launch_remaps_camera_info_next_to_the_image() -> None:
+    """camera_info comes from the camera's namespace, as drivers publish it."""
+    rules = launch_remappings("/cam/image_raw/compressed")
+    assert subscribed_topic(rules, False, "camera_info") == "/cam/camera_info"
+    rules = launch_remappings("/unused", "front,left", "/cam_f/image_raw,/cam_l/x/image")
+    assert subscribed_topic(rules, False, "front/camera_info") == "/cam_f/camera_info"
+    assert subscribed_topic(rules, False, "left/camera_info") == "/cam_l/x/camera_info"

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "node_harness.py"
 PARAMS_FILE = REPO / "config" / "fed.yaml"
 FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"
-OUTPUT_TOPICS = {o.name: Image if o.is_image else DiagnosticArray for o in OUTPUTS}  # the table
+OUTPUT_TOPICS = {o.name: Image if o.is_image else DiagnosticArray for o in OUTPUTS if o.bag}
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 RUN = f"t{os.getpid()}_{random.SystemRandom().randrange(1 << 16):04x}"
 # Alert settings the raw node starts with (the alerts tests count frames against them).

@@ -256,7 +256,7 @@ def test_output_settings_follow_the_parameters() -> None:
     settings = pipeline.output_settings({"publish.overlay": False, "viz.overlay_alpha": 1})
     assert not settings.enabled("overlay") and settings.enabled("segmentation")
     assert settings.overlay_alpha == 1.0
-    assert [name for name, _ in settings.publish] == list(pipeline.OUTPUT_NAMES)
+    assert [name for name, _ in settings.publish] == [o.name for o in pipeline.OUTPUTS]
 
 
 # --------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from ros2_fed.health import Status
 # ROS message types an output can have (the node and the replay each convert these two).
 IMAGE_MESSAGE = "sensor_msgs/msg/Image"
 DIAGNOSTICS_MESSAGE = "diagnostic_msgs/msg/DiagnosticArray"
+POLYGON_MESSAGE = "geometry_msgs/msg/PolygonStamped"
+COMPRESSED_SUFFIX = "compressed"  # ~/NAME/compressed: an image row's CompressedImage variant
+COMPRESSED_FORMATS = ("jpeg", "png")  # what image_transport's compressed plugin writes
 ALERT_STAGE = "alerts"  # the per-frame stage whose status ~/alerts carries
 SCENE_STAGE = "scene"  # scene health: ~/alerts carries its status after the alert status
 
@@ -34,6 +37,8 @@ class OutputSettings:
     viz_min: float = 0.0
     viz_max: float = 1.0
     overlay_alpha: float = 0.5
+    compressed_format: str = "jpeg"  # ~/NAME/compressed: jpeg | png
+    jpeg_quality: int = 95
 
     def enabled(self, name: str) -> bool:
         return dict(self.publish).get(name, False)
@@ -59,15 +64,22 @@ class Output:
     """One output topic ``~/NAME`` (``~/CAMERA/NAME`` with cameras)."""
 
     name: str
-    message: str  # IMAGE_MESSAGE | DIAGNOSTICS_MESSAGE
+    message: str  # IMAGE_MESSAGE | DIAGNOSTICS_MESSAGE | POLYGON_MESSAGE
     encoding: str  # image encoding; "" for a diagnostics output
     render: Renderer
     default_on: bool
     what: str  # one line for --help and the publish.NAME parameter
+    compressed: bool = False  # also ~/TOPIC/compressed (CompressedImage), when listened to
+    bag: bool = True  # the replay's output bag can hold it (images and diagnostics)
+    topic: str = ""  # the topic under ~/ when it differs from the name
 
     @property
     def is_image(self) -> bool:
         return self.message == IMAGE_MESSAGE
+
+    @property
+    def topic_name(self) -> str:
+        return self.topic or self.name
 
     @property
     def parameter(self) -> str:
@@ -75,7 +87,8 @@ class Output:
 
     @property
     def parameter_description(self) -> str:
-        return f"Publish ~/{self.name} ({self.what})."
+        also = f" and ~/{self.topic_name}/{COMPRESSED_SUFFIX}" if self.compressed else ""
+        return f"Publish ~/{self.topic_name}{also} ({self.what})."
 
 
 def _segmentation(frame: RenderInput) -> np.ndarray:
@@ -105,6 +118,30 @@ def _alerts(frame: RenderInput) -> Optional[list[Status]]:
     return [status] if scene is None else [status, scene]
 
 
+def _alert_region(frame: RenderInput) -> Optional[list[tuple[float, float]]]:
+    """The alert's region as the four corners of its box in image pixels (x right, y down;
+    the outer edges of the inclusive pixel box, clockwise from the top left); ``[]`` when the
+    frame has no region, None without an alert status."""
+    status = frame.statuses.get(ALERT_STAGE)
+    if status is None:
+        return None
+    box = region_box(status.values.get("region_bbox"))
+    if box is None:
+        return []
+    x0, y0, x1, y1 = box
+    return [(x0, y0), (x1 + 1, y0), (x1 + 1, y1 + 1), (x0, y1 + 1)]
+
+
+def region_box(text: Any) -> Optional[tuple[int, int, int, int]]:
+    """The alert status' ``region_bbox`` value ("(x_min, y_min, x_max, y_max)", or "None") as
+    integers; None when it holds no box."""
+    try:
+        values = [int(v) for v in str(text).strip("()[] ").split(",")]
+    except ValueError:
+        return None
+    return tuple(values) if len(values) == 4 else None  # type: ignore[return-value]
+
+
 OUTPUTS: tuple[Output, ...] = (
     Output("segmentation", IMAGE_MESSAGE, "mono8", _segmentation, True, "mono8 train ids"),
     Output(
@@ -114,6 +151,7 @@ OUTPUTS: tuple[Output, ...] = (
         _segmentation_color,
         True,
         "rgb8, class palette",
+        compressed=True,
     ),
     Output("confidence", IMAGE_MESSAGE, "32FC1", _confidence, True, "32FC1, 1 = certain"),
     Output(
@@ -124,6 +162,7 @@ OUTPUTS: tuple[Output, ...] = (
         True,
         "rgb8 camera image blended with the red (uncertain) - blue (certain) confidence map, "
         "for rviz",
+        compressed=True,
     ),
     Output(
         "alerts",
@@ -133,10 +172,22 @@ OUTPUTS: tuple[Output, ...] = (
         True,
         "DiagnosticArray per processed frame: the alert status, then the scene status",
     ),
+    Output(
+        "alert_region",
+        POLYGON_MESSAGE,
+        "",
+        _alert_region,
+        True,
+        "PolygonStamped per processed frame: the alert region's box in image pixels (x right, "
+        "y down), no points when there is no region",
+        bag=False,
+        topic="alerts/region",
+    ),
 )
 OUTPUT_BY_NAME: dict[str, Output] = {output.name: output for output in OUTPUTS}
-#: Everything the node publishes under ``~/`` (besides /diagnostics), in table order.
-OUTPUT_NAMES: tuple[str, ...] = tuple(OUTPUT_BY_NAME)
+#: The outputs the replay's output bag can hold (images and diagnostics), in table order; the
+#: node publishes every row of :data:`OUTPUTS`.
+OUTPUT_NAMES: tuple[str, ...] = tuple(o.name for o in OUTPUTS if o.bag)
 
 
 def default_settings() -> OutputSettings:
@@ -174,5 +225,11 @@ def outputs_help() -> list[str]:
     for output in OUTPUTS:
         kind = output.encoding or output.message.rsplit("/", 1)[-1]
         default = "on" if output.default_on else "off"
-        lines.append(f"  ~/{output.name:<19} {kind:<16} {default:<4} {output.what}")
+        lines.append(f"  ~/{output.topic_name:<19} {kind:<16} {default:<4} {output.what}")
+        if output.compressed:
+            topic = f"{output.topic_name}/{COMPRESSED_SUFFIX}"
+            lines.append(
+                f"  ~/{topic:<19} {'CompressedImage':<16} {default:<4} the same, compressed "
+                "(compressed.format)"
+            )
     return lines

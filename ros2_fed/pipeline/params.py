@@ -23,7 +23,7 @@ from ros2_fed.names import BASELINE_SCORES
 from ros2_fed.recording.config import ALERT_TRIGGER_LEVELS, CONFIDENCE_FORMATS, RecordConfig
 from ros2_fed.scene import SceneConfig, calibrated_config
 
-from .outputs import OUTPUTS, OutputSettings, outputs_help
+from .outputs import COMPRESSED_FORMATS, OUTPUTS, OutputSettings, outputs_help
 
 ParamValue = Union[bool, int, float, str, tuple[str, ...]]
 
@@ -264,6 +264,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     # -- outputs (switchable at run time): one publish.NAME per row of the outputs table -----
     *(ParamSpec(o.parameter, o.default_on, o.parameter_description) for o in OUTPUTS),
+    ParamSpec(
+        "compressed.format",
+        "jpeg",
+        "Format of the ~/NAME/compressed image outputs (sensor_msgs/CompressedImage, "
+        "image_transport's format string, e.g. 'rgb8; jpeg compressed bgr8'): jpeg (small, "
+        "lossy) or png (lossless). Encoded only while someone subscribes.",
+        choices=COMPRESSED_FORMATS,
+    ),
+    ParamSpec(
+        "compressed.jpeg_quality",
+        95,
+        "JPEG quality of the compressed image outputs (image_transport's default 95).",
+        range=(1, 100),
+    ),
     # -- visualisation --------------------------------------------------------------------
     ParamSpec(
         "viz.confidence_min",
@@ -872,6 +886,8 @@ def output_settings(
         viz_min=float(p["viz.confidence_min"]),
         viz_max=float(p["viz.confidence_max"]),
         overlay_alpha=float(p["viz.overlay_alpha"]),
+        compressed_format=str(p["compressed.format"]),
+        jpeg_quality=int(p["compressed.jpeg_quality"]),
     )
 
 
@@ -896,6 +912,10 @@ def help_text(summary: str, executable: str = NODE_NAME) -> str:
         "  in:  image (sensor_msgs/Image) or image/compressed (sensor_msgs/CompressedImage)",
         "  out: (each switchable with its publish.NAME parameter)",
         *outputs_help(),
+        "  ~/camera_info         CameraInfo: the newest on camera_info (next to image), with "
+        "each frame's header; nothing until one arrives",
+        "  ~/debug/processing_time_ms, ~/debug/pipeline_latency_ms  std_msgs/Float64 per frame: "
+        "received -> published, header stamp -> published (ms)",
         "  and /diagnostics (diagnostic_msgs/DiagnosticArray): the pipeline status and each",
         "       camera's latest alert and scene statuses",
         "  with cameras:=[front, left, ...]: in NAME/image (or NAME/image/compressed), out "
