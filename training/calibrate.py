@@ -21,19 +21,23 @@ clutter) are left out: they are neither correct nor wrong.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-from typing import Any, Iterable, Optional
+from ros2_fed import stopping
 
-import numpy as np
-import torch
-from tqdm import tqdm
+stopping.install_for("fed_calibrate", __name__)  # first: a signal during the imports stops it
 
-from ros2_fed import scene
-from ros2_fed.fingerprint import ALLOW_FLAG
-from ros2_fed.jsonio import write_json
-from training.cli_errors import one_line_warnings, report, user_errors
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Iterable, Optional  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ros2_fed import scene  # noqa: E402
+from ros2_fed.fingerprint import ALLOW_FLAG  # noqa: E402
+from ros2_fed.jsonio import write_json  # noqa: E402
+from training.cli_errors import one_line_warnings, report, user_errors  # noqa: E402
 
 VOID = 255
 # where the threshold lands on the overlay's 0 (red) .. 1 (blue) scale
@@ -248,6 +252,7 @@ def write_into(fed: Path, record: dict[str, Any]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         with one_line_warnings("fed_calibrate"):
             record = calibrate(
                 args.backbone,
@@ -263,6 +268,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             )
     except (*user_errors(), OSError) as exc:
         return report("fed_calibrate", exc)
+    except KeyboardInterrupt:
+        kept = [f"{args.fed}.json"] if args.into else []
+        kept += [str(args.out)] if args.out is not None else []
+        where = f" ({', '.join(kept)} as they were)" if kept else ""
+        print(
+            f"fed_calibrate: stopped before the pass ended; nothing was written{where}: the "
+            "same command starts the pass again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return stopping.interrupted_exit_code()
+    finally:
+        stopping.stopping()  # the pass is done: the files are written whole, signals ignored
     if args.into:
         write_into(args.fed, record)
     if args.out is not None:

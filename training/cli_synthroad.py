@@ -15,13 +15,17 @@ layout is described in ``training/datasets/synthroad/__init__.py`` and recorded 
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from pathlib import Path
-from typing import Optional
+from ros2_fed import stopping
 
-from tqdm import tqdm
+stopping.install_for("fed_synthroad", __name__)  # first: a signal during the imports stops it
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -124,19 +128,42 @@ def main(argv: Optional[list[str]] = None) -> int:
     total = sum(counts.values())
     height, width = args.size
     start = time.monotonic()
-    with tqdm(
-        total=total, desc="fed_synthroad", unit="img", disable=args.no_progress, dynamic_ncols=True
-    ) as bar:
-        write_dataset(
-            args.out,
-            counts,
-            height,
-            width,
-            seed=args.seed,
-            workers=max(1, args.workers),
-            progress=bar.update,
-            void_clutter=VoidClutter(args.void_clutter, args.void_clutter_splits),
+    written = [0]
+
+    def done(n: int) -> None:
+        written[0] += n
+        bar.update(n)
+
+    try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
+        with tqdm(
+            total=total,
+            desc="fed_synthroad",
+            unit="img",
+            disable=args.no_progress,
+            dynamic_ncols=True,
+        ) as bar:
+            write_dataset(
+                args.out,
+                counts,
+                height,
+                width,
+                seed=args.seed,
+                workers=max(1, args.workers),
+                progress=done,
+                void_clutter=VoidClutter(args.void_clutter, args.void_clutter_splits),
+            )
+    except KeyboardInterrupt:
+        print(
+            f"fed_synthroad: stopped; kept the {written[0]} of {total} images written to "
+            f"{args.out} (each complete; the dataset is not): the same command writes it "
+            "whole, identically",
+            file=sys.stderr,
+            flush=True,
         )
+        return stopping.interrupted_exit_code()
+    finally:
+        stopping.stopping()
     elapsed = time.monotonic() - start
     print(
         f"fed_synthroad: wrote {total} images "

@@ -10,28 +10,32 @@ are. Sums run in float64 per class, so any dataset size streams in constant memo
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-from typing import Iterable, Optional
+from ros2_fed import stopping
 
-import numpy as np
-import torch
-from tqdm import tqdm
+stopping.install_for("fed_stats", __name__)  # first: a signal during the imports stops it
 
-from ros2_fed.checkpoint import load_fed, save_fed
-from ros2_fed.fingerprint import (
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Iterable, Optional  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ros2_fed.checkpoint import load_fed, save_fed  # noqa: E402
+from ros2_fed.fingerprint import (  # noqa: E402
     ALLOW_FLAG,
     FINGERPRINT_KEY,
     BackboneFingerprint,
     check_backbone,
     fingerprint_of,
 )
-from ros2_fed.jsonio import write_json
-from ros2_fed.logit_statistics import DEFAULT_DEFINITION, DEFINITIONS
-from training.cli_errors import one_line_warnings, report, user_errors
-from training.data import sample_arrays, to_model_input
-from training.objective import IGNORE_INDEX, upsample_to
+from ros2_fed.jsonio import write_json  # noqa: E402
+from ros2_fed.logit_statistics import DEFAULT_DEFINITION, DEFINITIONS  # noqa: E402
+from training.cli_errors import one_line_warnings, report, user_errors  # noqa: E402
+from training.data import sample_arrays, to_model_input  # noqa: E402
+from training.objective import IGNORE_INDEX, upsample_to  # noqa: E402
 
 
 class LogitStatistics:
@@ -216,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "images": count,
     }
+    stopping.stopping()  # the pass is done: the files are written whole, signals ignored
     write_json(args.out, payload)
     for target in args.into:
         _record_into(target, stats, args.out, count, fingerprint, args.allow_backbone_mismatch)
@@ -230,9 +235,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     with one_line_warnings("fed_stats"):
         try:
+            stopping.started()  # a stop signal is a KeyboardInterrupt from here on
             return run(args)
         except user_errors() as exc:
             return report("fed_stats", exc)
+        except KeyboardInterrupt:
+            into = "".join(f", {t}.json" for t in args.into)
+            print(
+                f"fed_stats: stopped before the pass ended; nothing was written ({args.out}"
+                f"{into} as they were): the same command starts the pass again",
+                file=sys.stderr,
+                flush=True,
+            )
+            return stopping.interrupted_exit_code()
+        finally:
+            stopping.stopping()
 
 
 if __name__ == "__main__":

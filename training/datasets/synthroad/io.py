@@ -120,12 +120,20 @@ _FILES = {
 }
 
 
+def _leave_stops_to_parent() -> None:
+    """Rendering workers ignore Ctrl-C (sent to the whole process group): the parent stops,
+    says what was written and ends the pool, without a traceback from every worker."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run(jobs: list[tuple], workers: int, progress: Optional[Any]) -> None:
     """Render and write ``jobs``, in ``workers`` processes when more than one."""
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
-        with mp.get_context("spawn").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_leave_stops_to_parent) as pool:
             for _ in pool.imap_unordered(_render_and_write, jobs, chunksize=4):
                 if progress is not None:
                     progress(1)
