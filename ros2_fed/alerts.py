@@ -774,7 +774,7 @@ class AlertMonitor:
         if uncertain is not None:
             opened = self._opened(uncertain, height)
             view = np.array(conf[row0:], np.float32)  # a copy: NaN patched
-            cv2.patchNaNs(view, 0.0)  # NaN confidence: fully uncertain
+            view[np.isnan(view)] = 0.0  # NaN confidence: fully uncertain
             horizon = cfg.horizon if cfg.size_reference == "horizon" else None
             found = candidates(opened, view, height, row0, horizon, cfg.min_distance)
         return self._tracker.update(found, height)
