@@ -32,13 +32,17 @@ def corrupt_chunk(bag: Path) -> None:
 
 
 def write_fleet(root: Path, good: int) -> dict[str, Any]:
-    """``root/fleet/drive_NN`` good bags (seeds 0..good-1, ``BAG_FRAMES[i]`` frames each),
+    """``root/fleet/drive_NN`` good bags (seeds 0..good-1, ``BAG_FRAMES[i % 4]`` frames each),
     ``bad_corrupt`` (a corrupt chunk) and ``bad_no_camera`` (diagnostics only: no camera
     topic)."""
     fleet = root / "fleet"
     for i in range(good):
         sb.write_synthroad_bag(
-            fleet / f"drive_{i:02d}", frames=BAG_FRAMES[i], size=SIZE, seed=i, ood_from_frame=1
+            fleet / f"drive_{i:02d}",
+            frames=BAG_FRAMES[i % len(BAG_FRAMES)],
+            size=SIZE,
+            seed=i,
+            ood_from_frame=1,
         )
     shutil.copytree(fleet / "drive_00", fleet / "bad_corrupt")
     corrupt_chunk(fleet / "bad_corrupt")
