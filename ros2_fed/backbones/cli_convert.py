@@ -118,7 +118,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{fmt} -> ros2_fed: {model.meta.get('name', model.arch)} ({model.num_classes} classes, "
         f"features {model.feature_channels} ch) written to {tensor_path} + {json_path.name}"
     )
+    warning = generic_names_warning(json.loads(json_path.read_text()).get("class_names"))
+    if warning:
+        print(f"fed_convert: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def generic_names_warning(class_names: Optional[Sequence[str]]) -> str:
+    """A checkpoint whose classes are only numbered (label_0, ...) gets past conversion and
+    export, and then fed_node refuses its alert classes: say so now, and how to set them."""
+    from ros2_fed.pipeline.params import CLASS_PARAMETERS, GENERIC_CLASS_NAME, with_defaults
+
+    names = [str(n) for n in class_names or []]
+    if not names or not all(n.lower().startswith(GENERIC_CLASS_NAME) for n in names):
+        return ""
+    defaults = with_defaults({})
+    refused = "; ".join(f"{key} {defaults[key]!r}" for key in CLASS_PARAMETERS)
+    return (
+        f"the checkpoint's {len(names)} classes have generic names ({names[0]} ... {names[-1]}), "
+        f"so fed_node will not find its default alert classes ({refused}): convert again with "
+        "--class-names names.json (a JSON list, one name per class), or set the alert classes "
+        "by id, e.g. -p alerts.drivable_classes:=0 -p alerts.ignore_classes:=1"
+    )
 
 
 def _output_metadata(args: argparse.Namespace, model: Any) -> dict:

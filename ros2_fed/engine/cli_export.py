@@ -282,7 +282,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         stopping.stopping()
     _say_engine(say, path, meta)
+    _check_alert_classes(meta)
     return 0
+
+
+def _check_alert_classes(meta: dict[str, Any]) -> None:
+    """fed_node would refuse this engine with its default alert classes: one line now, naming
+    every class it would not find (the node says the same at start)."""
+    from ros2_fed.pipeline.params import class_name_problem
+
+    problem = class_name_problem({}, meta.get("class_names"))
+    if problem:
+        print(
+            f"fed_export: warning: fed_node's default alert classes are {problem}",
+            file=sys.stderr,
+        )
 
 
 def kept_after_stop(args: argparse.Namespace) -> str:

@@ -19,7 +19,7 @@ from ros2_fed import codec
 from ros2_fed.alerts import ROI_CHOICES, RULES, SIZE_REFERENCES, AlertConfig
 from ros2_fed.cameras import camera_problems
 from ros2_fed.engine.base import PRECISIONS, RUNTIMES
-from ros2_fed.names import BASELINE_SCORES
+from ros2_fed.names import BASELINE_SCORES, CITYSCAPES_CLASSES
 from ros2_fed.recording.config import ALERT_TRIGGER_LEVELS, CONFIDENCE_FORMATS, RecordConfig
 from ros2_fed.scene import SceneConfig, calibrated_config
 
@@ -822,10 +822,41 @@ def alert_config(
     or OSError (unreadable ROI mask).
     """
     merged = resolve_from_model(params, calibration)
+    problem = class_name_problem(merged, class_names)
+    if problem:
+        raise ValueError(problem)
     config = AlertConfig(
         **{k[len(ALERT_PREFIX) :]: v for k, v in merged.items() if k.startswith(ALERT_PREFIX)}
     )
     return config.with_class_names(class_names) if class_names else config
+
+
+CLASS_PARAMETERS = ("alerts.drivable_classes", "alerts.ignore_classes")
+GENERIC_CLASS_NAME = "label_"  # what a checkpoint without class names calls class i
+
+
+def class_name_problem(params: Mapping[str, Any], class_names: Optional[Any]) -> str:
+    """Every name in ``alerts.drivable_classes`` and ``alerts.ignore_classes`` that is not one
+    of the model's classes (Cityscapes trainIds for a model without names), in one line with
+    how to set them; "" when all are. Ids are left to the alert configuration's own check."""
+    names = [str(n).strip().lower() for n in (class_names or CITYSCAPES_CLASSES)]
+    merged = with_defaults(params)
+    wrong = []
+    for key in CLASS_PARAMETERS:
+        items = [i.strip() for i in str(merged[key]).split(",")]
+        bad = [i for i in items if i and not i.isdigit() and i.lower() not in names]
+        if bad:
+            wrong.append(f"{key}: {', '.join(repr(b) for b in bad)}")
+    if not wrong:
+        return ""
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    hint = (
+        " (the checkpoint has no class names: give ids, e.g. -p alerts.drivable_classes:=0 "
+        "-p alerts.ignore_classes:=1, or put the names in its JSON)"
+        if names and all(n.startswith(GENERIC_CLASS_NAME) for n in names)
+        else " (names or ids of the model's classes)"
+    )
+    return f"not among the model's classes ({shown}): {'; '.join(wrong)}{hint}"
 
 
 def scene_config(
