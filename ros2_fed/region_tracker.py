@@ -15,7 +15,8 @@ associates them with the tracks of earlier frames and scores each track (:class:
   ``window`` frames (``window >= hits``); a track not seen for ``window`` frames is dropped (an
   object that comes back starts afresh);
 * **contrast**: the region's mean uncertainty (1 - confidence) minus the mean of a ring around
-  its bounding box (as wide as half the box's longer side, at least 2 pixels); a track counts
+  its bounding box (as wide as half the box's longer side, at least 2 pixels; a region filling
+  the image has no ring and counts as certain surroundings); a track counts
   only when its latest contrast is at least ``min_contrast``;
 * **approach**: the track's area grew by at least the factor ``growth`` over its last
   ``growth_frames`` frames (its newest sighting against its oldest one in that span), and its
@@ -155,7 +156,8 @@ def candidates(
         ex0, ey0, ex1, ey1 = max(0, x - r), max(0, y - r), min(w, x1 + r), min(h, y1 + r)
         s_out = _box_sum(integral, ex0, ey0, ex1, ey1) - _box_sum(integral, x, y, x1, y1)
         n_out = (ex1 - ex0) * (ey1 - ey0) - bw * bh
-        mean_ring = 1.0 - s_out / n_out if n_out > 0 else mean_in
+        # no ring (the region fills the image): nothing around it to fade into
+        mean_ring = 1.0 - s_out / n_out if n_out > 0 else 0.0
         cx, cy = centroids[j + 1]
         out.append(
             Candidate(

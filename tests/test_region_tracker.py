@@ -310,3 +310,11 @@ def test_the_selection_replays_what_the_monitor_judges() -> None:
         live = [monitor.update(c.astype(np.float32)).evidence for c in conf]
         replayed = track_values(config.track_config, recorded, H, config.error_size)
         assert replayed == pytest.approx(live) and max(live) > 0
+
+
+def test_a_wholly_uncertain_frame_alerts() -> None:
+    """A region that fills the image has no ring around it: its contrast is its own uncertainty
+    (a broken, all-NaN confidence map must not look safe)."""
+    monitor = AlertMonitor(replace(BASE, track_min_contrast=0.5))
+    states = [monitor.update(np.full((H, W), np.nan, np.float32)) for _ in range(4)]
+    assert first_warn(states) == 2 and states[2].level == Level.ERROR
