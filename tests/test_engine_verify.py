@@ -24,9 +24,8 @@ SIZE = (32, 64)
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import save_fed
     from ros2_fed.fed import FEDConfig
-    from tests.fed_helpers import make_random_fed
+    from tests.fed_helpers import make_random_fed, save_fed_for
 
     root = tmp_path_factory.mktemp("verify")
     torch.manual_seed(0)
@@ -34,7 +33,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     save_tinyseg(root / "tinyseg", backbone.eval(), SIZE)
     with torch.no_grad():
         logits, _ = backbone(torch.rand(2, 3, *SIZE) * 255)
-    save_fed(root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits))
+    save_fed_for(
+        root / "fed_u", make_random_fed(FEDConfig(num_classes=19), logits), root / "tinyseg"
+    )
     return {"backbone": str(root / "tinyseg"), "fed": str(root / "fed_u")}
 
 

@@ -24,9 +24,8 @@ H, W = 64, 128
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from ros2_fed.backbones.tinyseg import TinySeg, TinySegConfig, save_tinyseg
-    from ros2_fed.checkpoint import save_fed
     from ros2_fed.fed import FEDConfig
-    from tests.fed_helpers import make_random_fed
+    from tests.fed_helpers import make_random_fed, save_fed_for
     from training import calibrate, cli_synthroad
 
     root = tmp_path_factory.mktemp("scene_cal")
@@ -38,7 +37,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> dict:
         backbone.conv_seg.bias[0] += 5.0  # road nearly everywhere: some right, some wrong
         logits, _ = backbone(torch.rand(1, 3, H, W) * 255)
     save_tinyseg(root / "bb", backbone, (H, W))
-    save_fed(root / "fed", make_random_fed(FEDConfig(num_classes=19), logits))
+    save_fed_for(root / "fed", make_random_fed(FEDConfig(num_classes=19), logits), root / "bb")
     out = root / "cal.json"
     argv = ["--backbone", str(root / "bb"), "--fed", str(root / "fed"), "--data-root"]
     argv += [str(root / "data"), "--false-alarm", "0.2", "--scene-hood", "0.15", "--into"]
