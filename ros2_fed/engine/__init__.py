@@ -2,7 +2,8 @@
 
 - :class:`Engine` — ``infer(image) -> (labels, confidence)``, ``input_shape``, ``metadata``;
   :meth:`Engine.open` picks the runtime from the file (``.onnx`` / ``.engine`` / ``.plan`` /
-  ``.safetensors`` bundle, see :mod:`.registry`) and validates it against its sidecar.
+  ``.safetensors`` bundle / ``.ep``: the runtime records of :mod:`.runtimes`) and validates it
+  against its sidecar.
 - :func:`export_engine` / :func:`export_onnx` — write an engine + sidecar.
 - :func:`open_cached` — the engine for (checkpoints, shape, precision, runtime, GPU), built once.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import registry  # noqa: F401  (registers the per-suffix loaders Engine.open uses)
 from .base import (
     ENGINE_FORMAT,
     PRECISIONS,

@@ -1,7 +1,8 @@
 """The one Engine interface every runtime implements, the sidecar format, and ``Engine.open``.
 
 Pure python (numpy only): the runtime modules subclass :class:`Engine` and are opened through
-:data:`ENGINE_LOADERS`; this module imports none of them. :class:`InferenceEngine` is the
+:data:`ENGINE_LOADERS` (a view of the runtime records, runtimes.py); this module imports none
+of them. :class:`InferenceEngine` is the
 interface the node's frame path types its engine with.
 
 An engine file is ``NAME.onnx`` / ``NAME.engine`` (or ``.plan``) plus a JSON sidecar
@@ -25,26 +26,18 @@ import numpy as np
 from ros2_fed.fileio import file_sha256
 from ros2_fed.jsonio import write_json
 
+from .runtimes import RECORDS, lazy
+
 PathLike = Union[str, Path]
 
 ENGINE_FORMAT = "ros2_fed/engine"
 ENGINE_FORMAT_VERSION = 1
-RUNTIMES = ("torch", "onnxruntime", "tensorrt", "torch-tensorrt")
-GPU_RUNTIMES = ("tensorrt", "torch-tensorrt")  # engines compiled for one GPU model; FP16 default
+# Views of the runtime records (runtimes.py): one record per runtime, never a second table.
+RUNTIMES = tuple(RECORDS)
+GPU_RUNTIMES = tuple(r.name for r in RECORDS.values() if r.gpu)  # FP16 default
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: Q/DQ graph, calibration images (engine/int8.py)
-RUNTIME_BY_SUFFIX = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".safetensors": "torch",
-    ".ep": "torch-tensorrt",
-}
-SUFFIX_BY_RUNTIME = {
-    "onnxruntime": ".onnx",
-    "tensorrt": ".engine",
-    "torch": ".safetensors",
-    "torch-tensorrt": ".ep",
-}
+RUNTIME_BY_SUFFIX = {s: r.name for r in RECORDS.values() for s in r.suffixes}
+SUFFIX_BY_RUNTIME = {r.name: r.suffixes[0] for r in RECORDS.values()}
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "confidence")
 
@@ -340,19 +333,12 @@ class Engine(abc.ABC):
         return engine
 
 
-#: How to open an engine file, by suffix: ``loader(path, expect, options) -> Engine``. Filled by
-#: ros2_fed.engine.registry (imported by the package, so before any Engine.open); base names
-#: no runtime module, the loaders import theirs when called.
+#: How to open an engine file, by suffix: ``loader(path, expect, options) -> Engine``, each
+#: record's ``open`` (runtimes.py), imported when a file of its suffix is opened, never before.
 EngineLoader = Callable[[Path, Optional[dict[str, Any]], dict[str, Any]], Engine]
-ENGINE_LOADERS: dict[str, EngineLoader] = {}
-
-
-def register_engine_loader(suffix: str, loader: EngineLoader) -> None:
-    """Make ``Engine.open`` open ``NAME<suffix>`` files with ``loader`` (suffix from
-    RUNTIME_BY_SUFFIX)."""
-    if suffix not in RUNTIME_BY_SUFFIX:
-        raise ValueError(f"{suffix!r} is not an engine file suffix ({sorted(RUNTIME_BY_SUFFIX)})")
-    ENGINE_LOADERS[suffix] = loader
+ENGINE_LOADERS: dict[str, EngineLoader] = {
+    s: lazy(r.open) for r in RECORDS.values() for s in r.suffixes
+}
 
 
 def checked_sidecar(path: Path, runtime: str, expect: Optional[dict[str, Any]]) -> dict[str, Any]:

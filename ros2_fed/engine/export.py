@@ -49,6 +49,7 @@ from .int8 import (
     scheme_for,
 )
 from .metadata import ONNX_META_PREFIX, check_precision, sidecar_metadata, tensorrt_metadata
+from .runtimes import record, resolve
 from .verify import NO_VERIFY_FLAG, verification_example, verify_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -298,29 +299,80 @@ def export_engine(
     """
     path = Path(path)
     _check_runtime_precision(runtime, precision)
-    # What every builder takes, and what the verifying ones (all but the torch bundle) add.
-    common: dict[str, Any] = {"batch": batch, "precision": precision, "model_hash": model_hash}
-    common["extra_metadata"] = extra_metadata
-    checked = {"verify": verify, "override": override}
-    onnx_args = {"opset": opset, "calibration": calibration, **common, **checked}
-    if runtime == "onnxruntime":
-        if progress:
-            progress(f"exporting {precision} ONNX ({height}x{width}) to {path}")
-        return export_onnx(detector, path, height, width, **onnx_args)
-    if runtime == "tensorrt":
-        trt = {"progress": progress, "workspace_gib": workspace_gib, "device": device}
-        return _export_tensorrt(detector, path, height, width, **trt, **onnx_args)
-    if runtime == "torch-tensorrt":
-        from .torch_tensorrt_engine import build_torch_tensorrt
+    build = resolve(record(runtime).export)  # the runtime record's builder (runtimes.py)
+    return build(
+        detector,
+        path,
+        height,
+        width,
+        batch=batch,
+        precision=precision,
+        model_hash=model_hash,
+        extra_metadata=extra_metadata,
+        verify=verify,
+        override=override,
+        opset=opset,
+        calibration=calibration,
+        progress=progress,
+        workspace_gib=workspace_gib,
+        device=device,
+    )
 
-        return build_torch_tensorrt(
-            detector, path, height, width, progress=progress, device=device, **common, **checked
-        )
+
+# The builders the runtime records name (``export``): each takes every export_engine argument
+# and uses its own.
+
+
+def build_onnx(
+    detector: FusedDetector,
+    path: Path,
+    height: int,
+    width: int,
+    *,
+    progress: Optional[Callable[[str], None]],
+    workspace_gib: float,
+    device: int,
+    **onnx_args: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """onnxruntime: ``path`` is the .onnx of ``precision`` (int8: quantised on calibration)."""
+    if progress:
+        progress(f"exporting {onnx_args['precision']} ONNX ({height}x{width}) to {path}")
+    return export_onnx(detector, path, height, width, **onnx_args)
+
+
+def build_torch_tensorrt(
+    detector: FusedDetector,
+    path: Path,
+    height: int,
+    width: int,
+    *,
+    opset: int,
+    calibration: Optional[CalibrationLike],
+    workspace_gib: float,
+    **args: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """torch-tensorrt: the detector compiled by torch-tensorrt's dynamo path (.ep)."""
+    from .torch_tensorrt_engine import build_torch_tensorrt as build
+
+    return build(detector, path, height, width, **args)
+
+
+def build_torch_bundle(
+    detector: FusedDetector,
+    path: Path,
+    height: int,
+    width: int,
+    *,
+    progress: Optional[Callable[[str], None]],
+    **build: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """torch: a fused bundle ``NAME.safetensors`` + ``NAME.json`` (the eager detector)."""
     from .torch_engine import save_bundle
 
+    bundle = {key: build[key] for key in ("batch", "precision", "model_hash", "extra_metadata")}
     if progress:
         progress(f"writing torch bundle to {path}")
-    return save_bundle(path, detector, height, width, **common)
+    return save_bundle(path, detector, height, width, **bundle)
 
 
 def _check_runtime_precision(runtime: str, precision: str) -> None:
@@ -333,7 +385,7 @@ def _check_runtime_precision(runtime: str, precision: str) -> None:
         raise ValueError(f"int8 engines are built for {sorted(SCHEMES)}, not {runtime}")
 
 
-def _export_tensorrt(
+def build_tensorrt(
     detector: FusedDetector,
     path: Path,
     height: int,

@@ -52,6 +52,7 @@ import numpy as np
 from ros2_fed.fileio import file_sha256
 
 from .base import INPUT_NAME, EngineError, PathLike
+from .runtimes import RECORDS, QuantScheme
 
 if TYPE_CHECKING:  # pragma: no cover
     from onnxruntime.quantization import CalibrationDataReader
@@ -68,7 +69,6 @@ CITYSCAPES_IMAGE_DIR = "leftImg8bit"
 Q_OPS = ("QuantizeLinear", "DequantizeLinear")
 #: Input channels up to which a convolution reads the camera image (RGB, RGBA), kept float.
 IMAGE_CHANNELS = 4
-WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 # --------------------------------------------------------------------------------------
@@ -188,35 +188,8 @@ def _data_reader(batches: Iterator[np.ndarray]) -> CalibrationDataReader:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QuantScheme:
-    """How one runtime wants its Q/DQ graph (see the module docstring)."""
-
-    name: str
-    symmetric_activations: bool
-    op_types: tuple[str, ...]
-    extra_options: dict[str, Any]
-
-
-SCHEMES: dict[str, QuantScheme] = {
-    "onnxruntime": QuantScheme(
-        "onnxruntime",
-        symmetric_activations=False,
-        op_types=(*WEIGHTED_OPS, "Resize", "Concat"),
-        extra_options={"WeightSymmetric": True},
-    ),
-    "tensorrt": QuantScheme(
-        "tensorrt",
-        symmetric_activations=True,
-        op_types=WEIGHTED_OPS,
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "QuantizeBias": False,
-            "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS),
-        },
-    ),
-}
+#: A view of the runtime records (runtimes.py): runtime -> its Q/DQ scheme, for those with int8.
+SCHEMES: dict[str, QuantScheme] = {r.name: r.int8 for r in RECORDS.values() if r.int8}
 
 
 def scheme_for(runtime: str) -> QuantScheme:

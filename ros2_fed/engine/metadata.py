@@ -22,6 +22,7 @@ from .base import (
     RUNTIMES,
     tensor_shape,
 )
+from .runtimes import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from ros2_fed.detector import FusedDetector
@@ -42,14 +43,7 @@ def check_precision(precision: str) -> None:
 
 def runtime_version(runtime: str) -> str:
     """Installed version of a runtime ("absent" when it is not installed or cannot load)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
-    module = {
-        "onnxruntime": "onnxruntime",
-        "tensorrt": "tensorrt",
-        "torch": "torch",
-        "torch-tensorrt": "torch_tensorrt",
-    }.get(runtime, runtime)
+    module = record(runtime).package  # ValueError for an unknown runtime
     try:
         return str(__import__(module).__version__)
     except Exception:  # ImportError, or torch_tensorrt's plain Exception without libnvinfer

@@ -8,31 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-TENSORRT_KINDS = (".engine", ".plan", ".tensorrt", ".ep", ".torch-tensorrt")  # CUDA device index
-ONNX_KINDS = (".onnx", ".onnxruntime")
-TORCH_KINDS = (".safetensors", ".torch")
+from .runtimes import RECORDS, for_kind, plain_options, record
+
+# Views of the runtime records: the kinds (suffixes and "." + name) each spelling applies to.
+TENSORRT_KINDS = tuple(k for r in RECORDS.values() if r.gpu for k in r.kinds)
+ONNX_KINDS = record("onnxruntime").kinds
+TORCH_KINDS = record("torch").kinds
 
 
 def runtime_options(
     kind: str, device: str = "", threads: int = 0, cpu_spin_wait: bool = False
 ) -> dict[str, Any]:
-    """Options for ``Engine.open`` / ``open_cached``.
+    """Options for ``Engine.open`` / ``open_cached``: the record's ``options`` for ``kind``.
 
     ``kind`` is an engine file suffix (``.onnx``) or ``"." + runtime`` (``.onnxruntime``).
     ``cpu_spin_wait=False`` stops ONNX Runtime's CPU threads from busy-waiting after each
     operator and run: a node shares its cores with decoding, visualisation and DDS, which
     spinning threads would slow down (TensorRT and torch ignore it).
     """
-    options: dict[str, Any] = {}
-    if kind in TENSORRT_KINDS:
-        if device:
-            options["device"] = int(device.split(":")[1]) if ":" in device else 0
-    elif device:
-        options["device"] = device
-    if threads > 0 and kind in TORCH_KINDS:
-        options["threads"] = int(threads)
-    elif kind in ONNX_KINDS:
-        if threads > 0:
-            options["intra_op_threads"] = int(threads)
-        options["allow_spinning"] = bool(cpu_spin_wait)
-    return options
+    found = for_kind(kind)
+    spell = found.options if found is not None else plain_options
+    return spell(device, int(threads), bool(cpu_spin_wait))

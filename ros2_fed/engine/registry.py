@@ -1,11 +1,10 @@
-"""Which runtime opens which engine file: a loader per file suffix, each importing its runtime
-lazily.
+"""How each runtime opens its engine file: the ``open`` of the runtime records (runtimes.py).
 
-Why a registry: ``Engine.open`` (base.py) must not import its own subclasses (they import
+Why its own module: ``Engine.open`` (base.py) must not import its own subclasses (they import
 base: a cycle), and opening an ``.onnx`` or TensorRT engine must not pay for torch, which only
-the torch runtime (a fused ``.safetensors`` bundle) needs. Each loader below imports its
-runtime module when a file of its suffix is opened, never before. The package imports this
-module, so the loaders are registered before anyone can call ``Engine.open``.
+the torch runtime (a fused ``.safetensors`` bundle) needs. Each record names its loader here by
+dotted name; ``base.ENGINE_LOADERS`` imports this module, and the loader its runtime module,
+only when a file of its suffix is opened.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from .base import RUNTIME_BY_SUFFIX, Engine, checked_sidecar, register_engine_loader
+from .base import Engine, checked_sidecar
 
 
 def open_onnx(path: Path, expect: Optional[dict[str, Any]], options: dict[str, Any]) -> Engine:
@@ -46,14 +45,3 @@ def open_torch_tensorrt(
     from .torch_tensorrt_engine import TorchTensorRTEngine
 
     return TorchTensorRTEngine(path, checked_sidecar(path, "torch-tensorrt", expect), **options)
-
-
-LOADERS_BY_RUNTIME = {
-    "onnxruntime": open_onnx,
-    "tensorrt": open_tensorrt,
-    "torch": open_torch_bundle,
-    "torch-tensorrt": open_torch_tensorrt,
-}
-
-for _suffix, _runtime in RUNTIME_BY_SUFFIX.items():
-    register_engine_loader(_suffix, LOADERS_BY_RUNTIME[_runtime])
