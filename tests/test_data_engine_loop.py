@@ -67,3 +67,21 @@ def test_an_unfinished_or_missing_report_is_refused(tmp_path: Path) -> None:
     assert loop.main(["--arm", f"a={a}", "--out", str(out)]) == 2
     assert loop.main(["--arm", f"a={tmp_path / 'none'}", "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_the_data_engine_page_shows_the_measured_figures() -> None:
+    """docs/data_engine.md's table and sentence against docs/data_engine_loop.json."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "data_engine.md").read_text()
+    arms = json.loads((root / "docs" / "data_engine_loop.json").read_text())["arms"]
+    assert loop.markdown(arms) in page
+    a = arms["A: without the mined frames"]
+    b = arms["B: with the 103 mined frames"]
+    for name in ("OOD AP", "OOD FPR95"):
+        assert f"{100 * a[name]:.2f} % to {100 * b[name]:.2f} %" in page
+    delays = f"{a['median delay (s)']:.1f} s to {b['median delay (s)']:.1f} s"
+    assert f"median first-alert delay {delays}" in page
+    recall = f"{100 * a['alert recall']:.2f} % to {100 * b['alert recall']:.2f} %"
+    assert f"frame recall {recall}" in page
+    assert b["OOD AP"] > a["OOD AP"] and b["OOD FPR95"] < a["OOD FPR95"]  # what the page says
+    assert a["bags"] == b["bags"] == 6 and a["frames"] == b["frames"] == 360
