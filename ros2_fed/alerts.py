@@ -586,6 +586,20 @@ def track_value(evidence: float, size: float, error_size: float) -> float:
     return min(evidence, max(size, error_size))
 
 
+def label_map(labels: Optional[np.ndarray], shape: tuple[int, int]) -> Optional[np.ndarray]:
+    """The model's class ids as HxW uint8 at ``shape`` (nearest neighbour), or None."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be HxW class ids, got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        labels = np.clip(labels, 0, 255).astype(np.uint8)
+    if labels.shape != shape:
+        labels = cv2.resize(labels, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return labels
+
+
 class AlertMonitor:
     """The alert state machine (see the module docstring for the exact rules).
 
@@ -713,16 +727,7 @@ class AlertMonitor:
         cfg = self._config
         conf = confidence_map(confidence)
         h, w = conf.shape
-        if cfg.roi != "drivable":
-            labels = None
-        elif labels is not None:
-            labels = np.asarray(labels)
-            if labels.ndim != 2:
-                raise ValueError(f"labels must be HxW class ids, got shape {labels.shape}")
-            if labels.dtype != np.uint8:
-                labels = np.clip(labels, 0, 255).astype(np.uint8)
-            if labels.shape != (h, w):
-                labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        labels = label_map(labels, (h, w)) if cfg.roi == "drivable" else None
         roi = cfg.roi if cfg.roi != "drivable" or labels is not None else "corridor"
         uncertain, count, roi_pixels, row0 = self._uncertain(conf, labels)
         fraction = count / roi_pixels if roi_pixels else 0.0

@@ -360,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRAME",
         help="first frame with OOD objects on the road (default frames // 3; >= frames: none)",
     )
+    _add_rig_args(p)
+    p.add_argument(
+        "--ood-kinds",
+        type=_names,
+        default=None,
+        metavar="KIND,KIND,...",
+        help=f"only these OOD kinds on the road (of {', '.join(_OOD_KINDS)}; default all)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _add_rig_args(p: argparse.ArgumentParser) -> None:
+    """Surround rigs: how many cameras, and their names."""
     p.add_argument(
         "--cameras",
         type=int,
@@ -378,15 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME,NAME,...",
         help="name the cameras (e.g. front,left,right,rear; implies --cameras N)",
     )
-    p.add_argument(
-        "--ood-kinds",
-        type=_names,
-        default=None,
-        metavar="KIND,KIND,...",
-        help=f"only these OOD kinds on the road (of {', '.join(_OOD_KINDS)}; default all)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -332,18 +332,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for seeds in sets:
         drives = load(parse_seeds(seeds), args.cache, args.rendered)
         result["sets"][seeds] = {rule: evaluate(c, drives) for rule, c in chosen.items()}
-        for rule, r in result["sets"][seeds].items():
-            s = r["early_warning"]["summary"] if r["early_warning"] else {}
-            print(
-                seeds,
-                rule,
-                f"recall {r['recall']} FA {r['false_alarm_rate']}",
-                f"median {s.get('median_frames_all')} never {s.get('never_alerted')}",
-                flush=True,
-            )
+        print_set(seeds, result["sets"][seeds])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     jsonio.write_json(args.out, result, indent=1)
     return 0
+
+
+def print_set(seeds: str, rows: dict[str, Any]) -> None:
+    """One line per rule of a drive set's figures."""
+    for rule, r in rows.items():
+        s = r["early_warning"]["summary"] if r["early_warning"] else {}
+        print(
+            seeds,
+            rule,
+            f"recall {r['recall']} FA {r['false_alarm_rate']}",
+            f"median {s.get('median_frames_all')} never {s.get('never_alerted')}",
+            flush=True,
+        )
 
 
 def configs_json(config: AlertConfig) -> dict[str, Any]:

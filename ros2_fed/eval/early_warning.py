@@ -169,6 +169,18 @@ class Appearance:
         return Appearance(**{k: v for k, v in data.items() if k != "alerted"})
 
 
+def object_runs(frames: Sequence[Optional[FrameObjects]]) -> list[tuple[int, int]]:
+    """(first, last) frame of every maximal run of frames with OOD pixels."""
+    runs: list[tuple[int, int]] = []
+    for i, f in enumerate(frames):
+        present = f is not None and f.ood_pixels > 0
+        if present and runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        elif present:
+            runs.append((i, i))
+    return runs
+
+
 def appearance_delays(
     levels: Sequence[Optional[int]],
     frames: Sequence[Optional[FrameObjects]],
@@ -192,17 +204,7 @@ def appearance_delays(
     if len(idx) != n:
         raise ValueError(f"{len(idx)} indices for {n} frames")
     out: list[Appearance] = []
-    i = 0
-    while i < n:
-        f = frames[i]
-        if f is None or f.ood_pixels == 0:
-            i += 1
-            continue
-        start = i
-        while i + 1 < n and frames[i + 1] is not None and frames[i + 1].ood_pixels > 0:
-            i += 1
-        end = i
-        i += 1
+    for start, end in object_runs(frames):
         onset = next(
             (
                 k
