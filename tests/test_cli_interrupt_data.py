@@ -1,5 +1,6 @@
-"""Ctrl-C in the data commands (fed_synthroad, fed_stats, fed_calibrate): no traceback, exit code
-0, one line saying what was kept. Before, each printed a KeyboardInterrupt traceback.
+"""Ctrl-C in the data commands (fed_synthroad, fed_synthroad_bag, fed_stats, fed_calibrate):
+no traceback, exit code 0, one line saying what was kept. Before, each printed a
+KeyboardInterrupt traceback.
 
 Each command is stopped once its work has visibly begun (its first image on disk, or its
 progress bar drawn), with SIGINT on its whole process group, as a terminal's Ctrl-C sends it.
@@ -136,4 +137,22 @@ def test_ctrl_c_in_fed_calibrate_leaves_the_checkpoint_alone(data: Path, tmp_pat
         "as they were): the same command starts the pass again"
     )
     assert (tmp_path / "fed.json").read_bytes() == before
+    assert not out.exists()
+
+
+def test_ctrl_c_in_fed_synthroad_bag_removes_the_unfinished_bag(tmp_path: Path) -> None:
+    out = tmp_path / "drive"
+    cmd = [sys.executable, "-m", "training.synthroad_bag", "--out", str(out)]
+    cmd += ["--frames", "100000", "--size", "64x128", "--quiet"]
+
+    def bag_begun(_: str) -> bool:
+        return out.is_dir() and any(out.iterdir())
+
+    code, err = _interrupt_when(cmd, bag_begun, tmp_path / "err.txt", "the bag")
+    assert code == 0, err
+    _assert_no_traceback(err)
+    assert _last_line(err) == (
+        f"fed_synthroad_bag: stopped; kept nothing: the unfinished bag {out} was removed (the "
+        "same command writes it anew)"
+    )
     assert not out.exists()

@@ -29,18 +29,23 @@ names (the default) is the single-camera bag above, unchanged.
 
 from __future__ import annotations
 
-import argparse
-import json
-import re
-import sys
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from ros2_fed import stopping
 
-from tqdm import tqdm
+stopping.install_for("fed_synthroad_bag", __name__)  # first: a signal during the imports stops it
 
-from ros2_fed.eval.replay import bagio
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Iterator, Optional, Sequence  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+
+from ros2_fed.eval.replay import bagio  # noqa: E402
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
@@ -397,7 +402,9 @@ def _add_rig_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.monotonic()
+    existed = Path(args.out).exists()  # then the writer refuses it, and it is never removed
     try:
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
         info = write_synthroad_bag(
             args.out,
             frames=args.frames,
@@ -416,6 +423,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (FileExistsError, ValueError) as exc:
         print(f"fed_synthroad_bag: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = Path(args.out)
+        if not existed and out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        print(
+            f"fed_synthroad_bag: stopped; kept nothing: the unfinished bag {out} was removed "
+            "(the same command writes it anew)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return stopping.interrupted_exit_code()
+    finally:
+        stopping.stopping()
     if info.cameras:
         print(
             f"fed_synthroad_bag: wrote {len(info.cameras)} cameras x {info.frames} frames "
