@@ -8,6 +8,8 @@ its results passes without editing this test. Sources:
 - README "How well it works": models/synthroad_ood_results.json (``fed_eval`` on the held-out
   synthroad OOD split) and the alert rule's drive sets, docs/alerts_selection.json (held-out
   drives of the selection run) and docs/alerts_drives_*.json (``--defaults-only`` runs);
+- README "How well it works", first-alert delay: docs/early_warning.json
+  (``training.early_warning_table``);
 - README "Scene health" and docs/scene.md: docs/scene_results.json (``training.scene_eval``).
 """
 
@@ -130,6 +132,27 @@ def test_alert_recall_range_over_the_drive_sets() -> None:
     assert count == COUNTS[len(sets)]
     assert_printed(low, min(recalls))
     assert_printed(high, max(recalls))
+
+
+def test_first_alert_delay_against_the_early_warning_table() -> None:
+    """README's delay figures are the pooled row of docs/early_warning.json
+    (``python -m training.early_warning_table``), over the drive sets it names."""
+    table = read_json(ROOT / "docs" / "early_warning.json")
+    summary = table["all"]["early_warning"]["summary"]
+    frames, seconds = find(rf"median of \*\*{NUMBER} frames \({NUMBER} s\)\*\*", WORKS)
+    assert_printed(frames, summary["median_frames"])
+    assert_printed(seconds, summary["median_s"])
+    (p90,) = find(rf"\(p90 {NUMBER} frames\)", WORKS)
+    assert_printed(p90, summary["p90_frames"])
+    never, total = find(rf"{NUMBER} of {NUMBER} objects are never alerted", WORKS)
+    assert (int(never), int(total)) == (summary["never_alerted"], summary["appearances"])
+    (drives,) = find(rf"on the same {NUMBER} drives", WORKS)
+    assert int(drives) == sum(len(s["drives"]) for s in table["sets"].values())
+    assert table["config"]["confidence_threshold"] == pytest.approx(
+        read_json(default_models_dir() / f"{DEFAULT_FED}.json")["calibration"][
+            "confidence_threshold"
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------
