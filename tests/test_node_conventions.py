@@ -88,11 +88,13 @@ def test_camera_info_republished_with_each_output_header(
     info.d = [0.1, -0.2, 0.0, 0.0, 0.0]
     info.header.frame_id = "camera_optical_frame"
     info.header.stamp.sec = 7
-    info_pub.publish(info)
-    time.sleep(0.3)
-    msg, got = send_until_outputs(
-        client, pub, lambda: image_msg(frame, "rgb8"), topics, "info", attempts=10
-    )
+
+    def with_info() -> Image:  # a driver sends its CameraInfo with every frame
+        info_pub.publish(info)
+        time.sleep(0.05)
+        return image_msg(frame, "rgb8")
+
+    msg, got = send_until_outputs(client, pub, with_info, topics, "info", attempts=10)
     out = got["camera_info"]
     assert out.header.frame_id == msg.header.frame_id == got["segmentation"].header.frame_id
     assert (out.header.stamp.sec, out.header.stamp.nanosec) == (
