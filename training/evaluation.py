@@ -28,12 +28,8 @@ from tqdm import tqdm
 
 from ros2_fed.eval import metrics as M
 from ros2_fed.eval.component_metrics import method_components, track_of
-from ros2_fed.eval.method_scores import (
-    PROBABILITY_METHODS,
-    EvalSettings,
-    MethodScores,
-    unit_scores,
-)
+from ros2_fed.eval.method_scores import EvalSettings, MethodScores
+from ros2_fed.eval.score_scale import PROBABILITY_METHODS, unit_scores
 
 VOID = 255
 

@@ -225,7 +225,7 @@ def method_components(
     accumulator: Any, truths: Sequence[np.ndarray], track: Optional[Track], probability: bool
 ) -> Optional[dict[str, Any]]:
     """One method's component metrics from the pooled OOD accumulator that scored it
-    (``ros2_fed.eval.metrics.ExactAccumulator`` of its unit scores, ``method_scores.unit_scores``)
+    (``ros2_fed.eval.metrics.ExactAccumulator`` of its unit scores, ``score_scale.unit_scores``)
     and each frame's truth mask, in update order: thresholded at the split's best pixel F1.
     None without a track, without exact scores (histograms keep no pixels) or a defined F1.
     ``threshold`` is reported on the method's own score scale (``probability``: as scored; else

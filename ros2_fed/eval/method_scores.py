@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,16 +20,6 @@ from ros2_fed.backbones.inference import infer, multiscale
 from ros2_fed.eval import metrics as M
 from ros2_fed.fed.postprocess import make_postprocess
 from ros2_fed.names import BASELINE_METHODS
-
-#: Scores already in [0, 1] enter the histograms as they are; others are squashed (ranks kept).
-PROBABILITY_METHODS = frozenset({"FED-U", "FED-C", "MSP"})
-
-
-def unit_scores(score: np.ndarray, probability: bool) -> np.ndarray:
-    """Monotone map into (0, 1) so one histogram layout fits every method (ranks unchanged)."""
-    if probability:
-        return score.astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-np.clip(score.astype(np.float64), -700, 700)))
 
 
 @dataclass

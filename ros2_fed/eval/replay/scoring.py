@@ -28,7 +28,7 @@ import numpy as np
 from ros2_fed.eval import metrics as M
 from ros2_fed.eval.alert_metrics import largest_object_pixels
 from ros2_fed.eval.component_metrics import method_components, track_of
-from ros2_fed.eval.method_scores import PROBABILITY_METHODS, unit_scores
+from ros2_fed.eval.score_scale import PROBABILITY_METHODS, unit_scores
 from ros2_fed.fingerprint import check_backbone, fingerprint_of
 from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata
 
