@@ -1,4 +1,5 @@
-"""Ctrl-C in the data commands (fed_synthroad, fed_synthroad_bag, fed_stats, fed_calibrate):
+"""Ctrl-C in the data commands (fed_synthroad, fed_synthroad_bag, fed_stats, fed_calibrate,
+fed_eval):
 no traceback, exit code 0, one line saying what was kept. Before, each printed a
 KeyboardInterrupt traceback.
 
@@ -138,6 +139,21 @@ def test_ctrl_c_in_fed_calibrate_leaves_the_checkpoint_alone(data: Path, tmp_pat
     )
     assert (tmp_path / "fed.json").read_bytes() == before
     assert not out.exists()
+
+
+def test_ctrl_c_in_fed_eval_writes_no_results(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "training.cli_eval", "--backbone", str(BACKBONE)]
+    cmd += ["--fed", f"FED-C={FED}", "--dataset", "synthroad", "--data-root", str(data)]
+    cmd += ["--split", "val", "--out", str(out), "--no-open-miou"]
+    code, err = _interrupt_when(cmd, _bar_started("fed_eval"), tmp_path / "err.txt", "the pass")
+    assert code == 0, err
+    _assert_no_traceback(err)
+    assert _last_line(err) == (
+        "fed_eval: stopped; no results written (they are written at the end): the same "
+        "command evaluates again"
+    )
+    assert not (out / "results.json").exists()
 
 
 def test_ctrl_c_in_fed_synthroad_bag_removes_the_unfinished_bag(tmp_path: Path) -> None:

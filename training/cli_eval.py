@@ -19,16 +19,20 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import torch
+from ros2_fed import stopping
 
-from ros2_fed.checkpoint import load_fed
-from ros2_fed.fingerprint import ALLOW_FLAG, BackboneFingerprint, check_backbone, fingerprint_of
-from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata
-from training.cli_errors import UsageError, one_line_warnings, report, user_errors
-from training.eval_sources import COMPONENT_TRACKS, DATASETS, make_source
-from training.evaluation import EvalSettings, Evaluator
-from training.report import figure_row, write_figure, write_results
+stopping.install_for("fed_eval", __name__)  # first: a signal during the imports stops it
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ros2_fed.checkpoint import load_fed  # noqa: E402
+from ros2_fed.fingerprint import ALLOW_FLAG, BackboneFingerprint, check_backbone, fingerprint_of  # noqa: E402
+from ros2_fed.logit_statistics import read_statistics_file, statistics_from_metadata  # noqa: E402
+from training.cli_errors import UsageError, one_line_warnings, report, user_errors  # noqa: E402
+from training.eval_sources import COMPONENT_TRACKS, DATASETS, make_source  # noqa: E402
+from training.evaluation import EvalSettings, Evaluator  # noqa: E402
+from training.report import figure_row, write_figure, write_results  # noqa: E402
 
 DATASET_LAYOUTS = """\
 dataset layouts (--data-root ROOT; label = Cityscapes trainIds, 255 void; OOD = 0 / 1 / 255):
@@ -223,9 +227,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     with one_line_warnings("fed_eval"):
         try:
+            stopping.started()  # a stop signal is a KeyboardInterrupt from here on
             return run(args)
         except user_errors() as exc:
             return report("fed_eval", exc)
+        except KeyboardInterrupt:
+            saved = (
+                f"; the score maps saved so far stay in {args.save_scores}"
+                if (args.save_scores)
+                else ""
+            )
+            print(
+                f"fed_eval: stopped; no results written (they are written at the end){saved}: "
+                "the same command evaluates again",
+                file=sys.stderr,
+                flush=True,
+            )
+            return stopping.interrupted_exit_code()
+        finally:
+            stopping.stopping()
 
 
 def run(args: argparse.Namespace) -> int:
