@@ -479,22 +479,28 @@ def _place_ood(pl: _Placer, s: Scene, cam: Camera, travel: float) -> None:
             z_view = (
                 z if travel == 0 else z_near
             )  # in a drive the camera gets close: stay in view there
-            lo = max(
-                s.x_left + size / 2 + 0.2,
-                (0.05 * cam.width - cam.vp_x) * z_view / cam.focal + size / 2,
-            )
-            hi = min(
-                s.x_right - size / 2 - 0.2,
-                (0.95 * cam.width - cam.vp_x) * z_view / cam.focal - size / 2,
-            )
+            lo, hi = _road_x_range(s, cam, size, z_view)
             if hi <= lo:
                 continue
-            x = float(rng.uniform(lo, hi))
-            if pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
-                # keep the line of sight free
-                pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))
-                pl.objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
+            if _try_ood(pl, kind, float(rng.uniform(lo, hi)), z, size):
                 break
+
+
+def _road_x_range(s: Scene, cam: Camera, size: float, z: float) -> tuple[float, float]:
+    """Where an object of ``size`` at depth ``z`` may stand: on the road, off its kerbs, and
+    inside 5-95 % of the image width."""
+    lo = max(s.x_left + size / 2 + 0.2, (0.05 * cam.width - cam.vp_x) * z / cam.focal + size / 2)
+    hi = min(s.x_right - size / 2 - 0.2, (0.95 * cam.width - cam.vp_x) * z / cam.focal - size / 2)
+    return lo, hi
+
+
+def _try_ood(pl: _Placer, kind: str, x: float, z: float, size: float) -> bool:
+    """Place an OOD object at ``(x, z)`` when the spot and the line of sight to it are free."""
+    if not pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
+        return False
+    pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))  # the line of sight
+    pl.objs.append(Obj(kind, x, z, _ood_params(pl.rng, kind, size)))
+    return True
 
 
 #: Obstacle split (RoadObstacle21-like): metres ahead of the camera the objects stand at, and
@@ -520,20 +526,10 @@ def _place_obstacles(pl: _Placer, s: Scene, cam: Camera) -> None:
             }.get(kind, OBSTACLE_SIZE)
             size = float(rng.uniform(lo_size, hi_size))
             z = near + (far - near) * float(rng.random())
-            lo = max(
-                s.x_left + size / 2 + 0.2,
-                (0.05 * cam.width - cam.vp_x) * z / cam.focal + size / 2,
-            )
-            hi = min(
-                s.x_right - size / 2 - 0.2,
-                (0.95 * cam.width - cam.vp_x) * z / cam.focal - size / 2,
-            )
+            lo, hi = _road_x_range(s, cam, size, z)
             if hi <= lo:
                 continue
-            x = float(rng.uniform(lo, hi))
-            if pl.free(x - size / 2, x + size / 2, z - 1, z + size + 1):
-                pl.occupied.append((x - size / 2, x + size / 2, 0.0, z + size))
-                pl.objs.append(Obj(kind, x, z, _ood_params(rng, kind, size)))
+            if _try_ood(pl, kind, float(rng.uniform(lo, hi)), z, size):
                 break
 
 
