@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from ros2_fed.jsonio import write_json
+
 #: (column, where in the pooled report, how it is shown)
 COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("OOD AP", ("node", "ood_ap"), "pct"),
@@ -111,7 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(arms)
-    args.out.write_text(json.dumps({"note": args.note, "arms": arms}, indent=2) + "\n")
+    write_json(args.out, {"note": args.note, "arms": arms})
     args.out.with_suffix(".md").write_text(table, encoding="utf-8")
     print(table, end="")
     return 0
