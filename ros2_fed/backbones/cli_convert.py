@@ -15,10 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
+from ros2_fed import stopping
 
-from .base import BackboneError
-from .loader import (
+stopping.install_for("fed_convert", __name__)  # first: a signal during the imports stops it
+
+import torch  # noqa: E402
+
+from .base import BackboneError  # noqa: E402
+from .loader import (  # noqa: E402
     default_inference,
     detect_format,
     load_backbone,
@@ -100,9 +104,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     dst = Path(args.dst)
     dst = dst.with_suffix("") if dst.suffix in (".safetensors", ".json") else dst
+    outputs = [dst.with_name(dst.name + ext) for ext in (".safetensors", ".json")]
+    existed = {p for p in outputs if p.exists()}
     try:
-        outputs = [dst.with_name(dst.name + ext) for ext in (".safetensors", ".json")]
-        if not args.force and any(p.exists() for p in outputs):
+        stopping.started()  # a stop signal is a KeyboardInterrupt from here on
+        if not args.force and existed:
             raise BackboneError(f"{dst}: output exists (use --force to overwrite)")
         fmt = detect_format(args.src)
         src = read_source(args.src)
@@ -114,6 +120,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BackboneError as exc:
         print(f"fed_convert: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        for path in set(outputs) - existed:  # a half-written new checkpoint is no checkpoint
+            path.unlink(missing_ok=True)
+        print(
+            f"fed_convert: stopped; no checkpoint written at {dst} (files that were there "
+            "before are left as they are): the same command converts again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return stopping.interrupted_exit_code()
+    finally:
+        stopping.stopping()
     print(
         f"{fmt} -> ros2_fed: {model.meta.get('name', model.arch)} ({model.num_classes} classes, "
         f"features {model.feature_channels} ch) written to {tensor_path} + {json_path.name}"
