@@ -84,6 +84,7 @@ class FrameProcessor:
         self.stages = [factory(self.model, self.cameras) for factory in stages]
         for stage in self._stages_with("bind_node"):
             stage.bind_node(self.node_name)
+        self._observers = self._stages_with("observe")  # looked up once: observe is per message
         self._latest: dict[tuple[str, str], Status] = {}
         self._stamps: dict[str, int] = {}  # each camera's newest stamp (ns)
         self._lock = threading.Lock()
@@ -145,7 +146,7 @@ class FrameProcessor:
         """An input message as received, before the mailbox (any thread): for the stages that
         keep input (the clip recorder). ``message``: CDR bytes, or an object ``encode`` turns
         into CDR bytes later."""
-        for stage in self._stages_with("observe"):
+        for stage in self._observers:
             stage.observe(topic, msgtype, message, nbytes, stamp, encode)
 
     def drain_lines(self) -> list[tuple[str, str]]:
